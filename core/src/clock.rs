@@ -1,0 +1,79 @@
+//! Injected clocks. Pure cores never read time; their shells pass a
+//! [`UnixMillis`] in, taken from a [`Clock`] that tests can control.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Milliseconds since the Unix epoch: the one time unit stored in commands,
+/// records and messages (expiry deadlines, creation times).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct UnixMillis(pub u64);
+
+impl UnixMillis {
+    /// Returns this instant plus `seconds`, saturating.
+    pub fn plus_seconds(self, seconds: u32) -> UnixMillis {
+        UnixMillis(self.0.saturating_add(u64::from(seconds) * 1000))
+    }
+
+    /// Returns the whole seconds from `self` until `later`, rounded up, or 0
+    /// when `later` has passed.
+    pub fn seconds_until(self, later: UnixMillis) -> u32 {
+        let ms = later.0.saturating_sub(self.0);
+        u32::try_from(ms.div_ceil(1000)).unwrap_or(u32::MAX)
+    }
+}
+
+/// A source of the current time.
+pub trait Clock: Send + Sync + 'static {
+    /// Returns the current time.
+    fn now(&self) -> UnixMillis;
+}
+
+/// The operating system's wall clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> UnixMillis {
+        let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        UnixMillis(u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
+    }
+}
+
+/// A clock that moves only when told to: for tests of expiry logic.
+#[derive(Debug, Default)]
+pub struct ManualClock(AtomicU64);
+
+impl ManualClock {
+    /// Returns a clock reading `start`.
+    pub fn new(start: UnixMillis) -> ManualClock {
+        ManualClock(AtomicU64::new(start.0))
+    }
+
+    /// Moves the clock forward by `ms` milliseconds.
+    pub fn advance(&self, ms: u64) {
+        self.0.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> UnixMillis {
+        UnixMillis(self.0.load(Ordering::SeqCst))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manual_clock_moves_only_when_advanced() {
+        let clock = ManualClock::new(UnixMillis(1_000));
+        assert_eq!(clock.now(), UnixMillis(1_000));
+        clock.advance(2_500);
+        assert_eq!(clock.now(), UnixMillis(3_500));
+        assert_eq!(UnixMillis(1_000).seconds_until(UnixMillis(3_500)), 3);
+        assert_eq!(UnixMillis(4_000).seconds_until(UnixMillis(3_500)), 0);
+        assert_eq!(UnixMillis(1_000).plus_seconds(2), UnixMillis(3_000));
+    }
+}

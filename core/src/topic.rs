@@ -1,0 +1,316 @@
+//! Topic names, topic filters and the matching rule between them
+//! (MQTT 5.0 §4.7, shared subscriptions §4.8.2).
+//!
+//! Validation lives in the constructors, so a [`Topic`] or [`TopicFilter`]
+//! that exists is valid. Both wrap a [`ByteString`], a UTF-8 view of a
+//! `Bytes` buffer: topics decoded off the wire stay slices of the read buffer.
+
+use bytestring::ByteString;
+use std::fmt;
+
+/// The longest topic name or filter the protocol can carry (a two-byte
+/// length prefix).
+pub const MAX_TOPIC_BYTES: usize = 65_535;
+
+/// Why a topic name or filter was refused. Messages cite the normative
+/// statement they enforce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TopicError {
+    /// The name or filter is empty.
+    #[error("[MQTT-4.7.3-1] topic names and filters must be at least one character long")]
+    Empty,
+    /// The name or filter is longer than 65,535 bytes.
+    #[error("[MQTT-1.5.4-1] topic is longer than 65535 bytes")]
+    TooLong,
+    /// The string holds U+0000.
+    #[error("[MQTT-4.7.3-2] topic contains the null character U+0000")]
+    NullCharacter,
+    /// A topic name holds `+` or `#`.
+    #[error("[MQTT-3.3.2-2] topic name contains a wildcard character")]
+    WildcardInName,
+    /// `#` is not alone in the last level of a filter.
+    #[error("[MQTT-4.7.1-2] multi-level wildcard must be the last character, alone in its level")]
+    MisplacedMultiLevelWildcard,
+    /// `+` does not fill a whole level of a filter.
+    #[error("[MQTT-4.7.1-3] single-level wildcard must occupy an entire level")]
+    MisplacedSingleLevelWildcard,
+    /// A `$share/` filter has an empty share name or one with `/`, `+` or `#`.
+    #[error("[MQTT-4.8.2-1] shared subscription share name must be non-empty without '/', '+' or '#'")]
+    InvalidShareName,
+    /// A `$share/{name}` filter has no topic filter after the share name.
+    #[error("[MQTT-4.8.2-2] shared subscription must have a topic filter after the share name")]
+    MissingSharedFilter,
+}
+
+/// Checks the rules every topic name obeys: non-empty, at most 65,535
+/// bytes, no U+0000, no wildcard characters.
+pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
+    check_common(name)?;
+    if name.bytes().any(|b| b == b'+' || b == b'#') {
+        return Err(TopicError::WildcardInName);
+    }
+    Ok(())
+}
+
+/// Checks the rules every topic filter obeys, including the shape of a
+/// `$share/{name}/{filter}` shared subscription.
+pub fn validate_topic_filter(filter: &str) -> Result<(), TopicError> {
+    check_common(filter)?;
+    match split_shared(filter) {
+        Some(Ok((_, inner))) => check_filter_levels(inner),
+        Some(Err(err)) => Err(err),
+        None => check_filter_levels(filter),
+    }
+}
+
+fn check_common(s: &str) -> Result<(), TopicError> {
+    if s.is_empty() {
+        return Err(TopicError::Empty);
+    }
+    if s.len() > MAX_TOPIC_BYTES {
+        return Err(TopicError::TooLong);
+    }
+    if s.bytes().any(|b| b == 0) {
+        return Err(TopicError::NullCharacter);
+    }
+    Ok(())
+}
+
+fn check_filter_levels(filter: &str) -> Result<(), TopicError> {
+    if filter.is_empty() {
+        return Err(TopicError::MissingSharedFilter);
+    }
+    let mut levels = filter.split('/').peekable();
+    while let Some(level) = levels.next() {
+        if level.contains('#') && (level != "#" || levels.peek().is_some()) {
+            return Err(TopicError::MisplacedMultiLevelWildcard);
+        }
+        if level.contains('+') && level != "+" {
+            return Err(TopicError::MisplacedSingleLevelWildcard);
+        }
+    }
+    Ok(())
+}
+
+/// Splits `$share/{name}/{filter}` into its share name and filter. Returns
+/// `None` when the filter is not a shared subscription.
+fn split_shared(filter: &str) -> Option<Result<(&str, &str), TopicError>> {
+    let rest = filter.strip_prefix("$share/")?;
+    let Some((name, inner)) = rest.split_once('/') else {
+        return Some(Err(if rest.is_empty() || rest.contains(['+', '#']) {
+            TopicError::InvalidShareName
+        } else {
+            TopicError::MissingSharedFilter
+        }));
+    };
+    if name.is_empty() || name.contains(['+', '#']) {
+        return Some(Err(TopicError::InvalidShareName));
+    }
+    if inner.is_empty() {
+        return Some(Err(TopicError::MissingSharedFilter));
+    }
+    Some(Ok((name, inner)))
+}
+
+/// Returns true when `filter` (not a `$share/` filter) matches `topic`.
+///
+/// Wildcards at the first level never match a topic starting with `$`
+/// [MQTT-4.7.2-1]; `#` also matches its parent level (`a/#` matches `a`).
+pub fn matches(filter: &str, topic: &str) -> bool {
+    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
+        return false;
+    }
+    let mut filter_levels = filter.split('/');
+    let mut topic_levels = topic.split('/');
+    loop {
+        match (filter_levels.next(), topic_levels.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(f), Some(t)) if f == t => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+/// A valid topic name: what a PUBLISH is addressed to.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Topic(ByteString);
+
+impl Topic {
+    /// Validates `name` as a topic name.
+    pub fn new(name: impl Into<ByteString>) -> Result<Topic, TopicError> {
+        let name = name.into();
+        validate_topic_name(&name)?;
+        Ok(Topic(name))
+    }
+
+    /// Returns the name as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Returns the underlying shared string.
+    pub fn as_byte_string(&self) -> &ByteString {
+        &self.0
+    }
+
+    /// Returns true for topics starting with `$`, which wildcards at the first
+    /// level do not match and clients may not publish to.
+    pub fn is_system(&self) -> bool {
+        self.0.starts_with('$')
+    }
+}
+
+impl fmt::Debug for Topic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for Topic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A valid topic filter: what a SUBSCRIBE asks for, possibly a
+/// `$share/{group}/{filter}` shared subscription.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicFilter(ByteString);
+
+impl TopicFilter {
+    /// Validates `filter` as a topic filter.
+    pub fn new(filter: impl Into<ByteString>) -> Result<TopicFilter, TopicError> {
+        let filter = filter.into();
+        validate_topic_filter(&filter)?;
+        Ok(TopicFilter(filter))
+    }
+
+    /// Returns the filter exactly as subscribed (with any `$share/` prefix).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Returns the share group name of a `$share/` filter.
+    pub fn share_group(&self) -> Option<&str> {
+        split_shared(&self.0).and_then(Result::ok).map(|(name, _)| name)
+    }
+
+    /// Returns the filter that topics are matched against: the part after the
+    /// share name for a shared subscription, the whole filter otherwise.
+    pub fn match_filter(&self) -> &str {
+        match split_shared(&self.0) {
+            Some(Ok((_, inner))) => inner,
+            _ => &self.0,
+        }
+    }
+
+    /// Returns true when the matching part holds `+` or `#`.
+    pub fn has_wildcards(&self) -> bool {
+        self.match_filter().contains(['+', '#'])
+    }
+
+    /// Returns true when this filter matches `topic`.
+    pub fn matches(&self, topic: &Topic) -> bool {
+        matches(self.match_filter(), topic.as_str())
+    }
+}
+
+impl fmt::Debug for TopicFilter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for TopicFilter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_follow_section_4_7() {
+        let cases: &[(&str, Result<(), TopicError>)] = &[
+            ("a/b", Ok(())),
+            ("/", Ok(())),
+            ("$SYS/x", Ok(())),
+            ("", Err(TopicError::Empty)),
+            ("a/+", Err(TopicError::WildcardInName)),
+            ("a#", Err(TopicError::WildcardInName)),
+            ("a\0b", Err(TopicError::NullCharacter)),
+        ];
+        for (name, want) in cases {
+            assert_eq!(validate_topic_name(name), *want, "{name:?}");
+        }
+        assert_eq!(validate_topic_name(&"a".repeat(65_536)), Err(TopicError::TooLong));
+    }
+
+    #[test]
+    fn topic_filters_follow_section_4_7_and_4_8() {
+        use TopicError::*;
+        let cases: &[(&str, Result<(), TopicError>)] = &[
+            ("#", Ok(())),
+            ("+", Ok(())),
+            ("sport/tennis/#", Ok(())),
+            ("+/tennis/#", Ok(())),
+            ("sport/+/player1", Ok(())),
+            ("$share/g/a/+", Ok(())),
+            ("$share/g/#", Ok(())),
+            ("sport/tennis#", Err(MisplacedMultiLevelWildcard)),
+            ("sport/tennis/#/ranking", Err(MisplacedMultiLevelWildcard)),
+            ("sport+", Err(MisplacedSingleLevelWildcard)),
+            ("$share//a", Err(InvalidShareName)),
+            ("$share/g+/a", Err(InvalidShareName)),
+            ("$share/g", Err(MissingSharedFilter)),
+            ("$share/g/", Err(MissingSharedFilter)),
+            ("$share/", Err(InvalidShareName)),
+            ("", Err(Empty)),
+        ];
+        for (filter, want) in cases {
+            assert_eq!(validate_topic_filter(filter), *want, "{filter:?}");
+        }
+    }
+
+    #[test]
+    fn matching_follows_the_spec_examples() {
+        let cases = [
+            ("sport/tennis/player1/#", "sport/tennis/player1", true),
+            ("sport/tennis/player1/#", "sport/tennis/player1/ranking", true),
+            ("sport/tennis/player1/#", "sport/tennis/player1/score/wimbledon", true),
+            ("sport/#", "sport", true),
+            ("#", "a/b/c", true),
+            ("sport/tennis/+", "sport/tennis/player1", true),
+            ("sport/tennis/+", "sport/tennis/player1/ranking", false),
+            ("sport/+", "sport", false),
+            ("sport/+", "sport/", true),
+            ("+/+", "/finance", true),
+            ("/+", "/finance", true),
+            ("+", "/finance", false),
+            ("#", "$SYS/x", false),
+            ("+/monitor/Clients", "$SYS/monitor/Clients", false),
+            ("$SYS/#", "$SYS/monitor/Clients", true),
+            ("$SYS/monitor/+", "$SYS/monitor/Clients", true),
+            ("a/b", "a/b", true),
+            ("a/b", "a/c", false),
+        ];
+        for (filter, topic, want) in cases {
+            assert_eq!(matches(filter, topic), want, "{filter} vs {topic}");
+        }
+    }
+
+    #[test]
+    fn shared_filters_expose_group_and_inner_filter() {
+        let f = TopicFilter::new("$share/workers/jobs/+").expect("valid");
+        assert_eq!(f.share_group(), Some("workers"));
+        assert_eq!(f.match_filter(), "jobs/+");
+        assert!(f.matches(&Topic::new("jobs/1").expect("valid")));
+        let plain = TopicFilter::new("jobs/#").expect("valid");
+        assert_eq!(plain.share_group(), None);
+        assert!(plain.has_wildcards());
+    }
+}

@@ -1,0 +1,432 @@
+//! One task per connection: it owns the socket and the session state
+//! machine, and carries out the machine's actions.
+//!
+//! ```text
+//!  socket ──bytes──▶ Codec ──Packet──▶ Session ──Action──▶ write / uplink / index / close
+//!  ConnHandle inbox (deliveries, replies) ──▶ Session
+//!  ConnHandle flags (revoked, keep-alive, shutdown) ──▶ close with a reason
+//! ```
+//!
+//! Memory: an idle connection holds no read buffer, no write buffer and no
+//! queue; the shared handle allocates its inbox on first use and frees it
+//! when drained. Keep-alive is checked by one sweeper for all connections.
+//!
+//! Hot path: the read → decode → session loop and `flush`.
+
+use crate::Shared;
+use crate::handshake::{self, Accepted};
+use crate::registry::{ConnHandle, GatewayCounters, Inbound, REQUEST_SEQ_BITS, RouteChanges, message_id};
+use crate::session::{Action, Close, Session};
+use bytes::BytesMut;
+use herald_core::{ReasonCode, SessionKey};
+use herald_mqtt::{Codec, ConnAck, DecodeError, Packet, Properties, ProtocolVersion};
+use herald_proto::seam::{Claim, ClaimGrant, Downlink, Uplink};
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tracing::debug;
+
+/// Read granularity; the buffer exists only while bytes are being parsed.
+const READ_CHUNK: usize = 4096;
+/// Read granularity before CONNECT: most CONNECT packets are far smaller.
+const CONNECT_CHUNK: usize = 512;
+
+/// Serves one accepted socket until it closes.
+///
+/// The task's own future stays small: each phase runs in a boxed future
+/// that exists only while the phase does, so an idle connection pays for
+/// the idle loop's state and nothing else.
+pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>) {
+    if let Some(opened) = Box::pin(open(stream, &shared)).await {
+        Box::pin(run_session(opened, shared)).await;
+    }
+}
+
+/// A socket whose CONNECT has arrived.
+struct Opened {
+    stream: TcpStream,
+    codec: Codec,
+    buffer: Option<BytesMut>,
+    connect: Box<herald_mqtt::Connect>,
+}
+
+/// Waits for the CONNECT, within the connect timeout.
+async fn open(mut stream: TcpStream, shared: &Shared) -> Option<Opened> {
+    let _ = stream.set_nodelay(true);
+    let mut codec = Codec::new(ProtocolVersion::V311, shared.config.limits.max_packet_size);
+    let mut buffer: Option<BytesMut> = None;
+    let read = read_connect(&mut stream, &mut codec, &mut buffer);
+    match tokio::time::timeout(shared.config.connect_timeout, read).await {
+        Ok(Ok(connect)) => Some(Opened { stream, codec, buffer, connect }),
+        Ok(Err(refusal)) => {
+            if let Some(packet) = refusal {
+                let _ = write_packets(&mut stream, &codec, &[packet]).await;
+            }
+            None
+        }
+        Err(_elapsed) => {
+            debug!("connect timeout");
+            None
+        }
+    }
+}
+
+/// Reads until the first packet. Returns the CONNECT, or the packet to send
+/// before closing (if any).
+async fn read_connect(
+    stream: &mut TcpStream,
+    codec: &mut Codec,
+    buffer: &mut Option<BytesMut>,
+) -> Result<Box<herald_mqtt::Connect>, Option<Packet>> {
+    loop {
+        if let Some(buf) = buffer.as_mut() {
+            match codec.decode(buf) {
+                Ok(Some(Packet::Connect(connect))) => return Ok(connect),
+                // [MQTT-3.1.0-1]: the first packet must be CONNECT.
+                Ok(Some(_)) => return Err(None),
+                Ok(None) => {}
+                Err(error) => return Err(connect_refusal(&error)),
+            }
+        }
+        stream.readable().await.map_err(|_| None)?;
+        // Scratch space on the stack, not held across the await above; the
+        // buffer grows to what actually arrived.
+        let mut scratch = [0u8; CONNECT_CHUNK];
+        match stream.try_read(&mut scratch) {
+            Ok(0) => return Err(None),
+            Ok(n) => {
+                buffer.get_or_insert_with(|| BytesMut::with_capacity(n)).extend_from_slice(&scratch[..n])
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => return Err(None),
+        }
+    }
+}
+
+/// A malformed CONNECT gets a CONNACK with a reason when the version is
+/// known well enough to answer [MQTT-3.1.4-?]; otherwise the socket closes.
+fn connect_refusal(error: &DecodeError) -> Option<Packet> {
+    let code = error.reason_code();
+    (code == ReasonCode::UnsupportedProtocolVersion).then(|| {
+        Packet::ConnAck(ConnAck {
+            session_present: false,
+            reason_code: code,
+            properties: Properties::default(),
+        })
+    })
+}
+
+async fn run_session(opened: Opened, shared: Arc<Shared>) {
+    let Opened { mut stream, codec, buffer, connect } = opened;
+    let now = shared.clock.now();
+    let will_id = message_id(shared.node, now.0, &shared.message_sequence);
+    let assign = || format!("herald-{:016x}", shared.message_sequence.fetch_add(1, Ordering::Relaxed));
+    let accepted = match handshake::accept(
+        &connect,
+        &shared.config.limits,
+        &*shared.authenticator,
+        assign,
+        will_id,
+        now,
+    ) {
+        Ok(accepted) => accepted,
+        Err(connack) => {
+            let _ = write_packets(&mut stream, &codec, &[connack]).await;
+            return;
+        }
+    };
+    drop(connect);
+    let id = shared.next_connection.fetch_add(1, Ordering::Relaxed);
+    let handle = Arc::new(ConnHandle::new(id, accepted.key.clone(), now.0));
+    shared.connections.insert(handle.clone());
+    GatewayCounters::add(&shared.counters.connections_opened, 1);
+    // Rare, slow paths are boxed so their state is not part of the idle
+    // connection's future (docs/benchmarks.md, memory per connection).
+    let grant = match Box::pin(claim(&shared, &handle, &accepted)).await {
+        Some(grant) => grant,
+        None => {
+            let refusal = ConnAck {
+                session_present: false,
+                reason_code: ReasonCode::ServerUnavailable,
+                properties: Properties::default(),
+            };
+            let _ = write_packets(&mut stream, &codec, &[Packet::ConnAck(refusal)]).await;
+            shared.connections.remove(&handle);
+            GatewayCounters::add(&shared.counters.connections_closed, 1);
+            return;
+        }
+    };
+    handle.set_epoch(grant.epoch);
+    handle.set_keep_alive(accepted.keep_alive);
+    let mut session =
+        Session::new(&accepted, shared.config.limits.clone(), grant.epoch, id << REQUEST_SEQ_BITS);
+    // Bytes pipelined after CONNECT stay; an empty buffer is freed so an
+    // idle connection holds none.
+    let buffer = buffer.filter(|b| !b.is_empty());
+    let mut connection =
+        Connection { stream, codec, buffer, handle, shared, accepted_key: accepted.key.clone() };
+    let mut actions = vec![Action::Send(Session::connack(&accepted, grant.session_present))];
+    drop(accepted);
+    session.resume(grant.subscriptions, grant.queued, now, &mut actions);
+    let close = connection.run(&mut session, actions).await;
+    Box::pin(connection.finish(&mut session, close)).await;
+}
+
+/// Sends the claim and waits for the router's grant.
+async fn claim(shared: &Shared, handle: &ConnHandle, accepted: &Accepted) -> Option<ClaimGrant> {
+    let request = handle.id << REQUEST_SEQ_BITS;
+    let claim = Claim {
+        request,
+        session: accepted.key.clone(),
+        clean_start: accepted.clean_start,
+        expiry_seconds: accepted.expiry_seconds,
+        will: accepted.will.clone(),
+    };
+    shared.uplink.send(Uplink::Claim(claim)).await.ok()?;
+    let wait = async {
+        loop {
+            handle.notify.notified().await;
+            for item in handle.take_inbox().into_iter().flatten() {
+                if let Inbound::Reply(Downlink::Claimed { result, .. }) = item {
+                    return result.ok();
+                }
+            }
+        }
+    };
+    tokio::time::timeout(shared.config.claim_timeout, wait).await.ok().flatten()
+}
+
+struct Connection {
+    stream: TcpStream,
+    codec: Codec,
+    buffer: Option<BytesMut>,
+    handle: Arc<ConnHandle>,
+    shared: Arc<Shared>,
+    accepted_key: SessionKey,
+}
+
+impl Connection {
+    /// Runs the session until it closes; returns why.
+    async fn run(&mut self, session: &mut Session, mut actions: Vec<Action>) -> Close {
+        loop {
+            if !actions.is_empty() {
+                if let Some(close) = Box::pin(self.carry_out(session, &mut actions)).await {
+                    return close;
+                }
+                // An idle connection keeps no action buffer.
+                actions = Vec::new();
+            }
+            if let Some(close) = self.check_flags() {
+                return close;
+            }
+            // Both branches are cancel-safe: `readable` only waits, and a
+            // notification that races with a read is kept as a permit.
+            tokio::select! {
+                ready = self.stream.readable() => {
+                    if ready.is_err() {
+                        return abrupt();
+                    }
+                    if let Err(close) = self.read(session, &mut actions) {
+                        actions.push(Action::Close(close));
+                    }
+                }
+                () = self.handle.notify.notified() => {}
+            }
+            let now = self.shared.clock.now();
+            for item in self.handle.take_inbox().into_iter().flatten() {
+                match item {
+                    Inbound::Deliver(queued) => session.deliver(queued, now, &mut actions),
+                    Inbound::Reply(reply) => session.on_reply(reply, now, &mut actions),
+                }
+            }
+        }
+    }
+
+    fn check_flags(&self) -> Option<Close> {
+        if self.handle.is_revoked() {
+            return Some(Close {
+                reason: ReasonCode::SessionTakenOver,
+                detail: "session taken over by another connection",
+                notify: true,
+                publish_will: false,
+            });
+        }
+        if self.handle.keep_alive_expired() {
+            return Some(Close {
+                reason: ReasonCode::KeepAliveTimeout,
+                detail: "keep alive timeout",
+                notify: true,
+                publish_will: true,
+            });
+        }
+        if self.handle.is_shutting_down() {
+            return Some(Close {
+                reason: ReasonCode::ServerShuttingDown,
+                detail: "server shutting down",
+                notify: true,
+                publish_will: true,
+            });
+        }
+        None
+    }
+
+    /// Reads what the socket has and feeds every complete packet to the
+    /// session.
+    fn read(&mut self, session: &mut Session, actions: &mut Vec<Action>) -> Result<(), Close> {
+        // Read into scratch space on the stack first: a wake-up with nothing
+        // to read (readiness is reported once more after every read) then
+        // allocates nothing, and the buffer that packets are sliced from is
+        // sized to what arrived.
+        let mut scratch = [0u8; READ_CHUNK];
+        let n = match self.stream.try_read(&mut scratch) {
+            Ok(0) => return Err(abrupt()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(_) => return Err(abrupt()),
+        };
+        let buf = self.buffer.get_or_insert_with(|| BytesMut::with_capacity(n));
+        buf.extend_from_slice(&scratch[..n]);
+        let now = self.shared.clock.now();
+        self.handle.touch(now.0);
+        let shared = &self.shared;
+        let mut new_id = || message_id(shared.node, now.0, &shared.message_sequence);
+        loop {
+            match self.codec.decode(buf) {
+                Ok(Some(packet)) => session.on_packet(packet, now, &mut new_id, actions),
+                Ok(None) => break,
+                Err(error) => {
+                    debug!(session = %self.accepted_key, %error, "bad packet");
+                    return Err(Close {
+                        reason: error.reason_code(),
+                        detail: "malformed or invalid packet",
+                        notify: true,
+                        publish_will: true,
+                    });
+                }
+            }
+            if actions.iter().any(|a| matches!(a, Action::Close(_))) {
+                break;
+            }
+        }
+        if buf.is_empty() {
+            // Idle connections keep no buffer.
+            self.buffer = None;
+        }
+        Ok(())
+    }
+
+    /// Carries out actions in order; returns the close among them, if any.
+    async fn carry_out(&mut self, session: &mut Session, actions: &mut Vec<Action>) -> Option<Close> {
+        let mut packets = Vec::new();
+        let mut close = None;
+        for action in actions.drain(..) {
+            match action {
+                Action::Send(packet) => packets.push(packet),
+                Action::Uplink(item) => {
+                    if self.shared.uplink.send(item).await.is_err() {
+                        close = Some(unavailable());
+                        break;
+                    }
+                }
+                Action::AddLocal(filter, sub) => {
+                    let key = session.key().clone();
+                    self.shared
+                        .change_index(|index, changes| {
+                            index.add(&key.app, &filter, self.handle.id, sub, changes)
+                        })
+                        .await;
+                }
+                Action::RemoveLocal(filter) => {
+                    let key = session.key().clone();
+                    self.shared
+                        .change_index(|index, changes| {
+                            index.remove(&key.app, &filter, self.handle.id, changes)
+                        })
+                        .await;
+                }
+                Action::Close(c) => {
+                    close = Some(c);
+                    break;
+                }
+            }
+        }
+        actions.clear();
+        if !packets.is_empty() && write_packets(&mut self.stream, &self.codec, &packets).await.is_err() {
+            return Some(close.unwrap_or_else(abrupt));
+        }
+        close
+    }
+
+    /// Ends the connection: tells a v5 client why, releases the session to
+    /// the router and removes its local subscriptions.
+    async fn finish(mut self, session: &mut Session, close: Close) {
+        if let Some(packet) = session.disconnect_packet(&close) {
+            let _ = write_packets(&mut self.stream, &self.codec, &[packet]).await;
+        }
+        let _ = self.stream.shutdown().await;
+        let key = session.key().clone();
+        let id = self.handle.id;
+        let filters: Vec<_> = session.subscriptions().iter().map(|(f, _)| f.clone()).collect();
+        self.shared
+            .change_index(|index, changes| {
+                for filter in &filters {
+                    index.remove(&key.app, filter, id, changes);
+                }
+            })
+            .await;
+        // A revoked connection lost ownership: the router would refuse its
+        // release, and its will is the new owner's business.
+        if !self.handle.is_revoked() {
+            let release = session.release(close.publish_will);
+            let _ = self.shared.uplink.send(Uplink::Release(release)).await;
+        }
+        self.shared.connections.remove(&self.handle);
+        GatewayCounters::add(&self.shared.counters.connections_closed, 1);
+        debug!(session = %key, reason = ?close.reason, "connection closed");
+    }
+}
+
+fn abrupt() -> Close {
+    Close { reason: ReasonCode::UnspecifiedError, detail: "", notify: false, publish_will: true }
+}
+
+fn unavailable() -> Close {
+    Close {
+        reason: ReasonCode::ServerUnavailable,
+        detail: "router unavailable",
+        notify: true,
+        publish_will: false,
+    }
+}
+
+/// Encodes `packets` into one buffer and writes it with one call.
+async fn write_packets(stream: &mut TcpStream, codec: &Codec, packets: &[Packet]) -> io::Result<()> {
+    let mut out = BytesMut::new();
+    for packet in packets {
+        codec
+            .encode(packet, &mut out)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    }
+    stream.write_all(&out).await
+}
+
+impl Shared {
+    /// Applies a change to the local index and sends the resulting route
+    /// changes, in index order, before anything else this task sends.
+    pub(crate) async fn change_index(
+        &self,
+        f: impl FnOnce(&mut crate::registry::LocalIndex, &mut RouteChanges),
+    ) {
+        let _order = self.route_order.lock().await;
+        let mut changes = RouteChanges::default();
+        {
+            let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
+            f(&mut index, &mut changes);
+        }
+        if !changes.add.is_empty() || !changes.remove.is_empty() {
+            let _ = self.uplink.send(Uplink::Routes { add: changes.add, remove: changes.remove }).await;
+        }
+    }
+}

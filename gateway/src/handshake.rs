@@ -1,0 +1,178 @@
+//! CONNECT handling, sans-IO: validate, authenticate, and compute what the
+//! session will be and what CONNACK says.
+
+use crate::auth::{Authenticator, Credentials};
+use crate::session::SessionLimits;
+use herald_core::{ByteString, ClientId, MessageId, ReasonCode, SessionKey, Topic, UnixMillis};
+use herald_mqtt::{ConnAck, Connect, Packet, Properties, Property, ProtocolVersion};
+use herald_proto::seam::Will;
+use herald_proto::{Message, MessageProperties};
+use std::sync::Arc;
+
+/// The outcome of an accepted CONNECT.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    /// The session the connection claims.
+    pub key: SessionKey,
+    /// The protocol level.
+    pub version: ProtocolVersion,
+    /// Start a new session, discarding any existing one.
+    pub clean_start: bool,
+    /// Session expiry interval in seconds, after capping.
+    pub expiry_seconds: u32,
+    /// The keep-alive in force, in seconds (0: none).
+    pub keep_alive: u16,
+    /// Whether the client wants reason strings and user properties on errors.
+    pub problem_information: bool,
+    /// How many QoS 1/2 deliveries the client accepts unacknowledged.
+    pub client_receive_maximum: u16,
+    /// The largest packet the client accepts.
+    pub client_max_packet: u32,
+    /// The will, if any.
+    pub will: Option<Box<Will>>,
+    /// Properties of the CONNACK (v5).
+    pub connack_properties: Properties,
+}
+
+/// Validates and authenticates `connect`. `assigned_id` supplies a client
+/// id when the client sent an empty one. Returns the CONNACK refusing the
+/// connection on failure.
+pub fn accept(
+    connect: &Connect,
+    limits: &SessionLimits,
+    authenticator: &dyn Authenticator,
+    assigned_id: impl FnOnce() -> String,
+    will_id: MessageId,
+    now: UnixMillis,
+) -> Result<Accepted, Packet> {
+    let version = connect.protocol;
+    let v5 = version == ProtocolVersion::V5;
+    let refuse = |code: ReasonCode| {
+        Packet::ConnAck(ConnAck {
+            session_present: false,
+            reason_code: code,
+            properties: Properties::default(),
+        })
+    };
+    let mut connack_properties = Properties::default();
+    let client_id = if connect.client_id.is_empty() {
+        if !v5 && !connect.clean_start {
+            // [MQTT-3.1.3-8]: an empty id needs clean session in 3.1.1.
+            return Err(refuse(ReasonCode::ClientIdentifierNotValid));
+        }
+        let id = assigned_id();
+        if v5 {
+            connack_properties.push(Property::AssignedClientIdentifier(ByteString::from(id.as_str())));
+        }
+        id.into()
+    } else {
+        // A copy, not a slice: the session keeps its id for its lifetime, and
+        // a slice would pin the whole read buffer the CONNECT arrived in.
+        ByteString::from(&*connect.client_id)
+    };
+    let client = ClientId::new(client_id).map_err(|_| refuse(ReasonCode::ClientIdentifierNotValid))?;
+    let credentials = Credentials {
+        client_id: client.as_str(),
+        username: connect.username.as_deref(),
+        password: connect.password.as_deref(),
+    };
+    let principal = authenticator.authenticate(credentials).map_err(refuse)?;
+    let key = SessionKey::new(principal.app, client);
+
+    let requested_expiry = if v5 {
+        connect.properties.session_expiry_interval().unwrap_or(0)
+    } else if connect.clean_start {
+        0
+    } else {
+        // A v3.1.1 persistent session lives until the server maximum.
+        u32::MAX
+    };
+    let expiry_seconds = requested_expiry.min(limits.max_session_expiry_seconds);
+    if v5 && expiry_seconds != requested_expiry {
+        connack_properties.push(Property::SessionExpiryInterval(expiry_seconds));
+    }
+    let mut keep_alive = connect.keep_alive;
+    if limits.max_keep_alive > 0 && (keep_alive == 0 || keep_alive > limits.max_keep_alive) {
+        keep_alive = limits.max_keep_alive;
+        if v5 {
+            connack_properties.push(Property::ServerKeepAlive(keep_alive));
+        }
+    }
+    let will = match &connect.will {
+        Some(will) => Some(build_will(will, &key, will_id, now).map_err(refuse)?),
+        None => None,
+    };
+    if v5 {
+        connack_properties.push(Property::ReceiveMaximum(limits.receive_maximum));
+        connack_properties.push(Property::MaximumPacketSize(limits.max_packet_size));
+        connack_properties.push(Property::TopicAliasMaximum(limits.topic_alias_maximum));
+        // Shared subscriptions arrive with the cluster-aware group design.
+        connack_properties.push(Property::SharedSubscriptionAvailable(0));
+    }
+    Ok(Accepted {
+        key,
+        version,
+        clean_start: connect.clean_start,
+        expiry_seconds,
+        keep_alive,
+        problem_information: connect.properties.request_problem_information() != Some(0),
+        client_receive_maximum: if v5 {
+            connect.properties.receive_maximum().unwrap_or(u16::MAX)
+        } else {
+            limits.max_inflight_v311
+        },
+        client_max_packet: connect.properties.maximum_packet_size().unwrap_or(u32::MAX),
+        will,
+        connack_properties,
+    })
+}
+
+fn build_will(
+    will: &herald_mqtt::LastWill,
+    key: &SessionKey,
+    id: MessageId,
+    now: UnixMillis,
+) -> Result<Box<Will>, ReasonCode> {
+    // Copies: the will lives as long as the session (see `client_id` above).
+    let topic = Topic::new(ByteString::from(&*will.topic)).map_err(|_| ReasonCode::TopicNameInvalid)?;
+    if topic.is_system() {
+        return Err(ReasonCode::TopicNameInvalid);
+    }
+    let p = &will.properties;
+    if p.payload_format_indicator() == Some(1) && std::str::from_utf8(&will.payload).is_err() {
+        return Err(ReasonCode::PayloadFormatInvalid);
+    }
+    let properties = MessageProperties {
+        payload_format: p.payload_format_indicator(),
+        content_type: p.content_type().map(ByteString::from),
+        response_topic: p.response_topic().map(ByteString::from),
+        correlation_data: p.correlation_data().cloned(),
+        user_properties: p
+            .user_properties()
+            .map(|(k, v)| (ByteString::from(k), ByteString::from(v)))
+            .collect(),
+    };
+    let message = Message {
+        id,
+        app: key.app.clone(),
+        topic,
+        payload: bytes::Bytes::copy_from_slice(&will.payload),
+        qos: will.qos,
+        retain: will.retain,
+        created_at: now,
+        // The will's expiry counts from when it is published: the router
+        // sets it then from `Will::expiry_seconds`.
+        expires_at: None,
+        origin: Some(key.client.clone()),
+        properties: (!properties.is_empty()).then(|| Box::new(properties)),
+    };
+    Ok(Box::new(Will {
+        message: Arc::new(message),
+        delay_seconds: p.will_delay_interval().unwrap_or(0),
+        expiry_seconds: p.message_expiry_interval(),
+    }))
+}
+
+#[cfg(test)]
+#[path = "handshake_tests.rs"]
+mod tests;

@@ -1,0 +1,315 @@
+//! What the gateway shares between its tasks: live connections, the local
+//! subscription index with its per-filter route counts, and counters.
+//!
+//! Locks here are held for a map operation, never across an await.
+
+use crate::session::LocalSubscription;
+use herald_core::{AppId, Epoch, NodeId, QoS, SessionKey, TopicFilter, TopicTree};
+use herald_proto::Message;
+use herald_proto::seam::{Downlink, QueuedMessage};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use tokio::sync::Notify;
+
+/// A connection's identity on this gateway; the high bits of its request ids.
+pub(crate) type ConnId = u64;
+
+/// Bits of a request id that belong to the connection's own sequence.
+pub(crate) const REQUEST_SEQ_BITS: u32 = 24;
+
+const REVOKED: u8 = 1;
+const KEEP_ALIVE_EXPIRED: u8 = 2;
+const SHUTTING_DOWN: u8 = 4;
+
+/// What other tasks hand a connection.
+#[derive(Debug)]
+pub(crate) enum Inbound {
+    /// A delivery for the session.
+    Deliver(QueuedMessage),
+    /// A reply to one of the session's requests.
+    Reply(Downlink),
+}
+
+/// The part of a connection other tasks can reach: a bounded inbox, a
+/// wake-up, liveness, and flags. No buffer or queue is allocated until
+/// something is handed over, so an idle connection costs little.
+#[derive(Debug)]
+pub(crate) struct ConnHandle {
+    pub(crate) id: ConnId,
+    pub(crate) key: SessionKey,
+    epoch: Mutex<Epoch>,
+    inbox: Mutex<Option<VecDeque<Inbound>>>,
+    pub(crate) notify: Notify,
+    last_seen_ms: AtomicU64,
+    keep_alive_ms: AtomicU64,
+    flags: AtomicU8,
+}
+
+impl ConnHandle {
+    pub(crate) fn new(id: ConnId, key: SessionKey, now_ms: u64) -> ConnHandle {
+        ConnHandle {
+            id,
+            key,
+            epoch: Mutex::new(Epoch::default()),
+            inbox: Mutex::new(None),
+            notify: Notify::new(),
+            last_seen_ms: AtomicU64::new(now_ms),
+            keep_alive_ms: AtomicU64::new(0),
+            flags: AtomicU8::new(0),
+        }
+    }
+
+    pub(crate) fn set_epoch(&self, epoch: Epoch) {
+        *lock(&self.epoch) = epoch;
+    }
+
+    pub(crate) fn epoch(&self) -> Epoch {
+        *lock(&self.epoch)
+    }
+
+    pub(crate) fn set_keep_alive(&self, seconds: u16) {
+        // [MQTT-3.1.2-24]: one and a half times the keep-alive.
+        self.keep_alive_ms.store(u64::from(seconds) * 1500, Ordering::Relaxed);
+    }
+
+    pub(crate) fn touch(&self, now_ms: u64) {
+        self.last_seen_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    /// Flags the connection if its keep-alive has run out at `now_ms`.
+    pub(crate) fn check_keep_alive(&self, now_ms: u64) {
+        let limit = self.keep_alive_ms.load(Ordering::Relaxed);
+        if limit > 0 && now_ms.saturating_sub(self.last_seen_ms.load(Ordering::Relaxed)) > limit {
+            self.flags.fetch_or(KEEP_ALIVE_EXPIRED, Ordering::SeqCst);
+            self.notify.notify_one();
+        }
+    }
+
+    pub(crate) fn revoke(&self) {
+        self.flags.fetch_or(REVOKED, Ordering::SeqCst);
+        self.notify.notify_one();
+    }
+
+    pub(crate) fn shut_down(&self) {
+        self.flags.fetch_or(SHUTTING_DOWN, Ordering::SeqCst);
+        self.notify.notify_one();
+    }
+
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.flags.load(Ordering::SeqCst) & SHUTTING_DOWN != 0
+    }
+
+    pub(crate) fn is_revoked(&self) -> bool {
+        self.flags.load(Ordering::SeqCst) & REVOKED != 0
+    }
+
+    pub(crate) fn keep_alive_expired(&self) -> bool {
+        self.flags.load(Ordering::SeqCst) & KEEP_ALIVE_EXPIRED != 0
+    }
+
+    /// Hands an item over. Deliveries beyond `capacity` waiting items are
+    /// refused (the caller counts the drop); replies always fit, since they
+    /// are bounded by the connection's own requests.
+    pub(crate) fn push(&self, item: Inbound, capacity: usize) -> bool {
+        {
+            let mut inbox = lock(&self.inbox);
+            let queue = inbox.get_or_insert_with(VecDeque::new);
+            if matches!(item, Inbound::Deliver(_)) && queue.len() >= capacity {
+                return false;
+            }
+            queue.push_back(item);
+        }
+        self.notify.notify_one();
+        true
+    }
+
+    /// Takes everything waiting, releasing the queue's memory.
+    pub(crate) fn take_inbox(&self) -> Option<VecDeque<Inbound>> {
+        lock(&self.inbox).take()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Gateway counters, by named policy.
+#[derive(Debug, Default)]
+pub struct GatewayCounters {
+    /// Connections accepted.
+    pub connections_opened: AtomicU64,
+    /// Connections ended.
+    pub connections_closed: AtomicU64,
+    /// Connections refused at the connection limit.
+    pub connections_refused: AtomicU64,
+    /// Deliveries dropped because a connection's inbox was full.
+    pub dropped_connection_backlog: AtomicU64,
+    /// Messages delivered to local subscribers.
+    pub deliveries: AtomicU64,
+}
+
+impl GatewayCounters {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// The local subscription index: which of this gateway's connections
+/// subscribe to what, and how many local subscriptions each `(app, filter)`
+/// route has (the router knows only the route).
+#[derive(Debug, Default)]
+pub(crate) struct LocalIndex {
+    trees: HashMap<AppId, TopicTree<ConnId, LocalSubscription>>,
+    route_counts: HashMap<(AppId, TopicFilter), usize>,
+}
+
+/// Route changes produced by index updates, for the router.
+#[derive(Debug, Default)]
+pub(crate) struct RouteChanges {
+    pub(crate) add: Vec<(AppId, TopicFilter)>,
+    pub(crate) remove: Vec<(AppId, TopicFilter)>,
+}
+
+impl LocalIndex {
+    pub(crate) fn add(
+        &mut self,
+        app: &AppId,
+        filter: &TopicFilter,
+        conn: ConnId,
+        sub: LocalSubscription,
+        changes: &mut RouteChanges,
+    ) {
+        let tree = self.trees.entry(app.clone()).or_default();
+        if tree.insert(filter.match_filter(), conn, sub).is_none() {
+            let count = self.route_counts.entry((app.clone(), filter.clone())).or_default();
+            *count += 1;
+            if *count == 1 {
+                changes.add.push((app.clone(), filter.clone()));
+            }
+        }
+    }
+
+    pub(crate) fn remove(
+        &mut self,
+        app: &AppId,
+        filter: &TopicFilter,
+        conn: ConnId,
+        changes: &mut RouteChanges,
+    ) {
+        let Some(tree) = self.trees.get_mut(app) else { return };
+        if tree.remove(filter.match_filter(), &conn).is_none() {
+            return;
+        }
+        let key = (app.clone(), filter.clone());
+        if let Some(count) = self.route_counts.get_mut(&key) {
+            *count -= 1;
+            if *count == 0 {
+                self.route_counts.remove(&key);
+                changes.remove.push(key);
+            }
+        }
+    }
+
+    /// Returns, per local connection, the delivery of `message`: the highest
+    /// QoS of its matching subscriptions and all their identifiers (§3.3.4).
+    pub(crate) fn matches(
+        &self,
+        message: &Message,
+        out: &mut Vec<(ConnId, LocalSubscription, QoS, Vec<u32>)>,
+    ) {
+        let Some(tree) = self.trees.get(&message.app) else { return };
+        tree.for_each_match(message.topic.as_str(), |conn, sub| {
+            let qos = sub.qos.min(message.qos);
+            match out.iter_mut().find(|(c, ..)| c == conn) {
+                Some(entry) => {
+                    entry.2 = entry.2.max(qos);
+                    entry.3.extend(sub.identifier);
+                }
+                None => out.push((*conn, *sub, qos, sub.identifier.into_iter().collect())),
+            }
+        });
+    }
+}
+
+/// Connections by id, in shards so that registration does not contend.
+#[derive(Debug)]
+pub(crate) struct Connections {
+    shards: Vec<Mutex<HashMap<ConnId, Arc<ConnHandle>>>>,
+    sessions: Mutex<HashMap<SessionKey, Vec<ConnId>>>,
+}
+
+const SHARDS: usize = 16;
+
+impl Connections {
+    pub(crate) fn new() -> Connections {
+        Connections {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            sessions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn shard(&self, id: ConnId) -> MutexGuard<'_, HashMap<ConnId, Arc<ConnHandle>>> {
+        lock(&self.shards[(id as usize) % SHARDS])
+    }
+
+    pub(crate) fn insert(&self, handle: Arc<ConnHandle>) {
+        lock(&self.sessions).entry(handle.key.clone()).or_default().push(handle.id);
+        self.shard(handle.id).insert(handle.id, handle);
+    }
+
+    pub(crate) fn remove(&self, handle: &ConnHandle) {
+        self.shard(handle.id).remove(&handle.id);
+        let mut sessions = lock(&self.sessions);
+        if let Some(ids) = sessions.get_mut(&handle.key) {
+            ids.retain(|id| *id != handle.id);
+            if ids.is_empty() {
+                sessions.remove(&handle.key);
+            }
+        }
+    }
+
+    pub(crate) fn get(&self, id: ConnId) -> Option<Arc<ConnHandle>> {
+        self.shard(id).get(&id).cloned()
+    }
+
+    /// Returns the connection that sent request `request`.
+    pub(crate) fn by_request(&self, request: u64) -> Option<Arc<ConnHandle>> {
+        self.get(request >> REQUEST_SEQ_BITS)
+    }
+
+    /// Flags every connection of `session` holding `epoch` or older. A
+    /// connection still waiting for its own claim holds no epoch yet and is
+    /// not the one revoked (its claim is what revoked the older one).
+    pub(crate) fn revoke(&self, session: &SessionKey, epoch: Epoch) {
+        let ids = lock(&self.sessions).get(session).cloned().unwrap_or_default();
+        for id in ids {
+            if let Some(handle) = self.get(id)
+                && handle.epoch() != Epoch::default()
+                && handle.epoch() <= epoch
+            {
+                handle.revoke();
+            }
+        }
+    }
+
+    /// Calls `f` on every connection.
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&Arc<ConnHandle>)) {
+        for shard in &self.shards {
+            let handles: Vec<Arc<ConnHandle>> = lock(shard).values().cloned().collect();
+            handles.iter().for_each(&mut f);
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.shards.iter().map(|s| lock(s).len()).sum()
+    }
+}
+
+/// The shared index, read by the delivery task, written on (un)subscribe.
+pub(crate) type SharedIndex = RwLock<LocalIndex>;
+
+/// Returns the next message id of this gateway.
+pub(crate) fn message_id(node: NodeId, now_ms: u64, sequence: &AtomicU64) -> herald_core::MessageId {
+    herald_core::MessageId::compose(now_ms, node, sequence.fetch_add(1, Ordering::Relaxed))
+}

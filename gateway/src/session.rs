@@ -1,0 +1,947 @@
+//! The per-connection session state machine, sans-IO.
+//!
+//! Inputs: packets from the client, replies and deliveries from the router,
+//! and the current time. Outputs: [`Action`]s for the connection task to
+//! carry out in order (send a packet, send an uplink item, change the local
+//! subscription index, close). No sockets, no clock, no tokio.
+//!
+//! Hot path: `on_publish` and `deliver` run once per message.
+
+use crate::handshake::Accepted;
+use herald_core::{
+    ByteString, ClientId, Epoch, MessageId, QoS, ReasonCode, SessionKey, Topic, TopicFilter, UnixMillis,
+};
+use herald_mqtt::{
+    ConnAck, Disconnect, Packet, Property, PubAck, Publish, RetainHandling, SubAck, Subscribe, UnsubAck,
+    Unsubscribe,
+};
+use herald_mqtt::{Properties, ProtocolVersion, encoded_len};
+use herald_proto::seam::{Downlink, QueuedMessage, Release, RequestId, RetainedLookup, Subscription, Uplink};
+use herald_proto::{Message, MessageProperties};
+use std::collections::VecDeque;
+use std::num::NonZeroU16;
+use std::sync::Arc;
+
+/// Gateway-wide limits every session applies.
+#[derive(Debug, Clone)]
+pub struct SessionLimits {
+    /// Largest packet accepted from a client, in bytes.
+    pub max_packet_size: u32,
+    /// QoS 1/2 publishes a client may have unacknowledged towards us.
+    pub receive_maximum: u16,
+    /// Inbound topic aliases accepted per connection.
+    pub topic_alias_maximum: u16,
+    /// QoS 1/2 deliveries in flight to a v3.1.1 client (v5 clients state
+    /// their own receive maximum).
+    pub max_inflight_v311: u16,
+    /// Deliveries waiting behind a full in-flight window; past it the
+    /// newest is dropped and counted (`dropped_queue_full`).
+    pub max_queued_messages: usize,
+    /// Upper bound on session expiry intervals, in seconds.
+    pub max_session_expiry_seconds: u32,
+    /// Keep-alive the server imposes at most, in seconds (0: no cap).
+    pub max_keep_alive: u16,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        SessionLimits {
+            max_packet_size: 1024 * 1024,
+            receive_maximum: 128,
+            topic_alias_maximum: 64,
+            max_inflight_v311: 32,
+            max_queued_messages: 1000,
+            max_session_expiry_seconds: 7 * 24 * 3600,
+            max_keep_alive: 0,
+        }
+    }
+}
+
+/// What the connection task must do, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Write a packet to the client.
+    Send(Packet),
+    /// Send an item to the router.
+    Uplink(Uplink),
+    /// Add or replace a subscription in the gateway's local index.
+    AddLocal(TopicFilter, LocalSubscription),
+    /// Remove a subscription from the gateway's local index.
+    RemoveLocal(TopicFilter),
+    /// End the connection.
+    Close(Close),
+}
+
+/// How a connection ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Close {
+    /// The reason (v5 clients get it in a DISCONNECT when `notify` is set).
+    pub reason: ReasonCode,
+    /// A human-readable reason string for v5 clients.
+    pub detail: &'static str,
+    /// Send a DISCONNECT to a v5 client before closing.
+    pub notify: bool,
+    /// Publish the will (any end but a normal DISCONNECT).
+    pub publish_will: bool,
+}
+
+impl Close {
+    fn error(reason: ReasonCode, detail: &'static str) -> Close {
+        Close { reason, detail, notify: true, publish_will: true }
+    }
+}
+
+/// A subscription as the gateway's local index holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalSubscription {
+    /// Maximum QoS granted.
+    pub qos: QoS,
+    /// Don't deliver the subscriber's own messages.
+    pub no_local: bool,
+    /// Keep the publisher's retain flag.
+    pub retain_as_published: bool,
+    /// The v5 subscription identifier.
+    pub identifier: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Awaiting {
+    /// PUBACK of a QoS 1 delivery.
+    Ack,
+    /// PUBREC of a QoS 2 delivery.
+    Received,
+    /// PUBCOMP after our PUBREL.
+    Complete,
+}
+
+#[derive(Debug)]
+struct Inflight {
+    packet_id: u16,
+    state: Awaiting,
+    queued: QueuedMessage,
+}
+
+#[derive(Debug)]
+enum PendingReply {
+    Publish {
+        packet_id: NonZeroU16,
+        qos: QoS,
+    },
+    Subscribe {
+        packet_id: NonZeroU16,
+        codes: Vec<ReasonCode>,
+        accepted: Vec<(usize, TopicFilter, LocalSubscription)>,
+    },
+    Unsubscribe {
+        packet_id: NonZeroU16,
+        codes: Vec<ReasonCode>,
+    },
+}
+
+/// A request sent to the router, and its reply once it has come. Replies
+/// are acted on in request order, so acknowledgements leave in the order
+/// the client's packets arrived [MQTT-4.6.0-2] whatever order the router
+/// answers in.
+#[derive(Debug)]
+struct Pending {
+    request: RequestId,
+    kind: PendingReply,
+    reply: Option<Downlink>,
+}
+
+/// Counters a session reports when it ends (and the gateway aggregates).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionCounters {
+    /// Deliveries dropped because the waiting queue was full.
+    pub dropped_queue_full: u64,
+    /// Deliveries dropped because they expired before being sent.
+    pub dropped_expired: u64,
+    /// Deliveries dropped because they exceed the client's maximum packet size.
+    pub dropped_too_large: u64,
+    /// Publishes refused (not authorized, invalid).
+    pub publishes_refused: u64,
+}
+
+/// One client's session while its connection lives.
+#[derive(Debug)]
+pub struct Session {
+    limits: Arc<SessionLimits>,
+    key: SessionKey,
+    epoch: Epoch,
+    version: ProtocolVersion,
+    expiry_seconds: u32,
+    problem_information: bool,
+    client_receive_maximum: u16,
+    client_max_packet: u32,
+    request_base: u64,
+    request_seq: u32,
+    next_packet_id: u16,
+    inflight: Vec<Inflight>,
+    /// Deliveries behind the window, with whether they go out as retained.
+    waiting: VecDeque<(QueuedMessage, bool)>,
+    inbound_qos2: Vec<NonZeroU16>,
+    awaiting_router: VecDeque<Pending>,
+    /// Inbound topic aliases (at most `topic_alias_maximum`, so a short list).
+    aliases: Vec<(u16, ByteString)>,
+    subscriptions: Vec<(TopicFilter, LocalSubscription)>,
+    counters: SessionCounters,
+}
+
+impl Session {
+    /// Returns the session of an accepted connection. `request_base` makes
+    /// this connection's request ids unique on the gateway (the low 24 bits
+    /// are the session's sequence).
+    pub fn new(accepted: &Accepted, limits: Arc<SessionLimits>, epoch: Epoch, request_base: u64) -> Session {
+        Session {
+            limits,
+            key: accepted.key.clone(),
+            epoch,
+            version: accepted.version,
+            expiry_seconds: accepted.expiry_seconds,
+            problem_information: accepted.problem_information,
+            client_receive_maximum: accepted.client_receive_maximum,
+            client_max_packet: accepted.client_max_packet,
+            request_base,
+            request_seq: 0,
+            next_packet_id: 1,
+            inflight: Vec::new(),
+            waiting: VecDeque::new(),
+            inbound_qos2: Vec::new(),
+            awaiting_router: VecDeque::new(),
+            aliases: Vec::new(),
+            subscriptions: Vec::new(),
+            counters: SessionCounters::default(),
+        }
+    }
+
+    /// Returns the session key.
+    pub fn key(&self) -> &SessionKey {
+        &self.key
+    }
+
+    /// Returns the ownership epoch.
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    /// Returns the protocol version.
+    pub fn version(&self) -> ProtocolVersion {
+        self.version
+    }
+
+    /// Returns the counters.
+    pub fn counters(&self) -> &SessionCounters {
+        &self.counters
+    }
+
+    /// Returns the local subscriptions.
+    pub fn subscriptions(&self) -> &[(TopicFilter, LocalSubscription)] {
+        &self.subscriptions
+    }
+
+    /// Returns the number of deliveries in flight and waiting.
+    pub fn outbound_backlog(&self) -> usize {
+        self.inflight.len() + self.waiting.len()
+    }
+
+    fn next_request(&mut self) -> RequestId {
+        self.request_seq = (self.request_seq + 1) & 0x00FF_FFFF;
+        self.request_base | u64::from(self.request_seq)
+    }
+
+    fn v5(&self) -> bool {
+        self.version == ProtocolVersion::V5
+    }
+
+    fn reason_properties(&self, detail: &str) -> Properties {
+        let mut properties = Properties::default();
+        if self.v5() && self.problem_information && !detail.is_empty() {
+            properties.push(Property::ReasonString(ByteString::from(detail)));
+        }
+        properties
+    }
+
+    /// Restores a resumed session's subscriptions and queued messages.
+    pub fn resume(
+        &mut self,
+        subscriptions: Vec<Subscription>,
+        queued: Vec<QueuedMessage>,
+        now: UnixMillis,
+        out: &mut Vec<Action>,
+    ) {
+        for s in subscriptions {
+            let local = LocalSubscription {
+                qos: s.qos,
+                no_local: s.no_local,
+                retain_as_published: s.retain_as_published,
+                identifier: s.identifier,
+            };
+            out.push(Action::AddLocal(s.filter.clone(), local));
+            self.subscriptions.push((s.filter, local));
+        }
+        for q in queued {
+            self.deliver(q, now, out);
+        }
+    }
+
+    /// Handles one packet from the client.
+    pub fn on_packet(
+        &mut self,
+        packet: Packet,
+        now: UnixMillis,
+        new_id: &mut dyn FnMut() -> MessageId,
+        out: &mut Vec<Action>,
+    ) {
+        match packet {
+            Packet::Publish(publish) => self.on_publish(publish, now, new_id, out),
+            Packet::PubAck(ack) => self.on_puback(ack, now, out),
+            Packet::PubRec(ack) => self.on_pubrec(ack, now, out),
+            Packet::PubRel(ack) => self.on_pubrel(ack, out),
+            Packet::PubComp(ack) => self.on_pubcomp(ack, now, out),
+            Packet::Subscribe(subscribe) => self.on_subscribe(subscribe, out),
+            Packet::Unsubscribe(unsubscribe) => self.on_unsubscribe(unsubscribe, out),
+            Packet::PingReq => out.push(Action::Send(Packet::PingResp)),
+            Packet::Disconnect(disconnect) => self.on_disconnect(disconnect, out),
+            Packet::Connect(_) => out.push(Action::Close(Close::error(
+                ReasonCode::ProtocolError,
+                "[MQTT-3.1.0-2] a second CONNECT is a protocol error",
+            ))),
+            Packet::Auth(_) => out.push(Action::Close(Close::error(
+                ReasonCode::ProtocolError,
+                "[MQTT-4.12.0-1] AUTH without an authentication method in CONNECT",
+            ))),
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => out.push(
+                Action::Close(Close::error(ReasonCode::ProtocolError, "packet type only a server may send")),
+            ),
+        }
+    }
+
+    fn on_publish(
+        &mut self,
+        mut publish: Publish,
+        now: UnixMillis,
+        new_id: &mut dyn FnMut() -> MessageId,
+        out: &mut Vec<Action>,
+    ) {
+        let packet_id = publish.packet_id;
+        if publish.qos == QoS::ExactlyOnce {
+            let id = packet_id.expect("the codec requires a packet id for QoS 2");
+            if self.inbound_qos2.contains(&id) {
+                // A resent QoS 2 publish already accepted: acknowledge again,
+                // route nothing (exactly once).
+                return out.push(Action::Send(Packet::PubRec(PubAck::new(id))));
+            }
+            if self
+                .awaiting_router
+                .iter()
+                .any(|p| matches!(p.kind, PendingReply::Publish { packet_id, .. } if packet_id == id))
+            {
+                // Resent before the router answered: the PUBREC follows the
+                // answer; routing it again would deliver it twice.
+                return;
+            }
+        }
+        if publish.qos != QoS::AtMostOnce {
+            // Only publishes count against the receive maximum: those
+            // awaiting the router, and QoS 2 ones awaiting PUBREL.
+            let publishes =
+                self.awaiting_router.iter().filter(|p| matches!(p.kind, PendingReply::Publish { .. }));
+            let unacked = self.inbound_qos2.len() + publishes.count();
+            if unacked >= usize::from(self.limits.receive_maximum) {
+                return out.push(Action::Close(Close::error(
+                    ReasonCode::ReceiveMaximumExceeded,
+                    "[MQTT-3.3.4-9] more unacknowledged QoS 1/2 publishes than the receive maximum",
+                )));
+            }
+        }
+        if let Err(close) = self.resolve_alias(&mut publish) {
+            return out.push(Action::Close(close));
+        }
+        let refusal = match Topic::new(publish.topic.clone()) {
+            Ok(topic) if topic.is_system() => {
+                Err((ReasonCode::TopicNameInvalid, "clients may not publish to $-topics"))
+            }
+            Ok(topic) => self.check_payload_format(&publish).map(|()| topic),
+            Err(_) => Err((ReasonCode::TopicNameInvalid, "invalid topic name")),
+        };
+        let topic = match refusal {
+            Ok(topic) => topic,
+            Err((code, detail)) => return self.refuse_publish(packet_id, publish.qos, code, detail, out),
+        };
+        let message = self.build_message(new_id(), topic, publish, now);
+        match packet_id {
+            Some(packet_id) => {
+                let request = self.next_request();
+                let qos = message.qos;
+                self.awaiting(request, PendingReply::Publish { packet_id, qos });
+                out.push(Action::Uplink(Uplink::Publish(herald_proto::seam::Publish {
+                    request: Some(request),
+                    from: Some((self.key.clone(), self.epoch)),
+                    message: Arc::new(message),
+                })));
+            }
+            None => out.push(Action::Uplink(Uplink::Publish(herald_proto::seam::Publish {
+                request: None,
+                from: Some((self.key.clone(), self.epoch)),
+                message: Arc::new(message),
+            }))),
+        }
+    }
+
+    fn check_payload_format(&self, publish: &Publish) -> Result<(), (ReasonCode, &'static str)> {
+        if publish.properties.payload_format_indicator() == Some(1)
+            && std::str::from_utf8(&publish.payload).is_err()
+        {
+            return Err((
+                ReasonCode::PayloadFormatInvalid,
+                "payload format indicator is 1 but payload is not UTF-8",
+            ));
+        }
+        Ok(())
+    }
+
+    fn refuse_publish(
+        &mut self,
+        packet_id: Option<NonZeroU16>,
+        qos: QoS,
+        code: ReasonCode,
+        detail: &'static str,
+        out: &mut Vec<Action>,
+    ) {
+        self.counters.publishes_refused += 1;
+        if !self.v5() {
+            // v3.1.1 has no way to refuse a publish but closing [MQTT-3.3.5-2].
+            return out.push(Action::Close(Close::error(code, detail)));
+        }
+        let Some(id) = packet_id else { return };
+        let ack = PubAck { packet_id: id, reason_code: code, properties: self.reason_properties(detail) };
+        out.push(Action::Send(if qos == QoS::ExactlyOnce {
+            Packet::PubRec(ack)
+        } else {
+            Packet::PubAck(ack)
+        }));
+    }
+
+    /// Replaces an inbound topic alias by its topic, or records a new alias.
+    fn resolve_alias(&mut self, publish: &mut Publish) -> Result<(), Close> {
+        let Some(alias) = publish.properties.topic_alias() else {
+            return Ok(());
+        };
+        let maximum = self.limits.topic_alias_maximum;
+        if alias == 0 || alias > maximum {
+            return Err(Close::error(
+                ReasonCode::TopicAliasInvalid,
+                "[MQTT-3.3.2-9] topic alias out of range",
+            ));
+        }
+        let aliases = &mut self.aliases;
+        if publish.topic.is_empty() {
+            match aliases.iter().find(|(a, _)| *a == alias).map(|(_, t)| t) {
+                Some(topic) => publish.topic = topic.clone(),
+                None => {
+                    return Err(Close::error(
+                        ReasonCode::ProtocolError,
+                        "[MQTT-3.3.4-?] unknown topic alias",
+                    ));
+                }
+            }
+        } else {
+            // A copy: the alias outlives the read buffer the topic came in.
+            let topic = ByteString::from(&*publish.topic);
+            match aliases.iter_mut().find(|(a, _)| *a == alias) {
+                Some(entry) => entry.1 = topic,
+                None => aliases.push((alias, topic)),
+            }
+        }
+        Ok(())
+    }
+
+    fn build_message(&self, id: MessageId, topic: Topic, publish: Publish, now: UnixMillis) -> Message {
+        let p = &publish.properties;
+        let properties = MessageProperties {
+            payload_format: p.payload_format_indicator(),
+            content_type: p.content_type().map(ByteString::from),
+            response_topic: p.response_topic().map(ByteString::from),
+            correlation_data: p.correlation_data().cloned(),
+            user_properties: p
+                .user_properties()
+                .map(|(k, v)| (ByteString::from(k), ByteString::from(v)))
+                .collect(),
+        };
+        Message {
+            id,
+            app: self.key.app.clone(),
+            topic,
+            payload: publish.payload,
+            qos: publish.qos,
+            retain: publish.retain,
+            created_at: now,
+            expires_at: p.message_expiry_interval().map(|s| now.plus_seconds(s)),
+            origin: Some(self.key.client.clone()),
+            properties: (!properties.is_empty()).then(|| Box::new(properties)),
+        }
+    }
+
+    fn on_puback(&mut self, ack: PubAck, now: UnixMillis, out: &mut Vec<Action>) {
+        let id = ack.packet_id.get();
+        if let Some(i) = self.inflight.iter().position(|f| f.packet_id == id && f.state == Awaiting::Ack) {
+            // `remove`, not `swap_remove`: the window stays in send order, which
+            // is the order a resumed session resends in [MQTT-4.6.0-1].
+            self.inflight.remove(i);
+            self.pump(now, out);
+        }
+    }
+
+    fn on_pubrec(&mut self, ack: PubAck, now: UnixMillis, out: &mut Vec<Action>) {
+        let id = ack.packet_id;
+        match self.inflight.iter().position(|f| f.packet_id == id.get() && f.state != Awaiting::Ack) {
+            Some(i) if ack.reason_code.is_error() => {
+                // An error PUBREC ends the exchange [MQTT-4.3.3-?]; free the id.
+                // `remove`, not `swap_remove`: the window stays in send order, which
+                // is the order a resumed session resends in [MQTT-4.6.0-1].
+                self.inflight.remove(i);
+                self.pump(now, out);
+            }
+            Some(i) => {
+                self.inflight[i].state = Awaiting::Complete;
+                out.push(Action::Send(Packet::PubRel(PubAck::new(id))));
+            }
+            None => {
+                let mut rel = PubAck::new(id);
+                if self.v5() {
+                    rel.reason_code = ReasonCode::PacketIdentifierNotFound;
+                }
+                out.push(Action::Send(Packet::PubRel(rel)));
+            }
+        }
+    }
+
+    fn on_pubrel(&mut self, ack: PubAck, out: &mut Vec<Action>) {
+        let mut comp = PubAck::new(ack.packet_id);
+        match self.inbound_qos2.iter().position(|id| *id == ack.packet_id) {
+            Some(i) => {
+                self.inbound_qos2.swap_remove(i);
+            }
+            None if self.v5() => comp.reason_code = ReasonCode::PacketIdentifierNotFound,
+            None => {}
+        }
+        out.push(Action::Send(Packet::PubComp(comp)));
+    }
+
+    fn on_pubcomp(&mut self, ack: PubAck, now: UnixMillis, out: &mut Vec<Action>) {
+        let id = ack.packet_id.get();
+        if let Some(i) = self.inflight.iter().position(|f| f.packet_id == id && f.state == Awaiting::Complete)
+        {
+            // `remove`, not `swap_remove`: the window stays in send order, which
+            // is the order a resumed session resends in [MQTT-4.6.0-1].
+            self.inflight.remove(i);
+            self.pump(now, out);
+        }
+    }
+
+    fn on_subscribe(&mut self, subscribe: Subscribe, out: &mut Vec<Action>) {
+        let identifier = subscribe.properties.subscription_identifiers().next();
+        let mut codes = Vec::with_capacity(subscribe.filters.len());
+        let mut accepted = Vec::new();
+        let mut requests = Vec::new();
+        for (raw, options) in subscribe.filters {
+            // A copy: subscriptions outlive the read buffer they arrived in.
+            let filter = match TopicFilter::new(ByteString::from(&*raw)) {
+                Ok(filter) if filter.share_group().is_some() => {
+                    codes.push(ReasonCode::SharedSubscriptionsNotSupported);
+                    continue;
+                }
+                Ok(filter) => filter,
+                Err(_) => {
+                    codes.push(ReasonCode::TopicFilterInvalid);
+                    continue;
+                }
+            };
+            let local = LocalSubscription {
+                qos: options.qos,
+                no_local: options.no_local,
+                retain_as_published: options.retain_as_published,
+                identifier,
+            };
+            let existed = self.subscriptions.iter().any(|(f, _)| *f == filter);
+            let lookup = match options.retain_handling {
+                RetainHandling::SendAtSubscribe => RetainedLookup::Send,
+                RetainHandling::SendAtSubscribeIfNew if !existed => RetainedLookup::Send,
+                _ => RetainedLookup::Skip,
+            };
+            match self.subscriptions.iter_mut().find(|(f, _)| *f == filter) {
+                Some(entry) => entry.1 = local,
+                None => self.subscriptions.push((filter.clone(), local)),
+            }
+            out.push(Action::AddLocal(filter.clone(), local));
+            accepted.push((codes.len(), filter.clone(), local));
+            codes.push(granted(options.qos));
+            let subscription = Subscription {
+                filter,
+                qos: options.qos,
+                no_local: options.no_local,
+                retain_as_published: options.retain_as_published,
+                retain_handling: retain_handling_value(options.retain_handling),
+                identifier,
+            };
+            requests.push((subscription, lookup));
+        }
+        let request = self.next_request();
+        let packet_id = subscribe.packet_id;
+        self.awaiting(request, PendingReply::Subscribe { packet_id, codes, accepted });
+        out.push(Action::Uplink(Uplink::Subscribe {
+            request,
+            session: self.key.clone(),
+            epoch: self.epoch,
+            subscriptions: requests,
+        }));
+    }
+
+    fn on_unsubscribe(&mut self, unsubscribe: Unsubscribe, out: &mut Vec<Action>) {
+        let mut codes = Vec::with_capacity(unsubscribe.filters.len());
+        let mut filters = Vec::new();
+        for raw in unsubscribe.filters {
+            let Ok(filter) = TopicFilter::new(raw) else {
+                codes.push(ReasonCode::TopicFilterInvalid);
+                continue;
+            };
+            match self.subscriptions.iter().position(|(f, _)| *f == filter) {
+                Some(i) => {
+                    self.subscriptions.swap_remove(i);
+                    out.push(Action::RemoveLocal(filter.clone()));
+                    codes.push(ReasonCode::Success);
+                }
+                None => codes.push(ReasonCode::NoSubscriptionExisted),
+            }
+            filters.push(filter);
+        }
+        let request = self.next_request();
+        let packet_id = unsubscribe.packet_id;
+        self.awaiting(request, PendingReply::Unsubscribe { packet_id, codes });
+        out.push(Action::Uplink(Uplink::Unsubscribe {
+            request,
+            session: self.key.clone(),
+            epoch: self.epoch,
+            filters,
+        }));
+    }
+
+    fn on_disconnect(&mut self, disconnect: Disconnect, out: &mut Vec<Action>) {
+        if let Some(expiry) = disconnect.properties.session_expiry_interval() {
+            if self.expiry_seconds == 0 && expiry != 0 {
+                return out.push(Action::Close(Close::error(
+                    ReasonCode::ProtocolError,
+                    "[MQTT-3.14.2-2] session expiry cannot change from 0 at DISCONNECT",
+                )));
+            }
+            self.expiry_seconds = expiry.min(self.limits.max_session_expiry_seconds);
+        }
+        out.push(Action::Close(Close {
+            reason: disconnect.reason_code,
+            detail: "",
+            notify: false,
+            publish_will: disconnect.reason_code == ReasonCode::DisconnectWithWill,
+        }));
+    }
+
+    /// Handles the router's reply to one of this session's requests.
+    pub fn on_reply(&mut self, reply: Downlink, now: UnixMillis, out: &mut Vec<Action>) {
+        let request = match &reply {
+            Downlink::Published { request, .. }
+            | Downlink::Subscribed { request, .. }
+            | Downlink::Unsubscribed { request, .. }
+            | Downlink::Claimed { request, .. } => *request,
+            Downlink::Revoked { .. } | Downlink::Deliver(_) => return,
+        };
+        let Some(pending) = self.awaiting_router.iter_mut().find(|p| p.request == request) else { return };
+        pending.reply = Some(reply);
+        while self.awaiting_router.front().is_some_and(|p| p.reply.is_some()) {
+            let Some(Pending { kind, reply: Some(reply), .. }) = self.awaiting_router.pop_front() else {
+                break;
+            };
+            self.complete(kind, reply, now, out);
+        }
+    }
+
+    fn awaiting(&mut self, request: RequestId, kind: PendingReply) {
+        self.awaiting_router.push_back(Pending { request, kind, reply: None });
+    }
+
+    fn complete(&mut self, pending: PendingReply, reply: Downlink, now: UnixMillis, out: &mut Vec<Action>) {
+        match (pending, reply) {
+            (PendingReply::Publish { packet_id, qos }, Downlink::Published { result, .. }) => {
+                self.on_published(packet_id, qos, result, out)
+            }
+            (
+                PendingReply::Subscribe { packet_id, mut codes, accepted },
+                Downlink::Subscribed { result, .. },
+            ) => {
+                let retained = match result {
+                    Ok(retained) => retained,
+                    Err(code) => {
+                        // Refused: undo what the SUBACK will report as failed.
+                        for (i, filter, _) in &accepted {
+                            codes[*i] = code.reason_code();
+                            self.subscriptions.retain(|(f, _)| f != filter);
+                            out.push(Action::RemoveLocal(filter.clone()));
+                        }
+                        Vec::new()
+                    }
+                };
+                let properties = Properties::default();
+                out.push(Action::Send(Packet::SubAck(SubAck { packet_id, properties, reason_codes: codes })));
+                for (index, message) in retained {
+                    let Some((_, _, local)) = accepted.get(index) else { continue };
+                    let queued = QueuedMessage {
+                        qos: message.qos.min(local.qos),
+                        subscription_ids: local.identifier.into_iter().collect(),
+                        message,
+                        redelivery: false,
+                    };
+                    self.deliver_with_retain(queued, true, now, out);
+                }
+            }
+            (PendingReply::Unsubscribe { packet_id, codes }, Downlink::Unsubscribed { .. }) => {
+                let reason_codes = if self.v5() { codes } else { Vec::new() };
+                let properties = Properties::default();
+                out.push(Action::Send(Packet::UnsubAck(UnsubAck { packet_id, properties, reason_codes })));
+            }
+            _ => {}
+        }
+    }
+
+    fn on_published(
+        &mut self,
+        packet_id: NonZeroU16,
+        qos: QoS,
+        result: Result<bool, herald_core::ErrorCode>,
+        out: &mut Vec<Action>,
+    ) {
+        let code = match result {
+            Ok(true) => ReasonCode::Success,
+            Ok(false) if self.v5() => ReasonCode::NoMatchingSubscribers,
+            Ok(false) => ReasonCode::Success,
+            Err(herald_core::ErrorCode::StaleEpoch) => {
+                return out.push(Action::Close(Close {
+                    publish_will: false,
+                    ..Close::error(ReasonCode::SessionTakenOver, "session taken over")
+                }));
+            }
+            Err(error) if !self.v5() => {
+                return out.push(Action::Close(Close::error(error.reason_code(), "publish refused")));
+            }
+            Err(error) => error.reason_code(),
+        };
+        let ack = PubAck { packet_id, reason_code: code, properties: Properties::default() };
+        if qos == QoS::ExactlyOnce {
+            if !code.is_error() {
+                self.inbound_qos2.push(packet_id);
+            }
+            out.push(Action::Send(Packet::PubRec(ack)));
+        } else {
+            out.push(Action::Send(Packet::PubAck(ack)));
+        }
+    }
+
+    /// Delivers a message that matched one of this session's subscriptions.
+    pub fn deliver(&mut self, queued: QueuedMessage, now: UnixMillis, out: &mut Vec<Action>) {
+        self.deliver_with_retain(queued, false, now, out);
+    }
+
+    fn deliver_with_retain(
+        &mut self,
+        queued: QueuedMessage,
+        from_store: bool,
+        now: UnixMillis,
+        out: &mut Vec<Action>,
+    ) {
+        if queued.message.is_expired(now) {
+            self.counters.dropped_expired += 1;
+            return;
+        }
+        if queued.qos == QoS::AtMostOnce {
+            return self.send_publish(queued, None, from_store, now, out);
+        }
+        if self.inflight.len() >= self.window() || !self.waiting.is_empty() {
+            if self.waiting.len() >= self.limits.max_queued_messages {
+                self.counters.dropped_queue_full += 1;
+                return;
+            }
+            return self.waiting.push_back((queued, from_store));
+        }
+        let packet_id = self.allocate_packet_id();
+        self.send_publish(queued, Some(packet_id), from_store, now, out);
+    }
+
+    fn window(&self) -> usize {
+        usize::from(self.client_receive_maximum)
+    }
+
+    fn allocate_packet_id(&mut self) -> u16 {
+        loop {
+            let id = self.next_packet_id;
+            self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
+            if !self.inflight.iter().any(|f| f.packet_id == id) {
+                return id;
+            }
+        }
+    }
+
+    /// Sends waiting deliveries while the in-flight window has room.
+    fn pump(&mut self, now: UnixMillis, out: &mut Vec<Action>) {
+        while self.inflight.len() < self.window() {
+            let Some((queued, from_store)) = self.waiting.pop_front() else { return };
+            if queued.message.is_expired(now) {
+                self.counters.dropped_expired += 1;
+                continue;
+            }
+            let packet_id = self.allocate_packet_id();
+            self.send_publish(queued, Some(packet_id), from_store, now, out);
+        }
+    }
+
+    fn send_publish(
+        &mut self,
+        queued: QueuedMessage,
+        packet_id: Option<u16>,
+        from_store: bool,
+        now: UnixMillis,
+        out: &mut Vec<Action>,
+    ) {
+        let message = &queued.message;
+        let retain = from_store || (message.retain && self.retain_as_published(&queued));
+        let packet = Packet::Publish(Publish {
+            dup: queued.redelivery && packet_id.is_some(),
+            qos: queued.qos,
+            retain,
+            topic: message.topic.as_byte_string().clone(),
+            packet_id: packet_id.and_then(NonZeroU16::new),
+            payload: message.payload.clone(),
+            properties: self.publish_properties(&queued, now),
+        });
+        if encoded_len(&packet, self.version) > self.client_max_packet as usize {
+            // [MQTT-3.1.2-25]: never send more than the client's maximum
+            // packet size; the message is dropped for this client.
+            self.counters.dropped_too_large += 1;
+            if packet_id.is_some() {
+                self.pump(now, out);
+            }
+            return;
+        }
+        if let Some(packet_id) = packet_id {
+            let state = if queued.qos == QoS::ExactlyOnce { Awaiting::Received } else { Awaiting::Ack };
+            self.inflight.push(Inflight { packet_id, state, queued });
+        }
+        out.push(Action::Send(packet));
+    }
+
+    fn retain_as_published(&self, queued: &QueuedMessage) -> bool {
+        // Retain-as-published is per subscription; a message that matched a
+        // subscription with it keeps the flag.
+        self.subscriptions
+            .iter()
+            .any(|(filter, local)| local.retain_as_published && filter.matches(&queued.message.topic))
+    }
+
+    fn publish_properties(&self, queued: &QueuedMessage, now: UnixMillis) -> Properties {
+        let mut properties = Properties::default();
+        if !self.v5() {
+            return properties;
+        }
+        let message = &queued.message;
+        if let Some(p) = message.properties.as_deref() {
+            if let Some(format) = p.payload_format {
+                properties.push(Property::PayloadFormatIndicator(format));
+            }
+            if let Some(content_type) = &p.content_type {
+                properties.push(Property::ContentType(content_type.clone()));
+            }
+            if let Some(topic) = &p.response_topic {
+                properties.push(Property::ResponseTopic(topic.clone()));
+            }
+            if let Some(data) = &p.correlation_data {
+                properties.push(Property::CorrelationData(data.clone()));
+            }
+            for (key, value) in &p.user_properties {
+                properties.push(Property::UserProperty(key.clone(), value.clone()));
+            }
+        }
+        if let Some(expires_at) = message.expires_at {
+            // The remaining lifetime, decremented by the time held [MQTT-3.3.2-6].
+            properties.push(Property::MessageExpiryInterval(now.seconds_until(expires_at).max(1)));
+        }
+        for id in &queued.subscription_ids {
+            properties.push(Property::SubscriptionIdentifier(*id));
+        }
+        properties
+    }
+
+    /// Returns whether a message from `origin` may be delivered under
+    /// `subscription` (the no-local option).
+    pub fn accepts_from(&self, subscription: &LocalSubscription, origin: Option<&ClientId>) -> bool {
+        !(subscription.no_local && origin == Some(&self.key.client))
+    }
+
+    /// Ends the session's connection: returns the release for the router,
+    /// carrying what was not acknowledged when the session outlives it.
+    pub fn release(&mut self, publish_will: bool) -> Release {
+        let mut pending = Vec::new();
+        if self.expiry_seconds > 0 {
+            for f in self.inflight.drain(..) {
+                // A message the client PUBREC'd has arrived; only PUBREL is
+                // outstanding, so it is not sent again.
+                if f.state != Awaiting::Complete {
+                    pending.push(QueuedMessage { redelivery: true, ..f.queued });
+                }
+            }
+            pending.extend(self.waiting.drain(..).map(|(queued, _)| queued));
+        }
+        Release {
+            session: self.key.clone(),
+            epoch: self.epoch,
+            expiry_seconds: self.expiry_seconds,
+            publish_will,
+            pending,
+        }
+    }
+
+    /// Returns the packets to send when closing with `close`: a DISCONNECT
+    /// for v5 clients when the server ends the connection.
+    pub fn disconnect_packet(&self, close: &Close) -> Option<Packet> {
+        (self.v5() && close.notify).then(|| {
+            Packet::Disconnect(Disconnect {
+                reason_code: close.reason,
+                properties: self.reason_properties(close.detail),
+            })
+        })
+    }
+
+    /// Builds the CONNACK for an accepted connection.
+    pub fn connack(accepted: &Accepted, session_present: bool) -> Packet {
+        Packet::ConnAck(ConnAck {
+            session_present,
+            reason_code: ReasonCode::Success,
+            properties: accepted.connack_properties.clone(),
+        })
+    }
+}
+
+fn granted(qos: QoS) -> ReasonCode {
+    match qos {
+        QoS::AtMostOnce => ReasonCode::Success,
+        QoS::AtLeastOnce => ReasonCode::GrantedQos1,
+        QoS::ExactlyOnce => ReasonCode::GrantedQos2,
+    }
+}
+
+fn retain_handling_value(handling: RetainHandling) -> u8 {
+    match handling {
+        RetainHandling::SendAtSubscribe => 0,
+        RetainHandling::SendAtSubscribeIfNew => 1,
+        RetainHandling::DoNotSend => 2,
+    }
+}
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod tests;

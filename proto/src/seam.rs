@@ -1,0 +1,266 @@
+//! The gateway↔router seam: two bounded streams per gateway.
+//!
+//! ```text
+//!   gateway                                    router
+//!   connections ──Uplink──▶ [bounded queue] ──▶ apply in order, per gateway
+//!   local fan-out ◀──Downlink── [bounded queue] ◀── replies, deliveries, revocations
+//! ```
+//!
+//! Rules both ends rely on:
+//! - Items of one gateway's uplink are applied in the order sent. A
+//!   `Routes` change sent before a `Subscribe` is in force before that
+//!   subscribe's reply, so a SUBACK never precedes its route.
+//! - Every item that carries a [`RequestId`] gets exactly one reply on the
+//!   downlink, in any order relative to other requests.
+//! - Each hop drains its queue in batches (`recv_many`), so a busy link
+//!   costs one wake-up per batch, not per item; over gRPC a batch is one
+//!   stream message. Credit is the queue capacity: a sender waits when the
+//!   receiver is that far behind (in-process), or when it has no credit
+//!   left (gRPC).
+//! - Overflow policy of the downlink: replies and revocations wait for
+//!   space (they are bounded by the requests in flight); deliveries are
+//!   offered with `try_send` and, when the gateway is that far behind, are
+//!   dropped and counted (`dropped_gateway_backlog`), never block the
+//!   router's publish pipeline.
+
+use crate::Message;
+use herald_core::{AppId, Epoch, ErrorCode, NodeId, QoS, SessionKey, TopicFilter};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// Correlates a request on the uplink with its reply on the downlink;
+/// unique per gateway link.
+pub type RequestId = u64;
+
+/// What the router does with a session's retained-message lookup on
+/// subscribe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetainedLookup {
+    /// Send the retained messages matching the filter.
+    Send,
+    /// Send none.
+    Skip,
+}
+
+/// One subscription of a session, as the router records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    /// The filter as subscribed (possibly `$share/…`).
+    pub filter: TopicFilter,
+    /// The maximum QoS granted.
+    pub qos: QoS,
+    /// Do not deliver the session's own publishes back to it.
+    pub no_local: bool,
+    /// Keep the publisher's retain flag on delivery.
+    pub retain_as_published: bool,
+    /// The v5 retain handling option (0, 1 or 2), kept for resumption.
+    pub retain_handling: u8,
+    /// The v5 subscription identifier.
+    pub identifier: Option<u32>,
+}
+
+/// A will message registered with a session claim, so the router can publish
+/// it even if the gateway holding the session dies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Will {
+    /// The message to publish.
+    pub message: Arc<Message>,
+    /// Seconds to wait after the connection ends (v5 will delay interval);
+    /// a resumption within the delay cancels the will.
+    pub delay_seconds: u32,
+    /// The will's message expiry interval, counted from when it is published.
+    pub expiry_seconds: Option<u32>,
+}
+
+/// A session claim: a connection asks to own `(app, client id)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// Correlates the reply.
+    pub request: RequestId,
+    /// The session asked for.
+    pub session: SessionKey,
+    /// Discard any existing session state (v5 clean start, v3.1.1 clean session).
+    pub clean_start: bool,
+    /// Session expiry interval in seconds after the connection ends; 0 ends
+    /// the session with the connection.
+    pub expiry_seconds: u32,
+    /// The will to publish if the connection ends abnormally.
+    pub will: Option<Box<Will>>,
+}
+
+/// What the router grants a claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimGrant {
+    /// The session's new ownership epoch; every later item for the session
+    /// carries it, and the router refuses older ones.
+    pub epoch: Epoch,
+    /// Whether an existing session was resumed (CONNACK session present).
+    pub session_present: bool,
+    /// The resumed session's subscriptions.
+    pub subscriptions: Vec<Subscription>,
+    /// Messages queued while the session was offline, oldest first;
+    /// `redelivery` marks the leading ones that were sent before and must
+    /// carry DUP.
+    pub queued: Vec<QueuedMessage>,
+}
+
+/// A message waiting in a session's queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedMessage {
+    /// The message.
+    pub message: Arc<Message>,
+    /// The QoS granted by the matching subscription.
+    pub qos: QoS,
+    /// Subscription identifiers of the matching subscriptions.
+    pub subscription_ids: Vec<u32>,
+    /// It was sent to the client before and not acknowledged: resend with DUP.
+    pub redelivery: bool,
+}
+
+/// The end of a session's connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Release {
+    /// The session.
+    pub session: SessionKey,
+    /// The epoch the connection held.
+    pub epoch: Epoch,
+    /// The session expiry interval in force at the end (a v5 DISCONNECT may
+    /// change it).
+    pub expiry_seconds: u32,
+    /// Publish the registered will (abnormal end, or v5 DISCONNECT 0x04).
+    pub publish_will: bool,
+    /// Messages sent but not acknowledged, or accepted but not yet sent, for
+    /// a session that outlives its connection; queued ahead of new ones.
+    pub pending: Vec<QueuedMessage>,
+}
+
+/// A publish entering the system.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publish {
+    /// Correlates the reply; `None` for QoS 0, which gets no reply.
+    pub request: Option<RequestId>,
+    /// The publishing session and the epoch it holds; a stale epoch is refused.
+    pub from: Option<(SessionKey, Epoch)>,
+    /// The message.
+    pub message: Arc<Message>,
+}
+
+/// An item on a gateway's uplink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Uplink {
+    /// Claim a session.
+    Claim(Claim),
+    /// A session's connection ended.
+    Release(Release),
+    /// The gateway's route set changed: filters it now has local
+    /// subscribers for, and filters it has none for any more. Idempotent.
+    Routes {
+        /// `(app, filter)` pairs that gained their first local subscriber.
+        add: Vec<(AppId, TopicFilter)>,
+        /// `(app, filter)` pairs that lost their last local subscriber.
+        remove: Vec<(AppId, TopicFilter)>,
+    },
+    /// A session subscribed: recorded for persistent sessions; the reply
+    /// carries the retained messages asked for.
+    Subscribe {
+        /// Correlates the reply.
+        request: RequestId,
+        /// The session and its epoch.
+        session: SessionKey,
+        /// The epoch the connection holds.
+        epoch: Epoch,
+        /// The subscriptions with their retained lookup.
+        subscriptions: Vec<(Subscription, RetainedLookup)>,
+    },
+    /// A session unsubscribed.
+    Unsubscribe {
+        /// Correlates the reply.
+        request: RequestId,
+        /// The session.
+        session: SessionKey,
+        /// The epoch the connection holds.
+        epoch: Epoch,
+        /// The filters removed.
+        filters: Vec<TopicFilter>,
+    },
+    /// A message to route.
+    Publish(Publish),
+}
+
+/// An item on a gateway's downlink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Downlink {
+    /// The reply to a claim.
+    Claimed {
+        /// The claim's request.
+        request: RequestId,
+        /// The grant, or why the claim was refused.
+        result: Result<ClaimGrant, ErrorCode>,
+    },
+    /// A newer claim took the session over; the connection holding `epoch`
+    /// (or an older one) must end (v5: DISCONNECT 0x8E).
+    Revoked {
+        /// The session.
+        session: SessionKey,
+        /// The epoch that lost ownership.
+        epoch: Epoch,
+    },
+    /// The reply to a subscribe.
+    Subscribed {
+        /// The subscribe's request.
+        request: RequestId,
+        /// Per retained message: the index of the subscription it matched
+        /// and the message; or why the subscribe was refused.
+        result: Result<Vec<(usize, Arc<Message>)>, ErrorCode>,
+    },
+    /// The reply to an unsubscribe.
+    Unsubscribed {
+        /// The unsubscribe's request.
+        request: RequestId,
+        /// Done, or why it was refused.
+        result: Result<(), ErrorCode>,
+    },
+    /// The reply to a publish with a request id.
+    Published {
+        /// The publish's request.
+        request: RequestId,
+        /// Whether any subscriber matched; or why it was refused.
+        result: Result<bool, ErrorCode>,
+    },
+    /// A message for the gateway's local subscribers: it matched at least
+    /// one of the gateway's routes.
+    Deliver(Arc<Message>),
+}
+
+/// The gateway's ends of a link.
+#[derive(Debug)]
+pub struct GatewayLink {
+    /// The gateway's identity on this link.
+    pub gateway: NodeId,
+    /// Where the gateway sends uplink items.
+    pub uplink: mpsc::Sender<Uplink>,
+    /// Where the gateway receives downlink items.
+    pub downlink: mpsc::Receiver<Downlink>,
+}
+
+/// The router's ends of one gateway's link.
+#[derive(Debug)]
+pub struct RouterPort {
+    /// The gateway on the other end.
+    pub gateway: NodeId,
+    /// Where the router receives the gateway's uplink.
+    pub uplink: mpsc::Receiver<Uplink>,
+    /// Where the router sends the gateway's downlink.
+    pub downlink: mpsc::Sender<Downlink>,
+}
+
+/// Returns the two ends of an in-process link for `gateway`, each queue
+/// bounded at `capacity` items.
+pub fn link(gateway: NodeId, capacity: usize) -> (GatewayLink, RouterPort) {
+    let (up_tx, up_rx) = mpsc::channel(capacity);
+    let (down_tx, down_rx) = mpsc::channel(capacity);
+    (
+        GatewayLink { gateway, uplink: up_tx, downlink: down_rx },
+        RouterPort { gateway, uplink: up_rx, downlink: down_tx },
+    )
+}

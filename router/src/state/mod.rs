@@ -1,0 +1,170 @@
+//! The router's pure state machine.
+//!
+//! Inputs: uplink items from a gateway and the current time. Outputs: the
+//! downlink items to send, each addressed to a gateway. No I/O, no clock.
+
+mod routing;
+mod sessions;
+
+use herald_core::{AppId, ClientId, NodeId, SessionKey, TopicFilter, TopicTree, UnixMillis};
+use herald_proto::Message;
+use herald_proto::seam::{Downlink, Uplink};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+pub use sessions::SessionRecord;
+
+/// Limits of the router state.
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    /// Messages queued per offline persistent session; past it, the newest
+    /// message is refused for that session and counted (`dropped_queue_full`).
+    pub max_queued_messages: usize,
+    /// Upper bound on any session expiry interval, in seconds, so that no
+    /// session lives forever.
+    pub max_session_expiry_seconds: u32,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig { max_queued_messages: 1000, max_session_expiry_seconds: 7 * 24 * 3600 }
+    }
+}
+
+/// Counters of everything the router drops or refuses, by named policy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouterCounters {
+    /// Items refused because they carried a stale ownership epoch.
+    pub stale_epoch_refused: u64,
+    /// QoS 0 messages not queued for offline sessions (policy: QoS 0 is
+    /// never queued offline).
+    pub dropped_offline_qos0: u64,
+    /// Messages refused by a full offline queue (policy: refuse newest).
+    pub dropped_queue_full: u64,
+    /// Messages dropped because they expired before delivery.
+    pub dropped_expired: u64,
+    /// Deliveries dropped because a gateway's downlink was full.
+    pub dropped_gateway_backlog: u64,
+    /// Will messages published.
+    pub wills_published: u64,
+    /// Persistent sessions ended by expiry.
+    pub sessions_expired: u64,
+    /// Messages routed.
+    pub messages_routed: u64,
+}
+
+/// A downlink item addressed to a gateway.
+pub type Effect = (NodeId, Downlink);
+
+/// Everything the router owns, as plain data.
+#[derive(Debug, Default)]
+pub struct RouterState {
+    config: RouterConfig,
+    /// The registry generation: part of every epoch. A restarted or moved
+    /// registry shard gets a new generation so epochs never go backwards.
+    generation: u64,
+    counter: u64,
+    sessions: HashMap<SessionKey, SessionRecord>,
+    /// Which gateways have local subscribers, per app and filter.
+    /// Keyed by `(gateway, filter)`, for the same reason as `offline`.
+    routes: HashMap<AppId, TopicTree<(NodeId, TopicFilter), ()>>,
+    /// Subscriptions of persistent sessions while they are offline.
+    /// Keyed by `(client, filter)`: filters that differ only by a `$share/`
+    /// prefix share a trie path but are separate subscriptions.
+    offline: HashMap<AppId, TopicTree<(ClientId, TopicFilter), sessions::OfflineEntry>>,
+    retained: HashMap<AppId, routing::RetainedStore>,
+    /// Scheduled wills and expiries: `(deadline, session)`.
+    timers: BTreeSet<(UnixMillis, SessionKey)>,
+    counters: RouterCounters,
+}
+
+impl RouterState {
+    /// Returns an empty state with registry generation `generation`.
+    pub fn new(config: RouterConfig, generation: u64) -> RouterState {
+        RouterState { config, generation, ..RouterState::default() }
+    }
+
+    /// Returns the counters.
+    pub fn counters(&self) -> &RouterCounters {
+        &self.counters
+    }
+
+    /// Records deliveries dropped by a full gateway downlink.
+    pub fn count_gateway_backlog_drop(&mut self) {
+        self.counters.dropped_gateway_backlog += 1;
+    }
+
+    /// Returns the record of `session`, if any.
+    pub fn session(&self, session: &SessionKey) -> Option<&SessionRecord> {
+        self.sessions.get(session)
+    }
+
+    /// Returns the number of sessions known (online and persistent offline).
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Returns the number of retained messages of `app`.
+    pub fn retained_count(&self, app: &AppId) -> usize {
+        self.retained.get(app).map_or(0, routing::RetainedStore::len)
+    }
+
+    /// Applies one uplink item from `gateway` at time `now`.
+    pub fn apply(&mut self, gateway: NodeId, item: Uplink, now: UnixMillis, out: &mut Vec<Effect>) {
+        match item {
+            Uplink::Claim(claim) => self.claim(gateway, claim, now, out),
+            Uplink::Release(release) => self.release(release, now, out),
+            Uplink::Routes { add, remove } => self.change_routes(gateway, add, remove),
+            Uplink::Subscribe { request, session, epoch, subscriptions } => {
+                let result = self.subscribe(&session, epoch, subscriptions, now);
+                out.push((gateway, Downlink::Subscribed { request, result }));
+            }
+            Uplink::Unsubscribe { request, session, epoch, filters } => {
+                let result = self.unsubscribe(&session, epoch, &filters);
+                out.push((gateway, Downlink::Unsubscribed { request, result }));
+            }
+            Uplink::Publish(publish) => {
+                let result = match &publish.from {
+                    Some((session, epoch)) => self.check_epoch(session, *epoch),
+                    None => Ok(()),
+                }
+                .map(|()| self.route(publish.message, now, out));
+                if let Some(request) = publish.request {
+                    out.push((gateway, Downlink::Published { request, result }));
+                }
+            }
+        }
+    }
+
+    /// Fires every will and expiry due at `now`. Returns the next deadline.
+    pub fn tick(&mut self, now: UnixMillis, out: &mut Vec<Effect>) -> Option<UnixMillis> {
+        while let Some((deadline, _)) = self.timers.first() {
+            if *deadline > now {
+                break;
+            }
+            let Some((deadline, session)) = self.timers.pop_first() else { break };
+            self.fire_timer(deadline, session, now, out);
+        }
+        self.timers.first().map(|(deadline, _)| *deadline)
+    }
+
+    fn route(&mut self, message: Arc<Message>, now: UnixMillis, out: &mut Vec<Effect>) -> bool {
+        if message.is_expired(now) {
+            self.counters.dropped_expired += 1;
+            return false;
+        }
+        self.counters.messages_routed += 1;
+        let mut compacted: Option<Arc<Message>> = None;
+        let mut kept = || compacted.get_or_insert_with(|| Arc::new(message.compacted())).clone();
+        if message.retain {
+            let retained = if message.payload.is_empty() { message.clone() } else { kept() };
+            self.retained.entry(message.app.clone()).or_default().store(&retained);
+        }
+        let mut matched = self.deliver_to_gateways(&message, out);
+        matched |= self.queue_for_offline_sessions(&message, &mut kept);
+        matched
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,300 @@
+//! The session registry: ownership with epochs, persistent sessions'
+//! subscriptions and offline queues, wills and expiry.
+
+use super::{Effect, RouterState};
+use herald_core::{Epoch, ErrorCode, NodeId, QoS, SessionKey, TopicFilter, UnixMillis};
+use herald_proto::Message;
+use herald_proto::seam::{
+    Claim, ClaimGrant, Downlink, QueuedMessage, Release, RetainedLookup, Subscription, Will,
+};
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+/// What the router knows of one session.
+#[derive(Debug, Clone)]
+pub struct SessionRecord {
+    /// The gateway holding the session's connection, if it is online.
+    pub owner: Option<NodeId>,
+    /// The latest epoch granted.
+    pub epoch: Epoch,
+    /// Session expiry interval in seconds (0: ends with the connection).
+    pub expiry_seconds: u32,
+    /// Subscriptions, recorded for persistent sessions only.
+    pub subscriptions: Vec<Subscription>,
+    /// Messages waiting while offline, oldest first (bounded).
+    pub queue: VecDeque<QueuedMessage>,
+    will: Option<Box<Will>>,
+    /// When the will fires, if one is scheduled.
+    will_at: Option<UnixMillis>,
+    /// When the session expires, while offline.
+    expires_at: Option<UnixMillis>,
+}
+
+impl SessionRecord {
+    /// Returns true when the session outlives its connection.
+    pub fn is_persistent(&self) -> bool {
+        self.expiry_seconds > 0
+    }
+}
+
+/// One offline persistent subscription in the offline index.
+#[derive(Debug, Clone)]
+pub(super) struct OfflineEntry {
+    qos: QoS,
+    no_local: bool,
+    identifier: Option<u32>,
+}
+
+impl RouterState {
+    fn next_epoch(&mut self) -> Epoch {
+        self.counter += 1;
+        Epoch::new(self.generation, self.counter)
+    }
+
+    pub(super) fn check_epoch(&mut self, session: &SessionKey, epoch: Epoch) -> Result<(), ErrorCode> {
+        match self.sessions.get(session) {
+            Some(record) if record.epoch == epoch && record.owner.is_some() => Ok(()),
+            _ => {
+                self.counters.stale_epoch_refused += 1;
+                Err(ErrorCode::StaleEpoch)
+            }
+        }
+    }
+
+    pub(super) fn claim(&mut self, gateway: NodeId, claim: Claim, now: UnixMillis, out: &mut Vec<Effect>) {
+        let epoch = self.next_epoch();
+        let expiry_seconds = claim.expiry_seconds.min(self.config.max_session_expiry_seconds);
+        let session = claim.session;
+        let mut grant =
+            ClaimGrant { epoch, session_present: false, subscriptions: Vec::new(), queued: Vec::new() };
+        if let Some(mut old) = self.sessions.remove(&session) {
+            if let Some(owner) = old.owner {
+                // Takeover: the old connection must end [MQTT-3.1.4-3].
+                out.push((owner, Downlink::Revoked { session: session.clone(), epoch: old.epoch }));
+            }
+            self.forget_timers(&session, &old);
+            self.remove_offline_subscriptions(&session, &old.subscriptions);
+            let resumable = old.is_persistent() && !claim.clean_start;
+            if resumable {
+                // A resumption within the will delay cancels the will [MQTT-3.1.3-9].
+                grant.session_present = true;
+                grant.subscriptions = std::mem::take(&mut old.subscriptions);
+                grant.queued = old.queue.drain(..).filter(|q| !self.expired(&q.message, now)).collect();
+            } else if let Some(will) = old.will.take() {
+                // The old session ends now (taken over without resuming, or
+                // it had ended with its connection): its will fires now,
+                // whether its connection was live or its will was delayed.
+                self.publish_will(*will, now, out);
+            }
+        }
+        let record = SessionRecord {
+            owner: Some(gateway),
+            epoch,
+            expiry_seconds,
+            subscriptions: grant.subscriptions.clone(),
+            queue: VecDeque::new(),
+            will: claim.will,
+            will_at: None,
+            expires_at: None,
+        };
+        self.sessions.insert(session, record);
+        out.push((gateway, Downlink::Claimed { request: claim.request, result: Ok(grant) }));
+    }
+
+    fn expired(&mut self, message: &Message, now: UnixMillis) -> bool {
+        let expired = message.is_expired(now);
+        if expired {
+            self.counters.dropped_expired += 1;
+        }
+        expired
+    }
+
+    pub(super) fn release(&mut self, release: Release, now: UnixMillis, out: &mut Vec<Effect>) {
+        let Some(record) = self.sessions.get_mut(&release.session) else {
+            self.counters.stale_epoch_refused += 1;
+            return;
+        };
+        if record.epoch != release.epoch || record.owner.is_none() {
+            // A connection that lost ownership may not end the session or
+            // publish a will: the check happens where the effect applies.
+            self.counters.stale_epoch_refused += 1;
+            return;
+        }
+        record.owner = None;
+        record.expiry_seconds = release.expiry_seconds.min(self.config.max_session_expiry_seconds);
+        let will = if release.publish_will { record.will.take() } else { None };
+        record.will = None;
+        let session = release.session;
+        if record.expiry_seconds == 0 {
+            self.sessions.remove(&session);
+            if let Some(will) = will {
+                self.publish_will(*will, now, out);
+            }
+            return;
+        }
+        let expires_at = now.plus_seconds(record.expiry_seconds);
+        record.expires_at = Some(expires_at);
+        for pending in release.pending.into_iter().rev() {
+            record.queue.push_front(pending);
+        }
+        let subscriptions = record.subscriptions.clone();
+        self.timers.insert((expires_at, session.clone()));
+        // The session's own subscriptions are offline before its will is
+        // routed, so a session subscribed to its will topic queues it.
+        self.add_offline_subscriptions(&session, &subscriptions);
+        if let Some(will) = will {
+            let fire_at = now.plus_seconds(will.delay_seconds).min(expires_at);
+            if fire_at <= now {
+                self.publish_will(*will, now, out);
+            } else if let Some(record) = self.sessions.get_mut(&session) {
+                record.will = Some(will);
+                record.will_at = Some(fire_at);
+                self.timers.insert((fire_at, session.clone()));
+            }
+        }
+    }
+
+    pub(super) fn subscribe(
+        &mut self,
+        session: &SessionKey,
+        epoch: Epoch,
+        subscriptions: Vec<(Subscription, RetainedLookup)>,
+        now: UnixMillis,
+    ) -> Result<Vec<(usize, Arc<Message>)>, ErrorCode> {
+        self.check_epoch(session, epoch)?;
+        let mut retained = Vec::new();
+        for (index, (subscription, lookup)) in subscriptions.into_iter().enumerate() {
+            // Retained messages are not sent for shared subscriptions (§4.8.2).
+            if lookup == RetainedLookup::Send
+                && subscription.filter.share_group().is_none()
+                && let Some(store) = self.retained.get(&session.app)
+            {
+                store.for_each_match(&subscription.filter, |m| {
+                    if !m.is_expired(now) {
+                        retained.push((index, m.clone()));
+                    }
+                });
+            }
+            let Some(record) = self.sessions.get_mut(session) else { break };
+            if record.is_persistent() {
+                record.subscriptions.retain(|s| s.filter != subscription.filter);
+                record.subscriptions.push(subscription);
+            }
+        }
+        Ok(retained)
+    }
+
+    pub(super) fn unsubscribe(
+        &mut self,
+        session: &SessionKey,
+        epoch: Epoch,
+        filters: &[TopicFilter],
+    ) -> Result<(), ErrorCode> {
+        self.check_epoch(session, epoch)?;
+        if let Some(record) = self.sessions.get_mut(session) {
+            record.subscriptions.retain(|s| !filters.contains(&s.filter));
+        }
+        Ok(())
+    }
+
+    pub(super) fn fire_timer(
+        &mut self,
+        deadline: UnixMillis,
+        session: SessionKey,
+        now: UnixMillis,
+        out: &mut Vec<Effect>,
+    ) {
+        let Some(record) = self.sessions.get_mut(&session) else { return };
+        if record.will_at == Some(deadline) {
+            record.will_at = None;
+            if let Some(will) = record.will.take() {
+                self.publish_will(*will, now, out);
+            }
+        }
+        let Some(record) = self.sessions.get(&session) else { return };
+        if record.owner.is_none() && record.expires_at.is_some_and(|at| at <= now) {
+            let record = self.sessions.remove(&session).expect("present: looked up above");
+            self.forget_timers(&session, &record);
+            self.remove_offline_subscriptions(&session, &record.subscriptions);
+            self.counters.sessions_expired += 1;
+            if let Some(will) = record.will {
+                // The session ended before the will delay passed.
+                self.publish_will(*will, now, out);
+            }
+        }
+    }
+
+    fn forget_timers(&mut self, session: &SessionKey, record: &SessionRecord) {
+        for at in [record.will_at, record.expires_at].into_iter().flatten() {
+            self.timers.remove(&(at, session.clone()));
+        }
+    }
+
+    fn publish_will(&mut self, will: Will, now: UnixMillis, out: &mut Vec<Effect>) {
+        let Will { message, expiry_seconds, .. } = will;
+        self.counters.wills_published += 1;
+        let mut message = Arc::unwrap_or_clone(message);
+        message.created_at = now;
+        message.expires_at = expiry_seconds.map(|s| now.plus_seconds(s));
+        self.route(Arc::new(message), now, out);
+    }
+
+    fn add_offline_subscriptions(&mut self, session: &SessionKey, subscriptions: &[Subscription]) {
+        let tree = self.offline.entry(session.app.clone()).or_default();
+        for s in subscriptions {
+            let entry = OfflineEntry { qos: s.qos, no_local: s.no_local, identifier: s.identifier };
+            tree.insert(s.filter.match_filter(), (session.client.clone(), s.filter.clone()), entry);
+        }
+    }
+
+    fn remove_offline_subscriptions(&mut self, session: &SessionKey, subscriptions: &[Subscription]) {
+        if let Some(tree) = self.offline.get_mut(&session.app) {
+            for s in subscriptions {
+                tree.remove(s.filter.match_filter(), &(session.client.clone(), s.filter.clone()));
+            }
+        }
+    }
+
+    /// Queues `message` for every offline persistent session whose
+    /// subscriptions match it. Returns whether any matched.
+    /// `kept` returns the compacted copy queues hold (made at most once).
+    pub(super) fn queue_for_offline_sessions(
+        &mut self,
+        message: &Arc<Message>,
+        kept: &mut dyn FnMut() -> Arc<Message>,
+    ) -> bool {
+        let Some(tree) = self.offline.get(&message.app) else { return false };
+        // One delivery per session: the highest QoS of its matching
+        // subscriptions and all their identifiers (§3.3.4).
+        let mut targets: Vec<(herald_core::ClientId, QoS, Vec<u32>)> = Vec::new();
+        tree.for_each_match(message.topic.as_str(), |(client, _filter), entry| {
+            if entry.no_local && message.origin.as_ref() == Some(client) {
+                return;
+            }
+            let qos = entry.qos.min(message.qos);
+            match targets.iter_mut().find(|(c, _, _)| c == client) {
+                Some(target) => {
+                    target.1 = target.1.max(qos);
+                    target.2.extend(entry.identifier);
+                }
+                None => targets.push((client.clone(), qos, entry.identifier.into_iter().collect())),
+            }
+        });
+        let matched = !targets.is_empty();
+        for (client, qos, subscription_ids) in targets {
+            if qos == QoS::AtMostOnce {
+                self.counters.dropped_offline_qos0 += 1;
+                continue;
+            }
+            let key = SessionKey::new(message.app.clone(), client);
+            let Some(record) = self.sessions.get_mut(&key) else { continue };
+            if record.queue.len() >= self.config.max_queued_messages {
+                self.counters.dropped_queue_full += 1;
+                continue;
+            }
+            let queued = QueuedMessage { message: kept(), qos, subscription_ids, redelivery: false };
+            record.queue.push_back(queued);
+        }
+        matched
+    }
+}

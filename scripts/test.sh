@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs every check and test Herald has, installing what the tests need.
+# This is the README's test command, and what CI runs (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Tools the end-to-end tests drive: Debian's MQTT clients and paho-mqtt.
+need=()
+command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
+/usr/bin/python3 -c 'import paho.mqtt' >/dev/null 2>&1 || need+=(python3-paho-mqtt)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+if ! command -v cargo-nextest >/dev/null 2>&1; then
+  cargo install --locked cargo-nextest
+fi
+
+# One target directory shared between runs keeps rebuilds incremental.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+
+echo "== format";       cargo fmt --all -- --check
+echo "== dependencies"; scripts/check-deps.sh
+echo "== lint";         cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== doc tests";    cargo test --workspace --doc --locked --quiet
+echo "== tests";        cargo nextest run --workspace --locked --no-fail-fast

@@ -1,0 +1,189 @@
+//! Configuration of each mode: a TOML file, `HERALD_*` environment
+//! overrides and a few flags, validated at start-up with the key named.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// The commented template of the standalone configuration.
+pub(crate) const STANDALONE_TEMPLATE: &str = include_str!("../config/standalone.toml");
+
+/// Configuration of `herald standalone`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct StandaloneConfig {
+    /// MQTT/TCP listen address.
+    pub(crate) mqtt: SocketAddr,
+    /// Data directory.
+    pub(crate) data: PathBuf,
+    /// Seconds a socket may take to send CONNECT.
+    pub(crate) connect_timeout_secs: u64,
+    /// Connections held at most.
+    pub(crate) max_connections: usize,
+    /// Seconds shutdown waits for connections.
+    pub(crate) drain_timeout_secs: u64,
+    /// Per-session limits.
+    pub(crate) limits: Limits,
+}
+
+/// Per-session limits.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Limits {
+    /// Largest packet accepted, bytes.
+    pub(crate) max_packet_size: u32,
+    /// Unacknowledged inbound QoS 1/2 publishes per client.
+    pub(crate) receive_maximum: u16,
+    /// Inbound topic aliases per connection.
+    pub(crate) topic_alias_maximum: u16,
+    /// In-flight deliveries to a v3.1.1 client.
+    pub(crate) max_inflight_v311: u16,
+    /// Deliveries waiting per connection.
+    pub(crate) max_queued_messages: usize,
+    /// Messages queued per offline persistent session.
+    pub(crate) max_offline_messages: usize,
+    /// Upper bound on session expiry, seconds.
+    pub(crate) max_session_expiry_secs: u32,
+    /// Keep-alive imposed at most, seconds (0: none).
+    pub(crate) max_keep_alive: u16,
+}
+
+impl Default for StandaloneConfig {
+    fn default() -> Self {
+        StandaloneConfig {
+            mqtt: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            data: PathBuf::from("./herald-data"),
+            connect_timeout_secs: 10,
+            max_connections: 100_000,
+            drain_timeout_secs: 5,
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_packet_size: 1024 * 1024,
+            receive_maximum: 128,
+            topic_alias_maximum: 64,
+            max_inflight_v311: 32,
+            max_queued_messages: 1000,
+            max_offline_messages: 1000,
+            max_session_expiry_secs: 7 * 24 * 3600,
+            max_keep_alive: 0,
+        }
+    }
+}
+
+impl StandaloneConfig {
+    /// Reads the file at `path` (if any), then applies `HERALD_*` variables
+    /// from `env`, then validates. Errors name the key.
+    pub(crate) fn load(path: Option<&Path>, env: &[(String, String)]) -> anyhow::Result<StandaloneConfig> {
+        let mut table: toml::Table = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))?;
+                toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))?
+            }
+            None => toml::Table::new(),
+        };
+        apply_env(&mut table, env)?;
+        let config: StandaloneConfig =
+            toml::Value::Table(table).try_into().map_err(|e| anyhow::anyhow!("config: {e}"))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks value ranges the types cannot express.
+    pub(crate) fn validate(&self) -> anyhow::Result<()> {
+        let l = &self.limits;
+        anyhow::ensure!(l.max_packet_size >= 64, "limits.max_packet_size: must be at least 64 bytes");
+        anyhow::ensure!(
+            l.max_packet_size <= 268_435_460,
+            "limits.max_packet_size: at most 268435460 (the protocol's limit)"
+        );
+        anyhow::ensure!(l.receive_maximum > 0, "limits.receive_maximum: must be at least 1");
+        anyhow::ensure!(l.max_inflight_v311 > 0, "limits.max_inflight_v311: must be at least 1");
+        anyhow::ensure!(l.max_queued_messages > 0, "limits.max_queued_messages: must be at least 1");
+        anyhow::ensure!(self.connect_timeout_secs > 0, "connect_timeout_secs: must be at least 1");
+        anyhow::ensure!(self.max_connections > 0, "max_connections: must be at least 1");
+        Ok(())
+    }
+}
+
+/// Sets `HERALD_KEY` / `HERALD_SECTION_KEY` variables into `table`, parsing
+/// each value as a TOML value (falling back to a string).
+fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> anyhow::Result<()> {
+    const SECTIONS: [&str; 1] = ["limits"];
+    for (name, value) in env {
+        let Some(rest) = name.strip_prefix("HERALD_") else { continue };
+        if matches!(rest, "LOG" | "CONFIG") {
+            continue;
+        }
+        let key = rest.to_ascii_lowercase();
+        let parsed = format!("v = {value}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(value.clone()));
+        let section = SECTIONS.iter().find(|s| key.starts_with(&format!("{s}_")));
+        match section {
+            Some(section) => {
+                let field = key[section.len() + 1..].to_string();
+                let entry = table
+                    .entry(section.to_string())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                let toml::Value::Table(inner) = entry else {
+                    anyhow::bail!("{name}: {section} is not a table in the config file");
+                };
+                inner.insert(field, parsed);
+            }
+            None => {
+                table.insert(key, parsed);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_template_parses_to_the_defaults() {
+        let table: toml::Table = toml::from_str(STANDALONE_TEMPLATE).expect("template is TOML");
+        let config: StandaloneConfig = toml::Value::Table(table).try_into().expect("template is valid");
+        config.validate().expect("template validates");
+        assert_eq!(config, StandaloneConfig::default());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "mqtt = \"127.0.0.1:1\"\nmqtt_port = 3\n").expect("write");
+        let error = StandaloneConfig::load(Some(&path), &[]).expect_err("unknown key").to_string();
+        assert!(error.contains("mqtt_port"), "{error}");
+        std::fs::write(&path, "[limits]\nreceive_maximum = 0\n").expect("write");
+        let error = StandaloneConfig::load(Some(&path), &[]).expect_err("bad value").to_string();
+        assert!(error.contains("limits.receive_maximum"), "{error}");
+        std::fs::write(&path, "mqtt = \"not an address\"\n").expect("write");
+        let error = StandaloneConfig::load(Some(&path), &[]).expect_err("bad address").to_string();
+        assert!(error.contains("mqtt"), "{error}");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let env = vec![
+            ("HERALD_MQTT".to_string(), "127.0.0.9:1999".to_string()),
+            ("HERALD_LIMITS_RECEIVE_MAXIMUM".to_string(), "7".to_string()),
+            ("HERALD_DATA".to_string(), "/tmp/x y".to_string()),
+        ];
+        let config = StandaloneConfig::load(None, &env).expect("valid");
+        assert_eq!(config.mqtt, "127.0.0.9:1999".parse().expect("addr"));
+        assert_eq!(config.limits.receive_maximum, 7);
+        assert_eq!(config.data, PathBuf::from("/tmp/x y"));
+    }
+}

@@ -1,0 +1,155 @@
+//! Every byte Herald keeps on disk.
+//!
+//! Owns: the data directory (its exclusive lock, its format version and the
+//! registry generation that keeps ownership epochs increasing across
+//! restarts). The replicated log, state machine and session inboxes join it
+//! here, behind storage traits, as the cluster and durable sessions land.
+//!
+//! Must never depend on: any other workspace crate, tokio, openraft or the
+//! network. Only this crate touches the disk (and, later, sled).
+//!
+//! Start here: [`DataDir`].
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// The on-disk format version of a data directory; a directory of another
+/// version is refused rather than misread.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Why a data directory could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// An I/O failure, with the path involved.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The failure.
+        source: io::Error,
+    },
+    /// Another process holds the directory.
+    #[error("{0}: data directory is in use by another process")]
+    Locked(PathBuf),
+    /// A file holds something this version cannot read.
+    #[error("{path}: {reason}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io { path: path.to_path_buf(), source }
+}
+
+/// An open data directory, held exclusively by this process until dropped.
+#[derive(Debug)]
+pub struct DataDir {
+    path: PathBuf,
+    _lock: File,
+}
+
+impl DataDir {
+    /// Opens (creating if needed) the data directory at `path` and locks it.
+    pub fn open(path: impl Into<PathBuf>) -> Result<DataDir, StoreError> {
+        let path = path.into();
+        fs::create_dir_all(&path).map_err(io_error(&path))?;
+        let lock_path = path.join("LOCK");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_error(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Err(StoreError::Locked(path)),
+            Err(fs::TryLockError::Error(source)) => return Err(StoreError::Io { path: lock_path, source }),
+        }
+        let dir = DataDir { path, _lock: lock };
+        match dir.read_number("FORMAT")? {
+            None => dir.write_number("FORMAT", u64::from(FORMAT_VERSION))?,
+            Some(v) if v == u64::from(FORMAT_VERSION) => {}
+            Some(v) => {
+                return Err(StoreError::Corrupt {
+                    path: dir.path.join("FORMAT"),
+                    reason: format!("format version {v}, this build reads {FORMAT_VERSION}"),
+                });
+            }
+        }
+        Ok(dir)
+    }
+
+    /// Returns the directory's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Returns a registry generation greater than any returned before in
+    /// this directory, durably recorded before it is returned.
+    pub fn next_generation(&self) -> Result<u64, StoreError> {
+        let next = self.read_number("GENERATION")?.unwrap_or(0) + 1;
+        self.write_number("GENERATION", next)?;
+        Ok(next)
+    }
+
+    fn read_number(&self, name: &str) -> Result<Option<u64>, StoreError> {
+        let path = self.path.join(name);
+        match fs::read_to_string(&path) {
+            Ok(text) => text.trim().parse().map(Some).map_err(|_| StoreError::Corrupt {
+                path,
+                reason: format!("not a number: {:?}", text.trim()),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(StoreError::Io { path, source }),
+        }
+    }
+
+    /// Replaces a small file atomically and durably: write a temporary file,
+    /// fsync it, rename it over the old one, fsync the directory.
+    fn write_number(&self, name: &str, value: u64) -> Result<(), StoreError> {
+        let path = self.path.join(name);
+        let tmp = self.path.join(format!("{name}.tmp"));
+        let mut file = File::create(&tmp).map_err(io_error(&tmp))?;
+        writeln!(file, "{value}").map_err(io_error(&tmp))?;
+        file.sync_all().map_err(io_error(&tmp))?;
+        fs::rename(&tmp, &path).map_err(io_error(&path))?;
+        File::open(&self.path).and_then(|d| d.sync_all()).map_err(io_error(&self.path))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generations_increase_across_reopens() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let first = DataDir::open(tmp.path()).expect("open").next_generation().expect("generation");
+        let dir = DataDir::open(tmp.path()).expect("reopen");
+        let second = dir.next_generation().expect("generation");
+        let third = dir.next_generation().expect("generation");
+        assert!(first < second && second < third);
+    }
+
+    #[test]
+    fn a_directory_is_held_by_one_opener_at_a_time() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let _held = DataDir::open(tmp.path()).expect("open");
+        assert!(matches!(DataDir::open(tmp.path()), Err(StoreError::Locked(_))));
+    }
+
+    #[test]
+    fn another_format_version_is_refused() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        fs::write(tmp.path().join("FORMAT"), "99\n").expect("write");
+        assert!(matches!(DataDir::open(tmp.path()), Err(StoreError::Corrupt { .. })));
+        fs::write(tmp.path().join("FORMAT"), "x\n").expect("write");
+        assert!(matches!(DataDir::open(tmp.path()), Err(StoreError::Corrupt { .. })));
+    }
+}

@@ -1,0 +1,211 @@
+//! Malformed and misbehaving clients, written byte by byte: the broker closes their connections
+//! (telling v5 clients why) and keeps serving everyone else.
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::support::{Broker, Incoming, Packet, RawConnection, STEP_TIMEOUT, assert_still_serving};
+
+/// Asserts that none of `packets` is a CONNACK accepting the connection.
+fn assert_not_accepted(packets: &[Packet]) {
+    assert!(
+        !packets.iter().any(|packet| packet.first_byte == 0x20 && packet.body.get(1) == Some(&0x00)),
+        "the broker accepted the connection: {packets:?}"
+    );
+}
+
+#[test]
+fn first_packet_must_be_connect() {
+    let broker = Broker::start();
+    let mut connection = RawConnection::open(&broker);
+    connection.send(&[
+        0xC0, 0x00, // PINGREQ, remaining length 0
+    ]);
+    assert_not_accepted(&connection.expect_closed());
+    assert_still_serving(&broker);
+}
+
+#[test]
+fn remaining_length_longer_than_four_bytes_is_rejected() {
+    let broker = Broker::start();
+    let mut connection = RawConnection::open(&broker);
+    connection.send(&[
+        0x10, // CONNECT
+        // Remaining length: the 4th byte still has its continuation bit set and asks for a 5th,
+        // beyond the 4-byte maximum (3.1.1 section 2.2.3, 5.0 section 1.5.5).
+        0xFF, 0xFF, 0xFF, 0xFF, 0x01,
+    ]);
+    assert_not_accepted(&connection.expect_closed());
+    assert_still_serving(&broker);
+}
+
+/// v3.1.1 CONNECT, client id "bad-311", clean session, keep-alive 60 s.
+const CONNECT_V311: &[u8] = &[
+    0x10, 0x13, // CONNECT, remaining length 19
+    0x00, 0x04, b'M', b'Q', b'T', b'T', // protocol name
+    0x04, // protocol level 4 (3.1.1)
+    0x02, // connect flags: clean session
+    0x00, 0x3C, // keep-alive 60 s
+    0x00, 0x07, b'b', b'a', b'd', b'-', b'3', b'1', b'1', // client id
+];
+
+/// v5 CONNECT, client id "bad-5", clean start, keep-alive 60 s, no properties.
+const CONNECT_V5: &[u8] = &[
+    0x10, 0x12, // CONNECT, remaining length 18
+    0x00, 0x04, b'M', b'Q', b'T', b'T', // protocol name
+    0x05, // protocol level 5
+    0x02, // connect flags: clean start
+    0x00, 0x3C, // keep-alive 60 s
+    0x00, // properties: none
+    0x00, 0x05, b'b', b'a', b'd', b'-', b'5', // client id
+];
+
+/// v3.1.1 PUBLISH with both QoS bits set (QoS 3 does not exist [MQTT-3.3.1-4]) to "t", packet id
+/// 1, payload "x".
+const PUBLISH_QOS3_V311: &[u8] = &[
+    0x36, 0x06, // PUBLISH, flags 0110: QoS 3; remaining length 6
+    0x00, 0x01, b't', // topic name
+    0x00, 0x01, // packet id 1
+    b'x', // payload
+];
+
+/// v5 PUBLISH with QoS 3 to "t", packet id 1, no properties, payload "x".
+const PUBLISH_QOS3_V5: &[u8] = &[
+    0x36, 0x07, // PUBLISH, flags 0110: QoS 3; remaining length 7
+    0x00, 0x01, b't', // topic name
+    0x00, 0x01, // packet id 1
+    0x00, // properties: none
+    b'x', // payload
+];
+
+/// Opens a connection and completes the handshake with `connect`.
+fn connected(broker: &Broker, connect: &[u8]) -> RawConnection {
+    let mut connection = RawConnection::open(broker);
+    connection.send(connect);
+    let connack = connection.expect_packet();
+    assert_eq!(connack.first_byte, 0x20, "CONNACK expected, got {connack:?}");
+    assert_eq!(connack.body.get(1), Some(&0x00), "connection accepted, got {connack:?}");
+    connection
+}
+
+/// Returns the Reason String property of a v5 DISCONNECT body, if any.
+fn reason_string(body: &[u8]) -> Option<String> {
+    let mut rest = body.get(1..)?;
+    // Property length, a variable byte integer.
+    let mut length = 0_usize;
+    for (index, byte) in rest.iter().enumerate().take(4) {
+        length |= usize::from(byte & 0x7F) << (7 * index);
+        if byte & 0x80 == 0 {
+            rest = &rest[index + 1..];
+            break;
+        }
+    }
+    let mut properties = rest.get(..length).expect("property length within the packet");
+    let take_string = |bytes: &mut &[u8]| -> String {
+        let size = usize::from(u16::from_be_bytes([bytes[0], bytes[1]]));
+        let text = String::from_utf8(bytes[2..2 + size].to_vec()).expect("UTF-8 string property");
+        *bytes = &bytes[2 + size..];
+        text
+    };
+    let mut found = None;
+    while let Some((&identifier, tail)) = properties.split_first() {
+        properties = tail;
+        match identifier {
+            0x11 => properties = &properties[4..], // session expiry interval
+            0x1F => found = Some(take_string(&mut properties)), // reason string
+            0x1C => drop(take_string(&mut properties)), // server reference
+            0x26 => drop((take_string(&mut properties), take_string(&mut properties))), // user property
+            other => panic!("property 0x{other:02X} is not allowed in DISCONNECT"),
+        }
+    }
+    found
+}
+
+#[test]
+fn reason_string_reads_disconnect_properties() {
+    let body = [
+        0x81, // reason: malformed packet
+        0x0C, // property length 12
+        0x11, 0x00, 0x00, 0x00, 0x00, // session expiry interval 0
+        0x1F, 0x00, 0x04, b'Q', b'o', b'S', b'3', // reason string "QoS3"
+    ];
+    assert_eq!(reason_string(&body).as_deref(), Some("QoS3"));
+    assert_eq!(reason_string(&[0x81]), None);
+    assert_eq!(reason_string(&[0x81, 0x00]), None);
+}
+
+#[test]
+fn publish_with_qos_3_is_a_malformed_packet() {
+    let broker = Broker::start();
+
+    // v5: DISCONNECT with reason 0x81 (malformed packet) and a reason string, then the close.
+    let mut connection = connected(&broker, CONNECT_V5);
+    connection.send(PUBLISH_QOS3_V5);
+    let packets = connection.expect_closed();
+    let [disconnect] = packets.as_slice() else {
+        panic!("v5: expected one DISCONNECT before the close, got {packets:?}");
+    };
+    assert_eq!(disconnect.first_byte, 0xE0, "DISCONNECT expected, got {disconnect:?}");
+    assert_eq!(disconnect.body.first(), Some(&0x81), "reason: malformed packet");
+    let reason = reason_string(&disconnect.body);
+    assert!(reason.as_ref().is_some_and(|text| !text.is_empty()), "a reason string, got {reason:?}");
+
+    // v3.1.1: no DISCONNECT from a server, the connection just closes.
+    let mut connection = connected(&broker, CONNECT_V311);
+    connection.send(PUBLISH_QOS3_V311);
+    assert_eq!(connection.expect_closed(), [], "v3.1.1 closes without a packet");
+
+    assert_still_serving(&broker);
+}
+
+/// v3.1.1 CONNECT, client id "sleepy", clean session, keep-alive 1 s.
+const CONNECT_KEEP_ALIVE_1S: &[u8] = &[
+    0x10, 0x12, // CONNECT, remaining length 18
+    0x00, 0x04, b'M', b'Q', b'T', b'T', // protocol name
+    0x04, // protocol level 4 (3.1.1)
+    0x02, // connect flags: clean session
+    0x00, 0x01, // keep-alive 1 s
+    0x00, 0x06, b's', b'l', b'e', b'e', b'p', b'y', // client id
+];
+
+/// The same with client id "chatty".
+const CONNECT_KEEP_ALIVE_1S_CHATTY: &[u8] = &[
+    0x10, 0x12, // CONNECT, remaining length 18
+    0x00, 0x04, b'M', b'Q', b'T', b'T', // protocol name
+    0x04, // protocol level 4 (3.1.1)
+    0x02, // connect flags: clean session
+    0x00, 0x01, // keep-alive 1 s
+    0x00, 0x06, b'c', b'h', b'a', b't', b't', b'y', // client id
+];
+
+#[test]
+fn keep_alive_is_enforced_at_one_and_a_half_times() {
+    let broker = Broker::start();
+
+    // A client that stays silent is disconnected once 1.5 keep-alive periods pass [MQTT-3.1.2-24].
+    let mut silent = connected(&broker, CONNECT_KEEP_ALIVE_1S);
+    let connected_at = Instant::now();
+    let silent_side = thread::spawn(move || {
+        let packets = silent.expect_closed();
+        (packets, connected_at.elapsed())
+    });
+
+    // A client that pings every half period stays connected meanwhile.
+    let mut chatty = connected(&broker, CONNECT_KEEP_ALIVE_1S_CHATTY);
+    let chatty_until = Instant::now() + Duration::from_millis(2500);
+    while Instant::now() < chatty_until {
+        thread::sleep(Duration::from_millis(500));
+        chatty.send(&[
+            0xC0, 0x00, // PINGREQ
+        ]);
+        match chatty.receive(STEP_TIMEOUT) {
+            Incoming::Packet(Packet { first_byte: 0xD0, .. }) => {}
+            other => panic!("PINGRESP expected, got {other:?}"),
+        }
+    }
+
+    let (packets, lifetime) = silent_side.join().expect("silent client thread");
+    assert_eq!(packets, [], "no packet to a client that timed out");
+    assert!(lifetime >= Duration::from_millis(1000), "closed after {lifetime:?}, before the keep-alive");
+    assert!(lifetime <= Duration::from_millis(4000), "closed only after {lifetime:?}");
+}
