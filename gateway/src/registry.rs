@@ -8,9 +8,9 @@ use herald_core::{AppId, Epoch, NodeId, QoS, SessionKey, TopicFilter, TopicTree}
 use herald_proto::Message;
 use herald_proto::seam::{Downlink, QueuedMessage};
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use tokio::sync::Notify;
+use std::task::{Context, Waker};
 
 /// A connection's identity on this gateway; the high bits of its request ids.
 pub(crate) type ConnId = u64;
@@ -40,7 +40,11 @@ pub(crate) struct ConnHandle {
     pub(crate) key: SessionKey,
     epoch: Mutex<Epoch>,
     inbox: Mutex<Option<VecDeque<Inbound>>>,
-    pub(crate) notify: Notify,
+    /// Set by whoever hands the connection something (inbox item or flag);
+    /// cleared by the connection before it looks.
+    news: AtomicBool,
+    /// The connection task's waker, registered before it checks `news`.
+    waker: Mutex<Option<Waker>>,
     last_seen_ms: AtomicU64,
     keep_alive_ms: AtomicU64,
     flags: AtomicU8,
@@ -53,11 +57,34 @@ impl ConnHandle {
             key,
             epoch: Mutex::new(Epoch::default()),
             inbox: Mutex::new(None),
-            notify: Notify::new(),
+            news: AtomicBool::new(false),
+            waker: Mutex::new(None),
             last_seen_ms: AtomicU64::new(now_ms),
             keep_alive_ms: AtomicU64::new(0),
             flags: AtomicU8::new(0),
         }
+    }
+
+    /// Marks news for the connection and wakes its task.
+    pub(crate) fn wake(&self) {
+        self.news.store(true, Ordering::SeqCst);
+        if let Some(waker) = lock(&self.waker).take() {
+            waker.wake();
+        }
+    }
+
+    /// Registers the connection task's waker, then returns (and clears)
+    /// whether there is news. Register-then-check means a wake between the
+    /// two is seen now, and one after is delivered to the waker.
+    pub(crate) fn poll_news(&self, cx: &mut Context<'_>) -> bool {
+        {
+            let mut waker = lock(&self.waker);
+            match waker.as_ref() {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => *waker = Some(cx.waker().clone()),
+            }
+        }
+        self.news.swap(false, Ordering::SeqCst)
     }
 
     pub(crate) fn set_epoch(&self, epoch: Epoch) {
@@ -82,18 +109,18 @@ impl ConnHandle {
         let limit = self.keep_alive_ms.load(Ordering::Relaxed);
         if limit > 0 && now_ms.saturating_sub(self.last_seen_ms.load(Ordering::Relaxed)) > limit {
             self.flags.fetch_or(KEEP_ALIVE_EXPIRED, Ordering::SeqCst);
-            self.notify.notify_one();
+            self.wake();
         }
     }
 
     pub(crate) fn revoke(&self) {
         self.flags.fetch_or(REVOKED, Ordering::SeqCst);
-        self.notify.notify_one();
+        self.wake();
     }
 
     pub(crate) fn shut_down(&self) {
         self.flags.fetch_or(SHUTTING_DOWN, Ordering::SeqCst);
-        self.notify.notify_one();
+        self.wake();
     }
 
     pub(crate) fn is_shutting_down(&self) -> bool {
@@ -120,7 +147,7 @@ impl ConnHandle {
             }
             queue.push_back(item);
         }
-        self.notify.notify_one();
+        self.wake();
         true
     }
 

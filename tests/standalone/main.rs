@@ -11,6 +11,7 @@
 
 mod support;
 mod test_bad_input;
+mod test_config;
 mod test_lifecycle;
 mod test_qos;
 mod test_retained;

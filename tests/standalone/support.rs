@@ -192,11 +192,19 @@ pub(crate) struct Broker {
 impl Broker {
     /// Starts a broker on a free loopback port and waits for its `listening` line.
     pub(crate) fn start() -> Broker {
+        Broker::start_with(&[], &[])
+    }
+
+    /// Starts a broker with extra command-line `arguments` and `HERALD_*`
+    /// environment variables.
+    pub(crate) fn start_with(arguments: &[&str], environment: &[(&str, &str)]) -> Broker {
         let data =
             tempfile::Builder::new().prefix("herald-standalone-").tempdir().expect("create a data directory");
         let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
             .args(["standalone", "--mqtt", "127.0.0.1:0", "--data"])
             .arg(data.path())
+            .args(arguments)
+            .envs(environment.iter().copied())
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
