@@ -12,8 +12,9 @@ use std::sync::Arc;
 /// The outcome of an accepted CONNECT.
 #[derive(Debug, Clone)]
 pub struct Accepted {
-    /// The session the connection claims.
-    pub key: SessionKey,
+    /// The session the connection claims; shared by the session state and
+    /// the connection's handle.
+    pub key: Arc<SessionKey>,
     /// The protocol level.
     pub version: ProtocolVersion,
     /// Start a new session, discarding any existing one.
@@ -77,7 +78,7 @@ pub fn accept(
         password: connect.password.as_deref(),
     };
     let principal = authenticator.authenticate(credentials).map_err(refuse)?;
-    let key = SessionKey::new(principal.app, client);
+    let key = Arc::new(SessionKey::new(principal.app, client));
 
     let requested_expiry = if v5 {
         connect.properties.session_expiry_interval().unwrap_or(0)

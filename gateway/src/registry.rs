@@ -7,7 +7,9 @@ use crate::session::LocalSubscription;
 use herald_core::{AppId, Epoch, NodeId, QoS, SessionKey, TopicFilter, TopicTree};
 use herald_proto::Message;
 use herald_proto::seam::{Downlink, QueuedMessage};
+use std::collections::hash_map::{Entry, RandomState};
 use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::task::{Context, Waker};
@@ -37,7 +39,7 @@ pub(crate) enum Inbound {
 #[derive(Debug)]
 pub(crate) struct ConnHandle {
     pub(crate) id: ConnId,
-    pub(crate) key: SessionKey,
+    pub(crate) key: Arc<SessionKey>,
     epoch: Mutex<Epoch>,
     inbox: Mutex<Option<VecDeque<Inbound>>>,
     /// Set by whoever hands the connection something (inbox item or flag);
@@ -51,7 +53,7 @@ pub(crate) struct ConnHandle {
 }
 
 impl ConnHandle {
-    pub(crate) fn new(id: ConnId, key: SessionKey, now_ms: u64) -> ConnHandle {
+    pub(crate) fn new(id: ConnId, key: Arc<SessionKey>, now_ms: u64) -> ConnHandle {
         ConnHandle {
             id,
             key,
@@ -263,7 +265,11 @@ impl LocalIndex {
 #[derive(Debug)]
 pub(crate) struct Connections {
     shards: Vec<Mutex<HashMap<ConnId, Arc<ConnHandle>>>>,
-    sessions: Mutex<HashMap<SessionKey, Vec<ConnId>>>,
+    /// Connections by a hash of their session key (the handle holds the
+    /// key itself, so it is not stored twice); the handle's key is checked
+    /// on lookup, so a hash collision costs a comparison, not a mistake.
+    sessions: Mutex<HashMap<u64, SessionConnections>>,
+    hasher: RandomState,
 }
 
 const SHARDS: usize = 16;
@@ -273,6 +279,7 @@ impl Connections {
         Connections {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             sessions: Mutex::new(HashMap::new()),
+            hasher: RandomState::new(),
         }
     }
 
@@ -281,18 +288,24 @@ impl Connections {
     }
 
     pub(crate) fn insert(&self, handle: Arc<ConnHandle>) {
-        lock(&self.sessions).entry(handle.key.clone()).or_default().push(handle.id);
+        let hash = self.hasher.hash_one(&*handle.key);
+        match lock(&self.sessions).entry(hash) {
+            Entry::Vacant(slot) => {
+                slot.insert(SessionConnections::One(handle.id));
+            }
+            Entry::Occupied(mut slot) => slot.get_mut().push(handle.id),
+        }
         self.shard(handle.id).insert(handle.id, handle);
     }
 
     pub(crate) fn remove(&self, handle: &ConnHandle) {
         self.shard(handle.id).remove(&handle.id);
+        let hash = self.hasher.hash_one(&*handle.key);
         let mut sessions = lock(&self.sessions);
-        if let Some(ids) = sessions.get_mut(&handle.key) {
-            ids.retain(|id| *id != handle.id);
-            if ids.is_empty() {
-                sessions.remove(&handle.key);
-            }
+        if let Some(ids) = sessions.get_mut(&hash)
+            && ids.remove(handle.id)
+        {
+            sessions.remove(&hash);
         }
     }
 
@@ -309,9 +322,11 @@ impl Connections {
     /// connection still waiting for its own claim holds no epoch yet and is
     /// not the one revoked (its claim is what revoked the older one).
     pub(crate) fn revoke(&self, session: &SessionKey, epoch: Epoch) {
-        let ids = lock(&self.sessions).get(session).cloned().unwrap_or_default();
+        let hash = self.hasher.hash_one(session);
+        let ids = lock(&self.sessions).get(&hash).map(SessionConnections::to_vec).unwrap_or_default();
         for id in ids {
             if let Some(handle) = self.get(id)
+                && *handle.key == *session
                 && handle.epoch() != Epoch::default()
                 && handle.epoch() <= epoch
             {
@@ -330,6 +345,44 @@ impl Connections {
 
     pub(crate) fn len(&self) -> usize {
         self.shards.iter().map(|s| lock(s).len()).sum()
+    }
+}
+
+/// The connections of one session key hash: almost always one; more during
+/// a takeover on this gateway (or a hash collision).
+#[derive(Debug)]
+enum SessionConnections {
+    One(ConnId),
+    Many(Vec<ConnId>),
+}
+
+impl SessionConnections {
+    fn push(&mut self, id: ConnId) {
+        match self {
+            SessionConnections::One(first) => *self = SessionConnections::Many(vec![*first, id]),
+            SessionConnections::Many(ids) => ids.push(id),
+        }
+    }
+
+    /// Removes `id`; returns true when none is left.
+    fn remove(&mut self, id: ConnId) -> bool {
+        match self {
+            SessionConnections::One(only) => *only == id,
+            SessionConnections::Many(ids) => {
+                ids.retain(|other| *other != id);
+                if let [last] = ids[..] {
+                    *self = SessionConnections::One(last);
+                }
+                false
+            }
+        }
+    }
+
+    fn to_vec(&self) -> Vec<ConnId> {
+        match self {
+            SessionConnections::One(id) => vec![*id],
+            SessionConnections::Many(ids) => ids.clone(),
+        }
     }
 }
 

@@ -166,7 +166,7 @@ pub struct SessionCounters {
 #[derive(Debug)]
 pub struct Session {
     limits: Arc<SessionLimits>,
-    key: SessionKey,
+    key: Arc<SessionKey>,
     epoch: Epoch,
     version: ProtocolVersion,
     expiry_seconds: u32,
@@ -376,13 +376,13 @@ impl Session {
                 self.awaiting(request, PendingReply::Publish { packet_id, qos });
                 out.push(Action::Uplink(Uplink::Publish(herald_proto::seam::Publish {
                     request: Some(request),
-                    from: Some((self.key.clone(), self.epoch)),
+                    from: Some((SessionKey::clone(&self.key), self.epoch)),
                     message: Arc::new(message),
                 })));
             }
             None => out.push(Action::Uplink(Uplink::Publish(herald_proto::seam::Publish {
                 request: None,
-                from: Some((self.key.clone(), self.epoch)),
+                from: Some((SessionKey::clone(&self.key), self.epoch)),
                 message: Arc::new(message),
             }))),
         }
@@ -591,7 +591,7 @@ impl Session {
         self.awaiting(request, PendingReply::Subscribe { packet_id, codes, accepted });
         out.push(Action::Uplink(Uplink::Subscribe {
             request,
-            session: self.key.clone(),
+            session: SessionKey::clone(&self.key),
             epoch: self.epoch,
             subscriptions: requests,
         }));
@@ -620,7 +620,7 @@ impl Session {
         self.awaiting(request, PendingReply::Unsubscribe { packet_id, codes });
         out.push(Action::Uplink(Uplink::Unsubscribe {
             request,
-            session: self.key.clone(),
+            session: SessionKey::clone(&self.key),
             epoch: self.epoch,
             filters,
         }));
@@ -897,7 +897,7 @@ impl Session {
             pending.extend(self.waiting.drain(..).map(|(queued, _)| queued));
         }
         Release {
-            session: self.key.clone(),
+            session: SessionKey::clone(&self.key),
             epoch: self.epoch,
             expiry_seconds: self.expiry_seconds,
             publish_will,

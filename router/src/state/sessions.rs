@@ -10,7 +10,9 @@ use herald_proto::seam::{
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-/// What the router knows of one session.
+/// What the router knows of one session. Every online session has one, so
+/// what only persistent sessions need sits behind one pointer: a transient
+/// session's record is a few words.
 #[derive(Debug, Clone)]
 pub struct SessionRecord {
     /// The gateway holding the session's connection, if it is online.
@@ -19,11 +21,16 @@ pub struct SessionRecord {
     pub epoch: Epoch,
     /// Session expiry interval in seconds (0: ends with the connection).
     pub expiry_seconds: u32,
-    /// Subscriptions, recorded for persistent sessions only.
-    pub subscriptions: Vec<Subscription>,
-    /// Messages waiting while offline, oldest first (bounded).
-    pub queue: VecDeque<QueuedMessage>,
     will: Option<Box<Will>>,
+    persistent: Option<Box<PersistentState>>,
+}
+
+/// The part of a session record only persistent sessions have.
+#[derive(Debug, Clone, Default)]
+struct PersistentState {
+    subscriptions: Vec<Subscription>,
+    /// Messages waiting while offline, oldest first (bounded).
+    queue: VecDeque<QueuedMessage>,
     /// When the will fires, if one is scheduled.
     will_at: Option<UnixMillis>,
     /// When the session expires, while offline.
@@ -34,6 +41,24 @@ impl SessionRecord {
     /// Returns true when the session outlives its connection.
     pub fn is_persistent(&self) -> bool {
         self.expiry_seconds > 0
+    }
+
+    /// Returns the recorded subscriptions (persistent sessions only).
+    pub fn subscriptions(&self) -> &[Subscription] {
+        self.persistent.as_deref().map_or(&[], |p| &p.subscriptions)
+    }
+
+    /// Returns the messages queued while offline, oldest first.
+    pub fn queue(&self) -> impl Iterator<Item = &QueuedMessage> {
+        self.persistent.as_deref().into_iter().flat_map(|p| p.queue.iter())
+    }
+
+    fn will_at(&self) -> Option<UnixMillis> {
+        self.persistent.as_deref().and_then(|p| p.will_at)
+    }
+
+    fn expires_at(&self) -> Option<UnixMillis> {
+        self.persistent.as_deref().and_then(|p| p.expires_at)
     }
 }
 
@@ -73,13 +98,14 @@ impl RouterState {
                 out.push((owner, Downlink::Revoked { session: session.clone(), epoch: old.epoch }));
             }
             self.forget_timers(&session, &old);
-            self.remove_offline_subscriptions(&session, &old.subscriptions);
+            self.remove_offline_subscriptions(&session, old.subscriptions());
             let resumable = old.is_persistent() && !claim.clean_start;
-            if resumable {
+            if let Some(state) = old.persistent.take().filter(|_| resumable) {
                 // A resumption within the will delay cancels the will [MQTT-3.1.3-9].
+                let PersistentState { subscriptions, queue, .. } = *state;
                 grant.session_present = true;
-                grant.subscriptions = std::mem::take(&mut old.subscriptions);
-                grant.queued = old.queue.drain(..).filter(|q| !self.expired(&q.message, now)).collect();
+                grant.subscriptions = subscriptions;
+                grant.queued = queue.into_iter().filter(|q| !self.expired(&q.message, now)).collect();
             } else if let Some(will) = old.will.take() {
                 // The old session ends now (taken over without resuming, or
                 // it had ended with its connection): its will fires now,
@@ -87,16 +113,14 @@ impl RouterState {
                 self.publish_will(*will, now, out);
             }
         }
-        let record = SessionRecord {
-            owner: Some(gateway),
-            epoch,
-            expiry_seconds,
-            subscriptions: grant.subscriptions.clone(),
-            queue: VecDeque::new(),
-            will: claim.will,
-            will_at: None,
-            expires_at: None,
-        };
+        let persistent = (expiry_seconds > 0).then(|| {
+            Box::new(PersistentState {
+                subscriptions: grant.subscriptions.clone(),
+                ..PersistentState::default()
+            })
+        });
+        let record =
+            SessionRecord { owner: Some(gateway), epoch, expiry_seconds, will: claim.will, persistent };
         self.sessions.insert(session, record);
         out.push((gateway, Downlink::Claimed { request: claim.request, result: Ok(grant) }));
     }
@@ -133,11 +157,12 @@ impl RouterState {
             return;
         }
         let expires_at = now.plus_seconds(record.expiry_seconds);
-        record.expires_at = Some(expires_at);
+        let state = record.persistent.get_or_insert_with(Box::default);
+        state.expires_at = Some(expires_at);
         for pending in release.pending.into_iter().rev() {
-            record.queue.push_front(pending);
+            state.queue.push_front(pending);
         }
-        let subscriptions = record.subscriptions.clone();
+        let subscriptions = state.subscriptions.clone();
         self.timers.insert((expires_at, session.clone()));
         // The session's own subscriptions are offline before its will is
         // routed, so a session subscribed to its will topic queues it.
@@ -148,7 +173,7 @@ impl RouterState {
                 self.publish_will(*will, now, out);
             } else if let Some(record) = self.sessions.get_mut(&session) {
                 record.will = Some(will);
-                record.will_at = Some(fire_at);
+                record.persistent.get_or_insert_with(Box::default).will_at = Some(fire_at);
                 self.timers.insert((fire_at, session.clone()));
             }
         }
@@ -176,9 +201,9 @@ impl RouterState {
                 });
             }
             let Some(record) = self.sessions.get_mut(session) else { break };
-            if record.is_persistent() {
-                record.subscriptions.retain(|s| s.filter != subscription.filter);
-                record.subscriptions.push(subscription);
+            if let Some(state) = record.persistent.as_deref_mut() {
+                state.subscriptions.retain(|s| s.filter != subscription.filter);
+                state.subscriptions.push(subscription);
             }
         }
         Ok(retained)
@@ -191,8 +216,8 @@ impl RouterState {
         filters: &[TopicFilter],
     ) -> Result<(), ErrorCode> {
         self.check_epoch(session, epoch)?;
-        if let Some(record) = self.sessions.get_mut(session) {
-            record.subscriptions.retain(|s| !filters.contains(&s.filter));
+        if let Some(state) = self.sessions.get_mut(session).and_then(|r| r.persistent.as_deref_mut()) {
+            state.subscriptions.retain(|s| !filters.contains(&s.filter));
         }
         Ok(())
     }
@@ -205,17 +230,19 @@ impl RouterState {
         out: &mut Vec<Effect>,
     ) {
         let Some(record) = self.sessions.get_mut(&session) else { return };
-        if record.will_at == Some(deadline) {
-            record.will_at = None;
+        if record.will_at() == Some(deadline) {
+            if let Some(state) = record.persistent.as_deref_mut() {
+                state.will_at = None;
+            }
             if let Some(will) = record.will.take() {
                 self.publish_will(*will, now, out);
             }
         }
         let Some(record) = self.sessions.get(&session) else { return };
-        if record.owner.is_none() && record.expires_at.is_some_and(|at| at <= now) {
+        if record.owner.is_none() && record.expires_at().is_some_and(|at| at <= now) {
             let record = self.sessions.remove(&session).expect("present: looked up above");
             self.forget_timers(&session, &record);
-            self.remove_offline_subscriptions(&session, &record.subscriptions);
+            self.remove_offline_subscriptions(&session, record.subscriptions());
             self.counters.sessions_expired += 1;
             if let Some(will) = record.will {
                 // The session ended before the will delay passed.
@@ -225,7 +252,7 @@ impl RouterState {
     }
 
     fn forget_timers(&mut self, session: &SessionKey, record: &SessionRecord) {
-        for at in [record.will_at, record.expires_at].into_iter().flatten() {
+        for at in [record.will_at(), record.expires_at()].into_iter().flatten() {
             self.timers.remove(&(at, session.clone()));
         }
     }
@@ -288,12 +315,13 @@ impl RouterState {
             }
             let key = SessionKey::new(message.app.clone(), client);
             let Some(record) = self.sessions.get_mut(&key) else { continue };
-            if record.queue.len() >= self.config.max_queued_messages {
+            let Some(state) = record.persistent.as_deref_mut() else { continue };
+            if state.queue.len() >= self.config.max_queued_messages {
                 self.counters.dropped_queue_full += 1;
                 continue;
             }
             let queued = QueuedMessage { message: kept(), qos, subscription_ids, redelivery: false };
-            record.queue.push_back(queued);
+            state.queue.push_back(queued);
         }
         matched
     }

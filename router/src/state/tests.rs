@@ -293,7 +293,7 @@ impl Harness {
     /// Returns the names of the messages queued for `client`'s session.
     fn queue_of(&self, client: &str) -> Vec<String> {
         let record = self.state.session(&key(client)).expect("session exists");
-        record.queue.iter().map(|q| name_of(&q.message)).collect()
+        record.queue().map(|q| name_of(&q.message)).collect()
     }
 }
 
@@ -413,7 +413,7 @@ fn items_carrying_a_stale_epoch_are_refused_and_counted() {
         assert_eq!(h.counters().stale_epoch_refused, expected_refusals, "{name}");
     }
     let record = h.state.session(&key("c1")).expect("session exists");
-    assert_eq!(record.subscriptions, [], "the stale subscribe was not recorded");
+    assert_eq!(record.subscriptions(), [], "the stale subscribe was not recorded");
     assert_eq!(h.counters().messages_routed, 0);
 }
 
@@ -731,7 +731,7 @@ fn offline_persistent_session_queues_with_the_lower_of_both_qos() {
     h.publish(with_qos("three/x", "unmatched", QoS::ExactlyOnce), T0);
 
     let record = h.state.session(&key("c1")).expect("persistent session outlives its connection");
-    let queued: Vec<(String, QoS)> = record.queue.iter().map(|q| (name_of(&q.message), q.qos)).collect();
+    let queued: Vec<(String, QoS)> = record.queue().map(|q| (name_of(&q.message), q.qos)).collect();
     assert_eq!(
         queued,
         [
@@ -740,7 +740,7 @@ fn offline_persistent_session_queues_with_the_lower_of_both_qos() {
             ("m3".to_owned(), QoS::ExactlyOnce)
         ]
     );
-    assert!(record.queue.iter().all(|q| !q.redelivery));
+    assert!(record.queue().all(|q| !q.redelivery));
 }
 
 #[test]
@@ -791,7 +791,7 @@ fn resume_returns_the_subscriptions_and_the_queue_in_order() {
     assert_eq!(grant.subscriptions, subscribed);
     assert_eq!(names(&grant.queued), ["m1", "m2", "m3"]);
     let record = h.state.session(&key("c1")).expect("resumed");
-    assert_eq!((record.owner, record.subscriptions.as_slice()), (Some(GW2), &subscribed[..]));
+    assert_eq!((record.owner, record.subscriptions()), (Some(GW2), &subscribed[..]));
 
     h.publish(plain("a/x", "online"), after_s(3));
     assert_eq!(
@@ -812,8 +812,8 @@ fn overlapping_subscriptions_queue_one_copy_with_the_highest_qos_and_every_ident
         h.publish(with_qos("a/b", "m1", QoS::ExactlyOnce), T0);
 
         let record = h.state.session(&key("c1")).expect("session exists");
-        let [queued] = record.queue.iter().collect::<Vec<_>>()[..] else {
-            panic!("expected one queued copy, got {:?}", record.queue);
+        let [queued] = record.queue().collect::<Vec<_>>()[..] else {
+            panic!("expected one queued copy, got {:?}", record.queue().collect::<Vec<_>>());
         };
         let mut ids = queued.subscription_ids.clone();
         ids.sort_unstable();
@@ -852,7 +852,7 @@ fn clean_start_discards_the_offline_session() {
     assert!(!grant.session_present);
     assert_eq!((grant.subscriptions, grant.queued), (Vec::new(), Vec::new()));
     let record = h.state.session(&key("c1")).expect("new session");
-    assert_eq!(record.subscriptions, []);
+    assert_eq!(record.subscriptions(), []);
 
     // The old subscriptions are gone for good: nothing is queued once the
     // new session goes offline in turn.
@@ -905,7 +905,7 @@ fn resubscribing_a_filter_replaces_its_subscription() {
     }
 
     let record = h.state.session(&key("c1")).expect("session exists");
-    assert_eq!(record.subscriptions, [subscription("a/+", QoS::ExactlyOnce)]);
+    assert_eq!(record.subscriptions(), [subscription("a/+", QoS::ExactlyOnce)]);
 }
 
 #[test]
@@ -915,7 +915,7 @@ fn a_non_persistent_session_is_gone_after_release() {
     h.subscribe(GW1, "c1", epoch, vec![(subscription("a/+", QoS::AtLeastOnce), RetainedLookup::Skip)])
         .expect("current epoch");
     let record = h.state.session(&key("c1")).expect("online session");
-    assert_eq!(record.subscriptions, [], "only persistent sessions record subscriptions");
+    assert_eq!(record.subscriptions(), [], "only persistent sessions record subscriptions");
 
     assert_eq!(h.release(GW1, release("c1", epoch, 0, false), T0), []);
 
