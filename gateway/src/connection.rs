@@ -261,6 +261,7 @@ impl Connection {
                 match item {
                     Inbound::Deliver(queued) => session.deliver(queued, now, &mut actions),
                     Inbound::Reply(reply) => session.on_reply(reply, now, &mut actions),
+                    Inbound::Handover(pending) => session.resume(Vec::new(), pending, now, &mut actions),
                 }
             }
         }
@@ -398,10 +399,12 @@ impl Connection {
                 }
             })
             .await;
-        // A revoked connection lost ownership: the router would refuse its
-        // release, and its will is the new owner's business.
-        if !self.handle.is_revoked() {
-            let release = session.release(close.publish_will);
+        // A revoked connection lost ownership: the router ignores its
+        // release but for the unacknowledged messages, which it hands to the
+        // session's new connection; its will is the new owner's business.
+        let revoked = self.handle.is_revoked();
+        let release = session.release(close.publish_will && !revoked);
+        if !revoked || !release.pending.is_empty() {
             let _ = self.shared.uplink.send(Uplink::Release(release)).await;
         }
         self.shared.connections.remove(&self.handle);

@@ -31,7 +31,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut downlink: mpsc::Receiver<Downli
                             message: message.clone(),
                             qos,
                             subscription_ids,
-                            redelivery: false,
+                            progress: herald_proto::seam::Progress::Unsent,
                         };
                         if handle.push(Inbound::Deliver(queued), shared.config.max_inbox) {
                             GatewayCounters::add(&shared.counters.deliveries, 1);
@@ -41,6 +41,14 @@ pub(crate) async fn run(shared: Arc<Shared>, mut downlink: mpsc::Receiver<Downli
                     }
                 }
                 Downlink::Revoked { session, epoch } => shared.connections.revoke(&session, epoch),
+                Downlink::Handover { session, epoch, pending } => {
+                    let count = pending.len() as u64;
+                    if !shared.connections.hand_over(&session, epoch, pending) {
+                        // The new connection closed before the handover
+                        // arrived; its own release returns what it held.
+                        GatewayCounters::add(&shared.counters.dropped_connection_backlog, count);
+                    }
+                }
                 reply @ (Downlink::Claimed { .. }
                 | Downlink::Subscribed { .. }
                 | Downlink::Unsubscribed { .. }

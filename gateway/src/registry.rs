@@ -31,6 +31,8 @@ pub(crate) enum Inbound {
     Deliver(QueuedMessage),
     /// A reply to one of the session's requests.
     Reply(Downlink),
+    /// Unacknowledged messages of the connection this one took over.
+    Handover(Vec<QueuedMessage>),
 }
 
 /// The part of a connection other tasks can reach: a bounded inbox, a
@@ -316,6 +318,19 @@ impl Connections {
     /// Returns the connection that sent request `request`.
     pub(crate) fn by_request(&self, request: u64) -> Option<Arc<ConnHandle>> {
         self.get(request >> REQUEST_SEQ_BITS)
+    }
+
+    /// Hands `pending` to the connection of `session` holding `epoch`.
+    /// Returns false when there is none (it closed meanwhile).
+    pub(crate) fn hand_over(&self, session: &SessionKey, epoch: Epoch, pending: Vec<QueuedMessage>) -> bool {
+        let hash = self.hasher.hash_one(session);
+        let ids = lock(&self.sessions).get(&hash).map(SessionConnections::to_vec).unwrap_or_default();
+        let target =
+            ids.into_iter().filter_map(|id| self.get(id)).find(|h| *h.key == *session && h.epoch() == epoch);
+        match target {
+            Some(handle) => handle.push(Inbound::Handover(pending), usize::MAX),
+            None => false,
+        }
     }
 
     /// Flags every connection of `session` holding `epoch` or older. A

@@ -16,7 +16,9 @@ use herald_mqtt::{
     Unsubscribe,
 };
 use herald_mqtt::{Properties, ProtocolVersion, encoded_len};
-use herald_proto::seam::{Downlink, QueuedMessage, Release, RequestId, RetainedLookup, Subscription, Uplink};
+use herald_proto::seam::{
+    Downlink, Progress, QueuedMessage, Release, RequestId, RetainedLookup, Subscription, Uplink,
+};
 use herald_proto::{Message, MessageProperties};
 use std::collections::VecDeque;
 use std::num::NonZeroU16;
@@ -280,8 +282,26 @@ impl Session {
             self.subscriptions.push((s.filter, local));
         }
         for q in queued {
-            self.deliver(q, now, out);
+            match q.progress {
+                Progress::Unsent => self.deliver(q, now, out),
+                Progress::Sent(packet_id) => self.resend(q, packet_id, now, out),
+                Progress::Released(packet_id) => {
+                    let Some(id) = NonZeroU16::new(packet_id) else { continue };
+                    self.inflight.push(Inflight { packet_id, state: Awaiting::Complete, queued: q });
+                    out.push(Action::Send(Packet::PubRel(PubAck::new(id))));
+                }
+            }
         }
+    }
+
+    /// Resends a delivery an earlier connection sent with `packet_id`, with
+    /// DUP and the same id [MQTT-4.4.0-1]. It was inside the client's window
+    /// then, so it is sent whatever the window holds now.
+    fn resend(&mut self, queued: QueuedMessage, packet_id: u16, now: UnixMillis, out: &mut Vec<Action>) {
+        if packet_id == 0 || self.inflight.iter().any(|f| f.packet_id == packet_id) {
+            return self.deliver(QueuedMessage { progress: Progress::Unsent, ..queued }, now, out);
+        }
+        self.send_publish(queued, Some(packet_id), false, now, out);
     }
 
     /// Handles one packet from the client.
@@ -651,7 +671,7 @@ impl Session {
             | Downlink::Subscribed { request, .. }
             | Downlink::Unsubscribed { request, .. }
             | Downlink::Claimed { request, .. } => *request,
-            Downlink::Revoked { .. } | Downlink::Deliver(_) => return,
+            Downlink::Revoked { .. } | Downlink::Deliver(_) | Downlink::Handover { .. } => return,
         };
         let Some(pending) = self.awaiting_router.iter_mut().find(|p| p.request == request) else { return };
         pending.reply = Some(reply);
@@ -696,7 +716,7 @@ impl Session {
                         qos: message.qos.min(local.qos),
                         subscription_ids: local.identifier.into_iter().collect(),
                         message,
-                        redelivery: false,
+                        progress: Progress::Unsent,
                     };
                     self.deliver_with_retain(queued, true, now, out);
                 }
@@ -811,7 +831,7 @@ impl Session {
         let message = &queued.message;
         let retain = from_store || (message.retain && self.retain_as_published(&queued));
         let packet = Packet::Publish(Publish {
-            dup: queued.redelivery && packet_id.is_some(),
+            dup: matches!(queued.progress, Progress::Sent(_)) && packet_id.is_some(),
             qos: queued.qos,
             retain,
             topic: message.topic.as_byte_string().clone(),
@@ -888,11 +908,12 @@ impl Session {
         let mut pending = Vec::new();
         if self.expiry_seconds > 0 {
             for f in self.inflight.drain(..) {
-                // A message the client PUBREC'd has arrived; only PUBREL is
-                // outstanding, so it is not sent again.
-                if f.state != Awaiting::Complete {
-                    pending.push(QueuedMessage { redelivery: true, ..f.queued });
-                }
+                let progress = match f.state {
+                    Awaiting::Ack | Awaiting::Received => Progress::Sent(f.packet_id),
+                    // The client has it; only the PUBREL is outstanding.
+                    Awaiting::Complete => Progress::Released(f.packet_id),
+                };
+                pending.push(QueuedMessage { progress, ..f.queued });
             }
             pending.extend(self.waiting.drain(..).map(|(queued, _)| queued));
         }

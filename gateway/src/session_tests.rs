@@ -85,7 +85,12 @@ fn message(topic: &str, payload: &'static [u8]) -> Message {
 }
 
 fn queued_message(message: Message, qos: QoS) -> QueuedMessage {
-    QueuedMessage { message: Arc::new(message), qos, subscription_ids: Vec::new(), redelivery: false }
+    QueuedMessage {
+        message: Arc::new(message),
+        qos,
+        subscription_ids: Vec::new(),
+        progress: Progress::Unsent,
+    }
 }
 
 fn queued(payload: &'static [u8], qos: QoS) -> QueuedMessage {
@@ -235,7 +240,7 @@ fn payloads(actions: &[Action]) -> Vec<&[u8]> {
 }
 
 fn pending_payloads(release: &Release) -> Vec<(&[u8], bool)> {
-    release.pending.iter().map(|q| (q.message.payload.as_ref(), q.redelivery)).collect()
+    release.pending.iter().map(|q| (q.message.payload.as_ref(), q.progress != Progress::Unsent)).collect()
 }
 
 // ------------------------------------------------------- inbound publishes
@@ -822,8 +827,19 @@ fn release_of_a_persistent_session_returns_unacknowledged_then_waiting_messages(
     let release = h.session.release(true);
     assert_eq!(release.session, *h.session.key());
     assert_eq!((release.epoch, release.expiry_seconds, release.publish_will), (EPOCH, 100, true));
-    // m1 was PUBREC'd: it has arrived and is not sent again.
-    assert_eq!(pending_payloads(&release), [(&b"m0"[..], true), (b"m2", true), (b"m3", false)]);
+    // m1 was PUBREC'd: it has arrived; only its PUBREL is outstanding.
+    let ids: Vec<u16> = sent.iter().map(|p| p.packet_id.expect("packet id").get()).collect();
+    let progress: Vec<(&[u8], Progress)> =
+        release.pending.iter().map(|q| (q.message.payload.as_ref(), q.progress)).collect();
+    assert_eq!(
+        progress,
+        [
+            (&b"m0"[..], Progress::Sent(ids[0])),
+            (b"m1", Progress::Released(ids[1])),
+            (b"m2", Progress::Sent(ids[2])),
+            (b"m3", Progress::Unsent),
+        ]
+    );
 }
 
 #[test]
@@ -858,7 +874,7 @@ fn resume_restores_subscriptions_and_resends_redeliveries_with_dup() {
         retain_handling: 0,
         identifier: Some(4),
     };
-    let redelivery = QueuedMessage { redelivery: true, ..queued(b"again", QoS::AtLeastOnce) };
+    let redelivery = QueuedMessage { progress: Progress::Sent(9), ..queued(b"again", QoS::AtLeastOnce) };
     let fresh = queued(b"new", QoS::AtLeastOnce);
     let mut out = Vec::new();
     h.session.resume(vec![subscription], vec![redelivery, fresh], NOW, &mut out);
@@ -993,4 +1009,38 @@ fn a_subscribe_the_router_refuses_is_undone_locally() {
         panic!("no SUBACK: {reply:?}")
     };
     assert_eq!(ack.reason_codes, [ReasonCode::SessionTakenOver]);
+}
+
+#[test]
+fn a_resumed_session_resends_publish_and_pubrel_with_their_original_packet_ids() {
+    // First connection: three QoS 2 deliveries; the client PUBRECs the
+    // first (so only its PUBREL is outstanding) and then disappears.
+    let mut first = Harness::new(connect_persistent(3600, 10), limits());
+    let mut sent = Vec::new();
+    for payload in [&b"m1"[..], b"m2", b"m3"] {
+        let out = first.deliver(queued(payload, QoS::ExactlyOnce));
+        sent.extend(published_packets(&out).iter().map(|p| p.packet_id.expect("QoS 2 has an id").get()));
+    }
+    first.packet(Packet::PubRec(PubAck::new(id(sent[0]))));
+    let release = first.session.release(false);
+    let progress: Vec<Progress> = release.pending.iter().map(|q| q.progress).collect();
+    assert_eq!(progress, [Progress::Released(sent[0]), Progress::Sent(sent[1]), Progress::Sent(sent[2])]);
+
+    // Second connection resumes: PUBREL for the first, PUBLISH with DUP and
+    // the same ids for the others, and a fresh message gets a new id.
+    let mut second = Harness::new(connect_persistent(3600, 10), limits());
+    let mut out = Vec::new();
+    let mut queue = release.pending;
+    queue.push(queued(b"m4", QoS::ExactlyOnce));
+    second.session.resume(Vec::new(), queue, NOW, &mut out);
+    let packets = packets(&out);
+    assert!(matches!(packets[0], Packet::PubRel(rel) if rel.packet_id.get() == sent[0]), "{packets:?}");
+    let resent: Vec<(u16, bool)> =
+        published_packets(&out).iter().map(|p| (p.packet_id.expect("id").get(), p.dup)).collect();
+    assert_eq!(resent[..2], [(sent[1], true), (sent[2], true)]);
+    assert!(!resent[2].1, "a message never sent before has no DUP");
+    assert!(!sent.contains(&resent[2].0), "a fresh message does not reuse an id in flight");
+    // The PUBCOMP for the released one frees its id.
+    second.packet(Packet::PubComp(PubAck::new(id(sent[0]))));
+    assert_eq!(second.session.outbound_backlog(), 3);
 }

@@ -98,9 +98,8 @@ pub struct ClaimGrant {
     pub session_present: bool,
     /// The resumed session's subscriptions.
     pub subscriptions: Vec<Subscription>,
-    /// Messages queued while the session was offline, oldest first;
-    /// `redelivery` marks the leading ones that were sent before and must
-    /// carry DUP.
+    /// Messages queued while the session was offline, oldest first; the
+    /// leading ones may have been sent before (see [`Progress`]).
     pub queued: Vec<QueuedMessage>,
 }
 
@@ -113,8 +112,23 @@ pub struct QueuedMessage {
     pub qos: QoS,
     /// Subscription identifiers of the matching subscriptions.
     pub subscription_ids: Vec<u32>,
-    /// It was sent to the client before and not acknowledged: resend with DUP.
-    pub redelivery: bool,
+    /// How far it got towards the client on an earlier connection.
+    pub progress: Progress,
+}
+
+/// How far a queued message got towards its client before the connection
+/// ended. A resumed session resends unacknowledged PUBLISH and PUBREL
+/// packets with their original packet identifiers [MQTT-4.4.0-1].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Progress {
+    /// Not sent yet.
+    #[default]
+    Unsent,
+    /// Sent with this packet id and not acknowledged: resend with DUP.
+    Sent(u16),
+    /// QoS 2 message the client has (PUBREC came back); PUBREL with this
+    /// packet id was sent and not completed: resend the PUBREL only.
+    Released(u16),
 }
 
 /// The end of a session's connection.
@@ -230,6 +244,16 @@ pub enum Downlink {
     /// A message for the gateway's local subscribers: it matched at least
     /// one of the gateway's routes.
     Deliver(Arc<Message>),
+    /// Messages a taken-over connection held unacknowledged, handed to the
+    /// session's new connection (which holds `epoch`) to resend.
+    Handover {
+        /// The session.
+        session: SessionKey,
+        /// The epoch of the connection that takes them.
+        epoch: Epoch,
+        /// The messages, in order, with how far each got.
+        pending: Vec<QueuedMessage>,
+    },
 }
 
 /// The gateway's ends of a link.

@@ -195,3 +195,51 @@ fn an_empty_client_id_gets_one_assigned() {
         );
     }
 }
+
+/// v3.1.1 CONNECT, clean session 0, keep-alive 60 s, client id `dup-1`.
+const CONNECT_PERSISTENT_DUP: &[u8] = &[
+    0x10, 0x11, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x00, 0x00, 0x3C, // header, clean session 0
+    0x00, 0x05, b'd', b'u', b'p', b'-', b'1', // client id
+];
+/// SUBSCRIBE packet id 1 to `dup/t` at QoS 1.
+const SUBSCRIBE_DUP_TOPIC: &[u8] = &[0x82, 0x0A, 0x00, 0x01, 0x00, 0x05, b'd', b'u', b'p', b'/', b't', 0x01];
+
+#[test]
+fn an_unacknowledged_delivery_is_resent_with_dup_and_its_packet_id_after_resuming() {
+    let broker = Broker::start();
+    let mut first = RawConnection::open(&broker);
+    first.send(CONNECT_PERSISTENT_DUP);
+    assert_eq!(first.expect_packet().body, [0x00, 0x00], "CONNACK, new session");
+    first.send(SUBSCRIBE_DUP_TOPIC);
+    let suback = first.expect_packet();
+    assert_eq!((suback.first_byte, suback.body.as_slice()), (0x90, &[0x00, 0x01, 0x01][..]));
+
+    publisher(&broker, Version::V311, "dup/t").qos(1).message("hello").run();
+    let delivery = first.expect_packet();
+    assert_eq!(delivery.first_byte, 0x32, "QoS 1 PUBLISH without DUP: {delivery:?}");
+    let packet_id = [delivery.body[7], delivery.body[8]];
+    assert_eq!(&delivery.body[9..], b"hello");
+    drop(first); // gone without PUBACK
+
+    let mut second = RawConnection::open(&broker);
+    second.send(CONNECT_PERSISTENT_DUP);
+    assert_eq!(second.expect_packet().body, [0x01, 0x00], "CONNACK, session present");
+    let resent = second.expect_packet();
+    assert_eq!(resent.first_byte, 0x3A, "QoS 1 PUBLISH with DUP [MQTT-4.4.0-1]: {resent:?}");
+    assert_eq!([resent.body[7], resent.body[8]], packet_id, "the original packet id");
+    assert_eq!(&resent.body[9..], b"hello");
+    second.send(&[0x40, 0x02, packet_id[0], packet_id[1]]);
+    // PINGREQ after the PUBACK: its PINGRESP proves the PUBACK was handled.
+    second.send(&[0xC0, 0x00]);
+    assert_eq!(second.expect_packet().first_byte, 0xD0, "PINGRESP");
+    drop(second);
+
+    // Acknowledged now: a third connection gets nothing again.
+    let mut third = RawConnection::open(&broker);
+    third.send(CONNECT_PERSISTENT_DUP);
+    assert_eq!(third.expect_packet().body, [0x01, 0x00], "CONNACK, session present");
+    assert!(
+        matches!(third.receive(std::time::Duration::from_millis(700)), crate::support::Incoming::Silent),
+        "an acknowledged message is not sent again"
+    );
+}

@@ -51,6 +51,9 @@ pub struct RouterCounters {
     pub sessions_expired: u64,
     /// Messages routed.
     pub messages_routed: u64,
+    /// Releases of taken-over connections whose unacknowledged messages
+    /// were handed to the session's new owner.
+    pub handed_over: u64,
 }
 
 /// A downlink item addressed to a gateway.

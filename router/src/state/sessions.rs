@@ -5,7 +5,7 @@ use super::{Effect, RouterState};
 use herald_core::{Epoch, ErrorCode, NodeId, QoS, SessionKey, TopicFilter, UnixMillis};
 use herald_proto::Message;
 use herald_proto::seam::{
-    Claim, ClaimGrant, Downlink, QueuedMessage, Release, RetainedLookup, Subscription, Will,
+    Claim, ClaimGrant, Downlink, Progress, QueuedMessage, Release, RetainedLookup, Subscription, Will,
 };
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -141,6 +141,26 @@ impl RouterState {
         if record.epoch != release.epoch || record.owner.is_none() {
             // A connection that lost ownership may not end the session or
             // publish a will: the check happens where the effect applies.
+            // What it held unacknowledged still belongs to the session: it
+            // goes to the new connection, or to the queue if none is left.
+            if release.epoch < record.epoch
+                && !release.pending.is_empty()
+                && let Some(state) = record.persistent.as_deref_mut()
+            {
+                match record.owner {
+                    Some(owner) => {
+                        let (session, epoch, pending) = (release.session, record.epoch, release.pending);
+                        out.push((owner, Downlink::Handover { session, epoch, pending }));
+                    }
+                    None => {
+                        for pending in release.pending.into_iter().rev() {
+                            state.queue.push_front(pending);
+                        }
+                    }
+                }
+                self.counters.handed_over += 1;
+                return;
+            }
             self.counters.stale_epoch_refused += 1;
             return;
         }
@@ -320,7 +340,7 @@ impl RouterState {
                 self.counters.dropped_queue_full += 1;
                 continue;
             }
-            let queued = QueuedMessage { message: kept(), qos, subscription_ids, redelivery: false };
+            let queued = QueuedMessage { message: kept(), qos, subscription_ids, progress: Progress::Unsent };
             state.queue.push_back(queued);
         }
         matched

@@ -11,7 +11,8 @@ use herald_core::{
 };
 use herald_proto::Message;
 use herald_proto::seam::{
-    Claim, ClaimGrant, Downlink, Publish, QueuedMessage, Release, RetainedLookup, Subscription, Uplink, Will,
+    Claim, ClaimGrant, Downlink, Progress, Publish, QueuedMessage, Release, RetainedLookup, Subscription,
+    Uplink, Will,
 };
 use std::sync::Arc;
 
@@ -117,7 +118,8 @@ fn release(client: &str, epoch: Epoch, expiry_seconds: u32, publish_will: bool) 
 }
 
 fn pending(message: Arc<Message>, redelivery: bool) -> QueuedMessage {
-    QueuedMessage { qos: message.qos, message, subscription_ids: Vec::new(), redelivery }
+    let progress = if redelivery { Progress::Sent(1) } else { Progress::Unsent };
+    QueuedMessage { qos: message.qos, message, subscription_ids: Vec::new(), progress }
 }
 
 // ---------------------------------------------------------------------------
@@ -740,7 +742,7 @@ fn offline_persistent_session_queues_with_the_lower_of_both_qos() {
             ("m3".to_owned(), QoS::ExactlyOnce)
         ]
     );
-    assert!(record.queue().all(|q| !q.redelivery));
+    assert!(record.queue().all(|q| q.progress == Progress::Unsent));
 }
 
 #[test]
@@ -837,7 +839,7 @@ fn pending_messages_of_the_release_are_queued_ahead_of_newer_ones() {
     let (grant, _) = h.claim(GW1, claim("c1", false, 3600), after_s(1));
 
     let queued: Vec<(String, bool)> =
-        grant.queued.iter().map(|q| (name_of(&q.message), q.redelivery)).collect();
+        grant.queued.iter().map(|q| (name_of(&q.message), q.progress != Progress::Unsent)).collect();
     assert_eq!(queued, [("p1".to_owned(), true), ("p2".to_owned(), false), ("m3".to_owned(), false)]);
 }
 
@@ -1258,4 +1260,56 @@ fn a_queued_message_that_expires_before_resume_is_not_granted() {
 
     assert_eq!(names(&grant.queued), ["lasting", "long-lived"]);
     assert_eq!(h.counters().dropped_expired, 1);
+}
+
+// ---------------------------------------------------------------------------
+// Handover of a taken-over connection's unacknowledged messages
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_taken_over_connections_unacknowledged_messages_go_to_the_new_connection() {
+    let mut h = Harness::new();
+    let old = h.connect(GW1, "c1", 3600);
+    let new = h.claim(GW2, claim("c1", false, 3600), T0).0.epoch;
+    let mut stale = release("c1", old, 3600, true);
+    stale.pending = vec![pending(plain("a/b", "m1"), true), pending(plain("a/b", "m2"), false)];
+
+    let effects = h.release(GW1, stale, T0);
+
+    let [(gateway, Downlink::Handover { session, epoch, pending })] = effects.as_slice() else {
+        panic!("expected one handover, got {effects:?}");
+    };
+    assert_eq!((*gateway, session, *epoch), (GW2, &key("c1"), new));
+    assert_eq!(names(pending), ["m1", "m2"]);
+    assert_eq!(h.counters().handed_over, 1);
+    assert_eq!(h.counters().wills_published, 0, "a taken-over connection publishes no will");
+    let record = h.state.session(&key("c1")).expect("session continues");
+    assert_eq!((record.owner, record.epoch), (Some(GW2), new));
+}
+
+#[test]
+fn handed_over_messages_are_queued_first_when_the_new_connection_is_gone_too() {
+    let mut h = Harness::new();
+    let old = h.connect(GW1, "c1", 3600);
+    let new = h.claim(GW2, claim("c1", false, 3600), T0).0.epoch;
+    h.subscribe(GW2, "c1", new, vec![(subscription("a/#", QoS::AtLeastOnce), RetainedLookup::Skip)])
+        .expect("subscribed");
+    h.release(GW2, release("c1", new, 3600, false), T0);
+    h.publish(plain("a/b", "later"), T0);
+    let mut stale = release("c1", old, 3600, false);
+    stale.pending = vec![pending(plain("a/b", "held"), true)];
+
+    assert_eq!(h.release(GW1, stale, T0), []);
+    assert_eq!(h.queue_of("c1"), ["held", "later"]);
+}
+
+#[test]
+fn a_transient_session_gets_no_handover() {
+    let mut h = Harness::new();
+    let old = h.connect(GW1, "c1", 0);
+    h.claim(GW2, claim("c1", false, 0), T0);
+    let mut stale = release("c1", old, 0, false);
+    stale.pending = vec![pending(plain("a/b", "m1"), true)];
+    assert_eq!(h.release(GW1, stale, T0), []);
+    assert_eq!(h.counters().stale_epoch_refused, 1);
 }
