@@ -1,6 +1,7 @@
 //! The `herald` binary: parses the command line and configuration, sets up
 //! logging, and runs the chosen mode.
 
+mod cluster;
 mod config;
 mod standalone;
 
@@ -24,9 +25,9 @@ enum Command {
     /// Run everything in one process on an embedded store (the default for a first run).
     Standalone(StandaloneArgs),
     /// Run a router node of a cluster.
-    Router,
+    Router(RouterArgs),
     /// Run a gateway node of a cluster.
-    Gateway,
+    Gateway(GatewayArgs),
     /// Generate load against an MQTT broker (Herald or any other).
     Loadtest(herald_loadtest::Args),
     /// Print the commented configuration template of a mode.
@@ -41,6 +42,35 @@ enum Command {
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Mode {
     Standalone,
+}
+
+#[derive(Debug, clap::Args)]
+struct RouterArgs {
+    /// gRPC listen address for gateways.
+    #[arg(long, env = "HERALD_GRPC", default_value = "127.0.0.1:7400")]
+    grpc: SocketAddr,
+    /// Data directory.
+    #[arg(long, env = "HERALD_DATA", default_value = "./herald-router-data")]
+    data: PathBuf,
+    /// This router's node id.
+    #[arg(long, env = "HERALD_NODE_ID", default_value_t = 1)]
+    node_id: u64,
+}
+
+#[derive(Debug, clap::Args)]
+struct GatewayArgs {
+    /// The router's gRPC address, e.g. `http://127.0.0.1:7400`.
+    #[arg(long, env = "HERALD_ROUTER")]
+    router: String,
+    /// MQTT/TCP listen address.
+    #[arg(long, env = "HERALD_MQTT", default_value = "127.0.0.1:1883")]
+    mqtt: SocketAddr,
+    /// This gateway's node id, unique among the cluster's gateways.
+    #[arg(long, env = "HERALD_NODE_ID")]
+    node_id: u64,
+    /// The cluster id the router must have (printed by the router at start).
+    #[arg(long, env = "HERALD_CLUSTER_ID")]
+    cluster_id: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -66,9 +96,26 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Loadtest(args) => herald_loadtest::main(args),
-        Command::Router | Command::Gateway | Command::Ctl => {
+        Command::Router(args) => {
+            let settings = cluster::RouterSettings {
+                grpc: args.grpc,
+                data: args.data,
+                node: herald_core::NodeId(args.node_id),
+            };
+            block_on(cluster::run_router(settings, shutdown_signal()))
+        }
+        Command::Gateway(args) => {
+            let settings = cluster::GatewaySettings {
+                router: args.router,
+                mqtt: args.mqtt,
+                node: herald_core::NodeId(args.node_id),
+                cluster_id: args.cluster_id,
+            };
+            block_on(cluster::run_gateway(settings, shutdown_signal()))
+        }
+        Command::Ctl => {
             eprintln!(
-                "herald: this mode is not available yet: it arrives with the cluster (docs/adr/0002-gateway-router-seam.md)"
+                "herald: `ctl` is not available yet: it arrives with the replicated router (docs/cluster.md)"
             );
             return ExitCode::from(2);
         }
@@ -92,8 +139,11 @@ fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
         config.data = data;
     }
     config.validate()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(standalone::run(config, shutdown_signal()))
+    block_on(standalone::run(config, shutdown_signal()))
+}
+
+fn block_on(future: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(future)
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -86,6 +86,11 @@ impl ErrorCode {
         }
     }
 
+    /// Returns the code named `name` (the `as_str` form).
+    pub fn parse(name: &str) -> Option<ErrorCode> {
+        ErrorCode::ALL.into_iter().find(|code| code.as_str() == name)
+    }
+
     /// Returns the MQTT 5.0 reason code a client sees for this error.
     pub fn reason_code(self) -> ReasonCode {
         match self {
@@ -163,6 +168,10 @@ mod tests {
     fn names_are_unique_and_statuses_are_errors() {
         let names: HashSet<_> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
         assert_eq!(names.len(), ErrorCode::ALL.len());
+        for code in ErrorCode::ALL {
+            assert_eq!(ErrorCode::parse(code.as_str()), Some(code));
+        }
+        assert_eq!(ErrorCode::parse("no_such_code"), None);
         for code in ErrorCode::ALL {
             assert!(code.reason_code().is_error(), "{code:?}");
             assert!(code.http_status() >= 400, "{code:?}");

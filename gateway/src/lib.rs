@@ -23,6 +23,7 @@ mod connection;
 mod delivery;
 pub mod handshake;
 mod registry;
+pub mod router_client;
 pub mod session;
 
 pub use registry::GatewayCounters;

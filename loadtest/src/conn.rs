@@ -1,171 +1,120 @@
-//! The `conn` scenario: many idle connections.
+//! The `conn` scenario: many idle connections, opened one at a time at a
+//! given rate and held.
 
-use crate::check_target;
-use crate::rss::rss_bytes;
-use bytes::BytesMut;
-use hdrhistogram::Histogram;
-use herald_mqtt::{Codec, Connect, Packet, Properties, ProtocolVersion, ReasonCode};
-use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use crate::client::{Client, ConnectOptions};
+use crate::options::{CommonArgs, check_open_files, run_id};
+use crate::proc;
+use crate::report::{Report, histogram, latency_json, per_second};
+use serde::Serialize;
+use serde_json::json;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Seconds one handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Arguments of the `conn` scenario.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args, Serialize)]
 pub(crate) struct ConnArgs {
-    /// The broker's MQTT address (loopback only).
-    #[arg(long, default_value = "127.0.0.1:1883")]
-    target: SocketAddr,
+    #[command(flatten)]
+    #[serde(flatten)]
+    common: CommonArgs,
     /// Connections to open.
     #[arg(long, default_value_t = 1000)]
-    connections: usize,
+    connections: u32,
     /// Connections opened per second at most.
-    #[arg(long, default_value_t = 5000)]
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..))]
     rate: u32,
-    /// Source addresses to spread connections over (comma-separated), to
-    /// stay clear of the ephemeral-port limit per source address.
-    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1")]
-    sources: Vec<IpAddr>,
     /// Seconds to hold the connections after the last one is up.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(0..=3600))]
     hold: u64,
-    /// MQTT protocol level (4 = 3.1.1, 5 = 5.0).
-    #[arg(long, default_value_t = 4)]
-    protocol: u8,
-    /// The broker's pid, to report its RSS before and after.
-    #[arg(long)]
-    server_pid: Option<u32>,
     /// Keep-alive sent in CONNECT, seconds.
     #[arg(long, default_value_t = 300)]
     keep_alive: u16,
-    /// Client id prefix.
-    #[arg(long, default_value = "lt")]
-    prefix: String,
 }
 
-pub(crate) fn run(args: ConnArgs) -> anyhow::Result<()> {
-    check_target(args.target)?;
-    anyhow::ensure!(!args.sources.is_empty(), "--sources: at least one address");
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(run_async(args))
+/// Runs the `conn` scenario.
+pub(crate) fn run(args: ConnArgs) -> anyhow::Result<Report> {
+    args.common.validate()?;
+    check_open_files(args.connections as usize)?;
+    let connect_limit =
+        Duration::from_secs_f64(f64::from(args.connections) / f64::from(args.rate)) + HANDSHAKE_TIMEOUT;
+    let limit = connect_limit + Duration::from_secs(args.hold + 15);
+    let runtime = args.common.runtime()?;
+    runtime.block_on(async {
+        tokio::time::timeout(limit, run_async(&args))
+            .await
+            .map_err(|_| anyhow::anyhow!("conn: overall deadline of {limit:?} passed"))?
+    })
 }
 
-async fn run_async(args: ConnArgs) -> anyhow::Result<()> {
-    let version = match args.protocol {
-        4 => ProtocolVersion::V311,
-        5 => ProtocolVersion::V5,
-        other => anyhow::bail!("--protocol: 4 or 5, not {other}"),
-    };
-    let rss_before = args.server_pid.map(rss_bytes).transpose()?;
-    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    let mut held = Vec::with_capacity(args.connections);
-    let mut failures = 0usize;
-    let interval = Duration::from_secs_f64(1.0 / f64::from(args.rate.max(1)));
+async fn run_async(args: &ConnArgs) -> anyhow::Result<Report> {
+    let run = run_id();
+    let version = args.common.version();
+    let server_before = proc::sample(args.common.server_pid);
+    let mut handshakes = histogram();
+    let mut held = Vec::with_capacity(args.connections as usize);
+    let mut failures = 0u64;
+    let mut first_error = None;
+    let interval = Duration::from_secs_f64(1.0 / f64::from(args.rate));
     let started = Instant::now();
-    for i in 0..args.connections {
-        let due = started + interval.mul_f64(i as f64);
-        tokio::time::sleep_until(due.into()).await;
-        let source = args.sources[i % args.sources.len()];
-        let t0 = Instant::now();
-        match connect(args.target, source, version, &format!("{}-{i}", args.prefix), args.keep_alive).await {
-            Ok(stream) => {
-                histogram.record(t0.elapsed().as_micros() as u64)?;
-                held.push(stream);
+    for index in 0..args.connections {
+        tokio::time::sleep_until(started + interval * index).await;
+        let mut options = ConnectOptions::new(
+            args.common.target,
+            args.common.source(index as usize),
+            version,
+            format!("{}-{run}-c{index}", args.common.prefix),
+        );
+        options.keep_alive = args.keep_alive;
+        let begun = Instant::now();
+        match Client::connect(&options, begun + HANDSHAKE_TIMEOUT).await {
+            Ok(client) => {
+                handshakes.saturating_record((begun.elapsed().as_micros() as u64).max(1));
+                held.push(client);
             }
-            Err(_) => failures += 1,
+            Err(error) => {
+                failures += 1;
+                first_error.get_or_insert_with(|| error.to_string());
+            }
         }
     }
-    let connect_secs = started.elapsed().as_secs_f64();
+    let connect_seconds = started.elapsed().as_secs_f64();
+    let server_connected = proc::sample(args.common.server_pid);
     tokio::time::sleep(Duration::from_secs(args.hold)).await;
-    let mut open = 0;
-    for stream in &held {
-        let mut probe = [0u8; 1];
-        // Still open means a read would block (no EOF, no error).
-        if matches!(stream.try_read(&mut probe), Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock) {
-            open += 1;
+    let open = held.iter().filter(|client| client.is_open()).count() as u64;
+    let server_after = proc::sample(args.common.server_pid);
+    let per_connection = match (server_before, server_after) {
+        (Some(before), Some(after)) if open > 0 => {
+            Some(after.rss_bytes.saturating_sub(before.rss_bytes) as f64 / open as f64)
         }
-    }
-    let rss_after = args.server_pid.map(rss_bytes).transpose()?;
-    let per_connection = match (rss_before, rss_after) {
-        (Some(before), Some(after)) if open > 0 => Some(after.saturating_sub(before) as f64 / open as f64),
         _ => None,
     };
-    let rate = held.len() as f64 / connect_secs;
-    let json = serde_json::json!({
-        "scenario": "conn",
-        "target": args.target.to_string(),
-        "protocol": args.protocol,
-        "requested": args.connections,
+    let connects_per_second = per_second(held.len() as u64, connect_seconds);
+    let results = json!({
         "connected": held.len(),
         "open_after_hold": open,
         "failures": failures,
-        "connect_seconds": connect_secs,
-        "connects_per_second": rate,
-        "handshake_us": {
-            "p50": histogram.value_at_quantile(0.50),
-            "p99": histogram.value_at_quantile(0.99),
-            "p999": histogram.value_at_quantile(0.999),
-            "max": histogram.max(),
-        },
-        "server_rss_before": rss_before,
-        "server_rss_after": rss_after,
+        "first_error": first_error,
+        "connect_seconds": connect_seconds,
+        "connects_per_second": connects_per_second,
+        "handshake_us": latency_json(&handshakes),
+        "server_while_connecting": proc::usage_json(server_before, server_connected, held.len() as u64),
+        "server": proc::usage_json(server_before, server_after, held.len() as u64),
         "server_bytes_per_connection": per_connection,
     });
-    println!("{json}");
-    eprintln!(
-        "conn: {}/{} connected ({} failed) in {:.2}s = {:.0}/s; handshake p50 {} us p99 {} us; {} open after {}s{}",
+    let summary = format!(
+        "conn: {}/{} connected ({} failed) in {:.2}s = {:.0}/s; handshake p50 {} µs p99 {} µs; {} open after {}s{}",
         held.len(),
         args.connections,
         failures,
-        connect_secs,
-        rate,
-        histogram.value_at_quantile(0.5),
-        histogram.value_at_quantile(0.99),
+        connect_seconds,
+        connects_per_second,
+        handshakes.value_at_quantile(0.5),
+        handshakes.value_at_quantile(0.99),
         open,
         args.hold,
-        per_connection.map(|b| format!("; server {b:.0} B/connection")).unwrap_or_default(),
+        per_connection.map(|bytes| format!("; server {bytes:.0} B/connection")).unwrap_or_default(),
     );
-    Ok(())
-}
-
-/// Opens one connection and completes the MQTT handshake.
-async fn connect(
-    target: SocketAddr,
-    source: IpAddr,
-    version: ProtocolVersion,
-    client_id: &str,
-    keep_alive: u16,
-) -> anyhow::Result<TcpStream> {
-    let socket = if target.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
-    socket.bind(SocketAddr::new(source, 0))?;
-    let mut stream = tokio::time::timeout(Duration::from_secs(10), socket.connect(target)).await??;
-    stream.set_nodelay(true)?;
-    let mut codec = Codec::new(version, 1024 * 1024);
-    let connect = Connect {
-        protocol: version,
-        clean_start: true,
-        keep_alive,
-        properties: Properties::default(),
-        client_id: client_id.into(),
-        will: None,
-        username: None,
-        password: None,
-    };
-    let mut out = BytesMut::new();
-    codec.encode(&Packet::Connect(Box::new(connect)), &mut out)?;
-    stream.write_all(&out).await?;
-    let mut buf = BytesMut::with_capacity(64);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(packet) = codec.decode(&mut buf)? {
-            return match packet {
-                Packet::ConnAck(ack) if ack.reason_code == ReasonCode::Success => Ok(stream),
-                Packet::ConnAck(ack) => anyhow::bail!("refused: {:?}", ack.reason_code),
-                other => anyhow::bail!("expected CONNACK, got {other:?}"),
-            };
-        }
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let n = tokio::time::timeout(remaining, stream.read_buf(&mut buf)).await??;
-        anyhow::ensure!(n > 0, "closed before CONNACK");
-    }
+    Ok(Report::new("conn", args, results, summary))
 }

@@ -1,19 +1,49 @@
 //! `herald loadtest`: a black-box load generator for any MQTT broker.
 //!
-//! Owns: scenarios that drive a broker over real sockets and report one
-//! JSON line on stdout (for scripts) and a summary on stderr (for people).
-//! It refuses targets outside 127.0.0.0/8: it is for measuring brokers on
-//! this machine, side by side.
+//! Owns: scenarios that drive a broker over real sockets (`conn`, `fanout`,
+//! `fanin`, `p2p`, `storm`, `persist`) and report one JSON line on stdout
+//! (for scripts) and a summary on stderr (for people); a small async MQTT
+//! client with the QoS 1 and QoS 2 flows; the payload that carries a
+//! publisher id, a sequence number and a send timestamp, from which
+//! latency, losses and duplicates are counted; reading a server's CPU time
+//! and memory from `/proc`; and `bench.sh`, which runs the scenarios against
+//! Herald and Mosquitto side by side.
+//!
+//! It refuses targets and source addresses outside the loopback range: it
+//! is for measuring brokers on this machine. Every scenario is bounded in
+//! time, and every queue in it is bounded.
 //!
 //! Must never depend on: gateway or router internals; it speaks MQTT
-//! through the shared codec only.
+//! through the shared codec (`herald-mqtt`) only.
 //!
-//! Start here: `conn.rs`.
+//! Start here:
+//! - `options.rs`: the options every scenario shares, the loopback rule.
+//! - `client.rs`: connect, subscribe, publish over one socket;
+//!   `flow.rs`: the QoS 1/2 acknowledgement state, pure.
+//! - `fanout.rs`: the engine behind `fanout`, `fanin` and `p2p`, with its
+//!   tasks in `publisher.rs` and `subscriber.rs`; `delivery.rs`: what each
+//!   subscriber received, losses and duplicates.
+//! - `storm.rs`, `persist.rs`, `conn.rs`: the other scenarios.
+//! - `payload.rs`, `report.rs`, `proc.rs`: payload layout and clock, the
+//!   JSON report, `/proc` readings.
 
+mod client;
 mod conn;
-mod rss;
+mod delivery;
+mod fanout;
+mod flow;
+mod options;
+mod payload;
+mod persist;
+mod proc;
+mod publisher;
+mod report;
+mod storm;
+mod subscriber;
 
-use std::net::{IpAddr, SocketAddr};
+pub use report::{Report, parse_report_line};
+/// The JSON value a [`Report`] is made of, for callers that read reports.
+pub use serde_json::Value;
 
 /// Command-line arguments of `herald loadtest`.
 #[derive(Debug, clap::Args)]
@@ -28,33 +58,44 @@ enum Scenario {
     /// connect rate, handshake latency and (given its pid) the server's
     /// memory per connection.
     Conn(conn::ConnArgs),
+    /// One publisher, N subscribers on its topic.
+    Fanout(fanout::FlowArgs),
+    /// N publishers on their own topics, one subscriber on a wildcard.
+    Fanin(fanout::FlowArgs),
+    /// N publisher/subscriber pairs, each pair on its own topic.
+    P2p(fanout::FlowArgs),
+    /// N clients connect, drop their sockets at once and reconnect at once;
+    /// reports the time until all are back.
+    Storm(storm::StormArgs),
+    /// N persistent subscribers go offline, a publisher sends M messages,
+    /// the subscribers come back and every message must reach each of them
+    /// in order.
+    Persist(persist::PersistArgs),
 }
 
-/// Runs the scenario `args` names.
+/// Runs the scenario `args` names, prints its JSON line on stdout and its
+/// summary on stderr.
+///
+/// Returns an error when the scenario could not be set up or run (bad
+/// options, a target outside loopback, a broker that refuses connections,
+/// the overall deadline passed); a run that completes with losses is a
+/// result, not an error.
 pub fn main(args: Args) -> anyhow::Result<()> {
+    let report = run_scenario(args)?;
+    println!("{}", report.json);
+    eprintln!("{}", report.summary);
+    Ok(())
+}
+
+/// Runs the scenario `args` names and returns its report without printing
+/// it.
+pub fn run_scenario(args: Args) -> anyhow::Result<report::Report> {
     match args.scenario {
         Scenario::Conn(args) => conn::run(args),
-    }
-}
-
-/// Refuses any target outside the loopback range.
-fn check_target(target: SocketAddr) -> anyhow::Result<()> {
-    match target.ip() {
-        IpAddr::V4(ip) if ip.is_loopback() => Ok(()),
-        IpAddr::V6(ip) if ip.is_loopback() => Ok(()),
-        ip => anyhow::bail!("refusing target {ip}: loadtest only drives brokers on 127.0.0.0/8 or ::1"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_loopback_targets_are_accepted() {
-        assert!(check_target("127.0.0.9:1883".parse().expect("addr")).is_ok());
-        assert!(check_target("[::1]:1883".parse().expect("addr")).is_ok());
-        assert!(check_target("10.0.0.1:1883".parse().expect("addr")).is_err());
-        assert!(check_target("192.168.1.1:1883".parse().expect("addr")).is_err());
+        Scenario::Fanout(args) => fanout::run(fanout::Shape::Fanout, args),
+        Scenario::Fanin(args) => fanout::run(fanout::Shape::Fanin, args),
+        Scenario::P2p(args) => fanout::run(fanout::Shape::P2p, args),
+        Scenario::Storm(args) => storm::run(args),
+        Scenario::Persist(args) => persist::run(args),
     }
 }

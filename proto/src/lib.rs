@@ -12,8 +12,10 @@
 //! particular never on the gateway or the router, so that neither of those
 //! depends on the other.
 //!
-//! Start here: `seam.rs` (the items and their ordering rules), `message.rs`.
+//! Start here: `seam.rs` (the items and their ordering rules), `message.rs`,
+//! then `proto/herald/v1/seam.proto` and `grpc/convert.rs` (the wire form).
 
+pub mod grpc;
 mod message;
 pub mod seam;
 

@@ -21,6 +21,7 @@
 //! Start here: `state/mod.rs`, then `state/sessions.rs` and
 //! `state/routing.rs`; `service.rs` is the async shell.
 
+pub mod grpc;
 mod service;
 pub mod state;
 

@@ -54,6 +54,11 @@ impl Router {
         f(&self.inner.state())
     }
 
+    /// Returns true when a gateway with this id is attached.
+    pub fn is_attached(&self, gateway: NodeId) -> bool {
+        self.inner.gateways().contains_key(&gateway)
+    }
+
     /// Starts serving a gateway's port. The task ends when the gateway drops
     /// its uplink sender.
     pub fn attach(&self, port: RouterPort) -> JoinHandle<()> {
@@ -74,7 +79,14 @@ impl Router {
                 inner.timer_changed.notify_one();
                 inner.dispatch(&mut effects).await;
             }
+            // The gateway is gone: whatever it still held ends here.
             inner.gateways().remove(&gateway);
+            {
+                let now = inner.clock.now();
+                inner.state().gateway_gone(gateway, now, &mut effects);
+            }
+            inner.timer_changed.notify_one();
+            inner.dispatch(&mut effects).await;
         })
     }
 

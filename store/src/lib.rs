@@ -89,6 +89,22 @@ impl DataDir {
         &self.path
     }
 
+    /// Returns the id of the cluster this directory belongs to, creating a
+    /// random one on first use. A node never joins a cluster whose id
+    /// differs from its directory's.
+    pub fn cluster_id(&self) -> Result<String, StoreError> {
+        let path = self.path.join("CLUSTER");
+        match fs::read_to_string(&path) {
+            Ok(text) if !text.trim().is_empty() => return Ok(text.trim().to_owned()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => return Err(StoreError::Io { path, source }),
+        }
+        let id = random_id();
+        self.write_text("CLUSTER", &id)?;
+        Ok(id)
+    }
+
     /// Returns a registry generation greater than any returned before in
     /// this directory, durably recorded before it is returned.
     pub fn next_generation(&self) -> Result<u64, StoreError> {
@@ -112,6 +128,10 @@ impl DataDir {
     /// Replaces a small file atomically and durably: write a temporary file,
     /// fsync it, rename it over the old one, fsync the directory.
     fn write_number(&self, name: &str, value: u64) -> Result<(), StoreError> {
+        self.write_text(name, &value.to_string())
+    }
+
+    fn write_text(&self, name: &str, value: &str) -> Result<(), StoreError> {
         let path = self.path.join(name);
         let tmp = self.path.join(format!("{name}.tmp"));
         let mut file = File::create(&tmp).map_err(io_error(&tmp))?;
@@ -121,6 +141,17 @@ impl DataDir {
         File::open(&self.path).and_then(|d| d.sync_all()).map_err(io_error(&self.path))?;
         Ok(())
     }
+}
+
+/// Returns 128 random bits as hex, from the standard library's randomly
+/// seeded hasher (no extra dependency for one id).
+fn random_id() -> String {
+    use std::hash::BuildHasher;
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let a = std::collections::hash_map::RandomState::new().hash_one((nanos, std::process::id()));
+    let b = std::collections::hash_map::RandomState::new().hash_one((a, nanos));
+    format!("{a:016x}{b:016x}")
 }
 
 #[cfg(test)]
@@ -135,6 +166,17 @@ mod tests {
         let second = dir.next_generation().expect("generation");
         let third = dir.next_generation().expect("generation");
         assert!(first < second && second < third);
+    }
+
+    #[test]
+    fn the_cluster_id_is_created_once_and_kept() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let first = DataDir::open(tmp.path()).expect("open").cluster_id().expect("id");
+        assert_eq!(first.len(), 32);
+        let again = DataDir::open(tmp.path()).expect("reopen").cluster_id().expect("id");
+        assert_eq!(first, again);
+        let other = tempfile::tempdir().expect("tempdir");
+        assert_ne!(DataDir::open(other.path()).expect("open").cluster_id().expect("id"), first);
     }
 
     #[test]

@@ -189,6 +189,24 @@ pub(crate) struct Broker {
     _data: tempfile::TempDir,
 }
 
+/// Something MQTT clients connect to: a standalone broker or a gateway.
+pub(crate) trait Endpoint {
+    /// Returns the MQTT listen address.
+    fn addr(&self) -> SocketAddr;
+}
+
+impl Endpoint for Broker {
+    fn addr(&self) -> SocketAddr {
+        Broker::addr(self)
+    }
+}
+
+impl Endpoint for SocketAddr {
+    fn addr(&self) -> SocketAddr {
+        *self
+    }
+}
+
 impl Broker {
     /// Starts a broker on a free loopback port and waits for its `listening` line.
     pub(crate) fn start() -> Broker {
@@ -250,11 +268,6 @@ impl Broker {
             }
         };
         Broker { child, address, log, exit: None, _data: data }
-    }
-
-    /// Returns the MQTT port the broker announced.
-    pub(crate) fn port(&self) -> u16 {
-        self.address.port()
     }
 
     /// Returns the MQTT address the broker announced.
@@ -324,7 +337,7 @@ fn unique_client_id(prefix: &str) -> String {
 
 /// Arguments for a `mosquitto_sub`; [`SubscriberBuilder::start`] runs it.
 pub(crate) struct SubscriberBuilder {
-    port: u16,
+    addr: SocketAddr,
     version: Version,
     client_id: String,
     arguments: Vec<String>,
@@ -332,9 +345,9 @@ pub(crate) struct SubscriberBuilder {
 }
 
 /// Prepares a `mosquitto_sub` against `broker`, speaking `version`.
-pub(crate) fn subscriber(broker: &Broker, version: Version) -> SubscriberBuilder {
+pub(crate) fn subscriber(broker: &impl Endpoint, version: Version) -> SubscriberBuilder {
     SubscriberBuilder {
-        port: broker.port(),
+        addr: broker.addr(),
         version,
         client_id: unique_client_id("sub"),
         arguments: Vec::new(),
@@ -394,7 +407,14 @@ impl SubscriberBuilder {
         // mosquitto_sub writes to a pipe through C stdio: without line buffering, nothing shows
         // up until its buffer fills or it exits.
         let mut child = Command::new("stdbuf")
-            .args(["-oL", "mosquitto_sub", "-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args([
+                "-oL",
+                "mosquitto_sub",
+                "-h",
+                &self.addr.ip().to_string(),
+                "-p",
+                &self.addr.port().to_string(),
+            ])
             .args(["-V", self.version.mosquitto_name(), "-i", &self.client_id])
             // -d prints the packet flow (and `Subscribed (mid: N): QOS`), -F one line per message,
             // -W bounds a client whose guard never ran.
@@ -520,7 +540,7 @@ impl Drop for Subscriber {
 
 /// Arguments for a `mosquitto_pub`; [`PublishBuilder::run`] runs it.
 pub(crate) struct PublishBuilder {
-    port: u16,
+    addr: SocketAddr,
     version: Version,
     arguments: Vec<String>,
     stdin: Option<String>,
@@ -528,9 +548,9 @@ pub(crate) struct PublishBuilder {
 
 /// Prepares a `mosquitto_pub` to `topic` at QoS 0; exactly one of [`PublishBuilder::message`],
 /// [`PublishBuilder::empty`] or [`PublishBuilder::lines`] must give the payload.
-pub(crate) fn publisher(broker: &Broker, version: Version, topic: &str) -> PublishBuilder {
+pub(crate) fn publisher(broker: &impl Endpoint, version: Version, topic: &str) -> PublishBuilder {
     let arguments = vec!["-i".to_owned(), unique_client_id("pub"), "-t".to_owned(), topic.to_owned()];
-    PublishBuilder { port: broker.port(), version, arguments, stdin: None }
+    PublishBuilder { addr: broker.addr(), version, arguments, stdin: None }
 }
 
 impl PublishBuilder {
@@ -574,7 +594,14 @@ impl PublishBuilder {
     pub(crate) fn run(self) {
         let mut command = Command::new("mosquitto_pub");
         command
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-V", self.version.mosquitto_name()])
+            .args([
+                "-h",
+                &self.addr.ip().to_string(),
+                "-p",
+                &self.addr.port().to_string(),
+                "-V",
+                self.version.mosquitto_name(),
+            ])
             .arg("-d")
             .args(&self.arguments);
         let finished = run_bounded(command, self.stdin.as_deref(), STEP_TIMEOUT);
@@ -675,10 +702,15 @@ impl Record {
 
 /// Runs the paho scenario `py/<script>` against `broker` with `arguments` after host and port,
 /// asserts that it succeeds, and returns its records.
-pub(crate) fn paho(broker: &Broker, script: &str, arguments: &[&str]) -> Vec<Record> {
+pub(crate) fn paho(broker: &impl Endpoint, script: &str, arguments: &[&str]) -> Vec<Record> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/standalone/py").join(script);
     let mut command = Command::new(PYTHON);
-    command.args(["-u", "-B"]).arg(&path).arg("127.0.0.1").arg(broker.port().to_string()).args(arguments);
+    command
+        .args(["-u", "-B"])
+        .arg(&path)
+        .arg(broker.addr().ip().to_string())
+        .arg(broker.addr().port().to_string())
+        .args(arguments);
     let finished = run_bounded(command, None, SCENARIO_TIMEOUT);
     assert!(finished.succeeded(), "{script} {} failed\n{finished}", arguments.join(" "));
     finished
@@ -735,7 +767,7 @@ pub(crate) struct RawConnection {
 
 impl RawConnection {
     /// Opens a connection to the broker.
-    pub(crate) fn open(broker: &Broker) -> RawConnection {
+    pub(crate) fn open(broker: &impl Endpoint) -> RawConnection {
         let stream = TcpStream::connect_timeout(&broker.addr(), STEP_TIMEOUT).expect("connect to herald");
         stream.set_nodelay(true).expect("set TCP_NODELAY");
         RawConnection { stream }
@@ -810,7 +842,7 @@ fn is_reset(error: &io::Error) -> bool {
 }
 
 /// Asserts that the broker still routes messages: a v5 subscriber gets a QoS 1 publication.
-pub(crate) fn assert_still_serving(broker: &Broker) {
+pub(crate) fn assert_still_serving(broker: &impl Endpoint) {
     let mut probe = subscriber(broker, Version::V5).topic("probe/alive").qos(1).start();
     publisher(broker, Version::V311, "probe/alive").qos(1).message("still serving").run();
     assert_eq!(probe.expect_messages(1), [Message::new("probe/alive", "still serving", 1, false)]);

@@ -9,7 +9,7 @@ mod sessions;
 use herald_core::{AppId, ClientId, NodeId, SessionKey, TopicFilter, TopicTree, UnixMillis};
 use herald_proto::Message;
 use herald_proto::seam::{Downlink, Uplink};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 pub use sessions::SessionRecord;
@@ -71,6 +71,8 @@ pub struct RouterState {
     /// Which gateways have local subscribers, per app and filter.
     /// Keyed by `(gateway, filter)`, for the same reason as `offline`.
     routes: HashMap<AppId, TopicTree<(NodeId, TopicFilter), ()>>,
+    /// Each gateway's routes, to remove them when the gateway is gone.
+    gateway_routes: HashMap<NodeId, HashSet<(AppId, TopicFilter)>>,
     /// Subscriptions of persistent sessions while they are offline.
     /// Keyed by `(client, filter)`: filters that differ only by a `$share/`
     /// prefix share a trie path but are separate subscriptions.

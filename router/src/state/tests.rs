@@ -1313,3 +1313,40 @@ fn a_transient_session_gets_no_handover() {
     assert_eq!(h.release(GW1, stale, T0), []);
     assert_eq!(h.counters().stale_epoch_refused, 1);
 }
+
+// ---------------------------------------------------------------------------
+// A gateway that is gone
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_gone_gateways_routes_are_removed_and_its_sessions_end() {
+    let mut h = Harness::new();
+    h.add_routes(GW1, &app(), &["a/#"]);
+    h.add_routes(GW2, &app(), &["a/#"]);
+    h.claim(GW1, with_will(claim("transient", true, 0), "will/t", "w", 0), T0);
+    let persistent = h.connect(GW1, "persistent", 3600);
+    h.subscribe(
+        GW1,
+        "persistent",
+        persistent,
+        vec![(subscription("p/#", QoS::AtLeastOnce), RetainedLookup::Skip)],
+    )
+    .expect("subscribed");
+    h.connect(GW2, "elsewhere", 0);
+
+    let mut effects = Vec::new();
+    h.state.gateway_gone(GW1, T0, &mut effects);
+
+    assert_eq!(h.counters().wills_published, 1, "the transient session's will");
+    assert!(h.state.session(&key("transient")).is_none());
+    let record = h.state.session(&key("persistent")).expect("persistent sessions outlive their gateway");
+    assert_eq!(record.owner, None);
+    assert!(h.state.session(&key("elsewhere")).is_some_and(|r| r.owner == Some(GW2)));
+    assert_eq!(
+        deliveries(&h.publish(plain("a/b", "m1"), T0)),
+        [(GW2, "m1".to_string())],
+        "GW1's route is gone"
+    );
+    h.publish(with_qos("p/1", "queued", QoS::AtLeastOnce), T0);
+    assert_eq!(h.queue_of("persistent"), ["queued"]);
+}

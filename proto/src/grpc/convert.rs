@@ -1,0 +1,461 @@
+//! Conversions between seam items and their protobuf form.
+
+use super::pb;
+use crate::seam::{
+    Claim, ClaimGrant, Downlink, Progress, Publish, QueuedMessage, Release, RetainedLookup, Subscription,
+    Uplink, Will,
+};
+use crate::{Message, MessageProperties};
+use herald_core::{
+    AppId, ByteString, ClientId, Epoch, ErrorCode, MessageId, QoS, SessionKey, Topic, TopicFilter, UnixMillis,
+};
+use std::sync::Arc;
+
+/// A protobuf item that does not make a valid seam item.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {field}: {reason}")]
+pub struct ConvertError {
+    /// The field, as a path (`claim.session.client`).
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub reason: &'static str,
+}
+
+fn invalid(field: &'static str, reason: &'static str) -> ConvertError {
+    ConvertError { field, reason }
+}
+
+fn required<T>(value: Option<T>, field: &'static str) -> Result<T, ConvertError> {
+    value.ok_or(invalid(field, "missing"))
+}
+
+// ------------------------------------------------------------------ leaves
+
+fn session_to_pb(key: &SessionKey) -> pb::SessionKey {
+    pb::SessionKey { app: key.app.as_str().to_owned(), client: key.client.as_str().to_owned() }
+}
+
+fn session_from_pb(key: Option<pb::SessionKey>, field: &'static str) -> Result<SessionKey, ConvertError> {
+    let key = required(key, field)?;
+    let app = AppId::new(key.app).map_err(|_| invalid(field, "invalid app id"))?;
+    let client = ClientId::new(key.client).map_err(|_| invalid(field, "invalid client id"))?;
+    Ok(SessionKey::new(app, client))
+}
+
+fn epoch_to_pb(epoch: Epoch) -> pb::Epoch {
+    pb::Epoch { generation: epoch.generation, counter: epoch.counter }
+}
+
+fn epoch_from_pb(epoch: Option<pb::Epoch>, field: &'static str) -> Result<Epoch, ConvertError> {
+    let epoch = required(epoch, field)?;
+    Ok(Epoch::new(epoch.generation, epoch.counter))
+}
+
+fn qos_from_pb(qos: u32, field: &'static str) -> Result<QoS, ConvertError> {
+    u8::try_from(qos).ok().and_then(QoS::from_u8).ok_or(invalid(field, "qos must be 0, 1 or 2"))
+}
+
+fn error_from_pb(name: &str) -> ErrorCode {
+    // An error name this build does not know (a newer peer) is still an
+    // error; `Internal` is the honest reading of it.
+    ErrorCode::parse(name).unwrap_or(ErrorCode::Internal)
+}
+
+fn error_to_pb(error: ErrorCode) -> Option<String> {
+    Some(error.as_str().to_owned())
+}
+
+/// Returns the protobuf form of `message`.
+pub fn message_to_pb(message: &Message) -> pb::Message {
+    let p = message.properties.as_deref();
+    pb::Message {
+        id: message.id.0.to_be_bytes().to_vec().into(),
+        app: message.app.as_str().to_owned(),
+        topic: message.topic.as_str().to_owned(),
+        payload: message.payload.clone(),
+        qos: u32::from(message.qos.as_u8()),
+        retain: message.retain,
+        created_at_ms: message.created_at.0,
+        expires_at_ms: message.expires_at.map(|at| at.0),
+        origin: message.origin.as_ref().map(|c| c.as_str().to_owned()),
+        payload_format: p.and_then(|p| p.payload_format).map(u32::from),
+        content_type: p.and_then(|p| p.content_type.as_deref()).map(str::to_owned),
+        response_topic: p.and_then(|p| p.response_topic.as_deref()).map(str::to_owned),
+        correlation_data: p.and_then(|p| p.correlation_data.clone()),
+        user_properties: p
+            .map(|p| {
+                p.user_properties
+                    .iter()
+                    .map(|(key, value)| pb::UserProperty { key: key.to_string(), value: value.to_string() })
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+/// Returns the message a protobuf message describes.
+pub fn message_from_pb(message: pb::Message) -> Result<Message, ConvertError> {
+    let id: [u8; 16] =
+        message.id.as_ref().try_into().map_err(|_| invalid("message.id", "must be 16 bytes"))?;
+    let payload_format = message
+        .payload_format
+        .map(|f| {
+            u8::try_from(f)
+                .ok()
+                .filter(|f| *f <= 1)
+                .ok_or(invalid("message.payload_format", "must be 0 or 1"))
+        })
+        .transpose()?;
+    let properties = MessageProperties {
+        payload_format,
+        content_type: message.content_type.map(ByteString::from),
+        response_topic: message.response_topic.map(ByteString::from),
+        correlation_data: message.correlation_data,
+        user_properties: message
+            .user_properties
+            .into_iter()
+            .map(|p| (ByteString::from(p.key), ByteString::from(p.value)))
+            .collect(),
+    };
+    Ok(Message {
+        id: MessageId(u128::from_be_bytes(id)),
+        app: AppId::new(message.app).map_err(|_| invalid("message.app", "invalid app id"))?,
+        topic: Topic::new(message.topic).map_err(|_| invalid("message.topic", "invalid topic name"))?,
+        payload: message.payload,
+        qos: qos_from_pb(message.qos, "message.qos")?,
+        retain: message.retain,
+        created_at: UnixMillis(message.created_at_ms),
+        expires_at: message.expires_at_ms.map(UnixMillis),
+        origin: message
+            .origin
+            .map(|c| ClientId::new(c).map_err(|_| invalid("message.origin", "invalid client id")))
+            .transpose()?,
+        properties: (!properties.is_empty()).then(|| Box::new(properties)),
+    })
+}
+
+fn required_message(message: Option<pb::Message>, field: &'static str) -> Result<Arc<Message>, ConvertError> {
+    Ok(Arc::new(message_from_pb(required(message, field)?)?))
+}
+
+fn subscription_to_pb(s: &Subscription) -> pb::Subscription {
+    pb::Subscription {
+        filter: s.filter.as_str().to_owned(),
+        qos: u32::from(s.qos.as_u8()),
+        no_local: s.no_local,
+        retain_as_published: s.retain_as_published,
+        retain_handling: u32::from(s.retain_handling),
+        identifier: s.identifier,
+    }
+}
+
+fn subscription_from_pb(s: pb::Subscription) -> Result<Subscription, ConvertError> {
+    Ok(Subscription {
+        filter: TopicFilter::new(s.filter)
+            .map_err(|_| invalid("subscription.filter", "invalid topic filter"))?,
+        qos: qos_from_pb(s.qos, "subscription.qos")?,
+        no_local: s.no_local,
+        retain_as_published: s.retain_as_published,
+        retain_handling: u8::try_from(s.retain_handling)
+            .ok()
+            .filter(|h| *h <= 2)
+            .ok_or(invalid("subscription.retain_handling", "must be 0, 1 or 2"))?,
+        identifier: s.identifier,
+    })
+}
+
+fn queued_to_pb(q: &QueuedMessage) -> pb::QueuedMessage {
+    let (progress, packet_id) = match q.progress {
+        Progress::Unsent => (0, 0),
+        Progress::Sent(id) => (1, id),
+        Progress::Released(id) => (2, id),
+    };
+    pb::QueuedMessage {
+        message: Some(message_to_pb(&q.message)),
+        qos: u32::from(q.qos.as_u8()),
+        subscription_ids: q.subscription_ids.clone(),
+        progress,
+        packet_id: u32::from(packet_id),
+    }
+}
+
+fn queued_from_pb(q: pb::QueuedMessage) -> Result<QueuedMessage, ConvertError> {
+    let packet_id = u16::try_from(q.packet_id).map_err(|_| invalid("queued.packet_id", "out of range"))?;
+    let progress = match (q.progress, packet_id) {
+        (0, _) => Progress::Unsent,
+        (1, id) if id > 0 => Progress::Sent(id),
+        (2, id) if id > 0 => Progress::Released(id),
+        _ => return Err(invalid("queued.progress", "unknown progress or missing packet id")),
+    };
+    Ok(QueuedMessage {
+        message: required_message(q.message, "queued.message")?,
+        qos: qos_from_pb(q.qos, "queued.qos")?,
+        subscription_ids: q.subscription_ids,
+        progress,
+    })
+}
+
+fn queued_list_from_pb(list: Vec<pb::QueuedMessage>) -> Result<Vec<QueuedMessage>, ConvertError> {
+    list.into_iter().map(queued_from_pb).collect()
+}
+
+fn route_to_pb((app, filter): &(AppId, TopicFilter)) -> pb::Route {
+    pb::Route { app: app.as_str().to_owned(), filter: filter.as_str().to_owned() }
+}
+
+fn route_from_pb(route: pb::Route) -> Result<(AppId, TopicFilter), ConvertError> {
+    Ok((
+        AppId::new(route.app).map_err(|_| invalid("route.app", "invalid app id"))?,
+        TopicFilter::new(route.filter).map_err(|_| invalid("route.filter", "invalid topic filter"))?,
+    ))
+}
+
+// ------------------------------------------------------------------ uplink
+
+/// Returns the protobuf form of an uplink item.
+pub fn uplink_to_pb(item: &Uplink) -> pb::Uplink {
+    use pb::uplink::Item;
+    let item = match item {
+        Uplink::Claim(c) => Item::Claim(pb::Claim {
+            request: c.request,
+            session: Some(session_to_pb(&c.session)),
+            clean_start: c.clean_start,
+            expiry_seconds: c.expiry_seconds,
+            will: c.will.as_ref().map(|w| pb::Will {
+                message: Some(message_to_pb(&w.message)),
+                delay_seconds: w.delay_seconds,
+                expiry_seconds: w.expiry_seconds,
+            }),
+        }),
+        Uplink::Release(r) => Item::Release(pb::Release {
+            session: Some(session_to_pb(&r.session)),
+            epoch: Some(epoch_to_pb(r.epoch)),
+            expiry_seconds: r.expiry_seconds,
+            publish_will: r.publish_will,
+            pending: r.pending.iter().map(queued_to_pb).collect(),
+        }),
+        Uplink::Routes { add, remove } => Item::Routes(pb::Routes {
+            add: add.iter().map(route_to_pb).collect(),
+            remove: remove.iter().map(route_to_pb).collect(),
+        }),
+        Uplink::Subscribe { request, session, epoch, subscriptions } => Item::Subscribe(pb::Subscribe {
+            request: *request,
+            session: Some(session_to_pb(session)),
+            epoch: Some(epoch_to_pb(*epoch)),
+            subscriptions: subscriptions
+                .iter()
+                .map(|(s, lookup)| pb::SubscribeEntry {
+                    subscription: Some(subscription_to_pb(s)),
+                    send_retained: *lookup == RetainedLookup::Send,
+                })
+                .collect(),
+        }),
+        Uplink::Unsubscribe { request, session, epoch, filters } => Item::Unsubscribe(pb::Unsubscribe {
+            request: *request,
+            session: Some(session_to_pb(session)),
+            epoch: Some(epoch_to_pb(*epoch)),
+            filters: filters.iter().map(|f| f.as_str().to_owned()).collect(),
+        }),
+        Uplink::Publish(p) => Item::Publish(pb::Publish {
+            request: p.request,
+            from_session: p.from.as_ref().map(|(s, _)| session_to_pb(s)),
+            from_epoch: p.from.as_ref().map(|(_, e)| epoch_to_pb(*e)),
+            message: Some(message_to_pb(&p.message)),
+        }),
+    };
+    pb::Uplink { item: Some(item) }
+}
+
+/// Returns the uplink item a protobuf item describes. `Hello` is not an
+/// item of the seam (it opens the stream) and is refused here.
+pub fn uplink_from_pb(item: pb::Uplink) -> Result<Uplink, ConvertError> {
+    use pb::uplink::Item;
+    Ok(match required(item.item, "uplink.item")? {
+        Item::Hello(_) => return Err(invalid("uplink.hello", "only the first item of a stream")),
+        Item::Claim(c) => Uplink::Claim(Claim {
+            request: c.request,
+            session: session_from_pb(c.session, "claim.session")?,
+            clean_start: c.clean_start,
+            expiry_seconds: c.expiry_seconds,
+            will: c
+                .will
+                .map(|w| {
+                    Ok::<_, ConvertError>(Box::new(Will {
+                        message: required_message(w.message, "claim.will.message")?,
+                        delay_seconds: w.delay_seconds,
+                        expiry_seconds: w.expiry_seconds,
+                    }))
+                })
+                .transpose()?,
+        }),
+        Item::Release(r) => Uplink::Release(Release {
+            session: session_from_pb(r.session, "release.session")?,
+            epoch: epoch_from_pb(r.epoch, "release.epoch")?,
+            expiry_seconds: r.expiry_seconds,
+            publish_will: r.publish_will,
+            pending: queued_list_from_pb(r.pending)?,
+        }),
+        Item::Routes(r) => Uplink::Routes {
+            add: r.add.into_iter().map(route_from_pb).collect::<Result<_, _>>()?,
+            remove: r.remove.into_iter().map(route_from_pb).collect::<Result<_, _>>()?,
+        },
+        Item::Subscribe(s) => Uplink::Subscribe {
+            request: s.request,
+            session: session_from_pb(s.session, "subscribe.session")?,
+            epoch: epoch_from_pb(s.epoch, "subscribe.epoch")?,
+            subscriptions: s
+                .subscriptions
+                .into_iter()
+                .map(|entry| {
+                    let s = subscription_from_pb(required(entry.subscription, "subscribe.subscription")?)?;
+                    let lookup =
+                        if entry.send_retained { RetainedLookup::Send } else { RetainedLookup::Skip };
+                    Ok((s, lookup))
+                })
+                .collect::<Result<_, ConvertError>>()?,
+        },
+        Item::Unsubscribe(u) => Uplink::Unsubscribe {
+            request: u.request,
+            session: session_from_pb(u.session, "unsubscribe.session")?,
+            epoch: epoch_from_pb(u.epoch, "unsubscribe.epoch")?,
+            filters: u
+                .filters
+                .into_iter()
+                .map(|f| {
+                    TopicFilter::new(f).map_err(|_| invalid("unsubscribe.filters", "invalid topic filter"))
+                })
+                .collect::<Result<_, _>>()?,
+        },
+        Item::Publish(p) => Uplink::Publish(Publish {
+            request: p.request,
+            from: match (p.from_session, p.from_epoch) {
+                (Some(s), Some(e)) => Some((
+                    session_from_pb(Some(s), "publish.from_session")?,
+                    epoch_from_pb(Some(e), "publish.from_epoch")?,
+                )),
+                (None, None) => None,
+                _ => return Err(invalid("publish.from", "session and epoch go together")),
+            },
+            message: required_message(p.message, "publish.message")?,
+        }),
+    })
+}
+
+// ---------------------------------------------------------------- downlink
+
+/// Returns the protobuf form of a downlink item.
+pub fn downlink_to_pb(item: &Downlink) -> pb::Downlink {
+    use pb::downlink::Item;
+    let item = match item {
+        Downlink::Claimed { request, result } => Item::Claimed(match result {
+            Ok(grant) => pb::Claimed {
+                request: *request,
+                grant: Some(pb::ClaimGrant {
+                    epoch: Some(epoch_to_pb(grant.epoch)),
+                    session_present: grant.session_present,
+                    subscriptions: grant.subscriptions.iter().map(subscription_to_pb).collect(),
+                    queued: grant.queued.iter().map(queued_to_pb).collect(),
+                }),
+                error: None,
+            },
+            Err(error) => pb::Claimed { request: *request, grant: None, error: error_to_pb(*error) },
+        }),
+        Downlink::Revoked { session, epoch } => Item::Revoked(pb::Revoked {
+            session: Some(session_to_pb(session)),
+            epoch: Some(epoch_to_pb(*epoch)),
+        }),
+        Downlink::Subscribed { request, result } => Item::Subscribed(match result {
+            Ok(retained) => pb::Subscribed {
+                request: *request,
+                retained: retained
+                    .iter()
+                    .map(|(index, m)| pb::RetainedMatch {
+                        index: u32::try_from(*index).unwrap_or(u32::MAX),
+                        message: Some(message_to_pb(m)),
+                    })
+                    .collect(),
+                error: None,
+            },
+            Err(error) => {
+                pb::Subscribed { request: *request, retained: Vec::new(), error: error_to_pb(*error) }
+            }
+        }),
+        Downlink::Unsubscribed { request, result } => Item::Unsubscribed(pb::Unsubscribed {
+            request: *request,
+            error: result.err().and_then(error_to_pb),
+        }),
+        Downlink::Published { request, result } => Item::Published(pb::Published {
+            request: *request,
+            matched: *result.as_ref().unwrap_or(&false),
+            error: result.err().and_then(error_to_pb),
+        }),
+        Downlink::Deliver(message) => Item::Deliver(pb::Deliver { message: Some(message_to_pb(message)) }),
+        Downlink::Handover { session, epoch, pending } => Item::Handover(pb::Handover {
+            session: Some(session_to_pb(session)),
+            epoch: Some(epoch_to_pb(*epoch)),
+            pending: pending.iter().map(queued_to_pb).collect(),
+        }),
+    };
+    pb::Downlink { item: Some(item) }
+}
+
+/// Returns the downlink item a protobuf item describes. `Welcome` opens the
+/// stream and is refused here.
+pub fn downlink_from_pb(item: pb::Downlink) -> Result<Downlink, ConvertError> {
+    use pb::downlink::Item;
+    Ok(match required(item.item, "downlink.item")? {
+        Item::Welcome(_) => return Err(invalid("downlink.welcome", "only the first item of a stream")),
+        Item::Claimed(c) => Downlink::Claimed {
+            request: c.request,
+            result: match (c.grant, c.error) {
+                (_, Some(error)) => Err(error_from_pb(&error)),
+                (Some(grant), None) => Ok(ClaimGrant {
+                    epoch: epoch_from_pb(grant.epoch, "claimed.grant.epoch")?,
+                    session_present: grant.session_present,
+                    subscriptions: grant
+                        .subscriptions
+                        .into_iter()
+                        .map(subscription_from_pb)
+                        .collect::<Result<_, _>>()?,
+                    queued: queued_list_from_pb(grant.queued)?,
+                }),
+                (None, None) => return Err(invalid("claimed", "neither grant nor error")),
+            },
+        },
+        Item::Revoked(r) => Downlink::Revoked {
+            session: session_from_pb(r.session, "revoked.session")?,
+            epoch: epoch_from_pb(r.epoch, "revoked.epoch")?,
+        },
+        Item::Subscribed(s) => Downlink::Subscribed {
+            request: s.request,
+            result: match s.error {
+                Some(error) => Err(error_from_pb(&error)),
+                None => Ok(s
+                    .retained
+                    .into_iter()
+                    .map(|r| {
+                        let message = required_message(r.message, "subscribed.retained.message")?;
+                        Ok((r.index as usize, message))
+                    })
+                    .collect::<Result<_, ConvertError>>()?),
+            },
+        },
+        Item::Unsubscribed(u) => Downlink::Unsubscribed {
+            request: u.request,
+            result: u.error.map_or(Ok(()), |e| Err(error_from_pb(&e))),
+        },
+        Item::Published(p) => Downlink::Published {
+            request: p.request,
+            result: p.error.map_or(Ok(p.matched), |e| Err(error_from_pb(&e))),
+        },
+        Item::Deliver(d) => Downlink::Deliver(required_message(d.message, "deliver.message")?),
+        Item::Handover(h) => Downlink::Handover {
+            session: session_from_pb(h.session, "handover.session")?,
+            epoch: epoch_from_pb(h.epoch, "handover.epoch")?,
+            pending: queued_list_from_pb(h.pending)?,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,226 @@
+//! Round trips of every seam item through its protobuf form, and refusals
+//! of malformed protobuf items.
+
+use super::*;
+use bytes::Bytes;
+use herald_core::NodeId;
+use prost::Message as _;
+
+fn key(client: &str) -> SessionKey {
+    SessionKey::new(AppId::new("shop").expect("app"), ClientId::new(client).expect("client"))
+}
+
+fn message(topic: &str, with_properties: bool) -> Arc<Message> {
+    let properties = with_properties.then(|| {
+        Box::new(MessageProperties {
+            payload_format: Some(1),
+            content_type: Some("text/plain".into()),
+            response_topic: Some("reply/here".into()),
+            correlation_data: Some(Bytes::from_static(b"\x00\x01")),
+            user_properties: vec![("b".into(), "2".into()), ("a".into(), "1".into())],
+        })
+    });
+    Arc::new(Message {
+        id: herald_core::MessageId::compose(1_700_000_000_000, NodeId(3), 42),
+        app: AppId::new("shop").expect("app"),
+        topic: Topic::new(topic.to_owned()).expect("topic"),
+        payload: Bytes::from_static(b"payload"),
+        qos: QoS::ExactlyOnce,
+        retain: true,
+        created_at: UnixMillis(1_700_000_000_000),
+        expires_at: with_properties.then_some(UnixMillis(1_700_000_060_000)),
+        origin: Some(ClientId::new("sender").expect("client")),
+        properties,
+    })
+}
+
+fn subscription() -> Subscription {
+    Subscription {
+        filter: TopicFilter::new("a/+/c").expect("filter"),
+        qos: QoS::AtLeastOnce,
+        no_local: true,
+        retain_as_published: true,
+        retain_handling: 2,
+        identifier: Some(9),
+    }
+}
+
+fn queued(progress: Progress) -> QueuedMessage {
+    QueuedMessage {
+        message: message("q/1", true),
+        qos: QoS::AtLeastOnce,
+        subscription_ids: vec![1, 2],
+        progress,
+    }
+}
+
+/// Encodes to bytes and back, as the wire does.
+fn through_the_wire_up(item: &Uplink) -> Uplink {
+    let bytes = uplink_to_pb(item).encode_to_vec();
+    uplink_from_pb(pb::Uplink::decode(bytes.as_slice()).expect("decodes")).expect("converts")
+}
+
+fn through_the_wire_down(item: &Downlink) -> Downlink {
+    let bytes = downlink_to_pb(item).encode_to_vec();
+    downlink_from_pb(pb::Downlink::decode(bytes.as_slice()).expect("decodes")).expect("converts")
+}
+
+#[test]
+fn every_uplink_item_survives_the_wire() {
+    let items = [
+        Uplink::Claim(Claim {
+            request: 7 << 24,
+            session: key("c1"),
+            clean_start: false,
+            expiry_seconds: 3600,
+            will: Some(Box::new(Will {
+                message: message("will/c1", true),
+                delay_seconds: 5,
+                expiry_seconds: Some(60),
+            })),
+        }),
+        Uplink::Claim(Claim {
+            request: 1,
+            session: key("c2"),
+            clean_start: true,
+            expiry_seconds: 0,
+            will: None,
+        }),
+        Uplink::Release(Release {
+            session: key("c1"),
+            epoch: Epoch::new(4, 9),
+            expiry_seconds: 10,
+            publish_will: true,
+            pending: vec![queued(Progress::Sent(5)), queued(Progress::Released(6)), queued(Progress::Unsent)],
+        }),
+        Uplink::Routes {
+            add: vec![(AppId::new("shop").expect("app"), TopicFilter::new("a/#").expect("filter"))],
+            remove: vec![(AppId::default_app(), TopicFilter::new("$share/g/x").expect("filter"))],
+        },
+        Uplink::Subscribe {
+            request: 3,
+            session: key("c1"),
+            epoch: Epoch::new(1, 2),
+            subscriptions: vec![
+                (subscription(), RetainedLookup::Send),
+                (subscription(), RetainedLookup::Skip),
+            ],
+        },
+        Uplink::Unsubscribe {
+            request: 4,
+            session: key("c1"),
+            epoch: Epoch::new(1, 2),
+            filters: vec![TopicFilter::new("a/+/c").expect("filter")],
+        },
+        Uplink::Publish(Publish {
+            request: Some(5),
+            from: Some((key("c1"), Epoch::new(1, 2))),
+            message: message("a/b/c", true),
+        }),
+        Uplink::Publish(Publish { request: None, from: None, message: message("a/b/c", false) }),
+    ];
+    for item in &items {
+        assert_eq!(&through_the_wire_up(item), item);
+    }
+}
+
+#[test]
+fn every_downlink_item_survives_the_wire() {
+    let grant = ClaimGrant {
+        epoch: Epoch::new(2, 3),
+        session_present: true,
+        subscriptions: vec![subscription()],
+        queued: vec![queued(Progress::Sent(1))],
+    };
+    let items = [
+        Downlink::Claimed { request: 1, result: Ok(grant) },
+        Downlink::Claimed { request: 2, result: Err(ErrorCode::Unavailable) },
+        Downlink::Revoked { session: key("c1"), epoch: Epoch::new(2, 3) },
+        Downlink::Subscribed { request: 3, result: Ok(vec![(1, message("r/1", false))]) },
+        Downlink::Subscribed { request: 4, result: Err(ErrorCode::StaleEpoch) },
+        Downlink::Unsubscribed { request: 5, result: Ok(()) },
+        Downlink::Unsubscribed { request: 6, result: Err(ErrorCode::StaleEpoch) },
+        Downlink::Published { request: 7, result: Ok(true) },
+        Downlink::Published { request: 8, result: Ok(false) },
+        Downlink::Published { request: 9, result: Err(ErrorCode::NotAuthorized) },
+        Downlink::Deliver(message("d/1", true)),
+        Downlink::Handover {
+            session: key("c1"),
+            epoch: Epoch::new(5, 1),
+            pending: vec![queued(Progress::Released(4))],
+        },
+    ];
+    for item in &items {
+        assert_eq!(&through_the_wire_down(item), item);
+    }
+}
+
+#[test]
+fn malformed_items_are_refused_naming_the_field() {
+    let mut bad_topic = message_to_pb(&message("a/b", false));
+    bad_topic.topic = "a/+".into();
+    assert_eq!(message_from_pb(bad_topic).map_err(|e| e.field), Err("message.topic"));
+
+    let mut short_id = message_to_pb(&message("a/b", false));
+    short_id.id = Bytes::from_static(b"\x01");
+    assert_eq!(message_from_pb(short_id).map_err(|e| e.field), Err("message.id"));
+
+    let mut bad_qos = message_to_pb(&message("a/b", false));
+    bad_qos.qos = 3;
+    assert_eq!(message_from_pb(bad_qos).map_err(|e| e.field), Err("message.qos"));
+
+    let no_session = pb::Uplink {
+        item: Some(pb::uplink::Item::Claim(pb::Claim {
+            request: 1,
+            session: None,
+            clean_start: true,
+            expiry_seconds: 0,
+            will: None,
+        })),
+    };
+    assert_eq!(uplink_from_pb(no_session).map_err(|e| e.field), Err("claim.session"));
+
+    let bad_client = pb::Uplink {
+        item: Some(pb::uplink::Item::Release(pb::Release {
+            session: Some(pb::SessionKey { app: "shop".into(), client: "a/b".into() }),
+            epoch: Some(pb::Epoch { generation: 1, counter: 1 }),
+            expiry_seconds: 0,
+            publish_will: false,
+            pending: Vec::new(),
+        })),
+    };
+    assert_eq!(uplink_from_pb(bad_client).map_err(|e| e.field), Err("release.session"));
+
+    let hello = pb::Uplink { item: Some(pb::uplink::Item::Hello(pb::Hello::default())) };
+    assert!(uplink_from_pb(hello).is_err(), "Hello only opens a stream");
+    assert!(uplink_from_pb(pb::Uplink { item: None }).is_err());
+
+    let half_sender = pb::Uplink {
+        item: Some(pb::uplink::Item::Publish(pb::Publish {
+            request: None,
+            from_session: Some(session_to_pb(&key("c1"))),
+            from_epoch: None,
+            message: Some(message_to_pb(&message("a/b", false))),
+        })),
+    };
+    assert_eq!(uplink_from_pb(half_sender).map_err(|e| e.field), Err("publish.from"));
+
+    let bad_progress =
+        pb::QueuedMessage { progress: 1, packet_id: 0, ..queued_to_pb(&queued(Progress::Unsent)) };
+    assert_eq!(queued_from_pb(bad_progress).map_err(|e| e.field), Err("queued.progress"));
+}
+
+#[test]
+fn an_error_name_from_a_newer_peer_is_still_an_error() {
+    let reply = pb::Downlink {
+        item: Some(pb::downlink::Item::Published(pb::Published {
+            request: 1,
+            matched: true,
+            error: Some("some_future_code".into()),
+        })),
+    };
+    assert_eq!(
+        downlink_from_pb(reply),
+        Ok(Downlink::Published { request: 1, result: Err(ErrorCode::Internal) })
+    );
+}

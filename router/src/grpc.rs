@@ -1,0 +1,194 @@
+//! The router's gRPC face: one `Seam.Link` stream per gateway, bridged to
+//! the same port the in-process standalone mode uses.
+//!
+//! ```text
+//!   gateway ──UplinkBatch──▶ uplink bridge ──Uplink──▶ RouterPort ──▶ Router
+//!   gateway ◀─DownlinkBatch── downlink bridge ◀─Downlink── RouterPort ◀──┘
+//! ```
+//!
+//! A stream opens with the gateway's `Hello` (contract version, cluster id,
+//! gateway id) and the router's `Welcome`. Another contract version or
+//! another cluster is refused with `FailedPrecondition`; a malformed item
+//! ends the stream with `InvalidArgument`. Both are counted. When the
+//! stream ends, the router treats the gateway as gone.
+
+use crate::Router;
+use herald_core::NodeId;
+use herald_proto::grpc::pb::seam_server::{Seam, SeamServer};
+use herald_proto::grpc::pb::{self, downlink, uplink};
+use herald_proto::grpc::{CONTRACT_VERSION, downlink_to_pb, uplink_from_pb};
+use herald_proto::seam::{self, GatewayLink};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{info, warn};
+
+/// Items a single uplink batch may carry; a larger one is refused.
+pub const MAX_BATCH_ITEMS: usize = 10_000;
+/// Items drained from the router per downlink batch.
+const DOWNLINK_BATCH: usize = 256;
+/// Downlink batches buffered towards the transport (whose HTTP/2 flow
+/// control then pushes back).
+const DOWNLINK_BUFFER: usize = 16;
+
+/// Counters of refused streams and items.
+#[derive(Debug, Default)]
+pub struct SeamCounters {
+    /// Streams refused for another contract version.
+    pub refused_version: AtomicU64,
+    /// Streams refused for another cluster.
+    pub refused_cluster: AtomicU64,
+    /// Streams ended for a malformed or oversize batch.
+    pub refused_malformed: AtomicU64,
+    /// Gateway streams accepted.
+    pub links_opened: AtomicU64,
+}
+
+/// The `Seam` gRPC service of a router.
+pub struct SeamService {
+    router: Router,
+    node: NodeId,
+    cluster_id: String,
+    capacity: usize,
+    counters: Arc<SeamCounters>,
+}
+
+impl SeamService {
+    /// Returns the service for `router`, identified as `node` of
+    /// `cluster_id`; each gateway's seam queues hold `capacity` items.
+    pub fn new(router: Router, node: NodeId, cluster_id: String, capacity: usize) -> SeamService {
+        SeamService { router, node, cluster_id, capacity, counters: Arc::default() }
+    }
+
+    /// Returns the counters.
+    pub fn counters(&self) -> Arc<SeamCounters> {
+        self.counters.clone()
+    }
+
+    /// Serves the seam on `listener` until `shutdown` resolves.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), tonic::transport::Error> {
+        tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
+            .add_service(SeamServer::new(self))
+            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
+            .await
+    }
+
+    fn refuse(&self, counter: &AtomicU64, status: Status) -> Status {
+        counter.fetch_add(1, Ordering::Relaxed);
+        warn!(message = status.message(), "gateway link refused");
+        status
+    }
+}
+
+#[tonic::async_trait]
+impl Seam for SeamService {
+    type LinkStream = ReceiverStream<Result<pb::DownlinkBatch, Status>>;
+
+    async fn link(
+        &self,
+        request: Request<Streaming<pb::UplinkBatch>>,
+    ) -> Result<Response<Self::LinkStream>, Status> {
+        let mut inbound = request.into_inner();
+        let first = inbound.message().await?.ok_or_else(|| Status::invalid_argument("empty uplink"))?;
+        let mut items = first.items.into_iter();
+        let hello = match items.next().and_then(|item| item.item) {
+            Some(uplink::Item::Hello(hello)) => hello,
+            _ => {
+                let status = Status::invalid_argument("the first uplink item must be hello");
+                return Err(self.refuse(&self.counters.refused_malformed, status));
+            }
+        };
+        if hello.contract_version != CONTRACT_VERSION {
+            let status = Status::failed_precondition(format!(
+                "seam contract version {} is not supported (this router speaks {CONTRACT_VERSION})",
+                hello.contract_version
+            ));
+            return Err(self.refuse(&self.counters.refused_version, status));
+        }
+        if !hello.cluster_id.is_empty() && hello.cluster_id != self.cluster_id {
+            let status = Status::failed_precondition(format!(
+                "gateway expects cluster {}, this router belongs to {}",
+                hello.cluster_id, self.cluster_id
+            ));
+            return Err(self.refuse(&self.counters.refused_cluster, status));
+        }
+        let gateway = NodeId(hello.gateway);
+        if self.router.is_attached(gateway) {
+            let status = Status::already_exists(format!("gateway id {gateway} is already linked"));
+            return Err(self.refuse(&self.counters.refused_malformed, status));
+        }
+        let (gateway_end, port) = seam::link(gateway, self.capacity);
+        self.router.attach(port);
+        self.counters.links_opened.fetch_add(1, Ordering::Relaxed);
+        info!(%gateway, "gateway linked");
+
+        let (tx, rx) = mpsc::channel(DOWNLINK_BUFFER);
+        let welcome = pb::Downlink {
+            item: Some(downlink::Item::Welcome(pb::Welcome {
+                contract_version: CONTRACT_VERSION,
+                cluster_id: self.cluster_id.clone(),
+                router: self.node.0,
+            })),
+        };
+        tx.send(Ok(pb::DownlinkBatch { items: vec![welcome] }))
+            .await
+            .map_err(|_| Status::cancelled("gateway went away"))?;
+        let GatewayLink { uplink, mut downlink, .. } = gateway_end;
+        let counters = self.counters.clone();
+        let errors = tx.clone();
+        tokio::spawn(async move {
+            let rest = pb::UplinkBatch { items: items.collect() };
+            let mut next = Some(Ok(rest));
+            while let Some(batch) = next.take() {
+                let refusal = match batch {
+                    Ok(batch) if batch.items.len() > MAX_BATCH_ITEMS => {
+                        Some(Status::invalid_argument(format!("batch of {} items", batch.items.len())))
+                    }
+                    Ok(batch) => forward(batch, &uplink).await.err(),
+                    Err(_) => break,
+                };
+                if let Some(status) = refusal {
+                    counters.refused_malformed.fetch_add(1, Ordering::Relaxed);
+                    warn!(%gateway, message = status.message(), "gateway link ended: bad input");
+                    let _ = errors.send(Err(status)).await;
+                    break;
+                }
+                next = inbound.message().await.transpose();
+            }
+            info!(%gateway, "gateway link closed");
+            // Dropping `uplink` ends the router's port task, which treats
+            // the gateway as gone.
+        });
+        tokio::spawn(async move {
+            let mut items = Vec::with_capacity(DOWNLINK_BATCH);
+            while downlink.recv_many(&mut items, DOWNLINK_BATCH).await > 0 {
+                let batch =
+                    pb::DownlinkBatch { items: items.drain(..).map(|item| downlink_to_pb(&item)).collect() };
+                if tx.send(Ok(batch)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// Converts and forwards one batch in order; a malformed item refuses the
+/// rest of the stream.
+async fn forward(batch: pb::UplinkBatch, uplink: &mpsc::Sender<seam::Uplink>) -> Result<(), Status> {
+    for item in batch.items {
+        let item = uplink_from_pb(item).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if uplink.send(item).await.is_err() {
+            return Err(Status::unavailable("router stopped"));
+        }
+    }
+    Ok(())
+}

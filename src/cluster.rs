@@ -1,0 +1,117 @@
+//! `herald router` and `herald gateway`: the two halves of a cluster, joined
+//! by the seam over gRPC. This is the first slice of the cluster: one
+//! router (no replication yet) and any number of gateways.
+
+use crate::config::StandaloneConfig;
+use herald_core::{NodeId, SystemClock};
+use herald_gateway::auth::ConfigAuthenticator;
+use herald_gateway::{Gateway, GatewayConfig, SessionLimits};
+use herald_router::grpc::SeamService;
+use herald_router::{Router, RouterConfig};
+use herald_store::DataDir;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// Items each seam queue holds per gateway.
+const SEAM_CAPACITY: usize = 8192;
+
+/// Settings of `herald router`.
+pub(crate) struct RouterSettings {
+    pub(crate) grpc: SocketAddr,
+    pub(crate) data: PathBuf,
+    pub(crate) node: NodeId,
+}
+
+/// Runs a router until `shutdown` resolves.
+pub(crate) async fn run_router(
+    settings: RouterSettings,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let data = DataDir::open(&settings.data)?;
+    let generation = data.next_generation()?;
+    let cluster_id = data.cluster_id()?;
+    let limits = StandaloneConfig::default().limits;
+    let config = RouterConfig {
+        max_queued_messages: limits.max_offline_messages,
+        max_session_expiry_seconds: limits.max_session_expiry_secs,
+    };
+    let router = Router::new(config, generation, Arc::new(SystemClock));
+    let (stop_timers, timers_stopped) = tokio::sync::oneshot::channel::<()>();
+    let timers = router.spawn_timers(async move {
+        let _ = timers_stopped.await;
+    });
+    let listener = tokio::net::TcpListener::bind(settings.grpc).await?;
+    let grpc = listener.local_addr()?;
+    info!(%grpc, cluster = %cluster_id, node = %settings.node, generation, "listening");
+    SeamService::new(router, settings.node, cluster_id, SEAM_CAPACITY).serve(listener, shutdown).await?;
+    let _ = stop_timers.send(());
+    let _ = timers.await;
+    info!("stopped");
+    Ok(())
+}
+
+/// Settings of `herald gateway`.
+pub(crate) struct GatewaySettings {
+    pub(crate) router: String,
+    pub(crate) mqtt: SocketAddr,
+    pub(crate) node: NodeId,
+    pub(crate) cluster_id: Option<String>,
+}
+
+/// Runs a gateway until `shutdown` resolves or the router link is lost.
+/// Losing the router ends the process with an error, so the supervisor
+/// (Kubernetes, systemd) restarts it and clients reconnect.
+pub(crate) async fn run_gateway(
+    settings: GatewaySettings,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let link = herald_gateway::router_client::connect(
+        &settings.router,
+        settings.node,
+        settings.cluster_id.as_deref(),
+        SEAM_CAPACITY,
+    )
+    .await?;
+    let limits = StandaloneConfig::default().limits;
+    let limits = SessionLimits {
+        max_packet_size: limits.max_packet_size,
+        receive_maximum: limits.receive_maximum,
+        topic_alias_maximum: limits.topic_alias_maximum,
+        max_inflight_v311: limits.max_inflight_v311,
+        max_queued_messages: limits.max_queued_messages,
+        max_session_expiry_seconds: limits.max_session_expiry_secs,
+        max_keep_alive: limits.max_keep_alive,
+    };
+    let config = GatewayConfig {
+        mqtt: settings.mqtt,
+        limits: Arc::new(limits),
+        drain_timeout: Duration::from_secs(5),
+        ..GatewayConfig::default()
+    };
+    let authenticator = Arc::new(ConfigAuthenticator::anonymous());
+    let gateway = Gateway::bind(config, link.link, authenticator, Arc::new(SystemClock)).await?;
+    let mqtt = gateway.local_addr()?;
+    info!(%mqtt, router = %settings.router, cluster = %link.info.cluster_id, node = %settings.node, "listening");
+    let mut lost = link.lost;
+    let mut lost_reason = None;
+    let stop = async {
+        tokio::select! {
+            () = shutdown => {}
+            reason = &mut lost => lost_reason = Some(reason.unwrap_or_else(|_| "router link closed".into())),
+        }
+    };
+    gateway.run(stop).await;
+    match lost_reason {
+        Some(reason) => {
+            warn!(reason, "stopped: router lost");
+            anyhow::bail!("router lost: {reason}")
+        }
+        None => {
+            info!("stopped");
+            Ok(())
+        }
+    }
+}

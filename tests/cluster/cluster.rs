@@ -1,0 +1,123 @@
+//! A cluster of processes for tests: one router, gateways on their own
+//! loopback addresses, every process stopped on drop.
+
+use herald_testkit::process::Supervised;
+use std::net::SocketAddr;
+use std::process::{Command, ExitStatus};
+use std::time::Duration;
+
+const STARTUP: Duration = Duration::from_secs(15);
+
+/// A running router and its gateways.
+pub(crate) struct Cluster {
+    router: Supervised,
+    router_addr: SocketAddr,
+    cluster_id: String,
+    gateways: Vec<Option<Gateway>>,
+    _data: tempfile::TempDir,
+}
+
+/// A running gateway.
+pub(crate) struct Gateway {
+    process: Supervised,
+    mqtt: SocketAddr,
+}
+
+fn field(line: &str, name: &str) -> String {
+    let start =
+        line.find(&format!("{name}=")).unwrap_or_else(|| panic!("no {name}= in {line:?}")) + name.len() + 1;
+    line[start..].split_whitespace().next().unwrap_or_default().to_owned()
+}
+
+fn herald() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
+    command.env("NO_COLOR", "1").env("RUST_LOG", "info");
+    command
+}
+
+impl Cluster {
+    /// Starts a router and `gateways` gateways (on 127.0.0.2, .3, …).
+    pub(crate) fn start(gateways: usize) -> Cluster {
+        let data = tempfile::tempdir().expect("tempdir");
+        let mut command = herald();
+        command.args(["router", "--grpc", "127.0.0.1:0", "--data"]).arg(data.path().join("router"));
+        let router = Supervised::start("router", command).expect("start router");
+        let line = router.wait_for_line("listening", STARTUP);
+        let router_addr = field(&line, "grpc").parse().expect("grpc address");
+        let cluster_id = field(&line, "cluster");
+        let mut cluster = Cluster { router, router_addr, cluster_id, gateways: Vec::new(), _data: data };
+        for _ in 0..gateways {
+            cluster.add_gateway();
+        }
+        cluster
+    }
+
+    /// Returns the router's gRPC URL.
+    pub(crate) fn router_url(&self) -> String {
+        format!("http://{}", self.router_addr)
+    }
+
+    /// Returns the cluster id the router announced.
+    pub(crate) fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    /// Starts one more gateway; returns its index.
+    pub(crate) fn add_gateway(&mut self) -> usize {
+        let index = self.gateways.len();
+        let node = (index + 1).to_string();
+        let listen = format!("127.0.0.{}:0", index + 2);
+        let mut command = herald();
+        command.args(["gateway", "--router", &self.router_url(), "--mqtt", &listen, "--node-id", &node]);
+        command.args(["--cluster-id", &self.cluster_id]);
+        let process = Supervised::start(&format!("gateway-{node}"), command).expect("start gateway");
+        let line = process.wait_for_line("listening", STARTUP);
+        let mqtt = field(&line, "mqtt").parse().expect("mqtt address");
+        self.gateways.push(Some(Gateway { process, mqtt }));
+        index
+    }
+
+    /// Returns gateway `index`'s MQTT address.
+    pub(crate) fn gateway(&self, index: usize) -> SocketAddr {
+        self.gateways[index].as_ref().expect("gateway is running").mqtt
+    }
+
+    /// Kills gateway `index` with SIGKILL.
+    pub(crate) fn kill_gateway(&mut self, index: usize) {
+        let mut gateway = self.gateways[index].take().expect("gateway is running");
+        gateway.process.signal("KILL");
+        gateway.process.wait_timeout(Duration::from_secs(5));
+    }
+
+    /// Stops the router with SIGKILL.
+    pub(crate) fn kill_router(&mut self) {
+        self.router.signal("KILL");
+        self.router.wait_timeout(Duration::from_secs(5));
+    }
+
+    /// Waits for gateway `index` to exit; returns its status and output.
+    pub(crate) fn gateway_exit(
+        &mut self,
+        index: usize,
+        timeout: Duration,
+    ) -> (Option<ExitStatus>, Vec<String>) {
+        let gateway = self.gateways[index].as_mut().expect("gateway was started");
+        let status = gateway.process.wait_timeout(timeout);
+        (status, gateway.process.output())
+    }
+
+    /// Returns the router's output so far.
+    pub(crate) fn router_output(&self) -> Vec<String> {
+        self.router.output()
+    }
+}
+
+/// Runs `herald` with `arguments` to completion (bounded) and returns its
+/// status and output.
+pub(crate) fn run_herald(arguments: &[&str]) -> (ExitStatus, String) {
+    let mut command = herald();
+    command.args(arguments);
+    let mut process = Supervised::start("herald", command).expect("start herald");
+    let status = process.wait_timeout(Duration::from_secs(15)).expect("herald exits");
+    (status, process.output().join("\n"))
+}

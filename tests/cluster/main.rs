@@ -1,0 +1,12 @@
+//! End-to-end tests of a cluster: a router and gateways as real processes
+//! on 127.0.0.x, joined by the seam over gRPC, driven by real MQTT clients.
+
+#[allow(dead_code)]
+#[path = "../standalone/support.rs"]
+mod support;
+
+mod cluster;
+mod test_delivery;
+mod test_failures;
+mod test_local_cluster;
+mod test_sessions;

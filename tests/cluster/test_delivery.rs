@@ -1,0 +1,39 @@
+//! Publishes on one gateway reach subscribers on another.
+
+use crate::cluster::Cluster;
+use crate::support::{Message, Version, publisher, subscriber};
+
+#[test]
+fn a_subscriber_on_one_gateway_receives_publishes_from_another_at_every_qos() {
+    let cluster = Cluster::start(2);
+    for version in Version::ALL {
+        for qos in 0..=2u8 {
+            let topic = format!("across/{version}/{qos}");
+            let mut sub = subscriber(&cluster.gateway(0), version).topic(&topic).qos(qos).start();
+            publisher(&cluster.gateway(1), version, &topic).qos(qos).message("hello").run();
+            assert_eq!(
+                sub.expect_messages(1),
+                [Message::new(&topic, "hello", qos, false)],
+                "v{version} qos {qos}"
+            );
+        }
+    }
+}
+
+#[test]
+fn wildcards_and_local_subscribers_both_match() {
+    let cluster = Cluster::start(2);
+    let mut remote = subscriber(&cluster.gateway(0), Version::V5).topic("sensors/+/temp").qos(1).start();
+    let mut local = subscriber(&cluster.gateway(1), Version::V5).topic("sensors/#").qos(1).start();
+    publisher(&cluster.gateway(1), Version::V5, "sensors/kitchen/temp").qos(1).message("21").run();
+    assert_eq!(remote.expect_messages(1), [Message::new("sensors/kitchen/temp", "21", 1, false)]);
+    assert_eq!(local.expect_messages(1), [Message::new("sensors/kitchen/temp", "21", 1, false)]);
+}
+
+#[test]
+fn a_message_retained_through_one_gateway_is_delivered_on_another() {
+    let cluster = Cluster::start(2);
+    publisher(&cluster.gateway(0), Version::V311, "status/door").qos(1).retain().message("open").run();
+    let mut late = subscriber(&cluster.gateway(1), Version::V5).topic("status/#").qos(1).start();
+    assert_eq!(late.expect_messages(1), [Message::new("status/door", "open", 1, true)]);
+}

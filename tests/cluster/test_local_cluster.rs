@@ -1,0 +1,42 @@
+//! `deploy/local-cluster.sh` starts a working cluster and stops it.
+
+use crate::support::{Message, Version, publisher, subscriber};
+use std::net::SocketAddr;
+use std::process::Command;
+
+fn script(action: &str, dir: &std::path::Path) -> String {
+    let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/local-cluster.sh"))
+        .arg(action)
+        .arg(dir)
+        .env("HERALD_BIN", env!("CARGO_BIN_EXE_herald"))
+        .output()
+        .expect("run local-cluster.sh");
+    assert!(out.status.success(), "{action}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+#[test]
+fn the_local_cluster_script_starts_a_router_and_two_gateways_that_work() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let printed = script("start", dir.path());
+    let lines: Vec<Vec<&str>> = printed.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(lines.len(), 3, "{printed}");
+    assert_eq!((lines[0][0], lines[0][1], lines[0][3]), ("router-1", "grpc", "pid"));
+    let gateway = |index: usize| -> SocketAddr {
+        assert_eq!(lines[index][1], "mqtt", "{printed}");
+        lines[index][2].parse().expect("address")
+    };
+    let mut sub = subscriber(&gateway(1), Version::V5).topic("local/t").qos(1).start();
+    publisher(&gateway(2), Version::V311, "local/t").qos(1).message("hi").run();
+    assert_eq!(sub.expect_messages(1), [Message::new("local/t", "hi", 1, false)]);
+    drop(sub);
+    script("stop", dir.path());
+    let pids: Vec<&str> = lines.iter().map(|l| l[l.len() - 1]).collect();
+    for _ in 0..50 {
+        if pids.iter().all(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists()) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("processes still running after stop: {pids:?}");
+}
