@@ -11,7 +11,7 @@ if [ -z "$command" ] || [ -z "$dir" ]; then
   echo "usage: $0 start|stop DIR" >&2
   exit 2
 fi
-herald=${HERALD_BIN:-}
+herald=${LOCAL_CLUSTER_BIN:-}
 if [ -z "$herald" ]; then
   cd "$(dirname "$0")/.."
   cargo build --release --quiet

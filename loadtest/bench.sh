@@ -11,22 +11,24 @@
 #
 # Sizes (environment, defaults in brackets):
 #   CONN_CONNECTIONS [10000]  CONN_RATE [20000]
-#   FANOUT_SUBSCRIBERS [1000] FANOUT_RATE [100]      (messages/s, 1 publisher)
+#   FANOUT_SUBSCRIBERS [1000] FANOUT_QOS0_RATE [1000] FANOUT_QOS1_RATE [300]
+#                             (messages/s of the one publisher: 1M and 300k
+#                             deliveries/s, the "must" lines of issue 7)
 #   FANIN_PUBLISHERS [1000]   FANIN_RATE [10000]
 #   P2P_PAIRS [1000]          P2P_RATE [10000]
 #   STORM_CONNECTIONS [5000]
 #   PERSIST_SUBSCRIBERS [10]  PERSIST_MESSAGES [10000]
-#   BENCH_DURATION [10] s     BENCH_PAYLOAD [64] B    BENCH_THREADS [1] generator threads
+#   BENCH_DURATION [10] s     BENCH_PAYLOAD [64] B    BENCH_THREADS [2] generator threads
 #   BENCH_SOURCES [127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5]
-#   HERALD_BIN: a herald binary to use instead of building one
+#   BENCH_HERALD_BIN: a herald binary to use instead of building one
 #   MOSQUITTO: the mosquitto binary [/usr/sbin/mosquitto]
 #
 # Broker settings: both brokers run with their defaults except that
 # Mosquitto gets `set_tcp_nodelay true` (Herald always sets TCP_NODELAY), and
-# for `persist` both brokers' per-session offline queue is raised to
-# PERSIST_MESSAGES (Herald: limits.max_offline_messages; Mosquitto:
-# max_queued_messages), so that the scenario measures queueing rather than
-# the default cap of 1000.
+# for `persist` both brokers' per-session queues are raised to
+# PERSIST_MESSAGES, so that the scenario measures queueing rather than the
+# default caps of 1000: Mosquitto's max_queued_messages (offline and behind
+# the in-flight window alike), Herald's limits.max_offline_messages.
 
 set -euo pipefail
 
@@ -37,7 +39,8 @@ host=127.0.0.1
 conn_connections=${CONN_CONNECTIONS:-10000}
 conn_rate=${CONN_RATE:-20000}
 fanout_subscribers=${FANOUT_SUBSCRIBERS:-1000}
-fanout_rate=${FANOUT_RATE:-100}
+fanout_qos0_rate=${FANOUT_QOS0_RATE:-1000}
+fanout_qos1_rate=${FANOUT_QOS1_RATE:-300}
 fanin_publishers=${FANIN_PUBLISHERS:-1000}
 fanin_rate=${FANIN_RATE:-10000}
 p2p_pairs=${P2P_PAIRS:-1000}
@@ -47,7 +50,7 @@ persist_subscribers=${PERSIST_SUBSCRIBERS:-10}
 persist_messages=${PERSIST_MESSAGES:-10000}
 duration=${BENCH_DURATION:-10}
 payload=${BENCH_PAYLOAD:-64}
-threads=${BENCH_THREADS:-1}
+threads=${BENCH_THREADS:-2}
 sources=${BENCH_SOURCES:-127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5}
 
 die() {
@@ -90,8 +93,8 @@ if ((${#need_packages[@]})); then
 fi
 [[ -x $mosquitto ]] || die "no mosquitto binary at $mosquitto"
 
-if [[ -n ${HERALD_BIN:-} ]]; then
-    herald=$HERALD_BIN
+if [[ -n ${BENCH_HERALD_BIN:-} ]]; then
+    herald=$BENCH_HERALD_BIN
 else
     log "building herald (release)"
     (cd "$root" && cargo build --release -p herald >&2)
@@ -188,8 +191,8 @@ flow=(--payload "$payload" --duration "$duration" --drain 5)
 names=(conn fanout-qos0 fanout-qos1 fanin-qos1 p2p-qos1 storm persist)
 declare -A titles=(
     [conn]="conn $conn_connections"
-    [fanout-qos0]="fanout 1→$fanout_subscribers QoS 0, $fanout_rate msg/s"
-    [fanout-qos1]="fanout 1→$fanout_subscribers QoS 1, $fanout_rate msg/s"
+    [fanout-qos0]="fanout 1→$fanout_subscribers QoS 0, $fanout_qos0_rate msg/s"
+    [fanout-qos1]="fanout 1→$fanout_subscribers QoS 1, $fanout_qos1_rate msg/s"
     [fanin-qos1]="fanin $fanin_publishers→1 QoS 1, $fanin_rate msg/s"
     [p2p-qos1]="p2p $p2p_pairs pairs QoS 1, $p2p_rate msg/s"
     [storm]="storm $storm_connections persistent"
@@ -199,8 +202,8 @@ declare -A titles=(
 arguments() {
     case $1 in
     conn) echo conn --connections "$conn_connections" --rate "$conn_rate" --hold 2 ;;
-    fanout-qos0) echo fanout --connections "$fanout_subscribers" --qos 0 --rate "$fanout_rate" "${flow[@]}" ;;
-    fanout-qos1) echo fanout --connections "$fanout_subscribers" --qos 1 --rate "$fanout_rate" "${flow[@]}" ;;
+    fanout-qos0) echo fanout --connections "$fanout_subscribers" --qos 0 --rate "$fanout_qos0_rate" "${flow[@]}" ;;
+    fanout-qos1) echo fanout --connections "$fanout_subscribers" --qos 1 --rate "$fanout_qos1_rate" "${flow[@]}" ;;
     fanin-qos1) echo fanin --connections "$fanin_publishers" --qos 1 --rate "$fanin_rate" "${flow[@]}" ;;
     p2p-qos1) echo p2p --connections "$p2p_pairs" --qos 1 --rate "$p2p_rate" "${flow[@]}" ;;
     storm) echo storm --connections "$storm_connections" --persistent --hold 1 ;;
@@ -251,16 +254,16 @@ figures() {
     fi
     case $name in
     conn)
-        jq -r '.results | "\(.connected) connected, \(.connects_per_second | floor) connects/s, handshake p50/p99 \(.handshake_us.p50)/\(.handshake_us.p99) µs, \(.server_bytes_per_connection // 0 | floor) B/connection, \(.server_while_connecting.cpu_us_per_unit // 0 | floor) server µs CPU/connect"' "$file"
+        jq -r '.results | "\(.connected) connected, \(.connects_per_second | floor) connects/s, handshake p50/p99 \(.handshake_us.p50)/\(.handshake_us.p99) µs, \(.server_bytes_per_connection // 0 | floor) B/connection, \(.server_while_connecting.cpu_us_per_connection // 0 | floor) server µs CPU/connect"' "$file"
         ;;
     fanout-* | fanin-* | p2p-*)
-        jq -r '.results | "\(.deliveries_per_second | floor) deliveries/s (\(.deliveries_received)/\(.deliveries_expected)), losses \(.losses), dups \(.duplicates)+\(.dup_redeliveries) DUP; latency p50/p99/p99.9/max \(.latency_us.p50 // "-")/\(.latency_us.p99 // "-")/\(.latency_us.p999 // "-")/\(.latency_us.max // "-") µs" + (if .ack_latency_us then "; ack p50/p99 \(.ack_latency_us.p50)/\(.ack_latency_us.p99) µs" else "" end) + "; server \(.server.cpu_us_per_unit // 0 | . * 100 | floor / 100) µs CPU/delivery, RSS \(.server.rss_after // 0 | ./1048576 | floor) MiB; generator CPU \(.generator_cpu_seconds) s"' "$file"
+        jq -r '.results | "\(.deliveries_per_second | floor) deliveries/s (\(.deliveries_received)/\(.deliveries_expected)), losses \(.losses), dups \(.duplicates)+\(.dup_redeliveries) DUP; latency p50/p99/p99.9/max \(.latency_us.p50 // "-")/\(.latency_us.p99 // "-")/\(.latency_us.p999 // "-")/\(.latency_us.max // "-") µs" + (if .ack_latency_us then "; ack p50/p99 \(.ack_latency_us.p50)/\(.ack_latency_us.p99) µs" else "" end) + "; server \(.server.cpu_us_per_delivery // 0 | . * 100 | floor / 100) µs CPU/delivery, RSS \(.server.rss_after // 0 | ./1048576 | floor) MiB; generator CPU \(.generator_cpu_seconds // 0 | . * 100 | round / 100) s"' "$file"
         ;;
     storm)
-        jq -r '.results | "\(.back) back in \(.last_back_seconds * 1000 | floor) ms (\(.reconnects_per_second | floor)/s), \(.failures) failed, \(.retries) retries, \(.sessions_present) sessions present; reconnect p50/p99 \(.reconnect_us.p50 // "-")/\(.reconnect_us.p99 // "-") µs; server \(.server.cpu_us_per_unit // 0 | floor) µs CPU/reconnect"' "$file"
+        jq -r '.results | "\(.back) back in \(.last_back_seconds * 1000 | floor) ms (\(.reconnects_per_second | floor)/s), \(.failures) failed, \(.retries) retries, \(.sessions_present) sessions present; reconnect p50/p99 \(.reconnect_us.p50 // "-")/\(.reconnect_us.p99 // "-") µs; server \(.server.cpu_us_per_reconnect // 0 | floor) µs CPU/reconnect"' "$file"
         ;;
     persist)
-        jq -r '.results | "\(.publish_per_second | floor) publishes/s, ack p50/p99 \(.ack_latency_us.p50)/\(.ack_latency_us.p99) µs; back online \(.deliveries_received)/\(.deliveries_expected) in \(.delivery_seconds * 1000 | floor) ms, losses \(.losses), dups \(.duplicates)+\(.dup_redeliveries) DUP, in order: \(.in_order)"' "$file"
+        jq -r '.results | "\(.publish_per_second | floor) publishes/s, ack p50/p99 \(.ack_latency_us.p50)/\(.ack_latency_us.p99) µs; back online \(.deliveries_received)/\(.deliveries_expected) in \(.delivery_seconds * 1000 | floor) ms, losses \(.losses), dups \(.duplicates)+\(.dup_redeliveries) DUP, in order: \(.in_order); server \(.server_publish.cpu_us_per_publish // 0 | floor) µs CPU/publish"' "$file"
         ;;
     esac
 }
@@ -275,15 +278,17 @@ ratio() {
     local filter
     case $name in
     conn) filter='[["connects/s", .results.connects_per_second], ["B/connection", .results.server_bytes_per_connection]]' ;;
-    fanout-* | fanin-* | p2p-*) filter='[["deliveries/s", .results.deliveries_per_second], ["p99", .results.latency_us.p99], ["CPU/delivery", .results.server.cpu_us_per_unit]]' ;;
+    fanout-* | fanin-* | p2p-*) filter='[["deliveries/s", .results.deliveries_per_second], ["p99", .results.latency_us.p99], ["CPU/delivery", .results.server.cpu_us_per_delivery]]' ;;
     storm) filter='[["time to all back", .results.last_back_seconds]]' ;;
     persist) filter='[["publishes/s", .results.publish_per_second], ["ack p99", .results.ack_latency_us.p99]]' ;;
     esac
     jq -rn --slurpfile h "$herald_file" --slurpfile m "$mosquitto_file" "
+        def significant: if . == 0 then 0 else (log10 | floor) as \$e | pow(10; 1 - \$e) as \$m
+            | (. * \$m | round) / \$m end;
         [(\$h[0] | $filter), (\$m[0] | $filter)] | transpose
-        | map(.[0][0] as \$label | .[0][1] as \$a | .[1][1] as \$b
-              | if (\$a == null or \$b == null or \$b == 0) then \"\(\$label) —\"
-                else \"\(\$label) ×\(\$a / \$b * 100 | round / 100)\" end)
+        | map(.[0][0] as \$name | .[0][1] as \$a | .[1][1] as \$b
+              | if (\$a == null or \$b == null or \$b == 0) then \"\(\$name) —\"
+                else \"\(\$name) ×\(\$a / \$b | significant)\" end)
         | join(\", \")"
 }
 
@@ -293,7 +298,7 @@ ratio() {
     echo "- started $started; $(nproc) CPUs ($(lscpu | sed -n 's/^Model name: *//p' | head -1)), $(free -g | awk '/^Mem:/ {print $2}') GiB, Linux $(uname -r)"
     echo "- herald $(git -C "$root" describe --always --dirty 2>/dev/null || echo unknown) (release); $( ("$mosquitto" -h 2>&1 || true) | head -1)"
     echo "- generator: $threads thread(s), payload $payload B, ${duration} s per flow scenario, sources $sources; broker and generator share the machine"
-    echo "- brokers at their defaults, except Mosquitto's set_tcp_nodelay true; for persist both offline queues raised to $persist_messages"
+    echo "- brokers at their defaults, except Mosquitto's set_tcp_nodelay true; for persist the per-session queues of both raised to $persist_messages"
     echo
     echo "| scenario | broker | key figures | Herald/Mosquitto |"
     echo "|---|---|---|---|"

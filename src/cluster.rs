@@ -5,9 +5,9 @@
 use crate::config::StandaloneConfig;
 use herald_core::{NodeId, SystemClock};
 use herald_gateway::auth::ConfigAuthenticator;
-use herald_gateway::{Gateway, GatewayConfig, SessionLimits};
+use herald_gateway::{Gateway, GatewayConfig};
+use herald_router::Router;
 use herald_router::grpc::SeamService;
-use herald_router::{Router, RouterConfig};
 use herald_store::DataDir;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,6 +17,14 @@ use tracing::{info, warn};
 
 /// Items each seam queue holds per gateway.
 const SEAM_CAPACITY: usize = 8192;
+
+/// Returns the session and router limits from `HERALD_LIMITS_*` variables
+/// (the same keys as `[limits]` in the standalone configuration), validated.
+fn limits_from_environment() -> anyhow::Result<crate::config::Limits> {
+    let env: Vec<(String, String)> =
+        std::env::vars().filter(|(name, _)| name.starts_with("HERALD_LIMITS_")).collect();
+    Ok(StandaloneConfig::load(None, &env)?.limits)
+}
 
 /// Settings of `herald router`.
 pub(crate) struct RouterSettings {
@@ -33,12 +41,8 @@ pub(crate) async fn run_router(
     let data = DataDir::open(&settings.data)?;
     let generation = data.next_generation()?;
     let cluster_id = data.cluster_id()?;
-    let limits = StandaloneConfig::default().limits;
-    let config = RouterConfig {
-        max_queued_messages: limits.max_offline_messages,
-        max_session_expiry_seconds: limits.max_session_expiry_secs,
-    };
-    let router = Router::new(config, generation, Arc::new(SystemClock));
+    let limits = limits_from_environment()?;
+    let router = Router::new(limits.router_config(), generation, Arc::new(SystemClock));
     let (stop_timers, timers_stopped) = tokio::sync::oneshot::channel::<()>();
     let timers = router.spawn_timers(async move {
         let _ = timers_stopped.await;
@@ -57,6 +61,7 @@ pub(crate) async fn run_router(
 pub(crate) struct GatewaySettings {
     pub(crate) router: String,
     pub(crate) mqtt: SocketAddr,
+    pub(crate) websocket: Option<SocketAddr>,
     pub(crate) node: NodeId,
     pub(crate) cluster_id: Option<String>,
 }
@@ -75,26 +80,19 @@ pub(crate) async fn run_gateway(
         SEAM_CAPACITY,
     )
     .await?;
-    let limits = StandaloneConfig::default().limits;
-    let limits = SessionLimits {
-        max_packet_size: limits.max_packet_size,
-        receive_maximum: limits.receive_maximum,
-        topic_alias_maximum: limits.topic_alias_maximum,
-        max_inflight_v311: limits.max_inflight_v311,
-        max_queued_messages: limits.max_queued_messages,
-        max_session_expiry_seconds: limits.max_session_expiry_secs,
-        max_keep_alive: limits.max_keep_alive,
-    };
+    let limits = limits_from_environment()?;
     let config = GatewayConfig {
         mqtt: settings.mqtt,
-        limits: Arc::new(limits),
+        websocket: settings.websocket,
+        limits: Arc::new(limits.session_limits()),
         drain_timeout: Duration::from_secs(5),
         ..GatewayConfig::default()
     };
     let authenticator = Arc::new(ConfigAuthenticator::anonymous());
     let gateway = Gateway::bind(config, link.link, authenticator, Arc::new(SystemClock)).await?;
     let mqtt = gateway.local_addr()?;
-    info!(%mqtt, router = %settings.router, cluster = %link.info.cluster_id, node = %settings.node, "listening");
+    let websocket = gateway.websocket_addr()?.map(tracing::field::display);
+    info!(%mqtt, websocket, router = %settings.router, cluster = %link.info.cluster_id, node = %settings.node, "listening");
     let mut lost = link.lost;
     let mut lost_reason = None;
     let stop = async {

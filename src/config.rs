@@ -14,6 +14,8 @@ pub(crate) const STANDALONE_TEMPLATE: &str = include_str!("../config/standalone.
 pub(crate) struct StandaloneConfig {
     /// MQTT/TCP listen address.
     pub(crate) mqtt: SocketAddr,
+    /// MQTT-over-WebSocket listen address (path `/mqtt`); none by default.
+    pub(crate) websocket: Option<SocketAddr>,
     /// Data directory.
     pub(crate) data: PathBuf,
     /// Seconds a socket may take to send CONNECT.
@@ -46,12 +48,27 @@ pub(crate) struct Limits {
     pub(crate) max_session_expiry_secs: u32,
     /// Keep-alive imposed at most, seconds (0: none).
     pub(crate) max_keep_alive: u16,
+    /// Outbound topic aliases per connection at most (0: none).
+    pub(crate) max_outbound_aliases: u16,
+    /// Response Information prefix for v5 clients that request it.
+    pub(crate) response_information: Option<String>,
+    /// Highest QoS clients may publish with (0, 1 or 2).
+    pub(crate) maximum_qos: u8,
+    /// Whether clients may publish retained messages.
+    pub(crate) retain_available: bool,
+    /// Whether subscriptions may use wildcards.
+    pub(crate) wildcard_subscriptions: bool,
+    /// Whether subscriptions may carry identifiers.
+    pub(crate) subscription_identifiers: bool,
+    /// Server Reference sent with DISCONNECT 0x9C at shutdown.
+    pub(crate) server_reference: Option<String>,
 }
 
 impl Default for StandaloneConfig {
     fn default() -> Self {
         StandaloneConfig {
             mqtt: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            websocket: None,
             data: PathBuf::from("./herald-data"),
             connect_timeout_secs: 10,
             max_connections: 100_000,
@@ -72,6 +89,43 @@ impl Default for Limits {
             max_offline_messages: 1000,
             max_session_expiry_secs: 7 * 24 * 3600,
             max_keep_alive: 0,
+            max_outbound_aliases: 32,
+            response_information: None,
+            maximum_qos: 2,
+            retain_available: true,
+            wildcard_subscriptions: true,
+            subscription_identifiers: true,
+            server_reference: None,
+        }
+    }
+}
+
+impl Limits {
+    /// Returns the gateway's per-session limits.
+    pub(crate) fn session_limits(&self) -> herald_gateway::SessionLimits {
+        herald_gateway::SessionLimits {
+            max_packet_size: self.max_packet_size,
+            receive_maximum: self.receive_maximum,
+            topic_alias_maximum: self.topic_alias_maximum,
+            max_inflight_v311: self.max_inflight_v311,
+            max_queued_messages: self.max_queued_messages,
+            max_session_expiry_seconds: self.max_session_expiry_secs,
+            max_keep_alive: self.max_keep_alive,
+            max_outbound_aliases: self.max_outbound_aliases,
+            response_information: self.response_information.clone(),
+            maximum_qos: herald_core::QoS::from_u8(self.maximum_qos).unwrap_or(herald_core::QoS::ExactlyOnce),
+            retain_available: self.retain_available,
+            wildcard_subscriptions: self.wildcard_subscriptions,
+            subscription_identifiers: self.subscription_identifiers,
+            server_reference: self.server_reference.clone(),
+        }
+    }
+
+    /// Returns the router's limits.
+    pub(crate) fn router_config(&self) -> herald_router::RouterConfig {
+        herald_router::RouterConfig {
+            max_queued_messages: self.max_offline_messages,
+            max_session_expiry_seconds: self.max_session_expiry_secs,
         }
     }
 }
@@ -104,6 +158,7 @@ impl StandaloneConfig {
             "limits.max_packet_size: at most 268435460 (the protocol's limit)"
         );
         anyhow::ensure!(l.receive_maximum > 0, "limits.receive_maximum: must be at least 1");
+        anyhow::ensure!(l.maximum_qos <= 2, "limits.maximum_qos: must be 0, 1 or 2");
         anyhow::ensure!(l.max_inflight_v311 > 0, "limits.max_inflight_v311: must be at least 1");
         anyhow::ensure!(l.max_queued_messages > 0, "limits.max_queued_messages: must be at least 1");
         anyhow::ensure!(self.connect_timeout_secs > 0, "connect_timeout_secs: must be at least 1");
@@ -185,5 +240,16 @@ mod tests {
         assert_eq!(config.mqtt, "127.0.0.9:1999".parse().expect("addr"));
         assert_eq!(config.limits.receive_maximum, 7);
         assert_eq!(config.data, PathBuf::from("/tmp/x y"));
+    }
+
+    #[test]
+    fn the_websocket_listener_is_off_unless_configured() {
+        assert_eq!(StandaloneConfig::load(None, &[]).expect("valid").websocket, None);
+        let env = vec![("HERALD_WEBSOCKET".to_string(), "127.0.0.1:8083".to_string())];
+        let config = StandaloneConfig::load(None, &env).expect("valid");
+        assert_eq!(config.websocket, Some("127.0.0.1:8083".parse().expect("addr")));
+        let table: toml::Table = toml::from_str("websocket = \"127.0.0.1:9001\"").expect("TOML");
+        let config: StandaloneConfig = toml::Value::Table(table).try_into().expect("valid");
+        assert_eq!(config.websocket, Some("127.0.0.1:9001".parse().expect("addr")));
     }
 }

@@ -65,6 +65,9 @@ struct GatewayArgs {
     /// MQTT/TCP listen address.
     #[arg(long, env = "HERALD_MQTT", default_value = "127.0.0.1:1883")]
     mqtt: SocketAddr,
+    /// MQTT-over-WebSocket listen address (path `/mqtt`); none unless set.
+    #[arg(long, env = "HERALD_WEBSOCKET")]
+    websocket: Option<SocketAddr>,
     /// This gateway's node id, unique among the cluster's gateways.
     #[arg(long, env = "HERALD_NODE_ID")]
     node_id: u64,
@@ -81,6 +84,9 @@ struct StandaloneArgs {
     /// MQTT/TCP listen address [default: 127.0.0.1:1883; env HERALD_MQTT].
     #[arg(long)]
     mqtt: Option<SocketAddr>,
+    /// MQTT-over-WebSocket listen address, path `/mqtt` [default: none; env HERALD_WEBSOCKET].
+    #[arg(long)]
+    websocket: Option<SocketAddr>,
     /// Data directory [default: ./herald-data; env HERALD_DATA].
     #[arg(long)]
     data: Option<PathBuf>,
@@ -108,6 +114,7 @@ fn main() -> ExitCode {
             let settings = cluster::GatewaySettings {
                 router: args.router,
                 mqtt: args.mqtt,
+                websocket: args.websocket,
                 node: herald_core::NodeId(args.node_id),
                 cluster_id: args.cluster_id,
             };
@@ -134,6 +141,9 @@ fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     let mut config = StandaloneConfig::load(args.config.as_deref(), &env)?;
     if let Some(mqtt) = args.mqtt {
         config.mqtt = mqtt;
+    }
+    if args.websocket.is_some() {
+        config.websocket = args.websocket;
     }
     if let Some(data) = args.data {
         config.data = data;

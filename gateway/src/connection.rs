@@ -7,64 +7,64 @@
 //!  ConnHandle flags (revoked, keep-alive, shutdown) ──▶ close with a reason
 //! ```
 //!
+//! The socket is a [`Transport`]: TCP or WebSocket, driven by this same
+//! code (the task is generic over it, so each keeps its own size).
+//!
 //! Memory: an idle connection holds no read buffer, no write buffer and no
 //! queue; the shared handle allocates its inbox on first use and frees it
 //! when drained. Keep-alive is checked by one sweeper for all connections.
 //!
-//! Hot path: the read → decode → session loop and `flush`.
+//! Hot path: the read → decode → session loop and `carry_out`.
 
 use crate::Shared;
 use crate::handshake::{self, Accepted};
 use crate::registry::{ConnHandle, GatewayCounters, Inbound, REQUEST_SEQ_BITS, RouteChanges, message_id};
 use crate::session::{Action, Close, Session};
+use crate::transport::{READ_CHUNK, Received, Transport};
 use bytes::BytesMut;
-use herald_core::{ReasonCode, SessionKey};
+use herald_core::{ReasonCode, SessionKey, UnixMillis};
 use herald_mqtt::{Codec, ConnAck, DecodeError, Packet, Properties, ProtocolVersion};
 use herald_proto::seam::{Claim, ClaimGrant, Downlink, Uplink};
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::Poll;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tracing::debug;
 
-/// Read granularity; the buffer exists only while bytes are being parsed.
-const READ_CHUNK: usize = 4096;
 /// Read granularity before CONNECT: most CONNECT packets are far smaller.
 const CONNECT_CHUNK: usize = 512;
 
-/// Serves one accepted socket until it closes.
+/// Serves one accepted socket (TCP, or WebSocket after its upgrade) until
+/// it closes.
 ///
 /// The task's own future stays small: each phase runs in a boxed future
 /// that exists only while the phase does, so an idle connection pays for
 /// the idle loop's state and nothing else.
-pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>) {
-    let Some(opened) = Box::pin(open(stream, &shared)).await else { return };
+pub(crate) async fn serve<T: Transport>(transport: T, shared: Arc<Shared>) {
+    let Some(opened) = Box::pin(open(transport, &shared)).await else { return };
     let Some((mut connection, mut session, actions)) = Box::pin(start(opened, shared)).await else { return };
     let close = connection.run(&mut session, actions).await;
     Box::pin(connection.finish(&mut session, close)).await;
 }
 
 /// A socket whose CONNECT has arrived.
-struct Opened {
-    stream: TcpStream,
+struct Opened<T> {
+    transport: T,
     codec: Codec,
     buffer: Option<BytesMut>,
     connect: Box<herald_mqtt::Connect>,
 }
 
 /// Waits for the CONNECT, within the connect timeout.
-async fn open(mut stream: TcpStream, shared: &Shared) -> Option<Opened> {
-    let _ = stream.set_nodelay(true);
+async fn open<T: Transport>(mut transport: T, shared: &Shared) -> Option<Opened<T>> {
     let mut codec = Codec::new(ProtocolVersion::V311, shared.config.limits.max_packet_size);
     let mut buffer: Option<BytesMut> = None;
-    let read = read_connect(&mut stream, &mut codec, &mut buffer);
+    let read = read_connect(&mut transport, &mut codec, &mut buffer);
     match tokio::time::timeout(shared.config.connect_timeout, read).await {
-        Ok(Ok(connect)) => Some(Opened { stream, codec, buffer, connect }),
+        Ok(Ok(connect)) => Some(Opened { transport, codec, buffer, connect }),
         Ok(Err(refusal)) => {
             if let Some(packet) = refusal {
-                let _ = write_packets(&mut stream, &codec, &[packet]).await;
+                let _ = write_packets(&mut transport, &codec, &[packet]).await;
             }
             None
         }
@@ -77,8 +77,8 @@ async fn open(mut stream: TcpStream, shared: &Shared) -> Option<Opened> {
 
 /// Reads until the first packet. Returns the CONNECT, or the packet to send
 /// before closing (if any).
-async fn read_connect(
-    stream: &mut TcpStream,
+async fn read_connect<T: Transport>(
+    transport: &mut T,
     codec: &mut Codec,
     buffer: &mut Option<BytesMut>,
 ) -> Result<Box<herald_mqtt::Connect>, Option<Packet>> {
@@ -92,17 +92,10 @@ async fn read_connect(
                 Err(error) => return Err(connect_refusal(&error)),
             }
         }
-        stream.readable().await.map_err(|_| None)?;
-        // Scratch space on the stack, not held across the await above; the
-        // buffer grows to what actually arrived.
-        let mut scratch = [0u8; CONNECT_CHUNK];
-        match stream.try_read(&mut scratch) {
-            Ok(0) => return Err(None),
-            Ok(n) => {
-                buffer.get_or_insert_with(|| BytesMut::with_capacity(n)).extend_from_slice(&scratch[..n])
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(_) => return Err(None),
+        std::future::poll_fn(|cx| transport.poll_readable(cx)).await.map_err(|_| None)?;
+        match transport.read_available(buffer, CONNECT_CHUNK) {
+            Received::Bytes | Received::Nothing => {}
+            Received::Closed | Received::TooLarge | Received::Failed => return Err(None),
         }
     }
 }
@@ -125,8 +118,11 @@ fn connect_refusal(error: &DecodeError) -> Option<Packet> {
 /// subscriptions and messages).
 /// The session is boxed: its state is the bulk of an idle connection, and
 /// a box of its exact size beats a task cell rounded up to 128 bytes.
-async fn start(opened: Opened, shared: Arc<Shared>) -> Option<(Connection, Box<Session>, Vec<Action>)> {
-    let Opened { mut stream, codec, buffer, connect } = opened;
+async fn start<T: Transport>(
+    opened: Opened<T>,
+    shared: Arc<Shared>,
+) -> Option<(Connection<T>, Box<Session>, Vec<Action>)> {
+    let Opened { mut transport, codec, buffer, connect } = opened;
     let now = shared.clock.now();
     let will_id = message_id(shared.node, now.0, &shared.message_sequence);
     let assign = || format!("herald-{:016x}", shared.message_sequence.fetch_add(1, Ordering::Relaxed));
@@ -140,7 +136,7 @@ async fn start(opened: Opened, shared: Arc<Shared>) -> Option<(Connection, Box<S
     ) {
         Ok(accepted) => accepted,
         Err(connack) => {
-            let _ = write_packets(&mut stream, &codec, &[connack]).await;
+            let _ = write_packets(&mut transport, &codec, &[connack]).await;
             return None;
         }
     };
@@ -157,7 +153,7 @@ async fn start(opened: Opened, shared: Arc<Shared>) -> Option<(Connection, Box<S
                 reason_code: ReasonCode::ServerUnavailable,
                 properties: Properties::default(),
             };
-            let _ = write_packets(&mut stream, &codec, &[Packet::ConnAck(refusal)]).await;
+            let _ = write_packets(&mut transport, &codec, &[Packet::ConnAck(refusal)]).await;
             shared.connections.remove(&handle);
             GatewayCounters::add(&shared.counters.connections_closed, 1);
             return None;
@@ -170,7 +166,7 @@ async fn start(opened: Opened, shared: Arc<Shared>) -> Option<(Connection, Box<S
     // Bytes pipelined after CONNECT stay; an empty buffer is freed so an
     // idle connection holds none.
     let buffer = buffer.filter(|b| !b.is_empty());
-    let connection = Connection { stream, codec, buffer, handle, shared };
+    let connection = Connection { transport, codec, buffer, handle, shared };
     let mut actions = vec![Action::Send(Session::connack(&accepted, grant.session_present))];
     session.resume(grant.subscriptions, grant.queued, now, &mut actions);
     Some((connection, session, actions))
@@ -203,7 +199,7 @@ async fn claim(shared: &Shared, handle: &ConnHandle, accepted: &Accepted) -> Opt
 
 /// Why an idle connection woke up.
 enum Wake {
-    /// The socket has bytes (or EOF).
+    /// The socket has bytes (or end of stream).
     Readable,
     /// Another task handed over deliveries, replies or flags.
     News,
@@ -211,17 +207,24 @@ enum Wake {
     Failed,
 }
 
-struct Connection {
-    stream: TcpStream,
+/// A running connection: its transport, codec and the bytes of a packet
+/// still arriving.
+struct Connection<T> {
+    transport: T,
     codec: Codec,
     buffer: Option<BytesMut>,
     handle: Arc<ConnHandle>,
     shared: Arc<Shared>,
 }
 
-impl Connection {
+impl<T: Transport> Connection<T> {
     /// Runs the session until it closes; returns why.
     async fn run(&mut self, session: &mut Session, mut actions: Vec<Action>) -> Close {
+        // Packets that arrived with the CONNECT are decoded now: the socket
+        // may have nothing more to say.
+        if let Err(close) = self.decode(session, self.shared.clock.now(), &mut actions) {
+            actions.push(Action::Close(close));
+        }
         loop {
             if !actions.is_empty() {
                 if let Some(close) = Box::pin(self.carry_out(session, &mut actions)).await {
@@ -236,12 +239,12 @@ impl Connection {
             // One small poll function instead of `select!` over `readable()`
             // and a notification future: the idle connection's future holds
             // two references, not two waiter nodes.
-            let (stream, handle) = (&self.stream, &self.handle);
+            let (transport, handle) = (&mut self.transport, &self.handle);
             let wake = std::future::poll_fn(|cx| {
                 if handle.poll_news(cx) {
                     return Poll::Ready(Wake::News);
                 }
-                match stream.poll_read_ready(cx) {
+                match transport.poll_readable(cx) {
                     Poll::Ready(Ok(())) => Poll::Ready(Wake::Readable),
                     Poll::Ready(Err(_)) => Poll::Ready(Wake::Failed),
                     Poll::Pending => Poll::Pending,
@@ -298,21 +301,26 @@ impl Connection {
     /// Reads what the socket has and feeds every complete packet to the
     /// session.
     fn read(&mut self, session: &mut Session, actions: &mut Vec<Action>) -> Result<(), Close> {
-        // Read into scratch space on the stack first: a wake-up with nothing
-        // to read (readiness is reported once more after every read) then
-        // allocates nothing, and the buffer that packets are sliced from is
-        // sized to what arrived.
-        let mut scratch = [0u8; READ_CHUNK];
-        let n = match self.stream.try_read(&mut scratch) {
-            Ok(0) => return Err(abrupt()),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-            Err(_) => return Err(abrupt()),
-        };
-        let buf = self.buffer.get_or_insert_with(|| BytesMut::with_capacity(n));
-        buf.extend_from_slice(&scratch[..n]);
+        match self.transport.read_available(&mut self.buffer, READ_CHUNK) {
+            Received::Bytes => {}
+            Received::Nothing => return Ok(()),
+            Received::Closed | Received::Failed => return Err(abrupt()),
+            Received::TooLarge => return Err(too_large()),
+        }
         let now = self.shared.clock.now();
         self.handle.touch(now.0);
+        self.decode(session, now, actions)
+    }
+
+    /// Feeds every complete packet in the buffer to the session, up to the
+    /// first close; frees the buffer when nothing is left in it.
+    fn decode(
+        &mut self,
+        session: &mut Session,
+        now: UnixMillis,
+        actions: &mut Vec<Action>,
+    ) -> Result<(), Close> {
+        let Some(buf) = self.buffer.as_mut() else { return Ok(()) };
         let shared = &self.shared;
         let mut new_id = || message_id(shared.node, now.0, &shared.message_sequence);
         loop {
@@ -376,7 +384,7 @@ impl Connection {
             }
         }
         actions.clear();
-        if !packets.is_empty() && write_packets(&mut self.stream, &self.codec, &packets).await.is_err() {
+        if !packets.is_empty() && write_packets(&mut self.transport, &self.codec, &packets).await.is_err() {
             return Some(close.unwrap_or_else(abrupt));
         }
         close
@@ -386,9 +394,9 @@ impl Connection {
     /// the router and removes its local subscriptions.
     async fn finish(mut self, session: &mut Session, close: Close) {
         if let Some(packet) = session.disconnect_packet(&close) {
-            let _ = write_packets(&mut self.stream, &self.codec, &[packet]).await;
+            let _ = write_packets(&mut self.transport, &self.codec, &[packet]).await;
         }
-        let _ = self.stream.shutdown().await;
+        self.transport.close().await;
         let key = session.key().clone();
         let id = self.handle.id;
         let filters: Vec<_> = session.subscriptions().iter().map(|(f, _)| f.clone()).collect();
@@ -417,6 +425,13 @@ fn abrupt() -> Close {
     Close { reason: ReasonCode::UnspecifiedError, detail: "", notify: false, publish_will: true }
 }
 
+/// More than the maximum packet size arrived in one piece the transport
+/// reads whole (a WebSocket message): refused like a packet the codec finds
+/// too large.
+fn too_large() -> Close {
+    Close { reason: ReasonCode::PacketTooLarge, detail: "packet too large", notify: true, publish_will: true }
+}
+
 fn unavailable() -> Close {
     Close {
         reason: ReasonCode::ServerUnavailable,
@@ -426,15 +441,15 @@ fn unavailable() -> Close {
     }
 }
 
-/// Encodes `packets` into one buffer and writes it with one call.
-async fn write_packets(stream: &mut TcpStream, codec: &Codec, packets: &[Packet]) -> io::Result<()> {
+/// Encodes `packets` into one buffer and writes it as one batch.
+async fn write_packets<T: Transport>(transport: &mut T, codec: &Codec, packets: &[Packet]) -> io::Result<()> {
     let mut out = BytesMut::new();
     for packet in packets {
         codec
             .encode(packet, &mut out)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
     }
-    stream.write_all(&out).await
+    transport.write_batch(out).await
 }
 
 impl Shared {
@@ -460,8 +475,10 @@ impl Shared {
 mod tests {
     use super::*;
     use crate::auth::ConfigAuthenticator;
+    use crate::websocket::WebSocketTransport;
     use crate::{Gateway, GatewayConfig};
     use herald_core::{NodeId, SystemClock};
+    use tokio::net::TcpStream;
 
     /// The idle connection's state is the task's future: it must stay small
     /// (docs/benchmarks.md, memory per idle connection). Growing it past
@@ -480,5 +497,18 @@ mod tests {
         // tokio rounds a task cell (future + 96 bytes) up to 128: up to 280
         // bytes of future is a 384-byte cell.
         assert!(size <= 280, "the per-connection future grew to {size} bytes");
+    }
+
+    /// The WebSocket instantiation of the same task: a little larger than
+    /// TCP's (the transport keeps a message taken off the socket), with the
+    /// WebSocket stream itself boxed beside it (ADR 0009).
+    #[test]
+    fn a_websocket_connection_future_stays_within_its_budget() {
+        fn future_size<F: Future>(_: &impl FnOnce(WebSocketTransport, Arc<Shared>) -> F) -> usize {
+            std::mem::size_of::<F>()
+        }
+        let size = future_size(&serve::<WebSocketTransport>);
+        eprintln!("websocket serve future: {size} bytes");
+        assert!(size <= 320, "the websocket connection future grew to {size} bytes");
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::auth::{Authenticator, Credentials};
 use crate::session::SessionLimits;
-use herald_core::{ByteString, ClientId, MessageId, ReasonCode, SessionKey, Topic, UnixMillis};
+use herald_core::{ByteString, ClientId, MessageId, QoS, ReasonCode, SessionKey, Topic, UnixMillis};
 use herald_mqtt::{ConnAck, Connect, Packet, Properties, Property, ProtocolVersion};
 use herald_proto::seam::Will;
 use herald_proto::{Message, MessageProperties};
@@ -29,6 +29,8 @@ pub struct Accepted {
     pub client_receive_maximum: u16,
     /// The largest packet the client accepts.
     pub client_max_packet: u32,
+    /// Outbound topic aliases the client accepts, capped by the server's.
+    pub client_topic_alias_maximum: u16,
     /// The will, if any.
     pub will: Option<Box<Will>>,
     /// Properties of the CONNACK (v5).
@@ -99,6 +101,15 @@ pub fn accept(
             connack_properties.push(Property::ServerKeepAlive(keep_alive));
         }
     }
+    if let Some(will) = &connect.will {
+        // [MQTT-3.2.2-12] / [MQTT-3.2.2-15]: a will the server could not publish.
+        if will.qos > limits.maximum_qos {
+            return Err(refuse(ReasonCode::QosNotSupported));
+        }
+        if will.retain && !limits.retain_available {
+            return Err(refuse(ReasonCode::RetainNotSupported));
+        }
+    }
     let will = match &connect.will {
         Some(will) => Some(build_will(will, &key, will_id, now).map_err(refuse)?),
         None => None,
@@ -109,6 +120,27 @@ pub fn accept(
         connack_properties.push(Property::TopicAliasMaximum(limits.topic_alias_maximum));
         // Shared subscriptions arrive with the cluster-aware group design.
         connack_properties.push(Property::SharedSubscriptionAvailable(0));
+        // Capabilities are announced only where they differ from the
+        // defaults the spec gives their absence (§3.2.2.3).
+        if limits.maximum_qos != QoS::ExactlyOnce {
+            connack_properties.push(Property::MaximumQos(limits.maximum_qos.as_u8()));
+        }
+        if !limits.retain_available {
+            connack_properties.push(Property::RetainAvailable(0));
+        }
+        if !limits.wildcard_subscriptions {
+            connack_properties.push(Property::WildcardSubscriptionAvailable(0));
+        }
+        if !limits.subscription_identifiers {
+            connack_properties.push(Property::SubscriptionIdentifierAvailable(0));
+        }
+        // [MQTT-3.1.2-28]: only when requested, and only if configured.
+        if connect.properties.request_response_information() == Some(1)
+            && let Some(prefix) = &limits.response_information
+        {
+            let information = format!("{prefix}{}", key.client);
+            connack_properties.push(Property::ResponseInformation(ByteString::from(information)));
+        }
     }
     Ok(Accepted {
         key,
@@ -123,6 +155,11 @@ pub fn accept(
             limits.max_inflight_v311
         },
         client_max_packet: connect.properties.maximum_packet_size().unwrap_or(u32::MAX),
+        client_topic_alias_maximum: connect
+            .properties
+            .topic_alias_maximum()
+            .unwrap_or(0)
+            .min(limits.max_outbound_aliases),
         will,
         connack_properties,
     })

@@ -238,3 +238,58 @@ fn client_maximum_packet_size_and_problem_information_are_taken_from_connect() {
     assert_eq!(accepted.client_max_packet, 1024);
     assert!(!accepted.problem_information);
 }
+
+#[test]
+fn response_information_is_returned_only_when_requested_and_configured() {
+    let configured = SessionLimits { response_information: Some("reply/".into()), ..limits() };
+    let mut asking = v5("dev-7");
+    asking.properties.push(Property::RequestResponseInformation(1));
+    let info = |connect: &Connect, limits: &SessionLimits| {
+        run_ok(connect, limits).connack_properties.response_information().map(str::to_owned)
+    };
+    assert_eq!(info(&asking, &configured), Some("reply/dev-7".into()));
+    assert_eq!(info(&v5("dev-7"), &configured), None, "not requested");
+    assert_eq!(info(&asking, &limits()), None, "not configured");
+}
+
+#[test]
+fn the_outbound_alias_limit_is_the_lower_of_the_clients_and_the_servers() {
+    let mut connect = v5("dev-8");
+    connect.properties.push(Property::TopicAliasMaximum(100));
+    let server = SessionLimits { max_outbound_aliases: 16, ..limits() };
+    assert_eq!(run_ok(&connect, &server).client_topic_alias_maximum, 16);
+    assert_eq!(run_ok(&v5("dev-9"), &server).client_topic_alias_maximum, 0, "absent means none");
+}
+
+fn run_ok(connect: &Connect, limits: &SessionLimits) -> Accepted {
+    run(connect, limits).expect("accepted")
+}
+
+#[test]
+fn capabilities_are_announced_where_they_differ_and_wills_beyond_them_refused() {
+    let limited = SessionLimits {
+        maximum_qos: QoS::AtLeastOnce,
+        retain_available: false,
+        wildcard_subscriptions: false,
+        subscription_identifiers: false,
+        ..limits()
+    };
+    let properties = run_ok(&v5("cap-1"), &limited).connack_properties;
+    assert_eq!(properties.maximum_qos(), Some(1));
+    assert_eq!(properties.retain_available(), Some(0));
+    assert_eq!(properties.wildcard_subscription_available(), Some(0));
+    assert_eq!(properties.subscription_identifier_available(), Some(0));
+    let defaults = run_ok(&v5("cap-2"), &limits()).connack_properties;
+    assert_eq!((defaults.maximum_qos(), defaults.retain_available()), (None, None), "absent means available");
+
+    let mut qos2_will = v5("cap-3");
+    qos2_will.will = Some(LastWill { qos: QoS::ExactlyOnce, ..will("w/t") });
+    let refusal = |connect: &Connect| match run(connect, &limited) {
+        Err(Packet::ConnAck(ack)) => ack.reason_code,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    assert_eq!(refusal(&qos2_will), ReasonCode::QosNotSupported);
+    let mut retained_will = v5("cap-4");
+    retained_will.will = Some(LastWill { retain: true, ..will("w/t") });
+    assert_eq!(refusal(&retained_will), ReasonCode::RetainNotSupported);
+}

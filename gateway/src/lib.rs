@@ -8,15 +8,18 @@
 //! `herald-proto`.
 //!
 //! ```text
-//!  TCP ─▶ listener ─▶ connection task (codec + Session) ─▶ uplink ─▶ router
+//!  TCP ──────────────▶ listener ─┐
+//!  WebSocket (/mqtt) ─▶ upgrade ─┴▶ connection task (codec + Session) ─▶ uplink ─▶ router
 //!                                 ▲
 //!  router ─▶ downlink ─▶ delivery task ─▶ local index ─▶ ConnHandle inbox
 //! ```
 //!
 //! Must never depend on: `herald-router`, `herald-store`, openraft or sled.
+//! HTTP (axum, hyper) stays at this edge.
 //!
 //! Start here: `session.rs` (the state machine), `handshake.rs`,
-//! `connection.rs` (its shell), `delivery.rs`, `registry.rs`.
+//! `connection.rs` (its shell), `transport.rs` and `websocket.rs` (what it
+//! reads and writes), `delivery.rs`, `registry.rs`.
 
 pub mod auth;
 mod connection;
@@ -25,6 +28,8 @@ pub mod handshake;
 mod registry;
 pub mod router_client;
 pub mod session;
+mod transport;
+mod websocket;
 
 pub use registry::GatewayCounters;
 pub use session::SessionLimits;
@@ -46,9 +51,13 @@ use tracing::{info, warn};
 pub struct GatewayConfig {
     /// The MQTT/TCP listen address.
     pub mqtt: SocketAddr,
+    /// The MQTT-over-WebSocket listen address (path `/mqtt`, subprotocol
+    /// `mqtt`); `None`: no WebSocket listener.
+    pub websocket: Option<SocketAddr>,
     /// Per-session limits.
     pub limits: Arc<SessionLimits>,
-    /// How long a new socket may take to send CONNECT.
+    /// How long a new socket may take to send CONNECT (a WebSocket: its
+    /// upgrade request, then its CONNECT).
     pub connect_timeout: Duration,
     /// How long a session claim may wait for the router.
     pub claim_timeout: Duration,
@@ -66,6 +75,7 @@ impl Default for GatewayConfig {
     fn default() -> Self {
         GatewayConfig {
             mqtt: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            websocket: None,
             limits: Arc::new(SessionLimits::default()),
             connect_timeout: Duration::from_secs(10),
             claim_timeout: Duration::from_secs(10),
@@ -92,22 +102,41 @@ pub(crate) struct Shared {
     counters: GatewayCounters,
 }
 
+impl Shared {
+    /// Returns whether a new socket may be served: the gateway holds fewer
+    /// than `max_connections`. A refusal is counted; the caller closes the
+    /// socket.
+    fn admits_connection(&self) -> bool {
+        if self.connections.len() >= self.config.max_connections {
+            GatewayCounters::add(&self.counters.connections_refused, 1);
+            return false;
+        }
+        true
+    }
+}
+
 /// A bound gateway, ready to run.
 pub struct Gateway {
     listener: TcpListener,
+    websocket: Option<TcpListener>,
     shared: Arc<Shared>,
     downlink: mpsc::Receiver<herald_proto::seam::Downlink>,
 }
 
 impl Gateway {
-    /// Binds the MQTT listener and prepares the gateway on `link`.
+    /// Binds the MQTT listener (and the WebSocket one, if configured) and
+    /// prepares the gateway on `link`.
     pub async fn bind(
         config: GatewayConfig,
         link: GatewayLink,
         authenticator: Arc<dyn Authenticator>,
         clock: Arc<dyn Clock>,
     ) -> std::io::Result<Gateway> {
-        let listener = TcpListener::bind(config.mqtt).await?;
+        let listener = listen(config.mqtt)?;
+        let websocket = match config.websocket {
+            Some(address) => Some(listen(address)?),
+            None => None,
+        };
         let shared = Shared {
             node: link.gateway,
             config,
@@ -121,12 +150,17 @@ impl Gateway {
             message_sequence: AtomicU64::new(1),
             counters: GatewayCounters::default(),
         };
-        Ok(Gateway { listener, shared: Arc::new(shared), downlink: link.downlink })
+        Ok(Gateway { listener, websocket, shared: Arc::new(shared), downlink: link.downlink })
     }
 
     /// Returns the address the MQTT listener is bound to.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// Returns the address the WebSocket listener is bound to, if there is one.
+    pub fn websocket_addr(&self) -> std::io::Result<Option<SocketAddr>> {
+        self.websocket.as_ref().map(TcpListener::local_addr).transpose()
     }
 
     /// Returns a handle to the gateway's counters.
@@ -138,20 +172,21 @@ impl Gateway {
     /// server is shutting down (v5: DISCONNECT 0x8B) and waits for them to
     /// release their sessions, up to the drain timeout.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let Gateway { listener, shared, downlink } = self;
+        let Gateway { listener, websocket, shared, downlink } = self;
         let delivery = tokio::spawn(delivery::run(shared.clone(), downlink));
         let sweeper = tokio::spawn(sweep_keep_alive(shared.clone()));
+        let websocket = websocket.map(|listener| tokio::spawn(websocket::listen(listener, shared.clone())));
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _peer)) => {
-                        if shared.connections.len() >= shared.config.max_connections {
-                            GatewayCounters::add(&shared.counters.connections_refused, 1);
+                        if !shared.admits_connection() {
                             drop(stream);
                             continue;
                         }
+                        let _ = stream.set_nodelay(true);
                         tokio::spawn(connection::serve(stream, shared.clone()));
                     }
                     Err(error) => {
@@ -164,6 +199,11 @@ impl Gateway {
             }
         }
         drop(listener);
+        if let Some(websocket) = websocket {
+            // Aborting the accept loop drops its listener; upgraded
+            // connections are their own tasks and drain below.
+            websocket.abort();
+        }
         shared.connections.for_each(|handle| handle.shut_down());
         let deadline = tokio::time::Instant::now() + shared.config.drain_timeout;
         while shared.connections.len() > 0 && tokio::time::Instant::now() < deadline {
@@ -173,6 +213,20 @@ impl Gateway {
         sweeper.abort();
         delivery.abort();
     }
+}
+
+/// Sockets the kernel may hold waiting for `accept`. A reconnect storm
+/// arrives all at once; a short backlog turns it into SYN retransmits (one
+/// second each) instead of work. The kernel caps it at `somaxconn`.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listening socket with address reuse and a deep backlog.
+fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket =
+        if address.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// A read-only view of a running gateway's counters.

@@ -12,8 +12,8 @@ use herald_core::{
     ByteString, ClientId, Epoch, MessageId, QoS, ReasonCode, SessionKey, Topic, TopicFilter, UnixMillis,
 };
 use herald_mqtt::{
-    ConnAck, Disconnect, Packet, Property, PubAck, Publish, RetainHandling, SubAck, Subscribe, UnsubAck,
-    Unsubscribe,
+    ConnAck, Disconnect, Packet, Property, PubAck, Publish, RetainHandling, SubAck, Subscribe,
+    SubscriptionOptions, UnsubAck, Unsubscribe,
 };
 use herald_mqtt::{Properties, ProtocolVersion, encoded_len};
 use herald_proto::seam::{
@@ -43,6 +43,24 @@ pub struct SessionLimits {
     pub max_session_expiry_seconds: u32,
     /// Keep-alive the server imposes at most, in seconds (0: no cap).
     pub max_keep_alive: u16,
+    /// Outbound topic aliases per connection at most (the client's own
+    /// Topic Alias Maximum lowers it; 0 turns them off).
+    pub max_outbound_aliases: u16,
+    /// Returned as Response Information (prefix + client id) to a v5 client
+    /// that requests it; `None` sends none, as the spec allows.
+    pub response_information: Option<String>,
+    /// The highest QoS clients may publish with (announced to v5 clients;
+    /// a higher one is a 0x9B DISCONNECT).
+    pub maximum_qos: QoS,
+    /// Whether clients may publish retained messages (0x9A when not).
+    pub retain_available: bool,
+    /// Whether subscriptions may use `+` and `#` (0xA2 in SUBACK when not).
+    pub wildcard_subscriptions: bool,
+    /// Whether subscriptions may carry identifiers (0xA1 DISCONNECT when not).
+    pub subscription_identifiers: bool,
+    /// Where v5 clients are sent when this server shuts down: DISCONNECT
+    /// 0x9C (use another server) with this Server Reference instead of 0x8B.
+    pub server_reference: Option<String>,
 }
 
 impl Default for SessionLimits {
@@ -55,6 +73,13 @@ impl Default for SessionLimits {
             max_queued_messages: 1000,
             max_session_expiry_seconds: 7 * 24 * 3600,
             max_keep_alive: 0,
+            max_outbound_aliases: 32,
+            response_information: None,
+            maximum_qos: QoS::ExactlyOnce,
+            retain_available: true,
+            wildcard_subscriptions: true,
+            subscription_identifiers: true,
+            server_reference: None,
         }
     }
 }
@@ -104,6 +129,26 @@ pub struct LocalSubscription {
     pub retain_as_published: bool,
     /// The v5 subscription identifier.
     pub identifier: Option<u32>,
+}
+
+/// Whether a delivery is subject to the waiting queue's bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bound {
+    /// Live traffic: past `max_queued_messages` the newest is dropped.
+    Bounded,
+    /// A resumed session's queue, bounded by the router already.
+    Unbounded,
+}
+
+/// The outbound topic alias a PUBLISH uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Alias {
+    /// No alias: the topic in full.
+    None,
+    /// The topic has this entry of the table: empty topic plus its alias.
+    Known(usize),
+    /// The topic gets this alias now: topic in full plus the alias.
+    New(u16),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,6 +230,10 @@ pub struct Session {
     awaiting_router: VecDeque<Pending>,
     /// Inbound topic aliases (at most `topic_alias_maximum`, so a short list).
     aliases: Vec<(u16, ByteString)>,
+    /// Outbound topic aliases, least recently used first.
+    outbound_aliases: Vec<(ByteString, u16)>,
+    /// How many outbound aliases this client accepts (0: none).
+    outbound_alias_limit: u16,
     subscriptions: Vec<(TopicFilter, LocalSubscription)>,
     counters: SessionCounters,
 }
@@ -211,6 +260,8 @@ impl Session {
             inbound_qos2: Vec::new(),
             awaiting_router: VecDeque::new(),
             aliases: Vec::new(),
+            outbound_aliases: Vec::new(),
+            outbound_alias_limit: accepted.client_topic_alias_maximum,
             subscriptions: Vec::new(),
             counters: SessionCounters::default(),
         }
@@ -283,7 +334,10 @@ impl Session {
         }
         for q in queued {
             match q.progress {
-                Progress::Unsent => self.deliver(q, now, out),
+                // Already bounded by the router's offline queue, and already
+                // acknowledged to their publishers: the waiting queue's
+                // bound (for live traffic) does not apply to them.
+                Progress::Unsent => self.deliver_with_retain(q, false, Bound::Unbounded, now, out),
                 Progress::Sent(packet_id) => self.resend(q, packet_id, now, out),
                 Progress::Released(packet_id) => {
                     let Some(id) = NonZeroU16::new(packet_id) else { continue };
@@ -299,7 +353,8 @@ impl Session {
     /// then, so it is sent whatever the window holds now.
     fn resend(&mut self, queued: QueuedMessage, packet_id: u16, now: UnixMillis, out: &mut Vec<Action>) {
         if packet_id == 0 || self.inflight.iter().any(|f| f.packet_id == packet_id) {
-            return self.deliver(QueuedMessage { progress: Progress::Unsent, ..queued }, now, out);
+            let fresh = QueuedMessage { progress: Progress::Unsent, ..queued };
+            return self.deliver_with_retain(fresh, false, Bound::Unbounded, now, out);
         }
         self.send_publish(queued, Some(packet_id), false, now, out);
     }
@@ -343,6 +398,18 @@ impl Session {
         new_id: &mut dyn FnMut() -> MessageId,
         out: &mut Vec<Action>,
     ) {
+        if publish.qos > self.limits.maximum_qos {
+            return out.push(Action::Close(Close::error(
+                ReasonCode::QosNotSupported,
+                "[MQTT-3.2.2-11] QoS above the server's maximum",
+            )));
+        }
+        if publish.retain && !self.limits.retain_available {
+            return out.push(Action::Close(Close::error(
+                ReasonCode::RetainNotSupported,
+                "[MQTT-3.2.2-14] retain is not available on this server",
+            )));
+        }
         let packet_id = publish.packet_id;
         if publish.qos == QoS::ExactlyOnce {
             let id = packet_id.expect("the codec requires a packet id for QoS 2");
@@ -561,6 +628,12 @@ impl Session {
 
     fn on_subscribe(&mut self, subscribe: Subscribe, out: &mut Vec<Action>) {
         let identifier = subscribe.properties.subscription_identifiers().next();
+        if identifier.is_some() && !self.limits.subscription_identifiers {
+            return out.push(Action::Close(Close::error(
+                ReasonCode::SubscriptionIdentifiersNotSupported,
+                "subscription identifiers are not available on this server",
+            )));
+        }
         let mut codes = Vec::with_capacity(subscribe.filters.len());
         let mut accepted = Vec::new();
         let mut requests = Vec::new();
@@ -571,12 +644,19 @@ impl Session {
                     codes.push(ReasonCode::SharedSubscriptionsNotSupported);
                     continue;
                 }
+                Ok(filter) if filter.has_wildcards() && !self.limits.wildcard_subscriptions => {
+                    codes.push(ReasonCode::WildcardSubscriptionsNotSupported);
+                    continue;
+                }
                 Ok(filter) => filter,
                 Err(_) => {
                     codes.push(ReasonCode::TopicFilterInvalid);
                     continue;
                 }
             };
+            // A subscription asking for more than the maximum QoS is
+            // granted the maximum (§3.9.3).
+            let options = SubscriptionOptions { qos: options.qos.min(self.limits.maximum_qos), ..options };
             let local = LocalSubscription {
                 qos: options.qos,
                 no_local: options.no_local,
@@ -718,7 +798,7 @@ impl Session {
                         message,
                         progress: Progress::Unsent,
                     };
-                    self.deliver_with_retain(queued, true, now, out);
+                    self.deliver_with_retain(queued, true, Bound::Bounded, now, out);
                 }
             }
             (PendingReply::Unsubscribe { packet_id, codes }, Downlink::Unsubscribed { .. }) => {
@@ -765,13 +845,14 @@ impl Session {
 
     /// Delivers a message that matched one of this session's subscriptions.
     pub fn deliver(&mut self, queued: QueuedMessage, now: UnixMillis, out: &mut Vec<Action>) {
-        self.deliver_with_retain(queued, false, now, out);
+        self.deliver_with_retain(queued, false, Bound::Bounded, now, out);
     }
 
     fn deliver_with_retain(
         &mut self,
         queued: QueuedMessage,
         from_store: bool,
+        bound: Bound,
         now: UnixMillis,
         out: &mut Vec<Action>,
     ) {
@@ -783,7 +864,7 @@ impl Session {
             return self.send_publish(queued, None, from_store, now, out);
         }
         if self.inflight.len() >= self.window() || !self.waiting.is_empty() {
-            if self.waiting.len() >= self.limits.max_queued_messages {
+            if bound == Bound::Bounded && self.waiting.len() >= self.limits.max_queued_messages {
                 self.counters.dropped_queue_full += 1;
                 return;
             }
@@ -830,14 +911,27 @@ impl Session {
     ) {
         let message = &queued.message;
         let retain = from_store || (message.retain && self.retain_as_published(&queued));
+        let alias = self.choose_alias(message.topic.as_byte_string());
+        let mut properties = self.publish_properties(&queued, now);
+        let topic = match alias {
+            Alias::None => message.topic.as_byte_string().clone(),
+            Alias::Known(index) => {
+                properties.push(Property::TopicAlias(self.outbound_aliases[index].1));
+                ByteString::new()
+            }
+            Alias::New(alias) => {
+                properties.push(Property::TopicAlias(alias));
+                message.topic.as_byte_string().clone()
+            }
+        };
         let packet = Packet::Publish(Publish {
             dup: matches!(queued.progress, Progress::Sent(_)) && packet_id.is_some(),
             qos: queued.qos,
             retain,
-            topic: message.topic.as_byte_string().clone(),
+            topic,
             packet_id: packet_id.and_then(NonZeroU16::new),
             payload: message.payload.clone(),
-            properties: self.publish_properties(&queued, now),
+            properties,
         });
         if encoded_len(&packet, self.version) > self.client_max_packet as usize {
             // [MQTT-3.1.2-25]: never send more than the client's maximum
@@ -848,11 +942,46 @@ impl Session {
             }
             return;
         }
+        // The alias takes effect only once the packet carrying it is sent.
+        self.commit_alias(alias, queued.message.topic.as_byte_string());
         if let Some(packet_id) = packet_id {
             let state = if queued.qos == QoS::ExactlyOnce { Awaiting::Received } else { Awaiting::Ack };
             self.inflight.push(Inflight { packet_id, state, queued });
         }
         out.push(Action::Send(packet));
+    }
+
+    /// Picks the outbound topic alias for `topic` (§3.3.2.3.4): the one it
+    /// already has, else a free one, else the least recently used one,
+    /// reassigned. v3.1.1 clients and clients without aliases get none.
+    fn choose_alias(&self, topic: &ByteString) -> Alias {
+        if self.outbound_alias_limit == 0 || !self.v5() {
+            return Alias::None;
+        }
+        if let Some(index) = self.outbound_aliases.iter().position(|(t, _)| t == topic) {
+            return Alias::Known(index);
+        }
+        let used = self.outbound_aliases.len();
+        if used < usize::from(self.outbound_alias_limit) {
+            Alias::New(u16::try_from(used + 1).unwrap_or(u16::MAX))
+        } else {
+            Alias::New(self.outbound_aliases[0].1)
+        }
+    }
+
+    fn commit_alias(&mut self, alias: Alias, topic: &ByteString) {
+        let entry = match alias {
+            Alias::None => return,
+            Alias::Known(index) => self.outbound_aliases.remove(index),
+            Alias::New(alias) => {
+                if let Some(index) = self.outbound_aliases.iter().position(|(_, a)| *a == alias) {
+                    self.outbound_aliases.remove(index);
+                }
+                // A copy: the alias table outlives the message.
+                (ByteString::from(&**topic), alias)
+            }
+        };
+        self.outbound_aliases.push(entry);
     }
 
     fn retain_as_published(&self, queued: &QueuedMessage) -> bool {
@@ -930,10 +1059,16 @@ impl Session {
     /// for v5 clients when the server ends the connection.
     pub fn disconnect_packet(&self, close: &Close) -> Option<Packet> {
         (self.v5() && close.notify).then(|| {
-            Packet::Disconnect(Disconnect {
-                reason_code: close.reason,
-                properties: self.reason_properties(close.detail),
-            })
+            let mut reason_code = close.reason;
+            let mut properties = self.reason_properties(close.detail);
+            if let (ReasonCode::ServerShuttingDown, Some(reference)) =
+                (reason_code, &self.limits.server_reference)
+            {
+                // Shutting down with somewhere to go: send the client there.
+                reason_code = ReasonCode::UseAnotherServer;
+                properties.push(Property::ServerReference(ByteString::from(reference.as_str())));
+            }
+            Packet::Disconnect(Disconnect { reason_code, properties })
         })
     }
 

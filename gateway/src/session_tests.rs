@@ -1044,3 +1044,123 @@ fn a_resumed_session_resends_publish_and_pubrel_with_their_original_packet_ids()
     second.packet(Packet::PubComp(PubAck::new(id(sent[0]))));
     assert_eq!(second.session.outbound_backlog(), 3);
 }
+
+// ------------------------------------------------------------ topic aliases
+
+fn connect_with_aliases(maximum: u16) -> Connect {
+    let mut connect = connect_v5();
+    connect.properties.push(Property::TopicAliasMaximum(maximum));
+    connect
+}
+
+/// Returns (topic sent, alias sent) of the one PUBLISH in `out`.
+fn topic_and_alias(out: &[Action]) -> (String, Option<u16>) {
+    let [publish] = published_packets(out)[..] else { panic!("expected one PUBLISH: {out:?}") };
+    (publish.topic.to_string(), publish.properties.topic_alias())
+}
+
+#[test]
+fn repeated_topics_go_out_as_aliases_reusing_the_least_recently_used() {
+    let mut h = Harness::new(connect_with_aliases(2), limits());
+    let mut send =
+        |topic: &str| topic_and_alias(&h.deliver(queued_message(message(topic, b"x"), QoS::AtMostOnce)));
+    assert_eq!(send("t/a"), ("t/a".into(), Some(1)), "first use: topic and new alias");
+    assert_eq!(send("t/a"), (String::new(), Some(1)), "then the alias alone");
+    assert_eq!(send("t/b"), ("t/b".into(), Some(2)));
+    // Both aliases in use; t/b is now the least recently used.
+    assert_eq!(send("t/a"), (String::new(), Some(1)));
+    assert_eq!(send("t/c"), ("t/c".into(), Some(2)), "reassigns the least recently used alias");
+    assert_eq!(send("t/b"), ("t/b".into(), Some(1)), "t/b lost its alias; t/a is now the oldest");
+}
+
+#[test]
+fn no_aliases_for_clients_that_accept_none_or_speak_v311() {
+    for connect in [connect_v5(), connect_v311()] {
+        let mut h = Harness::new(connect, limits());
+        for _ in 0..2 {
+            let out = h.deliver(queued_message(message("t/a", b"x"), QoS::AtMostOnce));
+            assert_eq!(topic_and_alias(&out), ("t/a".into(), None));
+        }
+    }
+    let mut h = Harness::new(connect_with_aliases(10), SessionLimits { max_outbound_aliases: 0, ..limits() });
+    let out = h.deliver(queued_message(message("t/a", b"x"), QoS::AtMostOnce));
+    assert_eq!(topic_and_alias(&out), ("t/a".into(), None), "the server's limit wins");
+}
+
+#[test]
+fn an_alias_is_only_remembered_once_the_packet_carrying_it_is_sent() {
+    let mut connect = connect_with_aliases(4);
+    connect.properties.push(Property::MaximumPacketSize(64));
+    let mut h = Harness::new(connect, limits());
+    let big = Message { payload: Bytes::from(vec![b'x'; 100]), ..message("t/a", b"") };
+    assert!(published_packets(&h.deliver(queued_message(big, QoS::AtMostOnce))).is_empty(), "too large");
+    let out = h.deliver(queued_message(message("t/a", b"x"), QoS::AtMostOnce));
+    assert_eq!(
+        topic_and_alias(&out),
+        ("t/a".into(), Some(1)),
+        "the dropped packet taught the client nothing"
+    );
+}
+
+// ------------------------------------------------------------- capabilities
+
+#[test]
+fn a_publish_beyond_the_servers_capabilities_is_disconnected_with_its_reason() {
+    let limited = SessionLimits { maximum_qos: QoS::AtLeastOnce, retain_available: false, ..limits() };
+    let mut h = Harness::new(connect_v5(), limited.clone());
+    assert_eq!(close_reason(&h.publish(publish("a/b", QoS::ExactlyOnce, 1))), ReasonCode::QosNotSupported);
+    let mut h = Harness::new(connect_v5(), limited);
+    let mut retained = publish("a/b", QoS::AtLeastOnce, 1);
+    retained.retain = true;
+    assert_eq!(close_reason(&h.publish(retained)), ReasonCode::RetainNotSupported);
+}
+
+#[test]
+fn subscriptions_beyond_the_servers_capabilities_are_refused_or_downgraded() {
+    let limited = SessionLimits { maximum_qos: QoS::AtLeastOnce, wildcard_subscriptions: false, ..limits() };
+    let mut h = Harness::new(connect_v5(), limited);
+    let out = h.subscribed(subscribe(&[("a/+", QoS::AtLeastOnce), ("a/b", QoS::ExactlyOnce)]));
+    let Some(Packet::SubAck(ack)) = packets(&out).into_iter().find(|p| matches!(p, Packet::SubAck(_))) else {
+        panic!("no SUBACK: {out:?}")
+    };
+    assert_eq!(ack.reason_codes, [ReasonCode::WildcardSubscriptionsNotSupported, ReasonCode::GrantedQos1]);
+
+    let mut h = Harness::new(connect_v5(), SessionLimits { subscription_identifiers: false, ..limits() });
+    let mut with_id = subscribe(&[("a/b", QoS::AtMostOnce)]);
+    with_id.properties.push(Property::SubscriptionIdentifier(5));
+    let out = h.packet(Packet::Subscribe(with_id));
+    assert_eq!(close_reason(&out), ReasonCode::SubscriptionIdentifiersNotSupported);
+}
+
+#[test]
+fn shutting_down_with_a_server_reference_sends_clients_there() {
+    let h =
+        Harness::new(connect_v5(), SessionLimits { server_reference: Some("other:1883".into()), ..limits() });
+    let close =
+        Close { reason: ReasonCode::ServerShuttingDown, detail: "", notify: true, publish_will: true };
+    let Some(Packet::Disconnect(disconnect)) = h.session.disconnect_packet(&close) else {
+        panic!("no DISCONNECT")
+    };
+    assert_eq!(disconnect.reason_code, ReasonCode::UseAnotherServer);
+    assert_eq!(disconnect.properties.server_reference(), Some("other:1883"));
+    let plain = Harness::new(connect_v5(), limits());
+    let Some(Packet::Disconnect(disconnect)) = plain.session.disconnect_packet(&close) else {
+        panic!("none")
+    };
+    assert_eq!(
+        (disconnect.reason_code, disconnect.properties.server_reference()),
+        (ReasonCode::ServerShuttingDown, None)
+    );
+}
+
+#[test]
+fn a_resumed_queue_longer_than_the_waiting_bound_is_delivered_whole() {
+    let limits = SessionLimits { max_queued_messages: 2, ..limits() };
+    let mut h = Harness::new(connect_persistent(3600, 1), limits);
+    let queue: Vec<QueuedMessage> = (0..6).map(|_| queued(b"q", QoS::AtLeastOnce)).collect();
+    let mut out = Vec::new();
+    h.session.resume(Vec::new(), queue, NOW, &mut out);
+    assert_eq!(published_packets(&out).len(), 1, "one in the client's window");
+    assert_eq!(h.session.outbound_backlog(), 6, "the other five wait, none dropped");
+    assert_eq!(h.session.counters().dropped_queue_full, 0);
+}

@@ -24,8 +24,12 @@ use tokio::time::{Instant, timeout_at};
 /// The largest packet accepted from the broker.
 const MAX_PACKET_SIZE: u32 = 1024 * 1024;
 
-/// Initial read buffer: room for many small publishes per read.
-const READ_BUFFER: usize = 64 * 1024;
+/// How long [`Client::leave`] waits for the broker to close.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Read buffer growth step: room for a few hundred small publishes per
+/// read, without holding much memory per idle client.
+const READ_BUFFER: usize = 16 * 1024;
 
 /// Why a client operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -223,7 +227,7 @@ impl Client {
     /// Cancel-safe: each branch is a single `read_buf` or `write_buf`, which
     /// either completes or leaves the buffers as they were.
     pub(crate) async fn pump(&mut self) -> Result<(), ClientError> {
-        if self.read_buffer.capacity() - self.read_buffer.len() < 4096 {
+        if self.read_buffer.capacity() - self.read_buffer.len() < 1024 {
             self.read_buffer.reserve(READ_BUFFER);
         }
         let (mut reader, mut writer) = self.stream.split();
@@ -292,6 +296,16 @@ impl Client {
                 Ok(Err(error)) => return Err(error.into()),
                 Err(_) => return Err(ClientError::Timeout("the broker to close after DISCONNECT")),
             }
+        }
+    }
+
+    /// Ends a run's connection: DISCONNECT, then up to [`LEAVE_TIMEOUT`] for
+    /// the broker to close. A broker too busy to close in time is not an
+    /// error here: the run's figures are taken already.
+    pub(crate) async fn leave(self) -> Result<(), ClientError> {
+        match self.disconnect(None, Instant::now() + LEAVE_TIMEOUT).await {
+            Err(ClientError::Timeout(_)) => Ok(()),
+            other => other,
         }
     }
 

@@ -99,8 +99,8 @@ async fn run_async(args: &ConnArgs) -> anyhow::Result<Report> {
         "connect_seconds": connect_seconds,
         "connects_per_second": connects_per_second,
         "handshake_us": latency_json(&handshakes),
-        "server_while_connecting": proc::usage_json(server_before, server_connected, held.len() as u64),
-        "server": proc::usage_json(server_before, server_after, held.len() as u64),
+        "server_while_connecting": proc::usage_json(server_before, server_connected, held.len() as u64, "connection"),
+        "server": proc::usage_json(server_before, server_after, held.len() as u64, "connection"),
         "server_bytes_per_connection": per_connection,
     });
     let summary = format!(

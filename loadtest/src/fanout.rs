@@ -256,7 +256,7 @@ async fn run_async(shape: Shape, args: &FlowArgs) -> anyhow::Result<Report> {
             "ack_latency_us": latency_json(&ack_latency),
             "connection_errors": errors.len(),
             "first_errors": errors.iter().take(5).collect::<Vec<_>>(),
-            "server": proc::usage_json(server_before, server_after, tally.received),
+            "server": proc::usage_json(server_before, server_after, tally.received, "delivery"),
             "generator_cpu_seconds": generator_before.zip(generator_after).map(|(before, after)| after - before),
         }),
     ]);

@@ -206,8 +206,8 @@ async fn run_async(args: &PersistArgs) -> anyhow::Result<Report> {
             "delivery_latency_us": latency_json(&latency),
             "connection_errors": errors.len(),
             "first_errors": errors.iter().take(5).collect::<Vec<_>>(),
-            "server_publish": proc::usage_json(server_before, server_published, published.accepted),
-            "server_delivery": proc::usage_json(server_published, server_delivered, tally.received),
+            "server_publish": proc::usage_json(server_before, server_published, published.accepted, "publish"),
+            "server_delivery": proc::usage_json(server_published, server_delivered, tally.received, "delivery"),
         }),
     ]);
     let mut summary = format!(

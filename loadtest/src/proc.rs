@@ -64,19 +64,21 @@ impl Sample {
 }
 
 /// Returns the JSON report of what the server used between `before` and
-/// `after`, with CPU microseconds per unit of `work` (deliveries,
-/// connections) when there was any.
-pub(crate) fn usage_json(before: Option<Sample>, after: Option<Sample>, work: u64) -> Value {
+/// `after`: CPU seconds, CPU microseconds per unit of `work` (as
+/// `cpu_us_per_<unit>`, when there was any work) and RSS before and after.
+/// `null` without both samples.
+pub(crate) fn usage_json(before: Option<Sample>, after: Option<Sample>, work: u64, unit: &str) -> Value {
     let (Some(before), Some(after)) = (before, after) else {
         return Value::Null;
     };
     let cpu = (after.cpu_seconds - before.cpu_seconds).max(0.0);
-    json!({
+    let mut usage = json!({
         "cpu_seconds": cpu,
-        "cpu_us_per_unit": if work > 0 { Some(cpu * 1e6 / work as f64) } else { None },
         "rss_before": before.rss_bytes,
         "rss_after": after.rss_bytes,
-    })
+    });
+    usage[format!("cpu_us_per_{unit}")] = if work > 0 { json!(cpu * 1e6 / work as f64) } else { Value::Null };
+    usage
 }
 
 /// Reads process `pid` if given; a process that vanished reads as `None`.
@@ -93,6 +95,18 @@ mod tests {
         let stat = "1234 (my (odd) name) S 1 1234 1234 0 -1 4194304 100 0 0 0 250 50 0 0 20 0 1 0";
         assert_eq!(parse_cpu_seconds(stat), Some(3.0));
         assert_eq!(parse_cpu_seconds("garbage"), None);
+    }
+
+    #[test]
+    fn usage_is_per_unit_of_work() {
+        let before = Sample { cpu_seconds: 1.0, rss_bytes: 100 };
+        let after = Sample { cpu_seconds: 3.0, rss_bytes: 300 };
+        let usage = usage_json(Some(before), Some(after), 4, "delivery");
+        assert_eq!(usage["cpu_seconds"], 2.0);
+        assert_eq!(usage["cpu_us_per_delivery"], 500_000.0);
+        assert_eq!(usage["rss_after"], 300);
+        assert!(usage_json(Some(before), Some(after), 0, "delivery")["cpu_us_per_delivery"].is_null());
+        assert!(usage_json(None, Some(after), 4, "delivery").is_null());
     }
 
     #[test]

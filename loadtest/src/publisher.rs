@@ -101,7 +101,7 @@ pub(crate) async fn publish(mut client: Client, plan: Plan, shared: Arc<Shared>)
     let result = publish_loop(&mut client, &plan, &shared, &mut outbound, &mut stats).await;
     stats.unacknowledged = outbound.in_flight() as u64;
     let result = match result {
-        Ok(()) => client.disconnect(None, Instant::now() + Duration::from_secs(2)).await,
+        Ok(()) => client.leave().await,
         Err(error) => Err(error),
     };
     if let Err(error) = result {

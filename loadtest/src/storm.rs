@@ -157,7 +157,7 @@ async fn run_async(args: &StormArgs) -> anyhow::Result<Report> {
         "last_back_seconds": seconds,
         "reconnects_per_second": per_second(back, seconds),
         "reconnect_us": latency_json(&latencies),
-        "server": proc::usage_json(server_before, server_after, back),
+        "server": proc::usage_json(server_before, server_after, back, "reconnect"),
     });
     let summary = format!(
         "storm: {back}/{} back in {seconds:.3}s ({:.0}/s), {failures} failed, {retries} retries{}; reconnect {}",

@@ -97,7 +97,7 @@ pub(crate) async fn receive(
         },
     };
     let result = match result {
-        Ok(()) => client.disconnect(None, Instant::now() + Duration::from_secs(2)).await,
+        Ok(()) => client.leave().await,
         Err(error) => Err(error),
     };
     SubscriberStats { deliveries, error: result.err().map(|error| format!("subscriber {index}: {error}")) }

@@ -21,6 +21,7 @@ pub(crate) struct Cluster {
 pub(crate) struct Gateway {
     process: Supervised,
     mqtt: SocketAddr,
+    websocket: Option<SocketAddr>,
 }
 
 fn field(line: &str, name: &str) -> String {
@@ -64,22 +65,43 @@ impl Cluster {
 
     /// Starts one more gateway; returns its index.
     pub(crate) fn add_gateway(&mut self) -> usize {
+        self.start_gateway(false)
+    }
+
+    /// Starts one more gateway that also serves MQTT over WebSocket, on the
+    /// same address; returns its index.
+    pub(crate) fn add_websocket_gateway(&mut self) -> usize {
+        self.start_gateway(true)
+    }
+
+    fn start_gateway(&mut self, websocket: bool) -> usize {
         let index = self.gateways.len();
         let node = (index + 1).to_string();
         let listen = format!("127.0.0.{}:0", index + 2);
         let mut command = herald();
         command.args(["gateway", "--router", &self.router_url(), "--mqtt", &listen, "--node-id", &node]);
         command.args(["--cluster-id", &self.cluster_id]);
+        if websocket {
+            command.args(["--websocket", &listen]);
+        }
         let process = Supervised::start(&format!("gateway-{node}"), command).expect("start gateway");
         let line = process.wait_for_line("listening", STARTUP);
         let mqtt = field(&line, "mqtt").parse().expect("mqtt address");
-        self.gateways.push(Some(Gateway { process, mqtt }));
+        let websocket = websocket.then(|| field(&line, "websocket").parse().expect("websocket address"));
+        self.gateways.push(Some(Gateway { process, mqtt, websocket }));
         index
     }
 
     /// Returns gateway `index`'s MQTT address.
     pub(crate) fn gateway(&self, index: usize) -> SocketAddr {
         self.gateways[index].as_ref().expect("gateway is running").mqtt
+    }
+
+    /// Returns gateway `index`'s MQTT-over-WebSocket address; panics unless
+    /// it was started by [`Cluster::add_websocket_gateway`].
+    pub(crate) fn gateway_websocket(&self, index: usize) -> SocketAddr {
+        let gateway = self.gateways[index].as_ref().expect("gateway is running");
+        gateway.websocket.expect("gateway serves no websocket")
     }
 
     /// Kills gateway `index` with SIGKILL.

@@ -1,7 +1,7 @@
 //! Publishes on one gateway reach subscribers on another.
 
 use crate::cluster::Cluster;
-use crate::support::{Message, Version, publisher, subscriber};
+use crate::support::{Message, Version, paho, publisher, received, subscriber};
 
 #[test]
 fn a_subscriber_on_one_gateway_receives_publishes_from_another_at_every_qos() {
@@ -36,4 +36,17 @@ fn a_message_retained_through_one_gateway_is_delivered_on_another() {
     publisher(&cluster.gateway(0), Version::V311, "status/door").qos(1).retain().message("open").run();
     let mut late = subscriber(&cluster.gateway(1), Version::V5).topic("status/#").qos(1).start();
     assert_eq!(late.expect_messages(1), [Message::new("status/door", "open", 1, true)]);
+}
+
+#[test]
+fn a_publish_over_websocket_on_one_gateway_reaches_another() {
+    let mut cluster = Cluster::start(1);
+    let websocket = cluster.add_websocket_gateway();
+    let mut remote = subscriber(&cluster.gateway(0), Version::V311).topic("browser/#").qos(1).start();
+    // relay.py: a publisher and a subscriber, both over WebSocket on the second gateway.
+    let port = cluster.gateway_websocket(websocket).port().to_string();
+    let arguments = ["5", "--publisher", "ws", "--subscriber", "ws", "--topic", "browser/tab", "--qos", "1"];
+    let output = paho(&cluster.gateway(websocket), "relay.py", &[&[&port[..]][..], &arguments[..]].concat());
+    assert_eq!(received(&output), [Message::new("browser/tab", "message-0", 1, false)], "local subscriber");
+    assert_eq!(remote.expect_messages(1), [Message::new("browser/tab", "message-0", 1, false)]);
 }

@@ -8,7 +8,7 @@ fn script(action: &str, dir: &std::path::Path) -> String {
     let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/local-cluster.sh"))
         .arg(action)
         .arg(dir)
-        .env("HERALD_BIN", env!("CARGO_BIN_EXE_herald"))
+        .env("LOCAL_CLUSTER_BIN", env!("CARGO_BIN_EXE_herald"))
         .output()
         .expect("run local-cluster.sh");
     assert!(out.status.success(), "{action}: {}", String::from_utf8_lossy(&out.stderr));

@@ -67,11 +67,14 @@ fn run_loadtest(args: &[&str]) -> (bool, Option<Value>, String) {
     let status = process
         .wait_timeout(RUN_TIMEOUT)
         .unwrap_or_else(|| panic!("herald loadtest {args:?} still running after {RUN_TIMEOUT:?}"));
-    // The output threads may still be reading the last lines.
+    // The output threads may still be reading the last lines: a success ends
+    // with the report, a failure with `herald: <error>`.
     let mut report = None;
     for _ in 0..100 {
-        report = process.output().iter().find_map(|line| herald_loadtest::parse_report_line(line));
-        if report.is_some() || !status.success() {
+        let output = process.output();
+        report = output.iter().find_map(|line| herald_loadtest::parse_report_line(line));
+        let failure_told = output.iter().any(|line| line.starts_with("herald: "));
+        if (status.success() && report.is_some()) || (!status.success() && failure_told) {
             break;
         }
         std::thread::sleep(Duration::from_millis(20));

@@ -1,4 +1,4 @@
-//! End-to-end tests of `herald standalone` with real MQTT clients over loopback TCP.
+//! End-to-end tests of `herald standalone` with real MQTT clients over loopback TCP and WebSocket.
 //!
 //! Each test starts its own broker process on a free port with its own data directory, so tests
 //! run in parallel. The clients are the mosquitto command-line tools (Debian `mosquitto-clients`),
@@ -16,5 +16,6 @@ mod test_lifecycle;
 mod test_qos;
 mod test_retained;
 mod test_sessions;
+mod test_websocket;
 mod test_wildcards;
 mod test_will;

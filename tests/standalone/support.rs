@@ -140,10 +140,15 @@ fn strip_ansi(text: &str) -> String {
 /// Returns the MQTT address announced by a start-up line such as
 /// `... INFO herald: listening mqtt=127.0.0.1:41234 data=/tmp/x`.
 fn parse_listening_line(line: &str) -> Option<SocketAddr> {
+    listening_field(line, "mqtt")
+}
+
+/// Returns the address in field `key` of a `listening` line, if the line has that field.
+fn listening_field(line: &str, key: &str) -> Option<SocketAddr> {
     if !line.contains("listening") {
         return None;
     }
-    let (_, rest) = line.split_once("mqtt=")?;
+    let (_, rest) = line.split_once(&format!(" {key}="))?;
     let value: String = rest.chars().take_while(|character| !character.is_whitespace()).collect();
     value.trim_matches(|character| matches!(character, '"' | '\'' | ',')).parse().ok()
 }
@@ -184,6 +189,7 @@ fn kill_and_reap(child: &mut Child) {
 pub(crate) struct Broker {
     child: Child,
     address: SocketAddr,
+    websocket: Option<SocketAddr>,
     log: Transcript,
     exit: Option<ExitStatus>,
     _data: tempfile::TempDir,
@@ -211,6 +217,12 @@ impl Broker {
     /// Starts a broker on a free loopback port and waits for its `listening` line.
     pub(crate) fn start() -> Broker {
         Broker::start_with(&[], &[])
+    }
+
+    /// Starts a broker that also serves MQTT over WebSocket on a free loopback port, with extra
+    /// `HERALD_*` environment variables.
+    pub(crate) fn start_with_websocket(environment: &[(&str, &str)]) -> Broker {
+        Broker::start_with(&["--websocket", "127.0.0.1:0"], environment)
     }
 
     /// Starts a broker with extra command-line `arguments` and `HERALD_*`
@@ -241,14 +253,14 @@ impl Broker {
             if let Some(address) = parse_listening_line(line)
                 && let Some(sender) = ready_sender.take()
             {
-                let _ = sender.send(address);
+                let _ = sender.send((address, listening_field(line, "websocket")));
             }
         });
 
         let started = Instant::now();
-        let address = loop {
+        let (address, websocket) = loop {
             match ready.recv_timeout(Duration::from_millis(50)) {
-                Ok(address) => break address,
+                Ok(addresses) => break addresses,
                 Err(error) => {
                     if error == RecvTimeoutError::Disconnected {
                         // stderr closed without the line: the process is on its way out.
@@ -267,12 +279,18 @@ impl Broker {
                 }
             }
         };
-        Broker { child, address, log, exit: None, _data: data }
+        Broker { child, address, websocket, log, exit: None, _data: data }
     }
 
     /// Returns the MQTT address the broker announced.
     pub(crate) fn addr(&self) -> SocketAddr {
         self.address
+    }
+
+    /// Returns the MQTT-over-WebSocket address the broker announced; panics unless it was
+    /// started with a WebSocket listener ([`Broker::start_with_websocket`]).
+    pub(crate) fn websocket_addr(&self) -> SocketAddr {
+        self.websocket.unwrap_or_else(|| panic!("herald announced no websocket= address; log:\n{}", self.log))
     }
 
     /// Sends `signal` and waits up to `timeout` for the broker to exit; returns its exit status,
@@ -860,5 +878,9 @@ mod tests {
                         \u{1b}[3mmqtt\u{1b}[0m\u{1b}[2m=\u{1b}[0m127.0.0.1:5 \u{1b}[3mdata\u{1b}[0m=/x";
         assert_eq!(parse_listening_line(&strip_ansi(coloured)), Some("127.0.0.1:5".parse().unwrap()));
         assert_eq!(parse_listening_line("starting mqtt=127.0.0.1:1"), None);
+        let both = "INFO herald: listening mqtt=127.0.0.1:5 websocket=127.0.0.1:6 data=/x";
+        assert_eq!(parse_listening_line(both), Some("127.0.0.1:5".parse().unwrap()));
+        assert_eq!(listening_field(both, "websocket"), Some("127.0.0.1:6".parse().unwrap()));
+        assert_eq!(listening_field(plain, "websocket"), None);
     }
 }

@@ -21,6 +21,9 @@ from paho.mqtt.properties import Properties
 # Upper bound for one step (a CONNACK, a SUBACK, a batch of messages) on loopback.
 STEP_TIMEOUT = 10.0
 
+# Where Herald serves MQTT over WebSocket.
+WEBSOCKET_PATH = "/mqtt"
+
 
 def emit(event, **fields):
     """Prints one record: the event name, then `key=value` pairs in the given order."""
@@ -41,17 +44,27 @@ def reason_value(code):
 
 
 class Peer:
-    """One paho client and what its callbacks have seen so far."""
+    """One paho client and what its callbacks have seen so far.
 
-    def __init__(self, version, client_id, clean=True):
+    `transport` is "tcp" or "ws" (MQTT over WebSocket at WEBSOCKET_PATH, subprotocol mqtt).
+    """
+
+    def __init__(self, version, client_id, clean=True, transport="tcp"):
         self.version = version
         self.clean = clean
+        if transport not in ("tcp", "ws"):
+            fail("unknown transport %s" % transport)
+        paho_transport = "websockets" if transport == "ws" else "tcp"
         if version == "5":
-            self.client = mqtt.Client(client_id=client_id, protocol=mqtt.MQTTv5)
+            self.client = mqtt.Client(client_id=client_id, protocol=mqtt.MQTTv5, transport=paho_transport)
         elif version == "311":
-            self.client = mqtt.Client(client_id=client_id, protocol=mqtt.MQTTv311, clean_session=clean)
+            self.client = mqtt.Client(
+                client_id=client_id, protocol=mqtt.MQTTv311, clean_session=clean, transport=paho_transport
+            )
         else:
             fail("unknown protocol version %s" % version)
+        if transport == "ws":
+            self.client.ws_set_options(path=WEBSOCKET_PATH)
         self.connack = None
         self.disconnected = None
         self.granted = {}
@@ -112,9 +125,9 @@ class Peer:
         pump([self], lambda: mid in self.granted, "suback for %s" % topic)
         return self.granted[mid][0]
 
-    def publish(self, topic, payload, qos):
+    def publish(self, topic, payload, qos, retain=False):
         """Queues one publication and returns its message id, without waiting for the ack."""
-        info = self.client.publish(topic, payload, qos)
+        info = self.client.publish(topic, payload, qos, retain=retain)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             fail("publish to %s could not be queued" % topic)
         return info.mid

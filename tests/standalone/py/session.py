@@ -1,7 +1,7 @@
 """One connection of a client whose session may outlive it.
 
 Usage: session.py HOST PORT VERSION CLIENT_ID [--clean 0|1] [--expiry SECONDS]
-                  [--subscribe FILTER --qos Q] [--expect N] [--settle SECONDS]
+                  [--subscribe FILTER --qos Q] [--expect N] [--settle SECONDS] [--transport tcp|ws]
 
 Connects (v3.1.1: clean session flag; v5: clean start flag and, with --expiry, a Session Expiry
 Interval), optionally subscribes, waits for N messages, listens --settle more seconds so that
@@ -26,9 +26,10 @@ parser.add_argument("--subscribe")
 parser.add_argument("--qos", type=int, default=1)
 parser.add_argument("--expect", type=int, default=0)
 parser.add_argument("--settle", type=float, default=0.2)
+parser.add_argument("--transport", choices=["tcp", "ws"], default="tcp")
 arguments = parser.parse_args()
 
-peer = Peer(arguments.version, arguments.client_id, clean=bool(arguments.clean))
+peer = Peer(arguments.version, arguments.client_id, clean=bool(arguments.clean), transport=arguments.transport)
 connack = peer.connect(arguments.host, arguments.port, session_expiry=arguments.expiry)
 emit("connack", reason=connack["reason"], session_present=connack["session_present"])
 if arguments.subscribe:
