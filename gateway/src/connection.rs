@@ -24,7 +24,7 @@ use crate::transport::{READ_CHUNK, Received, Transport};
 use bytes::BytesMut;
 use herald_core::{ReasonCode, SessionKey, UnixMillis};
 use herald_mqtt::{Codec, ConnAck, DecodeError, Packet, Properties, ProtocolVersion};
-use herald_proto::seam::{Claim, ClaimGrant, Downlink, Uplink};
+use herald_proto::seam::{Claim, ClaimGrant, Downlink, QueuedMessage, Uplink};
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -392,12 +392,34 @@ impl<T: Transport> Connection<T> {
 
     /// Ends the connection: tells a v5 client why, releases the session to
     /// the router and removes its local subscriptions.
+    ///
+    /// The order is what keeps every acknowledged message: the release goes
+    /// to the router first (from then on it queues for the session), the
+    /// local routes are removed only after, and deliveries that were already
+    /// on their way (ahead of the router's `Released` reply on the ordered
+    /// downlink) go back to the router to be queued.
     async fn finish(mut self, session: &mut Session, close: Close) {
+        // A revoked connection lost ownership: the router ignores its
+        // release but for the unacknowledged messages, which it hands to the
+        // session's new connection; its will is the new owner's business.
+        let revoked = self.handle.is_revoked();
+        let release = session.release(close.publish_will && !revoked);
+        let (request, epoch) = (release.request, release.epoch);
+        // A revoked transient session has nothing left to release.
+        let sent = (!revoked || session.is_persistent())
+            && self.shared.uplink.send(Uplink::Release(release)).await.is_ok();
         if let Some(packet) = session.disconnect_packet(&close) {
             let _ = write_packets(&mut self.transport, &self.codec, &[packet]).await;
         }
         self.transport.close().await;
         let key = session.key().clone();
+        if sent && session.is_persistent() {
+            let late = self.deliveries_until_released(request).await;
+            if !late.is_empty() {
+                let requeue = Uplink::Requeue { session: key.clone(), epoch, messages: late };
+                let _ = self.shared.uplink.send(requeue).await;
+            }
+        }
         let id = self.handle.id;
         let filters: Vec<_> = session.subscriptions().iter().map(|(f, _)| f.clone()).collect();
         self.shared
@@ -407,17 +429,37 @@ impl<T: Transport> Connection<T> {
                 }
             })
             .await;
-        // A revoked connection lost ownership: the router ignores its
-        // release but for the unacknowledged messages, which it hands to the
-        // session's new connection; its will is the new owner's business.
-        let revoked = self.handle.is_revoked();
-        let release = session.release(close.publish_will && !revoked);
-        if !revoked || !release.pending.is_empty() {
-            let _ = self.shared.uplink.send(Uplink::Release(release)).await;
-        }
         self.shared.connections.remove(&self.handle);
         GatewayCounters::add(&self.shared.counters.connections_closed, 1);
         debug!(session = %key, reason = ?close.reason, "connection closed");
+    }
+}
+
+impl<T: Transport> Connection<T> {
+    /// Collects the deliveries that reach this connection before the
+    /// router's `Released` reply to `request` (bounded by the claim timeout:
+    /// a router that does not answer has lost the session anyway).
+    async fn deliveries_until_released(&mut self, request: u64) -> Vec<QueuedMessage> {
+        let handle = self.handle.clone();
+        let mut late = Vec::new();
+        let wait = async {
+            loop {
+                std::future::poll_fn(|cx| if handle.poll_news(cx) { Poll::Ready(()) } else { Poll::Pending })
+                    .await;
+                for item in handle.take_inbox().into_iter().flatten() {
+                    match item {
+                        Inbound::Deliver(queued) => late.push(queued),
+                        Inbound::Handover(pending) => late.extend(pending),
+                        Inbound::Reply(Downlink::Released { request: answered }) if answered == request => {
+                            return;
+                        }
+                        Inbound::Reply(_) => {}
+                    }
+                }
+            }
+        };
+        let _ = tokio::time::timeout(self.shared.config.claim_timeout, wait).await;
+        late
     }
 }
 

@@ -52,12 +52,14 @@ pub(crate) async fn run(shared: Arc<Shared>, mut downlink: mpsc::Receiver<Downli
                 reply @ (Downlink::Claimed { .. }
                 | Downlink::Subscribed { .. }
                 | Downlink::Unsubscribed { .. }
-                | Downlink::Published { .. }) => {
+                | Downlink::Published { .. }
+                | Downlink::Released { .. }) => {
                     let request = match &reply {
                         Downlink::Claimed { request, .. }
                         | Downlink::Subscribed { request, .. }
                         | Downlink::Unsubscribed { request, .. }
-                        | Downlink::Published { request, .. } => *request,
+                        | Downlink::Published { request, .. }
+                        | Downlink::Released { request } => *request,
                         _ => continue,
                     };
                     if let Some(handle) = shared.connections.by_request(request) {

@@ -751,7 +751,10 @@ impl Session {
             | Downlink::Subscribed { request, .. }
             | Downlink::Unsubscribed { request, .. }
             | Downlink::Claimed { request, .. } => *request,
-            Downlink::Revoked { .. } | Downlink::Deliver(_) | Downlink::Handover { .. } => return,
+            Downlink::Revoked { .. }
+            | Downlink::Deliver(_)
+            | Downlink::Handover { .. }
+            | Downlink::Released { .. } => return,
         };
         let Some(pending) = self.awaiting_router.iter_mut().find(|p| p.request == request) else { return };
         pending.reply = Some(reply);
@@ -1031,6 +1034,11 @@ impl Session {
         !(subscription.no_local && origin == Some(&self.key.client))
     }
 
+    /// Returns true when the session outlives its connection.
+    pub fn is_persistent(&self) -> bool {
+        self.expiry_seconds > 0
+    }
+
     /// Ends the session's connection: returns the release for the router,
     /// carrying what was not acknowledged when the session outlives it.
     pub fn release(&mut self, publish_will: bool) -> Release {
@@ -1047,6 +1055,7 @@ impl Session {
             pending.extend(self.waiting.drain(..).map(|(queued, _)| queued));
         }
         Release {
+            request: self.next_request(),
             session: SessionKey::clone(&self.key),
             epoch: self.epoch,
             expiry_seconds: self.expiry_seconds,

@@ -134,6 +134,8 @@ pub enum Progress {
 /// The end of a session's connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Release {
+    /// Correlates the `Released` reply.
+    pub request: RequestId,
     /// The session.
     pub session: SessionKey,
     /// The epoch the connection held.
@@ -199,6 +201,18 @@ pub enum Uplink {
     },
     /// A message to route.
     Publish(Publish),
+    /// Deliveries that reached a connection after it sent its `Release`
+    /// but before the `Released` reply: routed while the session was
+    /// online, so the router did not queue them. They join the session's
+    /// queue right after the released ones (or go to its new owner).
+    Requeue {
+        /// The session.
+        session: SessionKey,
+        /// The epoch the released connection held.
+        epoch: Epoch,
+        /// The deliveries, in order.
+        messages: Vec<QueuedMessage>,
+    },
 }
 
 /// An item on a gateway's downlink.
@@ -244,6 +258,13 @@ pub enum Downlink {
     /// A message for the gateway's local subscribers: it matched at least
     /// one of the gateway's routes.
     Deliver(Arc<Message>),
+    /// The reply to a release: everything the router routed to the
+    /// connection before applying the release is ahead of it on the
+    /// downlink.
+    Released {
+        /// The release's request.
+        request: RequestId,
+    },
     /// Messages a taken-over connection held unacknowledged, handed to the
     /// session's new connection (which holds `epoch`) to resend.
     Handover {

@@ -228,6 +228,7 @@ pub fn uplink_to_pb(item: &Uplink) -> pb::Uplink {
             }),
         }),
         Uplink::Release(r) => Item::Release(pb::Release {
+            request: r.request,
             session: Some(session_to_pb(&r.session)),
             epoch: Some(epoch_to_pb(r.epoch)),
             expiry_seconds: r.expiry_seconds,
@@ -255,6 +256,11 @@ pub fn uplink_to_pb(item: &Uplink) -> pb::Uplink {
             session: Some(session_to_pb(session)),
             epoch: Some(epoch_to_pb(*epoch)),
             filters: filters.iter().map(|f| f.as_str().to_owned()).collect(),
+        }),
+        Uplink::Requeue { session, epoch, messages } => Item::Requeue(pb::Requeue {
+            session: Some(session_to_pb(session)),
+            epoch: Some(epoch_to_pb(*epoch)),
+            messages: messages.iter().map(queued_to_pb).collect(),
         }),
         Uplink::Publish(p) => Item::Publish(pb::Publish {
             request: p.request,
@@ -289,6 +295,7 @@ pub fn uplink_from_pb(item: pb::Uplink) -> Result<Uplink, ConvertError> {
                 .transpose()?,
         }),
         Item::Release(r) => Uplink::Release(Release {
+            request: r.request,
             session: session_from_pb(r.session, "release.session")?,
             epoch: epoch_from_pb(r.epoch, "release.epoch")?,
             expiry_seconds: r.expiry_seconds,
@@ -325,6 +332,11 @@ pub fn uplink_from_pb(item: pb::Uplink) -> Result<Uplink, ConvertError> {
                     TopicFilter::new(f).map_err(|_| invalid("unsubscribe.filters", "invalid topic filter"))
                 })
                 .collect::<Result<_, _>>()?,
+        },
+        Item::Requeue(r) => Uplink::Requeue {
+            session: session_from_pb(r.session, "requeue.session")?,
+            epoch: epoch_from_pb(r.epoch, "requeue.epoch")?,
+            messages: queued_list_from_pb(r.messages)?,
         },
         Item::Publish(p) => Uplink::Publish(Publish {
             request: p.request,
@@ -390,6 +402,7 @@ pub fn downlink_to_pb(item: &Downlink) -> pb::Downlink {
             error: result.err().and_then(error_to_pb),
         }),
         Downlink::Deliver(message) => Item::Deliver(pb::Deliver { message: Some(message_to_pb(message)) }),
+        Downlink::Released { request } => Item::Released(pb::Released { request: *request }),
         Downlink::Handover { session, epoch, pending } => Item::Handover(pb::Handover {
             session: Some(session_to_pb(session)),
             epoch: Some(epoch_to_pb(*epoch)),
@@ -449,6 +462,7 @@ pub fn downlink_from_pb(item: pb::Downlink) -> Result<Downlink, ConvertError> {
             result: p.error.map_or(Ok(p.matched), |e| Err(error_from_pb(&e))),
         },
         Item::Deliver(d) => Downlink::Deliver(required_message(d.message, "deliver.message")?),
+        Item::Released(r) => Downlink::Released { request: r.request },
         Item::Handover(h) => Downlink::Handover {
             session: session_from_pb(h.session, "handover.session")?,
             epoch: epoch_from_pb(h.epoch, "handover.epoch")?,

@@ -118,7 +118,14 @@ impl RouterState {
     pub fn apply(&mut self, gateway: NodeId, item: Uplink, now: UnixMillis, out: &mut Vec<Effect>) {
         match item {
             Uplink::Claim(claim) => self.claim(gateway, claim, now, out),
-            Uplink::Release(release) => self.release(release, now, out),
+            Uplink::Release(release) => {
+                let request = release.request;
+                self.release(release, now, out);
+                // After every delivery routed before the release, on the
+                // same ordered downlink.
+                out.push((gateway, Downlink::Released { request }));
+            }
+            Uplink::Requeue { session, epoch, messages } => self.requeue(&session, epoch, messages, out),
             Uplink::Routes { add, remove } => self.change_routes(gateway, add, remove),
             Uplink::Subscribe { request, session, epoch, subscriptions } => {
                 let result = self.subscribe(&session, epoch, subscriptions, now);

@@ -87,7 +87,14 @@ impl RouterState {
             .map(|(key, record)| (key.clone(), record.epoch, record.expiry_seconds))
             .collect();
         for (session, epoch, expiry_seconds) in held {
-            let release = Release { session, epoch, expiry_seconds, publish_will: true, pending: Vec::new() };
+            let release = Release {
+                request: 0,
+                session,
+                epoch,
+                expiry_seconds,
+                publish_will: true,
+                pending: Vec::new(),
+            };
             self.release(release, now, out);
         }
     }

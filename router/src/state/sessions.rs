@@ -35,6 +35,9 @@ struct PersistentState {
     will_at: Option<UnixMillis>,
     /// When the session expires, while offline.
     expires_at: Option<UnixMillis>,
+    /// Where deliveries that were in flight to the released connection
+    /// (`Uplink::Requeue`) go: right after the messages it released.
+    requeue_at: usize,
 }
 
 impl SessionRecord {
@@ -179,6 +182,7 @@ impl RouterState {
         let expires_at = now.plus_seconds(record.expiry_seconds);
         let state = record.persistent.get_or_insert_with(Box::default);
         state.expires_at = Some(expires_at);
+        state.requeue_at = release.pending.len();
         for pending in release.pending.into_iter().rev() {
             state.queue.push_front(pending);
         }
@@ -196,6 +200,36 @@ impl RouterState {
                 record.persistent.get_or_insert_with(Box::default).will_at = Some(fire_at);
                 self.timers.insert((fire_at, session.clone()));
             }
+        }
+    }
+
+    /// Queues deliveries that reached a released connection too late to be
+    /// in its release: after the released messages, before anything routed
+    /// since. If the session has a new connection already, they go to it.
+    pub(super) fn requeue(
+        &mut self,
+        session: &SessionKey,
+        epoch: Epoch,
+        messages: Vec<QueuedMessage>,
+        out: &mut Vec<Effect>,
+    ) {
+        let Some(record) = self.sessions.get_mut(session) else { return };
+        let current = record.epoch;
+        let Some(state) = record.persistent.as_deref_mut() else { return };
+        match record.owner {
+            Some(owner) if epoch < current => {
+                let handover =
+                    Downlink::Handover { session: session.clone(), epoch: current, pending: messages };
+                out.push((owner, handover));
+            }
+            None if epoch == current => {
+                let at = state.requeue_at.min(state.queue.len());
+                state.requeue_at = at + messages.len();
+                for (offset, message) in messages.into_iter().enumerate() {
+                    state.queue.insert(at + offset, message);
+                }
+            }
+            _ => self.counters.stale_epoch_refused += 1,
         }
     }
 

@@ -114,7 +114,7 @@ fn with_will(claim: Claim, topic: &str, name: &'static str, delay_seconds: u32) 
 }
 
 fn release(client: &str, epoch: Epoch, expiry_seconds: u32, publish_will: bool) -> Release {
-    Release { session: key(client), epoch, expiry_seconds, publish_will, pending: Vec::new() }
+    Release { request: 77, session: key(client), epoch, expiry_seconds, publish_will, pending: Vec::new() }
 }
 
 fn pending(message: Arc<Message>, redelivery: bool) -> QueuedMessage {
@@ -273,8 +273,17 @@ impl Harness {
         }
     }
 
+    /// Applies a release; checks that it is answered with `Released` (last,
+    /// to the releasing gateway) and returns the other effects.
     fn release(&mut self, gateway: NodeId, release: Release, now: UnixMillis) -> Vec<Effect> {
-        self.apply(gateway, Uplink::Release(release), now)
+        let request = release.request;
+        let mut effects = self.apply(gateway, Uplink::Release(release), now);
+        assert_eq!(
+            effects.pop(),
+            Some((gateway, Downlink::Released { request })),
+            "a release is answered last"
+        );
+        effects
     }
 
     /// Connects a persistent session on `GW1`, subscribes it and ends its
@@ -1349,4 +1358,47 @@ fn a_gone_gateways_routes_are_removed_and_its_sessions_end() {
     );
     h.publish(with_qos("p/1", "queued", QoS::AtLeastOnce), T0);
     assert_eq!(h.queue_of("persistent"), ["queued"]);
+}
+
+// ---------------------------------------------------------------------------
+// Deliveries still in flight to a released connection
+// ---------------------------------------------------------------------------
+
+#[test]
+fn late_deliveries_of_a_released_connection_queue_between_its_pending_and_newer_messages() {
+    let mut h = Harness::new();
+    let epoch = h.connect(GW1, "c1", 3600);
+    h.subscribe(GW1, "c1", epoch, vec![(subscription("a/+", QoS::AtLeastOnce), RetainedLookup::Skip)])
+        .expect("subscribed");
+    let ended = Release {
+        pending: vec![pending(plain("a/b", "pending"), true)],
+        ..release("c1", epoch, 3600, false)
+    };
+    h.release(GW1, ended, T0);
+    h.publish(plain("a/b", "newer"), T0);
+    let late = vec![pending(plain("a/b", "late1"), false), pending(plain("a/b", "late2"), false)];
+    assert_eq!(h.apply(GW1, Uplink::Requeue { session: key("c1"), epoch, messages: late }, T0), []);
+    assert_eq!(h.queue_of("c1"), ["pending", "late1", "late2", "newer"]);
+}
+
+#[test]
+fn late_deliveries_go_to_the_sessions_new_connection_and_are_refused_for_strangers() {
+    let mut h = Harness::new();
+    let old = h.connect(GW1, "c1", 3600);
+    h.release(GW1, release("c1", old, 3600, false), T0);
+    let new = h.claim(GW2, claim("c1", false, 3600), T0).0.epoch;
+    let late = vec![pending(plain("a/b", "late"), false)];
+    let effects =
+        h.apply(GW1, Uplink::Requeue { session: key("c1"), epoch: old, messages: late.clone() }, T0);
+    assert_eq!(
+        effects,
+        [(GW2, Downlink::Handover { session: key("c1"), epoch: new, pending: late.clone() })]
+    );
+
+    let transient = h.connect(GW1, "t1", 0);
+    h.release(GW1, release("t1", transient, 0, false), T0);
+    assert_eq!(
+        h.apply(GW1, Uplink::Requeue { session: key("t1"), epoch: transient, messages: late }, T0),
+        []
+    );
 }

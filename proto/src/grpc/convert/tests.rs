@@ -87,6 +87,7 @@ fn every_uplink_item_survives_the_wire() {
             will: None,
         }),
         Uplink::Release(Release {
+            request: 11,
             session: key("c1"),
             epoch: Epoch::new(4, 9),
             expiry_seconds: 10,
@@ -118,6 +119,11 @@ fn every_uplink_item_survives_the_wire() {
             message: message("a/b/c", true),
         }),
         Uplink::Publish(Publish { request: None, from: None, message: message("a/b/c", false) }),
+        Uplink::Requeue {
+            session: key("c1"),
+            epoch: Epoch::new(1, 2),
+            messages: vec![queued(Progress::Unsent)],
+        },
     ];
     for item in &items {
         assert_eq!(&through_the_wire_up(item), item);
@@ -144,6 +150,7 @@ fn every_downlink_item_survives_the_wire() {
         Downlink::Published { request: 8, result: Ok(false) },
         Downlink::Published { request: 9, result: Err(ErrorCode::NotAuthorized) },
         Downlink::Deliver(message("d/1", true)),
+        Downlink::Released { request: 12 },
         Downlink::Handover {
             session: key("c1"),
             epoch: Epoch::new(5, 1),
@@ -187,6 +194,7 @@ fn malformed_items_are_refused_naming_the_field() {
             expiry_seconds: 0,
             publish_will: false,
             pending: Vec::new(),
+            request: 1,
         })),
     };
     assert_eq!(uplink_from_pb(bad_client).map_err(|e| e.field), Err("release.session"));
