@@ -62,6 +62,10 @@ pub(crate) struct Limits {
     pub(crate) subscription_identifiers: bool,
     /// Server Reference sent with DISCONNECT 0x9C at shutdown.
     pub(crate) server_reference: Option<String>,
+    /// Whether clients may join shared subscription groups.
+    pub(crate) shared_subscriptions: bool,
+    /// How a shared group picks a gateway and a member.
+    pub(crate) shared_strategy: String,
 }
 
 impl Default for StandaloneConfig {
@@ -96,6 +100,8 @@ impl Default for Limits {
             wildcard_subscriptions: true,
             subscription_identifiers: true,
             server_reference: None,
+            shared_subscriptions: true,
+            shared_strategy: "round_robin".to_owned(),
         }
     }
 }
@@ -118,6 +124,8 @@ impl Limits {
             wildcard_subscriptions: self.wildcard_subscriptions,
             subscription_identifiers: self.subscription_identifiers,
             server_reference: self.server_reference.clone(),
+            shared_subscriptions: self.shared_subscriptions,
+            shared_strategy: self.strategy(),
         }
     }
 
@@ -126,7 +134,12 @@ impl Limits {
         herald_router::RouterConfig {
             max_queued_messages: self.max_offline_messages,
             max_session_expiry_seconds: self.max_session_expiry_secs,
+            shared_strategy: self.strategy(),
         }
+    }
+
+    fn strategy(&self) -> herald_core::SharedStrategy {
+        herald_core::SharedStrategy::parse(&self.shared_strategy).unwrap_or_default()
     }
 }
 
@@ -159,6 +172,10 @@ impl StandaloneConfig {
         );
         anyhow::ensure!(l.receive_maximum > 0, "limits.receive_maximum: must be at least 1");
         anyhow::ensure!(l.maximum_qos <= 2, "limits.maximum_qos: must be 0, 1 or 2");
+        anyhow::ensure!(
+            herald_core::SharedStrategy::parse(&l.shared_strategy).is_some(),
+            "limits.shared_strategy: one of round_robin, random, sticky, hash_client, hash_topic"
+        );
         anyhow::ensure!(l.max_inflight_v311 > 0, "limits.max_inflight_v311: must be at least 1");
         anyhow::ensure!(l.max_queued_messages > 0, "limits.max_queued_messages: must be at least 1");
         anyhow::ensure!(self.connect_timeout_secs > 0, "connect_timeout_secs: must be at least 1");

@@ -19,6 +19,7 @@ mod error_code;
 mod ids;
 mod qos;
 mod reason;
+mod shared;
 pub mod topic;
 mod topic_tree;
 
@@ -28,5 +29,6 @@ pub use error_code::ErrorCode;
 pub use ids::{AppId, ClientId, Epoch, IdError, MessageId, MessageIdGenerator, NodeId, SessionKey};
 pub use qos::QoS;
 pub use reason::ReasonCode;
+pub use shared::{Dispatcher, SharedStrategy};
 pub use topic::{Topic, TopicError, TopicFilter};
 pub use topic_tree::TopicTree;

@@ -233,6 +233,7 @@ impl<T: Transport> Connection<T> {
                 // An idle connection keeps no action buffer.
                 actions = Vec::new();
             }
+            self.handle.set_free_window(session.free_window());
             if let Some(close) = self.check_flags() {
                 return close;
             }
@@ -403,6 +404,9 @@ impl<T: Transport> Connection<T> {
         // release but for the unacknowledged messages, which it hands to the
         // session's new connection; its will is the new owner's business.
         let revoked = self.handle.is_revoked();
+        // Shared-subscription deliveries go back to their groups, not to
+        // this session.
+        let mut orphans = session.take_shared();
         let release = session.release(close.publish_will && !revoked);
         let (request, epoch) = (release.request, release.epoch);
         // A revoked transient session has nothing left to release.
@@ -414,7 +418,9 @@ impl<T: Transport> Connection<T> {
         self.transport.close().await;
         let key = session.key().clone();
         if sent && session.is_persistent() {
-            let late = self.deliveries_until_released(request).await;
+            let (late, shared): (Vec<_>, Vec<_>) =
+                self.deliveries_until_released(request).await.into_iter().partition(|q| q.shared.is_none());
+            orphans.extend(shared.into_iter().filter_map(|q| Some((q.shared?, q.message))));
             if !late.is_empty() {
                 let requeue = Uplink::Requeue { session: key.clone(), epoch, messages: late };
                 let _ = self.shared.uplink.send(requeue).await;
@@ -429,7 +435,16 @@ impl<T: Transport> Connection<T> {
                 }
             })
             .await;
+        // The last look at the inbox: nothing can land after it.
+        for item in self.handle.close_inbox().into_iter().flatten() {
+            if let Inbound::Deliver(QueuedMessage { shared: Some(filter), message, .. }) = item {
+                orphans.push((filter, message));
+            }
+        }
         self.shared.connections.remove(&self.handle);
+        for (filter, message) in orphans {
+            let _ = self.shared.uplink.send(Uplink::Redispatch { filter, messages: vec![message] }).await;
+        }
         GatewayCounters::add(&self.shared.counters.connections_closed, 1);
         debug!(session = %key, reason = ?close.reason, "connection closed");
     }

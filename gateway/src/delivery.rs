@@ -5,8 +5,11 @@
 //! shared `Arc<Message>` (no payload copy).
 
 use crate::Shared;
+use crate::registry::ConnId;
 use crate::registry::{GatewayCounters, Inbound};
-use herald_proto::seam::{Downlink, QueuedMessage};
+use herald_core::TopicFilter;
+use herald_proto::Message;
+use herald_proto::seam::{Downlink, Progress, QueuedMessage, Uplink};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -32,6 +35,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut downlink: mpsc::Receiver<Downli
                             qos,
                             subscription_ids,
                             progress: herald_proto::seam::Progress::Unsent,
+                            shared: None,
                         };
                         if handle.push(Inbound::Deliver(queued), shared.config.max_inbox) {
                             GatewayCounters::add(&shared.counters.deliveries, 1);
@@ -40,6 +44,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut downlink: mpsc::Receiver<Downli
                         }
                     }
                 }
+                Downlink::DeliverShared { filter, message } => deliver_shared(&shared, filter, message).await,
                 Downlink::Revoked { session, epoch } => shared.connections.revoke(&session, epoch),
                 Downlink::Handover { session, epoch, pending } => {
                     let count = pending.len() as u64;
@@ -69,4 +74,47 @@ pub(crate) async fn run(shared: Arc<Shared>, mut downlink: mpsc::Receiver<Downli
             }
         }
     }
+}
+
+/// Gives a shared group's message to one local member: one with room in
+/// its receive window if any (the pull model: busy members are skipped),
+/// picked by the configured strategy. With no member left here (they just
+/// left), the message goes back to the router for another gateway.
+async fn deliver_shared(shared: &Shared, filter: TopicFilter, message: Arc<Message>) {
+    let strategy = shared.config.limits.shared_strategy;
+    let chosen = {
+        let mut index = shared.index.write().unwrap_or_else(|p| p.into_inner());
+        index.shared_group(&message.app, &filter).and_then(|group| {
+            let all: Vec<ConnId> = group.members.iter().map(|(conn, _)| *conn).collect();
+            let ready: Vec<ConnId> = all
+                .iter()
+                .copied()
+                .filter(|conn| shared.connections.get(*conn).is_some_and(|h| h.free_window() > 0))
+                .collect();
+            let candidates = if ready.is_empty() { &all } else { &ready };
+            let publisher = message.origin.as_ref().map(|c| c.as_str());
+            let conn = group.dispatcher.pick(strategy, candidates, publisher, message.topic.as_str())?;
+            group.members.iter().find(|(member, _)| *member == conn).copied()
+        })
+    };
+    if let Some((conn, sub)) = chosen
+        && let Some(handle) = shared.connections.get(conn)
+    {
+        let queued = QueuedMessage {
+            qos: sub.qos.min(message.qos),
+            subscription_ids: sub.identifier.into_iter().collect(),
+            message: message.clone(),
+            progress: Progress::Unsent,
+            shared: Some(filter.clone()),
+        };
+        if handle.push(Inbound::Deliver(queued), shared.config.max_inbox) {
+            GatewayCounters::add(&shared.counters.deliveries, 1);
+            return;
+        }
+    }
+    if message.qos == herald_core::QoS::AtMostOnce {
+        GatewayCounters::add(&shared.counters.dropped_connection_backlog, 1);
+        return;
+    }
+    let _ = shared.uplink.send(Uplink::Redispatch { filter, messages: vec![message] }).await;
 }

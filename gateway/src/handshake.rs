@@ -118,8 +118,9 @@ pub fn accept(
         connack_properties.push(Property::ReceiveMaximum(limits.receive_maximum));
         connack_properties.push(Property::MaximumPacketSize(limits.max_packet_size));
         connack_properties.push(Property::TopicAliasMaximum(limits.topic_alias_maximum));
-        // Shared subscriptions arrive with the cluster-aware group design.
-        connack_properties.push(Property::SharedSubscriptionAvailable(0));
+        if !limits.shared_subscriptions {
+            connack_properties.push(Property::SharedSubscriptionAvailable(0));
+        }
         // Capabilities are announced only where they differ from the
         // defaults the spec gives their absence (§3.2.2.3).
         if limits.maximum_qos != QoS::ExactlyOnce {

@@ -164,7 +164,7 @@ fn v5_connack_announces_the_server_limits() {
     assert_eq!(properties.receive_maximum(), Some(20));
     assert_eq!(properties.maximum_packet_size(), Some(4096));
     assert_eq!(properties.topic_alias_maximum(), Some(8));
-    assert_eq!(properties.shared_subscription_available(), Some(0));
+    assert_eq!(properties.shared_subscription_available(), None, "available: announced only when turned off");
 }
 
 #[test]

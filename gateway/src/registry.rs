@@ -4,13 +4,13 @@
 //! Locks here are held for a map operation, never across an await.
 
 use crate::session::LocalSubscription;
-use herald_core::{AppId, Epoch, NodeId, QoS, SessionKey, TopicFilter, TopicTree};
+use herald_core::{AppId, Dispatcher, Epoch, NodeId, QoS, SessionKey, TopicFilter, TopicTree};
 use herald_proto::Message;
 use herald_proto::seam::{Downlink, QueuedMessage};
 use std::collections::hash_map::{Entry, RandomState};
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::task::{Context, Waker};
 
@@ -23,6 +23,7 @@ pub(crate) const REQUEST_SEQ_BITS: u32 = 24;
 const REVOKED: u8 = 1;
 const KEEP_ALIVE_EXPIRED: u8 = 2;
 const SHUTTING_DOWN: u8 = 4;
+const INBOX_CLOSED: u8 = 8;
 
 /// What other tasks hand a connection.
 #[derive(Debug)]
@@ -51,6 +52,9 @@ pub(crate) struct ConnHandle {
     waker: Mutex<Option<Waker>>,
     last_seen_ms: AtomicU64,
     keep_alive_ms: AtomicU64,
+    /// Deliveries the client would accept right now (its receive window
+    /// less what is in flight or waiting): how shared groups pick members.
+    free_window: AtomicU32,
     flags: AtomicU8,
 }
 
@@ -65,6 +69,7 @@ impl ConnHandle {
             waker: Mutex::new(None),
             last_seen_ms: AtomicU64::new(now_ms),
             keep_alive_ms: AtomicU64::new(0),
+            free_window: AtomicU32::new(0),
             flags: AtomicU8::new(0),
         }
     }
@@ -102,6 +107,14 @@ impl ConnHandle {
     pub(crate) fn set_keep_alive(&self, seconds: u16) {
         // [MQTT-3.1.2-24]: one and a half times the keep-alive.
         self.keep_alive_ms.store(u64::from(seconds) * 1500, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_free_window(&self, free: u32) {
+        self.free_window.store(free, Ordering::Relaxed);
+    }
+
+    pub(crate) fn free_window(&self) -> u32 {
+        self.free_window.load(Ordering::Relaxed)
     }
 
     pub(crate) fn touch(&self, now_ms: u64) {
@@ -145,6 +158,11 @@ impl ConnHandle {
     pub(crate) fn push(&self, item: Inbound, capacity: usize) -> bool {
         {
             let mut inbox = lock(&self.inbox);
+            // Checked under the inbox lock: nothing lands after the last
+            // `close_inbox` drain.
+            if self.flags.load(Ordering::SeqCst) & INBOX_CLOSED != 0 {
+                return false;
+            }
             let queue = inbox.get_or_insert_with(VecDeque::new);
             if matches!(item, Inbound::Deliver(_)) && queue.len() >= capacity {
                 return false;
@@ -153,6 +171,14 @@ impl ConnHandle {
         }
         self.wake();
         true
+    }
+
+    /// Refuses every later hand-over and returns what is waiting: the
+    /// connection's last look at its inbox.
+    pub(crate) fn close_inbox(&self) -> Option<VecDeque<Inbound>> {
+        let mut inbox = lock(&self.inbox);
+        self.flags.fetch_or(INBOX_CLOSED, Ordering::SeqCst);
+        inbox.take()
     }
 
     /// Takes everything waiting, releasing the queue's memory.
@@ -193,6 +219,16 @@ impl GatewayCounters {
 pub(crate) struct LocalIndex {
     trees: HashMap<AppId, TopicTree<ConnId, LocalSubscription>>,
     route_counts: HashMap<(AppId, TopicFilter), usize>,
+    /// Members of shared subscription groups: the router sends such a
+    /// group's messages with `DeliverShared`, never through the trees.
+    shared: HashMap<(AppId, TopicFilter), SharedMembers>,
+}
+
+/// This gateway's members of one shared subscription group.
+#[derive(Debug, Default)]
+pub(crate) struct SharedMembers {
+    pub(crate) members: Vec<(ConnId, LocalSubscription)>,
+    pub(crate) dispatcher: Dispatcher<ConnId>,
 }
 
 /// Route changes produced by index updates, for the router.
@@ -211,8 +247,23 @@ impl LocalIndex {
         sub: LocalSubscription,
         changes: &mut RouteChanges,
     ) {
-        let tree = self.trees.entry(app.clone()).or_default();
-        if tree.insert(filter.match_filter(), conn, sub).is_none() {
+        let added = if filter.share_group().is_some() {
+            let group = self.shared.entry((app.clone(), filter.clone())).or_default();
+            match group.members.iter_mut().find(|(c, _)| *c == conn) {
+                Some(member) => {
+                    member.1 = sub;
+                    false
+                }
+                None => {
+                    group.members.push((conn, sub));
+                    true
+                }
+            }
+        } else {
+            let tree = self.trees.entry(app.clone()).or_default();
+            tree.insert(filter.match_filter(), conn, sub).is_none()
+        };
+        if added {
             let count = self.route_counts.entry((app.clone(), filter.clone())).or_default();
             *count += 1;
             if *count == 1 {
@@ -228,11 +279,23 @@ impl LocalIndex {
         conn: ConnId,
         changes: &mut RouteChanges,
     ) {
-        let Some(tree) = self.trees.get_mut(app) else { return };
-        if tree.remove(filter.match_filter(), &conn).is_none() {
+        let key = (app.clone(), filter.clone());
+        let removed = if filter.share_group().is_some() {
+            let Some(group) = self.shared.get_mut(&key) else { return };
+            let before = group.members.len();
+            group.members.retain(|(c, _)| *c != conn);
+            let removed = group.members.len() < before;
+            if group.members.is_empty() {
+                self.shared.remove(&key);
+            }
+            removed
+        } else {
+            let Some(tree) = self.trees.get_mut(app) else { return };
+            tree.remove(filter.match_filter(), &conn).is_some()
+        };
+        if !removed {
             return;
         }
-        let key = (app.clone(), filter.clone());
         if let Some(count) = self.route_counts.get_mut(&key) {
             *count -= 1;
             if *count == 0 {
@@ -240,6 +303,11 @@ impl LocalIndex {
                 changes.remove.push(key);
             }
         }
+    }
+
+    /// Returns the members of the shared group `filter` of `app`.
+    pub(crate) fn shared_group(&mut self, app: &AppId, filter: &TopicFilter) -> Option<&mut SharedMembers> {
+        self.shared.get_mut(&(app.clone(), filter.clone()))
     }
 
     /// Returns, per local connection, the delivery of `message`: the highest

@@ -58,6 +58,10 @@ pub struct SessionLimits {
     pub wildcard_subscriptions: bool,
     /// Whether subscriptions may carry identifiers (0xA1 DISCONNECT when not).
     pub subscription_identifiers: bool,
+    /// Whether clients may join shared subscription groups (0x9E when not).
+    pub shared_subscriptions: bool,
+    /// How a gateway picks the member of a shared group.
+    pub shared_strategy: herald_core::SharedStrategy,
     /// Where v5 clients are sent when this server shuts down: DISCONNECT
     /// 0x9C (use another server) with this Server Reference instead of 0x8B.
     pub server_reference: Option<String>,
@@ -79,6 +83,8 @@ impl Default for SessionLimits {
             retain_available: true,
             wildcard_subscriptions: true,
             subscription_identifiers: true,
+            shared_subscriptions: true,
+            shared_strategy: herald_core::SharedStrategy::RoundRobin,
             server_reference: None,
         }
     }
@@ -640,7 +646,7 @@ impl Session {
         for (raw, options) in subscribe.filters {
             // A copy: subscriptions outlive the read buffer they arrived in.
             let filter = match TopicFilter::new(ByteString::from(&*raw)) {
-                Ok(filter) if filter.share_group().is_some() => {
+                Ok(filter) if filter.share_group().is_some() && !self.limits.shared_subscriptions => {
                     codes.push(ReasonCode::SharedSubscriptionsNotSupported);
                     continue;
                 }
@@ -753,6 +759,7 @@ impl Session {
             | Downlink::Claimed { request, .. } => *request,
             Downlink::Revoked { .. }
             | Downlink::Deliver(_)
+            | Downlink::DeliverShared { .. }
             | Downlink::Handover { .. }
             | Downlink::Released { .. } => return,
         };
@@ -800,6 +807,7 @@ impl Session {
                         subscription_ids: local.identifier.into_iter().collect(),
                         message,
                         progress: Progress::Unsent,
+                        shared: None,
                     };
                     self.deliver_with_retain(queued, true, Bound::Bounded, now, out);
                 }
@@ -1032,6 +1040,44 @@ impl Session {
     /// `subscription` (the no-local option).
     pub fn accepts_from(&self, subscription: &LocalSubscription, origin: Option<&ClientId>) -> bool {
         !(subscription.no_local && origin == Some(&self.key.client))
+    }
+
+    /// Returns how many more QoS 1/2 deliveries the client accepts right
+    /// now: none while some wait behind its window.
+    pub fn free_window(&self) -> u32 {
+        if !self.waiting.is_empty() {
+            return 0;
+        }
+        u32::try_from(self.window().saturating_sub(self.inflight.len())).unwrap_or(u32::MAX)
+    }
+
+    /// Takes the deliveries that came through shared subscriptions and are
+    /// not acknowledged (in flight or waiting), in order: when the member
+    /// leaves they go back to their group, to another member, without DUP
+    /// (that member never saw them).
+    pub fn take_shared(&mut self) -> Vec<(TopicFilter, Arc<Message>)> {
+        let mut taken = Vec::new();
+        let mut index = 0;
+        while index < self.inflight.len() {
+            let is_shared = self.inflight[index].queued.shared.is_some()
+                && self.inflight[index].state != Awaiting::Complete;
+            if is_shared {
+                let entry = self.inflight.remove(index);
+                if let Some(filter) = entry.queued.shared {
+                    taken.push((filter, entry.queued.message));
+                }
+            } else {
+                index += 1;
+            }
+        }
+        let waiting = std::mem::take(&mut self.waiting);
+        for (queued, retained) in waiting {
+            match queued.shared {
+                Some(filter) => taken.push((filter, queued.message)),
+                None => self.waiting.push_back((QueuedMessage { shared: None, ..queued }, retained)),
+            }
+        }
+        taken
     }
 
     /// Returns true when the session outlives its connection.

@@ -90,6 +90,7 @@ fn queued_message(message: Message, qos: QoS) -> QueuedMessage {
         qos,
         subscription_ids: Vec::new(),
         progress: Progress::Unsent,
+        shared: None,
     }
 }
 
@@ -599,7 +600,7 @@ fn v311_sessions_use_the_configured_inflight_window() {
 fn subscribe_adds_local_routes_before_the_uplink_and_subacks_after_the_reply() {
     let mut h = Harness::v5();
     let out = h.packet(Packet::Subscribe(subscribe(&[
-        ("$share/g/x", QoS::AtLeastOnce),
+        ("bad/#/filter", QoS::AtLeastOnce),
         ("a/+", QoS::AtLeastOnce),
         ("b", QoS::ExactlyOnce),
         ("c", QoS::AtMostOnce),
@@ -625,7 +626,7 @@ fn subscribe_adds_local_routes_before_the_uplink_and_subacks_after_the_reply() {
         packet_id: id(9),
         properties: Properties::default(),
         reason_codes: vec![
-            ReasonCode::SharedSubscriptionsNotSupported,
+            ReasonCode::TopicFilterInvalid,
             ReasonCode::GrantedQos1,
             ReasonCode::GrantedQos2,
             ReasonCode::Success,
@@ -638,15 +639,14 @@ fn subscribe_adds_local_routes_before_the_uplink_and_subacks_after_the_reply() {
 #[test]
 fn a_refused_subscribe_suback_carries_the_error_for_accepted_filters() {
     let mut h = Harness::v5();
-    let out =
-        h.packet(Packet::Subscribe(subscribe(&[("$share/g/x", QoS::AtLeastOnce), ("a", QoS::AtLeastOnce)])));
+    let out = h
+        .packet(Packet::Subscribe(subscribe(&[("bad/#/filter", QoS::AtLeastOnce), ("a", QoS::AtLeastOnce)])));
     let request = subscribe_request(&out);
     let out = h.reply(Downlink::Subscribed { request, result: Err(ErrorCode::QuotaExceeded) });
     match packets(&out).as_slice() {
-        [Packet::SubAck(ack)] => assert_eq!(
-            ack.reason_codes,
-            [ReasonCode::SharedSubscriptionsNotSupported, ReasonCode::QuotaExceeded]
-        ),
+        [Packet::SubAck(ack)] => {
+            assert_eq!(ack.reason_codes, [ReasonCode::TopicFilterInvalid, ReasonCode::QuotaExceeded])
+        }
         other => panic!("expected a SUBACK, got {other:?}"),
     }
 }
@@ -1163,4 +1163,48 @@ fn a_resumed_queue_longer_than_the_waiting_bound_is_delivered_whole() {
     assert_eq!(published_packets(&out).len(), 1, "one in the client's window");
     assert_eq!(h.session.outbound_backlog(), 6, "the other five wait, none dropped");
     assert_eq!(h.session.counters().dropped_queue_full, 0);
+}
+
+// ---------------------------------------------------------- shared groups
+
+#[test]
+fn shared_subscriptions_are_accepted_unless_turned_off() {
+    let mut h = Harness::new(connect_v5(), limits());
+    let out = h.subscribed(subscribe(&[("$share/g/a/+", QoS::AtLeastOnce)]));
+    assert!(
+        out.iter().any(|a| matches!(a, Action::AddLocal(f, _) if f.as_str() == "$share/g/a/+")),
+        "{out:?}"
+    );
+    let Some(Packet::SubAck(ack)) = packets(&out).into_iter().find(|p| matches!(p, Packet::SubAck(_))) else {
+        panic!("no SUBACK: {out:?}")
+    };
+    assert_eq!(ack.reason_codes, [ReasonCode::GrantedQos1]);
+
+    let mut off = Harness::new(connect_v5(), SessionLimits { shared_subscriptions: false, ..limits() });
+    let out = off.subscribed(subscribe(&[("$share/g/a/+", QoS::AtLeastOnce)]));
+    let Some(Packet::SubAck(ack)) = packets(&out).into_iter().find(|p| matches!(p, Packet::SubAck(_))) else {
+        panic!("no SUBACK: {out:?}")
+    };
+    assert_eq!(ack.reason_codes, [ReasonCode::SharedSubscriptionsNotSupported]);
+}
+
+#[test]
+fn a_leaving_member_gives_back_its_unacknowledged_shared_deliveries_and_keeps_its_own() {
+    let mut h = Harness::new(connect_persistent(3600, 1), limits());
+    let group = filter("$share/g/t");
+    let shared = |payload: &'static [u8]| QueuedMessage {
+        shared: Some(group.clone()),
+        ..queued(payload, QoS::AtLeastOnce)
+    };
+    h.deliver(shared(b"s1"));
+    h.deliver(queued(b"own", QoS::AtLeastOnce));
+    h.deliver(shared(b"s2"));
+    assert_eq!(h.session.free_window(), 0, "window full, two waiting");
+
+    let taken = h.session.take_shared();
+    let taken: Vec<(&str, &[u8])> = taken.iter().map(|(f, m)| (f.as_str(), m.payload.as_ref())).collect();
+    assert_eq!(taken, [("$share/g/t", &b"s1"[..]), ("$share/g/t", b"s2")]);
+    let release = h.session.release(false);
+    let own: Vec<&[u8]> = release.pending.iter().map(|q| q.message.payload.as_ref()).collect();
+    assert_eq!(own, [&b"own"[..]], "the session keeps only its own deliveries");
 }

@@ -114,6 +114,10 @@ pub struct QueuedMessage {
     pub subscription_ids: Vec<u32>,
     /// How far it got towards the client on an earlier connection.
     pub progress: Progress,
+    /// The shared subscription (`$share/…`) it was dispatched through: a
+    /// member that cannot take it any more hands it back to the group, not
+    /// to its own session.
+    pub shared: Option<TopicFilter>,
 }
 
 /// How far a queued message got towards its client before the connection
@@ -201,6 +205,15 @@ pub enum Uplink {
     },
     /// A message to route.
     Publish(Publish),
+    /// Messages of a shared subscription group that a member could not
+    /// take (it left, or the gateway had no member left): dispatched again
+    /// to the group.
+    Redispatch {
+        /// The shared filter (`$share/{group}/{filter}`).
+        filter: TopicFilter,
+        /// The messages, in order (each carries its app).
+        messages: Vec<Arc<Message>>,
+    },
     /// Deliveries that reached a connection after it sent its `Release`
     /// but before the `Released` reply: routed while the session was
     /// online, so the router did not queue them. They join the session's
@@ -258,6 +271,14 @@ pub enum Downlink {
     /// A message for the gateway's local subscribers: it matched at least
     /// one of the gateway's routes.
     Deliver(Arc<Message>),
+    /// A message for one member of a shared subscription group on this
+    /// gateway: the router picked this gateway; the gateway picks the member.
+    DeliverShared {
+        /// The shared filter (`$share/{group}/{filter}`).
+        filter: TopicFilter,
+        /// The message.
+        message: Arc<Message>,
+    },
     /// The reply to a release: everything the router routed to the
     /// connection before applying the release is ahead of it on the
     /// downlink.

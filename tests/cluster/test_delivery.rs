@@ -50,3 +50,22 @@ fn a_publish_over_websocket_on_one_gateway_reaches_another() {
     assert_eq!(received(&output), [Message::new("browser/tab", "message-0", 1, false)], "local subscriber");
     assert_eq!(remote.expect_messages(1), [Message::new("browser/tab", "message-0", 1, false)]);
 }
+
+#[test]
+fn a_shared_group_with_members_on_both_gateways_gets_each_message_once() {
+    let cluster = Cluster::start(2);
+    let mut on_first =
+        subscriber(&cluster.gateway(0), Version::V5).topic("$share/pool/work/#").qos(1).start();
+    let mut on_second =
+        subscriber(&cluster.gateway(1), Version::V311).topic("$share/pool/work/#").qos(1).start();
+    let sent: Vec<String> = (0..10).map(|n| format!("w{n}")).collect();
+    publisher(&cluster.gateway(1), Version::V5, "work/item").qos(1).lines(&sent).run();
+    // The router alternates between the two gateways, each of which has one member.
+    let mut got: Vec<String> = on_first.expect_messages(5).into_iter().map(|m| m.payload).collect();
+    got.extend(on_second.expect_messages(5).into_iter().map(|m| m.payload));
+    on_first.expect_silence(std::time::Duration::from_millis(300));
+    got.sort();
+    let mut expected = sent.clone();
+    expected.sort();
+    assert_eq!(got, expected);
+}

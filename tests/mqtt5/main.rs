@@ -200,6 +200,7 @@ fn item_13_configured_server_capabilities_standalone() {
         ("retain_available", "false"),
         ("wildcard_subscriptions", "false"),
         ("subscription_identifiers", "false"),
+        ("shared_subscriptions", "false"),
         ("max_keep_alive", "5"),
         ("receive_maximum", "10"),
         ("topic_alias_maximum", "3"),

@@ -176,9 +176,9 @@ fn assert_packet_size_limit(client: &mut Raw, maximum: u32) {
 }
 
 /// Item 13: the CONNACK announces the server's capabilities (here the defaults: receive
-/// maximum, maximum packet size, topic alias maximum, no shared subscriptions; maximum QoS 2,
-/// retain, wildcards and subscription identifiers available, so left out), the assigned
-/// client identifier and a capped session expiry; a shared subscription gets 0x9E.
+/// maximum, maximum packet size, topic alias maximum; maximum QoS 2, retain, wildcards,
+/// subscription identifiers and shared subscriptions available, so left out), the assigned
+/// client identifier and a capped session expiry; a shared subscription is granted.
 /// [`item_13_configured_server_capabilities`] changes each one.
 pub(crate) fn item_13_server_capabilities(topology: &Topology) {
     // An empty client identifier and the largest session expiry.
@@ -189,7 +189,6 @@ pub(crate) fn item_13_server_capabilities(topology: &Topology) {
     assert_eq!(number(property::RECEIVE_MAXIMUM), Some(128), "{connack:?}");
     assert_eq!(number(property::MAXIMUM_PACKET_SIZE), Some(1_048_576), "{connack:?}");
     assert_eq!(number(property::TOPIC_ALIAS_MAXIMUM), Some(64), "{connack:?}");
-    assert_eq!(number(property::SHARED_SUBSCRIPTION_AVAILABLE), Some(0), "{connack:?}");
     assert_eq!(number(property::SESSION_EXPIRY_INTERVAL), Some(604_800), "capped: {connack:?}");
     let assigned = announced.text(property::ASSIGNED_CLIENT_IDENTIFIER).unwrap_or_default();
     assert!(!assigned.is_empty(), "no assigned client identifier: {connack:?}");
@@ -198,12 +197,13 @@ pub(crate) fn item_13_server_capabilities(topology: &Topology) {
         property::RETAIN_AVAILABLE,
         property::WILDCARD_SUBSCRIPTION_AVAILABLE,
         property::SUBSCRIPTION_IDENTIFIER_AVAILABLE,
+        property::SHARED_SUBSCRIPTION_AVAILABLE,
         property::SERVER_KEEP_ALIVE,
     ] {
         assert!(!announced.has(absent), "property {absent:#04x} announced at its default: {connack:?}");
     }
     client.send(&raw::subscribe(1, &[], &[("$share/group/item13", 0x01)]));
-    assert_eq!(client.expect(SUBACK).reason_codes(), [0x9E], "shared subscriptions not supported");
+    assert_eq!(client.expect(SUBACK).reason_codes(), [0x01], "shared subscriptions are available");
 }
 
 /// Item 13, with every capability configured away from its default: the CONNACK announces
@@ -231,9 +231,11 @@ pub(crate) fn item_13_configured_server_capabilities(topology: &Topology) {
         assert_eq!(announced.number(id), Some(value), "property {id:#04x}: {connack:?}");
     }
 
-    // SUBACK 0xA2 for a wildcard; a subscription asking QoS 2 is granted the maximum, 1.
-    client.send(&raw::subscribe(1, &[], &[("item13/+", 0x01), ("item13/exact", 0x02)]));
-    assert_eq!(client.expect(SUBACK).reason_codes(), [0xA2, 0x01]);
+    // SUBACK 0xA2 for a wildcard, 0x9E for a shared subscription; a subscription asking QoS 2
+    // is granted the maximum, 1.
+    let filters = [("item13/+", 0x01), ("item13/exact", 0x02), ("$share/g/item13", 0x01)];
+    client.send(&raw::subscribe(1, &[], &filters));
+    assert_eq!(client.expect(SUBACK).reason_codes(), [0xA2, 0x01, 0x9E]);
     // DISCONNECT 0xA1 for a subscription identifier.
     client.send(&raw::subscribe(2, &[property::SUBSCRIPTION_IDENTIFIER, 0x07], &[("item13/exact", 0x01)]));
     assert_eq!(client.expect_disconnect().reason_code(), 0xA1, "subscription identifiers not supported");

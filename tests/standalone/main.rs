@@ -16,6 +16,7 @@ mod test_lifecycle;
 mod test_qos;
 mod test_retained;
 mod test_sessions;
+mod test_shared;
 mod test_websocket;
 mod test_wildcards;
 mod test_will;

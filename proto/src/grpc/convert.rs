@@ -176,6 +176,7 @@ fn queued_to_pb(q: &QueuedMessage) -> pb::QueuedMessage {
         subscription_ids: q.subscription_ids.clone(),
         progress,
         packet_id: u32::from(packet_id),
+        shared: q.shared.as_ref().map(|f| f.as_str().to_owned()),
     }
 }
 
@@ -192,6 +193,10 @@ fn queued_from_pb(q: pb::QueuedMessage) -> Result<QueuedMessage, ConvertError> {
         qos: qos_from_pb(q.qos, "queued.qos")?,
         subscription_ids: q.subscription_ids,
         progress,
+        shared: q
+            .shared
+            .map(|f| TopicFilter::new(f).map_err(|_| invalid("queued.shared", "invalid topic filter")))
+            .transpose()?,
     })
 }
 
@@ -256,6 +261,10 @@ pub fn uplink_to_pb(item: &Uplink) -> pb::Uplink {
             session: Some(session_to_pb(session)),
             epoch: Some(epoch_to_pb(*epoch)),
             filters: filters.iter().map(|f| f.as_str().to_owned()).collect(),
+        }),
+        Uplink::Redispatch { filter, messages } => Item::Redispatch(pb::Redispatch {
+            filter: filter.as_str().to_owned(),
+            messages: messages.iter().map(|m| message_to_pb(m)).collect(),
         }),
         Uplink::Requeue { session, epoch, messages } => Item::Requeue(pb::Requeue {
             session: Some(session_to_pb(session)),
@@ -333,6 +342,15 @@ pub fn uplink_from_pb(item: pb::Uplink) -> Result<Uplink, ConvertError> {
                 })
                 .collect::<Result<_, _>>()?,
         },
+        Item::Redispatch(r) => Uplink::Redispatch {
+            filter: TopicFilter::new(r.filter)
+                .map_err(|_| invalid("redispatch.filter", "invalid topic filter"))?,
+            messages: r
+                .messages
+                .into_iter()
+                .map(|m| message_from_pb(m).map(Arc::new))
+                .collect::<Result<_, _>>()?,
+        },
         Item::Requeue(r) => Uplink::Requeue {
             session: session_from_pb(r.session, "requeue.session")?,
             epoch: epoch_from_pb(r.epoch, "requeue.epoch")?,
@@ -403,6 +421,10 @@ pub fn downlink_to_pb(item: &Downlink) -> pb::Downlink {
         }),
         Downlink::Deliver(message) => Item::Deliver(pb::Deliver { message: Some(message_to_pb(message)) }),
         Downlink::Released { request } => Item::Released(pb::Released { request: *request }),
+        Downlink::DeliverShared { filter, message } => Item::DeliverShared(pb::DeliverShared {
+            filter: filter.as_str().to_owned(),
+            message: Some(message_to_pb(message)),
+        }),
         Downlink::Handover { session, epoch, pending } => Item::Handover(pb::Handover {
             session: Some(session_to_pb(session)),
             epoch: Some(epoch_to_pb(*epoch)),
@@ -463,6 +485,11 @@ pub fn downlink_from_pb(item: pb::Downlink) -> Result<Downlink, ConvertError> {
         },
         Item::Deliver(d) => Downlink::Deliver(required_message(d.message, "deliver.message")?),
         Item::Released(r) => Downlink::Released { request: r.request },
+        Item::DeliverShared(d) => Downlink::DeliverShared {
+            filter: TopicFilter::new(d.filter)
+                .map_err(|_| invalid("deliver_shared.filter", "invalid topic filter"))?,
+            message: required_message(d.message, "deliver_shared.message")?,
+        },
         Item::Handover(h) => Downlink::Handover {
             session: session_from_pb(h.session, "handover.session")?,
             epoch: epoch_from_pb(h.epoch, "handover.epoch")?,

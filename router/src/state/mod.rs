@@ -5,8 +5,9 @@
 
 mod routing;
 mod sessions;
+mod shared;
 
-use herald_core::{AppId, ClientId, NodeId, SessionKey, TopicFilter, TopicTree, UnixMillis};
+use herald_core::{AppId, ClientId, NodeId, SessionKey, SharedStrategy, TopicFilter, TopicTree, UnixMillis};
 use herald_proto::Message;
 use herald_proto::seam::{Downlink, Uplink};
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -23,11 +24,17 @@ pub struct RouterConfig {
     /// Upper bound on any session expiry interval, in seconds, so that no
     /// session lives forever.
     pub max_session_expiry_seconds: u32,
+    /// How shared subscription groups pick a gateway.
+    pub shared_strategy: SharedStrategy,
 }
 
 impl Default for RouterConfig {
     fn default() -> Self {
-        RouterConfig { max_queued_messages: 1000, max_session_expiry_seconds: 7 * 24 * 3600 }
+        RouterConfig {
+            max_queued_messages: 1000,
+            max_session_expiry_seconds: 7 * 24 * 3600,
+            shared_strategy: SharedStrategy::RoundRobin,
+        }
     }
 }
 
@@ -54,6 +61,9 @@ pub struct RouterCounters {
     /// Releases of taken-over connections whose unacknowledged messages
     /// were handed to the session's new owner.
     pub handed_over: u64,
+    /// QoS 0 messages for a shared subscription group with no member
+    /// (policy: QoS 0 is never queued).
+    pub dropped_shared_no_member: u64,
 }
 
 /// A downlink item addressed to a gateway.
@@ -78,6 +88,8 @@ pub struct RouterState {
     /// prefix share a trie path but are separate subscriptions.
     offline: HashMap<AppId, TopicTree<(ClientId, TopicFilter), sessions::OfflineEntry>>,
     retained: HashMap<AppId, routing::RetainedStore>,
+    /// Shared subscription groups.
+    shared: HashMap<AppId, shared::SharedGroups>,
     /// Scheduled wills and expiries: `(deadline, session)`.
     timers: BTreeSet<(UnixMillis, SessionKey)>,
     counters: RouterCounters,
@@ -126,7 +138,12 @@ impl RouterState {
                 out.push((gateway, Downlink::Released { request }));
             }
             Uplink::Requeue { session, epoch, messages } => self.requeue(&session, epoch, messages, out),
-            Uplink::Routes { add, remove } => self.change_routes(gateway, add, remove),
+            Uplink::Routes { add, remove } => self.change_routes(gateway, add, remove, out),
+            Uplink::Redispatch { filter, messages } => {
+                for message in messages {
+                    self.dispatch_to_group(&filter, message, out);
+                }
+            }
             Uplink::Subscribe { request, session, epoch, subscriptions } => {
                 let result = self.subscribe(&session, epoch, subscriptions, now);
                 out.push((gateway, Downlink::Subscribed { request, result }));
@@ -173,6 +190,7 @@ impl RouterState {
             self.retained.entry(message.app.clone()).or_default().store(&retained);
         }
         let mut matched = self.deliver_to_gateways(&message, out);
+        matched |= self.dispatch_to_groups(&message, out);
         matched |= self.queue_for_offline_sessions(&message, &mut kept);
         matched
     }

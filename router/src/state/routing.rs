@@ -53,21 +53,26 @@ impl RouterState {
         gateway: NodeId,
         add: Vec<(AppId, TopicFilter)>,
         remove: Vec<(AppId, TopicFilter)>,
+        out: &mut Vec<Effect>,
     ) {
-        let owned = self.gateway_routes.entry(gateway).or_default();
         for (app, filter) in add {
-            self.routes.entry(app.clone()).or_default().insert(
-                filter.match_filter(),
-                (gateway, filter.clone()),
-                (),
-            );
-            owned.insert((app, filter));
+            self.gateway_routes.entry(gateway).or_default().insert((app.clone(), filter.clone()));
+            if filter.share_group().is_some() {
+                self.join_group(gateway, app, filter, out);
+            } else {
+                let key = (gateway, filter.clone());
+                self.routes.entry(app).or_default().insert(filter.match_filter(), key, ());
+            }
         }
         for (app, filter) in remove {
-            if let Some(tree) = self.routes.get_mut(&app) {
+            if let Some(owned) = self.gateway_routes.get_mut(&gateway) {
+                owned.remove(&(app.clone(), filter.clone()));
+            }
+            if filter.share_group().is_some() {
+                self.leave_group(gateway, &app, &filter);
+            } else if let Some(tree) = self.routes.get_mut(&app) {
                 tree.remove(filter.match_filter(), &(gateway, filter.clone()));
             }
-            owned.remove(&(app, filter));
         }
     }
 
@@ -78,8 +83,7 @@ impl RouterState {
     pub fn gateway_gone(&mut self, gateway: NodeId, now: UnixMillis, out: &mut Vec<Effect>) {
         let owned = self.gateway_routes.remove(&gateway).unwrap_or_default();
         let remove = owned.into_iter().collect();
-        self.change_routes(gateway, Vec::new(), remove);
-        self.gateway_routes.remove(&gateway);
+        self.change_routes(gateway, Vec::new(), remove, out);
         let held: Vec<(SessionKey, Epoch, u32)> = self
             .sessions
             .iter()

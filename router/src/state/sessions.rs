@@ -254,6 +254,9 @@ impl RouterState {
                     }
                 });
             }
+            if subscription.filter.share_group().is_some() {
+                self.ensure_group(&session.app, &subscription.filter);
+            }
             let Some(record) = self.sessions.get_mut(session) else { break };
             if let Some(state) = record.persistent.as_deref_mut() {
                 state.subscriptions.retain(|s| s.filter != subscription.filter);
@@ -322,7 +325,9 @@ impl RouterState {
 
     fn add_offline_subscriptions(&mut self, session: &SessionKey, subscriptions: &[Subscription]) {
         let tree = self.offline.entry(session.app.clone()).or_default();
-        for s in subscriptions {
+        // A shared subscription's messages wait in its group, not in the
+        // queue of one member.
+        for s in subscriptions.iter().filter(|s| s.filter.share_group().is_none()) {
             let entry = OfflineEntry { qos: s.qos, no_local: s.no_local, identifier: s.identifier };
             tree.insert(s.filter.match_filter(), (session.client.clone(), s.filter.clone()), entry);
         }
@@ -374,7 +379,13 @@ impl RouterState {
                 self.counters.dropped_queue_full += 1;
                 continue;
             }
-            let queued = QueuedMessage { message: kept(), qos, subscription_ids, progress: Progress::Unsent };
+            let queued = QueuedMessage {
+                message: kept(),
+                qos,
+                subscription_ids,
+                progress: Progress::Unsent,
+                shared: None,
+            };
             state.queue.push_back(queued);
         }
         matched

@@ -14,6 +14,7 @@ use herald_proto::seam::{
     Claim, ClaimGrant, Downlink, Progress, Publish, QueuedMessage, Release, RetainedLookup, Subscription,
     Uplink, Will,
 };
+use std::collections::HashMap;
 use std::sync::Arc;
 
 const T0: UnixMillis = UnixMillis(1_000_000);
@@ -119,7 +120,7 @@ fn release(client: &str, epoch: Epoch, expiry_seconds: u32, publish_will: bool) 
 
 fn pending(message: Arc<Message>, redelivery: bool) -> QueuedMessage {
     let progress = if redelivery { Progress::Sent(1) } else { Progress::Unsent };
-    QueuedMessage { qos: message.qos, message, subscription_ids: Vec::new(), progress }
+    QueuedMessage { qos: message.qos, message, subscription_ids: Vec::new(), progress, shared: None }
 }
 
 // ---------------------------------------------------------------------------
@@ -136,6 +137,18 @@ fn deliveries(effects: &[Effect]) -> Vec<(NodeId, String)> {
         .iter()
         .filter_map(|(gateway, item)| match item {
             Downlink::Deliver(message) => Some((*gateway, name_of(message))),
+            _ => None,
+        })
+        .collect()
+}
+
+fn shared_deliveries(effects: &[Effect]) -> Vec<(NodeId, String, String)> {
+    effects
+        .iter()
+        .filter_map(|(gateway, item)| match item {
+            Downlink::DeliverShared { filter, message } => {
+                Some((*gateway, filter.to_string(), name_of(message)))
+            }
             _ => None,
         })
         .collect()
@@ -571,7 +584,9 @@ fn shared_subscription_routes_match_on_the_filter_after_the_share_name() {
     let mut h = Harness::new();
     h.add_routes(GW1, &app(), &["$share/g/a/+"]);
 
-    assert_eq!(deliveries(&h.publish(plain("a/b", "m1"), T0)), [(GW1, "m1".to_owned())]);
+    let effects = h.publish(plain("a/b", "m1"), T0);
+    assert_eq!(deliveries(&effects), [], "a group member is not a plain route");
+    assert_eq!(shared_deliveries(&effects), [(GW1, "$share/g/a/+".to_owned(), "m1".to_owned())]);
 }
 
 #[test]
@@ -1401,4 +1416,77 @@ fn late_deliveries_go_to_the_sessions_new_connection_and_are_refused_for_strange
         h.apply(GW1, Uplink::Requeue { session: key("t1"), epoch: transient, messages: late }, T0),
         []
     );
+}
+
+// ---------------------------------------------------------------------------
+// Shared subscription groups
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_group_spreads_messages_over_its_gateways_one_gateway_per_message() {
+    let mut h = Harness::new();
+    h.add_routes(GW1, &app(), &["$share/workers/jobs/+"]);
+    h.add_routes(GW2, &app(), &["$share/workers/jobs/+", "$share/audit/jobs/#"]);
+    let mut per_gateway = HashMap::new();
+    for n in 0..10 {
+        let effects = h.publish(with_qos("jobs/x", "job", QoS::AtLeastOnce), after_ms(n));
+        let shared = shared_deliveries(&effects);
+        let workers: Vec<_> = shared.iter().filter(|(_, f, _)| f.starts_with("$share/workers")).collect();
+        assert_eq!(workers.len(), 1, "one gateway of the group per message: {shared:?}");
+        *per_gateway.entry(workers[0].0).or_insert(0) += 1;
+        assert!(
+            shared.iter().any(|(g, f, _)| *g == GW2 && f == "$share/audit/jobs/#"),
+            "every group gets it"
+        );
+    }
+    assert_eq!((per_gateway[&GW1], per_gateway[&GW2]), (5, 5), "round robin");
+}
+
+#[test]
+fn a_group_without_members_queues_qos1_and_gives_it_to_the_first_gateway_that_joins() {
+    let mut h = Harness::new();
+    h.add_routes(GW1, &app(), &["$share/g/t"]);
+    h.remove_routes(GW1, &app(), &["$share/g/t"]);
+    h.publish(with_qos("t", "kept", QoS::AtLeastOnce), T0);
+    h.publish(with_qos("t", "fleeting", QoS::AtMostOnce), T0);
+    let filter = TopicFilter::new("$share/g/t").expect("filter");
+    assert_eq!(h.state.group_backlog(&app(), &filter), 1);
+    assert_eq!(h.counters().dropped_shared_no_member, 1);
+
+    let effects = h.apply(GW2, Uplink::Routes { add: vec![(app(), filter.clone())], remove: Vec::new() }, T0);
+    assert_eq!(shared_deliveries(&effects), [(GW2, "$share/g/t".to_owned(), "kept".to_owned())]);
+    assert_eq!(h.state.group_backlog(&app(), &filter), 0);
+}
+
+#[test]
+fn messages_a_member_could_not_take_go_to_another_gateway_of_the_group() {
+    let mut h = Harness::new();
+    h.add_routes(GW1, &app(), &["$share/g/t"]);
+    h.add_routes(GW2, &app(), &["$share/g/t"]);
+    h.remove_routes(GW1, &app(), &["$share/g/t"]);
+    let filter = TopicFilter::new("$share/g/t").expect("filter");
+    let effects = h.apply(
+        GW1,
+        Uplink::Redispatch { filter, messages: vec![with_qos("t", "orphan", QoS::AtLeastOnce)] },
+        T0,
+    );
+    assert_eq!(shared_deliveries(&effects), [(GW2, "$share/g/t".to_owned(), "orphan".to_owned())]);
+}
+
+#[test]
+fn an_offline_member_of_a_group_does_not_queue_the_groups_messages() {
+    let mut h = Harness::new();
+    let epoch = h.connect(GW1, "member", 3600);
+    h.subscribe(
+        GW1,
+        "member",
+        epoch,
+        vec![(subscription("$share/g/t", QoS::AtLeastOnce), RetainedLookup::Skip)],
+    )
+    .expect("subscribed");
+    h.release(GW1, release("member", epoch, 3600, false), T0);
+    h.publish(with_qos("t", "for-the-group", QoS::AtLeastOnce), T0);
+    assert_eq!(h.queue_of("member"), Vec::<String>::new(), "the group keeps it, not one member");
+    let filter = TopicFilter::new("$share/g/t").expect("filter");
+    assert_eq!(h.state.group_backlog(&app(), &filter), 1);
 }

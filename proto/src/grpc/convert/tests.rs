@@ -51,6 +51,7 @@ fn queued(progress: Progress) -> QueuedMessage {
         qos: QoS::AtLeastOnce,
         subscription_ids: vec![1, 2],
         progress,
+        shared: (progress == Progress::Unsent).then(|| TopicFilter::new("$share/g/q/+").expect("filter")),
     }
 }
 
@@ -119,6 +120,10 @@ fn every_uplink_item_survives_the_wire() {
             message: message("a/b/c", true),
         }),
         Uplink::Publish(Publish { request: None, from: None, message: message("a/b/c", false) }),
+        Uplink::Redispatch {
+            filter: TopicFilter::new("$share/g/a/#").expect("filter"),
+            messages: vec![message("a/1", false), message("a/2", true)],
+        },
         Uplink::Requeue {
             session: key("c1"),
             epoch: Epoch::new(1, 2),
@@ -151,6 +156,10 @@ fn every_downlink_item_survives_the_wire() {
         Downlink::Published { request: 9, result: Err(ErrorCode::NotAuthorized) },
         Downlink::Deliver(message("d/1", true)),
         Downlink::Released { request: 12 },
+        Downlink::DeliverShared {
+            filter: TopicFilter::new("$share/g/d/+").expect("filter"),
+            message: message("d/2", false),
+        },
         Downlink::Handover {
             session: key("c1"),
             epoch: Epoch::new(5, 1),
