@@ -12,6 +12,12 @@ use std::fmt;
 /// length prefix).
 pub const MAX_TOPIC_BYTES: usize = 65_535;
 
+/// The most levels a topic name or filter may have. The protocol sets no
+/// limit (65,536 levels fit in its length); Herald refuses deeper topics so
+/// that no client can make matching or indexing work grow with a hostile
+/// depth (a documented deviation, `docs/mqtt5.md`).
+pub const MAX_TOPIC_LEVELS: usize = 128;
+
 /// Why a topic name or filter was refused. Messages cite the normative
 /// statement they enforce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -37,6 +43,9 @@ pub enum TopicError {
     /// A `$share/` filter has an empty share name or one with `/`, `+` or `#`.
     #[error("[MQTT-4.8.2-1] shared subscription share name must be non-empty without '/', '+' or '#'")]
     InvalidShareName,
+    /// The name or filter has more than [`MAX_TOPIC_LEVELS`] levels.
+    #[error("topic has more than 128 levels (an implementation limit)")]
+    TooManyLevels,
     /// A `$share/{name}` filter has no topic filter after the share name.
     #[error("[MQTT-4.8.2-2] shared subscription must have a topic filter after the share name")]
     MissingSharedFilter,
@@ -69,6 +78,9 @@ fn check_common(s: &str) -> Result<(), TopicError> {
     }
     if s.len() > MAX_TOPIC_BYTES {
         return Err(TopicError::TooLong);
+    }
+    if s.bytes().filter(|b| *b == b'/').count() >= MAX_TOPIC_LEVELS {
+        return Err(TopicError::TooManyLevels);
     }
     if s.bytes().any(|b| b == 0) {
         return Err(TopicError::NullCharacter);
@@ -248,6 +260,9 @@ mod tests {
             assert_eq!(validate_topic_name(name), *want, "{name:?}");
         }
         assert_eq!(validate_topic_name(&"a".repeat(65_536)), Err(TopicError::TooLong));
+        assert_eq!(validate_topic_name(&"/".repeat(127)), Ok(()), "128 levels");
+        assert_eq!(validate_topic_name(&"/".repeat(128)), Err(TopicError::TooManyLevels));
+        assert_eq!(validate_topic_filter(&"+/".repeat(200)), Err(TopicError::TooManyLevels));
     }
 
     #[test]

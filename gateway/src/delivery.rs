@@ -6,10 +6,11 @@
 
 use crate::Shared;
 use crate::registry::ConnId;
-use crate::registry::{GatewayCounters, Inbound};
+use crate::registry::{ConnHandle, GatewayCounters, Inbound};
+use crate::session::LocalSubscription;
 use herald_core::TopicFilter;
 use herald_proto::Message;
-use herald_proto::seam::{Downlink, Progress, QueuedMessage, Uplink};
+use herald_proto::seam::{ClaimGrant, Downlink, Progress, QueuedMessage, Uplink};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -68,6 +69,9 @@ pub(crate) async fn run(shared: Arc<Shared>, mut downlink: mpsc::Receiver<Downli
                         _ => continue,
                     };
                     if let Some(handle) = shared.connections.by_request(request) {
+                        if let Downlink::Claimed { result: Ok(grant), .. } = &reply {
+                            claimed(&shared, &handle, grant).await;
+                        }
                         handle.push(Inbound::Reply(reply), usize::MAX);
                     }
                 }
@@ -117,4 +121,30 @@ async fn deliver_shared(shared: &Shared, filter: TopicFilter, message: Arc<Messa
         return;
     }
     let _ = shared.uplink.send(Uplink::Redispatch { filter, messages: vec![message] }).await;
+}
+
+/// Applies a claim grant where downlink order is kept: the connection holds
+/// its epoch before any later `Revoked` or `Handover` is handled, and a
+/// resumed session's subscriptions are in the local index before any later
+/// `Deliver` is matched (the router routes them to this gateway from the
+/// claim on). The session's own `AddLocal`s then find them there.
+async fn claimed(shared: &Shared, handle: &ConnHandle, grant: &ClaimGrant) {
+    handle.set_epoch(grant.epoch);
+    if grant.subscriptions.is_empty() {
+        return;
+    }
+    let app = handle.key.app.clone();
+    shared
+        .change_index(|index, changes| {
+            for s in &grant.subscriptions {
+                let local = LocalSubscription {
+                    qos: s.qos,
+                    no_local: s.no_local,
+                    retain_as_published: s.retain_as_published,
+                    identifier: s.identifier,
+                };
+                index.add(&app, &s.filter, handle.id, local, changes);
+            }
+        })
+        .await;
 }

@@ -209,3 +209,26 @@ fn keep_alive_is_enforced_at_one_and_a_half_times() {
     assert!(lifetime >= Duration::from_millis(1000), "closed after {lifetime:?}, before the keep-alive");
     assert!(lifetime <= Duration::from_millis(4000), "closed only after {lifetime:?}");
 }
+
+#[test]
+fn a_topic_with_thousands_of_levels_is_refused_and_the_broker_lives() {
+    let broker = Broker::start();
+    let mut raw = RawConnection::open(&broker);
+    // v3.1.1 CONNECT, clean session, keep-alive 60 s, client id `deep`.
+    raw.send(&[
+        0x10, 0x10, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x3C, 0x00, 0x04, b'd', b'e', b'e',
+        b'p',
+    ]);
+    assert_eq!(raw.expect_packet().body, [0x00, 0x00], "CONNACK");
+    // SUBSCRIBE packet id 1 to "/" × 5,000 (5,001 levels) at QoS 0.
+    let filter = vec![b'/'; 5_000];
+    let mut body = vec![0x00, 0x01, 0x13, 0x88];
+    body.extend_from_slice(&filter);
+    body.push(0x00);
+    let length = body.len(); // 5,005: two length bytes
+    let mut packet = vec![0x82, (length % 128) as u8 | 0x80, (length / 128) as u8];
+    packet.extend_from_slice(&body);
+    raw.send(&packet);
+    assert!(raw.expect_closed().is_empty(), "a v3.1.1 client is disconnected without a packet");
+    crate::support::assert_still_serving(&broker);
+}

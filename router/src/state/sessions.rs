@@ -124,6 +124,15 @@ impl RouterState {
         });
         let record =
             SessionRecord { owner: Some(gateway), epoch, expiry_seconds, will: claim.will, persistent };
+        // A resumed session's subscriptions are routed to its new gateway
+        // from now on: a message published before the gateway's own route
+        // change arrives must reach it, not fall between "offline" and
+        // "online". (The gateway's later route changes are idempotent.)
+        let routes: Vec<_> =
+            grant.subscriptions.iter().map(|s| (session.app.clone(), s.filter.clone())).collect();
+        if !routes.is_empty() {
+            self.change_routes(gateway, routes, Vec::new(), out);
+        }
         self.sessions.insert(session, record);
         out.push((gateway, Downlink::Claimed { request: claim.request, result: Ok(grant) }));
     }

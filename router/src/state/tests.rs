@@ -1490,3 +1490,15 @@ fn an_offline_member_of_a_group_does_not_queue_the_groups_messages() {
     let filter = TopicFilter::new("$share/g/t").expect("filter");
     assert_eq!(h.state.group_backlog(&app(), &filter), 1);
 }
+
+#[test]
+fn a_message_published_while_a_session_resumes_reaches_its_new_gateway() {
+    let mut h = Harness::new();
+    h.offline_subscriber("c1", 3600, &[subscription("a/+", QoS::AtLeastOnce)]);
+    h.claim(GW2, claim("c1", false, 3600), T0);
+    // Before GW2 has sent a route change of its own.
+    assert_eq!(
+        deliveries(&h.publish(with_qos("a/b", "during", QoS::AtLeastOnce), T0)),
+        [(GW2, "during".to_owned())]
+    );
+}
