@@ -62,6 +62,8 @@ pub(crate) struct Limits {
     pub(crate) subscription_identifiers: bool,
     /// Server Reference sent with DISCONNECT 0x9C at shutdown.
     pub(crate) server_reference: Option<String>,
+    /// Subscriptions one session may hold.
+    pub(crate) max_subscriptions: usize,
     /// Whether clients may join shared subscription groups.
     pub(crate) shared_subscriptions: bool,
     /// How a shared group picks a gateway and a member.
@@ -100,6 +102,7 @@ impl Default for Limits {
             wildcard_subscriptions: true,
             subscription_identifiers: true,
             server_reference: None,
+            max_subscriptions: 1000,
             shared_subscriptions: true,
             shared_strategy: "round_robin".to_owned(),
         }
@@ -124,6 +127,7 @@ impl Limits {
             wildcard_subscriptions: self.wildcard_subscriptions,
             subscription_identifiers: self.subscription_identifiers,
             server_reference: self.server_reference.clone(),
+            max_subscriptions: self.max_subscriptions,
             shared_subscriptions: self.shared_subscriptions,
             shared_strategy: self.strategy(),
         }

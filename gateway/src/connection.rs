@@ -24,13 +24,18 @@ use crate::transport::{READ_CHUNK, Received, Transport};
 use bytes::BytesMut;
 use herald_core::{ReasonCode, SessionKey, UnixMillis};
 use herald_mqtt::{Codec, ConnAck, DecodeError, Packet, Properties, ProtocolVersion};
-use herald_proto::seam::{Claim, ClaimGrant, Downlink, QueuedMessage, Uplink};
+use herald_proto::seam::{Claim, ClaimGrant, Downlink, QueuedMessage, Release, Uplink};
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::Poll;
 use tracing::debug;
 
+/// How long a gateway waits for the grant of a claim its connection gave
+/// up on, to release it.
+const ABANDONED_CLAIM_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+/// How long one write may wait for a client that does not read.
+const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Read granularity before CONNECT: most CONNECT packets are far smaller.
 const CONNECT_CHUNK: usize = 512;
 
@@ -146,15 +151,21 @@ async fn start<T: Transport>(
     shared.connections.insert(handle.clone());
     GatewayCounters::add(&shared.counters.connections_opened, 1);
     let grant = match claim(&shared, &handle, &accepted).await {
-        Some(grant) => grant,
-        None => {
+        ClaimOutcome::Granted(grant) => grant,
+        outcome => {
             let refusal = ConnAck {
                 session_present: false,
                 reason_code: ReasonCode::ServerUnavailable,
                 properties: Properties::default(),
             };
             let _ = write_packets(&mut transport, &codec, &[Packet::ConnAck(refusal)]).await;
-            shared.connections.remove(&handle);
+            if matches!(outcome, ClaimOutcome::TimedOut) {
+                // The router may still grant it: give the session back then,
+                // or it would stay "online" here with nobody to deliver to.
+                tokio::spawn(abandon_claim(shared.clone(), handle, accepted.expiry_seconds));
+            } else {
+                shared.connections.remove(&handle);
+            }
             GatewayCounters::add(&shared.counters.connections_closed, 1);
             return None;
         }
@@ -173,16 +184,20 @@ async fn start<T: Transport>(
 }
 
 /// Sends the claim and waits for the router's grant.
-async fn claim(shared: &Shared, handle: &ConnHandle, accepted: &Accepted) -> Option<ClaimGrant> {
-    let request = handle.id << REQUEST_SEQ_BITS;
-    let claim = Claim {
-        request,
-        session: SessionKey::clone(&accepted.key),
-        clean_start: accepted.clean_start,
-        expiry_seconds: accepted.expiry_seconds,
-        will: accepted.will.clone(),
-    };
-    shared.uplink.send(Uplink::Claim(claim)).await.ok()?;
+/// How a claim ended.
+enum ClaimOutcome {
+    /// The router granted the session.
+    Granted(ClaimGrant),
+    /// The router refused it, or the uplink is closed.
+    Refused,
+    /// No answer within the claim timeout: a grant may still come.
+    TimedOut,
+}
+
+/// Waits for the grant of a claim the connection gave up on, and releases
+/// the session at once (without its will; its queue goes back), so the
+/// router does not keep it owned by a connection that is gone.
+async fn abandon_claim(shared: Arc<Shared>, handle: Arc<ConnHandle>, expiry_seconds: u32) {
     let wait = async {
         loop {
             std::future::poll_fn(|cx| if handle.poll_news(cx) { Poll::Ready(()) } else { Poll::Pending })
@@ -194,7 +209,58 @@ async fn claim(shared: &Shared, handle: &ConnHandle, accepted: &Accepted) -> Opt
             }
         }
     };
-    tokio::time::timeout(shared.config.claim_timeout, wait).await.ok().flatten()
+    let late = tokio::time::timeout(ABANDONED_CLAIM_WAIT, wait).await.ok().flatten();
+    if let Some(grant) = late {
+        let key = SessionKey::clone(&handle.key);
+        let filters: Vec<_> = grant.subscriptions.iter().map(|s| s.filter.clone()).collect();
+        shared
+            .change_index(|index, changes| {
+                for filter in &filters {
+                    index.remove(&key.app, filter, handle.id, changes);
+                }
+            })
+            .await;
+        let release = Release {
+            request: (handle.id << REQUEST_SEQ_BITS) | ((1 << REQUEST_SEQ_BITS) - 1),
+            session: key,
+            epoch: grant.epoch,
+            expiry_seconds,
+            publish_will: false,
+            pending: grant.queued,
+        };
+        let _ = shared.uplink.send(Uplink::Release(release)).await;
+    }
+    shared.connections.remove(&handle);
+}
+
+async fn claim(shared: &Shared, handle: &ConnHandle, accepted: &Accepted) -> ClaimOutcome {
+    let request = handle.id << REQUEST_SEQ_BITS;
+    let claim = Claim {
+        request,
+        session: SessionKey::clone(&accepted.key),
+        clean_start: accepted.clean_start,
+        expiry_seconds: accepted.expiry_seconds,
+        will: accepted.will.clone(),
+    };
+    if shared.uplink.send(Uplink::Claim(claim)).await.is_err() {
+        return ClaimOutcome::Refused;
+    }
+    let wait = async {
+        loop {
+            std::future::poll_fn(|cx| if handle.poll_news(cx) { Poll::Ready(()) } else { Poll::Pending })
+                .await;
+            for item in handle.take_inbox().into_iter().flatten() {
+                if let Inbound::Reply(Downlink::Claimed { result, .. }) = item {
+                    return result.ok();
+                }
+            }
+        }
+    };
+    match tokio::time::timeout(shared.config.claim_timeout, wait).await {
+        Ok(Some(grant)) => ClaimOutcome::Granted(grant),
+        Ok(None) => ClaimOutcome::Refused,
+        Err(_) => ClaimOutcome::TimedOut,
+    }
 }
 
 /// Why an idle connection woke up.
@@ -506,7 +572,13 @@ async fn write_packets<T: Transport>(transport: &mut T, codec: &Codec, packets: 
             .encode(packet, &mut out)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
     }
-    transport.write_batch(out).await
+    // A client that stops reading must not hold its task forever: past the
+    // timeout the connection ends as if the socket had failed, which
+    // releases the session and publishes the will.
+    match tokio::time::timeout(WRITE_TIMEOUT, transport.write_batch(out)).await {
+        Ok(result) => result,
+        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "client stopped reading")),
+    }
 }
 
 impl Shared {
@@ -567,5 +639,54 @@ mod tests {
         let size = future_size(&serve::<WebSocketTransport>);
         eprintln!("websocket serve future: {size} bytes");
         assert!(size <= 320, "the websocket connection future grew to {size} bytes");
+    }
+
+    /// A router too slow to answer a claim in time must not keep the session
+    /// owned by a connection that gave up: when the grant comes, the gateway
+    /// releases it. (A slow router is a fault a real one does not produce on
+    /// demand, so the router here is the test.)
+    #[tokio::test]
+    async fn a_grant_that_comes_after_the_claim_timeout_is_released_at_once() {
+        use herald_proto::seam::Downlink as D;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (link, mut port) = herald_proto::seam::link(NodeId(1), 16);
+        let config = GatewayConfig {
+            mqtt: "127.0.0.1:0".parse().expect("addr"),
+            claim_timeout: std::time::Duration::from_millis(200),
+            ..GatewayConfig::default()
+        };
+        let gateway =
+            Gateway::bind(config, link, Arc::new(ConfigAuthenticator::anonymous()), Arc::new(SystemClock))
+                .await
+                .expect("bind");
+        let addr = gateway.local_addr().expect("addr");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(gateway.run(async move {
+            let _ = stopped.await;
+        }));
+
+        let mut client = TcpStream::connect(addr).await.expect("connect");
+        // v3.1.1 CONNECT, clean session 0, keep-alive 60 s, client id `slow`.
+        client
+            .write_all(&[
+                0x10, 0x10, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x00, 0x00, 0x3C, 0x00, 0x04, b's',
+                b'l', b'o', b'w',
+            ])
+            .await
+            .expect("write");
+        let Some(Uplink::Claim(claim)) = port.uplink.recv().await else { panic!("no claim") };
+        let mut connack = [0u8; 4];
+        client.read_exact(&mut connack).await.expect("CONNACK");
+        assert_eq!(connack, [0x20, 0x02, 0x00, 0x03], "server unavailable after the claim timeout");
+
+        let epoch = herald_core::Epoch::new(1, 9);
+        let grant =
+            ClaimGrant { epoch, session_present: true, subscriptions: Vec::new(), queued: Vec::new() };
+        port.downlink.send(D::Claimed { request: claim.request, result: Ok(grant) }).await.expect("send");
+        let released = tokio::time::timeout(std::time::Duration::from_secs(5), port.uplink.recv()).await;
+        let Ok(Some(Uplink::Release(release))) = released else { panic!("no release: {released:?}") };
+        assert_eq!((release.session, release.epoch, release.publish_will), (claim.session, epoch, false));
+        let _ = stop.send(());
+        let _ = running.await;
     }
 }

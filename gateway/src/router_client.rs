@@ -15,7 +15,9 @@
 use herald_core::NodeId;
 use herald_proto::grpc::pb::seam_client::SeamClient;
 use herald_proto::grpc::pb::{self, downlink, uplink};
-use herald_proto::grpc::{CONTRACT_VERSION, downlink_from_pb, uplink_to_pb};
+use herald_proto::grpc::{
+    CONTRACT_VERSION, MAX_MESSAGE_BYTES, downlink_from_pb, split_by_size, uplink_to_pb,
+};
 use herald_proto::seam::{self, GatewayLink, RouterPort};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -77,7 +79,9 @@ pub async fn connect(
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(5));
     let channel = endpoint.connect().await.map_err(|e| LinkError::Unreachable(e.to_string()))?;
-    let mut client = SeamClient::new(channel);
+    let mut client = SeamClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
 
     let (batches, batch_rx) = mpsc::channel(UPLINK_BUFFER);
     let hello = pb::Uplink {
@@ -120,10 +124,12 @@ pub async fn connect(
     let (lost_tx, lost) = oneshot::channel();
     tokio::spawn(async move {
         let mut buffer = Vec::with_capacity(UPLINK_BATCH);
-        while uplink.recv_many(&mut buffer, UPLINK_BATCH).await > 0 {
-            let batch = pb::UplinkBatch { items: buffer.drain(..).map(|item| uplink_to_pb(&item)).collect() };
-            if batches.send(batch).await.is_err() {
-                break;
+        'link: while uplink.recv_many(&mut buffer, UPLINK_BATCH).await > 0 {
+            let converted = buffer.drain(..).map(|item| uplink_to_pb(&item)).collect();
+            for chunk in split_by_size(converted) {
+                if batches.send(pb::UplinkBatch { items: chunk }).await.is_err() {
+                    break 'link;
+                }
             }
         }
     });

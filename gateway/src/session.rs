@@ -58,6 +58,9 @@ pub struct SessionLimits {
     pub wildcard_subscriptions: bool,
     /// Whether subscriptions may carry identifiers (0xA1 DISCONNECT when not).
     pub subscription_identifiers: bool,
+    /// Subscriptions one session may hold; past it SUBACK says 0x97
+    /// (quota exceeded) for each further filter.
+    pub max_subscriptions: usize,
     /// Whether clients may join shared subscription groups (0x9E when not).
     pub shared_subscriptions: bool,
     /// How a gateway picks the member of a shared group.
@@ -83,6 +86,7 @@ impl Default for SessionLimits {
             retain_available: true,
             wildcard_subscriptions: true,
             subscription_identifiers: true,
+            max_subscriptions: 1000,
             shared_subscriptions: true,
             shared_strategy: herald_core::SharedStrategy::RoundRobin,
             server_reference: None,
@@ -670,6 +674,10 @@ impl Session {
                 identifier,
             };
             let existed = self.subscriptions.iter().any(|(f, _)| *f == filter);
+            if !existed && self.subscriptions.len() >= self.limits.max_subscriptions {
+                codes.push(ReasonCode::QuotaExceeded);
+                continue;
+            }
             let lookup = match options.retain_handling {
                 RetainHandling::SendAtSubscribe => RetainedLookup::Send,
                 RetainHandling::SendAtSubscribeIfNew if !existed => RetainedLookup::Send,

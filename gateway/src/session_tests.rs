@@ -1208,3 +1208,20 @@ fn a_leaving_member_gives_back_its_unacknowledged_shared_deliveries_and_keeps_it
     let own: Vec<&[u8]> = release.pending.iter().map(|q| q.message.payload.as_ref()).collect();
     assert_eq!(own, [&b"own"[..]], "the session keeps only its own deliveries");
 }
+
+#[test]
+fn subscriptions_beyond_the_per_session_limit_get_quota_exceeded() {
+    let mut h = Harness::new(connect_v5(), SessionLimits { max_subscriptions: 2, ..limits() });
+    let out =
+        h.subscribed(subscribe(&[("a", QoS::AtMostOnce), ("b", QoS::AtMostOnce), ("c", QoS::AtMostOnce)]));
+    let Some(Packet::SubAck(ack)) = packets(&out).into_iter().find(|p| matches!(p, Packet::SubAck(_))) else {
+        panic!("no SUBACK: {out:?}")
+    };
+    assert_eq!(ack.reason_codes, [ReasonCode::Success, ReasonCode::Success, ReasonCode::QuotaExceeded]);
+    let again = h.subscribed(subscribe(&[("a", QoS::AtLeastOnce)]));
+    let Some(Packet::SubAck(ack)) = packets(&again).into_iter().find(|p| matches!(p, Packet::SubAck(_)))
+    else {
+        panic!("no SUBACK: {again:?}")
+    };
+    assert_eq!(ack.reason_codes, [ReasonCode::GrantedQos1], "replacing an existing one is not a new one");
+}

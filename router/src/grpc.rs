@@ -16,7 +16,9 @@ use crate::Router;
 use herald_core::NodeId;
 use herald_proto::grpc::pb::seam_server::{Seam, SeamServer};
 use herald_proto::grpc::pb::{self, downlink, uplink};
-use herald_proto::grpc::{CONTRACT_VERSION, downlink_to_pb, uplink_from_pb};
+use herald_proto::grpc::{
+    CONTRACT_VERSION, MAX_MESSAGE_BYTES, downlink_to_pb, split_by_size, uplink_from_pb,
+};
 use herald_proto::seam::{self, GatewayLink};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,6 +44,8 @@ pub struct SeamCounters {
     pub refused_cluster: AtomicU64,
     /// Streams ended for a malformed or oversize batch.
     pub refused_malformed: AtomicU64,
+    /// Streams refused because their gateway id was linked already.
+    pub refused_duplicate: AtomicU64,
     /// Gateway streams accepted.
     pub links_opened: AtomicU64,
 }
@@ -76,7 +80,11 @@ impl SeamService {
         tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
-            .add_service(SeamServer::new(self))
+            .add_service(
+                SeamServer::new(self)
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            )
             .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
             .await
     }
@@ -121,12 +129,11 @@ impl Seam for SeamService {
             return Err(self.refuse(&self.counters.refused_cluster, status));
         }
         let gateway = NodeId(hello.gateway);
-        if self.router.is_attached(gateway) {
-            let status = Status::already_exists(format!("gateway id {gateway} is already linked"));
-            return Err(self.refuse(&self.counters.refused_malformed, status));
-        }
         let (gateway_end, port) = seam::link(gateway, self.capacity);
-        self.router.attach(port);
+        if self.router.attach(port).is_none() {
+            let status = Status::already_exists(format!("gateway id {gateway} is already linked"));
+            return Err(self.refuse(&self.counters.refused_duplicate, status));
+        }
         self.counters.links_opened.fetch_add(1, Ordering::Relaxed);
         info!(%gateway, "gateway linked");
 
@@ -146,14 +153,20 @@ impl Seam for SeamService {
         let errors = tx.clone();
         tokio::spawn(async move {
             let rest = pb::UplinkBatch { items: items.collect() };
-            let mut next = Some(Ok(rest));
+            let mut next: Option<Result<pb::UplinkBatch, Status>> = Some(Ok(rest));
             while let Some(batch) = next.take() {
                 let refusal = match batch {
                     Ok(batch) if batch.items.len() > MAX_BATCH_ITEMS => {
                         Some(Status::invalid_argument(format!("batch of {} items", batch.items.len())))
                     }
                     Ok(batch) => forward(batch, &uplink).await.err(),
-                    Err(_) => break,
+                    Err(status) => {
+                        // A transport error, or a stream message over the
+                        // size limit: the link ends and is counted.
+                        counters.refused_malformed.fetch_add(1, Ordering::Relaxed);
+                        warn!(%gateway, message = status.message(), "gateway link failed");
+                        break;
+                    }
                 };
                 if let Some(status) = refusal {
                     counters.refused_malformed.fetch_add(1, Ordering::Relaxed);
@@ -169,11 +182,12 @@ impl Seam for SeamService {
         });
         tokio::spawn(async move {
             let mut items = Vec::with_capacity(DOWNLINK_BATCH);
-            while downlink.recv_many(&mut items, DOWNLINK_BATCH).await > 0 {
-                let batch =
-                    pb::DownlinkBatch { items: items.drain(..).map(|item| downlink_to_pb(&item)).collect() };
-                if tx.send(Ok(batch)).await.is_err() {
-                    break;
+            'link: while downlink.recv_many(&mut items, DOWNLINK_BATCH).await > 0 {
+                let converted = items.drain(..).map(|item| downlink_to_pb(&item)).collect();
+                for chunk in split_by_size(converted) {
+                    if tx.send(Ok(pb::DownlinkBatch { items: chunk })).await.is_err() {
+                        break 'link;
+                    }
                 }
             }
         });

@@ -54,18 +54,22 @@ impl Router {
         f(&self.inner.state())
     }
 
-    /// Returns true when a gateway with this id is attached.
-    pub fn is_attached(&self, gateway: NodeId) -> bool {
-        self.inner.gateways().contains_key(&gateway)
-    }
-
     /// Starts serving a gateway's port. The task ends when the gateway drops
     /// its uplink sender.
-    pub fn attach(&self, port: RouterPort) -> JoinHandle<()> {
+    ///
+    /// Returns `None`, attaching nothing, when a gateway with the same id is
+    /// attached already (checked and inserted under one lock).
+    pub fn attach(&self, port: RouterPort) -> Option<JoinHandle<()>> {
         let RouterPort { gateway, mut uplink, downlink } = port;
-        self.inner.gateways().insert(gateway, downlink);
+        {
+            let mut gateways = self.inner.gateways();
+            if gateways.contains_key(&gateway) {
+                return None;
+            }
+            gateways.insert(gateway, downlink);
+        }
         let inner = self.inner.clone();
-        tokio::spawn(async move {
+        Some(tokio::spawn(async move {
             let mut batch = Vec::with_capacity(BATCH);
             let mut effects = Vec::new();
             while uplink.recv_many(&mut batch, BATCH).await > 0 {
@@ -87,7 +91,7 @@ impl Router {
             }
             inner.timer_changed.notify_one();
             inner.dispatch(&mut effects).await;
-        })
+        }))
     }
 
     /// Starts the task that fires wills and session expiries on time. It

@@ -20,6 +20,37 @@ pub mod pb {
     tonic::include_proto!("herald.v1");
 }
 
+/// The largest stream message either side accepts. One item must fit: a
+/// claim grant carries a resumed session's whole queue (bounded by the
+/// offline-queue limit), so this is generous; streaming the queue instead
+/// is the durable-inbox work's.
+pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
+
+/// Batches are cut at about this many encoded bytes, so that large
+/// payloads make smaller batches rather than oversize stream messages.
+pub const BATCH_BYTES: usize = 4 << 20;
+
+/// Splits `items` into batches of at most [`BATCH_BYTES`] encoded bytes
+/// (an item larger than that is a batch of its own), in order.
+pub fn split_by_size<T: prost::Message>(items: Vec<T>) -> Vec<Vec<T>> {
+    let mut batches = Vec::new();
+    let mut current = Vec::new();
+    let mut bytes = 0;
+    for item in items {
+        let size = item.encoded_len();
+        if !current.is_empty() && bytes + size > BATCH_BYTES {
+            batches.push(std::mem::take(&mut current));
+            bytes = 0;
+        }
+        bytes += size;
+        current.push(item);
+    }
+    if !current.is_empty() {
+        batches.push(current);
+    }
+    batches
+}
+
 /// The seam contract version a build speaks. A router refuses a gateway of
 /// another version with `FailedPrecondition`; it changes only when a
 /// change cannot be read by the previous version (see the `.proto` header).

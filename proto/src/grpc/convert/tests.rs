@@ -241,3 +241,33 @@ fn an_error_name_from_a_newer_peer_is_still_an_error() {
         Ok(Downlink::Published { request: 1, result: Err(ErrorCode::Internal) })
     );
 }
+
+#[test]
+fn batches_are_cut_by_encoded_size_in_order() {
+    let big = |n: u8| pb::Uplink {
+        item: Some(pb::uplink::Item::Publish(pb::Publish {
+            request: Some(u64::from(n)),
+            from_session: None,
+            from_epoch: None,
+            message: Some(pb::Message {
+                payload: Bytes::from(vec![n; 1 << 20]),
+                ..message_to_pb(&message("a/b", false))
+            }),
+        })),
+    };
+    let batches = super::super::split_by_size((0..10).map(big).collect());
+    assert!(batches.len() >= 3, "10 MiB in batches of at most 4 MiB: {}", batches.len());
+    for batch in &batches {
+        let bytes: usize = batch.iter().map(prost::Message::encoded_len).sum();
+        assert!(bytes <= super::super::BATCH_BYTES || batch.len() == 1, "{bytes}");
+    }
+    let order: Vec<u64> = batches
+        .iter()
+        .flatten()
+        .map(|item| match &item.item {
+            Some(pb::uplink::Item::Publish(p)) => p.request.unwrap_or_default(),
+            _ => unreachable!(),
+        })
+        .collect();
+    assert_eq!(order, (0..10).collect::<Vec<_>>());
+}
