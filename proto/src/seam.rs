@@ -17,11 +17,13 @@
 //!   stream message. Credit is the queue capacity: a sender waits when the
 //!   receiver is that far behind (in-process), or when it has no credit
 //!   left (gRPC).
-//! - Overflow policy of the downlink: replies and revocations wait for
-//!   space (they are bounded by the requests in flight); deliveries are
-//!   offered with `try_send` and, when the gateway is that far behind, are
-//!   dropped and counted (`dropped_gateway_backlog`), never block the
-//!   router's publish pipeline.
+//! - Overflow policy of the downlink: the router hands every item to a gateway's bounded downlink while its state
+//!   is still locked, never waiting, so each gateway sees items in the order
+//!   they were applied. A delivery that finds the downlink full is dropped and
+//!   counted (`dropped_gateway_backlog`); any other item (reply, revocation,
+//!   handover) finding it full means the gateway stopped draining: it is
+//!   disconnected and counted (`gateways_overloaded`), and its sessions end as
+//!   for any gateway gone.
 
 use crate::Message;
 use herald_core::{AppId, Epoch, ErrorCode, NodeId, QoS, SessionKey, TopicFilter};

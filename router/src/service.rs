@@ -79,18 +79,19 @@ impl Router {
                     for item in batch.drain(..) {
                         state.apply(gateway, item, now, &mut effects);
                     }
+                    inner.dispatch(&mut state, &mut effects);
                 }
                 inner.timer_changed.notify_one();
-                inner.dispatch(&mut effects).await;
             }
             // The gateway is gone: whatever it still held ends here.
             inner.gateways().remove(&gateway);
             {
                 let now = inner.clock.now();
-                inner.state().gateway_gone(gateway, now, &mut effects);
+                let mut state = inner.state();
+                state.gateway_gone(gateway, now, &mut effects);
+                inner.dispatch(&mut state, &mut effects);
             }
             inner.timer_changed.notify_one();
-            inner.dispatch(&mut effects).await;
         }))
     }
 
@@ -103,8 +104,12 @@ impl Router {
             let mut effects = Vec::new();
             loop {
                 let now = inner.clock.now();
-                let next = inner.state().tick(now, &mut effects);
-                inner.dispatch(&mut effects).await;
+                let next = {
+                    let mut state = inner.state();
+                    let next = state.tick(now, &mut effects);
+                    inner.dispatch(&mut state, &mut effects);
+                    next
+                };
                 let wait = next.map_or(TIMER_POLL, |at| wait_until(now, at).min(TIMER_POLL));
                 tokio::select! {
                     () = &mut shutdown => break,
@@ -129,22 +134,29 @@ impl Inner {
         self.gateways.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Sends effects to their gateways. Deliveries are offered and dropped
-    /// (counted) when a gateway's downlink is full; replies and revocations
-    /// wait for room, since they are bounded by requests in flight.
-    async fn dispatch(&self, effects: &mut Vec<Effect>) {
+    /// Hands effects to their gateways' downlinks while the state is still
+    /// locked, so every gateway sees items in the order the state applied
+    /// them (a delivery routed before a release arrives before `Released`,
+    /// whichever gateway's uplink caused either), and never waits.
+    ///
+    /// Overflow policy: a delivery offered to a full downlink is dropped and
+    /// counted (`dropped_gateway_backlog`); any other item (a reply, a
+    /// revocation, a handover) to a full downlink means the gateway stopped
+    /// draining: it is disconnected (`gateways_overloaded`), which ends its
+    /// link and, as for any gateway gone, its sessions.
+    fn dispatch(&self, state: &mut RouterState, effects: &mut Vec<Effect>) {
+        let mut gateways = self.gateways();
         for (gateway, item) in effects.drain(..) {
-            let Some(sender) = self.gateways().get(&gateway).cloned() else { continue };
-            match item {
-                Downlink::Deliver(_) => {
-                    if let Err(mpsc::error::TrySendError::Full(_)) = sender.try_send(item) {
-                        self.state().count_gateway_backlog_drop();
-                    }
+            let Some(sender) = gateways.get(&gateway) else { continue };
+            match sender.try_send(item) {
+                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+                Err(mpsc::error::TrySendError::Full(Downlink::Deliver(_))) => {
+                    state.count_gateway_backlog_drop()
                 }
-                other => {
-                    // A closed downlink means the gateway is gone; its
-                    // sessions are released by its shutdown or lease.
-                    let _ = sender.send(other).await;
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::error!(%gateway, "gateway downlink full of replies: disconnecting it");
+                    gateways.remove(&gateway);
+                    state.count_gateway_overloaded();
                 }
             }
         }

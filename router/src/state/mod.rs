@@ -61,6 +61,8 @@ pub struct RouterCounters {
     /// Releases of taken-over connections whose unacknowledged messages
     /// were handed to the session's new owner.
     pub handed_over: u64,
+    /// Gateways disconnected because their downlink was full of replies.
+    pub gateways_overloaded: u64,
     /// QoS 0 messages for a shared subscription group with no member
     /// (policy: QoS 0 is never queued).
     pub dropped_shared_no_member: u64,
@@ -104,6 +106,11 @@ impl RouterState {
     /// Returns the counters.
     pub fn counters(&self) -> &RouterCounters {
         &self.counters
+    }
+
+    /// Records a gateway disconnected for not draining its downlink.
+    pub fn count_gateway_overloaded(&mut self) {
+        self.counters.gateways_overloaded += 1;
     }
 
     /// Records deliveries dropped by a full gateway downlink.
