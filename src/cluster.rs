@@ -102,6 +102,11 @@ pub(crate) async fn run_gateway(
         }
     };
     gateway.run(stop).await;
+    // The releases and requeues of the last connections are on their way:
+    // let them reach the router before the process ends.
+    if tokio::time::timeout(Duration::from_secs(5), link.flushed).await.is_err() {
+        warn!("uplink not flushed within 5 s");
+    }
     match lost_reason {
         Some(reason) => {
             warn!(reason, "stopped: router lost");

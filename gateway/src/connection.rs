@@ -46,10 +46,18 @@ const CONNECT_CHUNK: usize = 512;
 /// that exists only while the phase does, so an idle connection pays for
 /// the idle loop's state and nothing else.
 pub(crate) async fn serve<T: Transport>(transport: T, shared: Arc<Shared>) {
-    let Some(opened) = Box::pin(open(transport, &shared)).await else { return };
-    let Some((mut connection, mut session, actions)) = Box::pin(start(opened, shared)).await else { return };
+    // Admitted by the listener (`Shared::admits_connection`); the place is
+    // given back at each way out rather than by a guard, which would cost
+    // every idle connection a word of future.
+    let Some(opened) = Box::pin(open(transport, &shared)).await else {
+        return shared.release_socket();
+    };
+    let Some((mut connection, mut session, actions)) = Box::pin(start(opened, shared.clone())).await else {
+        return shared.release_socket();
+    };
     let close = connection.run(&mut session, actions).await;
     Box::pin(connection.finish(&mut session, close)).await;
+    shared.release_socket();
 }
 
 /// A socket whose CONNECT has arrived.
@@ -620,6 +628,7 @@ mod tests {
         let config = GatewayConfig { mqtt: "127.0.0.1:0".parse().expect("addr"), ..GatewayConfig::default() };
         let auth = Arc::new(ConfigAuthenticator::anonymous());
         let gateway = Gateway::bind(config, link, auth, Arc::new(SystemClock)).await.expect("bind gateway");
+        assert!(gateway.shared.admits_connection());
         let future = serve(client, gateway.shared.clone());
         let size = std::mem::size_of_val(&future);
         eprintln!("serve future: {size} bytes");

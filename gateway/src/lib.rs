@@ -100,18 +100,28 @@ pub(crate) struct Shared {
     next_connection: AtomicU64,
     message_sequence: AtomicU64,
     counters: GatewayCounters,
+    /// Sockets being served, from accept to close (before CONNECT, during a
+    /// WebSocket upgrade, and connected): what `max_connections` bounds.
+    sockets: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
-    /// Returns whether a new socket may be served: the gateway holds fewer
-    /// than `max_connections`. A refusal is counted; the caller closes the
-    /// socket.
+    /// Takes a place for a new socket while the gateway serves fewer than
+    /// `max_connections`; whoever serves the socket gives it back with
+    /// [`Shared::release_socket`]. A refusal is counted; the caller closes
+    /// the socket.
     fn admits_connection(&self) -> bool {
-        if self.connections.len() >= self.config.max_connections {
+        if self.sockets.fetch_add(1, Ordering::Relaxed) >= self.config.max_connections {
+            self.release_socket();
             GatewayCounters::add(&self.counters.connections_refused, 1);
             return false;
         }
         true
+    }
+
+    /// Gives a socket's place back.
+    fn release_socket(&self) {
+        self.sockets.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -149,6 +159,7 @@ impl Gateway {
             next_connection: AtomicU64::new(1),
             message_sequence: AtomicU64::new(1),
             counters: GatewayCounters::default(),
+            sockets: Default::default(),
         };
         Ok(Gateway { listener, websocket, shared: Arc::new(shared), downlink: link.downlink })
     }

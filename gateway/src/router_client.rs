@@ -62,6 +62,9 @@ pub struct RouterLink {
     pub info: RouterInfo,
     /// Resolves with the reason when the stream to the router ends.
     pub lost: oneshot::Receiver<String>,
+    /// Ends once everything the gateway sent has been handed to the stream
+    /// (after the gateway dropped its uplink): await it before exiting.
+    pub flushed: tokio::task::JoinHandle<()>,
 }
 
 /// Opens the seam to the router at `address` (`http://host:port`) as
@@ -122,7 +125,7 @@ pub async fn connect(
     let (link, port) = seam::link(gateway, capacity);
     let RouterPort { mut uplink, downlink, .. } = port;
     let (lost_tx, lost) = oneshot::channel();
-    tokio::spawn(async move {
+    let flushed = tokio::spawn(async move {
         let mut buffer = Vec::with_capacity(UPLINK_BATCH);
         'link: while uplink.recv_many(&mut buffer, UPLINK_BATCH).await > 0 {
             let converted = buffer.drain(..).map(|item| uplink_to_pb(&item)).collect();
@@ -150,7 +153,7 @@ pub async fn connect(
         warn!(reason, "router link lost");
         let _ = lost_tx.send(reason);
     });
-    Ok(RouterLink { link, info, lost })
+    Ok(RouterLink { link, info, lost, flushed })
 }
 
 /// Converts and passes downlink items to the gateway in order. Returns

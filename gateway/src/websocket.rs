@@ -56,7 +56,12 @@ pub(crate) async fn listen(listener: TcpListener, shared: Arc<Shared>) {
                     continue;
                 }
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(serve_http(stream, router.clone(), shared.config.connect_timeout));
+                let (router, timeout, shared) =
+                    (router.clone(), shared.config.connect_timeout, shared.clone());
+                tokio::spawn(async move {
+                    serve_http(stream, router, timeout).await;
+                    shared.release_socket();
+                });
             }
             Err(error) => {
                 // Out of file descriptors and the like: back off instead of
@@ -72,6 +77,9 @@ pub(crate) async fn listen(listener: TcpListener, shared: Arc<Shared>) {
 /// timeout bounds the HTTP phase as it bounds a TCP socket's wait for
 /// CONNECT; after the upgrade the connection task applies it again to the
 /// CONNECT itself.
+/// Serves the HTTP exchange. The socket holds its place under the
+/// connection limit until this ends; the upgraded connection takes a place
+/// of its own.
 async fn serve_http(stream: TcpStream, router: Router, timeout: Duration) {
     let service = TowerToHyperService::new(router);
     let http = http1::Builder::new().serve_connection(TokioIo::new(stream), service).with_upgrades();
@@ -94,6 +102,9 @@ async fn upgrade(State(shared): State<Arc<Shared>>, upgrade: WebSocketUpgrade) -
     // A message is read whole before any of it is decoded, so the maximum
     // packet size bounds a message as it bounds the TCP read buffer.
     let max_message = usize::try_from(shared.config.limits.max_packet_size).unwrap_or(usize::MAX);
+    if !shared.admits_connection() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "connection limit reached\n").into_response();
+    }
     upgrade
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)

@@ -232,3 +232,16 @@ fn a_topic_with_thousands_of_levels_is_refused_and_the_broker_lives() {
     assert!(raw.expect_closed().is_empty(), "a v3.1.1 client is disconnected without a packet");
     crate::support::assert_still_serving(&broker);
 }
+
+#[test]
+fn sockets_that_have_not_sent_connect_count_against_the_connection_limit() {
+    let broker = Broker::start_with(&[], &[("HERALD_MAX_CONNECTIONS", "3")]);
+    let silent: Vec<RawConnection> = (0..3).map(|_| RawConnection::open(&broker)).collect();
+    // Give the accept loop a moment to take all three.
+    thread::sleep(Duration::from_millis(200));
+    let mut fourth = RawConnection::open(&broker);
+    assert!(fourth.expect_closed().is_empty(), "a fourth socket is closed at once, with nothing sent");
+    drop(silent);
+    thread::sleep(Duration::from_millis(200));
+    assert_still_serving(&broker);
+}
