@@ -217,6 +217,8 @@ pub struct SessionCounters {
     pub dropped_too_large: u64,
     /// Publishes refused (not authorized, invalid).
     pub publishes_refused: u64,
+    /// Handed-over PUBRELs whose packet id was in use on the new connection.
+    pub dropped_pubrel_collision: u64,
 }
 
 /// One client's session while its connection lives.
@@ -351,6 +353,13 @@ impl Session {
                 Progress::Sent(packet_id) => self.resend(q, packet_id, now, out),
                 Progress::Released(packet_id) => {
                     let Some(id) = NonZeroU16::new(packet_id) else { continue };
+                    if self.inflight.iter().any(|f| f.packet_id == packet_id) {
+                        // The id is taken on this connection already (a
+                        // handover after fresh deliveries): the client has
+                        // the message; only its PUBREL is lost, counted.
+                        self.counters.dropped_pubrel_collision += 1;
+                        continue;
+                    }
                     self.inflight.push(Inflight { packet_id, state: Awaiting::Complete, queued: q });
                     out.push(Action::Send(Packet::PubRel(PubAck::new(id))));
                 }

@@ -231,7 +231,9 @@ impl RouterState {
                     Downlink::Handover { session: session.clone(), epoch: current, pending: messages };
                 out.push((owner, handover));
             }
-            None if epoch == current => {
+            // Offline: they belong to the session whichever of its
+            // connections held them (it may have come and gone again since).
+            None if epoch <= current => {
                 let at = state.requeue_at.min(state.queue.len());
                 state.requeue_at = at + messages.len();
                 for (offset, message) in messages.into_iter().enumerate() {

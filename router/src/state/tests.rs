@@ -1502,3 +1502,15 @@ fn a_message_published_while_a_session_resumes_reaches_its_new_gateway() {
         [(GW2, "during".to_owned())]
     );
 }
+
+#[test]
+fn late_deliveries_of_an_older_connection_still_queue_when_the_session_is_offline_again() {
+    let mut h = Harness::new();
+    let first = h.connect(GW1, "c1", 3600);
+    h.release(GW1, release("c1", first, 3600, false), T0);
+    let second = h.claim(GW2, claim("c1", false, 3600), T0).0.epoch;
+    h.release(GW2, release("c1", second, 3600, false), T0);
+    let late = vec![pending(plain("a/b", "late"), false)];
+    assert_eq!(h.apply(GW1, Uplink::Requeue { session: key("c1"), epoch: first, messages: late }, T0), []);
+    assert_eq!(h.queue_of("c1"), ["late"]);
+}
