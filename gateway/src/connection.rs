@@ -192,6 +192,23 @@ async fn start<T: Transport>(
 }
 
 /// Sends the claim and waits for the router's grant.
+/// Waits for the router's answer to this connection's claim (the grant, or
+/// `None` for a refusal). Items after the answer (deliveries and handovers
+/// that follow the grant) are put back for the session; nothing can come
+/// before it.
+async fn claimed(handle: &ConnHandle) -> Option<ClaimGrant> {
+    loop {
+        std::future::poll_fn(|cx| if handle.poll_news(cx) { Poll::Ready(()) } else { Poll::Pending }).await;
+        let mut items = handle.take_inbox().unwrap_or_default();
+        while let Some(item) = items.pop_front() {
+            if let Inbound::Reply(Downlink::Claimed { result, .. }) = item {
+                handle.put_back(items);
+                return result.ok();
+            }
+        }
+    }
+}
+
 /// How a claim ended.
 enum ClaimOutcome {
     /// The router granted the session.
@@ -206,18 +223,7 @@ enum ClaimOutcome {
 /// the session at once (without its will; its queue goes back), so the
 /// router does not keep it owned by a connection that is gone.
 async fn abandon_claim(shared: Arc<Shared>, handle: Arc<ConnHandle>, expiry_seconds: u32) {
-    let wait = async {
-        loop {
-            std::future::poll_fn(|cx| if handle.poll_news(cx) { Poll::Ready(()) } else { Poll::Pending })
-                .await;
-            for item in handle.take_inbox().into_iter().flatten() {
-                if let Inbound::Reply(Downlink::Claimed { result, .. }) = item {
-                    return result.ok();
-                }
-            }
-        }
-    };
-    let late = tokio::time::timeout(ABANDONED_CLAIM_WAIT, wait).await.ok().flatten();
+    let late = tokio::time::timeout(ABANDONED_CLAIM_WAIT, claimed(&handle)).await.ok().flatten();
     if let Some(grant) = late {
         let key = SessionKey::clone(&handle.key);
         let filters: Vec<_> = grant.subscriptions.iter().map(|s| s.filter.clone()).collect();
@@ -253,18 +259,7 @@ async fn claim(shared: &Shared, handle: &ConnHandle, accepted: &Accepted) -> Cla
     if shared.uplink.send(Uplink::Claim(claim)).await.is_err() {
         return ClaimOutcome::Refused;
     }
-    let wait = async {
-        loop {
-            std::future::poll_fn(|cx| if handle.poll_news(cx) { Poll::Ready(()) } else { Poll::Pending })
-                .await;
-            for item in handle.take_inbox().into_iter().flatten() {
-                if let Inbound::Reply(Downlink::Claimed { result, .. }) = item {
-                    return result.ok();
-                }
-            }
-        }
-    };
-    match tokio::time::timeout(shared.config.claim_timeout, wait).await {
+    match tokio::time::timeout(shared.config.claim_timeout, claimed(handle)).await {
         Ok(Some(grant)) => ClaimOutcome::Granted(grant),
         Ok(None) => ClaimOutcome::Refused,
         Err(_) => ClaimOutcome::TimedOut,
@@ -695,6 +690,78 @@ mod tests {
         let released = tokio::time::timeout(std::time::Duration::from_secs(5), port.uplink.recv()).await;
         let Ok(Some(Uplink::Release(release))) = released else { panic!("no release: {released:?}") };
         assert_eq!((release.session, release.epoch, release.publish_will), (claim.session, epoch, false));
+        let _ = stop.send(());
+        let _ = running.await;
+    }
+
+    /// A delivery right behind the grant (a message published while the
+    /// session resumed) reaches the client: the claim wait must not eat it.
+    #[tokio::test]
+    async fn a_delivery_right_behind_the_grant_reaches_the_client() {
+        use herald_proto::seam::{Downlink as D, Subscription};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (link, mut port) = herald_proto::seam::link(NodeId(1), 16);
+        let config = GatewayConfig {
+            mqtt: "127.0.0.1:0".parse().expect("addr"),
+            drain_timeout: std::time::Duration::from_millis(100),
+            ..GatewayConfig::default()
+        };
+        let gateway =
+            Gateway::bind(config, link, Arc::new(ConfigAuthenticator::anonymous()), Arc::new(SystemClock))
+                .await
+                .expect("bind");
+        let addr = gateway.local_addr().expect("addr");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(gateway.run(async move {
+            let _ = stopped.await;
+        }));
+        let mut client = TcpStream::connect(addr).await.expect("connect");
+        // v3.1.1 CONNECT, clean session 0, keep-alive 60 s, client id `back`.
+        client
+            .write_all(&[
+                0x10, 0x10, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x00, 0x00, 0x3C, 0x00, 0x04, b'b',
+                b'a', b'c', b'k',
+            ])
+            .await
+            .expect("write");
+        let Some(Uplink::Claim(claim)) = port.uplink.recv().await else { panic!("no claim") };
+        let filter = herald_core::TopicFilter::new("a/#").expect("filter");
+        let subscription = Subscription {
+            filter,
+            qos: herald_core::QoS::AtMostOnce,
+            no_local: false,
+            retain_as_published: false,
+            retain_handling: 0,
+            identifier: None,
+        };
+        let grant = ClaimGrant {
+            epoch: herald_core::Epoch::new(1, 1),
+            session_present: true,
+            subscriptions: vec![subscription],
+            queued: Vec::new(),
+        };
+        let message = herald_proto::Message {
+            id: herald_core::MessageId(1),
+            app: claim.session.app.clone(),
+            topic: herald_core::Topic::new("a/b").expect("topic"),
+            payload: bytes::Bytes::from_static(b"hi"),
+            qos: herald_core::QoS::AtMostOnce,
+            retain: false,
+            created_at: herald_core::UnixMillis(0),
+            expires_at: None,
+            origin: None,
+            properties: None,
+        };
+        port.downlink.send(D::Claimed { request: claim.request, result: Ok(grant) }).await.expect("send");
+        port.downlink.send(D::Deliver(Arc::new(message))).await.expect("send");
+        let mut received = [0u8; 13];
+        tokio::time::timeout(std::time::Duration::from_secs(5), client.read_exact(&mut received))
+            .await
+            .expect("in time")
+            .expect("read");
+        assert_eq!(&received[..4], &[0x20, 0x02, 0x01, 0x00], "CONNACK, session present");
+        // PUBLISH QoS 0, remaining length 7: topic `a/b`, payload `hi`.
+        assert_eq!(&received[4..], &[0x30, 0x07, 0x00, 0x03, b'a', b'/', b'b', b'h', b'i'], "the PUBLISH");
         let _ = stop.send(());
         let _ = running.await;
     }

@@ -5,8 +5,8 @@ use crate::auth::{Authenticator, Credentials};
 use crate::session::SessionLimits;
 use herald_core::{ByteString, ClientId, MessageId, QoS, ReasonCode, SessionKey, Topic, UnixMillis};
 use herald_mqtt::{ConnAck, Connect, Packet, Properties, Property, ProtocolVersion};
+use herald_proto::Message;
 use herald_proto::seam::Will;
-use herald_proto::{Message, MessageProperties};
 use std::sync::Arc;
 
 /// The outcome of an accepted CONNECT.
@@ -181,16 +181,7 @@ fn build_will(
     if p.payload_format_indicator() == Some(1) && std::str::from_utf8(&will.payload).is_err() {
         return Err(ReasonCode::PayloadFormatInvalid);
     }
-    let properties = MessageProperties {
-        payload_format: p.payload_format_indicator(),
-        content_type: p.content_type().map(ByteString::from),
-        response_topic: p.response_topic().map(ByteString::from),
-        correlation_data: p.correlation_data().cloned(),
-        user_properties: p
-            .user_properties()
-            .map(|(k, v)| (ByteString::from(k), ByteString::from(v)))
-            .collect(),
-    };
+    let properties = crate::session::forwarded_properties(p);
     let message = Message {
         id,
         app: key.app.clone(),

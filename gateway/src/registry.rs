@@ -181,6 +181,22 @@ impl ConnHandle {
         inbox.take()
     }
 
+    /// Puts `items` back at the front of the inbox, ahead of anything that
+    /// arrived since they were taken.
+    pub(crate) fn put_back(&self, mut items: VecDeque<Inbound>) {
+        if items.is_empty() {
+            return;
+        }
+        {
+            let mut inbox = lock(&self.inbox);
+            if let Some(newer) = inbox.take() {
+                items.extend(newer);
+            }
+            *inbox = Some(items);
+        }
+        self.wake();
+    }
+
     /// Takes everything waiting, releasing the queue's memory.
     pub(crate) fn take_inbox(&self) -> Option<VecDeque<Inbound>> {
         lock(&self.inbox).take()

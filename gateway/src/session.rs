@@ -564,16 +564,7 @@ impl Session {
 
     fn build_message(&self, id: MessageId, topic: Topic, publish: Publish, now: UnixMillis) -> Message {
         let p = &publish.properties;
-        let properties = MessageProperties {
-            payload_format: p.payload_format_indicator(),
-            content_type: p.content_type().map(ByteString::from),
-            response_topic: p.response_topic().map(ByteString::from),
-            correlation_data: p.correlation_data().cloned(),
-            user_properties: p
-                .user_properties()
-                .map(|(k, v)| (ByteString::from(k), ByteString::from(v)))
-                .collect(),
-        };
+        let properties = forwarded_properties(p);
         Message {
             id,
             app: self.key.app.clone(),
@@ -1151,6 +1142,21 @@ impl Session {
             reason_code: ReasonCode::Success,
             properties: accepted.connack_properties.clone(),
         })
+    }
+}
+
+/// Returns the properties a PUBLISH (or a will) carries on to its
+/// subscribers (§3.3.2.3), user properties in order.
+pub(crate) fn forwarded_properties(p: &Properties) -> MessageProperties {
+    MessageProperties {
+        payload_format: p.payload_format_indicator(),
+        content_type: p.content_type().map(ByteString::from),
+        response_topic: p.response_topic().map(ByteString::from),
+        correlation_data: p.correlation_data().cloned(),
+        user_properties: p
+            .user_properties()
+            .map(|(k, v)| (ByteString::from(k), ByteString::from(v)))
+            .collect(),
     }
 }
 
