@@ -320,7 +320,14 @@ impl<T: Transport> Connection<T> {
                     Poll::Pending => Poll::Pending,
                 }
             });
-            match wake.await {
+            let wake = wake.await;
+            // Before anything else: a connection that lost its session (or
+            // must go) reads, delivers and writes nothing more. Deliveries
+            // still in its inbox go back with its release.
+            if let Some(close) = self.check_flags() {
+                return close;
+            }
+            match wake {
                 Wake::Readable => {
                     if let Err(close) = self.read(session, &mut actions) {
                         actions.push(Action::Close(close));

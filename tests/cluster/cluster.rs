@@ -111,6 +111,11 @@ impl Cluster {
         gateway.process.wait_timeout(Duration::from_secs(5));
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, …) to gateway `index`.
+    pub(crate) fn signal_gateway(&self, index: usize, signal: &str) {
+        self.gateways[index].as_ref().expect("gateway is running").process.signal(signal);
+    }
+
     /// Stops the router with SIGKILL.
     pub(crate) fn kill_router(&mut self) {
         self.router.signal("KILL");

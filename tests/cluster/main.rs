@@ -8,5 +8,6 @@ mod support;
 mod cluster;
 mod test_delivery;
 mod test_failures;
+mod test_fencing;
 mod test_local_cluster;
 mod test_sessions;
