@@ -26,6 +26,54 @@ pub(crate) struct StandaloneConfig {
     pub(crate) drain_timeout_secs: u64,
     /// Per-session limits.
     pub(crate) limits: Limits,
+    /// Who may connect.
+    pub(crate) auth: AuthConfig,
+}
+
+/// Who may connect, and into which app.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct AuthConfig {
+    /// Admit clients that present no user name (into the default app).
+    pub(crate) allow_anonymous: bool,
+    /// Known users by name.
+    pub(crate) users: std::collections::BTreeMap<String, UserConfig>,
+}
+
+/// One configured user.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UserConfig {
+    /// The user's password.
+    pub(crate) password: String,
+    /// The app (tenant) the user's sessions belong to; the default app if unset.
+    #[serde(default)]
+    pub(crate) app: Option<String>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig { allow_anonymous: true, users: std::collections::BTreeMap::new() }
+    }
+}
+
+impl AuthConfig {
+    /// Returns the gateway's authenticator (after [`StandaloneConfig::validate`]).
+    pub(crate) fn authenticator(&self) -> anyhow::Result<herald_gateway::auth::ConfigAuthenticator> {
+        let mut users = std::collections::HashMap::new();
+        for (name, user) in &self.users {
+            let app = match &user.app {
+                Some(app) => herald_core::AppId::new(app.as_str())
+                    .map_err(|e| anyhow::anyhow!("auth.users.{name}.app: {e}"))?,
+                None => herald_core::AppId::default_app(),
+            };
+            users.insert(
+                name.clone(),
+                herald_gateway::auth::ConfiguredUser { password: user.password.clone(), app },
+            );
+        }
+        Ok(herald_gateway::auth::ConfigAuthenticator { allow_anonymous: self.allow_anonymous, users })
+    }
 }
 
 /// Per-session limits.
@@ -80,6 +128,7 @@ impl Default for StandaloneConfig {
             max_connections: 100_000,
             drain_timeout_secs: 5,
             limits: Limits::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -184,6 +233,7 @@ impl StandaloneConfig {
         anyhow::ensure!(l.max_queued_messages > 0, "limits.max_queued_messages: must be at least 1");
         anyhow::ensure!(self.connect_timeout_secs > 0, "connect_timeout_secs: must be at least 1");
         anyhow::ensure!(self.max_connections > 0, "max_connections: must be at least 1");
+        self.auth.authenticator()?;
         Ok(())
     }
 }
@@ -191,7 +241,7 @@ impl StandaloneConfig {
 /// Sets `HERALD_KEY` / `HERALD_SECTION_KEY` variables into `table`, parsing
 /// each value as a TOML value (falling back to a string).
 fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> anyhow::Result<()> {
-    const SECTIONS: [&str; 1] = ["limits"];
+    const SECTIONS: [&str; 2] = ["limits", "auth"];
     for (name, value) in env {
         let Some(rest) = name.strip_prefix("HERALD_") else { continue };
         if matches!(rest, "LOG" | "CONFIG") {
@@ -272,5 +322,19 @@ mod tests {
         let table: toml::Table = toml::from_str("websocket = \"127.0.0.1:9001\"").expect("TOML");
         let config: StandaloneConfig = toml::Value::Table(table).try_into().expect("valid");
         assert_eq!(config.websocket, Some("127.0.0.1:9001".parse().expect("addr")));
+    }
+
+    #[test]
+    fn users_map_to_their_apps_and_anonymous_access_can_be_turned_off() {
+        let text = "[auth]\nallow_anonymous = false\n[auth.users.alice]\npassword = \"p\"\napp = \"shop\"\n\
+                    [auth.users.bob]\npassword = \"q\"\n";
+        let config: StandaloneConfig =
+            toml::Value::Table(toml::from_str(text).expect("TOML")).try_into().expect("valid");
+        let auth = config.auth.authenticator().expect("valid users");
+        assert!(!auth.allow_anonymous);
+        assert_eq!(auth.users["alice"].app, herald_core::AppId::new("shop").expect("valid"));
+        assert_eq!(auth.users["bob"].app, herald_core::AppId::default_app());
+        let env = vec![("HERALD_AUTH_ALLOW_ANONYMOUS".to_string(), "false".to_string())];
+        assert!(!StandaloneConfig::load(None, &env).expect("valid").auth.allow_anonymous);
     }
 }

@@ -3,7 +3,6 @@
 
 use crate::config::StandaloneConfig;
 use herald_core::{NodeId, SystemClock};
-use herald_gateway::auth::ConfigAuthenticator;
 use herald_gateway::{Gateway, GatewayConfig};
 use herald_router::Router;
 use herald_store::DataDir;
@@ -39,7 +38,7 @@ pub(crate) async fn run(config: StandaloneConfig, shutdown: impl Future<Output =
         drain_timeout: Duration::from_secs(config.drain_timeout_secs),
         ..GatewayConfig::default()
     };
-    let authenticator = Arc::new(ConfigAuthenticator::anonymous());
+    let authenticator = Arc::new(config.auth.authenticator()?);
     let gateway = Gateway::bind(gateway_config, link, authenticator, clock).await?;
     let mqtt = gateway.local_addr()?;
     let websocket = gateway.websocket_addr()?.map(tracing::field::display);

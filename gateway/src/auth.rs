@@ -70,7 +70,7 @@ impl Authenticator for ConfigAuthenticator {
             };
         };
         match self.users.get(username) {
-            Some(user) if credentials.password == Some(user.password.as_bytes()) => {
+            Some(user) if credentials.password.is_some_and(|p| same_secret(p, user.password.as_bytes())) => {
                 Ok(Principal { app: user.app.clone(), username: Some(ByteString::from(username)) })
             }
             Some(_) => Err(ReasonCode::BadUserNameOrPassword),
@@ -80,6 +80,15 @@ impl Authenticator for ConfigAuthenticator {
             None => Err(ReasonCode::BadUserNameOrPassword),
         }
     }
+}
+
+/// Compares two secrets in time independent of where they first differ.
+fn same_secret(presented: &[u8], expected: &[u8]) -> bool {
+    let mut difference = presented.len() ^ expected.len();
+    for (i, byte) in expected.iter().enumerate() {
+        difference |= usize::from(presented.get(i).copied().unwrap_or(0) ^ byte);
+    }
+    difference == 0
 }
 
 #[cfg(test)]

@@ -406,6 +406,11 @@ impl SubscriberBuilder {
         self
     }
 
+    /// Presents a user name and password (`-u`, `-P`).
+    pub(crate) fn user(self, name: &str, password: &str) -> Self {
+        self.argument("-u", name).argument("-P", password)
+    }
+
     /// Sets a will at QoS 1.
     pub(crate) fn will(self, topic: &str, payload: &str) -> Self {
         self.argument("--will-topic", topic).argument("--will-payload", payload).argument("--will-qos", 1)
@@ -589,6 +594,11 @@ impl PublishBuilder {
         self
     }
 
+    /// Presents a user name and password (`-u`, `-P`).
+    pub(crate) fn user(self, name: &str, password: &str) -> Self {
+        self.argument("-u", name).argument("-P", password)
+    }
+
     /// Publishes `payload` (`-m`).
     pub(crate) fn message(self, payload: &str) -> Self {
         self.argument("-m", payload)
@@ -628,6 +638,24 @@ impl PublishBuilder {
             "mosquitto_pub {} did not succeed within {STEP_TIMEOUT:?}\n{finished}",
             self.arguments.join(" ")
         );
+    }
+}
+
+impl PublishBuilder {
+    /// Runs the client, asserts that the broker refused it, and returns what it printed.
+    pub(crate) fn run_refused(self) -> String {
+        let mut command = Command::new("mosquitto_pub");
+        command
+            .args(["-h", &self.addr.ip().to_string(), "-p", &self.addr.port().to_string()])
+            .args(["-V", self.version.mosquitto_name()])
+            .args(&self.arguments);
+        let finished = run_bounded(command, None, STEP_TIMEOUT);
+        assert!(
+            finished.status.is_some_and(|status| !status.success()),
+            "mosquitto_pub {} was not refused\n{finished}",
+            self.arguments.join(" ")
+        );
+        finished.to_string()
     }
 }
 

@@ -2,7 +2,7 @@
 //! overrides reach the broker, and bad configuration stops start-up naming
 //! the key.
 
-use crate::support::{Broker, RawConnection};
+use crate::support::{Broker, Message, RawConnection, Version, publisher, subscriber};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -66,4 +66,54 @@ fn a_data_directory_is_held_by_one_broker_at_a_time() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("in use"), "{out:?}");
     assert!(holder.stop(Duration::from_secs(5)).is_some_and(|status| status.success()));
+}
+
+#[test]
+fn configured_users_authenticate_and_each_app_sees_only_its_own_topics() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("users.toml");
+    let users = "[auth]\nallow_anonymous = false\n\
+                 [auth.users.alice]\npassword = \"a-secret\"\napp = \"shop\"\n\
+                 [auth.users.bob]\npassword = \"b-secret\"\napp = \"bank\"\n\
+                 [auth.users.carol]\npassword = \"c-secret\"\napp = \"shop\"\n";
+    std::fs::write(&path, users).expect("write");
+    let broker = Broker::start_with(&["--config", path.to_str().expect("utf-8 path")], &[]);
+
+    for version in [Version::V311, Version::V5] {
+        let refused = publisher(&broker, version, "t").message("x").run_refused();
+        assert!(refused.contains("ot authori"), "anonymous is refused as not authorized: {refused}");
+        let refused = publisher(&broker, version, "t").user("alice", "wrong").message("x").run_refused();
+        assert!(refused.to_lowercase().contains("password"), "a wrong password is refused: {refused}");
+        let refused = publisher(&broker, version, "t").user("mallory", "x").message("x").run_refused();
+        assert!(refused.to_lowercase().contains("password"), "an unknown user is refused: {refused}");
+    }
+
+    let mut shop =
+        subscriber(&broker, Version::V5).user("alice", "a-secret").topic("orders/#").qos(1).start();
+    let mut bank = subscriber(&broker, Version::V5).user("bob", "b-secret").topic("orders/#").qos(1).start();
+    publisher(&broker, Version::V311, "orders/1").user("carol", "c-secret").qos(1).message("for-shop").run();
+    publisher(&broker, Version::V5, "orders/2").user("bob", "b-secret").qos(1).message("for-bank").run();
+    assert_eq!(shop.expect_messages(1), vec![Message::new("orders/1", "for-shop", 1, false)]);
+    assert_eq!(bank.expect_messages(1), vec![Message::new("orders/2", "for-bank", 1, false)]);
+    shop.expect_silence(Duration::from_millis(300));
+    bank.expect_silence(Duration::from_millis(300));
+}
+
+#[test]
+fn a_user_with_an_invalid_app_stops_start_up_naming_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad-app.toml");
+    std::fs::write(&path, "[auth.users.alice]\npassword = \"p\"\napp = \"Not Valid\"\n").expect("write");
+    let data = dir.path().join("data");
+    let out = herald(&[
+        "standalone",
+        "--mqtt",
+        "127.0.0.1:0",
+        "--config",
+        path.to_str().expect("utf-8 path"),
+        "--data",
+        data.to_str().expect("utf-8 path"),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("auth.users.alice.app"), "{out:?}");
 }
