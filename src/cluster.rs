@@ -73,6 +73,7 @@ pub(crate) async fn run_gateway(
     settings: GatewaySettings,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let limits = limits_from_environment()?;
     let link = herald_gateway::router_client::connect(
         &settings.router,
         settings.node,
@@ -80,7 +81,6 @@ pub(crate) async fn run_gateway(
         SEAM_CAPACITY,
     )
     .await?;
-    let limits = limits_from_environment()?;
     let config = GatewayConfig {
         mqtt: settings.mqtt,
         websocket: settings.websocket,

@@ -79,10 +79,14 @@ fn check_common(s: &str) -> Result<(), TopicError> {
     if s.len() > MAX_TOPIC_BYTES {
         return Err(TopicError::TooLong);
     }
-    if s.bytes().filter(|b| *b == b'/').count() >= MAX_TOPIC_LEVELS {
+    // One pass over the bytes; too many levels is reported before a NUL.
+    let (separators, nul) = s
+        .bytes()
+        .fold((0, false), |(separators, nul), b| (separators + usize::from(b == b'/'), nul || b == 0));
+    if separators >= MAX_TOPIC_LEVELS {
         return Err(TopicError::TooManyLevels);
     }
-    if s.bytes().any(|b| b == 0) {
+    if nul {
         return Err(TopicError::NullCharacter);
     }
     Ok(())

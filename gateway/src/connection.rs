@@ -198,7 +198,7 @@ async fn start<T: Transport>(
 /// before it.
 async fn claimed(handle: &ConnHandle) -> Option<ClaimGrant> {
     loop {
-        std::future::poll_fn(|cx| if handle.poll_news(cx) { Poll::Ready(()) } else { Poll::Pending }).await;
+        handle.news().await;
         let mut items = handle.take_inbox().unwrap_or_default();
         while let Some(item) = items.pop_front() {
             if let Inbound::Reply(Downlink::Claimed { result, .. }) = item {
@@ -535,8 +535,7 @@ impl<T: Transport> Connection<T> {
         let mut late = Vec::new();
         let wait = async {
             loop {
-                std::future::poll_fn(|cx| if handle.poll_news(cx) { Poll::Ready(()) } else { Poll::Pending })
-                    .await;
+                handle.news().await;
                 for item in handle.take_inbox().into_iter().flatten() {
                     match item {
                         Inbound::Deliver(queued) => late.push(queued),
@@ -652,6 +651,45 @@ mod tests {
         assert!(size <= 320, "the websocket connection future grew to {size} bytes");
     }
 
+    /// A gateway bound on loopback whose router side is the test.
+    struct TestGateway {
+        addr: std::net::SocketAddr,
+        port: herald_proto::seam::RouterPort,
+        stop: tokio::sync::oneshot::Sender<()>,
+        running: tokio::task::JoinHandle<()>,
+    }
+
+    impl TestGateway {
+        async fn start(config: GatewayConfig) -> TestGateway {
+            let (link, port) = herald_proto::seam::link(NodeId(1), 16);
+            let auth = Arc::new(ConfigAuthenticator::anonymous());
+            let gateway = Gateway::bind(config, link, auth, Arc::new(SystemClock)).await.expect("bind");
+            let addr = gateway.local_addr().expect("addr");
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let running = tokio::spawn(gateway.run(async move {
+                let _ = stopped.await;
+            }));
+            TestGateway { addr, port, stop, running }
+        }
+
+        /// Connects and sends a v3.1.1 CONNECT: clean session 0,
+        /// keep-alive 60 s, the four-byte client id `id`.
+        async fn connect_v311(&self, id: &[u8; 4]) -> TcpStream {
+            use tokio::io::AsyncWriteExt;
+            let mut client = TcpStream::connect(self.addr).await.expect("connect");
+            let mut connect =
+                vec![0x10, 0x10, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x00, 0x00, 0x3C, 0x00, 0x04];
+            connect.extend_from_slice(id);
+            client.write_all(&connect).await.expect("write");
+            client
+        }
+
+        async fn stop(self) {
+            let _ = self.stop.send(());
+            let _ = self.running.await;
+        }
+    }
+
     /// A router too slow to answer a claim in time must not keep the session
     /// owned by a connection that gave up: when the grant comes, the gateway
     /// releases it. (A slow router is a fault a real one does not produce on
@@ -659,32 +697,15 @@ mod tests {
     #[tokio::test]
     async fn a_grant_that_comes_after_the_claim_timeout_is_released_at_once() {
         use herald_proto::seam::Downlink as D;
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let (link, mut port) = herald_proto::seam::link(NodeId(1), 16);
-        let config = GatewayConfig {
+        use tokio::io::AsyncReadExt;
+        let mut gateway = TestGateway::start(GatewayConfig {
             mqtt: "127.0.0.1:0".parse().expect("addr"),
             claim_timeout: std::time::Duration::from_millis(200),
             ..GatewayConfig::default()
-        };
-        let gateway =
-            Gateway::bind(config, link, Arc::new(ConfigAuthenticator::anonymous()), Arc::new(SystemClock))
-                .await
-                .expect("bind");
-        let addr = gateway.local_addr().expect("addr");
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let running = tokio::spawn(gateway.run(async move {
-            let _ = stopped.await;
-        }));
-
-        let mut client = TcpStream::connect(addr).await.expect("connect");
-        // v3.1.1 CONNECT, clean session 0, keep-alive 60 s, client id `slow`.
-        client
-            .write_all(&[
-                0x10, 0x10, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x00, 0x00, 0x3C, 0x00, 0x04, b's',
-                b'l', b'o', b'w',
-            ])
-            .await
-            .expect("write");
+        })
+        .await;
+        let mut client = gateway.connect_v311(b"slow").await;
+        let port = &mut gateway.port;
         let Some(Uplink::Claim(claim)) = port.uplink.recv().await else { panic!("no claim") };
         let mut connack = [0u8; 4];
         client.read_exact(&mut connack).await.expect("CONNACK");
@@ -697,8 +718,7 @@ mod tests {
         let released = tokio::time::timeout(std::time::Duration::from_secs(5), port.uplink.recv()).await;
         let Ok(Some(Uplink::Release(release))) = released else { panic!("no release: {released:?}") };
         assert_eq!((release.session, release.epoch, release.publish_will), (claim.session, epoch, false));
-        let _ = stop.send(());
-        let _ = running.await;
+        gateway.stop().await;
     }
 
     /// A delivery right behind the grant (a message published while the
@@ -706,31 +726,15 @@ mod tests {
     #[tokio::test]
     async fn a_delivery_right_behind_the_grant_reaches_the_client() {
         use herald_proto::seam::{Downlink as D, Subscription};
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let (link, mut port) = herald_proto::seam::link(NodeId(1), 16);
-        let config = GatewayConfig {
+        use tokio::io::AsyncReadExt;
+        let mut gateway = TestGateway::start(GatewayConfig {
             mqtt: "127.0.0.1:0".parse().expect("addr"),
             drain_timeout: std::time::Duration::from_millis(100),
             ..GatewayConfig::default()
-        };
-        let gateway =
-            Gateway::bind(config, link, Arc::new(ConfigAuthenticator::anonymous()), Arc::new(SystemClock))
-                .await
-                .expect("bind");
-        let addr = gateway.local_addr().expect("addr");
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let running = tokio::spawn(gateway.run(async move {
-            let _ = stopped.await;
-        }));
-        let mut client = TcpStream::connect(addr).await.expect("connect");
-        // v3.1.1 CONNECT, clean session 0, keep-alive 60 s, client id `back`.
-        client
-            .write_all(&[
-                0x10, 0x10, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x00, 0x00, 0x3C, 0x00, 0x04, b'b',
-                b'a', b'c', b'k',
-            ])
-            .await
-            .expect("write");
+        })
+        .await;
+        let mut client = gateway.connect_v311(b"back").await;
+        let port = &mut gateway.port;
         let Some(Uplink::Claim(claim)) = port.uplink.recv().await else { panic!("no claim") };
         let filter = herald_core::TopicFilter::new("a/#").expect("filter");
         let subscription = Subscription {
@@ -769,7 +773,6 @@ mod tests {
         assert_eq!(&received[..4], &[0x20, 0x02, 0x01, 0x00], "CONNACK, session present");
         // PUBLISH QoS 0, remaining length 7: topic `a/b`, payload `hi`.
         assert_eq!(&received[4..], &[0x30, 0x07, 0x00, 0x03, b'a', b'/', b'b', b'h', b'i'], "the PUBLISH");
-        let _ = stop.send(());
-        let _ = running.await;
+        gateway.stop().await;
     }
 }

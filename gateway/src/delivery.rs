@@ -55,19 +55,9 @@ pub(crate) async fn run(shared: Arc<Shared>, mut downlink: mpsc::Receiver<Downli
                         GatewayCounters::add(&shared.counters.dropped_connection_backlog, count);
                     }
                 }
-                reply @ (Downlink::Claimed { .. }
-                | Downlink::Subscribed { .. }
-                | Downlink::Unsubscribed { .. }
-                | Downlink::Published { .. }
-                | Downlink::Released { .. }) => {
-                    let request = match &reply {
-                        Downlink::Claimed { request, .. }
-                        | Downlink::Subscribed { request, .. }
-                        | Downlink::Unsubscribed { request, .. }
-                        | Downlink::Published { request, .. }
-                        | Downlink::Released { request } => *request,
-                        _ => continue,
-                    };
+                reply => {
+                    // Every item the router sends unasked is matched above.
+                    let Some(request) = reply.request() else { continue };
                     if let Some(handle) = shared.connections.by_request(request) {
                         if let Downlink::Claimed { result: Ok(grant), .. } = &reply {
                             claimed(&shared, &handle, grant).await;
@@ -137,13 +127,7 @@ async fn claimed(shared: &Shared, handle: &ConnHandle, grant: &ClaimGrant) {
     shared
         .change_index(|index, changes| {
             for s in &grant.subscriptions {
-                let local = LocalSubscription {
-                    qos: s.qos,
-                    no_local: s.no_local,
-                    retain_as_published: s.retain_as_published,
-                    identifier: s.identifier,
-                };
-                index.add(&app, &s.filter, handle.id, local, changes);
+                index.add(&app, &s.filter, handle.id, LocalSubscription::from(s), changes);
             }
         })
         .await;

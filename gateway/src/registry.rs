@@ -12,7 +12,7 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::task::{Context, Waker};
+use std::task::{Context, Poll, Waker};
 
 /// A connection's identity on this gateway; the high bits of its request ids.
 pub(crate) type ConnId = u64;
@@ -80,6 +80,11 @@ impl ConnHandle {
         if let Some(waker) = lock(&self.waker).take() {
             waker.wake();
         }
+    }
+
+    /// Waits until there is news (see [`ConnHandle::poll_news`]).
+    pub(crate) async fn news(&self) {
+        std::future::poll_fn(|cx| if self.poll_news(cx) { Poll::Ready(()) } else { Poll::Pending }).await;
     }
 
     /// Registers the connection task's waker, then returns (and clears)

@@ -141,6 +141,17 @@ pub struct LocalSubscription {
     pub identifier: Option<u32>,
 }
 
+impl From<&Subscription> for LocalSubscription {
+    fn from(s: &Subscription) -> LocalSubscription {
+        LocalSubscription {
+            qos: s.qos,
+            no_local: s.no_local,
+            retain_as_published: s.retain_as_published,
+            identifier: s.identifier,
+        }
+    }
+}
+
 /// Whether a delivery is subject to the waiting queue's bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Bound {
@@ -335,12 +346,7 @@ impl Session {
         out: &mut Vec<Action>,
     ) {
         for s in subscriptions {
-            let local = LocalSubscription {
-                qos: s.qos,
-                no_local: s.no_local,
-                retain_as_published: s.retain_as_published,
-                identifier: s.identifier,
-            };
+            let local = LocalSubscription::from(&s);
             out.push(Action::AddLocal(s.filter.clone(), local));
             self.subscriptions.push((s.filter, local));
         }
@@ -1064,25 +1070,17 @@ impl Session {
     /// leaves they go back to their group, to another member, without DUP
     /// (that member never saw them).
     pub fn take_shared(&mut self) -> Vec<(TopicFilter, Arc<Message>)> {
-        let mut taken = Vec::new();
-        let mut index = 0;
-        while index < self.inflight.len() {
-            let is_shared = self.inflight[index].queued.shared.is_some()
-                && self.inflight[index].state != Awaiting::Complete;
-            if is_shared {
-                let entry = self.inflight.remove(index);
-                if let Some(filter) = entry.queued.shared {
-                    taken.push((filter, entry.queued.message));
-                }
-            } else {
-                index += 1;
-            }
-        }
-        let waiting = std::mem::take(&mut self.waiting);
-        for (queued, retained) in waiting {
+        let unacknowledged =
+            |entry: &mut Inflight| entry.queued.shared.is_some() && entry.state != Awaiting::Complete;
+        let mut taken: Vec<_> = self
+            .inflight
+            .extract_if(.., unacknowledged)
+            .filter_map(|entry| Some((entry.queued.shared?, entry.queued.message)))
+            .collect();
+        for (queued, retained) in std::mem::take(&mut self.waiting) {
             match queued.shared {
                 Some(filter) => taken.push((filter, queued.message)),
-                None => self.waiting.push_back((QueuedMessage { shared: None, ..queued }, retained)),
+                None => self.waiting.push_back((queued, retained)),
             }
         }
         taken

@@ -354,6 +354,30 @@ pub(crate) fn deadline_within(deadline: Instant, limit: Duration) -> Instant {
     deadline.min(Instant::now() + limit)
 }
 
+/// Disconnects every client at once (DISCONNECT, then waiting for the
+/// broker to close), by `deadline`; fails with the first failure once all
+/// have ended.
+pub(crate) async fn disconnect_all(
+    clients: Vec<Client>,
+    session_expiry: Option<u32>,
+    deadline: Instant,
+) -> anyhow::Result<()> {
+    let mut tasks = JoinSet::new();
+    for client in clients {
+        tasks.spawn(client.disconnect(session_expiry, deadline));
+    }
+    let mut first_error = None;
+    while let Some(joined) = tasks.join_next().await {
+        let outcome = joined
+            .map_err(anyhow::Error::from)
+            .and_then(|ended| ended.map_err(|error| anyhow::anyhow!("going offline: {error}")));
+        if let Err(error) = outcome {
+            first_error.get_or_insert(error);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
 /// Sets up `count` clients with `setup(index)`, at most `parallel` at once,
 /// and returns them in index order. Fails with the first client that could
 /// not be set up (the others are dropped).

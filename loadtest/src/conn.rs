@@ -1,8 +1,8 @@
 //! The `conn` scenario: many idle connections, opened one at a time at a
 //! given rate and held.
 
-use crate::client::{Client, ConnectOptions};
-use crate::options::{CommonArgs, check_open_files, run_id};
+use crate::client::Client;
+use crate::options::{CommonArgs, run_id};
 use crate::proc;
 use crate::report::{Report, histogram, latency_json, per_second};
 use serde::Serialize;
@@ -35,22 +35,14 @@ pub(crate) struct ConnArgs {
 
 /// Runs the `conn` scenario.
 pub(crate) fn run(args: ConnArgs) -> anyhow::Result<Report> {
-    args.common.validate()?;
-    check_open_files(args.connections as usize)?;
     let connect_limit =
         Duration::from_secs_f64(f64::from(args.connections) / f64::from(args.rate)) + HANDSHAKE_TIMEOUT;
     let limit = connect_limit + Duration::from_secs(args.hold + 15);
-    let runtime = args.common.runtime()?;
-    runtime.block_on(async {
-        tokio::time::timeout(limit, run_async(&args))
-            .await
-            .map_err(|_| anyhow::anyhow!("conn: overall deadline of {limit:?} passed"))?
-    })
+    args.common.run_bounded("conn", args.connections as usize, limit, run_async(&args))
 }
 
 async fn run_async(args: &ConnArgs) -> anyhow::Result<Report> {
     let run = run_id();
-    let version = args.common.version();
     let server_before = proc::sample(args.common.server_pid);
     let mut handshakes = histogram();
     let mut held = Vec::with_capacity(args.connections as usize);
@@ -60,12 +52,7 @@ async fn run_async(args: &ConnArgs) -> anyhow::Result<Report> {
     let started = Instant::now();
     for index in 0..args.connections {
         tokio::time::sleep_until(started + interval * index).await;
-        let mut options = ConnectOptions::new(
-            args.common.target,
-            args.common.source(index as usize),
-            version,
-            format!("{}-{run}-c{index}", args.common.prefix),
-        );
+        let mut options = args.common.client(index, format_args!("{run}-c{index}"));
         options.keep_alive = args.keep_alive;
         let begun = Instant::now();
         match Client::connect(&options, begun + HANDSHAKE_TIMEOUT).await {

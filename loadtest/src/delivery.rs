@@ -41,6 +41,17 @@ impl Sequences {
     fn contains(&self, sequence: u32) -> bool {
         self.seen.get((sequence / 64) as usize).is_some_and(|word| word & (1u64 << (sequence % 64)) != 0)
     }
+
+    /// Returns how many of the sequences `0..end` were received.
+    fn count_below(&self, end: u32) -> u64 {
+        let whole = (end / 64) as usize;
+        let mut count: u64 = self.seen.iter().take(whole).map(|word| u64::from(word.count_ones())).sum();
+        let rest = end % 64;
+        if let Some(word) = self.seen.get(whole).filter(|_| rest > 0) {
+            count += u64::from((word & ((1u64 << rest) - 1)).count_ones());
+        }
+        count
+    }
 }
 
 /// Whether a delivery was new.
@@ -110,12 +121,7 @@ impl Deliveries {
             self.foreign += 1;
             return Arrival::Foreign;
         };
-        let Some(sequences) = stamp
-            .publisher
-            .checked_sub(self.publishers.start)
-            .filter(|_| self.publishers.contains(&stamp.publisher))
-            .and_then(|offset| self.by_publisher.get_mut(offset as usize))
-        else {
+        let Some(sequences) = self.slot(stamp.publisher).map(|slot| &mut self.by_publisher[slot]) else {
             self.foreign += 1;
             return Arrival::Foreign;
         };
@@ -157,23 +163,22 @@ impl Deliveries {
         examples: &mut Vec<Loss>,
         max_examples: usize,
     ) -> u64 {
-        let Some(sequences) = publisher
-            .checked_sub(self.publishers.start)
-            .filter(|_| self.publishers.contains(&publisher))
-            .and_then(|offset| self.by_publisher.get(offset as usize))
-        else {
+        let Some(sequences) = self.slot(publisher).map(|slot| &self.by_publisher[slot]) else {
             return 0;
         };
-        let mut missing = 0;
-        for sequence in 0..sent {
-            if !sequences.contains(sequence) {
-                missing += 1;
-                if examples.len() < max_examples {
-                    examples.push(Loss { subscriber, publisher, sequence });
-                }
-            }
+        let missing = u64::from(sent).saturating_sub(sequences.count_below(sent));
+        if missing > 0 {
+            let room = max_examples.saturating_sub(examples.len());
+            let lost = (0..sent).filter(|&sequence| !sequences.contains(sequence)).take(room);
+            examples.extend(lost.map(|sequence| Loss { subscriber, publisher, sequence }));
         }
         missing
+    }
+
+    /// Returns the index in `by_publisher` of `publisher`, if expected.
+    fn slot(&self, publisher: u32) -> Option<usize> {
+        let offset = publisher.checked_sub(self.publishers.start)? as usize;
+        (offset < self.by_publisher.len()).then_some(offset)
     }
 }
 

@@ -11,9 +11,9 @@
 //! (`publisher.rs`, `subscriber.rs`); they meet only in the latency
 //! histograms and one counter of deliveries.
 
-use crate::client::{Client, ClientError, ConnectOptions, connect_many};
+use crate::client::{Client, ClientError, connect_many};
 use crate::delivery::Tally;
-use crate::options::{CommonArgs, SetupArgs, check_open_files, keep_alive_for, qos, run_id};
+use crate::options::{CommonArgs, SetupArgs, keep_alive_for, qos, run_id};
 use crate::payload::now_ns;
 use crate::proc;
 use crate::publisher::{Plan, PublisherStats, publish};
@@ -121,16 +121,10 @@ pub(crate) struct FlowArgs {
 
 /// Runs `shape` with `args`.
 pub(crate) fn run(shape: Shape, args: FlowArgs) -> anyhow::Result<Report> {
-    args.common.validate()?;
     let (publishers, subscribers) = shape.counts(args.connections);
-    check_open_files(publishers as usize + subscribers as usize)?;
+    let sockets = publishers as usize + subscribers as usize;
     let limit = Duration::from_secs(args.setup.connect_timeout + args.duration + args.drain + 15);
-    let runtime = args.common.runtime()?;
-    runtime.block_on(async {
-        tokio::time::timeout(limit, run_async(shape, &args))
-            .await
-            .map_err(|_| anyhow::anyhow!("{}: overall deadline of {limit:?} passed", shape.name()))?
-    })
+    args.common.run_bounded(shape.name(), sockets, limit, run_async(shape, &args))
 }
 
 /// Connected subscribers (SUBACK received) and publishers.
@@ -147,12 +141,7 @@ async fn connect(shape: Shape, args: &FlowArgs, run: &str) -> anyhow::Result<Cli
     let keep_alive = keep_alive_for(args.setup.connect_timeout + args.duration + args.drain);
     let level = qos(args.qos);
     let options = |index: u32, role: char| {
-        let mut options = ConnectOptions::new(
-            args.common.target,
-            args.common.source(index as usize),
-            args.common.version(),
-            format!("{}-{run}-{role}{index}", args.common.prefix),
-        );
+        let mut options = args.common.client(index, format_args!("{run}-{role}{index}"));
         options.keep_alive = keep_alive;
         options.receive_maximum = args.inflight;
         options

@@ -59,6 +59,36 @@ impl CommonArgs {
         self.sources[index % self.sources.len()]
     }
 
+    /// Returns the options of the `index`th client: its source address, the
+    /// protocol version and the client id `{prefix}-{id}`.
+    pub(crate) fn client(&self, index: u32, id: std::fmt::Arguments<'_>) -> crate::client::ConnectOptions {
+        crate::client::ConnectOptions::new(
+            self.target,
+            self.source(index as usize),
+            self.version(),
+            format!("{}-{id}", self.prefix),
+        )
+    }
+
+    /// Runs `scenario` on the runtime `--threads` asks for, after checking
+    /// the options and that `sockets` fit the open-file limit, failing if it
+    /// is not done within `limit`.
+    pub(crate) fn run_bounded<T>(
+        &self,
+        name: &str,
+        sockets: usize,
+        limit: Duration,
+        scenario: impl std::future::Future<Output = anyhow::Result<T>>,
+    ) -> anyhow::Result<T> {
+        self.validate()?;
+        check_open_files(sockets)?;
+        self.runtime()?.block_on(async {
+            tokio::time::timeout(limit, scenario)
+                .await
+                .map_err(|_| anyhow::anyhow!("{name}: overall deadline of {limit:?} passed"))?
+        })
+    }
+
     /// Builds the runtime `--threads` asks for.
     pub(crate) fn runtime(&self) -> anyhow::Result<tokio::runtime::Runtime> {
         let runtime = if self.threads <= 1 {

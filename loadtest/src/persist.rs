@@ -4,9 +4,9 @@
 //! subscribers come back and every message must reach each of them, once,
 //! in order.
 
-use crate::client::{Client, ClientError, ConnectOptions, connect_many};
+use crate::client::{Client, ClientError, connect_many, disconnect_all};
 use crate::delivery::Tally;
-use crate::options::{CommonArgs, SetupArgs, check_open_files, keep_alive_for, qos, run_id};
+use crate::options::{CommonArgs, SetupArgs, keep_alive_for, qos, run_id};
 use crate::payload::now_ns;
 use crate::proc;
 use crate::publisher::{Plan, PublisherStats, publish};
@@ -17,7 +17,6 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 /// Arguments of the `persist` scenario.
@@ -65,15 +64,8 @@ pub(crate) struct PersistArgs {
 
 /// Runs the `persist` scenario.
 pub(crate) fn run(args: PersistArgs) -> anyhow::Result<Report> {
-    args.common.validate()?;
-    check_open_files(args.connections as usize + 1)?;
     let limit = Duration::from_secs(3 * args.setup.connect_timeout + args.duration + args.drain + 20);
-    let runtime = args.common.runtime()?;
-    runtime.block_on(async {
-        tokio::time::timeout(limit, run_async(&args))
-            .await
-            .map_err(|_| anyhow::anyhow!("persist: overall deadline of {limit:?} passed"))?
-    })
+    args.common.run_bounded("persist", args.connections as usize + 1, limit, run_async(&args))
 }
 
 async fn run_async(args: &PersistArgs) -> anyhow::Result<Report> {
@@ -83,12 +75,7 @@ async fn run_async(args: &PersistArgs) -> anyhow::Result<Report> {
     let topic = format!("lt/{run}/persist");
     let keep_alive = keep_alive_for(3 * args.setup.connect_timeout + args.duration + args.drain);
     let subscriber = |index: u32, clean_start: bool| {
-        let mut options = ConnectOptions::new(
-            args.common.target,
-            args.common.source(index as usize),
-            version,
-            format!("{}-{run}-o{index}", args.common.prefix),
-        );
+        let mut options = args.common.client(index, format_args!("{run}-o{index}"));
         options.keep_alive = keep_alive;
         options.clean_start = clean_start;
         options.session_expiry = args.session_expiry;
@@ -117,12 +104,7 @@ async fn run_async(args: &PersistArgs) -> anyhow::Result<Report> {
 
     // 2. Publish into the offline sessions.
     let shared = Arc::new(Shared::new(args.common.threads));
-    let mut options = ConnectOptions::new(
-        args.common.target,
-        args.common.source(args.connections as usize),
-        version,
-        format!("{}-{run}-p", args.common.prefix),
-    );
+    let mut options = args.common.client(args.connections, format_args!("{run}-p"));
     options.keep_alive = keep_alive;
     let publisher = Client::connect(&options, Instant::now() + args.setup.connect_timeout()).await?;
     let server_before = proc::sample(args.common.server_pid);
@@ -225,21 +207,4 @@ async fn run_async(args: &PersistArgs) -> anyhow::Result<Report> {
         summary.push_str(&format!("; {} connection error(s), first: {first}", errors.len()));
     }
     Ok(Report::new("persist", args, results, summary))
-}
-
-/// Disconnects every client at once (DISCONNECT, then waiting for the
-/// broker to close), by `deadline`.
-async fn disconnect_all(
-    clients: Vec<Client>,
-    session_expiry: Option<u32>,
-    deadline: Instant,
-) -> anyhow::Result<()> {
-    let mut tasks = JoinSet::new();
-    for client in clients {
-        tasks.spawn(client.disconnect(session_expiry, deadline));
-    }
-    while let Some(joined) = tasks.join_next().await {
-        joined?.map_err(|error| anyhow::anyhow!("going offline: {error}"))?;
-    }
-    Ok(())
 }

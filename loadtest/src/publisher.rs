@@ -66,7 +66,7 @@ pub(crate) struct PublisherStats {
     pub(crate) sent: u32,
     /// PUBACKs (QoS 1) or PUBRECs (QoS 2) that accepted a message.
     pub(crate) accepted: u64,
-    /// Flows finished: PUBACK (QoS 1) or PUBCOMP (QoS 2).
+    /// QoS 2 flows finished with PUBCOMP.
     pub(crate) completed: u64,
     /// Acknowledgements that refused a message.
     pub(crate) rejected: u64,
@@ -182,9 +182,6 @@ fn on_acknowledgements(
             AckOutcome::Accepted { sent_ns, reply } => {
                 stats.accepted += 1;
                 stats.last_ack_ns = now;
-                if plan.qos == QoS::AtLeastOnce {
-                    stats.completed += 1;
-                }
                 histogram
                     .get_or_insert_with(|| shared.ack_latency.lock(plan.index as usize))
                     .saturating_record(elapsed_us(sent_ns, now));

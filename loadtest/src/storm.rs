@@ -3,8 +3,8 @@
 //! it) and reconnect at once. Reports the time until every client has its
 //! CONNACK again, and the clients that never got one.
 
-use crate::client::{Client, ConnectOptions, connect_many, deadline_within};
-use crate::options::{CommonArgs, SetupArgs, check_open_files, keep_alive_for, run_id};
+use crate::client::{Client, ConnectOptions, connect_many, deadline_within, disconnect_all};
+use crate::options::{CommonArgs, SetupArgs, keep_alive_for, run_id};
 use crate::proc;
 use crate::report::{Report, histogram, latency_json, latency_text, per_second};
 use serde::Serialize;
@@ -43,15 +43,8 @@ pub(crate) struct StormArgs {
 
 /// Runs the `storm` scenario.
 pub(crate) fn run(args: StormArgs) -> anyhow::Result<Report> {
-    args.common.validate()?;
-    check_open_files(args.connections as usize)?;
     let limit = Duration::from_secs(2 * args.setup.connect_timeout + args.hold + 15);
-    let runtime = args.common.runtime()?;
-    runtime.block_on(async {
-        tokio::time::timeout(limit, run_async(&args))
-            .await
-            .map_err(|_| anyhow::anyhow!("storm: overall deadline of {limit:?} passed"))?
-    })
+    args.common.run_bounded("storm", args.connections as usize, limit, run_async(&args))
 }
 
 /// How one client came back.
@@ -69,12 +62,7 @@ async fn run_async(args: &StormArgs) -> anyhow::Result<Report> {
     let version = args.common.version();
     let keep_alive = keep_alive_for(2 * args.setup.connect_timeout + args.hold);
     let options = |index: u32, first: bool| {
-        let mut options = ConnectOptions::new(
-            args.common.target,
-            args.common.source(index as usize),
-            version,
-            format!("{}-{run}-r{index}", args.common.prefix),
-        );
+        let mut options = args.common.client(index, format_args!("{run}-r{index}"));
         options.keep_alive = keep_alive;
         if args.persistent {
             // 5.0 starts a fresh persistent session with Clean Start 1 and
@@ -138,11 +126,9 @@ async fn run_async(args: &StormArgs) -> anyhow::Result<Report> {
     // Leave nothing behind: persistent 5.0 sessions end with an expiry of 0.
     let cleanup_deadline = Instant::now() + Duration::from_secs(5);
     let expiry = args.persistent.then_some(0);
-    let mut goodbyes = JoinSet::new();
-    for client in reconnected {
-        goodbyes.spawn(async move { client.disconnect(expiry, cleanup_deadline).await });
-    }
-    while goodbyes.join_next().await.is_some() {}
+    // Best effort: the figures are taken; a client that fails to leave
+    // changes none of them.
+    let _ = disconnect_all(reconnected, expiry, cleanup_deadline).await;
 
     let seconds = all_back.as_secs_f64();
     let results = json!({

@@ -300,6 +300,24 @@ pub enum Downlink {
     },
 }
 
+impl Downlink {
+    /// Returns the request this item replies to; `None` for items the
+    /// router sends unasked.
+    pub fn request(&self) -> Option<RequestId> {
+        match self {
+            Downlink::Claimed { request, .. }
+            | Downlink::Subscribed { request, .. }
+            | Downlink::Unsubscribed { request, .. }
+            | Downlink::Published { request, .. }
+            | Downlink::Released { request } => Some(*request),
+            Downlink::Revoked { .. }
+            | Downlink::Deliver(_)
+            | Downlink::DeliverShared { .. }
+            | Downlink::Handover { .. } => None,
+        }
+    }
+}
+
 /// The gateway's ends of a link.
 #[derive(Debug)]
 pub struct GatewayLink {

@@ -235,7 +235,9 @@ fn a_topic_with_thousands_of_levels_is_refused_and_the_broker_lives() {
 
 #[test]
 fn sockets_that_have_not_sent_connect_count_against_the_connection_limit() {
-    let broker = Broker::start_with(&[], &[("HERALD_MAX_CONNECTIONS", "3")]);
+    // A connect timeout far beyond the test's wait: only the limit can close the fourth socket.
+    let broker =
+        Broker::start_with(&[], &[("HERALD_MAX_CONNECTIONS", "3"), ("HERALD_CONNECT_TIMEOUT_SECS", "60")]);
     let silent: Vec<RawConnection> = (0..3).map(|_| RawConnection::open(&broker)).collect();
     // Give the accept loop a moment to take all three.
     thread::sleep(Duration::from_millis(200));
