@@ -518,8 +518,14 @@ impl<T: Transport> Connection<T> {
             }
         }
         self.shared.connections.remove(&self.handle);
-        for (filter, message) in orphans {
-            let _ = self.shared.uplink.send(Uplink::Redispatch { filter, messages: vec![message] }).await;
+        // One item per run of orphans of the same group, in order.
+        let mut orphans = orphans.into_iter().peekable();
+        while let Some((filter, message)) = orphans.next() {
+            let mut messages = vec![message];
+            while let Some((_, message)) = orphans.next_if(|(next, _)| *next == filter) {
+                messages.push(message);
+            }
+            let _ = self.shared.uplink.send(Uplink::Redispatch { filter, messages }).await;
         }
         GatewayCounters::add(&self.shared.counters.connections_closed, 1);
         debug!(session = %key, reason = ?close.reason, "connection closed");

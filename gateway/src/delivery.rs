@@ -79,15 +79,14 @@ async fn deliver_shared(shared: &Shared, filter: TopicFilter, message: Arc<Messa
     let chosen = {
         let mut index = shared.index.write().unwrap_or_else(|p| p.into_inner());
         index.shared_group(&message.app, &filter).and_then(|group| {
-            let all: Vec<ConnId> = group.members.iter().map(|(conn, _)| *conn).collect();
-            let ready: Vec<ConnId> = all
-                .iter()
-                .copied()
+            let members = || group.members.iter().map(|(conn, _)| *conn);
+            let ready: Vec<ConnId> = members()
                 .filter(|conn| shared.connections.get(*conn).is_some_and(|h| h.free_window() > 0))
                 .collect();
-            let candidates = if ready.is_empty() { &all } else { &ready };
+            // With every member busy, any member may take it.
+            let candidates = if ready.is_empty() { members().collect() } else { ready };
             let publisher = message.origin.as_ref().map(|c| c.as_str());
-            let conn = group.dispatcher.pick(strategy, candidates, publisher, message.topic.as_str())?;
+            let conn = group.dispatcher.pick(strategy, &candidates, publisher, message.topic.as_str())?;
             group.members.iter().find(|(member, _)| *member == conn).copied()
         })
     };

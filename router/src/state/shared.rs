@@ -22,6 +22,17 @@ pub(super) struct SharedGroups {
     groups: HashMap<TopicFilter, Group>,
 }
 
+impl SharedGroups {
+    /// Returns the group `filter`, creating it (and indexing its filter)
+    /// when it is new.
+    fn group(&mut self, filter: &TopicFilter) -> &mut Group {
+        if !self.groups.contains_key(filter) {
+            self.index.insert(filter.match_filter(), filter.clone(), ());
+        }
+        self.groups.entry(filter.clone()).or_default()
+    }
+}
+
 #[derive(Debug, Default)]
 struct Group {
     /// Gateways with at least one member.
@@ -40,9 +51,7 @@ impl RouterState {
         filter: TopicFilter,
         out: &mut Vec<Effect>,
     ) {
-        self.ensure_group(&app, &filter);
-        let groups = self.shared.entry(app).or_default();
-        let group = groups.groups.entry(filter.clone()).or_default();
+        let group = self.shared.entry(app).or_default().group(&filter);
         if !group.gateways.contains(&gateway) {
             group.gateways.push(gateway);
         }
@@ -64,11 +73,7 @@ impl RouterState {
     /// Makes sure the group `filter` exists, so that its messages wait even
     /// while none of its members is online.
     pub(super) fn ensure_group(&mut self, app: &AppId, filter: &TopicFilter) {
-        let groups = self.shared.entry(app.clone()).or_default();
-        if !groups.groups.contains_key(filter) {
-            groups.index.insert(filter.match_filter(), filter.clone(), ());
-            groups.groups.insert(filter.clone(), Group::default());
-        }
+        self.shared.entry(app.clone()).or_default().group(filter);
     }
 
     /// Sends `message` to one gateway of every group it matches. Returns
@@ -93,9 +98,7 @@ impl RouterState {
     ) {
         let strategy = self.config.shared_strategy;
         let limit = self.config.max_queued_messages;
-        self.ensure_group(&message.app, filter);
-        let groups = self.shared.entry(message.app.clone()).or_default();
-        let group = groups.groups.entry(filter.clone()).or_default();
+        let group = self.shared.entry(message.app.clone()).or_default().group(filter);
         let publisher = message.origin.as_ref().map(|c| c.as_str());
         match group.dispatcher.pick(strategy, &group.gateways, publisher, message.topic.as_str()) {
             Some(gateway) => out.push((gateway, Downlink::DeliverShared { filter: filter.clone(), message })),
