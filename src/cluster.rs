@@ -4,7 +4,6 @@
 
 use crate::config::StandaloneConfig;
 use herald_core::{NodeId, SystemClock};
-use herald_gateway::auth::ConfigAuthenticator;
 use herald_gateway::{Gateway, GatewayConfig};
 use herald_router::Router;
 use herald_router::grpc::SeamService;
@@ -18,12 +17,14 @@ use tracing::{info, warn};
 /// Items each seam queue holds per gateway.
 const SEAM_CAPACITY: usize = 8192;
 
-/// Returns the session and router limits from `HERALD_LIMITS_*` variables
-/// (the same keys as `[limits]` in the standalone configuration), validated.
-fn limits_from_environment() -> anyhow::Result<crate::config::Limits> {
-    let env: Vec<(String, String)> =
-        std::env::vars().filter(|(name, _)| name.starts_with("HERALD_LIMITS_")).collect();
-    Ok(StandaloneConfig::load(None, &env)?.limits)
+/// Returns the `[limits]` and `[auth]` settings from `HERALD_LIMITS_*` and
+/// `HERALD_AUTH_*` variables (the same keys as in the standalone
+/// configuration), validated.
+fn settings_from_environment() -> anyhow::Result<StandaloneConfig> {
+    let env: Vec<(String, String)> = std::env::vars()
+        .filter(|(name, _)| name.starts_with("HERALD_LIMITS_") || name.starts_with("HERALD_AUTH_"))
+        .collect();
+    StandaloneConfig::load(None, &env)
 }
 
 /// Settings of `herald router`.
@@ -41,7 +42,7 @@ pub(crate) async fn run_router(
     let data = DataDir::open(&settings.data)?;
     let generation = data.next_generation()?;
     let cluster_id = data.cluster_id()?;
-    let limits = limits_from_environment()?;
+    let limits = settings_from_environment()?.limits;
     let router = Router::new(limits.router_config(), generation, Arc::new(SystemClock));
     let (stop_timers, timers_stopped) = tokio::sync::oneshot::channel::<()>();
     let timers = router.spawn_timers(async move {
@@ -73,7 +74,8 @@ pub(crate) async fn run_gateway(
     settings: GatewaySettings,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let limits = limits_from_environment()?;
+    let settings_from_env = settings_from_environment()?;
+    let limits = settings_from_env.limits;
     let link = herald_gateway::router_client::connect(
         &settings.router,
         settings.node,
@@ -88,7 +90,7 @@ pub(crate) async fn run_gateway(
         drain_timeout: Duration::from_secs(5),
         ..GatewayConfig::default()
     };
-    let authenticator = Arc::new(ConfigAuthenticator::anonymous());
+    let authenticator = Arc::new(settings_from_env.auth.authenticator()?);
     let gateway = Gateway::bind(config, link.link, authenticator, Arc::new(SystemClock)).await?;
     let mqtt = gateway.local_addr()?;
     let websocket = gateway.websocket_addr()?.map(tracing::field::display);

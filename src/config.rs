@@ -44,8 +44,13 @@ pub(crate) struct AuthConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct UserConfig {
-    /// The user's password.
-    pub(crate) password: String,
+    /// The user's password, as written (either this or `scram`).
+    #[serde(default)]
+    pub(crate) password: Option<String>,
+    /// The user's SCRAM-SHA-256 secret, from `herald config scram-secret`:
+    /// the password itself is not kept (either this or `password`).
+    #[serde(default)]
+    pub(crate) scram: Option<String>,
     /// The app (tenant) the user's sessions belong to; the default app if unset.
     #[serde(default)]
     pub(crate) app: Option<String>,
@@ -67,12 +72,18 @@ impl AuthConfig {
                     .map_err(|e| anyhow::anyhow!("auth.users.{name}.app: {e}"))?,
                 None => herald_core::AppId::default_app(),
             };
-            users.insert(
-                name.clone(),
-                herald_gateway::auth::ConfiguredUser { password: user.password.clone(), app },
-            );
+            use herald_gateway::auth::Secret;
+            let secret = match (&user.password, &user.scram) {
+                (Some(password), None) => Secret::Password(password.clone()),
+                (None, Some(scram)) => Secret::Scram(
+                    herald_gateway::scram::ScramSecret::parse(scram)
+                        .map_err(|e| anyhow::anyhow!("auth.users.{name}.scram: {e}"))?,
+                ),
+                _ => anyhow::bail!("auth.users.{name}: set exactly one of password and scram"),
+            };
+            users.insert(name.clone(), herald_gateway::auth::ConfiguredUser::new(secret, app));
         }
-        Ok(herald_gateway::auth::ConfigAuthenticator { allow_anonymous: self.allow_anonymous, users })
+        Ok(herald_gateway::auth::ConfigAuthenticator::new(self.allow_anonymous, users))
     }
 }
 
@@ -110,6 +121,8 @@ pub(crate) struct Limits {
     pub(crate) subscription_identifiers: bool,
     /// Server Reference sent with DISCONNECT 0x9C at shutdown.
     pub(crate) server_reference: Option<String>,
+    /// This server has moved for good to `server_reference` (0x9D).
+    pub(crate) server_moved: bool,
     /// Subscriptions one session may hold.
     pub(crate) max_subscriptions: usize,
     /// Whether clients may join shared subscription groups.
@@ -151,6 +164,7 @@ impl Default for Limits {
             wildcard_subscriptions: true,
             subscription_identifiers: true,
             server_reference: None,
+            server_moved: false,
             max_subscriptions: 1000,
             shared_subscriptions: true,
             shared_strategy: "round_robin".to_owned(),
@@ -176,6 +190,7 @@ impl Limits {
             wildcard_subscriptions: self.wildcard_subscriptions,
             subscription_identifiers: self.subscription_identifiers,
             server_reference: self.server_reference.clone(),
+            server_moved: self.server_moved,
             max_subscriptions: self.max_subscriptions,
             shared_subscriptions: self.shared_subscriptions,
             shared_strategy: self.strategy(),
@@ -229,6 +244,10 @@ impl StandaloneConfig {
             herald_core::SharedStrategy::parse(&l.shared_strategy).is_some(),
             "limits.shared_strategy: one of round_robin, random, sticky, hash_client, hash_topic"
         );
+        anyhow::ensure!(
+            !l.server_moved || l.server_reference.is_some(),
+            "limits.server_moved: needs limits.server_reference (where the server moved to)"
+        );
         anyhow::ensure!(l.max_inflight_v311 > 0, "limits.max_inflight_v311: must be at least 1");
         anyhow::ensure!(l.max_queued_messages > 0, "limits.max_queued_messages: must be at least 1");
         anyhow::ensure!(self.connect_timeout_secs > 0, "connect_timeout_secs: must be at least 1");
@@ -276,6 +295,7 @@ fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> anyhow::Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+    use herald_gateway::auth::{Authenticator, Credentials};
 
     #[test]
     fn the_template_parses_to_the_defaults() {
@@ -331,10 +351,38 @@ mod tests {
         let config: StandaloneConfig =
             toml::Value::Table(toml::from_str(text).expect("TOML")).try_into().expect("valid");
         let auth = config.auth.authenticator().expect("valid users");
-        assert!(!auth.allow_anonymous);
-        assert_eq!(auth.users["alice"].app, herald_core::AppId::new("shop").expect("valid"));
-        assert_eq!(auth.users["bob"].app, herald_core::AppId::default_app());
+        let app = |username: &str, password: &[u8]| {
+            let credentials =
+                Credentials { client_id: "c", username: Some(username), password: Some(password) };
+            auth.authenticate(credentials).map(|principal| principal.app)
+        };
+        assert_eq!(app("alice", b"p"), Ok(herald_core::AppId::new("shop").expect("valid")));
+        assert_eq!(app("bob", b"q"), Ok(herald_core::AppId::default_app()));
+        let anonymous = Credentials { client_id: "c", username: None, password: None };
+        assert_eq!(auth.authenticate(anonymous), Err(herald_core::ReasonCode::NotAuthorized));
         let env = vec![("HERALD_AUTH_ALLOW_ANONYMOUS".to_string(), "false".to_string())];
         assert!(!StandaloneConfig::load(None, &env).expect("valid").auth.allow_anonymous);
+    }
+
+    #[test]
+    fn a_user_has_a_password_or_a_scram_secret_but_not_both() {
+        let secret = herald_gateway::scram::ScramSecret::generate(b"s3cret", 4096).encode();
+        let env = |users: String| vec![("HERALD_AUTH_USERS".to_string(), users)];
+        let config = StandaloneConfig::load(None, &env(format!("{{ carol = {{ scram = \"{secret}\" }} }}")))
+            .expect("a SCRAM secret is enough");
+        let auth = config.auth.authenticator().expect("valid");
+        let credentials = Credentials { client_id: "c", username: Some("carol"), password: Some(b"s3cret") };
+        assert!(auth.authenticate(credentials).is_ok(), "a plain password checks against the secret");
+        for (users, named) in [
+            (format!("{{ carol = {{ password = \"p\", scram = \"{secret}\" }} }}"), "auth.users.carol"),
+            ("{ carol = {} }".to_string(), "auth.users.carol"),
+            (
+                "{ carol = { scram = \"SCRAM-SHA-256$1:AA==$AA==:AA==\" } }".to_string(),
+                "auth.users.carol.scram",
+            ),
+        ] {
+            let error = StandaloneConfig::load(None, &env(users.clone())).expect_err(&users).to_string();
+            assert!(error.contains(named), "{users}: {error}");
+        }
     }
 }

@@ -35,6 +35,14 @@ enum Command {
         /// The mode.
         mode: Mode,
     },
+    /// Print the SCRAM-SHA-256 secret of the password on standard input, for
+    /// `scram = "..."` under `[auth.users.NAME]` (the password itself is then
+    /// not kept anywhere).
+    ScramSecret {
+        /// PBKDF2 iterations (4096 to 1000000).
+        #[arg(long, default_value_t = herald_gateway::scram::DEFAULT_ITERATIONS)]
+        iterations: u32,
+    },
     /// Operate a running cluster.
     Ctl,
 }
@@ -92,6 +100,22 @@ struct StandaloneArgs {
     data: Option<PathBuf>,
 }
 
+/// Reads one password line from standard input and prints its SCRAM secret.
+fn print_scram_secret(iterations: u32) -> anyhow::Result<()> {
+    use herald_gateway::scram::{MAX_ITERATIONS, MIN_ITERATIONS, ScramSecret};
+    anyhow::ensure!(
+        (MIN_ITERATIONS..=MAX_ITERATIONS).contains(&iterations),
+        "--iterations: {MIN_ITERATIONS} to {MAX_ITERATIONS}"
+    );
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    anyhow::ensure!(!password.is_empty(), "no password on standard input");
+    println!("{}", ScramSecret::generate(password.as_bytes(), iterations).encode());
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
@@ -102,6 +126,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Loadtest(args) => herald_loadtest::main(args),
+        Command::ScramSecret { iterations } => print_scram_secret(iterations),
         Command::Router(args) => {
             let settings = cluster::RouterSettings {
                 grpc: args.grpc,

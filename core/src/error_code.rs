@@ -112,6 +112,46 @@ impl ErrorCode {
         }
     }
 
+    /// Returns the stable code of an MQTT error reason code (`None` for
+    /// success codes). Several reason codes share a stable code: the reason
+    /// code says exactly what happened, the stable code what kind of thing.
+    pub fn from_reason_code(reason: ReasonCode) -> Option<ErrorCode> {
+        use ReasonCode as R;
+        Some(match reason {
+            R::MalformedPacket | R::PayloadFormatInvalid => ErrorCode::Malformed,
+            R::ProtocolError
+            | R::UnsupportedProtocolVersion
+            | R::ClientIdentifierNotValid
+            | R::KeepAliveTimeout
+            | R::ReceiveMaximumExceeded
+            | R::TopicAliasInvalid
+            | R::RetainNotSupported
+            | R::QosNotSupported
+            | R::SharedSubscriptionsNotSupported
+            | R::SubscriptionIdentifiersNotSupported
+            | R::WildcardSubscriptionsNotSupported => ErrorCode::ProtocolViolation,
+            R::TopicNameInvalid => ErrorCode::TopicNameInvalid,
+            R::TopicFilterInvalid => ErrorCode::TopicFilterInvalid,
+            R::BadUserNameOrPassword | R::BadAuthenticationMethod => ErrorCode::BadCredentials,
+            R::NotAuthorized | R::Banned => ErrorCode::NotAuthorized,
+            R::PacketTooLarge => ErrorCode::TooLarge,
+            R::QuotaExceeded => ErrorCode::QuotaExceeded,
+            R::MessageRateTooHigh | R::ConnectionRateExceeded => ErrorCode::RateLimited,
+            R::ServerBusy => ErrorCode::ServerBusy,
+            R::ServerUnavailable
+            | R::UseAnotherServer
+            | R::ServerMoved
+            | R::AdministrativeAction
+            | R::MaximumConnectTime => ErrorCode::Unavailable,
+            R::ServerShuttingDown => ErrorCode::ShuttingDown,
+            R::SessionTakenOver => ErrorCode::StaleEpoch,
+            R::PacketIdentifierNotFound => ErrorCode::NotFound,
+            R::PacketIdentifierInUse => ErrorCode::Conflict,
+            R::UnspecifiedError | R::ImplementationSpecificError => ErrorCode::Internal,
+            _ => return None,
+        })
+    }
+
     /// Returns the gRPC status code (numeric, as in `google.rpc.Code`), so
     /// this crate needs no gRPC dependency.
     pub fn grpc_code(self) -> i32 {
@@ -176,6 +216,19 @@ mod tests {
             assert!(code.reason_code().is_error(), "{code:?}");
             assert!(code.http_status() >= 400, "{code:?}");
             assert!(code.grpc_code() != 0, "{code:?}");
+        }
+    }
+
+    #[test]
+    fn every_error_reason_has_a_stable_code_and_the_table_round_trips() {
+        for byte in 0..=u8::MAX {
+            let Some(reason) = ReasonCode::from_u8(byte) else { continue };
+            assert_eq!(ErrorCode::from_reason_code(reason).is_some(), reason.is_error(), "{reason:?}");
+        }
+        for code in ErrorCode::ALL {
+            if !matches!(code, ErrorCode::NotFound | ErrorCode::Conflict) {
+                assert_eq!(ErrorCode::from_reason_code(code.reason_code()), Some(code), "{code:?}");
+            }
         }
     }
 

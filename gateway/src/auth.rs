@@ -1,11 +1,15 @@
 //! Authentication: turning a CONNECT into a principal.
 //!
-//! The [`Authenticator`] trait is the seam later issues plug app-signed
-//! tokens, SCRAM and Redis-backed credentials into; today's implementation
-//! reads its users from configuration.
+//! The [`Authenticator`] trait is the seam credentials plug into: a
+//! password in CONNECT, or an enhanced-authentication method run as an
+//! [`AuthExchange`] (MQTT 5 §4.12). [`ConfigAuthenticator`] reads its users
+//! from configuration and offers SCRAM-SHA-256.
 
+use crate::scram::{self, ScramSecret};
+use bytes::Bytes;
 use herald_core::{AppId, ByteString, ReasonCode};
 use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 
 /// Who a connection is, once authenticated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,36 +31,125 @@ pub struct Credentials<'a> {
     pub password: Option<&'a [u8]>,
 }
 
+/// One step of an enhanced-authentication exchange (MQTT 5 §4.12).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthStep {
+    /// Send AUTH 0x18 (continue authentication) with this data and wait
+    /// for the client's next AUTH.
+    Continue(Bytes),
+    /// Authenticated: the principal, and the data of the packet that ends
+    /// the exchange (CONNACK, or AUTH 0x00 when re-authenticating).
+    Done {
+        /// Who the client proved to be.
+        principal: Principal,
+        /// Authentication Data for the closing packet.
+        data: Option<Bytes>,
+    },
+}
+
+/// Why an exchange failed: the reason code (0x87, usually) and a reason
+/// string that is safe to show the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthFailure {
+    /// The reason code of the CONNACK or DISCONNECT that ends the connection.
+    pub code: ReasonCode,
+    /// The reason string.
+    pub detail: String,
+}
+
+/// An enhanced-authentication exchange in progress: one per CONNECT or
+/// re-authentication that names a method. Pure: no I/O, no clock.
+pub trait AuthExchange: Send + Sync {
+    /// Takes the client's Authentication Data (from CONNECT or AUTH 0x19
+    /// first, then from each AUTH 0x18) and returns the next step.
+    fn step(&mut self, data: Option<&[u8]>) -> Result<AuthStep, AuthFailure>;
+}
+
 /// Decides whether a connection may proceed and as whom.
+///
+/// A new authentication method implements [`AuthExchange`] and is
+/// returned by [`Authenticator::begin`] for its name; the gateway runs the
+/// AUTH packet flow around it, at CONNECT and for re-authentication.
 pub trait Authenticator: Send + Sync + 'static {
     /// Returns the principal, or the CONNACK reason code refusing the
     /// connection (0x86 bad user name or password, 0x87 not authorized).
     fn authenticate(&self, credentials: Credentials<'_>) -> Result<Principal, ReasonCode>;
+
+    /// Starts an exchange of the authentication method `method`, or returns
+    /// `None` when the method is not supported (CONNACK 0x8C).
+    fn begin(&self, method: &str) -> Option<Box<dyn AuthExchange>> {
+        let _ = method;
+        None
+    }
+}
+
+/// How a configured user proves who they are.
+#[derive(Debug, Clone)]
+pub enum Secret {
+    /// A password kept as written in configuration.
+    Password(String),
+    /// A SCRAM-SHA-256 secret: the password itself is not kept.
+    Scram(ScramSecret),
 }
 
 /// A user known from configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ConfiguredUser {
-    /// The user's password.
-    pub password: String,
-    /// The app the user's sessions belong to.
-    pub app: AppId,
+    secret: Secret,
+    app: AppId,
+    /// The SCRAM secret of a plain password, derived on first use.
+    derived: OnceLock<ScramSecret>,
 }
 
-/// Authenticates against users listed in configuration. Without users,
-/// every client is admitted into the default app when `allow_anonymous`.
-#[derive(Debug, Clone, Default)]
+impl ConfiguredUser {
+    /// Returns a user with `secret` whose sessions belong to `app`.
+    pub fn new(secret: Secret, app: AppId) -> ConfiguredUser {
+        ConfiguredUser { secret, app, derived: OnceLock::new() }
+    }
+
+    /// Returns the app the user's sessions belong to.
+    pub fn app(&self) -> &AppId {
+        &self.app
+    }
+
+    fn check_password(&self, presented: &[u8]) -> bool {
+        match &self.secret {
+            Secret::Password(password) => same_secret(presented, password.as_bytes()),
+            Secret::Scram(secret) => secret.verify_password(presented),
+        }
+    }
+
+    fn scram_secret(&self) -> ScramSecret {
+        match &self.secret {
+            Secret::Scram(secret) => secret.clone(),
+            Secret::Password(password) => self
+                .derived
+                .get_or_init(|| ScramSecret::generate(password.as_bytes(), scram::DEFAULT_ITERATIONS))
+                .clone(),
+        }
+    }
+}
+
+/// Authenticates against users listed in configuration, with a password in
+/// CONNECT or with SCRAM-SHA-256. Without users, every client is admitted
+/// into the default app when `allow_anonymous`.
+#[derive(Debug, Clone)]
 pub struct ConfigAuthenticator {
-    /// Admit clients that present no user name.
-    pub allow_anonymous: bool,
-    /// Known users by name.
-    pub users: HashMap<String, ConfiguredUser>,
+    allow_anonymous: bool,
+    users: Arc<HashMap<String, ConfiguredUser>>,
+    /// Keys the made-up salts of unknown user names.
+    salt_key: [u8; 32],
 }
 
 impl ConfigAuthenticator {
+    /// Returns an authenticator for `users`.
+    pub fn new(allow_anonymous: bool, users: HashMap<String, ConfiguredUser>) -> ConfigAuthenticator {
+        ConfigAuthenticator { allow_anonymous, users: Arc::new(users), salt_key: scram::random_bytes() }
+    }
+
     /// Returns an authenticator that admits everyone into the default app.
     pub fn anonymous() -> ConfigAuthenticator {
-        ConfigAuthenticator { allow_anonymous: true, users: HashMap::new() }
+        ConfigAuthenticator::new(true, HashMap::new())
     }
 }
 
@@ -70,7 +163,7 @@ impl Authenticator for ConfigAuthenticator {
             };
         };
         match self.users.get(username) {
-            Some(user) if credentials.password.is_some_and(|p| same_secret(p, user.password.as_bytes())) => {
+            Some(user) if credentials.password.is_some_and(|p| user.check_password(p)) => {
                 Ok(Principal { app: user.app.clone(), username: Some(ByteString::from(username)) })
             }
             Some(_) => Err(ReasonCode::BadUserNameOrPassword),
@@ -78,6 +171,57 @@ impl Authenticator for ConfigAuthenticator {
                 Ok(Principal { app: AppId::default_app(), username: Some(ByteString::from(username)) })
             }
             None => Err(ReasonCode::BadUserNameOrPassword),
+        }
+    }
+
+    fn begin(&self, method: &str) -> Option<Box<dyn AuthExchange>> {
+        (method == scram::METHOD).then(|| {
+            Box::new(ScramExchange { users: self.users.clone(), salt_key: self.salt_key, started: None })
+                as Box<dyn AuthExchange>
+        })
+    }
+}
+
+/// SCRAM-SHA-256 against the configured users.
+struct ScramExchange {
+    users: Arc<HashMap<String, ConfiguredUser>>,
+    salt_key: [u8; 32],
+    started: Option<scram::ServerFirst>,
+}
+
+impl AuthExchange for ScramExchange {
+    fn step(&mut self, data: Option<&[u8]>) -> Result<AuthStep, AuthFailure> {
+        let data = data.unwrap_or_default();
+        let failed = |error: scram::ScramError| AuthFailure {
+            code: ReasonCode::NotAuthorized,
+            detail: error.to_string(),
+        };
+        match self.started.take() {
+            None => {
+                let users = &self.users;
+                let first = scram::server_first(
+                    data,
+                    |name| users.get(name).map(ConfiguredUser::scram_secret),
+                    |name| scram::fake_salt(&self.salt_key, name),
+                    &scram::new_nonce(),
+                )
+                .map_err(failed)?;
+                let reply = Bytes::from(first.message.clone());
+                self.started = Some(first);
+                Ok(AuthStep::Continue(reply))
+            }
+            Some(first) => {
+                let username = first.username.clone();
+                let last = first.finish(data).map_err(failed)?;
+                let user = self.users.get(&username).ok_or_else(|| failed(scram::ScramError::Failed))?;
+                Ok(AuthStep::Done {
+                    principal: Principal {
+                        app: user.app.clone(),
+                        username: Some(ByteString::from(username)),
+                    },
+                    data: Some(Bytes::from(last)),
+                })
+            }
         }
     }
 }
@@ -99,20 +243,30 @@ mod tests {
         Credentials { client_id: "c", username, password }
     }
 
+    fn shop() -> AppId {
+        AppId::new("shop").expect("valid")
+    }
+
+    fn with_users(users: &[(&str, Secret)]) -> ConfigAuthenticator {
+        let users = users
+            .iter()
+            .map(|(name, secret)| (name.to_string(), ConfiguredUser::new(secret.clone(), shop())));
+        ConfigAuthenticator::new(false, users.collect())
+    }
+
     #[test]
     fn configured_users_need_their_password_and_land_in_their_app() {
-        let mut auth = ConfigAuthenticator::default();
-        let app = AppId::new("shop").expect("valid");
-        auth.users.insert("alice".into(), ConfiguredUser { password: "pw".into(), app: app.clone() });
-        assert_eq!(auth.authenticate(creds(Some("alice"), Some(b"pw"))).map(|p| p.app), Ok(app));
-        assert_eq!(
-            auth.authenticate(creds(Some("alice"), Some(b"no"))),
-            Err(ReasonCode::BadUserNameOrPassword)
-        );
-        assert_eq!(
-            auth.authenticate(creds(Some("bob"), Some(b"pw"))),
-            Err(ReasonCode::BadUserNameOrPassword)
-        );
+        let scram = ScramSecret::generate(b"hashed", scram::DEFAULT_ITERATIONS);
+        let auth = with_users(&[("alice", Secret::Password("pw".into())), ("carol", Secret::Scram(scram))]);
+        assert_eq!(auth.authenticate(creds(Some("alice"), Some(b"pw"))).map(|p| p.app), Ok(shop()));
+        assert_eq!(auth.authenticate(creds(Some("carol"), Some(b"hashed"))).map(|p| p.app), Ok(shop()));
+        for (name, password) in [("alice", &b"no"[..]), ("bob", b"pw"), ("carol", b"hashed!")] {
+            assert_eq!(
+                auth.authenticate(creds(Some(name), Some(password))),
+                Err(ReasonCode::BadUserNameOrPassword),
+                "{name}"
+            );
+        }
         assert_eq!(auth.authenticate(creds(None, None)), Err(ReasonCode::NotAuthorized));
     }
 
@@ -121,5 +275,47 @@ mod tests {
         let auth = ConfigAuthenticator::anonymous();
         let principal = auth.authenticate(creds(None, None)).expect("admitted");
         assert_eq!(principal.app, AppId::default_app());
+    }
+
+    /// Runs a SCRAM exchange as `name` with `password`; returns the outcome and
+    /// whether the server's final message proved it knows the secret.
+    fn scram(
+        auth: &ConfigAuthenticator,
+        name: &str,
+        password: &[u8],
+    ) -> (Result<Principal, AuthFailure>, bool) {
+        let mut exchange = auth.begin(scram::METHOD).expect("SCRAM is offered");
+        let client = scram::Client::new(name, &scram::new_nonce());
+        let Ok(AuthStep::Continue(server_first)) = exchange.step(Some(client.first().as_bytes())) else {
+            panic!("the first step continues");
+        };
+        let (last, expected) = client.finish(&server_first, password).expect("valid server-first");
+        match exchange.step(Some(last.as_bytes())) {
+            Ok(AuthStep::Done { principal, data }) => {
+                (Ok(principal), data.as_deref() == Some(expected.as_bytes()))
+            }
+            Ok(AuthStep::Continue(_)) => panic!("SCRAM has two steps"),
+            Err(failure) => (Err(failure), false),
+        }
+    }
+
+    #[test]
+    fn scram_admits_users_with_either_kind_of_secret_into_their_app() {
+        let hashed = ScramSecret::generate(b"hashed", scram::DEFAULT_ITERATIONS);
+        let auth = with_users(&[("alice", Secret::Password("pw".into())), ("carol", Secret::Scram(hashed))]);
+        for (name, password) in [("alice", &b"pw"[..]), ("carol", b"hashed")] {
+            let (principal, server_proved) = scram(&auth, name, password);
+            assert_eq!(principal.map(|p| (p.app, p.username)), Ok((shop(), Some(ByteString::from(name)))));
+            assert!(server_proved, "the server-final message must carry the server's signature");
+        }
+        for (name, password) in [("alice", &b"wrong"[..]), ("nobody", b"pw")] {
+            let (outcome, _) = scram(&auth, name, password);
+            let failure = outcome.expect_err("refused");
+            assert_eq!(
+                (failure.code, failure.detail.as_str()),
+                (ReasonCode::NotAuthorized, "SCRAM authentication failed")
+            );
+        }
+        assert!(auth.begin("SCRAM-SHA-1").is_none(), "only the offered method starts");
     }
 }

@@ -17,13 +17,14 @@
 //! Hot path: the read → decode → session loop and `carry_out`.
 
 use crate::Shared;
-use crate::handshake::{self, Accepted};
+use crate::auth::{AuthStep, Principal};
+use crate::handshake::{self, Accepted, Identity};
 use crate::registry::{ConnHandle, GatewayCounters, Inbound, REQUEST_SEQ_BITS, RouteChanges, message_id};
 use crate::session::{Action, Close, Session};
 use crate::transport::{READ_CHUNK, Received, Transport};
-use bytes::BytesMut;
-use herald_core::{ReasonCode, SessionKey, UnixMillis};
-use herald_mqtt::{Codec, ConnAck, DecodeError, Packet, Properties, ProtocolVersion};
+use bytes::{Bytes, BytesMut};
+use herald_core::{ByteString, ReasonCode, SessionKey, UnixMillis};
+use herald_mqtt::{Auth, Codec, ConnAck, DecodeError, Packet, Properties, Property, ProtocolVersion};
 use herald_proto::seam::{Claim, ClaimGrant, Downlink, QueuedMessage, Release, Uplink};
 use std::io;
 use std::sync::Arc;
@@ -60,21 +61,46 @@ pub(crate) async fn serve<T: Transport>(transport: T, shared: Arc<Shared>) {
     shared.release_socket();
 }
 
-/// A socket whose CONNECT has arrived.
+/// A socket whose CONNECT has arrived (and whose enhanced authentication,
+/// if the CONNECT asked for one, has succeeded).
 struct Opened<T> {
     transport: T,
     codec: Codec,
     buffer: Option<BytesMut>,
     connect: Box<herald_mqtt::Connect>,
+    proven: Option<Proven>,
 }
 
-/// Waits for the CONNECT, within the connect timeout.
+/// The outcome of a successful enhanced-authentication exchange.
+struct Proven {
+    principal: Principal,
+    method: ByteString,
+    data: Option<Bytes>,
+}
+
+/// Waits for the CONNECT and runs its authentication exchange, all within
+/// the connect timeout.
 async fn open<T: Transport>(mut transport: T, shared: &Shared) -> Option<Opened<T>> {
     let mut codec = Codec::new(ProtocolVersion::V311, shared.config.limits.max_packet_size);
     let mut buffer: Option<BytesMut> = None;
-    let read = read_connect(&mut transport, &mut codec, &mut buffer);
-    match tokio::time::timeout(shared.config.connect_timeout, read).await {
-        Ok(Ok(connect)) => Some(Opened { transport, codec, buffer, connect }),
+    let handshake = async {
+        let connect = match read_packet(&mut transport, &mut codec, &mut buffer).await {
+            Ok(Packet::Connect(connect)) => connect,
+            // [MQTT-3.1.0-1]: the first packet must be CONNECT.
+            Ok(_) | Err(None) => return Err(None),
+            Err(Some(error)) => return Err(connect_refusal(&error)),
+        };
+        let proven = match connect.properties.authentication_method() {
+            Some(method) if connect.protocol == ProtocolVersion::V5 => {
+                let data = connect.properties.authentication_data().cloned();
+                Some(exchange(&mut transport, &mut codec, &mut buffer, shared, method, data).await?)
+            }
+            _ => None,
+        };
+        Ok((connect, proven))
+    };
+    match tokio::time::timeout(shared.config.connect_timeout, handshake).await {
+        Ok(Ok((connect, proven))) => Some(Opened { transport, codec, buffer, connect, proven }),
         Ok(Err(refusal)) => {
             if let Some(packet) = refusal {
                 let _ = write_packets(&mut transport, &codec, &[packet]).await;
@@ -88,21 +114,81 @@ async fn open<T: Transport>(mut transport: T, shared: &Shared) -> Option<Opened<
     }
 }
 
-/// Reads until the first packet. Returns the CONNECT, or the packet to send
-/// before closing (if any).
-async fn read_connect<T: Transport>(
+/// Runs the enhanced-authentication exchange a CONNECT started (MQTT 5
+/// §4.12): AUTH 0x18 back and forth until the method succeeds or fails.
+/// Returns the proven identity, or the CONNACK refusing the connection.
+async fn exchange<T: Transport>(
     transport: &mut T,
     codec: &mut Codec,
     buffer: &mut Option<BytesMut>,
-) -> Result<Box<herald_mqtt::Connect>, Option<Packet>> {
+    shared: &Shared,
+    method: &str,
+    mut data: Option<Bytes>,
+) -> Result<Proven, Option<Packet>> {
+    let v5 = ProtocolVersion::V5;
+    let Some(mut exchange) = shared.authenticator.begin(method) else {
+        return Err(Some(handshake::refusal(
+            v5,
+            ReasonCode::BadAuthenticationMethod,
+            "authentication method not supported",
+        )));
+    };
+    loop {
+        match exchange.step(data.as_deref()) {
+            Ok(AuthStep::Done { principal, data }) => {
+                return Ok(Proven { principal, method: ByteString::from(method), data });
+            }
+            Ok(AuthStep::Continue(reply)) => {
+                let mut properties = Properties::default();
+                properties.push(Property::AuthenticationMethod(ByteString::from(method)));
+                properties.push(Property::AuthenticationData(reply));
+                let auth = Auth { reason_code: ReasonCode::ContinueAuthentication, properties };
+                write_packets(transport, codec, &[Packet::Auth(auth)]).await.map_err(|_| None)?;
+            }
+            Err(failure) => return Err(Some(handshake::refusal(v5, failure.code, &failure.detail))),
+        }
+        match read_packet(transport, codec, buffer).await {
+            Ok(Packet::Auth(auth))
+                if auth.reason_code == ReasonCode::ContinueAuthentication
+                    && auth.properties.authentication_method() == Some(method) =>
+            {
+                data = auth.properties.authentication_data().cloned();
+            }
+            Ok(Packet::Auth(_)) => {
+                return Err(Some(handshake::refusal(
+                    v5,
+                    ReasonCode::ProtocolError,
+                    "[MQTT-4.12.0-3] AUTH must continue the exchange (0x18) with the method of CONNECT",
+                )));
+            }
+            Ok(Packet::Disconnect(_)) | Err(None) => return Err(None),
+            Ok(_) => {
+                return Err(Some(handshake::refusal(
+                    v5,
+                    ReasonCode::ProtocolError,
+                    "[MQTT-3.1.2-30] only AUTH or DISCONNECT may precede CONNACK",
+                )));
+            }
+            Err(Some(error)) => {
+                return Err(Some(handshake::refusal(v5, error.reason_code(), "malformed or invalid packet")));
+            }
+        }
+    }
+}
+
+/// Reads until the next whole packet. `Err(None)` means the socket closed
+/// or failed; `Err(Some(_))` that the bytes do not decode.
+async fn read_packet<T: Transport>(
+    transport: &mut T,
+    codec: &mut Codec,
+    buffer: &mut Option<BytesMut>,
+) -> Result<Packet, Option<DecodeError>> {
     loop {
         if let Some(buf) = buffer.as_mut() {
             match codec.decode(buf) {
-                Ok(Some(Packet::Connect(connect))) => return Ok(connect),
-                // [MQTT-3.1.0-1]: the first packet must be CONNECT.
-                Ok(Some(_)) => return Err(None),
+                Ok(Some(packet)) => return Ok(packet),
                 Ok(None) => {}
-                Err(error) => return Err(connect_refusal(&error)),
+                Err(error) => return Err(Some(error)),
             }
         }
         std::future::poll_fn(|cx| transport.poll_readable(cx)).await.map_err(|_| None)?;
@@ -135,18 +221,15 @@ async fn start<T: Transport>(
     opened: Opened<T>,
     shared: Arc<Shared>,
 ) -> Option<(Connection<T>, Box<Session>, Vec<Action>)> {
-    let Opened { mut transport, codec, buffer, connect } = opened;
+    let Opened { mut transport, codec, buffer, connect, proven } = opened;
     let now = shared.clock.now();
     let will_id = message_id(shared.node, now.0, &shared.message_sequence);
     let assign = || format!("herald-{:016x}", shared.message_sequence.fetch_add(1, Ordering::Relaxed));
-    let accepted = match handshake::accept(
-        &connect,
-        &shared.config.limits,
-        &*shared.authenticator,
-        assign,
-        will_id,
-        now,
-    ) {
+    let identity = match proven {
+        Some(Proven { principal, method, data }) => Identity::Proven { principal, method, data },
+        None => Identity::Password(&*shared.authenticator),
+    };
+    let accepted = match handshake::accept(&connect, &shared.config.limits, identity, assign, will_id, now) {
         Ok(accepted) => accepted,
         Err(connack) => {
             let _ = write_packets(&mut transport, &codec, &[connack]).await;
@@ -402,6 +485,7 @@ impl<T: Transport> Connection<T> {
         let mut new_id = || message_id(shared.node, now.0, &shared.message_sequence);
         loop {
             match self.codec.decode(buf) {
+                Ok(Some(Packet::Auth(auth))) => session.on_auth(auth, &*shared.authenticator, actions),
                 Ok(Some(packet)) => session.on_packet(packet, now, &mut new_id, actions),
                 Ok(None) => break,
                 Err(error) => {

@@ -1,9 +1,12 @@
 //! CONNECT handling, sans-IO: validate, authenticate, and compute what the
 //! session will be and what CONNACK says.
 
-use crate::auth::{Authenticator, Credentials};
+use crate::auth::{Authenticator, Credentials, Principal};
 use crate::session::SessionLimits;
-use herald_core::{ByteString, ClientId, MessageId, QoS, ReasonCode, SessionKey, Topic, UnixMillis};
+use bytes::Bytes;
+use herald_core::{
+    ByteString, ClientId, ErrorCode, MessageId, QoS, ReasonCode, SessionKey, Topic, UnixMillis,
+};
 use herald_mqtt::{ConnAck, Connect, Packet, Properties, Property, ProtocolVersion};
 use herald_proto::Message;
 use herald_proto::seam::Will;
@@ -35,6 +38,63 @@ pub struct Accepted {
     pub will: Option<Box<Will>>,
     /// Properties of the CONNACK (v5).
     pub connack_properties: Properties,
+    /// The enhanced-authentication method the client authenticated with;
+    /// re-authentication must use the same one [MQTT-4.12.1-1].
+    pub auth_method: Option<ByteString>,
+}
+
+/// How the client proves who it is.
+pub enum Identity<'a> {
+    /// By the user name and password of the CONNECT.
+    Password(&'a dyn Authenticator),
+    /// By an enhanced-authentication exchange that has already succeeded.
+    Proven {
+        /// Who the client proved to be.
+        principal: Principal,
+        /// The method (carried back in CONNACK).
+        method: ByteString,
+        /// The exchange's last data, for the CONNACK.
+        data: Option<Bytes>,
+    },
+}
+
+/// Returns the CONNACK refusing a connection with `code` and, for v5, a
+/// reason string and the stable error code as the `error` user property.
+pub fn refusal(version: ProtocolVersion, code: ReasonCode, detail: &str) -> Packet {
+    let mut properties = Properties::default();
+    if version == ProtocolVersion::V5 {
+        // [MQTT-3.1.2-29] allows both on CONNACK whatever the client asked.
+        if !detail.is_empty() {
+            properties.push(Property::ReasonString(ByteString::from(detail)));
+        }
+        error_property(code, &mut properties);
+    }
+    Packet::ConnAck(ConnAck { session_present: false, reason_code: code, properties })
+}
+
+/// Appends the `error` user property naming the stable error code of an
+/// error reason code.
+pub fn error_property(code: ReasonCode, properties: &mut Properties) {
+    if let Some(error) = ErrorCode::from_reason_code(code) {
+        properties.push(Property::UserProperty(
+            ByteString::from_static("error"),
+            ByteString::from_static(error.as_str()),
+        ));
+    }
+}
+
+/// The reason string of a CONNACK refusal.
+fn refusal_detail(code: ReasonCode) -> &'static str {
+    match code {
+        ReasonCode::ClientIdentifierNotValid => "client identifier not valid",
+        ReasonCode::BadUserNameOrPassword => "bad user name or password",
+        ReasonCode::NotAuthorized => "not authorized",
+        ReasonCode::QosNotSupported => "will QoS above the maximum QoS",
+        ReasonCode::RetainNotSupported => "retained wills are not available",
+        ReasonCode::TopicNameInvalid => "will topic not valid",
+        ReasonCode::PayloadFormatInvalid => "will payload is not UTF-8 as its format indicator says",
+        _ => "",
+    }
 }
 
 /// Validates and authenticates `connect`. `assigned_id` supplies a client
@@ -43,20 +103,23 @@ pub struct Accepted {
 pub fn accept(
     connect: &Connect,
     limits: &SessionLimits,
-    authenticator: &dyn Authenticator,
+    identity: Identity<'_>,
     assigned_id: impl FnOnce() -> String,
     will_id: MessageId,
     now: UnixMillis,
 ) -> Result<Accepted, Packet> {
     let version = connect.protocol;
     let v5 = version == ProtocolVersion::V5;
-    let refuse = |code: ReasonCode| {
-        Packet::ConnAck(ConnAck {
-            session_present: false,
-            reason_code: code,
-            properties: Properties::default(),
-        })
-    };
+    let refuse = |code: ReasonCode| refusal(version, code, refusal_detail(code));
+    if let (true, Some(reference)) = (limits.server_moved, &limits.server_reference) {
+        let mut moved = refusal(version, ReasonCode::ServerMoved, "server moved");
+        if let Packet::ConnAck(connack) = &mut moved
+            && v5
+        {
+            connack.properties.push(Property::ServerReference(ByteString::from(reference.as_str())));
+        }
+        return Err(moved);
+    }
     let mut connack_properties = Properties::default();
     let client_id = if connect.client_id.is_empty() {
         if !v5 && !connect.clean_start {
@@ -74,12 +137,23 @@ pub fn accept(
         ByteString::from(&*connect.client_id)
     };
     let client = ClientId::new(client_id).map_err(|_| refuse(ReasonCode::ClientIdentifierNotValid))?;
-    let credentials = Credentials {
-        client_id: client.as_str(),
-        username: connect.username.as_deref(),
-        password: connect.password.as_deref(),
+    let (principal, auth_method) = match identity {
+        Identity::Password(authenticator) => {
+            let credentials = Credentials {
+                client_id: client.as_str(),
+                username: connect.username.as_deref(),
+                password: connect.password.as_deref(),
+            };
+            (authenticator.authenticate(credentials).map_err(refuse)?, None)
+        }
+        Identity::Proven { principal, method, data } => {
+            connack_properties.push(Property::AuthenticationMethod(method.clone()));
+            if let Some(data) = data {
+                connack_properties.push(Property::AuthenticationData(data));
+            }
+            (principal, Some(method))
+        }
     };
-    let principal = authenticator.authenticate(credentials).map_err(refuse)?;
     let key = Arc::new(SessionKey::new(principal.app, client));
 
     let requested_expiry = if v5 {
@@ -163,6 +237,7 @@ pub fn accept(
             .min(limits.max_outbound_aliases),
         will,
         connack_properties,
+        auth_method,
     })
 }
 

@@ -41,7 +41,14 @@ fn will(topic: &str) -> LastWill {
 }
 
 fn run(connect: &Connect, limits: &SessionLimits) -> Result<Accepted, Packet> {
-    accept(connect, limits, &ConfigAuthenticator::anonymous(), || "auto-1".to_owned(), WILL_ID, NOW)
+    accept(
+        connect,
+        limits,
+        Identity::Password(&ConfigAuthenticator::anonymous()),
+        || "auto-1".to_owned(),
+        WILL_ID,
+        NOW,
+    )
 }
 
 fn accepted(connect: &Connect) -> Accepted {
@@ -94,12 +101,33 @@ fn an_invalid_client_id_is_refused_0x85() {
 
 #[test]
 fn a_failed_authentication_is_refused_with_the_authenticator_code() {
-    let closed = ConfigAuthenticator::default();
-    let result = accept(&v5("dev-1"), &limits(), &closed, || "auto-1".to_owned(), WILL_ID, NOW);
-    assert!(
-        matches!(&result, Err(Packet::ConnAck(ack)) if ack.reason_code == ReasonCode::NotAuthorized),
-        "{result:?}"
-    );
+    let closed = ConfigAuthenticator::new(false, Default::default());
+    let result =
+        accept(&v5("dev-1"), &limits(), Identity::Password(&closed), || "auto-1".to_owned(), WILL_ID, NOW);
+    let Err(Packet::ConnAck(ack)) = result else { panic!("refused: {result:?}") };
+    assert_eq!(ack.reason_code, ReasonCode::NotAuthorized);
+    // v5 refusals say why, in words and as the stable error code.
+    assert_eq!(ack.properties.reason_string(), Some("not authorized"));
+    let user: Vec<_> =
+        ack.properties.user_properties().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    assert_eq!(user, [("error".to_owned(), "not_authorized".to_owned())]);
+}
+
+#[test]
+fn a_proven_identity_is_used_and_its_method_and_data_go_back_in_connack() {
+    let principal =
+        crate::auth::Principal { app: herald_core::AppId::new("shop").expect("valid"), username: None };
+    let identity = Identity::Proven {
+        principal: principal.clone(),
+        method: ByteString::from_static("SCRAM-SHA-256"),
+        data: Some(Bytes::from_static(b"v=sig")),
+    };
+    let accepted = accept(&v5("dev-1"), &limits(), identity, || "auto-1".to_owned(), WILL_ID, NOW)
+        .expect("a proven identity needs no password");
+    assert_eq!(accepted.key.app, principal.app);
+    assert_eq!(accepted.auth_method.as_deref(), Some("SCRAM-SHA-256"));
+    assert_eq!(accepted.connack_properties.authentication_method(), Some("SCRAM-SHA-256"));
+    assert_eq!(accepted.connack_properties.authentication_data().map(|d| &d[..]), Some(&b"v=sig"[..]));
 }
 
 #[test]
@@ -292,4 +320,19 @@ fn capabilities_are_announced_where_they_differ_and_wills_beyond_them_refused() 
     let mut retained_will = v5("cap-4");
     retained_will.will = Some(LastWill { retain: true, ..will("w/t") });
     assert_eq!(refusal(&retained_will), ReasonCode::RetainNotSupported);
+}
+
+#[test]
+fn a_server_that_moved_refuses_every_connect_with_0x9d_and_where_it_went() {
+    let moved = SessionLimits { server_reference: Some("new:1883".into()), server_moved: true, ..limits() };
+    let Err(Packet::ConnAck(ack)) = run(&v5("dev-1"), &moved) else { panic!("refused") };
+    assert_eq!(
+        (ack.reason_code, ack.properties.server_reference()),
+        (ReasonCode::ServerMoved, Some("new:1883"))
+    );
+    let Err(Packet::ConnAck(ack)) = run(&v311("dev-1"), &moved) else { panic!("refused") };
+    assert_eq!(ack.reason_code.to_v3_connack(), 0x03, "v3.1.1: server unavailable");
+    // A reference alone sends clients away only at shutdown (0x9C).
+    let referenced = SessionLimits { server_reference: Some("new:1883".into()), ..limits() };
+    assert!(run(&v5("dev-1"), &referenced).is_ok());
 }

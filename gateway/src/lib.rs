@@ -27,6 +27,7 @@ mod delivery;
 pub mod handshake;
 mod registry;
 pub mod router_client;
+pub mod scram;
 pub mod session;
 mod transport;
 mod websocket;

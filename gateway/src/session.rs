@@ -68,6 +68,10 @@ pub struct SessionLimits {
     /// Where v5 clients are sent when this server shuts down: DISCONNECT
     /// 0x9C (use another server) with this Server Reference instead of 0x8B.
     pub server_reference: Option<String>,
+    /// This server has moved for good to `server_reference`: every CONNECT
+    /// gets CONNACK 0x9D (server moved) with it, and at shutdown v5 clients
+    /// get DISCONNECT 0x9D instead of 0x9C.
+    pub server_moved: bool,
 }
 
 impl Default for SessionLimits {
@@ -90,6 +94,7 @@ impl Default for SessionLimits {
             shared_subscriptions: true,
             shared_strategy: herald_core::SharedStrategy::RoundRobin,
             server_reference: None,
+            server_moved: false,
         }
     }
 }
@@ -258,6 +263,9 @@ pub struct Session {
     /// How many outbound aliases this client accepts (0: none).
     outbound_alias_limit: u16,
     subscriptions: Vec<(TopicFilter, LocalSubscription)>,
+    /// The enhanced-authentication method of CONNECT and any
+    /// re-authentication in progress (`None`: CONNECT named no method).
+    auth: Option<Box<reauth::ReAuth>>,
     counters: SessionCounters,
 }
 
@@ -286,6 +294,7 @@ impl Session {
             outbound_aliases: Vec::new(),
             outbound_alias_limit: accepted.client_topic_alias_maximum,
             subscriptions: Vec::new(),
+            auth: accepted.auth_method.clone().map(|method| Box::new(reauth::ReAuth::new(method))),
             counters: SessionCounters::default(),
         }
     }
@@ -329,12 +338,27 @@ impl Session {
         self.version == ProtocolVersion::V5
     }
 
-    fn reason_properties(&self, detail: &str) -> Properties {
+    /// The properties of a packet reporting `code`: for a v5 client that
+    /// did not turn problem information off [MQTT-3.1.2-29], a reason
+    /// string (`detail`, or the code's name) and, for errors, the stable
+    /// error code as the `error` user property.
+    fn reason_properties(&self, code: ReasonCode, detail: &str) -> Properties {
         let mut properties = Properties::default();
-        if self.v5() && self.problem_information && !detail.is_empty() {
+        if self.v5() && self.problem_information && code.is_error() {
+            let detail = if detail.is_empty() { code.describe() } else { detail };
             properties.push(Property::ReasonString(ByteString::from(detail)));
+            crate::handshake::error_property(code, &mut properties);
         }
         properties
+    }
+
+    /// The properties of an ack with one reason code per request (SUBACK,
+    /// UNSUBACK): those of the first error, if any.
+    fn first_error_properties(&self, codes: &[ReasonCode]) -> Properties {
+        match codes.iter().find(|c| c.is_error()) {
+            Some(code) => self.reason_properties(*code, ""),
+            None => Properties::default(),
+        }
     }
 
     /// Restores a resumed session's subscriptions and queued messages.
@@ -406,9 +430,10 @@ impl Session {
                 ReasonCode::ProtocolError,
                 "[MQTT-3.1.0-2] a second CONNECT is a protocol error",
             ))),
+            // The connection passes AUTH to `on_auth`, with its authenticator.
             Packet::Auth(_) => out.push(Action::Close(Close::error(
                 ReasonCode::ProtocolError,
-                "[MQTT-4.12.0-1] AUTH without an authentication method in CONNECT",
+                "[MQTT-4.12.0-7] AUTH without an authentication method in CONNECT",
             ))),
             Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => out.push(
                 Action::Close(Close::error(ReasonCode::ProtocolError, "packet type only a server may send")),
@@ -526,7 +551,8 @@ impl Session {
             return out.push(Action::Close(Close::error(code, detail)));
         }
         let Some(id) = packet_id else { return };
-        let ack = PubAck { packet_id: id, reason_code: code, properties: self.reason_properties(detail) };
+        let ack =
+            PubAck { packet_id: id, reason_code: code, properties: self.reason_properties(code, detail) };
         out.push(Action::Send(if qos == QoS::ExactlyOnce {
             Packet::PubRec(ack)
         } else {
@@ -613,6 +639,8 @@ impl Session {
                 let mut rel = PubAck::new(id);
                 if self.v5() {
                     rel.reason_code = ReasonCode::PacketIdentifierNotFound;
+                    rel.properties =
+                        self.reason_properties(rel.reason_code, "PUBREC for a packet identifier not sent");
                 }
                 out.push(Action::Send(Packet::PubRel(rel)));
             }
@@ -625,7 +653,11 @@ impl Session {
             Some(i) => {
                 self.inbound_qos2.swap_remove(i);
             }
-            None if self.v5() => comp.reason_code = ReasonCode::PacketIdentifierNotFound,
+            None if self.v5() => {
+                comp.reason_code = ReasonCode::PacketIdentifierNotFound;
+                comp.properties =
+                    self.reason_properties(comp.reason_code, "PUBREL for a packet identifier not received");
+            }
             None => {}
         }
         out.push(Action::Send(Packet::PubComp(comp)));
@@ -812,7 +844,7 @@ impl Session {
                         Vec::new()
                     }
                 };
-                let properties = Properties::default();
+                let properties = self.first_error_properties(&codes);
                 out.push(Action::Send(Packet::SubAck(SubAck { packet_id, properties, reason_codes: codes })));
                 for (index, message) in retained {
                     let Some((_, _, local)) = accepted.get(index) else { continue };
@@ -827,8 +859,8 @@ impl Session {
                 }
             }
             (PendingReply::Unsubscribe { packet_id, codes }, Downlink::Unsubscribed { .. }) => {
+                let properties = self.first_error_properties(&codes);
                 let reason_codes = if self.v5() { codes } else { Vec::new() };
-                let properties = Properties::default();
                 out.push(Action::Send(Packet::UnsubAck(UnsubAck { packet_id, properties, reason_codes })));
             }
             _ => {}
@@ -857,7 +889,7 @@ impl Session {
             }
             Err(error) => error.reason_code(),
         };
-        let ack = PubAck { packet_id, reason_code: code, properties: Properties::default() };
+        let ack = PubAck { packet_id, reason_code: code, properties: self.reason_properties(code, "") };
         if qos == QoS::ExactlyOnce {
             if !code.is_error() {
                 self.inbound_qos2.push(packet_id);
@@ -1121,12 +1153,17 @@ impl Session {
     pub fn disconnect_packet(&self, close: &Close) -> Option<Packet> {
         (self.v5() && close.notify).then(|| {
             let mut reason_code = close.reason;
-            let mut properties = self.reason_properties(close.detail);
+            let mut properties = self.reason_properties(close.reason, close.detail);
             if let (ReasonCode::ServerShuttingDown, Some(reference)) =
                 (reason_code, &self.limits.server_reference)
             {
-                // Shutting down with somewhere to go: send the client there.
-                reason_code = ReasonCode::UseAnotherServer;
+                // Shutting down with somewhere to go: send the client there,
+                // for now (0x9C) or for good (0x9D).
+                reason_code = if self.limits.server_moved {
+                    ReasonCode::ServerMoved
+                } else {
+                    ReasonCode::UseAnotherServer
+                };
                 properties.push(Property::ServerReference(ByteString::from(reference.as_str())));
             }
             Packet::Disconnect(Disconnect { reason_code, properties })
@@ -1173,6 +1210,9 @@ fn retain_handling_value(handling: RetainHandling) -> u8 {
         RetainHandling::DoNotSend => 2,
     }
 }
+
+#[path = "session_reauth.rs"]
+mod reauth;
 
 #[cfg(test)]
 #[path = "session_tests.rs"]

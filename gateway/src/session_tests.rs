@@ -111,7 +111,7 @@ impl Harness {
         let accepted = accept(
             &connect,
             &limits,
-            &ConfigAuthenticator::anonymous(),
+            crate::handshake::Identity::Password(&ConfigAuthenticator::anonymous()),
             || "generated".to_owned(),
             MessageId(1),
             NOW,
@@ -622,9 +622,14 @@ fn subscribe_adds_local_routes_before_the_uplink_and_subacks_after_the_reply() {
 
     let request = subscribe_request(&out);
     let out = h.reply(Downlink::Subscribed { request, result: Ok(Vec::new()) });
+    // A v5 SUBACK with a failure says why: the first failure's reason
+    // string and stable error code.
+    let mut properties = Properties::default();
+    properties.push(Property::ReasonString("topic filter invalid".into()));
+    properties.push(Property::UserProperty("error".into(), "topic_filter_invalid".into()));
     let expected = SubAck {
         packet_id: id(9),
-        properties: Properties::default(),
+        properties,
         reason_codes: vec![
             ReasonCode::TopicFilterInvalid,
             ReasonCode::GrantedQos1,
@@ -931,7 +936,11 @@ fn v5_clients_get_a_disconnect_with_reason_and_reason_string() {
     let h = Harness::v5();
     let expected = Disconnect {
         reason_code: ReasonCode::KeepAliveTimeout,
-        properties: vec![Property::ReasonString("keep alive expired".into())].into(),
+        properties: vec![
+            Property::ReasonString("keep alive expired".into()),
+            Property::UserProperty("error".into(), "protocol_violation".into()),
+        ]
+        .into(),
     };
     assert_eq!(h.session.disconnect_packet(&server_close()), Some(Packet::Disconnect(expected)));
     assert_eq!(h.session.disconnect_packet(&Close { notify: false, ..server_close() }), None);
@@ -1150,6 +1159,23 @@ fn shutting_down_with_a_server_reference_sends_clients_there() {
     assert_eq!(
         (disconnect.reason_code, disconnect.properties.server_reference()),
         (ReasonCode::ServerShuttingDown, None)
+    );
+}
+
+#[test]
+fn a_server_that_moved_for_good_says_0x9d_at_shutdown() {
+    let moved = SessionLimits { server_reference: Some("new:1883".into()), server_moved: true, ..limits() };
+    // The session of a connection accepted before the move was configured.
+    let accepted = Harness::v5().accepted;
+    let session = Session::new(&accepted, Arc::new(moved), EPOCH, REQUEST_BASE);
+    let close =
+        Close { reason: ReasonCode::ServerShuttingDown, detail: "", notify: true, publish_will: true };
+    let Some(Packet::Disconnect(disconnect)) = session.disconnect_packet(&close) else {
+        panic!("no DISCONNECT")
+    };
+    assert_eq!(
+        (disconnect.reason_code, disconnect.properties.server_reference()),
+        (ReasonCode::ServerMoved, Some("new:1883"))
     );
 }
 

@@ -7,22 +7,23 @@
 //! paho cannot send or show a case, hand-written packets over a raw socket (`raw.rs`).
 //!
 //! Each item is a function taking the topology; `<item>_standalone` and `<item>_cluster` run it
-//! on a fresh one. What needs a setting other than the defaults runs standalone only (as
-//! `<item>_..._standalone`): `herald router` and `herald gateway` take no `[limits]` yet.
-//!
-//! Not here, because Herald does not implement them yet: 7 (shared subscriptions), 14
-//! (enhanced authentication), 16 (MQTT over WebSocket).
+//! on a fresh one. What needs a setting other than the defaults runs on a topology started
+//! with those `[limits]` (`configured!`), again in both. Every topology also has the test users
+//! of item 14 and a WebSocket listener per endpoint (item 16).
 //!
 //! Run with `cargo nextest run -p herald --test mqtt5`. A failing test prints the output of
 //! every Herald process and the paho transcript.
 
 mod paho;
 mod raw;
+mod test_auth;
 mod test_limits;
 mod test_properties;
 mod test_reason_codes;
 mod test_sessions;
+mod test_shared;
 mod test_subscriptions;
+mod test_websocket;
 mod topology;
 
 use std::thread;
@@ -103,6 +104,16 @@ fn item_06_request_response_cluster() {
 }
 
 #[test]
+fn item_07_shared_subscriptions_standalone() {
+    test_shared::item_07_shared_subscriptions(&Topology::standalone());
+}
+
+#[test]
+fn item_07_shared_subscriptions_cluster() {
+    test_shared::item_07_shared_subscriptions(&Topology::cluster());
+}
+
+#[test]
 fn item_08_subscription_identifiers_standalone() {
     test_subscriptions::item_08_subscription_identifiers(&Topology::standalone());
 }
@@ -163,6 +174,16 @@ fn item_13_server_capabilities_cluster() {
 }
 
 #[test]
+fn item_14_enhanced_authentication_standalone() {
+    test_auth::item_14_enhanced_authentication(&Topology::standalone());
+}
+
+#[test]
+fn item_14_enhanced_authentication_cluster() {
+    test_auth::item_14_enhanced_authentication(&Topology::cluster());
+}
+
+#[test]
 fn item_15_subscription_options_standalone() {
     test_subscriptions::item_15_subscription_options(&Topology::standalone());
 }
@@ -172,30 +193,68 @@ fn item_15_subscription_options_cluster() {
     test_subscriptions::item_15_subscription_options(&Topology::cluster());
 }
 
-// Settings other than the defaults: standalone only, since `herald router` and `herald gateway`
-// take no `[limits]` yet.
-
 #[test]
-fn item_04_server_sent_disconnect_with_server_reference_standalone() {
-    let topology = Topology::standalone_with(&[("server_reference", "other:1883")]);
-    test_reason_codes::item_04_server_sent_disconnect_with_server_reference(&topology);
+fn item_16_mqtt_over_websocket_standalone() {
+    test_websocket::item_16_mqtt_over_websocket(&Topology::standalone());
 }
 
 #[test]
-fn item_06_response_information_standalone() {
-    let topology = Topology::standalone_with(&[("response_information", "reply/")]);
-    test_properties::item_06_response_information(&topology);
+fn item_16_mqtt_over_websocket_cluster() {
+    test_websocket::item_16_mqtt_over_websocket(&Topology::cluster());
 }
 
-#[test]
-fn item_12_configured_maximum_packet_size_standalone() {
-    let topology = Topology::standalone_with(&[("max_packet_size", "1024")]);
-    test_limits::item_12_configured_maximum_packet_size(&topology);
+// Settings other than the defaults, in both topologies: `herald router` and `herald gateway`
+// read `[limits]` from `HERALD_LIMITS_*` as standalone does.
+
+/// Defines `<name>_standalone` and `<name>_cluster`, running `test` on a topology started
+/// with `limits`.
+macro_rules! configured {
+    ($standalone:ident, $cluster:ident, $test:path, $limits:expr) => {
+        #[test]
+        fn $standalone() {
+            $test(&Topology::standalone_with($limits));
+        }
+
+        #[test]
+        fn $cluster() {
+            $test(&Topology::cluster_with($limits));
+        }
+    };
 }
 
-#[test]
-fn item_13_configured_server_capabilities_standalone() {
-    let topology = Topology::standalone_with(&[
+configured!(
+    item_04_server_sent_disconnect_with_server_reference_standalone,
+    item_04_server_sent_disconnect_with_server_reference_cluster,
+    test_reason_codes::item_04_server_sent_disconnect_with_server_reference,
+    &[("server_reference", "other:1883")]
+);
+
+configured!(
+    item_04_server_moved_standalone,
+    item_04_server_moved_cluster,
+    test_reason_codes::item_04_server_moved,
+    &[("server_reference", "moved:1883"), ("server_moved", "true")]
+);
+
+configured!(
+    item_06_response_information_standalone,
+    item_06_response_information_cluster,
+    test_properties::item_06_response_information,
+    &[("response_information", "reply/")]
+);
+
+configured!(
+    item_12_configured_maximum_packet_size_standalone,
+    item_12_configured_maximum_packet_size_cluster,
+    test_limits::item_12_configured_maximum_packet_size,
+    &[("max_packet_size", "1024")]
+);
+
+configured!(
+    item_13_configured_server_capabilities_standalone,
+    item_13_configured_server_capabilities_cluster,
+    test_limits::item_13_configured_server_capabilities,
+    &[
         ("maximum_qos", "1"),
         ("retain_available", "false"),
         ("wildcard_subscriptions", "false"),
@@ -206,6 +265,5 @@ fn item_13_configured_server_capabilities_standalone() {
         ("topic_alias_maximum", "3"),
         ("max_packet_size", "2048"),
         ("max_session_expiry_secs", "100"),
-    ]);
-    test_limits::item_13_configured_server_capabilities(&topology);
-}
+    ]
+);

@@ -254,6 +254,14 @@ impl Clients {
         self.expect_messages(client, 1).remove(0)
     }
 
+    /// Waits for the server to end `client`'s connection and returns the `closed` record.
+    pub(crate) fn expect_closed(&mut self, client: &str) -> Record {
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        self.next_event(client, "closed", deadline).unwrap_or_else(|| {
+            panic!("{client}: still connected after {STEP_TIMEOUT:?}\n{}", self.transcript)
+        })
+    }
+
     /// Asserts that no message reaches `client` within `window`.
     pub(crate) fn expect_silence(&mut self, client: &str, window: Duration) {
         if let Some(record) = self.next_event(client, "received", Instant::now() + window) {

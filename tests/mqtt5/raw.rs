@@ -29,6 +29,7 @@ pub(crate) const SUBACK: u8 = 0x90;
 pub(crate) const UNSUBSCRIBE: u8 = 0xA2;
 pub(crate) const UNSUBACK: u8 = 0xB0;
 pub(crate) const DISCONNECT: u8 = 0xE0;
+pub(crate) const AUTH: u8 = 0xF0;
 
 /// PUBLISH flags: QoS 1, QoS 2, RETAIN (§3.3.1).
 pub(crate) const QOS1: u8 = 0x02;
@@ -42,6 +43,8 @@ pub(crate) mod property {
     pub(crate) const SESSION_EXPIRY_INTERVAL: u8 = 0x11;
     pub(crate) const ASSIGNED_CLIENT_IDENTIFIER: u8 = 0x12;
     pub(crate) const SERVER_KEEP_ALIVE: u8 = 0x13;
+    pub(crate) const AUTHENTICATION_METHOD: u8 = 0x15;
+    pub(crate) const AUTHENTICATION_DATA: u8 = 0x16;
     pub(crate) const REQUEST_PROBLEM_INFORMATION: u8 = 0x17;
     pub(crate) const SERVER_REFERENCE: u8 = 0x1C;
     pub(crate) const REASON_STRING: u8 = 0x1F;
@@ -81,6 +84,22 @@ pub(crate) fn utf8(text: &str) -> Vec<u8> {
 pub(crate) fn properties(properties: &[u8]) -> Vec<u8> {
     let length = u32::try_from(properties.len()).expect("short property block");
     [variable(length), properties.to_vec()].concat()
+}
+
+/// Returns a string property: identifier, then the UTF-8 Encoded String.
+pub(crate) fn text_property(id: u8, text: &str) -> Vec<u8> {
+    [vec![id], utf8(text)].concat()
+}
+
+/// Returns a binary property: identifier, then the Binary Data (§1.5.6).
+pub(crate) fn binary_property(id: u8, data: &[u8]) -> Vec<u8> {
+    let length = u16::try_from(data.len()).expect("short data");
+    [&[id][..], &length.to_be_bytes(), data].concat()
+}
+
+/// Returns an AUTH with `reason_code` and the property bytes `auth_properties` (§3.15).
+pub(crate) fn auth(reason_code: u8, auth_properties: &[u8]) -> Vec<u8> {
+    packet(AUTH, &[vec![reason_code], properties(auth_properties)].concat())
 }
 
 /// Returns a whole packet: `first_byte`, the Remaining Length, then `body` (§2.1).
@@ -193,6 +212,22 @@ impl Properties {
         })
     }
 
+    /// Returns the first value of binary property `id`.
+    pub(crate) fn binary(&self, id: u8) -> Option<&[u8]> {
+        self.0.iter().find_map(|(key, value)| match value {
+            Value::Binary(data) if *key == id => Some(data.as_slice()),
+            _ => None,
+        })
+    }
+
+    /// Returns the value of the first user property named `name`.
+    pub(crate) fn user(&self, name: &str) -> Option<&str> {
+        self.0.iter().find_map(|(_, value)| match value {
+            Value::Pair(key, value) if key == name => Some(value.as_str()),
+            _ => None,
+        })
+    }
+
     /// Returns whether property `id` is present.
     pub(crate) fn has(&self, id: u8) -> bool {
         self.0.iter().any(|(key, _)| *key == id)
@@ -283,12 +318,12 @@ impl Packet {
         1 + variable(u32::try_from(self.body.len()).expect("small")).len() + self.body.len()
     }
 
-    /// Returns the reason code of a CONNACK, PUBACK, PUBREC, PUBREL, PUBCOMP or DISCONNECT;
+    /// Returns the reason code of a CONNACK, PUBACK, PUBREC, PUBREL, PUBCOMP, DISCONNECT or AUTH;
     /// the short forms without one mean Success (§3.4.2.1, §3.14.2.1).
     pub(crate) fn reason_code(&self) -> u8 {
         match self.kind() {
             CONNACK => self.body[1],
-            DISCONNECT => self.body.first().copied().unwrap_or(0x00),
+            DISCONNECT | AUTH => self.body.first().copied().unwrap_or(0x00),
             _ => self.body.get(2).copied().unwrap_or(0x00),
         }
     }
@@ -303,11 +338,12 @@ impl Packet {
         u16::from_be_bytes([self.body[0], self.body[1]])
     }
 
-    /// Returns the properties of a CONNACK, acknowledgement, SUBACK, UNSUBACK or DISCONNECT.
+    /// Returns the properties of a CONNACK, acknowledgement, SUBACK, UNSUBACK, DISCONNECT or
+    /// AUTH.
     pub(crate) fn properties(&self) -> Properties {
         let start = match self.kind() {
             CONNACK | SUBACK | UNSUBACK => 2,
-            DISCONNECT => 1,
+            DISCONNECT | AUTH => 1,
             _ => 3,
         };
         if self.body.len() <= start {

@@ -10,15 +10,20 @@ use crate::topology::Topology;
 use std::time::{Duration, Instant};
 
 /// Item 3: every acknowledgement carries a reason code (CONNACK, PUBACK, PUBREC, PUBREL,
-/// PUBCOMP, SUBACK, UNSUBACK, DISCONNECT), refusals carry a reason string, and a client that
-/// sets Request Problem Information to 0 gets none.
+/// PUBCOMP, SUBACK, UNSUBACK, DISCONNECT; AUTH is item 14's), refusals carry a reason string
+/// and the stable error code as the user property `error`, and a client that sets Request
+/// Problem Information to 0 gets neither.
 pub(crate) fn item_03_reason_codes(topology: &Topology) {
     let (first, second) = (topology.first(), topology.second());
 
     // CONNACK: a refused CONNECT says why (client identifiers may not contain '/').
     let mut refused = Raw::open(first);
     refused.send(&raw::connect("item3/client", 60, &[]));
-    assert_eq!(refused.expect(CONNACK).reason_code(), 0x85, "client identifier not valid");
+    let connack = refused.expect(CONNACK);
+    assert_eq!(connack.reason_code(), 0x85, "client identifier not valid");
+    let properties = connack.properties();
+    assert_eq!(properties.text(property::REASON_STRING), Some("client identifier not valid"), "{connack:?}");
+    assert_eq!(properties.user("error"), Some("protocol_violation"), "{connack:?}");
 
     let (mut client, _) = Raw::connected(first, &raw::connect("acker", 60, &[]));
     let acknowledged = |packet: raw::Packet| (packet.packet_id(), packet.reason_code());
@@ -40,7 +45,10 @@ pub(crate) fn item_03_reason_codes(topology: &Topology) {
     client.send(&raw::ack(PUBREL, 3));
     assert_eq!(acknowledged(client.expect(PUBCOMP)), (3, 0x00), "success");
     client.send(&raw::ack(PUBREL, 99));
-    assert_eq!(acknowledged(client.expect(PUBCOMP)), (99, 0x92), "packet identifier not found");
+    let pubcomp = client.expect(PUBCOMP);
+    assert_eq!(acknowledged(pubcomp.clone()), (99, 0x92), "packet identifier not found");
+    // Errors carry the stable error code as the user property `error`, beside the reason string.
+    assert_eq!(pubcomp.properties().user("error"), Some("not_found"), "{pubcomp:?}");
     client.send(&raw::ack(PUBREC, 98));
     assert_eq!(acknowledged(client.expect(PUBREL)), (98, 0x92), "packet identifier not found");
 
@@ -49,6 +57,7 @@ pub(crate) fn item_03_reason_codes(topology: &Topology) {
     let puback = client.expect(PUBACK);
     assert_eq!(acknowledged(puback.clone()), (4, 0x90), "topic name invalid");
     assert!(puback.properties().has(property::REASON_STRING), "no reason string: {puback:?}");
+    assert_eq!(puback.properties().user("error"), Some("topic_name_invalid"), "{puback:?}");
     client.send(&raw::publish(QOS2, "$SYS/item3", 5, &[], b"refused"));
     let pubrec = client.expect(PUBREC);
     assert_eq!(acknowledged(pubrec.clone()), (5, 0x90), "topic name invalid");
@@ -78,7 +87,7 @@ pub(crate) fn item_03_reason_codes(topology: &Topology) {
     quiet.send(&raw::publish(QOS1, "$SYS/item3", 1, &[], b"refused"));
     let puback = quiet.expect(PUBACK);
     assert_eq!(acknowledged(puback.clone()), (1, 0x90), "topic name invalid");
-    assert!(!puback.properties().has(property::REASON_STRING), "a reason string was sent: {puback:?}");
+    assert_eq!(puback.properties(), raw::Properties::default(), "problem information was sent");
 }
 
 /// Item 4: the server says why it ends a connection: 0x8E session taken over (by a connection
@@ -126,4 +135,21 @@ pub(crate) fn item_04_server_sent_disconnect_with_server_reference(topology: &To
     assert_eq!(disconnect.reason_code(), 0x9C, "use another server: {disconnect:?}");
     let reference = disconnect.properties().text(property::SERVER_REFERENCE).map(str::to_owned);
     assert_eq!(reference.as_deref(), Some("other:1883"), "{disconnect:?}");
+}
+
+/// Item 4, with `server_moved` set: the server has moved for good. A v5 CONNECT gets CONNACK
+/// 0x9D with the Server Reference; a v3.1.1 CONNECT gets 0x03 (server unavailable).
+pub(crate) fn item_04_server_moved(topology: &Topology) {
+    let mut moved = Raw::open(topology.first());
+    moved.send(&raw::connect("item4-moved", 60, &[]));
+    let connack = moved.expect(CONNACK);
+    assert_eq!(connack.reason_code(), 0x9D, "server moved: {connack:?}");
+    let reference = connack.properties().text(property::SERVER_REFERENCE).map(str::to_owned);
+    assert_eq!(reference.as_deref(), Some("moved:1883"), "{connack:?}");
+
+    let mut old = Raw::open(topology.second());
+    let body = [raw::utf8("MQTT"), vec![0x04, 0x02, 0x00, 0x3C], raw::utf8("item4-v311")].concat();
+    old.send(&raw::packet(raw::CONNECT, &body));
+    let connack = old.expect(CONNACK);
+    assert_eq!(connack.body, [0x00, 0x03], "v3.1.1: server unavailable");
 }

@@ -8,12 +8,18 @@
 //! Every wait is bounded, every process is killed on drop, and a failing test prints every
 //! process's output.
 
+use herald_gateway::scram::{self, ScramSecret};
 use herald_testkit::process::Supervised;
 use std::fmt;
 use std::net::SocketAddr;
 use std::process::Command;
 use std::thread;
 use std::time::Duration;
+
+/// A configured user with a plain password (name, password), in app `item14`.
+pub(crate) const PLAIN_USER: (&str, &str) = ("alice", "alice-password");
+/// A configured user with a stored SCRAM secret (name, password), in app `item14`.
+pub(crate) const SCRAM_USER: (&str, &str) = ("carol", "carol-password");
 
 /// Upper bound for a process to start listening, or to stop once told.
 const STARTUP: Duration = Duration::from_secs(15);
@@ -33,6 +39,8 @@ pub(crate) struct Topology {
     /// Standalone: the broker. Cluster: the router, then the gateways in endpoint order.
     processes: Vec<Supervised>,
     endpoints: [SocketAddr; 2],
+    /// The MQTT-over-WebSocket listeners, in endpoint order.
+    websockets: [SocketAddr; 2],
     _data: tempfile::TempDir,
 }
 
@@ -46,39 +54,50 @@ impl Topology {
     /// "1024")` becomes `HERALD_LIMITS_MAX_PACKET_SIZE=1024`).
     pub(crate) fn standalone_with(limits: &[(&str, &str)]) -> Topology {
         let data = data_directory();
-        let mut command = herald();
-        command.args(["standalone", "--mqtt", "127.0.0.1:0", "--data"]).arg(data.path());
-        for (key, value) in limits {
-            command.env(format!("HERALD_LIMITS_{}", key.to_ascii_uppercase()), value);
-        }
+        let mut command = herald(limits);
+        command.args(["standalone", "--mqtt", "127.0.0.1:0", "--websocket", "127.0.0.1:0", "--data"]);
+        command.arg(data.path());
         let broker = Supervised::start("standalone", command).expect("start herald standalone");
         let address = listening(&broker, "mqtt");
-        Topology { kind: Kind::Standalone, processes: vec![broker], endpoints: [address; 2], _data: data }
+        let websocket = listening(&broker, "websocket");
+        Topology {
+            kind: Kind::Standalone,
+            processes: vec![broker],
+            endpoints: [address; 2],
+            websockets: [websocket; 2],
+            _data: data,
+        }
     }
 
-    /// Starts a router and two gateways with the default limits: `herald router` and
-    /// `herald gateway` take no `[limits]` settings yet.
+    /// Starts a router and two gateways with the default limits.
     pub(crate) fn cluster() -> Topology {
+        Topology::cluster_with(&[])
+    }
+
+    /// Starts a router and two gateways, each with `limits` as `[limits]` settings.
+    pub(crate) fn cluster_with(limits: &[(&str, &str)]) -> Topology {
         let data = data_directory();
-        let mut command = herald();
+        let mut command = herald(limits);
         command.args(["router", "--grpc", "127.0.0.1:0", "--data"]).arg(data.path());
         let router = Supervised::start("router", command).expect("start herald router");
         let grpc = listening(&router, "grpc");
         let mut processes = vec![router];
-        let mut endpoints = Vec::new();
+        let (mut endpoints, mut websockets) = (Vec::new(), Vec::new());
         for node in 1..=2_u8 {
-            let mut command = herald();
+            let mut command = herald(limits);
             let listen = format!("127.0.0.{}:0", node + 1);
             let router_url = format!("http://{grpc}");
-            command.args(["gateway", "--router", &router_url, "--mqtt", &listen, "--node-id"]);
-            command.arg(node.to_string());
+            command.args(["gateway", "--router", &router_url, "--mqtt", &listen, "--websocket", &listen]);
+            command.args(["--node-id", &node.to_string()]);
             let gateway =
                 Supervised::start(&format!("gateway-{node}"), command).expect("start herald gateway");
             endpoints.push(listening(&gateway, "mqtt"));
+            websockets.push(listening(&gateway, "websocket"));
             processes.push(gateway);
         }
         let endpoints = [endpoints[0], endpoints[1]];
-        Topology { kind: Kind::Cluster, processes, endpoints, _data: data }
+        let websockets = [websockets[0], websockets[1]];
+        Topology { kind: Kind::Cluster, processes, endpoints, websockets, _data: data }
     }
 
     /// Returns the first MQTT endpoint (the first gateway of a cluster).
@@ -90,6 +109,12 @@ impl Topology {
     /// standalone.
     pub(crate) fn second(&self) -> SocketAddr {
         self.endpoints[1]
+    }
+
+    /// Returns the MQTT-over-WebSocket listener of endpoint `index` (0 or 1): path `/mqtt`,
+    /// subprotocol `mqtt`.
+    pub(crate) fn websocket(&self, index: usize) -> SocketAddr {
+        self.websockets[index]
     }
 
     /// Sends SIGTERM to the process serving [`Topology::first`] and waits until it reports
@@ -128,10 +153,25 @@ fn data_directory() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("herald-mqtt5-").tempdir().expect("create a data directory")
 }
 
-fn herald() -> Command {
+/// A `herald` command with `limits` and the test users configured (anonymous clients stay
+/// allowed).
+fn herald(limits: &[(&str, &str)]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
-    command.env("NO_COLOR", "1").env("RUST_LOG", "info");
+    command.env("NO_COLOR", "1").env("RUST_LOG", "info").env("HERALD_AUTH_USERS", users());
+    for (key, value) in limits {
+        command.env(format!("HERALD_LIMITS_{}", key.to_ascii_uppercase()), value);
+    }
     command
+}
+
+/// `[auth.users]` as an inline TOML table.
+fn users() -> String {
+    let secret = ScramSecret::generate(SCRAM_USER.1.as_bytes(), scram::DEFAULT_ITERATIONS).encode();
+    let (plain, hashed) = (PLAIN_USER, SCRAM_USER.0);
+    format!(
+        "{{ {} = {{ password = \"{}\", app = \"item14\" }}, {hashed} = {{ scram = \"{secret}\", app = \"item14\" }} }}",
+        plain.0, plain.1
+    )
 }
 
 /// Waits for `process`'s `listening` line and returns the address in its field `name`.

@@ -71,14 +71,35 @@ fn a_data_directory_is_held_by_one_broker_at_a_time() {
     assert!(holder.stop(Duration::from_secs(5)).is_some_and(|status| status.success()));
 }
 
+/// Runs `herald scram-secret` with `password` on standard input.
+fn scram_secret(password: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .arg("scram-secret")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run herald scram-secret");
+    child.stdin.take().expect("stdin").write_all(format!("{password}\n").as_bytes()).expect("write");
+    let output = child.wait_with_output().expect("herald scram-secret ends");
+    assert!(output.status.success(), "{output:?}");
+    let secret = String::from_utf8(output.stdout).expect("UTF-8").trim().to_owned();
+    assert!(secret.starts_with("SCRAM-SHA-256$4096:"), "{secret}");
+    secret
+}
+
 #[test]
 fn configured_users_authenticate_and_each_app_sees_only_its_own_topics() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("users.toml");
-    let users = "[auth]\nallow_anonymous = false\n\
-                 [auth.users.alice]\npassword = \"a-secret\"\napp = \"shop\"\n\
-                 [auth.users.bob]\npassword = \"b-secret\"\napp = \"bank\"\n\
-                 [auth.users.carol]\npassword = \"c-secret\"\napp = \"shop\"\n";
+    // carol's password is kept only as its SCRAM secret.
+    let carol = scram_secret("c-secret");
+    let users = format!(
+        "[auth]\nallow_anonymous = false\n\
+         [auth.users.alice]\npassword = \"a-secret\"\napp = \"shop\"\n\
+         [auth.users.bob]\npassword = \"b-secret\"\napp = \"bank\"\n\
+         [auth.users.carol]\nscram = \"{carol}\"\napp = \"shop\"\n"
+    );
     std::fs::write(&path, users).expect("write");
     let broker = Broker::start_with(&["--config", path.to_str().expect("utf-8 path")], &[]);
 

@@ -6,8 +6,10 @@ line, so that the Rust side decides the order of every step across clients and g
 A command is `NAME VERB key=value ...`; NAME names a client (and is its client identifier
 unless `id=` says otherwise). Verbs and their keys:
 
-  connect     host= port= [id=] [clean=0|1] [keepalive=S] [will_topic= will_payload= will_qos=
-              will_retain=0|1] [PROPERTY=...] [will.PROPERTY=...]      reply: connack
+  connect     host= port= [id=] [clean=0|1] [keepalive=S] [version=5|311] [transport=tcp|ws]
+              [will_topic= will_payload= will_qos= will_retain=0|1] [PROPERTY=...]
+              [will.PROPERTY=...]                                      reply: connack
+              (transport=ws: MQTT over WebSocket at path /mqtt, subprotocol mqtt)
   subscribe   filter= [qos=] [no_local=1] [retain_as_published=1] [retain_handling=0|1|2]
               [PROPERTY=...]                                           reply: suback codes=C
   unsubscribe filter=                                                  reply: unsuback codes=C
@@ -117,9 +119,18 @@ def build_properties(packet_type, arguments, prefix=""):
 class Peer:
     """One paho client and what its callbacks have seen."""
 
-    def __init__(self, name, client_id):
+    def __init__(self, name, client_id, version="5", transport="tcp", clean=True):
         self.name = name
-        self.client = mqtt.Client(client_id=client_id, protocol=mqtt.MQTTv5)
+        self.version = version
+        paho_transport = {"tcp": "tcp", "ws": "websockets"}[transport]
+        if version == "5":
+            self.client = mqtt.Client(client_id=client_id, protocol=mqtt.MQTTv5, transport=paho_transport)
+        else:
+            self.client = mqtt.Client(
+                client_id=client_id, protocol=mqtt.MQTTv311, clean_session=clean, transport=paho_transport
+            )
+        if transport == "ws":
+            self.client.ws_set_options(path="/mqtt")
         self.connack = None
         self.closing = False
         self.closed = False
@@ -205,7 +216,9 @@ def connect(name, arguments):
     if old is not None and old.client.socket() is not None:
         old.closing = True
         old.client._sock_close()
-    peer = Peer(name, arguments.get("id", name))
+    clean = arguments.get("clean", "1") == "1"
+    version = arguments.get("version", "5")
+    peer = Peer(name, arguments.get("id", name), version, arguments.get("transport", "tcp"), clean)
     peers[name] = peer
     will_topic = arguments.get("will_topic")
     if will_topic is not None:
@@ -218,14 +231,14 @@ def connect(name, arguments):
             arguments.get("will_retain") == "1",
             properties=build_properties(PacketTypes.WILLMESSAGE, arguments, "will."),
         )
-    properties = build_properties(PacketTypes.CONNECT, arguments) or Properties(PacketTypes.CONNECT)
-    peer.client.connect(
-        arguments["host"],
-        int(arguments["port"]),
-        int(arguments.get("keepalive", 60)),
-        clean_start=arguments.get("clean", "1") == "1",
-        properties=properties,
-    )
+    keepalive = int(arguments.get("keepalive", 60))
+    if version == "5":
+        properties = build_properties(PacketTypes.CONNECT, arguments) or Properties(PacketTypes.CONNECT)
+        peer.client.connect(
+            arguments["host"], int(arguments["port"]), keepalive, clean_start=clean, properties=properties
+        )
+    else:
+        peer.client.connect(arguments["host"], int(arguments["port"]), keepalive)
     pump(lambda: peer.connack is not None or peer.closed, name, "connack")
     if peer.connack is None:
         fail(name, "connection closed before connack")
@@ -241,7 +254,10 @@ def subscribe(name, arguments):
         retainHandling=int(arguments.get("retain_handling", 0)),
     )
     properties = build_properties(PacketTypes.SUBSCRIBE, arguments)
-    result, mid = peer.client.subscribe(arguments["filter"], options=options, properties=properties)
+    if peer.version == "5":
+        result, mid = peer.client.subscribe(arguments["filter"], options=options, properties=properties)
+    else:
+        result, mid = peer.client.subscribe(arguments["filter"], qos=options.QoS)
     if result != mqtt.MQTT_ERR_SUCCESS:
         fail(name, "subscribe could not be sent")
     pump(lambda: mid in peer.acks or peer.closed, name, "suback")
