@@ -8,7 +8,7 @@
 //! Must never depend on: any other workspace crate, tokio, openraft or the
 //! network. Only this crate touches the disk (and, later, sled).
 //!
-//! Start here: [`DataDir`].
+//! Start here: [`DataDir`], then [`wal::Wal`] (the Raft log's file format).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -42,8 +42,16 @@ pub enum StoreError {
     },
 }
 
+pub mod wal;
+
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
     move |source| StoreError::Io { path: path.to_path_buf(), source }
+}
+
+/// Makes the entries of directory `dir` (files created, renamed, removed)
+/// durable.
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_error(dir))
 }
 
 /// An open data directory, held exclusively by this process until dropped.
@@ -138,8 +146,7 @@ impl DataDir {
         writeln!(file, "{value}").map_err(io_error(&tmp))?;
         file.sync_all().map_err(io_error(&tmp))?;
         fs::rename(&tmp, &path).map_err(io_error(&path))?;
-        File::open(&self.path).and_then(|d| d.sync_all()).map_err(io_error(&self.path))?;
-        Ok(())
+        sync_dir(&self.path)
     }
 }
 
