@@ -7,6 +7,7 @@ use herald_core::{NodeId, SystemClock};
 use herald_gateway::{Gateway, GatewayConfig};
 use herald_router::Router;
 use herald_router::grpc::SeamService;
+use herald_router::raft::RaftNode;
 use herald_store::DataDir;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -40,7 +41,9 @@ pub(crate) async fn run_router(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let data = DataDir::open(&settings.data)?;
-    let generation = data.next_generation()?;
+    let raft = RaftNode::start_single(&data.path().join("raft"), settings.node.0, &settings.grpc.to_string())
+        .await?;
+    let generation = raft.next_generation().await?;
     let cluster_id = data.cluster_id()?;
     let limits = settings_from_environment()?.limits;
     let router = Router::new(limits.router_config(), generation, Arc::new(SystemClock));
@@ -54,6 +57,7 @@ pub(crate) async fn run_router(
     SeamService::new(router, settings.node, cluster_id, SEAM_CAPACITY).serve(listener, shutdown).await?;
     let _ = stop_timers.send(());
     let _ = timers.await;
+    raft.shutdown().await;
     info!("stopped");
     Ok(())
 }

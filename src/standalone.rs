@@ -5,6 +5,7 @@ use crate::config::StandaloneConfig;
 use herald_core::{NodeId, SystemClock};
 use herald_gateway::{Gateway, GatewayConfig};
 use herald_router::Router;
+use herald_router::raft::RaftNode;
 use herald_store::DataDir;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,9 +18,10 @@ const SEAM_CAPACITY: usize = 8192;
 /// Runs standalone Herald until `shutdown` resolves.
 pub(crate) async fn run(config: StandaloneConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let data = DataDir::open(&config.data)?;
-    // A new generation per start keeps session epochs increasing across
-    // restarts (see docs/adr/0004-state-and-time.md).
-    let generation = data.next_generation()?;
+    // A new generation per start, committed through the single-node Raft,
+    // keeps session epochs increasing across restarts (ADR 0004, ADR 0012).
+    let raft = RaftNode::start_single(&data.path().join("raft"), 1, "in-process").await?;
+    let generation = raft.next_generation().await?;
     let clock = Arc::new(SystemClock);
     let router = Router::new(config.limits.router_config(), generation, clock.clone());
     let (link, port) = herald_proto::seam::link(NodeId(1), SEAM_CAPACITY);
@@ -49,6 +51,7 @@ pub(crate) async fn run(config: StandaloneConfig, shutdown: impl Future<Output =
     let _ = tokio::time::timeout(Duration::from_secs(5), router_task).await;
     let _ = stop_timers.send(());
     let _ = timers.await;
+    raft.shutdown().await;
     info!("stopped");
     Ok(())
 }

@@ -22,6 +22,7 @@
 //! `state/routing.rs`; `service.rs` is the async shell.
 
 pub mod grpc;
+pub mod raft;
 mod service;
 pub mod state;
 

@@ -1,9 +1,9 @@
 //! Every byte Herald keeps on disk.
 //!
-//! Owns: the data directory (its exclusive lock, its format version and the
-//! registry generation that keeps ownership epochs increasing across
-//! restarts). The replicated log, state machine and session inboxes join it
-//! here, behind storage traits, as the cluster and durable sessions land.
+//! Owns: the data directory (its exclusive lock, its format version and
+//! its cluster id), the write-ahead log that holds the Raft log
+//! ([`wal`]), and small files replaced whole ([`small_file`]: votes,
+//! snapshots). Session inboxes join it as durable sessions land.
 //!
 //! Must never depend on: any other workspace crate, tokio, openraft or the
 //! network. Only this crate touches the disk (and, later, sled).
@@ -15,8 +15,9 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 /// The on-disk format version of a data directory; a directory of another
-/// version is refused rather than misread.
-pub const FORMAT_VERSION: u32 = 1;
+/// version is refused rather than misread. Version 2: the registry
+/// generation moved from a `GENERATION` file into the Raft log (`raft/`).
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Why a data directory could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +43,7 @@ pub enum StoreError {
     },
 }
 
+pub mod small_file;
 pub mod wal;
 
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
@@ -113,14 +115,6 @@ impl DataDir {
         Ok(id)
     }
 
-    /// Returns a registry generation greater than any returned before in
-    /// this directory, durably recorded before it is returned.
-    pub fn next_generation(&self) -> Result<u64, StoreError> {
-        let next = self.read_number("GENERATION")?.unwrap_or(0) + 1;
-        self.write_number("GENERATION", next)?;
-        Ok(next)
-    }
-
     fn read_number(&self, name: &str) -> Result<Option<u64>, StoreError> {
         let path = self.path.join(name);
         match fs::read_to_string(&path) {
@@ -164,16 +158,6 @@ fn random_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn generations_increase_across_reopens() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let first = DataDir::open(tmp.path()).expect("open").next_generation().expect("generation");
-        let dir = DataDir::open(tmp.path()).expect("reopen");
-        let second = dir.next_generation().expect("generation");
-        let third = dir.next_generation().expect("generation");
-        assert!(first < second && second < third);
-    }
 
     #[test]
     fn the_cluster_id_is_created_once_and_kept() {

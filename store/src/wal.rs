@@ -103,9 +103,16 @@ impl Wal {
         let mut torn = false;
         for first in firsts {
             let path = wal.segment_path(first);
-            if torn || wal.next().is_some_and(|next| next != first) {
-                // After a torn record, or past a gap: nothing here was
-                // ever acknowledged as part of this log.
+            if let Some(next) = wal.next()
+                && first < next
+            {
+                return Err(
+                    wal.corrupt(format!("segment {first} overlaps the records before it (up to {next})"))
+                );
+            }
+            if torn {
+                // After a torn record: nothing here was ever acknowledged
+                // as part of this log.
                 recovery.discarded_bytes += fs::metadata(&path).map_err(io_error(&path))?.len();
                 fs::remove_file(&path).map_err(io_error(&path))?;
                 torn = true;
@@ -149,16 +156,19 @@ impl Wal {
     }
 
     /// Appends `records`, numbered from `first`, and syncs them: when this
-    /// returns `Ok`, they survive a crash.
+    /// returns `Ok`, they survive a crash. `first` may leave a hole after the
+    /// last record (the records in it do not exist), never overlap it.
     pub fn append<'a>(
         &mut self,
         first: u64,
         records: impl IntoIterator<Item = &'a [u8]>,
     ) -> Result<(), StoreError> {
         if let Some(next) = self.next()
-            && first != next
+            && first < next
         {
-            return Err(self.corrupt(format!("append at {first}, the log continues at {next}")));
+            return Err(
+                self.corrupt(format!("append at {first} overlaps the log, which continues at {next}"))
+            );
         }
         let mut pending: Vec<u8> = Vec::new();
         let mut pending_records: Vec<(u64, u32)> = Vec::new();
@@ -193,17 +203,18 @@ impl Wal {
         Ok(())
     }
 
-    /// Reads the payloads of `range`; every index in it must be held.
-    pub fn read(&self, range: Range<u64>) -> Result<Vec<Vec<u8>>, StoreError> {
+    /// Reads the records held in `range`, with their indexes, in order
+    /// (indexes in a hole or outside the log are skipped).
+    pub fn read(&self, range: Range<u64>) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let (Some(first), Some(last)) = (self.first(), self.last()) else { return Ok(Vec::new()) };
+        let range = range.start.max(first)..range.end.min(last + 1);
         let mut out = Vec::with_capacity(range.end.saturating_sub(range.start) as usize);
         for index in range {
-            let (segment, position) = self
-                .locate(index)
-                .ok_or_else(|| self.corrupt(format!("record {index} is not in the log")))?;
+            let Some((segment, position)) = self.locate(index) else { continue };
             let (offset, length) = segment.records[position];
             let mut payload = vec![0_u8; length as usize];
             segment.file.read_exact_at(&mut payload, offset + HEADER).map_err(io_error(&segment.path))?;
-            out.push(payload);
+            out.push((index, payload));
         }
         Ok(out)
     }

@@ -1,0 +1,233 @@
+//! openraft's log storage over the store's write-ahead log (ADR 0012).
+//!
+//! ```text
+//! <raft dir>/log/*.seg    entries, one WAL record each: [format byte][JSON of the entry]
+//! <raft dir>/vote         the vote, written durably before save_vote returns
+//! <raft dir>/committed    the commit mark, written lazily (a hint: lost, entries re-commit)
+//! <raft dir>/purged       the last purged log id, written durably
+//! ```
+//!
+//! The WAL is blocking; every call runs on a blocking thread while the
+//! async caller waits, so Raft's own task never blocks the runtime. Calls
+//! are serialised by a mutex, as openraft requires of log and vote I/O.
+
+use super::TypeConfig;
+use herald_store::small_file;
+use herald_store::wal::{Wal, WalOptions};
+use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
+use openraft::{AnyError, Entry, LogId, RaftLogId, StorageError, StorageIOError, Vote};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+type NodeId = u64;
+type Error = StorageError<NodeId>;
+
+/// The encoding of a stored entry; a record of another format is refused
+/// rather than misread.
+const ENTRY_FORMAT: u8 = 1;
+
+/// The WAL and the files beside it, shared by the store and its readers.
+#[derive(Debug)]
+struct Files {
+    dir: PathBuf,
+    wal: Wal,
+    /// The last purged log id: entries up to it are gone even where the
+    /// WAL still holds their segment.
+    purged: Option<LogId<NodeId>>,
+}
+
+/// The Raft log of one router node.
+#[derive(Debug, Clone)]
+pub struct LogStore {
+    files: Arc<Mutex<Files>>,
+}
+
+impl LogStore {
+    /// Opens (creating if needed) the log in `dir`.
+    pub fn open(dir: &Path, options: WalOptions) -> Result<LogStore, herald_store::StoreError> {
+        let (wal, recovery) = Wal::open(dir.join("log"), options)?;
+        if recovery.discarded_bytes > 0 {
+            tracing::warn!(
+                records = recovery.records,
+                discarded_bytes = recovery.discarded_bytes,
+                "raft log: discarded a torn tail"
+            );
+        }
+        let mut files = Files { dir: dir.to_path_buf(), wal, purged: None };
+        files.purged = files.read_meta("purged").map_err(|e| herald_store::StoreError::Corrupt {
+            path: dir.join("purged"),
+            reason: e.to_string(),
+        })?;
+        Ok(LogStore { files: Arc::new(Mutex::new(files)) })
+    }
+
+    /// Runs `work` on the files on a blocking thread.
+    async fn with_files<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Files) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let files = self.files.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut files = files.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            work(&mut files)
+        })
+        .await
+        .map_err(|e| StorageIOError::write(&e))?
+    }
+}
+
+impl Files {
+    fn read_entries(&self, start: u64, end: u64) -> Result<Vec<Entry<TypeConfig>>, Error> {
+        let start = self.purged.map_or(start, |purged| start.max(purged.index + 1));
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        let records = self.wal.read(start..end).map_err(|e| StorageIOError::read_logs(&e))?;
+        records
+            .iter()
+            .map(|(_, record)| decode(record).map_err(StorageIOError::read_logs).map_err(Error::from))
+            .collect()
+    }
+
+    fn last_entry_id(&self) -> Result<Option<LogId<NodeId>>, Error> {
+        let Some(last) = self.wal.last() else { return Ok(None) };
+        Ok(self.read_entries(last, last + 1)?.pop().map(|entry| *entry.get_log_id()))
+    }
+
+    fn read_meta<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, Error> {
+        let path = self.dir.join(name);
+        let Some(bytes) = small_file::read(&path).map_err(|e| StorageIOError::read(&e))? else {
+            return Ok(None);
+        };
+        decode(&bytes).map(Some).map_err(|e| StorageIOError::read(e).into())
+    }
+
+    fn write_meta<T: Serialize>(&self, name: &str, value: &T, durable: bool) -> Result<(), Error> {
+        let path = self.dir.join(name);
+        let bytes = encode(value);
+        let written = if durable {
+            small_file::write_durably(&path, &bytes)
+        } else {
+            small_file::write_lazily(&path, &bytes)
+        };
+        written.map_err(|e| StorageIOError::write(&e).into())
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>, Error> {
+        let start = match range.start_bound() {
+            Bound::Included(i) => *i,
+            Bound::Excluded(i) => i.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(i) => i.saturating_add(1),
+            Bound::Excluded(i) => *i,
+            Bound::Unbounded => u64::MAX,
+        };
+        self.with_files(move |files| files.read_entries(start, end)).await
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, Error> {
+        self.with_files(|files| {
+            let last_purged_log_id = files.purged;
+            let last_log_id = files.last_entry_id()?.or(last_purged_log_id);
+            Ok(LogState { last_purged_log_id, last_log_id })
+        })
+        .await
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), Error> {
+        let vote = *vote;
+        self.with_files(move |files| files.write_meta("vote", &vote, true)).await
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, Error> {
+        self.with_files(|files| files.read_meta("vote")).await
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), Error> {
+        self.with_files(move |files| files.write_meta("committed", &committed, false)).await
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, Error> {
+        self.with_files(|files| Ok(files.read_meta::<Option<LogId<NodeId>>>("committed")?.flatten())).await
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), Error>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        let entries: Vec<Entry<TypeConfig>> = entries.into_iter().collect();
+        let Some(first) = entries.first().map(|e| e.get_log_id().index) else {
+            callback.log_io_completed(Ok(()));
+            return Ok(());
+        };
+        let records: Vec<Vec<u8>> = entries.iter().map(encode).collect();
+        let appended = self
+            .with_files(move |files| {
+                files
+                    .wal
+                    .append(first, records.iter().map(Vec::as_slice))
+                    .map_err(|e| StorageIOError::write_logs(&e).into())
+            })
+            .await;
+        // Synced by the WAL before it returned: durable now.
+        match &appended {
+            Ok(()) => callback.log_io_completed(Ok(())),
+            Err(error) => callback.log_io_completed(Err(std::io::Error::other(error.to_string()))),
+        }
+        appended
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), Error> {
+        self.with_files(move |files| {
+            files.wal.truncate(log_id.index).map_err(|e| StorageIOError::write_logs(&e).into())
+        })
+        .await
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), Error> {
+        self.with_files(move |files| {
+            // The mark first: entries below it are never read again, even
+            // if removing their segments is cut short.
+            files.write_meta("purged", &log_id, true)?;
+            files.purged = Some(log_id);
+            files.wal.purge(log_id.index).map_err(|e| StorageIOError::write_logs(&e).into())
+        })
+        .await
+    }
+}
+
+/// Encodes a value as a format byte and JSON.
+pub(super) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut bytes = vec![ENTRY_FORMAT];
+    serde_json::to_writer(&mut bytes, value).expect("raft types serialise to JSON");
+    bytes
+}
+
+/// Decodes what [`encode`] wrote.
+pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AnyError> {
+    match bytes.split_first() {
+        Some((&ENTRY_FORMAT, json)) => serde_json::from_slice(json).map_err(|e| AnyError::new(&e)),
+        Some((format, _)) => Err(AnyError::error(format!("unknown record format {format}"))),
+        None => Err(AnyError::error("empty record")),
+    }
+}

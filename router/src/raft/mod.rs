@@ -1,0 +1,148 @@
+//! The replicated core of the router: commands committed through openraft
+//! to a log kept in the store's write-ahead log, applied to a state machine
+//! every router node holds identically (ADR 0012).
+//!
+//! ```text
+//!  RaftNode::propose(Command) ──▶ openraft ──▶ LogStore (WAL, fdatasync) ──▶ StateMachine::apply ──▶ Response
+//! ```
+//!
+//! What is replicated today: the registry generation (the first half of
+//! every ownership epoch). Routes, shared groups, retained messages and
+//! persistent sessions move here as the cluster and durable-session work
+//! lands.
+
+// openraft's storage traits fix the error type, `StorageError`, at 224 bytes.
+#[allow(clippy::result_large_err)]
+mod log_store;
+mod network;
+#[allow(clippy::result_large_err)]
+mod state_machine;
+
+pub use log_store::LogStore;
+pub use state_machine::{Replicated, StateMachine};
+
+use herald_store::wal::WalOptions;
+use openraft::{BasicNode, Raft};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Cursor;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+openraft::declare_raft_types!(
+    /// Herald's Raft types: router commands in, their responses out.
+    pub TypeConfig:
+        D = Command,
+        R = Response,
+);
+
+/// A change to the replicated state. Every variant is deterministic: it
+/// carries whatever time or randomness it needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Starts a new registry generation (once per router start, or per
+    /// registry shard created or moved), so that epochs never go backwards.
+    NextGeneration,
+}
+
+/// What applying a command produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// Applied; nothing to report (also the answer to blank and membership entries).
+    Done,
+    /// The new registry generation.
+    Generation(u64),
+}
+
+/// Why the replicated core could not start or answer.
+#[derive(Debug, thiserror::Error)]
+pub enum RaftNodeError {
+    /// The log or state machine could not be opened.
+    #[error("raft storage: {0}")]
+    Storage(String),
+    /// Raft refused or failed the request.
+    #[error("raft: {0}")]
+    Raft(String),
+    /// The node did not become leader in time.
+    #[error("raft: no leader after {0:?}")]
+    NoLeader(Duration),
+}
+
+/// How long a starting single node waits to lead.
+const LEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One router node's Raft.
+pub struct RaftNode {
+    id: u64,
+    raft: Raft<TypeConfig>,
+}
+
+impl std::fmt::Debug for RaftNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftNode").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+impl RaftNode {
+    /// Starts node `id` with its log and snapshot in `dir`, as a cluster of
+    /// one (initialised on first start), and waits until it leads.
+    pub async fn start_single(dir: &Path, id: u64, address: &str) -> Result<RaftNode, RaftNodeError> {
+        let storage = |e: &dyn std::fmt::Display| RaftNodeError::Storage(e.to_string());
+        std::fs::create_dir_all(dir).map_err(|e| storage(&e))?;
+        let log = LogStore::open(dir, WalOptions::default()).map_err(|e| storage(&e))?;
+        let machine = StateMachine::open(dir).map_err(|e| storage(&e))?;
+        let config = openraft::Config {
+            cluster_name: "herald".into(),
+            heartbeat_interval: 100,
+            election_timeout_min: 300,
+            election_timeout_max: 600,
+            ..openraft::Config::default()
+        };
+        let config = Arc::new(config.validate().map_err(|e| RaftNodeError::Raft(e.to_string()))?);
+        let raft = Raft::new(id, config, network::NoPeers, log, machine)
+            .await
+            .map_err(|e| RaftNodeError::Raft(e.to_string()))?;
+        let node = RaftNode { id, raft };
+        if !node.raft.is_initialized().await.map_err(|e| RaftNodeError::Raft(e.to_string()))? {
+            let members = BTreeMap::from([(id, BasicNode { addr: address.to_owned() })]);
+            node.raft.initialize(members).await.map_err(|e| RaftNodeError::Raft(e.to_string()))?;
+        }
+        node.raft
+            .wait(Some(LEAD_TIMEOUT))
+            .current_leader(id, "single node leads")
+            .await
+            .map_err(|_| RaftNodeError::NoLeader(LEAD_TIMEOUT))?;
+        Ok(node)
+    }
+
+    /// Commits `command` and returns what applying it produced.
+    pub async fn propose(&self, command: Command) -> Result<Response, RaftNodeError> {
+        let written =
+            self.raft.client_write(command).await.map_err(|e| RaftNodeError::Raft(e.to_string()))?;
+        Ok(written.data)
+    }
+
+    /// Commits a new registry generation and returns it.
+    pub async fn next_generation(&self) -> Result<u64, RaftNodeError> {
+        match self.propose(Command::NextGeneration).await? {
+            Response::Generation(generation) => Ok(generation),
+            other => Err(RaftNodeError::Raft(format!("unexpected response {other:?}"))),
+        }
+    }
+
+    /// Asks for a snapshot now (the log before it may then be purged).
+    pub async fn snapshot(&self) -> Result<(), RaftNodeError> {
+        self.raft.trigger().snapshot().await.map_err(|e| RaftNodeError::Raft(e.to_string()))
+    }
+
+    /// Stops Raft's tasks.
+    pub async fn shutdown(self) {
+        if let Err(error) = self.raft.shutdown().await {
+            tracing::warn!(%error, "raft shutdown");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,193 @@
+//! The replicated state machine: what every router node holds identically
+//! because it applies the same committed commands in the same order.
+//!
+//! Applied state lives in memory; a snapshot is the whole state written
+//! durably to `<raft dir>/snapshot`, and a restart loads it and replays the
+//! log after it. Applying reads no clock: a command carries any time it
+//! needs.
+
+use super::log_store::{decode, encode};
+use super::{Command, Response, TypeConfig};
+use herald_store::small_file;
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    BasicNode, Entry, EntryPayload, LogId, RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError,
+    StoredMembership,
+};
+use serde::{Deserialize, Serialize};
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+
+type NodeId = u64;
+type Error = StorageError<NodeId>;
+
+/// The replicated data itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replicated {
+    /// The registry generation: the first half of every ownership epoch.
+    /// It only grows, so epochs minted after a restart exceed all before.
+    pub generation: u64,
+}
+
+impl Replicated {
+    fn apply(&mut self, command: &Command) -> Response {
+        match command {
+            Command::NextGeneration => {
+                self.generation += 1;
+                Response::Generation(self.generation)
+            }
+        }
+    }
+}
+
+/// What a snapshot file holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<NodeId, BasicNode>,
+    data: Vec<u8>,
+}
+
+/// The state machine of one router node.
+#[derive(Debug)]
+pub struct StateMachine {
+    path: PathBuf,
+    last_applied: Option<LogId<NodeId>>,
+    membership: StoredMembership<NodeId, BasicNode>,
+    state: Replicated,
+    snapshots_built: u64,
+}
+
+impl StateMachine {
+    /// Opens the state machine whose snapshot is kept in `dir`, restoring
+    /// the last snapshot if there is one.
+    pub fn open(dir: &Path) -> Result<StateMachine, Error> {
+        let path = dir.join("snapshot");
+        let mut machine = StateMachine {
+            path,
+            last_applied: None,
+            membership: StoredMembership::default(),
+            state: Replicated::default(),
+            snapshots_built: 0,
+        };
+        if let Some(stored) = machine.read_snapshot()? {
+            machine.restore(&stored.meta, &stored.data)?;
+        }
+        Ok(machine)
+    }
+
+    /// Returns the replicated data.
+    pub fn state(&self) -> &Replicated {
+        &self.state
+    }
+
+    fn read_snapshot(&self) -> Result<Option<StoredSnapshot>, Error> {
+        let Some(bytes) =
+            small_file::read(&self.path).map_err(|e| StorageIOError::read_snapshot(None, &e))?
+        else {
+            return Ok(None);
+        };
+        decode(&bytes).map(Some).map_err(|e| StorageIOError::read_snapshot(None, e).into())
+    }
+
+    fn restore(&mut self, meta: &SnapshotMeta<NodeId, BasicNode>, data: &[u8]) -> Result<(), Error> {
+        self.state = decode(data).map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), e))?;
+        self.last_applied = meta.last_log_id;
+        self.membership = meta.last_membership.clone();
+        Ok(())
+    }
+}
+
+/// Builds a snapshot of the state as it was when the builder was made.
+#[derive(Debug)]
+pub struct SnapshotBuilder {
+    path: PathBuf,
+    meta: SnapshotMeta<NodeId, BasicNode>,
+    data: Vec<u8>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, Error> {
+        let stored = StoredSnapshot { meta: self.meta.clone(), data: self.data.clone() };
+        let (path, bytes) = (self.path.clone(), encode(&stored));
+        let signature = self.meta.signature();
+        tokio::task::spawn_blocking(move || small_file::write_durably(&path, &bytes))
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(Some(signature.clone()), &e))?
+            .map_err(|e| StorageIOError::write_snapshot(Some(signature), &e))?;
+        Ok(Snapshot { meta: stored.meta, snapshot: Box::new(Cursor::new(stored.data)) })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>), Error> {
+        Ok((self.last_applied, self.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, Error>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        let mut responses = Vec::new();
+        for entry in entries {
+            self.last_applied = Some(entry.log_id);
+            let response = match &entry.payload {
+                EntryPayload::Blank => Response::Done,
+                EntryPayload::Normal(command) => self.state.apply(command),
+                EntryPayload::Membership(membership) => {
+                    self.membership = StoredMembership::new(Some(entry.log_id), membership.clone());
+                    Response::Done
+                }
+            };
+            responses.push(response);
+        }
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.snapshots_built += 1;
+        let last = self.last_applied.map_or(0, |id| id.index);
+        let meta = SnapshotMeta {
+            last_log_id: self.last_applied,
+            last_membership: self.membership.clone(),
+            snapshot_id: format!("{last}-{}", self.snapshots_built),
+        };
+        SnapshotBuilder { path: self.path.clone(), meta, data: encode(&self.state) }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, Error> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), Error> {
+        let data = snapshot.into_inner();
+        self.restore(meta, &data)?;
+        let bytes = encode(&StoredSnapshot { meta: meta.clone(), data });
+        let path = self.path.clone();
+        let signature = meta.signature();
+        tokio::task::spawn_blocking(move || small_file::write_durably(&path, &bytes))
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(Some(signature.clone()), &e))?
+            .map_err(|e| StorageIOError::write_snapshot(Some(signature), &e))?;
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, Error> {
+        let path = self.path.clone();
+        let stored = tokio::task::spawn_blocking(move || small_file::read(&path))
+            .await
+            .map_err(|e| StorageIOError::read_snapshot(None, &e))?
+            .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        let Some(bytes) = stored else { return Ok(None) };
+        let stored: StoredSnapshot = decode(&bytes).map_err(|e| StorageIOError::read_snapshot(None, e))?;
+        Ok(Some(Snapshot { meta: stored.meta, snapshot: Box::new(Cursor::new(stored.data)) }))
+    }
+}
