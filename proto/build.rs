@@ -2,7 +2,7 @@
 //! build needs nothing outside cargo (no system `protoc`).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/herald/v1/seam.proto"];
+    let protos = ["proto/herald/v1/seam.proto", "proto/herald/v1/journal.proto"];
     for proto in &protos {
         println!("cargo:rerun-if-changed={proto}");
     }

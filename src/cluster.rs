@@ -41,12 +41,16 @@ pub(crate) async fn run_router(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let data = DataDir::open(&settings.data)?;
-    let raft = RaftNode::start_single(&data.path().join("raft"), settings.node.0, &settings.grpc.to_string())
-        .await?;
+    let raft = Arc::new(
+        RaftNode::start_single(&data.path().join("raft"), settings.node.0, &settings.grpc.to_string())
+            .await?,
+    );
     let generation = raft.next_generation().await?;
     let cluster_id = data.cluster_id()?;
     let limits = settings_from_environment()?.limits;
-    let router = Router::new(limits.router_config(), generation, Arc::new(SystemClock));
+    let image = raft.durable_image();
+    let router =
+        Router::durable(limits.router_config(), generation, Arc::new(SystemClock), raft.clone(), image);
     let (stop_timers, timers_stopped) = tokio::sync::oneshot::channel::<()>();
     let timers = router.spawn_timers(async move {
         let _ = timers_stopped.await;
@@ -54,10 +58,21 @@ pub(crate) async fn run_router(
     let listener = tokio::net::TcpListener::bind(settings.grpc).await?;
     let grpc = listener.local_addr()?;
     info!(%grpc, cluster = %cluster_id, node = %settings.node, generation, "listening");
-    SeamService::new(router, settings.node, cluster_id, SEAM_CAPACITY).serve(listener, shutdown).await?;
+    let watched = router.clone();
+    let mut failure = None;
+    let stop = async {
+        tokio::select! {
+            () = shutdown => {}
+            reason = watched.failed() => failure = Some(reason),
+        }
+    };
+    SeamService::new(router, settings.node, cluster_id, SEAM_CAPACITY).serve(listener, stop).await?;
     let _ = stop_timers.send(());
     let _ = timers.await;
     raft.shutdown().await;
+    if let Some(reason) = failure {
+        anyhow::bail!("stopped: the router could not commit: {reason}");
+    }
     info!("stopped");
     Ok(())
 }

@@ -20,10 +20,15 @@ pub(crate) async fn run(config: StandaloneConfig, shutdown: impl Future<Output =
     let data = DataDir::open(&config.data)?;
     // A new generation per start, committed through the single-node Raft,
     // keeps session epochs increasing across restarts (ADR 0004, ADR 0012).
-    let raft = RaftNode::start_single(&data.path().join("raft"), 1, "in-process").await?;
+    let raft = Arc::new(RaftNode::start_single(&data.path().join("raft"), 1, "in-process").await?);
     let generation = raft.next_generation().await?;
     let clock = Arc::new(SystemClock);
-    let router = Router::new(config.limits.router_config(), generation, clock.clone());
+    // Retained messages, persistent sessions and shared groups' queues come
+    // back from the Raft log; every batch that changes them is committed
+    // there before it is answered (ADR 0013).
+    let image = raft.durable_image();
+    let router =
+        Router::durable(config.limits.router_config(), generation, clock.clone(), raft.clone(), image);
     let (link, port) = herald_proto::seam::link(NodeId(1), SEAM_CAPACITY);
     let router_task = router.attach(port).expect("the only gateway of a standalone router");
     let (stop_timers, timers_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -45,13 +50,25 @@ pub(crate) async fn run(config: StandaloneConfig, shutdown: impl Future<Output =
     let mqtt = gateway.local_addr()?;
     let websocket = gateway.websocket_addr()?.map(tracing::field::display);
     info!(%mqtt, websocket, data = %data.path().display(), generation, "listening");
-    gateway.run(shutdown).await;
+    let mut failure = None;
+    let watched = router.clone();
+    gateway
+        .run(async {
+            tokio::select! {
+                () = shutdown => {}
+                reason = watched.failed() => failure = Some(reason),
+            }
+        })
+        .await;
     // The gateway dropped its uplink: the router task ends once it has
     // applied every release.
     let _ = tokio::time::timeout(Duration::from_secs(5), router_task).await;
     let _ = stop_timers.send(());
     let _ = timers.await;
     raft.shutdown().await;
+    if let Some(reason) = failure {
+        anyhow::bail!("stopped: the router could not commit: {reason}");
+    }
     info!("stopped");
     Ok(())
 }

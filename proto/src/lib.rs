@@ -16,6 +16,7 @@
 //! then `proto/herald/v1/seam.proto` and `grpc/convert.rs` (the wire form).
 
 pub mod grpc;
+pub mod journal;
 mod message;
 pub mod seam;
 

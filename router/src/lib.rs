@@ -26,5 +26,5 @@ pub mod raft;
 mod service;
 pub mod state;
 
-pub use service::Router;
+pub use service::{Journal, Router};
 pub use state::{RouterConfig, RouterCounters, RouterState};

@@ -1,11 +1,20 @@
 //! The router's async shell: one task per attached gateway port applies
 //! that gateway's uplink in order, and a timer task fires wills and
 //! expiries. Both lock the state once per batch, never across an await.
+//!
+//! Durability (ADR 0013): a batch that changed durable state (retained
+//! messages, persistent sessions, shared groups' queues) has its facts
+//! committed to the [`Journal`] before any of its effects (replies,
+//! deliveries) go out, so nothing is acknowledged that a restart would
+//! lose. Batches take turns, so effects still leave in the order the state
+//! applied them; a batch with nothing durable waits only for its turn.
 
 use crate::state::{Effect, RouterConfig, RouterCounters, RouterState};
 use herald_core::{Clock, NodeId, UnixMillis};
+use herald_proto::journal::{DurableImage, Fact};
 use herald_proto::seam::{Downlink, RouterPort};
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
@@ -16,6 +25,15 @@ const BATCH: usize = 256;
 /// The timer task looks at the clock at least this often, so a clock that
 /// is moved by hand (tests) or steps is noticed.
 const TIMER_POLL: Duration = Duration::from_millis(250);
+
+/// Where a router commits the facts of each batch before answering it.
+pub trait Journal: Send + Sync + 'static {
+    /// Commits `facts` durably, all or none.
+    fn commit<'a>(
+        &'a self,
+        facts: &'a [Fact],
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+}
 
 /// The in-process router: serves any number of gateway ports.
 #[derive(Clone)]
@@ -28,19 +46,65 @@ struct Inner {
     gateways: Mutex<HashMap<NodeId, mpsc::Sender<Downlink>>>,
     clock: Arc<dyn Clock>,
     timer_changed: Notify,
+    journal: Option<Arc<dyn Journal>>,
+    /// Held from applying a batch until its effects are dispatched.
+    turn: tokio::sync::Mutex<()>,
+    /// Set when a commit failed: the router stops serving.
+    failed: tokio::sync::watch::Sender<Option<String>>,
 }
 
 impl Router {
     /// Returns a router whose state starts empty. `generation` must exceed
     /// that of any earlier run, so epochs never go backwards.
     pub fn new(config: RouterConfig, generation: u64, clock: Arc<dyn Clock>) -> Router {
+        Router::build(config, generation, clock, None)
+    }
+
+    /// Returns a router that commits durable facts to `journal` and starts
+    /// from `image`, the durable state a previous run committed.
+    pub fn durable(
+        config: RouterConfig,
+        generation: u64,
+        clock: Arc<dyn Clock>,
+        journal: Arc<dyn Journal>,
+        image: DurableImage,
+    ) -> Router {
+        let router = Router::build(config, generation, clock, Some(journal));
+        let now = router.inner.clock.now();
+        router.inner.state().restore(image, now);
+        router
+    }
+
+    fn build(
+        config: RouterConfig,
+        generation: u64,
+        clock: Arc<dyn Clock>,
+        journal: Option<Arc<dyn Journal>>,
+    ) -> Router {
         let inner = Inner {
             state: Mutex::new(RouterState::new(config, generation)),
             gateways: Mutex::new(HashMap::new()),
             clock,
             timer_changed: Notify::new(),
+            journal,
+            turn: tokio::sync::Mutex::new(()),
+            failed: tokio::sync::watch::channel(None).0,
         };
         Router { inner: Arc::new(inner) }
+    }
+
+    /// Resolves, with the reason, once a commit to the journal failed: the
+    /// router has disconnected every gateway and must be restarted.
+    pub async fn failed(&self) -> String {
+        let mut failed = self.inner.failed.subscribe();
+        loop {
+            if let Some(reason) = failed.borrow_and_update().clone() {
+                return reason;
+            }
+            if failed.changed().await.is_err() {
+                return "router dropped".into();
+            }
+        }
     }
 
     /// Returns a snapshot of the counters.
@@ -73,24 +137,18 @@ impl Router {
             let mut batch = Vec::with_capacity(BATCH);
             let mut effects = Vec::new();
             while uplink.recv_many(&mut batch, BATCH).await > 0 {
-                {
-                    let now = inner.clock.now();
-                    let mut state = inner.state();
-                    for item in batch.drain(..) {
-                        state.apply(gateway, item, now, &mut effects);
-                    }
-                    inner.dispatch(&mut state, &mut effects);
-                }
+                inner
+                    .run_batch(&mut effects, |state, now, out| {
+                        for item in batch.drain(..) {
+                            state.apply(gateway, item, now, out);
+                        }
+                    })
+                    .await;
                 inner.timer_changed.notify_one();
             }
             // The gateway is gone: whatever it still held ends here.
             inner.gateways().remove(&gateway);
-            {
-                let now = inner.clock.now();
-                let mut state = inner.state();
-                state.gateway_gone(gateway, now, &mut effects);
-                inner.dispatch(&mut state, &mut effects);
-            }
+            inner.run_batch(&mut effects, |state, now, out| state.gateway_gone(gateway, now, out)).await;
             inner.timer_changed.notify_one();
         }))
     }
@@ -104,12 +162,8 @@ impl Router {
             let mut effects = Vec::new();
             loop {
                 let now = inner.clock.now();
-                let next = {
-                    let mut state = inner.state();
-                    let next = state.tick(now, &mut effects);
-                    inner.dispatch(&mut state, &mut effects);
-                    next
-                };
+                let mut next = None;
+                inner.run_batch(&mut effects, |state, now, out| next = state.tick(now, out)).await;
                 let wait = next.map_or(TIMER_POLL, |at| wait_until(now, at).min(TIMER_POLL));
                 tokio::select! {
                     () = &mut shutdown => break,
@@ -128,6 +182,39 @@ fn wait_until(now: UnixMillis, at: UnixMillis) -> Duration {
 impl Inner {
     fn state(&self) -> MutexGuard<'_, RouterState> {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Applies one batch of work to the state and, in turn with every other
+    /// batch, commits its durable facts and dispatches its effects.
+    async fn run_batch(
+        &self,
+        effects: &mut Vec<Effect>,
+        work: impl FnOnce(&mut RouterState, UnixMillis, &mut Vec<Effect>),
+    ) {
+        let _turn = self.turn.lock().await;
+        let facts = {
+            let now = self.clock.now();
+            let mut state = self.state();
+            work(&mut state, now, effects);
+            let facts = state.take_journal();
+            if facts.is_empty() || self.journal.is_none() {
+                self.dispatch(&mut state, effects);
+                return;
+            }
+            facts
+        };
+        let journal = self.journal.as_ref().expect("checked above");
+        match journal.commit(&facts).await {
+            Ok(()) => self.dispatch(&mut self.state(), effects),
+            Err(reason) => {
+                // Nothing of this batch may be acknowledged, and the state
+                // now differs from what is durable: stop serving.
+                tracing::error!(%reason, "journal commit failed: disconnecting every gateway");
+                effects.clear();
+                self.gateways().clear();
+                self.failed.send_replace(Some(reason));
+            }
+        }
     }
 
     fn gateways(&self) -> MutexGuard<'_, HashMap<NodeId, mpsc::Sender<Downlink>>> {

@@ -122,6 +122,17 @@ impl Cluster {
         self.router.wait_timeout(Duration::from_secs(5));
     }
 
+    /// Starts the router again on its data directory and gRPC address (after
+    /// [`Cluster::kill_router`]); gateways must be started anew.
+    pub(crate) fn restart_router(&mut self) {
+        let mut command = herald();
+        command.args(["router", "--grpc", &self.router_addr.to_string(), "--data"]);
+        command.arg(self._data.path().join("router"));
+        self.router = Supervised::start("router", command).expect("restart router");
+        let line = self.router.wait_for_line("listening", STARTUP);
+        assert_eq!(field(&line, "cluster"), self.cluster_id, "the data directory keeps the cluster id");
+    }
+
     /// Waits for gateway `index` to exit; returns its status and output.
     pub(crate) fn gateway_exit(
         &mut self,

@@ -12,6 +12,7 @@
 mod support;
 mod test_bad_input;
 mod test_config;
+mod test_durability;
 mod test_lifecycle;
 mod test_qos;
 mod test_retained;

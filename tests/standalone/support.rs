@@ -192,7 +192,10 @@ pub(crate) struct Broker {
     websocket: Option<SocketAddr>,
     log: Transcript,
     exit: Option<ExitStatus>,
-    _data: tempfile::TempDir,
+    /// Kept for a restart on the same data.
+    arguments: Vec<String>,
+    environment: Vec<(String, String)>,
+    data: Option<tempfile::TempDir>,
 }
 
 /// Something MQTT clients connect to: a standalone broker or a gateway.
@@ -230,11 +233,30 @@ impl Broker {
     pub(crate) fn start_with(arguments: &[&str], environment: &[(&str, &str)]) -> Broker {
         let data =
             tempfile::Builder::new().prefix("herald-standalone-").tempdir().expect("create a data directory");
+        let arguments: Vec<String> = arguments.iter().map(|a| (*a).to_owned()).collect();
+        let environment = environment.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        Broker::start_in(data, arguments, environment)
+    }
+
+    /// Stops the broker with `signal` (`TERM` for a clean shutdown, `KILL` for a crash) and
+    /// starts it again on the same data directory, with the same settings and a new port.
+    pub(crate) fn restart(mut self, signal: &str) -> Broker {
+        let status = self.stop(signal, STEP_TIMEOUT);
+        assert!(status.is_some(), "herald did not stop on SIG{signal}; log:\n{}", self.log);
+        let data = self.data.take().expect("a broker owns its data directory");
+        Broker::start_in(data, std::mem::take(&mut self.arguments), std::mem::take(&mut self.environment))
+    }
+
+    fn start_in(
+        data: tempfile::TempDir,
+        arguments: Vec<String>,
+        environment: Vec<(String, String)>,
+    ) -> Broker {
         let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
             .args(["standalone", "--mqtt", "127.0.0.1:0", "--data"])
             .arg(data.path())
-            .args(arguments)
-            .envs(environment.iter().copied())
+            .args(&arguments)
+            .envs(environment.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -279,7 +301,7 @@ impl Broker {
                 }
             }
         };
-        Broker { child, address, websocket, log, exit: None, _data: data }
+        Broker { child, address, websocket, log, exit: None, arguments, environment, data: Some(data) }
     }
 
     /// Returns the MQTT address the broker announced.

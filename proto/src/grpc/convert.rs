@@ -21,21 +21,24 @@ pub struct ConvertError {
     pub reason: &'static str,
 }
 
-fn invalid(field: &'static str, reason: &'static str) -> ConvertError {
+pub(super) fn invalid(field: &'static str, reason: &'static str) -> ConvertError {
     ConvertError { field, reason }
 }
 
-fn required<T>(value: Option<T>, field: &'static str) -> Result<T, ConvertError> {
+pub(super) fn required<T>(value: Option<T>, field: &'static str) -> Result<T, ConvertError> {
     value.ok_or(invalid(field, "missing"))
 }
 
 // ------------------------------------------------------------------ leaves
 
-fn session_to_pb(key: &SessionKey) -> pb::SessionKey {
+pub(super) fn session_to_pb(key: &SessionKey) -> pb::SessionKey {
     pb::SessionKey { app: key.app.as_str().to_owned(), client: key.client.as_str().to_owned() }
 }
 
-fn session_from_pb(key: Option<pb::SessionKey>, field: &'static str) -> Result<SessionKey, ConvertError> {
+pub(super) fn session_from_pb(
+    key: Option<pb::SessionKey>,
+    field: &'static str,
+) -> Result<SessionKey, ConvertError> {
     let key = required(key, field)?;
     let app = AppId::new(key.app).map_err(|_| invalid(field, "invalid app id"))?;
     let client = ClientId::new(key.client).map_err(|_| invalid(field, "invalid client id"))?;
@@ -134,11 +137,30 @@ pub fn message_from_pb(message: pb::Message) -> Result<Message, ConvertError> {
     })
 }
 
-fn required_message(message: Option<pb::Message>, field: &'static str) -> Result<Arc<Message>, ConvertError> {
+pub(super) fn required_message(
+    message: Option<pb::Message>,
+    field: &'static str,
+) -> Result<Arc<Message>, ConvertError> {
     Ok(Arc::new(message_from_pb(required(message, field)?)?))
 }
 
-fn subscription_to_pb(s: &Subscription) -> pb::Subscription {
+pub(super) fn will_to_pb(w: &Will) -> pb::Will {
+    pb::Will {
+        message: Some(message_to_pb(&w.message)),
+        delay_seconds: w.delay_seconds,
+        expiry_seconds: w.expiry_seconds,
+    }
+}
+
+pub(super) fn will_from_pb(w: pb::Will, field: &'static str) -> Result<Box<Will>, ConvertError> {
+    Ok(Box::new(Will {
+        message: required_message(w.message, field)?,
+        delay_seconds: w.delay_seconds,
+        expiry_seconds: w.expiry_seconds,
+    }))
+}
+
+pub(super) fn subscription_to_pb(s: &Subscription) -> pb::Subscription {
     pb::Subscription {
         filter: s.filter.as_str().to_owned(),
         qos: u32::from(s.qos.as_u8()),
@@ -149,7 +171,7 @@ fn subscription_to_pb(s: &Subscription) -> pb::Subscription {
     }
 }
 
-fn subscription_from_pb(s: pb::Subscription) -> Result<Subscription, ConvertError> {
+pub(super) fn subscription_from_pb(s: pb::Subscription) -> Result<Subscription, ConvertError> {
     Ok(Subscription {
         filter: TopicFilter::new(s.filter)
             .map_err(|_| invalid("subscription.filter", "invalid topic filter"))?,
@@ -164,7 +186,7 @@ fn subscription_from_pb(s: pb::Subscription) -> Result<Subscription, ConvertErro
     })
 }
 
-fn queued_to_pb(q: &QueuedMessage) -> pb::QueuedMessage {
+pub(super) fn queued_to_pb(q: &QueuedMessage) -> pb::QueuedMessage {
     let (progress, packet_id) = match q.progress {
         Progress::Unsent => (0, 0),
         Progress::Sent(id) => (1, id),
@@ -180,7 +202,7 @@ fn queued_to_pb(q: &QueuedMessage) -> pb::QueuedMessage {
     }
 }
 
-fn queued_from_pb(q: pb::QueuedMessage) -> Result<QueuedMessage, ConvertError> {
+pub(super) fn queued_from_pb(q: pb::QueuedMessage) -> Result<QueuedMessage, ConvertError> {
     let packet_id = u16::try_from(q.packet_id).map_err(|_| invalid("queued.packet_id", "out of range"))?;
     let progress = match (q.progress, packet_id) {
         (0, _) => Progress::Unsent,
@@ -226,11 +248,7 @@ pub fn uplink_to_pb(item: &Uplink) -> pb::Uplink {
             session: Some(session_to_pb(&c.session)),
             clean_start: c.clean_start,
             expiry_seconds: c.expiry_seconds,
-            will: c.will.as_ref().map(|w| pb::Will {
-                message: Some(message_to_pb(&w.message)),
-                delay_seconds: w.delay_seconds,
-                expiry_seconds: w.expiry_seconds,
-            }),
+            will: c.will.as_deref().map(will_to_pb),
         }),
         Uplink::Release(r) => Item::Release(pb::Release {
             request: r.request,
@@ -292,16 +310,7 @@ pub fn uplink_from_pb(item: pb::Uplink) -> Result<Uplink, ConvertError> {
             session: session_from_pb(c.session, "claim.session")?,
             clean_start: c.clean_start,
             expiry_seconds: c.expiry_seconds,
-            will: c
-                .will
-                .map(|w| {
-                    Ok::<_, ConvertError>(Box::new(Will {
-                        message: required_message(w.message, "claim.will.message")?,
-                        delay_seconds: w.delay_seconds,
-                        expiry_seconds: w.expiry_seconds,
-                    }))
-                })
-                .transpose()?,
+            will: c.will.map(|w| will_from_pb(w, "claim.will.message")).transpose()?,
         }),
         Item::Release(r) => Uplink::Release(Release {
             request: r.request,

@@ -8,6 +8,7 @@
 //! gRPC `InvalidArgument` and counts it.
 
 mod convert;
+pub(crate) mod journal;
 
 pub use convert::{
     ConvertError, downlink_from_pb, downlink_to_pb, message_from_pb, message_to_pb, uplink_from_pb,

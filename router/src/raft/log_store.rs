@@ -1,7 +1,7 @@
 //! openraft's log storage over the store's write-ahead log (ADR 0012).
 //!
 //! ```text
-//! <raft dir>/log/*.seg    entries, one WAL record each: [format byte][JSON of the entry]
+//! <raft dir>/log/*.seg    entries, one WAL record each (see `encode_entry`)
 //! <raft dir>/vote         the vote, written durably before save_vote returns
 //! <raft dir>/committed    the commit mark, written lazily (a hint: lost, entries re-commit)
 //! <raft dir>/purged       the last purged log id, written durably
@@ -11,11 +11,13 @@
 //! async caller waits, so Raft's own task never blocks the runtime. Calls
 //! are serialised by a mutex, as openraft requires of log and vote I/O.
 
-use super::TypeConfig;
+use super::{Command, TypeConfig};
 use herald_store::small_file;
 use herald_store::wal::{Wal, WalOptions};
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
-use openraft::{AnyError, Entry, LogId, RaftLogId, StorageError, StorageIOError, Vote};
+use openraft::{
+    AnyError, CommittedLeaderId, Entry, EntryPayload, LogId, RaftLogId, StorageError, StorageIOError, Vote,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::fmt::Debug;
@@ -26,9 +28,11 @@ use std::sync::{Arc, Mutex};
 type NodeId = u64;
 type Error = StorageError<NodeId>;
 
-/// The encoding of a stored entry; a record of another format is refused
-/// rather than misread.
-const ENTRY_FORMAT: u8 = 1;
+/// The encoding of small stored values (vote, marks, snapshots): JSON after
+/// this byte. A value of another format is refused rather than misread.
+const JSON_FORMAT: u8 = 1;
+/// The encoding of log entries: binary, after this byte (`encode_entry`).
+const ENTRY_FORMAT: u8 = 2;
 
 /// The WAL and the files beside it, shared by the store and its readers.
 #[derive(Debug)]
@@ -89,7 +93,7 @@ impl Files {
         let records = self.wal.read(start..end).map_err(|e| StorageIOError::read_logs(&e))?;
         records
             .iter()
-            .map(|(_, record)| decode(record).map_err(StorageIOError::read_logs).map_err(Error::from))
+            .map(|(_, record)| decode_entry(record).map_err(StorageIOError::read_logs).map_err(Error::from))
             .collect()
     }
 
@@ -180,7 +184,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             callback.log_io_completed(Ok(()));
             return Ok(());
         };
-        let records: Vec<Vec<u8>> = entries.iter().map(encode).collect();
+        let records: Vec<Vec<u8>> = entries.iter().map(encode_entry).collect();
         let appended = self
             .with_files(move |files| {
                 files
@@ -218,7 +222,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
 /// Encodes a value as a format byte and JSON.
 pub(super) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    let mut bytes = vec![ENTRY_FORMAT];
+    let mut bytes = vec![JSON_FORMAT];
     serde_json::to_writer(&mut bytes, value).expect("raft types serialise to JSON");
     bytes
 }
@@ -226,8 +230,65 @@ pub(super) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 /// Decodes what [`encode`] wrote.
 pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AnyError> {
     match bytes.split_first() {
-        Some((&ENTRY_FORMAT, json)) => serde_json::from_slice(json).map_err(|e| AnyError::new(&e)),
+        Some((&JSON_FORMAT, json)) => serde_json::from_slice(json).map_err(|e| AnyError::new(&e)),
         Some((format, _)) => Err(AnyError::error(format!("unknown record format {format}"))),
         None => Err(AnyError::error("empty record")),
     }
+}
+
+/// Entry payload kinds.
+const BLANK: u8 = 0;
+const NORMAL: u8 = 1;
+const MEMBERSHIP: u8 = 2;
+/// Command tags.
+const NEXT_GENERATION: u8 = 0;
+const JOURNAL: u8 = 1;
+
+/// Encodes an entry: `[2][term u64][leader node u64][index u64][kind]`,
+/// then for a command its tag and bytes (a journal's facts as they are,
+/// already protobuf), for a membership change its JSON. Little endian.
+pub(super) fn encode_entry(entry: &Entry<TypeConfig>) -> Vec<u8> {
+    let id = entry.get_log_id();
+    let mut bytes = Vec::with_capacity(32);
+    bytes.push(ENTRY_FORMAT);
+    bytes.extend(id.leader_id.term.to_le_bytes());
+    bytes.extend(id.leader_id.node_id.to_le_bytes());
+    bytes.extend(id.index.to_le_bytes());
+    match &entry.payload {
+        EntryPayload::Blank => bytes.push(BLANK),
+        EntryPayload::Normal(Command::NextGeneration) => bytes.extend([NORMAL, NEXT_GENERATION]),
+        EntryPayload::Normal(Command::Journal(facts)) => {
+            bytes.extend([NORMAL, JOURNAL]);
+            bytes.extend(facts);
+        }
+        EntryPayload::Membership(membership) => {
+            bytes.push(MEMBERSHIP);
+            serde_json::to_writer(&mut bytes, membership).expect("memberships serialise to JSON");
+        }
+    }
+    bytes
+}
+
+/// Decodes what [`encode_entry`] wrote.
+pub(super) fn decode_entry(bytes: &[u8]) -> Result<Entry<TypeConfig>, AnyError> {
+    let Some((&ENTRY_FORMAT, rest)) = bytes.split_first() else {
+        return Err(AnyError::error(format!("unknown entry format {:?}", bytes.first())));
+    };
+    let number = |at: usize| -> Result<u64, AnyError> {
+        rest.get(at..at + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+            .ok_or_else(|| AnyError::error("entry shorter than its header"))
+    };
+    let log_id = LogId::new(CommittedLeaderId::new(number(0)?, number(8)?), number(16)?);
+    let payload = match (rest.get(24), rest.get(25)) {
+        (Some(&BLANK), _) => EntryPayload::Blank,
+        (Some(&NORMAL), Some(&NEXT_GENERATION)) => EntryPayload::Normal(Command::NextGeneration),
+        (Some(&NORMAL), Some(&JOURNAL)) => EntryPayload::Normal(Command::Journal(rest[26..].to_vec())),
+        (Some(&MEMBERSHIP), _) => {
+            EntryPayload::Membership(serde_json::from_slice(&rest[25..]).map_err(|e| AnyError::new(&e))?)
+        }
+        (kind, tag) => return Err(AnyError::error(format!("unknown entry kind {kind:?}/{tag:?}"))),
+    };
+    Ok(Entry { log_id, payload })
 }

@@ -6,14 +6,14 @@
 //!  RaftNode::propose(Command) ──▶ openraft ──▶ LogStore (WAL, fdatasync) ──▶ StateMachine::apply ──▶ Response
 //! ```
 //!
-//! What is replicated today: the registry generation (the first half of
-//! every ownership epoch). Routes, shared groups, retained messages and
-//! persistent sessions move here as the cluster and durable-session work
-//! lands.
+//! What is replicated: the registry generation (the first half of every
+//! ownership epoch), and the router's journal (ADR 0013): retained
+//! messages, persistent sessions with their subscriptions and queues, and
+//! shared groups' queues.
 
 // openraft's storage traits fix the error type, `StorageError`, at 224 bytes.
 #[allow(clippy::result_large_err)]
-mod log_store;
+pub(crate) mod log_store;
 mod network;
 #[allow(clippy::result_large_err)]
 mod state_machine;
@@ -21,13 +21,14 @@ mod state_machine;
 pub use log_store::LogStore;
 pub use state_machine::{Replicated, StateMachine};
 
+use herald_proto::journal::{self, DurableImage, Fact};
 use herald_store::wal::WalOptions;
 use openraft::{BasicNode, Raft};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 openraft::declare_raft_types!(
@@ -44,6 +45,8 @@ pub enum Command {
     /// Starts a new registry generation (once per router start, or per
     /// registry shard created or moved), so that epochs never go backwards.
     NextGeneration,
+    /// Facts about durable state, encoded by `herald_proto::journal::encode`.
+    Journal(Vec<u8>),
 }
 
 /// What applying a command produced.
@@ -76,6 +79,7 @@ const LEAD_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct RaftNode {
     id: u64,
     raft: Raft<TypeConfig>,
+    state: Arc<Mutex<Replicated>>,
 }
 
 impl std::fmt::Debug for RaftNode {
@@ -92,6 +96,7 @@ impl RaftNode {
         std::fs::create_dir_all(dir).map_err(|e| storage(&e))?;
         let log = LogStore::open(dir, WalOptions::default()).map_err(|e| storage(&e))?;
         let machine = StateMachine::open(dir).map_err(|e| storage(&e))?;
+        let state = machine.state();
         let config = openraft::Config {
             cluster_name: "herald".into(),
             heartbeat_interval: 100,
@@ -103,7 +108,7 @@ impl RaftNode {
         let raft = Raft::new(id, config, network::NoPeers, log, machine)
             .await
             .map_err(|e| RaftNodeError::Raft(e.to_string()))?;
-        let node = RaftNode { id, raft };
+        let node = RaftNode { id, raft, state };
         if !node.raft.is_initialized().await.map_err(|e| RaftNodeError::Raft(e.to_string()))? {
             let members = BTreeMap::from([(id, BasicNode { addr: address.to_owned() })]);
             node.raft.initialize(members).await.map_err(|e| RaftNodeError::Raft(e.to_string()))?;
@@ -131,13 +136,24 @@ impl RaftNode {
         }
     }
 
+    /// Commits the facts of one batch of router work.
+    pub async fn commit_journal(&self, facts: &[Fact]) -> Result<(), RaftNodeError> {
+        self.propose(Command::Journal(journal::encode(facts))).await.map(drop)
+    }
+
+    /// Returns the durable state as committed and applied so far (at start:
+    /// everything the log and the last snapshot hold).
+    pub fn durable_image(&self) -> DurableImage {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).durable.image()
+    }
+
     /// Asks for a snapshot now (the log before it may then be purged).
     pub async fn snapshot(&self) -> Result<(), RaftNodeError> {
         self.raft.trigger().snapshot().await.map_err(|e| RaftNodeError::Raft(e.to_string()))
     }
 
     /// Stops Raft's tasks.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(&self) {
         if let Err(error) = self.raft.shutdown().await {
             tracing::warn!(%error, "raft shutdown");
         }
@@ -146,3 +162,12 @@ impl RaftNode {
 
 #[cfg(test)]
 mod tests;
+
+impl crate::Journal for RaftNode {
+    fn commit<'a>(
+        &'a self,
+        facts: &'a [Fact],
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
+        Box::pin(async move { self.commit_journal(facts).await.map_err(|e| e.to_string()) })
+    }
+}

@@ -8,35 +8,66 @@
 
 use super::log_store::{decode, encode};
 use super::{Command, Response, TypeConfig};
+use crate::state::DurableState;
+use herald_proto::journal;
 use herald_store::small_file;
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
-    BasicNode, Entry, EntryPayload, LogId, RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError,
-    StoredMembership,
+    AnyError, BasicNode, Entry, EntryPayload, LogId, RaftSnapshotBuilder, SnapshotMeta, StorageError,
+    StorageIOError, StoredMembership,
 };
 use serde::{Deserialize, Serialize};
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 type NodeId = u64;
 type Error = StorageError<NodeId>;
 
 /// The replicated data itself.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default)]
 pub struct Replicated {
     /// The registry generation: the first half of every ownership epoch.
     /// It only grows, so epochs minted after a restart exceed all before.
     pub generation: u64,
+    /// Retained messages, persistent sessions and shared groups' queues,
+    /// as the router's journal describes them (ADR 0013).
+    pub durable: DurableState,
 }
 
 impl Replicated {
-    fn apply(&mut self, command: &Command) -> Response {
-        match command {
+    fn apply(&mut self, command: &Command) -> Result<Response, herald_proto::grpc::ConvertError> {
+        Ok(match command {
             Command::NextGeneration => {
                 self.generation += 1;
                 Response::Generation(self.generation)
             }
-        }
+            Command::Journal(bytes) => {
+                for fact in journal::decode(bytes)? {
+                    self.durable.apply(fact);
+                }
+                Response::Done
+            }
+        })
+    }
+
+    /// Snapshot form: the generation (8 bytes, little endian), then the
+    /// durable image as protobuf.
+    fn encode(&self) -> Vec<u8> {
+        let mut bytes = self.generation.to_le_bytes().to_vec();
+        bytes.extend(journal::encode_image(&self.durable.image()));
+        bytes
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Replicated, AnyError> {
+        let (generation, image) = bytes
+            .split_first_chunk::<8>()
+            .ok_or_else(|| AnyError::error("snapshot shorter than its header"))?;
+        let image = journal::decode_image(image).map_err(|e| AnyError::new(&e))?;
+        Ok(Replicated {
+            generation: u64::from_le_bytes(*generation),
+            durable: DurableState::from_image(image),
+        })
     }
 }
 
@@ -47,13 +78,14 @@ struct StoredSnapshot {
     data: Vec<u8>,
 }
 
-/// The state machine of one router node.
+/// The state machine of one router node. The replicated data is shared
+/// with [`super::RaftNode`], which reads it (after a commit, or at start).
 #[derive(Debug)]
 pub struct StateMachine {
     path: PathBuf,
     last_applied: Option<LogId<NodeId>>,
     membership: StoredMembership<NodeId, BasicNode>,
-    state: Replicated,
+    state: Arc<Mutex<Replicated>>,
     snapshots_built: u64,
 }
 
@@ -66,7 +98,7 @@ impl StateMachine {
             path,
             last_applied: None,
             membership: StoredMembership::default(),
-            state: Replicated::default(),
+            state: Arc::default(),
             snapshots_built: 0,
         };
         if let Some(stored) = machine.read_snapshot()? {
@@ -75,9 +107,13 @@ impl StateMachine {
         Ok(machine)
     }
 
-    /// Returns the replicated data.
-    pub fn state(&self) -> &Replicated {
-        &self.state
+    /// Returns the replicated data, shared.
+    pub fn state(&self) -> Arc<Mutex<Replicated>> {
+        self.state.clone()
+    }
+
+    fn data(&self) -> MutexGuard<'_, Replicated> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn read_snapshot(&self) -> Result<Option<StoredSnapshot>, Error> {
@@ -90,7 +126,8 @@ impl StateMachine {
     }
 
     fn restore(&mut self, meta: &SnapshotMeta<NodeId, BasicNode>, data: &[u8]) -> Result<(), Error> {
-        self.state = decode(data).map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), e))?;
+        *self.data() =
+            Replicated::decode(data).map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), e))?;
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         Ok(())
@@ -137,7 +174,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             self.last_applied = Some(entry.log_id);
             let response = match &entry.payload {
                 EntryPayload::Blank => Response::Done,
-                EntryPayload::Normal(command) => self.state.apply(command),
+                EntryPayload::Normal(command) => {
+                    let applied = self.data().apply(command);
+                    // A committed command that does not decode is a bug or
+                    // damage: stop rather than diverge from the other nodes.
+                    applied.map_err(|e| StorageIOError::apply(entry.log_id, &e))?
+                }
                 EntryPayload::Membership(membership) => {
                     self.membership = StoredMembership::new(Some(entry.log_id), membership.clone());
                     Response::Done
@@ -156,7 +198,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             last_membership: self.membership.clone(),
             snapshot_id: format!("{last}-{}", self.snapshots_built),
         };
-        SnapshotBuilder { path: self.path.clone(), meta, data: encode(&self.state) }
+        SnapshotBuilder { path: self.path.clone(), meta, data: self.data().encode() }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, Error> {

@@ -20,6 +20,19 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Tem
     }
 }
 
+/// Takes a snapshot and waits until it is built.
+async fn snapshot(node: &RaftNode) {
+    node.snapshot().await.expect("snapshot");
+    let mut metrics = node.raft.metrics();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while metrics.borrow().snapshot.is_none() {
+        tokio::time::timeout_at(deadline, metrics.changed())
+            .await
+            .expect("snapshot in time")
+            .expect("metrics");
+    }
+}
+
 #[test]
 fn the_log_and_state_machine_pass_openrafts_storage_suite() {
     Suite::test_all(TempStore).expect("openraft storage suite");
@@ -42,15 +55,7 @@ async fn generations_keep_rising_across_restarts_and_snapshots() {
     let node = RaftNode::start_single(dir.path(), 1, "127.0.0.1:0").await.expect("restart");
     assert_eq!(node.next_generation().await.expect("commit"), 4);
     // From a snapshot and the log after it.
-    node.snapshot().await.expect("snapshot");
-    let mut metrics = node.raft.metrics();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while metrics.borrow().snapshot.is_none() {
-        tokio::time::timeout_at(deadline, metrics.changed())
-            .await
-            .expect("snapshot in time")
-            .expect("metrics");
-    }
+    snapshot(&node).await;
     assert!(dir.path().join("snapshot").exists());
     assert_eq!(node.next_generation().await.expect("commit"), 5);
     node.shutdown().await;
@@ -67,17 +72,67 @@ async fn a_snapshot_alone_restores_the_state() {
     for _ in 0..3 {
         node.next_generation().await.expect("commit");
     }
-    node.snapshot().await.expect("snapshot");
-    let mut metrics = node.raft.metrics();
-    while metrics.borrow().snapshot.is_none() {
-        tokio::time::timeout(Duration::from_secs(10), metrics.changed())
-            .await
-            .expect("in time")
-            .expect("metrics");
-    }
+    snapshot(&node).await;
     node.shutdown().await;
     // Without its log, the machine restores the snapshot: generation 3 applied.
     std::fs::remove_dir_all(dir.path().join("log")).expect("remove the log");
     let machine = StateMachine::open(dir.path()).expect("open");
-    assert_eq!(machine.state().generation, 3);
+    assert_eq!(machine.state().lock().expect("unpoisoned").generation, 3);
+}
+
+#[test]
+fn entries_of_every_kind_survive_their_encoding() {
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Membership};
+    let id = |index| LogId::new(CommittedLeaderId::new(3, 9), index);
+    let membership = Membership::new(vec![[1_u64, 2].into()], None);
+    let entries: Vec<Entry<TypeConfig>> = vec![
+        Entry { log_id: id(1), payload: EntryPayload::Blank },
+        Entry { log_id: id(2), payload: EntryPayload::Normal(Command::NextGeneration) },
+        Entry { log_id: id(3), payload: EntryPayload::Normal(Command::Journal(vec![1, 2, 3])) },
+        Entry { log_id: id(u64::MAX), payload: EntryPayload::Membership(membership) },
+    ];
+    for entry in entries {
+        let bytes = log_store::encode_entry(&entry);
+        assert_eq!(log_store::decode_entry(&bytes).expect("decodes"), entry);
+    }
+    assert!(log_store::decode_entry(&[2, 0, 0]).is_err(), "a short entry is an error, not a panic");
+    assert!(log_store::decode_entry(&[9]).is_err(), "an unknown format is an error");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_journal_facts_are_there_after_a_restart_and_a_snapshot() {
+    use herald_proto::journal::Fact;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let message = |topic: &str, payload: &'static [u8]| {
+        std::sync::Arc::new(herald_proto::Message {
+            id: herald_core::MessageId(1),
+            app: herald_core::AppId::default_app(),
+            topic: herald_core::Topic::new(topic.to_owned()).expect("topic"),
+            payload: bytes::Bytes::from_static(payload),
+            qos: herald_core::QoS::AtLeastOnce,
+            retain: true,
+            created_at: herald_core::UnixMillis(1),
+            expires_at: None,
+            origin: None,
+            properties: None,
+        })
+    };
+    let node = RaftNode::start_single(dir.path(), 1, "127.0.0.1:0").await.expect("start");
+    node.commit_journal(&[Fact::Retained(message("a", b"1")), Fact::Retained(message("b", b"2"))])
+        .await
+        .expect("commit");
+    node.commit_journal(&[Fact::Retained(message("a", b""))]).await.expect("commit a clear");
+    node.shutdown().await;
+
+    let node = RaftNode::start_single(dir.path(), 1, "127.0.0.1:0").await.expect("restart");
+    let topics =
+        |image: DurableImage| image.retained.iter().map(|m| m.topic.as_str().to_owned()).collect::<Vec<_>>();
+    assert_eq!(topics(node.durable_image()), ["b"], "replayed from the log");
+    snapshot(&node).await;
+    node.shutdown().await;
+    std::fs::remove_dir_all(dir.path().join("log")).expect("remove the log");
+    std::fs::remove_file(dir.path().join("committed")).ok();
+    let node = RaftNode::start_single(dir.path(), 1, "127.0.0.1:0").await.expect("restart from the snapshot");
+    assert_eq!(topics(node.durable_image()), ["b"], "restored from the snapshot");
+    node.shutdown().await;
 }

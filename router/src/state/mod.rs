@@ -3,16 +3,19 @@
 //! Inputs: uplink items from a gateway and the current time. Outputs: the
 //! downlink items to send, each addressed to a gateway. No I/O, no clock.
 
+mod journal;
 mod routing;
 mod sessions;
 mod shared;
 
 use herald_core::{AppId, ClientId, NodeId, SessionKey, SharedStrategy, TopicFilter, TopicTree, UnixMillis};
 use herald_proto::Message;
+use herald_proto::journal::Fact;
 use herald_proto::seam::{Downlink, Uplink};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
+pub use journal::DurableState;
 pub use sessions::SessionRecord;
 
 /// Limits of the router state.
@@ -95,6 +98,12 @@ pub struct RouterState {
     /// Scheduled wills and expiries: `(deadline, session)`.
     timers: BTreeSet<(UnixMillis, SessionKey)>,
     counters: RouterCounters,
+    /// Facts about durable state since the last [`RouterState::take_journal`].
+    journal: Vec<Fact>,
+    /// Persistent sessions changed since then: journaled whole.
+    dirty_sessions: HashSet<SessionKey>,
+    /// Shared groups whose queue changed since then: journaled whole.
+    dirty_groups: HashSet<(AppId, TopicFilter)>,
 }
 
 impl RouterState {
@@ -195,6 +204,7 @@ impl RouterState {
         if message.retain {
             let retained = if message.payload.is_empty() { message.clone() } else { kept() };
             self.retained.entry(message.app.clone()).or_default().store(&retained);
+            self.journal.push(Fact::Retained(retained));
         }
         let mut matched = self.deliver_to_gateways(&message, out);
         matched |= self.dispatch_to_groups(&message, out);

@@ -29,6 +29,11 @@ impl RetainedStore {
         }
     }
 
+    /// Calls `visit` for every retained message.
+    pub(super) fn for_each(&self, visit: impl FnMut(&Arc<Message>)) {
+        self.by_topic.values().for_each(visit);
+    }
+
     /// Calls `visit` for every retained message matching `filter`.
     pub(super) fn for_each_match(&self, filter: &TopicFilter, mut visit: impl FnMut(&Arc<Message>)) {
         let pattern = filter.match_filter();

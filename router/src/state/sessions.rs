@@ -4,6 +4,7 @@
 use super::{Effect, RouterState};
 use herald_core::{Epoch, ErrorCode, NodeId, QoS, SessionKey, TopicFilter, UnixMillis};
 use herald_proto::Message;
+use herald_proto::journal::{DurableSession, Fact};
 use herald_proto::seam::{
     Claim, ClaimGrant, Downlink, Progress, QueuedMessage, Release, RetainedLookup, Subscription, Will,
 };
@@ -63,6 +64,24 @@ impl SessionRecord {
     fn expires_at(&self) -> Option<UnixMillis> {
         self.persistent.as_deref().and_then(|p| p.expires_at)
     }
+
+    /// Returns what of this record must survive a restart, if anything.
+    pub(super) fn durable(&self, key: &SessionKey) -> Option<DurableSession> {
+        if !self.is_persistent() {
+            return None;
+        }
+        let state = self.persistent.as_deref();
+        Some(DurableSession {
+            session: key.clone(),
+            expiry_seconds: self.expiry_seconds,
+            subscriptions: self.subscriptions().to_vec(),
+            queue: self.queue().cloned().collect(),
+            will: self.will.clone(),
+            will_at: state.and_then(|p| p.will_at),
+            expires_at: state.and_then(|p| p.expires_at),
+            online: self.owner.is_some(),
+        })
+    }
 }
 
 /// One offline persistent subscription in the offline index.
@@ -95,6 +114,9 @@ impl RouterState {
         let session = claim.session;
         let mut grant =
             ClaimGrant { epoch, session_present: false, subscriptions: Vec::new(), queued: Vec::new() };
+        if expiry_seconds > 0 || self.sessions.get(&session).is_some_and(SessionRecord::is_persistent) {
+            self.mark_session(&session);
+        }
         if let Some(mut old) = self.sessions.remove(&session) {
             if let Some(owner) = old.owner {
                 // Takeover: the old connection must end [MQTT-3.1.4-3].
@@ -168,6 +190,7 @@ impl RouterState {
                         for pending in release.pending.into_iter().rev() {
                             state.queue.push_front(pending);
                         }
+                        self.dirty_sessions.insert(release.session);
                     }
                 }
                 self.counters.handed_over += 1;
@@ -177,7 +200,11 @@ impl RouterState {
             return;
         }
         record.owner = None;
+        let was_persistent = record.is_persistent();
         record.expiry_seconds = release.expiry_seconds.min(self.config.max_session_expiry_seconds);
+        if was_persistent || record.is_persistent() {
+            self.dirty_sessions.insert(release.session.clone());
+        }
         let will = if release.publish_will { record.will.take() } else { None };
         record.will = None;
         let session = release.session;
@@ -239,6 +266,7 @@ impl RouterState {
                 for (offset, message) in messages.into_iter().enumerate() {
                     state.queue.insert(at + offset, message);
                 }
+                self.mark_session(session);
             }
             _ => self.counters.stale_epoch_refused += 1,
         }
@@ -272,6 +300,7 @@ impl RouterState {
             if let Some(state) = record.persistent.as_deref_mut() {
                 state.subscriptions.retain(|s| s.filter != subscription.filter);
                 state.subscriptions.push(subscription);
+                self.dirty_sessions.insert(session.clone());
             }
         }
         Ok(retained)
@@ -286,6 +315,7 @@ impl RouterState {
         self.check_epoch(session, epoch)?;
         if let Some(state) = self.sessions.get_mut(session).and_then(|r| r.persistent.as_deref_mut()) {
             state.subscriptions.retain(|s| !filters.contains(&s.filter));
+            self.mark_session(session);
         }
         Ok(())
     }
@@ -297,6 +327,10 @@ impl RouterState {
         now: UnixMillis,
         out: &mut Vec<Effect>,
     ) {
+        let Some(record) = self.sessions.get_mut(&session) else { return };
+        if record.is_persistent() {
+            self.dirty_sessions.insert(session.clone());
+        }
         let Some(record) = self.sessions.get_mut(&session) else { return };
         if record.will_at() == Some(deadline) {
             if let Some(state) = record.persistent.as_deref_mut() {
@@ -397,8 +431,42 @@ impl RouterState {
                 progress: Progress::Unsent,
                 shared: None,
             };
+            self.journal.push(Fact::Enqueued { session: key, message: queued.clone() });
             state.queue.push_back(queued);
         }
         matched
+    }
+
+    /// Rebuilds one persistent session after a restart at `now` (see
+    /// [`RouterState::restore`]).
+    pub(super) fn restore_session(&mut self, durable: DurableSession, now: UnixMillis) {
+        let DurableSession {
+            session,
+            expiry_seconds,
+            subscriptions,
+            queue,
+            will,
+            mut will_at,
+            mut expires_at,
+            online,
+        } = durable;
+        if online || expires_at.is_none() {
+            let at = now.plus_seconds(expiry_seconds);
+            expires_at = Some(at);
+            will_at = will.as_ref().map(|w| now.plus_seconds(w.delay_seconds).min(at));
+        }
+        let epoch = self.next_epoch();
+        for at in [will_at, expires_at].into_iter().flatten() {
+            self.timers.insert((at, session.clone()));
+        }
+        for s in subscriptions.iter().filter(|s| s.filter.share_group().is_some()) {
+            self.ensure_group(&session.app, &s.filter);
+        }
+        self.add_offline_subscriptions(&session, &subscriptions);
+        let state =
+            PersistentState { subscriptions, queue: queue.into(), will_at, expires_at, requeue_at: 0 };
+        let record =
+            SessionRecord { owner: None, epoch, expiry_seconds, will, persistent: Some(Box::new(state)) };
+        self.sessions.insert(session, record);
     }
 }

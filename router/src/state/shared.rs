@@ -10,6 +10,7 @@
 use super::{Effect, RouterState};
 use herald_core::{AppId, Dispatcher, NodeId, QoS, TopicFilter, TopicTree};
 use herald_proto::Message;
+use herald_proto::journal::GroupQueue;
 use herald_proto::seam::Downlink;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -31,6 +32,11 @@ impl SharedGroups {
         }
         self.groups.entry(filter.clone()).or_default()
     }
+
+    /// Returns the groups' filters.
+    pub(super) fn filters(&self) -> impl Iterator<Item = &TopicFilter> {
+        self.groups.keys()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -51,13 +57,17 @@ impl RouterState {
         filter: TopicFilter,
         out: &mut Vec<Effect>,
     ) {
-        let group = self.shared.entry(app).or_default().group(&filter);
+        let group = self.shared.entry(app.clone()).or_default().group(&filter);
         if !group.gateways.contains(&gateway) {
             group.gateways.push(gateway);
         }
         // Whatever waited for a member goes to the first gateway with one.
+        let drained = !group.queue.is_empty();
         for message in group.queue.drain(..) {
             out.push((gateway, Downlink::DeliverShared { filter: filter.clone(), message }));
+        }
+        if drained {
+            self.dirty_groups.insert((app, filter));
         }
     }
 
@@ -104,8 +114,24 @@ impl RouterState {
             Some(gateway) => out.push((gateway, Downlink::DeliverShared { filter: filter.clone(), message })),
             None if message.qos == QoS::AtMostOnce => self.counters.dropped_shared_no_member += 1,
             None if group.queue.len() >= limit => self.counters.dropped_queue_full += 1,
-            None => group.queue.push_back(message),
+            None => {
+                let app = message.app.clone();
+                group.queue.push_back(message);
+                self.mark_group(&app, filter);
+            }
         }
+    }
+
+    /// Returns the messages waiting in the group `filter` of `app`.
+    pub(super) fn group_queue(&self, app: &AppId, filter: &TopicFilter) -> Vec<Arc<Message>> {
+        let group = self.shared.get(app).and_then(|g| g.groups.get(filter));
+        group.map(|g| g.queue.iter().cloned().collect()).unwrap_or_default()
+    }
+
+    /// Puts back the messages a group had waiting before a restart.
+    pub(super) fn restore_group_queue(&mut self, queue: GroupQueue) {
+        let group = self.shared.entry(queue.app).or_default().group(&queue.filter);
+        group.queue = queue.messages.into();
     }
 
     /// Returns the number of messages waiting in the group `filter` of `app`.

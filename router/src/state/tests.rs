@@ -1514,3 +1514,6 @@ fn late_deliveries_of_an_older_connection_still_queue_when_the_session_is_offlin
     assert_eq!(h.apply(GW1, Uplink::Requeue { session: key("c1"), epoch: first, messages: late }, T0), []);
     assert_eq!(h.queue_of("c1"), ["late"]);
 }
+
+#[path = "journal_tests.rs"]
+mod journal;

@@ -1,0 +1,216 @@
+//! Conversions between journal facts and their protobuf form.
+
+use super::convert::{
+    ConvertError, invalid, message_from_pb, message_to_pb, queued_from_pb, queued_to_pb, required,
+    session_from_pb, session_to_pb, subscription_from_pb, subscription_to_pb, will_from_pb, will_to_pb,
+};
+use super::pb;
+use crate::journal::{DurableImage, DurableSession, Fact, GroupQueue};
+use herald_core::{AppId, TopicFilter, UnixMillis};
+use prost::Message as _;
+use std::sync::Arc;
+
+/// Encodes facts as one `Journal` message.
+pub fn encode(facts: &[Fact]) -> Vec<u8> {
+    pb::Journal { facts: facts.iter().map(fact_to_pb).collect() }.encode_to_vec()
+}
+
+/// Decodes what [`encode`] wrote.
+pub fn decode(bytes: &[u8]) -> Result<Vec<Fact>, ConvertError> {
+    let journal = pb::Journal::decode(bytes).map_err(|_| invalid("journal", "not a Journal message"))?;
+    journal.facts.into_iter().map(fact_from_pb).collect()
+}
+
+/// Encodes a whole durable image.
+pub fn encode_image(image: &DurableImage) -> Vec<u8> {
+    pb::DurableImage {
+        retained: image.retained.iter().map(|m| message_to_pb(m)).collect(),
+        sessions: image.sessions.iter().map(session_put_to_pb).collect(),
+        groups: image.groups.iter().map(group_to_pb).collect(),
+    }
+    .encode_to_vec()
+}
+
+/// Decodes what [`encode_image`] wrote.
+pub fn decode_image(bytes: &[u8]) -> Result<DurableImage, ConvertError> {
+    let image =
+        pb::DurableImage::decode(bytes).map_err(|_| invalid("image", "not a DurableImage message"))?;
+    Ok(DurableImage {
+        retained: image
+            .retained
+            .into_iter()
+            .map(|m| message_from_pb(m).map(Arc::new))
+            .collect::<Result<_, _>>()?,
+        sessions: image.sessions.into_iter().map(session_put_from_pb).collect::<Result<_, _>>()?,
+        groups: image.groups.into_iter().map(group_from_pb).collect::<Result<_, _>>()?,
+    })
+}
+
+fn fact_to_pb(fact: &Fact) -> pb::Fact {
+    use pb::fact::Kind;
+    let kind = match fact {
+        Fact::Retained(message) => Kind::Retained(message_to_pb(message)),
+        Fact::SessionPut(session) => Kind::SessionPut(session_put_to_pb(session)),
+        Fact::SessionRemoved(key) => Kind::SessionRemoved(session_to_pb(key)),
+        Fact::Enqueued { session, message } => Kind::Enqueued(pb::Enqueued {
+            session: Some(session_to_pb(session)),
+            message: Some(queued_to_pb(message)),
+        }),
+        Fact::GroupQueue(group) => Kind::GroupQueue(group_to_pb(group)),
+    };
+    pb::Fact { kind: Some(kind) }
+}
+
+fn fact_from_pb(fact: pb::Fact) -> Result<Fact, ConvertError> {
+    use pb::fact::Kind;
+    Ok(match required(fact.kind, "fact.kind")? {
+        Kind::Retained(message) => Fact::Retained(Arc::new(message_from_pb(message)?)),
+        Kind::SessionPut(session) => Fact::SessionPut(Box::new(session_put_from_pb(session)?)),
+        Kind::SessionRemoved(key) => {
+            Fact::SessionRemoved(session_from_pb(Some(key), "fact.session_removed")?)
+        }
+        Kind::Enqueued(e) => Fact::Enqueued {
+            session: session_from_pb(e.session, "enqueued.session")?,
+            message: queued_from_pb(required(e.message, "enqueued.message")?)?,
+        },
+        Kind::GroupQueue(group) => Fact::GroupQueue(group_from_pb(group)?),
+    })
+}
+
+fn session_put_to_pb(s: &DurableSession) -> pb::DurableSession {
+    pb::DurableSession {
+        session: Some(session_to_pb(&s.session)),
+        expiry_seconds: s.expiry_seconds,
+        subscriptions: s.subscriptions.iter().map(subscription_to_pb).collect(),
+        queue: s.queue.iter().map(queued_to_pb).collect(),
+        will: s.will.as_deref().map(will_to_pb),
+        will_at_ms: s.will_at.map(|t| t.0),
+        expires_at_ms: s.expires_at.map(|t| t.0),
+        online: s.online,
+    }
+}
+
+fn session_put_from_pb(s: pb::DurableSession) -> Result<DurableSession, ConvertError> {
+    Ok(DurableSession {
+        session: session_from_pb(s.session, "session_put.session")?,
+        expiry_seconds: s.expiry_seconds,
+        subscriptions: s.subscriptions.into_iter().map(subscription_from_pb).collect::<Result<_, _>>()?,
+        queue: s.queue.into_iter().map(queued_from_pb).collect::<Result<_, _>>()?,
+        will: s.will.map(|w| will_from_pb(w, "session_put.will.message")).transpose()?,
+        will_at: s.will_at_ms.map(UnixMillis),
+        expires_at: s.expires_at_ms.map(UnixMillis),
+        online: s.online,
+    })
+}
+
+fn group_to_pb(group: &GroupQueue) -> pb::GroupQueue {
+    pb::GroupQueue {
+        app: group.app.as_str().to_owned(),
+        filter: group.filter.as_str().to_owned(),
+        messages: group.messages.iter().map(|m| message_to_pb(m)).collect(),
+    }
+}
+
+fn group_from_pb(group: pb::GroupQueue) -> Result<GroupQueue, ConvertError> {
+    Ok(GroupQueue {
+        app: AppId::new(group.app).map_err(|_| invalid("group_queue.app", "invalid app id"))?,
+        filter: TopicFilter::new(group.filter)
+            .map_err(|_| invalid("group_queue.filter", "invalid topic filter"))?,
+        messages: group
+            .messages
+            .into_iter()
+            .map(|m| message_from_pb(m).map(Arc::new))
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::seam::{Progress, QueuedMessage, Subscription, Will};
+    use herald_core::{ClientId, MessageId, QoS, SessionKey, Topic};
+
+    fn message(topic: &str, payload: &'static [u8]) -> Arc<crate::Message> {
+        Arc::new(crate::Message {
+            id: MessageId(42),
+            app: AppId::default_app(),
+            topic: Topic::new(topic.to_owned()).expect("topic"),
+            payload: bytes::Bytes::from_static(payload),
+            qos: QoS::ExactlyOnce,
+            retain: true,
+            created_at: UnixMillis(5),
+            expires_at: Some(UnixMillis(9)),
+            origin: None,
+            properties: None,
+        })
+    }
+
+    fn key() -> SessionKey {
+        SessionKey::new(AppId::default_app(), ClientId::new("dev".to_owned()).expect("id"))
+    }
+
+    fn queued(payload: &'static [u8]) -> QueuedMessage {
+        QueuedMessage {
+            message: message("q", payload),
+            qos: QoS::AtLeastOnce,
+            subscription_ids: vec![3, 4],
+            progress: Progress::Sent(7),
+            shared: None,
+        }
+    }
+
+    fn session() -> DurableSession {
+        DurableSession {
+            session: key(),
+            expiry_seconds: 60,
+            subscriptions: vec![Subscription {
+                filter: TopicFilter::new("a/#".to_owned()).expect("filter"),
+                qos: QoS::AtLeastOnce,
+                no_local: true,
+                retain_as_published: false,
+                retain_handling: 2,
+                identifier: Some(9),
+            }],
+            queue: vec![queued(b"one")],
+            will: Some(Box::new(Will {
+                message: message("w", b"bye"),
+                delay_seconds: 5,
+                expiry_seconds: Some(3),
+            })),
+            will_at: Some(UnixMillis(100)),
+            expires_at: Some(UnixMillis(200)),
+            online: true,
+        }
+    }
+
+    #[test]
+    fn every_fact_and_an_image_survive_their_encoding() {
+        let group = GroupQueue {
+            app: AppId::default_app(),
+            filter: TopicFilter::new("$share/g/jobs".to_owned()).expect("filter"),
+            messages: vec![message("jobs", b"j")],
+        };
+        let facts = vec![
+            Fact::Retained(message("r", b"kept")),
+            Fact::SessionPut(Box::new(session())),
+            Fact::SessionRemoved(key()),
+            Fact::Enqueued { session: key(), message: queued(b"two") },
+            Fact::GroupQueue(group.clone()),
+        ];
+        assert_eq!(decode(&encode(&facts)).expect("decodes"), facts);
+        let image = DurableImage {
+            retained: vec![message("r", b"kept")],
+            sessions: vec![session()],
+            groups: vec![group],
+        };
+        assert_eq!(decode_image(&encode_image(&image)).expect("decodes"), image);
+    }
+
+    #[test]
+    fn damaged_bytes_are_an_error_not_a_panic() {
+        assert!(decode(&[0xFF, 0xFF, 0xFF]).is_err());
+        assert!(decode_image(&[0x0A, 0x05, 0x01]).is_err());
+        let missing = pb::Journal { facts: vec![pb::Fact { kind: None }] }.encode_to_vec();
+        assert!(decode(&missing).is_err(), "a fact without a kind");
+    }
+}

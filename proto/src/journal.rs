@@ -1,0 +1,78 @@
+//! The router's journal: facts about durable state, in the order they
+//! happened (ADR 0013). The router commits each batch's facts through Raft
+//! before it answers the requests that caused them; replaying the facts
+//! (or loading a [`DurableImage`] and the facts after it) rebuilds what a
+//! restart must not lose. Transient sessions never appear here.
+//!
+//! The wire form is `proto/herald/v1/journal.proto`; [`encode`] and
+//! [`decode`] convert.
+
+use crate::Message;
+use crate::seam::{QueuedMessage, Subscription, Will};
+use herald_core::{AppId, SessionKey, TopicFilter, UnixMillis};
+use std::sync::Arc;
+
+pub use crate::grpc::journal::{decode, decode_image, encode, encode_image};
+
+/// One fact about durable state.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fact {
+    /// The retained message of its topic; an empty payload clears the topic.
+    Retained(Arc<Message>),
+    /// A persistent session's durable record, replacing any earlier one.
+    SessionPut(Box<DurableSession>),
+    /// A persistent session ended (or became transient).
+    SessionRemoved(SessionKey),
+    /// A message appended to an offline persistent session's queue.
+    Enqueued {
+        /// The session.
+        session: SessionKey,
+        /// The message, as queued.
+        message: QueuedMessage,
+    },
+    /// A shared group's waiting messages, replacing any earlier ones.
+    GroupQueue(GroupQueue),
+}
+
+/// What survives of a persistent session.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DurableSession {
+    /// The session.
+    pub session: SessionKey,
+    /// Session expiry interval, seconds.
+    pub expiry_seconds: u32,
+    /// Its subscriptions.
+    pub subscriptions: Vec<Subscription>,
+    /// Messages waiting for it, oldest first.
+    pub queue: Vec<QueuedMessage>,
+    /// Its will, while one is pending.
+    pub will: Option<Box<Will>>,
+    /// When the pending will fires.
+    pub will_at: Option<UnixMillis>,
+    /// When the session expires, while offline.
+    pub expires_at: Option<UnixMillis>,
+    /// Whether a connection held it when this was written.
+    pub online: bool,
+}
+
+/// The messages waiting in one shared group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupQueue {
+    /// The group's app.
+    pub app: AppId,
+    /// The group's `$share/{group}/{filter}` filter.
+    pub filter: TopicFilter,
+    /// Waiting messages, oldest first.
+    pub messages: Vec<Arc<Message>>,
+}
+
+/// Everything the journal describes at one point: what a Raft snapshot holds.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DurableImage {
+    /// Retained messages.
+    pub retained: Vec<Arc<Message>>,
+    /// Persistent sessions.
+    pub sessions: Vec<DurableSession>,
+    /// Shared groups with waiting messages.
+    pub groups: Vec<GroupQueue>,
+}

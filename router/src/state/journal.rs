@@ -1,0 +1,161 @@
+//! The durable part of the state as facts (ADR 0013): recorded as the
+//! state changes, taken by the shell after each batch and committed before
+//! the batch's replies go out; and the way back, from a durable image to
+//! a state, after a restart.
+
+use super::RouterState;
+use herald_core::{AppId, SessionKey, Topic, TopicFilter, UnixMillis};
+use herald_proto::Message;
+use herald_proto::journal::{DurableImage, DurableSession, Fact, GroupQueue};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The durable state the journal describes, kept current by applying its
+/// facts in order: what the Raft state machine holds and snapshots.
+#[derive(Debug, Clone, Default)]
+pub struct DurableState {
+    retained: HashMap<(AppId, Topic), Arc<Message>>,
+    sessions: HashMap<SessionKey, DurableSession>,
+    groups: HashMap<(AppId, TopicFilter), Vec<Arc<Message>>>,
+}
+
+impl DurableState {
+    /// Returns the state an image describes.
+    pub fn from_image(image: DurableImage) -> DurableState {
+        let mut state = DurableState::default();
+        for message in image.retained {
+            state.apply(Fact::Retained(message));
+        }
+        for session in image.sessions {
+            state.apply(Fact::SessionPut(Box::new(session)));
+        }
+        for group in image.groups {
+            state.apply(Fact::GroupQueue(group));
+        }
+        state
+    }
+
+    /// Applies one fact.
+    pub fn apply(&mut self, fact: Fact) {
+        match fact {
+            Fact::Retained(message) if message.payload.is_empty() => {
+                self.retained.remove(&(message.app.clone(), message.topic.clone()));
+            }
+            Fact::Retained(message) => {
+                self.retained.insert((message.app.clone(), message.topic.clone()), message);
+            }
+            Fact::SessionPut(session) => {
+                self.sessions.insert(session.session.clone(), *session);
+            }
+            Fact::SessionRemoved(key) => {
+                self.sessions.remove(&key);
+            }
+            Fact::Enqueued { session, message } => {
+                if let Some(durable) = self.sessions.get_mut(&session) {
+                    durable.queue.push(message);
+                }
+            }
+            Fact::GroupQueue(group) if group.messages.is_empty() => {
+                self.groups.remove(&(group.app, group.filter));
+            }
+            Fact::GroupQueue(group) => {
+                self.groups.insert((group.app, group.filter), group.messages);
+            }
+        }
+    }
+
+    /// Returns the state as an image.
+    pub fn image(&self) -> DurableImage {
+        DurableImage {
+            retained: self.retained.values().cloned().collect(),
+            sessions: self.sessions.values().cloned().collect(),
+            groups: self
+                .groups
+                .iter()
+                .map(|((app, filter), messages)| GroupQueue {
+                    app: app.clone(),
+                    filter: filter.clone(),
+                    messages: messages.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Returns the number of persistent sessions.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+}
+
+impl RouterState {
+    /// Notes that persistent session `key` changed: its whole record (or
+    /// its removal) goes into the journal.
+    pub(super) fn mark_session(&mut self, key: &SessionKey) {
+        if !self.dirty_sessions.contains(key) {
+            self.dirty_sessions.insert(key.clone());
+        }
+    }
+
+    /// Notes that the queue of group `filter` changed.
+    pub(super) fn mark_group(&mut self, app: &AppId, filter: &TopicFilter) {
+        self.dirty_groups.insert((app.clone(), filter.clone()));
+    }
+
+    /// Takes the facts recorded since the last call: appends and retained
+    /// changes in the order they happened, then the records of the
+    /// sessions and groups that changed, as they are now.
+    pub fn take_journal(&mut self) -> Vec<Fact> {
+        let mut facts = std::mem::take(&mut self.journal);
+        for key in std::mem::take(&mut self.dirty_sessions) {
+            match self.sessions.get(&key).and_then(|record| record.durable(&key)) {
+                Some(session) => facts.push(Fact::SessionPut(Box::new(session))),
+                None => facts.push(Fact::SessionRemoved(key)),
+            }
+        }
+        for (app, filter) in std::mem::take(&mut self.dirty_groups) {
+            let messages = self.group_queue(&app, &filter);
+            facts.push(Fact::GroupQueue(GroupQueue { app, filter, messages }));
+        }
+        facts
+    }
+
+    /// Returns the durable part of the state.
+    pub fn durable_image(&self) -> DurableImage {
+        let mut image = DurableImage::default();
+        for store in self.retained.values() {
+            store.for_each(|message| image.retained.push(message.clone()));
+        }
+        for (key, record) in &self.sessions {
+            image.sessions.extend(record.durable(key));
+        }
+        for (app, groups) in &self.shared {
+            for filter in groups.filters() {
+                let messages = self.group_queue(app, filter);
+                if !messages.is_empty() {
+                    image.groups.push(GroupQueue { app: app.clone(), filter: filter.clone(), messages });
+                }
+            }
+        }
+        image
+    }
+
+    /// Rebuilds the durable part of the state from `image` after a restart
+    /// at `now`. Every session is offline; one that had a connection when
+    /// the router stopped lost it then: it ends as if its gateway were gone
+    /// (its will after its delay, expiry counted from now).
+    pub fn restore(&mut self, image: DurableImage, now: UnixMillis) {
+        for message in image.retained {
+            self.retained.entry(message.app.clone()).or_default().store(&message);
+        }
+        for session in image.sessions {
+            self.restore_session(session, now);
+        }
+        for group in image.groups {
+            self.restore_group_queue(group);
+        }
+        // Nothing to journal: all of it is durable already.
+        self.journal.clear();
+        self.dirty_sessions.clear();
+        self.dirty_groups.clear();
+    }
+}

@@ -1,0 +1,114 @@
+//! Tests of the journal: what a restart keeps is exactly what the facts
+//! describe, and transient traffic writes nothing.
+
+use super::*;
+use crate::state::DurableState;
+
+/// Applies `state`'s journal so far to `durable`.
+fn commit(state: &mut RouterState, durable: &mut DurableState) {
+    for fact in state.take_journal() {
+        durable.apply(fact);
+    }
+}
+
+/// A router restarted from `durable` at `now`, with a new generation.
+fn restarted(durable: &DurableState, now: UnixMillis) -> Harness {
+    let mut harness = Harness { state: RouterState::new(RouterConfig::default(), GENERATION + 1) };
+    harness.state.restore(durable.image(), now);
+    harness
+}
+
+fn shared_subscription(filter_text: &str) -> Subscription {
+    subscription(filter_text, QoS::AtLeastOnce)
+}
+
+#[test]
+fn replaying_the_journal_rebuilds_what_a_restart_must_keep() {
+    let mut h = Harness::new();
+    let mut durable = DurableState::default();
+
+    // A retained message; a persistent session that subscribes, goes offline and queues two
+    // messages; a persistent member of a shared group that goes offline, so the group queues.
+    h.publish(retained("status/a", "up"), T0);
+    let epoch = h.connect(GW1, "keeper", 3600);
+    h.subscribe(GW1, "keeper", epoch, vec![(subscription("news/#", QoS::AtLeastOnce), RetainedLookup::Skip)])
+        .expect("subscribed");
+    h.apply(GW1, Uplink::Release(release("keeper", epoch, 3600, true)), T0);
+    let member = h.connect(GW2, "member", 3600);
+    h.subscribe(GW2, "member", member, vec![(shared_subscription("$share/g/jobs"), RetainedLookup::Skip)])
+        .expect("subscribed");
+    h.apply(GW2, Uplink::Release(release("member", member, 3600, true)), T0);
+    commit(&mut h.state, &mut durable);
+    h.publish(plain("news/1", "m1"), T0);
+    h.publish(plain("news/2", "m2"), T0);
+    h.publish(plain("jobs", "j1"), T0);
+    commit(&mut h.state, &mut durable);
+
+    let mut after = restarted(&durable, after_s(10));
+    assert_eq!(after.retained_count(), 1);
+    assert_eq!(after.state.group_backlog(&app(), &filter("$share/g/jobs")), 1);
+    let (grant, _) = after.claim(GW3, claim("keeper", false, 3600), after_s(10));
+    assert!(grant.session_present);
+    assert_eq!(names(&grant.queued), ["m1", "m2"]);
+    let filters: Vec<_> = grant.subscriptions.iter().map(|s| s.filter.as_str().to_owned()).collect();
+    assert_eq!(filters, ["news/#"]);
+    assert!(grant.epoch > epoch, "epochs go on rising after a restart: {:?} after {epoch:?}", grant.epoch);
+    // The group's message goes to the first gateway that has a member again.
+    let add = vec![(app(), filter("$share/g/jobs"))];
+    let effects = after.apply(GW1, Uplink::Routes { add, remove: Vec::new() }, after_s(10));
+    assert_eq!(shared_deliveries(&effects), [(GW1, "$share/g/jobs".to_owned(), "j1".to_owned())]);
+}
+
+#[test]
+fn the_image_and_the_journal_agree() {
+    let mut h = Harness::new();
+    let mut durable = DurableState::default();
+    let epoch = h.connect(GW1, "a", 60);
+    h.subscribe(GW1, "a", epoch, vec![(subscription("t/#", QoS::ExactlyOnce), RetainedLookup::Skip)])
+        .expect("subscribed");
+    h.apply(GW1, Uplink::Release(release("a", epoch, 60, true)), T0);
+    h.publish(plain("t/1", "x"), T0);
+    h.publish(retained("t/r", "r"), T0);
+    commit(&mut h.state, &mut durable);
+    let from_journal = DurableState::from_image(durable.image()).image();
+    let from_state = DurableState::from_image(h.state.durable_image()).image();
+    assert_eq!(from_journal.sessions, from_state.sessions);
+    assert_eq!(from_journal.retained, from_state.retained);
+}
+
+#[test]
+fn transient_sessions_and_plain_routing_write_nothing() {
+    let mut h = Harness::new();
+    let epoch = h.connect(GW1, "passing", 0);
+    h.subscribe(GW1, "passing", epoch, vec![(subscription("t", QoS::AtLeastOnce), RetainedLookup::Skip)])
+        .expect("subscribed");
+    h.add_routes(GW1, &app(), &["t"]);
+    h.publish(plain("t", "hello"), T0);
+    h.apply(GW1, Uplink::Release(release("passing", epoch, 0, true)), T0);
+    assert_eq!(h.state.take_journal(), [], "connection churn stays off the journal");
+}
+
+#[test]
+fn a_session_online_when_the_router_stopped_ends_at_restore_and_its_will_fires_after_its_delay() {
+    let mut h = Harness::new();
+    let mut durable = DurableState::default();
+    let (grant, _) = h.claim(GW1, with_will(claim("device", true, 600), "last/words", "bye", 5), T0);
+    assert!(!grant.session_present);
+    commit(&mut h.state, &mut durable);
+
+    let mut after = restarted(&durable, after_s(100));
+    let listener = after.connect(GW2, "listener", 600);
+    after
+        .subscribe(
+            GW2,
+            "listener",
+            listener,
+            vec![(subscription("last/words", QoS::AtLeastOnce), RetainedLookup::Skip)],
+        )
+        .expect("subscribed");
+    after.add_routes(GW2, &app(), &["last/words"]);
+    let (effects, _) = after.tick(after_s(104));
+    assert_eq!(deliveries(&effects), [], "not before the will delay");
+    let (effects, _) = after.tick(after_s(105));
+    assert_eq!(deliveries(&effects), [(GW2, "bye".to_owned())]);
+}
