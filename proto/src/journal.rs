@@ -9,7 +9,7 @@
 
 use crate::Message;
 use crate::seam::{QueuedMessage, Subscription, Will};
-use herald_core::{AppId, SessionKey, TopicFilter, UnixMillis};
+use herald_core::{AppId, QoS, SessionKey, TopicFilter, UnixMillis};
 use std::sync::Arc;
 
 pub use crate::grpc::journal::{decode, decode_image, encode, encode_image};
@@ -23,15 +23,40 @@ pub enum Fact {
     SessionPut(Box<DurableSession>),
     /// A persistent session ended (or became transient).
     SessionRemoved(SessionKey),
-    /// A message appended to an offline persistent session's queue.
-    Enqueued {
-        /// The session.
-        session: SessionKey,
-        /// The message, as queued.
-        message: QueuedMessage,
+    /// A message appended to the queues of offline persistent sessions,
+    /// written once however many sessions it reaches.
+    Queued {
+        /// The message.
+        message: Arc<Message>,
+        /// The sessions, each with its effective QoS and subscription ids.
+        targets: Vec<QueueTarget>,
     },
     /// A shared group's waiting messages, replacing any earlier ones.
     GroupQueue(GroupQueue),
+}
+
+/// One session a queued message is appended for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueTarget {
+    /// The session.
+    pub session: SessionKey,
+    /// The QoS it gets the message at.
+    pub qos: QoS,
+    /// The identifiers of its matching subscriptions.
+    pub subscription_ids: Vec<u32>,
+}
+
+impl QueueTarget {
+    /// Returns the message as this target's queue holds it.
+    pub fn queued(&self, message: &Arc<Message>) -> QueuedMessage {
+        QueuedMessage {
+            message: message.clone(),
+            qos: self.qos,
+            subscription_ids: self.subscription_ids.clone(),
+            progress: crate::seam::Progress::Unsent,
+            shared: None,
+        }
+    }
 }
 
 /// What survives of a persistent session.

@@ -54,7 +54,7 @@ fn epoch_from_pb(epoch: Option<pb::Epoch>, field: &'static str) -> Result<Epoch,
     Ok(Epoch::new(epoch.generation, epoch.counter))
 }
 
-fn qos_from_pb(qos: u32, field: &'static str) -> Result<QoS, ConvertError> {
+pub(super) fn qos_from_pb(qos: u32, field: &'static str) -> Result<QoS, ConvertError> {
     u8::try_from(qos).ok().and_then(QoS::from_u8).ok_or(invalid(field, "qos must be 0, 1 or 2"))
 }
 

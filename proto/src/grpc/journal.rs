@@ -1,11 +1,12 @@
 //! Conversions between journal facts and their protobuf form.
 
 use super::convert::{
-    ConvertError, invalid, message_from_pb, message_to_pb, queued_from_pb, queued_to_pb, required,
-    session_from_pb, session_to_pb, subscription_from_pb, subscription_to_pb, will_from_pb, will_to_pb,
+    ConvertError, invalid, message_from_pb, message_to_pb, qos_from_pb, queued_from_pb, queued_to_pb,
+    required, required_message, session_from_pb, session_to_pb, subscription_from_pb, subscription_to_pb,
+    will_from_pb, will_to_pb,
 };
 use super::pb;
-use crate::journal::{DurableImage, DurableSession, Fact, GroupQueue};
+use crate::journal::{DurableImage, DurableSession, Fact, GroupQueue, QueueTarget};
 use herald_core::{AppId, TopicFilter, UnixMillis};
 use prost::Message as _;
 use std::sync::Arc;
@@ -52,9 +53,16 @@ fn fact_to_pb(fact: &Fact) -> pb::Fact {
         Fact::Retained(message) => Kind::Retained(message_to_pb(message)),
         Fact::SessionPut(session) => Kind::SessionPut(session_put_to_pb(session)),
         Fact::SessionRemoved(key) => Kind::SessionRemoved(session_to_pb(key)),
-        Fact::Enqueued { session, message } => Kind::Enqueued(pb::Enqueued {
-            session: Some(session_to_pb(session)),
-            message: Some(queued_to_pb(message)),
+        Fact::Queued { message, targets } => Kind::Queued(pb::Queued {
+            message: Some(message_to_pb(message)),
+            targets: targets
+                .iter()
+                .map(|t| pb::QueueTarget {
+                    session: Some(session_to_pb(&t.session)),
+                    qos: u32::from(t.qos.as_u8()),
+                    subscription_ids: t.subscription_ids.clone(),
+                })
+                .collect(),
         }),
         Fact::GroupQueue(group) => Kind::GroupQueue(group_to_pb(group)),
     };
@@ -69,9 +77,19 @@ fn fact_from_pb(fact: pb::Fact) -> Result<Fact, ConvertError> {
         Kind::SessionRemoved(key) => {
             Fact::SessionRemoved(session_from_pb(Some(key), "fact.session_removed")?)
         }
-        Kind::Enqueued(e) => Fact::Enqueued {
-            session: session_from_pb(e.session, "enqueued.session")?,
-            message: queued_from_pb(required(e.message, "enqueued.message")?)?,
+        Kind::Queued(q) => Fact::Queued {
+            message: required_message(q.message, "queued.message")?,
+            targets: q
+                .targets
+                .into_iter()
+                .map(|t| {
+                    Ok(QueueTarget {
+                        session: session_from_pb(t.session, "queued.targets.session")?,
+                        qos: qos_from_pb(t.qos, "queued.targets.qos")?,
+                        subscription_ids: t.subscription_ids,
+                    })
+                })
+                .collect::<Result<_, ConvertError>>()?,
         },
         Kind::GroupQueue(group) => Fact::GroupQueue(group_from_pb(group)?),
     })
@@ -194,7 +212,14 @@ mod tests {
             Fact::Retained(message("r", b"kept")),
             Fact::SessionPut(Box::new(session())),
             Fact::SessionRemoved(key()),
-            Fact::Enqueued { session: key(), message: queued(b"two") },
+            Fact::Queued {
+                message: message("q", b"two"),
+                targets: vec![QueueTarget {
+                    session: key(),
+                    qos: QoS::AtLeastOnce,
+                    subscription_ids: vec![5],
+                }],
+            },
             Fact::GroupQueue(group.clone()),
         ];
         assert_eq!(decode(&encode(&facts)).expect("decodes"), facts);

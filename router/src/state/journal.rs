@@ -50,9 +50,11 @@ impl DurableState {
             Fact::SessionRemoved(key) => {
                 self.sessions.remove(&key);
             }
-            Fact::Enqueued { session, message } => {
-                if let Some(durable) = self.sessions.get_mut(&session) {
-                    durable.queue.push(message);
+            Fact::Queued { message, targets } => {
+                for target in targets {
+                    if let Some(durable) = self.sessions.get_mut(&target.session) {
+                        durable.queue.push(target.queued(&message));
+                    }
                 }
             }
             Fact::GroupQueue(group) if group.messages.is_empty() => {

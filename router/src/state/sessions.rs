@@ -4,9 +4,9 @@
 use super::{Effect, RouterState};
 use herald_core::{Epoch, ErrorCode, NodeId, QoS, SessionKey, TopicFilter, UnixMillis};
 use herald_proto::Message;
-use herald_proto::journal::{DurableSession, Fact};
+use herald_proto::journal::{DurableSession, Fact, QueueTarget};
 use herald_proto::seam::{
-    Claim, ClaimGrant, Downlink, Progress, QueuedMessage, Release, RetainedLookup, Subscription, Will,
+    Claim, ClaimGrant, Downlink, QueuedMessage, Release, RetainedLookup, Subscription, Will,
 };
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -412,6 +412,7 @@ impl RouterState {
             }
         });
         let matched = !targets.is_empty();
+        let mut queued_for = Vec::new();
         for (client, qos, subscription_ids) in targets {
             if qos == QoS::AtMostOnce {
                 self.counters.dropped_offline_qos0 += 1;
@@ -424,15 +425,12 @@ impl RouterState {
                 self.counters.dropped_queue_full += 1;
                 continue;
             }
-            let queued = QueuedMessage {
-                message: kept(),
-                qos,
-                subscription_ids,
-                progress: Progress::Unsent,
-                shared: None,
-            };
-            self.journal.push(Fact::Enqueued { session: key, message: queued.clone() });
-            state.queue.push_back(queued);
+            let target = QueueTarget { session: key, qos, subscription_ids };
+            state.queue.push_back(target.queued(&kept()));
+            queued_for.push(target);
+        }
+        if !queued_for.is_empty() {
+            self.journal.push(Fact::Queued { message: kept(), targets: queued_for });
         }
         matched
     }
