@@ -2,7 +2,8 @@
 //! build needs nothing outside cargo (no system `protoc`).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/herald/v1/seam.proto", "proto/herald/v1/journal.proto"];
+    let protos =
+        ["proto/herald/v1/seam.proto", "proto/herald/v1/journal.proto", "proto/herald/v1/raft.proto"];
     for proto in &protos {
         println!("cargo:rerun-if-changed={proto}");
     }

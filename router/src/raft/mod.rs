@@ -15,10 +15,12 @@
 #[allow(clippy::result_large_err)]
 pub(crate) mod log_store;
 mod network;
+mod peer_service;
 #[allow(clippy::result_large_err)]
 mod state_machine;
 
 pub use log_store::LogStore;
+pub use peer_service::RaftPeerService;
 pub use state_machine::{Replicated, StateMachine};
 
 use herald_proto::journal::{self, DurableImage, Fact};
@@ -45,8 +47,35 @@ pub enum Command {
     /// Starts a new registry generation (once per router start, or per
     /// registry shard created or moved), so that epochs never go backwards.
     NextGeneration,
-    /// Facts about durable state, encoded by `herald_proto::journal::encode`.
-    Journal(Vec<u8>),
+    /// Facts about durable state, encoded by `herald_proto::journal::encode`
+    /// (base64 when openraft's messages travel as JSON between routers).
+    Journal(#[serde(with = "base64_bytes")] Vec<u8>),
+}
+
+/// Bytes as a base64 string in serde's text formats.
+mod base64_bytes {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        STANDARD.decode(text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Who a starting node forms a cluster with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Membership {
+    /// A cluster of this node alone, initialised on first start.
+    Single,
+    /// The voters of a new cluster, by id and `host:port`; the one with the
+    /// lowest id initialises it on first start, the others wait for it.
+    Voters(BTreeMap<u64, String>),
 }
 
 /// What applying a command produced.
@@ -80,6 +109,7 @@ pub struct RaftNode {
     id: u64,
     raft: Raft<TypeConfig>,
     state: Arc<Mutex<Replicated>>,
+    cluster_id: String,
 }
 
 impl std::fmt::Debug for RaftNode {
@@ -92,6 +122,28 @@ impl RaftNode {
     /// Starts node `id` with its log and snapshot in `dir`, as a cluster of
     /// one (initialised on first start), and waits until it leads.
     pub async fn start_single(dir: &Path, id: u64, address: &str) -> Result<RaftNode, RaftNodeError> {
+        RaftNode::start(dir, id, address, "", Membership::Single).await
+    }
+
+    /// Starts node `id` of cluster `cluster_id`, reachable by its peers at
+    /// `address`, and waits until the cluster has a leader. (A node whose
+    /// peers must reach it first uses [`RaftNode::open`], serves
+    /// [`RaftNode::peer_service`], then [`RaftNode::join`].)
+    pub async fn start(
+        dir: &Path,
+        id: u64,
+        address: &str,
+        cluster_id: &str,
+        membership: Membership,
+    ) -> Result<RaftNode, RaftNodeError> {
+        let node = RaftNode::open(dir, id, cluster_id).await?;
+        node.join(address, membership).await?;
+        Ok(node)
+    }
+
+    /// Opens node `id` of cluster `cluster_id` on its data in `dir`; it
+    /// takes part in Raft as soon as its peers can reach it.
+    pub async fn open(dir: &Path, id: u64, cluster_id: &str) -> Result<RaftNode, RaftNodeError> {
         let storage = |e: &dyn std::fmt::Display| RaftNodeError::Storage(e.to_string());
         std::fs::create_dir_all(dir).map_err(|e| storage(&e))?;
         let log = LogStore::open(dir, WalOptions::default()).map_err(|e| storage(&e))?;
@@ -105,20 +157,53 @@ impl RaftNode {
             ..openraft::Config::default()
         };
         let config = Arc::new(config.validate().map_err(|e| RaftNodeError::Raft(e.to_string()))?);
-        let raft = Raft::new(id, config, network::NoPeers, log, machine)
+        let network = network::GrpcPeers::new(cluster_id.to_owned());
+        let raft = Raft::new(id, config, network, log, machine)
             .await
             .map_err(|e| RaftNodeError::Raft(e.to_string()))?;
-        let node = RaftNode { id, raft, state };
-        if !node.raft.is_initialized().await.map_err(|e| RaftNodeError::Raft(e.to_string()))? {
-            let members = BTreeMap::from([(id, BasicNode { addr: address.to_owned() })]);
-            node.raft.initialize(members).await.map_err(|e| RaftNodeError::Raft(e.to_string()))?;
+        Ok(RaftNode { id, raft, state, cluster_id: cluster_id.to_owned() })
+    }
+
+    /// Initialises the cluster when this node is the one to (first start,
+    /// lowest id among the voters) and waits until it has a leader.
+    pub async fn join(&self, address: &str, membership: Membership) -> Result<(), RaftNodeError> {
+        let members = match &membership {
+            Membership::Single => BTreeMap::from([(self.id, address.to_owned())]),
+            Membership::Voters(voters) => voters.clone(),
+        };
+        let initialised = self.raft.is_initialized().await.map_err(|e| RaftNodeError::Raft(e.to_string()))?;
+        if !initialised && members.keys().next() == Some(&self.id) {
+            let members: BTreeMap<u64, BasicNode> =
+                members.into_iter().map(|(id, addr)| (id, BasicNode { addr })).collect();
+            self.raft.initialize(members).await.map_err(|e| RaftNodeError::Raft(e.to_string()))?;
         }
-        node.raft
-            .wait(Some(LEAD_TIMEOUT))
-            .current_leader(id, "single node leads")
-            .await
-            .map_err(|_| RaftNodeError::NoLeader(LEAD_TIMEOUT))?;
-        Ok(node)
+        let wait = self.raft.wait(Some(LEAD_TIMEOUT));
+        let led = match membership {
+            Membership::Single => wait.current_leader(self.id, "this node leads").await.map(drop),
+            Membership::Voters(_) => wait.metrics(|m| m.current_leader.is_some(), "a leader").await.map(drop),
+        };
+        led.map_err(|_| RaftNodeError::NoLeader(LEAD_TIMEOUT))
+    }
+
+    /// Returns the gRPC service its peers call.
+    pub fn peer_service(&self) -> RaftPeerService {
+        RaftPeerService::new(self.raft.clone(), self.cluster_id.clone())
+    }
+
+    /// Returns this node's id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Returns the current leader, if one is known.
+    pub fn leader(&self) -> Option<u64> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    /// Waits until this node is the leader, or `timeout` passes.
+    pub async fn wait_until_leader(&self, timeout: Duration) -> bool {
+        let id = self.id;
+        self.raft.wait(Some(timeout)).current_leader(id, "this node leads").await.is_ok()
     }
 
     /// Commits `command` and returns what applying it produced.
@@ -162,6 +247,9 @@ impl RaftNode {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod cluster_tests;
 
 impl crate::Journal for RaftNode {
     fn commit<'a>(

@@ -99,24 +99,27 @@ fn entries_of_every_kind_survive_their_encoding() {
     assert!(log_store::decode_entry(&[9]).is_err(), "an unknown format is an error");
 }
 
+/// A retained message on `topic` with `payload` (empty: clears the topic).
+pub(super) fn retained_message(topic: &str, payload: &'static [u8]) -> std::sync::Arc<herald_proto::Message> {
+    std::sync::Arc::new(herald_proto::Message {
+        id: herald_core::MessageId(1),
+        app: herald_core::AppId::default_app(),
+        topic: herald_core::Topic::new(topic.to_owned()).expect("topic"),
+        payload: bytes::Bytes::from_static(payload),
+        qos: herald_core::QoS::AtLeastOnce,
+        retain: true,
+        created_at: herald_core::UnixMillis(1),
+        expires_at: None,
+        origin: None,
+        properties: None,
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn committed_journal_facts_are_there_after_a_restart_and_a_snapshot() {
     use herald_proto::journal::Fact;
     let dir = tempfile::tempdir().expect("tempdir");
-    let message = |topic: &str, payload: &'static [u8]| {
-        std::sync::Arc::new(herald_proto::Message {
-            id: herald_core::MessageId(1),
-            app: herald_core::AppId::default_app(),
-            topic: herald_core::Topic::new(topic.to_owned()).expect("topic"),
-            payload: bytes::Bytes::from_static(payload),
-            qos: herald_core::QoS::AtLeastOnce,
-            retain: true,
-            created_at: herald_core::UnixMillis(1),
-            expires_at: None,
-            origin: None,
-            properties: None,
-        })
-    };
+    let message = retained_message;
     let node = RaftNode::start_single(dir.path(), 1, "127.0.0.1:0").await.expect("start");
     node.commit_journal(&[Fact::Retained(message("a", b"1")), Fact::Retained(message("b", b"2"))])
         .await
