@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# Starts (or stops) a local cluster for development: one router and two
-# gateways on 127.0.0.x, with their data and logs in DIR.
+# Starts (or stops) a local cluster for development: three routers joined by
+# Raft on 127.0.0.11-13 and two gateways on 127.0.0.2-3 that know all of
+# them, with their data and logs in DIR. `start` waits until the routers
+# have a leader and every gateway is linked, then prints one line per
+# endpoint.
 #
-#   deploy/local-cluster.sh start DIR   # prints one line per endpoint
+#   deploy/local-cluster.sh start DIR   # router-N grpc ADDR pid PID / gateway-N mqtt ADDR pid PID
 #   deploy/local-cluster.sh stop DIR
+#
+# Router ports: LOCAL_CLUSTER_PORT [7400] + node id.
 set -euo pipefail
 command=${1:-}
 dir=${2:-}
@@ -34,21 +39,32 @@ field() { sed -n "s/.*$1=\([^ ]*\).*/\1/p"; }
 
 case "$command" in
   start)
-    NO_COLOR=1 "$herald" router --grpc 127.0.0.1:0 --data "$dir/router-1" >"$dir/router-1.log" 2>&1 &
-    echo $! >"$dir/router-1.pid"
-    line=$(wait_for "$dir/router-1.log" listening)
-    grpc=$(echo "$line" | field grpc)
-    echo "router-1 grpc $grpc pid $(cat "$dir/router-1.pid")"
+    port=${LOCAL_CLUSTER_PORT:-7400}
+    peers=""
+    urls=""
+    for n in 1 2 3; do
+      peers="$peers${peers:+,}$n=127.0.0.1$n:$((port + n))"
+      urls="$urls${urls:+,}http://127.0.0.1$n:$((port + n))"
+    done
+    for n in 1 2 3; do
+      NO_COLOR=1 "$herald" router --node-id "$n" --grpc "127.0.0.1$n:$((port + n))" --peers "$peers" \
+        --cluster-id local --data "$dir/router-$n" >"$dir/router-$n.log" 2>&1 &
+      echo $! >"$dir/router-$n.pid"
+    done
+    for n in 1 2 3; do
+      line=$(wait_for "$dir/router-$n.log" listening)
+      echo "router-$n grpc $(echo "$line" | field grpc) pid $(cat "$dir/router-$n.pid")"
+    done
     for n in 1 2; do
-      NO_COLOR=1 "$herald" gateway --router "http://$grpc" --mqtt "127.0.0.$((n + 1)):0" --node-id "$n" \
-        >"$dir/gateway-$n.log" 2>&1 &
+      NO_COLOR=1 "$herald" gateway --router "$urls" --cluster-id local --mqtt "127.0.0.$((n + 1)):0" \
+        --node-id "$n" >"$dir/gateway-$n.log" 2>&1 &
       echo $! >"$dir/gateway-$n.pid"
       line=$(wait_for "$dir/gateway-$n.log" listening)
       echo "gateway-$n mqtt $(echo "$line" | field mqtt) pid $(cat "$dir/gateway-$n.pid")"
     done
     ;;
   stop)
-    for name in gateway-1 gateway-2 router-1; do
+    for name in gateway-1 gateway-2 router-1 router-2 router-3; do
       if [ -f "$dir/$name.pid" ]; then
         kill -TERM "$(cat "$dir/$name.pid")" 2>/dev/null || true
         rm -f "$dir/$name.pid"

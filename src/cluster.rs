@@ -1,22 +1,28 @@
 //! `herald router` and `herald gateway`: the two halves of a cluster, joined
-//! by the seam over gRPC. This is the first slice of the cluster: one
-//! router (no replication yet) and any number of gateways.
+//! by the seam over gRPC. Routers form a Raft cluster (one node, or the
+//! voters given by `--peers`); the leader serves every gateway, the others
+//! replicate and stand by (docs/cluster.md).
 
 use crate::config::StandaloneConfig;
 use herald_core::{NodeId, SystemClock};
 use herald_gateway::{Gateway, GatewayConfig};
 use herald_router::Router;
 use herald_router::grpc::SeamService;
-use herald_router::raft::RaftNode;
+use herald_router::raft::{Membership, RaftNode};
 use herald_store::DataDir;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 /// Items each seam queue holds per gateway.
 const SEAM_CAPACITY: usize = 8192;
+/// How long a starting gateway looks for a router that serves (an election
+/// takes well under a second; a cluster starting up, a few).
+const ROUTER_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Returns the `[limits]` and `[auth]` settings from `HERALD_LIMITS_*` and
 /// `HERALD_AUTH_*` variables (the same keys as in the standalone
@@ -33,53 +39,167 @@ pub(crate) struct RouterSettings {
     pub(crate) grpc: SocketAddr,
     pub(crate) data: PathBuf,
     pub(crate) node: NodeId,
+    /// The voters of a replicated cluster (`None`: a cluster of one).
+    pub(crate) peers: Option<BTreeMap<u64, String>>,
+    pub(crate) cluster_id: Option<String>,
 }
 
-/// Runs a router until `shutdown` resolves.
+/// Parses `--peers` (`ID=HOST:PORT,...`).
+pub(crate) fn parse_peers(peers: &[String]) -> anyhow::Result<Option<BTreeMap<u64, String>>> {
+    if peers.is_empty() {
+        return Ok(None);
+    }
+    let mut voters = BTreeMap::new();
+    for peer in peers {
+        let (id, address) =
+            peer.split_once('=').ok_or_else(|| anyhow::anyhow!("--peers: {peer:?} is not ID=HOST:PORT"))?;
+        let id: u64 = id.parse().map_err(|_| anyhow::anyhow!("--peers: {id:?} is not a node id"))?;
+        address
+            .parse::<SocketAddr>()
+            .map_err(|_| anyhow::anyhow!("--peers: {address:?} is not HOST:PORT"))?;
+        anyhow::ensure!(voters.insert(id, address.to_owned()).is_none(), "--peers: node {id} appears twice");
+    }
+    Ok(Some(voters))
+}
+
+/// Runs a router until `shutdown` resolves. It takes part in Raft all the
+/// while, and serves gateways while it leads: on each election it wins it
+/// starts a router from the replicated state; when it steps down, it lets
+/// its gateways go (they find the new leader).
 pub(crate) async fn run_router(
     settings: RouterSettings,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let data = DataDir::open(&settings.data)?;
-    let raft = Arc::new(
-        RaftNode::start_single(&data.path().join("raft"), settings.node.0, &settings.grpc.to_string())
-            .await?,
-    );
-    let generation = raft.next_generation().await?;
-    let cluster_id = data.cluster_id()?;
+    let cluster_id = data.claim_cluster_id(settings.cluster_id.as_deref())?;
     let limits = settings_from_environment()?.limits;
-    let image = raft.durable_image();
-    let router =
-        Router::durable(limits.router_config(), generation, Arc::new(SystemClock), raft.clone(), image);
-    let (stop_timers, timers_stopped) = tokio::sync::oneshot::channel::<()>();
-    let timers = router.spawn_timers(async move {
-        let _ = timers_stopped.await;
-    });
+    let membership = match settings.peers {
+        Some(voters) => {
+            anyhow::ensure!(
+                voters.contains_key(&settings.node.0),
+                "--peers: must list this node ({})",
+                settings.node
+            );
+            Membership::Voters(voters)
+        }
+        None => Membership::Single,
+    };
     let listener = tokio::net::TcpListener::bind(settings.grpc).await?;
     let grpc = listener.local_addr()?;
-    info!(%grpc, cluster = %cluster_id, node = %settings.node, generation, "listening");
-    let watched = router.clone();
-    let mut failure = None;
-    let stop = async {
-        tokio::select! {
-            () = shutdown => {}
-            reason = watched.failed() => failure = Some(reason),
-        }
+    let raft = Arc::new(RaftNode::open(&data.path().join("raft"), settings.node.0, &cluster_id).await?);
+    let (serving, current) = watch::channel(None);
+    let service = SeamService::following(
+        current,
+        raft.peer_service(),
+        settings.node,
+        cluster_id.clone(),
+        SEAM_CAPACITY,
+    );
+    let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(service.serve(listener, async {
+        let _ = server_stopped.await;
+    }));
+    let address = match &membership {
+        Membership::Voters(voters) => voters[&settings.node.0].clone(),
+        Membership::Single => grpc.to_string(),
     };
-    SeamService::new(router, settings.node, cluster_id, SEAM_CAPACITY).serve(listener, stop).await?;
-    let _ = stop_timers.send(());
-    let _ = timers.await;
+    let single = membership == Membership::Single;
+    raft.join(&address, membership).await?;
+    info!(%grpc, cluster = %cluster_id, node = %settings.node, "listening");
+    let outcome = lead(&raft, &serving, &limits, single, shutdown).await;
+    let _ = stop_server.send(());
+    let _ = server.await;
     raft.shutdown().await;
-    if let Some(reason) = failure {
-        anyhow::bail!("stopped: the router could not commit: {reason}");
-    }
+    outcome?;
     info!("stopped");
+    Ok(())
+}
+
+/// Serves gateways whenever this node leads, until `shutdown` resolves.
+async fn lead(
+    raft: &Arc<RaftNode>,
+    serving: &watch::Sender<Option<Router>>,
+    limits: &crate::config::Limits,
+    single: bool,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            led = raft.wait_until_leader(Duration::from_secs(3600)) => if !led { continue },
+        }
+        // The generation commits after everything before this term is
+        // applied: the image below is complete.
+        let generation = match raft.next_generation().await {
+            Ok(generation) => generation,
+            Err(error) => {
+                warn!(%error, "won an election but could not commit: waiting to lead again");
+                continue;
+            }
+        };
+        let image = raft.durable_image();
+        let router =
+            Router::durable(limits.router_config(), generation, Arc::new(SystemClock), raft.clone(), image);
+        let (stop_timers, timers_stopped) = tokio::sync::oneshot::channel::<()>();
+        let timers = router.spawn_timers(async move {
+            let _ = timers_stopped.await;
+        });
+        serving.send_replace(Some(router.clone()));
+        info!(generation, "leading: serving gateways");
+        let failure = tokio::select! {
+            () = &mut shutdown => None,
+            reason = router.failed() => Some(reason),
+            () = raft.until_stepped_down() => Some("stepped down".to_owned()),
+        };
+        serving.send_replace(None);
+        router.disconnect_gateways();
+        let _ = stop_timers.send(());
+        let _ = timers.await;
+        match failure {
+            None => return Ok(()),
+            Some(reason) if single => anyhow::bail!("stopped: the router could not commit: {reason}"),
+            Some(reason) => warn!(reason, "no longer serving gateways"),
+        }
+    }
+}
+
+/// Prints each router's view of the cluster (`herald ctl cluster status`).
+pub(crate) async fn print_status(routers: &[String]) -> anyhow::Result<()> {
+    println!(
+        "{:<6} {:<10} {:>6} {:>7} {:>9} {:>9}  voters / learners",
+        "node", "role", "term", "leader", "last log", "applied"
+    );
+    let mut reached = 0;
+    for address in routers {
+        match herald_router::raft::status(address).await {
+            Ok(s) => {
+                reached += 1;
+                let show = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
+                println!(
+                    "{:<6} {:<10} {:>6} {:>7} {:>9} {:>9}  {} / {}   cluster={} address={address}",
+                    s.node_id,
+                    s.state,
+                    s.term,
+                    show(s.leader),
+                    show(s.last_log_index),
+                    show(s.applied_index),
+                    s.voters.join(","),
+                    if s.learners.is_empty() { "-".to_owned() } else { s.learners.join(",") },
+                    s.cluster_id,
+                );
+            }
+            Err(error) => println!("{:<6} unreachable: {error}", "?"),
+        }
+    }
+    anyhow::ensure!(reached > 0, "no router answered");
     Ok(())
 }
 
 /// Settings of `herald gateway`.
 pub(crate) struct GatewaySettings {
-    pub(crate) router: String,
+    /// The routers' gRPC URLs; the gateway links to whichever serves.
+    pub(crate) router: Vec<String>,
     pub(crate) mqtt: SocketAddr,
     pub(crate) websocket: Option<SocketAddr>,
     pub(crate) node: NodeId,
@@ -95,11 +215,12 @@ pub(crate) async fn run_gateway(
 ) -> anyhow::Result<()> {
     let settings_from_env = settings_from_environment()?;
     let limits = settings_from_env.limits;
-    let link = herald_gateway::router_client::connect(
+    let link = herald_gateway::router_client::connect_any(
         &settings.router,
         settings.node,
         settings.cluster_id.as_deref(),
         SEAM_CAPACITY,
+        ROUTER_PATIENCE,
     )
     .await?;
     let config = GatewayConfig {
@@ -113,7 +234,7 @@ pub(crate) async fn run_gateway(
     let gateway = Gateway::bind(config, link.link, authenticator, Arc::new(SystemClock)).await?;
     let mqtt = gateway.local_addr()?;
     let websocket = gateway.websocket_addr()?.map(tracing::field::display);
-    info!(%mqtt, websocket, router = %settings.router, cluster = %link.info.cluster_id, node = %settings.node, "listening");
+    info!(%mqtt, websocket, router = %link.info.router, cluster = %link.info.cluster_id, node = %settings.node, "listening");
     let mut lost = link.lost;
     let mut lost_reason = None;
     let stop = async {

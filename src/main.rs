@@ -44,7 +44,30 @@ enum Command {
         iterations: u32,
     },
     /// Operate a running cluster.
-    Ctl,
+    Ctl {
+        #[command(subcommand)]
+        command: CtlCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CtlCommand {
+    /// Commands about the router cluster.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterCommand {
+    /// Show each router's view: role, term, leader, log and applied index,
+    /// voters and learners.
+    Status {
+        /// Router gRPC addresses (`host:port`, comma-separated).
+        #[arg(long, env = "HERALD_ROUTERS", value_delimiter = ',', required = true)]
+        routers: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -63,13 +86,23 @@ struct RouterArgs {
     /// This router's node id.
     #[arg(long, env = "HERALD_NODE_ID", default_value_t = 1)]
     node_id: u64,
+    /// The voters of a replicated router cluster, `ID=HOST:PORT` each,
+    /// comma-separated, this node included; the lowest id forms the cluster
+    /// on first start. Without it, the router is a cluster of one.
+    #[arg(long, env = "HERALD_PEERS", value_delimiter = ',')]
+    peers: Vec<String>,
+    /// The cluster id: every router of a cluster must be given the same
+    /// (recorded in the data directory at first start, checked after).
+    #[arg(long, env = "HERALD_CLUSTER_ID")]
+    cluster_id: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
 struct GatewayArgs {
-    /// The router's gRPC address, e.g. `http://127.0.0.1:7400`.
-    #[arg(long, env = "HERALD_ROUTER")]
-    router: String,
+    /// The routers' gRPC addresses, e.g. `http://127.0.0.1:7400`
+    /// (comma-separated: the gateway links to whichever serves).
+    #[arg(long, env = "HERALD_ROUTER", value_delimiter = ',', required = true)]
+    router: Vec<String>,
     /// MQTT/TCP listen address.
     #[arg(long, env = "HERALD_MQTT", default_value = "127.0.0.1:1883")]
     mqtt: SocketAddr,
@@ -127,14 +160,19 @@ fn main() -> ExitCode {
         }
         Command::Loadtest(args) => herald_loadtest::main(args),
         Command::ScramSecret { iterations } => print_scram_secret(iterations),
-        Command::Router(args) => {
-            let settings = cluster::RouterSettings {
-                grpc: args.grpc,
-                data: args.data,
-                node: herald_core::NodeId(args.node_id),
-            };
-            block_on(cluster::run_router(settings, shutdown_signal()))
-        }
+        Command::Router(args) => match cluster::parse_peers(&args.peers) {
+            Ok(peers) => {
+                let settings = cluster::RouterSettings {
+                    grpc: args.grpc,
+                    data: args.data,
+                    node: herald_core::NodeId(args.node_id),
+                    peers,
+                    cluster_id: args.cluster_id,
+                };
+                block_on(cluster::run_router(settings, shutdown_signal()))
+            }
+            Err(error) => Err(error),
+        },
         Command::Gateway(args) => {
             let settings = cluster::GatewaySettings {
                 router: args.router,
@@ -145,11 +183,8 @@ fn main() -> ExitCode {
             };
             block_on(cluster::run_gateway(settings, shutdown_signal()))
         }
-        Command::Ctl => {
-            eprintln!(
-                "herald: `ctl` is not available yet: it arrives with the replicated router (docs/cluster.md)"
-            );
-            return ExitCode::from(2);
+        Command::Ctl { command: CtlCommand::Cluster { command: ClusterCommand::Status { routers } } } => {
+            block_on(cluster::print_status(&routers))
         }
     };
     match result {

@@ -16,7 +16,7 @@ use herald_core::NodeId;
 use herald_proto::grpc::pb::seam_client::SeamClient;
 use herald_proto::grpc::pb::{self, downlink, uplink};
 use herald_proto::grpc::{
-    CONTRACT_VERSION, MAX_MESSAGE_BYTES, downlink_from_pb, split_by_size, uplink_to_pb,
+    CONTRACT_VERSION, MAX_MESSAGE_BYTES, NOT_LEADER, downlink_from_pb, split_by_size, uplink_to_pb,
 };
 use herald_proto::seam::{self, GatewayLink, RouterPort};
 use std::time::Duration;
@@ -65,6 +65,38 @@ pub struct RouterLink {
     /// Ends once everything the gateway sent has been handed to the stream
     /// (after the gateway dropped its uplink): await it before exiting.
     pub flushed: tokio::task::JoinHandle<()>,
+}
+
+/// Opens the seam to whichever of the routers at `addresses` serves
+/// gateways (the leader of a replicated cluster), trying them in turn for
+/// up to `patience`: a router that is unreachable or does not lead is
+/// skipped; any other refusal (another cluster, another contract version,
+/// a duplicate gateway id) ends the search at once.
+pub async fn connect_any(
+    addresses: &[String],
+    gateway: NodeId,
+    cluster_id: Option<&str>,
+    capacity: usize,
+    patience: Duration,
+) -> Result<RouterLink, LinkError> {
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut last = LinkError::Unreachable("no router address given".into());
+    loop {
+        for address in addresses {
+            match connect(address, gateway, cluster_id, capacity).await {
+                Ok(link) => return Ok(link),
+                Err(LinkError::Refused(reason)) if !reason.contains(NOT_LEADER) => {
+                    return Err(LinkError::Refused(reason));
+                }
+                Err(error) => last = error,
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(last);
+        }
+        // An election takes a few hundred milliseconds.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Opens the seam to the router at `address` (`http://host:port`) as

@@ -13,16 +13,17 @@
 //! stream ends, the router treats the gateway as gone.
 
 use crate::Router;
+use crate::raft::RaftPeerService;
 use herald_core::NodeId;
 use herald_proto::grpc::pb::seam_server::{Seam, SeamServer};
 use herald_proto::grpc::pb::{self, downlink, uplink};
 use herald_proto::grpc::{
-    CONTRACT_VERSION, MAX_MESSAGE_BYTES, downlink_to_pb, split_by_size, uplink_from_pb,
+    CONTRACT_VERSION, MAX_MESSAGE_BYTES, NOT_LEADER, downlink_to_pb, split_by_size, uplink_from_pb,
 };
 use herald_proto::seam::{self, GatewayLink};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
@@ -48,22 +49,58 @@ pub struct SeamCounters {
     pub refused_duplicate: AtomicU64,
     /// Gateway streams accepted.
     pub links_opened: AtomicU64,
+    /// Streams refused because this node does not lead.
+    pub refused_not_leader: AtomicU64,
 }
 
 /// The `Seam` gRPC service of a router.
 pub struct SeamService {
-    router: Router,
+    /// The router serving gateways: set while this node leads.
+    current: watch::Receiver<Option<Router>>,
+    /// Keeps `current` alive for a service built around one router.
+    _fixed: Option<watch::Sender<Option<Router>>>,
     node: NodeId,
     cluster_id: String,
     capacity: usize,
     counters: Arc<SeamCounters>,
+    raft: Option<RaftPeerService>,
 }
 
 impl SeamService {
     /// Returns the service for `router`, identified as `node` of
     /// `cluster_id`; each gateway's seam queues hold `capacity` items.
     pub fn new(router: Router, node: NodeId, cluster_id: String, capacity: usize) -> SeamService {
-        SeamService { router, node, cluster_id, capacity, counters: Arc::default() }
+        let (fixed, current) = watch::channel(Some(router));
+        SeamService {
+            current,
+            _fixed: Some(fixed),
+            node,
+            cluster_id,
+            capacity,
+            counters: Arc::default(),
+            raft: None,
+        }
+    }
+
+    /// Returns the service of a node of a replicated cluster: it links
+    /// gateways to whichever router `current` holds (while this node leads)
+    /// and refuses them otherwise; it also serves Raft to its peers.
+    pub fn following(
+        current: watch::Receiver<Option<Router>>,
+        raft: RaftPeerService,
+        node: NodeId,
+        cluster_id: String,
+        capacity: usize,
+    ) -> SeamService {
+        SeamService {
+            current,
+            _fixed: None,
+            node,
+            cluster_id,
+            capacity,
+            counters: Arc::default(),
+            raft: Some(raft),
+        }
     }
 
     /// Returns the counters.
@@ -77,6 +114,7 @@ impl SeamService {
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), tonic::transport::Error> {
+        let raft = self.raft.clone().map(RaftPeerService::into_server);
         tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
@@ -85,6 +123,7 @@ impl SeamService {
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_MESSAGE_BYTES),
             )
+            .add_optional_service(raft)
             .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
             .await
     }
@@ -129,8 +168,12 @@ impl Seam for SeamService {
             return Err(self.refuse(&self.counters.refused_cluster, status));
         }
         let gateway = NodeId(hello.gateway);
+        let Some(router) = self.current.borrow().clone() else {
+            let status = Status::unavailable(format!("router {} is not the leader: {NOT_LEADER}", self.node));
+            return Err(self.refuse(&self.counters.refused_not_leader, status));
+        };
         let (gateway_end, port) = seam::link(gateway, self.capacity);
-        if self.router.attach(port).is_none() {
+        if router.attach(port).is_none() {
             let status = Status::already_exists(format!("gateway id {gateway} is already linked"));
             return Err(self.refuse(&self.counters.refused_duplicate, status));
         }
@@ -190,6 +233,11 @@ impl Seam for SeamService {
                     }
                 }
             }
+            // The router let go of the gateway (it stepped down, or stopped
+            // serving): end the stream, whatever the uplink still does.
+            let _ = tx
+                .send(Err(Status::unavailable(format!("router link closed by the router: {NOT_LEADER}"))))
+                .await;
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }

@@ -93,6 +93,12 @@ impl Router {
         Router { inner: Arc::new(inner) }
     }
 
+    /// Lets go of every gateway: their links end, and they find the
+    /// cluster's serving router again.
+    pub fn disconnect_gateways(&self) {
+        self.inner.gateways().clear();
+    }
+
     /// Resolves, with the reason, once a commit to the journal failed: the
     /// router has disconnected every gateway and must be restarted.
     pub async fn failed(&self) -> String {

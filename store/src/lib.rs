@@ -103,14 +103,30 @@ impl DataDir {
     /// random one on first use. A node never joins a cluster whose id
     /// differs from its directory's.
     pub fn cluster_id(&self) -> Result<String, StoreError> {
+        self.claim_cluster_id(None)
+    }
+
+    /// Returns the id of the cluster this directory belongs to. On first
+    /// use it becomes `wanted` (or a random id); afterwards `wanted`, when
+    /// given, must be the recorded id: a directory never changes cluster.
+    pub fn claim_cluster_id(&self, wanted: Option<&str>) -> Result<String, StoreError> {
         let path = self.path.join("CLUSTER");
         match fs::read_to_string(&path) {
-            Ok(text) if !text.trim().is_empty() => return Ok(text.trim().to_owned()),
+            Ok(text) if !text.trim().is_empty() => {
+                let recorded = text.trim();
+                return match wanted {
+                    Some(wanted) if wanted != recorded => Err(StoreError::Corrupt {
+                        path,
+                        reason: format!("this data directory belongs to cluster {recorded}, not {wanted}"),
+                    }),
+                    _ => Ok(recorded.to_owned()),
+                };
+            }
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(source) => return Err(StoreError::Io { path, source }),
         }
-        let id = random_id();
+        let id = wanted.map_or_else(random_id, str::to_owned);
         self.write_text("CLUSTER", &id)?;
         Ok(id)
     }
@@ -168,6 +184,15 @@ mod tests {
         assert_eq!(first, again);
         let other = tempfile::tempdir().expect("tempdir");
         assert_ne!(DataDir::open(other.path()).expect("open").cluster_id().expect("id"), first);
+    }
+
+    #[test]
+    fn a_given_cluster_id_is_recorded_once_and_then_enforced() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = DataDir::open(tmp.path()).expect("open");
+        assert_eq!(dir.claim_cluster_id(Some("prod")).expect("first use"), "prod");
+        assert_eq!(dir.claim_cluster_id(None).expect("recorded"), "prod");
+        assert!(matches!(dir.claim_cluster_id(Some("other")), Err(StoreError::Corrupt { .. })));
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub(crate) struct Gateway {
     websocket: Option<SocketAddr>,
 }
 
-fn field(line: &str, name: &str) -> String {
+pub(crate) fn field(line: &str, name: &str) -> String {
     let start =
         line.find(&format!("{name}=")).unwrap_or_else(|| panic!("no {name}= in {line:?}")) + name.len() + 1;
     line[start..].split_whitespace().next().unwrap_or_default().to_owned()

@@ -6,8 +6,10 @@
 mod support;
 
 mod cluster;
+mod raft_cluster;
 mod test_delivery;
 mod test_failures;
 mod test_fencing;
 mod test_local_cluster;
+mod test_replication;
 mod test_sessions;

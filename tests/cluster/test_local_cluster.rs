@@ -16,18 +16,20 @@ fn script(action: &str, dir: &std::path::Path) -> String {
 }
 
 #[test]
-fn the_local_cluster_script_starts_a_router_and_two_gateways_that_work() {
+fn the_local_cluster_script_starts_three_routers_and_two_gateways_that_work() {
     let dir = tempfile::tempdir().expect("tempdir");
     let printed = script("start", dir.path());
     let lines: Vec<Vec<&str>> = printed.lines().map(|l| l.split_whitespace().collect()).collect();
-    assert_eq!(lines.len(), 3, "{printed}");
-    assert_eq!((lines[0][0], lines[0][1], lines[0][3]), ("router-1", "grpc", "pid"));
+    assert_eq!(lines.len(), 5, "{printed}");
+    for (index, name) in ["router-1", "router-2", "router-3"].into_iter().enumerate() {
+        assert_eq!((lines[index][0], lines[index][1], lines[index][3]), (name, "grpc", "pid"), "{printed}");
+    }
     let gateway = |index: usize| -> SocketAddr {
         assert_eq!(lines[index][1], "mqtt", "{printed}");
         lines[index][2].parse().expect("address")
     };
-    let mut sub = subscriber(&gateway(1), Version::V5).topic("local/t").qos(1).start();
-    publisher(&gateway(2), Version::V311, "local/t").qos(1).message("hi").run();
+    let mut sub = subscriber(&gateway(3), Version::V5).topic("local/t").qos(1).start();
+    publisher(&gateway(4), Version::V311, "local/t").qos(1).message("hi").run();
     assert_eq!(sub.expect_messages(1), [Message::new("local/t", "hi", 1, false)]);
     drop(sub);
     script("stop", dir.path());

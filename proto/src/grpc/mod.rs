@@ -21,6 +21,11 @@ pub mod pb {
     tonic::include_proto!("herald.v1");
 }
 
+/// What a router says when it refuses a gateway's link, or closes one,
+/// because it does not (or no longer) serve gateways: the gateway tries the
+/// other routers of the cluster it knows.
+pub const NOT_LEADER: &str = "not serving gateways; try another router of the cluster";
+
 /// The largest stream message either side accepts. One item must fit: a
 /// claim grant carries a resumed session's whole queue (bounded by the
 /// offline-queue limit), so this is generous; streaming the queue instead

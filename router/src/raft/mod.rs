@@ -206,6 +206,20 @@ impl RaftNode {
         self.raft.wait(Some(timeout)).current_leader(id, "this node leads").await.is_ok()
     }
 
+    /// Resolves once this node no longer leads.
+    pub async fn until_stepped_down(&self) {
+        let mut metrics = self.raft.metrics();
+        loop {
+            let leads = {
+                let m = metrics.borrow_and_update();
+                m.current_leader == Some(self.id) && m.state.is_leader()
+            };
+            if !leads || metrics.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
     /// Commits `command` and returns what applying it produced.
     pub async fn propose(&self, command: Command) -> Result<Response, RaftNodeError> {
         let written =
@@ -243,6 +257,21 @@ impl RaftNode {
             tracing::warn!(%error, "raft shutdown");
         }
     }
+}
+
+/// Asks the router at `address` (`host:port`) for its view of the cluster.
+pub async fn status(address: &str) -> Result<herald_proto::grpc::pb::StatusReply, String> {
+    use herald_proto::grpc::pb::raft_peer_client::RaftPeerClient;
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|e| format!("{address}: {e}"))?
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(3));
+    let channel = endpoint.connect().await.map_err(|e| format!("{address}: unreachable ({e})"))?;
+    let reply = RaftPeerClient::new(channel)
+        .status(herald_proto::grpc::pb::StatusRequest {})
+        .await
+        .map_err(|status| format!("{address}: {}", status.message()))?;
+    Ok(reply.into_inner())
 }
 
 #[cfg(test)]

@@ -1,0 +1,126 @@
+//! A replicated router cluster as processes for tests: three (or more)
+//! routers joined by Raft on 127.0.0.1x, gateways that know all of them.
+
+use herald_testkit::process::Supervised;
+use std::net::{SocketAddr, TcpListener};
+use std::process::Command;
+use std::time::Duration;
+
+const STARTUP: Duration = Duration::from_secs(20);
+pub(crate) const CLUSTER_ID: &str = "raft-test";
+
+/// Running routers and gateways; every process is stopped on drop.
+pub(crate) struct RaftCluster {
+    routers: Vec<Option<Supervised>>,
+    addresses: Vec<SocketAddr>,
+    gateways: Vec<Option<(Supervised, SocketAddr)>>,
+    data: tempfile::TempDir,
+}
+
+fn herald() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
+    command.env("NO_COLOR", "1").env("RUST_LOG", "info");
+    command
+}
+
+/// A free port on `host` (bound and released: the router binds it next).
+fn free_address(host: &str) -> SocketAddr {
+    TcpListener::bind((host, 0)).and_then(|l| l.local_addr()).expect("a free port")
+}
+
+impl RaftCluster {
+    /// Starts `routers` voters and waits until each has joined the cluster.
+    pub(crate) fn start(routers: usize) -> RaftCluster {
+        let data = tempfile::tempdir().expect("tempdir");
+        let addresses: Vec<SocketAddr> =
+            (0..routers).map(|i| free_address(&format!("127.0.0.{}", 11 + i))).collect();
+        let mut cluster = RaftCluster { routers: Vec::new(), addresses, gateways: Vec::new(), data };
+        for node in 1..=routers {
+            let router = cluster.spawn_router(node);
+            cluster.routers.push(Some(router));
+        }
+        for router in cluster.routers.iter().flatten() {
+            router.wait_for_line("listening", STARTUP);
+        }
+        cluster
+    }
+
+    fn spawn_router(&self, node: usize) -> Supervised {
+        let peers: Vec<String> =
+            self.addresses.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect();
+        let mut command = herald();
+        command.args([
+            "router",
+            "--node-id",
+            &node.to_string(),
+            "--grpc",
+            &self.addresses[node - 1].to_string(),
+        ]);
+        command.args(["--peers", &peers.join(","), "--cluster-id", CLUSTER_ID, "--data"]);
+        command.arg(self.data.path().join(format!("router-{node}")));
+        Supervised::start(&format!("router-{node}"), command).expect("start router")
+    }
+
+    /// The routers' addresses, comma-separated, for `herald ctl`.
+    pub(crate) fn router_addresses(&self) -> String {
+        self.addresses.iter().map(SocketAddr::to_string).collect::<Vec<_>>().join(",")
+    }
+
+    /// Starts a gateway that knows every router; returns its MQTT address.
+    pub(crate) fn start_gateway(&mut self) -> SocketAddr {
+        let index = self.gateways.len();
+        let urls: Vec<String> = self.addresses.iter().map(|a| format!("http://{a}")).collect();
+        let listen = format!("127.0.0.{}:0", 2 + index);
+        let mut command = herald();
+        command.args(["gateway", "--router", &urls.join(","), "--mqtt", &listen]);
+        command.args(["--node-id", &(index + 1).to_string(), "--cluster-id", CLUSTER_ID]);
+        let process = Supervised::start(&format!("gateway-{}", index + 1), command).expect("start gateway");
+        let line = process.wait_for_line("listening", STARTUP);
+        let mqtt = crate::cluster::field(&line, "mqtt").parse().expect("mqtt address");
+        self.gateways.push(Some((process, mqtt)));
+        mqtt
+    }
+
+    /// Waits for gateway `index` to exit (its router went away).
+    pub(crate) fn wait_gateway_exit(&mut self, index: usize) {
+        let (mut process, _) = self.gateways[index].take().expect("running");
+        assert!(process.wait_timeout(Duration::from_secs(15)).is_some(), "gateway {index} kept running");
+    }
+
+    /// Returns `herald ctl cluster status` for every router.
+    pub(crate) fn status(&self) -> String {
+        let output = herald()
+            .args(["ctl", "cluster", "status", "--routers", &self.router_addresses()])
+            .output()
+            .expect("run herald ctl");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Waits until the routers agree on a leader among the running ones;
+    /// returns its node id.
+    pub(crate) fn leader(&self) -> usize {
+        let deadline = std::time::Instant::now() + STARTUP;
+        loop {
+            let status = self.status();
+            let leaders: Vec<usize> = status
+                .lines()
+                .filter(|line| line.split_whitespace().nth(1) == Some("Leader"))
+                .filter_map(|line| line.split_whitespace().next()?.parse().ok())
+                .collect();
+            if let [leader] = leaders[..]
+                && self.routers[leader - 1].is_some()
+            {
+                return leader;
+            }
+            assert!(std::time::Instant::now() < deadline, "no single leader:\n{status}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Kills router `node` (1-based) with SIGKILL.
+    pub(crate) fn kill_router(&mut self, node: usize) {
+        let mut router = self.routers[node - 1].take().expect("running");
+        router.signal("KILL");
+        router.wait_timeout(Duration::from_secs(5));
+    }
+}

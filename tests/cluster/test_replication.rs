@@ -1,0 +1,67 @@
+//! Three routers replicate with Raft: the leader serves the gateways, and
+//! when it is killed a new leader serves them with everything that was
+//! acknowledged.
+
+use crate::raft_cluster::RaftCluster;
+use crate::support::{Message, Version, publisher, subscriber};
+
+#[test]
+fn three_routers_serve_two_gateways_through_their_leader() {
+    let mut cluster = RaftCluster::start(3);
+    let status = cluster.status();
+    assert_eq!(status.lines().filter(|l| l.contains(" Leader ")).count(), 1, "one leader:\n{status}");
+    assert_eq!(status.lines().filter(|l| l.contains(" Follower ")).count(), 2, "two followers:\n{status}");
+    assert!(status.contains("1=127.0.0.11:") && status.contains("3=127.0.0.13:"), "voters listed:\n{status}");
+
+    let (a, b) = (cluster.start_gateway(), cluster.start_gateway());
+    let mut reader = subscriber(&b, Version::V5).topic("rep/#").qos(1).start();
+    let mut workers: Vec<_> =
+        [a, b].iter().map(|g| subscriber(g, Version::V5).topic("$share/w/rep/jobs").qos(1).start()).collect();
+    publisher(&a, Version::V311, "rep/news").qos(1).message("hello").run();
+    publisher(&a, Version::V5, "rep/status").qos(1).retain().message("up").run();
+    assert_eq!(
+        reader.expect_messages(2),
+        [Message::new("rep/news", "hello", 1, false), Message::new("rep/status", "up", 1, false)]
+    );
+    for n in 0..4 {
+        publisher(&b, Version::V5, "rep/jobs").qos(1).message(&format!("job-{n}")).run();
+    }
+    let mut jobs: Vec<String> =
+        workers.iter_mut().flat_map(|w| w.expect_messages(2)).map(|m| m.payload).collect();
+    jobs.sort();
+    assert_eq!(jobs, ["job-0", "job-1", "job-2", "job-3"], "each job once, two per gateway");
+}
+
+#[test]
+fn killing_the_leader_loses_nothing_that_was_acknowledged() {
+    let mut cluster = RaftCluster::start(3);
+    let gateway = cluster.start_gateway();
+    subscriber(&gateway, Version::V5)
+        .client_id("durable")
+        .persistent()
+        .topic("orders/#")
+        .qos(1)
+        .exit_after_subscribe()
+        .start();
+    for n in 0..20 {
+        publisher(&gateway, Version::V5, &format!("orders/{n}")).qos(1).message(&format!("order-{n}")).run();
+    }
+    publisher(&gateway, Version::V5, "config/mode").qos(1).retain().message("night").run();
+
+    let leader = cluster.leader();
+    cluster.kill_router(leader);
+    // The gateway loses its router and exits; its supervisor starts it again and it finds the
+    // new leader among the routers it knows.
+    cluster.wait_gateway_exit(0);
+    let new_leader = cluster.leader();
+    assert_ne!(new_leader, leader);
+    let gateway = cluster.start_gateway();
+
+    let mut back =
+        subscriber(&gateway, Version::V5).client_id("durable").persistent().topic("orders/#").qos(1).start();
+    let expected: Vec<Message> =
+        (0..20).map(|n| Message::new(&format!("orders/{n}"), &format!("order-{n}"), 1, false)).collect();
+    assert_eq!(back.expect_messages(20), expected, "every acknowledged message, in order, once");
+    let mut fresh = subscriber(&gateway, Version::V5).topic("config/mode").qos(1).start();
+    assert_eq!(fresh.expect_messages(1), [Message::new("config/mode", "night", 1, true)]);
+}
