@@ -24,12 +24,14 @@ const SEAM_CAPACITY: usize = 8192;
 /// takes well under a second; a cluster starting up, a few).
 const ROUTER_PATIENCE: Duration = Duration::from_secs(30);
 
-/// Returns the `[limits]` and `[auth]` settings from `HERALD_LIMITS_*` and
-/// `HERALD_AUTH_*` variables (the same keys as in the standalone
-/// configuration), validated.
+/// Returns the `[limits]`, `[auth]` and `[raft]` settings from
+/// `HERALD_LIMITS_*`, `HERALD_AUTH_*` and `HERALD_RAFT_*` variables (the
+/// same keys as in the standalone configuration), validated.
 fn settings_from_environment() -> anyhow::Result<StandaloneConfig> {
     let env: Vec<(String, String)> = std::env::vars()
-        .filter(|(name, _)| name.starts_with("HERALD_LIMITS_") || name.starts_with("HERALD_AUTH_"))
+        .filter(|(name, _)| {
+            ["HERALD_LIMITS_", "HERALD_AUTH_", "HERALD_RAFT_"].iter().any(|p| name.starts_with(p))
+        })
         .collect();
     StandaloneConfig::load(None, &env)
 }
@@ -72,7 +74,8 @@ pub(crate) async fn run_router(
 ) -> anyhow::Result<()> {
     let data = DataDir::open(&settings.data)?;
     let cluster_id = data.claim_cluster_id(settings.cluster_id.as_deref())?;
-    let limits = settings_from_environment()?.limits;
+    let configured = settings_from_environment()?;
+    let limits = configured.limits;
     let membership = match settings.peers {
         Some(voters) => {
             anyhow::ensure!(
@@ -86,7 +89,10 @@ pub(crate) async fn run_router(
     };
     let listener = tokio::net::TcpListener::bind(settings.grpc).await?;
     let grpc = listener.local_addr()?;
-    let raft = Arc::new(RaftNode::open(&data.path().join("raft"), settings.node.0, &cluster_id).await?);
+    let raft = Arc::new(
+        RaftNode::open(&data.path().join("raft"), settings.node.0, &cluster_id, configured.raft.settings())
+            .await?,
+    );
     let (serving, current) = watch::channel(None);
     let service = SeamService::following(
         current,
@@ -167,8 +173,8 @@ async fn lead(
 /// Prints each router's view of the cluster (`herald ctl cluster status`).
 pub(crate) async fn print_status(routers: &[String]) -> anyhow::Result<()> {
     println!(
-        "{:<6} {:<10} {:>6} {:>7} {:>9} {:>9}  voters / learners",
-        "node", "role", "term", "leader", "last log", "applied"
+        "{:<6} {:<10} {:>6} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}  voters / learners",
+        "node", "role", "term", "leader", "last log", "applied", "snapshot", "retained", "sessions"
     );
     let mut reached = 0;
     for address in routers {
@@ -177,13 +183,16 @@ pub(crate) async fn print_status(routers: &[String]) -> anyhow::Result<()> {
                 reached += 1;
                 let show = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
                 println!(
-                    "{:<6} {:<10} {:>6} {:>7} {:>9} {:>9}  {} / {}   cluster={} address={address}",
+                    "{:<6} {:<10} {:>6} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}  {} / {}   cluster={} address={address}",
                     s.node_id,
                     s.state,
                     s.term,
                     show(s.leader),
                     show(s.last_log_index),
                     show(s.applied_index),
+                    show(s.snapshot_index),
+                    s.retained_messages,
+                    s.persistent_sessions,
                     s.voters.join(","),
                     if s.learners.is_empty() { "-".to_owned() } else { s.learners.join(",") },
                     s.cluster_id,

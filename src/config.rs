@@ -28,6 +28,51 @@ pub(crate) struct StandaloneConfig {
     pub(crate) limits: Limits,
     /// Who may connect.
     pub(crate) auth: AuthConfig,
+    /// Raft timing and log compaction.
+    pub(crate) raft: RaftConfig,
+}
+
+/// Raft timing and log compaction (`[raft]`, `HERALD_RAFT_*`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RaftConfig {
+    /// Leader heartbeat interval, milliseconds.
+    pub(crate) heartbeat_ms: u64,
+    /// Election timeout range, milliseconds: a follower that hears no
+    /// leader for a random time in it starts an election.
+    pub(crate) election_min_ms: u64,
+    pub(crate) election_max_ms: u64,
+    /// A snapshot is taken every this many log entries.
+    pub(crate) snapshot_entries: u64,
+    /// Entries kept in the log behind the last snapshot (for followers that
+    /// lag a little; one further behind catches up by snapshot).
+    pub(crate) keep_entries: u64,
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        let defaults = herald_router::raft::RaftSettings::default();
+        RaftConfig {
+            heartbeat_ms: defaults.heartbeat_ms,
+            election_min_ms: defaults.election_min_ms,
+            election_max_ms: defaults.election_max_ms,
+            snapshot_entries: defaults.snapshot_entries,
+            keep_entries: defaults.keep_entries,
+        }
+    }
+}
+
+impl RaftConfig {
+    /// Returns the router's Raft settings.
+    pub(crate) fn settings(&self) -> herald_router::raft::RaftSettings {
+        herald_router::raft::RaftSettings {
+            heartbeat_ms: self.heartbeat_ms,
+            election_min_ms: self.election_min_ms,
+            election_max_ms: self.election_max_ms,
+            snapshot_entries: self.snapshot_entries,
+            keep_entries: self.keep_entries,
+        }
+    }
 }
 
 /// Who may connect, and into which app.
@@ -142,6 +187,7 @@ impl Default for StandaloneConfig {
             drain_timeout_secs: 5,
             limits: Limits::default(),
             auth: AuthConfig::default(),
+            raft: RaftConfig::default(),
         }
     }
 }
@@ -252,6 +298,13 @@ impl StandaloneConfig {
         anyhow::ensure!(l.max_queued_messages > 0, "limits.max_queued_messages: must be at least 1");
         anyhow::ensure!(self.connect_timeout_secs > 0, "connect_timeout_secs: must be at least 1");
         anyhow::ensure!(self.max_connections > 0, "max_connections: must be at least 1");
+        let r = &self.raft;
+        anyhow::ensure!(r.heartbeat_ms > 0, "raft.heartbeat_ms: must be at least 1");
+        anyhow::ensure!(
+            r.election_min_ms > r.heartbeat_ms && r.election_max_ms > r.election_min_ms,
+            "raft.election_min_ms / election_max_ms: need heartbeat_ms < election_min_ms < election_max_ms"
+        );
+        anyhow::ensure!(r.snapshot_entries > 0, "raft.snapshot_entries: must be at least 1");
         self.auth.authenticator()?;
         Ok(())
     }
@@ -260,7 +313,7 @@ impl StandaloneConfig {
 /// Sets `HERALD_KEY` / `HERALD_SECTION_KEY` variables into `table`, parsing
 /// each value as a TOML value (falling back to a string).
 fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> anyhow::Result<()> {
-    const SECTIONS: [&str; 2] = ["limits", "auth"];
+    const SECTIONS: [&str; 3] = ["limits", "auth", "raft"];
     for (name, value) in env {
         let Some(rest) = name.strip_prefix("HERALD_") else { continue };
         if matches!(rest, "LOG" | "CONFIG") {

@@ -5,7 +5,7 @@ use crate::config::StandaloneConfig;
 use herald_core::{NodeId, SystemClock};
 use herald_gateway::{Gateway, GatewayConfig};
 use herald_router::Router;
-use herald_router::raft::RaftNode;
+use herald_router::raft::{Membership, RaftNode};
 use herald_store::DataDir;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +20,9 @@ pub(crate) async fn run(config: StandaloneConfig, shutdown: impl Future<Output =
     let data = DataDir::open(&config.data)?;
     // A new generation per start, committed through the single-node Raft,
     // keeps session epochs increasing across restarts (ADR 0004, ADR 0012).
-    let raft = Arc::new(RaftNode::start_single(&data.path().join("raft"), 1, "in-process").await?);
+    let dir = data.path().join("raft");
+    let raft = Arc::new(RaftNode::open(&dir, 1, "", config.raft.settings()).await?);
+    raft.join("in-process", Membership::Single).await?;
     let generation = raft.next_generation().await?;
     let clock = Arc::new(SystemClock);
     // Retained messages, persistent sessions and shared groups' queues come

@@ -11,6 +11,7 @@ pub(crate) const CLUSTER_ID: &str = "raft-test";
 
 /// Running routers and gateways; every process is stopped on drop.
 pub(crate) struct RaftCluster {
+    environment: Vec<(String, String)>,
     routers: Vec<Option<Supervised>>,
     addresses: Vec<SocketAddr>,
     gateways: Vec<Option<(Supervised, SocketAddr)>>,
@@ -31,10 +32,17 @@ fn free_address(host: &str) -> SocketAddr {
 impl RaftCluster {
     /// Starts `routers` voters and waits until each has joined the cluster.
     pub(crate) fn start(routers: usize) -> RaftCluster {
+        RaftCluster::start_with(routers, &[])
+    }
+
+    /// Starts `routers` voters with extra `HERALD_*` settings.
+    pub(crate) fn start_with(routers: usize, environment: &[(&str, &str)]) -> RaftCluster {
         let data = tempfile::tempdir().expect("tempdir");
         let addresses: Vec<SocketAddr> =
             (0..routers).map(|i| free_address(&format!("127.0.0.{}", 11 + i))).collect();
-        let mut cluster = RaftCluster { routers: Vec::new(), addresses, gateways: Vec::new(), data };
+        let environment = environment.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let mut cluster =
+            RaftCluster { environment, routers: Vec::new(), addresses, gateways: Vec::new(), data };
         for node in 1..=routers {
             let router = cluster.spawn_router(node);
             cluster.routers.push(Some(router));
@@ -58,6 +66,7 @@ impl RaftCluster {
         ]);
         command.args(["--peers", &peers.join(","), "--cluster-id", CLUSTER_ID, "--data"]);
         command.arg(self.data.path().join(format!("router-{node}")));
+        command.envs(self.environment.iter().map(|(k, v)| (k, v)));
         Supervised::start(&format!("router-{node}"), command).expect("start router")
     }
 
@@ -115,6 +124,23 @@ impl RaftCluster {
             assert!(std::time::Instant::now() < deadline, "no single leader:\n{status}");
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Starts router `node` (1-based) again on its data, after a kill.
+    pub(crate) fn restart_router(&mut self, node: usize) {
+        let router = self.spawn_router(node);
+        router.wait_for_line("listening", STARTUP);
+        self.routers[node - 1] = Some(router);
+    }
+
+    /// Returns router `node`'s line of `herald ctl cluster status`, split
+    /// into columns (node, role, term, leader, last log, applied, snapshot,
+    /// retained, sessions, …), if it answered.
+    pub(crate) fn status_of(&self, node: usize) -> Option<Vec<String>> {
+        self.status()
+            .lines()
+            .map(|line| line.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+            .find(|columns| columns.first().map(String::as_str) == Some(&node.to_string()))
     }
 
     /// Kills router `node` (1-based) with SIGKILL.

@@ -65,3 +65,35 @@ fn killing_the_leader_loses_nothing_that_was_acknowledged() {
     let mut fresh = subscriber(&gateway, Version::V5).topic("config/mode").qos(1).start();
     assert_eq!(fresh.expect_messages(1), [Message::new("config/mode", "night", 1, true)]);
 }
+
+#[test]
+fn a_router_that_missed_many_writes_catches_up_by_snapshot() {
+    // Snapshots every 20 entries, 2 kept behind: a router that misses 60 writes finds the log
+    // it needs compacted away and must be sent a snapshot.
+    let settings = [("HERALD_RAFT_SNAPSHOT_ENTRIES", "20"), ("HERALD_RAFT_KEEP_ENTRIES", "2")];
+    let mut cluster = RaftCluster::start_with(3, &settings);
+    let leader = cluster.leader();
+    let lagging = if leader == 1 { 2 } else { 1 };
+    cluster.kill_router(lagging);
+    let gateway = cluster.start_gateway();
+    for n in 0..60 {
+        publisher(&gateway, Version::V5, &format!("lag/{n}")).qos(1).retain().message("v").run();
+    }
+    cluster.restart_router(lagging);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let columns = cluster.status_of(lagging).unwrap_or_default();
+        // node role term leader last-log applied snapshot retained sessions
+        let caught_up = columns.get(7).map(String::as_str) == Some("60");
+        let by_snapshot = columns.get(6).and_then(|s| s.parse::<u64>().ok()).is_some_and(|index| index >= 20);
+        if caught_up && by_snapshot {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "router {lagging} did not catch up: {columns:?}\n{}",
+            cluster.status()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

@@ -60,7 +60,8 @@ async fn three_nodes() -> Vec<Running> {
     let mut running = Vec::new();
     for (id, listener) in (1..=3_u64).zip(listeners) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let node = Arc::new(RaftNode::open(dir.path(), id, CLUSTER).await.expect("open"));
+        let node =
+            Arc::new(RaftNode::open(dir.path(), id, CLUSTER, RaftSettings::default()).await.expect("open"));
         let (stop, stopped) = oneshot::channel::<()>();
         let service = node.peer_service().into_server();
         let server = tokio::spawn(async move {
@@ -124,7 +125,7 @@ async fn three_nodes_replicate_the_journal_and_carry_on_without_their_leader() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_refuses_raft_messages_from_another_cluster() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let node = RaftNode::open(dir.path(), 1, CLUSTER).await.expect("open");
+    let node = RaftNode::open(dir.path(), 1, CLUSTER, RaftSettings::default()).await.expect("open");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address");
     let service = node.peer_service().into_server();

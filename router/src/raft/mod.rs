@@ -101,6 +101,34 @@ pub enum RaftNodeError {
     NoLeader(Duration),
 }
 
+/// Raft timing and log compaction of a router node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RaftSettings {
+    /// Leader heartbeat interval, milliseconds.
+    pub heartbeat_ms: u64,
+    /// Election timeout range, milliseconds.
+    pub election_min_ms: u64,
+    /// Upper end of the election timeout range, milliseconds.
+    pub election_max_ms: u64,
+    /// A snapshot is taken every this many log entries.
+    pub snapshot_entries: u64,
+    /// Entries kept in the log behind the last snapshot.
+    pub keep_entries: u64,
+}
+
+impl Default for RaftSettings {
+    fn default() -> Self {
+        // Loopback and a LAN: a leader is replaced in about a second.
+        RaftSettings {
+            heartbeat_ms: 100,
+            election_min_ms: 300,
+            election_max_ms: 600,
+            snapshot_entries: 5000,
+            keep_entries: 1000,
+        }
+    }
+}
+
 /// How long a starting single node waits to lead.
 const LEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -122,7 +150,9 @@ impl RaftNode {
     /// Starts node `id` with its log and snapshot in `dir`, as a cluster of
     /// one (initialised on first start), and waits until it leads.
     pub async fn start_single(dir: &Path, id: u64, address: &str) -> Result<RaftNode, RaftNodeError> {
-        RaftNode::start(dir, id, address, "", Membership::Single).await
+        let node = RaftNode::open(dir, id, "", RaftSettings::default()).await?;
+        node.join(address, Membership::Single).await?;
+        Ok(node)
     }
 
     /// Starts node `id` of cluster `cluster_id`, reachable by its peers at
@@ -136,14 +166,19 @@ impl RaftNode {
         cluster_id: &str,
         membership: Membership,
     ) -> Result<RaftNode, RaftNodeError> {
-        let node = RaftNode::open(dir, id, cluster_id).await?;
+        let node = RaftNode::open(dir, id, cluster_id, RaftSettings::default()).await?;
         node.join(address, membership).await?;
         Ok(node)
     }
 
     /// Opens node `id` of cluster `cluster_id` on its data in `dir`; it
     /// takes part in Raft as soon as its peers can reach it.
-    pub async fn open(dir: &Path, id: u64, cluster_id: &str) -> Result<RaftNode, RaftNodeError> {
+    pub async fn open(
+        dir: &Path,
+        id: u64,
+        cluster_id: &str,
+        settings: RaftSettings,
+    ) -> Result<RaftNode, RaftNodeError> {
         let storage = |e: &dyn std::fmt::Display| RaftNodeError::Storage(e.to_string());
         std::fs::create_dir_all(dir).map_err(|e| storage(&e))?;
         let log = LogStore::open(dir, WalOptions::default()).map_err(|e| storage(&e))?;
@@ -151,9 +186,11 @@ impl RaftNode {
         let state = machine.state();
         let config = openraft::Config {
             cluster_name: "herald".into(),
-            heartbeat_interval: 100,
-            election_timeout_min: 300,
-            election_timeout_max: 600,
+            heartbeat_interval: settings.heartbeat_ms,
+            election_timeout_min: settings.election_min_ms,
+            election_timeout_max: settings.election_max_ms,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(settings.snapshot_entries),
+            max_in_snapshot_log_to_keep: settings.keep_entries,
             ..openraft::Config::default()
         };
         let config = Arc::new(config.validate().map_err(|e| RaftNodeError::Raft(e.to_string()))?);
@@ -187,7 +224,7 @@ impl RaftNode {
 
     /// Returns the gRPC service its peers call.
     pub fn peer_service(&self) -> RaftPeerService {
-        RaftPeerService::new(self.raft.clone(), self.cluster_id.clone())
+        RaftPeerService::new(self.raft.clone(), self.cluster_id.clone(), self.state.clone())
     }
 
     /// Returns this node's id.

@@ -2,12 +2,13 @@
 //! service, which hands openraft's messages to this node's Raft, and its
 //! status for `herald ctl cluster status`.
 
-use super::TypeConfig;
+use super::{Replicated, TypeConfig};
 use herald_proto::grpc::pb::raft_peer_server::{RaftPeer, RaftPeerServer};
 use herald_proto::grpc::pb::{RaftReply, RaftRequest, StatusReply, StatusRequest};
 use openraft::Raft;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::sync::{Arc, Mutex};
 use tonic::{Request, Response, Status};
 
 /// The `RaftPeer` service of one router node.
@@ -15,11 +16,16 @@ use tonic::{Request, Response, Status};
 pub struct RaftPeerService {
     raft: Raft<TypeConfig>,
     cluster_id: String,
+    state: Arc<Mutex<Replicated>>,
 }
 
 impl RaftPeerService {
-    pub(super) fn new(raft: Raft<TypeConfig>, cluster_id: String) -> RaftPeerService {
-        RaftPeerService { raft, cluster_id }
+    pub(super) fn new(
+        raft: Raft<TypeConfig>,
+        cluster_id: String,
+        state: Arc<Mutex<Replicated>>,
+    ) -> RaftPeerService {
+        RaftPeerService { raft, cluster_id, state }
     }
 
     /// Returns the tonic server for this service.
@@ -67,6 +73,10 @@ impl RaftPeer for RaftPeerService {
 
     async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
         let metrics = self.raft.metrics().borrow().clone();
+        let (retained, sessions) = {
+            let state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            (state.durable.retained_count(), state.durable.session_count())
+        };
         let membership = metrics.membership_config.membership();
         let voter_ids: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
         let mut voters = Vec::new();
@@ -90,6 +100,9 @@ impl RaftPeer for RaftPeerService {
             voters,
             learners,
             gateways: Vec::new(),
+            snapshot_index: metrics.snapshot.map(|id| id.index),
+            retained_messages: retained as u64,
+            persistent_sessions: sessions as u64,
         }))
     }
 }

@@ -83,6 +83,11 @@ impl DurableState {
         }
     }
 
+    /// Returns the number of retained messages.
+    pub fn retained_count(&self) -> usize {
+        self.retained.len()
+    }
+
     /// Returns the number of persistent sessions.
     pub fn session_count(&self) -> usize {
         self.sessions.len()
