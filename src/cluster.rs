@@ -43,6 +43,8 @@ pub(crate) struct RouterSettings {
     pub(crate) node: NodeId,
     /// The voters of a replicated cluster (`None`: a cluster of one).
     pub(crate) peers: Option<BTreeMap<u64, String>>,
+    /// Join a running cluster instead of forming one.
+    pub(crate) join: bool,
     pub(crate) cluster_id: Option<String>,
 }
 
@@ -85,6 +87,7 @@ pub(crate) async fn run_router(
             );
             Membership::Voters(voters)
         }
+        None if settings.join => Membership::Join,
         None => Membership::Single,
     };
     let listener = tokio::net::TcpListener::bind(settings.grpc).await?;
@@ -107,7 +110,7 @@ pub(crate) async fn run_router(
     }));
     let address = match &membership {
         Membership::Voters(voters) => voters[&settings.node.0].clone(),
-        Membership::Single => grpc.to_string(),
+        Membership::Single | Membership::Join => grpc.to_string(),
     };
     let single = membership == Membership::Single;
     raft.join(&address, membership).await?;
@@ -168,6 +171,28 @@ async fn lead(
             Some(reason) => warn!(reason, "no longer serving gateways"),
         }
     }
+}
+
+/// Adds router `node` (`ID=HOST:PORT`) as a voter (`herald ctl cluster add`).
+pub(crate) async fn add_router(routers: &[String], cluster_id: &str, node: &str) -> anyhow::Result<()> {
+    let peer = parse_peers(&[node.to_owned()])?.and_then(|p| p.into_iter().next());
+    let (id, address) = peer.ok_or_else(|| anyhow::anyhow!("--node: expected ID=HOST:PORT"))?;
+    let change = herald_router::raft::MembershipChange::Add(id, address);
+    let voters = herald_router::raft::change_membership(routers, cluster_id, &change)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    println!("voters: {}", voters.join(","));
+    Ok(())
+}
+
+/// Removes router `node` from the voters (`herald ctl cluster remove`).
+pub(crate) async fn remove_router(routers: &[String], cluster_id: &str, node: u64) -> anyhow::Result<()> {
+    let change = herald_router::raft::MembershipChange::Remove(node);
+    let voters = herald_router::raft::change_membership(routers, cluster_id, &change)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    println!("voters: {}", voters.join(","));
+    Ok(())
 }
 
 /// Prints each router's view of the cluster (`herald ctl cluster status`).

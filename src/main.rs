@@ -68,6 +68,31 @@ enum ClusterCommand {
         #[arg(long, env = "HERALD_ROUTERS", value_delimiter = ',', required = true)]
         routers: Vec<String>,
     },
+    /// Add a router (started with `--join`) as a voter: it catches up as a
+    /// learner first.
+    Add {
+        /// Router gRPC addresses to find the leader among.
+        #[arg(long, env = "HERALD_ROUTERS", value_delimiter = ',', required = true)]
+        routers: Vec<String>,
+        /// The cluster's id.
+        #[arg(long, env = "HERALD_CLUSTER_ID")]
+        cluster_id: String,
+        /// The new router, `ID=HOST:PORT`.
+        #[arg(long)]
+        node: String,
+    },
+    /// Remove a router from the voters.
+    Remove {
+        /// Router gRPC addresses to find the leader among.
+        #[arg(long, env = "HERALD_ROUTERS", value_delimiter = ',', required = true)]
+        routers: Vec<String>,
+        /// The cluster's id.
+        #[arg(long, env = "HERALD_CLUSTER_ID")]
+        cluster_id: String,
+        /// The router's node id.
+        #[arg(long)]
+        node: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -95,6 +120,10 @@ struct RouterArgs {
     /// (recorded in the data directory at first start, checked after).
     #[arg(long, env = "HERALD_CLUSTER_ID")]
     cluster_id: Option<String>,
+    /// Join a running cluster: wait to be added with `herald ctl cluster
+    /// add` instead of forming a cluster.
+    #[arg(long, conflicts_with = "peers")]
+    join: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -167,6 +196,7 @@ fn main() -> ExitCode {
                     data: args.data,
                     node: herald_core::NodeId(args.node_id),
                     peers,
+                    join: args.join,
                     cluster_id: args.cluster_id,
                 };
                 block_on(cluster::run_router(settings, shutdown_signal()))
@@ -183,9 +213,15 @@ fn main() -> ExitCode {
             };
             block_on(cluster::run_gateway(settings, shutdown_signal()))
         }
-        Command::Ctl { command: CtlCommand::Cluster { command: ClusterCommand::Status { routers } } } => {
-            block_on(cluster::print_status(&routers))
-        }
+        Command::Ctl { command: CtlCommand::Cluster { command } } => match command {
+            ClusterCommand::Status { routers } => block_on(cluster::print_status(&routers)),
+            ClusterCommand::Add { routers, cluster_id, node } => {
+                block_on(cluster::add_router(&routers, &cluster_id, &node))
+            }
+            ClusterCommand::Remove { routers, cluster_id, node } => {
+                block_on(cluster::remove_router(&routers, &cluster_id, node))
+            }
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -90,6 +90,11 @@ impl RaftCluster {
         mqtt
     }
 
+    /// Returns gateway `index`'s MQTT address.
+    pub(crate) fn gateway(&self, index: usize) -> SocketAddr {
+        self.gateways[index].as_ref().expect("running").1
+    }
+
     /// Waits for gateway `index` to exit (its router went away).
     pub(crate) fn wait_gateway_exit(&mut self, index: usize) {
         let (mut process, _) = self.gateways[index].take().expect("running");
@@ -124,6 +129,53 @@ impl RaftCluster {
             assert!(std::time::Instant::now() < deadline, "no single leader:\n{status}");
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Starts one more router, with `--join`, and adds it as a voter with
+    /// `herald ctl cluster add`; returns its node id.
+    pub(crate) fn add_router(&mut self) -> usize {
+        let node = self.routers.len() + 1;
+        let address = free_address(&format!("127.0.0.{}", 10 + node));
+        self.addresses.push(address);
+        let mut command = herald();
+        command.args(["router", "--node-id", &node.to_string(), "--grpc", &address.to_string(), "--join"]);
+        command
+            .args(["--cluster-id", CLUSTER_ID, "--data"])
+            .arg(self.data.path().join(format!("router-{node}")));
+        command.envs(self.environment.iter().map(|(k, v)| (k, v)));
+        let router = Supervised::start(&format!("router-{node}"), command).expect("start router");
+        router.wait_for_line("listening", STARTUP);
+        self.routers.push(Some(router));
+        let out = self.ctl(&["add", "--node", &format!("{node}={address}")]);
+        assert!(out.contains(&format!("{node}={address}")), "router {node} is a voter: {out}");
+        node
+    }
+
+    /// Removes router `node` from the voters with `herald ctl cluster remove`.
+    pub(crate) fn remove_router(&mut self, node: usize) -> String {
+        self.ctl(&["remove", "--node", &node.to_string()])
+    }
+
+    /// Runs `herald ctl cluster COMMAND` against every router; returns its
+    /// output, which must report success.
+    fn ctl(&self, arguments: &[&str]) -> String {
+        let output = herald()
+            .args([
+                "ctl",
+                "cluster",
+                arguments[0],
+                "--routers",
+                &self.router_addresses(),
+                "--cluster-id",
+                CLUSTER_ID,
+            ])
+            .args(&arguments[1..])
+            .output()
+            .expect("run herald ctl");
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        assert!(output.status.success(), "herald ctl cluster {arguments:?}: {text}");
+        text
     }
 
     /// Starts router `node` (1-based) again on its data, after a kill.

@@ -97,3 +97,38 @@ fn a_router_that_missed_many_writes_catches_up_by_snapshot() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+#[test]
+fn a_fourth_router_joins_and_one_leaves_under_traffic_without_loss() {
+    let mut cluster = RaftCluster::start(3);
+    let gateway = cluster.start_gateway();
+    subscriber(&gateway, Version::V5)
+        .client_id("counter")
+        .persistent()
+        .topic("flow/#")
+        .qos(1)
+        .exit_after_subscribe()
+        .start();
+    let traffic = std::thread::spawn(move || {
+        for n in 0..60 {
+            publisher(&gateway, Version::V5, &format!("flow/{n}")).qos(1).message(&format!("m{n}")).run();
+        }
+    });
+    let added = cluster.add_router();
+    let leader = cluster.leader();
+    let leaving = (1..=3).find(|n| *n != leader).expect("a follower");
+    let out = cluster.remove_router(leaving);
+    assert!(!out.contains(&format!("{leaving}=")), "router {leaving} left the voters: {out}");
+    traffic.join().expect("every publish acknowledged while membership changed");
+
+    let status = cluster.status();
+    let line = status.lines().find(|l| l.contains(" Leader ")).expect("a leader");
+    assert!(line.contains(&format!("{added}=127.0.0.{}", 10 + added)), "{status}");
+    assert!(!line.contains(&format!(" {leaving}=")) && !line.contains(&format!(",{leaving}=")), "{status}");
+    let gateway = cluster.gateway(0);
+    let mut back =
+        subscriber(&gateway, Version::V5).client_id("counter").persistent().topic("flow/#").qos(1).start();
+    let expected: Vec<Message> =
+        (0..60).map(|n| Message::new(&format!("flow/{n}"), &format!("m{n}"), 1, false)).collect();
+    assert_eq!(back.expect_messages(60), expected);
+}

@@ -76,6 +76,9 @@ pub enum Membership {
     /// The voters of a new cluster, by id and `host:port`; the one with the
     /// lowest id initialises it on first start, the others wait for it.
     Voters(BTreeMap<u64, String>),
+    /// A node that joins a running cluster: it waits to be added
+    /// (`herald ctl cluster add`), and never forms a cluster itself.
+    Join,
 }
 
 /// What applying a command produced.
@@ -207,6 +210,7 @@ impl RaftNode {
         let members = match &membership {
             Membership::Single => BTreeMap::from([(self.id, address.to_owned())]),
             Membership::Voters(voters) => voters.clone(),
+            Membership::Join => BTreeMap::new(),
         };
         let initialised = self.raft.is_initialized().await.map_err(|e| RaftNodeError::Raft(e.to_string()))?;
         if !initialised && members.keys().next() == Some(&self.id) {
@@ -218,6 +222,8 @@ impl RaftNode {
         let led = match membership {
             Membership::Single => wait.current_leader(self.id, "this node leads").await.map(drop),
             Membership::Voters(_) => wait.metrics(|m| m.current_leader.is_some(), "a leader").await.map(drop),
+            // Added whenever an operator gets to it.
+            Membership::Join => return Ok(()),
         };
         led.map_err(|_| RaftNodeError::NoLeader(LEAD_TIMEOUT))
     }
@@ -296,19 +302,76 @@ impl RaftNode {
     }
 }
 
-/// Asks the router at `address` (`host:port`) for its view of the cluster.
-pub async fn status(address: &str) -> Result<herald_proto::grpc::pb::StatusReply, String> {
-    use herald_proto::grpc::pb::raft_peer_client::RaftPeerClient;
+/// A client of the router at `address` (`host:port`), for operators' tools.
+async fn admin_client(
+    address: &str,
+    timeout: Duration,
+) -> Result<herald_proto::grpc::pb::raft_peer_client::RaftPeerClient<tonic::transport::Channel>, String> {
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
         .map_err(|e| format!("{address}: {e}"))?
         .connect_timeout(Duration::from_secs(3))
-        .timeout(Duration::from_secs(3));
+        .timeout(timeout);
     let channel = endpoint.connect().await.map_err(|e| format!("{address}: unreachable ({e})"))?;
-    let reply = RaftPeerClient::new(channel)
+    Ok(herald_proto::grpc::pb::raft_peer_client::RaftPeerClient::new(channel))
+}
+
+/// Asks the router at `address` (`host:port`) for its view of the cluster.
+pub async fn status(address: &str) -> Result<herald_proto::grpc::pb::StatusReply, String> {
+    let mut client = admin_client(address, Duration::from_secs(3)).await?;
+    let reply = client
         .status(herald_proto::grpc::pb::StatusRequest {})
         .await
         .map_err(|status| format!("{address}: {}", status.message()))?;
     Ok(reply.into_inner())
+}
+
+/// A membership change for [`change_membership`].
+#[derive(Debug, Clone)]
+pub enum MembershipChange {
+    /// Add router `id` at `address` (`host:port`) as a voter, after it
+    /// caught up as a learner.
+    Add(u64, String),
+    /// Remove router `id` from the voters.
+    Remove(u64),
+}
+
+/// Applies `change` through whichever of `routers` leads cluster
+/// `cluster_id`; returns the voters after it.
+pub async fn change_membership(
+    routers: &[String],
+    cluster_id: &str,
+    change: &MembershipChange,
+) -> Result<Vec<String>, String> {
+    use herald_proto::grpc::pb::{AddVoterRequest, RemoveVoterRequest};
+    let mut refusals = Vec::new();
+    for address in routers {
+        let mut client = match admin_client(address, Duration::from_secs(60)).await {
+            Ok(client) => client,
+            Err(error) => {
+                refusals.push(error);
+                continue;
+            }
+        };
+        let cluster_id = cluster_id.to_owned();
+        let reply = match change {
+            MembershipChange::Add(node_id, address) => {
+                client
+                    .add_voter(AddVoterRequest { cluster_id, node_id: *node_id, address: address.clone() })
+                    .await
+            }
+            MembershipChange::Remove(node_id) => {
+                client.remove_voter(RemoveVoterRequest { cluster_id, node_id: *node_id }).await
+            }
+        };
+        match reply {
+            Ok(reply) => return Ok(reply.into_inner().voters),
+            Err(status) if status.code() == tonic::Code::FailedPrecondition => {
+                refusals.push(format!("{address}: {}", status.message()));
+            }
+            Err(status) => return Err(format!("{address}: {}", status.message())),
+        }
+    }
+    Err(format!("no router made the change: {}", refusals.join("; ")))
 }
 
 #[cfg(test)]

@@ -4,10 +4,14 @@
 
 use super::{Replicated, TypeConfig};
 use herald_proto::grpc::pb::raft_peer_server::{RaftPeer, RaftPeerServer};
-use herald_proto::grpc::pb::{RaftReply, RaftRequest, StatusReply, StatusRequest};
+use herald_proto::grpc::pb::{
+    AddVoterRequest, MembershipReply, RaftReply, RaftRequest, RemoveVoterRequest, StatusReply, StatusRequest,
+};
 use openraft::Raft;
+use openraft::{BasicNode, ChangeMembers};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use tonic::{Request, Response, Status};
 
@@ -49,6 +53,43 @@ impl RaftPeerService {
     }
 }
 
+impl RaftPeerService {
+    fn check_cluster(&self, cluster_id: &str) -> Result<(), Status> {
+        if cluster_id == self.cluster_id {
+            Ok(())
+        } else {
+            Err(Status::failed_precondition(format!(
+                "this router belongs to cluster {}, not {cluster_id}",
+                self.cluster_id
+            )))
+        }
+    }
+
+    /// Refuses a membership change on a node that does not lead.
+    fn check_leader(&self) -> Result<(), Status> {
+        let metrics = self.raft.metrics().borrow().clone();
+        if metrics.current_leader == Some(metrics.id) {
+            return Ok(());
+        }
+        let leader = metrics.current_leader.map_or_else(|| "unknown".to_owned(), |id| id.to_string());
+        Err(Status::failed_precondition(format!(
+            "router {} does not lead; the leader is {leader}",
+            metrics.id
+        )))
+    }
+
+    fn voters(&self) -> Vec<String> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        membership
+            .nodes()
+            .filter(|(id, _)| voters.contains(id))
+            .map(|(id, n)| format!("{id}={}", n.addr))
+            .collect()
+    }
+}
+
 fn reply<T: Serialize>(answer: &T) -> Result<Response<RaftReply>, Status> {
     let payload = serde_json::to_vec(answer).map_err(|e| Status::internal(e.to_string()))?;
     Ok(Response::new(RaftReply { payload: payload.into() }))
@@ -69,6 +110,41 @@ impl RaftPeer for RaftPeerService {
     async fn install_snapshot(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let rpc = self.open(request)?;
         reply(&self.raft.install_snapshot(rpc).await)
+    }
+
+    async fn add_voter(
+        &self,
+        request: Request<AddVoterRequest>,
+    ) -> Result<Response<MembershipReply>, Status> {
+        let request = request.into_inner();
+        self.check_cluster(&request.cluster_id)?;
+        self.check_leader()?;
+        let node = BasicNode { addr: request.address };
+        // A learner first: it catches up before it counts towards a majority.
+        self.raft.add_learner(request.node_id, node, true).await.map_err(|e| {
+            Status::unavailable(format!("adding router {} as a learner: {e}", request.node_id))
+        })?;
+        let change = ChangeMembers::AddVoterIds(BTreeSet::from([request.node_id]));
+        self.raft
+            .change_membership(change, false)
+            .await
+            .map_err(|e| Status::unavailable(format!("making router {} a voter: {e}", request.node_id)))?;
+        Ok(Response::new(MembershipReply { voters: self.voters() }))
+    }
+
+    async fn remove_voter(
+        &self,
+        request: Request<RemoveVoterRequest>,
+    ) -> Result<Response<MembershipReply>, Status> {
+        let request = request.into_inner();
+        self.check_cluster(&request.cluster_id)?;
+        self.check_leader()?;
+        let change = ChangeMembers::RemoveVoters(BTreeSet::from([request.node_id]));
+        self.raft
+            .change_membership(change, false)
+            .await
+            .map_err(|e| Status::unavailable(format!("removing router {}: {e}", request.node_id)))?;
+        Ok(Response::new(MembershipReply { voters: self.voters() }))
     }
 
     async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
