@@ -316,7 +316,8 @@ fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> anyhow::Resul
     const SECTIONS: [&str; 3] = ["limits", "auth", "raft"];
     for (name, value) in env {
         let Some(rest) = name.strip_prefix("HERALD_") else { continue };
-        if matches!(rest, "LOG" | "CONFIG") {
+        // Not configuration: logging, the file's path, fault injection for tests.
+        if matches!(rest, "LOG" | "CONFIG") || rest.starts_with("FAULT_") {
             continue;
         }
         let key = rest.to_ascii_lowercase();

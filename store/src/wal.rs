@@ -36,11 +36,14 @@ pub struct WalOptions {
     /// Bytes per segment file (a record larger than this gets a segment of
     /// its own, sized to fit).
     pub segment_size: u64,
+    /// Added before every write and sync: a slow disk, for fault tests
+    /// (zero otherwise).
+    pub slow_sync: std::time::Duration,
 }
 
 impl Default for WalOptions {
     fn default() -> Self {
-        WalOptions { segment_size: 64 * 1024 * 1024 }
+        WalOptions { segment_size: 64 * 1024 * 1024, slow_sync: std::time::Duration::ZERO }
     }
 }
 
@@ -291,6 +294,9 @@ impl Wal {
             return Ok(());
         }
         let segment = self.segments.last_mut().expect("pending bytes have a segment");
+        if !self.options.slow_sync.is_zero() {
+            std::thread::sleep(self.options.slow_sync);
+        }
         segment.file.write_all_at(pending, segment.end).map_err(io_error(&segment.path))?;
         segment.file.sync_data().map_err(io_error(&segment.path))?;
         segment.end += pending.len() as u64;

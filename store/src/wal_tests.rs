@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use std::collections::BTreeMap;
 
 /// Small segments, so a few records span several files.
-const SMALL: WalOptions = WalOptions { segment_size: 256 };
+const SMALL: WalOptions = WalOptions { segment_size: 256, slow_sync: std::time::Duration::ZERO };
 
 fn payload(index: u64, length: usize) -> Vec<u8> {
     (0..length).map(|i| (index as usize * 31 + i) as u8).collect()
@@ -93,7 +93,7 @@ fn a_torn_tail_is_discarded_and_never_comes_back() {
     let dir = tempfile::tempdir().expect("tempdir");
     // One batch in one segment; a crash tore record 3 (its checksum no longer matches) while
     // 4 and 5 reached the disk whole.
-    let big = WalOptions { segment_size: 4096 };
+    let big = WalOptions { segment_size: 4096, ..WalOptions::default() };
     let (mut wal, _) = Wal::open(dir.path(), big).expect("open");
     append(&mut wal, 1..6, 20);
     let (path, offset) = position(&wal, 3);

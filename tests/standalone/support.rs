@@ -626,6 +626,14 @@ impl PublishBuilder {
         self.argument("-m", payload)
     }
 
+    /// Gives the message a v5 Message Expiry Interval of `seconds` (`-D publish
+    /// message-expiry-interval`).
+    pub(crate) fn expiry(mut self, seconds: u32) -> Self {
+        self.arguments.extend(["-D", "publish", "message-expiry-interval"].map(str::to_owned));
+        self.arguments.push(seconds.to_string());
+        self
+    }
+
     /// Publishes a zero-length payload (`-n`).
     pub(crate) fn empty(mut self) -> Self {
         self.arguments.push("-n".to_owned());

@@ -132,6 +132,17 @@ impl Default for RaftSettings {
     }
 }
 
+/// The log's options. `HERALD_FAULT_SLOW_SYNC_MS` makes every log sync
+/// that much slower: a slow disk, which fault tests need and a real disk
+/// here does not produce on demand. Never set it in production.
+fn wal_options() -> WalOptions {
+    let slow = std::env::var("HERALD_FAULT_SLOW_SYNC_MS").ok().and_then(|ms| ms.parse().ok()).unwrap_or(0);
+    if slow > 0 {
+        tracing::warn!(slow_sync_ms = slow, "fault injection: every raft log sync is slowed down");
+    }
+    WalOptions { slow_sync: Duration::from_millis(slow), ..WalOptions::default() }
+}
+
 /// How long a starting single node waits to lead.
 const LEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -184,7 +195,7 @@ impl RaftNode {
     ) -> Result<RaftNode, RaftNodeError> {
         let storage = |e: &dyn std::fmt::Display| RaftNodeError::Storage(e.to_string());
         std::fs::create_dir_all(dir).map_err(|e| storage(&e))?;
-        let log = LogStore::open(dir, WalOptions::default()).map_err(|e| storage(&e))?;
+        let log = LogStore::open(dir, wal_options()).map_err(|e| storage(&e))?;
         let machine = StateMachine::open(dir).map_err(|e| storage(&e))?;
         let state = machine.state();
         let config = openraft::Config {
@@ -217,6 +228,10 @@ impl RaftNode {
             let members: BTreeMap<u64, BasicNode> =
                 members.into_iter().map(|(id, addr)| (id, BasicNode { addr })).collect();
             self.raft.initialize(members).await.map_err(|e| RaftNodeError::Raft(e.to_string()))?;
+        } else if initialised && membership == Membership::Single {
+            // Alone, there is nobody to wait for: lead now rather than after
+            // an election timeout, so a restart is quick.
+            self.raft.trigger().elect().await.map_err(|e| RaftNodeError::Raft(e.to_string()))?;
         }
         let wait = self.raft.wait(Some(LEAD_TIMEOUT));
         let led = match membership {

@@ -14,7 +14,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Tem
     async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<u64>> {
         let dir = tempfile::tempdir().expect("tempdir");
         // Small segments: the suite's few entries span several files.
-        let log = LogStore::open(dir.path(), WalOptions { segment_size: 512 }).expect("open the log");
+        let log = LogStore::open(dir.path(), WalOptions { segment_size: 512, ..WalOptions::default() })
+            .expect("open the log");
         let machine = StateMachine::open(dir.path())?;
         Ok((dir, log, machine))
     }
