@@ -148,6 +148,10 @@ pub(crate) struct Limits {
     pub(crate) max_queued_messages: usize,
     /// Messages queued per offline persistent session.
     pub(crate) max_offline_messages: usize,
+    /// Payload bytes queued per offline persistent session (0: no limit).
+    pub(crate) max_offline_bytes: usize,
+    /// What a full offline queue does: `refuse_newest` or `drop_oldest`.
+    pub(crate) offline_overflow: String,
     /// Upper bound on session expiry, seconds.
     pub(crate) max_session_expiry_secs: u32,
     /// Keep-alive imposed at most, seconds (0: none).
@@ -201,6 +205,8 @@ impl Default for Limits {
             max_inflight_v311: 32,
             max_queued_messages: 1000,
             max_offline_messages: 1000,
+            max_offline_bytes: 0,
+            offline_overflow: "refuse_newest".to_owned(),
             max_session_expiry_secs: 7 * 24 * 3600,
             max_keep_alive: 0,
             max_outbound_aliases: 32,
@@ -247,6 +253,8 @@ impl Limits {
     pub(crate) fn router_config(&self) -> herald_router::RouterConfig {
         herald_router::RouterConfig {
             max_queued_messages: self.max_offline_messages,
+            max_queued_bytes: self.max_offline_bytes,
+            overflow: herald_router::Overflow::parse(&self.offline_overflow).unwrap_or_default(),
             max_session_expiry_seconds: self.max_session_expiry_secs,
             shared_strategy: self.strategy(),
         }
@@ -293,6 +301,10 @@ impl StandaloneConfig {
         anyhow::ensure!(
             !l.server_moved || l.server_reference.is_some(),
             "limits.server_moved: needs limits.server_reference (where the server moved to)"
+        );
+        anyhow::ensure!(
+            herald_router::Overflow::parse(&l.offline_overflow).is_some(),
+            "limits.offline_overflow: refuse_newest or drop_oldest"
         );
         anyhow::ensure!(l.max_inflight_v311 > 0, "limits.max_inflight_v311: must be at least 1");
         anyhow::ensure!(l.max_queued_messages > 0, "limits.max_queued_messages: must be at least 1");

@@ -33,6 +33,14 @@ pub enum Fact {
     },
     /// A shared group's waiting messages, replacing any earlier ones.
     GroupQueue(GroupQueue),
+    /// The oldest `count` messages of a session's queue were dropped to
+    /// make room (overflow policy "drop oldest").
+    QueueDropped {
+        /// The session.
+        session: SessionKey,
+        /// How many, from the front.
+        count: u32,
+    },
 }
 
 /// One session a queued message is appended for.

@@ -27,4 +27,4 @@ mod service;
 pub mod state;
 
 pub use service::{Journal, Router};
-pub use state::{RouterConfig, RouterCounters, RouterState};
+pub use state::{Overflow, RouterConfig, RouterCounters, RouterState};

@@ -146,3 +146,31 @@ fn session_and_message_expiry_hold_across_a_restart() {
     assert_eq!(got, ["kept", "kept too"], "the expired message was not delivered");
     back.expect_silence(std::time::Duration::from_millis(300));
 }
+
+/// Twice the per-session limit is queued: with `refuse_newest` the first half arrives, with
+/// `drop_oldest` the second, in order either way.
+#[test]
+fn an_overflowing_offline_queue_keeps_exactly_the_documented_half() {
+    for (policy, kept) in [("refuse_newest", 0..10), ("drop_oldest", 10..20)] {
+        let broker = Broker::start_with(
+            &[],
+            &[("HERALD_LIMITS_MAX_OFFLINE_MESSAGES", "10"), ("HERALD_LIMITS_OFFLINE_OVERFLOW", policy)],
+        );
+        subscriber(&broker, Version::V5)
+            .client_id("full")
+            .topic("over/#")
+            .qos(1)
+            .persistent()
+            .exit_after_subscribe()
+            .start();
+        let payloads: Vec<String> = (0..20).map(|n| format!("o{n}")).collect();
+        publisher(&broker, Version::V5, "over/t").qos(1).lines(&payloads).run();
+        let broker = broker.restart("KILL");
+        let mut back =
+            subscriber(&broker, Version::V5).client_id("full").topic("over/#").qos(1).persistent().start();
+        let expected: Vec<Message> =
+            kept.map(|n| Message::new("over/t", &format!("o{n}"), 1, false)).collect();
+        assert_eq!(back.expect_messages(10), expected, "{policy}");
+        back.expect_silence(std::time::Duration::from_millis(300));
+    }
+}

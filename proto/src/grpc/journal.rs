@@ -65,6 +65,9 @@ fn fact_to_pb(fact: &Fact) -> pb::Fact {
                 .collect(),
         }),
         Fact::GroupQueue(group) => Kind::GroupQueue(group_to_pb(group)),
+        Fact::QueueDropped { session, count } => {
+            Kind::QueueDropped(pb::QueueDropped { session: Some(session_to_pb(session)), count: *count })
+        }
     };
     pb::Fact { kind: Some(kind) }
 }
@@ -92,6 +95,10 @@ fn fact_from_pb(fact: pb::Fact) -> Result<Fact, ConvertError> {
                 .collect::<Result<_, ConvertError>>()?,
         },
         Kind::GroupQueue(group) => Fact::GroupQueue(group_from_pb(group)?),
+        Kind::QueueDropped(d) => Fact::QueueDropped {
+            session: session_from_pb(d.session, "queue_dropped.session")?,
+            count: d.count,
+        },
     })
 }
 
@@ -221,6 +228,7 @@ mod tests {
                 }],
             },
             Fact::GroupQueue(group.clone()),
+            Fact::QueueDropped { session: key(), count: 3 },
         ];
         assert_eq!(decode(&encode(&facts)).expect("decodes"), facts);
         let image = DurableImage {

@@ -57,6 +57,12 @@ impl DurableState {
                     }
                 }
             }
+            Fact::QueueDropped { session, count } => {
+                if let Some(durable) = self.sessions.get_mut(&session) {
+                    let count = (count as usize).min(durable.queue.len());
+                    durable.queue.drain(..count);
+                }
+            }
             Fact::GroupQueue(group) if group.messages.is_empty() => {
                 self.groups.remove(&(group.app, group.filter));
             }

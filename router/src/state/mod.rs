@@ -21,9 +21,14 @@ pub use sessions::SessionRecord;
 /// Limits of the router state.
 #[derive(Debug, Clone)]
 pub struct RouterConfig {
-    /// Messages queued per offline persistent session; past it, the newest
-    /// message is refused for that session and counted (`dropped_queue_full`).
+    /// Messages queued per offline persistent session (and per shared
+    /// group); past it, `overflow` decides.
     pub max_queued_messages: usize,
+    /// Payload bytes queued per offline persistent session (0: no limit);
+    /// past it, `overflow` decides.
+    pub max_queued_bytes: usize,
+    /// What a full offline queue does with one more message.
+    pub overflow: Overflow,
     /// Upper bound on any session expiry interval, in seconds, so that no
     /// session lives forever.
     pub max_session_expiry_seconds: u32,
@@ -35,8 +40,33 @@ impl Default for RouterConfig {
     fn default() -> Self {
         RouterConfig {
             max_queued_messages: 1000,
+            max_queued_bytes: 0,
+            overflow: Overflow::RefuseNewest,
             max_session_expiry_seconds: 7 * 24 * 3600,
             shared_strategy: SharedStrategy::RoundRobin,
+        }
+    }
+}
+
+/// The overflow policy of an offline session's queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Overflow {
+    /// Keep what is queued; the new message is not queued for that session
+    /// (`dropped_queue_full`).
+    #[default]
+    RefuseNewest,
+    /// Make room by dropping the oldest queued messages
+    /// (`dropped_queue_oldest`).
+    DropOldest,
+}
+
+impl Overflow {
+    /// Parses the configuration form (`refuse_newest`, `drop_oldest`).
+    pub fn parse(name: &str) -> Option<Overflow> {
+        match name {
+            "refuse_newest" => Some(Overflow::RefuseNewest),
+            "drop_oldest" => Some(Overflow::DropOldest),
+            _ => None,
         }
     }
 }
@@ -51,6 +81,8 @@ pub struct RouterCounters {
     pub dropped_offline_qos0: u64,
     /// Messages refused by a full offline queue (policy: refuse newest).
     pub dropped_queue_full: u64,
+    /// Queued messages dropped to make room (policy: drop oldest).
+    pub dropped_queue_oldest: u64,
     /// Messages dropped because they expired before delivery.
     pub dropped_expired: u64,
     /// Deliveries dropped because a gateway's downlink was full.

@@ -1,7 +1,7 @@
 //! The session registry: ownership with epochs, persistent sessions'
 //! subscriptions and offline queues, wills and expiry.
 
-use super::{Effect, RouterState};
+use super::{Effect, Overflow, RouterState};
 use herald_core::{Epoch, ErrorCode, NodeId, QoS, SessionKey, TopicFilter, UnixMillis};
 use herald_proto::Message;
 use herald_proto::journal::{DurableSession, Fact, QueueTarget};
@@ -39,6 +39,14 @@ struct PersistentState {
     /// Where deliveries that were in flight to the released connection
     /// (`Uplink::Requeue`) go: right after the messages it released.
     requeue_at: usize,
+    /// Payload bytes in `queue` (kept by `count_bytes` after each change).
+    queue_bytes: usize,
+}
+
+impl PersistentState {
+    fn count_bytes(&mut self) {
+        self.queue_bytes = self.queue.iter().map(|q| q.message.payload.len()).sum();
+    }
 }
 
 impl SessionRecord {
@@ -190,6 +198,7 @@ impl RouterState {
                         for pending in release.pending.into_iter().rev() {
                             state.queue.push_front(pending);
                         }
+                        state.count_bytes();
                         self.dirty_sessions.insert(release.session);
                     }
                 }
@@ -222,6 +231,7 @@ impl RouterState {
         for pending in release.pending.into_iter().rev() {
             state.queue.push_front(pending);
         }
+        state.count_bytes();
         let subscriptions = state.subscriptions.clone();
         self.timers.insert((expires_at, session.clone()));
         // The session's own subscriptions are offline before its will is
@@ -266,6 +276,7 @@ impl RouterState {
                 for (offset, message) in messages.into_iter().enumerate() {
                     state.queue.insert(at + offset, message);
                 }
+                state.count_bytes();
                 self.mark_session(session);
             }
             _ => self.counters.stale_epoch_refused += 1,
@@ -421,11 +432,29 @@ impl RouterState {
             let key = SessionKey::new(message.app.clone(), client);
             let Some(record) = self.sessions.get_mut(&key) else { continue };
             let Some(state) = record.persistent.as_deref_mut() else { continue };
-            if state.queue.len() >= self.config.max_queued_messages {
-                self.counters.dropped_queue_full += 1;
-                continue;
+            let (max_messages, max_bytes) = (self.config.max_queued_messages, self.config.max_queued_bytes);
+            let size = message.payload.len();
+            let full = |state: &PersistentState| {
+                state.queue.len() >= max_messages || (max_bytes > 0 && state.queue_bytes + size > max_bytes)
+            };
+            if full(state) {
+                if self.config.overflow == Overflow::RefuseNewest || (max_bytes > 0 && size > max_bytes) {
+                    self.counters.dropped_queue_full += 1;
+                    continue;
+                }
+                // Drop oldest: make room from the front of the queue.
+                let mut dropped = 0_u32;
+                while full(state) {
+                    let Some(oldest) = state.queue.pop_front() else { break };
+                    state.queue_bytes -= oldest.message.payload.len();
+                    state.requeue_at = state.requeue_at.saturating_sub(1);
+                    dropped += 1;
+                }
+                self.counters.dropped_queue_oldest += u64::from(dropped);
+                self.journal.push(Fact::QueueDropped { session: key.clone(), count: dropped });
             }
             let target = QueueTarget { session: key, qos, subscription_ids };
+            state.queue_bytes += size;
             state.queue.push_back(target.queued(&kept()));
             queued_for.push(target);
         }
@@ -461,8 +490,15 @@ impl RouterState {
             self.ensure_group(&session.app, &s.filter);
         }
         self.add_offline_subscriptions(&session, &subscriptions);
-        let state =
-            PersistentState { subscriptions, queue: queue.into(), will_at, expires_at, requeue_at: 0 };
+        let mut state = PersistentState {
+            subscriptions,
+            queue: queue.into(),
+            will_at,
+            expires_at,
+            requeue_at: 0,
+            queue_bytes: 0,
+        };
+        state.count_bytes();
         let record =
             SessionRecord { owner: None, epoch, expiry_seconds, will, persistent: Some(Box::new(state)) };
         self.sessions.insert(session, record);

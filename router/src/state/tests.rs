@@ -801,6 +801,48 @@ fn a_full_offline_queue_refuses_the_newest_message() {
 }
 
 #[test]
+fn a_full_offline_queue_drops_its_oldest_messages_when_so_configured() {
+    let config = RouterConfig {
+        max_queued_messages: 2,
+        overflow: super::Overflow::DropOldest,
+        ..RouterConfig::default()
+    };
+    let mut h = Harness::with_config(config);
+    h.offline_subscriber("c1", 3600, &[subscription("a/+", QoS::AtLeastOnce)]);
+    let mut durable = super::DurableState::default();
+    for name in ["m1", "m2", "m3", "m4"] {
+        h.publish(plain("a/b", name), T0);
+        for fact in h.state.take_journal() {
+            durable.apply(fact);
+        }
+    }
+    assert_eq!(h.queue_of("c1"), ["m3", "m4"]);
+    assert_eq!((h.counters().dropped_queue_oldest, h.counters().dropped_queue_full), (2, 0));
+    let journaled: Vec<String> =
+        durable.image().sessions[0].queue.iter().map(|q| name_of(&q.message)).collect();
+    assert_eq!(journaled, ["m3", "m4"], "the journal drops what the queue dropped");
+}
+
+#[test]
+fn the_byte_limit_of_an_offline_queue_follows_the_same_policies() {
+    for (overflow, kept, counted) in [
+        (super::Overflow::RefuseNewest, ["m1", "m2"], (2, 0)),
+        (super::Overflow::DropOldest, ["m3", "m4"], (0, 2)),
+    ] {
+        // Payloads are 2 bytes: a 5-byte limit holds two.
+        let config = RouterConfig { max_queued_bytes: 5, overflow, ..RouterConfig::default() };
+        let mut h = Harness::with_config(config);
+        h.offline_subscriber("c1", 3600, &[subscription("a/+", QoS::AtLeastOnce)]);
+        for name in ["m1", "m2", "m3", "m4"] {
+            h.publish(plain("a/b", name), T0);
+        }
+        assert_eq!(h.queue_of("c1"), kept, "{overflow:?}");
+        let counters = h.counters();
+        assert_eq!((counters.dropped_queue_full, counters.dropped_queue_oldest), counted, "{overflow:?}");
+    }
+}
+
+#[test]
 fn resume_returns_the_subscriptions_and_the_queue_in_order() {
     let mut h = Harness::new();
     let subscribed = [subscription("a/+", QoS::AtLeastOnce), subscription("b/#", QoS::ExactlyOnce)];
