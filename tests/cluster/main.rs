@@ -10,6 +10,7 @@ mod raft_cluster;
 mod test_delivery;
 mod test_failures;
 mod test_fencing;
+mod test_inbox;
 mod test_local_cluster;
 mod test_replication;
 mod test_sessions;

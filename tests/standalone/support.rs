@@ -562,6 +562,13 @@ impl Subscriber {
         self.pending.drain(..count).collect()
     }
 
+    /// Returns every message that arrived by the end of `window`.
+    #[allow(dead_code, reason = "used by the cluster tests, which share this file")]
+    pub(crate) fn collect(&mut self, window: Duration) -> Vec<Message> {
+        self.read_until(Instant::now() + window, |_| false);
+        self.pending.drain(..).collect()
+    }
+
     /// Asserts that no message arrives within `window`.
     pub(crate) fn expect_silence(&mut self, window: Duration) {
         self.read_until(Instant::now() + window, |me| !me.pending.is_empty());
@@ -672,14 +679,26 @@ impl PublishBuilder {
 }
 
 impl PublishBuilder {
-    /// Runs the client, asserts that the broker refused it, and returns what it printed.
-    pub(crate) fn run_refused(self) -> String {
+    /// The `mosquitto_pub` command, quiet.
+    fn quiet_command(&self) -> Command {
         let mut command = Command::new("mosquitto_pub");
         command
             .args(["-h", &self.addr.ip().to_string(), "-p", &self.addr.port().to_string()])
             .args(["-V", self.version.mosquitto_name()])
             .args(&self.arguments);
-        let finished = run_bounded(command, None, STEP_TIMEOUT);
+        command
+    }
+
+    /// Runs the client and returns whether it succeeded (for QoS 1 and 2: every publication
+    /// acknowledged), for tests in which the broker may be away.
+    #[allow(dead_code, reason = "used by the cluster tests, which share this file")]
+    pub(crate) fn try_run(self) -> bool {
+        run_bounded(self.quiet_command(), self.stdin.as_deref(), STEP_TIMEOUT).succeeded()
+    }
+
+    /// Runs the client, asserts that the broker refused it, and returns what it printed.
+    pub(crate) fn run_refused(self) -> String {
+        let finished = run_bounded(self.quiet_command(), None, STEP_TIMEOUT);
         assert!(
             finished.status.is_some_and(|status| !status.success()),
             "mosquitto_pub {} was not refused\n{finished}",
