@@ -2,7 +2,7 @@
 //! nothing for it and publishes no will for it when it resumes.
 
 use crate::cluster::Cluster;
-use crate::support::{RawConnection, Version, publisher, subscriber};
+use crate::support::{Incoming, RawConnection, Version, publisher, subscriber};
 use std::time::Duration;
 
 /// Builds a v5 CONNECT for `client` with session expiry 60 s, optionally
@@ -71,4 +71,92 @@ fn a_stopped_gateway_that_lost_a_session_delivers_nothing_and_publishes_no_will(
     publisher(&cluster.gateway(0), Version::V5, "stale/t").qos(1).message("after the resume").run();
     assert_eq!(new.expect_packet().first_byte & 0xF0, 0x30, "the new owner gets it");
     wills.expect_silence(Duration::from_millis(1_000));
+}
+
+/// A QoS 1 PUBLISH to `topic`, packet id 1, no properties (v5).
+fn publish_v5(topic: &str, payload: &[u8]) -> Vec<u8> {
+    let mut body = (topic.len() as u16).to_be_bytes().to_vec();
+    body.extend_from_slice(topic.as_bytes());
+    body.extend_from_slice(&[0x00, 0x01, 0x00]); // packet id 1, no properties
+    body.extend_from_slice(payload);
+    let mut packet = vec![0x32, body.len() as u8];
+    packet.extend(body);
+    packet
+}
+
+/// Reads packets until one of type `kind` (first byte without flags) or the close.
+fn next_of(connection: &mut RawConnection, kind: u8, wait: Duration) -> Option<crate::support::Packet> {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match connection.receive(left) {
+            Incoming::Packet(packet) if packet.first_byte & 0xF0 == kind => return Some(packet),
+            Incoming::Packet(_) => {}
+            Incoming::Closed | Incoming::Silent => return None,
+        }
+    }
+}
+
+/// Two hundred rounds of the same client id connecting to both gateways at once, with a
+/// jitter of up to 2 ms between them: each round exactly one connection survives (the other
+/// gets DISCONNECT 0x8E), a QoS 1 message published afterwards reaches the survivor once, and
+/// the loser's will fires exactly once.
+#[test]
+fn the_same_client_id_racing_on_two_gateways_ends_with_one_session_every_round() {
+    const ROUNDS: u32 = 200;
+    let cluster = Cluster::start(2);
+    let (first, second) = (cluster.gateway(0), cluster.gateway(1));
+    let mut wills = subscriber(&first, Version::V5).topic("wills/#").qos(1).start();
+    let mut seed = 0x2545_f491_u32;
+    for round in 0..ROUNDS {
+        let client = format!("race-{round}");
+        seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        let jitter = Duration::from_micros(u64::from(seed >> 16) % 2_000);
+        let (late_on_first, connect) = (seed & 1 == 0, connect_v5(&client, true, true));
+        let racer = {
+            let (connect, address) = (connect.clone(), if late_on_first { second } else { first });
+            std::thread::spawn(move || {
+                let mut connection = RawConnection::open(&address);
+                connection.send(&connect);
+                connection
+            })
+        };
+        std::thread::sleep(jitter);
+        let mut late = RawConnection::open(&if late_on_first { first } else { second });
+        late.send(&connect);
+        let early = racer.join().expect("racer");
+        let mut connections = [early, late];
+        for connection in &mut connections {
+            let connack = next_of(connection, 0x20, Duration::from_secs(5)).expect("a CONNACK");
+            assert_eq!(connack.body[1], 0x00, "round {round}: accepted {connack:?}");
+        }
+        // The one taken over is told so and closed; the other stays.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let loser = 'found: loop {
+            for (index, connection) in connections.iter_mut().enumerate() {
+                if let Some(disconnect) = next_of(connection, 0xE0, Duration::from_millis(5)) {
+                    assert_eq!(disconnect.body.first(), Some(&0x8E), "round {round}: taken over");
+                    break 'found index;
+                }
+            }
+            assert!(std::time::Instant::now() < deadline, "round {round}: neither connection was taken over");
+        };
+        let survivor = &mut connections[1 - loser];
+        survivor.send(&subscribe_v5(&format!("race/{round}")));
+        assert!(next_of(survivor, 0x90, Duration::from_secs(5)).is_some(), "round {round}: SUBACK");
+        let mut sender = RawConnection::open(&first);
+        sender.send(&connect_v5(&format!("sender-{round}"), true, false));
+        next_of(&mut sender, 0x20, Duration::from_secs(5)).expect("CONNACK");
+        sender.send(&publish_v5(&format!("race/{round}"), b"once"));
+        assert!(next_of(&mut sender, 0x40, Duration::from_secs(5)).is_some(), "round {round}: PUBACK");
+        let delivered = next_of(survivor, 0x30, Duration::from_secs(5)).expect("the survivor gets it");
+        assert!(delivered.body.ends_with(b"once"), "round {round}: {delivered:?}");
+        assert!(next_of(survivor, 0x30, Duration::from_millis(20)).is_none(), "round {round}: once");
+        survivor.send(&[0xE0, 0x00]); // normal disconnection: no will
+        sender.send(&[0xE0, 0x00]);
+    }
+    let fired: Vec<String> = wills.expect_messages(ROUNDS as usize).into_iter().map(|m| m.topic).collect();
+    let distinct: std::collections::HashSet<&String> = fired.iter().collect();
+    assert_eq!(distinct.len(), ROUNDS as usize, "one will per round, none twice");
+    wills.expect_silence(Duration::from_millis(300));
 }
