@@ -26,5 +26,5 @@ pub mod raft;
 mod service;
 pub mod state;
 
-pub use service::{Journal, Router};
+pub use service::{Committing, Journal, Router};
 pub use state::{Overflow, RouterConfig, RouterCounters, RouterState};

@@ -26,13 +26,27 @@ const BATCH: usize = 256;
 /// is moved by hand (tests) or steps is noticed.
 const TIMER_POLL: Duration = Duration::from_millis(250);
 
+/// A commit in flight: resolves once the facts are durable.
+pub type Committing = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
 /// Where a router commits the facts of each batch before answering it.
 pub trait Journal: Send + Sync + 'static {
-    /// Commits `facts` durably, all or none.
-    fn commit<'a>(
+    /// Submits `facts` for commit, after everything submitted before;
+    /// resolves once they are in line, to the commit in flight (so that the
+    /// next batch can be submitted while this one is being made durable).
+    fn submit<'a>(
         &'a self,
         facts: &'a [Fact],
-    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+    ) -> Pin<Box<dyn Future<Output = Result<Committing, String>> + Send + 'a>>;
+}
+
+/// Batches whose effects wait, in order, for their commits.
+const PIPELINE: usize = 64;
+
+/// One batch's effects and the commit they wait for.
+struct Stage {
+    effects: Vec<Effect>,
+    commit: Option<Committing>,
 }
 
 /// The in-process router: serves any number of gateway ports.
@@ -47,8 +61,13 @@ struct Inner {
     clock: Arc<dyn Clock>,
     timer_changed: Notify,
     journal: Option<Arc<dyn Journal>>,
-    /// Held from applying a batch until its effects are dispatched.
+    /// Held from applying a batch until it is submitted (or, with nothing
+    /// pending, dispatched): submissions and stages keep apply order.
     turn: tokio::sync::Mutex<()>,
+    /// Stages for the dispatcher (with a journal only).
+    stages: Option<mpsc::Sender<Stage>>,
+    /// Stages sent and not yet dispatched.
+    queued: std::sync::atomic::AtomicUsize,
     /// Set when a commit failed: the router stops serving.
     failed: tokio::sync::watch::Sender<Option<String>>,
 }
@@ -81,16 +100,28 @@ impl Router {
         clock: Arc<dyn Clock>,
         journal: Option<Arc<dyn Journal>>,
     ) -> Router {
-        let inner = Inner {
+        let (stages, pending) = match journal {
+            Some(_) => {
+                let (sender, receiver) = mpsc::channel(PIPELINE);
+                (Some(sender), Some(receiver))
+            }
+            None => (None, None),
+        };
+        let inner = Arc::new(Inner {
             state: Mutex::new(RouterState::new(config, generation)),
             gateways: Mutex::new(HashMap::new()),
             clock,
             timer_changed: Notify::new(),
             journal,
             turn: tokio::sync::Mutex::new(()),
+            stages,
+            queued: std::sync::atomic::AtomicUsize::new(0),
             failed: tokio::sync::watch::channel(None).0,
-        };
-        Router { inner: Arc::new(inner) }
+        });
+        if let Some(pending) = pending {
+            tokio::spawn(dispatch_in_order(Arc::downgrade(&inner), pending));
+        }
+        Router { inner }
     }
 
     /// Lets go of every gateway: their links end, and they find the
@@ -181,6 +212,26 @@ impl Router {
     }
 }
 
+/// Dispatches each stage's effects once its commit is done, in the order
+/// the stages were sent; after a failed commit, nothing more.
+async fn dispatch_in_order(inner: std::sync::Weak<Inner>, mut stages: mpsc::Receiver<Stage>) {
+    while let Some(mut stage) = stages.recv().await {
+        let outcome = match stage.commit.take() {
+            Some(committing) => committing.await,
+            None => Ok(()),
+        };
+        let Some(inner) = inner.upgrade() else { return };
+        match outcome {
+            Ok(()) if inner.failed.borrow().is_none() => {
+                inner.dispatch(&mut inner.state(), &mut stage.effects)
+            }
+            Ok(()) => {}
+            Err(reason) => inner.fail(reason),
+        }
+        inner.queued.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 fn wait_until(now: UnixMillis, at: UnixMillis) -> Duration {
     Duration::from_millis(at.0.saturating_sub(now.0))
 }
@@ -191,7 +242,8 @@ impl Inner {
     }
 
     /// Applies one batch of work to the state and, in turn with every other
-    /// batch, commits its durable facts and dispatches its effects.
+    /// batch, submits its durable facts; its effects go out once they are
+    /// committed, after those of every earlier batch.
     async fn run_batch(
         &self,
         effects: &mut Vec<Effect>,
@@ -203,24 +255,38 @@ impl Inner {
             let mut state = self.state();
             work(&mut state, now, effects);
             let facts = state.take_journal();
-            if facts.is_empty() || self.journal.is_none() {
+            let nothing_pending = self.queued.load(std::sync::atomic::Ordering::Acquire) == 0;
+            if self.stages.is_none() || (facts.is_empty() && nothing_pending) {
                 self.dispatch(&mut state, effects);
                 return;
             }
             facts
         };
-        let journal = self.journal.as_ref().expect("checked above");
-        match journal.commit(&facts).await {
-            Ok(()) => self.dispatch(&mut self.state(), effects),
-            Err(reason) => {
-                // Nothing of this batch may be acknowledged, and the state
-                // now differs from what is durable: stop serving.
-                tracing::error!(%reason, "journal commit failed: disconnecting every gateway");
-                effects.clear();
-                self.gateways().clear();
-                self.failed.send_replace(Some(reason));
+        let (Some(journal), Some(stages)) = (&self.journal, &self.stages) else { return };
+        let commit = if facts.is_empty() {
+            None
+        } else {
+            match journal.submit(&facts).await {
+                Ok(committing) => Some(committing),
+                Err(reason) => {
+                    effects.clear();
+                    return self.fail(reason);
+                }
             }
+        };
+        self.queued.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let stage = Stage { effects: std::mem::take(effects), commit };
+        if stages.send(stage).await.is_err() {
+            self.queued.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
         }
+    }
+
+    /// A commit failed: nothing of it may be acknowledged, and the state now
+    /// differs from what is durable. Stops serving.
+    fn fail(&self, reason: String) {
+        tracing::error!(%reason, "journal commit failed: disconnecting every gateway");
+        self.gateways().clear();
+        self.failed.send_replace(Some(reason));
     }
 
     fn gateways(&self) -> MutexGuard<'_, HashMap<NodeId, mpsc::Sender<Downlink>>> {

@@ -396,10 +396,21 @@ mod tests;
 mod cluster_tests;
 
 impl crate::Journal for RaftNode {
-    fn commit<'a>(
+    fn submit<'a>(
         &'a self,
         facts: &'a [Fact],
-    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
-        Box::pin(async move { self.commit_journal(facts).await.map_err(|e| e.to_string()) })
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<crate::Committing, String>> + Send + 'a>> {
+        Box::pin(async move {
+            let command = Command::Journal(journal::encode(facts));
+            let written = self.raft.client_write_ff(command).await.map_err(|e| e.to_string())?;
+            let committing: crate::Committing = Box::pin(async move {
+                match written.await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(error)) => Err(error.to_string()),
+                    Err(_) => Err("raft stopped before the commit".to_owned()),
+                }
+            });
+            Ok(committing)
+        })
     }
 }
