@@ -47,6 +47,9 @@ pub(crate) struct RaftConfig {
     /// Entries kept in the log behind the last snapshot (for followers that
     /// lag a little; one further behind catches up by snapshot).
     pub(crate) keep_entries: u64,
+    /// Bytes per log segment file (preallocated; whole segments are freed
+    /// once a snapshot covers them).
+    pub(crate) segment_bytes: u64,
 }
 
 impl Default for RaftConfig {
@@ -58,6 +61,7 @@ impl Default for RaftConfig {
             election_max_ms: defaults.election_max_ms,
             snapshot_entries: defaults.snapshot_entries,
             keep_entries: defaults.keep_entries,
+            segment_bytes: defaults.segment_bytes,
         }
     }
 }
@@ -71,6 +75,7 @@ impl RaftConfig {
             election_max_ms: self.election_max_ms,
             snapshot_entries: self.snapshot_entries,
             keep_entries: self.keep_entries,
+            segment_bytes: self.segment_bytes,
         }
     }
 }
@@ -317,6 +322,7 @@ impl StandaloneConfig {
             "raft.election_min_ms / election_max_ms: need heartbeat_ms < election_min_ms < election_max_ms"
         );
         anyhow::ensure!(r.snapshot_entries > 0, "raft.snapshot_entries: must be at least 1");
+        anyhow::ensure!(r.segment_bytes >= 64 * 1024, "raft.segment_bytes: at least 65536");
         self.auth.authenticator()?;
         Ok(())
     }

@@ -323,6 +323,11 @@ impl Broker {
         self.exit
     }
 
+    /// Returns the broker's data directory.
+    pub(crate) fn data_path(&self) -> &std::path::Path {
+        self.data.as_ref().expect("a broker owns its data directory").path()
+    }
+
     /// Returns everything the broker printed so far, for assertion messages.
     pub(crate) fn log(&self) -> String {
         self.log.to_string()

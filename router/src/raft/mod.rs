@@ -117,6 +117,8 @@ pub struct RaftSettings {
     pub snapshot_entries: u64,
     /// Entries kept in the log behind the last snapshot.
     pub keep_entries: u64,
+    /// Bytes per log segment file.
+    pub segment_bytes: u64,
 }
 
 impl Default for RaftSettings {
@@ -128,6 +130,7 @@ impl Default for RaftSettings {
             election_max_ms: 600,
             snapshot_entries: 5000,
             keep_entries: 1000,
+            segment_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -135,12 +138,12 @@ impl Default for RaftSettings {
 /// The log's options. `HERALD_FAULT_SLOW_SYNC_MS` makes every log sync
 /// that much slower: a slow disk, which fault tests need and a real disk
 /// here does not produce on demand. Never set it in production.
-fn wal_options() -> WalOptions {
+fn wal_options(segment_size: u64) -> WalOptions {
     let slow = std::env::var("HERALD_FAULT_SLOW_SYNC_MS").ok().and_then(|ms| ms.parse().ok()).unwrap_or(0);
     if slow > 0 {
         tracing::warn!(slow_sync_ms = slow, "fault injection: every raft log sync is slowed down");
     }
-    WalOptions { slow_sync: Duration::from_millis(slow), ..WalOptions::default() }
+    WalOptions { segment_size, slow_sync: Duration::from_millis(slow) }
 }
 
 /// How long a starting single node waits to lead.
@@ -195,7 +198,7 @@ impl RaftNode {
     ) -> Result<RaftNode, RaftNodeError> {
         let storage = |e: &dyn std::fmt::Display| RaftNodeError::Storage(e.to_string());
         std::fs::create_dir_all(dir).map_err(|e| storage(&e))?;
-        let log = LogStore::open(dir, wal_options()).map_err(|e| storage(&e))?;
+        let log = LogStore::open(dir, wal_options(settings.segment_bytes)).map_err(|e| storage(&e))?;
         let machine = StateMachine::open(dir).map_err(|e| storage(&e))?;
         let state = machine.state();
         let config = openraft::Config {

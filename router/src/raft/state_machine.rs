@@ -75,6 +75,7 @@ impl Replicated {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct StoredSnapshot {
     meta: SnapshotMeta<NodeId, BasicNode>,
+    #[serde(with = "super::base64_bytes")]
     data: Vec<u8>,
 }
 
