@@ -96,10 +96,13 @@ pub(crate) async fn run_router(
         RaftNode::open(&data.path().join("raft"), settings.node.0, &cluster_id, configured.raft.settings())
             .await?,
     );
-    let (serving, current) = watch::channel(None);
+    let (serving, current) = watch::channel::<Option<Router>>(None);
+    let watched = current.clone();
+    let counts: herald_router::raft::GatewayCounts =
+        Arc::new(move || watched.borrow().as_ref().map(Router::gateway_sessions).unwrap_or_default());
     let service = SeamService::following(
         current,
-        raft.peer_service(),
+        raft.peer_service().with_gateway_counts(counts),
         settings.node,
         cluster_id.clone(),
         SEAM_CAPACITY,
@@ -208,7 +211,7 @@ pub(crate) async fn print_status(routers: &[String]) -> anyhow::Result<()> {
                 reached += 1;
                 let show = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
                 println!(
-                    "{:<6} {:<10} {:>6} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}  {} / {}   cluster={} address={address}",
+                    "{:<6} {:<10} {:>6} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}  {} / {}   cluster={} address={address} gateways={}",
                     s.node_id,
                     s.state,
                     s.term,
@@ -221,6 +224,7 @@ pub(crate) async fn print_status(routers: &[String]) -> anyhow::Result<()> {
                     s.voters.join(","),
                     if s.learners.is_empty() { "-".to_owned() } else { s.learners.join(",") },
                     s.cluster_id,
+                    if s.gateways.is_empty() { "-".to_owned() } else { s.gateways.join(",") },
                 );
             }
             Err(error) => println!("{:<6} unreachable: {error}", "?"),

@@ -124,6 +124,17 @@ impl Router {
         Router { inner }
     }
 
+    /// Returns the gateways linked to this router, each with its online
+    /// sessions.
+    pub fn gateway_sessions(&self) -> Vec<(u64, usize)> {
+        let mut counts: std::collections::BTreeMap<u64, usize> =
+            self.inner.gateways().keys().map(|gateway| (gateway.0, 0)).collect();
+        for (gateway, sessions) in self.inner.state().online_per_gateway() {
+            *counts.entry(gateway.0).or_default() += sessions;
+        }
+        counts.into_iter().collect()
+    }
+
     /// Lets go of every gateway: their links end, and they find the
     /// cluster's serving router again.
     pub fn disconnect_gateways(&self) {

@@ -23,6 +23,11 @@ fn three_routers_serve_two_gateways_through_their_leader() {
         reader.expect_messages(2),
         [Message::new("rep/news", "hello", 1, false), Message::new("rep/status", "up", 1, false)]
     );
+    // The leader counts its gateways' online sessions: a worker on the first, the reader and
+    // a worker on the second.
+    let status = cluster.status();
+    let leader = status.lines().find(|l| l.contains(" Leader ")).expect("a leader");
+    assert!(leader.contains("gateways=1=1,2=2"), "{status}");
     for n in 0..4 {
         publisher(&b, Version::V5, "rep/jobs").qos(1).message(&format!("job-{n}")).run();
     }

@@ -20,7 +20,7 @@ mod peer_service;
 mod state_machine;
 
 pub use log_store::LogStore;
-pub use peer_service::RaftPeerService;
+pub use peer_service::{GatewayCounts, RaftPeerService};
 pub use state_machine::{Replicated, StateMachine};
 
 use herald_proto::journal::{self, DurableImage, Fact};

@@ -21,7 +21,11 @@ pub struct RaftPeerService {
     raft: Raft<TypeConfig>,
     cluster_id: String,
     state: Arc<Mutex<Replicated>>,
+    gateways: GatewayCounts,
 }
+
+/// Reports the gateways a node serves and their online sessions.
+pub type GatewayCounts = Arc<dyn Fn() -> Vec<(u64, usize)> + Send + Sync>;
 
 impl RaftPeerService {
     pub(super) fn new(
@@ -29,7 +33,14 @@ impl RaftPeerService {
         cluster_id: String,
         state: Arc<Mutex<Replicated>>,
     ) -> RaftPeerService {
-        RaftPeerService { raft, cluster_id, state }
+        RaftPeerService { raft, cluster_id, state, gateways: Arc::new(Vec::new) }
+    }
+
+    /// Reports, in `herald ctl cluster status`, the gateways `counts` lists
+    /// with their online sessions.
+    pub fn with_gateway_counts(mut self, counts: GatewayCounts) -> RaftPeerService {
+        self.gateways = counts;
+        self
     }
 
     /// Returns the tonic server for this service.
@@ -175,7 +186,10 @@ impl RaftPeer for RaftPeerService {
             applied_index: metrics.last_applied.map(|id| id.index),
             voters,
             learners,
-            gateways: Vec::new(),
+            gateways: (self.gateways)()
+                .into_iter()
+                .map(|(id, sessions)| format!("{id}={sessions}"))
+                .collect(),
             snapshot_index: metrics.snapshot.map(|id| id.index),
             retained_messages: retained as u64,
             persistent_sessions: sessions as u64,

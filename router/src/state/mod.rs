@@ -164,6 +164,17 @@ impl RouterState {
         self.sessions.get(session)
     }
 
+    /// Returns each gateway holding sessions, with how many.
+    pub fn online_per_gateway(&self) -> Vec<(NodeId, usize)> {
+        let mut counts: HashMap<NodeId, usize> = HashMap::new();
+        for record in self.sessions.values() {
+            if let Some(owner) = record.owner {
+                *counts.entry(owner).or_default() += 1;
+            }
+        }
+        counts.into_iter().collect()
+    }
+
     /// Returns the number of sessions known (online and persistent offline).
     pub fn session_count(&self) -> usize {
         self.sessions.len()
