@@ -65,6 +65,17 @@ pub trait AuthExchange: Send + Sync {
     fn step(&mut self, data: Option<&[u8]>) -> Result<AuthStep, AuthFailure>;
 }
 
+/// Returns an AUTH packet of `method` with `reason_code` and, if any, `data`
+/// [MQTT-4.12.0-5]: every AUTH of an exchange names the method.
+pub fn auth_packet(reason_code: ReasonCode, method: ByteString, data: Option<Bytes>) -> herald_mqtt::Auth {
+    let mut properties = herald_mqtt::Properties::default();
+    properties.push(herald_mqtt::Property::AuthenticationMethod(method));
+    if let Some(data) = data {
+        properties.push(herald_mqtt::Property::AuthenticationData(data));
+    }
+    herald_mqtt::Auth { reason_code, properties }
+}
+
 /// Decides whether a connection may proceed and as whom.
 ///
 /// A new authentication method implements [`AuthExchange`] and is

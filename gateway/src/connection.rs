@@ -17,14 +17,14 @@
 //! Hot path: the read → decode → session loop and `carry_out`.
 
 use crate::Shared;
-use crate::auth::{AuthStep, Principal};
+use crate::auth::{AuthStep, Principal, auth_packet};
 use crate::handshake::{self, Accepted, Identity};
 use crate::registry::{ConnHandle, GatewayCounters, Inbound, REQUEST_SEQ_BITS, RouteChanges, message_id};
 use crate::session::{Action, Close, Session};
 use crate::transport::{READ_CHUNK, Received, Transport};
 use bytes::{Bytes, BytesMut};
 use herald_core::{ByteString, ReasonCode, SessionKey, UnixMillis};
-use herald_mqtt::{Auth, Codec, ConnAck, DecodeError, Packet, Properties, Property, ProtocolVersion};
+use herald_mqtt::{Codec, ConnAck, DecodeError, Packet, Properties, ProtocolVersion};
 use herald_proto::seam::{Claim, ClaimGrant, Downlink, QueuedMessage, Release, Uplink};
 use std::io;
 use std::sync::Arc;
@@ -139,10 +139,8 @@ async fn exchange<T: Transport>(
                 return Ok(Proven { principal, method: ByteString::from(method), data });
             }
             Ok(AuthStep::Continue(reply)) => {
-                let mut properties = Properties::default();
-                properties.push(Property::AuthenticationMethod(ByteString::from(method)));
-                properties.push(Property::AuthenticationData(reply));
-                let auth = Auth { reason_code: ReasonCode::ContinueAuthentication, properties };
+                let auth =
+                    auth_packet(ReasonCode::ContinueAuthentication, ByteString::from(method), Some(reply));
                 write_packets(transport, codec, &[Packet::Auth(auth)]).await.map_err(|_| None)?;
             }
             Err(failure) => return Err(Some(handshake::refusal(v5, failure.code, &failure.detail))),

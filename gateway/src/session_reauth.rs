@@ -10,10 +10,9 @@
 //! must belong to the session's app: a session never changes tenant.
 
 use super::{Action, Close, Session};
-use crate::auth::{AuthExchange, AuthStep, Authenticator};
-use bytes::Bytes;
+use crate::auth::{AuthExchange, AuthStep, Authenticator, auth_packet};
 use herald_core::{ByteString, ReasonCode};
-use herald_mqtt::{Auth, Packet, Properties, Property};
+use herald_mqtt::{Auth, Packet};
 
 /// The method a session authenticated with, and the exchange of a
 /// re-authentication in progress.
@@ -76,11 +75,8 @@ impl Session {
         };
         match step {
             Ok(AuthStep::Continue(reply)) => {
-                out.push(Action::Send(auth_packet(
-                    ReasonCode::ContinueAuthentication,
-                    &state.method,
-                    Some(reply),
-                )));
+                let auth = auth_packet(ReasonCode::ContinueAuthentication, state.method.clone(), Some(reply));
+                out.push(Action::Send(Packet::Auth(auth)));
             }
             Ok(AuthStep::Done { principal, data }) => {
                 state.exchange = None;
@@ -90,7 +86,11 @@ impl Session {
                         "re-authenticated as a user of another app",
                     )));
                 }
-                out.push(Action::Send(auth_packet(ReasonCode::Success, &state.method, data)));
+                out.push(Action::Send(Packet::Auth(auth_packet(
+                    ReasonCode::Success,
+                    state.method.clone(),
+                    data,
+                ))));
             }
             Err(_) => {
                 state.exchange = None;
@@ -105,15 +105,6 @@ fn failed() -> Close {
     Close::error(ReasonCode::NotAuthorized, "re-authentication failed")
 }
 
-fn auth_packet(reason_code: ReasonCode, method: &ByteString, data: Option<Bytes>) -> Packet {
-    let mut properties = Properties::default();
-    properties.push(Property::AuthenticationMethod(method.clone()));
-    if let Some(data) = data {
-        properties.push(Property::AuthenticationData(data));
-    }
-    Packet::Auth(Auth { reason_code, properties })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,6 +112,7 @@ mod tests {
     use crate::handshake::{Identity, accept};
     use crate::scram;
     use crate::session::SessionLimits;
+    use bytes::Bytes;
     use herald_core::{AppId, Epoch, MessageId, UnixMillis};
     use herald_mqtt::{Connect, ProtocolVersion};
     use std::sync::Arc;
@@ -157,10 +149,7 @@ mod tests {
     }
 
     fn auth(reason_code: ReasonCode, method: &str, data: &str) -> Auth {
-        let mut properties = Properties::default();
-        properties.push(Property::AuthenticationMethod(ByteString::from(method)));
-        properties.push(Property::AuthenticationData(Bytes::copy_from_slice(data.as_bytes())));
-        Auth { reason_code, properties }
+        auth_packet(reason_code, ByteString::from(method), Some(Bytes::copy_from_slice(data.as_bytes())))
     }
 
     /// The AUTH the session sent, or the reason it closed with.

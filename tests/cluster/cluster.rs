@@ -30,7 +30,8 @@ pub(crate) fn field(line: &str, name: &str) -> String {
     line[start..].split_whitespace().next().unwrap_or_default().to_owned()
 }
 
-fn herald() -> Command {
+/// A `herald` command with plain, info-level logs.
+pub(crate) fn herald() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
     command.env("NO_COLOR", "1").env("RUST_LOG", "info");
     command

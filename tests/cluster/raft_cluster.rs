@@ -1,9 +1,9 @@
 //! A replicated router cluster as processes for tests: three (or more)
 //! routers joined by Raft on 127.0.0.1x, gateways that know all of them.
 
+use crate::cluster::herald;
 use herald_testkit::process::Supervised;
 use std::net::{SocketAddr, TcpListener};
-use std::process::Command;
 use std::time::Duration;
 
 const STARTUP: Duration = Duration::from_secs(20);
@@ -16,12 +16,6 @@ pub(crate) struct RaftCluster {
     addresses: Vec<SocketAddr>,
     gateways: Vec<Option<(Supervised, SocketAddr)>>,
     data: tempfile::TempDir,
-}
-
-fn herald() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
-    command.env("NO_COLOR", "1").env("RUST_LOG", "info");
-    command
 }
 
 /// A free port on `host` (bound and released: the router binds it next).

@@ -2,30 +2,14 @@
 //! nothing for it and publishes no will for it when it resumes.
 
 use crate::cluster::Cluster;
-use crate::support::{Incoming, RawConnection, Version, publisher, subscriber};
+use crate::support::{Incoming, RawConnection, Version, connect_v5, publisher, subscriber};
 use std::time::Duration;
 
-/// Builds a v5 CONNECT for `client` with session expiry 60 s, optionally
-/// clean start and optionally a QoS 1 will on `wills/{client}`.
-fn connect_v5(client: &str, clean_start: bool, will: bool) -> Vec<u8> {
-    let utf8 = |s: &str| {
-        let mut v = (s.len() as u16).to_be_bytes().to_vec();
-        v.extend_from_slice(s.as_bytes());
-        v
-    };
-    let flags = u8::from(clean_start) << 1 | if will { 0x04 | 0x08 } else { 0 };
-    let mut body = utf8("MQTT");
-    body.extend_from_slice(&[0x05, flags, 0x00, 0x3C]); // level 5, flags, keep alive 60 s
-    body.extend_from_slice(&[0x05, 0x11, 0x00, 0x00, 0x00, 0x3C]); // properties: session expiry 60 s
-    body.extend(utf8(client));
-    if will {
-        body.push(0x00); // will properties
-        body.extend(utf8(&format!("wills/{client}")));
-        body.extend(utf8("gone"));
-    }
-    let mut packet = vec![0x10, body.len() as u8];
-    packet.extend(body);
-    packet
+/// A v5 CONNECT for `client` with session expiry 60 s, optionally clean start and optionally a
+/// QoS 1 will on `wills/{client}`.
+fn connect_with_will(client: &str, clean_start: bool, will: bool) -> Vec<u8> {
+    let topic = format!("wills/{client}");
+    connect_v5(client, 60, clean_start, will.then_some((topic.as_str(), "gone")))
 }
 
 /// SUBSCRIBE packet id 1, no properties, to `topic` at QoS 1 (v5).
@@ -45,14 +29,14 @@ fn a_stopped_gateway_that_lost_a_session_delivers_nothing_and_publishes_no_will(
     let mut wills = subscriber(&cluster.gateway(1), Version::V5).topic("wills/#").qos(1).start();
 
     let mut old = RawConnection::open(&cluster.gateway(0));
-    old.send(&connect_v5("roamer2", true, true));
+    old.send(&connect_with_will("roamer2", true, true));
     assert_eq!(old.expect_packet().first_byte, 0x20, "CONNACK");
     old.send(&subscribe_v5("stale/t"));
     assert_eq!(old.expect_packet().first_byte, 0x90, "SUBACK");
 
     cluster.signal_gateway(0, "STOP");
     let mut new = RawConnection::open(&cluster.gateway(1));
-    new.send(&connect_v5("roamer2", false, false));
+    new.send(&connect_with_will("roamer2", false, false));
     let connack = new.expect_packet();
     assert_eq!((connack.first_byte, connack.body[0]), (0x20, 0x01), "CONNACK, session present");
     publisher(&cluster.gateway(1), Version::V5, "stale/t").qos(1).message("for the new owner").run();
@@ -112,7 +96,7 @@ fn the_same_client_id_racing_on_two_gateways_ends_with_one_session_every_round()
         let client = format!("race-{round}");
         seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
         let jitter = Duration::from_micros(u64::from(seed >> 16) % 2_000);
-        let (late_on_first, connect) = (seed & 1 == 0, connect_v5(&client, true, true));
+        let (late_on_first, connect) = (seed & 1 == 0, connect_with_will(&client, true, true));
         let racer = {
             let (connect, address) = (connect.clone(), if late_on_first { second } else { first });
             std::thread::spawn(move || {
@@ -145,7 +129,7 @@ fn the_same_client_id_racing_on_two_gateways_ends_with_one_session_every_round()
         survivor.send(&subscribe_v5(&format!("race/{round}")));
         assert!(next_of(survivor, 0x90, Duration::from_secs(5)).is_some(), "round {round}: SUBACK");
         let mut sender = RawConnection::open(&first);
-        sender.send(&connect_v5(&format!("sender-{round}"), true, false));
+        sender.send(&connect_with_will(&format!("sender-{round}"), true, false));
         next_of(&mut sender, 0x20, Duration::from_secs(5)).expect("CONNACK");
         sender.send(&publish_v5(&format!("race/{round}"), b"once"));
         assert!(next_of(&mut sender, 0x40, Duration::from_secs(5)).is_some(), "round {round}: PUBACK");

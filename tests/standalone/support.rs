@@ -860,6 +860,29 @@ pub(crate) enum Incoming {
     Silent,
 }
 
+/// A v5 CONNECT for `client`: keep-alive 60 s, a Session Expiry Interval of `expiry_seconds`,
+/// clean start or not, and optionally a QoS 1 will `(topic, payload)`.
+pub(crate) fn connect_v5(
+    client: &str,
+    expiry_seconds: u32,
+    clean_start: bool,
+    will: Option<(&str, &str)>,
+) -> Vec<u8> {
+    let utf8 = |s: &str| [&(s.len() as u16).to_be_bytes()[..], s.as_bytes()].concat();
+    let flags = u8::from(clean_start) << 1 | if will.is_some() { 0x04 | 0x08 } else { 0 };
+    let mut body = utf8("MQTT");
+    body.extend_from_slice(&[0x05, flags, 0x00, 0x3C]); // level 5, flags, keep alive 60 s
+    body.extend_from_slice(&[0x05, 0x11]); // properties: Session Expiry Interval
+    body.extend_from_slice(&expiry_seconds.to_be_bytes());
+    body.extend(utf8(client));
+    if let Some((topic, payload)) = will {
+        body.push(0x00); // will properties
+        body.extend(utf8(topic));
+        body.extend(utf8(payload));
+    }
+    [vec![0x10, body.len() as u8], body].concat()
+}
+
 /// A TCP connection that sends hand-written bytes and reads packets back.
 pub(crate) struct RawConnection {
     stream: TcpStream,

@@ -3,7 +3,7 @@
 //! group, whether the broker stopped cleanly or was killed, because each is
 //! committed to the Raft log before it is acknowledged (ADR 0013).
 
-use crate::support::{Broker, Message, RawConnection, Version, publisher, subscriber};
+use crate::support::{Broker, Message, RawConnection, Version, connect_v5, publisher, subscriber};
 
 #[test]
 fn retained_messages_survive_a_restart() {
@@ -93,25 +93,11 @@ fn fifty_kills_right_after_each_acknowledgement_lose_nothing() {
     assert_eq!(back.expect_messages(50), expected);
 }
 
-/// A v5 CONNECT for `client` with a Session Expiry Interval, clean start or not.
-fn connect_v5(client: &str, expiry_seconds: u32, clean_start: bool) -> Vec<u8> {
-    let properties = [&[0x11][..], &expiry_seconds.to_be_bytes()].concat(); // Session Expiry Interval
-    let id = [&(client.len() as u16).to_be_bytes()[..], client.as_bytes()].concat();
-    let variable = [
-        &[0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05, if clean_start { 0x02 } else { 0x00 }, 0x00, 0x3C][..],
-        &[properties.len() as u8],
-        &properties,
-        &id,
-    ]
-    .concat();
-    [&[0x10, variable.len() as u8][..], &variable].concat()
-}
-
 /// Connects `client` and returns whether the CONNACK says a session was present; then
 /// disconnects.
 fn session_present(broker: &Broker, client: &str, expiry_seconds: u32) -> bool {
     let mut connection = RawConnection::open(broker);
-    connection.send(&connect_v5(client, expiry_seconds, false));
+    connection.send(&connect_v5(client, expiry_seconds, false, None));
     let connack = connection.expect_packet();
     assert_eq!((connack.first_byte, connack.body[1]), (0x20, 0x00), "accepted: {connack:?}");
     connection.send(&[0xE0, 0x00]);
@@ -123,7 +109,7 @@ fn session_and_message_expiry_hold_across_a_restart() {
     let broker = Broker::start();
     // A session that expires 2 s after it goes offline, and one that lasts.
     let mut brief = RawConnection::open(&broker);
-    brief.send(&connect_v5("brief", 2, true));
+    brief.send(&connect_v5("brief", 2, true, None));
     assert_eq!(brief.expect_packet().first_byte, 0x20);
     brief.send(&[0xE0, 0x00]);
     subscriber(&broker, Version::V5)

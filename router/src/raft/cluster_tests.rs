@@ -95,10 +95,10 @@ fn leader_of(running: &[Running]) -> usize {
 async fn three_nodes_replicate_the_journal_and_carry_on_without_their_leader() {
     let mut running = three_nodes().await;
     let first = leader_of(&running);
-    running[first].node.commit_journal(&[retained("a")]).await.expect("commit on the leader");
+    super::tests::commit(&running[first].node, &[retained("a")]).await.expect("commit on the leader");
     let follower = (first + 1) % 3;
     assert!(
-        running[follower].node.commit_journal(&[retained("x")]).await.is_err(),
+        super::tests::commit(&running[follower].node, &[retained("x")]).await.is_err(),
         "a follower does not commit on its own"
     );
     for r in &running {
@@ -113,7 +113,7 @@ async fn three_nodes_replicate_the_journal_and_carry_on_without_their_leader() {
     })
     .await;
     let second = leader_of(&running);
-    running[second].node.commit_journal(&[retained("b")]).await.expect("commit on the new leader");
+    super::tests::commit(&running[second].node, &[retained("b")]).await.expect("commit on the new leader");
     for r in &running {
         eventually("both survivors applied it", || topics(&r.node) == ["a", "b"]).await;
     }

@@ -172,24 +172,9 @@ impl RaftNode {
         Ok(node)
     }
 
-    /// Starts node `id` of cluster `cluster_id`, reachable by its peers at
-    /// `address`, and waits until the cluster has a leader. (A node whose
-    /// peers must reach it first uses [`RaftNode::open`], serves
-    /// [`RaftNode::peer_service`], then [`RaftNode::join`].)
-    pub async fn start(
-        dir: &Path,
-        id: u64,
-        address: &str,
-        cluster_id: &str,
-        membership: Membership,
-    ) -> Result<RaftNode, RaftNodeError> {
-        let node = RaftNode::open(dir, id, cluster_id, RaftSettings::default()).await?;
-        node.join(address, membership).await?;
-        Ok(node)
-    }
-
     /// Opens node `id` of cluster `cluster_id` on its data in `dir`; it
-    /// takes part in Raft as soon as its peers can reach it.
+    /// takes part in Raft as soon as its peers can reach it (serve
+    /// [`RaftNode::peer_service`]), then [`RaftNode::join`].
     pub async fn open(
         dir: &Path,
         id: u64,
@@ -294,11 +279,6 @@ impl RaftNode {
             Response::Generation(generation) => Ok(generation),
             other => Err(RaftNodeError::Raft(format!("unexpected response {other:?}"))),
         }
-    }
-
-    /// Commits the facts of one batch of router work.
-    pub async fn commit_journal(&self, facts: &[Fact]) -> Result<(), RaftNodeError> {
-        self.propose(Command::Journal(journal::encode(facts))).await.map(drop)
     }
 
     /// Returns the durable state as committed and applied so far (at start:

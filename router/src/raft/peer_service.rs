@@ -89,15 +89,22 @@ impl RaftPeerService {
         )))
     }
 
-    fn voters(&self) -> Vec<String> {
+    /// Returns the voters and the learners, as `id=address`.
+    fn members(&self) -> (Vec<String>, Vec<String>) {
         let metrics = self.raft.metrics().borrow().clone();
         let membership = metrics.membership_config.membership();
-        let voters: BTreeSet<u64> = membership.voter_ids().collect();
-        membership
-            .nodes()
-            .filter(|(id, _)| voters.contains(id))
-            .map(|(id, n)| format!("{id}={}", n.addr))
-            .collect()
+        let voter_ids: BTreeSet<u64> = membership.voter_ids().collect();
+        membership.nodes().map(|(id, node)| (voter_ids.contains(id), format!("{id}={}", node.addr))).fold(
+            (Vec::new(), Vec::new()),
+            |(mut voters, mut learners), (voter, entry)| {
+                if voter {
+                    voters.push(entry)
+                } else {
+                    learners.push(entry)
+                }
+                (voters, learners)
+            },
+        )
     }
 }
 
@@ -140,7 +147,7 @@ impl RaftPeer for RaftPeerService {
             .change_membership(change, false)
             .await
             .map_err(|e| Status::unavailable(format!("making router {} a voter: {e}", request.node_id)))?;
-        Ok(Response::new(MembershipReply { voters: self.voters() }))
+        Ok(Response::new(MembershipReply { voters: self.members().0 }))
     }
 
     async fn remove_voter(
@@ -155,7 +162,7 @@ impl RaftPeer for RaftPeerService {
             .change_membership(change, false)
             .await
             .map_err(|e| Status::unavailable(format!("removing router {}: {e}", request.node_id)))?;
-        Ok(Response::new(MembershipReply { voters: self.voters() }))
+        Ok(Response::new(MembershipReply { voters: self.members().0 }))
     }
 
     async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
@@ -164,18 +171,7 @@ impl RaftPeer for RaftPeerService {
             let state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             (state.durable.retained_count(), state.durable.session_count())
         };
-        let membership = metrics.membership_config.membership();
-        let voter_ids: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
-        let mut voters = Vec::new();
-        let mut learners = Vec::new();
-        for (id, node) in membership.nodes() {
-            let entry = format!("{id}={}", node.addr);
-            if voter_ids.contains(id) {
-                voters.push(entry);
-            } else {
-                learners.push(entry);
-            }
-        }
+        let (voters, learners) = self.members();
         Ok(Response::new(StatusReply {
             node_id: metrics.id,
             cluster_id: self.cluster_id.clone(),

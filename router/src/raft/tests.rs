@@ -3,6 +3,7 @@
 //! single node on its data.
 
 use super::*;
+use herald_proto::journal::Fact;
 use openraft::StorageError;
 use openraft::testing::{StoreBuilder, Suite};
 
@@ -100,6 +101,11 @@ fn entries_of_every_kind_survive_their_encoding() {
     assert!(log_store::decode_entry(&[9]).is_err(), "an unknown format is an error");
 }
 
+/// Commits `facts` through the router's journal interface.
+pub(super) async fn commit(node: &RaftNode, facts: &[Fact]) -> Result<(), String> {
+    crate::Journal::submit(node, facts).await?.await
+}
+
 /// A retained message on `topic` with `payload` (empty: clears the topic).
 pub(super) fn retained_message(topic: &str, payload: &'static [u8]) -> std::sync::Arc<herald_proto::Message> {
     std::sync::Arc::new(herald_proto::Message {
@@ -118,14 +124,13 @@ pub(super) fn retained_message(topic: &str, payload: &'static [u8]) -> std::sync
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn committed_journal_facts_are_there_after_a_restart_and_a_snapshot() {
-    use herald_proto::journal::Fact;
     let dir = tempfile::tempdir().expect("tempdir");
     let message = retained_message;
     let node = RaftNode::start_single(dir.path(), 1, "127.0.0.1:0").await.expect("start");
-    node.commit_journal(&[Fact::Retained(message("a", b"1")), Fact::Retained(message("b", b"2"))])
+    commit(&node, &[Fact::Retained(message("a", b"1")), Fact::Retained(message("b", b"2"))])
         .await
         .expect("commit");
-    node.commit_journal(&[Fact::Retained(message("a", b""))]).await.expect("commit a clear");
+    commit(&node, &[Fact::Retained(message("a", b""))]).await.expect("commit a clear");
     node.shutdown().await;
 
     let node = RaftNode::start_single(dir.path(), 1, "127.0.0.1:0").await.expect("restart");
