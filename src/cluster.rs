@@ -20,9 +20,6 @@ use tracing::{info, warn};
 
 /// Items each seam queue holds per gateway.
 const SEAM_CAPACITY: usize = 8192;
-/// How long a starting gateway looks for a router that serves (an election
-/// takes well under a second; a cluster starting up, a few).
-const ROUTER_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Returns the `[limits]`, `[auth]` and `[raft]` settings from
 /// `HERALD_LIMITS_*`, `HERALD_AUTH_*` and `HERALD_RAFT_*` variables (the
@@ -242,25 +239,26 @@ pub(crate) struct GatewaySettings {
     pub(crate) websocket: Option<SocketAddr>,
     pub(crate) node: NodeId,
     pub(crate) cluster_id: Option<String>,
+    /// How long to wait at start for a router that serves gateways.
+    pub(crate) patience: Duration,
 }
 
-/// Runs a gateway until `shutdown` resolves or the router link is lost.
-/// Losing the router ends the process with an error, so the supervisor
-/// (Kubernetes, systemd) restarts it and clients reconnect.
+/// Runs a gateway until `shutdown` resolves. The first router link must
+/// open within the router patience; after that, a lost link is looked for
+/// again while the gateway keeps its clients (see `router_client`).
 pub(crate) async fn run_gateway(
     settings: GatewaySettings,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let settings_from_env = settings_from_environment()?;
     let limits = settings_from_env.limits;
-    let link = herald_gateway::router_client::connect_any(
-        &settings.router,
-        settings.node,
-        settings.cluster_id.as_deref(),
-        SEAM_CAPACITY,
-        ROUTER_PATIENCE,
-    )
-    .await?;
+    let link_settings = herald_gateway::router_client::LinkSettings {
+        addresses: settings.router.clone(),
+        gateway: settings.node,
+        cluster_id: settings.cluster_id.clone(),
+        incarnation: incarnation(),
+    };
+    let open = herald_gateway::router_client::connect_any(&link_settings, settings.patience).await?;
     let config = GatewayConfig {
         mqtt: settings.mqtt,
         websocket: settings.websocket,
@@ -269,32 +267,26 @@ pub(crate) async fn run_gateway(
         ..GatewayConfig::default()
     };
     let authenticator = Arc::new(settings_from_env.auth.authenticator()?);
-    let gateway = Gateway::bind(config, link.link, authenticator, Arc::new(SystemClock)).await?;
+    let (link, port) = herald_proto::seam::link(settings.node, SEAM_CAPACITY);
+    let gateway = Gateway::bind(config, link, authenticator, Arc::new(SystemClock)).await?;
     let mqtt = gateway.local_addr()?;
     let websocket = gateway.websocket_addr()?.map(tracing::field::display);
-    info!(%mqtt, websocket, router = %link.info.router, cluster = %link.info.cluster_id, node = %settings.node, "listening");
-    let mut lost = link.lost;
-    let mut lost_reason = None;
-    let stop = async {
-        tokio::select! {
-            () = shutdown => {}
-            reason = &mut lost => lost_reason = Some(reason.unwrap_or_else(|_| "router link closed".into())),
-        }
-    };
-    gateway.run(stop).await;
+    let router = herald_gateway::router_client::start(open, port, gateway.resync(), link_settings);
+    info!(%mqtt, websocket, router = %router.info.router, cluster = %router.info.cluster_id, node = %settings.node, "listening");
+    gateway.run(shutdown).await;
     // The releases and requeues of the last connections are on their way:
     // let them reach the router before the process ends.
-    if tokio::time::timeout(Duration::from_secs(5), link.flushed).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), router.done).await.is_err() {
         warn!("uplink not flushed within 5 s");
     }
-    match lost_reason {
-        Some(reason) => {
-            warn!(reason, "stopped: router lost");
-            anyhow::bail!("router lost: {reason}")
-        }
-        None => {
-            info!("stopped");
-            Ok(())
-        }
-    }
+    info!("stopped");
+    Ok(())
+}
+
+/// A number that tells this gateway process from any other with the same
+/// gateway id.
+fn incarnation() -> u64 {
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 32)
 }

@@ -183,6 +183,9 @@ pub(crate) struct Limits {
     pub(crate) shared_subscriptions: bool,
     /// How a shared group picks a gateway and a member.
     pub(crate) shared_strategy: String,
+    /// How long the router keeps a gateway's sessions after its link
+    /// drops (the gateway may link again and keep its clients), seconds.
+    pub(crate) gateway_lease_secs: u32,
 }
 
 impl Default for StandaloneConfig {
@@ -225,6 +228,7 @@ impl Default for Limits {
             max_subscriptions: 1000,
             shared_subscriptions: true,
             shared_strategy: "round_robin".to_owned(),
+            gateway_lease_secs: 10,
         }
     }
 }
@@ -262,6 +266,7 @@ impl Limits {
             overflow: herald_router::Overflow::parse(&self.offline_overflow).unwrap_or_default(),
             max_session_expiry_seconds: self.max_session_expiry_secs,
             shared_strategy: self.strategy(),
+            gateway_lease_ms: u64::from(self.gateway_lease_secs) * 1000,
         }
     }
 

@@ -144,6 +144,10 @@ struct GatewayArgs {
     /// The cluster id the router must have (printed by the router at start).
     #[arg(long, env = "HERALD_CLUSTER_ID")]
     cluster_id: Option<String>,
+    /// Seconds to wait at start for a router that serves gateways (later
+    /// losses of the link are waited out for as long as it takes).
+    #[arg(long, env = "HERALD_ROUTER_PATIENCE", default_value_t = 30)]
+    router_patience: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -210,6 +214,7 @@ fn main() -> ExitCode {
                 websocket: args.websocket,
                 node: herald_core::NodeId(args.node_id),
                 cluster_id: args.cluster_id,
+                patience: std::time::Duration::from_secs(args.router_patience),
             };
             block_on(cluster::run_gateway(settings, shutdown_signal()))
         }

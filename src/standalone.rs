@@ -32,7 +32,7 @@ pub(crate) async fn run(config: StandaloneConfig, shutdown: impl Future<Output =
     let router =
         Router::durable(config.limits.router_config(), generation, clock.clone(), raft.clone(), image);
     let (link, port) = herald_proto::seam::link(NodeId(1), SEAM_CAPACITY);
-    let router_task = router.attach(port).expect("the only gateway of a standalone router");
+    let router_task = router.attach(port, 0).expect("the only gateway of a standalone router");
     let (stop_timers, timers_stopped) = tokio::sync::oneshot::channel::<()>();
     let timers = router.spawn_timers(async move {
         let _ = timers_stopped.await;

@@ -330,6 +330,7 @@ async fn abandon_claim(shared: Arc<Shared>, handle: Arc<ConnHandle>, expiry_seco
 
 async fn claim(shared: &Shared, handle: &ConnHandle, accepted: &Accepted) -> ClaimOutcome {
     let request = handle.id << REQUEST_SEQ_BITS;
+    handle.set_terms(accepted.expiry_seconds, accepted.will.clone());
     let claim = Claim {
         request,
         session: SessionKey::clone(&accepted.key),

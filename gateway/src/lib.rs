@@ -175,6 +175,12 @@ impl Gateway {
         self.websocket.as_ref().map(TcpListener::local_addr).transpose()
     }
 
+    /// Returns what a router link needs to give the gateway's sessions back
+    /// to a router after it links again ([`router_client::start`]).
+    pub fn resync(&self) -> router_client::Resync {
+        router_client::Resync(Arc::downgrade(&self.shared))
+    }
+
     /// Returns a handle to the gateway's counters.
     pub fn counters(&self) -> GatewayStats {
         GatewayStats { shared: self.shared.clone() }

@@ -6,7 +6,7 @@
 use crate::session::LocalSubscription;
 use herald_core::{AppId, Dispatcher, Epoch, NodeId, QoS, SessionKey, TopicFilter, TopicTree};
 use herald_proto::Message;
-use herald_proto::seam::{Downlink, QueuedMessage};
+use herald_proto::seam::{Downlink, QueuedMessage, Reattach, Will};
 use std::collections::hash_map::{Entry, RandomState};
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
@@ -56,6 +56,16 @@ pub(crate) struct ConnHandle {
     /// less what is in flight or waiting): how shared groups pick members.
     free_window: AtomicU32,
     flags: AtomicU8,
+    /// The session's expiry and will as claimed: what a router link opened
+    /// again needs to give the session back ([`ConnHandle::reattach`]).
+    terms: std::sync::OnceLock<SessionTerms>,
+}
+
+/// What a session was claimed with.
+#[derive(Debug)]
+pub(crate) struct SessionTerms {
+    pub(crate) expiry_seconds: u32,
+    pub(crate) will: Option<Box<Will>>,
 }
 
 impl ConnHandle {
@@ -71,7 +81,26 @@ impl ConnHandle {
             keep_alive_ms: AtomicU64::new(0),
             free_window: AtomicU32::new(0),
             flags: AtomicU8::new(0),
+            terms: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Records what the session is claimed with (once, before the claim).
+    pub(crate) fn set_terms(&self, expiry_seconds: u32, will: Option<Box<Will>>) {
+        let _ = self.terms.set(SessionTerms { expiry_seconds, will });
+    }
+
+    /// Returns the session as a link opened again lists it: only once its
+    /// claim was granted, and while it still owns the session.
+    pub(crate) fn reattach(&self) -> Option<Reattach> {
+        let epoch = self.epoch();
+        let terms = self.terms.get()?;
+        (epoch != Epoch::default() && !self.is_revoked()).then(|| Reattach {
+            session: SessionKey::clone(&self.key),
+            epoch,
+            expiry_seconds: terms.expiry_seconds,
+            will: terms.will.clone(),
+        })
     }
 
     /// Marks news for the connection and wakes its task.
@@ -324,6 +353,12 @@ impl LocalIndex {
                 changes.remove.push(key);
             }
         }
+    }
+
+    /// Returns every `(app, filter)` this gateway has local subscribers for:
+    /// its whole route set.
+    pub(crate) fn routes(&self) -> Vec<(AppId, TopicFilter)> {
+        self.route_counts.keys().cloned().collect()
     }
 
     /// Returns the members of the shared group `filter` of `app`.

@@ -1,34 +1,59 @@
-//! The gateway's link to a router over gRPC: the same seam items the
-//! standalone mode passes in-process, carried as batches on one
-//! `Seam.Link` stream.
+//! The gateway's link to the router cluster over gRPC: the same seam items
+//! the standalone mode passes in-process, carried as batches on one
+//! `Seam.Link` stream, kept open across router failures.
 //!
 //! ```text
-//!   Gateway ──Uplink──▶ [bounded] ──▶ uplink bridge ──UplinkBatch──▶ router
-//!   Gateway ◀─Downlink── [bounded] ◀── downlink bridge ◀─DownlinkBatch── router
+//!   Gateway ──Uplink──▶ [bounded] ──▶ pump ──UplinkBatch──▶ router (the leader)
+//!   Gateway ◀─Downlink── [bounded] ◀── pump ◀─DownlinkBatch── router
+//!                                       │
+//!             link lost ──▶ find a router that serves ──▶ resync ──▶ pump again
 //! ```
 //!
-//! Batching: each bridge drains its queue with `recv_many`, so a busy link
-//! sends one stream message per batch, never one per item. Credit: the
-//! bounded queues plus HTTP/2 flow control; a gateway that stops reading
-//! makes the router's offers fail (counted there), never block it.
+//! Batching: each direction drains its queue with `recv_many`, so a busy
+//! link sends one stream message per batch, never one per item. Credit: the
+//! bounded queues plus HTTP/2 flow control.
+//!
+//! **Keeping clients across a lost link.** When the stream ends (the leader
+//! died or stepped down, the router restarted, the network broke), the
+//! gateway keeps its connections and looks for a router that serves. While
+//! it looks, nothing leaves the uplink queue: connections that need the
+//! router wait (their clients see a delay). On the new link it sends, in
+//! order: its whole route set; every session it holds with its epoch
+//! (`Reattach`); every request sent on the old link that got no reply (each
+//! carries an id; the router applies them again, so a QoS 1 publish may be
+//! delivered twice, never lost); what queued meanwhile; then the end of the
+//! list. Items without a reply that were on the wire when the link broke
+//! (route changes, requeues, redispatches) may be lost with it: routes are
+//! resent whole; the others are an open gap (`docs/cluster.md`).
 
-use herald_core::NodeId;
+use crate::Shared;
+use herald_core::{AppId, NodeId, TopicFilter};
 use herald_proto::grpc::pb::seam_client::SeamClient;
 use herald_proto::grpc::pb::{self, downlink, uplink};
 use herald_proto::grpc::{
-    CONTRACT_VERSION, MAX_MESSAGE_BYTES, NOT_LEADER, downlink_from_pb, split_by_size, uplink_to_pb,
+    ALREADY_LINKED, CONTRACT_VERSION, MAX_MESSAGE_BYTES, NOT_LEADER, downlink_from_pb, split_by_size,
+    uplink_to_pb,
 };
-use herald_proto::seam::{self, GatewayLink, RouterPort};
+use herald_proto::seam::{Reattach, RequestId, RouterPort, Uplink};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
 use tonic::transport::Endpoint;
-use tracing::warn;
+use tracing::{info, warn};
 
 /// Items drained per uplink batch.
 const UPLINK_BATCH: usize = 256;
 /// Uplink batches buffered towards the transport.
 const UPLINK_BUFFER: usize = 16;
+/// Sessions per `Reattach` item.
+const REATTACH_CHUNK: usize = 1000;
+/// Pause between rounds over the router addresses: an election takes a few
+/// hundred milliseconds.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
 /// Why a link to the router could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +69,17 @@ pub enum LinkError {
     Refused(String),
 }
 
+impl LinkError {
+    /// Whether another router, or the same one a little later, may accept.
+    fn is_transient(&self) -> bool {
+        match self {
+            LinkError::Unreachable(_) => true,
+            LinkError::Refused(reason) => reason.contains(NOT_LEADER) || reason.contains(ALREADY_LINKED),
+            LinkError::Address(_) => false,
+        }
+    }
+}
+
 /// What the router said about itself when the link opened.
 #[derive(Debug, Clone)]
 pub struct RouterInfo {
@@ -53,80 +89,75 @@ pub struct RouterInfo {
     pub cluster_id: String,
 }
 
-/// An open link: the gateway's ends, what the router said, and a signal
-/// that resolves when the link is lost.
-pub struct RouterLink {
-    /// The ends to hand to [`crate::Gateway::bind`].
-    pub link: GatewayLink,
-    /// The router's identity.
-    pub info: RouterInfo,
-    /// Resolves with the reason when the stream to the router ends.
-    pub lost: oneshot::Receiver<String>,
-    /// Ends once everything the gateway sent has been handed to the stream
-    /// (after the gateway dropped its uplink): await it before exiting.
-    pub flushed: tokio::task::JoinHandle<()>,
+/// Who the gateway is to the routers, and where they are.
+#[derive(Debug, Clone)]
+pub struct LinkSettings {
+    /// The routers' gRPC URLs (`http://host:port`).
+    pub addresses: Vec<String>,
+    /// The gateway's node id.
+    pub gateway: NodeId,
+    /// The cluster the routers must belong to, if set.
+    pub cluster_id: Option<String>,
+    /// Random per process (see the seam's `Hello`).
+    pub incarnation: u64,
 }
 
-/// Opens the seam to whichever of the routers at `addresses` serves
-/// gateways (the leader of a replicated cluster), trying them in turn for
-/// up to `patience`: a router that is unreachable or does not lead is
-/// skipped; any other refusal (another cluster, another contract version,
-/// a duplicate gateway id) ends the search at once.
-pub async fn connect_any(
-    addresses: &[String],
-    gateway: NodeId,
-    cluster_id: Option<&str>,
-    capacity: usize,
-    patience: Duration,
-) -> Result<RouterLink, LinkError> {
+/// An open stream to a router that serves gateways.
+pub struct OpenLink {
+    /// The router's identity.
+    pub info: RouterInfo,
+    outbound: mpsc::Sender<pb::UplinkBatch>,
+    inbound: Streaming<pb::DownlinkBatch>,
+    /// Items that came with the welcome.
+    first: Vec<pb::Downlink>,
+}
+
+/// Opens a stream to whichever of the routers serves gateways (the leader
+/// of a replicated cluster), trying them in turn for up to `patience`: a
+/// router that is unreachable, does not lead, or still holds this gateway
+/// id for an older process is skipped; any other refusal (another cluster,
+/// another contract version) ends the search at once.
+pub async fn connect_any(settings: &LinkSettings, patience: Duration) -> Result<OpenLink, LinkError> {
     let deadline = tokio::time::Instant::now() + patience;
     let mut last = LinkError::Unreachable("no router address given".into());
     loop {
-        for address in addresses {
-            match connect(address, gateway, cluster_id, capacity).await {
+        for address in &settings.addresses {
+            match connect(address, settings).await {
                 Ok(link) => return Ok(link),
-                Err(LinkError::Refused(reason)) if !reason.contains(NOT_LEADER) => {
-                    return Err(LinkError::Refused(reason));
-                }
-                Err(error) => last = error,
+                Err(error) if error.is_transient() => last = error,
+                Err(error) => return Err(error),
             }
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(last);
         }
-        // An election takes a few hundred milliseconds.
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(RETRY_PAUSE).await;
     }
 }
 
-/// Opens the seam to the router at `address` (`http://host:port`) as
-/// gateway `gateway`; `cluster_id`, when set, must match the router's.
-pub async fn connect(
-    address: &str,
-    gateway: NodeId,
-    cluster_id: Option<&str>,
-    capacity: usize,
-) -> Result<RouterLink, LinkError> {
+/// Opens a stream to the router at `address`.
+pub async fn connect(address: &str, settings: &LinkSettings) -> Result<OpenLink, LinkError> {
     let endpoint = Endpoint::from_shared(address.to_owned())
         .map_err(|_| LinkError::Address(address.to_owned()))?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(5));
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true);
     let channel = endpoint.connect().await.map_err(|e| LinkError::Unreachable(e.to_string()))?;
     let mut client = SeamClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-
-    let (batches, batch_rx) = mpsc::channel(UPLINK_BUFFER);
+    let (outbound, batch_rx) = mpsc::channel(UPLINK_BUFFER);
     let hello = pb::Uplink {
         item: Some(uplink::Item::Hello(pb::Hello {
             contract_version: CONTRACT_VERSION,
-            cluster_id: cluster_id.unwrap_or_default().to_owned(),
-            gateway: gateway.0,
+            cluster_id: settings.cluster_id.clone().unwrap_or_default(),
+            gateway: settings.gateway.0,
+            incarnation: settings.incarnation,
         })),
     };
-    batches
+    outbound
         .send(pb::UplinkBatch { items: vec![hello] })
         .await
         .map_err(|_| LinkError::Refused("closed".into()))?;
@@ -153,54 +184,234 @@ pub async fn connect(
         }
         _ => return Err(LinkError::Refused("the first downlink item must be welcome".into())),
     };
+    Ok(OpenLink { info, outbound, inbound, first: items.collect() })
+}
 
-    let (link, port) = seam::link(gateway, capacity);
-    let RouterPort { mut uplink, downlink, .. } = port;
-    let (lost_tx, lost) = oneshot::channel();
-    let flushed = tokio::spawn(async move {
-        let mut buffer = Vec::with_capacity(UPLINK_BATCH);
-        'link: while uplink.recv_many(&mut buffer, UPLINK_BATCH).await > 0 {
-            let converted = buffer.drain(..).map(|item| uplink_to_pb(&item)).collect();
+/// What the gateway holds, for a link opened again. Weak: the link must
+/// not keep a stopped gateway alive.
+#[derive(Clone)]
+pub struct Resync(pub(crate) Weak<Shared>);
+
+impl Resync {
+    /// The gateway's routes and the sessions it holds, taken under the
+    /// route lock; `None` once the gateway has stopped.
+    async fn snapshot(&self) -> Option<(Vec<(AppId, TopicFilter)>, Vec<Reattach>)> {
+        let shared = self.0.upgrade()?;
+        let _order = shared.route_order.lock().await;
+        let routes = shared.index.read().unwrap_or_else(|p| p.into_inner()).routes();
+        let mut sessions = Vec::new();
+        shared.connections.for_each(|handle| sessions.extend(handle.reattach()));
+        Some((routes, sessions))
+    }
+}
+
+/// How the link is doing, for operators and readiness.
+#[derive(Debug, Default)]
+pub struct LinkStatus {
+    linked: AtomicBool,
+    /// Links opened (the first one included).
+    pub links_opened: AtomicU64,
+    /// Links lost.
+    pub links_lost: AtomicU64,
+    /// Requests sent again on a new link because the old one lost them.
+    pub requests_replayed: AtomicU64,
+    /// Sessions listed to a new link.
+    pub sessions_reattached: AtomicU64,
+}
+
+impl LinkStatus {
+    /// Whether a router that serves gateways is linked right now.
+    pub fn is_linked(&self) -> bool {
+        self.linked.load(Ordering::Relaxed)
+    }
+}
+
+/// A running link: its status, and the task that ends once the gateway
+/// has stopped and everything it sent was handed to the stream.
+pub struct RouterLink {
+    /// The router first linked.
+    pub info: RouterInfo,
+    /// How the link is doing.
+    pub status: Arc<LinkStatus>,
+    /// Ends after the gateway dropped its uplink and the rest was sent.
+    pub done: tokio::task::JoinHandle<()>,
+}
+
+/// Requests sent on the current link and not answered yet, in send order.
+#[derive(Default)]
+struct Pending {
+    next: u64,
+    items: HashMap<RequestId, (u64, Uplink)>,
+}
+
+impl Pending {
+    fn lock(pending: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
+        pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The unanswered requests, oldest first.
+    fn take_in_order(&mut self) -> Vec<Uplink> {
+        let mut items: Vec<_> = self.items.drain().map(|(_, entry)| entry).collect();
+        items.sort_unstable_by_key(|(seq, _)| *seq);
+        items.into_iter().map(|(_, item)| item).collect()
+    }
+}
+
+/// Serves the gateway's `port` over `open`, and over every link after it
+/// when one is lost, until the gateway stops.
+pub fn start(open: OpenLink, port: RouterPort, resync: Resync, settings: LinkSettings) -> RouterLink {
+    let status = Arc::new(LinkStatus::default());
+    let info = open.info.clone();
+    let done = tokio::spawn(supervise(open, port, resync, settings, status.clone()));
+    RouterLink { info, status, done }
+}
+
+/// How one link ended.
+enum Ended {
+    /// The gateway stopped: nothing more to send.
+    GatewayStopped,
+    /// The stream broke; why.
+    Lost(String),
+}
+
+async fn supervise(
+    mut open: OpenLink,
+    mut port: RouterPort,
+    resync: Resync,
+    settings: LinkSettings,
+    status: Arc<LinkStatus>,
+) {
+    let pending = Mutex::new(Pending::default());
+    loop {
+        status.links_opened.fetch_add(1, Ordering::Relaxed);
+        status.linked.store(true, Ordering::Relaxed);
+        let Some(opening) = opening_items(&resync, &mut port, &pending, &status).await else { return };
+        let ended = pump(&mut open, &mut port, &pending, opening).await;
+        status.linked.store(false, Ordering::Relaxed);
+        let reason = match ended {
+            Ended::GatewayStopped => return,
+            Ended::Lost(reason) => reason,
+        };
+        status.links_lost.fetch_add(1, Ordering::Relaxed);
+        warn!(reason, "router link lost: keeping clients, looking for a router");
+        open = loop {
+            if resync.0.strong_count() == 0 {
+                return;
+            }
+            match connect_any(&settings, Duration::from_secs(10)).await {
+                Ok(open) => break open,
+                Err(error) => warn!(%error, "no router serves gateways yet"),
+            }
+        };
+        info!(router = %open.info.router, "router linked again");
+    }
+}
+
+/// What a link sends before anything else: the whole route set, every
+/// session held, the requests the last link left unanswered, what queued
+/// meanwhile, and the end of the list (on a first link: only the end,
+/// which tells the router this gateway process holds nothing of an older
+/// one's).
+async fn opening_items(
+    resync: &Resync,
+    port: &mut RouterPort,
+    pending: &Mutex<Pending>,
+    status: &LinkStatus,
+) -> Option<Vec<Uplink>> {
+    let replay = Pending::lock(pending).take_in_order();
+    let first = status.links_opened.load(Ordering::Relaxed) == 1;
+    let mut items = Vec::new();
+    if !first {
+        let (routes, sessions) = resync.snapshot().await?;
+        status.sessions_reattached.fetch_add(sessions.len() as u64, Ordering::Relaxed);
+        status.requests_replayed.fetch_add(replay.len() as u64, Ordering::Relaxed);
+        items.push(Uplink::Routes { add: routes, remove: Vec::new() });
+        let mut sessions = sessions.into_iter().peekable();
+        while sessions.peek().is_some() {
+            let chunk = sessions.by_ref().take(REATTACH_CHUNK).collect();
+            items.push(Uplink::Reattach { sessions: chunk, last: false });
+        }
+        items.extend(replay);
+        while let Ok(item) = port.uplink.try_recv() {
+            items.push(item);
+        }
+    }
+    items.push(Uplink::Reattach { sessions: Vec::new(), last: true });
+    Some(items)
+}
+
+/// Carries both directions of one link until it breaks or the gateway
+/// stops. A reply leaves the pending set only once the gateway has it: a
+/// reply lost with the link is asked for again on the next one.
+async fn pump(
+    open: &mut OpenLink,
+    port: &mut RouterPort,
+    pending: &Mutex<Pending>,
+    opening: Vec<Uplink>,
+) -> Ended {
+    let outbound = open.outbound.clone();
+    let up = async {
+        let mut buffer = opening;
+        loop {
+            if buffer.is_empty() && port.uplink.recv_many(&mut buffer, UPLINK_BATCH).await == 0 {
+                return Ended::GatewayStopped;
+            }
+            let converted = {
+                let mut pending = Pending::lock(pending);
+                buffer
+                    .drain(..)
+                    .map(|item| {
+                        let converted = uplink_to_pb(&item);
+                        if let Some(request) = item.request() {
+                            let seq = pending.next;
+                            pending.next += 1;
+                            pending.items.insert(request, (seq, item));
+                        }
+                        converted
+                    })
+                    .collect()
+            };
             for chunk in split_by_size(converted) {
-                if batches.send(pb::UplinkBatch { items: chunk }).await.is_err() {
-                    break 'link;
+                if outbound.send(pb::UplinkBatch { items: chunk }).await.is_err() {
+                    return Ended::Lost("router stream closed".into());
                 }
             }
         }
-    });
-    tokio::spawn(async move {
-        let mut batch = items.collect();
-        let reason = loop {
-            match pass_down(batch, &downlink).await {
-                Ok(true) => {}
-                Ok(false) => return,
-                Err(reason) => break reason,
+    };
+    let inbound = &mut open.inbound;
+    let mut batch = std::mem::take(&mut open.first);
+    let downlink = &port.downlink;
+    let down = async {
+        loop {
+            for item in batch.drain(..) {
+                let item = match downlink_from_pb(item) {
+                    Ok(item) => item,
+                    // Skipping it could leave a session waiting forever for
+                    // its reply: the link ends instead.
+                    Err(error) => return Some(Ended::Lost(format!("malformed downlink item: {error}"))),
+                };
+                let request = item.request();
+                if downlink.send(item).await.is_err() {
+                    return None;
+                }
+                if let Some(request) = request {
+                    Pending::lock(pending).items.remove(&request);
+                }
             }
             batch = match inbound.message().await {
                 Ok(Some(next)) => next.items,
-                Ok(None) => break "router closed the link".to_owned(),
-                Err(status) => break format!("router link failed: {}", status.message()),
+                Ok(None) => return Some(Ended::Lost("router closed the link".into())),
+                Err(status) => return Some(Ended::Lost(format!("router link failed: {}", status.message()))),
             };
-        };
-        warn!(reason, "router link lost");
-        let _ = lost_tx.send(reason);
-    });
-    Ok(RouterLink { link, info, lost, flushed })
-}
-
-/// Converts and passes downlink items to the gateway in order. Returns
-/// false when the gateway has stopped, and an error for an item it cannot
-/// read: skipping it could leave a session waiting forever for its reply,
-/// so the link ends instead.
-async fn pass_down(
-    items: Vec<pb::Downlink>,
-    downlink: &mpsc::Sender<seam::Downlink>,
-) -> Result<bool, String> {
-    for item in items {
-        let item = downlink_from_pb(item).map_err(|error| format!("malformed downlink item: {error}"))?;
-        if downlink.send(item).await.is_err() {
-            return Ok(false);
         }
+    };
+    tokio::pin!(up);
+    tokio::select! {
+        ended = &mut up => ended,
+        ended = down => match ended {
+            Some(ended) => ended,
+            // The gateway stopped reading: send what it still has to say.
+            None => up.await,
+        },
     }
-    Ok(true)
 }

@@ -156,6 +156,22 @@ pub struct Release {
     pub pending: Vec<QueuedMessage>,
 }
 
+/// A session a gateway still holds when its link to the router is opened
+/// again (a new leader, or the same router after the stream broke): the
+/// router gives it back to the gateway with the epoch it already holds, so
+/// the client sees nothing, unless a newer claim took it meanwhile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reattach {
+    /// The session.
+    pub session: SessionKey,
+    /// The epoch the connection holds.
+    pub epoch: Epoch,
+    /// The session expiry interval in force.
+    pub expiry_seconds: u32,
+    /// The will registered at CONNECT.
+    pub will: Option<Box<Will>>,
+}
+
 /// A publish entering the system.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Publish {
@@ -216,6 +232,16 @@ pub enum Uplink {
         /// The messages, in order (each carries its app).
         messages: Vec<Arc<Message>>,
     },
+    /// Sessions the gateway holds, sent first on a link opened again. The
+    /// router keeps each (or revokes it when a newer claim won); `last`
+    /// closes the list: sessions the gateway held before and did not list
+    /// by then end as if their connections had dropped.
+    Reattach {
+        /// The sessions.
+        sessions: Vec<Reattach>,
+        /// Whether this is the end of the list.
+        last: bool,
+    },
     /// Deliveries that reached a connection after it sent its `Release`
     /// but before the `Released` reply: routed while the session was
     /// online, so the router did not queue them. They join the session's
@@ -228,6 +254,23 @@ pub enum Uplink {
         /// The deliveries, in order.
         messages: Vec<QueuedMessage>,
     },
+}
+
+impl Uplink {
+    /// Returns the request this item expects a reply to, if any.
+    pub fn request(&self) -> Option<RequestId> {
+        match self {
+            Uplink::Claim(Claim { request, .. })
+            | Uplink::Release(Release { request, .. })
+            | Uplink::Subscribe { request, .. }
+            | Uplink::Unsubscribe { request, .. } => Some(*request),
+            Uplink::Publish(publish) => publish.request,
+            Uplink::Routes { .. }
+            | Uplink::Reattach { .. }
+            | Uplink::Redispatch { .. }
+            | Uplink::Requeue { .. } => None,
+        }
+    }
 }
 
 /// An item on a gateway's downlink.

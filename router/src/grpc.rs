@@ -18,7 +18,8 @@ use herald_core::NodeId;
 use herald_proto::grpc::pb::seam_server::{Seam, SeamServer};
 use herald_proto::grpc::pb::{self, downlink, uplink};
 use herald_proto::grpc::{
-    CONTRACT_VERSION, MAX_MESSAGE_BYTES, NOT_LEADER, downlink_to_pb, split_by_size, uplink_from_pb,
+    ALREADY_LINKED, CONTRACT_VERSION, MAX_MESSAGE_BYTES, NOT_LEADER, downlink_to_pb, split_by_size,
+    uplink_from_pb,
 };
 use herald_proto::seam::{self, GatewayLink};
 use std::sync::Arc;
@@ -117,7 +118,8 @@ impl SeamService {
         let raft = self.raft.clone().map(RaftPeerService::into_server);
         tonic::transport::Server::builder()
             .tcp_nodelay(true)
-            .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
+            .http2_keepalive_interval(Some(std::time::Duration::from_secs(5)))
+            .http2_keepalive_timeout(Some(std::time::Duration::from_secs(5)))
             .add_service(
                 SeamServer::new(self)
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -173,8 +175,9 @@ impl Seam for SeamService {
             return Err(self.refuse(&self.counters.refused_not_leader, status));
         };
         let (gateway_end, port) = seam::link(gateway, self.capacity);
-        if router.attach(port).is_none() {
-            let status = Status::already_exists(format!("gateway id {gateway} is already linked"));
+        if router.attach(port, hello.incarnation).is_none() {
+            let status =
+                Status::already_exists(format!("gateway id {gateway} is already linked: {ALREADY_LINKED}"));
             return Err(self.refuse(&self.counters.refused_duplicate, status));
         }
         self.counters.links_opened.fetch_add(1, Ordering::Relaxed);

@@ -49,6 +49,15 @@ struct Stage {
     commit: Option<Committing>,
 }
 
+/// A gateway link being served.
+struct Attached {
+    /// The gateway process (see [`Router::attach`]).
+    incarnation: u64,
+    /// This attachment.
+    serial: u64,
+    downlink: mpsc::Sender<Downlink>,
+}
+
 /// The in-process router: serves any number of gateway ports.
 #[derive(Clone)]
 pub struct Router {
@@ -57,7 +66,9 @@ pub struct Router {
 
 struct Inner {
     state: Mutex<RouterState>,
-    gateways: Mutex<HashMap<NodeId, mpsc::Sender<Downlink>>>,
+    gateways: Mutex<HashMap<NodeId, Attached>>,
+    /// Numbers each attachment, so a replaced link's end is told apart.
+    attachments: std::sync::atomic::AtomicU64,
     clock: Arc<dyn Clock>,
     timer_changed: Notify,
     journal: Option<Arc<dyn Journal>>,
@@ -110,6 +121,7 @@ impl Router {
         let inner = Arc::new(Inner {
             state: Mutex::new(RouterState::new(config, generation)),
             gateways: Mutex::new(HashMap::new()),
+            attachments: std::sync::atomic::AtomicU64::new(1),
             clock,
             timer_changed: Notify::new(),
             journal,
@@ -167,18 +179,22 @@ impl Router {
     }
 
     /// Starts serving a gateway's port. The task ends when the gateway drops
-    /// its uplink sender.
+    /// its uplink sender; the gateway's sessions then wait for its lease
+    /// (it may link again and take them back).
     ///
-    /// Returns `None`, attaching nothing, when a gateway with the same id is
-    /// attached already (checked and inserted under one lock).
-    pub fn attach(&self, port: RouterPort) -> Option<JoinHandle<()>> {
+    /// `incarnation` tells processes apart: a port of the same gateway
+    /// process replaces its old link (the process linked again before this
+    /// router saw the old stream end); another process with a gateway id
+    /// attached already is refused with `None`.
+    pub fn attach(&self, port: RouterPort, incarnation: u64) -> Option<JoinHandle<()>> {
         let RouterPort { gateway, mut uplink, downlink } = port;
+        let serial = self.inner.attachments.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         {
             let mut gateways = self.inner.gateways();
-            if gateways.contains_key(&gateway) {
+            if gateways.get(&gateway).is_some_and(|attached| attached.incarnation != incarnation) {
                 return None;
             }
-            gateways.insert(gateway, downlink);
+            gateways.insert(gateway, Attached { incarnation, serial, downlink });
         }
         let inner = self.inner.clone();
         Some(tokio::spawn(async move {
@@ -194,10 +210,23 @@ impl Router {
                     .await;
                 inner.timer_changed.notify_one();
             }
-            // The gateway is gone: whatever it still held ends here.
-            inner.gateways().remove(&gateway);
-            inner.run_batch(&mut effects, |state, now, out| state.gateway_gone(gateway, now, out)).await;
-            inner.timer_changed.notify_one();
+            let replaced = {
+                let mut gateways = inner.gateways();
+                match gateways.get(&gateway) {
+                    Some(attached) if attached.serial != serial => true,
+                    Some(_) => {
+                        gateways.remove(&gateway);
+                        false
+                    }
+                    None => false,
+                }
+            };
+            if !replaced {
+                inner
+                    .run_batch(&mut effects, |state, now, out| state.gateway_unlinked(gateway, now, out))
+                    .await;
+                inner.timer_changed.notify_one();
+            }
         }))
     }
 
@@ -300,7 +329,7 @@ impl Inner {
         self.failed.send_replace(Some(reason));
     }
 
-    fn gateways(&self) -> MutexGuard<'_, HashMap<NodeId, mpsc::Sender<Downlink>>> {
+    fn gateways(&self) -> MutexGuard<'_, HashMap<NodeId, Attached>> {
         self.gateways.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
@@ -317,7 +346,7 @@ impl Inner {
     fn dispatch(&self, state: &mut RouterState, effects: &mut Vec<Effect>) {
         let mut gateways = self.gateways();
         for (gateway, item) in effects.drain(..) {
-            let Some(sender) = gateways.get(&gateway) else { continue };
+            let Some(sender) = gateways.get(&gateway).map(|attached| &attached.downlink) else { continue };
             match sender.try_send(item) {
                 Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
                 Err(mpsc::error::TrySendError::Full(Downlink::Deliver(_))) => {

@@ -30,10 +30,15 @@ pub(crate) fn field(line: &str, name: &str) -> String {
     line[start..].split_whitespace().next().unwrap_or_default().to_owned()
 }
 
-/// A `herald` command with plain, info-level logs.
+/// How long routers in tests keep an unlinked gateway's sessions.
+pub(crate) const LEASE: Duration = Duration::from_secs(2);
+
+/// A `herald` command with plain, info-level logs (and, for routers, a
+/// short gateway lease).
 pub(crate) fn herald() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
     command.env("NO_COLOR", "1").env("RUST_LOG", "info");
+    command.env("HERALD_LIMITS_GATEWAY_LEASE_SECS", LEASE.as_secs().to_string());
     command
 }
 
@@ -132,17 +137,6 @@ impl Cluster {
         self.router = Supervised::start("router", command).expect("restart router");
         let line = self.router.wait_for_line("listening", STARTUP);
         assert_eq!(field(&line, "cluster"), self.cluster_id, "the data directory keeps the cluster id");
-    }
-
-    /// Waits for gateway `index` to exit; returns its status and output.
-    pub(crate) fn gateway_exit(
-        &mut self,
-        index: usize,
-        timeout: Duration,
-    ) -> (Option<ExitStatus>, Vec<String>) {
-        let gateway = self.gateways[index].as_mut().expect("gateway was started");
-        let status = gateway.process.wait_timeout(timeout);
-        (status, gateway.process.output())
     }
 
     /// Returns the router's output so far.

@@ -89,12 +89,6 @@ impl RaftCluster {
         self.gateways[index].as_ref().expect("running").1
     }
 
-    /// Waits for gateway `index` to exit (its router went away).
-    pub(crate) fn wait_gateway_exit(&mut self, index: usize) {
-        let (mut process, _) = self.gateways[index].take().expect("running");
-        assert!(process.wait_timeout(Duration::from_secs(15)).is_some(), "gateway {index} kept running");
-    }
-
     /// Returns `herald ctl cluster status` for every router.
     pub(crate) fn status(&self) -> String {
         let output = herald()

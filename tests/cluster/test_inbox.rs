@@ -27,7 +27,6 @@ fn ten_thousand_queued_messages_survive_a_restart_of_every_router() {
     for node in 1..=3 {
         cluster.kill_router(node);
     }
-    cluster.wait_gateway_exit(0);
     for node in 1..=3 {
         cluster.restart_router(node);
     }
@@ -44,8 +43,8 @@ fn ten_thousand_queued_messages_survive_a_restart_of_every_router() {
 #[test]
 fn nothing_acknowledged_is_lost_when_the_leader_dies_mid_stream() {
     let mut cluster = RaftCluster::start_with(3, &LIMIT);
-    let gateway = Arc::new(Mutex::new(cluster.start_gateway()));
-    subscriber(&*gateway.lock().expect("lock"), Version::V5)
+    let gateway = cluster.start_gateway();
+    subscriber(&gateway, Version::V5)
         .client_id("witness")
         .persistent()
         .topic("stream/#")
@@ -54,11 +53,10 @@ fn nothing_acknowledged_is_lost_when_the_leader_dies_mid_stream() {
         .start();
     let acknowledged = Arc::new(Mutex::new(Vec::new()));
     let publishing = {
-        let (gateway, acknowledged) = (gateway.clone(), acknowledged.clone());
+        let acknowledged = acknowledged.clone();
         std::thread::spawn(move || {
             for n in 0..120 {
-                let address = *gateway.lock().expect("lock");
-                if publisher(&address, Version::V5, "stream/t").qos(1).message(&format!("s{n}")).try_run() {
+                if publisher(&gateway, Version::V5, "stream/t").qos(1).message(&format!("s{n}")).try_run() {
                     acknowledged.lock().expect("lock").push(format!("s{n}"));
                 } else {
                     std::thread::sleep(Duration::from_millis(50));
@@ -71,15 +69,13 @@ fn nothing_acknowledged_is_lost_when_the_leader_dies_mid_stream() {
     }
     let leader = cluster.leader();
     cluster.kill_router(leader);
-    cluster.wait_gateway_exit(0);
-    *gateway.lock().expect("lock") = cluster.start_gateway();
+    // The gateway keeps its clients and finds the new leader: publishes wait for it.
     publishing.join().expect("publisher thread");
 
     let acknowledged = acknowledged.lock().expect("lock").clone();
-    assert!(acknowledged.len() > 60, "most publishes went through: {}", acknowledged.len());
-    let address = *gateway.lock().expect("lock");
+    assert!(acknowledged.len() > 100, "most publishes went through: {}", acknowledged.len());
     let mut back =
-        subscriber(&address, Version::V5).client_id("witness").persistent().topic("stream/#").qos(1).start();
+        subscriber(&gateway, Version::V5).client_id("witness").persistent().topic("stream/#").qos(1).start();
     // Messages that were sent but not acknowledged may have been committed: they may come
     // too, in their place; every acknowledged one must, in order, and nothing twice.
     let mut rest: Vec<String> =

@@ -485,6 +485,7 @@ impl SubscriberBuilder {
             transcript,
             pending: VecDeque::new(),
             granted: None,
+            connects: 0,
             arguments: [vec!["-i".to_owned(), self.client_id], self.arguments].concat(),
         };
         subscriber.wait_for_suback();
@@ -514,9 +515,20 @@ pub(crate) struct Subscriber {
     pending: VecDeque<Message>,
     granted: Option<Vec<u8>>,
     arguments: Vec<String>,
+    connects: usize,
 }
 
 impl Subscriber {
+    /// Returns how many times the client has sent CONNECT so far (it
+    /// reconnects on its own when its connection drops).
+    #[allow(dead_code, reason = "used by the cluster tests, which share this file")]
+    pub(crate) fn connects(&mut self) -> usize {
+        while let Ok(line) = self.lines.try_recv() {
+            self.absorb(&line);
+        }
+        self.connects
+    }
+
     /// Returns what the SUBACK granted, one QoS (or reason code >= 0x80) per filter.
     pub(crate) fn granted(&self) -> Vec<u8> {
         self.granted.clone().expect("start waited for the SUBACK")
@@ -532,6 +544,8 @@ impl Subscriber {
             let topic = next().to_owned();
             let payload = parts.next().unwrap_or("").to_owned();
             self.pending.push_back(Message { topic, payload, qos, retain });
+        } else if line.contains("sending CONNECT") {
+            self.connects += 1;
         } else if let Some(summary) = line.strip_prefix("Subscribed (mid: ") {
             let (_, codes) = summary.split_once("): ").unwrap_or_else(|| panic!("bad SUBACK line {line:?}"));
             let codes = codes.split(", ").map(|code| code.trim().parse().expect("numeric SUBACK code"));

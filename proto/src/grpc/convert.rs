@@ -2,8 +2,8 @@
 
 use super::pb;
 use crate::seam::{
-    Claim, ClaimGrant, Downlink, Progress, Publish, QueuedMessage, Release, RetainedLookup, Subscription,
-    Uplink, Will,
+    Claim, ClaimGrant, Downlink, Progress, Publish, QueuedMessage, Reattach, Release, RetainedLookup,
+    Subscription, Uplink, Will,
 };
 use crate::{Message, MessageProperties};
 use herald_core::{
@@ -284,6 +284,18 @@ pub fn uplink_to_pb(item: &Uplink) -> pb::Uplink {
             filter: filter.as_str().to_owned(),
             messages: messages.iter().map(|m| message_to_pb(m)).collect(),
         }),
+        Uplink::Reattach { sessions, last } => Item::Reattach(pb::Reattach {
+            sessions: sessions
+                .iter()
+                .map(|r| pb::ReattachedSession {
+                    session: Some(session_to_pb(&r.session)),
+                    epoch: Some(epoch_to_pb(r.epoch)),
+                    expiry_seconds: r.expiry_seconds,
+                    will: r.will.as_deref().map(will_to_pb),
+                })
+                .collect(),
+            last: *last,
+        }),
         Uplink::Requeue { session, epoch, messages } => Item::Requeue(pb::Requeue {
             session: Some(session_to_pb(session)),
             epoch: Some(epoch_to_pb(*epoch)),
@@ -359,6 +371,21 @@ pub fn uplink_from_pb(item: pb::Uplink) -> Result<Uplink, ConvertError> {
                 .into_iter()
                 .map(|m| message_from_pb(m).map(Arc::new))
                 .collect::<Result<_, _>>()?,
+        },
+        Item::Reattach(r) => Uplink::Reattach {
+            sessions: r
+                .sessions
+                .into_iter()
+                .map(|r| {
+                    Ok(Reattach {
+                        session: session_from_pb(r.session, "reattach.session")?,
+                        epoch: epoch_from_pb(r.epoch, "reattach.epoch")?,
+                        expiry_seconds: r.expiry_seconds,
+                        will: r.will.map(|w| will_from_pb(w, "reattach.will.message")).transpose()?,
+                    })
+                })
+                .collect::<Result<_, ConvertError>>()?,
+            last: r.last,
         },
         Item::Requeue(r) => Uplink::Requeue {
             session: session_from_pb(r.session, "requeue.session")?,

@@ -26,6 +26,10 @@ pub mod pb {
 /// other routers of the cluster it knows.
 pub const NOT_LEADER: &str = "not serving gateways; try another router of the cluster";
 
+/// What a router says when another gateway process holds the gateway id:
+/// a gateway restarted quickly waits until the router sees the old link end.
+pub const ALREADY_LINKED: &str = "another process holds this gateway id";
+
 /// The largest stream message either side accepts. One item must fit: a
 /// claim grant carries a resumed session's whole queue (bounded by the
 /// offline-queue limit), so this is generous; streaming the queue instead

@@ -89,7 +89,8 @@ fn transient_sessions_and_plain_routing_write_nothing() {
 }
 
 #[test]
-fn a_session_online_when_the_router_stopped_ends_at_restore_and_its_will_fires_after_its_delay() {
+fn a_session_online_when_the_router_stopped_ends_at_restore_and_its_will_fires_after_the_lease_and_its_delay()
+{
     let mut h = Harness::new();
     let mut durable = DurableState::default();
     let (grant, _) = h.claim(GW1, with_will(claim("device", true, 600), "last/words", "bye", 5), T0);
@@ -107,8 +108,50 @@ fn a_session_online_when_the_router_stopped_ends_at_restore_and_its_will_fires_a
         )
         .expect("subscribed");
     after.add_routes(GW2, &app(), &["last/words"]);
-    let (effects, _) = after.tick(after_s(104));
-    assert_eq!(deliveries(&effects), [], "not before the will delay");
-    let (effects, _) = after.tick(after_s(105));
+    // Its gateway may still hold the connection: the will waits for the
+    // gateway lease (10 s by default), then for its own delay.
+    let (effects, _) = after.tick(after_s(114));
+    assert_eq!(deliveries(&effects), [], "not before the lease and the will delay");
+    let (effects, _) = after.tick(after_s(115));
     assert_eq!(deliveries(&effects), [(GW2, "bye".to_owned())]);
+}
+
+#[test]
+fn a_router_that_took_over_gives_a_restored_session_back_to_the_gateway_that_still_holds_it() {
+    let mut h = Harness::new();
+    let mut durable = DurableState::default();
+    let (grant, _) = h.claim(GW1, with_will(claim("p", true, 600), "last/words", "bye", 0), T0);
+    let asked = vec![(subscription("a/b", QoS::AtLeastOnce), RetainedLookup::Skip)];
+    assert_eq!(h.subscribe(GW1, "p", grant.epoch, asked), Ok(Vec::new()));
+    commit(&mut h.state, &mut durable);
+
+    let mut after = restarted(&durable, after_s(100));
+    after.connect(GW2, "listener", 0);
+    after.add_routes(GW2, &app(), &["last/words"]);
+    after.publish(with_qos("a/b", "meanwhile", QoS::AtLeastOnce), after_s(101));
+    assert_eq!(after.queue_of("p"), ["meanwhile"]);
+
+    // GW1 still holds the connection with the epoch of the old generation.
+    let will = Will { message: plain("last/words", "bye"), delay_seconds: 0, expiry_seconds: None };
+    let held = |epoch| herald_proto::seam::Reattach {
+        session: key("p"),
+        epoch,
+        expiry_seconds: 600,
+        will: Some(Box::new(will.clone())),
+    };
+    let item = Uplink::Reattach { sessions: vec![held(grant.epoch)], last: true };
+    let effects = after.apply(GW1, item, after_s(102));
+    assert!(
+        matches!(effects.as_slice(), [(GW1, Downlink::Handover { epoch, pending, .. })]
+            if *epoch == grant.epoch && names(pending) == ["meanwhile"]),
+        "{effects:?}"
+    );
+    let (effects, _) = after.tick(after_s(200));
+    assert_eq!(deliveries(&effects), [], "the will of a session taken back does not fire");
+    assert_eq!(after.state.session(&key("p")).and_then(|r| r.owner), Some(GW1));
+
+    // Only once: another gateway with the same old epoch is told to end it.
+    let item = Uplink::Reattach { sessions: vec![held(grant.epoch)], last: true };
+    let effects = after.apply(GW2, item, after_s(201));
+    assert_eq!(effects, [(GW2, Downlink::Revoked { session: key("p"), epoch: grant.epoch })]);
 }

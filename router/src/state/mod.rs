@@ -4,6 +4,7 @@
 //! downlink items to send, each addressed to a gateway. No I/O, no clock.
 
 mod journal;
+mod leases;
 mod routing;
 mod sessions;
 mod shared;
@@ -34,6 +35,9 @@ pub struct RouterConfig {
     pub max_session_expiry_seconds: u32,
     /// How shared subscription groups pick a gateway.
     pub shared_strategy: SharedStrategy,
+    /// How long a gateway whose link dropped keeps its sessions (their
+    /// wills wait, the gateway may take them back), in milliseconds.
+    pub gateway_lease_ms: u64,
 }
 
 impl Default for RouterConfig {
@@ -44,6 +48,7 @@ impl Default for RouterConfig {
             overflow: Overflow::RefuseNewest,
             max_session_expiry_seconds: 7 * 24 * 3600,
             shared_strategy: SharedStrategy::RoundRobin,
+            gateway_lease_ms: 10_000,
         }
     }
 }
@@ -101,6 +106,9 @@ pub struct RouterCounters {
     /// QoS 0 messages for a shared subscription group with no member
     /// (policy: QoS 0 is never queued).
     pub dropped_shared_no_member: u64,
+    /// Messages not queued again for a session whose queue already holds
+    /// them (a gateway replayed a publish whose answer its old link lost).
+    pub duplicates_ignored: u64,
 }
 
 /// A downlink item addressed to a gateway.
@@ -129,6 +137,10 @@ pub struct RouterState {
     shared: HashMap<AppId, shared::SharedGroups>,
     /// Scheduled wills and expiries: `(deadline, session)`.
     timers: BTreeSet<(UnixMillis, SessionKey)>,
+    /// Gateways whose link dropped, with the sessions kept for them.
+    leases: HashMap<NodeId, leases::Lease>,
+    /// When each lease ends: `(deadline, gateway)`.
+    lease_timers: BTreeSet<(UnixMillis, NodeId)>,
     counters: RouterCounters,
     /// Facts about durable state since the last [`RouterState::take_journal`].
     journal: Vec<Fact>,
@@ -191,11 +203,17 @@ impl RouterState {
             Uplink::Claim(claim) => self.claim(gateway, claim, now, out),
             Uplink::Release(release) => {
                 let request = release.request;
+                // A connection that ended while its gateway was unlinked:
+                // the session is the gateway's to end.
+                if self.sessions.get(&release.session).is_some_and(|r| r.owner.is_none()) {
+                    self.take_back(gateway, &release.session, release.epoch);
+                }
                 self.release(release, now, out);
                 // After every delivery routed before the release, on the
                 // same ordered downlink.
                 out.push((gateway, Downlink::Released { request }));
             }
+            Uplink::Reattach { sessions, last } => self.reattach(gateway, sessions, last, now, out),
             Uplink::Requeue { session, epoch, messages } => self.requeue(&session, epoch, messages, out),
             Uplink::Routes { add, remove } => self.change_routes(gateway, add, remove, out),
             Uplink::Redispatch { filter, messages } => {
@@ -233,7 +251,9 @@ impl RouterState {
             let Some((deadline, session)) = self.timers.pop_first() else { break };
             self.fire_timer(deadline, session, now, out);
         }
-        self.timers.first().map(|(deadline, _)| *deadline)
+        let next_lease = self.expire_leases(now, out);
+        let next_timer = self.timers.first().map(|(deadline, _)| *deadline);
+        next_timer.into_iter().chain(next_lease).min()
     }
 
     fn route(&mut self, message: Arc<Message>, now: UnixMillis, out: &mut Vec<Effect>) -> bool {

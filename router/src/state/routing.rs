@@ -1,10 +1,9 @@
 //! Routes (which gateways subscribe to what) and retained messages.
 
 use super::{Effect, RouterState};
-use herald_core::{AppId, Epoch, NodeId, SessionKey, Topic, TopicFilter, UnixMillis};
+use herald_core::{AppId, NodeId, Topic, TopicFilter};
 use herald_proto::Message;
 use herald_proto::seam::Downlink;
-use herald_proto::seam::Release;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -78,33 +77,6 @@ impl RouterState {
             } else if let Some(tree) = self.routes.get_mut(&app) {
                 tree.remove(filter.match_filter(), &(gateway, filter.clone()));
             }
-        }
-    }
-
-    /// A gateway is gone (its link closed, or its lease expired): its routes
-    /// are removed and the sessions it held end as if their connections
-    /// had dropped: wills are published (after their delay), persistent
-    /// sessions go offline and queue.
-    pub fn gateway_gone(&mut self, gateway: NodeId, now: UnixMillis, out: &mut Vec<Effect>) {
-        let owned = self.gateway_routes.remove(&gateway).unwrap_or_default();
-        let remove = owned.into_iter().collect();
-        self.change_routes(gateway, Vec::new(), remove, out);
-        let held: Vec<(SessionKey, Epoch, u32)> = self
-            .sessions
-            .iter()
-            .filter(|(_, record)| record.owner == Some(gateway))
-            .map(|(key, record)| (key.clone(), record.epoch, record.expiry_seconds))
-            .collect();
-        for (session, epoch, expiry_seconds) in held {
-            let release = Release {
-                request: 0,
-                session,
-                epoch,
-                expiry_seconds,
-                publish_will: true,
-                pending: Vec::new(),
-            };
-            self.release(release, now, out);
         }
     }
 

@@ -6,7 +6,7 @@ use herald_core::{Epoch, ErrorCode, NodeId, QoS, SessionKey, TopicFilter, UnixMi
 use herald_proto::Message;
 use herald_proto::journal::{DurableSession, Fact, QueueTarget};
 use herald_proto::seam::{
-    Claim, ClaimGrant, Downlink, QueuedMessage, Release, RetainedLookup, Subscription, Will,
+    Claim, ClaimGrant, Downlink, QueuedMessage, Reattach, Release, RetainedLookup, Subscription, Will,
 };
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -90,6 +90,21 @@ impl SessionRecord {
             online: self.owner.is_some(),
         })
     }
+}
+
+/// How far back a session's queue is checked for a message queued already
+/// (a publish a gateway sends again after its link to the router broke).
+const REPLAY_WINDOW: usize = 64;
+
+/// What ending a connection does with the session's will.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum WillFate {
+    /// Publish it (after its delay).
+    Publish,
+    /// Drop it (a normal disconnect).
+    Drop,
+    /// Keep it unscheduled: a gateway lease decides later.
+    Keep,
 }
 
 /// One offline persistent subscription in the offline index.
@@ -176,6 +191,20 @@ impl RouterState {
     }
 
     pub(super) fn release(&mut self, release: Release, now: UnixMillis, out: &mut Vec<Effect>) {
+        let fate = if release.publish_will { WillFate::Publish } else { WillFate::Drop };
+        self.end_connection(release, fate, now, out);
+    }
+
+    /// Ends a session's connection: a transient session ends, a persistent
+    /// one goes offline; its will is published (after its delay), dropped,
+    /// or kept unscheduled for a gateway lease to decide.
+    pub(super) fn end_connection(
+        &mut self,
+        release: Release,
+        fate: WillFate,
+        now: UnixMillis,
+        out: &mut Vec<Effect>,
+    ) {
         let Some(record) = self.sessions.get_mut(&release.session) else {
             self.counters.stale_epoch_refused += 1;
             return;
@@ -214,8 +243,14 @@ impl RouterState {
         if was_persistent || record.is_persistent() {
             self.dirty_sessions.insert(release.session.clone());
         }
-        let will = if release.publish_will { record.will.take() } else { None };
-        record.will = None;
+        let will = match fate {
+            WillFate::Publish => record.will.take(),
+            WillFate::Drop => {
+                record.will = None;
+                None
+            }
+            WillFate::Keep => None,
+        };
         let session = release.session;
         if record.expiry_seconds == 0 {
             self.sessions.remove(&session);
@@ -238,14 +273,93 @@ impl RouterState {
         // routed, so a session subscribed to its will topic queues it.
         self.add_offline_subscriptions(&session, &subscriptions);
         if let Some(will) = will {
-            let fire_at = now.plus_seconds(will.delay_seconds).min(expires_at);
-            if fire_at <= now {
-                self.publish_will(*will, now, out);
-            } else if let Some(record) = self.sessions.get_mut(&session) {
-                record.will = Some(will);
-                record.persistent.get_or_insert_with(Box::default).will_at = Some(fire_at);
-                self.timers.insert((fire_at, session.clone()));
-            }
+            self.arm_will(&session, will, now, out);
+        }
+    }
+
+    /// Publishes an offline session's will now, or schedules it after its
+    /// delay (within the session's life).
+    fn arm_will(&mut self, session: &SessionKey, will: Box<Will>, now: UnixMillis, out: &mut Vec<Effect>) {
+        let Some(record) = self.sessions.get_mut(session) else { return };
+        let expires_at = record.expires_at().unwrap_or(now);
+        let fire_at = now.plus_seconds(will.delay_seconds).min(expires_at);
+        if fire_at <= now {
+            self.publish_will(*will, now, out);
+        } else {
+            record.will = Some(will);
+            record.persistent.get_or_insert_with(Box::default).will_at = Some(fire_at);
+            self.timers.insert((fire_at, session.clone()));
+            self.dirty_sessions.insert(session.clone());
+        }
+    }
+
+    /// Arms the will an offline session kept through a gateway lease.
+    pub(super) fn schedule_will(&mut self, session: &SessionKey, now: UnixMillis, out: &mut Vec<Effect>) {
+        let Some(record) = self.sessions.get_mut(session) else { return };
+        if record.will_at().is_some() {
+            return;
+        }
+        if let Some(will) = record.will.take() {
+            self.dirty_sessions.insert(session.clone());
+            self.arm_will(session, will, now, out);
+        }
+    }
+
+    /// Makes an offline persistent session `gateway`'s again at `epoch`,
+    /// as it was before its connection's end: its subscriptions leave the
+    /// offline index, its expiry and will timers stop. Its queue stays.
+    pub(super) fn resume_offline(&mut self, gateway: NodeId, session: &SessionKey, epoch: Epoch) {
+        let Some(record) = self.sessions.get(session) else { return };
+        let record = record.clone();
+        self.forget_timers(session, &record);
+        self.remove_offline_subscriptions(session, record.subscriptions());
+        let Some(record) = self.sessions.get_mut(session) else { return };
+        record.owner = Some(gateway);
+        record.epoch = epoch;
+        if let Some(state) = record.persistent.as_deref_mut() {
+            state.will_at = None;
+            state.expires_at = None;
+            state.requeue_at = 0;
+        }
+        self.mark_session(session);
+    }
+
+    /// Gives a session back to the gateway that still holds its connection
+    /// (a link opened again): with the epoch, expiry and will the
+    /// connection holds; what queued meanwhile is handed to it.
+    pub(super) fn adopt(&mut self, gateway: NodeId, reattach: Reattach, out: &mut Vec<Effect>) {
+        let Reattach { session, epoch, expiry_seconds, will } = reattach;
+        let expiry_seconds = expiry_seconds.min(self.config.max_session_expiry_seconds);
+        let record = self.sessions.entry(session.clone()).or_insert_with(|| SessionRecord {
+            owner: Some(gateway),
+            epoch,
+            expiry_seconds,
+            will: None,
+            persistent: None,
+        });
+        let was_persistent = record.persistent.is_some();
+        record.owner = Some(gateway);
+        record.epoch = epoch;
+        record.expiry_seconds = expiry_seconds;
+        record.will = will;
+        let mut pending = Vec::new();
+        let mut routes = Vec::new();
+        if expiry_seconds > 0 {
+            let state = record.persistent.get_or_insert_with(Box::default);
+            pending.extend(state.queue.drain(..));
+            state.count_bytes();
+            routes.extend(state.subscriptions.iter().map(|s| (session.app.clone(), s.filter.clone())));
+        } else {
+            record.persistent = None;
+        }
+        if was_persistent || expiry_seconds > 0 {
+            self.mark_session(&session);
+        }
+        if !routes.is_empty() {
+            self.change_routes(gateway, routes, Vec::new(), out);
+        }
+        if !pending.is_empty() {
+            out.push((gateway, Downlink::Handover { session, epoch, pending }));
         }
     }
 
@@ -432,6 +546,12 @@ impl RouterState {
             let key = SessionKey::new(message.app.clone(), client);
             let Some(record) = self.sessions.get_mut(&key) else { continue };
             let Some(state) = record.persistent.as_deref_mut() else { continue };
+            if state.queue.iter().rev().take(REPLAY_WINDOW).any(|q| q.message.id == message.id) {
+                // A publish asked for again on a new router link after the
+                // old one lost the answer: queued once already.
+                self.counters.duplicates_ignored += 1;
+                continue;
+            }
             let (max_messages, max_bytes) = (self.config.max_queued_messages, self.config.max_queued_bytes);
             let size = message.payload.len();
             let full = |state: &PersistentState| {
@@ -478,11 +598,16 @@ impl RouterState {
             online,
         } = durable;
         if online || expires_at.is_none() {
+            // Its connection may still be live on a gateway that links
+            // again: the will waits for the gateway's lease first.
             let at = now.plus_seconds(expiry_seconds);
             expires_at = Some(at);
-            will_at = will.as_ref().map(|w| now.plus_seconds(w.delay_seconds).min(at));
+            let lease_end = UnixMillis(now.0 + self.config.gateway_lease_ms);
+            will_at = will.as_ref().map(|w| lease_end.plus_seconds(w.delay_seconds).min(at));
         }
-        let epoch = self.next_epoch();
+        // A zero counter marks it as restored and untouched: a gateway
+        // holding it with an older epoch may take it back (`take_back`).
+        let epoch = Epoch::new(self.generation, 0);
         for at in [will_at, expires_at].into_iter().flatten() {
             self.timers.insert((at, session.clone()));
         }

@@ -62,9 +62,15 @@ fn after_s(seconds: u32) -> UnixMillis {
 }
 
 /// Returns a QoS 1 message in the default app, named by its payload.
+/// A fresh message id: every test message is a distinct message.
+fn next_message_id() -> MessageId {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    MessageId(u128::from(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)))
+}
+
 fn message(topic: &str, name: &'static str) -> Message {
     Message {
-        id: MessageId::default(),
+        id: next_message_id(),
         app: app(),
         topic: Topic::new(topic.to_owned()).expect("valid topic"),
         payload: Bytes::from_static(name.as_bytes()),
@@ -1559,3 +1565,6 @@ fn late_deliveries_of_an_older_connection_still_queue_when_the_session_is_offlin
 
 #[path = "journal_tests.rs"]
 mod journal;
+
+#[path = "lease_tests.rs"]
+mod leases;

@@ -129,6 +129,23 @@ fn every_uplink_item_survives_the_wire() {
             epoch: Epoch::new(1, 2),
             messages: vec![queued(Progress::Unsent)],
         },
+        Uplink::Reattach {
+            sessions: vec![
+                Reattach { session: key("c1"), epoch: Epoch::new(3, 8), expiry_seconds: 60, will: None },
+                Reattach {
+                    session: key("c2"),
+                    epoch: Epoch::new(3, 9),
+                    expiry_seconds: 0,
+                    will: Some(Box::new(Will {
+                        message: message("will/c2", false),
+                        delay_seconds: 0,
+                        expiry_seconds: None,
+                    })),
+                },
+            ],
+            last: false,
+        },
+        Uplink::Reattach { sessions: Vec::new(), last: true },
     ];
     for item in &items {
         assert_eq!(&through_the_wire_up(item), item);

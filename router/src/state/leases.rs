@@ -1,0 +1,177 @@
+//! Gateway leases: what happens to a gateway's sessions between its link
+//! dropping and the gateway coming back (or not).
+//!
+//! ```text
+//!   link drops ──▶ unlinked: routes removed, persistent sessions offline
+//!                  (queueing), transient ones still owned, wills held
+//!        │
+//!        ├─ the gateway links again: Reattach … last ──▶ sessions taken back
+//!        │                                               with their epochs
+//!        └─ the lease runs out (or `last` omits them) ──▶ sessions end as if
+//!                                                         their connections dropped
+//! ```
+//!
+//! A router that takes over (a new leader, or a restart) knows no lease:
+//! sessions that were online are restored offline with a zero counter in
+//! the new generation, and a gateway that still holds one with an older
+//! epoch takes it back the same way.
+
+use super::{Effect, RouterState};
+use herald_core::{Epoch, NodeId, SessionKey, UnixMillis};
+use herald_proto::seam::{Downlink, Reattach, Release};
+use std::collections::HashMap;
+
+/// The sessions of a gateway whose link dropped, kept for it until `until`.
+#[derive(Debug)]
+pub(super) struct Lease {
+    until: UnixMillis,
+    sessions: HashMap<SessionKey, Epoch>,
+}
+
+impl RouterState {
+    /// A gateway's link dropped at `now`. Its routes go at once (nothing
+    /// can reach it); its persistent sessions go offline, so what is
+    /// published for them queues; its transient sessions stay its own.
+    /// Their wills wait for the lease: the gateway may link again and take
+    /// every session back ([`RouterState::apply`] with `Uplink::Reattach`).
+    pub fn gateway_unlinked(&mut self, gateway: NodeId, now: UnixMillis, out: &mut Vec<Effect>) {
+        let owned = self.gateway_routes.remove(&gateway).unwrap_or_default();
+        self.change_routes(gateway, Vec::new(), owned.into_iter().collect(), out);
+        let held: Vec<(SessionKey, Epoch, u32)> = self
+            .sessions
+            .iter()
+            .filter(|(_, record)| record.owner == Some(gateway))
+            .map(|(key, record)| (key.clone(), record.epoch, record.expiry_seconds))
+            .collect();
+        let until = UnixMillis(now.0 + self.config.gateway_lease_ms);
+        let lease = self.leases.entry(gateway).or_insert_with(|| Lease { until, sessions: HashMap::new() });
+        self.lease_timers.remove(&(lease.until, gateway));
+        lease.until = until;
+        self.lease_timers.insert((until, gateway));
+        lease.sessions.extend(held.iter().map(|(session, epoch, _)| (session.clone(), *epoch)));
+        for (session, epoch, expiry_seconds) in held {
+            if expiry_seconds > 0 {
+                let release = Release {
+                    request: 0,
+                    session,
+                    epoch,
+                    expiry_seconds,
+                    publish_will: false,
+                    pending: Vec::new(),
+                };
+                self.end_connection(release, super::sessions::WillFate::Keep, now, out);
+            }
+        }
+    }
+
+    /// A gateway is gone for good: its lease ends now.
+    pub fn gateway_gone(&mut self, gateway: NodeId, now: UnixMillis, out: &mut Vec<Effect>) {
+        self.gateway_unlinked(gateway, now, out);
+        self.end_lease(gateway, now, out);
+    }
+
+    /// Ends every lease due at `now`; returns the next deadline.
+    pub(super) fn expire_leases(&mut self, now: UnixMillis, out: &mut Vec<Effect>) -> Option<UnixMillis> {
+        while let Some(&(at, gateway)) = self.lease_timers.first() {
+            if at > now {
+                return Some(at);
+            }
+            self.lease_timers.pop_first();
+            if self.leases.get(&gateway).is_some_and(|lease| lease.until == at) {
+                self.end_lease(gateway, now, out);
+            }
+        }
+        None
+    }
+
+    /// Takes back the sessions a gateway still holds, as it lists them on a
+    /// link opened again. A session taken meanwhile by a newer claim is
+    /// revoked on the gateway (DISCONNECT 0x8E for its client).
+    pub(super) fn reattach(
+        &mut self,
+        gateway: NodeId,
+        sessions: Vec<Reattach>,
+        last: bool,
+        now: UnixMillis,
+        out: &mut Vec<Effect>,
+    ) {
+        for reattach in sessions {
+            let session = reattach.session.clone();
+            let epoch = reattach.epoch;
+            let owned =
+                self.sessions.get(&session).is_some_and(|r| r.owner == Some(gateway) && r.epoch == epoch);
+            if owned {
+                // The router never saw the link drop (it replaced the link).
+                self.leave_lease(gateway, &session);
+            } else if self.take_back(gateway, &session, epoch) {
+                self.adopt(gateway, reattach, out);
+            } else if !self.sessions.contains_key(&session) && epoch.generation < self.generation {
+                // A session this router never knew (a transient one, from
+                // before the registry moved here).
+                self.adopt(gateway, reattach, out);
+            } else {
+                self.counters.stale_epoch_refused += 1;
+                out.push((gateway, Downlink::Revoked { session, epoch }));
+            }
+        }
+        if last {
+            // Sessions the gateway no longer holds end now.
+            self.end_lease(gateway, now, out);
+        }
+    }
+
+    /// Whether `gateway` may take `session` back at `epoch`: it held it when
+    /// its link dropped and nobody claimed it since, or this router
+    /// restored it from an older generation and nobody claimed it since.
+    /// On success the session is the gateway's again, as it was before its
+    /// link dropped (its queue stays where it is).
+    pub(super) fn take_back(&mut self, gateway: NodeId, session: &SessionKey, epoch: Epoch) -> bool {
+        let leased = self.leases.get(&gateway).and_then(|lease| lease.sessions.get(session)) == Some(&epoch);
+        let restored = Epoch::new(self.generation, 0);
+        let Some(record) = self.sessions.get(session) else { return false };
+        let allowed = record.owner.is_none()
+            && ((leased && record.epoch == epoch)
+                || (record.epoch == restored && epoch.generation < self.generation));
+        if !allowed {
+            return false;
+        }
+        self.leave_lease(gateway, session);
+        self.resume_offline(gateway, session, epoch);
+        true
+    }
+
+    fn leave_lease(&mut self, gateway: NodeId, session: &SessionKey) {
+        if let Some(lease) = self.leases.get_mut(&gateway) {
+            lease.sessions.remove(session);
+        }
+    }
+
+    /// Ends a gateway's lease: every session it held and has not taken back
+    /// ends as if its connection had dropped (wills after their delay).
+    pub(super) fn end_lease(&mut self, gateway: NodeId, now: UnixMillis, out: &mut Vec<Effect>) {
+        let Some(lease) = self.leases.remove(&gateway) else { return };
+        self.lease_timers.remove(&(lease.until, gateway));
+        for (session, epoch) in lease.sessions {
+            let Some(record) = self.sessions.get(&session) else { continue };
+            if record.epoch != epoch {
+                continue;
+            }
+            match record.owner {
+                Some(owner) if owner == gateway => {
+                    let expiry_seconds = record.expiry_seconds;
+                    let release = Release {
+                        request: 0,
+                        session,
+                        epoch,
+                        expiry_seconds,
+                        publish_will: true,
+                        pending: Vec::new(),
+                    };
+                    self.release(release, now, out);
+                }
+                None => self.schedule_will(&session, now, out),
+                Some(_) => {}
+            }
+        }
+    }
+}
