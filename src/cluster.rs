@@ -43,6 +43,8 @@ pub(crate) struct RouterSettings {
     /// Join a running cluster instead of forming one.
     pub(crate) join: bool,
     pub(crate) cluster_id: Option<String>,
+    /// The operations listener, if any.
+    pub(crate) ops: Option<SocketAddr>,
 }
 
 /// Parses `--peers` (`ID=HOST:PORT,...`).
@@ -114,8 +116,14 @@ pub(crate) async fn run_router(
     };
     let single = membership == Membership::Single;
     raft.join(&address, membership).await?;
+    let serving_now = serving.subscribe();
+    let router_source: crate::ops::RouterSource = Arc::new(move || serving_now.borrow().clone());
+    let sources =
+        crate::ops::Sources { router: Some(router_source), raft: Some(raft.clone()), ..Default::default() };
+    let (ops, shutdown) = crate::ops::start(settings.ops, sources, shutdown).await?;
     info!(%grpc, cluster = %cluster_id, node = %settings.node, "listening");
     let outcome = lead(&raft, &serving, &limits, single, shutdown).await;
+    ops.stop().await;
     let _ = stop_server.send(());
     let _ = server.await;
     raft.shutdown().await;
@@ -241,6 +249,8 @@ pub(crate) struct GatewaySettings {
     pub(crate) cluster_id: Option<String>,
     /// How long to wait at start for a router that serves gateways.
     pub(crate) patience: Duration,
+    /// The operations listener, if any.
+    pub(crate) ops: Option<SocketAddr>,
 }
 
 /// Runs a gateway until `shutdown` resolves. The first router link must
@@ -272,8 +282,15 @@ pub(crate) async fn run_gateway(
     let mqtt = gateway.local_addr()?;
     let websocket = gateway.websocket_addr()?.map(tracing::field::display);
     let router = herald_gateway::router_client::start(open, port, gateway.resync(), link_settings);
+    let sources = crate::ops::Sources {
+        gateway: Some(gateway.counters()),
+        link: Some(router.status.clone()),
+        ..Default::default()
+    };
+    let (ops, shutdown) = crate::ops::start(settings.ops, sources, shutdown).await?;
     info!(%mqtt, websocket, router = %router.info.router, cluster = %router.info.cluster_id, node = %settings.node, "listening");
     gateway.run(shutdown).await;
+    ops.stop().await;
     // The releases and requeues of the last connections are on their way:
     // let them reach the router before the process ends.
     if tokio::time::timeout(Duration::from_secs(5), router.done).await.is_err() {

@@ -16,6 +16,9 @@ pub(crate) struct StandaloneConfig {
     pub(crate) mqtt: SocketAddr,
     /// MQTT-over-WebSocket listen address (path `/mqtt`); none by default.
     pub(crate) websocket: Option<SocketAddr>,
+    /// Operations HTTP listen address (`/metrics`, `/healthz`, `/readyz`);
+    /// none by default.
+    pub(crate) ops: Option<SocketAddr>,
     /// Data directory.
     pub(crate) data: PathBuf,
     /// Seconds a socket may take to send CONNECT.
@@ -193,6 +196,7 @@ impl Default for StandaloneConfig {
         StandaloneConfig {
             mqtt: SocketAddr::from(([127, 0, 0, 1], 1883)),
             websocket: None,
+            ops: None,
             data: PathBuf::from("./herald-data"),
             connect_timeout_secs: 10,
             max_connections: 100_000,

@@ -3,6 +3,7 @@
 
 mod cluster;
 mod config;
+mod ops;
 mod standalone;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -124,6 +125,10 @@ struct RouterArgs {
     /// add` instead of forming a cluster.
     #[arg(long, conflicts_with = "peers")]
     join: bool,
+    /// Operations HTTP listen address (`/metrics`, `/healthz`, `/readyz`);
+    /// none unless set.
+    #[arg(long, env = "HERALD_OPS")]
+    ops: Option<SocketAddr>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -148,6 +153,10 @@ struct GatewayArgs {
     /// losses of the link are waited out for as long as it takes).
     #[arg(long, env = "HERALD_ROUTER_PATIENCE", default_value_t = 30)]
     router_patience: u64,
+    /// Operations HTTP listen address (`/metrics`, `/healthz`, `/readyz`);
+    /// none unless set.
+    #[arg(long, env = "HERALD_OPS")]
+    ops: Option<SocketAddr>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -164,6 +173,10 @@ struct StandaloneArgs {
     /// Data directory [default: ./herald-data; env HERALD_DATA].
     #[arg(long)]
     data: Option<PathBuf>,
+    /// Operations HTTP listen address: `/metrics`, `/healthz`, `/readyz`
+    /// [default: none; env HERALD_OPS].
+    #[arg(long)]
+    ops: Option<SocketAddr>,
 }
 
 /// Reads one password line from standard input and prints its SCRAM secret.
@@ -202,6 +215,7 @@ fn main() -> ExitCode {
                     peers,
                     join: args.join,
                     cluster_id: args.cluster_id,
+                    ops: args.ops,
                 };
                 block_on(cluster::run_router(settings, shutdown_signal()))
             }
@@ -215,6 +229,7 @@ fn main() -> ExitCode {
                 node: herald_core::NodeId(args.node_id),
                 cluster_id: args.cluster_id,
                 patience: std::time::Duration::from_secs(args.router_patience),
+                ops: args.ops,
             };
             block_on(cluster::run_gateway(settings, shutdown_signal()))
         }
@@ -242,6 +257,9 @@ fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     let mut config = StandaloneConfig::load(args.config.as_deref(), &env)?;
     if let Some(mqtt) = args.mqtt {
         config.mqtt = mqtt;
+    }
+    if args.ops.is_some() {
+        config.ops = args.ops;
     }
     if args.websocket.is_some() {
         config.websocket = args.websocket;

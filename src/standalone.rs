@@ -51,6 +51,14 @@ pub(crate) async fn run(config: StandaloneConfig, shutdown: impl Future<Output =
     let gateway = Gateway::bind(gateway_config, link, authenticator, clock).await?;
     let mqtt = gateway.local_addr()?;
     let websocket = gateway.websocket_addr()?.map(tracing::field::display);
+    let fixed = router.clone();
+    let sources = crate::ops::Sources {
+        gateway: Some(gateway.counters()),
+        router: Some(Arc::new(move || Some(fixed.clone()))),
+        raft: Some(raft.clone()),
+        ..Default::default()
+    };
+    let (ops, shutdown) = crate::ops::start(config.ops, sources, shutdown).await?;
     info!(%mqtt, websocket, data = %data.path().display(), generation, "listening");
     let mut failure = None;
     let watched = router.clone();
@@ -62,6 +70,7 @@ pub(crate) async fn run(config: StandaloneConfig, shutdown: impl Future<Output =
             }
         })
         .await;
+    ops.stop().await;
     // The gateway dropped its uplink: the router task ends once it has
     // applied every release.
     let _ = tokio::time::timeout(Duration::from_secs(5), router_task).await;

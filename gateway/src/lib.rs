@@ -25,6 +25,7 @@ pub mod auth;
 mod connection;
 mod delivery;
 pub mod handshake;
+pub mod ops_http;
 mod registry;
 pub mod router_client;
 pub mod scram;

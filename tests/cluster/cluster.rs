@@ -71,16 +71,26 @@ impl Cluster {
 
     /// Starts one more gateway; returns its index.
     pub(crate) fn add_gateway(&mut self) -> usize {
-        self.start_gateway(false)
+        self.start_gateway(false, &[])
+    }
+
+    /// Starts one more gateway with extra command-line `arguments`; returns its index.
+    pub(crate) fn add_gateway_with(&mut self, arguments: &[&str]) -> usize {
+        self.start_gateway(false, arguments)
+    }
+
+    /// Returns gateway `index`'s output so far.
+    pub(crate) fn gateway_output(&self, index: usize) -> String {
+        self.gateways[index].as_ref().expect("gateway is running").process.output().join("\n")
     }
 
     /// Starts one more gateway that also serves MQTT over WebSocket, on the
     /// same address; returns its index.
     pub(crate) fn add_websocket_gateway(&mut self) -> usize {
-        self.start_gateway(true)
+        self.start_gateway(true, &[])
     }
 
-    fn start_gateway(&mut self, websocket: bool) -> usize {
+    fn start_gateway(&mut self, websocket: bool, arguments: &[&str]) -> usize {
         let index = self.gateways.len();
         let node = (index + 1).to_string();
         let listen = format!("127.0.0.{}:0", index + 2);
@@ -90,6 +100,7 @@ impl Cluster {
         if websocket {
             command.args(["--websocket", &listen]);
         }
+        command.args(arguments);
         let process = Supervised::start(&format!("gateway-{node}"), command).expect("start gateway");
         let line = process.wait_for_line("listening", STARTUP);
         let mqtt = field(&line, "mqtt").parse().expect("mqtt address");

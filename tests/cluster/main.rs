@@ -5,6 +5,9 @@
 #[path = "../standalone/support.rs"]
 mod support;
 
+#[path = "../standalone/ops_client.rs"]
+mod ops_client;
+
 mod cluster;
 mod raft_cluster;
 mod test_delivery;

@@ -2,6 +2,7 @@
 //! refuses.
 
 use crate::cluster::{Cluster, LEASE, run_herald};
+use crate::ops_client::{fetch, ops_address, samples};
 use crate::support::{Message, Version, publisher, subscriber};
 use std::time::{Duration, Instant};
 
@@ -141,4 +142,39 @@ fn a_router_killed_and_restarted_keeps_persistent_sessions_and_retained_messages
     assert!(got.contains(&Message::new("kept/status", "ready", 1, false)), "queued retained kept: {got:?}");
     let mut fresh = subscriber(&gateway, Version::V5).topic("kept/status").qos(1).start();
     assert_eq!(fresh.expect_messages(1), [Message::new("kept/status", "ready", 1, true)]);
+}
+
+#[test]
+fn a_gateway_without_its_router_stays_ready_and_says_so_in_its_metrics() {
+    let mut cluster = Cluster::start(0);
+    let index = cluster.add_gateway_with(&["--ops", "127.0.0.2:0"]);
+    let ops = ops_address(&cluster.gateway_output(index));
+    let _client = subscriber(&cluster.gateway(index), Version::V5).client_id("held").topic("t").start();
+    let metric = |name: &str| {
+        let (status, lines) = fetch(&ops, "/metrics");
+        assert_eq!(status, 200);
+        samples(&lines).get(name).copied().unwrap_or_else(|| panic!("no {name} in {lines:#?}"))
+    };
+    let eventually = |name: &str, value: f64| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while metric(name) != value {
+            assert!(Instant::now() < deadline, "{name} never became {value}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    assert_eq!(metric("herald_router_quorum_reachable{}"), 1.0);
+
+    cluster.kill_router();
+    eventually("herald_router_quorum_reachable{}", 0.0);
+    assert_eq!(
+        fetch(&ops, "/readyz").0,
+        200,
+        "a gateway that lost its router keeps its clients: still ready"
+    );
+    assert_eq!(metric("herald_connections{}"), 1.0);
+
+    cluster.restart_router();
+    eventually("herald_router_quorum_reachable{}", 1.0);
+    assert_eq!(metric("herald_router_links_lost_total{}"), 1.0);
+    assert_eq!(metric("herald_sessions_reattached_total{}"), 1.0);
 }

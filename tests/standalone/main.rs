@@ -9,11 +9,13 @@
 //! Run with `cargo nextest run --test standalone`. A failing test prints the broker's log and the
 //! output of the clients it started.
 
+mod ops_client;
 mod support;
 mod test_bad_input;
 mod test_config;
 mod test_durability;
 mod test_lifecycle;
+mod test_ops;
 mod test_qos;
 mod test_retained;
 mod test_sessions;

@@ -149,6 +149,21 @@ fn wal_options(segment_size: u64) -> WalOptions {
 /// How long a starting single node waits to lead.
 const LEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A node's Raft progress, for metrics and readiness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RaftGauges {
+    /// The current term.
+    pub term: u64,
+    /// The known leader.
+    pub leader: Option<u64>,
+    /// The last log index (0: empty).
+    pub last_log_index: u64,
+    /// The last applied index.
+    pub applied_index: u64,
+    /// The last snapshot's index.
+    pub snapshot_index: u64,
+}
+
 /// One router node's Raft.
 pub struct RaftNode {
     id: u64,
@@ -239,6 +254,18 @@ impl RaftNode {
     /// Returns this node's id.
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// Returns what operators watch: term, leader, log and apply progress.
+    pub fn gauges(&self) -> RaftGauges {
+        let metrics = self.raft.metrics().borrow().clone();
+        RaftGauges {
+            term: metrics.current_term,
+            leader: metrics.current_leader,
+            last_log_index: metrics.last_log_index.unwrap_or(0),
+            applied_index: metrics.last_applied.map_or(0, |id| id.index),
+            snapshot_index: metrics.snapshot.map_or(0, |id| id.index),
+        }
     }
 
     /// Returns the current leader, if one is known.

@@ -1,0 +1,249 @@
+//! The operations listener of every mode: `/metrics` (Prometheus text
+//! format 0.0.4), `/healthz` (the process serves HTTP) and `/readyz` (it
+//! can take work: a gateway that is not draining; a router that knows a
+//! leader).
+//!
+//! The HTTP side is `herald_gateway::ops_http` (HTTP stays at the edge
+//! crate). Metrics are read from the parts' own counters at scrape time: nothing
+//! on a hot path knows it is being measured.
+
+use herald_gateway::GatewayStats;
+use herald_gateway::router_client::LinkStatus;
+use herald_router::Router;
+use herald_router::raft::RaftNode;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// Returns the router this node serves with, if any (a router node serves
+/// only while it leads).
+pub(crate) type RouterSource = Arc<dyn Fn() -> Option<Router> + Send + Sync>;
+
+/// What a node exposes; each mode fills in the parts it runs.
+#[derive(Clone, Default)]
+pub(crate) struct Sources {
+    pub(crate) gateway: Option<GatewayStats>,
+    pub(crate) link: Option<Arc<LinkStatus>>,
+    pub(crate) router: Option<RouterSource>,
+    pub(crate) raft: Option<Arc<RaftNode>>,
+    /// Set when shutdown begins: readiness fails from then on.
+    pub(crate) draining: Arc<AtomicBool>,
+}
+
+impl Sources {
+    /// Whether the node can take work now.
+    fn ready(&self) -> Result<(), &'static str> {
+        if self.draining.load(Ordering::Relaxed) {
+            return Err("draining");
+        }
+        if self.gateway.is_none()
+            && let Some(raft) = &self.raft
+            && raft.gauges().leader.is_none()
+        {
+            return Err("no known leader");
+        }
+        Ok(())
+    }
+
+    /// Renders every metric in the Prometheus text format.
+    pub(crate) fn render(&self) -> String {
+        let mut out = Exposition::default();
+        if let Some(gateway) = &self.gateway {
+            let c = gateway.counters();
+            out.gauge("herald_connections", "MQTT connections open now.", gateway.connections() as u64);
+            out.counter(
+                "herald_connections_opened_total",
+                "MQTT connections accepted.",
+                &c.connections_opened,
+            );
+            out.counter("herald_connections_closed_total", "MQTT connections ended.", &c.connections_closed);
+            out.counter(
+                "herald_connections_refused_total",
+                "Sockets closed on accept at the connection limit.",
+                &c.connections_refused,
+            );
+            out.counter("herald_deliveries_total", "Messages handed to local subscribers.", &c.deliveries);
+            out.counter(
+                "herald_gateway_dropped_total",
+                "Deliveries dropped because a connection's queue was full.",
+                &c.dropped_connection_backlog,
+            );
+        }
+        if let Some(link) = &self.link {
+            out.gauge(
+                "herald_router_quorum_reachable",
+                "1 while a router that serves gateways is linked.",
+                u64::from(link.is_linked()),
+            );
+            out.counter("herald_router_links_opened_total", "Router links opened.", &link.links_opened);
+            out.counter("herald_router_links_lost_total", "Router links lost.", &link.links_lost);
+            out.counter(
+                "herald_router_requests_replayed_total",
+                "Requests sent again on a new router link.",
+                &link.requests_replayed,
+            );
+            out.counter(
+                "herald_sessions_reattached_total",
+                "Sessions given back to a router on a new link.",
+                &link.sessions_reattached,
+            );
+        }
+        if let Some(router) = self.router.as_ref().and_then(|source| source()) {
+            render_router(&router, &mut out);
+        }
+        if let Some(raft) = &self.raft {
+            let g = raft.gauges();
+            out.gauge("herald_raft_term", "The current Raft term.", g.term);
+            out.gauge("herald_raft_is_leader", "1 on the leader.", u64::from(g.leader == Some(raft.id())));
+            out.gauge("herald_raft_leader", "The known leader's node id (0: none).", g.leader.unwrap_or(0));
+            out.gauge("herald_raft_last_log_index", "The last log index.", g.last_log_index);
+            out.gauge("herald_raft_applied_index", "The last applied index.", g.applied_index);
+            out.gauge(
+                "herald_raft_apply_lag",
+                "Log entries not applied yet.",
+                g.last_log_index.saturating_sub(g.applied_index),
+            );
+            out.gauge("herald_raft_snapshot_index", "The last snapshot's index.", g.snapshot_index);
+        }
+        out.text
+    }
+}
+
+fn render_router(router: &Router, out: &mut Exposition) {
+    let c = router.counters();
+    let (sessions, online) = router
+        .with_state(|s| (s.session_count(), s.online_per_gateway().iter().map(|(_, n)| n).sum::<usize>()));
+    out.gauge(
+        "herald_sessions",
+        "Sessions the router knows (online and persistent offline).",
+        sessions as u64,
+    );
+    out.gauge("herald_sessions_online", "Sessions with a live connection.", online as u64);
+    out.gauge(
+        "herald_gateways_linked",
+        "Gateways linked to this router.",
+        router.gateway_sessions().len() as u64,
+    );
+    out.counter_value("herald_messages_routed_total", "Messages routed.", c.messages_routed);
+    out.counter_value("herald_wills_published_total", "Will messages published.", c.wills_published);
+    out.counter_value(
+        "herald_sessions_expired_total",
+        "Persistent sessions ended by expiry.",
+        c.sessions_expired,
+    );
+    out.counter_value(
+        "herald_sessions_handed_over_total",
+        "Unacknowledged messages handed to a takeover.",
+        c.handed_over,
+    );
+    out.counter_value(
+        "herald_stale_epoch_refused_total",
+        "Items refused for a stale ownership epoch.",
+        c.stale_epoch_refused,
+    );
+    out.counter_value(
+        "herald_gateways_overloaded_total",
+        "Gateways disconnected for not draining their downlink.",
+        c.gateways_overloaded,
+    );
+    out.labelled_counter(
+        "herald_messages_dropped_total",
+        "Messages the router dropped, by reason (each a written policy).",
+        "reason",
+        &[
+            ("offline_qos0", c.dropped_offline_qos0),
+            ("queue_full", c.dropped_queue_full),
+            ("queue_oldest", c.dropped_queue_oldest),
+            ("expired", c.dropped_expired),
+            ("gateway_backlog", c.dropped_gateway_backlog),
+            ("shared_no_member", c.dropped_shared_no_member),
+            ("duplicate", c.duplicates_ignored),
+        ],
+    );
+}
+
+/// A Prometheus text exposition being written.
+#[derive(Default)]
+struct Exposition {
+    text: String,
+}
+
+impl Exposition {
+    fn header(&mut self, name: &str, help: &str, kind: &str) {
+        let _ = writeln!(self.text, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    fn gauge(&mut self, name: &str, help: &str, value: u64) {
+        self.header(name, help, "gauge");
+        let _ = writeln!(self.text, "{name} {value}");
+    }
+
+    fn counter(&mut self, name: &str, help: &str, value: &AtomicU64) {
+        self.counter_value(name, help, value.load(Ordering::Relaxed));
+    }
+
+    fn counter_value(&mut self, name: &str, help: &str, value: u64) {
+        self.header(name, help, "counter");
+        let _ = writeln!(self.text, "{name} {value}");
+    }
+
+    fn labelled_counter(&mut self, name: &str, help: &str, label: &str, values: &[(&str, u64)]) {
+        self.header(name, help, "counter");
+        for (value_label, value) in values {
+            let _ = writeln!(self.text, "{name}{{{label}=\"{value_label}\"}} {value}");
+        }
+    }
+}
+
+/// A running operations listener (or none).
+pub(crate) struct Ops {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Ops {
+    /// Stops the listener (after the node has drained).
+    pub(crate) async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Starts the operations listener on `address` (if set). Returns it and
+/// `shutdown` wrapped so that readiness fails as soon as shutdown begins,
+/// while the listener keeps answering until [`Ops::stop`].
+pub(crate) async fn start(
+    address: Option<SocketAddr>,
+    sources: Sources,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<(Ops, impl Future<Output = ()>)> {
+    let draining = sources.draining.clone();
+    let ops = match address {
+        Some(address) => {
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let sources = Arc::new(sources);
+            let (render, ready) = (sources.clone(), sources);
+            let task = herald_gateway::ops_http::serve(
+                address,
+                Arc::new(move || render.render()),
+                Arc::new(move || ready.ready()),
+                async move {
+                    let _ = stopped.await;
+                },
+            )
+            .await?;
+            Ops { stop: Some(stop), task: Some(task) }
+        }
+        None => Ops { stop: None, task: None },
+    };
+    let shutdown = async move {
+        shutdown.await;
+        draining.store(true, Ordering::Relaxed);
+    };
+    Ok((ops, shutdown))
+}
