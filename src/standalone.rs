@@ -33,6 +33,10 @@ pub(crate) async fn run(config: StandaloneConfig, shutdown: impl Future<Output =
         Router::durable(config.limits.router_config(), generation, clock.clone(), raft.clone(), image);
     let (link, port) = herald_proto::seam::link(NodeId(1), SEAM_CAPACITY);
     let router_task = router.attach(port, 0).expect("the only gateway of a standalone router");
+    // A fresh gateway holds no session of the last run: the router need not
+    // wait for it to list any (ADR 0015).
+    let fresh = herald_proto::seam::Uplink::Reattach { sessions: Vec::new(), last: true };
+    link.uplink.send(fresh).await.map_err(|_| anyhow::anyhow!("the router stopped at start"))?;
     let (stop_timers, timers_stopped) = tokio::sync::oneshot::channel::<()>();
     let timers = router.spawn_timers(async move {
         let _ = timers_stopped.await;

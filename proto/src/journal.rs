@@ -9,7 +9,7 @@
 
 use crate::Message;
 use crate::seam::{QueuedMessage, Subscription, Will};
-use herald_core::{AppId, QoS, SessionKey, TopicFilter, UnixMillis};
+use herald_core::{AppId, NodeId, QoS, SessionKey, TopicFilter, UnixMillis};
 use std::sync::Arc;
 
 pub use crate::grpc::journal::{decode, decode_image, encode, encode_image};
@@ -41,6 +41,11 @@ pub enum Fact {
         /// How many, from the front.
         count: u32,
     },
+    /// A gateway linked for the first time: a router that takes over
+    /// waits for it to link again before it routes publishes.
+    GatewayLinked(NodeId),
+    /// A gateway's lease ended without it coming back.
+    GatewayGone(NodeId),
 }
 
 /// One session a queued message is appended for.
@@ -108,4 +113,6 @@ pub struct DurableImage {
     pub sessions: Vec<DurableSession>,
     /// Shared groups with waiting messages.
     pub groups: Vec<GroupQueue>,
+    /// Gateways linked and not gone.
+    pub gateways: Vec<NodeId>,
 }

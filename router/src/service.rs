@@ -200,6 +200,7 @@ impl Router {
         Some(tokio::spawn(async move {
             let mut batch = Vec::with_capacity(BATCH);
             let mut effects = Vec::new();
+            inner.run_batch(&mut effects, |state, _, _| state.gateway_linked(gateway)).await;
             while uplink.recv_many(&mut batch, BATCH).await > 0 {
                 inner
                     .run_batch(&mut effects, |state, now, out| {

@@ -7,7 +7,7 @@ use super::convert::{
 };
 use super::pb;
 use crate::journal::{DurableImage, DurableSession, Fact, GroupQueue, QueueTarget};
-use herald_core::{AppId, TopicFilter, UnixMillis};
+use herald_core::{AppId, NodeId, TopicFilter, UnixMillis};
 use prost::Message as _;
 use std::sync::Arc;
 
@@ -28,6 +28,7 @@ pub fn encode_image(image: &DurableImage) -> Vec<u8> {
         retained: image.retained.iter().map(|m| message_to_pb(m)).collect(),
         sessions: image.sessions.iter().map(session_put_to_pb).collect(),
         groups: image.groups.iter().map(group_to_pb).collect(),
+        gateways: image.gateways.iter().map(|g| g.0).collect(),
     }
     .encode_to_vec()
 }
@@ -44,6 +45,7 @@ pub fn decode_image(bytes: &[u8]) -> Result<DurableImage, ConvertError> {
             .collect::<Result<_, _>>()?,
         sessions: image.sessions.into_iter().map(session_put_from_pb).collect::<Result<_, _>>()?,
         groups: image.groups.into_iter().map(group_from_pb).collect::<Result<_, _>>()?,
+        gateways: image.gateways.into_iter().map(NodeId).collect(),
     })
 }
 
@@ -68,6 +70,8 @@ fn fact_to_pb(fact: &Fact) -> pb::Fact {
         Fact::QueueDropped { session, count } => {
             Kind::QueueDropped(pb::QueueDropped { session: Some(session_to_pb(session)), count: *count })
         }
+        Fact::GatewayLinked(gateway) => Kind::GatewayLinked(gateway.0),
+        Fact::GatewayGone(gateway) => Kind::GatewayGone(gateway.0),
     };
     pb::Fact { kind: Some(kind) }
 }
@@ -99,6 +103,8 @@ fn fact_from_pb(fact: pb::Fact) -> Result<Fact, ConvertError> {
             session: session_from_pb(d.session, "queue_dropped.session")?,
             count: d.count,
         },
+        Kind::GatewayLinked(gateway) => Fact::GatewayLinked(NodeId(gateway)),
+        Kind::GatewayGone(gateway) => Fact::GatewayGone(NodeId(gateway)),
     })
 }
 
@@ -229,12 +235,15 @@ mod tests {
             },
             Fact::GroupQueue(group.clone()),
             Fact::QueueDropped { session: key(), count: 3 },
+            Fact::GatewayLinked(NodeId(4)),
+            Fact::GatewayGone(NodeId(4)),
         ];
         assert_eq!(decode(&encode(&facts)).expect("decodes"), facts);
         let image = DurableImage {
             retained: vec![message("r", b"kept")],
             sessions: vec![session()],
             groups: vec![group],
+            gateways: vec![NodeId(2), NodeId(3)],
         };
         assert_eq!(decode_image(&encode_image(&image)).expect("decodes"), image);
     }

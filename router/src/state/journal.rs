@@ -4,10 +4,10 @@
 //! a state, after a restart.
 
 use super::RouterState;
-use herald_core::{AppId, SessionKey, Topic, TopicFilter, UnixMillis};
+use herald_core::{AppId, NodeId, SessionKey, Topic, TopicFilter, UnixMillis};
 use herald_proto::Message;
 use herald_proto::journal::{DurableImage, DurableSession, Fact, GroupQueue};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// The durable state the journal describes, kept current by applying its
@@ -17,6 +17,7 @@ pub struct DurableState {
     retained: HashMap<(AppId, Topic), Arc<Message>>,
     sessions: HashMap<SessionKey, DurableSession>,
     groups: HashMap<(AppId, TopicFilter), Vec<Arc<Message>>>,
+    gateways: BTreeSet<NodeId>,
 }
 
 impl DurableState {
@@ -32,6 +33,7 @@ impl DurableState {
         for group in image.groups {
             state.apply(Fact::GroupQueue(group));
         }
+        state.gateways.extend(image.gateways);
         state
     }
 
@@ -69,6 +71,12 @@ impl DurableState {
             Fact::GroupQueue(group) => {
                 self.groups.insert((group.app, group.filter), group.messages);
             }
+            Fact::GatewayLinked(gateway) => {
+                self.gateways.insert(gateway);
+            }
+            Fact::GatewayGone(gateway) => {
+                self.gateways.remove(&gateway);
+            }
         }
     }
 
@@ -86,6 +94,7 @@ impl DurableState {
                     messages: messages.clone(),
                 })
                 .collect(),
+            gateways: self.gateways.iter().copied().collect(),
         }
     }
 
@@ -166,6 +175,7 @@ impl RouterState {
         for group in image.groups {
             self.restore_group_queue(group);
         }
+        self.restore_gateways(image.gateways, now);
         // Nothing to journal: all of it is durable already.
         self.journal.clear();
         self.dirty_sessions.clear();

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::state::DurableState;
+use herald_proto::journal::Fact;
 
 /// Applies `state`'s journal so far to `durable`.
 fn commit(state: &mut RouterState, durable: &mut DurableState) {
@@ -154,4 +155,49 @@ fn a_router_that_took_over_gives_a_restored_session_back_to_the_gateway_that_sti
     let item = Uplink::Reattach { sessions: vec![held(grant.epoch)], last: true };
     let effects = after.apply(GW2, item, after_s(201));
     assert_eq!(effects, [(GW2, Downlink::Revoked { session: key("p"), epoch: grant.epoch })]);
+}
+
+#[test]
+fn a_router_that_took_over_holds_publishes_until_the_gateways_it_knew_are_back() {
+    let mut h = Harness::new();
+    let mut durable = DurableState::default();
+    h.state.gateway_linked(GW1);
+    h.state.gateway_linked(GW2);
+    h.state.gateway_linked(GW1);
+    let facts = h.state.take_journal();
+    assert_eq!(facts, [Fact::GatewayLinked(GW1), Fact::GatewayLinked(GW2)], "one fact per gateway id");
+    for fact in facts {
+        durable.apply(fact);
+    }
+
+    let mut after = restarted(&durable, after_s(100));
+    // GW1 is back first and publishes; GW2's subscriber is not known yet.
+    assert_eq!(after.apply(GW1, Uplink::Reattach { sessions: Vec::new(), last: true }, after_s(101)), []);
+    let item =
+        Uplink::Publish(Publish { request: Some(PUBLISH), from: None, message: plain("a/b", "early") });
+    assert_eq!(after.apply(GW1, item, after_s(101)), [], "held: no delivery, no answer yet");
+    // GW2 links again with its routes, then ends its list: the held publish goes out.
+    after.add_routes(GW2, &app(), &["a/b"]);
+    let effects = after.apply(GW2, Uplink::Reattach { sessions: Vec::new(), last: true }, after_s(101));
+    assert_eq!(deliveries(&effects), [(GW2, "early".to_owned())]);
+    assert!(effects.contains(&(GW1, Downlink::Published { request: PUBLISH, result: Ok(true) })));
+    assert_eq!(after.counters().publishes_held, 1);
+}
+
+#[test]
+fn a_gateway_that_never_comes_back_holds_publishes_only_for_its_lease() {
+    let mut h = Harness::new();
+    let mut durable = DurableState::default();
+    h.state.gateway_linked(GW2);
+    commit(&mut h.state, &mut durable);
+    let mut after = restarted(&durable, after_s(100));
+    let effects = after.publish(plain("a/b", "waiting"), after_s(100));
+    assert_eq!(effects, []);
+    after.add_routes(GW1, &app(), &["a/b"]);
+    let (effects, _) = after.tick(after_s(109));
+    assert_eq!(deliveries(&effects), []);
+    let (effects, _) = after.tick(after_s(110));
+    assert_eq!(deliveries(&effects), [(GW1, "waiting".to_owned())], "routed when GW2's lease ends");
+    let facts = after.state.take_journal();
+    assert!(facts.contains(&Fact::GatewayGone(GW2)), "{facts:?}");
 }

@@ -18,8 +18,18 @@
 
 use super::{Effect, RouterState};
 use herald_core::{Epoch, NodeId, SessionKey, UnixMillis};
+use herald_proto::journal::Fact;
 use herald_proto::seam::{Downlink, Reattach, Release};
 use std::collections::HashMap;
+
+/// Whether a gateway whose lease ends came back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Back {
+    /// It linked again and listed what it holds.
+    Yes,
+    /// Its lease ran out, or it is gone for good.
+    No,
+}
 
 /// The sessions of a gateway whose link dropped, kept for it until `until`.
 #[derive(Debug)]
@@ -67,7 +77,38 @@ impl RouterState {
     /// A gateway is gone for good: its lease ends now.
     pub fn gateway_gone(&mut self, gateway: NodeId, now: UnixMillis, out: &mut Vec<Effect>) {
         self.gateway_unlinked(gateway, now, out);
-        self.end_lease(gateway, now, out);
+        self.end_lease(gateway, Back::No, now, out);
+    }
+
+    /// A gateway linked. The first link of a gateway id is journaled: a
+    /// router that takes over knows to wait for it.
+    pub fn gateway_linked(&mut self, gateway: NodeId) {
+        if self.known_gateways.insert(gateway) {
+            self.journal.push(Fact::GatewayLinked(gateway));
+        }
+    }
+
+    /// After a restore: every gateway the durable state knows gets a lease
+    /// (it may still hold sessions), and publishes wait until each has
+    /// linked again and listed its sessions, or its lease ended.
+    pub(super) fn restore_gateways(&mut self, gateways: Vec<NodeId>, now: UnixMillis) {
+        let until = UnixMillis(now.0 + self.config.gateway_lease_ms);
+        for gateway in gateways {
+            self.known_gateways.insert(gateway);
+            self.settling.insert(gateway);
+            self.leases.insert(gateway, Lease { until, sessions: HashMap::new() });
+            self.lease_timers.insert((until, gateway));
+        }
+    }
+
+    /// Routes the publishes held while gateways were settling, in order.
+    fn release_held(&mut self, now: UnixMillis, out: &mut Vec<Effect>) {
+        while let Some((gateway, publish)) = self.held.pop_front() {
+            let matched = self.route(publish.message, now, out);
+            if let Some(request) = publish.request {
+                out.push((gateway, Downlink::Published { request, result: Ok(matched) }));
+            }
+        }
     }
 
     /// Ends every lease due at `now`; returns the next deadline.
@@ -78,7 +119,7 @@ impl RouterState {
             }
             self.lease_timers.pop_first();
             if self.leases.get(&gateway).is_some_and(|lease| lease.until == at) {
-                self.end_lease(gateway, now, out);
+                self.end_lease(gateway, Back::No, now, out);
             }
         }
         None
@@ -116,7 +157,7 @@ impl RouterState {
         }
         if last {
             // Sessions the gateway no longer holds end now.
-            self.end_lease(gateway, now, out);
+            self.end_lease(gateway, Back::Yes, now, out);
         }
     }
 
@@ -148,7 +189,13 @@ impl RouterState {
 
     /// Ends a gateway's lease: every session it held and has not taken back
     /// ends as if its connection had dropped (wills after their delay).
-    pub(super) fn end_lease(&mut self, gateway: NodeId, now: UnixMillis, out: &mut Vec<Effect>) {
+    pub(super) fn end_lease(&mut self, gateway: NodeId, back: Back, now: UnixMillis, out: &mut Vec<Effect>) {
+        if back == Back::No && self.known_gateways.remove(&gateway) {
+            self.journal.push(Fact::GatewayGone(gateway));
+        }
+        if self.settling.remove(&gateway) && self.settling.is_empty() {
+            self.release_held(now, out);
+        }
         let Some(lease) = self.leases.remove(&gateway) else { return };
         self.lease_timers.remove(&(lease.until, gateway));
         for (session, epoch) in lease.sessions {

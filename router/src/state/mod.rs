@@ -109,7 +109,15 @@ pub struct RouterCounters {
     /// Messages not queued again for a session whose queue already holds
     /// them (a gateway replayed a publish whose answer its old link lost).
     pub duplicates_ignored: u64,
+    /// Publishes held by a router that took over until the gateways it
+    /// knew had linked again (or their leases ended).
+    pub publishes_held: u64,
 }
+
+/// Publishes a router that took over holds at most while its gateways
+/// link again; past it, publishes are routed at once (policy: availability
+/// over completeness of routes for the rest of the window).
+const MAX_HELD: usize = 100_000;
 
 /// A downlink item addressed to a gateway.
 pub type Effect = (NodeId, Downlink);
@@ -141,6 +149,13 @@ pub struct RouterState {
     leases: HashMap<NodeId, leases::Lease>,
     /// When each lease ends: `(deadline, gateway)`.
     lease_timers: BTreeSet<(UnixMillis, NodeId)>,
+    /// Gateways linked and not gone (mirrors the durable set).
+    known_gateways: HashSet<NodeId>,
+    /// Gateways a router that took over waits for before it routes
+    /// publishes: their routes are not known yet.
+    settling: HashSet<NodeId>,
+    /// Publishes waiting for `settling` to empty, in arrival order.
+    held: std::collections::VecDeque<(NodeId, herald_proto::seam::Publish)>,
     counters: RouterCounters,
     /// Facts about durable state since the last [`RouterState::take_journal`].
     journal: Vec<Fact>,
@@ -230,11 +245,17 @@ impl RouterState {
                 out.push((gateway, Downlink::Unsubscribed { request, result }));
             }
             Uplink::Publish(publish) => {
-                let result = match &publish.from {
+                let checked = match &publish.from {
                     Some((session, epoch)) => self.check_epoch(session, *epoch),
                     None => Ok(()),
+                };
+                if checked.is_ok() && !self.settling.is_empty() && self.held.len() < MAX_HELD {
+                    // Checked now, routed once every gateway's routes are back.
+                    self.counters.publishes_held += 1;
+                    self.held.push_back((gateway, publish));
+                    return;
                 }
-                .map(|()| self.route(publish.message, now, out));
+                let result = checked.map(|()| self.route(publish.message, now, out));
                 if let Some(request) = publish.request {
                     out.push((gateway, Downlink::Published { request, result }));
                 }
