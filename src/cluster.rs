@@ -251,6 +251,10 @@ pub(crate) struct GatewaySettings {
     pub(crate) patience: Duration,
     /// The operations listener, if any.
     pub(crate) ops: Option<SocketAddr>,
+    /// How long shutdown waits for connections to leave.
+    pub(crate) drain_timeout: Duration,
+    /// Connections told to leave per second at shutdown.
+    pub(crate) drain_rate: u32,
 }
 
 /// Runs a gateway until `shutdown` resolves. The first router link must
@@ -273,7 +277,8 @@ pub(crate) async fn run_gateway(
         mqtt: settings.mqtt,
         websocket: settings.websocket,
         limits: Arc::new(limits.session_limits()),
-        drain_timeout: Duration::from_secs(5),
+        drain_timeout: settings.drain_timeout,
+        drain_rate: settings.drain_rate,
         ..GatewayConfig::default()
     };
     let authenticator = Arc::new(settings_from_env.auth.authenticator()?);

@@ -27,6 +27,8 @@ pub(crate) struct StandaloneConfig {
     pub(crate) max_connections: usize,
     /// Seconds shutdown waits for connections.
     pub(crate) drain_timeout_secs: u64,
+    /// Connections told to leave per second at shutdown (0: all at once).
+    pub(crate) drain_rate: u32,
     /// Per-session limits.
     pub(crate) limits: Limits,
     /// Who may connect.
@@ -201,6 +203,7 @@ impl Default for StandaloneConfig {
             connect_timeout_secs: 10,
             max_connections: 100_000,
             drain_timeout_secs: 5,
+            drain_rate: 0,
             limits: Limits::default(),
             auth: AuthConfig::default(),
             raft: RaftConfig::default(),

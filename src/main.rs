@@ -157,6 +157,12 @@ struct GatewayArgs {
     /// none unless set.
     #[arg(long, env = "HERALD_OPS")]
     ops: Option<SocketAddr>,
+    /// Seconds shutdown (SIGTERM) waits for connections to leave.
+    #[arg(long, env = "HERALD_DRAIN_TIMEOUT", default_value_t = 5)]
+    drain_timeout: u64,
+    /// Connections told to leave per second at shutdown (0: all at once).
+    #[arg(long, env = "HERALD_DRAIN_RATE", default_value_t = 0)]
+    drain_rate: u32,
 }
 
 #[derive(Debug, clap::Args)]
@@ -230,6 +236,8 @@ fn main() -> ExitCode {
                 cluster_id: args.cluster_id,
                 patience: std::time::Duration::from_secs(args.router_patience),
                 ops: args.ops,
+                drain_timeout: std::time::Duration::from_secs(args.drain_timeout),
+                drain_rate: args.drain_rate,
             };
             block_on(cluster::run_gateway(settings, shutdown_signal()))
         }

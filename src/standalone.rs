@@ -49,6 +49,7 @@ pub(crate) async fn run(config: StandaloneConfig, shutdown: impl Future<Output =
         connect_timeout: Duration::from_secs(config.connect_timeout_secs),
         max_connections: config.max_connections,
         drain_timeout: Duration::from_secs(config.drain_timeout_secs),
+        drain_rate: config.drain_rate,
         ..GatewayConfig::default()
     };
     let authenticator = Arc::new(config.auth.authenticator()?);

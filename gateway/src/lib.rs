@@ -71,6 +71,9 @@ pub struct GatewayConfig {
     pub max_inbox: usize,
     /// How long shutdown waits for connections to close.
     pub drain_timeout: Duration,
+    /// Connections told to leave per second at shutdown (0: all at once),
+    /// so that their reconnects do not arrive elsewhere as one storm.
+    pub drain_rate: u32,
 }
 
 impl Default for GatewayConfig {
@@ -84,6 +87,7 @@ impl Default for GatewayConfig {
             max_connections: 100_000,
             max_inbox: 1000,
             drain_timeout: Duration::from_secs(5),
+            drain_rate: 0,
         }
     }
 }
@@ -223,14 +227,41 @@ impl Gateway {
             // connections are their own tasks and drain below.
             websocket.abort();
         }
-        shared.connections.for_each(|handle| handle.shut_down());
         let deadline = tokio::time::Instant::now() + shared.config.drain_timeout;
+        drain(&shared, deadline).await;
         while shared.connections.len() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         info!(remaining = shared.connections.len(), "gateway drained");
         sweeper.abort();
         delivery.abort();
+    }
+}
+
+/// Tells every connection to leave (v5: DISCONNECT 0x8B, or 0x9C with the
+/// configured server reference), `drain_rate` per second; whatever is left
+/// when `deadline` is one tick away is told at once. Each connection releases
+/// its session to the router as it goes: persistent sessions keep their
+/// unacknowledged messages.
+async fn drain(shared: &Shared, deadline: tokio::time::Instant) {
+    let mut handles = Vec::with_capacity(shared.connections.len());
+    shared.connections.for_each(|handle| handles.push(handle.clone()));
+    let rate = shared.config.drain_rate;
+    info!(connections = handles.len(), rate, "draining");
+    // Up to 100 ticks a second; each tells its share of the rate.
+    let (tick, per_tick) = match rate {
+        0 => (Duration::ZERO, handles.len().max(1)),
+        rate => (Duration::from_secs(1) / rate.min(100), (rate as usize).div_ceil(100)),
+    };
+    let mut rest = handles.as_slice();
+    while !rest.is_empty() {
+        let last_call = tokio::time::Instant::now() + tick >= deadline;
+        let (now, later) = rest.split_at(if last_call { rest.len() } else { per_tick.min(rest.len()) });
+        now.iter().for_each(|handle| handle.shut_down());
+        rest = later;
+        if !rest.is_empty() {
+            tokio::time::sleep(tick).await;
+        }
     }
 }
 

@@ -79,6 +79,16 @@ impl Cluster {
         self.start_gateway(false, arguments)
     }
 
+    /// Returns gateway `index`'s process id.
+    pub(crate) fn gateway_pid(&self, index: usize) -> u32 {
+        self.gateways[index].as_ref().expect("gateway is running").process.pid()
+    }
+
+    /// Waits up to `timeout` for gateway `index` to exit; returns its status.
+    pub(crate) fn wait_gateway(&mut self, index: usize, timeout: Duration) -> Option<ExitStatus> {
+        self.gateways[index].as_mut().expect("gateway was started").process.wait_timeout(timeout)
+    }
+
     /// Returns gateway `index`'s output so far.
     pub(crate) fn gateway_output(&self, index: usize) -> String {
         self.gateways[index].as_ref().expect("gateway is running").process.output().join("\n")

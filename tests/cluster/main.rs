@@ -11,6 +11,7 @@ mod ops_client;
 mod cluster;
 mod raft_cluster;
 mod test_delivery;
+mod test_drain;
 mod test_failures;
 mod test_fencing;
 mod test_inbox;
