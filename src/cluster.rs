@@ -123,10 +123,15 @@ pub(crate) async fn run_router(
     let (ops, shutdown) = crate::ops::start(settings.ops, sources, shutdown).await?;
     info!(%grpc, cluster = %cluster_id, node = %settings.node, "listening");
     let outcome = lead(&raft, &serving, &limits, single, shutdown).await;
-    ops.stop().await;
+    // Leadership first (the gateways were let go already), then the server:
+    // a leader that kept heartbeating while it waited for its streams to
+    // close would keep the others from electing.
+    raft.step_down_and_shutdown().await;
     let _ = stop_server.send(());
-    let _ = server.await;
-    raft.shutdown().await;
+    if tokio::time::timeout(Duration::from_secs(2), server).await.is_err() {
+        warn!("gRPC streams still open after 2 s: closing them");
+    }
+    ops.stop().await;
     outcome?;
     info!("stopped");
     Ok(())

@@ -183,6 +183,15 @@ impl RaftCluster {
             .find(|columns| columns.first().map(String::as_str) == Some(&node.to_string()))
     }
 
+    /// Stops router `node` (1-based) with SIGTERM; returns whether it exited within `timeout`,
+    /// and its output.
+    pub(crate) fn terminate_router(&mut self, node: usize, timeout: Duration) -> (bool, Vec<String>) {
+        let mut router = self.routers[node - 1].take().expect("running");
+        router.signal("TERM");
+        let exited = router.wait_timeout(timeout).is_some_and(|status| status.success());
+        (exited, router.output())
+    }
+
     /// Kills router `node` (1-based) with SIGKILL.
     pub(crate) fn kill_router(&mut self, node: usize) {
         let mut router = self.routers[node - 1].take().expect("running");

@@ -4,6 +4,7 @@
 
 use crate::raft_cluster::RaftCluster;
 use crate::support::{Message, Version, publisher, subscriber};
+use std::time::Duration;
 
 #[test]
 fn three_routers_serve_two_gateways_through_their_leader() {
@@ -139,4 +140,22 @@ fn a_fourth_router_joins_and_one_leaves_under_traffic_without_loss() {
     let expected: Vec<Message> =
         (0..60).map(|n| Message::new(&format!("flow/{n}"), &format!("m{n}"), 1, false)).collect();
     assert_eq!(back.expect_messages(60), expected);
+}
+
+#[test]
+fn a_leader_stopped_with_sigterm_hands_over_to_a_follower_and_clients_only_wait() {
+    let mut cluster = RaftCluster::start(3);
+    let (a, b) = (cluster.start_gateway(), cluster.start_gateway());
+    let mut online = subscriber(&b, Version::V5).client_id("watching").topic("handover/#").qos(1).start();
+    let leader = cluster.leader();
+
+    let (exited, output) = cluster.terminate_router(leader, Duration::from_secs(10));
+    assert!(exited, "the leader exits cleanly on SIGTERM:\n{}", output.join("\n"));
+    let handed = output.iter().find(|line| line.contains("handed leadership over")).expect("a handover line");
+    let successor: usize = crate::cluster::field(handed, "successor").parse().expect("successor id");
+    assert_eq!(cluster.leader(), successor, "the follower it chose leads");
+
+    publisher(&a, Version::V5, "handover/1").qos(1).message("after").run();
+    assert_eq!(online.expect_messages(1), [Message::new("handover/1", "after", 1, false)]);
+    assert_eq!(online.connects(), 1, "the client stayed connected");
 }

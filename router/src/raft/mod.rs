@@ -170,6 +170,9 @@ pub struct RaftNode {
     raft: Raft<TypeConfig>,
     state: Arc<Mutex<Replicated>>,
     cluster_id: String,
+    /// How long a follower refuses votes after hearing from its leader
+    /// (openraft 0.9: the maximum election timeout).
+    lease: Duration,
 }
 
 impl std::fmt::Debug for RaftNode {
@@ -215,7 +218,8 @@ impl RaftNode {
         let raft = Raft::new(id, config, network, log, machine)
             .await
             .map_err(|e| RaftNodeError::Raft(e.to_string()))?;
-        Ok(RaftNode { id, raft, state, cluster_id: cluster_id.to_owned() })
+        let lease = Duration::from_millis(settings.election_max_ms);
+        Ok(RaftNode { id, raft, state, cluster_id: cluster_id.to_owned(), lease })
     }
 
     /// Initialises the cluster when this node is the one to (first start,
@@ -317,6 +321,44 @@ impl RaftNode {
     /// Asks for a snapshot now (the log before it may then be purged).
     pub async fn snapshot(&self) -> Result<(), RaftNodeError> {
         self.raft.trigger().snapshot().await.map_err(|e| RaftNodeError::Raft(e.to_string()))
+    }
+
+    /// Stops Raft, handing leadership over first when this node leads a
+    /// cluster of several voters (ADR 0016). openraft 0.9 has no transfer
+    /// call, and followers refuse votes for a lease after the last
+    /// heartbeat: so the leader stops (no more heartbeats), waits out the
+    /// lease, and asks its most caught-up follower to stand for election at
+    /// once instead of waiting for a random timeout. Returns the follower
+    /// asked, if any.
+    pub async fn step_down_and_shutdown(&self) -> Option<u64> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let leading = metrics.current_leader == Some(self.id);
+        let successor = leading
+            .then(|| {
+                let replication = metrics.replication.clone().unwrap_or_default();
+                let membership = metrics.membership_config.membership();
+                let voters: Vec<u64> = membership.voter_ids().filter(|id| *id != self.id).collect();
+                voters
+                    .into_iter()
+                    .max_by_key(|id| replication.get(id).cloned().flatten().map(|log| log.index))
+            })
+            .flatten()
+            .and_then(|id| Some((id, metrics.membership_config.membership().get_node(&id)?.addr.clone())));
+        self.shutdown().await;
+        let (id, address) = successor?;
+        tokio::time::sleep(self.lease + Duration::from_millis(20)).await;
+        let asked = async {
+            let mut client = admin_client(&address, Duration::from_secs(2)).await?;
+            let request = herald_proto::grpc::pb::ElectRequest { cluster_id: self.cluster_id.clone() };
+            client.elect(request).await.map_err(|status| status.message().to_owned())
+        };
+        match asked.await {
+            Ok(_) => tracing::info!(successor = id, "handed leadership over"),
+            Err(error) => {
+                tracing::warn!(successor = id, %error, "the successor did not stand: the others elect on their own")
+            }
+        }
+        Some(id)
     }
 
     /// Stops Raft's tasks.

@@ -5,7 +5,8 @@
 use super::{Replicated, TypeConfig};
 use herald_proto::grpc::pb::raft_peer_server::{RaftPeer, RaftPeerServer};
 use herald_proto::grpc::pb::{
-    AddVoterRequest, MembershipReply, RaftReply, RaftRequest, RemoveVoterRequest, StatusReply, StatusRequest,
+    AddVoterRequest, ElectReply, ElectRequest, MembershipReply, RaftReply, RaftRequest, RemoveVoterRequest,
+    StatusReply, StatusRequest,
 };
 use openraft::Raft;
 use openraft::{BasicNode, ChangeMembers};
@@ -163,6 +164,13 @@ impl RaftPeer for RaftPeerService {
             .await
             .map_err(|e| Status::unavailable(format!("removing router {}: {e}", request.node_id)))?;
         Ok(Response::new(MembershipReply { voters: self.members().0 }))
+    }
+
+    async fn elect(&self, request: Request<ElectRequest>) -> Result<Response<ElectReply>, Status> {
+        self.check_cluster(&request.into_inner().cluster_id)?;
+        tracing::info!("standing for election: the leader is stepping down");
+        self.raft.trigger().elect().await.map_err(|e| Status::unavailable(format!("election: {e}")))?;
+        Ok(Response::new(ElectReply {}))
     }
 
     async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
