@@ -3,7 +3,6 @@
 //! voters given by `--peers`); the leader serves every gateway, the others
 //! replicate and stand by (docs/cluster.md).
 
-use crate::config::StandaloneConfig;
 use herald_core::{NodeId, SystemClock};
 use herald_gateway::{Gateway, GatewayConfig};
 use herald_router::Router;
@@ -12,7 +11,6 @@ use herald_router::raft::{Membership, RaftNode};
 use herald_store::DataDir;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -20,32 +18,6 @@ use tracing::{info, warn};
 
 /// Items each seam queue holds per gateway.
 const SEAM_CAPACITY: usize = 8192;
-
-/// Returns the `[limits]`, `[auth]` and `[raft]` settings from
-/// `HERALD_LIMITS_*`, `HERALD_AUTH_*` and `HERALD_RAFT_*` variables (the
-/// same keys as in the standalone configuration), validated.
-fn settings_from_environment() -> anyhow::Result<StandaloneConfig> {
-    let env: Vec<(String, String)> = std::env::vars()
-        .filter(|(name, _)| {
-            ["HERALD_LIMITS_", "HERALD_AUTH_", "HERALD_RAFT_"].iter().any(|p| name.starts_with(p))
-        })
-        .collect();
-    StandaloneConfig::load(None, &env)
-}
-
-/// Settings of `herald router`.
-pub(crate) struct RouterSettings {
-    pub(crate) grpc: SocketAddr,
-    pub(crate) data: PathBuf,
-    pub(crate) node: NodeId,
-    /// The voters of a replicated cluster (`None`: a cluster of one).
-    pub(crate) peers: Option<BTreeMap<u64, String>>,
-    /// Join a running cluster instead of forming one.
-    pub(crate) join: bool,
-    pub(crate) cluster_id: Option<String>,
-    /// The operations listener, if any.
-    pub(crate) ops: Option<SocketAddr>,
-}
 
 /// Parses `--peers` (`ID=HOST:PORT,...`).
 pub(crate) fn parse_peers(peers: &[String]) -> anyhow::Result<Option<BTreeMap<u64, String>>> {
@@ -70,30 +42,25 @@ pub(crate) fn parse_peers(peers: &[String]) -> anyhow::Result<Option<BTreeMap<u6
 /// starts a router from the replicated state; when it steps down, it lets
 /// its gateways go (they find the new leader).
 pub(crate) async fn run_router(
-    settings: RouterSettings,
+    config: crate::cluster_config::RouterConfig,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let data = DataDir::open(&settings.data)?;
-    let cluster_id = data.claim_cluster_id(settings.cluster_id.as_deref())?;
-    let configured = settings_from_environment()?;
-    let limits = configured.limits;
-    let membership = match settings.peers {
+    let data = DataDir::open(&config.data)?;
+    let cluster_id = data.claim_cluster_id(config.cluster_id.as_deref())?;
+    let node = NodeId(config.node_id);
+    let limits = config.limits;
+    let membership = match parse_peers(&config.peers)? {
         Some(voters) => {
-            anyhow::ensure!(
-                voters.contains_key(&settings.node.0),
-                "--peers: must list this node ({})",
-                settings.node
-            );
+            anyhow::ensure!(voters.contains_key(&node.0), "--peers: must list this node ({})", node);
             Membership::Voters(voters)
         }
-        None if settings.join => Membership::Join,
+        None if config.join => Membership::Join,
         None => Membership::Single,
     };
-    let listener = tokio::net::TcpListener::bind(settings.grpc).await?;
+    let listener = tokio::net::TcpListener::bind(config.grpc).await?;
     let grpc = listener.local_addr()?;
     let raft = Arc::new(
-        RaftNode::open(&data.path().join("raft"), settings.node.0, &cluster_id, configured.raft.settings())
-            .await?,
+        RaftNode::open(&data.path().join("raft"), node.0, &cluster_id, config.raft.settings()).await?,
     );
     let (serving, current) = watch::channel::<Option<Router>>(None);
     let watched = current.clone();
@@ -102,7 +69,7 @@ pub(crate) async fn run_router(
     let service = SeamService::following(
         current,
         raft.peer_service().with_gateway_counts(counts),
-        settings.node,
+        node,
         cluster_id.clone(),
         SEAM_CAPACITY,
     );
@@ -111,7 +78,7 @@ pub(crate) async fn run_router(
         let _ = server_stopped.await;
     }));
     let address = match &membership {
-        Membership::Voters(voters) => voters[&settings.node.0].clone(),
+        Membership::Voters(voters) => voters[&node.0].clone(),
         Membership::Single | Membership::Join => grpc.to_string(),
     };
     let single = membership == Membership::Single;
@@ -120,8 +87,8 @@ pub(crate) async fn run_router(
     let router_source: crate::ops::RouterSource = Arc::new(move || serving_now.borrow().clone());
     let sources =
         crate::ops::Sources { router: Some(router_source), raft: Some(raft.clone()), ..Default::default() };
-    let (ops, shutdown) = crate::ops::start(settings.ops, sources, shutdown).await?;
-    info!(%grpc, cluster = %cluster_id, node = %settings.node, "listening");
+    let (ops, shutdown) = crate::ops::start(config.ops, sources, shutdown).await?;
+    info!(%grpc, cluster = %cluster_id, %node, "listening");
     let outcome = lead(&raft, &serving, &limits, single, shutdown).await;
     // Leadership first (the gateways were let go already), then the server:
     // a leader that kept heartbeating while it waited for its streams to
@@ -244,50 +211,34 @@ pub(crate) async fn print_status(routers: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Settings of `herald gateway`.
-pub(crate) struct GatewaySettings {
-    /// The routers' gRPC URLs; the gateway links to whichever serves.
-    pub(crate) router: Vec<String>,
-    pub(crate) mqtt: SocketAddr,
-    pub(crate) websocket: Option<SocketAddr>,
-    pub(crate) node: NodeId,
-    pub(crate) cluster_id: Option<String>,
-    /// How long to wait at start for a router that serves gateways.
-    pub(crate) patience: Duration,
-    /// The operations listener, if any.
-    pub(crate) ops: Option<SocketAddr>,
-    /// How long shutdown waits for connections to leave.
-    pub(crate) drain_timeout: Duration,
-    /// Connections told to leave per second at shutdown.
-    pub(crate) drain_rate: u32,
-}
-
 /// Runs a gateway until `shutdown` resolves. The first router link must
 /// open within the router patience; after that, a lost link is looked for
 /// again while the gateway keeps its clients (see `router_client`).
 pub(crate) async fn run_gateway(
-    settings: GatewaySettings,
+    settings: crate::cluster_config::GatewayConfig,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let settings_from_env = settings_from_environment()?;
-    let limits = settings_from_env.limits;
+    let node = NodeId(settings.node_id.ok_or_else(|| anyhow::anyhow!("node_id: required"))?);
     let link_settings = herald_gateway::router_client::LinkSettings {
         addresses: settings.router.clone(),
-        gateway: settings.node,
+        gateway: node,
         cluster_id: settings.cluster_id.clone(),
         incarnation: incarnation(),
     };
-    let open = herald_gateway::router_client::connect_any(&link_settings, settings.patience).await?;
+    let patience = Duration::from_secs(settings.router_patience_secs);
+    let open = herald_gateway::router_client::connect_any(&link_settings, patience).await?;
     let config = GatewayConfig {
         mqtt: settings.mqtt,
         websocket: settings.websocket,
-        limits: Arc::new(limits.session_limits()),
-        drain_timeout: settings.drain_timeout,
+        limits: Arc::new(settings.limits.session_limits()),
+        connect_timeout: Duration::from_secs(settings.connect_timeout_secs),
+        max_connections: settings.max_connections,
+        drain_timeout: Duration::from_secs(settings.drain_timeout_secs),
         drain_rate: settings.drain_rate,
         ..GatewayConfig::default()
     };
-    let authenticator = Arc::new(settings_from_env.auth.authenticator()?);
-    let (link, port) = herald_proto::seam::link(settings.node, SEAM_CAPACITY);
+    let authenticator = Arc::new(settings.auth.authenticator()?);
+    let (link, port) = herald_proto::seam::link(node, SEAM_CAPACITY);
     let gateway = Gateway::bind(config, link, authenticator, Arc::new(SystemClock)).await?;
     let mqtt = gateway.local_addr()?;
     let websocket = gateway.websocket_addr()?.map(tracing::field::display);
@@ -298,7 +249,7 @@ pub(crate) async fn run_gateway(
         ..Default::default()
     };
     let (ops, shutdown) = crate::ops::start(settings.ops, sources, shutdown).await?;
-    info!(%mqtt, websocket, router = %router.info.router, cluster = %router.info.cluster_id, node = %settings.node, "listening");
+    info!(%mqtt, websocket, router = %router.info.router, cluster = %router.info.cluster_id, %node, "listening");
     gateway.run(shutdown).await;
     ops.stop().await;
     // The releases and requeues of the last connections are on their way:

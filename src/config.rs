@@ -286,24 +286,26 @@ impl StandaloneConfig {
     /// Reads the file at `path` (if any), then applies `HERALD_*` variables
     /// from `env`, then validates. Errors name the key.
     pub(crate) fn load(path: Option<&Path>, env: &[(String, String)]) -> anyhow::Result<StandaloneConfig> {
-        let mut table: toml::Table = match path {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))?;
-                toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))?
-            }
-            None => toml::Table::new(),
-        };
-        apply_env(&mut table, env)?;
-        let config: StandaloneConfig =
-            toml::Value::Table(table).try_into().map_err(|e| anyhow::anyhow!("config: {e}"))?;
+        let config: StandaloneConfig = load_layers(path, env, |_| true)?;
         config.validate()?;
         Ok(config)
     }
 
     /// Checks value ranges the types cannot express.
     pub(crate) fn validate(&self) -> anyhow::Result<()> {
-        let l = &self.limits;
+        self.limits.validate()?;
+        anyhow::ensure!(self.connect_timeout_secs > 0, "connect_timeout_secs: must be at least 1");
+        anyhow::ensure!(self.max_connections > 0, "max_connections: must be at least 1");
+        self.raft.validate()?;
+        self.auth.authenticator()?;
+        Ok(())
+    }
+}
+
+impl Limits {
+    /// Checks value ranges the types cannot express.
+    pub(crate) fn validate(&self) -> anyhow::Result<()> {
+        let l = self;
         anyhow::ensure!(l.max_packet_size >= 64, "limits.max_packet_size: must be at least 64 bytes");
         anyhow::ensure!(
             l.max_packet_size <= 268_435_460,
@@ -325,9 +327,14 @@ impl StandaloneConfig {
         );
         anyhow::ensure!(l.max_inflight_v311 > 0, "limits.max_inflight_v311: must be at least 1");
         anyhow::ensure!(l.max_queued_messages > 0, "limits.max_queued_messages: must be at least 1");
-        anyhow::ensure!(self.connect_timeout_secs > 0, "connect_timeout_secs: must be at least 1");
-        anyhow::ensure!(self.max_connections > 0, "max_connections: must be at least 1");
-        let r = &self.raft;
+        Ok(())
+    }
+}
+
+impl RaftConfig {
+    /// Checks that the timings make sense together.
+    pub(crate) fn validate(&self) -> anyhow::Result<()> {
+        let r = self;
         anyhow::ensure!(r.heartbeat_ms > 0, "raft.heartbeat_ms: must be at least 1");
         anyhow::ensure!(
             r.election_min_ms > r.heartbeat_ms && r.election_max_ms > r.election_min_ms,
@@ -335,13 +342,38 @@ impl StandaloneConfig {
         );
         anyhow::ensure!(r.snapshot_entries > 0, "raft.snapshot_entries: must be at least 1");
         anyhow::ensure!(r.segment_bytes >= 64 * 1024, "raft.segment_bytes: at least 65536");
-        self.auth.authenticator()?;
         Ok(())
     }
 }
 
 /// Sets `HERALD_KEY` / `HERALD_SECTION_KEY` variables into `table`, parsing
 /// each value as a TOML value (falling back to a string).
+/// Reads the TOML file at `path` (if any), applies the `HERALD_*`
+/// variables of `env` whose key `wanted` accepts (the mode's own keys:
+/// variables meant for other modes are left alone), and deserializes the
+/// result: unknown keys and bad values fail naming the key.
+pub(crate) fn load_layers<T: serde::de::DeserializeOwned>(
+    path: Option<&Path>,
+    env: &[(String, String)],
+    wanted: impl Fn(&str) -> bool,
+) -> anyhow::Result<T> {
+    let mut table: toml::Table = match path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))?;
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))?
+        }
+        None => toml::Table::new(),
+    };
+    let env: Vec<(String, String)> = env
+        .iter()
+        .filter(|(name, _)| name.strip_prefix("HERALD_").is_some_and(|key| wanted(&key.to_ascii_lowercase())))
+        .cloned()
+        .collect();
+    apply_env(&mut table, &env)?;
+    toml::Value::Table(table).try_into().map_err(|e| anyhow::anyhow!("config: {e}"))
+}
+
 fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> anyhow::Result<()> {
     const SECTIONS: [&str; 3] = ["limits", "auth", "raft"];
     for (name, value) in env {

@@ -2,6 +2,7 @@
 //! logging, and runs the chosen mode.
 
 mod cluster;
+mod cluster_config;
 mod config;
 mod ops;
 mod standalone;
@@ -99,70 +100,79 @@ enum ClusterCommand {
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Mode {
     Standalone,
+    Router,
+    Gateway,
 }
 
 #[derive(Debug, clap::Args)]
 struct RouterArgs {
-    /// gRPC listen address for gateways.
-    #[arg(long, env = "HERALD_GRPC", default_value = "127.0.0.1:7400")]
-    grpc: SocketAddr,
-    /// Data directory.
-    #[arg(long, env = "HERALD_DATA", default_value = "./herald-router-data")]
-    data: PathBuf,
-    /// This router's node id.
-    #[arg(long, env = "HERALD_NODE_ID", default_value_t = 1)]
-    node_id: u64,
+    /// Configuration file (TOML); `herald config router` prints a template.
+    #[arg(long, env = "HERALD_CONFIG")]
+    config: Option<PathBuf>,
+    /// gRPC listen address for gateways and routers [default: 127.0.0.1:7400; env HERALD_GRPC].
+    #[arg(long)]
+    grpc: Option<SocketAddr>,
+    /// Data directory [default: ./herald-router-data; env HERALD_DATA].
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// This router's node id [default: 1; env HERALD_NODE_ID].
+    #[arg(long)]
+    node_id: Option<u64>,
     /// The voters of a replicated router cluster, `ID=HOST:PORT` each,
     /// comma-separated, this node included; the lowest id forms the cluster
-    /// on first start. Without it, the router is a cluster of one.
-    #[arg(long, env = "HERALD_PEERS", value_delimiter = ',')]
+    /// on first start. Without it, the router is a cluster of one [env HERALD_PEERS].
+    #[arg(long, value_delimiter = ',')]
     peers: Vec<String>,
     /// The cluster id: every router of a cluster must be given the same
-    /// (recorded in the data directory at first start, checked after).
-    #[arg(long, env = "HERALD_CLUSTER_ID")]
+    /// (recorded in the data directory at first start, checked after) [env HERALD_CLUSTER_ID].
+    #[arg(long)]
     cluster_id: Option<String>,
     /// Join a running cluster: wait to be added with `herald ctl cluster
-    /// add` instead of forming a cluster.
+    /// add` instead of forming a cluster [env HERALD_JOIN].
     #[arg(long, conflicts_with = "peers")]
     join: bool,
-    /// Operations HTTP listen address (`/metrics`, `/healthz`, `/readyz`);
-    /// none unless set.
-    #[arg(long, env = "HERALD_OPS")]
+    /// Operations HTTP listen address (`/metrics`, `/healthz`, `/readyz`) [env HERALD_OPS].
+    #[arg(long)]
     ops: Option<SocketAddr>,
 }
 
 #[derive(Debug, clap::Args)]
 struct GatewayArgs {
+    /// Configuration file (TOML); `herald config gateway` prints a template.
+    #[arg(long, env = "HERALD_CONFIG")]
+    config: Option<PathBuf>,
     /// The routers' gRPC addresses, e.g. `http://127.0.0.1:7400`
-    /// (comma-separated: the gateway links to whichever serves).
-    #[arg(long, env = "HERALD_ROUTER", value_delimiter = ',', required = true)]
+    /// (comma-separated: the gateway links to whichever serves) [env HERALD_ROUTER].
+    #[arg(long, value_delimiter = ',')]
     router: Vec<String>,
-    /// MQTT/TCP listen address.
-    #[arg(long, env = "HERALD_MQTT", default_value = "127.0.0.1:1883")]
-    mqtt: SocketAddr,
-    /// MQTT-over-WebSocket listen address (path `/mqtt`); none unless set.
-    #[arg(long, env = "HERALD_WEBSOCKET")]
+    /// MQTT/TCP listen address [default: 127.0.0.1:1883; env HERALD_MQTT].
+    #[arg(long)]
+    mqtt: Option<SocketAddr>,
+    /// MQTT-over-WebSocket listen address, path `/mqtt` [default: none; env HERALD_WEBSOCKET].
+    #[arg(long)]
     websocket: Option<SocketAddr>,
-    /// This gateway's node id, unique among the cluster's gateways.
-    #[arg(long, env = "HERALD_NODE_ID")]
-    node_id: u64,
-    /// The cluster id the router must have (printed by the router at start).
-    #[arg(long, env = "HERALD_CLUSTER_ID")]
+    /// This gateway's node id, unique among the cluster's gateways [env HERALD_NODE_ID].
+    #[arg(long)]
+    node_id: Option<u64>,
+    /// The cluster id the router must have (printed by the router at start) [env HERALD_CLUSTER_ID].
+    #[arg(long)]
     cluster_id: Option<String>,
     /// Seconds to wait at start for a router that serves gateways (later
-    /// losses of the link are waited out for as long as it takes).
-    #[arg(long, env = "HERALD_ROUTER_PATIENCE", default_value_t = 30)]
-    router_patience: u64,
-    /// Operations HTTP listen address (`/metrics`, `/healthz`, `/readyz`);
-    /// none unless set.
-    #[arg(long, env = "HERALD_OPS")]
+    /// losses of the link are waited out for as long as it takes)
+    /// [default: 30; env HERALD_ROUTER_PATIENCE_SECS].
+    #[arg(long)]
+    router_patience: Option<u64>,
+    /// Operations HTTP listen address (`/metrics`, `/healthz`, `/readyz`) [env HERALD_OPS].
+    #[arg(long)]
     ops: Option<SocketAddr>,
-    /// Seconds shutdown (SIGTERM) waits for connections to leave.
-    #[arg(long, env = "HERALD_DRAIN_TIMEOUT", default_value_t = 5)]
-    drain_timeout: u64,
-    /// Connections told to leave per second at shutdown (0: all at once).
-    #[arg(long, env = "HERALD_DRAIN_RATE", default_value_t = 0)]
-    drain_rate: u32,
+    /// Seconds shutdown (SIGTERM) waits for connections to leave
+    /// [default: 5; env HERALD_DRAIN_TIMEOUT_SECS].
+    #[arg(long)]
+    drain_timeout: Option<u64>,
+    /// Connections told to leave per second at shutdown, 0: all at once
+    /// [default: 0; env HERALD_DRAIN_RATE].
+    #[arg(long)]
+    drain_rate: Option<u32>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -185,6 +195,42 @@ struct StandaloneArgs {
     ops: Option<SocketAddr>,
 }
 
+/// Reads a router's configuration: file, environment, then flags.
+fn router_config(args: RouterArgs) -> anyhow::Result<cluster_config::RouterConfig> {
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let mut config = cluster_config::RouterConfig::load(args.config.as_deref(), &env)?;
+    config.grpc = args.grpc.unwrap_or(config.grpc);
+    config.data = args.data.unwrap_or(config.data);
+    config.node_id = args.node_id.unwrap_or(config.node_id);
+    if !args.peers.is_empty() {
+        config.peers = args.peers;
+    }
+    config.cluster_id = args.cluster_id.or(config.cluster_id);
+    config.join |= args.join;
+    config.ops = args.ops.or(config.ops);
+    anyhow::ensure!(!config.join || config.peers.is_empty(), "--join: a joining router takes no peers");
+    Ok(config)
+}
+
+/// Reads a gateway's configuration: file, environment, then flags.
+fn gateway_config(args: GatewayArgs) -> anyhow::Result<cluster_config::GatewayConfig> {
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let mut config = cluster_config::GatewayConfig::load(args.config.as_deref(), &env)?;
+    if !args.router.is_empty() {
+        config.router = args.router;
+    }
+    config.mqtt = args.mqtt.unwrap_or(config.mqtt);
+    config.websocket = args.websocket.or(config.websocket);
+    config.node_id = args.node_id.or(config.node_id);
+    config.cluster_id = args.cluster_id.or(config.cluster_id);
+    config.router_patience_secs = args.router_patience.unwrap_or(config.router_patience_secs);
+    config.ops = args.ops.or(config.ops);
+    config.drain_timeout_secs = args.drain_timeout.unwrap_or(config.drain_timeout_secs);
+    config.drain_rate = args.drain_rate.unwrap_or(config.drain_rate);
+    config.validate()?;
+    Ok(config)
+}
+
 /// Reads one password line from standard input and prints its SCRAM secret.
 fn print_scram_secret(iterations: u32) -> anyhow::Result<()> {
     use herald_gateway::scram::{MAX_ITERATIONS, MIN_ITERATIONS, ScramSecret};
@@ -204,53 +250,36 @@ fn print_scram_secret(iterations: u32) -> anyhow::Result<()> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
-    let result = match cli.command {
-        Command::Standalone(args) => run_standalone(args),
-        Command::Config { mode: Mode::Standalone } => {
-            print!("{}", config::STANDALONE_TEMPLATE);
-            Ok(())
-        }
-        Command::Loadtest(args) => herald_loadtest::main(args),
-        Command::ScramSecret { iterations } => print_scram_secret(iterations),
-        Command::Router(args) => match cluster::parse_peers(&args.peers) {
-            Ok(peers) => {
-                let settings = cluster::RouterSettings {
-                    grpc: args.grpc,
-                    data: args.data,
-                    node: herald_core::NodeId(args.node_id),
-                    peers,
-                    join: args.join,
-                    cluster_id: args.cluster_id,
-                    ops: args.ops,
-                };
-                block_on(cluster::run_router(settings, shutdown_signal()))
+    let result =
+        match cli.command {
+            Command::Standalone(args) => run_standalone(args),
+            Command::Config { mode } => {
+                print!(
+                    "{}",
+                    match mode {
+                        Mode::Standalone => config::STANDALONE_TEMPLATE,
+                        Mode::Router => cluster_config::ROUTER_TEMPLATE,
+                        Mode::Gateway => cluster_config::GATEWAY_TEMPLATE,
+                    }
+                );
+                Ok(())
             }
-            Err(error) => Err(error),
-        },
-        Command::Gateway(args) => {
-            let settings = cluster::GatewaySettings {
-                router: args.router,
-                mqtt: args.mqtt,
-                websocket: args.websocket,
-                node: herald_core::NodeId(args.node_id),
-                cluster_id: args.cluster_id,
-                patience: std::time::Duration::from_secs(args.router_patience),
-                ops: args.ops,
-                drain_timeout: std::time::Duration::from_secs(args.drain_timeout),
-                drain_rate: args.drain_rate,
-            };
-            block_on(cluster::run_gateway(settings, shutdown_signal()))
-        }
-        Command::Ctl { command: CtlCommand::Cluster { command } } => match command {
-            ClusterCommand::Status { routers } => block_on(cluster::print_status(&routers)),
-            ClusterCommand::Add { routers, cluster_id, node } => {
-                block_on(cluster::add_router(&routers, &cluster_id, &node))
-            }
-            ClusterCommand::Remove { routers, cluster_id, node } => {
-                block_on(cluster::remove_router(&routers, &cluster_id, node))
-            }
-        },
-    };
+            Command::Loadtest(args) => herald_loadtest::main(args),
+            Command::ScramSecret { iterations } => print_scram_secret(iterations),
+            Command::Router(args) => router_config(args)
+                .and_then(|config| block_on(cluster::run_router(config, shutdown_signal()))),
+            Command::Gateway(args) => gateway_config(args)
+                .and_then(|config| block_on(cluster::run_gateway(config, shutdown_signal()))),
+            Command::Ctl { command: CtlCommand::Cluster { command } } => match command {
+                ClusterCommand::Status { routers } => block_on(cluster::print_status(&routers)),
+                ClusterCommand::Add { routers, cluster_id, node } => {
+                    block_on(cluster::add_router(&routers, &cluster_id, &node))
+                }
+                ClusterCommand::Remove { routers, cluster_id, node } => {
+                    block_on(cluster::remove_router(&routers, &cluster_id, node))
+                }
+            },
+        };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

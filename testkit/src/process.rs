@@ -15,6 +15,9 @@ pub struct Supervised {
     child: Option<Child>,
     lines: Arc<Mutex<Vec<String>>>,
     new_line: mpsc::Receiver<String>,
+    /// Output streams read to their end, out of `streams`.
+    drained: Arc<std::sync::atomic::AtomicUsize>,
+    streams: usize,
 }
 
 impl Supervised {
@@ -23,20 +26,33 @@ impl Supervised {
         command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = command.spawn()?;
         let lines = Arc::new(Mutex::new(Vec::new()));
+        let drained = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let (tx, rx) = mpsc::channel();
-        for stream in
-            [child.stdout.take().map(read_box), child.stderr.take().map(read_box)].into_iter().flatten()
-        {
+        let streams: Vec<_> = [child.stdout.take().map(read_box), child.stderr.take().map(read_box)]
+            .into_iter()
+            .flatten()
+            .collect();
+        let count = streams.len();
+        for stream in streams {
             let lines = lines.clone();
             let tx = tx.clone();
+            let drained = drained.clone();
             thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
                     lines.lock().unwrap_or_else(|p| p.into_inner()).push(line.clone());
                     let _ = tx.send(line);
                 }
+                drained.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             });
         }
-        Ok(Supervised { name: name.to_string(), child: Some(child), lines, new_line: rx })
+        Ok(Supervised {
+            name: name.to_string(),
+            child: Some(child),
+            lines,
+            new_line: rx,
+            drained,
+            streams: count,
+        })
     }
 
     /// Returns the process id.
@@ -76,12 +92,20 @@ impl Supervised {
     }
 
     /// Waits up to `timeout` for the process to exit; returns its status, or
-    /// `None` if it is still running.
+    /// `None` if it is still running. Once it has exited, its last output
+    /// lines are in [`Supervised::output`] (the readers are given up to a
+    /// second to reach the end of its pipes).
     pub fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
         let child = self.child.as_mut()?;
         loop {
             if let Ok(Some(status)) = child.try_wait() {
+                let read_by = Instant::now() + Duration::from_secs(1);
+                while self.drained.load(std::sync::atomic::Ordering::SeqCst) < self.streams
+                    && Instant::now() < read_by
+                {
+                    thread::sleep(Duration::from_millis(5));
+                }
                 return Some(status);
             }
             if Instant::now() >= deadline {
