@@ -136,10 +136,15 @@ async fn lead(
         });
         serving.send_replace(Some(router.clone()));
         info!(generation, "leading: serving gateways");
+        let mut restored = false;
         let failure = tokio::select! {
             () = &mut shutdown => None,
             reason = router.failed() => Some(reason),
             () = raft.until_stepped_down() => Some("stepped down".to_owned()),
+            () = raft.restored() => {
+                restored = true;
+                Some("a backup was restored: serving from it".to_owned())
+            }
         };
         serving.send_replace(None);
         router.disconnect_gateways();
@@ -147,6 +152,7 @@ async fn lead(
         let _ = timers.await;
         match failure {
             None => return Ok(()),
+            Some(reason) if restored => info!(reason, "rebuilding the router"),
             Some(reason) if single => anyhow::bail!("stopped: the router could not commit: {reason}"),
             Some(reason) => warn!(reason, "no longer serving gateways"),
         }
@@ -267,4 +273,44 @@ fn incarnation() -> u64 {
     let nanos =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     nanos ^ (u64::from(std::process::id()) << 32)
+}
+
+/// Saves a backup of the cluster's replicated state to `file`
+/// (`herald ctl snapshot save`).
+pub(crate) async fn save_backup(
+    routers: &[String],
+    cluster_id: &str,
+    file: &std::path::Path,
+) -> anyhow::Result<()> {
+    let bytes =
+        herald_router::raft::save_backup(routers, cluster_id).await.map_err(|e| anyhow::anyhow!(e))?;
+    let backup = herald_router::raft::backup::Backup::decode(&bytes).map_err(|e| anyhow::anyhow!(e))?;
+    let mut out = std::fs::File::create(file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    std::io::Write::write_all(&mut out, &bytes)?;
+    out.sync_all()?;
+    let m = &backup.meta;
+    println!(
+        "saved {} bytes: cluster={} node={} applied_index={} generation={}",
+        bytes.len(),
+        m.cluster_id,
+        m.node_id,
+        m.applied_index,
+        m.generation
+    );
+    Ok(())
+}
+
+/// Restores the backup in `file` into an empty cluster
+/// (`herald ctl snapshot restore`).
+pub(crate) async fn restore_backup(
+    routers: &[String],
+    cluster_id: &str,
+    file: &std::path::Path,
+) -> anyhow::Result<()> {
+    let bytes = std::fs::read(file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    let generation = herald_router::raft::restore_backup(routers, cluster_id, &bytes)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    println!("restored into cluster {cluster_id}: generation {generation}");
+    Ok(())
 }

@@ -59,6 +59,40 @@ enum CtlCommand {
         #[command(subcommand)]
         command: ClusterCommand,
     },
+    /// Backups of the routers' replicated state.
+    Snapshot {
+        #[command(subcommand)]
+        command: SnapshotCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SnapshotCommand {
+    /// Save the replicated state (retained messages, persistent sessions
+    /// and their queues, shared groups' queues) to a backup file, from the
+    /// leader if one answers.
+    Save {
+        /// Router gRPC addresses (`host:port`, comma-separated).
+        #[arg(long, env = "HERALD_ROUTERS", value_delimiter = ',', required = true)]
+        routers: Vec<String>,
+        /// The cluster's id.
+        #[arg(long, env = "HERALD_CLUSTER_ID")]
+        cluster_id: String,
+        /// The backup file to write.
+        file: PathBuf,
+    },
+    /// Load a backup file into a cluster that holds nothing yet (fresh
+    /// data directories), through its leader.
+    Restore {
+        /// Router gRPC addresses (`host:port`, comma-separated).
+        #[arg(long, env = "HERALD_ROUTERS", value_delimiter = ',', required = true)]
+        routers: Vec<String>,
+        /// The cluster's id (the cluster restored into).
+        #[arg(long, env = "HERALD_CLUSTER_ID")]
+        cluster_id: String,
+        /// The backup file to read.
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -270,6 +304,14 @@ fn main() -> ExitCode {
                 .and_then(|config| block_on(cluster::run_router(config, shutdown_signal()))),
             Command::Gateway(args) => gateway_config(args)
                 .and_then(|config| block_on(cluster::run_gateway(config, shutdown_signal()))),
+            Command::Ctl { command: CtlCommand::Snapshot { command } } => match command {
+                SnapshotCommand::Save { routers, cluster_id, file } => {
+                    block_on(cluster::save_backup(&routers, &cluster_id, &file))
+                }
+                SnapshotCommand::Restore { routers, cluster_id, file } => {
+                    block_on(cluster::restore_backup(&routers, &cluster_id, &file))
+                }
+            },
             Command::Ctl { command: CtlCommand::Cluster { command } } => match command {
                 ClusterCommand::Status { routers } => block_on(cluster::print_status(&routers)),
                 ClusterCommand::Add { routers, cluster_id, node } => {

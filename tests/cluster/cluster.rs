@@ -59,6 +59,11 @@ impl Cluster {
         cluster
     }
 
+    /// Returns the router's gRPC address (`host:port`, for `herald ctl`).
+    pub(crate) fn router_address(&self) -> String {
+        self.router_addr.to_string()
+    }
+
     /// Returns the router's gRPC URL.
     pub(crate) fn router_url(&self) -> String {
         format!("http://{}", self.router_addr)

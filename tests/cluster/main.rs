@@ -10,6 +10,7 @@ mod ops_client;
 
 mod cluster;
 mod raft_cluster;
+mod test_backup;
 mod test_config;
 mod test_delivery;
 mod test_drain;

@@ -243,10 +243,12 @@ const MEMBERSHIP: u8 = 2;
 /// Command tags.
 const NEXT_GENERATION: u8 = 0;
 const JOURNAL: u8 = 1;
+const RESTORE: u8 = 2;
 
 /// Encodes an entry: `[2][term u64][leader node u64][index u64][kind]`,
 /// then for a command its tag and bytes (a journal's facts as they are,
-/// already protobuf), for a membership change its JSON. Little endian.
+/// already protobuf; a restore's generation u64 then its image), for a
+/// membership change its JSON. Little endian.
 pub(super) fn encode_entry(entry: &Entry<TypeConfig>) -> Vec<u8> {
     let id = entry.get_log_id();
     let mut bytes = Vec::with_capacity(32);
@@ -260,6 +262,11 @@ pub(super) fn encode_entry(entry: &Entry<TypeConfig>) -> Vec<u8> {
         EntryPayload::Normal(Command::Journal(facts)) => {
             bytes.extend([NORMAL, JOURNAL]);
             bytes.extend(facts);
+        }
+        EntryPayload::Normal(Command::Restore { generation, image }) => {
+            bytes.extend([NORMAL, RESTORE]);
+            bytes.extend(generation.to_le_bytes());
+            bytes.extend(image);
         }
         EntryPayload::Membership(membership) => {
             bytes.push(MEMBERSHIP);
@@ -285,6 +292,13 @@ pub(super) fn decode_entry(bytes: &[u8]) -> Result<Entry<TypeConfig>, AnyError> 
         (Some(&BLANK), _) => EntryPayload::Blank,
         (Some(&NORMAL), Some(&NEXT_GENERATION)) => EntryPayload::Normal(Command::NextGeneration),
         (Some(&NORMAL), Some(&JOURNAL)) => EntryPayload::Normal(Command::Journal(rest[26..].to_vec())),
+        (Some(&NORMAL), Some(&RESTORE)) => EntryPayload::Normal(Command::Restore {
+            generation: number(26)?,
+            image: rest
+                .get(34..)
+                .ok_or_else(|| AnyError::error("restore entry shorter than its header"))?
+                .to_vec(),
+        }),
         (Some(&MEMBERSHIP), _) => {
             EntryPayload::Membership(serde_json::from_slice(&rest[25..]).map_err(|e| AnyError::new(&e))?)
         }

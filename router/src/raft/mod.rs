@@ -11,9 +11,10 @@
 //! messages, persistent sessions with their subscriptions and queues, and
 //! shared groups' queues.
 
+pub mod backup;
 // openraft's storage traits fix the error type, `StorageError`, at 224 bytes.
 #[allow(clippy::result_large_err)]
-pub(crate) mod log_store;
+mod log_store;
 mod network;
 mod peer_service;
 #[allow(clippy::result_large_err)]
@@ -50,6 +51,16 @@ pub enum Command {
     /// Facts about durable state, encoded by `herald_proto::journal::encode`
     /// (base64 when openraft's messages travel as JSON between routers).
     Journal(#[serde(with = "base64_bytes")] Vec<u8>),
+    /// Replaces the durable state with a backup's (`herald ctl snapshot
+    /// restore`, into a cluster that holds nothing yet): its image, and a
+    /// generation at least the backup's so epochs keep growing.
+    Restore {
+        /// The backup's registry generation.
+        generation: u64,
+        /// The durable image, encoded by `herald_proto::journal::encode_image`.
+        #[serde(with = "base64_bytes")]
+        image: Vec<u8>,
+    },
 }
 
 /// Bytes as a base64 string in serde's text formats.
@@ -173,6 +184,8 @@ pub struct RaftNode {
     /// How long a follower refuses votes after hearing from its leader
     /// (openraft 0.9: the maximum election timeout).
     lease: Duration,
+    /// Told when a backup was restored: the serving router must be rebuilt.
+    restored: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for RaftNode {
@@ -219,7 +232,8 @@ impl RaftNode {
             .await
             .map_err(|e| RaftNodeError::Raft(e.to_string()))?;
         let lease = Duration::from_millis(settings.election_max_ms);
-        Ok(RaftNode { id, raft, state, cluster_id: cluster_id.to_owned(), lease })
+        let restored = Arc::new(tokio::sync::Notify::new());
+        Ok(RaftNode { id, raft, state, cluster_id: cluster_id.to_owned(), lease, restored })
     }
 
     /// Initialises the cluster when this node is the one to (first start,
@@ -250,9 +264,20 @@ impl RaftNode {
         led.map_err(|_| RaftNodeError::NoLeader(LEAD_TIMEOUT))
     }
 
+    /// Resolves when a backup has been restored into this node's cluster
+    /// while it leads: whatever it built from the state before is stale.
+    pub async fn restored(&self) {
+        self.restored.notified().await;
+    }
+
     /// Returns the gRPC service its peers call.
     pub fn peer_service(&self) -> RaftPeerService {
-        RaftPeerService::new(self.raft.clone(), self.cluster_id.clone(), self.state.clone())
+        RaftPeerService::new(
+            self.raft.clone(),
+            self.cluster_id.clone(),
+            self.state.clone(),
+            self.restored.clone(),
+        )
     }
 
     /// Returns this node's id.
@@ -379,7 +404,57 @@ async fn admin_client(
         .connect_timeout(Duration::from_secs(3))
         .timeout(timeout);
     let channel = endpoint.connect().await.map_err(|e| format!("{address}: unreachable ({e})"))?;
-    Ok(herald_proto::grpc::pb::raft_peer_client::RaftPeerClient::new(channel))
+    Ok(herald_proto::grpc::pb::raft_peer_client::RaftPeerClient::new(channel)
+        .max_decoding_message_size(herald_proto::grpc::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(herald_proto::grpc::MAX_MESSAGE_BYTES))
+}
+
+/// Takes a backup (the file form of [`backup::Backup`]) from the leader
+/// among `routers` if one answers as leader, else from the first that
+/// answers (a follower's state may lag the leader's by what it has not
+/// applied yet).
+pub async fn save_backup(routers: &[String], cluster_id: &str) -> Result<Vec<u8>, String> {
+    let mut leader_first = Vec::new();
+    for address in routers {
+        match status(address).await {
+            Ok(s) if s.leader == Some(s.node_id) => leader_first.insert(0, address.clone()),
+            Ok(_) => leader_first.push(address.clone()),
+            Err(_) => {}
+        }
+    }
+    let address = leader_first.first().ok_or("no router answered")?;
+    let mut client = admin_client(address, Duration::from_secs(60)).await?;
+    let request = herald_proto::grpc::pb::BackupRequest { cluster_id: cluster_id.to_owned() };
+    let reply = client.backup(request).await.map_err(|s| format!("{address}: {}", s.message()))?;
+    Ok(reply.into_inner().backup.to_vec())
+}
+
+/// Restores a backup file into the cluster `cluster_id` that `routers`
+/// form, through its leader; returns the registry generation after it.
+pub async fn restore_backup(routers: &[String], cluster_id: &str, backup: &[u8]) -> Result<u64, String> {
+    backup::Backup::decode(backup)?;
+    let mut refusals = Vec::new();
+    for address in routers {
+        let mut client = match admin_client(address, Duration::from_secs(60)).await {
+            Ok(client) => client,
+            Err(error) => {
+                refusals.push(error);
+                continue;
+            }
+        };
+        let request = herald_proto::grpc::pb::RestoreRequest {
+            cluster_id: cluster_id.to_owned(),
+            backup: backup.to_vec().into(),
+        };
+        match client.restore(request).await {
+            Ok(reply) => return Ok(reply.into_inner().generation),
+            Err(status) if status.message().contains("does not lead") => {
+                refusals.push(format!("{address}: {}", status.message()));
+            }
+            Err(status) => return Err(format!("{address}: {}", status.message())),
+        }
+    }
+    Err(format!("no router restored the backup: {}", refusals.join("; ")))
 }
 
 /// Asks the router at `address` (`host:port`) for its view of the cluster.

@@ -5,8 +5,8 @@
 use super::{Replicated, TypeConfig};
 use herald_proto::grpc::pb::raft_peer_server::{RaftPeer, RaftPeerServer};
 use herald_proto::grpc::pb::{
-    AddVoterRequest, ElectReply, ElectRequest, MembershipReply, RaftReply, RaftRequest, RemoveVoterRequest,
-    StatusReply, StatusRequest,
+    AddVoterRequest, BackupReply, BackupRequest, ElectReply, ElectRequest, MembershipReply, RaftReply,
+    RaftRequest, RemoveVoterRequest, RestoreReply, RestoreRequest, StatusReply, StatusRequest,
 };
 use openraft::Raft;
 use openraft::{BasicNode, ChangeMembers};
@@ -23,6 +23,7 @@ pub struct RaftPeerService {
     cluster_id: String,
     state: Arc<Mutex<Replicated>>,
     gateways: GatewayCounts,
+    restored: Arc<tokio::sync::Notify>,
 }
 
 /// Reports the gateways a node serves and their online sessions.
@@ -33,8 +34,9 @@ impl RaftPeerService {
         raft: Raft<TypeConfig>,
         cluster_id: String,
         state: Arc<Mutex<Replicated>>,
+        restored: Arc<tokio::sync::Notify>,
     ) -> RaftPeerService {
-        RaftPeerService { raft, cluster_id, state, gateways: Arc::new(Vec::new) }
+        RaftPeerService { raft, cluster_id, state, gateways: Arc::new(Vec::new), restored }
     }
 
     /// Reports, in `herald ctl cluster status`, the gateways `counts` lists
@@ -164,6 +166,47 @@ impl RaftPeer for RaftPeerService {
             .await
             .map_err(|e| Status::unavailable(format!("removing router {}: {e}", request.node_id)))?;
         Ok(Response::new(MembershipReply { voters: self.members().0 }))
+    }
+
+    async fn backup(&self, request: Request<BackupRequest>) -> Result<Response<BackupReply>, Status> {
+        self.check_cluster(&request.into_inner().cluster_id)?;
+        let applied = self.raft.metrics().borrow().last_applied.map_or(0, |id| id.index);
+        let (generation, image) = {
+            let state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            (state.generation, herald_proto::journal::encode_image(&state.durable.image()))
+        };
+        let node = self.raft.metrics().borrow().id;
+        let backup = super::backup::Backup::new(&self.cluster_id, node, applied, generation, image);
+        Ok(Response::new(BackupReply { backup: backup.encode().into() }))
+    }
+
+    async fn restore(&self, request: Request<RestoreRequest>) -> Result<Response<RestoreReply>, Status> {
+        let request = request.into_inner();
+        self.check_cluster(&request.cluster_id)?;
+        self.check_leader()?;
+        let backup = super::backup::Backup::decode(&request.backup).map_err(Status::invalid_argument)?;
+        herald_proto::journal::decode_image(&backup.image)
+            .map_err(|e| Status::invalid_argument(format!("backup image: {e}")))?;
+        {
+            let state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if state.durable.holds_data() {
+                return Err(Status::failed_precondition(
+                    "this cluster already holds retained messages, sessions or queues: \
+                     restore into a new cluster (fresh data directories)",
+                ));
+            }
+        }
+        let command = super::Command::Restore { generation: backup.meta.generation, image: backup.image };
+        self.raft.client_write(command).await.map_err(|e| Status::unavailable(format!("restoring: {e}")))?;
+        let generation = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).generation;
+        tracing::warn!(
+            from_cluster = %backup.meta.cluster_id,
+            from_node = backup.meta.node_id,
+            applied_index = backup.meta.applied_index,
+            "restored a backup: rebuilding the router"
+        );
+        self.restored.notify_one();
+        Ok(Response::new(RestoreReply { generation }))
     }
 
     async fn elect(&self, request: Request<ElectRequest>) -> Result<Response<ElectReply>, Status> {

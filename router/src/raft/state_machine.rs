@@ -48,6 +48,11 @@ impl Replicated {
                 }
                 Response::Done
             }
+            Command::Restore { generation, image } => {
+                self.durable = DurableState::from_image(journal::decode_image(image)?);
+                self.generation = self.generation.max(*generation);
+                Response::Done
+            }
         })
     }
 

@@ -91,6 +91,10 @@ fn entries_of_every_kind_survive_their_encoding() {
         Entry { log_id: id(1), payload: EntryPayload::Blank },
         Entry { log_id: id(2), payload: EntryPayload::Normal(Command::NextGeneration) },
         Entry { log_id: id(3), payload: EntryPayload::Normal(Command::Journal(vec![1, 2, 3])) },
+        Entry {
+            log_id: id(4),
+            payload: EntryPayload::Normal(Command::Restore { generation: 9, image: vec![4, 5, 6] }),
+        },
         Entry { log_id: id(u64::MAX), payload: EntryPayload::Membership(membership) },
     ];
     for entry in entries {

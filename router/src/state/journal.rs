@@ -98,6 +98,12 @@ impl DurableState {
         }
     }
 
+    /// Whether it holds anything a client put there (retained messages,
+    /// persistent sessions, shared groups' queues).
+    pub fn holds_data(&self) -> bool {
+        !(self.retained.is_empty() && self.sessions.is_empty() && self.groups.is_empty())
+    }
+
     /// Returns the number of retained messages.
     pub fn retained_count(&self) -> usize {
         self.retained.len()
