@@ -7,5 +7,6 @@
 //!
 //! Must never depend on: Herald's own crates; it drives them from outside.
 
+pub mod golden;
 pub mod process;
 pub mod proxy;

@@ -246,6 +246,14 @@ mod tests {
             gateways: vec![NodeId(2), NodeId(3)],
         };
         assert_eq!(decode_image(&encode_image(&image)).expect("decodes"), image);
+
+        // What the Raft log and snapshots of routers in the field hold: a
+        // build must read it back as it was written (golden files, v1).
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/journal");
+        let stored = herald_testkit::golden::check(&dir.join("facts-v1.bin"), &encode(&facts));
+        assert_eq!(decode(&stored).expect("stored facts decode"), facts);
+        let stored = herald_testkit::golden::check(&dir.join("image-v1.bin"), &encode_image(&image));
+        assert_eq!(decode_image(&stored).expect("stored image decodes"), image);
     }
 
     #[test]

@@ -58,13 +58,13 @@ impl Replicated {
 
     /// Snapshot form: the generation (8 bytes, little endian), then the
     /// durable image as protobuf.
-    fn encode(&self) -> Vec<u8> {
+    pub(super) fn encode(&self) -> Vec<u8> {
         let mut bytes = self.generation.to_le_bytes().to_vec();
         bytes.extend(journal::encode_image(&self.durable.image()));
         bytes
     }
 
-    fn decode(bytes: &[u8]) -> Result<Replicated, AnyError> {
+    pub(super) fn decode(bytes: &[u8]) -> Result<Replicated, AnyError> {
         let (generation, image) = bytes
             .split_first_chunk::<8>()
             .ok_or_else(|| AnyError::error("snapshot shorter than its header"))?;

@@ -66,9 +66,9 @@ fn through_the_wire_down(item: &Downlink) -> Downlink {
     downlink_from_pb(pb::Downlink::decode(bytes.as_slice()).expect("decodes")).expect("converts")
 }
 
-#[test]
-fn every_uplink_item_survives_the_wire() {
-    let items = [
+/// One of every uplink item, with every optional part used somewhere.
+fn uplink_samples() -> Vec<Uplink> {
+    vec![
         Uplink::Claim(Claim {
             request: 7 << 24,
             session: key("c1"),
@@ -146,21 +146,25 @@ fn every_uplink_item_survives_the_wire() {
             last: false,
         },
         Uplink::Reattach { sessions: Vec::new(), last: true },
-    ];
-    for item in &items {
+    ]
+}
+
+#[test]
+fn every_uplink_item_survives_the_wire() {
+    for item in &uplink_samples() {
         assert_eq!(&through_the_wire_up(item), item);
     }
 }
 
-#[test]
-fn every_downlink_item_survives_the_wire() {
+/// One of every downlink item, with every optional part used somewhere.
+fn downlink_samples() -> Vec<Downlink> {
     let grant = ClaimGrant {
         epoch: Epoch::new(2, 3),
         session_present: true,
         subscriptions: vec![subscription()],
         queued: vec![queued(Progress::Sent(1))],
     };
-    let items = [
+    vec![
         Downlink::Claimed { request: 1, result: Ok(grant) },
         Downlink::Claimed { request: 2, result: Err(ErrorCode::Unavailable) },
         Downlink::Revoked { session: key("c1"), epoch: Epoch::new(2, 3) },
@@ -182,8 +186,12 @@ fn every_downlink_item_survives_the_wire() {
             epoch: Epoch::new(5, 1),
             pending: vec![queued(Progress::Released(4))],
         },
-    ];
-    for item in &items {
+    ]
+}
+
+#[test]
+fn every_downlink_item_survives_the_wire() {
+    for item in &downlink_samples() {
         assert_eq!(&through_the_wire_down(item), item);
     }
 }
@@ -287,4 +295,33 @@ fn batches_are_cut_by_encoded_size_in_order() {
         })
         .collect();
     assert_eq!(order, (0..10).collect::<Vec<_>>());
+}
+
+/// The seam's wire form, version `CONTRACT_VERSION`: every item as a batch,
+/// stored; a build that encodes them differently, or cannot read the stored
+/// bytes, fails here (a rolling upgrade mixes versions N-1 and N).
+#[test]
+fn the_seam_wire_format_matches_its_golden_files() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/seam");
+    let up = pb::UplinkBatch { items: uplink_samples().iter().map(uplink_to_pb).collect() };
+    let path = dir.join(format!("uplink-v{}.bin", crate::grpc::CONTRACT_VERSION));
+    let stored = herald_testkit::golden::check(&path, &up.encode_to_vec());
+    let decoded: Vec<Uplink> = pb::UplinkBatch::decode(stored.as_slice())
+        .expect("stored uplink batch decodes")
+        .items
+        .into_iter()
+        .map(|item| uplink_from_pb(item).expect("stored uplink item converts"))
+        .collect();
+    assert_eq!(decoded, uplink_samples());
+
+    let down = pb::DownlinkBatch { items: downlink_samples().iter().map(downlink_to_pb).collect() };
+    let path = dir.join(format!("downlink-v{}.bin", crate::grpc::CONTRACT_VERSION));
+    let stored = herald_testkit::golden::check(&path, &down.encode_to_vec());
+    let decoded: Vec<Downlink> = pb::DownlinkBatch::decode(stored.as_slice())
+        .expect("stored downlink batch decodes")
+        .items
+        .into_iter()
+        .map(|item| downlink_from_pb(item).expect("stored downlink item converts"))
+        .collect();
+    assert_eq!(decoded, downlink_samples());
 }
