@@ -22,6 +22,12 @@
 #   BENCH_SOURCES [127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5]
 #   BENCH_HERALD_BIN: a herald binary to use instead of building one
 #   MOSQUITTO: the mosquitto binary [/usr/sbin/mosquitto]
+#   BENCH_SCENARIOS [conn fanout-qos0 fanout-qos1 fanin-qos1 p2p-qos1 storm persist]
+#   BENCH_CLUSTER [0]: 1 adds a column for a local Herald cluster
+#                 (deploy/local-cluster.sh: three routers, two gateways; the
+#                 generator drives gateway 1, so every message crosses the
+#                 gateway→router→gateway gRPC path; server CPU and memory are
+#                 gateway 1's and the leader router's, summed)
 #
 # Broker settings: both brokers run with their defaults except that
 # Mosquitto gets `set_tcp_nodelay true` (Herald always sets TCP_NODELAY), and
@@ -184,11 +190,34 @@ start_mosquitto() {
     die "mosquitto would not start: $(tail -5 "$log_file")"
 }
 
+# start_cluster NAME [VAR=VALUE...]: three routers and two gateways; sets
+# broker_pid (gateway 1), broker_port, cluster_dir and leader_pid.
+start_cluster() {
+    local name=$1
+    shift
+    cluster_dir=$work/$name.cluster
+    env "$@" LOCAL_CLUSTER_BIN="$herald" "$root/deploy/local-cluster.sh" start "$cluster_dir" >"$cluster_dir.out" 2>&1 ||
+        die "the local cluster did not start: $(tail -5 "$cluster_dir.out")"
+    broker_port=$(awk '/^gateway-1 mqtt/ {split($3, a, ":"); print a[2]}' "$cluster_dir.out")
+    broker_pid=$(awk '/^gateway-1 mqtt/ {print $5}' "$cluster_dir.out")
+    local leader
+    leader=$("$herald" ctl cluster status --routers 127.0.0.11:7401,127.0.0.12:7402,127.0.0.13:7403 |
+        awk '$2 == "Leader" {print $1}')
+    leader_pid=$(cat "$cluster_dir/router-$leader.pid")
+}
+
+stop_cluster() {
+    "$root/deploy/local-cluster.sh" stop "$cluster_dir" >/dev/null 2>&1 || true
+    sleep 1
+    broker_pid=""
+}
+
 # --- scenarios --------------------------------------------------------------
 
 common=(--sources "$sources" --threads "$threads")
 flow=(--payload "$payload" --duration "$duration" --drain 5)
-names=(conn fanout-qos0 fanout-qos1 fanin-qos1 p2p-qos1 storm persist)
+read -r -a names <<<"${BENCH_SCENARIOS:-conn fanout-qos0 fanout-qos1 fanin-qos1 p2p-qos1 storm persist}"
+cluster=${BENCH_CLUSTER:-0}
 declare -A titles=(
     [conn]="conn $conn_connections"
     [fanout-qos0]="fanout 1→$fanout_subscribers QoS 0, $fanout_qos0_rate msg/s"
@@ -218,28 +247,40 @@ run_one() {
         herald_env=("HERALD_LIMITS_MAX_OFFLINE_MESSAGES=$persist_messages")
         mosquitto_config=("max_queued_messages $persist_messages")
     fi
+    local target_host=$host pids
     case $broker in
     herald) start_herald "$name" "${herald_env[@]}" ;;
     mosquitto) start_mosquitto "$name" "${mosquitto_config[@]}" ;;
+    cluster)
+        start_cluster "$name" "${herald_env[@]}"
+        target_host=127.0.0.2
+        ;;
     esac
+    pids=$broker_pid
+    [[ $broker == cluster ]] && pids="$broker_pid,$leader_pid"
     local args
     read -r -a args <<<"$(arguments "$name")"
-    log "$name on $broker (port $broker_port, pid $broker_pid): herald loadtest ${args[*]}"
+    log "$name on $broker (port $broker_port, pid $pids): herald loadtest ${args[*]}"
     local json=$work/$name.$broker.json err=$work/$name.$broker.err
     if timeout $((duration + 240)) "$herald" loadtest "${args[@]}" "${common[@]}" \
-        --target "$host:$broker_port" --server-pid "$broker_pid" >"$json" 2>"$err"; then
+        --target "$target_host:$broker_port" --server-pid "$pids" >"$json" 2>"$err"; then
         tail -1 "$err" >&2
     else
         log "$name on $broker failed: $(tail -3 "$err")"
         : >"$json"
     fi
-    stop_broker
+    if [[ $broker == cluster ]]; then
+        stop_cluster
+    else
+        stop_broker
+    fi
     sleep 1
 }
 
 started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 for name in "${names[@]}"; do
     run_one "$name" herald
+    ((cluster)) && run_one "$name" cluster
     run_one "$name" mosquitto
 done
 
@@ -306,6 +347,10 @@ ratio() {
         h=$work/$name.herald.json
         m=$work/$name.mosquitto.json
         echo "| ${titles[$name]} | Herald | $(figures "$name" "$h") | $(ratio "$name" "$h" "$m") |"
+        if ((cluster)); then
+            c=$work/$name.cluster.json
+            echo "| ${titles[$name]} | Herald cluster (3 routers, 2 gateways) | $(figures "$name" "$c") | $(ratio "$name" "$c" "$m"); cluster/standalone: $(ratio "$name" "$c" "$h") |"
+        fi
         echo "| ${titles[$name]} | Mosquitto | $(figures "$name" "$m") | |"
     done
     echo

@@ -147,6 +147,10 @@ async fn lead(
             }
         };
         serving.send_replace(None);
+        if failure.is_none() {
+            // Stopping while it leads: answer what is committed first.
+            router.settle(Duration::from_secs(2)).await;
+        }
         router.disconnect_gateways();
         let _ = stop_timers.send(());
         let _ = timers.await;

@@ -235,7 +235,7 @@ impl Default for Limits {
             max_subscriptions: 1000,
             shared_subscriptions: true,
             shared_strategy: "round_robin".to_owned(),
-            gateway_lease_secs: 10,
+            gateway_lease_secs: 15,
         }
     }
 }

@@ -139,7 +139,7 @@ pub async fn connect_any(settings: &LinkSettings, patience: Duration) -> Result<
 pub async fn connect(address: &str, settings: &LinkSettings) -> Result<OpenLink, LinkError> {
     let endpoint = Endpoint::from_shared(address.to_owned())
         .map_err(|_| LinkError::Address(address.to_owned()))?
-        .connect_timeout(Duration::from_secs(5))
+        .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(5))
         .keep_alive_timeout(Duration::from_secs(5))
@@ -187,17 +187,25 @@ pub async fn connect(address: &str, settings: &LinkSettings) -> Result<OpenLink,
     Ok(OpenLink { info, outbound, inbound, first: items.collect() })
 }
 
+/// A gateway's whole route set.
+type Routes = Vec<(AppId, TopicFilter)>;
+
 /// What the gateway holds, for a link opened again. Weak: the link must
 /// not keep a stopped gateway alive.
 #[derive(Clone)]
 pub struct Resync(pub(crate) Weak<Shared>);
 
 impl Resync {
-    /// The gateway's routes and the sessions it holds, taken under the
-    /// route lock; `None` once the gateway has stopped.
-    async fn snapshot(&self) -> Option<(Vec<(AppId, TopicFilter)>, Vec<Reattach>)> {
+    /// The gateway's routes and the sessions it holds; `None` once the
+    /// gateway has stopped.
+    ///
+    /// Not under the route lock: a connection may hold it while it waits
+    /// for room in the uplink, which only this link drains. Route changes
+    /// are queued in the order they were made, and each is idempotent, so
+    /// those sent after this snapshot (made before or after it) leave the
+    /// router with the gateway's current route set.
+    fn snapshot(&self) -> Option<(Routes, Vec<Reattach>)> {
         let shared = self.0.upgrade()?;
-        let _order = shared.route_order.lock().await;
         let routes = shared.index.read().unwrap_or_else(|p| p.into_inner()).routes();
         let mut sessions = Vec::new();
         shared.connections.for_each(|handle| sessions.extend(handle.reattach()));
@@ -300,7 +308,12 @@ async fn supervise(
             }
             match connect_any(&settings, Duration::from_secs(10)).await {
                 Ok(open) => break open,
-                Err(error) => warn!(%error, "no router serves gateways yet"),
+                Err(error) => {
+                    warn!(%error, "no router serves gateways yet");
+                    // A refusal that is not transient (another contract
+                    // version during an upgrade) returns at once.
+                    tokio::time::sleep(RETRY_PAUSE * 5).await;
+                }
             }
         };
         info!(router = %open.info.router, "router linked again");
@@ -318,11 +331,22 @@ async fn opening_items(
     pending: &Mutex<Pending>,
     status: &LinkStatus,
 ) -> Option<Vec<Uplink>> {
-    let replay = Pending::lock(pending).take_in_order();
+    // Requests of connections that are gone are not asked again (their
+    // clients got no answer and were closed; a claim sent again would take
+    // a session for nobody), except their releases: what a session held
+    // must reach the router.
+    let gone = |item: &Uplink| {
+        let connection = item.request().map(|request| request >> crate::registry::REQUEST_SEQ_BITS);
+        !matches!(item, Uplink::Release(_))
+            && connection
+                .is_some_and(|id| resync.0.upgrade().is_some_and(|s| s.connections.get(id).is_none()))
+    };
+    let replay: Vec<Uplink> =
+        Pending::lock(pending).take_in_order().into_iter().filter(|item| !gone(item)).collect();
     let first = status.links_opened.load(Ordering::Relaxed) == 1;
     let mut items = Vec::new();
     if !first {
-        let (routes, sessions) = resync.snapshot().await?;
+        let (routes, sessions) = resync.snapshot()?;
         status.sessions_reattached.fetch_add(sessions.len() as u64, Ordering::Relaxed);
         status.requests_replayed.fetch_add(replay.len() as u64, Ordering::Relaxed);
         items.push(Uplink::Routes { add: routes, remove: Vec::new() });

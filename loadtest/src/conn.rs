@@ -43,7 +43,7 @@ pub(crate) fn run(args: ConnArgs) -> anyhow::Result<Report> {
 
 async fn run_async(args: &ConnArgs) -> anyhow::Result<Report> {
     let run = run_id();
-    let server_before = proc::sample(args.common.server_pid);
+    let server_before = proc::sample(&args.common.server_pid);
     let mut handshakes = histogram();
     let mut held = Vec::with_capacity(args.connections as usize);
     let mut failures = 0u64;
@@ -67,10 +67,10 @@ async fn run_async(args: &ConnArgs) -> anyhow::Result<Report> {
         }
     }
     let connect_seconds = started.elapsed().as_secs_f64();
-    let server_connected = proc::sample(args.common.server_pid);
+    let server_connected = proc::sample(&args.common.server_pid);
     tokio::time::sleep(Duration::from_secs(args.hold)).await;
     let open = held.iter().filter(|client| client.is_open()).count() as u64;
-    let server_after = proc::sample(args.common.server_pid);
+    let server_after = proc::sample(&args.common.server_pid);
     let per_connection = match (server_before, server_after) {
         (Some(before), Some(after)) if open > 0 => {
             Some(after.rss_bytes.saturating_sub(before.rss_bytes) as f64 / open as f64)

@@ -175,7 +175,7 @@ async fn run_async(shape: Shape, args: &FlowArgs) -> anyhow::Result<Report> {
 
     let shared = Arc::new(Shared::new(args.common.threads));
     let (stop, stopped) = watch::channel(false);
-    let server_before = proc::sample(args.common.server_pid);
+    let server_before = proc::sample(&args.common.server_pid);
     let generator_before = proc::own_cpu_seconds();
     let subscribers: Vec<_> = (clients.subscribers.into_iter().zip(0u32..))
         .map(|(client, index)| {
@@ -217,7 +217,7 @@ async fn run_async(shape: Shape, args: &FlowArgs) -> anyhow::Result<Report> {
     let published_at = Instant::now();
     shared.wait_for_deliveries(expected, drain_deadline).await;
     let drain_seconds = published_at.elapsed().as_secs_f64();
-    let server_after = proc::sample(args.common.server_pid);
+    let server_after = proc::sample(&args.common.server_pid);
     let generator_after = proc::own_cpu_seconds();
     let _ = stop.send(true);
     let mut tally = Tally::default();

@@ -21,9 +21,11 @@ pub(crate) struct CommonArgs {
     /// MQTT protocol level (4 = 3.1.1, 5 = 5.0).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(4..=5))]
     pub(crate) protocol: u8,
-    /// The broker's pid, to report its CPU time and memory.
-    #[arg(long)]
-    pub(crate) server_pid: Option<u32>,
+    /// The broker's pid, to report its CPU time and memory; several
+    /// (comma-separated) for a broker of several processes: their CPU times
+    /// and memory are summed.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) server_pid: Vec<u32>,
     /// Generator threads (1 = a current-thread runtime).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub(crate) threads: u16,
@@ -191,7 +193,7 @@ mod tests {
             target: "127.0.0.1:1883".parse().expect("addr"),
             sources: vec!["127.0.0.2".parse().expect("addr")],
             protocol: 4,
-            server_pid: None,
+            server_pid: Vec::new(),
             threads: 1,
             prefix: "lt".into(),
         };

@@ -107,7 +107,7 @@ async fn run_async(args: &PersistArgs) -> anyhow::Result<Report> {
     let mut options = args.common.client(args.connections, format_args!("{run}-p"));
     options.keep_alive = keep_alive;
     let publisher = Client::connect(&options, Instant::now() + args.setup.connect_timeout()).await?;
-    let server_before = proc::sample(args.common.server_pid);
+    let server_before = proc::sample(&args.common.server_pid);
     let start = Instant::now();
     let first_send_ns = now_ns();
     let end = start + Duration::from_secs(args.duration);
@@ -125,7 +125,7 @@ async fn run_async(args: &PersistArgs) -> anyhow::Result<Report> {
         window: usize::from(args.inflight.min(publisher.server_receive_maximum())),
     };
     let published = publish(publisher, plan, shared.clone()).await;
-    let server_published = proc::sample(args.common.server_pid);
+    let server_published = proc::sample(&args.common.server_pid);
     let publish_seconds = published.last_ack_ns.saturating_sub(first_send_ns) as f64 / 1e9;
 
     // 3. Back online: every message, once, in order.
@@ -146,7 +146,7 @@ async fn run_async(args: &PersistArgs) -> anyhow::Result<Report> {
         .collect();
     let expected = u64::from(published.sent) * u64::from(args.connections);
     shared.wait_for_deliveries(expected, Instant::now() + Duration::from_secs(args.drain)).await;
-    let server_delivered = proc::sample(args.common.server_pid);
+    let server_delivered = proc::sample(&args.common.server_pid);
     let _ = stop.send(true);
     let mut tally = Tally::default();
     let mut errors: Vec<String> = published.error.iter().cloned().collect();

@@ -81,9 +81,19 @@ pub(crate) fn usage_json(before: Option<Sample>, after: Option<Sample>, work: u6
     usage
 }
 
-/// Reads process `pid` if given; a process that vanished reads as `None`.
-pub(crate) fn sample(pid: Option<u32>) -> Option<Sample> {
-    pid.and_then(|pid| Sample::take(pid).ok())
+/// Reads the processes `pids` (summed) if any are given; a process that
+/// vanished makes the reading `None`.
+pub(crate) fn sample(pids: &[u32]) -> Option<Sample> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().try_fold(Sample { cpu_seconds: 0.0, rss_bytes: 0 }, |sum, pid| {
+        let one = Sample::take(*pid).ok()?;
+        Some(Sample {
+            cpu_seconds: sum.cpu_seconds + one.cpu_seconds,
+            rss_bytes: sum.rss_bytes + one.rss_bytes,
+        })
+    })
 }
 
 #[cfg(test)]

@@ -86,7 +86,7 @@ async fn run_async(args: &StormArgs) -> anyhow::Result<Report> {
     sleep(Duration::from_secs(args.hold)).await;
     let open_before = clients.iter().filter(|client| client.is_open()).count();
 
-    let server_before = proc::sample(args.common.server_pid);
+    let server_before = proc::sample(&args.common.server_pid);
     let storm_started = Instant::now();
     let deadline = storm_started + args.setup.connect_timeout();
     for client in clients {
@@ -120,7 +120,7 @@ async fn run_async(args: &StormArgs) -> anyhow::Result<Report> {
             }
         }
     }
-    let server_after = proc::sample(args.common.server_pid);
+    let server_after = proc::sample(&args.common.server_pid);
     let back = reconnected.len() as u64;
 
     // Leave nothing behind: persistent 5.0 sessions end with an expiry of 0.

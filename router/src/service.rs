@@ -147,6 +147,21 @@ impl Router {
         counts.into_iter().collect()
     }
 
+    /// Waits, up to `timeout`, until every batch applied so far has been
+    /// committed and its replies handed to the gateways' downlinks: a
+    /// router that stops serving lets go of its gateways after this, so
+    /// that the answers to what it already committed are not lost (a
+    /// gateway asks again for what got no answer, and a claim or a queue
+    /// handed out twice is what that would cost).
+    pub async fn settle(&self, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.inner.queued.load(std::sync::atomic::Ordering::Acquire) > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
     /// Lets go of every gateway: their links end, and they find the
     /// cluster's serving router again.
     pub fn disconnect_gateways(&self) {

@@ -110,10 +110,10 @@ fn a_session_online_when_the_router_stopped_ends_at_restore_and_its_will_fires_a
         .expect("subscribed");
     after.add_routes(GW2, &app(), &["last/words"]);
     // Its gateway may still hold the connection: the will waits for the
-    // gateway lease (10 s by default), then for its own delay.
-    let (effects, _) = after.tick(after_s(114));
+    // gateway lease (15 s by default), then for its own delay.
+    let (effects, _) = after.tick(after_s(119));
     assert_eq!(deliveries(&effects), [], "not before the lease and the will delay");
-    let (effects, _) = after.tick(after_s(115));
+    let (effects, _) = after.tick(after_s(120));
     assert_eq!(deliveries(&effects), [(GW2, "bye".to_owned())]);
 }
 
@@ -194,9 +194,9 @@ fn a_gateway_that_never_comes_back_holds_publishes_only_for_its_lease() {
     let effects = after.publish(plain("a/b", "waiting"), after_s(100));
     assert_eq!(effects, []);
     after.add_routes(GW1, &app(), &["a/b"]);
-    let (effects, _) = after.tick(after_s(109));
+    let (effects, _) = after.tick(after_s(114));
     assert_eq!(deliveries(&effects), []);
-    let (effects, _) = after.tick(after_s(110));
+    let (effects, _) = after.tick(after_s(115));
     assert_eq!(deliveries(&effects), [(GW1, "waiting".to_owned())], "routed when GW2's lease ends");
     let facts = after.state.take_journal();
     assert!(facts.contains(&Fact::GatewayGone(GW2)), "{facts:?}");

@@ -5,7 +5,7 @@ use super::*;
 use herald_proto::seam::Reattach;
 
 /// The default lease, in seconds.
-const LEASE_S: u32 = 10;
+const LEASE_S: u32 = 15;
 
 /// A session as a gateway lists it on a link opened again.
 fn held(

@@ -48,7 +48,7 @@ impl Default for RouterConfig {
             overflow: Overflow::RefuseNewest,
             max_session_expiry_seconds: 7 * 24 * 3600,
             shared_strategy: SharedStrategy::RoundRobin,
-            gateway_lease_ms: 10_000,
+            gateway_lease_ms: 15_000,
         }
     }
 }
