@@ -201,3 +201,40 @@ fn a_gateway_that_never_comes_back_holds_publishes_only_for_its_lease() {
     let facts = after.state.take_journal();
     assert!(facts.contains(&Fact::GatewayGone(GW2)), "{facts:?}");
 }
+
+#[test]
+fn wills_fired_while_publishes_are_held_keep_their_place() {
+    let mut h = Harness::new();
+    let mut durable = DurableState::default();
+    h.state.gateway_linked(GW1);
+    h.state.gateway_linked(GW2);
+    commit(&mut h.state, &mut durable);
+    let mut after = restarted(&durable, after_s(100));
+    assert_eq!(after.apply(GW1, Uplink::Reattach { sessions: Vec::new(), last: true }, after_s(100)), []);
+    // The device says it is online, then its connection drops: the will
+    // (offline) comes after the held "online" and must stay last.
+    let will = Will {
+        message: Arc::new(Message { retain: true, ..message("status/dev", "offline") }),
+        delay_seconds: 0,
+        expiry_seconds: None,
+    };
+    let claim_with_will = Claim { will: Some(Box::new(will)), ..claim("dev", true, 0) };
+    let (grant, _) = after.claim(GW1, claim_with_will, after_s(100));
+    let online = Arc::new(Message { retain: true, ..message("status/dev", "online") });
+    let item =
+        Uplink::Publish(Publish { request: None, from: Some((key("dev"), grant.epoch)), message: online });
+    assert_eq!(after.apply(GW1, item, after_s(100)), []);
+    after.release(GW1, release("dev", grant.epoch, 0, true), after_s(100));
+    let effects = after.apply(GW2, Uplink::Reattach { sessions: Vec::new(), last: true }, after_s(101));
+    assert_eq!(deliveries(&effects), [], "no subscriber yet");
+    let watcher = after.connect(GW2, "watcher", 0);
+    let retained = after
+        .subscribe(
+            GW2,
+            "watcher",
+            watcher,
+            vec![(subscription("status/dev", QoS::AtMostOnce), RetainedLookup::Send)],
+        )
+        .expect("subscribed");
+    assert_eq!(retained_names(&retained), [(0, "offline".to_owned())], "the will is the last word");
+}

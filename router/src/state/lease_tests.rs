@@ -183,3 +183,32 @@ fn a_publish_replayed_on_a_new_link_is_queued_once() {
     assert_eq!(h.queue_of("p"), ["once", "other"]);
     assert_eq!(h.counters().duplicates_ignored, 1);
 }
+
+#[test]
+fn a_new_process_of_a_gateway_ends_the_sessions_of_the_old_one() {
+    let mut h = Harness::new();
+    listen(&mut h, "last/+");
+    h.claim(GW1, with_will(claim("t", true, 0), "last/t", "t-bye", 0), T0);
+    h.claim(GW1, with_will(claim("p", true, 3600), "last/p", "p-bye", 0), T0);
+    // The router never saw the old process's link end: the new one's first
+    // link lists nothing.
+    let effects = reattach(&mut h, GW1, Vec::new(), after_s(1));
+    let mut wills = deliveries(&effects);
+    wills.sort();
+    assert_eq!(wills, [(GW2, "p-bye".to_owned()), (GW2, "t-bye".to_owned())]);
+    assert!(h.state.session(&key("t")).is_none());
+    assert_eq!(h.state.session(&key("p")).map(|r| r.owner), Some(None), "persistent: offline, kept");
+}
+
+#[test]
+fn a_replaced_link_keeps_what_it_lists_and_ends_the_rest() {
+    let mut h = Harness::new();
+    listen(&mut h, "last/+");
+    let a = h.claim(GW1, with_will(claim("a", true, 0), "last/a", "a-bye", 0), T0).0.epoch;
+    h.claim(GW1, with_will(claim("b", true, 0), "last/b", "b-bye", 0), T0);
+    let first = Uplink::Reattach { sessions: vec![held("a", a, 0, None)], last: false };
+    assert_eq!(h.apply(GW1, first, after_s(1)), []);
+    let effects = reattach(&mut h, GW1, Vec::new(), after_s(1));
+    assert_eq!(deliveries(&effects), [(GW2, "b-bye".to_owned())]);
+    assert_eq!(h.state.session(&key("a")).map(|r| (r.owner, r.epoch)), Some((Some(GW1), a)));
+}

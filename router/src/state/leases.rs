@@ -136,6 +136,21 @@ impl RouterState {
         now: UnixMillis,
         out: &mut Vec<Effect>,
     ) {
+        if !self.leases.contains_key(&gateway) {
+            // A list this router did not see coming: it replaced the
+            // gateway's link without seeing the old one end, or a new
+            // process of the gateway linked. What the gateway owns is on
+            // lease until the list ends; what it does not list then ends.
+            let owned: HashMap<SessionKey, Epoch> = self
+                .sessions
+                .iter()
+                .filter(|(_, record)| record.owner == Some(gateway))
+                .map(|(key, record)| (key.clone(), record.epoch))
+                .collect();
+            let until = UnixMillis(now.0 + self.config.gateway_lease_ms);
+            self.leases.insert(gateway, Lease { until, sessions: owned });
+            self.lease_timers.insert((until, gateway));
+        }
         for reattach in sessions {
             let session = reattach.session.clone();
             let epoch = reattach.epoch;

@@ -249,12 +249,14 @@ impl RouterState {
                     Some((session, epoch)) => self.check_epoch(session, *epoch),
                     None => Ok(()),
                 };
-                if checked.is_ok() && !self.settling.is_empty() && self.held.len() < MAX_HELD {
-                    // Checked now, routed once every gateway's routes are back.
-                    self.counters.publishes_held += 1;
-                    self.held.push_back((gateway, publish));
-                    return;
-                }
+                // Checked now, routed once every gateway's routes are back.
+                let publish = match checked {
+                    Ok(()) => match self.hold(gateway, publish) {
+                        Ok(()) => return,
+                        Err(publish) => publish,
+                    },
+                    Err(_) => publish,
+                };
                 let result = checked.map(|()| self.route(publish.message, now, out));
                 if let Some(request) = publish.request {
                     out.push((gateway, Downlink::Published { request, result }));
@@ -275,6 +277,22 @@ impl RouterState {
         let next_lease = self.expire_leases(now, out);
         let next_timer = self.timers.first().map(|(deadline, _)| *deadline);
         next_timer.into_iter().chain(next_lease).min()
+    }
+
+    /// Holds `publish` (from `gateway`) while gateways a restored router
+    /// knew are linking again; gives it back when nothing is held for. Everything routed
+    /// in that time (wills included) is held, in order.
+    fn hold(
+        &mut self,
+        gateway: NodeId,
+        publish: herald_proto::seam::Publish,
+    ) -> Result<(), herald_proto::seam::Publish> {
+        if self.settling.is_empty() || self.held.len() >= MAX_HELD {
+            return Err(publish);
+        }
+        self.counters.publishes_held += 1;
+        self.held.push_back((gateway, publish));
+        Ok(())
     }
 
     fn route(&mut self, message: Arc<Message>, now: UnixMillis, out: &mut Vec<Effect>) -> bool {

@@ -490,7 +490,10 @@ impl RouterState {
         let mut message = Arc::unwrap_or_clone(message);
         message.created_at = now;
         message.expires_at = expiry_seconds.map(|s| now.plus_seconds(s));
-        self.route(Arc::new(message), now, out);
+        let held = herald_proto::seam::Publish { request: None, from: None, message: Arc::new(message) };
+        if let Err(publish) = self.hold(NodeId(0), held) {
+            self.route(publish.message, now, out);
+        }
     }
 
     fn add_offline_subscriptions(&mut self, session: &SessionKey, subscriptions: &[Subscription]) {
