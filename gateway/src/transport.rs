@@ -86,5 +86,21 @@ impl Transport for TcpStream {
 
     async fn close(&mut self) {
         let _ = self.shutdown().await;
+        // Read what the client still sends (acknowledgements in flight)
+        // until it closes too, for a bounded time: a socket closed with
+        // unread bytes is reset, and a reset can make the client lose the
+        // DISCONNECT just written before it reads it.
+        let mut sink = [0u8; 512];
+        let drain = async {
+            while let Ok(n) = tokio::io::AsyncReadExt::read(self, &mut sink).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(CLOSE_DRAIN, drain).await;
     }
 }
+
+/// How long a closing connection reads what its client still sends.
+const CLOSE_DRAIN: std::time::Duration = std::time::Duration::from_millis(500);

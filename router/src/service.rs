@@ -217,6 +217,12 @@ impl Router {
             let mut effects = Vec::new();
             inner.run_batch(&mut effects, |state, _, _| state.gateway_linked(gateway)).await;
             while uplink.recv_many(&mut batch, BATCH).await > 0 {
+                // A link that was replaced or let go applies nothing more:
+                // its replies could not reach the gateway, which asks
+                // again on its current link.
+                if inner.gateways().get(&gateway).is_none_or(|attached| attached.serial != serial) {
+                    break;
+                }
                 inner
                     .run_batch(&mut effects, |state, now, out| {
                         for item in batch.drain(..) {
