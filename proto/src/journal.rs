@@ -9,7 +9,7 @@
 
 use crate::Message;
 use crate::seam::{QueuedMessage, Subscription, Will};
-use herald_core::{AppId, NodeId, QoS, SessionKey, TopicFilter, UnixMillis};
+use herald_core::{AppId, Epoch, NodeId, QoS, SessionKey, TopicFilter, UnixMillis};
 use std::sync::Arc;
 
 pub use crate::grpc::journal::{decode, decode_image, encode, encode_image};
@@ -91,6 +91,8 @@ pub struct DurableSession {
     pub expires_at: Option<UnixMillis>,
     /// Whether a connection held it when this was written.
     pub online: bool,
+    /// The ownership epoch of its last claim (`None` in older records).
+    pub epoch: Option<Epoch>,
 }
 
 /// The messages waiting in one shared group.

@@ -118,6 +118,7 @@ fn session_put_to_pb(s: &DurableSession) -> pb::DurableSession {
         will_at_ms: s.will_at.map(|t| t.0),
         expires_at_ms: s.expires_at.map(|t| t.0),
         online: s.online,
+        epoch: s.epoch.map(|e| pb::Epoch { generation: e.generation, counter: e.counter }),
     }
 }
 
@@ -131,6 +132,7 @@ fn session_put_from_pb(s: pb::DurableSession) -> Result<DurableSession, ConvertE
         will_at: s.will_at_ms.map(UnixMillis),
         expires_at: s.expires_at_ms.map(UnixMillis),
         online: s.online,
+        epoch: s.epoch.map(|e| herald_core::Epoch::new(e.generation, e.counter)),
     })
 }
 
@@ -211,6 +213,9 @@ mod tests {
             will_at: Some(UnixMillis(100)),
             expires_at: Some(UnixMillis(200)),
             online: true,
+            // Records written before the epoch was kept (the golden
+            // files of version 1 hold them) have none.
+            epoch: None,
         }
     }
 
@@ -246,6 +251,11 @@ mod tests {
             gateways: vec![NodeId(2), NodeId(3)],
         };
         assert_eq!(decode_image(&encode_image(&image)).expect("decodes"), image);
+        let with_epoch = vec![Fact::SessionPut(Box::new(DurableSession {
+            epoch: Some(herald_core::Epoch::new(4, 2)),
+            ..session()
+        }))];
+        assert_eq!(decode(&encode(&with_epoch)).expect("decodes"), with_epoch);
 
         // What the Raft log and snapshots of routers in the field hold: a
         // build must read it back as it was written (golden files, v1).

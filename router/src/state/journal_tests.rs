@@ -238,3 +238,27 @@ fn wills_fired_while_publishes_are_held_keep_their_place() {
         .expect("subscribed");
     assert_eq!(retained_names(&retained), [(0, "offline".to_owned())], "the will is the last word");
 }
+
+#[test]
+fn after_a_restore_only_the_last_claim_takes_a_session_back() {
+    let mut h = Harness::new();
+    let mut durable = DurableState::default();
+    let first = h.connect(GW1, "p", 600);
+    // GW2 takes the session over; GW1's revocation is lost with the leader.
+    let (second, _) = h.claim(GW2, claim("p", false, 600), T0);
+    assert!(second.epoch > first);
+    commit(&mut h.state, &mut durable);
+
+    let mut after = restarted(&durable, after_s(100));
+    let held =
+        |epoch| herald_proto::seam::Reattach { session: key("p"), epoch, expiry_seconds: 600, will: None };
+    let stale = Uplink::Reattach { sessions: vec![held(first)], last: false };
+    assert_eq!(
+        after.apply(GW1, stale, after_s(101)),
+        [(GW1, Downlink::Revoked { session: key("p"), epoch: first })],
+        "the connection that lost the session does not get it back"
+    );
+    let current = Uplink::Reattach { sessions: vec![held(second.epoch)], last: true };
+    assert_eq!(after.apply(GW2, current, after_s(101)), []);
+    assert_eq!(after.state.session(&key("p")).map(|r| (r.owner, r.epoch)), Some((Some(GW2), second.epoch)));
+}

@@ -185,9 +185,14 @@ impl RouterState {
         let leased = self.leases.get(&gateway).and_then(|lease| lease.sessions.get(session)) == Some(&epoch);
         let restored = Epoch::new(self.generation, 0);
         let Some(record) = self.sessions.get(session) else { return false };
+        // A restored record names the epoch of its last claim: only the
+        // connection holding exactly that epoch takes it back.
+        let last_claim = record.restored_from();
         let allowed = record.owner.is_none()
             && ((leased && record.epoch == epoch)
-                || (record.epoch == restored && epoch.generation < self.generation));
+                || (record.epoch == restored
+                    && epoch.generation < self.generation
+                    && last_claim.is_none_or(|last| last == epoch)));
         if !allowed {
             return false;
         }

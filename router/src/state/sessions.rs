@@ -41,6 +41,10 @@ struct PersistentState {
     requeue_at: usize,
     /// Payload bytes in `queue` (kept by `count_bytes` after each change).
     queue_bytes: usize,
+    /// For a session restored from the durable state and not claimed
+    /// since: the epoch of its last claim, the only one a gateway may take
+    /// it back with (`None`: a record from before epochs were kept).
+    restored_from: Option<Epoch>,
 }
 
 impl PersistentState {
@@ -63,6 +67,12 @@ impl SessionRecord {
     /// Returns the messages queued while offline, oldest first.
     pub fn queue(&self) -> impl Iterator<Item = &QueuedMessage> {
         self.persistent.as_deref().into_iter().flat_map(|p| p.queue.iter())
+    }
+
+    /// The epoch of the last claim of a session restored and not claimed
+    /// since.
+    pub(super) fn restored_from(&self) -> Option<Epoch> {
+        self.persistent.as_deref().and_then(|p| p.restored_from)
     }
 
     fn will_at(&self) -> Option<UnixMillis> {
@@ -88,6 +98,7 @@ impl SessionRecord {
             will_at: state.and_then(|p| p.will_at),
             expires_at: state.and_then(|p| p.expires_at),
             online: self.owner.is_some(),
+            epoch: Some(state.and_then(|p| p.restored_from).unwrap_or(self.epoch)),
         })
     }
 }
@@ -320,6 +331,7 @@ impl RouterState {
             state.will_at = None;
             state.expires_at = None;
             state.requeue_at = 0;
+            state.restored_from = None;
         }
         self.mark_session(session);
     }
@@ -599,6 +611,7 @@ impl RouterState {
             mut will_at,
             mut expires_at,
             online,
+            epoch: last_epoch,
         } = durable;
         if online || expires_at.is_none() {
             // Its connection may still be live on a gateway that links
@@ -625,6 +638,7 @@ impl RouterState {
             expires_at,
             requeue_at: 0,
             queue_bytes: 0,
+            restored_from: last_epoch,
         };
         state.count_bytes();
         let record =
