@@ -212,3 +212,16 @@ fn a_replaced_link_keeps_what_it_lists_and_ends_the_rest() {
     assert_eq!(deliveries(&effects), [(GW2, "b-bye".to_owned())]);
     assert_eq!(h.state.session(&key("a")).map(|r| (r.owner, r.epoch)), Some((Some(GW1), a)));
 }
+
+#[test]
+fn a_session_does_not_expire_while_its_gateway_may_still_come_back() {
+    let mut h = Harness::new();
+    let epoch = h.connect(GW1, "short", 2);
+    unlink(&mut h, GW1, T0);
+    let (_, next) = h.tick(after_s(3));
+    assert!(h.state.session(&key("short")).is_some(), "a 2 s expiry waits for the {LEASE_S} s lease");
+    assert_eq!(next, Some(after_s(LEASE_S)));
+    let effects = reattach(&mut h, GW1, vec![held("short", epoch, 2, None)], after_s(LEASE_S - 1));
+    assert_eq!(revoked(&effects), [], "taken back, not refused");
+    assert_eq!(h.state.session(&key("short")).and_then(|r| r.owner), Some(GW1));
+}

@@ -69,7 +69,11 @@ impl RouterState {
                     publish_will: false,
                     pending: Vec::new(),
                 };
+                let session = release.session.clone();
                 self.end_connection(release, super::sessions::WillFate::Keep, now, out);
+                // Its connection may still be live: it does not expire
+                // before the gateway has had its lease to come back.
+                self.expire_no_sooner_than(&session, until);
             }
         }
     }

@@ -304,6 +304,21 @@ impl RouterState {
         }
     }
 
+    /// Moves an offline session's expiry to `at` if it was sooner.
+    pub(super) fn expire_no_sooner_than(&mut self, session: &SessionKey, at: UnixMillis) {
+        let Some(record) = self.sessions.get_mut(session) else { return };
+        let Some(state) = record.persistent.as_deref_mut() else { return };
+        match state.expires_at {
+            Some(expires_at) if expires_at < at => {
+                self.timers.remove(&(expires_at, session.clone()));
+                state.expires_at = Some(at);
+                self.timers.insert((at, session.clone()));
+                self.dirty_sessions.insert(session.clone());
+            }
+            _ => {}
+        }
+    }
+
     /// Arms the will an offline session kept through a gateway lease.
     pub(super) fn schedule_will(&mut self, session: &SessionKey, now: UnixMillis, out: &mut Vec<Effect>) {
         let Some(record) = self.sessions.get_mut(session) else { return };
