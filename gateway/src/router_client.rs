@@ -293,7 +293,7 @@ async fn supervise(
     loop {
         status.links_opened.fetch_add(1, Ordering::Relaxed);
         status.linked.store(true, Ordering::Relaxed);
-        let Some(opening) = opening_items(&resync, &mut port, &pending, &status).await else { return };
+        let Some(opening) = opening_items(&resync, &mut port, &pending, &status) else { return };
         let ended = pump(&mut open, &mut port, &pending, opening).await;
         status.linked.store(false, Ordering::Relaxed);
         let reason = match ended {
@@ -325,7 +325,7 @@ async fn supervise(
 /// meanwhile, and the end of the list (on a first link: only the end,
 /// which tells the router this gateway process holds nothing of an older
 /// one's).
-async fn opening_items(
+fn opening_items(
     resync: &Resync,
     port: &mut RouterPort,
     pending: &Mutex<Pending>,
@@ -335,11 +335,11 @@ async fn opening_items(
     // clients got no answer and were closed; a claim sent again would take
     // a session for nobody), except their releases: what a session held
     // must reach the router.
+    let shared = resync.0.upgrade();
     let gone = |item: &Uplink| {
         let connection = item.request().map(|request| request >> crate::registry::REQUEST_SEQ_BITS);
         !matches!(item, Uplink::Release(_))
-            && connection
-                .is_some_and(|id| resync.0.upgrade().is_some_and(|s| s.connections.get(id).is_none()))
+            && connection.is_some_and(|id| shared.as_ref().is_some_and(|s| s.connections.get(id).is_none()))
     };
     let replay: Vec<Uplink> =
         Pending::lock(pending).take_in_order().into_iter().filter(|item| !gone(item)).collect();

@@ -180,3 +180,33 @@ pub(crate) fn run_herald(arguments: &[&str]) -> (ExitStatus, String) {
     let status = process.wait_timeout(Duration::from_secs(15)).expect("herald exits");
     (status, process.output().join("\n"))
 }
+
+/// Leaves, through `gateway`, what a router must keep: a persistent
+/// session ("keeper", on `kept/#`) gone offline, a message queued for it
+/// and a retained message.
+pub(crate) fn leave_state_to_keep(gateway: &SocketAddr) {
+    use crate::support::{Version, publisher, subscriber};
+    subscriber(gateway, Version::V5)
+        .client_id("keeper")
+        .persistent()
+        .topic("kept/#")
+        .qos(1)
+        .exit_after_subscribe()
+        .start();
+    publisher(gateway, Version::V5, "kept/status").qos(1).retain().message("ready").run();
+    publisher(gateway, Version::V311, "kept/1").qos(1).message("one").run();
+}
+
+/// Checks, through `gateway`, that what [`leave_state_to_keep`] left is
+/// there: the session resumes with both messages queued, and the retained
+/// message reaches a new subscriber.
+pub(crate) fn expect_state_kept(gateway: &SocketAddr) {
+    use crate::support::{Message, Version, subscriber};
+    let mut back =
+        subscriber(gateway, Version::V5).client_id("keeper").persistent().topic("kept/#").qos(1).start();
+    let got = back.expect_messages(2);
+    assert!(got.contains(&Message::new("kept/1", "one", 1, false)), "queued message kept: {got:?}");
+    assert!(got.contains(&Message::new("kept/status", "ready", 1, false)), "queued retained kept: {got:?}");
+    let mut fresh = subscriber(gateway, Version::V5).topic("kept/status").qos(1).start();
+    assert_eq!(fresh.expect_messages(1), [Message::new("kept/status", "ready", 1, true)]);
+}

@@ -1,7 +1,6 @@
 //! Backups: `herald ctl snapshot save` from a running cluster, `restore` into a new one.
 
-use crate::cluster::{Cluster, run_herald};
-use crate::support::{Message, Version, publisher, subscriber};
+use crate::cluster::{Cluster, expect_state_kept, leave_state_to_keep, run_herald};
 
 #[test]
 fn a_cluster_restored_from_a_backup_has_the_sessions_queues_and_retained_messages_of_the_old() {
@@ -10,16 +9,7 @@ fn a_cluster_restored_from_a_backup_has_the_sessions_queues_and_retained_message
     let file = file.to_str().expect("UTF-8 path");
     {
         let source = Cluster::start(1);
-        let gateway = source.gateway(0);
-        subscriber(&gateway, Version::V5)
-            .client_id("keeper")
-            .persistent()
-            .topic("kept/#")
-            .qos(1)
-            .exit_after_subscribe()
-            .start();
-        publisher(&gateway, Version::V5, "kept/status").qos(1).retain().message("ready").run();
-        publisher(&gateway, Version::V311, "kept/1").qos(1).message("one").run();
+        leave_state_to_keep(&source.gateway(0));
         let router = source.router_address();
         let (status, output) = run_herald(&[
             "ctl",
@@ -42,14 +32,7 @@ fn a_cluster_restored_from_a_backup_has_the_sessions_queues_and_retained_message
     let (status, output) = run_herald(&restore);
     assert!(status.success(), "{output}");
     let index = target.add_gateway();
-    let gateway = target.gateway(index);
-    let mut back =
-        subscriber(&gateway, Version::V5).client_id("keeper").persistent().topic("kept/#").qos(1).start();
-    let got = back.expect_messages(2);
-    assert!(got.contains(&Message::new("kept/1", "one", 1, false)), "queued message restored: {got:?}");
-    assert!(got.contains(&Message::new("kept/status", "ready", 1, false)), "{got:?}");
-    let mut fresh = subscriber(&gateway, Version::V5).topic("kept/status").qos(1).start();
-    assert_eq!(fresh.expect_messages(1), [Message::new("kept/status", "ready", 1, true)]);
+    expect_state_kept(&target.gateway(index));
 
     // The cluster holds data now: a second restore would overwrite it, and is refused.
     let (status, output) = run_herald(&restore);

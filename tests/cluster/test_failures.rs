@@ -1,7 +1,7 @@
 //! What happens when a gateway or the router goes away, and what a router
 //! refuses.
 
-use crate::cluster::{Cluster, LEASE, run_herald};
+use crate::cluster::{Cluster, LEASE, expect_state_kept, leave_state_to_keep, run_herald};
 use crate::ops_client::{fetch, ops_address, samples};
 use crate::support::{Message, Version, publisher, subscriber};
 use std::time::{Duration, Instant};
@@ -119,29 +119,11 @@ fn a_router_refuses_a_gateway_of_another_cluster_or_a_duplicate_id() {
 #[test]
 fn a_router_killed_and_restarted_keeps_persistent_sessions_and_retained_messages() {
     let mut cluster = Cluster::start(1);
-    let gateway = cluster.gateway(0);
-    subscriber(&gateway, Version::V5)
-        .client_id("keeper")
-        .persistent()
-        .topic("kept/#")
-        .qos(1)
-        .exit_after_subscribe()
-        .start();
-    publisher(&gateway, Version::V5, "kept/status").qos(1).retain().message("ready").run();
-    publisher(&gateway, Version::V311, "kept/1").qos(1).message("one").run();
-
+    leave_state_to_keep(&cluster.gateway(0));
     cluster.kill_router();
     cluster.restart_router();
     let index = cluster.add_gateway();
-    let gateway = cluster.gateway(index);
-
-    let mut back =
-        subscriber(&gateway, Version::V5).client_id("keeper").persistent().topic("kept/#").qos(1).start();
-    let got = back.expect_messages(2);
-    assert!(got.contains(&Message::new("kept/1", "one", 1, false)), "queued message kept: {got:?}");
-    assert!(got.contains(&Message::new("kept/status", "ready", 1, false)), "queued retained kept: {got:?}");
-    let mut fresh = subscriber(&gateway, Version::V5).topic("kept/status").qos(1).start();
-    assert_eq!(fresh.expect_messages(1), [Message::new("kept/status", "ready", 1, true)]);
+    expect_state_kept(&cluster.gateway(index));
 }
 
 #[test]

@@ -395,10 +395,7 @@ impl RaftNode {
 }
 
 /// A client of the router at `address` (`host:port`), for operators' tools.
-async fn admin_client(
-    address: &str,
-    timeout: Duration,
-) -> Result<herald_proto::grpc::pb::raft_peer_client::RaftPeerClient<tonic::transport::Channel>, String> {
+async fn admin_client(address: &str, timeout: Duration) -> Result<AdminClient, String> {
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
         .map_err(|e| format!("{address}: {e}"))?
         .connect_timeout(Duration::from_secs(3))
@@ -433,6 +430,32 @@ pub async fn save_backup(routers: &[String], cluster_id: &str) -> Result<Vec<u8>
 /// form, through its leader; returns the registry generation after it.
 pub async fn restore_backup(routers: &[String], cluster_id: &str, backup: &[u8]) -> Result<u64, String> {
     backup::Backup::decode(backup)?;
+    let request = herald_proto::grpc::pb::RestoreRequest {
+        cluster_id: cluster_id.to_owned(),
+        backup: backup.to_vec().into(),
+    };
+    let not_leading = |status: &tonic::Status| status.message().contains("does not lead");
+    let reply =
+        through_leader(routers, "restored the backup", not_leading, async |client: &mut AdminClient| {
+            client.restore(request.clone()).await
+        })
+        .await?;
+    Ok(reply.generation)
+}
+
+/// An operator's client of one router.
+type AdminClient = herald_proto::grpc::pb::raft_peer_client::RaftPeerClient<tonic::transport::Channel>;
+
+/// Makes `call` on each of `routers` in turn until one answers: a router
+/// that cannot be reached, or whose refusal `try_next` accepts (it does not
+/// lead), passes the call on; any other refusal ends the search. `done`
+/// names what succeeding does, for the error when no router did.
+async fn through_leader<T>(
+    routers: &[String],
+    done: &str,
+    try_next: impl Fn(&tonic::Status) -> bool,
+    mut call: impl AsyncFnMut(&mut AdminClient) -> Result<tonic::Response<T>, tonic::Status>,
+) -> Result<T, String> {
     let mut refusals = Vec::new();
     for address in routers {
         let mut client = match admin_client(address, Duration::from_secs(60)).await {
@@ -442,19 +465,13 @@ pub async fn restore_backup(routers: &[String], cluster_id: &str, backup: &[u8])
                 continue;
             }
         };
-        let request = herald_proto::grpc::pb::RestoreRequest {
-            cluster_id: cluster_id.to_owned(),
-            backup: backup.to_vec().into(),
-        };
-        match client.restore(request).await {
-            Ok(reply) => return Ok(reply.into_inner().generation),
-            Err(status) if status.message().contains("does not lead") => {
-                refusals.push(format!("{address}: {}", status.message()));
-            }
+        match call(&mut client).await {
+            Ok(reply) => return Ok(reply.into_inner()),
+            Err(status) if try_next(&status) => refusals.push(format!("{address}: {}", status.message())),
             Err(status) => return Err(format!("{address}: {}", status.message())),
         }
     }
-    Err(format!("no router restored the backup: {}", refusals.join("; ")))
+    Err(format!("no router {done}: {}", refusals.join("; ")))
 }
 
 /// Asks the router at `address` (`host:port`) for its view of the cluster.
@@ -485,35 +502,21 @@ pub async fn change_membership(
     change: &MembershipChange,
 ) -> Result<Vec<String>, String> {
     use herald_proto::grpc::pb::{AddVoterRequest, RemoveVoterRequest};
-    let mut refusals = Vec::new();
-    for address in routers {
-        let mut client = match admin_client(address, Duration::from_secs(60)).await {
-            Ok(client) => client,
-            Err(error) => {
-                refusals.push(error);
-                continue;
-            }
-        };
+    let refused = |status: &tonic::Status| status.code() == tonic::Code::FailedPrecondition;
+    let reply = through_leader(routers, "made the change", refused, async |client: &mut AdminClient| {
         let cluster_id = cluster_id.to_owned();
-        let reply = match change {
+        match change {
             MembershipChange::Add(node_id, address) => {
-                client
-                    .add_voter(AddVoterRequest { cluster_id, node_id: *node_id, address: address.clone() })
-                    .await
+                let request = AddVoterRequest { cluster_id, node_id: *node_id, address: address.clone() };
+                client.add_voter(request).await
             }
             MembershipChange::Remove(node_id) => {
                 client.remove_voter(RemoveVoterRequest { cluster_id, node_id: *node_id }).await
             }
-        };
-        match reply {
-            Ok(reply) => return Ok(reply.into_inner().voters),
-            Err(status) if status.code() == tonic::Code::FailedPrecondition => {
-                refusals.push(format!("{address}: {}", status.message()));
-            }
-            Err(status) => return Err(format!("{address}: {}", status.message())),
         }
-    }
-    Err(format!("no router made the change: {}", refusals.join("; ")))
+    })
+    .await?;
+    Ok(reply.voters)
 }
 
 #[cfg(test)]
