@@ -245,6 +245,7 @@ pub(crate) async fn run_gateway(
         max_connections: settings.max_connections,
         drain_timeout: Duration::from_secs(settings.drain_timeout_secs),
         drain_rate: settings.drain_rate,
+        push_api: settings.push.api()?,
         ..GatewayConfig::default()
     };
     let authenticator = Arc::new(settings.auth.authenticator()?);
@@ -259,7 +260,8 @@ pub(crate) async fn run_gateway(
         ..Default::default()
     };
     let (ops, shutdown) = crate::ops::start(settings.ops, sources, shutdown).await?;
-    info!(%mqtt, websocket, router = %router.info.router, cluster = %router.info.cluster_id, %node, "listening");
+    let http = gateway.push_api_addr()?.map(tracing::field::display);
+    info!(%mqtt, websocket, http, router = %router.info.router, cluster = %router.info.cluster_id, %node, "listening");
     gateway.run(shutdown).await;
     ops.stop().await;
     // The releases and requeues of the last connections are on their way:

@@ -2,7 +2,7 @@
 //! as standalone's (a TOML file, then `HERALD_*` variables, then flags),
 //! validated at start-up with the key named.
 
-use crate::config::{AuthConfig, Limits, RaftConfig, load_layers};
+use crate::config::{AuthConfig, Limits, PushConfig, RaftConfig, load_layers};
 use serde::{Deserialize, Deserializer};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -70,6 +70,8 @@ pub(crate) struct GatewayConfig {
     pub(crate) limits: Limits,
     /// Who may connect.
     pub(crate) auth: AuthConfig,
+    /// The push API.
+    pub(crate) push: PushConfig,
 }
 
 impl Default for RouterConfig {
@@ -104,6 +106,7 @@ impl Default for GatewayConfig {
             drain_rate: 0,
             limits: Limits::default(),
             auth: AuthConfig::default(),
+            push: PushConfig::default(),
         }
     }
 }
@@ -125,7 +128,7 @@ const GATEWAY_KEYS: &[&str] = &[
     "drain_timeout_secs",
     "drain_rate",
 ];
-const GATEWAY_SECTIONS: &[&str] = &["limits_", "auth_"];
+const GATEWAY_SECTIONS: &[&str] = &["limits_", "auth_", "push_"];
 
 fn wanted(keys: &'static [&'static str], sections: &'static [&'static str]) -> impl Fn(&str) -> bool {
     move |key| keys.contains(&key) || sections.iter().any(|section| key.starts_with(section))
@@ -151,6 +154,7 @@ impl GatewayConfig {
         let config: GatewayConfig = load_layers(path, env, wanted(GATEWAY_KEYS, GATEWAY_SECTIONS))?;
         config.limits.validate()?;
         config.auth.authenticator()?;
+        config.push.api()?;
         Ok(config)
     }
 

@@ -35,6 +35,48 @@ pub(crate) struct StandaloneConfig {
     pub(crate) auth: AuthConfig,
     /// Raft timing and log compaction.
     pub(crate) raft: RaftConfig,
+    /// The push API.
+    pub(crate) push: PushConfig,
+}
+
+/// The push API (`[push]`, `HERALD_PUSH_*`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct PushConfig {
+    /// HTTP listen address of the push API; none: not served.
+    pub(crate) http: Option<SocketAddr>,
+    /// Apps by id, with their API keys.
+    pub(crate) apps: std::collections::BTreeMap<String, AppConfig>,
+}
+
+/// One app of the push API (`[push.apps.ID]`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct AppConfig {
+    /// Keys that may send to the app (`Authorization: Bearer <key>`).
+    pub(crate) api_keys: Vec<String>,
+}
+
+/// API keys shorter than this are refused at start-up.
+const MIN_API_KEY_CHARS: usize = 16;
+
+impl PushConfig {
+    /// Returns the gateway's push-API configuration, if it is served.
+    pub(crate) fn api(&self) -> anyhow::Result<Option<herald_gateway::push_api::PushApiConfig>> {
+        let mut keys = herald_gateway::push_api::ApiKeys::default();
+        for (name, app) in &self.apps {
+            let id = herald_core::AppId::new(name.as_str())
+                .map_err(|e| anyhow::anyhow!("push.apps.{name}: {e}"))?;
+            for (i, key) in app.api_keys.iter().enumerate() {
+                anyhow::ensure!(
+                    key.chars().count() >= MIN_API_KEY_CHARS && !key.chars().any(char::is_whitespace),
+                    "push.apps.{name}.api_keys[{i}]: at least {MIN_API_KEY_CHARS} characters, no spaces"
+                );
+                keys.add(key, id.clone());
+            }
+        }
+        Ok(self.http.map(|listen| herald_gateway::push_api::PushApiConfig::new(listen, keys)))
+    }
 }
 
 /// Raft timing and log compaction (`[raft]`, `HERALD_RAFT_*`).
@@ -207,6 +249,7 @@ impl Default for StandaloneConfig {
             limits: Limits::default(),
             auth: AuthConfig::default(),
             raft: RaftConfig::default(),
+            push: PushConfig::default(),
         }
     }
 }
@@ -298,6 +341,7 @@ impl StandaloneConfig {
         anyhow::ensure!(self.max_connections > 0, "max_connections: must be at least 1");
         self.raft.validate()?;
         self.auth.authenticator()?;
+        self.push.api()?;
         Ok(())
     }
 }
@@ -375,7 +419,7 @@ pub(crate) fn load_layers<T: serde::de::DeserializeOwned>(
 }
 
 fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> anyhow::Result<()> {
-    const SECTIONS: [&str; 3] = ["limits", "auth", "raft"];
+    const SECTIONS: [&str; 4] = ["limits", "auth", "raft", "push"];
     for (name, value) in env {
         let Some(rest) = name.strip_prefix("HERALD_") else { continue };
         // Not configuration: logging, the file's path, fault injection for tests.
@@ -419,6 +463,19 @@ mod tests {
         let config: StandaloneConfig = toml::Value::Table(table).try_into().expect("template is valid");
         config.validate().expect("template validates");
         assert_eq!(config, StandaloneConfig::default());
+    }
+
+    #[test]
+    fn the_push_api_is_configured_per_app_and_checked() {
+        let env = [("HERALD_PUSH_HTTP".to_owned(), "127.0.0.1:8089".to_owned())];
+        let config = StandaloneConfig::load(None, &env).expect("valid");
+        assert_eq!(config.push.http, Some("127.0.0.1:8089".parse().expect("addr")));
+        assert!(config.push.api().expect("valid").is_some());
+        assert!(StandaloneConfig::default().push.api().expect("valid").is_none(), "off by default");
+        let table: toml::Table = toml::from_str("[push.apps.shop]\napi_keys = [\"short\"]").expect("TOML");
+        let config: StandaloneConfig = toml::Value::Table(table).try_into().expect("shape");
+        let error = config.validate().expect_err("a short key is refused").to_string();
+        assert!(error.contains("push.apps.shop.api_keys[0]"), "{error}");
     }
 
     #[test]

@@ -50,6 +50,7 @@ pub(crate) async fn run(config: StandaloneConfig, shutdown: impl Future<Output =
         max_connections: config.max_connections,
         drain_timeout: Duration::from_secs(config.drain_timeout_secs),
         drain_rate: config.drain_rate,
+        push_api: config.push.api()?,
         ..GatewayConfig::default()
     };
     let authenticator = Arc::new(config.auth.authenticator()?);
@@ -64,7 +65,8 @@ pub(crate) async fn run(config: StandaloneConfig, shutdown: impl Future<Output =
         ..Default::default()
     };
     let (ops, shutdown) = crate::ops::start(config.ops, sources, shutdown).await?;
-    info!(%mqtt, websocket, data = %data.path().display(), generation, "listening");
+    let http = gateway.push_api_addr()?.map(tracing::field::display);
+    info!(%mqtt, websocket, http, data = %data.path().display(), generation, "listening");
     let mut failure = None;
     let watched = router.clone();
     gateway

@@ -21,6 +21,24 @@ impl UnixMillis {
         let ms = later.0.saturating_sub(self.0);
         u32::try_from(ms.div_ceil(1000)).unwrap_or(u32::MAX)
     }
+
+    /// Returns the instant in RFC 3339 form, UTC, with milliseconds
+    /// (`2026-11-26T12:00:00.000Z`).
+    pub fn rfc3339(self) -> String {
+        let (days, ms) = ((self.0 / 86_400_000) as i64, self.0 % 86_400_000);
+        // Civil date from days since 1970-01-01 (proleptic Gregorian).
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        let (h, m, s, milli) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
+        format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{milli:03}Z")
+    }
 }
 
 /// A source of the current time.
@@ -64,6 +82,13 @@ impl Clock for ManualClock {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn instants_print_as_rfc_3339() {
+        assert_eq!(super::UnixMillis(0).rfc3339(), "1970-01-01T00:00:00.000Z");
+        assert_eq!(super::UnixMillis(951_782_400_123).rfc3339(), "2000-02-29T00:00:00.123Z");
+        assert_eq!(super::UnixMillis(1_795_694_399_999).rfc3339(), "2026-11-26T11:59:59.999Z");
+    }
+
     use super::*;
 
     #[test]

@@ -233,6 +233,31 @@ impl TopicFilter {
     }
 }
 
+/// The prefix of the per-device topic: `$push/{client id}` is where a
+/// device receives what the push API sends it. Only that device may
+/// subscribe to it, nobody may publish to it, and it has no route entry:
+/// the router finds the device through the session registry.
+pub const PUSH_PREFIX: &str = "$push/";
+
+impl Topic {
+    /// Returns the per-device topic of `client`.
+    pub fn push(client: &crate::ClientId) -> Topic {
+        Topic(ByteString::from(format!("{PUSH_PREFIX}{client}")))
+    }
+}
+
+impl TopicFilter {
+    /// Returns the client id a per-device filter names, `Some("")` for any
+    /// other filter in the reserved `$push/` space (wildcards, more levels,
+    /// a shared subscription of it), and `None` outside it.
+    pub fn push_client(&self) -> Option<&str> {
+        let inner = self.match_filter();
+        let client = inner.strip_prefix(PUSH_PREFIX).or_else(|| (inner == "$push").then_some(""))?;
+        let exact = self.share_group().is_none() && !client.is_empty() && !client.contains(['/', '+', '#']);
+        Some(if exact { client } else { "" })
+    }
+}
+
 impl fmt::Debug for TopicFilter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&*self.0, f)
@@ -331,5 +356,20 @@ mod tests {
         let plain = TopicFilter::new("jobs/#").expect("valid");
         assert_eq!(plain.share_group(), None);
         assert!(plain.has_wildcards());
+    }
+
+    #[test]
+    fn the_per_device_space_names_one_client_or_none() {
+        let client = |f: &str| TopicFilter::new(f).expect("valid").push_client().map(str::to_owned);
+        assert_eq!(client("$push/dev-1").as_deref(), Some("dev-1"));
+        for reserved in ["$push", "$push/+", "$push/#", "$push/dev-1/x", "$share/g/$push/dev-1"] {
+            assert_eq!(client(reserved).as_deref(), Some(""), "{reserved}");
+        }
+        for outside in ["push/dev-1", "#", "+/dev-1", "$pushy/dev-1"] {
+            assert_eq!(client(outside), None, "{outside}");
+        }
+        let topic = Topic::push(&crate::ClientId::new("dev-1").expect("valid"));
+        assert_eq!(topic.as_str(), "$push/dev-1");
+        assert!(!TopicFilter::new("#").expect("valid").matches(&topic), "wildcards skip $-topics");
     }
 }

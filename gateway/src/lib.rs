@@ -26,6 +26,7 @@ mod connection;
 mod delivery;
 pub mod handshake;
 pub mod ops_http;
+pub mod push_api;
 mod registry;
 pub mod router_client;
 pub mod scram;
@@ -74,6 +75,8 @@ pub struct GatewayConfig {
     /// Connections told to leave per second at shutdown (0: all at once),
     /// so that their reconnects do not arrive elsewhere as one storm.
     pub drain_rate: u32,
+    /// The push API (HTTP); `None`: not served.
+    pub push_api: Option<push_api::PushApiConfig>,
 }
 
 impl Default for GatewayConfig {
@@ -88,6 +91,7 @@ impl Default for GatewayConfig {
             max_inbox: 1000,
             drain_timeout: Duration::from_secs(5),
             drain_rate: 0,
+            push_api: None,
         }
     }
 }
@@ -106,6 +110,8 @@ pub(crate) struct Shared {
     next_connection: AtomicU64,
     message_sequence: AtomicU64,
     counters: GatewayCounters,
+    /// Push-API sends waiting for the router.
+    api: push_api::ApiRequests,
     /// Sockets being served, from accept to close (before CONNECT, during a
     /// WebSocket upgrade, and connected): what `max_connections` bounds.
     sockets: std::sync::atomic::AtomicUsize,
@@ -135,6 +141,7 @@ impl Shared {
 pub struct Gateway {
     listener: TcpListener,
     websocket: Option<TcpListener>,
+    http: Option<TcpListener>,
     shared: Arc<Shared>,
     downlink: mpsc::Receiver<herald_proto::seam::Downlink>,
 }
@@ -153,6 +160,7 @@ impl Gateway {
             Some(address) => Some(listen(address)?),
             None => None,
         };
+        let http = config.push_api.as_ref().map(push_api::bind).transpose()?;
         let shared = Shared {
             node: link.gateway,
             config,
@@ -165,9 +173,10 @@ impl Gateway {
             next_connection: AtomicU64::new(1),
             message_sequence: AtomicU64::new(1),
             counters: GatewayCounters::default(),
+            api: push_api::ApiRequests::default(),
             sockets: Default::default(),
         };
-        Ok(Gateway { listener, websocket, shared: Arc::new(shared), downlink: link.downlink })
+        Ok(Gateway { listener, websocket, http, shared: Arc::new(shared), downlink: link.downlink })
     }
 
     /// Returns the address the MQTT listener is bound to.
@@ -178,6 +187,11 @@ impl Gateway {
     /// Returns the address the WebSocket listener is bound to, if there is one.
     pub fn websocket_addr(&self) -> std::io::Result<Option<SocketAddr>> {
         self.websocket.as_ref().map(TcpListener::local_addr).transpose()
+    }
+
+    /// Returns the address the push API listens on, if it is served.
+    pub fn push_api_addr(&self) -> std::io::Result<Option<SocketAddr>> {
+        self.http.as_ref().map(TcpListener::local_addr).transpose()
     }
 
     /// Returns what a router link needs to give the gateway's sessions back
@@ -195,10 +209,17 @@ impl Gateway {
     /// server is shutting down (v5: DISCONNECT 0x8B) and waits for them to
     /// release their sessions, up to the drain timeout.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let Gateway { listener, websocket, shared, downlink } = self;
+        let Gateway { listener, websocket, http, shared, downlink } = self;
         let delivery = tokio::spawn(delivery::run(shared.clone(), downlink));
         let sweeper = tokio::spawn(sweep_keep_alive(shared.clone()));
         let websocket = websocket.map(|listener| tokio::spawn(websocket::listen(listener, shared.clone())));
+        let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+        let http = http.zip(shared.config.push_api.clone()).map(|(listener, config)| {
+            let stopped = async move {
+                let _ = http_stopped.await;
+            };
+            tokio::spawn(push_api::serve(listener, shared.clone(), config, stopped))
+        });
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -222,6 +243,8 @@ impl Gateway {
             }
         }
         drop(listener);
+        // Sends already taken are answered; no new ones are taken.
+        let _ = stop_http.send(());
         if let Some(websocket) = websocket {
             // Aborting the accept loop drops its listener; upgraded
             // connections are their own tasks and drain below.
@@ -233,6 +256,9 @@ impl Gateway {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         info!(remaining = shared.connections.len(), "gateway drained");
+        if let Some(http) = http {
+            let _ = tokio::time::timeout(Duration::from_secs(1), http).await;
+        }
         sweeper.abort();
         delivery.abort();
     }

@@ -313,7 +313,9 @@ impl LocalIndex {
             let tree = self.trees.entry(app.clone()).or_default();
             tree.insert(filter.match_filter(), conn, sub).is_none()
         };
-        if added {
+        // A per-device filter has no route: the router reaches the device
+        // through the session registry.
+        if added && filter.push_client().is_none() {
             let count = self.route_counts.entry((app.clone(), filter.clone())).or_default();
             *count += 1;
             if *count == 1 {
@@ -343,7 +345,7 @@ impl LocalIndex {
             let Some(tree) = self.trees.get_mut(app) else { return };
             tree.remove(filter.match_filter(), &conn).is_some()
         };
-        if !removed {
+        if !removed || filter.push_client().is_some() {
             return;
         }
         if let Some(count) = self.route_counts.get_mut(&key) {

@@ -336,10 +336,14 @@ fn opening_items(
     // a session for nobody), except their releases: what a session held
     // must reach the router.
     let shared = resync.0.upgrade();
-    let gone = |item: &Uplink| {
-        let connection = item.request().map(|request| request >> crate::registry::REQUEST_SEQ_BITS);
-        !matches!(item, Uplink::Release(_))
-            && connection.is_some_and(|id| shared.as_ref().is_some_and(|s| s.connections.get(id).is_none()))
+    let gone = |item: &Uplink| match item {
+        Uplink::Release(_) => false,
+        // A push-API send is asked again while its caller still waits.
+        Uplink::Push(push) => shared.as_ref().is_none_or(|s| !s.api.is_waiting(push.request)),
+        _ => {
+            let connection = item.request().map(|request| request >> crate::registry::REQUEST_SEQ_BITS);
+            connection.is_some_and(|id| shared.as_ref().is_some_and(|s| s.connections.get(id).is_none()))
+        }
     };
     let replay: Vec<Uplink> =
         Pending::lock(pending).take_in_order().into_iter().filter(|item| !gone(item)).collect();

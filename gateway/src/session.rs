@@ -696,6 +696,11 @@ impl Session {
                     codes.push(ReasonCode::WildcardSubscriptionsNotSupported);
                     continue;
                 }
+                // The per-device topic is its own device's alone.
+                Ok(filter) if filter.push_client().is_some_and(|c| c != self.key.client.as_str()) => {
+                    codes.push(ReasonCode::NotAuthorized);
+                    continue;
+                }
                 Ok(filter) => filter,
                 Err(_) => {
                     codes.push(ReasonCode::TopicFilterInvalid);
@@ -807,6 +812,7 @@ impl Session {
             | Downlink::Deliver(_)
             | Downlink::DeliverShared { .. }
             | Downlink::Handover { .. }
+            | Downlink::Pushed { .. }
             | Downlink::Released { .. } => return,
         };
         let Some(pending) = self.awaiting_router.iter_mut().find(|p| p.request == request) else { return };

@@ -8,6 +8,10 @@ mod support;
 #[path = "../standalone/ops_client.rs"]
 mod ops_client;
 
+#[allow(dead_code)]
+#[path = "../standalone/push_client.rs"]
+mod push_client;
+
 mod cluster;
 mod raft_cluster;
 mod test_backup;
@@ -18,5 +22,6 @@ mod test_failures;
 mod test_fencing;
 mod test_inbox;
 mod test_local_cluster;
+mod test_push;
 mod test_replication;
 mod test_sessions;

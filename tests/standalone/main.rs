@@ -10,12 +10,14 @@
 //! output of the clients it started.
 
 mod ops_client;
+mod push_client;
 mod support;
 mod test_bad_input;
 mod test_config;
 mod test_durability;
 mod test_lifecycle;
 mod test_ops;
+mod test_push;
 mod test_qos;
 mod test_retained;
 mod test_sessions;

@@ -2,8 +2,8 @@
 
 use super::pb;
 use crate::seam::{
-    Claim, ClaimGrant, Downlink, Progress, Publish, QueuedMessage, Reattach, Release, RetainedLookup,
-    Subscription, Uplink, Will,
+    Claim, ClaimGrant, Downlink, Progress, Publish, Push, PushOutcome, QueuedMessage, Reattach, Release,
+    RetainedLookup, Subscription, Uplink, Will,
 };
 use crate::{Message, MessageProperties};
 use herald_core::{
@@ -307,6 +307,12 @@ pub fn uplink_to_pb(item: &Uplink) -> pb::Uplink {
             from_epoch: p.from.as_ref().map(|(_, e)| epoch_to_pb(*e)),
             message: Some(message_to_pb(&p.message)),
         }),
+        Uplink::Push(p) => Item::Push(pb::Push {
+            request: p.request,
+            message: Some(message_to_pb(&p.message)),
+            devices: p.devices.iter().map(|d| d.as_str().to_owned()).collect(),
+            store_offline: p.store_offline,
+        }),
     };
     pb::Uplink { item: Some(item) }
 }
@@ -404,6 +410,16 @@ pub fn uplink_from_pb(item: pb::Uplink) -> Result<Uplink, ConvertError> {
             },
             message: required_message(p.message, "publish.message")?,
         }),
+        Item::Push(p) => Uplink::Push(Push {
+            request: p.request,
+            message: required_message(p.message, "push.message")?,
+            devices: p
+                .devices
+                .into_iter()
+                .map(|d| ClientId::new(d).map_err(|_| invalid("push.devices", "invalid client id")))
+                .collect::<Result<_, _>>()?,
+            store_offline: p.store_offline,
+        }),
     })
 }
 
@@ -454,6 +470,14 @@ pub fn downlink_to_pb(item: &Downlink) -> pb::Downlink {
             request: *request,
             matched: *result.as_ref().unwrap_or(&false),
             error: result.err().and_then(error_to_pb),
+        }),
+        Downlink::Pushed { request, result } => Item::Pushed(match result {
+            Ok(outcomes) => pb::Pushed {
+                request: *request,
+                outcomes: outcomes.iter().map(|o| outcome_to_pb(*o) as i32).collect(),
+                error: None,
+            },
+            Err(error) => pb::Pushed { request: *request, outcomes: Vec::new(), error: error_to_pb(*error) },
         }),
         Downlink::Deliver(message) => Item::Deliver(pb::Deliver { message: Some(message_to_pb(message)) }),
         Downlink::Released { request } => Item::Released(pb::Released { request: *request }),
@@ -519,6 +543,13 @@ pub fn downlink_from_pb(item: pb::Downlink) -> Result<Downlink, ConvertError> {
             request: p.request,
             result: p.error.map_or(Ok(p.matched), |e| Err(error_from_pb(&e))),
         },
+        Item::Pushed(p) => Downlink::Pushed {
+            request: p.request,
+            result: match p.error {
+                Some(error) => Err(error_from_pb(&error)),
+                None => Ok(p.outcomes.into_iter().map(outcome_from_pb).collect()),
+            },
+        },
         Item::Deliver(d) => Downlink::Deliver(required_message(d.message, "deliver.message")?),
         Item::Released(r) => Downlink::Released { request: r.request },
         Item::DeliverShared(d) => Downlink::DeliverShared {
@@ -532,6 +563,23 @@ pub fn downlink_from_pb(item: pb::Downlink) -> Result<Downlink, ConvertError> {
             pending: queued_list_from_pb(h.pending)?,
         },
     })
+}
+
+fn outcome_to_pb(outcome: PushOutcome) -> pb::PushOutcome {
+    match outcome {
+        PushOutcome::Online => pb::PushOutcome::Online,
+        PushOutcome::Stored => pb::PushOutcome::Stored,
+        PushOutcome::Unreachable => pb::PushOutcome::Unreachable,
+    }
+}
+
+fn outcome_from_pb(value: i32) -> PushOutcome {
+    // A value this build does not know (a newer peer) promises nothing.
+    match pb::PushOutcome::try_from(value) {
+        Ok(pb::PushOutcome::Online) => PushOutcome::Online,
+        Ok(pb::PushOutcome::Stored) => PushOutcome::Stored,
+        _ => PushOutcome::Unreachable,
+    }
 }
 
 #[cfg(test)]

@@ -262,3 +262,39 @@ fn after_a_restore_only_the_last_claim_takes_a_session_back() {
     assert_eq!(after.apply(GW2, current, after_s(101)), []);
     assert_eq!(after.state.session(&key("p")).map(|r| (r.owner, r.epoch)), Some((Some(GW2), second.epoch)));
 }
+
+#[test]
+fn a_router_that_took_over_holds_pushes_until_the_sessions_are_listed() {
+    let mut h = Harness::new();
+    let mut durable = DurableState::default();
+    h.state.gateway_linked(GW2);
+    commit(&mut h.state, &mut durable);
+    let mut after = restarted(&durable, after_s(100));
+    let item = Uplink::Push(herald_proto::seam::Push {
+        request: PUBLISH,
+        message: plain("$push", "early"),
+        devices: vec![client_id("d1")],
+        store_offline: true,
+    });
+    assert_eq!(after.apply(GW1, item, after_s(100)), [], "held: the registry is not rebuilt yet");
+    // GW2 lists d1 (held at an epoch of the last run) and ends its list.
+    let listed = herald_proto::seam::Reattach {
+        session: key("d1"),
+        epoch: Epoch::new(GENERATION - 1, 3),
+        expiry_seconds: 0,
+        will: None,
+    };
+    let effects = after.apply(GW2, Uplink::Reattach { sessions: vec![listed], last: true }, after_s(100));
+    assert!(
+        effects
+            .iter()
+            .any(|(to, item)| *to == GW2
+                && matches!(item, Downlink::Deliver(m) if m.topic.as_str() == "$push/d1")),
+        "{effects:?}"
+    );
+    let outcomes = effects.iter().find_map(|(to, item)| match item {
+        Downlink::Pushed { result: Ok(outcomes), .. } if *to == GW1 => Some(outcomes.clone()),
+        _ => None,
+    });
+    assert_eq!(outcomes, Some(vec![herald_proto::seam::PushOutcome::Online]));
+}

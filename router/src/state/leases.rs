@@ -107,11 +107,8 @@ impl RouterState {
 
     /// Routes the publishes held while gateways were settling, in order.
     fn release_held(&mut self, now: UnixMillis, out: &mut Vec<Effect>) {
-        while let Some((gateway, publish)) = self.held.pop_front() {
-            let matched = self.route(publish.message, now, out);
-            if let Some(request) = publish.request {
-                out.push((gateway, Downlink::Published { request, result: Ok(matched) }));
-            }
+        while let Some((gateway, item)) = self.held.pop_front() {
+            self.apply_held(gateway, item, now, out);
         }
     }
 

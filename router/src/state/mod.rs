@@ -5,6 +5,7 @@
 
 mod journal;
 mod leases;
+mod push;
 mod routing;
 mod sessions;
 mod shared;
@@ -119,6 +120,13 @@ pub struct RouterCounters {
 /// over completeness of routes for the rest of the window).
 const MAX_HELD: usize = 100_000;
 
+/// What a router that took over holds until its gateways are back.
+#[derive(Debug)]
+enum Held {
+    Publish(herald_proto::seam::Publish),
+    Push(herald_proto::seam::Push),
+}
+
 /// A downlink item addressed to a gateway.
 pub type Effect = (NodeId, Downlink);
 
@@ -155,7 +163,7 @@ pub struct RouterState {
     /// publishes: their routes are not known yet.
     settling: HashSet<NodeId>,
     /// Publishes waiting for `settling` to empty, in arrival order.
-    held: std::collections::VecDeque<(NodeId, herald_proto::seam::Publish)>,
+    held: std::collections::VecDeque<(NodeId, Held)>,
     counters: RouterCounters,
     /// Facts about durable state since the last [`RouterState::take_journal`].
     journal: Vec<Fact>,
@@ -250,17 +258,21 @@ impl RouterState {
                     None => Ok(()),
                 };
                 // Checked now, routed once every gateway's routes are back.
-                let publish = match checked {
-                    Ok(()) => match self.hold(gateway, publish) {
-                        Ok(()) => return,
-                        Err(publish) => publish,
-                    },
-                    Err(_) => publish,
-                };
+                if checked.is_ok() && self.holds() {
+                    return self.hold(gateway, Held::Publish(publish));
+                }
                 let result = checked.map(|()| self.route(publish.message, now, out));
                 if let Some(request) = publish.request {
                     out.push((gateway, Downlink::Published { request, result }));
                 }
+            }
+            Uplink::Push(push) => {
+                // Sessions are found in the registry: held, like publishes,
+                // until every gateway has listed its sessions again.
+                if self.holds() {
+                    return self.hold(gateway, Held::Push(push));
+                }
+                self.apply_held(gateway, Held::Push(push), now, out);
             }
         }
     }
@@ -279,20 +291,34 @@ impl RouterState {
         next_timer.into_iter().chain(next_lease).min()
     }
 
-    /// Holds `publish` (from `gateway`) while gateways a restored router
-    /// knew are linking again; gives it back when nothing is held for. Everything routed
-    /// in that time (wills included) is held, in order.
-    fn hold(
-        &mut self,
-        gateway: NodeId,
-        publish: herald_proto::seam::Publish,
-    ) -> Result<(), herald_proto::seam::Publish> {
-        if self.settling.is_empty() || self.held.len() >= MAX_HELD {
-            return Err(publish);
-        }
+    /// Whether what is routed now must wait: gateways a restored router
+    /// knew are linking again, and the held queue has room. Everything
+    /// routed in that time (wills and pushes included) is held, in order.
+    fn holds(&self) -> bool {
+        !self.settling.is_empty() && self.held.len() < MAX_HELD
+    }
+
+    /// Holds `item` from `gateway` (see [`RouterState::holds`]).
+    fn hold(&mut self, gateway: NodeId, item: Held) {
         self.counters.publishes_held += 1;
-        self.held.push_back((gateway, publish));
-        Ok(())
+        self.held.push_back((gateway, item));
+    }
+
+    /// Routes a held (or not held) item and answers it.
+    fn apply_held(&mut self, gateway: NodeId, item: Held, now: UnixMillis, out: &mut Vec<Effect>) {
+        match item {
+            Held::Publish(publish) => {
+                let matched = self.route(publish.message, now, out);
+                if let Some(request) = publish.request {
+                    out.push((gateway, Downlink::Published { request, result: Ok(matched) }));
+                }
+            }
+            Held::Push(push) => {
+                let request = push.request;
+                let outcomes = self.push(push, now, out);
+                out.push((gateway, Downlink::Pushed { request, result: Ok(outcomes) }));
+            }
+        }
     }
 
     fn route(&mut self, message: Arc<Message>, now: UnixMillis, out: &mut Vec<Effect>) -> bool {

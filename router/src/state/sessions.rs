@@ -517,10 +517,12 @@ impl RouterState {
         let mut message = Arc::unwrap_or_clone(message);
         message.created_at = now;
         message.expires_at = expiry_seconds.map(|s| now.plus_seconds(s));
-        let held = herald_proto::seam::Publish { request: None, from: None, message: Arc::new(message) };
-        if let Err(publish) = self.hold(NodeId(0), held) {
-            self.route(publish.message, now, out);
+        let message = Arc::new(message);
+        if self.holds() {
+            let held = herald_proto::seam::Publish { request: None, from: None, message };
+            return self.hold(NodeId(0), super::Held::Publish(held));
         }
+        self.route(message, now, out);
     }
 
     fn add_offline_subscriptions(&mut self, session: &SessionKey, subscriptions: &[Subscription]) {

@@ -1568,3 +1568,6 @@ mod journal;
 
 #[path = "lease_tests.rs"]
 mod leases;
+
+#[path = "push_tests.rs"]
+mod push;

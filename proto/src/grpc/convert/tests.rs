@@ -146,6 +146,12 @@ fn uplink_samples() -> Vec<Uplink> {
             last: false,
         },
         Uplink::Reattach { sessions: Vec::new(), last: true },
+        Uplink::Push(Push {
+            request: 13,
+            message: message("$push", true),
+            devices: vec![ClientId::new("d1").expect("id"), ClientId::new("d2").expect("id")],
+            store_offline: true,
+        }),
     ]
 }
 
@@ -186,6 +192,11 @@ fn downlink_samples() -> Vec<Downlink> {
             epoch: Epoch::new(5, 1),
             pending: vec![queued(Progress::Released(4))],
         },
+        Downlink::Pushed {
+            request: 13,
+            result: Ok(vec![PushOutcome::Online, PushOutcome::Stored, PushOutcome::Unreachable]),
+        },
+        Downlink::Pushed { request: 14, result: Err(ErrorCode::Unavailable) },
     ]
 }
 

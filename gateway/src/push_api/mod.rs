@@ -1,0 +1,319 @@
+//! The push API (`docs/push-api.md`): what app backends call to reach
+//! devices. Every gateway serves it; a send is checked here and forwarded
+//! over the seam as one `Uplink::Push`, answered once the router has routed
+//! it and made what it stored durable (ADR 0017).
+//!
+//! ```text
+//!  POST /v1/apps/{app}/messages ─▶ key ─▶ parse ─▶ Uplink::Push ─▶ router
+//!        202 {message_id, …}    ◀────────────── Downlink::Pushed ◀─┘
+//! ```
+
+mod problem;
+mod send;
+
+pub use problem::Problem;
+pub use send::SendLimits;
+
+use crate::Shared;
+use crate::registry::{REQUEST_SEQ_BITS, message_id};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use herald_core::AppId;
+use herald_proto::seam::{Downlink, Push, PushOutcome, RequestId, Uplink};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// How the push API listens and whom it serves.
+#[derive(Debug, Clone)]
+pub struct PushApiConfig {
+    /// The HTTP listen address.
+    pub listen: SocketAddr,
+    /// The API keys.
+    pub keys: Arc<ApiKeys>,
+    /// Limits of a send.
+    pub limits: SendLimits,
+    /// Request bodies longer than this are refused (413).
+    pub max_body_bytes: usize,
+    /// Sends waiting for the router at most; more get 503 (admission).
+    pub max_in_flight: usize,
+    /// How long a send waits for the router's answer.
+    pub timeout: Duration,
+}
+
+impl PushApiConfig {
+    /// A configuration with the documented defaults.
+    pub fn new(listen: SocketAddr, keys: ApiKeys) -> PushApiConfig {
+        PushApiConfig {
+            listen,
+            keys: Arc::new(keys),
+            limits: SendLimits::default(),
+            max_body_bytes: 64 * 1024,
+            max_in_flight: 1024,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// API keys: each belongs to one app and may send to it. Only a digest of
+/// each key is held.
+#[derive(Debug, Default)]
+pub struct ApiKeys {
+    by_digest: HashMap<[u8; 32], AppId>,
+}
+
+impl ApiKeys {
+    /// Adds `key` for `app`.
+    pub fn add(&mut self, key: &str, app: AppId) {
+        self.by_digest.insert(Sha256::digest(key.as_bytes()).into(), app);
+    }
+
+    /// Returns the app `key` belongs to.
+    fn app_of(&self, key: &str) -> Option<&AppId> {
+        self.by_digest.get(&<[u8; 32]>::from(Sha256::digest(key.as_bytes())))
+    }
+}
+
+/// The connection id the push API's requests carry (connections start at 1):
+/// the downlink's replies to them come here.
+pub(crate) const API_CONNECTION: u64 = 0;
+
+/// Sends waiting for the router's answer.
+#[derive(Default)]
+pub(crate) struct ApiRequests {
+    seq: AtomicU64,
+    waiting: Mutex<HashMap<RequestId, oneshot::Sender<Downlink>>>,
+}
+
+impl ApiRequests {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RequestId, oneshot::Sender<Downlink>>> {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a request, unless `limit` are waiting already.
+    fn begin(&self, limit: usize) -> Option<(RequestId, oneshot::Receiver<Downlink>)> {
+        let mut waiting = self.lock();
+        if waiting.len() >= limit {
+            return None;
+        }
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) & ((1 << REQUEST_SEQ_BITS) - 1);
+        let request = (API_CONNECTION << REQUEST_SEQ_BITS) | seq;
+        let (answer, answered) = oneshot::channel();
+        waiting.insert(request, answer);
+        Some((request, answered))
+    }
+
+    fn forget(&self, request: RequestId) {
+        self.lock().remove(&request);
+    }
+
+    /// Hands a reply to its waiting send, if it still waits.
+    pub(crate) fn answer(&self, request: RequestId, reply: Downlink) {
+        if let Some(answer) = self.lock().remove(&request) {
+            let _ = answer.send(reply);
+        }
+    }
+
+    /// Whether a send still waits for `request` (a new router link asks
+    /// the router again only for those).
+    pub(crate) fn is_waiting(&self, request: RequestId) -> bool {
+        self.lock().contains_key(&request)
+    }
+}
+
+/// Binds the push API's listener.
+pub(crate) fn bind(config: &PushApiConfig) -> std::io::Result<tokio::net::TcpListener> {
+    crate::listen(config.listen)
+}
+
+/// Serves the push API on `listener` until `shutdown` resolves.
+pub(crate) async fn serve(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    config: PushApiConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let api = Arc::new(Api { shared, config });
+    let app = axum::Router::new()
+        .route("/v1/apps/{app}/messages", post(send_message))
+        .route("/v1/apps/{app}/messages/validate", post(validate_message))
+        .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint") })
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(api);
+    if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+        tracing::warn!(%error, "push API listener failed");
+    }
+}
+
+struct Api {
+    shared: Arc<Shared>,
+    config: PushApiConfig,
+}
+
+impl Api {
+    /// Checks the bearer key against the app of the path.
+    fn authorize(&self, headers: &HeaderMap, app: &str) -> Result<AppId, Problem> {
+        let key = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                Problem::new(
+                    StatusCode::UNAUTHORIZED,
+                    "UNAUTHENTICATED",
+                    "send an API key as Authorization: Bearer <key>",
+                )
+            })?;
+        let Some(owner) = self.config.keys.app_of(key.trim()) else {
+            return Err(Problem::new(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", "unknown API key"));
+        };
+        if owner.as_str() != app {
+            return Err(Problem::new(
+                StatusCode::FORBIDDEN,
+                "FORBIDDEN",
+                "this API key belongs to another app",
+            ));
+        }
+        Ok(owner.clone())
+    }
+
+    async fn body(&self, body: axum::body::Body) -> Result<bytes::Bytes, Problem> {
+        let limit = self.config.max_body_bytes;
+        axum::body::to_bytes(body, limit).await.map_err(|_| {
+            let detail = format!("the request body is larger than {limit} bytes");
+            Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "BODY_TOO_LARGE", detail)
+        })
+    }
+
+    /// Checks a send; returns the request and the message it makes.
+    async fn check(
+        &self,
+        app: &str,
+        headers: &HeaderMap,
+        body: axum::body::Body,
+    ) -> Result<(send::SendRequest, herald_proto::Message), Problem> {
+        let app = self.authorize(headers, app)?;
+        let body = self.body(body).await?;
+        let request = send::parse(&body, &self.config.limits)?;
+        let now = self.shared.clock.now();
+        let id = message_id(self.shared.node, now.0, &self.shared.message_sequence);
+        let message = request.message(app, id, now, &self.config.limits)?;
+        Ok((request, message))
+    }
+}
+
+async fn send_message(
+    State(api): State<Arc<Api>>,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    match send_checked(&api, &app, &headers, body).await {
+        Ok(response) => response,
+        Err(problem) => problem.into_response(),
+    }
+}
+
+async fn send_checked(
+    api: &Api,
+    app: &str,
+    headers: &HeaderMap,
+    body: axum::body::Body,
+) -> Result<Response, Problem> {
+    let (request, message) = api.check(app, headers, body).await?;
+    let Some((id, answered)) = api.shared.api.begin(api.config.max_in_flight) else {
+        let problem =
+            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "SERVER_BUSY", "too many sends in flight");
+        return Err(Problem { retry_after: Some(1), ..problem });
+    };
+    let message_id = message.id;
+    let push = Push {
+        request: id,
+        message: Arc::new(message),
+        devices: request.devices.clone(),
+        store_offline: request.ttl_seconds > 0,
+    };
+    let deadline = tokio::time::Instant::now() + api.config.timeout;
+    let sent = tokio::time::timeout_at(deadline, api.shared.uplink.send(Uplink::Push(push))).await;
+    if !matches!(sent, Ok(Ok(()))) {
+        api.shared.api.forget(id);
+        return Err(Problem::unavailable("the router link is not taking sends; retry"));
+    }
+    let reply = match tokio::time::timeout_at(deadline, answered).await {
+        Ok(Ok(reply)) => reply,
+        _ => {
+            api.shared.api.forget(id);
+            return Err(Problem::unavailable(
+                "no router answered in time; the send may or may not have gone out",
+            ));
+        }
+    };
+    let outcomes = match reply {
+        Downlink::Pushed { result: Ok(outcomes), .. } if outcomes.len() == request.devices.len() => outcomes,
+        Downlink::Pushed { result: Err(code), .. } => {
+            let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            let problem = Problem::new(
+                status,
+                "UNAVAILABLE",
+                format!("the router refused the send: {}", code.as_str()),
+            );
+            return Err(Problem { retry_after: Some(1), ..problem });
+        }
+        _ => return Err(Problem::unavailable("the router's answer did not match the send")),
+    };
+    let count = |want: PushOutcome| outcomes.iter().filter(|o| **o == want).count();
+    let unreachable: Vec<&str> = request
+        .devices
+        .iter()
+        .zip(&outcomes)
+        .filter(|(_, o)| **o == PushOutcome::Unreachable)
+        .map(|(d, _)| d.as_str())
+        .collect();
+    let body = json!({
+        "message_id": message_id.to_string(),
+        "status": "accepted",
+        "audience_estimate": request.devices.len(),
+        "devices": {
+            "online": count(PushOutcome::Online),
+            "stored": count(PushOutcome::Stored),
+            "unreachable": unreachable.len(),
+        },
+        "unreachable": unreachable,
+    });
+    let location = format!("/v1/apps/{app}/messages/{message_id}");
+    let mut response = json_response(StatusCode::ACCEPTED, &body);
+    if let Ok(location) = header::HeaderValue::try_from(location) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+async fn validate_message(
+    State(api): State<Arc<Api>>,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    match api.check(&app, &headers, body).await {
+        Ok((request, message)) => {
+            let body = json!({
+                "valid": true,
+                "audience_estimate": request.devices.len(),
+                "payload_bytes": message.payload.len(),
+            });
+            json_response(StatusCode::OK, &body)
+        }
+        Err(problem) => problem.into_response(),
+    }
+}
+
+fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}

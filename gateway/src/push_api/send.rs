@@ -1,0 +1,324 @@
+//! `POST /v1/apps/{app}/messages`: the request, checked field by field with
+//! a JSON pointer for each mistake, and the envelope a device receives.
+//! Pure: no I/O, the caller passes the time and the message id in.
+
+use super::problem::Problem;
+use axum::http::StatusCode;
+use bytes::Bytes;
+use herald_core::{AppId, ClientId, MessageId, QoS, Topic, UnixMillis};
+use herald_proto::{Message, MessageProperties};
+use serde_json::{Map, Value, json};
+
+/// Limits of one send (documented in `docs/push-api.md`).
+#[derive(Debug, Clone)]
+pub struct SendLimits {
+    /// Device ids per audience.
+    pub max_devices: usize,
+    /// Bytes of the envelope a device receives.
+    pub max_payload: usize,
+    /// The longest ttl, in seconds.
+    pub max_ttl_seconds: u32,
+}
+
+impl Default for SendLimits {
+    fn default() -> Self {
+        SendLimits { max_devices: 1000, max_payload: 4096, max_ttl_seconds: 30 * 24 * 3600 }
+    }
+}
+
+/// The ttl when none is given: one day.
+const DEFAULT_TTL_SECONDS: u32 = 24 * 3600;
+
+/// A checked send request.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct SendRequest {
+    /// The devices, each once, in the order first given.
+    pub(super) devices: Vec<ClientId>,
+    /// `content.notification`, if given.
+    pub notification: Option<Map<String, Value>>,
+    /// `content.data`, if given.
+    pub data: Option<Map<String, Value>>,
+    /// Seconds an offline device may still get it; 0: online devices only.
+    pub ttl_seconds: u32,
+    /// The QoS of the delivery.
+    pub qos: QoS,
+    /// `normal` or `high`, passed to the device.
+    pub priority: &'static str,
+}
+
+/// Parses and checks a request body.
+pub(super) fn parse(body: &[u8], limits: &SendLimits) -> Result<SendRequest, Problem> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        Problem::new(StatusCode::BAD_REQUEST, "INVALID_JSON", format!("the body is not JSON: {e}"))
+    })?;
+    let root = object(&value, "")?;
+    only(root, "", &["audience", "content", "options"])?;
+    let devices = audience(root.get("audience").ok_or_else(|| missing("/audience"))?, limits)?;
+    let content = object(root.get("content").ok_or_else(|| missing("/content"))?, "/content")?;
+    only(content, "/content", &["notification", "data"])?;
+    let notification = content.get("notification").map(notification).transpose()?;
+    let data = content.get("data").map(|d| object(d, "/content/data").cloned()).transpose()?;
+    if notification.is_none() && data.is_none() {
+        return Err(Problem::field("/content", "CONTENT_EMPTY", "give a notification, data, or both"));
+    }
+    let mut request = SendRequest {
+        devices,
+        notification,
+        data,
+        ttl_seconds: DEFAULT_TTL_SECONDS,
+        qos: QoS::AtLeastOnce,
+        priority: "normal",
+    };
+    if let Some(options) = root.get("options") {
+        let options = object(options, "/options")?;
+        only(options, "/options", &["ttl", "qos", "priority"])?;
+        if let Some(ttl) = options.get("ttl") {
+            let ttl = ttl
+                .as_u64()
+                .ok_or_else(|| Problem::shape("/options/ttl", "ttl is whole seconds, 0 or more"))?;
+            if ttl > u64::from(limits.max_ttl_seconds) {
+                let detail = format!("ttl is at most {} seconds", limits.max_ttl_seconds);
+                return Err(Problem::field("/options/ttl", "TTL_OUT_OF_RANGE", detail));
+            }
+            request.ttl_seconds = ttl as u32;
+        }
+        if let Some(qos) = options.get("qos") {
+            request.qos = qos
+                .as_u64()
+                .and_then(|q| u8::try_from(q).ok())
+                .and_then(QoS::from_u8)
+                .ok_or_else(|| Problem::field("/options/qos", "QOS_INVALID", "qos is 0, 1 or 2"))?;
+        }
+        if let Some(priority) = options.get("priority") {
+            request.priority = match priority.as_str() {
+                Some("normal") => "normal",
+                Some("high") => "high",
+                _ => {
+                    return Err(Problem::field(
+                        "/options/priority",
+                        "PRIORITY_INVALID",
+                        "priority is normal or high",
+                    ));
+                }
+            };
+        }
+    }
+    Ok(request)
+}
+
+impl SendRequest {
+    /// Returns the message every device gets a copy of (each on its own
+    /// per-device topic): a JSON envelope with the message id, which also
+    /// rides in the v5 user property `message-id`.
+    pub(super) fn message(
+        &self,
+        app: AppId,
+        id: MessageId,
+        now: UnixMillis,
+        limits: &SendLimits,
+    ) -> Result<Message, Problem> {
+        let mut envelope =
+            json!({ "id": id.to_string(), "sent_at": now.rfc3339(), "priority": self.priority });
+        if let Some(notification) = &self.notification {
+            envelope["notification"] = Value::Object(notification.clone());
+        }
+        if let Some(data) = &self.data {
+            envelope["data"] = Value::Object(data.clone());
+        }
+        let payload = envelope.to_string();
+        if payload.len() > limits.max_payload {
+            let detail = format!(
+                "the message is {} bytes as delivered; at most {} are allowed",
+                payload.len(),
+                limits.max_payload
+            );
+            return Err(Problem::field("/content", "PAYLOAD_TOO_LARGE", detail));
+        }
+        Ok(Message {
+            id,
+            app,
+            topic: Topic::new("$push").expect("a valid topic name"),
+            payload: Bytes::from(payload),
+            qos: self.qos,
+            retain: false,
+            created_at: now,
+            expires_at: (self.ttl_seconds > 0).then(|| now.plus_seconds(self.ttl_seconds)),
+            origin: None,
+            properties: Some(Box::new(MessageProperties {
+                payload_format: Some(1),
+                content_type: Some("application/json".into()),
+                user_properties: vec![("message-id".into(), id.to_string().into())],
+                ..MessageProperties::default()
+            })),
+        })
+    }
+}
+
+fn missing(pointer: &str) -> Problem {
+    Problem::shape(pointer, format!("{pointer} is required"))
+}
+
+fn object<'a>(value: &'a Value, pointer: &str) -> Result<&'a Map<String, Value>, Problem> {
+    value.as_object().ok_or_else(|| Problem::shape(pointer, format!("{} must be an object", at(pointer))))
+}
+
+fn at(pointer: &str) -> &str {
+    if pointer.is_empty() { "the body" } else { pointer }
+}
+
+/// Refuses fields the API does not know: a misspelt option must not be
+/// ignored silently.
+fn only(map: &Map<String, Value>, pointer: &str, known: &[&str]) -> Result<(), Problem> {
+    match map.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(key) => Err(Problem::shape(
+            format!("{pointer}/{key}"),
+            format!("unknown field {key:?} in {}; known: {}", at(pointer), known.join(", ")),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn audience(value: &Value, limits: &SendLimits) -> Result<Vec<ClientId>, Problem> {
+    let audience = object(value, "/audience")?;
+    only(audience, "/audience", &["device_ids"])?;
+    let ids = audience.get("device_ids").ok_or_else(|| {
+        Problem::shape("/audience", "give the audience as device_ids (the only audience this version serves)")
+    })?;
+    let ids = ids
+        .as_array()
+        .ok_or_else(|| Problem::shape("/audience/device_ids", "device_ids must be an array of strings"))?;
+    if ids.is_empty() {
+        return Err(Problem::field("/audience/device_ids", "AUDIENCE_EMPTY", "device_ids names no device"));
+    }
+    if ids.len() > limits.max_devices {
+        let detail = format!("{} device ids; at most {} are allowed", ids.len(), limits.max_devices);
+        return Err(Problem::field("/audience/device_ids", "AUDIENCE_TOO_LARGE", detail));
+    }
+    let mut devices: Vec<ClientId> = Vec::with_capacity(ids.len());
+    let mut seen = std::collections::HashSet::with_capacity(ids.len());
+    for (i, id) in ids.iter().enumerate() {
+        let pointer = format!("/audience/device_ids/{i}");
+        let text = id.as_str().ok_or_else(|| Problem::shape(&pointer, "a device id is a string"))?;
+        let device =
+            ClientId::new(text).map_err(|e| Problem::field(&pointer, "DEVICE_ID_INVALID", e.to_string()))?;
+        if seen.insert(device.clone()) {
+            devices.push(device);
+        }
+    }
+    Ok(devices)
+}
+
+fn notification(value: &Value) -> Result<Map<String, Value>, Problem> {
+    let map = object(value, "/content/notification")?;
+    only(map, "/content/notification", &["title", "body", "image", "sound", "badge", "click_url"])?;
+    for (key, value) in map {
+        let ok = match key.as_str() {
+            "badge" => value.as_u64().is_some(),
+            _ => value.is_string(),
+        };
+        if !ok {
+            let kind = if key == "badge" { "a whole number" } else { "a string" };
+            return Err(Problem::shape(format!("/content/notification/{key}"), format!("{key} is {kind}")));
+        }
+    }
+    if !map.contains_key("title") && !map.contains_key("body") {
+        return Err(Problem::field(
+            "/content/notification",
+            "NOTIFICATION_EMPTY",
+            "give a title, a body, or both",
+        ));
+    }
+    Ok(map.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(body: &str) -> Result<SendRequest, Problem> {
+        parse(body.as_bytes(), &SendLimits::default())
+    }
+
+    fn refused(body: &str) -> (u16, &'static str, Option<String>) {
+        let problem = check(body).expect_err("refused");
+        (problem.status.as_u16(), problem.code, problem.pointer)
+    }
+
+    #[test]
+    fn a_send_to_devices_is_read_with_defaults() {
+        let request =
+            check(r#"{"audience":{"device_ids":["a","b","a"]},"content":{"data":{"k":1}}}"#).expect("valid");
+        assert_eq!(request.devices, [ClientId::new("a").expect("id"), ClientId::new("b").expect("id")]);
+        assert_eq!(
+            (request.ttl_seconds, request.qos, request.priority),
+            (86_400, QoS::AtLeastOnce, "normal")
+        );
+        let message = request
+            .message(AppId::new("shop").expect("app"), MessageId(7), UnixMillis(1000), &SendLimits::default())
+            .expect("fits");
+        let envelope: Value = serde_json::from_slice(&message.payload).expect("JSON");
+        assert_eq!(envelope["id"], MessageId(7).to_string());
+        assert_eq!(envelope["data"]["k"], 1);
+        assert_eq!(message.expires_at, Some(UnixMillis(1000 + 86_400_000)));
+    }
+
+    #[test]
+    fn each_mistake_names_its_field() {
+        let cases = [
+            ("{", (400, "INVALID_JSON", None)),
+            ("[]", (400, "INVALID_ARGUMENT", Some(""))),
+            (
+                r#"{"audience":{"device_ids":["a"]},"content":{"data":{}},"extra":1}"#,
+                (400, "INVALID_ARGUMENT", Some("/extra")),
+            ),
+            (r#"{"content":{"data":{}}}"#, (400, "INVALID_ARGUMENT", Some("/audience"))),
+            (
+                r#"{"audience":{"device_ids":[]},"content":{"data":{}}}"#,
+                (422, "AUDIENCE_EMPTY", Some("/audience/device_ids")),
+            ),
+            (
+                r#"{"audience":{"device_ids":["a","b/c"]},"content":{"data":{}}}"#,
+                (422, "DEVICE_ID_INVALID", Some("/audience/device_ids/1")),
+            ),
+            (
+                r#"{"audience":{"device_ids":["a",7]},"content":{"data":{}}}"#,
+                (400, "INVALID_ARGUMENT", Some("/audience/device_ids/1")),
+            ),
+            (r#"{"audience":{"device_ids":["a"]},"content":{}}"#, (422, "CONTENT_EMPTY", Some("/content"))),
+            (
+                r#"{"audience":{"device_ids":["a"]},"content":{"notification":{"title":3}}}"#,
+                (400, "INVALID_ARGUMENT", Some("/content/notification/title")),
+            ),
+            (
+                r#"{"audience":{"device_ids":["a"]},"content":{"data":{}},"options":{"ttl":2592001}}"#,
+                (422, "TTL_OUT_OF_RANGE", Some("/options/ttl")),
+            ),
+            (
+                r#"{"audience":{"device_ids":["a"]},"content":{"data":{}},"options":{"qos":3}}"#,
+                (422, "QOS_INVALID", Some("/options/qos")),
+            ),
+            (
+                r#"{"audience":{"device_ids":["a"]},"content":{"data":{}},"options":{"colapse":"x"}}"#,
+                (400, "INVALID_ARGUMENT", Some("/options/colapse")),
+            ),
+        ];
+        for (body, (status, code, pointer)) in cases {
+            assert_eq!(refused(body), (status, code, pointer.map(str::to_owned)), "{body}");
+        }
+        let many: Vec<String> = (0..1001).map(|i| format!("\"d{i}\"")).collect();
+        let body =
+            format!(r#"{{"audience":{{"device_ids":[{}]}},"content":{{"data":{{}}}}}}"#, many.join(","));
+        assert_eq!(refused(&body).1, "AUDIENCE_TOO_LARGE");
+    }
+
+    #[test]
+    fn an_envelope_over_the_payload_limit_is_refused() {
+        let big = "x".repeat(5000);
+        let request =
+            check(&format!(r#"{{"audience":{{"device_ids":["a"]}},"content":{{"data":{{"k":"{big}"}}}}}}"#))
+                .expect("valid shape");
+        let result =
+            request.message(AppId::default_app(), MessageId(1), UnixMillis(0), &SendLimits::default());
+        assert_eq!(result.expect_err("too large").code, "PAYLOAD_TOO_LARGE");
+    }
+}

@@ -1,0 +1,172 @@
+//! The push API end to end: an HTTP client sends, paho devices receive on
+//! their per-device topics, online and offline; bad requests get problems
+//! and send nothing.
+
+use crate::push_client::{Body, Device, call, push_address};
+use crate::support::Broker;
+use serde_json::json;
+use std::net::SocketAddr;
+
+const SHOP_KEY: &str = "shop-key-0123456789abcdef";
+const OTHER_KEY: &str = "other-key-0123456789abcdef";
+
+/// A broker with two apps (a user and a key each) and the push API on.
+fn broker(dir: &tempfile::TempDir) -> (Broker, SocketAddr) {
+    let config = format!(
+        "[auth]\nallow_anonymous = false\n\
+         [auth.users.shop-device]\npassword = \"pw\"\napp = \"shop\"\n\
+         [auth.users.other-device]\npassword = \"pw\"\napp = \"other\"\n\
+         [push.apps.shop]\napi_keys = [\"{SHOP_KEY}\"]\n\
+         [push.apps.other]\napi_keys = [\"{OTHER_KEY}\"]\n"
+    );
+    let path = dir.path().join("herald.toml");
+    std::fs::write(&path, config).expect("write the config");
+    let broker = Broker::start_with(
+        &["--config", path.to_str().expect("utf-8")],
+        &[("HERALD_PUSH_HTTP", "127.0.0.1:0")],
+    );
+    let http = push_address(|| broker.log());
+    (broker, http)
+}
+
+fn send(http: SocketAddr, key: &str, body: &serde_json::Value) -> crate::push_client::Reply {
+    call(http, "POST", "/v1/apps/shop/messages", Some(key), Body::Json(body))
+}
+
+#[test]
+fn devices_get_pushes_online_and_after_reconnecting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (broker, http) = broker(&dir);
+    let mqtt = broker.addr();
+    // dev2 has a persistent session subscribed to its topic, then leaves.
+    let offline = ["--clean", "0", "--expiry", "300", "--subscribe", "$push/dev2"];
+    assert_eq!(Device::start(mqtt, "dev2", "shop-device", &offline).finish(), []);
+    // dev1 is online; a device of another app has the same client id.
+    let online = Device::start(
+        mqtt,
+        "dev1",
+        "shop-device",
+        &["--subscribe", "$push/dev1", "--expect", "1", "--settle", "1"],
+    );
+    let stranger =
+        Device::start(mqtt, "dev1", "other-device", &["--subscribe", "$push/dev1", "--settle", "2"]);
+
+    let body = json!({
+        "audience": {"device_ids": ["dev1", "dev2", "dev3"]},
+        "content": {"notification": {"title": "Hi", "body": "Sale"}, "data": {"order": 42}},
+        "options": {"ttl": 600, "qos": 1}
+    });
+    let reply = send(http, SHOP_KEY, &body);
+    assert_eq!(reply.status, 202, "{reply:?}");
+    assert_eq!(reply.content_type, "application/json");
+    let id = reply.body["message_id"].as_str().expect("a message id").to_owned();
+    assert_eq!(reply.location, format!("/v1/apps/shop/messages/{id}"));
+    assert_eq!(reply.body["audience_estimate"], 3);
+    assert_eq!(reply.body["devices"], json!({"online": 1, "stored": 1, "unreachable": 1}));
+    assert_eq!(reply.body["unreachable"], json!(["dev3"]));
+
+    let got = online.finish();
+    assert_eq!(got.len(), 1, "exactly once: {got:?}");
+    assert_eq!(
+        (got[0].topic.as_str(), got[0].qos, got[0].message_id.as_str()),
+        ("$push/dev1", 1, id.as_str())
+    );
+    assert_eq!(got[0].envelope["id"], id.as_str());
+    assert_eq!(got[0].envelope["notification"], json!({"title": "Hi", "body": "Sale"}));
+    assert_eq!(got[0].envelope["data"], json!({"order": 42}));
+    assert_eq!(stranger.finish(), [], "another app's device with the same id gets nothing");
+
+    // dev2 comes back and gets what was stored for it.
+    let back =
+        Device::start(mqtt, "dev2", "shop-device", &["--clean", "0", "--expiry", "300", "--expect", "1"]);
+    let got = back.finish();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!((got[0].topic.as_str(), got[0].message_id.as_str()), ("$push/dev2", id.as_str()));
+}
+
+#[test]
+fn a_device_may_subscribe_only_to_its_own_topic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (broker, _) = broker(&dir);
+    for filter in ["$push/dev2", "$push/+", "$push/#", "$share/g/$push/dev1"] {
+        let device = Device::start(broker.addr(), "dev1", "shop-device", &["--subscribe", filter]);
+        assert_eq!(device.granted(), Some(0x87), "{filter}: not authorized");
+    }
+    let own = Device::start(broker.addr(), "dev1", "shop-device", &["--subscribe", "$push/dev1"]);
+    assert_eq!(own.granted(), Some(1));
+}
+
+#[test]
+fn bad_requests_get_a_problem_and_send_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (broker, http) = broker(&dir);
+    let device =
+        Device::start(broker.addr(), "dev1", "shop-device", &["--subscribe", "$push/dev1", "--settle", "2"]);
+    let good = json!({"audience": {"device_ids": ["dev1"]}, "content": {"data": {"k": 1}}});
+    let path = "/v1/apps/shop/messages";
+    let cases: Vec<(&str, crate::push_client::Reply, u16, &str, Option<&str>)> = vec![
+        ("no key", call(http, "POST", path, None, Body::Json(&good)), 401, "UNAUTHENTICATED", None),
+        (
+            "wrong key",
+            call(http, "POST", path, Some("not-a-key-at-all-00"), Body::Json(&good)),
+            401,
+            "UNAUTHENTICATED",
+            None,
+        ),
+        ("another app's key", send(http, OTHER_KEY, &good), 403, "FORBIDDEN", None),
+        (
+            "not JSON",
+            call(http, "POST", path, Some(SHOP_KEY), Body::Text("{\"audience\":")),
+            400,
+            "INVALID_JSON",
+            None,
+        ),
+        (
+            "unknown field",
+            send(
+                http,
+                SHOP_KEY,
+                &json!({"audience": {"device_ids": ["dev1"]}, "content": {"data": {}}, "colapse": 1}),
+            ),
+            400,
+            "INVALID_ARGUMENT",
+            Some("/colapse"),
+        ),
+        (
+            "empty audience",
+            send(http, SHOP_KEY, &json!({"audience": {"device_ids": []}, "content": {"data": {}}})),
+            422,
+            "AUDIENCE_EMPTY",
+            Some("/audience/device_ids"),
+        ),
+        (
+            "bad device id",
+            send(
+                http,
+                SHOP_KEY,
+                &json!({"audience": {"device_ids": ["dev1", "a/b"]}, "content": {"data": {}}}),
+            ),
+            422,
+            "DEVICE_ID_INVALID",
+            Some("/audience/device_ids/1"),
+        ),
+        (
+            "oversize body",
+            call(http, "POST", path, Some(SHOP_KEY), Body::Bytes(70_000)),
+            413,
+            "BODY_TOO_LARGE",
+            None,
+        ),
+    ];
+    for (what, reply, status, code, pointer) in cases {
+        assert_eq!(reply.status, status, "{what}: {reply:?}");
+        assert_eq!(reply.content_type, "application/problem+json", "{what}");
+        assert_eq!(reply.body["code"], code, "{what}: {reply:?}");
+        assert_eq!(reply.body["status"], status, "{what}");
+        assert_eq!(reply.body["errors"][0]["pointer"].as_str(), pointer, "{what}: {reply:?}");
+    }
+    // Validation does everything but send.
+    let checked = call(http, "POST", "/v1/apps/shop/messages/validate", Some(SHOP_KEY), Body::Json(&good));
+    assert_eq!((checked.status, &checked.body["valid"]), (200, &json!(true)), "{checked:?}");
+    assert_eq!(device.finish(), [], "nothing was sent");
+}
