@@ -15,6 +15,7 @@
 //! `ids.rs`, `error_code.rs`.
 
 mod clock;
+pub mod directory;
 mod error_code;
 mod ids;
 mod qos;

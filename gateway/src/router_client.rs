@@ -338,8 +338,11 @@ fn opening_items(
     let shared = resync.0.upgrade();
     let gone = |item: &Uplink| match item {
         Uplink::Release(_) => false,
-        // A push-API send is asked again while its caller still waits.
-        Uplink::Push(push) => shared.as_ref().is_none_or(|s| !s.api.is_waiting(push.request)),
+        // A push-API request is asked again while its caller still waits.
+        Uplink::Push(_) | Uplink::Directory { .. } => {
+            let request = item.request().unwrap_or_default();
+            shared.as_ref().is_none_or(|s| !s.api.is_waiting(request))
+        }
         _ => {
             let connection = item.request().map(|request| request >> crate::registry::REQUEST_SEQ_BITS);
             connection.is_some_and(|id| shared.as_ref().is_some_and(|s| s.connections.get(id).is_none()))

@@ -813,6 +813,7 @@ impl Session {
             | Downlink::DeliverShared { .. }
             | Downlink::Handover { .. }
             | Downlink::Pushed { .. }
+            | Downlink::DirectoryDone { .. }
             | Downlink::Released { .. } => return,
         };
         let Some(pending) = self.awaiting_router.iter_mut().find(|p| p.request == request) else { return };

@@ -9,6 +9,7 @@
 
 use crate::Message;
 use crate::seam::{QueuedMessage, Subscription, Will};
+use herald_core::directory::DeviceEntry;
 use herald_core::{AppId, Epoch, NodeId, QoS, SessionKey, TopicFilter, UnixMillis};
 use std::sync::Arc;
 
@@ -46,6 +47,19 @@ pub enum Fact {
     GatewayLinked(NodeId),
     /// A gateway's lease ended without it coming back.
     GatewayGone(NodeId),
+    /// A device's directory entry, replacing any earlier one.
+    DevicePut(Box<DirectoryDevice>),
+    /// A device left its app's directory.
+    DeviceRemoved(SessionKey),
+}
+
+/// One device of an app's directory (keyed like its session).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryDevice {
+    /// The app and the device's client id.
+    pub device: SessionKey,
+    /// Its alias and tags.
+    pub entry: DeviceEntry,
 }
 
 /// One session a queued message is appended for.
@@ -117,4 +131,6 @@ pub struct DurableImage {
     pub groups: Vec<GroupQueue>,
     /// Gateways linked and not gone.
     pub gateways: Vec<NodeId>,
+    /// Every app's device directory.
+    pub devices: Vec<DirectoryDevice>,
 }

@@ -18,6 +18,7 @@
 pub mod grpc;
 pub mod journal;
 mod message;
+mod push;
 pub mod seam;
 
 pub use message::{Message, MessageProperties};

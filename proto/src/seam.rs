@@ -26,7 +26,11 @@
 //!   for any gateway gone.
 
 use crate::Message;
-use herald_core::{AppId, ClientId, Epoch, ErrorCode, NodeId, QoS, SessionKey, TopicFilter};
+use herald_core::{AppId, Epoch, ErrorCode, NodeId, QoS, SessionKey, TopicFilter};
+
+pub use crate::push::{
+    Audience, DeviceView, DirectoryAnswer, DirectoryOp, Push, PushOutcome, PushReport, TagChange,
+};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -183,34 +187,6 @@ pub struct Publish {
     pub message: Arc<Message>,
 }
 
-/// A push-API send to devices by client id. The router finds each device
-/// through the session registry (no route entry) and gives it its own copy
-/// on its per-device topic (`$push/{client id}`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Push {
-    /// Correlates the `Pushed` reply.
-    pub request: RequestId,
-    /// The message; each device's copy gets its per-device topic.
-    pub message: Arc<Message>,
-    /// The devices (client ids of the message's app), each once.
-    pub devices: Vec<ClientId>,
-    /// Queue it for offline persistent sessions (false: ttl 0, online only).
-    pub store_offline: bool,
-}
-
-/// What a push did for one device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PushOutcome {
-    /// The device is online: its copy went to the gateway holding it.
-    Online,
-    /// The device is offline with a persistent session subscribed to its
-    /// per-device topic: its copy is queued (and durable).
-    Stored,
-    /// Neither: no session, a session not subscribed, a full queue, or an
-    /// online-only message for an offline device.
-    Unreachable,
-}
-
 /// An item on a gateway's uplink.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Uplink {
@@ -270,8 +246,17 @@ pub enum Uplink {
         /// Whether this is the end of the list.
         last: bool,
     },
-    /// A push-API send to devices.
+    /// A push-API send.
     Push(Push),
+    /// A push-API request on an app's device directory.
+    Directory {
+        /// Correlates the `DirectoryDone` reply.
+        request: RequestId,
+        /// The app.
+        app: AppId,
+        /// What to do.
+        op: DirectoryOp,
+    },
     /// Deliveries that reached a connection after it sent its `Release`
     /// but before the `Released` reply: routed while the session was
     /// online, so the router did not queue them. They join the session's
@@ -296,6 +281,7 @@ impl Uplink {
             | Uplink::Unsubscribe { request, .. } => Some(*request),
             Uplink::Publish(publish) => publish.request,
             Uplink::Push(push) => Some(push.request),
+            Uplink::Directory { request, .. } => Some(*request),
             Uplink::Routes { .. }
             | Uplink::Reattach { .. }
             | Uplink::Redispatch { .. }
@@ -344,13 +330,19 @@ pub enum Downlink {
         /// Whether any subscriber matched; or why it was refused.
         result: Result<bool, ErrorCode>,
     },
-    /// The reply to a push: one outcome per device, in order; or why it was
-    /// refused.
+    /// The reply to a push: what happened per device; or why it was refused.
     Pushed {
         /// The push's request.
         request: RequestId,
-        /// The outcomes, or the refusal.
-        result: Result<Vec<PushOutcome>, ErrorCode>,
+        /// The report, or the refusal.
+        result: Result<PushReport, ErrorCode>,
+    },
+    /// The reply to a directory request.
+    DirectoryDone {
+        /// The request.
+        request: RequestId,
+        /// The answer, or why it was refused.
+        result: Result<DirectoryAnswer, ErrorCode>,
     },
     /// A message for the gateway's local subscribers: it matched at least
     /// one of the gateway's routes.
@@ -392,6 +384,7 @@ impl Downlink {
             | Downlink::Unsubscribed { request, .. }
             | Downlink::Published { request, .. }
             | Downlink::Pushed { request, .. }
+            | Downlink::DirectoryDone { request, .. }
             | Downlink::Released { request } => Some(*request),
             Downlink::Revoked { .. }
             | Downlink::Deliver(_)

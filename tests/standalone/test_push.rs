@@ -170,3 +170,88 @@ fn bad_requests_get_a_problem_and_send_nothing() {
     assert_eq!((checked.status, &checked.body["valid"]), (200, &json!(true)), "{checked:?}");
     assert_eq!(device.finish(), [], "nothing was sent");
 }
+
+#[test]
+fn the_device_directory_names_devices_by_alias_and_tag_and_survives_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (broker, http) = broker(&dir);
+    let key = Some(SHOP_KEY);
+    let device = |path: &str| format!("/v1/apps/shop/devices/{path}");
+    let phone = Device::start(
+        broker.addr(),
+        "phone",
+        "shop-device",
+        &["--subscribe", "$push/phone", "--expect", "1"],
+    );
+
+    let put = call(
+        http,
+        "PUT",
+        &device("phone"),
+        key,
+        Body::Json(&json!({"alias": "user:1", "tags": ["vip", "city:bj"]})),
+    );
+    assert_eq!(put.status, 200, "{put:?}");
+    assert_eq!(
+        put.body,
+        json!({"device_id": "phone", "alias": "user:1", "tags": ["city:bj", "vip"], "online": true, "gateway": 1})
+    );
+    let patch = json!({"tags": {"add": ["beta"], "remove": ["vip"]}});
+    let patched = call(http, "PATCH", &device("phone"), key, Body::Json(&patch));
+    assert_eq!((patched.status, &patched.body["tags"]), (200, &json!(["beta", "city:bj"])), "{patched:?}");
+    let missing = call(http, "PATCH", &device("nobody"), key, Body::Json(&patch));
+    assert_eq!((missing.status, &missing.body["code"]), (404, &json!("NOT_FOUND")));
+
+    let bulk = json!({"add": ["tablet", "phone"], "remove": ["ghost"]});
+    let tagged = call(http, "POST", "/v1/apps/shop/tags/beta/devices", key, Body::Json(&bulk));
+    assert_eq!(
+        tagged.body["results"],
+        json!([
+            {"device_id": "tablet", "op": "add", "changed": true},
+            {"device_id": "phone", "op": "add", "changed": false},
+            {"device_id": "ghost", "op": "remove", "changed": false}
+        ])
+    );
+    let count = |expr: serde_json::Value| {
+        call(http, "POST", "/v1/apps/shop/audiences/count", key, Body::Json(&json!({"tags": expr})))
+    };
+    assert_eq!(count(json!("beta")).body, json!({"estimate": 2}));
+    assert_eq!(count(json!({"and": ["beta", {"not": "city:bj"}]})).body, json!({"estimate": 1}));
+    let bad = count(json!({"and": ["beta"], "or": ["vip"]}));
+    assert_eq!((bad.status, bad.body["errors"][0]["pointer"].as_str()), (422, Some("/tags")), "{bad:?}");
+    let bad = count(json!({"or": ["beta", "Not A Tag"]}));
+    assert_eq!(
+        (bad.status, bad.body["code"].as_str(), bad.body["errors"][0]["pointer"].as_str()),
+        (422, Some("TAG_INVALID"), Some("/tags/or/1"))
+    );
+
+    let by_alias = call(http, "GET", "/v1/apps/shop/aliases/user:1", key, Body::Text(""));
+    assert_eq!(by_alias.body["devices"][0]["device_id"], "phone", "{by_alias:?}");
+
+    // A send to aliases reaches the alias's devices and names unknown aliases.
+    let body = json!({"audience": {"aliases": ["user:1", "user:404"]}, "content": {"data": {"k": "v"}}});
+    let sent = send(http, SHOP_KEY, &body);
+    assert_eq!(sent.status, 202, "{sent:?}");
+    assert_eq!(sent.body["devices"], json!({"online": 1, "stored": 0, "unreachable": 0}));
+    assert_eq!(sent.body["unknown_aliases"], json!(["user:404"]));
+    let got = phone.finish();
+    assert_eq!(
+        got.iter().map(|d| d.message_id.as_str()).collect::<Vec<_>>(),
+        [sent.body["message_id"].as_str().expect("id")]
+    );
+    let nobody =
+        send(http, SHOP_KEY, &json!({"audience": {"aliases": ["user:404"]}, "content": {"data": {}}}));
+    assert_eq!((nobody.status, &nobody.body["code"]), (422, &json!("AUDIENCE_EMPTY")));
+
+    // The directory is replicated state: it survives a restart.
+    let deleted = call(http, "DELETE", &device("tablet"), key, Body::Text(""));
+    assert_eq!(deleted.status, 204);
+    let broker = broker.restart("KILL");
+    let http = push_address(|| broker.log());
+    let after = call(http, "GET", &device("phone"), key, Body::Text(""));
+    assert_eq!(
+        (after.status, &after.body["alias"], &after.body["online"]),
+        (200, &json!("user:1"), &json!(false))
+    );
+    assert_eq!(call(http, "GET", &device("tablet"), key, Body::Text("")).status, 404);
+}

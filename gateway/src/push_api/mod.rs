@@ -8,6 +8,8 @@
 //!        202 {message_id, …}    ◀────────────── Downlink::Pushed ◀─┘
 //! ```
 
+mod devices;
+mod messages;
 mod problem;
 mod send;
 
@@ -15,14 +17,12 @@ pub use problem::Problem;
 pub use send::SendLimits;
 
 use crate::Shared;
-use crate::registry::{REQUEST_SEQ_BITS, message_id};
-use axum::extract::{Path, State};
+use crate::registry::REQUEST_SEQ_BITS;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use herald_core::AppId;
-use herald_proto::seam::{Downlink, Push, PushOutcome, RequestId, Uplink};
-use serde_json::json;
+use axum::routing::{get, post};
+use herald_core::{AppId, ErrorCode};
+use herald_proto::seam::{Downlink, RequestId, Uplink};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -142,8 +142,15 @@ pub(crate) async fn serve(
 ) {
     let api = Arc::new(Api { shared, config });
     let app = axum::Router::new()
-        .route("/v1/apps/{app}/messages", post(send_message))
-        .route("/v1/apps/{app}/messages/validate", post(validate_message))
+        .route("/v1/apps/{app}/messages", post(messages::send))
+        .route("/v1/apps/{app}/messages/validate", post(messages::validate))
+        .route(
+            "/v1/apps/{app}/devices/{device}",
+            get(devices::get).put(devices::put).patch(devices::patch).delete(devices::delete),
+        )
+        .route("/v1/apps/{app}/aliases/{alias}", get(devices::alias))
+        .route("/v1/apps/{app}/tags/{tag}/devices", post(devices::tag))
+        .route("/v1/apps/{app}/audiences/count", post(devices::count))
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint") })
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(api);
@@ -152,7 +159,8 @@ pub(crate) async fn serve(
     }
 }
 
-struct Api {
+/// What every handler shares.
+pub(crate) struct Api {
     shared: Arc<Shared>,
     config: PushApiConfig,
 }
@@ -184,6 +192,7 @@ impl Api {
         Ok(owner.clone())
     }
 
+    /// Reads the request body up to its limit.
     async fn body(&self, body: axum::body::Body) -> Result<bytes::Bytes, Problem> {
         let limit = self.config.max_body_bytes;
         axum::body::to_bytes(body, limit).await.map_err(|_| {
@@ -192,126 +201,58 @@ impl Api {
         })
     }
 
-    /// Checks a send; returns the request and the message it makes.
-    async fn check(
-        &self,
-        app: &str,
-        headers: &HeaderMap,
-        body: axum::body::Body,
-    ) -> Result<(send::SendRequest, herald_proto::Message), Problem> {
-        let app = self.authorize(headers, app)?;
-        let body = self.body(body).await?;
-        let request = send::parse(&body, &self.config.limits)?;
-        let now = self.shared.clock.now();
-        let id = message_id(self.shared.node, now.0, &self.shared.message_sequence);
-        let message = request.message(app, id, now, &self.config.limits)?;
-        Ok((request, message))
-    }
-}
-
-async fn send_message(
-    State(api): State<Arc<Api>>,
-    Path(app): Path<String>,
-    headers: HeaderMap,
-    body: axum::body::Body,
-) -> Response {
-    match send_checked(&api, &app, &headers, body).await {
-        Ok(response) => response,
-        Err(problem) => problem.into_response(),
-    }
-}
-
-async fn send_checked(
-    api: &Api,
-    app: &str,
-    headers: &HeaderMap,
-    body: axum::body::Body,
-) -> Result<Response, Problem> {
-    let (request, message) = api.check(app, headers, body).await?;
-    let Some((id, answered)) = api.shared.api.begin(api.config.max_in_flight) else {
-        let problem =
-            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "SERVER_BUSY", "too many sends in flight");
-        return Err(Problem { retry_after: Some(1), ..problem });
-    };
-    let message_id = message.id;
-    let push = Push {
-        request: id,
-        message: Arc::new(message),
-        devices: request.devices.clone(),
-        store_offline: request.ttl_seconds > 0,
-    };
-    let deadline = tokio::time::Instant::now() + api.config.timeout;
-    let sent = tokio::time::timeout_at(deadline, api.shared.uplink.send(Uplink::Push(push))).await;
-    if !matches!(sent, Ok(Ok(()))) {
-        api.shared.api.forget(id);
-        return Err(Problem::unavailable("the router link is not taking sends; retry"));
-    }
-    let reply = match tokio::time::timeout_at(deadline, answered).await {
-        Ok(Ok(reply)) => reply,
-        _ => {
-            api.shared.api.forget(id);
-            return Err(Problem::unavailable(
-                "no router answered in time; the send may or may not have gone out",
-            ));
-        }
-    };
-    let outcomes = match reply {
-        Downlink::Pushed { result: Ok(outcomes), .. } if outcomes.len() == request.devices.len() => outcomes,
-        Downlink::Pushed { result: Err(code), .. } => {
-            let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-            let problem = Problem::new(
-                status,
-                "UNAVAILABLE",
-                format!("the router refused the send: {}", code.as_str()),
-            );
+    /// Sends the uplink item `make` builds for a fresh request id, and
+    /// waits for the router's reply (admission-controlled, bounded in time).
+    async fn ask(&self, make: impl FnOnce(RequestId) -> Uplink) -> Result<Downlink, Problem> {
+        let Some((id, answered)) = self.shared.api.begin(self.config.max_in_flight) else {
+            let problem =
+                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "SERVER_BUSY", "too many requests in flight");
             return Err(Problem { retry_after: Some(1), ..problem });
+        };
+        let deadline = tokio::time::Instant::now() + self.config.timeout;
+        let sent = tokio::time::timeout_at(deadline, self.shared.uplink.send(make(id))).await;
+        if !matches!(sent, Ok(Ok(()))) {
+            self.shared.api.forget(id);
+            return Err(Problem::unavailable("the router link is not taking requests; retry"));
         }
-        _ => return Err(Problem::unavailable("the router's answer did not match the send")),
-    };
-    let count = |want: PushOutcome| outcomes.iter().filter(|o| **o == want).count();
-    let unreachable: Vec<&str> = request
-        .devices
-        .iter()
-        .zip(&outcomes)
-        .filter(|(_, o)| **o == PushOutcome::Unreachable)
-        .map(|(d, _)| d.as_str())
-        .collect();
-    let body = json!({
-        "message_id": message_id.to_string(),
-        "status": "accepted",
-        "audience_estimate": request.devices.len(),
-        "devices": {
-            "online": count(PushOutcome::Online),
-            "stored": count(PushOutcome::Stored),
-            "unreachable": unreachable.len(),
-        },
-        "unreachable": unreachable,
-    });
-    let location = format!("/v1/apps/{app}/messages/{message_id}");
-    let mut response = json_response(StatusCode::ACCEPTED, &body);
-    if let Ok(location) = header::HeaderValue::try_from(location) {
-        response.headers_mut().insert(header::LOCATION, location);
+        match tokio::time::timeout_at(deadline, answered).await {
+            Ok(Ok(reply)) => Ok(reply),
+            _ => {
+                self.shared.api.forget(id);
+                Err(Problem::unavailable(
+                    "no router answered in time; the request may or may not have been applied",
+                ))
+            }
+        }
     }
-    Ok(response)
 }
 
-async fn validate_message(
-    State(api): State<Arc<Api>>,
-    Path(app): Path<String>,
-    headers: HeaderMap,
-    body: axum::body::Body,
-) -> Response {
-    match api.check(&app, &headers, body).await {
-        Ok((request, message)) => {
-            let body = json!({
-                "valid": true,
-                "audience_estimate": request.devices.len(),
-                "payload_bytes": message.payload.len(),
-            });
-            json_response(StatusCode::OK, &body)
+/// The problem for a refusal the router answered with `code`.
+fn refused(code: ErrorCode, what: &str) -> Problem {
+    match code {
+        ErrorCode::NotFound => Problem::new(StatusCode::NOT_FOUND, "NOT_FOUND", format!("no such {what}")),
+        ErrorCode::TooLarge => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "TAG_LIMIT_EXCEEDED",
+            format!("a device has at most {} tags", herald_core::directory::MAX_TAGS_PER_DEVICE),
+        ),
+        ErrorCode::QuotaExceeded => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "ALIAS_LIMIT_EXCEEDED",
+            format!("an alias names at most {} devices", herald_core::directory::MAX_DEVICES_PER_ALIAS),
+        ),
+        code => {
+            let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            let problem =
+                Problem::new(status, "UNAVAILABLE", format!("the router refused: {}", code.as_str()));
+            Problem { retry_after: Some(1), ..problem }
         }
-        Err(problem) => problem.into_response(),
     }
+}
+
+/// Turns a handler's result into its response.
+fn respond(result: Result<Response, Problem>) -> Response {
+    result.unwrap_or_else(IntoResponse::into_response)
 }
 
 fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {

@@ -5,14 +5,16 @@
 use super::problem::Problem;
 use axum::http::StatusCode;
 use bytes::Bytes;
+use herald_core::directory::Alias;
 use herald_core::{AppId, ClientId, MessageId, QoS, Topic, UnixMillis};
+use herald_proto::seam::Audience;
 use herald_proto::{Message, MessageProperties};
 use serde_json::{Map, Value, json};
 
 /// Limits of one send (documented in `docs/push-api.md`).
 #[derive(Debug, Clone)]
 pub struct SendLimits {
-    /// Device ids per audience.
+    /// Device ids (or aliases) per audience.
     pub max_devices: usize,
     /// Bytes of the envelope a device receives.
     pub max_payload: usize,
@@ -32,8 +34,8 @@ const DEFAULT_TTL_SECONDS: u32 = 24 * 3600;
 /// A checked send request.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct SendRequest {
-    /// The devices, each once, in the order first given.
-    pub(super) devices: Vec<ClientId>,
+    /// Whom it reaches: devices or aliases, each once, in the order first given.
+    pub(super) audience: Audience,
     /// `content.notification`, if given.
     pub notification: Option<Map<String, Value>>,
     /// `content.data`, if given.
@@ -53,7 +55,7 @@ pub(super) fn parse(body: &[u8], limits: &SendLimits) -> Result<SendRequest, Pro
     })?;
     let root = object(&value, "")?;
     only(root, "", &["audience", "content", "options"])?;
-    let devices = audience(root.get("audience").ok_or_else(|| missing("/audience"))?, limits)?;
+    let audience = audience(root.get("audience").ok_or_else(|| missing("/audience"))?, limits)?;
     let content = object(root.get("content").ok_or_else(|| missing("/content"))?, "/content")?;
     only(content, "/content", &["notification", "data"])?;
     let notification = content.get("notification").map(notification).transpose()?;
@@ -62,7 +64,7 @@ pub(super) fn parse(body: &[u8], limits: &SendLimits) -> Result<SendRequest, Pro
         return Err(Problem::field("/content", "CONTENT_EMPTY", "give a notification, data, or both"));
     }
     let mut request = SendRequest {
-        devices,
+        audience,
         notification,
         data,
         ttl_seconds: DEFAULT_TTL_SECONDS,
@@ -158,7 +160,7 @@ fn missing(pointer: &str) -> Problem {
     Problem::shape(pointer, format!("{pointer} is required"))
 }
 
-fn object<'a>(value: &'a Value, pointer: &str) -> Result<&'a Map<String, Value>, Problem> {
+pub(super) fn object<'a>(value: &'a Value, pointer: &str) -> Result<&'a Map<String, Value>, Problem> {
     value.as_object().ok_or_else(|| Problem::shape(pointer, format!("{} must be an object", at(pointer))))
 }
 
@@ -168,7 +170,7 @@ fn at(pointer: &str) -> &str {
 
 /// Refuses fields the API does not know: a misspelt option must not be
 /// ignored silently.
-fn only(map: &Map<String, Value>, pointer: &str, known: &[&str]) -> Result<(), Problem> {
+pub(super) fn only(map: &Map<String, Value>, pointer: &str, known: &[&str]) -> Result<(), Problem> {
     match map.keys().find(|k| !known.contains(&k.as_str())) {
         Some(key) => Err(Problem::shape(
             format!("{pointer}/{key}"),
@@ -178,34 +180,54 @@ fn only(map: &Map<String, Value>, pointer: &str, known: &[&str]) -> Result<(), P
     }
 }
 
-fn audience(value: &Value, limits: &SendLimits) -> Result<Vec<ClientId>, Problem> {
+fn audience(value: &Value, limits: &SendLimits) -> Result<Audience, Problem> {
     let audience = object(value, "/audience")?;
-    only(audience, "/audience", &["device_ids"])?;
-    let ids = audience.get("device_ids").ok_or_else(|| {
-        Problem::shape("/audience", "give the audience as device_ids (the only audience this version serves)")
+    only(audience, "/audience", &["device_ids", "aliases"])?;
+    if audience.len() != 1 {
+        return Err(Problem::shape("/audience", "give exactly one of device_ids and aliases"));
+    }
+    if let Some(ids) = audience.get("device_ids") {
+        let ids = list(ids, "/audience/device_ids", limits.max_devices, |id| {
+            ClientId::new(id).map_err(|e| ("DEVICE_ID_INVALID", e.to_string()))
+        })?;
+        return Ok(Audience::Devices(ids));
+    }
+    let aliases = audience.get("aliases").ok_or_else(|| missing("/audience/aliases"))?;
+    let aliases = list(aliases, "/audience/aliases", limits.max_devices, |alias| {
+        Alias::new(alias).map_err(|e| ("ALIAS_INVALID", e.to_string()))
     })?;
-    let ids = ids
+    Ok(Audience::Aliases(aliases))
+}
+
+/// Reads a non-empty, bounded array of strings at `pointer`, each checked
+/// by `check`; duplicates count once.
+pub(super) fn list<T: Clone + Eq + std::hash::Hash>(
+    value: &Value,
+    pointer: &str,
+    max: usize,
+    check: impl Fn(&str) -> Result<T, (&'static str, String)>,
+) -> Result<Vec<T>, Problem> {
+    let items = value
         .as_array()
-        .ok_or_else(|| Problem::shape("/audience/device_ids", "device_ids must be an array of strings"))?;
-    if ids.is_empty() {
-        return Err(Problem::field("/audience/device_ids", "AUDIENCE_EMPTY", "device_ids names no device"));
+        .ok_or_else(|| Problem::shape(pointer, format!("{pointer} must be an array of strings")))?;
+    if items.is_empty() {
+        return Err(Problem::field(pointer, "AUDIENCE_EMPTY", format!("{pointer} names nothing")));
     }
-    if ids.len() > limits.max_devices {
-        let detail = format!("{} device ids; at most {} are allowed", ids.len(), limits.max_devices);
-        return Err(Problem::field("/audience/device_ids", "AUDIENCE_TOO_LARGE", detail));
+    if items.len() > max {
+        let detail = format!("{} entries; at most {max} are allowed", items.len());
+        return Err(Problem::field(pointer, "AUDIENCE_TOO_LARGE", detail));
     }
-    let mut devices: Vec<ClientId> = Vec::with_capacity(ids.len());
-    let mut seen = std::collections::HashSet::with_capacity(ids.len());
-    for (i, id) in ids.iter().enumerate() {
-        let pointer = format!("/audience/device_ids/{i}");
-        let text = id.as_str().ok_or_else(|| Problem::shape(&pointer, "a device id is a string"))?;
-        let device =
-            ClientId::new(text).map_err(|e| Problem::field(&pointer, "DEVICE_ID_INVALID", e.to_string()))?;
-        if seen.insert(device.clone()) {
-            devices.push(device);
+    let mut seen = std::collections::HashSet::with_capacity(items.len());
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let at = format!("{pointer}/{i}");
+        let text = item.as_str().ok_or_else(|| Problem::shape(&at, "each entry is a string"))?;
+        let checked = check(text).map_err(|(code, detail)| Problem::field(&at, code, detail))?;
+        if seen.insert(checked.clone()) {
+            out.push(checked);
         }
     }
-    Ok(devices)
+    Ok(out)
 }
 
 fn notification(value: &Value) -> Result<Map<String, Value>, Problem> {
@@ -248,7 +270,8 @@ mod tests {
     fn a_send_to_devices_is_read_with_defaults() {
         let request =
             check(r#"{"audience":{"device_ids":["a","b","a"]},"content":{"data":{"k":1}}}"#).expect("valid");
-        assert_eq!(request.devices, [ClientId::new("a").expect("id"), ClientId::new("b").expect("id")]);
+        let devices = vec![ClientId::new("a").expect("id"), ClientId::new("b").expect("id")];
+        assert_eq!(request.audience, Audience::Devices(devices));
         assert_eq!(
             (request.ttl_seconds, request.qos, request.priority),
             (86_400, QoS::AtLeastOnce, "normal")

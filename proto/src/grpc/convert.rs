@@ -2,8 +2,8 @@
 
 use super::pb;
 use crate::seam::{
-    Claim, ClaimGrant, Downlink, Progress, Publish, Push, PushOutcome, QueuedMessage, Reattach, Release,
-    RetainedLookup, Subscription, Uplink, Will,
+    Claim, ClaimGrant, Downlink, Progress, Publish, QueuedMessage, Reattach, Release, RetainedLookup,
+    Subscription, Uplink, Will,
 };
 use crate::{Message, MessageProperties};
 use herald_core::{
@@ -21,11 +21,11 @@ pub struct ConvertError {
     pub reason: &'static str,
 }
 
-pub(super) fn invalid(field: &'static str, reason: &'static str) -> ConvertError {
+pub(crate) fn invalid(field: &'static str, reason: &'static str) -> ConvertError {
     ConvertError { field, reason }
 }
 
-pub(super) fn required<T>(value: Option<T>, field: &'static str) -> Result<T, ConvertError> {
+pub(crate) fn required<T>(value: Option<T>, field: &'static str) -> Result<T, ConvertError> {
     value.ok_or(invalid(field, "missing"))
 }
 
@@ -137,7 +137,7 @@ pub fn message_from_pb(message: pb::Message) -> Result<Message, ConvertError> {
     })
 }
 
-pub(super) fn required_message(
+pub(crate) fn required_message(
     message: Option<pb::Message>,
     field: &'static str,
 ) -> Result<Arc<Message>, ConvertError> {
@@ -307,12 +307,10 @@ pub fn uplink_to_pb(item: &Uplink) -> pb::Uplink {
             from_epoch: p.from.as_ref().map(|(_, e)| epoch_to_pb(*e)),
             message: Some(message_to_pb(&p.message)),
         }),
-        Uplink::Push(p) => Item::Push(pb::Push {
-            request: p.request,
-            message: Some(message_to_pb(&p.message)),
-            devices: p.devices.iter().map(|d| d.as_str().to_owned()).collect(),
-            store_offline: p.store_offline,
-        }),
+        Uplink::Push(p) => Item::Push(super::push::push_to_pb(p)),
+        Uplink::Directory { request, app, op } => {
+            Item::Directory(super::push::directory_to_pb(*request, app, op))
+        }
     };
     pb::Uplink { item: Some(item) }
 }
@@ -410,16 +408,11 @@ pub fn uplink_from_pb(item: pb::Uplink) -> Result<Uplink, ConvertError> {
             },
             message: required_message(p.message, "publish.message")?,
         }),
-        Item::Push(p) => Uplink::Push(Push {
-            request: p.request,
-            message: required_message(p.message, "push.message")?,
-            devices: p
-                .devices
-                .into_iter()
-                .map(|d| ClientId::new(d).map_err(|_| invalid("push.devices", "invalid client id")))
-                .collect::<Result<_, _>>()?,
-            store_offline: p.store_offline,
-        }),
+        Item::Push(p) => Uplink::Push(super::push::push_from_pb(p)?),
+        Item::Directory(d) => {
+            let (request, app, op) = super::push::directory_from_pb(d)?;
+            Uplink::Directory { request, app, op }
+        }
     })
 }
 
@@ -472,12 +465,16 @@ pub fn downlink_to_pb(item: &Downlink) -> pb::Downlink {
             error: result.err().and_then(error_to_pb),
         }),
         Downlink::Pushed { request, result } => Item::Pushed(match result {
-            Ok(outcomes) => pb::Pushed {
+            Ok(report) => super::push::report_to_pb(*request, report),
+            Err(error) => pb::Pushed { request: *request, error: error_to_pb(*error), ..Default::default() },
+        }),
+        Downlink::DirectoryDone { request, result } => Item::DirectoryDone(match result {
+            Ok(answer) => pb::DirectoryDone {
                 request: *request,
-                outcomes: outcomes.iter().map(|o| outcome_to_pb(*o) as i32).collect(),
                 error: None,
+                answer: Some(super::push::answer_to_pb(answer)),
             },
-            Err(error) => pb::Pushed { request: *request, outcomes: Vec::new(), error: error_to_pb(*error) },
+            Err(error) => pb::DirectoryDone { request: *request, error: error_to_pb(*error), answer: None },
         }),
         Downlink::Deliver(message) => Item::Deliver(pb::Deliver { message: Some(message_to_pb(message)) }),
         Downlink::Released { request } => Item::Released(pb::Released { request: *request }),
@@ -545,9 +542,16 @@ pub fn downlink_from_pb(item: pb::Downlink) -> Result<Downlink, ConvertError> {
         },
         Item::Pushed(p) => Downlink::Pushed {
             request: p.request,
-            result: match p.error {
+            result: match p.error.clone() {
                 Some(error) => Err(error_from_pb(&error)),
-                None => Ok(p.outcomes.into_iter().map(outcome_from_pb).collect()),
+                None => Ok(super::push::report_from_pb(p)?),
+            },
+        },
+        Item::DirectoryDone(d) => Downlink::DirectoryDone {
+            request: d.request,
+            result: match d.error {
+                Some(error) => Err(error_from_pb(&error)),
+                None => Ok(super::push::answer_from_pb(d.answer)?),
             },
         },
         Item::Deliver(d) => Downlink::Deliver(required_message(d.message, "deliver.message")?),
@@ -563,23 +567,6 @@ pub fn downlink_from_pb(item: pb::Downlink) -> Result<Downlink, ConvertError> {
             pending: queued_list_from_pb(h.pending)?,
         },
     })
-}
-
-fn outcome_to_pb(outcome: PushOutcome) -> pb::PushOutcome {
-    match outcome {
-        PushOutcome::Online => pb::PushOutcome::Online,
-        PushOutcome::Stored => pb::PushOutcome::Stored,
-        PushOutcome::Unreachable => pb::PushOutcome::Unreachable,
-    }
-}
-
-fn outcome_from_pb(value: i32) -> PushOutcome {
-    // A value this build does not know (a newer peer) promises nothing.
-    match pb::PushOutcome::try_from(value) {
-        Ok(pb::PushOutcome::Online) => PushOutcome::Online,
-        Ok(pb::PushOutcome::Stored) => PushOutcome::Stored,
-        _ => PushOutcome::Unreachable,
-    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use super::convert::{
     will_from_pb, will_to_pb,
 };
 use super::pb;
-use crate::journal::{DurableImage, DurableSession, Fact, GroupQueue, QueueTarget};
+use crate::journal::{DirectoryDevice, DurableImage, DurableSession, Fact, GroupQueue, QueueTarget};
 use herald_core::{AppId, NodeId, TopicFilter, UnixMillis};
 use prost::Message as _;
 use std::sync::Arc;
@@ -29,6 +29,7 @@ pub fn encode_image(image: &DurableImage) -> Vec<u8> {
         sessions: image.sessions.iter().map(session_put_to_pb).collect(),
         groups: image.groups.iter().map(group_to_pb).collect(),
         gateways: image.gateways.iter().map(|g| g.0).collect(),
+        devices: image.devices.iter().map(device_to_pb).collect(),
     }
     .encode_to_vec()
 }
@@ -46,6 +47,7 @@ pub fn decode_image(bytes: &[u8]) -> Result<DurableImage, ConvertError> {
         sessions: image.sessions.into_iter().map(session_put_from_pb).collect::<Result<_, _>>()?,
         groups: image.groups.into_iter().map(group_from_pb).collect::<Result<_, _>>()?,
         gateways: image.gateways.into_iter().map(NodeId).collect(),
+        devices: image.devices.into_iter().map(device_from_pb).collect::<Result<_, _>>()?,
     })
 }
 
@@ -72,6 +74,8 @@ fn fact_to_pb(fact: &Fact) -> pb::Fact {
         }
         Fact::GatewayLinked(gateway) => Kind::GatewayLinked(gateway.0),
         Fact::GatewayGone(gateway) => Kind::GatewayGone(gateway.0),
+        Fact::DevicePut(device) => Kind::DevicePut(device_to_pb(device)),
+        Fact::DeviceRemoved(key) => Kind::DeviceRemoved(session_to_pb(key)),
     };
     pb::Fact { kind: Some(kind) }
 }
@@ -105,7 +109,22 @@ fn fact_from_pb(fact: pb::Fact) -> Result<Fact, ConvertError> {
         },
         Kind::GatewayLinked(gateway) => Fact::GatewayLinked(NodeId(gateway)),
         Kind::GatewayGone(gateway) => Fact::GatewayGone(NodeId(gateway)),
+        Kind::DevicePut(device) => Fact::DevicePut(Box::new(device_from_pb(device)?)),
+        Kind::DeviceRemoved(key) => Fact::DeviceRemoved(session_from_pb(Some(key), "fact.device_removed")?),
     })
+}
+
+fn device_to_pb(d: &DirectoryDevice) -> pb::DirectoryDevice {
+    pb::DirectoryDevice {
+        app: d.device.app.to_string(),
+        device: d.device.client.to_string(),
+        entry: Some(super::push::entry_to_pb(&d.entry)),
+    }
+}
+
+fn device_from_pb(d: pb::DirectoryDevice) -> Result<DirectoryDevice, ConvertError> {
+    let key = session_from_pb(Some(pb::SessionKey { app: d.app, client: d.device }), "directory_device")?;
+    Ok(DirectoryDevice { device: key, entry: super::push::entry_from_pb(d.entry, "directory_device.entry")? })
 }
 
 fn session_put_to_pb(s: &DurableSession) -> pb::DurableSession {
@@ -219,6 +238,15 @@ mod tests {
         }
     }
 
+    fn device() -> DirectoryDevice {
+        use herald_core::directory::{Alias, DeviceEntry, Tag};
+        let tags = ["city:bj", "vip"].into_iter().map(|t| Tag::new(t).expect("tag")).collect();
+        DirectoryDevice {
+            device: key(),
+            entry: DeviceEntry { alias: Some(Alias::new("user:42").expect("alias")), tags },
+        }
+    }
+
     #[test]
     fn every_fact_and_an_image_survive_their_encoding() {
         let group = GroupQueue {
@@ -242,6 +270,8 @@ mod tests {
             Fact::QueueDropped { session: key(), count: 3 },
             Fact::GatewayLinked(NodeId(4)),
             Fact::GatewayGone(NodeId(4)),
+            Fact::DevicePut(Box::new(device())),
+            Fact::DeviceRemoved(key()),
         ];
         assert_eq!(decode(&encode(&facts)).expect("decodes"), facts);
         let image = DurableImage {
@@ -249,6 +279,7 @@ mod tests {
             sessions: vec![session()],
             groups: vec![group],
             gateways: vec![NodeId(2), NodeId(3)],
+            devices: vec![device()],
         };
         assert_eq!(decode_image(&encode_image(&image)).expect("decodes"), image);
         let with_epoch = vec![Fact::SessionPut(Box::new(DurableSession {

@@ -4,9 +4,10 @@
 //! a state, after a restart.
 
 use super::RouterState;
+use herald_core::directory::DeviceEntry;
 use herald_core::{AppId, NodeId, SessionKey, Topic, TopicFilter, UnixMillis};
 use herald_proto::Message;
-use herald_proto::journal::{DurableImage, DurableSession, Fact, GroupQueue};
+use herald_proto::journal::{DirectoryDevice, DurableImage, DurableSession, Fact, GroupQueue};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
@@ -18,6 +19,7 @@ pub struct DurableState {
     sessions: HashMap<SessionKey, DurableSession>,
     groups: HashMap<(AppId, TopicFilter), Vec<Arc<Message>>>,
     gateways: BTreeSet<NodeId>,
+    devices: HashMap<SessionKey, DeviceEntry>,
 }
 
 impl DurableState {
@@ -34,6 +36,9 @@ impl DurableState {
             state.apply(Fact::GroupQueue(group));
         }
         state.gateways.extend(image.gateways);
+        for device in image.devices {
+            state.apply(Fact::DevicePut(Box::new(device)));
+        }
         state
     }
 
@@ -77,6 +82,12 @@ impl DurableState {
             Fact::GatewayGone(gateway) => {
                 self.gateways.remove(&gateway);
             }
+            Fact::DevicePut(device) => {
+                self.devices.insert(device.device, device.entry);
+            }
+            Fact::DeviceRemoved(key) => {
+                self.devices.remove(&key);
+            }
         }
     }
 
@@ -95,13 +106,21 @@ impl DurableState {
                 })
                 .collect(),
             gateways: self.gateways.iter().copied().collect(),
+            devices: self
+                .devices
+                .iter()
+                .map(|(device, entry)| DirectoryDevice { device: device.clone(), entry: entry.clone() })
+                .collect(),
         }
     }
 
     /// Whether it holds anything a client put there (retained messages,
-    /// persistent sessions, shared groups' queues).
+    /// persistent sessions, shared groups' queues, device directories).
     pub fn holds_data(&self) -> bool {
-        !(self.retained.is_empty() && self.sessions.is_empty() && self.groups.is_empty())
+        !(self.retained.is_empty()
+            && self.sessions.is_empty()
+            && self.groups.is_empty()
+            && self.devices.is_empty())
     }
 
     /// Returns the number of retained messages.
@@ -156,6 +175,7 @@ impl RouterState {
         for (key, record) in &self.sessions {
             image.sessions.extend(record.durable(key));
         }
+        self.image_devices(&mut image.devices);
         for (app, groups) in &self.shared {
             for filter in groups.filters() {
                 let messages = self.group_queue(app, filter);
@@ -182,6 +202,7 @@ impl RouterState {
             self.restore_group_queue(group);
         }
         self.restore_gateways(image.gateways, now);
+        self.restore_devices(image.devices);
         // Nothing to journal: all of it is durable already.
         self.journal.clear();
         self.dirty_sessions.clear();

@@ -273,7 +273,7 @@ fn a_router_that_took_over_holds_pushes_until_the_sessions_are_listed() {
     let item = Uplink::Push(herald_proto::seam::Push {
         request: PUBLISH,
         message: plain("$push", "early"),
-        devices: vec![client_id("d1")],
+        audience: herald_proto::seam::Audience::Devices(vec![client_id("d1")]),
         store_offline: true,
     });
     assert_eq!(after.apply(GW1, item, after_s(100)), [], "held: the registry is not rebuilt yet");
@@ -293,8 +293,8 @@ fn a_router_that_took_over_holds_pushes_until_the_sessions_are_listed() {
         "{effects:?}"
     );
     let outcomes = effects.iter().find_map(|(to, item)| match item {
-        Downlink::Pushed { result: Ok(outcomes), .. } if *to == GW1 => Some(outcomes.clone()),
+        Downlink::Pushed { result: Ok(report), .. } if *to == GW1 => Some(report.devices.clone()),
         _ => None,
     });
-    assert_eq!(outcomes, Some(vec![herald_proto::seam::PushOutcome::Online]));
+    assert_eq!(outcomes, Some(vec![(client_id("d1"), herald_proto::seam::PushOutcome::Online)]));
 }

@@ -3,6 +3,7 @@
 //! Inputs: uplink items from a gateway and the current time. Outputs: the
 //! downlink items to send, each addressed to a gateway. No I/O, no clock.
 
+mod directory;
 mod journal;
 mod leases;
 mod push;
@@ -151,6 +152,8 @@ pub struct RouterState {
     retained: HashMap<AppId, routing::RetainedStore>,
     /// Shared subscription groups.
     shared: HashMap<AppId, shared::SharedGroups>,
+    /// Each app's device directory (aliases and tags).
+    directories: HashMap<AppId, herald_core::directory::Directory>,
     /// Scheduled wills and expiries: `(deadline, session)`.
     timers: BTreeSet<(UnixMillis, SessionKey)>,
     /// Gateways whose link dropped, with the sessions kept for them.
@@ -266,6 +269,10 @@ impl RouterState {
                     out.push((gateway, Downlink::Published { request, result }));
                 }
             }
+            Uplink::Directory { request, app, op } => {
+                let result = self.directory(app, op);
+                out.push((gateway, Downlink::DirectoryDone { request, result }));
+            }
             Uplink::Push(push) => {
                 // Sessions are found in the registry: held, like publishes,
                 // until every gateway has listed its sessions again.
@@ -315,8 +322,8 @@ impl RouterState {
             }
             Held::Push(push) => {
                 let request = push.request;
-                let outcomes = self.push(push, now, out);
-                out.push((gateway, Downlink::Pushed { request, result: Ok(outcomes) }));
+                let report = self.push(push, now, out);
+                out.push((gateway, Downlink::Pushed { request, result: Ok(report) }));
             }
         }
     }

@@ -8,23 +8,31 @@
 //! (durable before the reply, like any queued message).
 
 use super::{Effect, RouterState};
-use herald_core::{SessionKey, Topic, UnixMillis};
+use herald_core::directory::Alias;
+use herald_core::{AppId, ClientId, SessionKey, Topic, UnixMillis};
 use herald_proto::Message;
-use herald_proto::seam::{Downlink, Push, PushOutcome};
+use herald_proto::seam::{Audience, Downlink, Push, PushOutcome, PushReport};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 impl RouterState {
-    /// Routes `push` at `now`: one outcome per device, in order.
-    pub(super) fn push(&mut self, push: Push, now: UnixMillis, out: &mut Vec<Effect>) -> Vec<PushOutcome> {
-        let Push { message, devices, store_offline, .. } = push;
+    /// Routes `push` at `now`: what happened per device, in audience order.
+    pub(super) fn push(&mut self, push: Push, now: UnixMillis, out: &mut Vec<Effect>) -> PushReport {
+        let Push { message, audience, store_offline, .. } = push;
+        let mut report = PushReport::default();
+        let devices = match audience {
+            Audience::Devices(devices) => devices,
+            Audience::Aliases(aliases) => self.alias_devices(&message.app, aliases, &mut report),
+        };
         if message.is_expired(now) {
             self.counters.dropped_expired += 1;
-            return vec![PushOutcome::Unreachable; devices.len()];
+            report.devices = devices.into_iter().map(|d| (d, PushOutcome::Unreachable)).collect();
+            return report;
         }
         self.counters.messages_routed += 1;
         // Copies share the payload; only a stored one needs it compacted.
         let template = if store_offline { Arc::new(message.compacted()) } else { message };
-        let mut outcomes = Vec::with_capacity(devices.len());
+        report.devices.reserve(devices.len());
         for device in devices {
             let copy = Arc::new(Message { topic: Topic::push(&device), ..Message::clone(&template) });
             let key = SessionKey::new(copy.app.clone(), device);
@@ -39,9 +47,29 @@ impl RouterState {
                 },
                 None => PushOutcome::Unreachable,
             };
-            outcomes.push(outcome);
+            report.devices.push((key.client, outcome));
         }
-        outcomes
+        report
+    }
+
+    /// Returns the devices `aliases` name, each once, in alias order (then
+    /// id order); aliases naming none go to `report`.
+    fn alias_devices(&self, app: &AppId, aliases: Vec<Alias>, report: &mut PushReport) -> Vec<ClientId> {
+        let mut seen = HashSet::new();
+        let mut devices = Vec::new();
+        for alias in aliases {
+            let mut any = false;
+            for device in self.directory_of(app).into_iter().flat_map(|d| d.alias(&alias)) {
+                any = true;
+                if seen.insert(device.clone()) {
+                    devices.push(device.clone());
+                }
+            }
+            if !any {
+                report.unknown_aliases.push(alias);
+            }
+        }
+        devices
     }
 
     /// Queues `copy` for the offline session `key` if its subscriptions take

@@ -2,7 +2,10 @@
 //! each device's copy on its own per-device topic.
 
 use super::*;
-use herald_proto::seam::{Push, PushOutcome};
+use herald_core::directory::{Alias, DeviceEntry, Tag, TagExpr};
+use herald_proto::seam::{
+    Audience, DeviceView, DirectoryAnswer, DirectoryOp, Push, PushOutcome, PushReport, TagChange,
+};
 
 const PUSH: u64 = 9;
 
@@ -10,7 +13,7 @@ fn push(devices: &[&str], name: &'static str, store_offline: bool) -> Uplink {
     Uplink::Push(Push {
         request: PUSH,
         message: plain("$push", name),
-        devices: devices.iter().map(|d| client_id(d)).collect(),
+        audience: Audience::Devices(devices.iter().map(|d| client_id(d)).collect()),
         store_offline,
     })
 }
@@ -22,13 +25,19 @@ fn pushed(
     item: Uplink,
     now: UnixMillis,
 ) -> (Vec<PushOutcome>, Vec<Effect>) {
+    let (report, effects) = reported(h, gateway, item, now);
+    (report.devices.into_iter().map(|(_, o)| o).collect(), effects)
+}
+
+/// Applies a push; returns its report and the other effects.
+fn reported(h: &mut Harness, gateway: NodeId, item: Uplink, now: UnixMillis) -> (PushReport, Vec<Effect>) {
     let mut effects = h.apply(gateway, item, now);
     let at = effects
         .iter()
         .position(|(to, item)| *to == gateway && matches!(item, Downlink::Pushed { request: PUSH, .. }))
         .expect("a push is answered");
     match effects.remove(at).1 {
-        Downlink::Pushed { result: Ok(outcomes), .. } => (outcomes, effects),
+        Downlink::Pushed { result: Ok(report), .. } => (report, effects),
         other => panic!("push refused: {other:?}"),
     }
 }
@@ -88,9 +97,108 @@ fn an_expired_send_reaches_nobody() {
     let mut h = Harness::new();
     h.connect(GW2, "d1", 0);
     let message = shared(Message { expires_at: Some(T0), ..message("$push", "late") });
-    let item =
-        Uplink::Push(Push { request: PUSH, message, devices: vec![client_id("d1")], store_offline: true });
+    let audience = Audience::Devices(vec![client_id("d1")]);
+    let item = Uplink::Push(Push { request: PUSH, message, audience, store_offline: true });
     let (outcomes, effects) = pushed(&mut h, GW1, item, T0);
     assert_eq!((outcomes, topics(&effects)), (vec![PushOutcome::Unreachable], vec![]));
     assert_eq!(h.counters().dropped_expired, 1);
+}
+
+fn tags(list: &[&str]) -> std::collections::BTreeSet<Tag> {
+    list.iter().map(|t| Tag::new(*t).expect("tag")).collect()
+}
+
+fn directory(h: &mut Harness, op: DirectoryOp) -> Result<DirectoryAnswer, ErrorCode> {
+    let item = Uplink::Directory { request: 5, app: app(), op };
+    match h.apply(GW1, item, T0).as_slice() {
+        [(GW1, Downlink::DirectoryDone { request: 5, result })] => result.clone(),
+        other => panic!("expected one DirectoryDone, got {other:?}"),
+    }
+}
+
+fn put(h: &mut Harness, device: &str, alias: Option<&str>, tag_list: &[&str]) {
+    let entry = DeviceEntry { alias: alias.map(|a| Alias::new(a).expect("alias")), tags: tags(tag_list) };
+    directory(h, DirectoryOp::Put { device: client_id(device), entry }).expect("put");
+}
+
+#[test]
+fn aliases_reach_every_device_they_name_and_report_unknown_ones() {
+    let mut h = Harness::new();
+    put(&mut h, "phone", Some("user:1"), &[]);
+    put(&mut h, "tablet", Some("user:1"), &[]);
+    put(&mut h, "other", Some("user:2"), &[]);
+    h.connect(GW2, "phone", 0);
+    let aliases = ["user:1", "user:9", "user:1"].iter().map(|a| Alias::new(*a).expect("alias")).collect();
+    let item = Uplink::Push(Push {
+        request: PUSH,
+        message: plain("$push", "hi"),
+        audience: Audience::Aliases(aliases),
+        store_offline: true,
+    });
+    let (report, effects) = reported(&mut h, GW1, item, T0);
+    assert_eq!(
+        report.devices,
+        [(client_id("phone"), PushOutcome::Online), (client_id("tablet"), PushOutcome::Unreachable)]
+    );
+    assert_eq!(report.unknown_aliases, [Alias::new("user:9").expect("alias")]);
+    assert_eq!(topics(&effects), [(GW2, "$push/phone".to_owned())]);
+}
+
+#[test]
+fn the_directory_keeps_entries_within_limits_and_journals_them() {
+    let mut h = Harness::new();
+    put(&mut h, "d1", Some("user:1"), &["vip"]);
+    h.connect(GW2, "d1", 0);
+    let patch = DirectoryOp::Patch {
+        device: client_id("d1"),
+        alias: Some(None),
+        tags: vec![
+            TagChange::Add(vec![Tag::new("city:bj").expect("tag")]),
+            TagChange::Remove(vec![Tag::new("vip").expect("tag")]),
+        ],
+    };
+    let view = DeviceView {
+        device: client_id("d1"),
+        entry: DeviceEntry { alias: None, tags: tags(&["city:bj"]) },
+        online: Some(GW2),
+    };
+    assert_eq!(directory(&mut h, patch), Ok(DirectoryAnswer::Device(view)));
+    let missing = DirectoryOp::Patch { device: client_id("nobody"), alias: None, tags: vec![] };
+    assert_eq!(directory(&mut h, missing), Err(ErrorCode::NotFound));
+    // Bulk tagging creates entries; a change that is no change says so.
+    let bulk = DirectoryOp::Tag {
+        tag: Tag::new("beta").expect("tag"),
+        add: vec![client_id("d1"), client_id("d2")],
+        remove: vec![client_id("d3")],
+    };
+    assert_eq!(directory(&mut h, bulk), Ok(DirectoryAnswer::Changed(vec![true, true, false])));
+    let count = |expr| DirectoryOp::Count { expr };
+    let beta = TagExpr::Tag(Tag::new("beta").expect("tag"));
+    assert_eq!(directory(&mut h, count(beta.clone())), Ok(DirectoryAnswer::Count(2)));
+    let not_bj =
+        TagExpr::And(vec![beta, TagExpr::Not(Box::new(TagExpr::Tag(Tag::new("city:bj").expect("tag"))))]);
+    assert_eq!(directory(&mut h, count(not_bj)), Ok(DirectoryAnswer::Count(1)));
+    // An alias names at most MAX_DEVICES_PER_ALIAS devices.
+    for i in 0..herald_core::directory::MAX_DEVICES_PER_ALIAS {
+        put(&mut h, &format!("p{i}"), Some("crowd"), &[]);
+    }
+    let one_more = DeviceEntry { alias: Some(Alias::new("crowd").expect("alias")), tags: tags(&[]) };
+    assert_eq!(
+        directory(&mut h, DirectoryOp::Put { device: client_id("late"), entry: one_more }),
+        Err(ErrorCode::QuotaExceeded)
+    );
+    assert_eq!(directory(&mut h, DirectoryOp::Delete { device: client_id("d2") }), Ok(DirectoryAnswer::Done));
+    assert_eq!(directory(&mut h, DirectoryOp::Get { device: client_id("d2") }), Err(ErrorCode::NotFound));
+
+    // What was journaled rebuilds the same directory after a restart.
+    let mut durable = crate::state::DurableState::default();
+    for fact in h.state.take_journal() {
+        durable.apply(fact);
+    }
+    let mut after = Harness::new();
+    after.state.restore(durable.image(), T0);
+    let get = |h: &mut Harness, d: &str| directory(h, DirectoryOp::Get { device: client_id(d) });
+    assert_eq!(get(&mut after, "d1").map(|_| ()), Ok(()));
+    assert_eq!(get(&mut after, "d2"), Err(ErrorCode::NotFound));
+    assert_eq!(after.state.durable_image().devices.len(), h.state.durable_image().devices.len());
 }

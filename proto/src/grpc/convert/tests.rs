@@ -2,9 +2,36 @@
 //! of malformed protobuf items.
 
 use super::*;
+use crate::seam::{
+    Audience, DeviceView, DirectoryAnswer, DirectoryOp, Push, PushOutcome, PushReport, TagChange,
+};
 use bytes::Bytes;
 use herald_core::NodeId;
+use herald_core::directory::{Alias, DeviceEntry, Tag, TagExpr};
 use prost::Message as _;
+
+fn shop() -> AppId {
+    AppId::new("shop").expect("app")
+}
+
+fn client(id: &str) -> ClientId {
+    ClientId::new(id).expect("client")
+}
+
+fn tag(name: &str) -> Tag {
+    Tag::new(name).expect("tag")
+}
+
+fn entry() -> DeviceEntry {
+    DeviceEntry {
+        alias: Some(Alias::new("user:1").expect("alias")),
+        tags: [tag("a"), tag("b")].into_iter().collect(),
+    }
+}
+
+fn view() -> DeviceView {
+    DeviceView { device: client("d1"), entry: entry(), online: Some(NodeId(2)) }
+}
 
 fn key(client: &str) -> SessionKey {
     SessionKey::new(AppId::new("shop").expect("app"), ClientId::new(client).expect("client"))
@@ -149,9 +176,63 @@ fn uplink_samples() -> Vec<Uplink> {
         Uplink::Push(Push {
             request: 13,
             message: message("$push", true),
-            devices: vec![ClientId::new("d1").expect("id"), ClientId::new("d2").expect("id")],
+            audience: Audience::Devices(vec![
+                ClientId::new("d1").expect("id"),
+                ClientId::new("d2").expect("id"),
+            ]),
             store_offline: true,
         }),
+        Uplink::Push(Push {
+            request: 14,
+            message: message("$push", false),
+            audience: Audience::Aliases(vec![Alias::new("user:1").expect("alias")]),
+            store_offline: false,
+        }),
+        Uplink::Directory {
+            request: 15,
+            app: shop(),
+            op: DirectoryOp::Put { device: client("d1"), entry: entry() },
+        },
+        Uplink::Directory {
+            request: 16,
+            app: shop(),
+            op: DirectoryOp::Patch {
+                device: client("d1"),
+                alias: Some(None),
+                tags: vec![TagChange::Add(vec![tag("a")]), TagChange::Remove(vec![tag("b")])],
+            },
+        },
+        Uplink::Directory {
+            request: 17,
+            app: shop(),
+            op: DirectoryOp::Patch {
+                device: client("d1"),
+                alias: Some(Some(Alias::new("user:2").expect("alias"))),
+                tags: vec![],
+            },
+        },
+        Uplink::Directory { request: 18, app: shop(), op: DirectoryOp::Get { device: client("d1") } },
+        Uplink::Directory { request: 19, app: shop(), op: DirectoryOp::Delete { device: client("d1") } },
+        Uplink::Directory {
+            request: 20,
+            app: shop(),
+            op: DirectoryOp::Alias { alias: Alias::new("user:1").expect("alias") },
+        },
+        Uplink::Directory {
+            request: 21,
+            app: shop(),
+            op: DirectoryOp::Tag { tag: tag("vip"), add: vec![client("d1")], remove: vec![client("d2")] },
+        },
+        Uplink::Directory {
+            request: 22,
+            app: shop(),
+            op: DirectoryOp::Count {
+                expr: TagExpr::And(vec![
+                    TagExpr::Tag(tag("a")),
+                    TagExpr::Or(vec![TagExpr::Tag(tag("b")), TagExpr::Not(Box::new(TagExpr::Tag(tag("c"))))]),
+                ]),
+            },
+        },
     ]
 }
 
@@ -194,9 +275,22 @@ fn downlink_samples() -> Vec<Downlink> {
         },
         Downlink::Pushed {
             request: 13,
-            result: Ok(vec![PushOutcome::Online, PushOutcome::Stored, PushOutcome::Unreachable]),
+            result: Ok(PushReport {
+                devices: vec![
+                    (client("d1"), PushOutcome::Online),
+                    (client("d2"), PushOutcome::Stored),
+                    (client("d3"), PushOutcome::Unreachable),
+                ],
+                unknown_aliases: vec![Alias::new("user:9").expect("alias")],
+            }),
         },
         Downlink::Pushed { request: 14, result: Err(ErrorCode::Unavailable) },
+        Downlink::DirectoryDone { request: 15, result: Ok(DirectoryAnswer::Device(view())) },
+        Downlink::DirectoryDone { request: 16, result: Ok(DirectoryAnswer::Done) },
+        Downlink::DirectoryDone { request: 17, result: Ok(DirectoryAnswer::Devices(vec![view(), view()])) },
+        Downlink::DirectoryDone { request: 18, result: Ok(DirectoryAnswer::Changed(vec![true, false])) },
+        Downlink::DirectoryDone { request: 19, result: Ok(DirectoryAnswer::Count(7)) },
+        Downlink::DirectoryDone { request: 20, result: Err(ErrorCode::NotFound) },
     ]
 }
 

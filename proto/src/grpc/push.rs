@@ -1,0 +1,260 @@
+//! Conversions of the push API's seam items (`crate::push`) and of device
+//! directory entries (also journaled) to and from their protobuf form.
+
+use super::convert::{ConvertError, invalid, message_to_pb, required, required_message};
+use super::pb;
+use crate::push::{
+    Audience, DeviceView, DirectoryAnswer, DirectoryOp, Push, PushOutcome, PushReport, TagChange,
+};
+use herald_core::directory::{Alias, DeviceEntry, Tag, TagExpr};
+use herald_core::{ClientId, NodeId};
+
+fn client(id: String, field: &'static str) -> Result<ClientId, ConvertError> {
+    ClientId::new(id).map_err(|_| invalid(field, "invalid client id"))
+}
+
+fn clients(ids: Vec<String>, field: &'static str) -> Result<Vec<ClientId>, ConvertError> {
+    ids.into_iter().map(|id| client(id, field)).collect()
+}
+
+fn strings<T: std::fmt::Display>(items: &[T]) -> Vec<String> {
+    items.iter().map(ToString::to_string).collect()
+}
+
+fn alias(text: String, field: &'static str) -> Result<Alias, ConvertError> {
+    Alias::new(text).map_err(|_| invalid(field, "invalid alias"))
+}
+
+fn tags(list: Vec<String>, field: &'static str) -> Result<Vec<Tag>, ConvertError> {
+    list.into_iter().map(|t| Tag::new(t).map_err(|_| invalid(field, "invalid tag"))).collect()
+}
+
+pub(crate) fn entry_to_pb(entry: &DeviceEntry) -> pb::DeviceEntry {
+    pb::DeviceEntry {
+        alias: entry.alias.as_ref().map(ToString::to_string),
+        tags: strings(&entry.tags.iter().collect::<Vec<_>>()),
+    }
+}
+
+pub(crate) fn entry_from_pb(
+    entry: Option<pb::DeviceEntry>,
+    field: &'static str,
+) -> Result<DeviceEntry, ConvertError> {
+    let entry = required(entry, field)?;
+    Ok(DeviceEntry {
+        alias: entry.alias.map(|a| alias(a, field)).transpose()?,
+        tags: tags(entry.tags, field)?.into_iter().collect(),
+    })
+}
+
+pub(crate) fn expr_to_pb(expr: &TagExpr) -> pb::TagExpr {
+    use pb::tag_expr::Node;
+    let list = |xs: &[TagExpr]| pb::TagExprList { operands: xs.iter().map(expr_to_pb).collect() };
+    let node = match expr {
+        TagExpr::Tag(tag) => Node::Tag(tag.to_string()),
+        TagExpr::And(xs) => Node::And(list(xs)),
+        TagExpr::Or(xs) => Node::Or(list(xs)),
+        TagExpr::Not(x) => Node::Not(Box::new(expr_to_pb(x))),
+    };
+    pb::TagExpr { node: Some(node) }
+}
+
+pub(crate) fn expr_from_pb(expr: pb::TagExpr) -> Result<TagExpr, ConvertError> {
+    use pb::tag_expr::Node;
+    let list = |l: pb::TagExprList| l.operands.into_iter().map(expr_from_pb).collect::<Result<Vec<_>, _>>();
+    let expr = match required(expr.node, "tag_expr.node")? {
+        Node::Tag(tag) => TagExpr::Tag(Tag::new(tag).map_err(|_| invalid("tag_expr.tag", "invalid tag"))?),
+        Node::And(l) => TagExpr::And(list(l)?),
+        Node::Or(l) => TagExpr::Or(list(l)?),
+        Node::Not(x) => TagExpr::Not(Box::new(expr_from_pb(*x)?)),
+    };
+    // Bounded before anything walks it further.
+    expr.check().map_err(|_| invalid("tag_expr", "outside the documented bounds"))?;
+    Ok(expr)
+}
+
+pub(super) fn push_to_pb(p: &Push) -> pb::Push {
+    let (devices, aliases) = match &p.audience {
+        Audience::Devices(devices) => (strings(devices), Vec::new()),
+        Audience::Aliases(aliases) => (Vec::new(), strings(aliases)),
+    };
+    pb::Push {
+        request: p.request,
+        message: Some(message_to_pb(&p.message)),
+        devices,
+        store_offline: p.store_offline,
+        aliases,
+    }
+}
+
+pub(super) fn push_from_pb(p: pb::Push) -> Result<Push, ConvertError> {
+    let audience = if p.aliases.is_empty() {
+        Audience::Devices(clients(p.devices, "push.devices")?)
+    } else {
+        Audience::Aliases(p.aliases.into_iter().map(|a| alias(a, "push.aliases")).collect::<Result<_, _>>()?)
+    };
+    Ok(Push {
+        request: p.request,
+        message: required_message(p.message, "push.message")?,
+        audience,
+        store_offline: p.store_offline,
+    })
+}
+
+fn outcome_to_pb(outcome: PushOutcome) -> pb::PushOutcome {
+    match outcome {
+        PushOutcome::Online => pb::PushOutcome::Online,
+        PushOutcome::Stored => pb::PushOutcome::Stored,
+        PushOutcome::Unreachable => pb::PushOutcome::Unreachable,
+    }
+}
+
+fn outcome_from_pb(value: i32) -> PushOutcome {
+    // A value this build does not know (a newer peer) promises nothing.
+    match pb::PushOutcome::try_from(value) {
+        Ok(pb::PushOutcome::Online) => PushOutcome::Online,
+        Ok(pb::PushOutcome::Stored) => PushOutcome::Stored,
+        _ => PushOutcome::Unreachable,
+    }
+}
+
+pub(super) fn report_to_pb(request: u64, report: &PushReport) -> pb::Pushed {
+    pb::Pushed {
+        request,
+        outcomes: report.devices.iter().map(|(_, o)| outcome_to_pb(*o) as i32).collect(),
+        error: None,
+        devices: report.devices.iter().map(|(d, _)| d.to_string()).collect(),
+        unknown_aliases: strings(&report.unknown_aliases),
+    }
+}
+
+pub(super) fn report_from_pb(p: pb::Pushed) -> Result<PushReport, ConvertError> {
+    if p.devices.len() != p.outcomes.len() {
+        return Err(invalid("pushed.outcomes", "one outcome per device"));
+    }
+    let devices = clients(p.devices, "pushed.devices")?;
+    Ok(PushReport {
+        devices: devices.into_iter().zip(p.outcomes.into_iter().map(outcome_from_pb)).collect(),
+        unknown_aliases: p
+            .unknown_aliases
+            .into_iter()
+            .map(|a| alias(a, "pushed.unknown_aliases"))
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+pub(super) fn directory_to_pb(
+    request: u64,
+    app: &herald_core::AppId,
+    op: &DirectoryOp,
+) -> pb::DirectoryRequest {
+    use pb::directory_request::Op;
+    let op = match op {
+        DirectoryOp::Put { device, entry } => {
+            Op::Put(pb::DevicePut { device: device.to_string(), entry: Some(entry_to_pb(entry)) })
+        }
+        DirectoryOp::Patch { device, alias, tags } => Op::Patch(pb::DevicePatch {
+            device: device.to_string(),
+            set_alias: alias.is_some(),
+            alias: alias.clone().flatten().map(|a| a.to_string()),
+            tags: tags
+                .iter()
+                .map(|change| match change {
+                    TagChange::Add(t) => pb::TagChange { add: true, tags: strings(t) },
+                    TagChange::Remove(t) => pb::TagChange { add: false, tags: strings(t) },
+                })
+                .collect(),
+        }),
+        DirectoryOp::Get { device } => Op::Get(device.to_string()),
+        DirectoryOp::Delete { device } => Op::Delete(device.to_string()),
+        DirectoryOp::Alias { alias } => Op::Alias(alias.to_string()),
+        DirectoryOp::Tag { tag, add, remove } => {
+            Op::Tag(pb::TagDevices { tag: tag.to_string(), add: strings(add), remove: strings(remove) })
+        }
+        DirectoryOp::Count { expr } => Op::Count(expr_to_pb(expr)),
+    };
+    pb::DirectoryRequest { request, app: app.to_string(), op: Some(op) }
+}
+
+pub(super) fn directory_from_pb(
+    d: pb::DirectoryRequest,
+) -> Result<(u64, herald_core::AppId, DirectoryOp), ConvertError> {
+    use pb::directory_request::Op;
+    let app = herald_core::AppId::new(d.app).map_err(|_| invalid("directory.app", "invalid app id"))?;
+    let op = match required(d.op, "directory.op")? {
+        Op::Put(p) => DirectoryOp::Put {
+            device: client(p.device, "directory.put.device")?,
+            entry: entry_from_pb(p.entry, "directory.put.entry")?,
+        },
+        Op::Patch(p) => DirectoryOp::Patch {
+            device: client(p.device, "directory.patch.device")?,
+            alias: match (p.set_alias, p.alias) {
+                (false, _) => None,
+                (true, None) => Some(None),
+                (true, Some(a)) => Some(Some(alias(a, "directory.patch.alias")?)),
+            },
+            tags: p
+                .tags
+                .into_iter()
+                .map(|c| {
+                    let list = tags(c.tags, "directory.patch.tags")?;
+                    Ok(if c.add { TagChange::Add(list) } else { TagChange::Remove(list) })
+                })
+                .collect::<Result<_, ConvertError>>()?,
+        },
+        Op::Get(device) => DirectoryOp::Get { device: client(device, "directory.get")? },
+        Op::Delete(device) => DirectoryOp::Delete { device: client(device, "directory.delete")? },
+        Op::Alias(a) => DirectoryOp::Alias { alias: alias(a, "directory.alias")? },
+        Op::Tag(t) => DirectoryOp::Tag {
+            tag: Tag::new(t.tag).map_err(|_| invalid("directory.tag.tag", "invalid tag"))?,
+            add: clients(t.add, "directory.tag.add")?,
+            remove: clients(t.remove, "directory.tag.remove")?,
+        },
+        Op::Count(expr) => DirectoryOp::Count { expr: expr_from_pb(expr)? },
+    };
+    Ok((d.request, app, op))
+}
+
+fn view_to_pb(view: &DeviceView) -> pb::DeviceView {
+    pb::DeviceView {
+        device: view.device.to_string(),
+        entry: Some(entry_to_pb(&view.entry)),
+        online: view.online.map(|n| n.0),
+    }
+}
+
+fn view_from_pb(view: pb::DeviceView) -> Result<DeviceView, ConvertError> {
+    Ok(DeviceView {
+        device: client(view.device, "device_view.device")?,
+        entry: entry_from_pb(view.entry, "device_view.entry")?,
+        online: view.online.map(NodeId),
+    })
+}
+
+pub(super) fn answer_to_pb(answer: &DirectoryAnswer) -> pb::directory_done::Answer {
+    use pb::directory_done::Answer;
+    match answer {
+        DirectoryAnswer::Device(view) => Answer::Device(view_to_pb(view)),
+        DirectoryAnswer::Done => Answer::Done(true),
+        DirectoryAnswer::Devices(views) => {
+            Answer::Devices(pb::DeviceViews { devices: views.iter().map(view_to_pb).collect() })
+        }
+        DirectoryAnswer::Changed(changed) => Answer::Changed(pb::TagResults { changed: changed.clone() }),
+        DirectoryAnswer::Count(count) => Answer::Count(*count),
+    }
+}
+
+pub(super) fn answer_from_pb(
+    answer: Option<pb::directory_done::Answer>,
+) -> Result<DirectoryAnswer, ConvertError> {
+    use pb::directory_done::Answer;
+    Ok(match required(answer, "directory_done.answer")? {
+        Answer::Device(view) => DirectoryAnswer::Device(view_from_pb(view)?),
+        Answer::Done(_) => DirectoryAnswer::Done,
+        Answer::Devices(views) => {
+            DirectoryAnswer::Devices(views.devices.into_iter().map(view_from_pb).collect::<Result<_, _>>()?)
+        }
+        Answer::Changed(results) => DirectoryAnswer::Changed(results.changed),
+        Answer::Count(count) => DirectoryAnswer::Count(count),
+    })
+}

@@ -1,0 +1,141 @@
+//! The push API's items on the seam: sends, and requests on an app's
+//! device directory (aliases and tags). Re-exported by [`crate::seam`].
+
+use crate::Message;
+use crate::seam::RequestId;
+use herald_core::directory::{Alias, DeviceEntry, Tag, TagExpr};
+use herald_core::{ClientId, NodeId};
+use std::sync::Arc;
+
+/// Whom a send reaches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Audience {
+    /// These devices (client ids of the message's app), each once.
+    Devices(Vec<ClientId>),
+    /// The devices these aliases name, each alias once.
+    Aliases(Vec<Alias>),
+}
+
+/// A push-API send. The router finds each device through the session
+/// registry (no route entry) and gives it its own copy on its per-device
+/// topic (`$push/{client id}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Push {
+    /// Correlates the `Pushed` reply.
+    pub request: RequestId,
+    /// The message; each device's copy gets its per-device topic.
+    pub message: Arc<Message>,
+    /// Whom it reaches.
+    pub audience: Audience,
+    /// Queue it for offline persistent sessions (false: ttl 0, online only).
+    pub store_offline: bool,
+}
+
+/// What a push did for one device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// The device is online: its copy went to the gateway holding it.
+    Online,
+    /// The device is offline with a persistent session subscribed to its
+    /// per-device topic: its copy is queued (and durable).
+    Stored,
+    /// Neither: no session, a session not subscribed, a full queue, or an
+    /// online-only message for an offline device.
+    Unreachable,
+}
+
+/// What a push did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PushReport {
+    /// Each device reached for, with what happened.
+    pub devices: Vec<(ClientId, PushOutcome)>,
+    /// Aliases of the audience that name no device.
+    pub unknown_aliases: Vec<Alias>,
+}
+
+/// A change to a device's tags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TagChange {
+    /// Add these tags.
+    Add(Vec<Tag>),
+    /// Remove these tags.
+    Remove(Vec<Tag>),
+}
+
+/// A request on an app's device directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DirectoryOp {
+    /// Sets a device's whole entry, creating the device.
+    Put {
+        /// The device.
+        device: ClientId,
+        /// Its alias and tags.
+        entry: DeviceEntry,
+    },
+    /// Changes part of an existing device's entry.
+    Patch {
+        /// The device.
+        device: ClientId,
+        /// `Some(None)` clears the alias, `Some(Some(a))` sets it.
+        alias: Option<Option<Alias>>,
+        /// Tags to add and to remove, in order.
+        tags: Vec<TagChange>,
+    },
+    /// Reads a device.
+    Get {
+        /// The device.
+        device: ClientId,
+    },
+    /// Removes a device from the directory.
+    Delete {
+        /// The device.
+        device: ClientId,
+    },
+    /// Lists the devices an alias names.
+    Alias {
+        /// The alias.
+        alias: Alias,
+    },
+    /// Adds devices to a tag (creating their entries) and removes others
+    /// from it, each separately.
+    Tag {
+        /// The tag.
+        tag: Tag,
+        /// Devices that get the tag.
+        add: Vec<ClientId>,
+        /// Devices that lose it.
+        remove: Vec<ClientId>,
+    },
+    /// Counts the devices a tag expression selects now.
+    Count {
+        /// The expression.
+        expr: TagExpr,
+    },
+}
+
+/// One device as the directory and the registry know it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceView {
+    /// The device.
+    pub device: ClientId,
+    /// Its alias and tags.
+    pub entry: DeviceEntry,
+    /// The gateway holding its session, if it is connected.
+    pub online: Option<NodeId>,
+}
+
+/// The answer to a directory request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DirectoryAnswer {
+    /// The device after the request (`Put`, `Patch`, `Get`).
+    Device(DeviceView),
+    /// Done (`Delete`).
+    Done,
+    /// The devices (`Alias`), in id order, each with whether it is connected.
+    Devices(Vec<DeviceView>),
+    /// Per device of a `Tag` request, in request order (adds, then
+    /// removes): whether it changed (false: it was already so).
+    Changed(Vec<bool>),
+    /// How many devices (`Count`).
+    Count(u64),
+}

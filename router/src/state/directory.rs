@@ -1,0 +1,128 @@
+//! Each app's device directory (aliases and tags, ADR 0017): changed by
+//! the push API, replicated as facts, read to turn an audience into devices.
+
+use super::RouterState;
+use herald_core::directory::{DeviceEntry, Directory, MAX_DEVICES_PER_ALIAS, MAX_TAGS_PER_DEVICE};
+use herald_core::{AppId, ClientId, ErrorCode, SessionKey};
+use herald_proto::journal::{DirectoryDevice, Fact};
+use herald_proto::seam::{DeviceView, DirectoryAnswer, DirectoryOp, TagChange};
+
+impl RouterState {
+    /// Applies a directory request of `app`.
+    pub(super) fn directory(&mut self, app: AppId, op: DirectoryOp) -> Result<DirectoryAnswer, ErrorCode> {
+        match op {
+            DirectoryOp::Put { device, entry } => {
+                self.set_device(&app, device.clone(), entry)?;
+                Ok(DirectoryAnswer::Device(self.view(&app, &device).ok_or(ErrorCode::Internal)?))
+            }
+            DirectoryOp::Patch { device, alias, tags } => {
+                let mut entry = self.device(&app, &device).cloned().ok_or(ErrorCode::NotFound)?;
+                if let Some(alias) = alias {
+                    entry.alias = alias;
+                }
+                for change in tags {
+                    match change {
+                        TagChange::Add(tags) => entry.tags.extend(tags),
+                        TagChange::Remove(tags) => tags.iter().for_each(|t| {
+                            entry.tags.remove(t);
+                        }),
+                    }
+                }
+                self.set_device(&app, device.clone(), entry)?;
+                Ok(DirectoryAnswer::Device(self.view(&app, &device).ok_or(ErrorCode::Internal)?))
+            }
+            DirectoryOp::Get { device } => {
+                self.view(&app, &device).map(DirectoryAnswer::Device).ok_or(ErrorCode::NotFound)
+            }
+            DirectoryOp::Delete { device } => {
+                let removed = self.directories.get_mut(&app).and_then(|d| d.remove(&device));
+                if removed.is_none() {
+                    return Err(ErrorCode::NotFound);
+                }
+                self.journal.push(Fact::DeviceRemoved(SessionKey::new(app, device)));
+                Ok(DirectoryAnswer::Done)
+            }
+            DirectoryOp::Alias { alias } => {
+                let devices: Vec<ClientId> = self
+                    .directories
+                    .get(&app)
+                    .map(|d| d.alias(&alias).cloned().collect())
+                    .unwrap_or_default();
+                Ok(DirectoryAnswer::Devices(devices.iter().filter_map(|d| self.view(&app, d)).collect()))
+            }
+            DirectoryOp::Tag { tag, add, remove } => {
+                let mut changed = Vec::with_capacity(add.len() + remove.len());
+                for (device, adding) in
+                    add.into_iter().map(|d| (d, true)).chain(remove.into_iter().map(|d| (d, false)))
+                {
+                    let mut entry = self.device(&app, &device).cloned().unwrap_or_default();
+                    let change =
+                        if adding { entry.tags.insert(tag.clone()) } else { entry.tags.remove(&tag) };
+                    if change {
+                        // Past a limit, this device is left as it was.
+                        changed.push(self.set_device(&app, device, entry).is_ok());
+                    } else {
+                        changed.push(false);
+                    }
+                }
+                Ok(DirectoryAnswer::Changed(changed))
+            }
+            DirectoryOp::Count { expr } => {
+                let count = self.directories.get(&app).map_or(0, |d| d.select(&expr).len());
+                Ok(DirectoryAnswer::Count(count as u64))
+            }
+        }
+    }
+
+    fn device(&self, app: &AppId, device: &ClientId) -> Option<&DeviceEntry> {
+        self.directories.get(app).and_then(|d| d.get(device))
+    }
+
+    /// Sets a device's entry within the limits, and journals it.
+    fn set_device(&mut self, app: &AppId, device: ClientId, entry: DeviceEntry) -> Result<(), ErrorCode> {
+        if entry.tags.len() > MAX_TAGS_PER_DEVICE {
+            return Err(ErrorCode::TooLarge);
+        }
+        let directory = self.directories.entry(app.clone()).or_default();
+        if let Some(alias) = &entry.alias {
+            let already = directory.get(&device).is_some_and(|e| e.alias.as_ref() == Some(alias));
+            if !already && directory.alias_len(alias) >= MAX_DEVICES_PER_ALIAS {
+                return Err(ErrorCode::QuotaExceeded);
+            }
+        }
+        directory.put(device.clone(), entry.clone());
+        let key = SessionKey::new(app.clone(), device);
+        self.journal.push(Fact::DevicePut(Box::new(DirectoryDevice { device: key, entry })));
+        Ok(())
+    }
+
+    /// Returns a device as the directory and the registry know it.
+    fn view(&self, app: &AppId, device: &ClientId) -> Option<DeviceView> {
+        let entry = self.device(app, device)?.clone();
+        let key = SessionKey::new(app.clone(), device.clone());
+        let online = self.sessions.get(&key).and_then(|r| r.owner);
+        Some(DeviceView { device: device.clone(), entry, online })
+    }
+
+    /// Returns the directory of `app`, if it has devices.
+    pub(super) fn directory_of(&self, app: &AppId) -> Option<&Directory> {
+        self.directories.get(app)
+    }
+
+    /// Rebuilds the directories from an image.
+    pub(super) fn restore_devices(&mut self, devices: Vec<DirectoryDevice>) {
+        for DirectoryDevice { device, entry } in devices {
+            self.directories.entry(device.app).or_default().put(device.client, entry);
+        }
+    }
+
+    /// Adds every directory to `image`.
+    pub(super) fn image_devices(&self, out: &mut Vec<DirectoryDevice>) {
+        for (app, directory) in &self.directories {
+            for (device, entry) in directory.iter() {
+                let key = SessionKey::new(app.clone(), device.clone());
+                out.push(DirectoryDevice { device: key, entry: entry.clone() });
+            }
+        }
+    }
+}
