@@ -159,7 +159,13 @@ fn render_router(router: &Router, out: &mut Exposition) {
             ("gateway_backlog", c.dropped_gateway_backlog),
             ("shared_no_member", c.dropped_shared_no_member),
             ("duplicate", c.duplicates_ignored),
+            ("fanout_oldest", c.fanout_dropped),
         ],
+    );
+    out.counter_value(
+        "herald_fanout_gaps_total",
+        "Sessions that came back after fan-out log entries meant for them were dropped.",
+        c.fanout_gaps,
     );
 }
 

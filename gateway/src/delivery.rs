@@ -46,6 +46,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut downlink: mpsc::Receiver<Downli
                     }
                 }
                 Downlink::DeliverShared { filter, message } => deliver_shared(&shared, filter, message).await,
+                Downlink::DeliverPush { message, devices } => deliver_push(&shared, &message, devices),
                 Downlink::Revoked { session, epoch } => shared.connections.revoke(&session, epoch),
                 Downlink::Handover { session, epoch, pending } => {
                     let count = pending.len() as u64;
@@ -68,6 +69,42 @@ pub(crate) async fn run(shared: Arc<Shared>, mut downlink: mpsc::Receiver<Downli
                     }
                 }
             }
+        }
+    }
+}
+
+/// Gives a tag or broadcast message to local devices, each a copy on its
+/// own topic `$push/{client id}` (the payload is shared): the listed
+/// devices, or every device of the app subscribed to its topic here.
+fn deliver_push(shared: &Shared, message: &Arc<Message>, devices: Option<Vec<herald_core::ClientId>>) {
+    let targets: Vec<(ConnId, LocalSubscription)> = {
+        let index = shared.index.read().unwrap_or_else(|p| p.into_inner());
+        match devices {
+            None => index.push_members(&message.app),
+            Some(devices) => devices
+                .into_iter()
+                .flat_map(|d| {
+                    shared.connections.of_session(&herald_core::SessionKey::new(message.app.clone(), d))
+                })
+                .filter_map(|handle| index.push_member(&message.app, handle.id).map(|sub| (handle.id, sub)))
+                .collect(),
+        }
+    };
+    for (conn, sub) in targets {
+        let Some(handle) = shared.connections.get(conn) else { continue };
+        let topic = herald_core::Topic::push(&handle.key.client);
+        let copy = Arc::new(Message { topic, ..Message::clone(message) });
+        let queued = QueuedMessage {
+            message: copy,
+            qos: sub.qos.min(message.qos),
+            subscription_ids: sub.identifier.into_iter().collect(),
+            progress: Progress::Unsent,
+            shared: None,
+        };
+        if handle.push(Inbound::Deliver(queued), shared.config.max_inbox) {
+            GatewayCounters::add(&shared.counters.deliveries, 1);
+        } else {
+            GatewayCounters::add(&shared.counters.dropped_connection_backlog, 1);
         }
     }
 }

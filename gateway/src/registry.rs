@@ -272,6 +272,9 @@ pub(crate) struct LocalIndex {
     /// Members of shared subscription groups: the router sends such a
     /// group's messages with `DeliverShared`, never through the trees.
     shared: HashMap<(AppId, TopicFilter), SharedMembers>,
+    /// Per app, the connections subscribed to their own per-device topic:
+    /// a tag or broadcast send (`DeliverPush`) reaches them without a match.
+    push_members: HashMap<AppId, HashMap<ConnId, LocalSubscription>>,
 }
 
 /// This gateway's members of one shared subscription group.
@@ -315,6 +318,9 @@ impl LocalIndex {
         };
         // A per-device filter has no route: the router reaches the device
         // through the session registry.
+        if filter.push_client().is_some_and(|client| !client.is_empty()) {
+            self.push_members.entry(app.clone()).or_default().insert(conn, sub);
+        }
         if added && filter.push_client().is_none() {
             let count = self.route_counts.entry((app.clone(), filter.clone())).or_default();
             *count += 1;
@@ -345,6 +351,14 @@ impl LocalIndex {
             let Some(tree) = self.trees.get_mut(app) else { return };
             tree.remove(filter.match_filter(), &conn).is_some()
         };
+        if filter.push_client().is_some()
+            && let Some(members) = self.push_members.get_mut(app)
+        {
+            members.remove(&conn);
+            if members.is_empty() {
+                self.push_members.remove(app);
+            }
+        }
         if !removed || filter.push_client().is_some() {
             return;
         }
@@ -361,6 +375,17 @@ impl LocalIndex {
     /// its whole route set.
     pub(crate) fn routes(&self) -> Vec<(AppId, TopicFilter)> {
         self.route_counts.keys().cloned().collect()
+    }
+
+    /// Returns the connections of `app` subscribed to their per-device
+    /// topic, with their subscriptions to it.
+    pub(crate) fn push_members(&self, app: &AppId) -> Vec<(ConnId, LocalSubscription)> {
+        self.push_members.get(app).map(|m| m.iter().map(|(c, s)| (*c, *s)).collect()).unwrap_or_default()
+    }
+
+    /// Returns `conn`'s subscription to its per-device topic in `app`.
+    pub(crate) fn push_member(&self, app: &AppId, conn: ConnId) -> Option<LocalSubscription> {
+        self.push_members.get(app).and_then(|m| m.get(&conn)).copied()
     }
 
     /// Returns the members of the shared group `filter` of `app`.
@@ -444,6 +469,14 @@ impl Connections {
     /// Returns the connection that sent request `request`.
     pub(crate) fn by_request(&self, request: u64) -> Option<Arc<ConnHandle>> {
         self.get(request >> REQUEST_SEQ_BITS)
+    }
+
+    /// Returns the connections of `session` (more than one only during a
+    /// takeover on this gateway).
+    pub(crate) fn of_session(&self, session: &SessionKey) -> Vec<Arc<ConnHandle>> {
+        let hash = self.hasher.hash_one(session);
+        let ids = lock(&self.sessions).get(&hash).map(SessionConnections::to_vec).unwrap_or_default();
+        ids.into_iter().filter_map(|id| self.get(id)).filter(|h| *h.key == *session).collect()
     }
 
     /// Hands `pending` to the connection of `session` holding `epoch`.

@@ -814,6 +814,7 @@ impl Session {
             | Downlink::Handover { .. }
             | Downlink::Pushed { .. }
             | Downlink::DirectoryDone { .. }
+            | Downlink::DeliverPush { .. }
             | Downlink::Released { .. } => return,
         };
         let Some(pending) = self.awaiting_router.iter_mut().find(|p| p.request == request) else { return };

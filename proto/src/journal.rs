@@ -8,7 +8,7 @@
 //! [`decode`] convert.
 
 use crate::Message;
-use crate::seam::{QueuedMessage, Subscription, Will};
+use crate::seam::{FanoutEntry, QueuedMessage, Subscription, Will};
 use herald_core::directory::DeviceEntry;
 use herald_core::{AppId, Epoch, NodeId, QoS, SessionKey, TopicFilter, UnixMillis};
 use std::sync::Arc;
@@ -51,6 +51,27 @@ pub enum Fact {
     DevicePut(Box<DirectoryDevice>),
     /// A device left its app's directory.
     DeviceRemoved(SessionKey),
+    /// A tag or broadcast message appended to its app's fan-out log.
+    Fanout(FanoutEntry),
+    /// An app's fan-out log entries up to `through` expired.
+    FanoutTrimmed {
+        /// The app.
+        app: AppId,
+        /// The last sequence number trimmed.
+        through: u64,
+    },
+}
+
+/// One app's fan-out log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FanoutLog {
+    /// The app.
+    pub app: AppId,
+    /// The sequence number of the next entry (kept when the log is empty,
+    /// so that sessions' cursors stay meaningful).
+    pub next_seq: u64,
+    /// The entries, oldest first.
+    pub entries: Vec<FanoutEntry>,
 }
 
 /// One device of an app's directory (keyed like its session).
@@ -107,6 +128,8 @@ pub struct DurableSession {
     pub online: bool,
     /// The ownership epoch of its last claim (`None` in older records).
     pub epoch: Option<Epoch>,
+    /// The first entry of its app's fan-out log it has not had.
+    pub fanout_cursor: Option<u64>,
 }
 
 /// The messages waiting in one shared group.
@@ -133,4 +156,6 @@ pub struct DurableImage {
     pub gateways: Vec<NodeId>,
     /// Every app's device directory.
     pub devices: Vec<DirectoryDevice>,
+    /// Every app's fan-out log.
+    pub fanout: Vec<FanoutLog>,
 }

@@ -14,6 +14,41 @@ pub enum Audience {
     Devices(Vec<ClientId>),
     /// The devices these aliases name, each alias once.
     Aliases(Vec<Alias>),
+    /// The devices of the app's directory a tag expression selects.
+    Tags(TagExpr),
+    /// Every device of the app.
+    All,
+}
+
+/// Whom a fan-out log entry is for, frozen at send time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FanoutAudience {
+    /// Every session of the app that was offline when it was sent.
+    All,
+    /// These devices (what a tag expression selected), if offline then.
+    Devices(Arc<std::collections::HashSet<ClientId>>),
+}
+
+impl FanoutAudience {
+    /// Whether `device` is in the audience.
+    pub fn includes(&self, device: &ClientId) -> bool {
+        match self {
+            FanoutAudience::All => true,
+            FanoutAudience::Devices(devices) => devices.contains(device),
+        }
+    }
+}
+
+/// A tag or broadcast message in its app's fan-out log: stored once, read
+/// by every offline session of its audience when it comes back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FanoutEntry {
+    /// Its place in the app's log.
+    pub seq: u64,
+    /// The message (its app is the log's; topic `$push`).
+    pub message: Arc<Message>,
+    /// Whom it is for.
+    pub audience: FanoutAudience,
 }
 
 /// A push-API send. The router finds each device through the session
@@ -47,10 +82,16 @@ pub enum PushOutcome {
 /// What a push did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PushReport {
-    /// Each device reached for, with what happened.
+    /// Each device reached for, with what happened (device and alias
+    /// audiences; tag and broadcast audiences report totals only).
     pub devices: Vec<(ClientId, PushOutcome)>,
     /// Aliases of the audience that name no device.
     pub unknown_aliases: Vec<Alias>,
+    /// Devices online: their copies went to the gateways holding them.
+    pub online: u64,
+    /// Devices offline with a persistent session subscribed to their
+    /// topic: they get it when they come back, within the ttl.
+    pub stored: u64,
 }
 
 /// A change to a device's tags.

@@ -29,7 +29,8 @@ use crate::Message;
 use herald_core::{AppId, Epoch, ErrorCode, NodeId, QoS, SessionKey, TopicFilter};
 
 pub use crate::push::{
-    Audience, DeviceView, DirectoryAnswer, DirectoryOp, Push, PushOutcome, PushReport, TagChange,
+    Audience, DeviceView, DirectoryAnswer, DirectoryOp, FanoutAudience, FanoutEntry, Push, PushOutcome,
+    PushReport, TagChange,
 };
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -347,6 +348,15 @@ pub enum Downlink {
     /// A message for the gateway's local subscribers: it matched at least
     /// one of the gateway's routes.
     Deliver(Arc<Message>),
+    /// A push-API message for local devices, each on its own topic
+    /// `$push/{client id}`: these devices, or (`None`) every device of the
+    /// message's app connected to this gateway.
+    DeliverPush {
+        /// The message (topic `$push`).
+        message: Arc<Message>,
+        /// The devices, or all of the app's.
+        devices: Option<Vec<herald_core::ClientId>>,
+    },
     /// A message for one member of a shared subscription group on this
     /// gateway: the router picked this gateway; the gateway picks the member.
     DeliverShared {
@@ -389,6 +399,7 @@ impl Downlink {
             Downlink::Revoked { .. }
             | Downlink::Deliver(_)
             | Downlink::DeliverShared { .. }
+            | Downlink::DeliverPush { .. }
             | Downlink::Handover { .. } => None,
         }
     }

@@ -8,8 +8,9 @@ use serde_json::json;
 
 const KEY: &str = "shop-key-0123456789abcdef";
 
-#[test]
-fn a_send_through_one_gateway_reaches_devices_wherever_they_are() {
+/// A router and two gateways serving the push API for app `shop`, whose
+/// devices log in as `shop-device`.
+fn push_cluster() -> (Cluster, usize, usize) {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("gateway.toml");
     let text = format!(
@@ -19,8 +20,15 @@ fn a_send_through_one_gateway_reaches_devices_wherever_they_are() {
     std::fs::write(&config, text).expect("write the config");
     let mut cluster = Cluster::start(0);
     let config = config.to_str().expect("utf-8");
+    // The gateways read the file at start only.
     let (a, b) =
         (cluster.add_gateway_with(&["--config", config]), cluster.add_gateway_with(&["--config", config]));
+    (cluster, a, b)
+}
+
+#[test]
+fn a_send_through_one_gateway_reaches_devices_wherever_they_are() {
+    let (cluster, a, b) = push_cluster();
     let http_a = push_address(|| cluster.gateway_output(a));
 
     // dev2 subscribes persistently through A and leaves; dev1 is online on B.
@@ -56,4 +64,30 @@ fn a_send_through_one_gateway_reaches_devices_wherever_they_are() {
         [("$push/dev2", id.as_str())]
     );
     assert_eq!(got[0].envelope["data"], json!({"n": 1}));
+}
+
+#[test]
+fn a_broadcast_reaches_devices_on_every_gateway() {
+    let (cluster, a, b) = push_cluster();
+    let http_b = push_address(|| cluster.gateway_output(b));
+    let on_a = Device::start(
+        cluster.gateway(a),
+        "on-a",
+        "shop-device",
+        &["--subscribe", "$push/on-a", "--expect", "1"],
+    );
+    let on_b = Device::start(
+        cluster.gateway(b),
+        "on-b",
+        "shop-device",
+        &["--subscribe", "$push/on-b", "--expect", "1"],
+    );
+    let body = json!({"audience": {"all": true}, "content": {"notification": {"title": "Hello"}}});
+    let reply = call(http_b, "POST", "/v1/apps/shop/messages", Some(KEY), Body::Json(&body));
+    assert_eq!((reply.status, &reply.body["devices"]["online"]), (202, &json!(2)), "{reply:?}");
+    for (device, topic) in [(on_a, "$push/on-a"), (on_b, "$push/on-b")] {
+        let got = device.finish();
+        assert_eq!(got.iter().map(|d| d.topic.as_str()).collect::<Vec<_>>(), [topic]);
+        assert_eq!(got[0].envelope["notification"]["title"], "Hello");
+    }
 }

@@ -255,3 +255,74 @@ fn the_device_directory_names_devices_by_alias_and_tag_and_survives_a_restart() 
     );
     assert_eq!(call(http, "GET", &device("tablet"), key, Body::Text("")).status, 404);
 }
+
+#[test]
+fn broadcasts_and_tag_sends_reach_online_devices_and_offline_ones_when_they_return() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (broker, http) = broker(&dir);
+    let key = Some(SHOP_KEY);
+    let mqtt = broker.addr();
+    let persistent = |client: &str| {
+        ["--clean", "0", "--expiry", "300", "--subscribe", &format!("$push/{client}")].map(str::to_owned)
+    };
+    for client in ["away-vip", "away-plain"] {
+        let args = persistent(client);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        assert_eq!(Device::start(mqtt, client, "shop-device", &args).finish(), []);
+    }
+    let bulk = json!({"add": ["away-vip", "here-vip"]});
+    assert_eq!(call(http, "POST", "/v1/apps/shop/tags/vip/devices", key, Body::Json(&bulk)).status, 200);
+    let here_vip = Device::start(
+        mqtt,
+        "here-vip",
+        "shop-device",
+        &["--subscribe", "$push/here-vip", "--expect", "2", "--settle", "1"],
+    );
+    let here_plain = Device::start(
+        mqtt,
+        "here-plain",
+        "shop-device",
+        &["--subscribe", "$push/here-plain", "--expect", "1", "--settle", "1"],
+    );
+
+    let to_all = send(http, SHOP_KEY, &json!({"audience": {"all": true}, "content": {"data": {"n": "all"}}}));
+    assert_eq!(to_all.status, 202, "{to_all:?}");
+    assert_eq!(to_all.body["devices"], json!({"online": 2, "stored": 2}));
+    let to_vip = send(
+        http,
+        SHOP_KEY,
+        &json!({"audience": {"tags": {"or": ["vip"]}}, "content": {"data": {"n": "vip"}}}),
+    );
+    assert_eq!(to_vip.body["devices"], json!({"online": 1, "stored": 1}), "{to_vip:?}");
+    let ids = |reply: &crate::push_client::Reply| reply.body["message_id"].as_str().expect("id").to_owned();
+    let (all_id, vip_id) = (ids(&to_all), ids(&to_vip));
+
+    let got =
+        |device: Device| device.finish().into_iter().map(|d| (d.topic, d.message_id)).collect::<Vec<_>>();
+    assert_eq!(
+        got(here_vip),
+        [("$push/here-vip".to_owned(), all_id.clone()), ("$push/here-vip".to_owned(), vip_id.clone())]
+    );
+    assert_eq!(got(here_plain), [("$push/here-plain".to_owned(), all_id.clone())]);
+    let back = |client: &str, expect: &str| {
+        Device::start(
+            mqtt,
+            client,
+            "shop-device",
+            &["--clean", "0", "--expiry", "300", "--expect", expect, "--settle", "1"],
+        )
+    };
+    assert_eq!(
+        got(back("away-vip", "2")),
+        [("$push/away-vip".to_owned(), all_id.clone()), ("$push/away-vip".to_owned(), vip_id)]
+    );
+    assert_eq!(got(back("away-plain", "1")), [("$push/away-plain".to_owned(), all_id)]);
+    // A device that was not there when they were sent gets neither.
+    let new = Device::start(
+        mqtt,
+        "new",
+        "shop-device",
+        &["--clean", "0", "--expiry", "300", "--subscribe", "$push/new", "--settle", "1"],
+    );
+    assert_eq!(new.finish(), []);
+}

@@ -26,6 +26,14 @@ impl Api {
         }
     }
 
+    /// Counts the devices `expr` selects in `app`'s directory now.
+    pub(super) async fn count(&self, app: AppId, expr: TagExpr) -> Result<u64, Problem> {
+        match self.directory(app, DirectoryOp::Count { expr }, "audience").await? {
+            DirectoryAnswer::Count(n) => Ok(n),
+            _ => Err(Problem::unavailable("the router's answer did not match the request")),
+        }
+    }
+
     /// Authorizes the call and parses its JSON body.
     async fn json(
         &self,
@@ -241,10 +249,7 @@ pub(super) async fn count(
             only(map, "", &["tags"])?;
             let expr = map.get("tags").ok_or_else(|| Problem::shape("/tags", "/tags is required"))?;
             let expr = tag_expr(expr, "/tags")?;
-            match api.directory(app, DirectoryOp::Count { expr }, "audience").await? {
-                DirectoryAnswer::Count(n) => Ok(json_response(StatusCode::OK, &json!({ "estimate": n }))),
-                _ => Err(Problem::unavailable("the router's answer did not match the request")),
-            }
+            Ok(json_response(StatusCode::OK, &json!({ "estimate": api.count(app, expr).await? })))
         }
         .await,
     )

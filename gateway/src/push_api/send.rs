@@ -182,9 +182,18 @@ pub(super) fn only(map: &Map<String, Value>, pointer: &str, known: &[&str]) -> R
 
 fn audience(value: &Value, limits: &SendLimits) -> Result<Audience, Problem> {
     let audience = object(value, "/audience")?;
-    only(audience, "/audience", &["device_ids", "aliases"])?;
+    only(audience, "/audience", &["device_ids", "aliases", "tags", "all"])?;
     if audience.len() != 1 {
-        return Err(Problem::shape("/audience", "give exactly one of device_ids and aliases"));
+        return Err(Problem::shape("/audience", "give exactly one of device_ids, aliases, tags and all"));
+    }
+    if let Some(all) = audience.get("all") {
+        return match all {
+            Value::Bool(true) => Ok(Audience::All),
+            _ => Err(Problem::shape("/audience/all", "all is true (every device of the app)")),
+        };
+    }
+    if let Some(expr) = audience.get("tags") {
+        return super::devices::tag_expr(expr, "/audience/tags").map(Audience::Tags);
     }
     if let Some(ids) = audience.get("device_ids") {
         let ids = list(ids, "/audience/device_ids", limits.max_devices, |id| {

@@ -476,6 +476,11 @@ pub fn downlink_to_pb(item: &Downlink) -> pb::Downlink {
             },
             Err(error) => pb::DirectoryDone { request: *request, error: error_to_pb(*error), answer: None },
         }),
+        Downlink::DeliverPush { message, devices } => Item::DeliverPush(pb::DeliverPush {
+            message: Some(message_to_pb(message)),
+            all: devices.is_none(),
+            devices: devices.iter().flatten().map(ToString::to_string).collect(),
+        }),
         Downlink::Deliver(message) => Item::Deliver(pb::Deliver { message: Some(message_to_pb(message)) }),
         Downlink::Released { request } => Item::Released(pb::Released { request: *request }),
         Downlink::DeliverShared { filter, message } => Item::DeliverShared(pb::DeliverShared {
@@ -552,6 +557,21 @@ pub fn downlink_from_pb(item: pb::Downlink) -> Result<Downlink, ConvertError> {
             result: match d.error {
                 Some(error) => Err(error_from_pb(&error)),
                 None => Ok(super::push::answer_from_pb(d.answer)?),
+            },
+        },
+        Item::DeliverPush(d) => Downlink::DeliverPush {
+            message: required_message(d.message, "deliver_push.message")?,
+            devices: match d.all {
+                true => None,
+                false => Some(
+                    d.devices
+                        .into_iter()
+                        .map(|id| {
+                            ClientId::new(id)
+                                .map_err(|_| invalid("deliver_push.devices", "invalid client id"))
+                        })
+                        .collect::<Result<_, _>>()?,
+                ),
             },
         },
         Item::Deliver(d) => Downlink::Deliver(required_message(d.message, "deliver.message")?),

@@ -6,7 +6,9 @@ use super::convert::{
     will_from_pb, will_to_pb,
 };
 use super::pb;
-use crate::journal::{DirectoryDevice, DurableImage, DurableSession, Fact, GroupQueue, QueueTarget};
+use crate::journal::{
+    DirectoryDevice, DurableImage, DurableSession, Fact, FanoutLog, GroupQueue, QueueTarget,
+};
 use herald_core::{AppId, NodeId, TopicFilter, UnixMillis};
 use prost::Message as _;
 use std::sync::Arc;
@@ -30,6 +32,15 @@ pub fn encode_image(image: &DurableImage) -> Vec<u8> {
         groups: image.groups.iter().map(group_to_pb).collect(),
         gateways: image.gateways.iter().map(|g| g.0).collect(),
         devices: image.devices.iter().map(device_to_pb).collect(),
+        fanout: image
+            .fanout
+            .iter()
+            .map(|log| pb::FanoutLog {
+                app: log.app.to_string(),
+                next_seq: log.next_seq,
+                entries: log.entries.iter().map(super::push::fanout_to_pb).collect(),
+            })
+            .collect(),
     }
     .encode_to_vec()
 }
@@ -48,6 +59,21 @@ pub fn decode_image(bytes: &[u8]) -> Result<DurableImage, ConvertError> {
         groups: image.groups.into_iter().map(group_from_pb).collect::<Result<_, _>>()?,
         gateways: image.gateways.into_iter().map(NodeId).collect(),
         devices: image.devices.into_iter().map(device_from_pb).collect::<Result<_, _>>()?,
+        fanout: image
+            .fanout
+            .into_iter()
+            .map(|log| {
+                Ok(FanoutLog {
+                    app: AppId::new(log.app).map_err(|_| invalid("fanout_log.app", "invalid app id"))?,
+                    next_seq: log.next_seq,
+                    entries: log
+                        .entries
+                        .into_iter()
+                        .map(super::push::fanout_from_pb)
+                        .collect::<Result<_, _>>()?,
+                })
+            })
+            .collect::<Result<_, ConvertError>>()?,
     })
 }
 
@@ -76,6 +102,10 @@ fn fact_to_pb(fact: &Fact) -> pb::Fact {
         Fact::GatewayGone(gateway) => Kind::GatewayGone(gateway.0),
         Fact::DevicePut(device) => Kind::DevicePut(device_to_pb(device)),
         Fact::DeviceRemoved(key) => Kind::DeviceRemoved(session_to_pb(key)),
+        Fact::Fanout(entry) => Kind::Fanout(super::push::fanout_to_pb(entry)),
+        Fact::FanoutTrimmed { app, through } => {
+            Kind::FanoutTrimmed(pb::FanoutTrimmed { app: app.to_string(), through: *through })
+        }
     };
     pb::Fact { kind: Some(kind) }
 }
@@ -111,6 +141,11 @@ fn fact_from_pb(fact: pb::Fact) -> Result<Fact, ConvertError> {
         Kind::GatewayGone(gateway) => Fact::GatewayGone(NodeId(gateway)),
         Kind::DevicePut(device) => Fact::DevicePut(Box::new(device_from_pb(device)?)),
         Kind::DeviceRemoved(key) => Fact::DeviceRemoved(session_from_pb(Some(key), "fact.device_removed")?),
+        Kind::Fanout(entry) => Fact::Fanout(super::push::fanout_from_pb(entry)?),
+        Kind::FanoutTrimmed(t) => Fact::FanoutTrimmed {
+            app: AppId::new(t.app).map_err(|_| invalid("fanout_trimmed.app", "invalid app id"))?,
+            through: t.through,
+        },
     })
 }
 
@@ -138,6 +173,7 @@ fn session_put_to_pb(s: &DurableSession) -> pb::DurableSession {
         expires_at_ms: s.expires_at.map(|t| t.0),
         online: s.online,
         epoch: s.epoch.map(|e| pb::Epoch { generation: e.generation, counter: e.counter }),
+        fanout_cursor: s.fanout_cursor,
     }
 }
 
@@ -152,6 +188,7 @@ fn session_put_from_pb(s: pb::DurableSession) -> Result<DurableSession, ConvertE
         expires_at: s.expires_at_ms.map(UnixMillis),
         online: s.online,
         epoch: s.epoch.map(|e| herald_core::Epoch::new(e.generation, e.counter)),
+        fanout_cursor: s.fanout_cursor,
     })
 }
 
@@ -235,7 +272,15 @@ mod tests {
             // Records written before the epoch was kept (the golden
             // files of version 1 hold them) have none.
             epoch: None,
+            fanout_cursor: None,
         }
+    }
+
+    fn fanout(seq: u64, all: bool) -> crate::seam::FanoutEntry {
+        use crate::seam::FanoutAudience;
+        let devices = ["d1", "d2"].iter().map(|d| herald_core::ClientId::new(*d).expect("id")).collect();
+        let audience = if all { FanoutAudience::All } else { FanoutAudience::Devices(Arc::new(devices)) };
+        crate::seam::FanoutEntry { seq, message: message("$push", b"news"), audience }
     }
 
     fn device() -> DirectoryDevice {
@@ -272,6 +317,9 @@ mod tests {
             Fact::GatewayGone(NodeId(4)),
             Fact::DevicePut(Box::new(device())),
             Fact::DeviceRemoved(key()),
+            Fact::Fanout(fanout(3, true)),
+            Fact::Fanout(fanout(4, false)),
+            Fact::FanoutTrimmed { app: AppId::default_app(), through: 3 },
         ];
         assert_eq!(decode(&encode(&facts)).expect("decodes"), facts);
         let image = DurableImage {
@@ -280,10 +328,16 @@ mod tests {
             groups: vec![group],
             gateways: vec![NodeId(2), NodeId(3)],
             devices: vec![device()],
+            fanout: vec![FanoutLog {
+                app: AppId::default_app(),
+                next_seq: 5,
+                entries: vec![fanout(4, false)],
+            }],
         };
         assert_eq!(decode_image(&encode_image(&image)).expect("decodes"), image);
         let with_epoch = vec![Fact::SessionPut(Box::new(DurableSession {
             epoch: Some(herald_core::Epoch::new(4, 2)),
+            fanout_cursor: Some(12),
             ..session()
         }))];
         assert_eq!(decode(&encode(&with_epoch)).expect("decodes"), with_epoch);

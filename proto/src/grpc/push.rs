@@ -4,10 +4,12 @@
 use super::convert::{ConvertError, invalid, message_to_pb, required, required_message};
 use super::pb;
 use crate::push::{
-    Audience, DeviceView, DirectoryAnswer, DirectoryOp, Push, PushOutcome, PushReport, TagChange,
+    Audience, DeviceView, DirectoryAnswer, DirectoryOp, FanoutAudience, FanoutEntry, Push, PushOutcome,
+    PushReport, TagChange,
 };
 use herald_core::directory::{Alias, DeviceEntry, Tag, TagExpr};
 use herald_core::{ClientId, NodeId};
+use std::sync::Arc;
 
 fn client(id: String, field: &'static str) -> Result<ClientId, ConvertError> {
     ClientId::new(id).map_err(|_| invalid(field, "invalid client id"))
@@ -74,24 +76,30 @@ pub(crate) fn expr_from_pb(expr: pb::TagExpr) -> Result<TagExpr, ConvertError> {
 }
 
 pub(super) fn push_to_pb(p: &Push) -> pb::Push {
-    let (devices, aliases) = match &p.audience {
-        Audience::Devices(devices) => (strings(devices), Vec::new()),
-        Audience::Aliases(aliases) => (Vec::new(), strings(aliases)),
-    };
-    pb::Push {
+    let mut push = pb::Push {
         request: p.request,
         message: Some(message_to_pb(&p.message)),
-        devices,
         store_offline: p.store_offline,
-        aliases,
+        ..Default::default()
+    };
+    match &p.audience {
+        Audience::Devices(devices) => push.devices = strings(devices),
+        Audience::Aliases(aliases) => push.aliases = strings(aliases),
+        Audience::Tags(expr) => push.tags = Some(expr_to_pb(expr)),
+        Audience::All => push.all = true,
     }
+    push
 }
 
 pub(super) fn push_from_pb(p: pb::Push) -> Result<Push, ConvertError> {
-    let audience = if p.aliases.is_empty() {
-        Audience::Devices(clients(p.devices, "push.devices")?)
-    } else {
-        Audience::Aliases(p.aliases.into_iter().map(|a| alias(a, "push.aliases")).collect::<Result<_, _>>()?)
+    let audience = match (p.all, p.tags, p.aliases.is_empty()) {
+        (true, None, true) if p.devices.is_empty() => Audience::All,
+        (false, Some(expr), true) if p.devices.is_empty() => Audience::Tags(expr_from_pb(expr)?),
+        (false, None, false) if p.devices.is_empty() => Audience::Aliases(
+            p.aliases.into_iter().map(|a| alias(a, "push.aliases")).collect::<Result<_, _>>()?,
+        ),
+        (false, None, true) => Audience::Devices(clients(p.devices, "push.devices")?),
+        _ => return Err(invalid("push", "exactly one audience")),
     };
     Ok(Push {
         request: p.request,
@@ -99,6 +107,29 @@ pub(super) fn push_from_pb(p: pb::Push) -> Result<Push, ConvertError> {
         audience,
         store_offline: p.store_offline,
     })
+}
+
+/// The protobuf form of a fan-out log entry.
+pub(crate) fn fanout_to_pb(entry: &FanoutEntry) -> pb::FanoutEntry {
+    let (all, devices) = match &entry.audience {
+        FanoutAudience::All => (true, Vec::new()),
+        FanoutAudience::Devices(devices) => {
+            let mut ids: Vec<String> = devices.iter().map(ToString::to_string).collect();
+            ids.sort_unstable();
+            (false, ids)
+        }
+    };
+    pb::FanoutEntry { seq: entry.seq, message: Some(message_to_pb(&entry.message)), all, devices }
+}
+
+/// A fan-out log entry from its protobuf form.
+pub(crate) fn fanout_from_pb(entry: pb::FanoutEntry) -> Result<FanoutEntry, ConvertError> {
+    let audience = if entry.all {
+        FanoutAudience::All
+    } else {
+        FanoutAudience::Devices(Arc::new(clients(entry.devices, "fanout.devices")?.into_iter().collect()))
+    };
+    Ok(FanoutEntry { seq: entry.seq, message: required_message(entry.message, "fanout.message")?, audience })
 }
 
 fn outcome_to_pb(outcome: PushOutcome) -> pb::PushOutcome {
@@ -125,6 +156,8 @@ pub(super) fn report_to_pb(request: u64, report: &PushReport) -> pb::Pushed {
         error: None,
         devices: report.devices.iter().map(|(d, _)| d.to_string()).collect(),
         unknown_aliases: strings(&report.unknown_aliases),
+        online: report.online,
+        stored: report.stored,
     }
 }
 
@@ -140,6 +173,8 @@ pub(super) fn report_from_pb(p: pb::Pushed) -> Result<PushReport, ConvertError> 
             .into_iter()
             .map(|a| alias(a, "pushed.unknown_aliases"))
             .collect::<Result<_, _>>()?,
+        online: p.online,
+        stored: p.stored,
     })
 }
 

@@ -7,7 +7,8 @@ use super::RouterState;
 use herald_core::directory::DeviceEntry;
 use herald_core::{AppId, NodeId, SessionKey, Topic, TopicFilter, UnixMillis};
 use herald_proto::Message;
-use herald_proto::journal::{DirectoryDevice, DurableImage, DurableSession, Fact, GroupQueue};
+use herald_proto::journal::{DirectoryDevice, DurableImage, DurableSession, Fact, FanoutLog, GroupQueue};
+use herald_proto::seam::FanoutEntry;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
@@ -20,6 +21,7 @@ pub struct DurableState {
     groups: HashMap<(AppId, TopicFilter), Vec<Arc<Message>>>,
     gateways: BTreeSet<NodeId>,
     devices: HashMap<SessionKey, DeviceEntry>,
+    fanout: HashMap<AppId, (u64, std::collections::VecDeque<FanoutEntry>)>,
 }
 
 impl DurableState {
@@ -38,6 +40,9 @@ impl DurableState {
         state.gateways.extend(image.gateways);
         for device in image.devices {
             state.apply(Fact::DevicePut(Box::new(device)));
+        }
+        for log in image.fanout {
+            state.fanout.insert(log.app, (log.next_seq, log.entries.into()));
         }
         state
     }
@@ -88,6 +93,17 @@ impl DurableState {
             Fact::DeviceRemoved(key) => {
                 self.devices.remove(&key);
             }
+            Fact::Fanout(entry) => {
+                let (next_seq, entries) = self.fanout.entry(entry.message.app.clone()).or_default();
+                super::fanout::Log::append(entries, next_seq, entry);
+            }
+            Fact::FanoutTrimmed { app, through } => {
+                if let Some((_, entries)) = self.fanout.get_mut(&app) {
+                    while entries.front().is_some_and(|e| e.seq <= through) {
+                        entries.pop_front();
+                    }
+                }
+            }
         }
     }
 
@@ -111,6 +127,15 @@ impl DurableState {
                 .iter()
                 .map(|(device, entry)| DirectoryDevice { device: device.clone(), entry: entry.clone() })
                 .collect(),
+            fanout: self
+                .fanout
+                .iter()
+                .map(|(app, (next_seq, entries))| FanoutLog {
+                    app: app.clone(),
+                    next_seq: *next_seq,
+                    entries: entries.iter().cloned().collect(),
+                })
+                .collect(),
         }
     }
 
@@ -120,7 +145,8 @@ impl DurableState {
         !(self.retained.is_empty()
             && self.sessions.is_empty()
             && self.groups.is_empty()
-            && self.devices.is_empty())
+            && self.devices.is_empty()
+            && self.fanout.values().all(|(_, entries)| entries.is_empty()))
     }
 
     /// Returns the number of retained messages.
@@ -176,6 +202,7 @@ impl RouterState {
             image.sessions.extend(record.durable(key));
         }
         self.image_devices(&mut image.devices);
+        self.image_fanout(&mut image.fanout);
         for (app, groups) in &self.shared {
             for filter in groups.filters() {
                 let messages = self.group_queue(app, filter);
@@ -195,6 +222,8 @@ impl RouterState {
         for message in image.retained {
             self.retained.entry(message.app.clone()).or_default().store(&message);
         }
+        // Logs first: a session's cursor points into its app's log.
+        self.restore_fanout(image.fanout);
         for session in image.sessions {
             self.restore_session(session, now);
         }

@@ -160,7 +160,7 @@ impl RouterState {
             if owned {
                 // The router never saw the link drop (it replaced the link).
                 self.leave_lease(gateway, &session);
-            } else if self.take_back(gateway, &session, epoch) {
+            } else if self.take_back(gateway, &session, epoch, now) {
                 self.adopt(gateway, reattach, out);
             } else if !self.sessions.contains_key(&session) && epoch.generation < self.generation {
                 // A session this router never knew (a transient one, from
@@ -182,7 +182,13 @@ impl RouterState {
     /// restored it from an older generation and nobody claimed it since.
     /// On success the session is the gateway's again, as it was before its
     /// link dropped (its queue stays where it is).
-    pub(super) fn take_back(&mut self, gateway: NodeId, session: &SessionKey, epoch: Epoch) -> bool {
+    pub(super) fn take_back(
+        &mut self,
+        gateway: NodeId,
+        session: &SessionKey,
+        epoch: Epoch,
+        now: UnixMillis,
+    ) -> bool {
         let leased = self.leases.get(&gateway).and_then(|lease| lease.sessions.get(session)) == Some(&epoch);
         let restored = Epoch::new(self.generation, 0);
         let Some(record) = self.sessions.get(session) else { return false };
@@ -198,7 +204,7 @@ impl RouterState {
             return false;
         }
         self.leave_lease(gateway, session);
-        self.resume_offline(gateway, session, epoch);
+        self.resume_offline(gateway, session, epoch, now);
         true
     }
 

@@ -4,6 +4,7 @@
 //! downlink items to send, each addressed to a gateway. No I/O, no clock.
 
 mod directory;
+mod fanout;
 mod journal;
 mod leases;
 mod push;
@@ -18,6 +19,7 @@ use herald_proto::seam::{Downlink, Uplink};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
+pub use fanout::MAX_FANOUT_ENTRIES;
 pub use journal::DurableState;
 pub use sessions::SessionRecord;
 
@@ -114,6 +116,12 @@ pub struct RouterCounters {
     /// Publishes held by a router that took over until the gateways it
     /// knew had linked again (or their leases ended).
     pub publishes_held: u64,
+    /// Fan-out log entries dropped to keep a log within its cap (policy:
+    /// drop oldest).
+    pub fanout_dropped: u64,
+    /// Sessions that came back after entries meant for them were dropped
+    /// from their app's fan-out log.
+    pub fanout_gaps: u64,
 }
 
 /// Publishes a router that took over holds at most while its gateways
@@ -154,6 +162,8 @@ pub struct RouterState {
     shared: HashMap<AppId, shared::SharedGroups>,
     /// Each app's device directory (aliases and tags).
     directories: HashMap<AppId, herald_core::directory::Directory>,
+    /// Each app's fan-out log (tag and broadcast sends).
+    fanout: HashMap<AppId, fanout::Log>,
     /// Scheduled wills and expiries: `(deadline, session)`.
     timers: BTreeSet<(UnixMillis, SessionKey)>,
     /// Gateways whose link dropped, with the sessions kept for them.
@@ -232,7 +242,7 @@ impl RouterState {
                 // A connection that ended while its gateway was unlinked:
                 // the session is the gateway's to end.
                 if self.sessions.get(&release.session).is_some_and(|r| r.owner.is_none()) {
-                    self.take_back(gateway, &release.session, release.epoch);
+                    self.take_back(gateway, &release.session, release.epoch, now);
                 }
                 self.release(release, now, out);
                 // After every delivery routed before the release, on the
@@ -294,6 +304,7 @@ impl RouterState {
             self.fire_timer(deadline, session, now, out);
         }
         let next_lease = self.expire_leases(now, out);
+        self.trim_fanout(now);
         let next_timer = self.timers.first().map(|(deadline, _)| *deadline);
         next_timer.into_iter().chain(next_lease).min()
     }

@@ -23,6 +23,14 @@ impl RouterState {
         let devices = match audience {
             Audience::Devices(devices) => devices,
             Audience::Aliases(aliases) => self.alias_devices(&message.app, aliases, &mut report),
+            Audience::Tags(_) | Audience::All if message.is_expired(now) => {
+                self.counters.dropped_expired += 1;
+                return report;
+            }
+            fanned @ (Audience::Tags(_) | Audience::All) => {
+                self.counters.messages_routed += 1;
+                return self.fan_out(message, fanned, store_offline, out);
+            }
         };
         if message.is_expired(now) {
             self.counters.dropped_expired += 1;
@@ -47,6 +55,11 @@ impl RouterState {
                 },
                 None => PushOutcome::Unreachable,
             };
+            match outcome {
+                PushOutcome::Online => report.online += 1,
+                PushOutcome::Stored => report.stored += 1,
+                PushOutcome::Unreachable => {}
+            }
             report.devices.push((key.client, outcome));
         }
         report

@@ -28,10 +28,10 @@ pub struct SessionRecord {
 
 /// The part of a session record only persistent sessions have.
 #[derive(Debug, Clone, Default)]
-struct PersistentState {
-    subscriptions: Vec<Subscription>,
+pub(super) struct PersistentState {
+    pub(super) subscriptions: Vec<Subscription>,
     /// Messages waiting while offline, oldest first (bounded).
-    queue: VecDeque<QueuedMessage>,
+    pub(super) queue: VecDeque<QueuedMessage>,
     /// When the will fires, if one is scheduled.
     will_at: Option<UnixMillis>,
     /// When the session expires, while offline.
@@ -45,10 +45,12 @@ struct PersistentState {
     /// since: the epoch of its last claim, the only one a gateway may take
     /// it back with (`None`: a record from before epochs were kept).
     restored_from: Option<Epoch>,
+    /// The first entry of its app's fan-out log it has not had.
+    pub(super) fanout_cursor: u64,
 }
 
 impl PersistentState {
-    fn count_bytes(&mut self) {
+    pub(super) fn count_bytes(&mut self) {
         self.queue_bytes = self.queue.iter().map(|q| q.message.payload.len()).sum();
     }
 }
@@ -99,6 +101,7 @@ impl SessionRecord {
             expires_at: state.and_then(|p| p.expires_at),
             online: self.owner.is_some(),
             epoch: Some(state.and_then(|p| p.restored_from).unwrap_or(self.epoch)),
+            fanout_cursor: state.map(|p| p.fanout_cursor),
         })
     }
 }
@@ -159,7 +162,17 @@ impl RouterState {
             self.forget_timers(&session, &old);
             self.remove_offline_subscriptions(&session, old.subscriptions());
             let resumable = old.is_persistent() && !claim.clean_start;
-            if let Some(state) = old.persistent.take().filter(|_| resumable) {
+            if let Some(mut state) = old.persistent.take().filter(|_| resumable) {
+                // What tag and broadcast sends left for it while it was away.
+                let log = self.fanout.get(&session.app);
+                super::fanout::catch_up(
+                    log,
+                    &session.client,
+                    &mut state,
+                    now,
+                    &self.config,
+                    &mut self.counters,
+                );
                 // A resumption within the will delay cancels the will [MQTT-3.1.3-9].
                 let PersistentState { subscriptions, queue, .. } = *state;
                 grant.session_present = true;
@@ -172,9 +185,11 @@ impl RouterState {
                 self.publish_will(*will, now, out);
             }
         }
+        let fanout_cursor = self.fanout_head(&session.app);
         let persistent = (expiry_seconds > 0).then(|| {
             Box::new(PersistentState {
                 subscriptions: grant.subscriptions.clone(),
+                fanout_cursor,
                 ..PersistentState::default()
             })
         });
@@ -216,6 +231,7 @@ impl RouterState {
         now: UnixMillis,
         out: &mut Vec<Effect>,
     ) {
+        let fanout_head = self.fanout_head(&release.session.app);
         let Some(record) = self.sessions.get_mut(&release.session) else {
             self.counters.stale_epoch_refused += 1;
             return;
@@ -272,6 +288,8 @@ impl RouterState {
         }
         let expires_at = now.plus_seconds(record.expiry_seconds);
         let state = record.persistent.get_or_insert_with(Box::default);
+        // What the log holds so far was sent while it was online.
+        state.fanout_cursor = fanout_head;
         state.expires_at = Some(expires_at);
         state.requeue_at = release.pending.len();
         for pending in release.pending.into_iter().rev() {
@@ -334,7 +352,13 @@ impl RouterState {
     /// Makes an offline persistent session `gateway`'s again at `epoch`,
     /// as it was before its connection's end: its subscriptions leave the
     /// offline index, its expiry and will timers stop. Its queue stays.
-    pub(super) fn resume_offline(&mut self, gateway: NodeId, session: &SessionKey, epoch: Epoch) {
+    pub(super) fn resume_offline(
+        &mut self,
+        gateway: NodeId,
+        session: &SessionKey,
+        epoch: Epoch,
+        now: UnixMillis,
+    ) {
         let Some(record) = self.sessions.get(session) else { return };
         let record = record.clone();
         self.forget_timers(session, &record);
@@ -343,6 +367,8 @@ impl RouterState {
         record.owner = Some(gateway);
         record.epoch = epoch;
         if let Some(state) = record.persistent.as_deref_mut() {
+            let log = self.fanout.get(&session.app);
+            super::fanout::catch_up(log, &session.client, state, now, &self.config, &mut self.counters);
             state.will_at = None;
             state.expires_at = None;
             state.requeue_at = 0;
@@ -372,7 +398,10 @@ impl RouterState {
         let mut pending = Vec::new();
         let mut routes = Vec::new();
         if expiry_seconds > 0 {
-            let state = record.persistent.get_or_insert_with(Box::default);
+            let fanout_cursor = self.fanout.get(&session.app).map_or(0, |log| log.next_seq());
+            let state = record.persistent.get_or_insert_with(|| {
+                Box::new(PersistentState { fanout_cursor, ..PersistentState::default() })
+            });
             pending.extend(state.queue.drain(..));
             state.count_bytes();
             routes.extend(state.subscriptions.iter().map(|s| (session.app.clone(), s.filter.clone())));
@@ -629,6 +658,7 @@ impl RouterState {
             mut expires_at,
             online,
             epoch: last_epoch,
+            fanout_cursor,
         } = durable;
         if online || expires_at.is_none() {
             // Its connection may still be live on a gateway that links
@@ -656,6 +686,7 @@ impl RouterState {
             requeue_at: 0,
             queue_bytes: 0,
             restored_from: last_epoch,
+            fanout_cursor: fanout_cursor.unwrap_or_else(|| self.fanout_head(&session.app)),
         };
         state.count_bytes();
         let record =

@@ -1571,3 +1571,6 @@ mod leases;
 
 #[path = "push_tests.rs"]
 mod push;
+
+#[path = "fanout_tests.rs"]
+mod fanout;

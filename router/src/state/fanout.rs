@@ -1,0 +1,215 @@
+//! Tag and broadcast sends (ADR 0018): one entry in the app's fan-out log,
+//! never a copy per device.
+//!
+//! ```text
+//!  send(tags | all) ─▶ online devices: one DeliverPush per gateway holding any
+//!                  └─▶ fan-out log of the app: one entry (seq, message, audience)
+//!  offline session ─▶ its cursor: the first entry it has not had
+//!  comes back     ─▶ entries after its cursor, for it, not expired,
+//!                    join its queue; cursor = head
+//! ```
+//!
+//! A session's cursor moves to the head of its app's log whenever it goes
+//! offline (what was sent before reached it online) and when it is created,
+//! so the audience is frozen at send time: a session that was online then,
+//! or did not exist, does not get the entry from the log.
+
+use super::sessions::PersistentState;
+use super::{Effect, Overflow, RouterConfig, RouterCounters, RouterState};
+use herald_core::{AppId, ClientId, NodeId, QoS, SessionKey, Topic, UnixMillis};
+use herald_proto::Message;
+use herald_proto::journal::{Fact, FanoutLog};
+use herald_proto::seam::{
+    Audience, Downlink, FanoutAudience, FanoutEntry, Progress, PushReport, QueuedMessage,
+};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+/// Entries one app's fan-out log keeps at most; past it the oldest go
+/// (policy: drop oldest, counted `fanout_dropped`), and a session that had
+/// not read them yet misses them (counted `fanout_gaps`).
+pub const MAX_FANOUT_ENTRIES: usize = 10_000;
+
+/// One app's fan-out log.
+#[derive(Debug, Default)]
+pub(super) struct Log {
+    next_seq: u64,
+    entries: VecDeque<FanoutEntry>,
+}
+
+impl Log {
+    /// The sequence number the next entry gets.
+    pub(super) fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Appends `entry` (its seq is the log's next), dropping the oldest past
+    /// the cap; returns how many were dropped. Replicas apply the same rule.
+    pub(super) fn append(entries: &mut VecDeque<FanoutEntry>, next_seq: &mut u64, entry: FanoutEntry) -> u64 {
+        *next_seq = entry.seq + 1;
+        entries.push_back(entry);
+        let mut dropped = 0;
+        while entries.len() > MAX_FANOUT_ENTRIES {
+            entries.pop_front();
+            dropped += 1;
+        }
+        dropped
+    }
+}
+
+impl RouterState {
+    /// The sequence number the next entry of `app`'s log gets: the cursor
+    /// of a session that has had everything so far.
+    pub(super) fn fanout_head(&self, app: &AppId) -> u64 {
+        self.fanout.get(app).map_or(0, |log| log.next_seq)
+    }
+
+    /// Sends a tag or broadcast message: to online devices through their
+    /// gateways, to offline ones through one log entry.
+    pub(super) fn fan_out(
+        &mut self,
+        message: Arc<Message>,
+        audience: Audience,
+        store_offline: bool,
+        out: &mut Vec<Effect>,
+    ) -> PushReport {
+        let app = message.app.clone();
+        let selected: Option<HashSet<ClientId>> = match &audience {
+            Audience::Tags(expr) => Some(self.directory_of(&app).map(|d| d.select(expr)).unwrap_or_default()),
+            _ => None,
+        };
+        let mut report = PushReport::default();
+        // Online devices, per gateway; offline ones that will read the log.
+        let mut online: HashMap<NodeId, Vec<ClientId>> = HashMap::new();
+        let push_topic = |client: &ClientId| Topic::push(client);
+        let mut count = |key: &SessionKey, record: &super::SessionRecord| match record.owner {
+            Some(gateway) => {
+                report.online += 1;
+                online.entry(gateway).or_default().push(key.client.clone());
+            }
+            None => {
+                let topic = push_topic(&key.client);
+                if store_offline && record.subscriptions().iter().any(|s| s.filter.matches(&topic)) {
+                    report.stored += 1;
+                }
+            }
+        };
+        match &selected {
+            Some(devices) => {
+                for device in devices {
+                    let key = SessionKey::new(app.clone(), device.clone());
+                    if let Some(record) = self.sessions.get(&key) {
+                        count(&key, record);
+                    }
+                }
+            }
+            None => {
+                for (key, record) in self.sessions.iter().filter(|(key, _)| key.app == app) {
+                    count(key, record);
+                }
+            }
+        }
+        for (gateway, devices) in online {
+            let devices = selected.is_some().then_some(devices);
+            out.push((gateway, Downlink::DeliverPush { message: message.clone(), devices }));
+        }
+        if store_offline {
+            let audience = match selected {
+                Some(devices) => FanoutAudience::Devices(Arc::new(devices)),
+                None => FanoutAudience::All,
+            };
+            let log = self.fanout.entry(app).or_default();
+            let entry = FanoutEntry { seq: log.next_seq, message: Arc::new(message.compacted()), audience };
+            self.journal.push(Fact::Fanout(entry.clone()));
+            let dropped = Log::append(&mut log.entries, &mut log.next_seq, entry);
+            self.counters.fanout_dropped += dropped;
+        }
+        report
+    }
+
+    /// Drops entries whose messages expired at `now`, journaling each trim.
+    pub(super) fn trim_fanout(&mut self, now: UnixMillis) {
+        for (app, log) in &mut self.fanout {
+            let mut through = None;
+            while log.entries.front().is_some_and(|e| e.message.is_expired(now)) {
+                through = log.entries.pop_front().map(|e| e.seq);
+            }
+            if let Some(through) = through {
+                self.journal.push(Fact::FanoutTrimmed { app: app.clone(), through });
+            }
+        }
+    }
+
+    /// Rebuilds the logs from an image.
+    pub(super) fn restore_fanout(&mut self, logs: Vec<FanoutLog>) {
+        for FanoutLog { app, next_seq, entries } in logs {
+            self.fanout.insert(app, Log { next_seq, entries: entries.into() });
+        }
+    }
+
+    /// Adds every log to `out`.
+    pub(super) fn image_fanout(&self, out: &mut Vec<FanoutLog>) {
+        for (app, log) in &self.fanout {
+            let entries = log.entries.iter().cloned().collect();
+            out.push(FanoutLog { app: app.clone(), next_seq: log.next_seq, entries });
+        }
+    }
+}
+
+/// Moves what `client`'s app log holds for it since its cursor into its
+/// queue (each entry on its topic, at the QoS of its subscription to it),
+/// within the queue's limits; then its cursor is the log's head.
+pub(super) fn catch_up(
+    log: Option<&Log>,
+    client: &ClientId,
+    state: &mut PersistentState,
+    now: UnixMillis,
+    config: &RouterConfig,
+    counters: &mut RouterCounters,
+) {
+    let Some(log) = log else { return };
+    if log.entries.front().is_some_and(|first| first.seq > state.fanout_cursor)
+        && state.fanout_cursor < log.next_seq
+    {
+        counters.fanout_gaps += 1;
+    }
+    let topic = Topic::push(client);
+    let matching: Vec<&herald_proto::seam::Subscription> =
+        state.subscriptions.iter().filter(|s| s.filter.matches(&topic)).collect();
+    if let Some(qos) = matching.iter().map(|s| s.qos).max() {
+        let ids: Vec<u32> = matching.iter().filter_map(|s| s.identifier).collect();
+        for entry in log.entries.iter().filter(|e| e.seq >= state.fanout_cursor) {
+            if !entry.audience.includes(client) {
+                continue;
+            }
+            if entry.message.is_expired(now) {
+                counters.dropped_expired += 1;
+                continue;
+            }
+            let qos = qos.min(entry.message.qos);
+            if qos == QoS::AtMostOnce {
+                counters.dropped_offline_qos0 += 1;
+                continue;
+            }
+            if state.queue.len() >= config.max_queued_messages {
+                if config.overflow == Overflow::RefuseNewest {
+                    counters.dropped_queue_full += 1;
+                    continue;
+                }
+                state.queue.pop_front();
+                counters.dropped_queue_oldest += 1;
+            }
+            let copy = Arc::new(Message { topic: topic.clone(), ..Message::clone(&entry.message) });
+            let queued = QueuedMessage {
+                message: copy,
+                qos,
+                subscription_ids: ids.clone(),
+                progress: Progress::Unsent,
+                shared: None,
+            };
+            state.queue.push_back(queued);
+        }
+        state.count_bytes();
+    }
+    state.fanout_cursor = log.next_seq;
+}

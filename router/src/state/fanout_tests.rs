@@ -1,0 +1,156 @@
+//! Tests of tag and broadcast sends: one fan-out log entry, read by the
+//! sessions that were offline when it was sent.
+
+use super::*;
+use herald_core::directory::{DeviceEntry, Tag, TagExpr};
+use herald_proto::journal::Fact;
+use herald_proto::seam::{Audience, DirectoryOp, Push, PushReport};
+
+fn send(
+    h: &mut Harness,
+    audience: Audience,
+    name: &'static str,
+    now: UnixMillis,
+) -> (PushReport, Vec<Effect>) {
+    let message = shared(Message { expires_at: Some(now.plus_seconds(600)), ..message("$push", name) });
+    let item = Uplink::Push(Push { request: 9, message, audience, store_offline: true });
+    let mut effects = h.apply(GW1, item, now);
+    let at = effects.iter().position(|(_, e)| matches!(e, Downlink::Pushed { .. })).expect("answered");
+    match effects.remove(at).1 {
+        Downlink::Pushed { result: Ok(report), .. } => (report, effects),
+        other => panic!("refused: {other:?}"),
+    }
+}
+
+fn push_sub(client: &str) -> Subscription {
+    subscription(&format!("$push/{client}"), QoS::AtLeastOnce)
+}
+
+/// Resumes `client`'s persistent session on `gateway`; returns the names
+/// and topics of what it is given.
+fn resume(h: &mut Harness, gateway: NodeId, client: &str, now: UnixMillis) -> Vec<(String, String)> {
+    let (grant, _) = h.claim(gateway, claim(client, false, 3600), now);
+    grant.queued.iter().map(|q| (name_of(&q.message), q.message.topic.to_string())).collect()
+}
+
+fn tag_devices(h: &mut Harness, tag: &str, devices: &[&str]) {
+    let op = DirectoryOp::Tag {
+        tag: Tag::new(tag).expect("tag"),
+        add: devices.iter().map(|d| client_id(d)).collect(),
+        remove: vec![],
+    };
+    h.apply(GW1, Uplink::Directory { request: 5, app: app(), op }, T0);
+}
+
+#[test]
+fn a_broadcast_is_one_log_entry_read_by_sessions_offline_when_it_was_sent() {
+    let mut h = Harness::new();
+    h.offline_subscriber("away", 3600, &[push_sub("away")]);
+    let online = h.connect(GW2, "here", 3600);
+    h.subscribe(GW2, "here", online, vec![(push_sub("here"), RetainedLookup::Skip)]).expect("subscribed");
+
+    let (report, effects) = send(&mut h, Audience::All, "news", T0);
+    assert_eq!((report.online, report.stored), (1, 1));
+    let pushes: Vec<_> = effects
+        .iter()
+        .filter_map(|(to, e)| match e {
+            Downlink::DeliverPush { message, devices } => Some((*to, name_of(message), devices.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(pushes, [(GW2, "news".to_owned(), None)], "one item per gateway, no device list");
+    let facts = h.state.take_journal();
+    assert_eq!(facts.iter().filter(|f| matches!(f, Fact::Fanout(_))).count(), 1, "one write: {facts:?}");
+    assert!(!facts.iter().any(|f| matches!(f, Fact::Queued { .. })), "no copy per session");
+
+    // The away session gets it on its topic when it comes back, once.
+    assert_eq!(resume(&mut h, GW1, "away", after_s(1)), [("news".to_owned(), "$push/away".to_owned())]);
+    h.release(GW1, release("away", h.state.session(&key("away")).expect("s").epoch, 3600, false), after_s(2));
+    assert_eq!(resume(&mut h, GW1, "away", after_s(3)), []);
+    // The session that was online gets nothing from the log later; nor does
+    // a session that did not exist when it was sent.
+    h.release(GW2, release("here", online, 3600, false), after_s(4));
+    assert_eq!(resume(&mut h, GW2, "here", after_s(5)), []);
+    h.offline_subscriber("late", 3600, &[push_sub("late")]);
+    assert_eq!(resume(&mut h, GW1, "late", after_s(6)), []);
+}
+
+#[test]
+fn a_tag_audience_is_frozen_when_sent() {
+    let mut h = Harness::new();
+    for device in ["a", "b", "c"] {
+        h.offline_subscriber(device, 3600, &[push_sub(device)]);
+    }
+    tag_devices(&mut h, "vip", &["a", "b"]);
+    let vip = TagExpr::Tag(Tag::new("vip").expect("tag"));
+    let (report, effects) = send(&mut h, Audience::Tags(vip), "sale", T0);
+    assert_eq!((report.online, report.stored), (0, 2));
+    assert!(!effects.iter().any(|(_, e)| matches!(e, Downlink::DeliverPush { .. })), "nobody online");
+    // c is tagged after the send: it does not get it; b lost the tag: it does.
+    tag_devices(&mut h, "vip", &["c"]);
+    let op = DirectoryOp::Put { device: client_id("b"), entry: DeviceEntry::default() };
+    h.apply(GW1, Uplink::Directory { request: 6, app: app(), op }, T0);
+    assert_eq!(resume(&mut h, GW1, "a", after_s(1)).len(), 1);
+    assert_eq!(resume(&mut h, GW1, "b", after_s(1)).len(), 1);
+    assert_eq!(resume(&mut h, GW1, "c", after_s(1)), []);
+}
+
+#[test]
+fn online_tagged_devices_are_listed_per_gateway() {
+    let mut h = Harness::new();
+    h.connect(GW2, "a", 0);
+    h.connect(GW3, "b", 0);
+    h.connect(GW3, "c", 0);
+    tag_devices(&mut h, "beta", &["a", "b"]);
+    let beta = TagExpr::Tag(Tag::new("beta").expect("tag"));
+    let (report, effects) = send(&mut h, Audience::Tags(beta), "try", T0);
+    assert_eq!(report.online, 2);
+    let mut pushes: Vec<_> = effects
+        .iter()
+        .filter_map(|(to, e)| match e {
+            Downlink::DeliverPush { devices: Some(devices), .. } => {
+                Some((*to, devices.iter().map(|d| d.to_string()).collect::<Vec<_>>()))
+            }
+            _ => None,
+        })
+        .collect();
+    pushes.sort();
+    assert_eq!(pushes, [(GW2, vec!["a".to_owned()]), (GW3, vec!["b".to_owned()])]);
+}
+
+#[test]
+fn the_log_and_cursors_survive_a_restart_and_expired_entries_go() {
+    let mut h = Harness::new();
+    h.offline_subscriber("away", 3600, &[push_sub("away")]);
+    h.offline_subscriber("later", 3600, &[push_sub("later")]);
+    send(&mut h, Audience::All, "kept", T0);
+    let mut durable = crate::state::DurableState::default();
+    let commit = |h: &mut Harness, durable: &mut crate::state::DurableState| {
+        for fact in h.state.take_journal() {
+            durable.apply(fact);
+        }
+    };
+    commit(&mut h, &mut durable);
+    let mut after = Harness::new();
+    after.state.restore(durable.image(), after_s(1));
+    assert_eq!(resume(&mut after, GW1, "away", after_s(2)), [("kept".to_owned(), "$push/away".to_owned())]);
+
+    // Past its ttl (600 s) the entry is trimmed, journaled, and not given.
+    let (_, _) = after.tick(after_s(601));
+    let facts = after.state.take_journal();
+    assert!(facts.iter().any(|f| matches!(f, Fact::FanoutTrimmed { through: 0, .. })), "{facts:?}");
+    assert_eq!(resume(&mut after, GW1, "later", after_s(602)), []);
+}
+
+#[test]
+fn a_full_log_drops_its_oldest_entry_and_counts_the_gap() {
+    let mut h = Harness::new();
+    h.offline_subscriber("away", 3600, &[push_sub("away")]);
+    for _ in 0..=crate::state::MAX_FANOUT_ENTRIES {
+        send(&mut h, Audience::All, "n", T0);
+    }
+    assert_eq!(h.counters().fanout_dropped, 1);
+    let given = resume(&mut h, GW1, "away", after_s(1));
+    assert_eq!(given.len(), RouterConfig::default().max_queued_messages, "bounded by the queue limit");
+    assert_eq!(h.counters().fanout_gaps, 1);
+}
