@@ -8,9 +8,9 @@
 //! [`decode`] convert.
 
 use crate::Message;
-use crate::seam::{FanoutEntry, QueuedMessage, Subscription, Will};
+use crate::seam::{FanoutEntry, Idempotency, PushReport, QueuedMessage, Subscription, Will};
 use herald_core::directory::DeviceEntry;
-use herald_core::{AppId, Epoch, NodeId, QoS, SessionKey, TopicFilter, UnixMillis};
+use herald_core::{AppId, Epoch, MessageId, NodeId, QoS, SessionKey, TopicFilter, UnixMillis};
 use std::sync::Arc;
 
 pub use crate::grpc::journal::{decode, decode_image, encode, encode_image};
@@ -53,6 +53,10 @@ pub enum Fact {
     DeviceRemoved(SessionKey),
     /// A tag or broadcast message appended to its app's fan-out log.
     Fanout(FanoutEntry),
+    /// A send with an idempotency key, and its answer.
+    Idempotent(Box<IdempotentSend>),
+    /// Idempotency keys kept until before this time are forgotten.
+    IdempotencyExpired(UnixMillis),
     /// An app's fan-out log entries up to `through` expired.
     FanoutTrimmed {
         /// The app.
@@ -60,6 +64,22 @@ pub enum Fact {
         /// The last sequence number trimmed.
         through: u64,
     },
+}
+
+/// A send made with an idempotency key: a repeat within its time gets
+/// `answer` again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotentSend {
+    /// The app (keys are per app).
+    pub app: AppId,
+    /// The key and the request it came with.
+    pub idempotency: Idempotency,
+    /// The message the first send made.
+    pub message_id: MessageId,
+    /// What the first send was answered.
+    pub answer: PushReport,
+    /// When the key is forgotten.
+    pub expires_at: UnixMillis,
 }
 
 /// One app's fan-out log.
@@ -158,4 +178,6 @@ pub struct DurableImage {
     pub devices: Vec<DirectoryDevice>,
     /// Every app's fan-out log.
     pub fanout: Vec<FanoutLog>,
+    /// Idempotency keys within their time.
+    pub idempotent: Vec<IdempotentSend>,
 }

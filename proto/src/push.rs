@@ -64,6 +64,18 @@ pub struct Push {
     pub audience: Audience,
     /// Queue it for offline persistent sessions (false: ttl 0, online only).
     pub store_offline: bool,
+    /// The caller's idempotency key, if it gave one.
+    pub idempotency: Option<Idempotency>,
+}
+
+/// An `Idempotency-Key` and the request it came with: the same key with
+/// the same body gets the first answer again; with another body, a refusal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Idempotency {
+    /// The key (at most 64 printable ASCII characters), per app.
+    pub key: String,
+    /// SHA-256 of the request body.
+    pub body_hash: [u8; 32],
 }
 
 /// What a push did for one device.
@@ -92,6 +104,9 @@ pub struct PushReport {
     /// Devices offline with a persistent session subscribed to their
     /// topic: they get it when they come back, within the ttl.
     pub stored: u64,
+    /// Set when this is the stored answer of an earlier send with the same
+    /// idempotency key: that send's message id (nothing was sent again).
+    pub replay_of: Option<herald_core::MessageId>,
 }
 
 /// A change to a device's tags.

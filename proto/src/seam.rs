@@ -29,8 +29,8 @@ use crate::Message;
 use herald_core::{AppId, Epoch, ErrorCode, NodeId, QoS, SessionKey, TopicFilter};
 
 pub use crate::push::{
-    Audience, DeviceView, DirectoryAnswer, DirectoryOp, FanoutAudience, FanoutEntry, Push, PushOutcome,
-    PushReport, TagChange,
+    Audience, DeviceView, DirectoryAnswer, DirectoryOp, FanoutAudience, FanoutEntry, Idempotency, Push,
+    PushOutcome, PushReport, TagChange,
 };
 use std::sync::Arc;
 use tokio::sync::mpsc;

@@ -33,6 +33,7 @@ pub(crate) struct Reply {
     pub(crate) status: u16,
     pub(crate) content_type: String,
     pub(crate) location: String,
+    pub(crate) replayed: String,
     pub(crate) body: serde_json::Value,
 }
 
@@ -51,8 +52,34 @@ pub(crate) fn call(
     key: Option<&str>,
     body: Body<'_>,
 ) -> Reply {
+    request(address, method, path, key, &[], body)
+}
+
+/// Makes one request with extra headers and a JSON body.
+pub(crate) fn call_with(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    key: &str,
+    headers: &[(&str, &str)],
+    body: &serde_json::Value,
+) -> Reply {
+    request(address, method, path, Some(key), headers, Body::Json(body))
+}
+
+fn request(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Body<'_>,
+) -> Reply {
     let mut command = Command::new("/usr/bin/python3");
     command.arg(format!("{PY}/http_call.py")).arg(method).arg(format!("http://{address}{path}"));
+    for (name, value) in headers {
+        command.arg("--header").arg(format!("{name}:{value}"));
+    }
     if let Some(key) = key {
         command.args(["--key", key]);
     }
@@ -88,6 +115,7 @@ pub(crate) fn call(
         status: field("status").parse().expect("status"),
         content_type: field("content-type"),
         location: field("location"),
+        replayed: field("replayed"),
         body: serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
     }
 }

@@ -326,3 +326,36 @@ fn broadcasts_and_tag_sends_reach_online_devices_and_offline_ones_when_they_retu
     );
     assert_eq!(new.finish(), []);
 }
+
+#[test]
+fn an_idempotency_key_makes_a_retried_send_answer_the_same_and_send_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (broker, http) = broker(&dir);
+    let device =
+        Device::start(broker.addr(), "dev1", "shop-device", &["--subscribe", "$push/dev1", "--settle", "2"]);
+    let body = json!({"audience": {"device_ids": ["dev1"]}, "content": {"data": {"n": 1}}});
+    let keyed = |key: &str, body: &serde_json::Value| {
+        crate::push_client::call_with(
+            http,
+            "POST",
+            "/v1/apps/shop/messages",
+            SHOP_KEY,
+            &[("Idempotency-Key", key)],
+            body,
+        )
+    };
+    let first = keyed("order-1", &body);
+    assert_eq!((first.status, first.replayed.as_str()), (202, "-"), "{first:?}");
+    let again = keyed("order-1", &body);
+    assert_eq!((again.status, again.replayed.as_str()), (202, "true"), "{again:?}");
+    assert_eq!(again.body["message_id"], first.body["message_id"]);
+    assert_eq!(again.body["devices"], first.body["devices"]);
+    let other =
+        keyed("order-1", &json!({"audience": {"device_ids": ["dev1"]}, "content": {"data": {"n": 2}}}));
+    assert_eq!((other.status, &other.body["code"]), (409, &json!("IDEMPOTENCY_KEY_REUSED")), "{other:?}");
+    let bad = keyed(&"k".repeat(65), &body);
+    assert_eq!((bad.status, &bad.body["code"]), (400, &json!("IDEMPOTENCY_KEY_INVALID")));
+    let got = device.finish();
+    assert_eq!(got.len(), 1, "sent once: {got:?}");
+    assert_eq!(got[0].message_id, first.body["message_id"].as_str().expect("id"));
+}

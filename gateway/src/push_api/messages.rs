@@ -6,25 +6,48 @@ use crate::registry::message_id;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
+use herald_core::ErrorCode;
 use herald_proto::Message;
-use herald_proto::seam::{Audience, Downlink, Push, PushOutcome, PushReport, Uplink};
+use herald_proto::seam::{Audience, Downlink, Idempotency, Push, PushOutcome, PushReport, Uplink};
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
-/// Checks a send; returns the request and the message it makes.
+/// The longest idempotency key.
+const MAX_IDEMPOTENCY_KEY: usize = 64;
+
+/// Checks a send; returns the request, the message it makes and its
+/// idempotency key (with the body's hash), if it has one.
 async fn check(
     api: &Api,
     app: &str,
     headers: &HeaderMap,
     body: axum::body::Body,
-) -> Result<(SendRequest, Message), Problem> {
+) -> Result<(SendRequest, Message, Option<Idempotency>), Problem> {
     let app = api.authorize(headers, app)?;
+    let key = idempotency_key(headers)?;
     let body = api.body(body).await?;
     let request = send::parse(&body, &api.config.limits)?;
     let now = api.shared.clock.now();
     let id = message_id(api.shared.node, now.0, &api.shared.message_sequence);
     let message = request.message(app, id, now, &api.config.limits)?;
-    Ok((request, message))
+    let idempotency = key.map(|key| Idempotency { key, body_hash: Sha256::digest(&body).into() });
+    Ok((request, message, idempotency))
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
+    let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
+    let key = value.to_str().ok().filter(|k| {
+        !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY && k.bytes().all(|b| b.is_ascii_graphic())
+    });
+    match key {
+        Some(key) => Ok(Some(key.to_owned())),
+        None => Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "IDEMPOTENCY_KEY_INVALID",
+            format!("Idempotency-Key is 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters"),
+        )),
+    }
 }
 
 pub(super) async fn send(
@@ -42,7 +65,19 @@ async fn send_checked(
     headers: &HeaderMap,
     body: axum::body::Body,
 ) -> Result<Response, Problem> {
-    let (request, message) = check(api, app, headers, body).await?;
+    let (request, message, idempotency) = check(api, app, headers, body).await?;
+    // A second send with a key whose first is still waiting here: refused
+    // rather than sent twice (across gateways, the router answers it).
+    let _guard = match &idempotency {
+        Some(i) => Some(api.claim_key(&message.app, &i.key).ok_or_else(|| {
+            Problem::new(
+                StatusCode::CONFLICT,
+                "REQUEST_IN_PROGRESS",
+                "a send with this Idempotency-Key is in progress",
+            )
+        })?),
+        None => None,
+    };
     let message_id = message.id;
     let message = Arc::new(message);
     let store_offline = request.ttl_seconds > 0;
@@ -50,19 +85,31 @@ async fn send_checked(
     // Device and alias audiences are answered per device; tag and
     // broadcast audiences with totals.
     let per_device = matches!(audience, Audience::Devices(_) | Audience::Aliases(_));
-    let reply = api.ask(|id| Uplink::Push(Push { request: id, message, audience, store_offline })).await?;
+    let reply = api
+        .ask(|id| Uplink::Push(Push { request: id, message, audience, store_offline, idempotency }))
+        .await?;
     let report = match reply {
         Downlink::Pushed { result: Ok(report), .. } => report,
+        Downlink::Pushed { result: Err(ErrorCode::Conflict), .. } => {
+            return Err(Problem::new(
+                StatusCode::CONFLICT,
+                "IDEMPOTENCY_KEY_REUSED",
+                "this Idempotency-Key was used with another request body in the last 24 hours",
+            ));
+        }
         Downlink::Pushed { result: Err(code), .. } => return Err(refused(code, "message")),
         _ => return Err(Problem::unavailable("the router's answer did not match the send")),
     };
-    let body = if per_device { per_device_body(&report)? } else { totals_body(&report) };
-    let mut body = body;
+    let mut body = if per_device { per_device_body(&report)? } else { totals_body(&report) };
+    let message_id = report.replay_of.unwrap_or(message_id);
     body["message_id"] = json!(message_id.to_string());
     body["status"] = json!("accepted");
     let mut response = json_response(StatusCode::ACCEPTED, &body);
     if let Ok(location) = header::HeaderValue::try_from(format!("/v1/apps/{app}/messages/{message_id}")) {
         response.headers_mut().insert(header::LOCATION, location);
+    }
+    if report.replay_of.is_some() {
+        response.headers_mut().insert("idempotent-replayed", header::HeaderValue::from_static("true"));
     }
     Ok(response)
 }
@@ -102,7 +149,7 @@ pub(super) async fn validate(
 ) -> Response {
     respond(
         async {
-            let (request, message) = check(&api, &app, &headers, body).await?;
+            let (request, message, _) = check(&api, &app, &headers, body).await?;
             let estimate = match request.audience {
                 Audience::Devices(devices) => json!(devices.len()),
                 // Tags are counted as they select now; aliases and

@@ -140,7 +140,7 @@ pub(crate) async fn serve(
     config: PushApiConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let api = Arc::new(Api { shared, config });
+    let api = Arc::new(Api { shared, config, keys_in_flight: Mutex::default() });
     let app = axum::Router::new()
         .route("/v1/apps/{app}/messages", post(messages::send))
         .route("/v1/apps/{app}/messages/validate", post(messages::validate))
@@ -163,6 +163,20 @@ pub(crate) async fn serve(
 pub(crate) struct Api {
     shared: Arc<Shared>,
     config: PushApiConfig,
+    /// Idempotency keys of sends waiting for the router on this gateway.
+    keys_in_flight: Mutex<std::collections::HashSet<(AppId, String)>>,
+}
+
+/// Holds an idempotency key for one send; lets it go when dropped.
+pub(crate) struct KeyGuard<'a> {
+    api: &'a Api,
+    key: (AppId, String),
+}
+
+impl Drop for KeyGuard<'_> {
+    fn drop(&mut self) {
+        self.api.keys_in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.key);
+    }
 }
 
 impl Api {
@@ -190,6 +204,13 @@ impl Api {
             ));
         }
         Ok(owner.clone())
+    }
+
+    /// Takes `key` of `app` for one send, unless a send with it waits here.
+    fn claim_key(&self, app: &AppId, key: &str) -> Option<KeyGuard<'_>> {
+        let id = (app.clone(), key.to_owned());
+        let fresh = self.keys_in_flight.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone());
+        fresh.then_some(KeyGuard { api: self, key: id })
     }
 
     /// Reads the request body up to its limit.
@@ -231,6 +252,11 @@ impl Api {
 fn refused(code: ErrorCode, what: &str) -> Problem {
     match code {
         ErrorCode::NotFound => Problem::new(StatusCode::NOT_FOUND, "NOT_FOUND", format!("no such {what}")),
+        ErrorCode::Conflict => Problem::new(
+            StatusCode::CONFLICT,
+            "CONFLICT",
+            format!("the {what} conflicts with an earlier request"),
+        ),
         ErrorCode::TooLarge => Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "TAG_LIMIT_EXCEEDED",

@@ -41,6 +41,7 @@ pub fn encode_image(image: &DurableImage) -> Vec<u8> {
                 entries: log.entries.iter().map(super::push::fanout_to_pb).collect(),
             })
             .collect(),
+        idempotent: image.idempotent.iter().map(super::push::idempotent_to_pb).collect(),
     }
     .encode_to_vec()
 }
@@ -74,6 +75,11 @@ pub fn decode_image(bytes: &[u8]) -> Result<DurableImage, ConvertError> {
                 })
             })
             .collect::<Result<_, ConvertError>>()?,
+        idempotent: image
+            .idempotent
+            .into_iter()
+            .map(super::push::idempotent_from_pb)
+            .collect::<Result<_, _>>()?,
     })
 }
 
@@ -103,6 +109,8 @@ fn fact_to_pb(fact: &Fact) -> pb::Fact {
         Fact::DevicePut(device) => Kind::DevicePut(device_to_pb(device)),
         Fact::DeviceRemoved(key) => Kind::DeviceRemoved(session_to_pb(key)),
         Fact::Fanout(entry) => Kind::Fanout(super::push::fanout_to_pb(entry)),
+        Fact::Idempotent(send) => Kind::Idempotent(super::push::idempotent_to_pb(send)),
+        Fact::IdempotencyExpired(before) => Kind::IdempotencyExpired(before.0),
         Fact::FanoutTrimmed { app, through } => {
             Kind::FanoutTrimmed(pb::FanoutTrimmed { app: app.to_string(), through: *through })
         }
@@ -142,6 +150,8 @@ fn fact_from_pb(fact: pb::Fact) -> Result<Fact, ConvertError> {
         Kind::DevicePut(device) => Fact::DevicePut(Box::new(device_from_pb(device)?)),
         Kind::DeviceRemoved(key) => Fact::DeviceRemoved(session_from_pb(Some(key), "fact.device_removed")?),
         Kind::Fanout(entry) => Fact::Fanout(super::push::fanout_from_pb(entry)?),
+        Kind::Idempotent(send) => Fact::Idempotent(Box::new(super::push::idempotent_from_pb(send)?)),
+        Kind::IdempotencyExpired(before) => Fact::IdempotencyExpired(UnixMillis(before)),
         Kind::FanoutTrimmed(t) => Fact::FanoutTrimmed {
             app: AppId::new(t.app).map_err(|_| invalid("fanout_trimmed.app", "invalid app id"))?,
             through: t.through,
@@ -283,6 +293,22 @@ mod tests {
         crate::seam::FanoutEntry { seq, message: message("$push", b"news"), audience }
     }
 
+    fn idempotent() -> crate::journal::IdempotentSend {
+        use crate::seam::{Idempotency, PushOutcome, PushReport};
+        let device = herald_core::ClientId::new("d1").expect("id");
+        crate::journal::IdempotentSend {
+            app: AppId::default_app(),
+            idempotency: Idempotency { key: "k-1".to_owned(), body_hash: [3; 32] },
+            message_id: herald_core::MessageId(42),
+            answer: PushReport {
+                devices: vec![(device, PushOutcome::Stored)],
+                stored: 1,
+                ..PushReport::default()
+            },
+            expires_at: UnixMillis(86_400_000),
+        }
+    }
+
     fn device() -> DirectoryDevice {
         use herald_core::directory::{Alias, DeviceEntry, Tag};
         let tags = ["city:bj", "vip"].into_iter().map(|t| Tag::new(t).expect("tag")).collect();
@@ -320,6 +346,8 @@ mod tests {
             Fact::Fanout(fanout(3, true)),
             Fact::Fanout(fanout(4, false)),
             Fact::FanoutTrimmed { app: AppId::default_app(), through: 3 },
+            Fact::Idempotent(Box::new(idempotent())),
+            Fact::IdempotencyExpired(UnixMillis(1_000)),
         ];
         assert_eq!(decode(&encode(&facts)).expect("decodes"), facts);
         let image = DurableImage {
@@ -333,6 +361,7 @@ mod tests {
                 next_seq: 5,
                 entries: vec![fanout(4, false)],
             }],
+            idempotent: vec![idempotent()],
         };
         assert_eq!(decode_image(&encode_image(&image)).expect("decodes"), image);
         let with_epoch = vec![Fact::SessionPut(Box::new(DurableSession {

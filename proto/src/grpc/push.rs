@@ -3,12 +3,13 @@
 
 use super::convert::{ConvertError, invalid, message_to_pb, required, required_message};
 use super::pb;
+use crate::journal::IdempotentSend;
 use crate::push::{
-    Audience, DeviceView, DirectoryAnswer, DirectoryOp, FanoutAudience, FanoutEntry, Push, PushOutcome,
-    PushReport, TagChange,
+    Audience, DeviceView, DirectoryAnswer, DirectoryOp, FanoutAudience, FanoutEntry, Idempotency, Push,
+    PushOutcome, PushReport, TagChange,
 };
 use herald_core::directory::{Alias, DeviceEntry, Tag, TagExpr};
-use herald_core::{ClientId, NodeId};
+use herald_core::{ClientId, MessageId, NodeId};
 use std::sync::Arc;
 
 fn client(id: String, field: &'static str) -> Result<ClientId, ConvertError> {
@@ -80,6 +81,8 @@ pub(super) fn push_to_pb(p: &Push) -> pb::Push {
         request: p.request,
         message: Some(message_to_pb(&p.message)),
         store_offline: p.store_offline,
+        idempotency_key: p.idempotency.as_ref().map(|i| i.key.clone()),
+        body_hash: p.idempotency.as_ref().map(|i| i.body_hash.to_vec().into()).unwrap_or_default(),
         ..Default::default()
     };
     match &p.audience {
@@ -101,11 +104,23 @@ pub(super) fn push_from_pb(p: pb::Push) -> Result<Push, ConvertError> {
         (false, None, true) => Audience::Devices(clients(p.devices, "push.devices")?),
         _ => return Err(invalid("push", "exactly one audience")),
     };
+    let idempotency = match p.idempotency_key {
+        Some(key) if key.is_empty() || key.len() > 64 => {
+            return Err(invalid("push.idempotency_key", "1 to 64 characters"));
+        }
+        Some(key) => {
+            let body_hash: [u8; 32] =
+                p.body_hash.as_ref().try_into().map_err(|_| invalid("push.body_hash", "must be 32 bytes"))?;
+            Some(Idempotency { key, body_hash })
+        }
+        None => None,
+    };
     Ok(Push {
         request: p.request,
         message: required_message(p.message, "push.message")?,
         audience,
         store_offline: p.store_offline,
+        idempotency,
     })
 }
 
@@ -158,6 +173,7 @@ pub(super) fn report_to_pb(request: u64, report: &PushReport) -> pb::Pushed {
         unknown_aliases: strings(&report.unknown_aliases),
         online: report.online,
         stored: report.stored,
+        replay_of: report.replay_of.map(|id| id.0.to_be_bytes().to_vec().into()),
     }
 }
 
@@ -175,6 +191,40 @@ pub(super) fn report_from_pb(p: pb::Pushed) -> Result<PushReport, ConvertError> 
             .collect::<Result<_, _>>()?,
         online: p.online,
         stored: p.stored,
+        replay_of: p.replay_of.map(|id| message_id_from_pb(&id, "pushed.replay_of")).transpose()?,
+    })
+}
+
+pub(crate) fn message_id_from_pb(bytes: &[u8], field: &'static str) -> Result<MessageId, ConvertError> {
+    let id: [u8; 16] = bytes.try_into().map_err(|_| invalid(field, "must be 16 bytes"))?;
+    Ok(MessageId(u128::from_be_bytes(id)))
+}
+
+/// The protobuf form of a send kept for its idempotency key.
+pub(crate) fn idempotent_to_pb(send: &IdempotentSend) -> pb::IdempotentSend {
+    pb::IdempotentSend {
+        app: send.app.to_string(),
+        key: send.idempotency.key.clone(),
+        body_hash: send.idempotency.body_hash.to_vec().into(),
+        message_id: send.message_id.0.to_be_bytes().to_vec().into(),
+        answer: Some(report_to_pb(0, &send.answer)),
+        expires_at_ms: send.expires_at.0,
+    }
+}
+
+/// A send kept for its idempotency key, from its protobuf form.
+pub(crate) fn idempotent_from_pb(send: pb::IdempotentSend) -> Result<IdempotentSend, ConvertError> {
+    let body_hash: [u8; 32] = send
+        .body_hash
+        .as_ref()
+        .try_into()
+        .map_err(|_| invalid("idempotent.body_hash", "must be 32 bytes"))?;
+    Ok(IdempotentSend {
+        app: herald_core::AppId::new(send.app).map_err(|_| invalid("idempotent.app", "invalid app id"))?,
+        idempotency: Idempotency { key: send.key, body_hash },
+        message_id: message_id_from_pb(&send.message_id, "idempotent.message_id")?,
+        answer: report_from_pb(required(send.answer, "idempotent.answer")?)?,
+        expires_at: herald_core::UnixMillis(send.expires_at_ms),
     })
 }
 

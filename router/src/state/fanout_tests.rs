@@ -13,7 +13,7 @@ fn send(
     now: UnixMillis,
 ) -> (PushReport, Vec<Effect>) {
     let message = shared(Message { expires_at: Some(now.plus_seconds(600)), ..message("$push", name) });
-    let item = Uplink::Push(Push { request: 9, message, audience, store_offline: true });
+    let item = Uplink::Push(Push { request: 9, message, audience, store_offline: true, idempotency: None });
     let mut effects = h.apply(GW1, item, now);
     let at = effects.iter().position(|(_, e)| matches!(e, Downlink::Pushed { .. })).expect("answered");
     match effects.remove(at).1 {

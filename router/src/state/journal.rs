@@ -22,6 +22,7 @@ pub struct DurableState {
     gateways: BTreeSet<NodeId>,
     devices: HashMap<SessionKey, DeviceEntry>,
     fanout: HashMap<AppId, (u64, std::collections::VecDeque<FanoutEntry>)>,
+    idempotency: super::idempotency::Keys,
 }
 
 impl DurableState {
@@ -43,6 +44,9 @@ impl DurableState {
         }
         for log in image.fanout {
             state.fanout.insert(log.app, (log.next_seq, log.entries.into()));
+        }
+        for send in image.idempotent {
+            state.idempotency.keep(send);
         }
         state
     }
@@ -97,6 +101,10 @@ impl DurableState {
                 let (next_seq, entries) = self.fanout.entry(entry.message.app.clone()).or_default();
                 super::fanout::Log::append(entries, next_seq, entry);
             }
+            Fact::Idempotent(send) => self.idempotency.keep(*send),
+            Fact::IdempotencyExpired(before) => {
+                self.idempotency.expire(before);
+            }
             Fact::FanoutTrimmed { app, through } => {
                 if let Some((_, entries)) = self.fanout.get_mut(&app) {
                     while entries.front().is_some_and(|e| e.seq <= through) {
@@ -136,6 +144,7 @@ impl DurableState {
                     entries: entries.iter().cloned().collect(),
                 })
                 .collect(),
+            idempotent: self.idempotency.all().cloned().collect(),
         }
     }
 
@@ -203,6 +212,7 @@ impl RouterState {
         }
         self.image_devices(&mut image.devices);
         self.image_fanout(&mut image.fanout);
+        image.idempotent.extend(self.idempotency.all().cloned());
         for (app, groups) in &self.shared {
             for filter in groups.filters() {
                 let messages = self.group_queue(app, filter);
@@ -224,6 +234,7 @@ impl RouterState {
         }
         // Logs first: a session's cursor points into its app's log.
         self.restore_fanout(image.fanout);
+        self.restore_idempotency(image.idempotent);
         for session in image.sessions {
             self.restore_session(session, now);
         }

@@ -275,6 +275,7 @@ fn a_router_that_took_over_holds_pushes_until_the_sessions_are_listed() {
         message: plain("$push", "early"),
         audience: herald_proto::seam::Audience::Devices(vec![client_id("d1")]),
         store_offline: true,
+        idempotency: None,
     });
     assert_eq!(after.apply(GW1, item, after_s(100)), [], "held: the registry is not rebuilt yet");
     // GW2 lists d1 (held at an epoch of the last run) and ends its list.

@@ -5,6 +5,7 @@
 
 mod directory;
 mod fanout;
+mod idempotency;
 mod journal;
 mod leases;
 mod push;
@@ -20,6 +21,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 pub use fanout::MAX_FANOUT_ENTRIES;
+pub use idempotency::{IDEMPOTENCY_TTL_MS, MAX_IDEMPOTENCY_KEYS};
 pub use journal::DurableState;
 pub use sessions::SessionRecord;
 
@@ -164,6 +166,8 @@ pub struct RouterState {
     directories: HashMap<AppId, herald_core::directory::Directory>,
     /// Each app's fan-out log (tag and broadcast sends).
     fanout: HashMap<AppId, fanout::Log>,
+    /// Idempotency keys of sends, for 24 hours.
+    idempotency: idempotency::Keys,
     /// Scheduled wills and expiries: `(deadline, session)`.
     timers: BTreeSet<(UnixMillis, SessionKey)>,
     /// Gateways whose link dropped, with the sessions kept for them.
@@ -305,6 +309,7 @@ impl RouterState {
         }
         let next_lease = self.expire_leases(now, out);
         self.trim_fanout(now);
+        self.expire_idempotency(now);
         let next_timer = self.timers.first().map(|(deadline, _)| *deadline);
         next_timer.into_iter().chain(next_lease).min()
     }
@@ -333,8 +338,8 @@ impl RouterState {
             }
             Held::Push(push) => {
                 let request = push.request;
-                let report = self.push(push, now, out);
-                out.push((gateway, Downlink::Pushed { request, result: Ok(report) }));
+                let result = self.push_once(push, now, out);
+                out.push((gateway, Downlink::Pushed { request, result }));
             }
         }
     }

@@ -3,6 +3,7 @@
 
 use super::*;
 use herald_core::directory::{Alias, DeviceEntry, Tag, TagExpr};
+use herald_proto::journal::Fact;
 use herald_proto::seam::{
     Audience, DeviceView, DirectoryAnswer, DirectoryOp, Push, PushOutcome, PushReport, TagChange,
 };
@@ -15,6 +16,7 @@ fn push(devices: &[&str], name: &'static str, store_offline: bool) -> Uplink {
         message: plain("$push", name),
         audience: Audience::Devices(devices.iter().map(|d| client_id(d)).collect()),
         store_offline,
+        idempotency: None,
     })
 }
 
@@ -98,7 +100,8 @@ fn an_expired_send_reaches_nobody() {
     h.connect(GW2, "d1", 0);
     let message = shared(Message { expires_at: Some(T0), ..message("$push", "late") });
     let audience = Audience::Devices(vec![client_id("d1")]);
-    let item = Uplink::Push(Push { request: PUSH, message, audience, store_offline: true });
+    let item =
+        Uplink::Push(Push { request: PUSH, message, audience, store_offline: true, idempotency: None });
     let (outcomes, effects) = pushed(&mut h, GW1, item, T0);
     assert_eq!((outcomes, topics(&effects)), (vec![PushOutcome::Unreachable], vec![]));
     assert_eq!(h.counters().dropped_expired, 1);
@@ -134,6 +137,7 @@ fn aliases_reach_every_device_they_name_and_report_unknown_ones() {
         message: plain("$push", "hi"),
         audience: Audience::Aliases(aliases),
         store_offline: true,
+        idempotency: None,
     });
     let (report, effects) = reported(&mut h, GW1, item, T0);
     assert_eq!(
@@ -201,4 +205,58 @@ fn the_directory_keeps_entries_within_limits_and_journals_them() {
     assert_eq!(get(&mut after, "d1").map(|_| ()), Ok(()));
     assert_eq!(get(&mut after, "d2"), Err(ErrorCode::NotFound));
     assert_eq!(after.state.durable_image().devices.len(), h.state.durable_image().devices.len());
+}
+
+fn keyed(devices: &[&str], name: &'static str, key: &str, hash: u8) -> Uplink {
+    let Uplink::Push(push) = push(devices, name, true) else { unreachable!("push builds a push") };
+    let idempotency = Some(herald_proto::seam::Idempotency { key: key.to_owned(), body_hash: [hash; 32] });
+    Uplink::Push(Push { idempotency, ..push })
+}
+
+fn answer(h: &mut Harness, item: Uplink, now: UnixMillis) -> (Result<PushReport, ErrorCode>, Vec<Effect>) {
+    let mut effects = h.apply(GW1, item, now);
+    let at = effects.iter().position(|(_, e)| matches!(e, Downlink::Pushed { .. })).expect("answered");
+    match effects.remove(at).1 {
+        Downlink::Pushed { result, .. } => (result, effects),
+        _ => unreachable!("matched above"),
+    }
+}
+
+#[test]
+fn a_send_repeated_with_its_idempotency_key_is_answered_again_and_not_sent() {
+    let mut h = Harness::new();
+    h.connect(GW2, "d1", 0);
+    let (first, effects) = answer(&mut h, keyed(&["d1"], "once", "k1", 1), T0);
+    let first = first.expect("sent");
+    assert_eq!((topics(&effects).len(), first.replay_of), (1, None));
+    let first_id = h.state.take_journal().iter().find_map(|f| match f {
+        Fact::Idempotent(send) => Some(send.message_id),
+        _ => None,
+    });
+    assert!(first_id.is_some(), "the key is journaled with its answer");
+
+    let (again, effects) = answer(&mut h, keyed(&["d1"], "twice", "k1", 1), after_s(60));
+    let again = again.expect("replayed");
+    assert_eq!(topics(&effects), [], "nothing sent again");
+    assert_eq!(again.replay_of, first_id);
+    assert_eq!(again.devices, first.devices);
+    let (other_body, _) = answer(&mut h, keyed(&["d1"], "other", "k1", 2), after_s(60));
+    assert_eq!(other_body, Err(ErrorCode::Conflict));
+
+    // After a restart the key is still known.
+    let mut durable = crate::state::DurableState::default();
+    h.apply(GW1, keyed(&["d1"], "x", "k2", 3), after_s(61));
+    for fact in h.state.take_journal() {
+        durable.apply(fact);
+    }
+    let mut after = Harness::new();
+    after.state.restore(durable.image(), after_s(62));
+    assert_eq!(answer(&mut after, keyed(&["d1"], "y", "k2", 4), after_s(62)).0, Err(ErrorCode::Conflict));
+
+    // A day later the key is forgotten: the same key sends anew.
+    let day = crate::state::IDEMPOTENCY_TTL_MS / 1000;
+    after.tick(after_s(62 + day as u32));
+    assert!(after.state.take_journal().iter().any(|f| matches!(f, Fact::IdempotencyExpired(_))));
+    let (fresh, _) = answer(&mut after, keyed(&["d1"], "z", "k2", 4), after_s(63 + day as u32));
+    assert_eq!(fresh.expect("sent").replay_of, None);
 }

@@ -181,24 +181,28 @@ fn uplink_samples() -> Vec<Uplink> {
                 ClientId::new("d2").expect("id"),
             ]),
             store_offline: true,
+            idempotency: None,
         }),
         Uplink::Push(Push {
             request: 23,
             message: message("$push", false),
             audience: Audience::Tags(TagExpr::Or(vec![TagExpr::Tag(tag("a")), TagExpr::Tag(tag("b"))])),
             store_offline: true,
+            idempotency: None,
         }),
         Uplink::Push(Push {
             request: 24,
             message: message("$push", false),
             audience: Audience::All,
             store_offline: true,
+            idempotency: Some(crate::seam::Idempotency { key: "order-77".to_owned(), body_hash: [7; 32] }),
         }),
         Uplink::Push(Push {
             request: 14,
             message: message("$push", false),
             audience: Audience::Aliases(vec![Alias::new("user:1").expect("alias")]),
             store_offline: false,
+            idempotency: None,
         }),
         Uplink::Directory {
             request: 15,
@@ -296,9 +300,19 @@ fn downlink_samples() -> Vec<Downlink> {
                 unknown_aliases: vec![Alias::new("user:9").expect("alias")],
                 online: 1,
                 stored: 1,
+                replay_of: None,
             }),
         },
         Downlink::Pushed { request: 14, result: Err(ErrorCode::Unavailable) },
+        Downlink::Pushed {
+            request: 21,
+            result: Ok(PushReport {
+                online: 5,
+                stored: 2,
+                replay_of: Some(MessageId(99)),
+                ..PushReport::default()
+            }),
+        },
         Downlink::DeliverPush { message: message("$push", true), devices: None },
         Downlink::DeliverPush {
             message: message("$push", false),

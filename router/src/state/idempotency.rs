@@ -1,0 +1,125 @@
+//! Idempotency keys of push-API sends: a send repeated with the same key
+//! and body within 24 hours gets the first answer again and sends nothing;
+//! with another body it is refused. Kept in the replicated state, so a
+//! retry after a change of leader is still recognised.
+
+use super::{Effect, RouterState};
+use herald_core::{AppId, ErrorCode, UnixMillis};
+use herald_proto::journal::{Fact, IdempotentSend};
+use herald_proto::seam::{Push, PushReport};
+use std::collections::{BTreeSet, HashMap};
+
+/// How long a key is kept.
+pub const IDEMPOTENCY_TTL_MS: u64 = 24 * 3600 * 1000;
+/// Keys kept per app at most; past it the oldest is forgotten early
+/// (policy: forget oldest).
+pub const MAX_IDEMPOTENCY_KEYS: usize = 100_000;
+
+/// The keys of every app.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Keys {
+    sends: HashMap<(AppId, String), IdempotentSend>,
+    /// `(expires_at, app, key)`, oldest first.
+    order: BTreeSet<(UnixMillis, AppId, String)>,
+    per_app: HashMap<AppId, usize>,
+}
+
+impl Keys {
+    /// Keeps `send`, forgetting the app's oldest key past the cap. The
+    /// same rule runs on every replica (`DurableState`).
+    pub(super) fn keep(&mut self, send: IdempotentSend) {
+        let app = send.app.clone();
+        let id = (app.clone(), send.idempotency.key.clone());
+        if let Some(old) = self.sends.remove(&id) {
+            self.order.remove(&(old.expires_at, id.0.clone(), id.1.clone()));
+            self.count(&app, -1);
+        }
+        self.order.insert((send.expires_at, id.0.clone(), id.1.clone()));
+        self.sends.insert(id, send);
+        self.count(&app, 1);
+        if self.per_app.get(&app).copied().unwrap_or(0) > MAX_IDEMPOTENCY_KEYS {
+            let oldest = self.order.iter().find(|(_, a, _)| *a == app).cloned();
+            if let Some((at, app, key)) = oldest {
+                self.order.remove(&(at, app.clone(), key.clone()));
+                self.sends.remove(&(app.clone(), key));
+                self.count(&app, -1);
+            }
+        }
+    }
+
+    fn count(&mut self, app: &AppId, delta: isize) {
+        let n = self.per_app.entry(app.clone()).or_default();
+        *n = n.saturating_add_signed(delta);
+        if *n == 0 {
+            self.per_app.remove(app);
+        }
+    }
+
+    /// Forgets every key that expires before `before`.
+    pub(super) fn expire(&mut self, before: UnixMillis) -> bool {
+        let mut any = false;
+        while let Some((at, app, key)) = self.order.first().cloned() {
+            if at >= before {
+                break;
+            }
+            self.order.pop_first();
+            self.sends.remove(&(app.clone(), key));
+            self.count(&app, -1);
+            any = true;
+        }
+        any
+    }
+
+    /// Returns every kept send.
+    pub(super) fn all(&self) -> impl Iterator<Item = &IdempotentSend> {
+        self.sends.values()
+    }
+}
+
+impl RouterState {
+    /// Routes `push` once per idempotency key: a repeat gets the first
+    /// answer (marked as a replay), another body under the key a conflict.
+    pub(super) fn push_once(
+        &mut self,
+        push: Push,
+        now: UnixMillis,
+        out: &mut Vec<Effect>,
+    ) -> Result<PushReport, ErrorCode> {
+        let Some(idempotency) = push.idempotency.clone() else { return Ok(self.push(push, now, out)) };
+        let app = push.message.app.clone();
+        if let Some(kept) = self.idempotency.sends.get(&(app.clone(), idempotency.key.clone()))
+            && kept.expires_at > now
+        {
+            if kept.idempotency.body_hash != idempotency.body_hash {
+                return Err(ErrorCode::Conflict);
+            }
+            return Ok(PushReport { replay_of: Some(kept.message_id), ..kept.answer.clone() });
+        }
+        let message_id = push.message.id;
+        let answer = self.push(push, now, out);
+        let send = IdempotentSend {
+            app,
+            idempotency,
+            message_id,
+            answer: answer.clone(),
+            expires_at: UnixMillis(now.0 + IDEMPOTENCY_TTL_MS),
+        };
+        self.journal.push(Fact::Idempotent(Box::new(send.clone())));
+        self.idempotency.keep(send);
+        Ok(answer)
+    }
+
+    /// Forgets the keys whose day is over (a fact, so replicas agree).
+    pub(super) fn expire_idempotency(&mut self, now: UnixMillis) {
+        if self.idempotency.expire(now) {
+            self.journal.push(Fact::IdempotencyExpired(now));
+        }
+    }
+
+    /// Rebuilds the keys from an image.
+    pub(super) fn restore_idempotency(&mut self, sends: Vec<IdempotentSend>) {
+        for send in sends {
+            self.idempotency.keep(send);
+        }
+    }
+}
