@@ -15,6 +15,12 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+# The OpenAPI document is checked with openapi-spec-validator (not packaged
+# by Debian): installed with pip for the python3 on PATH when missing.
+if ! python3 -c 'import openapi_spec_validator' >/dev/null 2>&1; then
+  echo "installing: openapi-spec-validator"
+  python3 -m pip install --quiet openapi-spec-validator
+fi
 if ! command -v cargo-nextest >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi

@@ -40,13 +40,26 @@ pub(crate) struct StandaloneConfig {
 }
 
 /// The push API (`[push]`, `HERALD_PUSH_*`).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct PushConfig {
     /// HTTP listen address of the push API; none: not served.
     pub(crate) http: Option<SocketAddr>,
+    /// Requests per second per app on each gateway, unless the app sets
+    /// its own.
+    pub(crate) rate_per_second: u32,
     /// Apps by id, with their API keys.
     pub(crate) apps: std::collections::BTreeMap<String, AppConfig>,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        PushConfig {
+            http: None,
+            rate_per_second: herald_gateway::push_api::rate::DEFAULT_RATE,
+            apps: std::collections::BTreeMap::new(),
+        }
+    }
 }
 
 /// One app of the push API (`[push.apps.ID]`).
@@ -55,6 +68,8 @@ pub(crate) struct PushConfig {
 pub(crate) struct AppConfig {
     /// Keys that may send to the app (`Authorization: Bearer <key>`).
     pub(crate) api_keys: Vec<String>,
+    /// The app's own request rate per gateway (requests per second).
+    pub(crate) rate_per_second: Option<u32>,
 }
 
 /// API keys shorter than this are refused at start-up.
@@ -63,10 +78,16 @@ const MIN_API_KEY_CHARS: usize = 16;
 impl PushConfig {
     /// Returns the gateway's push-API configuration, if it is served.
     pub(crate) fn api(&self) -> anyhow::Result<Option<herald_gateway::push_api::PushApiConfig>> {
+        anyhow::ensure!(self.rate_per_second > 0, "push.rate_per_second: must be at least 1");
         let mut keys = herald_gateway::push_api::ApiKeys::default();
+        let mut rates = std::collections::HashMap::new();
         for (name, app) in &self.apps {
             let id = herald_core::AppId::new(name.as_str())
                 .map_err(|e| anyhow::anyhow!("push.apps.{name}: {e}"))?;
+            if let Some(rate) = app.rate_per_second {
+                anyhow::ensure!(rate > 0, "push.apps.{name}.rate_per_second: must be at least 1");
+                rates.insert(id.clone(), rate);
+            }
             for (i, key) in app.api_keys.iter().enumerate() {
                 anyhow::ensure!(
                     key.chars().count() >= MIN_API_KEY_CHARS && !key.chars().any(char::is_whitespace),
@@ -75,7 +96,11 @@ impl PushConfig {
                 keys.add(key, id.clone());
             }
         }
-        Ok(self.http.map(|listen| herald_gateway::push_api::PushApiConfig::new(listen, keys)))
+        Ok(self.http.map(|listen| herald_gateway::push_api::PushApiConfig {
+            default_rate: self.rate_per_second,
+            rates,
+            ..herald_gateway::push_api::PushApiConfig::new(listen, keys)
+        }))
     }
 }
 

@@ -34,6 +34,8 @@ pub(crate) struct Reply {
     pub(crate) content_type: String,
     pub(crate) location: String,
     pub(crate) replayed: String,
+    pub(crate) retry_after: String,
+    pub(crate) ratelimit: String,
     pub(crate) body: serde_json::Value,
 }
 
@@ -116,6 +118,8 @@ fn request(
         content_type: field("content-type"),
         location: field("location"),
         replayed: field("replayed"),
+        retry_after: field("retry-after"),
+        ratelimit: field("ratelimit"),
         body: serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
     }
 }

@@ -359,3 +359,62 @@ fn an_idempotency_key_makes_a_retried_send_answer_the_same_and_send_nothing() {
     assert_eq!(got.len(), 1, "sent once: {got:?}");
     assert_eq!(got[0].message_id, first.body["message_id"].as_str().expect("id"));
 }
+
+#[test]
+fn the_openapi_document_is_valid_and_lists_every_endpoint_served() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_broker, http) = broker(&dir);
+    // The Python on PATH, which scripts/test.sh gives openapi-spec-validator.
+    let output = std::process::Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/standalone/py/openapi_check.py"))
+        .arg(format!("http://{http}/v1/openapi.json"))
+        .output()
+        .expect("run openapi_check.py (needs openapi-spec-validator)");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.starts_with("valid version=3.1.0"), "{stdout}");
+    let operations: Vec<(&str, String)> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("operation "))
+        .map(|l| {
+            let (method, path) = l.split_once(' ').expect("METHOD PATH");
+            (
+                method,
+                path.replace("{app}", "shop")
+                    .replace("{device}", "d1")
+                    .replace("{alias}", "a")
+                    .replace("{tag}", "t"),
+            )
+        })
+        .collect();
+    assert!(operations.len() >= 9, "{operations:?}");
+    for (method, path) in operations {
+        // Served (behind the key check), not the 404 of an unknown path.
+        let reply = call(http, method, &path, None, Body::Text("{}"));
+        assert_eq!(reply.status, 401, "{method} {path}: {reply:?}");
+    }
+    assert_eq!(call(http, "GET", "/v1/apps/shop/nothing", Some(SHOP_KEY), Body::Text("")).status, 404);
+}
+
+#[test]
+fn an_app_past_its_rate_gets_429_and_every_answer_says_where_it_stands() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("herald.toml");
+    let config = format!("[push.apps.shop]\napi_keys = [\"{SHOP_KEY}\"]\nrate_per_second = 3\n");
+    std::fs::write(&path, config).expect("write the config");
+    let broker = Broker::start_with(
+        &["--config", path.to_str().expect("utf-8")],
+        &[("HERALD_PUSH_HTTP", "127.0.0.1:0")],
+    );
+    let http = push_address(|| broker.log());
+    let get = || call(http, "GET", "/v1/apps/shop/devices/d1", Some(SHOP_KEY), Body::Text(""));
+    let replies: Vec<_> = (0..4).map(|_| get()).collect();
+    let seen: Vec<(u16, &str)> = replies.iter().map(|r| (r.status, r.ratelimit.as_str())).collect();
+    // The bucket refills at 3/s: by the third request a fraction may be back,
+    // never a whole request within these few milliseconds of each other.
+    assert_eq!(seen[0], (404, "3/2/1"), "{replies:?}");
+    assert_eq!(seen[3].0, 429, "{replies:?}");
+    assert_eq!(replies[3].body["code"], "RATE_LIMITED");
+    assert_eq!(replies[3].retry_after, "1");
+    assert!(replies[3].ratelimit.starts_with("3/0/"), "{replies:?}");
+}

@@ -10,7 +10,9 @@
 
 mod devices;
 mod messages;
+mod openapi;
 mod problem;
+pub mod rate;
 mod send;
 
 pub use problem::Problem;
@@ -20,7 +22,7 @@ use crate::Shared;
 use crate::registry::REQUEST_SEQ_BITS;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use herald_core::{AppId, ErrorCode};
 use herald_proto::seam::{Downlink, RequestId, Uplink};
 use sha2::{Digest, Sha256};
@@ -46,6 +48,11 @@ pub struct PushApiConfig {
     pub max_in_flight: usize,
     /// How long a send waits for the router's answer.
     pub timeout: Duration,
+    /// Requests per second per app on this gateway, when the app has none
+    /// of its own in `rates`.
+    pub default_rate: u32,
+    /// Requests per second of particular apps on this gateway.
+    pub rates: HashMap<AppId, u32>,
 }
 
 impl PushApiConfig {
@@ -58,6 +65,8 @@ impl PushApiConfig {
             max_body_bytes: 64 * 1024,
             max_in_flight: 1024,
             timeout: Duration::from_secs(10),
+            default_rate: rate::DEFAULT_RATE,
+            rates: HashMap::new(),
         }
     }
 }
@@ -140,17 +149,25 @@ pub(crate) async fn serve(
     config: PushApiConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let api = Arc::new(Api { shared, config, keys_in_flight: Mutex::default() });
-    let app = axum::Router::new()
-        .route("/v1/apps/{app}/messages", post(messages::send))
-        .route("/v1/apps/{app}/messages/validate", post(messages::validate))
+    let limiter = Mutex::new(rate::Limiter::new(config.default_rate, config.rates.clone()));
+    let api = Arc::new(Api { shared, config, keys_in_flight: Mutex::default(), limiter });
+    let mut routes = axum::Router::new();
+    for op in openapi::OPERATIONS.iter() {
+        // Every operation has its handler (checked by a test below).
+        if let Some(handler) = handler(op.method, op.id) {
+            routes = routes.route(op.path, handler);
+        }
+    }
+    let document = openapi::document().to_string();
+    let app = routes
+        .route_layer(axum::middleware::from_fn_with_state(api.clone(), guard))
         .route(
-            "/v1/apps/{app}/devices/{device}",
-            get(devices::get).put(devices::put).patch(devices::patch).delete(devices::delete),
+            "/v1/openapi.json",
+            get(move || {
+                let document = document.clone();
+                async move { ([(header::CONTENT_TYPE, "application/json")], document) }
+            }),
         )
-        .route("/v1/apps/{app}/aliases/{alias}", get(devices::alias))
-        .route("/v1/apps/{app}/tags/{tag}/devices", post(devices::tag))
-        .route("/v1/apps/{app}/audiences/count", post(devices::count))
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint") })
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(api);
@@ -159,12 +176,68 @@ pub(crate) async fn serve(
     }
 }
 
+/// The handler of operation `id` (see [`openapi::OPERATIONS`]).
+fn handler(method: &str, id: &str) -> Option<axum::routing::MethodRouter<Arc<Api>>> {
+    let filter = match method {
+        "get" => axum::routing::MethodFilter::GET,
+        "put" => axum::routing::MethodFilter::PUT,
+        "patch" => axum::routing::MethodFilter::PATCH,
+        "delete" => axum::routing::MethodFilter::DELETE,
+        _ => axum::routing::MethodFilter::POST,
+    };
+    use axum::routing::on;
+    Some(match id {
+        "sendMessage" => on(filter, messages::send),
+        "validateMessage" => on(filter, messages::validate),
+        "getDevice" => on(filter, devices::get),
+        "putDevice" => on(filter, devices::put),
+        "patchDevice" => on(filter, devices::patch),
+        "deleteDevice" => on(filter, devices::delete),
+        "getAlias" => on(filter, devices::alias),
+        "tagDevices" => on(filter, devices::tag),
+        "countAudience" => on(filter, devices::count),
+        _ => return None,
+    })
+}
+
 /// What every handler shares.
 pub(crate) struct Api {
     shared: Arc<Shared>,
     config: PushApiConfig,
     /// Idempotency keys of sends waiting for the router on this gateway.
     keys_in_flight: Mutex<std::collections::HashSet<(AppId, String)>>,
+    /// Request rates per app.
+    limiter: Mutex<rate::Limiter>,
+}
+
+/// Runs before every app's endpoint: the key must belong to the app of
+/// the path, and the app must be within its rate; every answer then says
+/// where the app stands (`RateLimit-*`).
+async fn guard(
+    axum::extract::State(api): axum::extract::State<Arc<Api>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let app =
+        request.uri().path().strip_prefix("/v1/apps/").and_then(|rest| rest.split('/').next()).unwrap_or("");
+    let app = match api.authorize(request.headers(), app) {
+        Ok(app) => app,
+        Err(problem) => return problem.into_response(),
+    };
+    let now_ms = api.shared.clock.now().0;
+    let verdict = api.limiter.lock().unwrap_or_else(|p| p.into_inner()).take(&app, now_ms);
+    let mut response = if verdict.allowed {
+        next.run(request).await
+    } else {
+        let detail = format!("more than {} requests per second for this app on this gateway", verdict.limit);
+        let problem = Problem::new(StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED", detail);
+        Problem { retry_after: Some(verdict.reset_seconds), ..problem }.into_response()
+    };
+    let headers = response.headers_mut();
+    headers.insert("ratelimit-limit", verdict.limit.into());
+    headers.insert("ratelimit-remaining", verdict.remaining.into());
+    headers.insert("ratelimit-reset", verdict.reset_seconds.into());
+    response
 }
 
 /// Holds an idempotency key for one send; lets it go when dropped.
@@ -283,4 +356,14 @@ fn respond(result: Result<Response, Problem>) -> Response {
 
 fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_documented_operation_is_served() {
+        for op in super::openapi::OPERATIONS {
+            assert!(super::handler(op.method, op.id).is_some(), "{} has no handler", op.id);
+        }
+    }
 }

@@ -2,8 +2,9 @@
 
 Usage: http_call.py METHOD URL [--key KEY] [--header NAME:VALUE]... [--body TEXT | --body-size N]
 
-Prints `status=N`, `content-type=T`, `location=L`, `retry-after=S`, `replayed=R` (each `-`
-when the header is absent), then `body=` followed by the response body on one line.
+Prints `status=N`, `content-type=T`, `location=L`, `retry-after=S`, `replayed=R`,
+`ratelimit=LIMIT/REMAINING/RESET` (each `-` when the header is absent), then `body=` followed by
+the response body on one line.
 """
 
 import argparse
@@ -38,4 +39,6 @@ print("content-type=%s" % response.getheader("Content-Type", "-"))
 print("location=%s" % response.getheader("Location", "-"))
 print("retry-after=%s" % response.getheader("Retry-After", "-"))
 print("replayed=%s" % response.getheader("Idempotent-Replayed", "-"))
+print("ratelimit=%s" % "/".join(response.getheader(h, "-") for h in
+                                ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")))
 print("body=" + text.replace("\n", " "), flush=True)

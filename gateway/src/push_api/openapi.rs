@@ -1,0 +1,294 @@
+//! The push API's operations, as one table: the router is built from it and
+//! `/v1/openapi.json` (OpenAPI 3.1) is generated from it, so the document
+//! cannot leave out an endpoint the gateway serves.
+
+use serde_json::{Value, json};
+
+/// One endpoint.
+pub(crate) struct Operation {
+    /// `get`, `post`, `put`, `patch` or `delete`.
+    pub(crate) method: &'static str,
+    /// The path, with `{app}` and other parameters as axum and OpenAPI
+    /// both write them.
+    pub(crate) path: &'static str,
+    /// The operation id; also picks the handler.
+    pub(crate) id: &'static str,
+    pub(crate) summary: &'static str,
+    /// The request body's schema, if it takes one.
+    pub(crate) request: Option<&'static str>,
+    /// The success status and its body's schema (`None`: no body).
+    pub(crate) ok: (u16, Option<&'static str>),
+}
+
+const fn op(
+    method: &'static str,
+    path: &'static str,
+    id: &'static str,
+    summary: &'static str,
+    request: Option<&'static str>,
+    ok: (u16, Option<&'static str>),
+) -> Operation {
+    Operation { method, path, id, summary, request, ok }
+}
+
+/// Every endpoint of the push API.
+pub(crate) const OPERATIONS: &[Operation] = &[
+    op(
+        "post",
+        "/v1/apps/{app}/messages",
+        "sendMessage",
+        "Send a message to devices, aliases, a tag expression or everyone",
+        Some("SendRequest"),
+        (202, Some("SendAccepted")),
+    ),
+    op(
+        "post",
+        "/v1/apps/{app}/messages/validate",
+        "validateMessage",
+        "Check a send without sending it",
+        Some("SendRequest"),
+        (200, Some("Validation")),
+    ),
+    op(
+        "get",
+        "/v1/apps/{app}/devices/{device}",
+        "getDevice",
+        "Read a device's alias, tags and presence",
+        None,
+        (200, Some("Device")),
+    ),
+    op(
+        "put",
+        "/v1/apps/{app}/devices/{device}",
+        "putDevice",
+        "Set a device's whole entry",
+        Some("DeviceWrite"),
+        (200, Some("Device")),
+    ),
+    op(
+        "patch",
+        "/v1/apps/{app}/devices/{device}",
+        "patchDevice",
+        "Change a device's alias or tags",
+        Some("DevicePatch"),
+        (200, Some("Device")),
+    ),
+    op(
+        "delete",
+        "/v1/apps/{app}/devices/{device}",
+        "deleteDevice",
+        "Remove a device from the directory",
+        None,
+        (204, None),
+    ),
+    op(
+        "get",
+        "/v1/apps/{app}/aliases/{alias}",
+        "getAlias",
+        "List the devices of an alias",
+        None,
+        (200, Some("AliasDevices")),
+    ),
+    op(
+        "post",
+        "/v1/apps/{app}/tags/{tag}/devices",
+        "tagDevices",
+        "Add a tag to devices and remove it from others",
+        Some("TagDevices"),
+        (200, Some("TagResults")),
+    ),
+    op(
+        "post",
+        "/v1/apps/{app}/audiences/count",
+        "countAudience",
+        "Count the devices a tag expression selects",
+        Some("CountRequest"),
+        (200, Some("Count")),
+    ),
+];
+
+fn parameters(path: &str) -> Vec<Value> {
+    path.split('/')
+        .filter_map(|level| level.strip_prefix('{')?.strip_suffix('}'))
+        .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }))
+        .collect()
+}
+
+fn reference(schema: &str) -> Value {
+    json!({ "$ref": format!("#/components/schemas/{schema}") })
+}
+
+fn operation(op: &Operation) -> Value {
+    let problem = json!({ "description": "A problem", "content": { "application/problem+json": { "schema": reference("Problem") } } });
+    let mut responses = serde_json::Map::new();
+    let ok = match op.ok.1 {
+        Some(schema) => {
+            json!({ "description": "Done", "content": { "application/json": { "schema": reference(schema) } } })
+        }
+        None => json!({ "description": "Done" }),
+    };
+    responses.insert(op.ok.0.to_string(), ok);
+    for status in ["400", "401", "403", "404", "409", "413", "422", "429", "503"] {
+        responses.insert(status.to_owned(), problem.clone());
+    }
+    let mut value = json!({
+        "operationId": op.id,
+        "summary": op.summary,
+        "security": [{ "apiKey": [] }],
+        "parameters": parameters(op.path),
+        "responses": responses,
+    });
+    if let Some(schema) = op.request {
+        value["requestBody"] =
+            json!({ "required": true, "content": { "application/json": { "schema": reference(schema) } } });
+    }
+    value
+}
+
+/// The OpenAPI 3.1 document of [`OPERATIONS`].
+pub(crate) fn document() -> Value {
+    let mut paths = serde_json::Map::new();
+    for op in OPERATIONS {
+        let entry = paths.entry(op.path.to_owned()).or_insert_with(|| json!({}));
+        entry[op.method] = operation(op);
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Herald push API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Send to devices by id, alias, tag expression or to everyone; manage the device directory. See docs/push-api.md.",
+        },
+        "paths": paths,
+        "components": {
+            "securitySchemes": { "apiKey": { "type": "http", "scheme": "bearer" } },
+            "schemas": schemas(),
+        },
+    })
+}
+
+fn schemas() -> Value {
+    let strings =
+        |max: u32| json!({ "type": "array", "items": { "type": "string" }, "minItems": 1, "maxItems": max });
+    json!({
+        "Problem": {
+            "type": "object",
+            "required": ["type", "title", "status", "code", "detail"],
+            "properties": {
+                "type": { "type": "string" }, "title": { "type": "string" }, "status": { "type": "integer" },
+                "code": { "type": "string" }, "detail": { "type": "string" }, "retryable": { "type": "boolean" },
+                "errors": { "type": "array", "items": { "type": "object", "properties": {
+                    "pointer": { "type": "string" }, "code": { "type": "string" }, "detail": { "type": "string" } } } },
+            },
+        },
+        "TagExpression": {
+            "oneOf": [
+                { "type": "string", "pattern": "^[a-z0-9:_-]{1,64}$" },
+                { "type": "object", "required": ["and"], "additionalProperties": false,
+                  "properties": { "and": { "type": "array", "minItems": 1, "items": reference("TagExpression") } } },
+                { "type": "object", "required": ["or"], "additionalProperties": false,
+                  "properties": { "or": { "type": "array", "minItems": 1, "items": reference("TagExpression") } } },
+                { "type": "object", "required": ["not"], "additionalProperties": false,
+                  "properties": { "not": reference("TagExpression") } },
+            ],
+        },
+        "SendRequest": {
+            "type": "object",
+            "required": ["audience", "content"],
+            "additionalProperties": false,
+            "properties": {
+                "audience": {
+                    "type": "object", "minProperties": 1, "maxProperties": 1, "additionalProperties": false,
+                    "properties": {
+                        "device_ids": strings(1000), "aliases": strings(1000),
+                        "tags": reference("TagExpression"), "all": { "const": true },
+                    },
+                },
+                "content": {
+                    "type": "object", "additionalProperties": false, "minProperties": 1,
+                    "properties": {
+                        "notification": { "type": "object", "additionalProperties": false, "properties": {
+                            "title": { "type": "string" }, "body": { "type": "string" }, "image": { "type": "string" },
+                            "sound": { "type": "string" }, "click_url": { "type": "string" },
+                            "badge": { "type": "integer", "minimum": 0 } } },
+                        "data": { "type": "object" },
+                    },
+                },
+                "options": {
+                    "type": "object", "additionalProperties": false,
+                    "properties": {
+                        "ttl": { "type": "integer", "minimum": 0, "maximum": 2_592_000 },
+                        "qos": { "type": "integer", "enum": [0, 1, 2] },
+                        "priority": { "type": "string", "enum": ["normal", "high"] },
+                    },
+                },
+            },
+        },
+        "SendAccepted": {
+            "type": "object",
+            "required": ["message_id", "status", "audience_estimate", "devices"],
+            "properties": {
+                "message_id": { "type": "string" }, "status": { "const": "accepted" },
+                "audience_estimate": { "type": "integer" },
+                "devices": { "type": "object", "properties": {
+                    "online": { "type": "integer" }, "stored": { "type": "integer" }, "unreachable": { "type": "integer" } } },
+                "unreachable": { "type": "array", "items": { "type": "string" } },
+                "unknown_aliases": { "type": "array", "items": { "type": "string" } },
+            },
+        },
+        "Validation": {
+            "type": "object",
+            "properties": {
+                "valid": { "const": true }, "audience_estimate": { "type": ["integer", "null"] },
+                "payload_bytes": { "type": "integer" },
+            },
+        },
+        "Device": {
+            "type": "object",
+            "required": ["device_id", "tags", "online"],
+            "properties": {
+                "device_id": { "type": "string" }, "alias": { "type": ["string", "null"] },
+                "tags": { "type": "array", "items": { "type": "string" } },
+                "online": { "type": "boolean" }, "gateway": { "type": ["integer", "null"] },
+            },
+        },
+        "DeviceWrite": {
+            "type": "object", "additionalProperties": false,
+            "properties": {
+                "alias": { "type": ["string", "null"] },
+                "tags": { "type": "array", "items": { "type": "string" }, "maxItems": 1000 },
+            },
+        },
+        "DevicePatch": {
+            "type": "object", "additionalProperties": false,
+            "properties": {
+                "alias": { "type": ["string", "null"] },
+                "tags": { "type": "object", "additionalProperties": false, "properties": {
+                    "add": { "type": "array", "items": { "type": "string" } },
+                    "remove": { "type": "array", "items": { "type": "string" } } } },
+            },
+        },
+        "AliasDevices": {
+            "type": "object",
+            "properties": { "alias": { "type": "string" }, "devices": { "type": "array", "items": reference("Device") } },
+        },
+        "TagDevices": {
+            "type": "object", "additionalProperties": false,
+            "properties": {
+                "add": { "type": "array", "items": { "type": "string" } },
+                "remove": { "type": "array", "items": { "type": "string" } },
+            },
+        },
+        "TagResults": {
+            "type": "object",
+            "properties": { "results": { "type": "array", "items": { "type": "object", "properties": {
+                "device_id": { "type": "string" }, "op": { "type": "string", "enum": ["add", "remove"] },
+                "changed": { "type": "boolean" } } } } },
+        },
+        "CountRequest": {
+            "type": "object", "required": ["tags"], "additionalProperties": false,
+            "properties": { "tags": reference("TagExpression") },
+        },
+        "Count": { "type": "object", "properties": { "estimate": { "type": "integer" } } },
+    })
+}
