@@ -268,6 +268,7 @@ async fn start<T: Transport>(
     let buffer = buffer.filter(|b| !b.is_empty());
     let connection = Connection { transport, codec, buffer, handle, shared };
     let mut actions = vec![Action::Send(Session::connack(&accepted, grant.session_present))];
+    session.note_stored(&grant.queued);
     session.resume(grant.subscriptions, grant.queued, now, &mut actions);
     Some((connection, session, actions))
 }
@@ -537,6 +538,7 @@ impl<T: Transport> Connection<T> {
                         })
                         .await;
                 }
+                Action::Push(event) => self.shared.reports.add(&session.key().app, event),
                 Action::Close(c) => {
                     close = Some(c);
                     break;

@@ -28,6 +28,7 @@ pub mod handshake;
 pub mod ops_http;
 pub mod push_api;
 mod registry;
+mod reports;
 pub mod router_client;
 pub mod scram;
 pub mod session;
@@ -112,6 +113,8 @@ pub(crate) struct Shared {
     counters: GatewayCounters,
     /// Push-API sends waiting for the router.
     api: push_api::ApiRequests,
+    /// Delivery counts of push-API messages, for the router.
+    reports: reports::Reports,
     /// Sockets being served, from accept to close (before CONNECT, during a
     /// WebSocket upgrade, and connected): what `max_connections` bounds.
     sockets: std::sync::atomic::AtomicUsize,
@@ -174,6 +177,7 @@ impl Gateway {
             message_sequence: AtomicU64::new(1),
             counters: GatewayCounters::default(),
             api: push_api::ApiRequests::default(),
+            reports: reports::Reports::default(),
             sockets: Default::default(),
         };
         Ok(Gateway { listener, websocket, http, shared: Arc::new(shared), downlink: link.downlink })
@@ -212,6 +216,7 @@ impl Gateway {
         let Gateway { listener, websocket, http, shared, downlink } = self;
         let delivery = tokio::spawn(delivery::run(shared.clone(), downlink));
         let sweeper = tokio::spawn(sweep_keep_alive(shared.clone()));
+        let reporter = tokio::spawn(reports::run(shared.clone(), rand::random()));
         let websocket = websocket.map(|listener| tokio::spawn(websocket::listen(listener, shared.clone())));
         let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
         let http = http.zip(shared.config.push_api.clone()).map(|(listener, config)| {
@@ -260,6 +265,7 @@ impl Gateway {
             let _ = tokio::time::timeout(Duration::from_secs(1), http).await;
         }
         sweeper.abort();
+        reporter.abort();
         delivery.abort();
     }
 }

@@ -339,7 +339,7 @@ fn opening_items(
     let gone = |item: &Uplink| match item {
         Uplink::Release(_) => false,
         // A push-API request is asked again while its caller still waits.
-        Uplink::Push(_) | Uplink::Directory { .. } => {
+        Uplink::Push(_) | Uplink::Directory { .. } | Uplink::Report { .. } => {
             let request = item.request().unwrap_or_default();
             shared.as_ref().is_none_or(|s| !s.api.is_waiting(request))
         }

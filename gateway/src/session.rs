@@ -112,6 +112,38 @@ pub enum Action {
     RemoveLocal(TopicFilter),
     /// End the connection.
     Close(Close),
+    /// Something the push API's delivery status counts happened.
+    Push(PushEvent),
+}
+
+/// What happened to a push-API message on this connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushEvent {
+    /// Written to the device for the first time (a resend with DUP is not
+    /// a new delivery); `from_offline` when it came from the session's
+    /// stored queue.
+    Delivered {
+        /// The message.
+        message: herald_core::MessageId,
+        /// Whether it came from the offline queue.
+        from_offline: bool,
+    },
+    /// Acknowledged by the device (PUBACK, or PUBCOMP for QoS 2).
+    Acknowledged {
+        /// The message.
+        message: herald_core::MessageId,
+    },
+}
+
+/// Counts the device's acknowledgement of a push-API message.
+fn acknowledged(queued: &QueuedMessage, out: &mut Vec<Action>) {
+    if is_push(queued) {
+        out.push(Action::Push(PushEvent::Acknowledged { message: queued.message.id }));
+    }
+}
+
+fn is_push(queued: &QueuedMessage) -> bool {
+    queued.message.topic.as_str().starts_with(herald_core::topic::PUSH_PREFIX)
 }
 
 /// How a connection ends.
@@ -267,6 +299,9 @@ pub struct Session {
     /// re-authentication in progress (`None`: CONNECT named no method).
     auth: Option<Box<reauth::ReAuth>>,
     counters: SessionCounters,
+    /// Push-API messages the session got from its offline queue, not yet
+    /// written: their delivery counts as "from offline".
+    stored_push: std::collections::HashSet<herald_core::MessageId>,
 }
 
 impl Session {
@@ -296,6 +331,7 @@ impl Session {
             subscriptions: Vec::new(),
             auth: accepted.auth_method.clone().map(|method| Box::new(reauth::ReAuth::new(method))),
             counters: SessionCounters::default(),
+            stored_push: std::collections::HashSet::new(),
         }
     }
 
@@ -359,6 +395,12 @@ impl Session {
             Some(code) => self.reason_properties(*code, ""),
             None => Properties::default(),
         }
+    }
+
+    /// Notes which of a resumed session's queued messages are push-API
+    /// messages from its offline queue (for their delivery status).
+    pub fn note_stored(&mut self, queued: &[QueuedMessage]) {
+        self.stored_push.extend(queued.iter().filter(|q| is_push(q)).map(|q| q.message.id));
     }
 
     /// Restores a resumed session's subscriptions and queued messages.
@@ -616,7 +658,8 @@ impl Session {
         if let Some(i) = self.inflight.iter().position(|f| f.packet_id == id && f.state == Awaiting::Ack) {
             // `remove`, not `swap_remove`: the window stays in send order, which
             // is the order a resumed session resends in [MQTT-4.6.0-1].
-            self.inflight.remove(i);
+            let done = self.inflight.remove(i);
+            acknowledged(&done.queued, out);
             self.pump(now, out);
         }
     }
@@ -669,7 +712,8 @@ impl Session {
         {
             // `remove`, not `swap_remove`: the window stays in send order, which
             // is the order a resumed session resends in [MQTT-4.6.0-1].
-            self.inflight.remove(i);
+            let done = self.inflight.remove(i);
+            acknowledged(&done.queued, out);
             self.pump(now, out);
         }
     }
@@ -815,6 +859,7 @@ impl Session {
             | Downlink::Pushed { .. }
             | Downlink::DirectoryDone { .. }
             | Downlink::DeliverPush { .. }
+            | Downlink::Reported { .. }
             | Downlink::Released { .. } => return,
         };
         let Some(pending) = self.awaiting_router.iter_mut().find(|p| p.request == request) else { return };
@@ -1009,6 +1054,11 @@ impl Session {
         }
         // The alias takes effect only once the packet carrying it is sent.
         self.commit_alias(alias, queued.message.topic.as_byte_string());
+        if is_push(&queued) && queued.progress == Progress::Unsent {
+            let message = queued.message.id;
+            let from_offline = self.stored_push.remove(&message);
+            out.push(Action::Push(PushEvent::Delivered { message, from_offline }));
+        }
         if let Some(packet_id) = packet_id {
             let state = if queued.qos == QoS::ExactlyOnce { Awaiting::Received } else { Awaiting::Ack };
             self.inflight.push(Inflight { packet_id, state, queued });

@@ -1251,3 +1251,37 @@ fn subscriptions_beyond_the_per_session_limit_get_quota_exceeded() {
     };
     assert_eq!(ack.reason_codes, [ReasonCode::GrantedQos1], "replacing an existing one is not a new one");
 }
+
+fn push_events(actions: &[Action]) -> Vec<crate::session::PushEvent> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Push(event) => Some(*event),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn push_messages_are_counted_delivered_once_and_acknowledged_once() {
+    use crate::session::PushEvent::{Acknowledged, Delivered};
+    let mut h = Harness::v5();
+    let push = |id: u128| {
+        queued_message(Message { id: MessageId(id), ..message("$push/generated", b"p") }, QoS::AtLeastOnce)
+    };
+    // A live delivery, then its PUBACK.
+    let out = h.deliver(push(7));
+    assert_eq!(push_events(&out), [Delivered { message: MessageId(7), from_offline: false }]);
+    let packet_id = published_packets(&out)[0].packet_id.expect("qos 1");
+    let out = h.packet(Packet::PubAck(PubAck::new(packet_id)));
+    assert_eq!(push_events(&out), [Acknowledged { message: MessageId(7) }]);
+    // From the offline queue; and a resend with DUP is not a new delivery.
+    let stored = push(8);
+    let resent = QueuedMessage { progress: Progress::Sent(9), ..push(9) };
+    h.session.note_stored(&[stored.clone(), resent.clone()]);
+    let mut out = Vec::new();
+    h.session.resume(Vec::new(), vec![resent, stored], NOW, &mut out);
+    assert_eq!(push_events(&out), [Delivered { message: MessageId(8), from_offline: true }]);
+    // Other topics are not push messages.
+    assert_eq!(push_events(&h.deliver(queued(b"x", QoS::AtLeastOnce))), []);
+}

@@ -8,7 +8,9 @@
 //! [`decode`] convert.
 
 use crate::Message;
-use crate::seam::{FanoutEntry, Idempotency, PushReport, QueuedMessage, Subscription, Will};
+use crate::seam::{
+    FanoutEntry, Idempotency, MessageStatus, PushDelta, PushReport, QueuedMessage, Subscription, Will,
+};
 use herald_core::directory::DeviceEntry;
 use herald_core::{AppId, Epoch, MessageId, NodeId, QoS, SessionKey, TopicFilter, UnixMillis};
 use std::sync::Arc;
@@ -57,6 +59,22 @@ pub enum Fact {
     Idempotent(Box<IdempotentSend>),
     /// Idempotency keys kept until before this time are forgotten.
     IdempotencyExpired(UnixMillis),
+    /// A push-API message's record, made when it was sent.
+    MessageRecorded(Box<MessageRecord>),
+    /// A gateway's report of deliveries and acknowledgements (counted once
+    /// per `(gateway, origin, batch)`).
+    MessageReport {
+        /// The reporting gateway.
+        gateway: NodeId,
+        /// Its process.
+        origin: u64,
+        /// The report's number.
+        batch: u64,
+        /// What happened per message.
+        deltas: Vec<PushDelta>,
+    },
+    /// Message records whose time is over before this are forgotten.
+    MessagesForgotten(UnixMillis),
     /// An app's fan-out log entries up to `through` expired.
     FanoutTrimmed {
         /// The app.
@@ -80,6 +98,28 @@ pub struct IdempotentSend {
     pub answer: PushReport,
     /// When the key is forgotten.
     pub expires_at: UnixMillis,
+}
+
+/// What the router keeps of a push-API message for its status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRecord {
+    /// The message's app.
+    pub app: AppId,
+    /// The counts as sent and reported.
+    pub status: MessageStatus,
+    /// When the record is forgotten.
+    pub forget_at: UnixMillis,
+}
+
+/// The last report batch counted of one gateway process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReportMark {
+    /// The gateway.
+    pub gateway: NodeId,
+    /// Its process.
+    pub origin: u64,
+    /// The last batch counted.
+    pub batch: u64,
 }
 
 /// One app's fan-out log.
@@ -180,4 +220,8 @@ pub struct DurableImage {
     pub fanout: Vec<FanoutLog>,
     /// Idempotency keys within their time.
     pub idempotent: Vec<IdempotentSend>,
+    /// Push-API message records.
+    pub messages: Vec<MessageRecord>,
+    /// The last report batch counted per gateway process.
+    pub report_marks: Vec<ReportMark>,
 }

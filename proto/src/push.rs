@@ -4,7 +4,7 @@
 use crate::Message;
 use crate::seam::RequestId;
 use herald_core::directory::{Alias, DeviceEntry, Tag, TagExpr};
-use herald_core::{ClientId, NodeId};
+use herald_core::{AppId, ClientId, MessageId, NodeId, UnixMillis};
 use std::sync::Arc;
 
 /// Whom a send reaches.
@@ -167,6 +167,11 @@ pub enum DirectoryOp {
         /// The expression.
         expr: TagExpr,
     },
+    /// Reads a message's delivery status.
+    Status {
+        /// The message.
+        message: MessageId,
+    },
 }
 
 /// One device as the directory and the registry know it.
@@ -194,4 +199,64 @@ pub enum DirectoryAnswer {
     Changed(Vec<bool>),
     /// How many devices (`Count`).
     Count(u64),
+    /// A message's delivery status (`Status`).
+    Status(MessageStatus),
+}
+
+/// What gateways saw happen to one push-API message since their last
+/// report: deliveries written to devices (each device once: a resend with
+/// DUP is not a new delivery) and acknowledgements (PUBACK, PUBCOMP).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushDelta {
+    /// The message's app.
+    pub app: AppId,
+    /// The message.
+    pub message: MessageId,
+    /// Written to devices that were online when it was sent.
+    pub delivered_online: u64,
+    /// Written to devices that got it from their offline queue.
+    pub delivered_from_offline: u64,
+    /// Acknowledged by devices (QoS 1 and 2 only).
+    pub acknowledged: u64,
+}
+
+/// A message's delivery funnel. Every targeted device is in exactly one
+/// of: `pending` (routed or stored, not delivered yet), `delivered` (not
+/// acknowledged: QoS 0, or no acknowledgement yet), `acknowledged`,
+/// `unreachable` (known at send time), `cancelled`, `expired` (the ttl
+/// passed before delivery). Once `final` (the ttl passed), `pending` is 0.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MessageStatus {
+    /// The message.
+    pub message: MessageId,
+    /// When it was sent.
+    pub created_at: UnixMillis,
+    /// When its ttl ends (`None`: online only, final soon after sending).
+    pub expires_at: Option<UnixMillis>,
+    /// The QoS it was sent with.
+    pub qos: u8,
+    /// Devices it was meant for.
+    pub targeted: u64,
+    /// Of those, online when sent (handed to their gateways).
+    pub online: u64,
+    /// Of those, offline and stored for later.
+    pub stored: u64,
+    /// Of those, neither (no session, not subscribed, a full queue).
+    pub unreachable: u64,
+    /// Written to devices online when sent.
+    pub delivered_online: u64,
+    /// Written to devices from their offline queue.
+    pub delivered_from_offline: u64,
+    /// Acknowledged by devices.
+    pub acknowledged: u64,
+    /// Stored copies removed by a cancel.
+    pub cancelled: u64,
+    /// Not delivered when the ttl passed (0 until `final`).
+    pub expired: u64,
+    /// Routed or stored and not delivered yet (0 once `final`).
+    pub pending: u64,
+    /// When these counts were read.
+    pub as_of: UnixMillis,
+    /// Whether the counts can no longer change.
+    pub is_final: bool,
 }

@@ -29,8 +29,8 @@ use crate::Message;
 use herald_core::{AppId, Epoch, ErrorCode, NodeId, QoS, SessionKey, TopicFilter};
 
 pub use crate::push::{
-    Audience, DeviceView, DirectoryAnswer, DirectoryOp, FanoutAudience, FanoutEntry, Idempotency, Push,
-    PushOutcome, PushReport, TagChange,
+    Audience, DeviceView, DirectoryAnswer, DirectoryOp, FanoutAudience, FanoutEntry, Idempotency,
+    MessageStatus, Push, PushDelta, PushOutcome, PushReport, TagChange,
 };
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -249,6 +249,19 @@ pub enum Uplink {
     },
     /// A push-API send.
     Push(Push),
+    /// What the gateway's devices did with push-API messages since its
+    /// last report. Asked again on a new link until answered; the router
+    /// counts each `(origin, batch)` once.
+    Report {
+        /// Correlates the `Reported` reply.
+        request: RequestId,
+        /// The gateway process (its incarnation).
+        origin: u64,
+        /// This report's number, increasing per origin.
+        batch: u64,
+        /// Per message, what happened.
+        deltas: Vec<PushDelta>,
+    },
     /// A push-API request on an app's device directory.
     Directory {
         /// Correlates the `DirectoryDone` reply.
@@ -282,7 +295,7 @@ impl Uplink {
             | Uplink::Unsubscribe { request, .. } => Some(*request),
             Uplink::Publish(publish) => publish.request,
             Uplink::Push(push) => Some(push.request),
-            Uplink::Directory { request, .. } => Some(*request),
+            Uplink::Directory { request, .. } | Uplink::Report { request, .. } => Some(*request),
             Uplink::Routes { .. }
             | Uplink::Reattach { .. }
             | Uplink::Redispatch { .. }
@@ -337,6 +350,11 @@ pub enum Downlink {
         request: RequestId,
         /// The report, or the refusal.
         result: Result<PushReport, ErrorCode>,
+    },
+    /// The reply to a report: counted (or counted before).
+    Reported {
+        /// The report's request.
+        request: RequestId,
     },
     /// The reply to a directory request.
     DirectoryDone {
@@ -395,6 +413,7 @@ impl Downlink {
             | Downlink::Published { request, .. }
             | Downlink::Pushed { request, .. }
             | Downlink::DirectoryDone { request, .. }
+            | Downlink::Reported { request }
             | Downlink::Released { request } => Some(*request),
             Downlink::Revoked { .. }
             | Downlink::Deliver(_)

@@ -418,3 +418,72 @@ fn an_app_past_its_rate_gets_429_and_every_answer_says_where_it_stands() {
     assert_eq!(replies[3].retry_after, "1");
     assert!(replies[3].ratelimit.starts_with("3/0/"), "{replies:?}");
 }
+
+/// Reads a message's funnel until `done` holds for it (reports come every
+/// half second), or panics after a bounded wait.
+fn funnel_until(http: SocketAddr, id: &str, done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let reply =
+            call(http, "GET", &format!("/v1/apps/shop/messages/{id}"), Some(SHOP_KEY), Body::Text(""));
+        assert_eq!(reply.status, 200, "{reply:?}");
+        if done(&reply.body) {
+            return reply.body;
+        }
+        assert!(std::time::Instant::now() < deadline, "the funnel never got there: {}", reply.body);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_message_funnel_follows_deliveries_and_acknowledgements_and_ends_final() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (broker, http) = broker(&dir);
+    let mqtt = broker.addr();
+    let offline = ["--clean", "0", "--expiry", "300", "--subscribe", "$push/away"];
+    assert_eq!(Device::start(mqtt, "away", "shop-device", &offline).finish(), []);
+    let here = Device::start(mqtt, "here", "shop-device", &["--subscribe", "$push/here", "--expect", "1"]);
+    let body = json!({
+        "audience": {"device_ids": ["here", "away", "nobody"]},
+        "content": {"data": {"n": 1}},
+        "options": {"ttl": 4}
+    });
+    let sent = send(http, SHOP_KEY, &body);
+    let id = sent.body["message_id"].as_str().expect("id").to_owned();
+    assert_eq!(here.finish().len(), 1);
+
+    let funnel = funnel_until(http, &id, |b| b["funnel"]["acknowledged"] == 1);
+    assert_eq!(funnel["final"], false);
+    assert_eq!(
+        funnel["funnel"],
+        json!({"targeted": 3, "online": 1, "stored_offline": 1, "unreachable": 1, "delivered_online": 1,
+               "delivered_from_offline": 0, "acknowledged": 1, "cancelled": 0, "expired": 0, "pending": 1})
+    );
+    // The offline device comes back and acknowledges.
+    let back =
+        Device::start(mqtt, "away", "shop-device", &["--clean", "0", "--expiry", "300", "--expect", "1"]);
+    assert_eq!(back.finish().len(), 1);
+    let funnel = funnel_until(http, &id, |b| b["funnel"]["acknowledged"] == 2);
+    assert_eq!(
+        (&funnel["funnel"]["delivered_from_offline"], &funnel["funnel"]["pending"]),
+        (&json!(1), &json!(0))
+    );
+    // After the ttl it is final, and every device is in one bucket.
+    let funnel = funnel_until(http, &id, |b| b["final"] == true);
+    let f = &funnel["funnel"];
+    assert_eq!(
+        (&f["acknowledged"], &f["unreachable"], &f["expired"], &f["pending"]),
+        (&json!(2), &json!(1), &json!(0), &json!(0))
+    );
+
+    let unknown = call(
+        http,
+        "GET",
+        "/v1/apps/shop/messages/0000000000000000000000000000abcd",
+        Some(SHOP_KEY),
+        Body::Text(""),
+    );
+    assert_eq!((unknown.status, &unknown.body["code"]), (404, &json!("NOT_FOUND")));
+    let bad = call(http, "GET", "/v1/apps/shop/messages/xyz", Some(SHOP_KEY), Body::Text(""));
+    assert_eq!((bad.status, &bad.body["code"]), (400, &json!("MESSAGE_ID_INVALID")));
+}

@@ -18,7 +18,12 @@ const MAX_BULK: usize = 1000;
 
 impl Api {
     /// Asks the router to apply `op` to `app`'s directory.
-    async fn directory(&self, app: AppId, op: DirectoryOp, what: &str) -> Result<DirectoryAnswer, Problem> {
+    pub(super) async fn directory(
+        &self,
+        app: AppId,
+        op: DirectoryOp,
+        what: &str,
+    ) -> Result<DirectoryAnswer, Problem> {
         match self.ask(|request| Uplink::Directory { request, app, op }).await? {
             Downlink::DirectoryDone { result: Ok(answer), .. } => Ok(answer),
             Downlink::DirectoryDone { result: Err(code), .. } => Err(refused(code, what)),

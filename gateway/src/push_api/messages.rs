@@ -164,3 +164,53 @@ pub(super) async fn validate(
         .await,
     )
 }
+
+pub(super) async fn status(
+    State(api): State<Arc<Api>>,
+    Path((app, message)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    respond(
+        async {
+            let app = api.authorize(&headers, &app)?;
+            let message = herald_core::MessageId::parse(&message).ok_or_else(|| {
+                Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "MESSAGE_ID_INVALID",
+                    "a message id is 32 hexadecimal digits",
+                )
+            })?;
+            let op = herald_proto::seam::DirectoryOp::Status { message };
+            match api.directory(app, op, "message").await? {
+                herald_proto::seam::DirectoryAnswer::Status(s) => {
+                    Ok(json_response(StatusCode::OK, &status_json(&s)))
+                }
+                _ => Err(Problem::unavailable("the router's answer did not match the request")),
+            }
+        }
+        .await,
+    )
+}
+
+fn status_json(s: &herald_proto::seam::MessageStatus) -> Value {
+    json!({
+        "message_id": s.message.to_string(),
+        "created_at": s.created_at.rfc3339(),
+        "expires_at": s.expires_at.map(herald_core::UnixMillis::rfc3339),
+        "qos": s.qos,
+        "as_of": s.as_of.rfc3339(),
+        "final": s.is_final,
+        "funnel": {
+            "targeted": s.targeted,
+            "online": s.online,
+            "stored_offline": s.stored,
+            "unreachable": s.unreachable,
+            "delivered_online": s.delivered_online,
+            "delivered_from_offline": s.delivered_from_offline,
+            "acknowledged": s.acknowledged,
+            "cancelled": s.cancelled,
+            "expired": s.expired,
+            "pending": s.pending,
+        },
+    })
+}

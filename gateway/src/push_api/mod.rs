@@ -107,7 +107,7 @@ impl ApiRequests {
     }
 
     /// Registers a request, unless `limit` are waiting already.
-    fn begin(&self, limit: usize) -> Option<(RequestId, oneshot::Receiver<Downlink>)> {
+    pub(crate) fn begin(&self, limit: usize) -> Option<(RequestId, oneshot::Receiver<Downlink>)> {
         let mut waiting = self.lock();
         if waiting.len() >= limit {
             return None;
@@ -119,7 +119,7 @@ impl ApiRequests {
         Some((request, answered))
     }
 
-    fn forget(&self, request: RequestId) {
+    pub(crate) fn forget(&self, request: RequestId) {
         self.lock().remove(&request);
     }
 
@@ -189,6 +189,7 @@ fn handler(method: &str, id: &str) -> Option<axum::routing::MethodRouter<Arc<Api
     Some(match id {
         "sendMessage" => on(filter, messages::send),
         "validateMessage" => on(filter, messages::validate),
+        "getMessage" => on(filter, messages::status),
         "getDevice" => on(filter, devices::get),
         "putDevice" => on(filter, devices::put),
         "patchDevice" => on(filter, devices::patch),

@@ -42,6 +42,14 @@ pub(crate) const OPERATIONS: &[Operation] = &[
         (202, Some("SendAccepted")),
     ),
     op(
+        "get",
+        "/v1/apps/{app}/messages/{message}",
+        "getMessage",
+        "Read a message's delivery funnel",
+        None,
+        (200, Some("MessageStatus")),
+    ),
+    op(
         "post",
         "/v1/apps/{app}/messages/validate",
         "validateMessage",
@@ -290,5 +298,20 @@ fn schemas() -> Value {
             "properties": { "tags": reference("TagExpression") },
         },
         "Count": { "type": "object", "properties": { "estimate": { "type": "integer" } } },
+        "MessageStatus": {
+            "type": "object",
+            "required": ["message_id", "created_at", "qos", "as_of", "final", "funnel"],
+            "properties": {
+                "message_id": { "type": "string" }, "created_at": { "type": "string", "format": "date-time" },
+                "expires_at": { "type": ["string", "null"], "format": "date-time" }, "qos": { "type": "integer" },
+                "as_of": { "type": "string", "format": "date-time" }, "final": { "type": "boolean" },
+                "funnel": { "type": "object", "properties": {
+                    "targeted": { "type": "integer" }, "online": { "type": "integer" },
+                    "stored_offline": { "type": "integer" }, "unreachable": { "type": "integer" },
+                    "delivered_online": { "type": "integer" }, "delivered_from_offline": { "type": "integer" },
+                    "acknowledged": { "type": "integer" }, "cancelled": { "type": "integer" },
+                    "expired": { "type": "integer" }, "pending": { "type": "integer" } } },
+            },
+        },
     })
 }

@@ -308,6 +308,9 @@ pub fn uplink_to_pb(item: &Uplink) -> pb::Uplink {
             message: Some(message_to_pb(&p.message)),
         }),
         Uplink::Push(p) => Item::Push(super::push::push_to_pb(p)),
+        Uplink::Report { request, origin, batch, deltas } => {
+            Item::Report(super::push::report_items_to_pb(*request, *origin, *batch, deltas))
+        }
         Uplink::Directory { request, app, op } => {
             Item::Directory(super::push::directory_to_pb(*request, app, op))
         }
@@ -409,6 +412,12 @@ pub fn uplink_from_pb(item: pb::Uplink) -> Result<Uplink, ConvertError> {
             message: required_message(p.message, "publish.message")?,
         }),
         Item::Push(p) => Uplink::Push(super::push::push_from_pb(p)?),
+        Item::Report(r) => Uplink::Report {
+            request: r.request,
+            origin: r.origin,
+            batch: r.batch,
+            deltas: super::push::deltas_from_pb(r.deltas)?,
+        },
         Item::Directory(d) => {
             let (request, app, op) = super::push::directory_from_pb(d)?;
             Uplink::Directory { request, app, op }
@@ -476,6 +485,7 @@ pub fn downlink_to_pb(item: &Downlink) -> pb::Downlink {
             },
             Err(error) => pb::DirectoryDone { request: *request, error: error_to_pb(*error), answer: None },
         }),
+        Downlink::Reported { request } => Item::Reported(pb::Reported { request: *request }),
         Downlink::DeliverPush { message, devices } => Item::DeliverPush(pb::DeliverPush {
             message: Some(message_to_pb(message)),
             all: devices.is_none(),
@@ -559,6 +569,7 @@ pub fn downlink_from_pb(item: pb::Downlink) -> Result<Downlink, ConvertError> {
                 None => Ok(super::push::answer_from_pb(d.answer)?),
             },
         },
+        Item::Reported(r) => Downlink::Reported { request: r.request },
         Item::DeliverPush(d) => Downlink::DeliverPush {
             message: required_message(d.message, "deliver_push.message")?,
             devices: match d.all {

@@ -7,7 +7,8 @@ use super::convert::{
 };
 use super::pb;
 use crate::journal::{
-    DirectoryDevice, DurableImage, DurableSession, Fact, FanoutLog, GroupQueue, QueueTarget,
+    DirectoryDevice, DurableImage, DurableSession, Fact, FanoutLog, GroupQueue, MessageRecord, QueueTarget,
+    ReportMark,
 };
 use herald_core::{AppId, NodeId, TopicFilter, UnixMillis};
 use prost::Message as _;
@@ -42,6 +43,12 @@ pub fn encode_image(image: &DurableImage) -> Vec<u8> {
             })
             .collect(),
         idempotent: image.idempotent.iter().map(super::push::idempotent_to_pb).collect(),
+        messages: image.messages.iter().map(record_to_pb).collect(),
+        report_marks: image
+            .report_marks
+            .iter()
+            .map(|m| pb::ReportMark { gateway: m.gateway.0, origin: m.origin, batch: m.batch })
+            .collect(),
     }
     .encode_to_vec()
 }
@@ -80,6 +87,12 @@ pub fn decode_image(bytes: &[u8]) -> Result<DurableImage, ConvertError> {
             .into_iter()
             .map(super::push::idempotent_from_pb)
             .collect::<Result<_, _>>()?,
+        messages: image.messages.into_iter().map(record_from_pb).collect::<Result<_, _>>()?,
+        report_marks: image
+            .report_marks
+            .into_iter()
+            .map(|m| ReportMark { gateway: NodeId(m.gateway), origin: m.origin, batch: m.batch })
+            .collect(),
     })
 }
 
@@ -111,6 +124,12 @@ fn fact_to_pb(fact: &Fact) -> pb::Fact {
         Fact::Fanout(entry) => Kind::Fanout(super::push::fanout_to_pb(entry)),
         Fact::Idempotent(send) => Kind::Idempotent(super::push::idempotent_to_pb(send)),
         Fact::IdempotencyExpired(before) => Kind::IdempotencyExpired(before.0),
+        Fact::MessageRecorded(record) => Kind::MessageRecorded(record_to_pb(record)),
+        Fact::MessageReport { gateway, origin, batch, deltas } => Kind::MessageReport(pb::MessageReport {
+            gateway: gateway.0,
+            report: Some(super::push::report_items_to_pb(0, *origin, *batch, deltas)),
+        }),
+        Fact::MessagesForgotten(before) => Kind::MessagesForgotten(before.0),
         Fact::FanoutTrimmed { app, through } => {
             Kind::FanoutTrimmed(pb::FanoutTrimmed { app: app.to_string(), through: *through })
         }
@@ -152,10 +171,37 @@ fn fact_from_pb(fact: pb::Fact) -> Result<Fact, ConvertError> {
         Kind::Fanout(entry) => Fact::Fanout(super::push::fanout_from_pb(entry)?),
         Kind::Idempotent(send) => Fact::Idempotent(Box::new(super::push::idempotent_from_pb(send)?)),
         Kind::IdempotencyExpired(before) => Fact::IdempotencyExpired(UnixMillis(before)),
+        Kind::MessageRecorded(record) => Fact::MessageRecorded(Box::new(record_from_pb(record)?)),
+        Kind::MessageReport(r) => {
+            let report = required(r.report, "message_report.report")?;
+            Fact::MessageReport {
+                gateway: NodeId(r.gateway),
+                origin: report.origin,
+                batch: report.batch,
+                deltas: super::push::deltas_from_pb(report.deltas)?,
+            }
+        }
+        Kind::MessagesForgotten(before) => Fact::MessagesForgotten(UnixMillis(before)),
         Kind::FanoutTrimmed(t) => Fact::FanoutTrimmed {
             app: AppId::new(t.app).map_err(|_| invalid("fanout_trimmed.app", "invalid app id"))?,
             through: t.through,
         },
+    })
+}
+
+fn record_to_pb(r: &MessageRecord) -> pb::MessageRecord {
+    pb::MessageRecord {
+        app: r.app.to_string(),
+        status: Some(super::push::status_to_pb(&r.status)),
+        forget_at_ms: r.forget_at.0,
+    }
+}
+
+fn record_from_pb(r: pb::MessageRecord) -> Result<MessageRecord, ConvertError> {
+    Ok(MessageRecord {
+        app: AppId::new(r.app).map_err(|_| invalid("message_record.app", "invalid app id"))?,
+        status: super::push::status_from_pb(required(r.status, "message_record.status")?)?,
+        forget_at: UnixMillis(r.forget_at_ms),
     })
 }
 
@@ -293,6 +339,32 @@ mod tests {
         crate::seam::FanoutEntry { seq, message: message("$push", b"news"), audience }
     }
 
+    fn delta() -> crate::seam::PushDelta {
+        crate::seam::PushDelta {
+            app: AppId::default_app(),
+            message: herald_core::MessageId(42),
+            delivered_online: 3,
+            delivered_from_offline: 2,
+            acknowledged: 4,
+        }
+    }
+
+    fn record() -> MessageRecord {
+        let status = crate::seam::MessageStatus {
+            message: herald_core::MessageId(42),
+            created_at: UnixMillis(10),
+            expires_at: Some(UnixMillis(3_600_010)),
+            qos: 1,
+            targeted: 9,
+            online: 3,
+            stored: 4,
+            unreachable: 2,
+            delivered_online: 1,
+            ..Default::default()
+        };
+        MessageRecord { app: AppId::default_app(), status, forget_at: UnixMillis(90_000_010) }
+    }
+
     fn idempotent() -> crate::journal::IdempotentSend {
         use crate::seam::{Idempotency, PushOutcome, PushReport};
         let device = herald_core::ClientId::new("d1").expect("id");
@@ -348,6 +420,9 @@ mod tests {
             Fact::FanoutTrimmed { app: AppId::default_app(), through: 3 },
             Fact::Idempotent(Box::new(idempotent())),
             Fact::IdempotencyExpired(UnixMillis(1_000)),
+            Fact::MessageRecorded(Box::new(record())),
+            Fact::MessageReport { gateway: NodeId(2), origin: 77, batch: 5, deltas: vec![delta()] },
+            Fact::MessagesForgotten(UnixMillis(2_000)),
         ];
         assert_eq!(decode(&encode(&facts)).expect("decodes"), facts);
         let image = DurableImage {
@@ -362,6 +437,8 @@ mod tests {
                 entries: vec![fanout(4, false)],
             }],
             idempotent: vec![idempotent()],
+            messages: vec![record()],
+            report_marks: vec![ReportMark { gateway: NodeId(2), origin: 77, batch: 5 }],
         };
         assert_eq!(decode_image(&encode_image(&image)).expect("decodes"), image);
         let with_epoch = vec![Fact::SessionPut(Box::new(DurableSession {

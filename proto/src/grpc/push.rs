@@ -5,11 +5,11 @@ use super::convert::{ConvertError, invalid, message_to_pb, required, required_me
 use super::pb;
 use crate::journal::IdempotentSend;
 use crate::push::{
-    Audience, DeviceView, DirectoryAnswer, DirectoryOp, FanoutAudience, FanoutEntry, Idempotency, Push,
-    PushOutcome, PushReport, TagChange,
+    Audience, DeviceView, DirectoryAnswer, DirectoryOp, FanoutAudience, FanoutEntry, Idempotency,
+    MessageStatus, Push, PushDelta, PushOutcome, PushReport, TagChange,
 };
 use herald_core::directory::{Alias, DeviceEntry, Tag, TagExpr};
-use herald_core::{ClientId, MessageId, NodeId};
+use herald_core::{AppId, ClientId, MessageId, NodeId, UnixMillis};
 use std::sync::Arc;
 
 fn client(id: String, field: &'static str) -> Result<ClientId, ConvertError> {
@@ -220,11 +220,11 @@ pub(crate) fn idempotent_from_pb(send: pb::IdempotentSend) -> Result<IdempotentS
         .try_into()
         .map_err(|_| invalid("idempotent.body_hash", "must be 32 bytes"))?;
     Ok(IdempotentSend {
-        app: herald_core::AppId::new(send.app).map_err(|_| invalid("idempotent.app", "invalid app id"))?,
+        app: AppId::new(send.app).map_err(|_| invalid("idempotent.app", "invalid app id"))?,
         idempotency: Idempotency { key: send.key, body_hash },
         message_id: message_id_from_pb(&send.message_id, "idempotent.message_id")?,
         answer: report_from_pb(required(send.answer, "idempotent.answer")?)?,
-        expires_at: herald_core::UnixMillis(send.expires_at_ms),
+        expires_at: UnixMillis(send.expires_at_ms),
     })
 }
 
@@ -257,6 +257,7 @@ pub(super) fn directory_to_pb(
             Op::Tag(pb::TagDevices { tag: tag.to_string(), add: strings(add), remove: strings(remove) })
         }
         DirectoryOp::Count { expr } => Op::Count(expr_to_pb(expr)),
+        DirectoryOp::Status { message } => Op::Status(message.0.to_be_bytes().to_vec().into()),
     };
     pb::DirectoryRequest { request, app: app.to_string(), op: Some(op) }
 }
@@ -296,6 +297,7 @@ pub(super) fn directory_from_pb(
             remove: clients(t.remove, "directory.tag.remove")?,
         },
         Op::Count(expr) => DirectoryOp::Count { expr: expr_from_pb(expr)? },
+        Op::Status(id) => DirectoryOp::Status { message: message_id_from_pb(&id, "directory.status")? },
     };
     Ok((d.request, app, op))
 }
@@ -326,6 +328,7 @@ pub(super) fn answer_to_pb(answer: &DirectoryAnswer) -> pb::directory_done::Answ
         }
         DirectoryAnswer::Changed(changed) => Answer::Changed(pb::TagResults { changed: changed.clone() }),
         DirectoryAnswer::Count(count) => Answer::Count(*count),
+        DirectoryAnswer::Status(status) => Answer::Status(status_to_pb(status)),
     }
 }
 
@@ -341,5 +344,85 @@ pub(super) fn answer_from_pb(
         }
         Answer::Changed(results) => DirectoryAnswer::Changed(results.changed),
         Answer::Count(count) => DirectoryAnswer::Count(count),
+        Answer::Status(status) => DirectoryAnswer::Status(status_from_pb(status)?),
     })
+}
+
+/// The protobuf form of a message status.
+pub(crate) fn status_to_pb(s: &MessageStatus) -> pb::MessageStatus {
+    pb::MessageStatus {
+        message: s.message.0.to_be_bytes().to_vec().into(),
+        created_at_ms: s.created_at.0,
+        expires_at_ms: s.expires_at.map(|t| t.0),
+        qos: u32::from(s.qos),
+        targeted: s.targeted,
+        online: s.online,
+        stored: s.stored,
+        unreachable: s.unreachable,
+        delivered_online: s.delivered_online,
+        delivered_from_offline: s.delivered_from_offline,
+        acknowledged: s.acknowledged,
+        cancelled: s.cancelled,
+        expired: s.expired,
+        pending: s.pending,
+        as_of_ms: s.as_of.0,
+        is_final: s.is_final,
+    }
+}
+
+/// A message status from its protobuf form.
+pub(crate) fn status_from_pb(s: pb::MessageStatus) -> Result<MessageStatus, ConvertError> {
+    Ok(MessageStatus {
+        message: message_id_from_pb(&s.message, "message_status.message")?,
+        created_at: UnixMillis(s.created_at_ms),
+        expires_at: s.expires_at_ms.map(UnixMillis),
+        qos: u8::try_from(s.qos).map_err(|_| invalid("message_status.qos", "0, 1 or 2"))?,
+        targeted: s.targeted,
+        online: s.online,
+        stored: s.stored,
+        unreachable: s.unreachable,
+        delivered_online: s.delivered_online,
+        delivered_from_offline: s.delivered_from_offline,
+        acknowledged: s.acknowledged,
+        cancelled: s.cancelled,
+        expired: s.expired,
+        pending: s.pending,
+        as_of: UnixMillis(s.as_of_ms),
+        is_final: s.is_final,
+    })
+}
+
+/// The protobuf form of a report.
+pub(crate) fn report_items_to_pb(request: u64, origin: u64, batch: u64, deltas: &[PushDelta]) -> pb::Report {
+    pb::Report {
+        request,
+        origin,
+        batch,
+        deltas: deltas
+            .iter()
+            .map(|d| pb::PushDelta {
+                app: d.app.to_string(),
+                message: d.message.0.to_be_bytes().to_vec().into(),
+                delivered_online: d.delivered_online,
+                delivered_from_offline: d.delivered_from_offline,
+                acknowledged: d.acknowledged,
+            })
+            .collect(),
+    }
+}
+
+/// The deltas of a report, from their protobuf form.
+pub(crate) fn deltas_from_pb(deltas: Vec<pb::PushDelta>) -> Result<Vec<PushDelta>, ConvertError> {
+    deltas
+        .into_iter()
+        .map(|d| {
+            Ok(PushDelta {
+                app: AppId::new(d.app).map_err(|_| invalid("push_delta.app", "invalid app id"))?,
+                message: message_id_from_pb(&d.message, "push_delta.message")?,
+                delivered_online: d.delivered_online,
+                delivered_from_offline: d.delivered_from_offline,
+                acknowledged: d.acknowledged,
+            })
+        })
+        .collect()
 }

@@ -9,8 +9,18 @@ use herald_proto::seam::{DeviceView, DirectoryAnswer, DirectoryOp, TagChange};
 
 impl RouterState {
     /// Applies a directory request of `app`.
-    pub(super) fn directory(&mut self, app: AppId, op: DirectoryOp) -> Result<DirectoryAnswer, ErrorCode> {
+    pub(super) fn directory(
+        &mut self,
+        app: AppId,
+        op: DirectoryOp,
+        now: herald_core::UnixMillis,
+    ) -> Result<DirectoryAnswer, ErrorCode> {
         match op {
+            DirectoryOp::Status { message } => self
+                .records
+                .status(&app, message, now)
+                .map(DirectoryAnswer::Status)
+                .ok_or(ErrorCode::NotFound),
             DirectoryOp::Put { device, entry } => {
                 self.set_device(&app, device.clone(), entry)?;
                 Ok(DirectoryAnswer::Device(self.view(&app, &device).ok_or(ErrorCode::Internal)?))

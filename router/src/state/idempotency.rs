@@ -77,6 +77,14 @@ impl Keys {
 }
 
 impl RouterState {
+    /// Routes `push` and makes its message's record.
+    fn push_recorded(&mut self, push: Push, now: UnixMillis, out: &mut Vec<Effect>) -> PushReport {
+        let message = push.message.clone();
+        let report = self.push(push, now, out);
+        self.record_message(&message, &report);
+        report
+    }
+
     /// Routes `push` once per idempotency key: a repeat gets the first
     /// answer (marked as a replay), another body under the key a conflict.
     pub(super) fn push_once(
@@ -85,7 +93,9 @@ impl RouterState {
         now: UnixMillis,
         out: &mut Vec<Effect>,
     ) -> Result<PushReport, ErrorCode> {
-        let Some(idempotency) = push.idempotency.clone() else { return Ok(self.push(push, now, out)) };
+        let Some(idempotency) = push.idempotency.clone() else {
+            return Ok(self.push_recorded(push, now, out));
+        };
         let app = push.message.app.clone();
         if let Some(kept) = self.idempotency.sends.get(&(app.clone(), idempotency.key.clone()))
             && kept.expires_at > now
@@ -96,7 +106,7 @@ impl RouterState {
             return Ok(PushReport { replay_of: Some(kept.message_id), ..kept.answer.clone() });
         }
         let message_id = push.message.id;
-        let answer = self.push(push, now, out);
+        let answer = self.push_recorded(push, now, out);
         let send = IdempotentSend {
             app,
             idempotency,

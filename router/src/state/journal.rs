@@ -23,6 +23,7 @@ pub struct DurableState {
     devices: HashMap<SessionKey, DeviceEntry>,
     fanout: HashMap<AppId, (u64, std::collections::VecDeque<FanoutEntry>)>,
     idempotency: super::idempotency::Keys,
+    records: super::status::Records,
 }
 
 impl DurableState {
@@ -48,6 +49,7 @@ impl DurableState {
         for send in image.idempotent {
             state.idempotency.keep(send);
         }
+        state.records.restore(image.messages, image.report_marks);
         state
     }
 
@@ -102,6 +104,13 @@ impl DurableState {
                 super::fanout::Log::append(entries, next_seq, entry);
             }
             Fact::Idempotent(send) => self.idempotency.keep(*send),
+            Fact::MessageRecorded(record) => self.records.keep(*record),
+            Fact::MessageReport { gateway, origin, batch, deltas } => {
+                self.records.report(gateway, origin, batch, &deltas);
+            }
+            Fact::MessagesForgotten(before) => {
+                self.records.forget(before);
+            }
             Fact::IdempotencyExpired(before) => {
                 self.idempotency.expire(before);
             }
@@ -117,7 +126,7 @@ impl DurableState {
 
     /// Returns the state as an image.
     pub fn image(&self) -> DurableImage {
-        DurableImage {
+        let mut image = DurableImage {
             retained: self.retained.values().cloned().collect(),
             sessions: self.sessions.values().cloned().collect(),
             groups: self
@@ -145,7 +154,10 @@ impl DurableState {
                 })
                 .collect(),
             idempotent: self.idempotency.all().cloned().collect(),
-        }
+            ..DurableImage::default()
+        };
+        self.records.image(&mut image.messages, &mut image.report_marks);
+        image
     }
 
     /// Whether it holds anything a client put there (retained messages,
@@ -213,6 +225,7 @@ impl RouterState {
         self.image_devices(&mut image.devices);
         self.image_fanout(&mut image.fanout);
         image.idempotent.extend(self.idempotency.all().cloned());
+        self.records.image(&mut image.messages, &mut image.report_marks);
         for (app, groups) in &self.shared {
             for filter in groups.filters() {
                 let messages = self.group_queue(app, filter);
@@ -235,6 +248,7 @@ impl RouterState {
         // Logs first: a session's cursor points into its app's log.
         self.restore_fanout(image.fanout);
         self.restore_idempotency(image.idempotent);
+        self.records.restore(image.messages, image.report_marks);
         for session in image.sessions {
             self.restore_session(session, now);
         }

@@ -12,6 +12,7 @@ mod push;
 mod routing;
 mod sessions;
 mod shared;
+mod status;
 
 use herald_core::{AppId, ClientId, NodeId, SessionKey, SharedStrategy, TopicFilter, TopicTree, UnixMillis};
 use herald_proto::Message;
@@ -24,6 +25,7 @@ pub use fanout::MAX_FANOUT_ENTRIES;
 pub use idempotency::{IDEMPOTENCY_TTL_MS, MAX_IDEMPOTENCY_KEYS};
 pub use journal::DurableState;
 pub use sessions::SessionRecord;
+pub use status::{MAX_RECORDS_PER_APP, ONLINE_ONLY_FINAL_MS, RECORD_KEEP_MS};
 
 /// Limits of the router state.
 #[derive(Debug, Clone)]
@@ -168,6 +170,8 @@ pub struct RouterState {
     fanout: HashMap<AppId, fanout::Log>,
     /// Idempotency keys of sends, for 24 hours.
     idempotency: idempotency::Keys,
+    /// Push-API messages' delivery records.
+    records: status::Records,
     /// Scheduled wills and expiries: `(deadline, session)`.
     timers: BTreeSet<(UnixMillis, SessionKey)>,
     /// Gateways whose link dropped, with the sessions kept for them.
@@ -283,8 +287,11 @@ impl RouterState {
                     out.push((gateway, Downlink::Published { request, result }));
                 }
             }
+            Uplink::Report { request, origin, batch, deltas } => {
+                self.report(gateway, request, (origin, batch), deltas, out);
+            }
             Uplink::Directory { request, app, op } => {
-                let result = self.directory(app, op);
+                let result = self.directory(app, op, now);
                 out.push((gateway, Downlink::DirectoryDone { request, result }));
             }
             Uplink::Push(push) => {
@@ -310,6 +317,7 @@ impl RouterState {
         let next_lease = self.expire_leases(now, out);
         self.trim_fanout(now);
         self.expire_idempotency(now);
+        self.forget_records(now);
         let next_timer = self.timers.first().map(|(deadline, _)| *deadline);
         next_timer.into_iter().chain(next_lease).min()
     }

@@ -260,3 +260,89 @@ fn a_send_repeated_with_its_idempotency_key_is_answered_again_and_not_sent() {
     let (fresh, _) = answer(&mut after, keyed(&["d1"], "z", "k2", 4), after_s(63 + day as u32));
     assert_eq!(fresh.expect("sent").replay_of, None);
 }
+
+fn status(
+    h: &mut Harness,
+    message: herald_core::MessageId,
+    now: UnixMillis,
+) -> herald_proto::seam::MessageStatus {
+    let item = Uplink::Directory { request: 5, app: app(), op: DirectoryOp::Status { message } };
+    match h.apply(GW1, item, now).as_slice() {
+        [(_, Downlink::DirectoryDone { result: Ok(DirectoryAnswer::Status(s)), .. })] => s.clone(),
+        other => panic!("no status: {other:?}"),
+    }
+}
+
+fn report(
+    h: &mut Harness,
+    gateway: NodeId,
+    batch: u64,
+    delta: (u64, u64, u64),
+    message: herald_core::MessageId,
+) {
+    let deltas = vec![herald_proto::seam::PushDelta {
+        app: app(),
+        message,
+        delivered_online: delta.0,
+        delivered_from_offline: delta.1,
+        acknowledged: delta.2,
+    }];
+    let item = Uplink::Report { request: 8, origin: 1, batch, deltas };
+    assert_eq!(h.apply(gateway, item, T0), [(gateway, Downlink::Reported { request: 8 })]);
+}
+
+#[test]
+fn a_message_status_counts_each_report_once_and_accounts_for_every_device_when_final() {
+    let mut h = Harness::new();
+    h.connect(GW2, "d1", 0);
+    h.offline_subscriber("d2", 3600, &[subscription("$push/d2", QoS::AtLeastOnce)]);
+    let sent = shared(Message { expires_at: Some(after_s(60)), ..message("$push", "m") });
+    let id = sent.id;
+    let audience = Audience::Devices(vec![client_id("d1"), client_id("d2"), client_id("d3")]);
+    let item =
+        Uplink::Push(Push { request: PUSH, message: sent, audience, store_offline: true, idempotency: None });
+    h.apply(GW1, item, T0);
+
+    let s = status(&mut h, id, after_s(1));
+    assert_eq!((s.targeted, s.online, s.stored, s.unreachable, s.pending), (3, 1, 1, 1, 2));
+    assert!(!s.is_final);
+    report(&mut h, GW2, 1, (1, 0, 1), id);
+    report(&mut h, GW2, 1, (1, 0, 1), id); // sent again on a new link: not counted twice
+    let s = status(&mut h, id, after_s(2));
+    assert_eq!((s.delivered_online, s.acknowledged, s.pending), (1, 1, 1));
+
+    // Survives a restart (journaled), and the report batch is remembered.
+    let mut durable = crate::state::DurableState::default();
+    for fact in h.state.take_journal() {
+        durable.apply(fact);
+    }
+    let mut after = Harness::new();
+    after.state.restore(durable.image(), after_s(3));
+    report(&mut after, GW2, 1, (1, 0, 1), id);
+    report(&mut after, GW3, 1, (0, 1, 1), id);
+    let s = status(&mut after, id, after_s(4));
+    assert_eq!((s.delivered_online, s.delivered_from_offline, s.acknowledged, s.pending), (1, 1, 2, 0));
+    // Final at the ttl: every device is in exactly one bucket.
+    let s = status(&mut after, id, after_s(60));
+    assert!(s.is_final);
+    assert_eq!(s.unreachable + s.acknowledged + s.expired + s.pending, s.targeted);
+
+    // A message nobody received: what was not delivered by the ttl expired.
+    let lost = shared(Message { expires_at: Some(after_s(70)), ..message("$push", "lost") });
+    let lost_id = lost.id;
+    let audience = Audience::Devices(vec![client_id("d2")]);
+    let item =
+        Uplink::Push(Push { request: PUSH, message: lost, audience, store_offline: true, idempotency: None });
+    after.apply(GW1, item, after_s(5));
+    let s = status(&mut after, lost_id, after_s(71));
+    assert_eq!((s.stored, s.expired, s.pending, s.is_final), (1, 1, 0, true));
+    let missing = Uplink::Directory {
+        request: 5,
+        app: app(),
+        op: DirectoryOp::Status { message: herald_core::MessageId(u128::MAX) },
+    };
+    assert!(matches!(
+        after.apply(GW1, missing, T0).as_slice(),
+        [(_, Downlink::DirectoryDone { result: Err(ErrorCode::NotFound), .. })]
+    ));
+}
