@@ -75,6 +75,24 @@ pub enum Fact {
     },
     /// Message records whose time is over before this are forgotten.
     MessagesForgotten(UnixMillis),
+    /// Undelivered copies of a message taken back.
+    MessageRetracted {
+        /// The message's app.
+        app: AppId,
+        /// The message.
+        message: MessageId,
+        /// Copies cancelled.
+        cancelled: u64,
+        /// Copies replaced by a newer message with its collapse key.
+        replaced: u64,
+    },
+    /// An entry left its app's fan-out log (cancelled or replaced).
+    FanoutRemoved {
+        /// The app.
+        app: AppId,
+        /// The entry.
+        seq: u64,
+    },
     /// An app's fan-out log entries up to `through` expired.
     FanoutTrimmed {
         /// The app.

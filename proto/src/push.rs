@@ -7,6 +7,10 @@ use herald_core::directory::{Alias, DeviceEntry, Tag, TagExpr};
 use herald_core::{AppId, ClientId, MessageId, NodeId, UnixMillis};
 use std::sync::Arc;
 
+/// The MQTT 5 user property a push-API message carries its collapse key
+/// in: a newer message with the same key replaces an older undelivered one.
+pub const COLLAPSE_PROPERTY: &str = "collapse-key";
+
 /// Whom a send reaches.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Audience {
@@ -172,6 +176,12 @@ pub enum DirectoryOp {
         /// The message.
         message: MessageId,
     },
+    /// Takes back what of a message has not been delivered; answers its
+    /// status after.
+    Cancel {
+        /// The message.
+        message: MessageId,
+    },
 }
 
 /// One device as the directory and the registry know it.
@@ -223,7 +233,7 @@ pub struct PushDelta {
 /// A message's delivery funnel. Every targeted device is in exactly one
 /// of: `pending` (routed or stored, not delivered yet), `delivered` (not
 /// acknowledged: QoS 0, or no acknowledgement yet), `acknowledged`,
-/// `unreachable` (known at send time), `cancelled`, `expired` (the ttl
+/// `unreachable` (known at send time), `cancelled`, `replaced`, `expired` (the ttl
 /// passed before delivery). Once `final` (the ttl passed), `pending` is 0.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MessageStatus {
@@ -251,6 +261,8 @@ pub struct MessageStatus {
     pub acknowledged: u64,
     /// Stored copies removed by a cancel.
     pub cancelled: u64,
+    /// Stored copies replaced by a newer message with the same collapse key.
+    pub replaced: u64,
     /// Not delivered when the ttl passed (0 until `final`).
     pub expired: u64,
     /// Routed or stored and not delivered yet (0 once `final`).

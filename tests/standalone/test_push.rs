@@ -457,7 +457,7 @@ fn a_message_funnel_follows_deliveries_and_acknowledgements_and_ends_final() {
     assert_eq!(
         funnel["funnel"],
         json!({"targeted": 3, "online": 1, "stored_offline": 1, "unreachable": 1, "delivered_online": 1,
-               "delivered_from_offline": 0, "acknowledged": 1, "cancelled": 0, "expired": 0, "pending": 1})
+               "delivered_from_offline": 0, "acknowledged": 1, "cancelled": 0, "replaced": 0, "expired": 0, "pending": 1})
     );
     // The offline device comes back and acknowledges.
     let back =
@@ -486,4 +486,48 @@ fn a_message_funnel_follows_deliveries_and_acknowledgements_and_ends_final() {
     assert_eq!((unknown.status, &unknown.body["code"]), (404, &json!("NOT_FOUND")));
     let bad = call(http, "GET", "/v1/apps/shop/messages/xyz", Some(SHOP_KEY), Body::Text(""));
     assert_eq!((bad.status, &bad.body["code"]), (400, &json!("MESSAGE_ID_INVALID")));
+}
+
+#[test]
+fn collapse_keys_replace_and_cancels_take_back_what_waits_for_an_offline_device() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (broker, http) = broker(&dir);
+    let mqtt = broker.addr();
+    let offline = ["--clean", "0", "--expiry", "300", "--subscribe", "$push/away"];
+    assert_eq!(Device::start(mqtt, "away", "shop-device", &offline).finish(), []);
+    let to_away = |n: u32, collapse: Option<&str>| {
+        let mut options = json!({"ttl": 600});
+        if let Some(key) = collapse {
+            options["collapse_key"] = json!(key);
+        }
+        let body =
+            json!({"audience": {"device_ids": ["away"]}, "content": {"data": {"n": n}}, "options": options});
+        let reply = send(http, SHOP_KEY, &body);
+        assert_eq!(reply.status, 202, "{reply:?}");
+        reply.body["message_id"].as_str().expect("id").to_owned()
+    };
+    let score_1 = to_away(1, Some("score"));
+    let cancelled = to_away(2, None);
+    let score_2 = to_away(3, Some("score"));
+    let path = |id: &str, tail: &str| format!("/v1/apps/shop/messages/{id}{tail}");
+    let cancel = call(http, "POST", &path(&cancelled, "/cancel"), Some(SHOP_KEY), Body::Text(""));
+    assert_eq!((cancel.status, &cancel.body["funnel"]["cancelled"]), (200, &json!(1)), "{cancel:?}");
+    let replaced = call(http, "GET", &path(&score_1, ""), Some(SHOP_KEY), Body::Text(""));
+    assert_eq!(replaced.body["funnel"]["replaced"], 1, "{replaced:?}");
+
+    let back = Device::start(
+        mqtt,
+        "away",
+        "shop-device",
+        &["--clean", "0", "--expiry", "300", "--expect", "1", "--settle", "1"],
+    );
+    let got = back.finish();
+    assert_eq!(got.iter().map(|d| d.message_id.as_str()).collect::<Vec<_>>(), [score_2.as_str()]);
+    assert_eq!(got[0].envelope["collapse_key"], "score");
+    let bad = send(
+        http,
+        SHOP_KEY,
+        &json!({"audience": {"device_ids": ["away"]}, "content": {"data": {}}, "options": {"collapse_key": ""}}),
+    );
+    assert_eq!((bad.status, &bad.body["code"]), (422, &json!("COLLAPSE_KEY_INVALID")));
 }

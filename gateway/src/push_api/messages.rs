@@ -170,26 +170,36 @@ pub(super) async fn status(
     Path((app, message)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    respond(
-        async {
-            let app = api.authorize(&headers, &app)?;
-            let message = herald_core::MessageId::parse(&message).ok_or_else(|| {
-                Problem::new(
-                    StatusCode::BAD_REQUEST,
-                    "MESSAGE_ID_INVALID",
-                    "a message id is 32 hexadecimal digits",
-                )
-            })?;
-            let op = herald_proto::seam::DirectoryOp::Status { message };
-            match api.directory(app, op, "message").await? {
-                herald_proto::seam::DirectoryAnswer::Status(s) => {
-                    Ok(json_response(StatusCode::OK, &status_json(&s)))
-                }
-                _ => Err(Problem::unavailable("the router's answer did not match the request")),
-            }
-        }
-        .await,
-    )
+    respond(funnel(&api, &app, &message, &headers, false).await)
+}
+
+pub(super) async fn cancel(
+    State(api): State<Arc<Api>>,
+    Path((app, message)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    respond(funnel(&api, &app, &message, &headers, true).await)
+}
+
+/// Answers a message's funnel, after cancelling what of it is undelivered
+/// when `cancel`.
+async fn funnel(
+    api: &Api,
+    app: &str,
+    message: &str,
+    headers: &HeaderMap,
+    cancel: bool,
+) -> Result<Response, Problem> {
+    use herald_proto::seam::{DirectoryAnswer, DirectoryOp};
+    let app = api.authorize(headers, app)?;
+    let message = herald_core::MessageId::parse(message).ok_or_else(|| {
+        Problem::new(StatusCode::BAD_REQUEST, "MESSAGE_ID_INVALID", "a message id is 32 hexadecimal digits")
+    })?;
+    let op = if cancel { DirectoryOp::Cancel { message } } else { DirectoryOp::Status { message } };
+    match api.directory(app, op, "message").await? {
+        DirectoryAnswer::Status(s) => Ok(json_response(StatusCode::OK, &status_json(&s))),
+        _ => Err(Problem::unavailable("the router's answer did not match the request")),
+    }
 }
 
 fn status_json(s: &herald_proto::seam::MessageStatus) -> Value {
@@ -209,6 +219,7 @@ fn status_json(s: &herald_proto::seam::MessageStatus) -> Value {
             "delivered_from_offline": s.delivered_from_offline,
             "acknowledged": s.acknowledged,
             "cancelled": s.cancelled,
+            "replaced": s.replaced,
             "expired": s.expired,
             "pending": s.pending,
         },

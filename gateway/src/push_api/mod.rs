@@ -190,6 +190,7 @@ fn handler(method: &str, id: &str) -> Option<axum::routing::MethodRouter<Arc<Api
         "sendMessage" => on(filter, messages::send),
         "validateMessage" => on(filter, messages::validate),
         "getMessage" => on(filter, messages::status),
+        "cancelMessage" => on(filter, messages::cancel),
         "getDevice" => on(filter, devices::get),
         "putDevice" => on(filter, devices::put),
         "patchDevice" => on(filter, devices::patch),

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use bytes::Bytes;
 use herald_core::directory::Alias;
 use herald_core::{AppId, ClientId, MessageId, QoS, Topic, UnixMillis};
-use herald_proto::seam::Audience;
+use herald_proto::seam::{Audience, COLLAPSE_PROPERTY};
 use herald_proto::{Message, MessageProperties};
 use serde_json::{Map, Value, json};
 
@@ -46,6 +46,8 @@ pub(super) struct SendRequest {
     pub qos: QoS,
     /// `normal` or `high`, passed to the device.
     pub priority: &'static str,
+    /// A newer message with this key replaces an older undelivered one.
+    pub collapse_key: Option<String>,
 }
 
 /// Parses and checks a request body.
@@ -70,10 +72,24 @@ pub(super) fn parse(body: &[u8], limits: &SendLimits) -> Result<SendRequest, Pro
         ttl_seconds: DEFAULT_TTL_SECONDS,
         qos: QoS::AtLeastOnce,
         priority: "normal",
+        collapse_key: None,
     };
     if let Some(options) = root.get("options") {
         let options = object(options, "/options")?;
-        only(options, "/options", &["ttl", "qos", "priority"])?;
+        only(options, "/options", &["ttl", "qos", "priority", "collapse_key"])?;
+        if let Some(key) = options.get("collapse_key") {
+            let key = key
+                .as_str()
+                .filter(|k| !k.is_empty() && k.len() <= 64 && k.bytes().all(|b| b.is_ascii_graphic()));
+            let key = key.ok_or_else(|| {
+                Problem::field(
+                    "/options/collapse_key",
+                    "COLLAPSE_KEY_INVALID",
+                    "a collapse key is 1 to 64 printable ASCII characters",
+                )
+            })?;
+            request.collapse_key = Some(key.to_owned());
+        }
         if let Some(ttl) = options.get("ttl") {
             let ttl = ttl
                 .as_u64()
@@ -127,6 +143,9 @@ impl SendRequest {
         if let Some(data) = &self.data {
             envelope["data"] = Value::Object(data.clone());
         }
+        if let Some(key) = &self.collapse_key {
+            envelope["collapse_key"] = Value::String(key.clone());
+        }
         let payload = envelope.to_string();
         if payload.len() > limits.max_payload {
             let detail = format!(
@@ -149,7 +168,9 @@ impl SendRequest {
             properties: Some(Box::new(MessageProperties {
                 payload_format: Some(1),
                 content_type: Some("application/json".into()),
-                user_properties: vec![("message-id".into(), id.to_string().into())],
+                user_properties: std::iter::once(("message-id".into(), id.to_string().into()))
+                    .chain(self.collapse_key.iter().map(|k| (COLLAPSE_PROPERTY.into(), k.as_str().into())))
+                    .collect(),
                 ..MessageProperties::default()
             })),
         })

@@ -130,6 +130,17 @@ fn fact_to_pb(fact: &Fact) -> pb::Fact {
             report: Some(super::push::report_items_to_pb(0, *origin, *batch, deltas)),
         }),
         Fact::MessagesForgotten(before) => Kind::MessagesForgotten(before.0),
+        Fact::MessageRetracted { app, message, cancelled, replaced } => {
+            Kind::MessageRetracted(pb::MessageRetracted {
+                app: app.to_string(),
+                message: message.0.to_be_bytes().to_vec().into(),
+                cancelled: *cancelled,
+                replaced: *replaced,
+            })
+        }
+        Fact::FanoutRemoved { app, seq } => {
+            Kind::FanoutRemoved(pb::FanoutTrimmed { app: app.to_string(), through: *seq })
+        }
         Fact::FanoutTrimmed { app, through } => {
             Kind::FanoutTrimmed(pb::FanoutTrimmed { app: app.to_string(), through: *through })
         }
@@ -182,6 +193,16 @@ fn fact_from_pb(fact: pb::Fact) -> Result<Fact, ConvertError> {
             }
         }
         Kind::MessagesForgotten(before) => Fact::MessagesForgotten(UnixMillis(before)),
+        Kind::MessageRetracted(r) => Fact::MessageRetracted {
+            app: AppId::new(r.app).map_err(|_| invalid("message_retracted.app", "invalid app id"))?,
+            message: super::push::message_id_from_pb(&r.message, "message_retracted.message")?,
+            cancelled: r.cancelled,
+            replaced: r.replaced,
+        },
+        Kind::FanoutRemoved(r) => Fact::FanoutRemoved {
+            app: AppId::new(r.app).map_err(|_| invalid("fanout_removed.app", "invalid app id"))?,
+            seq: r.through,
+        },
         Kind::FanoutTrimmed(t) => Fact::FanoutTrimmed {
             app: AppId::new(t.app).map_err(|_| invalid("fanout_trimmed.app", "invalid app id"))?,
             through: t.through,
@@ -423,6 +444,13 @@ mod tests {
             Fact::MessageRecorded(Box::new(record())),
             Fact::MessageReport { gateway: NodeId(2), origin: 77, batch: 5, deltas: vec![delta()] },
             Fact::MessagesForgotten(UnixMillis(2_000)),
+            Fact::MessageRetracted {
+                app: AppId::default_app(),
+                message: herald_core::MessageId(42),
+                cancelled: 2,
+                replaced: 1,
+            },
+            Fact::FanoutRemoved { app: AppId::default_app(), seq: 4 },
         ];
         assert_eq!(decode(&encode(&facts)).expect("decodes"), facts);
         let image = DurableImage {

@@ -258,6 +258,7 @@ pub(super) fn directory_to_pb(
         }
         DirectoryOp::Count { expr } => Op::Count(expr_to_pb(expr)),
         DirectoryOp::Status { message } => Op::Status(message.0.to_be_bytes().to_vec().into()),
+        DirectoryOp::Cancel { message } => Op::Cancel(message.0.to_be_bytes().to_vec().into()),
     };
     pb::DirectoryRequest { request, app: app.to_string(), op: Some(op) }
 }
@@ -298,6 +299,7 @@ pub(super) fn directory_from_pb(
         },
         Op::Count(expr) => DirectoryOp::Count { expr: expr_from_pb(expr)? },
         Op::Status(id) => DirectoryOp::Status { message: message_id_from_pb(&id, "directory.status")? },
+        Op::Cancel(id) => DirectoryOp::Cancel { message: message_id_from_pb(&id, "directory.cancel")? },
     };
     Ok((d.request, app, op))
 }
@@ -367,6 +369,7 @@ pub(crate) fn status_to_pb(s: &MessageStatus) -> pb::MessageStatus {
         pending: s.pending,
         as_of_ms: s.as_of.0,
         is_final: s.is_final,
+        replaced: s.replaced,
     }
 }
 
@@ -385,6 +388,7 @@ pub(crate) fn status_from_pb(s: pb::MessageStatus) -> Result<MessageStatus, Conv
         delivered_from_offline: s.delivered_from_offline,
         acknowledged: s.acknowledged,
         cancelled: s.cancelled,
+        replaced: s.replaced,
         expired: s.expired,
         pending: s.pending,
         as_of: UnixMillis(s.as_of_ms),

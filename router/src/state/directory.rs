@@ -16,6 +16,7 @@ impl RouterState {
         now: herald_core::UnixMillis,
     ) -> Result<DirectoryAnswer, ErrorCode> {
         match op {
+            DirectoryOp::Cancel { message } => self.cancel(&app, message, now).map(DirectoryAnswer::Status),
             DirectoryOp::Status { message } => self
                 .records
                 .status(&app, message, now)

@@ -114,6 +114,7 @@ impl RouterState {
             out.push((gateway, Downlink::DeliverPush { message: message.clone(), devices }));
         }
         if store_offline {
+            self.collapse_in_log(&message);
             let audience = match selected {
                 Some(devices) => FanoutAudience::Devices(Arc::new(devices)),
                 None => FanoutAudience::All,
@@ -125,6 +126,41 @@ impl RouterState {
             self.counters.fanout_dropped += dropped;
         }
         report
+    }
+
+    /// Removes `message`'s entry from `app`'s log (journaled); returns
+    /// its sequence number.
+    pub(super) fn remove_fanout(&mut self, app: &AppId, message: herald_core::MessageId) -> Option<u64> {
+        let log = self.fanout.get_mut(app)?;
+        let at = log.entries.iter().position(|e| e.message.id == message)?;
+        let seq = log.entries.remove(at)?.seq;
+        self.journal.push(Fact::FanoutRemoved { app: app.clone(), seq });
+        Some(seq)
+    }
+
+    /// Removes the entries `newer` replaces (same collapse key), counting
+    /// their undelivered stored copies as replaced.
+    fn collapse_in_log(&mut self, newer: &Message) {
+        let Some(key) = super::retract::collapse_key(newer) else { return };
+        let older: Vec<herald_core::MessageId> = self
+            .fanout
+            .get(&newer.app)
+            .map(|log| {
+                log.entries
+                    .iter()
+                    .filter(|e| super::retract::collapse_key(&e.message) == Some(key))
+                    .map(|e| e.message.id)
+                    .collect()
+            })
+            .unwrap_or_default();
+        for id in older {
+            self.remove_fanout(&newer.app, id);
+            let now = newer.created_at;
+            if let Some(s) = self.records.status(&newer.app, id, now) {
+                let left = s.stored.saturating_sub(s.delivered_from_offline + s.cancelled + s.replaced);
+                self.retracted(&newer.app, id, 0, left);
+            }
+        }
     }
 
     /// Drops entries whose messages expired at `now`, journaling each trim.
@@ -166,8 +202,9 @@ pub(super) fn catch_up(
     now: UnixMillis,
     config: &RouterConfig,
     counters: &mut RouterCounters,
-) {
-    let Some(log) = log else { return };
+) -> Vec<herald_core::MessageId> {
+    let mut replaced = Vec::new();
+    let Some(log) = log else { return replaced };
     if log.entries.front().is_some_and(|first| first.seq > state.fanout_cursor)
         && state.fanout_cursor < log.next_seq
     {
@@ -199,6 +236,14 @@ pub(super) fn catch_up(
                 state.queue.pop_front();
                 counters.dropped_queue_oldest += 1;
             }
+            // It replaces older copies with its collapse key in the queue.
+            state.queue.retain(|q| {
+                let older = super::retract::replaced_by(q, &entry.message);
+                if older {
+                    replaced.push(q.message.id);
+                }
+                !older
+            });
             let copy = Arc::new(Message { topic: topic.clone(), ..Message::clone(&entry.message) });
             let queued = QueuedMessage {
                 message: copy,
@@ -212,4 +257,5 @@ pub(super) fn catch_up(
         state.count_bytes();
     }
     state.fanout_cursor = log.next_seq;
+    replaced
 }

@@ -111,6 +111,14 @@ impl DurableState {
             Fact::MessagesForgotten(before) => {
                 self.records.forget(before);
             }
+            Fact::MessageRetracted { app, message, cancelled, replaced } => {
+                self.records.retract(&app, message, cancelled, replaced);
+            }
+            Fact::FanoutRemoved { app, seq } => {
+                if let Some((_, entries)) = self.fanout.get_mut(&app) {
+                    entries.retain(|e| e.seq != seq);
+                }
+            }
             Fact::IdempotencyExpired(before) => {
                 self.idempotency.expire(before);
             }

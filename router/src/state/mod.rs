@@ -9,6 +9,7 @@ mod idempotency;
 mod journal;
 mod leases;
 mod push;
+mod retract;
 mod routing;
 mod sessions;
 mod shared;

@@ -90,6 +90,7 @@ impl RouterState {
     fn store(&mut self, key: &SessionKey, copy: Arc<Message>) -> PushOutcome {
         let id = copy.id;
         let kept = copy.clone();
+        self.collapse_in_queue(key, &copy);
         self.queue_for_offline_sessions(&copy, &mut || kept.clone());
         let queued =
             self.sessions.get(key).is_some_and(|r| r.queue().last().is_some_and(|q| q.message.id == id));

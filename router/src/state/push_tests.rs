@@ -346,3 +346,83 @@ fn a_message_status_counts_each_report_once_and_accounts_for_every_device_when_f
         [(_, Downlink::DirectoryDone { result: Err(ErrorCode::NotFound), .. })]
     ));
 }
+
+fn keyed_message(name: &'static str, collapse: Option<&str>) -> Arc<Message> {
+    let properties = collapse.map(|key| {
+        Box::new(herald_proto::MessageProperties {
+            user_properties: vec![(herald_proto::seam::COLLAPSE_PROPERTY.into(), key.into())],
+            ..Default::default()
+        })
+    });
+    shared(Message { expires_at: Some(after_s(600)), properties, ..message("$push", name) })
+}
+
+fn send_to(h: &mut Harness, audience: Audience, message: Arc<Message>) {
+    let item =
+        Uplink::Push(Push { request: PUSH, message, audience, store_offline: true, idempotency: None });
+    h.apply(GW1, item, T0);
+}
+
+#[test]
+fn a_newer_message_with_a_collapse_key_replaces_the_older_undelivered_one() {
+    let mut h = Harness::new();
+    h.offline_subscriber("d1", 3600, &[subscription("$push/d1", QoS::AtLeastOnce)]);
+    let to_d1 = || Audience::Devices(vec![client_id("d1")]);
+    let (first, second, other) = (
+        keyed_message("score 1-0", Some("score")),
+        keyed_message("score 2-0", Some("score")),
+        keyed_message("news", None),
+    );
+    let first_id = first.id;
+    send_to(&mut h, to_d1(), first);
+    send_to(&mut h, to_d1(), other);
+    send_to(&mut h, to_d1(), second);
+    assert_eq!(h.queue_of("d1"), ["news", "score 2-0"]);
+    assert_eq!(status(&mut h, first_id, after_s(1)).replaced, 1);
+    // Broadcasts collapse in the fan-out log, and over a queued direct copy.
+    let (old, new) = (keyed_message("old", Some("banner")), keyed_message("new", Some("banner")));
+    let old_id = old.id;
+    send_to(&mut h, Audience::All, old);
+    send_to(&mut h, Audience::All, new);
+    let s = status(&mut h, old_id, after_s(1));
+    assert_eq!((s.stored, s.replaced, s.pending), (1, 1, 0));
+    let (grant, _) = h.claim(GW1, claim("d1", false, 3600), after_s(2));
+    assert_eq!(names(&grant.queued), ["news", "score 2-0", "new"]);
+}
+
+#[test]
+fn a_cancel_takes_back_stored_copies_and_says_so() {
+    let mut h = Harness::new();
+    h.offline_subscriber("d1", 3600, &[subscription("$push/d1", QoS::AtLeastOnce)]);
+    h.offline_subscriber("d2", 3600, &[subscription("$push/d2", QoS::AtLeastOnce)]);
+    let direct = keyed_message("direct", None);
+    let (direct_id, devices) = (direct.id, vec![client_id("d1"), client_id("d2")]);
+    send_to(&mut h, Audience::Devices(devices), direct);
+    let broadcast = keyed_message("broadcast", None);
+    let broadcast_id = broadcast.id;
+    send_to(&mut h, Audience::All, broadcast);
+
+    let cancel = |h: &mut Harness, message| {
+        let item = Uplink::Directory { request: 5, app: app(), op: DirectoryOp::Cancel { message } };
+        match h.apply(GW1, item, after_s(1)).as_slice() {
+            [(_, Downlink::DirectoryDone { result: Ok(DirectoryAnswer::Status(s)), .. })] => s.clone(),
+            other => panic!("no answer: {other:?}"),
+        }
+    };
+    let s = cancel(&mut h, direct_id);
+    assert_eq!((s.cancelled, s.pending), (2, 0));
+    assert_eq!(cancel(&mut h, direct_id).cancelled, 2, "a second cancel changes nothing");
+    let s = cancel(&mut h, broadcast_id);
+    assert_eq!((s.stored, s.cancelled, s.pending), (2, 2, 0));
+    let (grant, _) = h.claim(GW1, claim("d1", false, 3600), after_s(2));
+    assert_eq!(names(&grant.queued), Vec::<String>::new(), "nothing cancelled is delivered");
+    let missing = Uplink::Directory {
+        request: 5,
+        app: app(),
+        op: DirectoryOp::Cancel { message: herald_core::MessageId(u128::MAX) },
+    };
+    assert!(matches!(
+        h.apply(GW1, missing, T0).as_slice(),
+        [(_, Downlink::DirectoryDone { result: Err(ErrorCode::NotFound), .. })]
+    ));
+}

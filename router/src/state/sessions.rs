@@ -165,7 +165,7 @@ impl RouterState {
             if let Some(mut state) = old.persistent.take().filter(|_| resumable) {
                 // What tag and broadcast sends left for it while it was away.
                 let log = self.fanout.get(&session.app);
-                super::fanout::catch_up(
+                let replaced = super::fanout::catch_up(
                     log,
                     &session.client,
                     &mut state,
@@ -173,6 +173,9 @@ impl RouterState {
                     &self.config,
                     &mut self.counters,
                 );
+                for older in replaced {
+                    self.retracted(&session.app, older, 0, 1);
+                }
                 // A resumption within the will delay cancels the will [MQTT-3.1.3-9].
                 let PersistentState { subscriptions, queue, .. } = *state;
                 grant.session_present = true;
@@ -366,13 +369,18 @@ impl RouterState {
         let Some(record) = self.sessions.get_mut(session) else { return };
         record.owner = Some(gateway);
         record.epoch = epoch;
+        let mut replaced = Vec::new();
         if let Some(state) = record.persistent.as_deref_mut() {
             let log = self.fanout.get(&session.app);
-            super::fanout::catch_up(log, &session.client, state, now, &self.config, &mut self.counters);
+            replaced =
+                super::fanout::catch_up(log, &session.client, state, now, &self.config, &mut self.counters);
             state.will_at = None;
             state.expires_at = None;
             state.requeue_at = 0;
             state.restored_from = None;
+        }
+        for older in replaced {
+            self.retracted(&session.app, older, 0, 1);
         }
         self.mark_session(session);
     }
@@ -552,6 +560,37 @@ impl RouterState {
             return self.hold(NodeId(0), super::Held::Publish(held));
         }
         self.route(message, now, out);
+    }
+
+    /// Removes the queued messages of `key` that `remove` picks; returns
+    /// their ids. The session is journaled again if any went.
+    pub(super) fn remove_queued(
+        &mut self,
+        key: &SessionKey,
+        mut remove: impl FnMut(&QueuedMessage) -> bool,
+    ) -> Vec<herald_core::MessageId> {
+        let Some(state) = self.sessions.get_mut(key).and_then(|r| r.persistent.as_deref_mut()) else {
+            return Vec::new();
+        };
+        let mut removed = Vec::new();
+        let mut kept = VecDeque::with_capacity(state.queue.len());
+        let requeue_at = state.requeue_at;
+        let mut removed_before = 0;
+        for (index, queued) in state.queue.drain(..).enumerate() {
+            if remove(&queued) {
+                removed_before += usize::from(index < requeue_at);
+                removed.push(queued.message.id);
+            } else {
+                kept.push_back(queued);
+            }
+        }
+        state.queue = kept;
+        state.requeue_at = requeue_at - removed_before;
+        state.count_bytes();
+        if !removed.is_empty() {
+            self.mark_session(key);
+        }
+        removed
     }
 
     fn add_offline_subscriptions(&mut self, session: &SessionKey, subscriptions: &[Subscription]) {

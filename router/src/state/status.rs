@@ -87,6 +87,14 @@ impl Records {
         true
     }
 
+    /// Counts copies of a message taken back.
+    pub(super) fn retract(&mut self, app: &AppId, message: MessageId, cancelled: u64, replaced: u64) {
+        if let Some(record) = self.records.get_mut(&(app.clone(), message)) {
+            record.status.cancelled += cancelled;
+            record.status.replaced += replaced;
+        }
+    }
+
     /// Forgets the records whose time is over before `before`.
     pub(super) fn forget(&mut self, before: UnixMillis) -> bool {
         let mut any = false;
@@ -106,7 +114,7 @@ impl Records {
         let mut s = record.status.clone();
         let end = s.expires_at.unwrap_or(UnixMillis(s.created_at.0 + ONLINE_ONLY_FINAL_MS));
         let delivered = s.delivered_online + s.delivered_from_offline;
-        let accounted = s.unreachable + s.cancelled + delivered.max(s.acknowledged);
+        let accounted = s.unreachable + s.cancelled + s.replaced + delivered.max(s.acknowledged);
         let left = s.targeted.saturating_sub(accounted);
         s.is_final = now >= end;
         (s.expired, s.pending) = if s.is_final { (left, 0) } else { (0, left) };

@@ -217,6 +217,7 @@ fn uplink_samples() -> Vec<Uplink> {
             }],
         },
         Uplink::Directory { request: 26, app: shop(), op: DirectoryOp::Status { message: MessageId(5) } },
+        Uplink::Directory { request: 27, app: shop(), op: DirectoryOp::Cancel { message: MessageId(5) } },
         Uplink::Directory {
             request: 15,
             app: shop(),
@@ -347,6 +348,7 @@ fn downlink_samples() -> Vec<Downlink> {
                 delivered_from_offline: 1,
                 acknowledged: 5,
                 cancelled: 0,
+                replaced: 1,
                 expired: 2,
                 pending: 0,
                 as_of: herald_core::UnixMillis(70_000),

@@ -1,0 +1,84 @@
+//! Taking back copies of push-API messages that have not been delivered:
+//! a cancel, or a newer message with the same collapse key (which replaces
+//! the older one wherever the older still waits: a session's queue, the
+//! app's fan-out log). Copies already handed to a gateway are not recalled.
+
+use super::RouterState;
+use herald_core::{AppId, ErrorCode, MessageId, SessionKey, UnixMillis};
+use herald_proto::Message;
+use herald_proto::journal::Fact;
+use herald_proto::seam::{MessageStatus, Progress, QueuedMessage};
+
+use herald_proto::seam::COLLAPSE_PROPERTY;
+
+/// Returns a message's collapse key, if it has one.
+pub(super) fn collapse_key(message: &Message) -> Option<&str> {
+    let properties = message.properties.as_deref()?;
+    properties.user_properties.iter().find(|(k, _)| &**k == COLLAPSE_PROPERTY).map(|(_, v)| &**v)
+}
+
+/// Whether `queued` is an undelivered push-API copy that `newer` replaces.
+pub(super) fn replaced_by(queued: &QueuedMessage, newer: &Message) -> bool {
+    queued.progress == Progress::Unsent
+        && queued.message.id != newer.id
+        && queued.message.app == newer.app
+        && collapse_key(newer).is_some_and(|key| collapse_key(&queued.message) == Some(key))
+}
+
+impl RouterState {
+    /// Before `copy` joins the queue of `key`: removes the older copies it
+    /// replaces (same collapse key), counting them on their records.
+    pub(super) fn collapse_in_queue(&mut self, key: &SessionKey, copy: &Message) {
+        if collapse_key(copy).is_none() {
+            return;
+        }
+        for older in self.remove_queued(key, |q| replaced_by(q, copy)) {
+            self.retracted(&key.app, older, 0, 1);
+        }
+    }
+
+    /// Counts copies of `message` taken back, on its record (journaled).
+    pub(super) fn retracted(&mut self, app: &AppId, message: MessageId, cancelled: u64, replaced: u64) {
+        if cancelled + replaced == 0 {
+            return;
+        }
+        self.records.retract(app, message, cancelled, replaced);
+        self.journal.push(Fact::MessageRetracted { app: app.clone(), message, cancelled, replaced });
+    }
+
+    /// Cancels what of `message` has not been delivered: its copies in
+    /// offline sessions' queues and its fan-out log entry. Answers its
+    /// status after.
+    pub(super) fn cancel(
+        &mut self,
+        app: &AppId,
+        message: MessageId,
+        now: UnixMillis,
+    ) -> Result<MessageStatus, ErrorCode> {
+        let before = self.records.status(app, message, now).ok_or(ErrorCode::NotFound)?;
+        if before.is_final {
+            return Ok(before);
+        }
+        let offline: Vec<SessionKey> = self
+            .sessions
+            .iter()
+            .filter(|(key, record)| key.app == *app && record.owner.is_none() && record.is_persistent())
+            .map(|(key, _)| key.clone())
+            .collect();
+        let mut removed = 0;
+        for key in offline {
+            removed += self
+                .remove_queued(&key, |q| q.message.id == message && q.progress == Progress::Unsent)
+                .len() as u64;
+        }
+        let cancelled = match self.remove_fanout(app, message) {
+            // Everyone it was stored for and who has not had it yet.
+            Some(_) => before
+                .stored
+                .saturating_sub(before.delivered_from_offline + before.cancelled + before.replaced),
+            None => removed,
+        };
+        self.retracted(app, message, cancelled, 0);
+        self.records.status(app, message, now).ok_or(ErrorCode::Internal)
+    }
+}
