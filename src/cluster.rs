@@ -248,7 +248,7 @@ pub(crate) async fn run_gateway(
         push_api: settings.push.api()?,
         ..GatewayConfig::default()
     };
-    let authenticator = Arc::new(settings.auth.authenticator()?);
+    let authenticator = settings.push.authenticator(&settings.auth, Arc::new(SystemClock))?;
     let (link, port) = herald_proto::seam::link(node, SEAM_CAPACITY);
     let gateway = Gateway::bind(config, link, authenticator, Arc::new(SystemClock)).await?;
     let mqtt = gateway.local_addr()?;

@@ -70,12 +70,43 @@ pub(crate) struct AppConfig {
     pub(crate) api_keys: Vec<String>,
     /// The app's own request rate per gateway (requests per second).
     pub(crate) rate_per_second: Option<u32>,
+    /// The secret the app's backend signs device tokens with (HS256 JWTs;
+    /// at least 32 bytes): devices connect with one as their password.
+    pub(crate) device_token_secret: Option<String>,
 }
 
 /// API keys shorter than this are refused at start-up.
 const MIN_API_KEY_CHARS: usize = 16;
 
 impl PushConfig {
+    /// Returns the device-token secrets of the apps that have one.
+    pub(crate) fn device_tokens(&self) -> anyhow::Result<herald_gateway::device_token::DeviceTokens> {
+        let mut tokens = herald_gateway::device_token::DeviceTokens::default();
+        for (name, app) in &self.apps {
+            let Some(secret) = &app.device_token_secret else { continue };
+            anyhow::ensure!(
+                secret.len() >= herald_gateway::device_token::MIN_SECRET_BYTES,
+                "push.apps.{name}.device_token_secret: at least {} bytes",
+                herald_gateway::device_token::MIN_SECRET_BYTES
+            );
+            let id = herald_core::AppId::new(name.as_str())
+                .map_err(|e| anyhow::anyhow!("push.apps.{name}: {e}"))?;
+            tokens.add(id, secret.as_bytes());
+        }
+        Ok(tokens)
+    }
+
+    /// Returns the authenticator of a gateway: device tokens, then `auth`'s users.
+    pub(crate) fn authenticator(
+        &self,
+        auth: &AuthConfig,
+        clock: std::sync::Arc<dyn herald_core::Clock>,
+    ) -> anyhow::Result<std::sync::Arc<dyn herald_gateway::auth::Authenticator>> {
+        let inner = auth.authenticator()?;
+        let tokens = self.device_tokens()?;
+        Ok(std::sync::Arc::new(herald_gateway::device_token::TokenAuthenticator::new(tokens, inner, clock)))
+    }
+
     /// Returns the gateway's push-API configuration, if it is served.
     pub(crate) fn api(&self) -> anyhow::Result<Option<herald_gateway::push_api::PushApiConfig>> {
         anyhow::ensure!(self.rate_per_second > 0, "push.rate_per_second: must be at least 1");
@@ -367,6 +398,7 @@ impl StandaloneConfig {
         self.raft.validate()?;
         self.auth.authenticator()?;
         self.push.api()?;
+        self.push.device_tokens()?;
         Ok(())
     }
 }

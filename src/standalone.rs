@@ -53,7 +53,7 @@ pub(crate) async fn run(config: StandaloneConfig, shutdown: impl Future<Output =
         push_api: config.push.api()?,
         ..GatewayConfig::default()
     };
-    let authenticator = Arc::new(config.auth.authenticator()?);
+    let authenticator = config.push.authenticator(&config.auth, clock.clone())?;
     let gateway = Gateway::bind(gateway_config, link, authenticator, clock).await?;
     let mqtt = gateway.local_addr()?;
     let websocket = gateway.websocket_addr()?.map(tracing::field::display);

@@ -18,6 +18,9 @@ pub struct Principal {
     pub app: AppId,
     /// The user name presented, if any.
     pub username: Option<ByteString>,
+    /// When the credentials stop being valid (a device token's expiry):
+    /// the connection ends then (v5: DISCONNECT 0x87).
+    pub valid_until: Option<herald_core::UnixMillis>,
 }
 
 /// The credentials a CONNECT presents.
@@ -168,19 +171,23 @@ impl Authenticator for ConfigAuthenticator {
     fn authenticate(&self, credentials: Credentials<'_>) -> Result<Principal, ReasonCode> {
         let Some(username) = credentials.username else {
             return if self.allow_anonymous {
-                Ok(Principal { app: AppId::default_app(), username: None })
+                Ok(Principal { app: AppId::default_app(), username: None, valid_until: None })
             } else {
                 Err(ReasonCode::NotAuthorized)
             };
         };
         match self.users.get(username) {
-            Some(user) if credentials.password.is_some_and(|p| user.check_password(p)) => {
-                Ok(Principal { app: user.app.clone(), username: Some(ByteString::from(username)) })
-            }
+            Some(user) if credentials.password.is_some_and(|p| user.check_password(p)) => Ok(Principal {
+                app: user.app.clone(),
+                username: Some(ByteString::from(username)),
+                valid_until: None,
+            }),
             Some(_) => Err(ReasonCode::BadUserNameOrPassword),
-            None if self.allow_anonymous && self.users.is_empty() => {
-                Ok(Principal { app: AppId::default_app(), username: Some(ByteString::from(username)) })
-            }
+            None if self.allow_anonymous && self.users.is_empty() => Ok(Principal {
+                app: AppId::default_app(),
+                username: Some(ByteString::from(username)),
+                valid_until: None,
+            }),
             None => Err(ReasonCode::BadUserNameOrPassword),
         }
     }
@@ -228,6 +235,7 @@ impl AuthExchange for ScramExchange {
                 Ok(AuthStep::Done {
                     principal: Principal {
                         app: user.app.clone(),
+                        valid_until: None,
                         username: Some(ByteString::from(username)),
                     },
                     data: Some(Bytes::from(last)),

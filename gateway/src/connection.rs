@@ -237,6 +237,9 @@ async fn start<T: Transport>(
     drop(connect);
     let id = shared.next_connection.fetch_add(1, Ordering::Relaxed);
     let handle = Arc::new(ConnHandle::new(id, accepted.key.clone(), now.0));
+    if let Some(until) = accepted.valid_until {
+        handle.set_valid_until(until.0);
+    }
     shared.connections.insert(handle.clone());
     GatewayCounters::add(&shared.counters.connections_opened, 1);
     let grant = match claim(&shared, &handle, &accepted).await {
@@ -437,6 +440,15 @@ impl<T: Transport> Connection<T> {
                 detail: "session taken over by another connection",
                 notify: true,
                 publish_will: false,
+            });
+        }
+        if self.handle.credentials_expired() {
+            // A device token ran out: the device connects again with a new one.
+            return Some(Close {
+                reason: ReasonCode::NotAuthorized,
+                detail: "the device token expired",
+                notify: true,
+                publish_will: true,
             });
         }
         if self.handle.keep_alive_expired() {

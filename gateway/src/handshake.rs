@@ -41,6 +41,8 @@ pub struct Accepted {
     /// The enhanced-authentication method the client authenticated with;
     /// re-authentication must use the same one [MQTT-4.12.1-1].
     pub auth_method: Option<ByteString>,
+    /// When the credentials stop being valid (a device token's expiry).
+    pub valid_until: Option<UnixMillis>,
 }
 
 /// How the client proves who it is.
@@ -154,6 +156,7 @@ pub fn accept(
             (principal, Some(method))
         }
     };
+    let valid_until = principal.valid_until;
     let key = Arc::new(SessionKey::new(principal.app, client));
 
     let requested_expiry = if v5 {
@@ -218,6 +221,7 @@ pub fn accept(
         }
     }
     Ok(Accepted {
+        valid_until,
         key,
         version,
         clean_start: connect.clean_start,

@@ -115,8 +115,11 @@ fn a_failed_authentication_is_refused_with_the_authenticator_code() {
 
 #[test]
 fn a_proven_identity_is_used_and_its_method_and_data_go_back_in_connack() {
-    let principal =
-        crate::auth::Principal { app: herald_core::AppId::new("shop").expect("valid"), username: None };
+    let principal = crate::auth::Principal {
+        app: herald_core::AppId::new("shop").expect("valid"),
+        username: None,
+        valid_until: None,
+    };
     let identity = Identity::Proven {
         principal: principal.clone(),
         method: ByteString::from_static("SCRAM-SHA-256"),

@@ -24,6 +24,7 @@
 pub mod auth;
 mod connection;
 mod delivery;
+pub mod device_token;
 pub mod handshake;
 pub mod ops_http;
 pub mod push_api;

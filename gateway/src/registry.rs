@@ -24,6 +24,7 @@ const REVOKED: u8 = 1;
 const KEEP_ALIVE_EXPIRED: u8 = 2;
 const SHUTTING_DOWN: u8 = 4;
 const INBOX_CLOSED: u8 = 8;
+const CREDENTIALS_EXPIRED: u8 = 16;
 
 /// What other tasks hand a connection.
 #[derive(Debug)]
@@ -52,6 +53,8 @@ pub(crate) struct ConnHandle {
     waker: Mutex<Option<Waker>>,
     last_seen_ms: AtomicU64,
     keep_alive_ms: AtomicU64,
+    /// When the connection's credentials stop being valid (0: never).
+    valid_until_ms: AtomicU64,
     /// Deliveries the client would accept right now (its receive window
     /// less what is in flight or waiting): how shared groups pick members.
     free_window: AtomicU32,
@@ -79,6 +82,7 @@ impl ConnHandle {
             waker: Mutex::new(None),
             last_seen_ms: AtomicU64::new(now_ms),
             keep_alive_ms: AtomicU64::new(0),
+            valid_until_ms: AtomicU64::new(0),
             free_window: AtomicU32::new(0),
             flags: AtomicU8::new(0),
             terms: std::sync::OnceLock::new(),
@@ -155,13 +159,28 @@ impl ConnHandle {
         self.last_seen_ms.store(now_ms, Ordering::Relaxed);
     }
 
-    /// Flags the connection if its keep-alive has run out at `now_ms`.
+    /// Sets when the connection's credentials stop being valid.
+    pub(crate) fn set_valid_until(&self, at_ms: u64) {
+        self.valid_until_ms.store(at_ms, Ordering::Relaxed);
+    }
+
+    /// Flags the connection if its keep-alive or its credentials have run
+    /// out at `now_ms`.
     pub(crate) fn check_keep_alive(&self, now_ms: u64) {
         let limit = self.keep_alive_ms.load(Ordering::Relaxed);
         if limit > 0 && now_ms.saturating_sub(self.last_seen_ms.load(Ordering::Relaxed)) > limit {
             self.flags.fetch_or(KEEP_ALIVE_EXPIRED, Ordering::SeqCst);
             self.wake();
         }
+        let valid_until = self.valid_until_ms.load(Ordering::Relaxed);
+        if valid_until > 0 && now_ms >= valid_until {
+            self.flags.fetch_or(CREDENTIALS_EXPIRED, Ordering::SeqCst);
+            self.wake();
+        }
+    }
+
+    pub(crate) fn credentials_expired(&self) -> bool {
+        self.flags.load(Ordering::SeqCst) & CREDENTIALS_EXPIRED != 0
     }
 
     pub(crate) fn revoke(&self) {

@@ -136,7 +136,7 @@ mod tests {
         let anyone = ConfigAuthenticator::anonymous();
         let identity = match method {
             Some(method) => Identity::Proven {
-                principal: Principal { app: app("shop"), username: Some("alice".into()) },
+                principal: Principal { app: app("shop"), username: Some("alice".into()), valid_until: None },
                 method: ByteString::from(method),
                 data: None,
             },

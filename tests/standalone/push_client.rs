@@ -144,10 +144,21 @@ impl Device {
     /// Starts a v5 device `client` of the user `user` (password `pw`) and
     /// waits until it is connected and subscribed (`ready`).
     pub(crate) fn start(mqtt: SocketAddr, client: &str, user: &str, extra: &[&str]) -> Device {
+        Device::start_with_password(mqtt, client, user, "pw", extra)
+    }
+
+    /// Starts a v5 device presenting `password` (a device token, say).
+    pub(crate) fn start_with_password(
+        mqtt: SocketAddr,
+        client: &str,
+        user: &str,
+        password: &str,
+        extra: &[&str],
+    ) -> Device {
         let mut child = Command::new("/usr/bin/python3")
             .arg(format!("{PY}/device.py"))
             .args([&mqtt.ip().to_string(), &mqtt.port().to_string(), "5", client])
-            .args(["--user", user, "--password", "pw"])
+            .args(["--user", user, "--password", password])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -179,6 +190,17 @@ impl Device {
                 }
             }
         }
+    }
+
+    /// The CONNACK's reason code.
+    pub(crate) fn connack(&self) -> Option<u8> {
+        self.seen.iter().find_map(|l| l.strip_prefix("connack reason=")?.split(' ').next()?.parse().ok())
+    }
+
+    /// The reason code of the server's DISCONNECT, once finished.
+    pub(crate) fn disconnected(&mut self) -> Option<u8> {
+        self.wait_for("done");
+        self.seen.iter().find_map(|l| l.strip_prefix("disconnected reason=")?.parse().ok())
     }
 
     /// The code of the SUBACK: the granted QoS, or a reason code.
@@ -219,4 +241,15 @@ impl Drop for Device {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Mints a device token for `device` of `app`, valid `seconds` from now.
+pub(crate) fn device_token(app: &str, device: &str, secret: &str, seconds: i64) -> String {
+    let output = Command::new("/usr/bin/python3")
+        .arg(format!("{PY}/jwt_token.py"))
+        .args([app, device, secret, &seconds.to_string()])
+        .output()
+        .expect("run jwt_token.py");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }

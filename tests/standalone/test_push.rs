@@ -531,3 +531,49 @@ fn collapse_keys_replace_and_cancels_take_back_what_waits_for_an_offline_device(
     );
     assert_eq!((bad.status, &bad.body["code"]), (422, &json!("COLLAPSE_KEY_INVALID")));
 }
+
+const TOKEN_SECRET: &str = "device-token-secret-0123456789abcdef";
+
+#[test]
+fn devices_connect_with_tokens_their_app_signs_and_leave_when_they_expire() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("herald.toml");
+    let config = format!(
+        "[auth]\nallow_anonymous = false\n\
+         [push.apps.shop]\napi_keys = [\"{SHOP_KEY}\"]\ndevice_token_secret = \"{TOKEN_SECRET}\"\n"
+    );
+    std::fs::write(&path, config).expect("write the config");
+    let broker = Broker::start_with(
+        &["--config", path.to_str().expect("utf-8")],
+        &[("HERALD_PUSH_HTTP", "127.0.0.1:0")],
+    );
+    let http = push_address(|| broker.log());
+    let token =
+        |device: &str, seconds| crate::push_client::device_token("shop", device, TOKEN_SECRET, seconds);
+
+    let good = token("dev1", 60);
+    let device = Device::start_with_password(
+        broker.addr(),
+        "dev1",
+        "dev1",
+        &good,
+        &["--subscribe", "$push/dev1", "--expect", "1"],
+    );
+    assert_eq!(device.connack(), Some(0));
+    let sent = send(http, SHOP_KEY, &json!({"audience": {"device_ids": ["dev1"]}, "content": {"data": {}}}));
+    assert_eq!(sent.body["devices"]["online"], 1, "{sent:?}");
+    assert_eq!(device.finish().len(), 1, "a token device is a device of its app");
+
+    for (client, password) in
+        [("dev1", token("dev2", 60)), ("dev1", token("dev1", -5)), ("dev1", format!("{good}x"))]
+    {
+        let refused = Device::start_with_password(broker.addr(), client, "dev1", &password, &[]);
+        assert_eq!(refused.connack(), Some(0x86), "{password}");
+    }
+
+    // A token that runs out on a live connection ends it: DISCONNECT 0x87.
+    let mut short =
+        Device::start_with_password(broker.addr(), "dev1", "dev1", &token("dev1", 2), &["--settle", "4"]);
+    assert_eq!(short.connack(), Some(0));
+    assert_eq!(short.disconnected(), Some(0x87));
+}

@@ -7,7 +7,8 @@ Usage: device.py HOST PORT VERSION CLIENT_ID --user NAME --password PW
 Records: `connack reason=R session_present=0|1`, `granted code=C` after the SUBACK (the granted
 QoS or a reason code such as 135, not authorized), `ready`, then one
 `received topic=T qos=Q dup=D message_id=ID payload=P` per delivery in arrival order, where ID
-is the v5 `message-id` user property (`-` when there is none), and `done`.
+is the v5 `message-id` user property (`-` when there is none), `disconnected reason=R` when
+the server ended the connection, and `done`.
 """
 
 import argparse
@@ -52,5 +53,7 @@ pump([peer], lambda: len(received) >= arguments.expect, "%d messages" % argument
 settle([peer], arguments.settle)
 for topic, qos, dup, message_id, payload in received:
     emit("received", topic=topic, qos=qos, dup=dup, message_id=message_id, payload=payload)
+if peer.disconnected is not None:
+    emit("disconnected", reason=peer.disconnected)
 peer.disconnect()
 emit("done")
