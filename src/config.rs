@@ -48,6 +48,9 @@ pub(crate) struct PushConfig {
     /// Requests per second per app on each gateway, unless the app sets
     /// its own.
     pub(crate) rate_per_second: u32,
+    /// Seconds after which an SSE stream ends (the browser reconnects and
+    /// resumes, possibly through another gateway); 0: streams last.
+    pub(crate) sse_stream_secs: u64,
     /// Apps by id, with their API keys.
     pub(crate) apps: std::collections::BTreeMap<String, AppConfig>,
 }
@@ -57,6 +60,7 @@ impl Default for PushConfig {
         PushConfig {
             http: None,
             rate_per_second: herald_gateway::push_api::rate::DEFAULT_RATE,
+            sse_stream_secs: 0,
             apps: std::collections::BTreeMap::new(),
         }
     }
@@ -127,9 +131,14 @@ impl PushConfig {
                 keys.add(key, id.clone());
             }
         }
+        let tokens = self.device_tokens()?;
+        let sse_lifetime =
+            (self.sse_stream_secs > 0).then(|| std::time::Duration::from_secs(self.sse_stream_secs));
         Ok(self.http.map(|listen| herald_gateway::push_api::PushApiConfig {
             default_rate: self.rate_per_second,
             rates,
+            tokens,
+            sse_lifetime,
             ..herald_gateway::push_api::PushApiConfig::new(listen, keys)
         }))
     }

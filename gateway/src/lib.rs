@@ -33,6 +33,7 @@ mod reports;
 pub mod router_client;
 pub mod scram;
 pub mod session;
+mod sse;
 mod transport;
 mod websocket;
 

@@ -155,15 +155,19 @@ impl Device {
         password: &str,
         extra: &[&str],
     ) -> Device {
-        let mut child = Command::new("/usr/bin/python3")
+        let mut command = Command::new("/usr/bin/python3");
+        command
             .arg(format!("{PY}/device.py"))
             .args([&mqtt.ip().to_string(), &mqtt.port().to_string(), "5", client])
             .args(["--user", user, "--password", password])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn device.py");
+            .args(extra);
+        Device::spawn(command, "ready")
+    }
+
+    /// Runs `command`, reading its output lines, until it prints `first`.
+    fn spawn(mut command: Command, first: &str) -> Device {
+        let mut child =
+            command.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn a client script");
         let stdout = child.stdout.take().expect("piped");
         let (sender, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -174,8 +178,29 @@ impl Device {
             }
         });
         let mut device = Device { child, lines, seen: Vec::new() };
-        device.wait_for("ready");
+        device.wait_for(first);
         device
+    }
+
+    /// Opens a page in headless Chromium listening to `sse_url` with
+    /// `EventSource` (`py/sse_page.py`), and waits until its stream is open.
+    pub(crate) fn page(sse_url: &str, expect: usize) -> Device {
+        let mut command = Command::new("/usr/bin/python3");
+        command.arg(format!("{PY}/sse_page.py")).args([sse_url, &expect.to_string(), "25"]);
+        Device::spawn(command, "open")
+    }
+
+    /// Waits for the page to finish; returns what it recorded.
+    pub(crate) fn page_lines(mut self) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.seen.iter().any(|l| l == "done" || l == "timeout") {
+            match self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => panic!("the page never finished: {:#?}", self.seen),
+            }
+        }
+        let _ = self.child.wait();
+        std::mem::take(&mut self.seen)
     }
 
     fn wait_for(&mut self, prefix: &str) {

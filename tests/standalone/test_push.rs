@@ -534,13 +534,12 @@ fn collapse_keys_replace_and_cancels_take_back_what_waits_for_an_offline_device(
 
 const TOKEN_SECRET: &str = "device-token-secret-0123456789abcdef";
 
-#[test]
-fn devices_connect_with_tokens_their_app_signs_and_leave_when_they_expire() {
-    let dir = tempfile::tempdir().expect("tempdir");
+/// A broker whose app `shop` has an API key and a device-token secret,
+/// with `extra` configuration first; and its push API address.
+fn token_broker(dir: &tempfile::TempDir, extra: &str) -> (Broker, SocketAddr) {
     let path = dir.path().join("herald.toml");
     let config = format!(
-        "[auth]\nallow_anonymous = false\n\
-         [push.apps.shop]\napi_keys = [\"{SHOP_KEY}\"]\ndevice_token_secret = \"{TOKEN_SECRET}\"\n"
+        "{extra}[push.apps.shop]\napi_keys = [\"{SHOP_KEY}\"]\ndevice_token_secret = \"{TOKEN_SECRET}\"\n"
     );
     std::fs::write(&path, config).expect("write the config");
     let broker = Broker::start_with(
@@ -548,6 +547,13 @@ fn devices_connect_with_tokens_their_app_signs_and_leave_when_they_expire() {
         &[("HERALD_PUSH_HTTP", "127.0.0.1:0")],
     );
     let http = push_address(|| broker.log());
+    (broker, http)
+}
+
+#[test]
+fn devices_connect_with_tokens_their_app_signs_and_leave_when_they_expire() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (broker, http) = token_broker(&dir, "[auth]\nallow_anonymous = false\n");
     let token =
         |device: &str, seconds| crate::push_client::device_token("shop", device, TOKEN_SECRET, seconds);
 
@@ -576,4 +582,53 @@ fn devices_connect_with_tokens_their_app_signs_and_leave_when_they_expire() {
         Device::start_with_password(broker.addr(), "dev1", "dev1", &token("dev1", 2), &["--settle", "4"]);
     assert_eq!(short.connack(), Some(0));
     assert_eq!(short.disconnected(), Some(0x87));
+}
+
+#[test]
+fn a_web_page_gets_every_push_once_through_sse_across_cut_streams() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Streams end every second: the page reconnects with Last-Event-ID
+    // while messages keep coming.
+    let (_broker, http) = token_broker(&dir, "[push]\nsse_stream_secs = 1\n");
+    let token = crate::push_client::device_token("shop", "web-1", TOKEN_SECRET, 120);
+    let url = format!("http://{http}/v1/apps/shop/sse?token={token}");
+    const SENDS: usize = 24;
+    let page = Device::page(&url, SENDS);
+    let mut sent = Vec::new();
+    for n in 0..SENDS {
+        let body = json!({"audience": {"device_ids": ["web-1"]}, "content": {"data": {"n": n}}});
+        let reply = send(http, SHOP_KEY, &body);
+        assert_eq!(reply.status, 202, "{reply:?}");
+        sent.push(reply.body["message_id"].as_str().expect("id").to_owned());
+        std::thread::sleep(std::time::Duration::from_millis(150));
+    }
+    let lines = page.page_lines();
+    let mut got: Vec<&str> = lines.iter().filter_map(|l| l.strip_prefix("push id=")).collect();
+    got.sort_unstable();
+    let mut want: Vec<&str> = sent.iter().map(String::as_str).collect();
+    want.sort_unstable();
+    // Once each. (A message that reached the old stream after it ended goes
+    // back and may come after one sent later.)
+    assert_eq!(got, want, "every message once: {lines:#?}");
+    assert_eq!(
+        got,
+        sent.iter().map(String::as_str).collect::<Vec<_>>(),
+        "every message once, in order: {lines:#?}"
+    );
+    let opens = lines.iter().filter(|l| *l == "open").count();
+    assert!(opens >= 3, "the stream was cut and resumed: {lines:#?}");
+    assert!(!lines.iter().any(|l| l.starts_with("gap")), "{lines:#?}");
+
+    // A position the server cannot honour (this device has no session)
+    // gets an explicit gap event before live data.
+    let other = crate::push_client::device_token("shop", "web-2", TOKEN_SECRET, 120);
+    let output = std::process::Command::new("curl")
+        .args(["-sN", "--max-time", "1", "-H", "Last-Event-ID: 0000000000000000000000000000abcd"])
+        .arg(format!("http://{http}/v1/apps/shop/sse?token={other}"))
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("event: gap\ndata: {"), "{text}");
+    let unauthorized = call(http, "GET", "/v1/apps/shop/sse?token=nope", None, Body::Text(""));
+    assert_eq!(unauthorized.status, 401);
 }

@@ -9,6 +9,7 @@
 //! ```
 
 mod devices;
+mod events;
 mod messages;
 mod openapi;
 mod problem;
@@ -53,6 +54,11 @@ pub struct PushApiConfig {
     pub default_rate: u32,
     /// Requests per second of particular apps on this gateway.
     pub rates: HashMap<AppId, u32>,
+    /// Device tokens, for the SSE stream of web devices.
+    pub tokens: crate::device_token::DeviceTokens,
+    /// An SSE stream ends after this long (the browser reconnects and
+    /// resumes; spreads streams over gateways); `None`: it lasts.
+    pub sse_lifetime: Option<Duration>,
 }
 
 impl PushApiConfig {
@@ -67,6 +73,8 @@ impl PushApiConfig {
             timeout: Duration::from_secs(10),
             default_rate: rate::DEFAULT_RATE,
             rates: HashMap::new(),
+            tokens: crate::device_token::DeviceTokens::default(),
+            sse_lifetime: None,
         }
     }
 }
@@ -152,7 +160,7 @@ pub(crate) async fn serve(
     let limiter = Mutex::new(rate::Limiter::new(config.default_rate, config.rates.clone()));
     let api = Arc::new(Api { shared, config, keys_in_flight: Mutex::default(), limiter });
     let mut routes = axum::Router::new();
-    for op in openapi::OPERATIONS.iter() {
+    for op in openapi::OPERATIONS.iter().filter(|op| op.id != "streamEvents") {
         // Every operation has its handler (checked by a test below).
         if let Some(handler) = handler(op.method, op.id) {
             routes = routes.route(op.path, handler);
@@ -161,6 +169,8 @@ pub(crate) async fn serve(
     let document = openapi::document().to_string();
     let app = routes
         .route_layer(axum::middleware::from_fn_with_state(api.clone(), guard))
+        // Web devices authenticate with a device token, not an API key.
+        .route("/v1/apps/{app}/sse", get(events::stream))
         .route(
             "/v1/openapi.json",
             get(move || {
@@ -198,6 +208,7 @@ fn handler(method: &str, id: &str) -> Option<axum::routing::MethodRouter<Arc<Api
         "getAlias" => on(filter, devices::alias),
         "tagDevices" => on(filter, devices::tag),
         "countAudience" => on(filter, devices::count),
+        "streamEvents" => on(filter, events::stream),
         _ => return None,
     })
 }

@@ -67,6 +67,14 @@ pub(crate) const OPERATIONS: &[Operation] = &[
     ),
     op(
         "get",
+        "/v1/apps/{app}/sse",
+        "streamEvents",
+        "A web device's pushes as Server-Sent Events (authorised by a device token)",
+        None,
+        (200, None),
+    ),
+    op(
+        "get",
         "/v1/apps/{app}/devices/{device}",
         "getDevice",
         "Read a device's alias, tags and presence",
