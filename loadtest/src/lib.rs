@@ -30,6 +30,7 @@
 mod client;
 mod conn;
 mod delivery;
+mod devices;
 mod fanout;
 mod flow;
 mod options;
@@ -71,6 +72,10 @@ enum Scenario {
     /// the subscribers come back and every message must reach each of them
     /// in order.
     Persist(persist::PersistArgs),
+    /// N push-API devices subscribed to their own topics, waiting for what
+    /// an app backend sends them (a broadcast, a tag expression); reports
+    /// each delivery's latency from the HTTP send.
+    Devices(devices::DevicesArgs),
 }
 
 /// Runs the scenario `args` names, prints its JSON line on stdout and its
@@ -97,5 +102,6 @@ pub fn run_scenario(args: Args) -> anyhow::Result<report::Report> {
         Scenario::P2p(args) => fanout::run(fanout::Shape::P2p, args),
         Scenario::Storm(args) => storm::run(args),
         Scenario::Persist(args) => persist::run(args),
+        Scenario::Devices(args) => devices::run(args),
     }
 }

@@ -7,6 +7,7 @@ use crate::push_client::{Body, Device, call, push_address};
 use serde_json::json;
 
 const KEY: &str = "shop-key-0123456789abcdef";
+const TOKEN_SECRET: &str = "device-token-secret-0123456789abcdef";
 
 /// A router and two gateways serving the push API for app `shop`, whose
 /// devices log in as `shop-device`.
@@ -15,7 +16,8 @@ fn push_cluster() -> (Cluster, usize, usize) {
     let config = dir.path().join("gateway.toml");
     let text = format!(
         "[auth]\nallow_anonymous = false\n[auth.users.shop-device]\npassword = \"pw\"\napp = \"shop\"\n\
-         [push]\nhttp = \"127.0.0.1:0\"\n[push.apps.shop]\napi_keys = [\"{KEY}\"]\n"
+         [push]\nhttp = \"127.0.0.1:0\"\n[push.apps.shop]\napi_keys = [\"{KEY}\"]\n\
+         device_token_secret = \"{TOKEN_SECRET}\"\n"
     );
     std::fs::write(&config, text).expect("write the config");
     let mut cluster = Cluster::start(0);
@@ -90,4 +92,53 @@ fn a_broadcast_reaches_devices_on_every_gateway() {
         assert_eq!(got.iter().map(|d| d.topic.as_str()).collect::<Vec<_>>(), [topic]);
         assert_eq!(got[0].envelope["notification"]["title"], "Hello");
     }
+}
+
+#[test]
+fn every_audience_reaches_mqtt_and_web_devices_online_and_offline_across_gateways() {
+    let (cluster, a, b) = push_cluster();
+    let http_b = push_address(|| cluster.gateway_output(b));
+    let api = |method: &str, path: &str, body: serde_json::Value| {
+        call(http_b, method, &format!("/v1/apps/shop{path}"), Some(KEY), Body::Json(&body))
+    };
+    for (device, alias) in [("m1", "user:1"), ("m2", "user:2"), ("web-1", "user:3")] {
+        let put = api("PUT", &format!("/devices/{device}"), json!({"alias": alias, "tags": ["vip"]}));
+        assert_eq!(put.status, 200, "{put:?}");
+    }
+    // m2: persistent, subscribed through A, then offline. m1: online on A.
+    // web-1: a page in headless Chromium streaming from B.
+    let offline = ["--clean", "0", "--expiry", "300", "--subscribe", "$push/m2"];
+    assert_eq!(Device::start(cluster.gateway(a), "m2", "shop-device", &offline).finish(), []);
+    let m1 =
+        Device::start(cluster.gateway(a), "m1", "shop-device", &["--subscribe", "$push/m1", "--expect", "4"]);
+    let token = crate::push_client::device_token("shop", "web-1", TOKEN_SECRET, 120);
+    let page = Device::page(&format!("http://{http_b}/v1/apps/shop/sse?token={token}"), 2);
+
+    let content = json!({"data": {"hello": true}});
+    let audiences = [
+        json!({"device_ids": ["m1", "m2"]}),
+        json!({"aliases": ["user:1", "user:2"]}),
+        json!({"tags": {"and": ["vip", {"not": "churned"}]}}),
+        json!({"all": true}),
+    ];
+    let mut ids = Vec::new();
+    for audience in audiences {
+        let reply = api("POST", "/messages", json!({"audience": audience, "content": content}));
+        assert_eq!(reply.status, 202, "{reply:?}");
+        ids.push(reply.body["message_id"].as_str().expect("id").to_owned());
+    }
+    let got = |deliveries: Vec<crate::push_client::Delivery>| {
+        deliveries.into_iter().map(|d| d.message_id).collect::<Vec<_>>()
+    };
+    assert_eq!(got(m1.finish()), ids, "online MQTT device on A: all four");
+    let web: Vec<String> =
+        page.page_lines().iter().filter_map(|l| l.strip_prefix("push id=").map(str::to_owned)).collect();
+    assert_eq!(web, ids[2..], "web device on B: the tag and the broadcast");
+    let back = Device::start(
+        cluster.gateway(b),
+        "m2",
+        "shop-device",
+        &["--clean", "0", "--expiry", "300", "--expect", "4"],
+    );
+    assert_eq!(got(back.finish()), ids, "offline device, back through B: all four");
 }

@@ -278,3 +278,62 @@ fn targets_outside_loopback_are_refused() {
     let (success, _, output) = run_loadtest(&["p2p", "--sources", "192.0.2.7"]);
     assert!(!success && output.contains("refusing source"), "{output}");
 }
+
+#[test]
+fn devices_wait_for_a_broadcast_and_report_its_latency() {
+    let data = tempfile::tempdir().expect("a data directory");
+    let config = data.path().join("herald.toml");
+    std::fs::write(&config, "[push.apps.default]\napi_keys = [\"bench-key-0123456789abcdef\"]\n")
+        .expect("config");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
+    command
+        .args(["standalone", "--mqtt", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .arg("--data")
+        .arg(data.path().join("data"))
+        .env("HERALD_PUSH_HTTP", "127.0.0.1:0")
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1");
+    let broker = Supervised::start("herald standalone", command).expect("spawn herald standalone");
+    let line = broker.wait_for_line("listening", START_TIMEOUT);
+    let field = |name: &str| {
+        line.split_once(&format!("{name}="))
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no {name}= in {line:?}"))
+            .to_owned()
+    };
+    let (mqtt, http) = (field("mqtt"), field("http"));
+    let ready = data.path().join("ready");
+    let mut devices = Command::new(env!("CARGO_BIN_EXE_herald"));
+    devices
+        .args(["loadtest", "devices", "--devices", "3", "--protocol", "5", "--wait", "20", "--target", &mqtt])
+        .arg("--ready-file")
+        .arg(&ready);
+    let mut devices = Supervised::start("herald loadtest devices", devices).expect("spawn loadtest");
+    let deadline = std::time::Instant::now() + RUN_TIMEOUT;
+    while !ready.exists() {
+        assert!(std::time::Instant::now() < deadline, "the devices never got ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let sent = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
+        .arg(format!("http://{http}/v1/apps/default/messages"))
+        .args(["-H", "Authorization: Bearer bench-key-0123456789abcdef"])
+        .args(["--data", r#"{"audience":{"all":true},"content":{"data":{}}}"#])
+        .output()
+        .expect("run curl");
+    assert_eq!(String::from_utf8_lossy(&sent.stdout), "202");
+    let status = devices.wait_timeout(RUN_TIMEOUT).expect("the devices finished");
+    assert!(status.success(), "{}", devices.output().join("\n"));
+    let mut report = None;
+    for _ in 0..100 {
+        report = devices.output().iter().find_map(|line| herald_loadtest::parse_report_line(line));
+        if report.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let report = report.expect("a report");
+    assert_eq!((count(&report, "complete"), count(&report, "received")), (3, 3), "{report}");
+    assert!(report["results"]["latency_us_by_message"][0]["p99"].as_u64().is_some(), "{report}");
+}
