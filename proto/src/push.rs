@@ -182,6 +182,8 @@ pub enum DirectoryOp {
         /// The message.
         message: MessageId,
     },
+    /// Counts the app's devices.
+    Stats,
 }
 
 /// One device as the directory and the registry know it.
@@ -193,6 +195,19 @@ pub struct DeviceView {
     pub entry: DeviceEntry,
     /// The gateway holding its session, if it is connected.
     pub online: Option<NodeId>,
+    /// Since when it is online (or offline), if it has a session.
+    pub since: Option<UnixMillis>,
+}
+
+/// An app's device counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AppStats {
+    /// Devices connected now.
+    pub online: u64,
+    /// Devices offline with a persistent session (they get what is stored).
+    pub offline_persistent: u64,
+    /// Devices in the app's directory.
+    pub directory_devices: u64,
 }
 
 /// The answer to a directory request.
@@ -211,6 +226,8 @@ pub enum DirectoryAnswer {
     Count(u64),
     /// A message's delivery status (`Status`).
     Status(MessageStatus),
+    /// The app's device counts (`Stats`).
+    Stats(AppStats),
 }
 
 /// What gateways saw happen to one push-API message since their last

@@ -29,8 +29,8 @@ use crate::Message;
 use herald_core::{AppId, Epoch, ErrorCode, NodeId, QoS, SessionKey, TopicFilter};
 
 pub use crate::push::{
-    Audience, COLLAPSE_PROPERTY, DeviceView, DirectoryAnswer, DirectoryOp, FanoutAudience, FanoutEntry,
-    Idempotency, MessageStatus, Push, PushDelta, PushOutcome, PushReport, TagChange,
+    AppStats, Audience, COLLAPSE_PROPERTY, DeviceView, DirectoryAnswer, DirectoryOp, FanoutAudience,
+    FanoutEntry, Idempotency, MessageStatus, Push, PushDelta, PushOutcome, PushReport, TagChange,
 };
 use std::sync::Arc;
 use tokio::sync::mpsc;

@@ -192,9 +192,18 @@ fn the_device_directory_names_devices_by_alias_and_tag_and_survives_a_restart() 
         Body::Json(&json!({"alias": "user:1", "tags": ["vip", "city:bj"]})),
     );
     assert_eq!(put.status, 200, "{put:?}");
+    let mut view = put.body.clone();
+    let since = view.as_object_mut().expect("an object").remove("since");
+    assert!(since.as_ref().and_then(|s| s.as_str()).is_some_and(|s| s.ends_with('Z')), "since: {since:?}");
     assert_eq!(
-        put.body,
+        view,
         json!({"device_id": "phone", "alias": "user:1", "tags": ["city:bj", "vip"], "online": true, "gateway": 1})
+    );
+    let stats = call(http, "GET", "/v1/apps/shop/stats", key, Body::Text(""));
+    assert_eq!(
+        (&stats.body["devices_online"], &stats.body["directory_devices"]),
+        (&json!(1), &json!(1)),
+        "{stats:?}"
     );
     let patch = json!({"tags": {"add": ["beta"], "remove": ["vip"]}});
     let patched = call(http, "PATCH", &device("phone"), key, Body::Json(&patch));

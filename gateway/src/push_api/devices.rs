@@ -66,6 +66,7 @@ fn view_json(view: &DeviceView) -> Value {
         "tags": view.entry.tags.iter().map(Tag::as_str).collect::<Vec<_>>(),
         "online": view.online.is_some(),
         "gateway": view.online.map(|n| n.0),
+        "since": view.since.map(herald_core::UnixMillis::rfc3339),
     })
 }
 
@@ -300,4 +301,29 @@ fn parse_expr(value: &Value, pointer: &str, depth: usize) -> Result<TagExpr, Pro
         .map(|(i, x)| parse_expr(x, &format!("{at}/{i}"), depth + 1))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(if key == "and" { TagExpr::And(parsed) } else { TagExpr::Or(parsed) })
+}
+
+pub(super) async fn stats(
+    State(api): State<Arc<Api>>,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    respond(
+        async {
+            let app = api.authorize(&headers, &app)?;
+            match api.directory(app, DirectoryOp::Stats, "app").await? {
+                DirectoryAnswer::Stats(s) => {
+                    let body = json!({
+                        "devices_online": s.online,
+                        "devices_offline_persistent": s.offline_persistent,
+                        "directory_devices": s.directory_devices,
+                        "as_of": api.shared.clock.now().rfc3339(),
+                    });
+                    Ok(json_response(StatusCode::OK, &body))
+                }
+                _ => Err(Problem::unavailable("the router's answer did not match the request")),
+            }
+        }
+        .await,
+    )
 }

@@ -208,6 +208,7 @@ fn handler(method: &str, id: &str) -> Option<axum::routing::MethodRouter<Arc<Api
         "getAlias" => on(filter, devices::alias),
         "tagDevices" => on(filter, devices::tag),
         "countAudience" => on(filter, devices::count),
+        "getStats" => on(filter, devices::stats),
         "streamEvents" => on(filter, events::stream),
         _ => return None,
     })

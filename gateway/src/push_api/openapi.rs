@@ -67,6 +67,14 @@ pub(crate) const OPERATIONS: &[Operation] = &[
     ),
     op(
         "get",
+        "/v1/apps/{app}/stats",
+        "getStats",
+        "Count the app's devices online and offline",
+        None,
+        (200, Some("Stats")),
+    ),
+    op(
+        "get",
         "/v1/apps/{app}/sse",
         "streamEvents",
         "A web device's pushes as Server-Sent Events (authorised by a device token)",
@@ -275,6 +283,7 @@ fn schemas() -> Value {
                 "device_id": { "type": "string" }, "alias": { "type": ["string", "null"] },
                 "tags": { "type": "array", "items": { "type": "string" } },
                 "online": { "type": "boolean" }, "gateway": { "type": ["integer", "null"] },
+                "since": { "type": ["string", "null"], "format": "date-time" },
             },
         },
         "DeviceWrite": {
@@ -315,6 +324,9 @@ fn schemas() -> Value {
             "properties": { "tags": reference("TagExpression") },
         },
         "Count": { "type": "object", "properties": { "estimate": { "type": "integer" } } },
+        "Stats": { "type": "object", "properties": {
+            "devices_online": { "type": "integer" }, "devices_offline_persistent": { "type": "integer" },
+            "directory_devices": { "type": "integer" }, "as_of": { "type": "string", "format": "date-time" } } },
         "MessageStatus": {
             "type": "object",
             "required": ["message_id", "created_at", "qos", "as_of", "final", "funnel"],

@@ -259,6 +259,7 @@ pub(super) fn directory_to_pb(
         DirectoryOp::Count { expr } => Op::Count(expr_to_pb(expr)),
         DirectoryOp::Status { message } => Op::Status(message.0.to_be_bytes().to_vec().into()),
         DirectoryOp::Cancel { message } => Op::Cancel(message.0.to_be_bytes().to_vec().into()),
+        DirectoryOp::Stats => Op::Stats(true),
     };
     pb::DirectoryRequest { request, app: app.to_string(), op: Some(op) }
 }
@@ -300,6 +301,7 @@ pub(super) fn directory_from_pb(
         Op::Count(expr) => DirectoryOp::Count { expr: expr_from_pb(expr)? },
         Op::Status(id) => DirectoryOp::Status { message: message_id_from_pb(&id, "directory.status")? },
         Op::Cancel(id) => DirectoryOp::Cancel { message: message_id_from_pb(&id, "directory.cancel")? },
+        Op::Stats(_) => DirectoryOp::Stats,
     };
     Ok((d.request, app, op))
 }
@@ -309,6 +311,7 @@ fn view_to_pb(view: &DeviceView) -> pb::DeviceView {
         device: view.device.to_string(),
         entry: Some(entry_to_pb(&view.entry)),
         online: view.online.map(|n| n.0),
+        since_ms: view.since.map(|t| t.0),
     }
 }
 
@@ -317,6 +320,7 @@ fn view_from_pb(view: pb::DeviceView) -> Result<DeviceView, ConvertError> {
         device: client(view.device, "device_view.device")?,
         entry: entry_from_pb(view.entry, "device_view.entry")?,
         online: view.online.map(NodeId),
+        since: view.since_ms.map(UnixMillis),
     })
 }
 
@@ -331,6 +335,11 @@ pub(super) fn answer_to_pb(answer: &DirectoryAnswer) -> pb::directory_done::Answ
         DirectoryAnswer::Changed(changed) => Answer::Changed(pb::TagResults { changed: changed.clone() }),
         DirectoryAnswer::Count(count) => Answer::Count(*count),
         DirectoryAnswer::Status(status) => Answer::Status(status_to_pb(status)),
+        DirectoryAnswer::Stats(stats) => Answer::Stats(pb::AppStats {
+            online: stats.online,
+            offline_persistent: stats.offline_persistent,
+            directory_devices: stats.directory_devices,
+        }),
     }
 }
 
@@ -347,6 +356,11 @@ pub(super) fn answer_from_pb(
         Answer::Changed(results) => DirectoryAnswer::Changed(results.changed),
         Answer::Count(count) => DirectoryAnswer::Count(count),
         Answer::Status(status) => DirectoryAnswer::Status(status_from_pb(status)?),
+        Answer::Stats(stats) => DirectoryAnswer::Stats(crate::push::AppStats {
+            online: stats.online,
+            offline_persistent: stats.offline_persistent,
+            directory_devices: stats.directory_devices,
+        }),
     })
 }
 

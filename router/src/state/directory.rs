@@ -17,6 +17,7 @@ impl RouterState {
     ) -> Result<DirectoryAnswer, ErrorCode> {
         match op {
             DirectoryOp::Cancel { message } => self.cancel(&app, message, now).map(DirectoryAnswer::Status),
+            DirectoryOp::Stats => Ok(DirectoryAnswer::Stats(self.app_stats(&app))),
             DirectoryOp::Status { message } => self
                 .records
                 .status(&app, message, now)
@@ -111,8 +112,31 @@ impl RouterState {
     fn view(&self, app: &AppId, device: &ClientId) -> Option<DeviceView> {
         let entry = self.device(app, device)?.clone();
         let key = SessionKey::new(app.clone(), device.clone());
-        let online = self.sessions.get(&key).and_then(|r| r.owner);
-        Some(DeviceView { device: device.clone(), entry, online })
+        let record = self.sessions.get(&key);
+        Some(DeviceView {
+            device: device.clone(),
+            entry,
+            online: record.and_then(|r| r.owner),
+            since: record.map(|r| r.since),
+        })
+    }
+
+    /// Counts `app`'s devices: online, offline with a persistent session,
+    /// in the directory. (One pass over the sessions: for a stats call,
+    /// not for every send.)
+    fn app_stats(&self, app: &AppId) -> herald_proto::seam::AppStats {
+        let mut stats = herald_proto::seam::AppStats {
+            directory_devices: self.directories.get(app).map_or(0, |d| d.len() as u64),
+            ..Default::default()
+        };
+        for record in self.sessions.iter().filter(|(key, _)| key.app == *app).map(|(_, record)| record) {
+            match record.owner {
+                Some(_) => stats.online += 1,
+                None if record.is_persistent() => stats.offline_persistent += 1,
+                None => {}
+            }
+        }
+        stats
     }
 
     /// Returns the directory of `app`, if it has devices.

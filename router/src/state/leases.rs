@@ -161,11 +161,11 @@ impl RouterState {
                 // The router never saw the link drop (it replaced the link).
                 self.leave_lease(gateway, &session);
             } else if self.take_back(gateway, &session, epoch, now) {
-                self.adopt(gateway, reattach, out);
+                self.adopt(gateway, reattach, now, out);
             } else if !self.sessions.contains_key(&session) && epoch.generation < self.generation {
                 // A session this router never knew (a transient one, from
                 // before the registry moved here).
-                self.adopt(gateway, reattach, out);
+                self.adopt(gateway, reattach, now, out);
             } else {
                 self.counters.stale_epoch_refused += 1;
                 out.push((gateway, Downlink::Revoked { session, epoch }));

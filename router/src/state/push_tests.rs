@@ -165,6 +165,7 @@ fn the_directory_keeps_entries_within_limits_and_journals_them() {
         device: client_id("d1"),
         entry: DeviceEntry { alias: None, tags: tags(&["city:bj"]) },
         online: Some(GW2),
+        since: Some(T0),
     };
     assert_eq!(directory(&mut h, patch), Ok(DirectoryAnswer::Device(view)));
     let missing = DirectoryOp::Patch { device: client_id("nobody"), alias: None, tags: vec![] };

@@ -22,6 +22,8 @@ pub struct SessionRecord {
     pub epoch: Epoch,
     /// Session expiry interval in seconds (0: ends with the connection).
     pub expiry_seconds: u32,
+    /// Since when the session is online (or offline), for presence.
+    pub since: UnixMillis,
     will: Option<Box<Will>>,
     persistent: Option<Box<PersistentState>>,
 }
@@ -196,8 +198,14 @@ impl RouterState {
                 ..PersistentState::default()
             })
         });
-        let record =
-            SessionRecord { owner: Some(gateway), epoch, expiry_seconds, will: claim.will, persistent };
+        let record = SessionRecord {
+            owner: Some(gateway),
+            epoch,
+            expiry_seconds,
+            since: now,
+            will: claim.will,
+            persistent,
+        };
         // A resumed session's subscriptions are routed to its new gateway
         // from now on: a message published before the gateway's own route
         // change arrives must reach it, not fall between "offline" and
@@ -268,6 +276,7 @@ impl RouterState {
             return;
         }
         record.owner = None;
+        record.since = now;
         let was_persistent = record.is_persistent();
         record.expiry_seconds = release.expiry_seconds.min(self.config.max_session_expiry_seconds);
         if was_persistent || record.is_persistent() {
@@ -369,6 +378,7 @@ impl RouterState {
         let Some(record) = self.sessions.get_mut(session) else { return };
         record.owner = Some(gateway);
         record.epoch = epoch;
+        record.since = now;
         let mut replaced = Vec::new();
         if let Some(state) = record.persistent.as_deref_mut() {
             let log = self.fanout.get(&session.app);
@@ -388,13 +398,20 @@ impl RouterState {
     /// Gives a session back to the gateway that still holds its connection
     /// (a link opened again): with the epoch, expiry and will the
     /// connection holds; what queued meanwhile is handed to it.
-    pub(super) fn adopt(&mut self, gateway: NodeId, reattach: Reattach, out: &mut Vec<Effect>) {
+    pub(super) fn adopt(
+        &mut self,
+        gateway: NodeId,
+        reattach: Reattach,
+        now: UnixMillis,
+        out: &mut Vec<Effect>,
+    ) {
         let Reattach { session, epoch, expiry_seconds, will } = reattach;
         let expiry_seconds = expiry_seconds.min(self.config.max_session_expiry_seconds);
         let record = self.sessions.entry(session.clone()).or_insert_with(|| SessionRecord {
             owner: Some(gateway),
             epoch,
             expiry_seconds,
+            since: now,
             will: None,
             persistent: None,
         });
@@ -728,8 +745,14 @@ impl RouterState {
             fanout_cursor: fanout_cursor.unwrap_or_else(|| self.fanout_head(&session.app)),
         };
         state.count_bytes();
-        let record =
-            SessionRecord { owner: None, epoch, expiry_seconds, will, persistent: Some(Box::new(state)) };
+        let record = SessionRecord {
+            owner: None,
+            epoch,
+            expiry_seconds,
+            since: now,
+            will,
+            persistent: Some(Box::new(state)),
+        };
         self.sessions.insert(session, record);
     }
 }

@@ -30,7 +30,12 @@ fn entry() -> DeviceEntry {
 }
 
 fn view() -> DeviceView {
-    DeviceView { device: client("d1"), entry: entry(), online: Some(NodeId(2)) }
+    DeviceView {
+        device: client("d1"),
+        entry: entry(),
+        online: Some(NodeId(2)),
+        since: Some(herald_core::UnixMillis(5)),
+    }
 }
 
 fn key(client: &str) -> SessionKey {
@@ -218,6 +223,7 @@ fn uplink_samples() -> Vec<Uplink> {
         },
         Uplink::Directory { request: 26, app: shop(), op: DirectoryOp::Status { message: MessageId(5) } },
         Uplink::Directory { request: 27, app: shop(), op: DirectoryOp::Cancel { message: MessageId(5) } },
+        Uplink::Directory { request: 28, app: shop(), op: DirectoryOp::Stats },
         Uplink::Directory {
             request: 15,
             app: shop(),
@@ -333,6 +339,14 @@ fn downlink_samples() -> Vec<Downlink> {
             devices: Some(vec![client("d1"), client("d2")]),
         },
         Downlink::Reported { request: 25 },
+        Downlink::DirectoryDone {
+            request: 28,
+            result: Ok(DirectoryAnswer::Stats(crate::seam::AppStats {
+                online: 4,
+                offline_persistent: 2,
+                directory_devices: 9,
+            })),
+        },
         Downlink::DirectoryDone {
             request: 26,
             result: Ok(DirectoryAnswer::Status(crate::seam::MessageStatus {
