@@ -70,13 +70,25 @@ impl Default for PushConfig {
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct AppConfig {
-    /// Keys that may send to the app (`Authorization: Bearer <key>`).
+    /// Keys that may do everything in the app (`Authorization: Bearer <key>`).
     pub(crate) api_keys: Vec<String>,
+    /// Keys limited to some scopes (`send`, `read`, `devices`).
+    pub(crate) scoped_keys: Vec<ScopedKey>,
     /// The app's own request rate per gateway (requests per second).
     pub(crate) rate_per_second: Option<u32>,
     /// The secret the app's backend signs device tokens with (HS256 JWTs;
     /// at least 32 bytes): devices connect with one as their password.
     pub(crate) device_token_secret: Option<String>,
+}
+
+/// An API key limited to some scopes (`[[push.apps.NAME.scoped_keys]]`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ScopedKey {
+    /// The key.
+    pub(crate) key: String,
+    /// What it may do: `send`, `read`, `devices` (or `all`).
+    pub(crate) scopes: Vec<String>,
 }
 
 /// API keys shorter than this are refused at start-up.
@@ -123,12 +135,32 @@ impl PushConfig {
                 anyhow::ensure!(rate > 0, "push.apps.{name}.rate_per_second: must be at least 1");
                 rates.insert(id.clone(), rate);
             }
+            let good =
+                |key: &str| key.chars().count() >= MIN_API_KEY_CHARS && !key.chars().any(char::is_whitespace);
             for (i, key) in app.api_keys.iter().enumerate() {
                 anyhow::ensure!(
-                    key.chars().count() >= MIN_API_KEY_CHARS && !key.chars().any(char::is_whitespace),
+                    good(key),
                     "push.apps.{name}.api_keys[{i}]: at least {MIN_API_KEY_CHARS} characters, no spaces"
                 );
                 keys.add(key, id.clone());
+            }
+            for (i, scoped) in app.scoped_keys.iter().enumerate() {
+                anyhow::ensure!(
+                    good(&scoped.key),
+                    "push.apps.{name}.scoped_keys[{i}].key: at least {MIN_API_KEY_CHARS} characters, no spaces"
+                );
+                let mut scopes = None;
+                for scope in &scoped.scopes {
+                    let parsed = herald_gateway::push_api::Scopes::parse(scope).ok_or_else(|| {
+                        anyhow::anyhow!("push.apps.{name}.scoped_keys[{i}].scopes: {scope:?} is not send, read, devices or all")
+                    })?;
+                    scopes =
+                        Some(scopes.map_or(parsed, |s: herald_gateway::push_api::Scopes| s.with(parsed)));
+                }
+                let scopes = scopes.ok_or_else(|| {
+                    anyhow::anyhow!("push.apps.{name}.scoped_keys[{i}].scopes: name at least one")
+                })?;
+                keys.add_scoped(&scoped.key, id.clone(), scopes);
             }
         }
         let tokens = self.device_tokens()?;

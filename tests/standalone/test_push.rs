@@ -641,3 +641,32 @@ fn a_web_page_gets_every_push_once_through_sse_across_cut_streams() {
     let unauthorized = call(http, "GET", "/v1/apps/shop/sse?token=nope", None, Body::Text(""));
     assert_eq!(unauthorized.status, 401);
 }
+
+#[test]
+fn a_scoped_key_calls_only_the_endpoints_its_scopes_allow() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("herald.toml");
+    let config = "[push.apps.shop]\n\
+         [[push.apps.shop.scoped_keys]]\nkey = \"reader-0123456789abcdef\"\nscopes = [\"read\"]\n\
+         [[push.apps.shop.scoped_keys]]\nkey = \"sender-0123456789abcdef\"\nscopes = [\"send\"]\n";
+    std::fs::write(&path, config).expect("write the config");
+    let broker = Broker::start_with(
+        &["--config", path.to_str().expect("utf-8")],
+        &[("HERALD_PUSH_HTTP", "127.0.0.1:0")],
+    );
+    let http = push_address(|| broker.log());
+    let (reader, sender) = ("reader-0123456789abcdef", "sender-0123456789abcdef");
+    let message = json!({"audience": {"device_ids": ["d1"]}, "content": {"data": {}}});
+    let device = json!({"tags": ["vip"]});
+    let code =
+        |reply: crate::push_client::Reply| (reply.status, reply.body["code"].as_str().map(str::to_owned));
+    let forbidden = (403, Some("SCOPE_MISSING".to_owned()));
+    assert_eq!(code(send(http, reader, &message)), forbidden);
+    assert_eq!(send(http, sender, &message).status, 202);
+    assert_eq!(
+        code(call(http, "PUT", "/v1/apps/shop/devices/d1", Some(sender), Body::Json(&device))),
+        forbidden
+    );
+    assert_eq!(code(call(http, "GET", "/v1/apps/shop/stats", Some(sender), Body::Text(""))), forbidden);
+    assert_eq!(call(http, "GET", "/v1/apps/shop/stats", Some(reader), Body::Text("")).status, 200);
+}

@@ -83,17 +83,58 @@ impl PushApiConfig {
 /// each key is held.
 #[derive(Debug, Default)]
 pub struct ApiKeys {
-    by_digest: HashMap<[u8; 32], AppId>,
+    by_digest: HashMap<[u8; 32], (AppId, Scopes)>,
+}
+
+/// What an API key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scopes(u8);
+
+impl Scopes {
+    /// Send, validate and cancel messages.
+    pub const SEND: Scopes = Scopes(1);
+    /// Read message status, devices, aliases, counts and stats.
+    pub const READ: Scopes = Scopes(2);
+    /// Change devices: put, patch, delete, tag.
+    pub const DEVICES: Scopes = Scopes(4);
+    /// Everything.
+    pub const ALL: Scopes = Scopes(7);
+
+    /// Parses a scope's name (`send`, `read`, `devices`, `all`).
+    pub fn parse(name: &str) -> Option<Scopes> {
+        Some(match name {
+            "send" => Scopes::SEND,
+            "read" => Scopes::READ,
+            "devices" => Scopes::DEVICES,
+            "all" => Scopes::ALL,
+            _ => return None,
+        })
+    }
+
+    /// These and `other`.
+    pub fn with(self, other: Scopes) -> Scopes {
+        Scopes(self.0 | other.0)
+    }
+
+    /// Whether these include `needed`.
+    pub fn allow(self, needed: Scopes) -> bool {
+        self.0 & needed.0 == needed.0
+    }
 }
 
 impl ApiKeys {
-    /// Adds `key` for `app`.
+    /// Adds `key` for `app`, with every scope.
     pub fn add(&mut self, key: &str, app: AppId) {
-        self.by_digest.insert(Sha256::digest(key.as_bytes()).into(), app);
+        self.add_scoped(key, app, Scopes::ALL);
     }
 
-    /// Returns the app `key` belongs to.
-    fn app_of(&self, key: &str) -> Option<&AppId> {
+    /// Adds `key` for `app`, limited to `scopes`.
+    pub fn add_scoped(&mut self, key: &str, app: AppId, scopes: Scopes) {
+        self.by_digest.insert(Sha256::digest(key.as_bytes()).into(), (app, scopes));
+    }
+
+    /// Returns the app `key` belongs to and what it may do.
+    fn app_of(&self, key: &str) -> Option<&(AppId, Scopes)> {
         self.by_digest.get(&<[u8; 32]>::from(Sha256::digest(key.as_bytes())))
     }
 }
@@ -234,7 +275,10 @@ async fn guard(
 ) -> Response {
     let app =
         request.uri().path().strip_prefix("/v1/apps/").and_then(|rest| rest.split('/').next()).unwrap_or("");
-    let app = match api.authorize(request.headers(), app) {
+    // What the endpoint needs (every scope for one the table does not know).
+    let method = request.method().as_str().to_ascii_lowercase();
+    let needed = openapi::find(&method, request.uri().path()).map_or(Scopes::ALL, |op| op.scope);
+    let app = match api.authorize_for(request.headers(), app, needed) {
         Ok(app) => app,
         Err(problem) => return problem.into_response(),
     };
@@ -269,6 +313,12 @@ impl Drop for KeyGuard<'_> {
 impl Api {
     /// Checks the bearer key against the app of the path.
     fn authorize(&self, headers: &HeaderMap, app: &str) -> Result<AppId, Problem> {
+        self.authorize_for(headers, app, Scopes(0))
+    }
+
+    /// Checks the bearer key against the app of the path and the scope the
+    /// endpoint needs.
+    fn authorize_for(&self, headers: &HeaderMap, app: &str, needed: Scopes) -> Result<AppId, Problem> {
         let key = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -280,7 +330,7 @@ impl Api {
                     "send an API key as Authorization: Bearer <key>",
                 )
             })?;
-        let Some(owner) = self.config.keys.app_of(key.trim()) else {
+        let Some((owner, scopes)) = self.config.keys.app_of(key.trim()) else {
             return Err(Problem::new(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", "unknown API key"));
         };
         if owner.as_str() != app {
@@ -288,6 +338,13 @@ impl Api {
                 StatusCode::FORBIDDEN,
                 "FORBIDDEN",
                 "this API key belongs to another app",
+            ));
+        }
+        if !scopes.allow(needed) {
+            return Err(Problem::new(
+                StatusCode::FORBIDDEN,
+                "SCOPE_MISSING",
+                "this API key may not call this endpoint",
             ));
         }
         Ok(owner.clone())

@@ -2,6 +2,7 @@
 //! `/v1/openapi.json` (OpenAPI 3.1) is generated from it, so the document
 //! cannot leave out an endpoint the gateway serves.
 
+use super::Scopes;
 use serde_json::{Value, json};
 
 /// One endpoint.
@@ -18,6 +19,8 @@ pub(crate) struct Operation {
     pub(crate) request: Option<&'static str>,
     /// The success status and its body's schema (`None`: no body).
     pub(crate) ok: (u16, Option<&'static str>),
+    /// What an API key needs to call it.
+    pub(crate) scope: Scopes,
 }
 
 const fn op(
@@ -28,7 +31,13 @@ const fn op(
     request: Option<&'static str>,
     ok: (u16, Option<&'static str>),
 ) -> Operation {
-    Operation { method, path, id, summary, request, ok }
+    // Reading needs `read`, sending `send`, changing devices `devices`.
+    let scope = match (method.as_bytes(), id.as_bytes()) {
+        (_, b"sendMessage" | b"validateMessage" | b"cancelMessage") => Scopes::SEND,
+        (b"get", _) | (_, b"countAudience") => Scopes::READ,
+        _ => Scopes::DEVICES,
+    };
+    Operation { method, path, id, summary, request, ok, scope }
 }
 
 /// Every endpoint of the push API.
@@ -139,6 +148,22 @@ pub(crate) const OPERATIONS: &[Operation] = &[
     ),
 ];
 
+/// The operation `method` on `path` is, if any (`{…}` matches one level).
+pub(crate) fn find(method: &str, path: &str) -> Option<&'static Operation> {
+    OPERATIONS.iter().find(|op| {
+        op.method == method && {
+            let (mut pattern, mut levels) = (op.path.split('/'), path.split('/'));
+            loop {
+                match (pattern.next(), levels.next()) {
+                    (None, None) => break true,
+                    (Some(p), Some(l)) if p.starts_with('{') || p == l => {}
+                    _ => break false,
+                }
+            }
+        }
+    })
+}
+
 fn parameters(path: &str) -> Vec<Value> {
     path.split('/')
         .filter_map(|level| level.strip_prefix('{')?.strip_suffix('}'))
@@ -163,8 +188,14 @@ fn operation(op: &Operation) -> Value {
     for status in ["400", "401", "403", "404", "409", "413", "422", "429", "503"] {
         responses.insert(status.to_owned(), problem.clone());
     }
+    let scope = match op.scope {
+        Scopes::SEND => "send",
+        Scopes::READ => "read",
+        _ => "devices",
+    };
     let mut value = json!({
         "operationId": op.id,
+        "x-herald-scope": scope,
         "summary": op.summary,
         "security": [{ "apiKey": [] }],
         "parameters": parameters(op.path),
@@ -344,4 +375,21 @@ fn schemas() -> Value {
             },
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_finds_its_operation_and_scope() {
+        let id = |method, path| find(method, path).map(|op| (op.id, op.scope));
+        assert_eq!(id("post", "/v1/apps/shop/messages"), Some(("sendMessage", Scopes::SEND)));
+        assert_eq!(id("get", "/v1/apps/shop/messages/abc"), Some(("getMessage", Scopes::READ)));
+        assert_eq!(id("post", "/v1/apps/shop/messages/abc/cancel"), Some(("cancelMessage", Scopes::SEND)));
+        assert_eq!(id("put", "/v1/apps/shop/devices/d1"), Some(("putDevice", Scopes::DEVICES)));
+        assert_eq!(id("post", "/v1/apps/shop/audiences/count"), Some(("countAudience", Scopes::READ)));
+        assert_eq!(id("get", "/v1/apps/shop/nothing"), None);
+        assert_eq!(id("delete", "/v1/apps/shop/messages"), None);
+    }
 }
