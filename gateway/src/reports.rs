@@ -61,22 +61,32 @@ impl Reports {
 /// Sends the gathered counts to the router until the gateway stops.
 pub(crate) async fn run(shared: Arc<Shared>, origin: u64) {
     let mut batch = 0;
+    // A report not answered yet goes again with its own number until it
+    // is (the router counts each number once).
+    let mut unanswered: Option<Vec<PushDelta>> = None;
     let mut tick = tokio::time::interval(EVERY);
     loop {
         tick.tick().await;
-        let deltas = shared.reports.take();
-        if deltas.is_empty() {
-            continue;
-        }
-        batch += 1;
+        let deltas = match unanswered.take() {
+            Some(deltas) => deltas,
+            None => {
+                let deltas = shared.reports.take();
+                if deltas.is_empty() {
+                    continue;
+                }
+                batch += 1;
+                deltas
+            }
+        };
         let Some((request, answered)) = shared.api.begin(usize::MAX) else { continue };
-        let report = Uplink::Report { request, origin, batch, deltas };
+        let report = Uplink::Report { request, origin, batch, deltas: deltas.clone() };
         if shared.uplink.send(report).await.is_err() {
             return;
         }
         // Asked again on a new link while this waits (router_client).
-        if tokio::time::timeout(ANSWER_WAIT, answered).await.is_err() {
+        if !matches!(tokio::time::timeout(ANSWER_WAIT, answered).await, Ok(Ok(_))) {
             shared.api.forget(request);
+            unanswered = Some(deltas);
         }
     }
 }

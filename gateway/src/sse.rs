@@ -207,14 +207,16 @@ pub(crate) async fn start(
         .and_then(|last| resent.iter().position(|p| message_id(&p.properties).as_deref() == Some(last)));
     let mut unconfirmed = VecDeque::new();
     for (index, publish) in resent.into_iter().enumerate() {
-        let Some(packet_id) = publish.packet_id else { continue };
         if seen.is_some_and(|seen| index <= seen) {
-            if !client.send(&Packet::PubAck(PubAck::new(packet_id))).await {
+            if let Some(packet_id) = publish.packet_id
+                && !client.send(&Packet::PubAck(PubAck::new(packet_id))).await
+            {
                 return Err(Refused::Closed);
             }
         } else {
             first.push(event(&publish.properties, &publish.payload));
-            unconfirmed.push_back(packet_id);
+            // A QoS 0 push has nothing to confirm.
+            unconfirmed.extend(publish.packet_id);
         }
     }
     Ok(Opened { client, first, unconfirmed })

@@ -100,7 +100,14 @@ async fn send_checked(
         Downlink::Pushed { result: Err(code), .. } => return Err(refused(code, "message")),
         _ => return Err(Problem::unavailable("the router's answer did not match the send")),
     };
-    let mut body = if per_device { per_device_body(&report)? } else { totals_body(&report) };
+    // A send asked again after a router link broke is answered from its
+    // record: totals, without the per-device list.
+    let replayed_without_devices = report.replay_of.is_some() && report.devices.is_empty();
+    let mut body = if per_device && !replayed_without_devices {
+        per_device_body(&report)?
+    } else {
+        totals_body(&report)
+    };
     let message_id = report.replay_of.unwrap_or(message_id);
     body["message_id"] = json!(message_id.to_string());
     body["status"] = json!("accepted");

@@ -88,8 +88,13 @@ impl RouterState {
                 online.entry(gateway).or_default().push(key.client.clone());
             }
             None => {
+                // QoS 0 is never stored offline.
                 let topic = push_topic(&key.client);
-                if store_offline && record.subscriptions().iter().any(|s| s.filter.matches(&topic)) {
+                let takes = |s: &herald_proto::seam::Subscription| {
+                    s.filter.matches(&topic) && s.qos != QoS::AtMostOnce
+                };
+                if store_offline && message.qos != QoS::AtMostOnce && record.subscriptions().iter().any(takes)
+                {
                     report.stored += 1;
                 }
             }
@@ -113,7 +118,7 @@ impl RouterState {
             let devices = selected.is_some().then_some(devices);
             out.push((gateway, Downlink::DeliverPush { message: message.clone(), devices }));
         }
-        if store_offline {
+        if store_offline && message.qos != QoS::AtMostOnce {
             self.collapse_in_log(&message);
             let audience = match selected {
                 Some(devices) => FanoutAudience::Devices(Arc::new(devices)),
@@ -236,7 +241,16 @@ pub(super) fn catch_up(
                 state.queue.pop_front();
                 counters.dropped_queue_oldest += 1;
             }
-            // It replaces older copies with its collapse key in the queue.
+            // A newer copy with its collapse key already waiting replaces it;
+            // otherwise it replaces the older ones.
+            let newer_waits = state.queue.iter().any(|q| {
+                super::retract::replaced_by(q, &entry.message)
+                    && q.message.created_at > entry.message.created_at
+            });
+            if newer_waits {
+                replaced.push(entry.message.id);
+                continue;
+            }
             state.queue.retain(|q| {
                 let older = super::retract::replaced_by(q, &entry.message);
                 if older {

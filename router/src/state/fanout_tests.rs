@@ -154,3 +154,51 @@ fn a_full_log_drops_its_oldest_entry_and_counts_the_gap() {
     assert_eq!(given.len(), RouterConfig::default().max_queued_messages, "bounded by the queue limit");
     assert_eq!(h.counters().fanout_gaps, 1);
 }
+
+#[test]
+fn a_session_online_when_a_broadcast_went_out_does_not_get_it_again_on_takeover_or_restore() {
+    let mut h = Harness::new();
+    let epoch = h.connect(GW2, "here", 3600);
+    h.subscribe(GW2, "here", epoch, vec![(push_sub("here"), RetainedLookup::Skip)]).expect("subscribed");
+    let (report, _) = send(&mut h, Audience::All, "live", T0);
+    assert_eq!(report.online, 1);
+    // Taken over by a new connection (resuming): it had it live already.
+    let (grant, _) = h.claim(GW3, claim("here", false, 3600), after_s(1));
+    assert_eq!(names(&grant.queued), Vec::<String>::new());
+
+    // Restored after a restart while online: the log is not read again.
+    let mut durable = crate::state::DurableState::default();
+    for fact in h.state.take_journal() {
+        durable.apply(fact);
+    }
+    let mut after = Harness::new();
+    after.state.restore(durable.image(), after_s(2));
+    let (grant, _) = after.claim(GW3, claim("here", false, 3600), after_s(3));
+    assert_eq!(names(&grant.queued), Vec::<String>::new());
+}
+
+#[test]
+fn a_push_asked_again_is_not_routed_twice() {
+    let mut h = Harness::new();
+    h.connect(GW2, "d1", 0);
+    let message = shared(Message { expires_at: Some(after_s(600)), ..message("$push", "once") });
+    let item = || {
+        let audience = Audience::Devices(vec![client_id("d1")]);
+        Uplink::Push(Push {
+            request: 9,
+            message: message.clone(),
+            audience,
+            store_offline: true,
+            idempotency: None,
+        })
+    };
+    let first = h.apply(GW1, item(), T0);
+    assert_eq!(first.iter().filter(|(_, e)| matches!(e, Downlink::Deliver(_))).count(), 1);
+    let again = h.apply(GW1, item(), after_s(1));
+    assert_eq!(again.iter().filter(|(_, e)| matches!(e, Downlink::Deliver(_))).count(), 0, "{again:?}");
+    let replay = again.iter().find_map(|(_, e)| match e {
+        Downlink::Pushed { result: Ok(report), .. } => Some(report.clone()),
+        _ => None,
+    });
+    assert_eq!(replay.map(|r| (r.online, r.replay_of)), Some((1, Some(message.id))));
+}

@@ -93,6 +93,17 @@ impl RouterState {
         now: UnixMillis,
         out: &mut Vec<Effect>,
     ) -> Result<PushReport, ErrorCode> {
+        // A push the gateway asks again (its link to the router broke
+        // before the answer) is not routed twice: its record says it was.
+        if let Some(s) = self.records.status(&push.message.app, push.message.id, now) {
+            let report = PushReport {
+                online: s.online,
+                stored: s.stored,
+                replay_of: Some(s.message),
+                ..PushReport::default()
+            };
+            return Ok(report);
+        }
         let Some(idempotency) = push.idempotency.clone() else {
             return Ok(self.push_recorded(push, now, out));
         };

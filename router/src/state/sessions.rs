@@ -103,7 +103,9 @@ impl SessionRecord {
             expires_at: state.and_then(|p| p.expires_at),
             online: self.owner.is_some(),
             epoch: Some(state.and_then(|p| p.restored_from).unwrap_or(self.epoch)),
-            fanout_cursor: state.map(|p| p.fanout_cursor),
+            // An online session's cursor is only meaningful once it goes
+            // offline; restored online, it starts at the log's head.
+            fanout_cursor: state.filter(|_| self.owner.is_none()).map(|p| p.fanout_cursor),
         })
     }
 }
@@ -165,6 +167,12 @@ impl RouterState {
             self.remove_offline_subscriptions(&session, old.subscriptions());
             let resumable = old.is_persistent() && !claim.clean_start;
             if let Some(mut state) = old.persistent.take().filter(|_| resumable) {
+                // A session taken over while online had everything sent so
+                // far through its old connection (which hands back what it
+                // held): nothing to read from the log.
+                if old.owner.is_some() {
+                    state.fanout_cursor = self.fanout_head(&session.app);
+                }
                 // What tag and broadcast sends left for it while it was away.
                 let log = self.fanout.get(&session.app);
                 let replaced = super::fanout::catch_up(

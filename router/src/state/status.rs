@@ -79,9 +79,10 @@ impl Records {
         for delta in deltas {
             if let Some(record) = self.records.get_mut(&(delta.app.clone(), delta.message)) {
                 let s = &mut record.status;
-                s.delivered_online += delta.delivered_online;
-                s.delivered_from_offline += delta.delivered_from_offline;
-                s.acknowledged += delta.acknowledged;
+                s.delivered_online = s.delivered_online.saturating_add(delta.delivered_online);
+                s.delivered_from_offline =
+                    s.delivered_from_offline.saturating_add(delta.delivered_from_offline);
+                s.acknowledged = s.acknowledged.saturating_add(delta.acknowledged);
             }
         }
         true
@@ -90,8 +91,8 @@ impl Records {
     /// Counts copies of a message taken back.
     pub(super) fn retract(&mut self, app: &AppId, message: MessageId, cancelled: u64, replaced: u64) {
         if let Some(record) = self.records.get_mut(&(app.clone(), message)) {
-            record.status.cancelled += cancelled;
-            record.status.replaced += replaced;
+            record.status.cancelled = record.status.cancelled.saturating_add(cancelled);
+            record.status.replaced = record.status.replaced.saturating_add(replaced);
         }
     }
 
@@ -112,9 +113,11 @@ impl Records {
     pub(super) fn status(&self, app: &AppId, message: MessageId, now: UnixMillis) -> Option<MessageStatus> {
         let record = self.records.get(&(app.clone(), message))?;
         let mut s = record.status.clone();
-        let end = s.expires_at.unwrap_or(UnixMillis(s.created_at.0 + ONLINE_ONLY_FINAL_MS));
-        let delivered = s.delivered_online + s.delivered_from_offline;
-        let accounted = s.unreachable + s.cancelled + s.replaced + delivered.max(s.acknowledged);
+        let end = s.expires_at.unwrap_or(UnixMillis(s.created_at.0.saturating_add(ONLINE_ONLY_FINAL_MS)));
+        let delivered = s.delivered_online.saturating_add(s.delivered_from_offline);
+        let accounted = [s.unreachable, s.cancelled, s.replaced, delivered.max(s.acknowledged)]
+            .into_iter()
+            .fold(0u64, u64::saturating_add);
         let left = s.targeted.saturating_sub(accounted);
         s.is_final = now >= end;
         (s.expired, s.pending) = if s.is_final { (left, 0) } else { (0, left) };
@@ -161,9 +164,14 @@ impl RouterState {
             unreachable: if by_device { unreachable } else { 0 },
             ..MessageStatus::default()
         };
-        let end = message.expires_at.unwrap_or(UnixMillis(message.created_at.0 + ONLINE_ONLY_FINAL_MS));
-        let record =
-            MessageRecord { app: message.app.clone(), status, forget_at: UnixMillis(end.0 + RECORD_KEEP_MS) };
+        let end = message
+            .expires_at
+            .unwrap_or(UnixMillis(message.created_at.0.saturating_add(ONLINE_ONLY_FINAL_MS)));
+        let record = MessageRecord {
+            app: message.app.clone(),
+            status,
+            forget_at: UnixMillis(end.0.saturating_add(RECORD_KEEP_MS)),
+        };
         self.journal.push(Fact::MessageRecorded(Box::new(record.clone())));
         self.records.keep(record);
     }
