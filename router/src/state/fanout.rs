@@ -35,6 +35,9 @@ pub const MAX_FANOUT_ENTRIES: usize = 10_000;
 pub(super) struct Log {
     next_seq: u64,
     entries: VecDeque<FanoutEntry>,
+    /// The last entry dropped to keep the log within its cap, if any: a
+    /// session whose cursor is not past it missed entries.
+    dropped_through: Option<u64>,
 }
 
 impl Log {
@@ -45,13 +48,19 @@ impl Log {
 
     /// Appends `entry` (its seq is the log's next), dropping the oldest past
     /// the cap; returns how many were dropped. Replicas apply the same rule.
-    pub(super) fn append(entries: &mut VecDeque<FanoutEntry>, next_seq: &mut u64, entry: FanoutEntry) -> u64 {
-        *next_seq = entry.seq + 1;
+    pub(super) fn append(
+        entries: &mut VecDeque<FanoutEntry>,
+        next_seq: &mut u64,
+        entry: FanoutEntry,
+    ) -> Option<(u64, u64)> {
+        *next_seq = entry.seq.saturating_add(1);
         entries.push_back(entry);
-        let mut dropped = 0;
+        let mut dropped = None;
         while entries.len() > MAX_FANOUT_ENTRIES {
-            entries.pop_front();
-            dropped += 1;
+            if let Some(oldest) = entries.pop_front() {
+                let count = dropped.map_or(0, |(n, _)| n);
+                dropped = Some((count + 1, oldest.seq));
+            }
         }
         dropped
     }
@@ -127,8 +136,10 @@ impl RouterState {
             let log = self.fanout.entry(app).or_default();
             let entry = FanoutEntry { seq: log.next_seq, message: Arc::new(message.compacted()), audience };
             self.journal.push(Fact::Fanout(entry.clone()));
-            let dropped = Log::append(&mut log.entries, &mut log.next_seq, entry);
-            self.counters.fanout_dropped += dropped;
+            if let Some((count, last)) = Log::append(&mut log.entries, &mut log.next_seq, entry) {
+                log.dropped_through = Some(last);
+                self.counters.fanout_dropped += count;
+            }
         }
         report
     }
@@ -184,7 +195,7 @@ impl RouterState {
     /// Rebuilds the logs from an image.
     pub(super) fn restore_fanout(&mut self, logs: Vec<FanoutLog>) {
         for FanoutLog { app, next_seq, entries } in logs {
-            self.fanout.insert(app, Log { next_seq, entries: entries.into() });
+            self.fanout.insert(app, Log { next_seq, entries: entries.into(), dropped_through: None });
         }
     }
 
@@ -210,9 +221,8 @@ pub(super) fn catch_up(
 ) -> Vec<herald_core::MessageId> {
     let mut replaced = Vec::new();
     let Some(log) = log else { return replaced };
-    if log.entries.front().is_some_and(|first| first.seq > state.fanout_cursor)
-        && state.fanout_cursor < log.next_seq
-    {
+    // Entries dropped by the cap (not ones that expired) that it had not read.
+    if log.dropped_through.is_some_and(|last| state.fanout_cursor <= last) {
         counters.fanout_gaps += 1;
     }
     let topic = Topic::push(client);
@@ -220,7 +230,8 @@ pub(super) fn catch_up(
         state.subscriptions.iter().filter(|s| s.filter.matches(&topic)).collect();
     if let Some(qos) = matching.iter().map(|s| s.qos).max() {
         let ids: Vec<u32> = matching.iter().filter_map(|s| s.identifier).collect();
-        for entry in log.entries.iter().filter(|e| e.seq >= state.fanout_cursor) {
+        let cursor = state.fanout_cursor;
+        for entry in log.entries.iter().filter(|e| e.seq >= cursor) {
             if !entry.audience.includes(client) {
                 continue;
             }
@@ -233,13 +244,22 @@ pub(super) fn catch_up(
                 counters.dropped_offline_qos0 += 1;
                 continue;
             }
-            if state.queue.len() >= config.max_queued_messages {
-                if config.overflow == Overflow::RefuseNewest {
+            let size = entry.message.payload.len();
+            let max_bytes = config.max_queued_bytes;
+            let full = |state: &PersistentState| {
+                state.queue.len() >= config.max_queued_messages
+                    || (max_bytes > 0 && state.queue_bytes + size > max_bytes)
+            };
+            if full(state) {
+                if config.overflow == Overflow::RefuseNewest || (max_bytes > 0 && size > max_bytes) {
                     counters.dropped_queue_full += 1;
                     continue;
                 }
-                state.queue.pop_front();
-                counters.dropped_queue_oldest += 1;
+                while full(state) {
+                    let Some(oldest) = state.queue.pop_front() else { break };
+                    state.queue_bytes = state.queue_bytes.saturating_sub(oldest.message.payload.len());
+                    counters.dropped_queue_oldest += 1;
+                }
             }
             // A newer copy with its collapse key already waiting replaces it;
             // otherwise it replaces the older ones.
@@ -258,6 +278,7 @@ pub(super) fn catch_up(
                 }
                 !older
             });
+            state.count_bytes();
             let copy = Arc::new(Message { topic: topic.clone(), ..Message::clone(&entry.message) });
             let queued = QueuedMessage {
                 message: copy,
@@ -267,6 +288,7 @@ pub(super) fn catch_up(
                 shared: None,
             };
             state.queue.push_back(queued);
+            state.queue_bytes += size;
         }
         state.count_bytes();
     }

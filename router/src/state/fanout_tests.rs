@@ -140,6 +140,18 @@ fn the_log_and_cursors_survive_a_restart_and_expired_entries_go() {
     let facts = after.state.take_journal();
     assert!(facts.iter().any(|f| matches!(f, Fact::FanoutTrimmed { through: 0, .. })), "{facts:?}");
     assert_eq!(resume(&mut after, GW1, "later", after_s(602)), []);
+    assert_eq!(after.counters().fanout_gaps, 0, "an expired entry is not a gap");
+}
+
+#[test]
+fn catching_up_keeps_the_queue_within_its_byte_limit() {
+    let config = RouterConfig { max_queued_bytes: 10, ..RouterConfig::default() };
+    let mut h = Harness::with_config(config);
+    h.offline_subscriber("away", 3600, &[push_sub("away")]);
+    send(&mut h, Audience::All, "8 bytes!", T0);
+    send(&mut h, Audience::All, "8 more!!", T0);
+    assert_eq!(resume(&mut h, GW1, "away", after_s(1)).len(), 1, "the second would pass 10 bytes");
+    assert_eq!(h.counters().dropped_queue_full, 1);
 }
 
 #[test]

@@ -42,7 +42,7 @@ pub(super) struct PersistentState {
     /// (`Uplink::Requeue`) go: right after the messages it released.
     requeue_at: usize,
     /// Payload bytes in `queue` (kept by `count_bytes` after each change).
-    queue_bytes: usize,
+    pub(super) queue_bytes: usize,
     /// For a session restored from the durable state and not claimed
     /// since: the epoch of its last claim, the only one a gateway may take
     /// it back with (`None`: a record from before epochs were kept).
