@@ -155,7 +155,6 @@ impl GatewayConfig {
         config.limits.validate()?;
         config.auth.authenticator()?;
         config.push.api()?;
-        config.push.device_tokens()?;
         Ok(config)
     }
 

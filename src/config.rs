@@ -439,7 +439,6 @@ impl StandaloneConfig {
         self.raft.validate()?;
         self.auth.authenticator()?;
         self.push.api()?;
-        self.push.device_tokens()?;
         Ok(())
     }
 }

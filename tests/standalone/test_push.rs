@@ -19,6 +19,12 @@ fn broker(dir: &tempfile::TempDir) -> (Broker, SocketAddr) {
          [push.apps.shop]\napi_keys = [\"{SHOP_KEY}\"]\n\
          [push.apps.other]\napi_keys = [\"{OTHER_KEY}\"]\n"
     );
+    start(dir, &config)
+}
+
+/// A broker with `config` as its file and the push API on; and the push
+/// API's address.
+fn start(dir: &tempfile::TempDir, config: &str) -> (Broker, SocketAddr) {
     let path = dir.path().join("herald.toml");
     std::fs::write(&path, config).expect("write the config");
     let broker = Broker::start_with(
@@ -408,14 +414,8 @@ fn the_openapi_document_is_valid_and_lists_every_endpoint_served() {
 #[test]
 fn an_app_past_its_rate_gets_429_and_every_answer_says_where_it_stands() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("herald.toml");
     let config = format!("[push.apps.shop]\napi_keys = [\"{SHOP_KEY}\"]\nrate_per_second = 3\n");
-    std::fs::write(&path, config).expect("write the config");
-    let broker = Broker::start_with(
-        &["--config", path.to_str().expect("utf-8")],
-        &[("HERALD_PUSH_HTTP", "127.0.0.1:0")],
-    );
-    let http = push_address(|| broker.log());
+    let (_broker, http) = start(&dir, &config);
     let get = || call(http, "GET", "/v1/apps/shop/devices/d1", Some(SHOP_KEY), Body::Text(""));
     let replies: Vec<_> = (0..4).map(|_| get()).collect();
     let seen: Vec<(u16, &str)> = replies.iter().map(|r| (r.status, r.ratelimit.as_str())).collect();
@@ -546,17 +546,10 @@ const TOKEN_SECRET: &str = "device-token-secret-0123456789abcdef";
 /// A broker whose app `shop` has an API key and a device-token secret,
 /// with `extra` configuration first; and its push API address.
 fn token_broker(dir: &tempfile::TempDir, extra: &str) -> (Broker, SocketAddr) {
-    let path = dir.path().join("herald.toml");
     let config = format!(
         "{extra}[push.apps.shop]\napi_keys = [\"{SHOP_KEY}\"]\ndevice_token_secret = \"{TOKEN_SECRET}\"\n"
     );
-    std::fs::write(&path, config).expect("write the config");
-    let broker = Broker::start_with(
-        &["--config", path.to_str().expect("utf-8")],
-        &[("HERALD_PUSH_HTTP", "127.0.0.1:0")],
-    );
-    let http = push_address(|| broker.log());
-    (broker, http)
+    start(dir, &config)
 }
 
 #[test]
@@ -645,16 +638,10 @@ fn a_web_page_gets_every_push_once_through_sse_across_cut_streams() {
 #[test]
 fn a_scoped_key_calls_only_the_endpoints_its_scopes_allow() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("herald.toml");
     let config = "[push.apps.shop]\n\
          [[push.apps.shop.scoped_keys]]\nkey = \"reader-0123456789abcdef\"\nscopes = [\"read\"]\n\
          [[push.apps.shop.scoped_keys]]\nkey = \"sender-0123456789abcdef\"\nscopes = [\"send\"]\n";
-    std::fs::write(&path, config).expect("write the config");
-    let broker = Broker::start_with(
-        &["--config", path.to_str().expect("utf-8")],
-        &[("HERALD_PUSH_HTTP", "127.0.0.1:0")],
-    );
-    let http = push_address(|| broker.log());
+    let (_broker, http) = start(&dir, config);
     let (reader, sender) = ("reader-0123456789abcdef", "sender-0123456789abcdef");
     let message = json!({"audience": {"device_ids": ["d1"]}, "content": {"data": {}}});
     let device = json!({"tags": ["vip"]});

@@ -2,7 +2,7 @@
 //! lookup, bulk tagging, audience counts. Each is one request to the
 //! router, answered once the change is committed.
 
-use super::send::{list, object, only};
+use super::send::{Bounds, list, object, only};
 use super::{Api, Problem, json_response, refused, respond};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -27,7 +27,7 @@ impl Api {
         match self.ask(|request| Uplink::Directory { request, app, op }).await? {
             Downlink::DirectoryDone { result: Ok(answer), .. } => Ok(answer),
             Downlink::DirectoryDone { result: Err(code), .. } => Err(refused(code, what)),
-            _ => Err(Problem::unavailable("the router's answer did not match the request")),
+            _ => Err(Problem::mismatch()),
         }
     }
 
@@ -35,7 +35,7 @@ impl Api {
     pub(super) async fn count(&self, app: AppId, expr: TagExpr) -> Result<u64, Problem> {
         match self.directory(app, DirectoryOp::Count { expr }, "audience").await? {
             DirectoryAnswer::Count(n) => Ok(n),
-            _ => Err(Problem::unavailable("the router's answer did not match the request")),
+            _ => Err(Problem::mismatch()),
         }
     }
 
@@ -73,16 +73,13 @@ fn view_json(view: &DeviceView) -> Value {
 fn device_answer(answer: DirectoryAnswer) -> Result<Response, Problem> {
     match answer {
         DirectoryAnswer::Device(view) => Ok(json_response(StatusCode::OK, &view_json(&view))),
-        _ => Err(Problem::unavailable("the router's answer did not match the request")),
+        _ => Err(Problem::mismatch()),
     }
 }
 
 fn tags_at(value: &Value, pointer: &str) -> Result<Vec<Tag>, Problem> {
-    list(value, pointer, MAX_TAGS_PER_DEVICE, |t| Tag::new(t).map_err(|e| ("TAG_INVALID", e.to_string())))
-        .or_else(|p| if p.code == "AUDIENCE_EMPTY" { Ok(Vec::new()) } else { Err(p) })
-        .map_err(
-            |p| if p.code == "AUDIENCE_TOO_LARGE" { Problem { code: "TAG_LIMIT_EXCEEDED", ..p } } else { p },
-        )
+    let bounds = Bounds { max: MAX_TAGS_PER_DEVICE, too_many: "TAG_LIMIT_EXCEEDED", empty: None };
+    list(value, pointer, bounds, |t| Tag::new(t).map_err(|e| ("TAG_INVALID", e.to_string())))
 }
 
 fn alias_at(value: &Value, pointer: &str) -> Result<Option<Alias>, Problem> {
@@ -197,7 +194,7 @@ pub(super) async fn alias(
                     let devices: Vec<Value> = views.iter().map(view_json).collect();
                     Ok(json_response(StatusCode::OK, &json!({ "alias": alias.as_str(), "devices": devices })))
                 }
-                _ => Err(Problem::unavailable("the router's answer did not match the request")),
+                _ => Err(Problem::mismatch()),
             }
         }
         .await,
@@ -218,7 +215,7 @@ pub(super) async fn tag(
         let ids = |key: &str| -> Result<Vec<ClientId>, Problem> {
             let pointer = format!("/{key}");
             map.get(key)
-                .map(|v| list(v, &pointer, MAX_BULK, |d| ClientId::new(d).map_err(|e| ("DEVICE_ID_INVALID", e.to_string()))))
+                .map(|v| list(v, &pointer, Bounds::audience(MAX_BULK), |d| ClientId::new(d).map_err(|e| ("DEVICE_ID_INVALID", e.to_string()))))
                 .transpose()
                 .map(Option::unwrap_or_default)
         };
@@ -237,7 +234,7 @@ pub(super) async fn tag(
                     .collect();
                 Ok(json_response(StatusCode::OK, &json!({ "results": results })))
             }
-            _ => Err(Problem::unavailable("the router's answer did not match the request")),
+            _ => Err(Problem::mismatch()),
         }
     }.await)
 }
@@ -321,7 +318,7 @@ pub(super) async fn stats(
                     });
                     Ok(json_response(StatusCode::OK, &body))
                 }
-                _ => Err(Problem::unavailable("the router's answer did not match the request")),
+                _ => Err(Problem::mismatch()),
             }
         }
         .await,

@@ -98,7 +98,7 @@ async fn send_checked(
             ));
         }
         Downlink::Pushed { result: Err(code), .. } => return Err(refused(code, "message")),
-        _ => return Err(Problem::unavailable("the router's answer did not match the send")),
+        _ => return Err(Problem::mismatch()),
     };
     // A send asked again after a router link broke is answered from its
     // record: totals, without the per-device list.
@@ -205,7 +205,7 @@ async fn funnel(
     let op = if cancel { DirectoryOp::Cancel { message } } else { DirectoryOp::Status { message } };
     match api.directory(app, op, "message").await? {
         DirectoryAnswer::Status(s) => Ok(json_response(StatusCode::OK, &status_json(&s))),
-        _ => Err(Problem::unavailable("the router's answer did not match the request")),
+        _ => Err(Problem::mismatch()),
     }
 }
 

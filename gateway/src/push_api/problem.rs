@@ -48,6 +48,12 @@ impl Problem {
         }
     }
 
+    /// The router answered with another kind of reply than the request
+    /// asked for (a bug on one side; retrying may help).
+    pub fn mismatch() -> Problem {
+        Problem::unavailable("the router's answer did not match the request")
+    }
+
     fn title(&self) -> &'static str {
         self.status.canonical_reason().unwrap_or("Error")
     }

@@ -217,35 +217,52 @@ fn audience(value: &Value, limits: &SendLimits) -> Result<Audience, Problem> {
         return super::devices::tag_expr(expr, "/audience/tags").map(Audience::Tags);
     }
     if let Some(ids) = audience.get("device_ids") {
-        let ids = list(ids, "/audience/device_ids", limits.max_devices, |id| {
+        let ids = list(ids, "/audience/device_ids", Bounds::audience(limits.max_devices), |id| {
             ClientId::new(id).map_err(|e| ("DEVICE_ID_INVALID", e.to_string()))
         })?;
         return Ok(Audience::Devices(ids));
     }
     let aliases = audience.get("aliases").ok_or_else(|| missing("/audience/aliases"))?;
-    let aliases = list(aliases, "/audience/aliases", limits.max_devices, |alias| {
+    let aliases = list(aliases, "/audience/aliases", Bounds::audience(limits.max_devices), |alias| {
         Alias::new(alias).map_err(|e| ("ALIAS_INVALID", e.to_string()))
     })?;
     Ok(Audience::Aliases(aliases))
 }
 
-/// Reads a non-empty, bounded array of strings at `pointer`, each checked
-/// by `check`; duplicates count once.
+/// The bounds of an array of strings, and the codes of breaking them.
+pub(super) struct Bounds {
+    /// Entries at most.
+    pub(super) max: usize,
+    /// The code of more than `max`.
+    pub(super) too_many: &'static str,
+    /// The code of none; `None`: none is fine.
+    pub(super) empty: Option<&'static str>,
+}
+
+impl Bounds {
+    /// An audience list: 1 to `max` entries.
+    pub(super) fn audience(max: usize) -> Bounds {
+        Bounds { max, too_many: "AUDIENCE_TOO_LARGE", empty: Some("AUDIENCE_EMPTY") }
+    }
+}
+
+/// Reads a bounded array of strings at `pointer`, each checked by `check`;
+/// duplicates count once.
 pub(super) fn list<T: Clone + Eq + std::hash::Hash>(
     value: &Value,
     pointer: &str,
-    max: usize,
+    bounds: Bounds,
     check: impl Fn(&str) -> Result<T, (&'static str, String)>,
 ) -> Result<Vec<T>, Problem> {
     let items = value
         .as_array()
         .ok_or_else(|| Problem::shape(pointer, format!("{pointer} must be an array of strings")))?;
-    if items.is_empty() {
-        return Err(Problem::field(pointer, "AUDIENCE_EMPTY", format!("{pointer} names nothing")));
+    if let (true, Some(code)) = (items.is_empty(), bounds.empty) {
+        return Err(Problem::field(pointer, code, format!("{pointer} names nothing")));
     }
-    if items.len() > max {
-        let detail = format!("{} entries; at most {max} are allowed", items.len());
-        return Err(Problem::field(pointer, "AUDIENCE_TOO_LARGE", detail));
+    if items.len() > bounds.max {
+        let detail = format!("{} entries; at most {} are allowed", items.len(), bounds.max);
+        return Err(Problem::field(pointer, bounds.too_many, detail));
     }
     let mut seen = std::collections::HashSet::with_capacity(items.len());
     let mut out = Vec::with_capacity(items.len());

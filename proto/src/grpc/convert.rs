@@ -98,8 +98,7 @@ pub fn message_to_pb(message: &Message) -> pb::Message {
 
 /// Returns the message a protobuf message describes.
 pub fn message_from_pb(message: pb::Message) -> Result<Message, ConvertError> {
-    let id: [u8; 16] =
-        message.id.as_ref().try_into().map_err(|_| invalid("message.id", "must be 16 bytes"))?;
+    let id = message_id_from_pb(&message.id, "message.id")?;
     let payload_format = message
         .payload_format
         .map(|f| {
@@ -121,7 +120,7 @@ pub fn message_from_pb(message: pb::Message) -> Result<Message, ConvertError> {
             .collect(),
     };
     Ok(Message {
-        id: MessageId(u128::from_be_bytes(id)),
+        id,
         app: AppId::new(message.app).map_err(|_| invalid("message.app", "invalid app id"))?,
         topic: Topic::new(message.topic).map_err(|_| invalid("message.topic", "invalid topic name"))?,
         payload: message.payload,
@@ -135,6 +134,12 @@ pub fn message_from_pb(message: pb::Message) -> Result<Message, ConvertError> {
             .transpose()?,
         properties: (!properties.is_empty()).then(|| Box::new(properties)),
     })
+}
+
+/// A message id from its 16 big-endian bytes.
+pub(crate) fn message_id_from_pb(bytes: &[u8], field: &'static str) -> Result<MessageId, ConvertError> {
+    let id: [u8; 16] = bytes.try_into().map_err(|_| invalid(field, "must be 16 bytes"))?;
+    Ok(MessageId(u128::from_be_bytes(id)))
 }
 
 pub(crate) fn required_message(

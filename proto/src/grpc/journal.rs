@@ -195,7 +195,7 @@ fn fact_from_pb(fact: pb::Fact) -> Result<Fact, ConvertError> {
         Kind::MessagesForgotten(before) => Fact::MessagesForgotten(UnixMillis(before)),
         Kind::MessageRetracted(r) => Fact::MessageRetracted {
             app: AppId::new(r.app).map_err(|_| invalid("message_retracted.app", "invalid app id"))?,
-            message: super::push::message_id_from_pb(&r.message, "message_retracted.message")?,
+            message: super::convert::message_id_from_pb(&r.message, "message_retracted.message")?,
             cancelled: r.cancelled,
             replaced: r.replaced,
         },

@@ -1,7 +1,7 @@
 //! Conversions of the push API's seam items (`crate::push`) and of device
 //! directory entries (also journaled) to and from their protobuf form.
 
-use super::convert::{ConvertError, invalid, message_to_pb, required, required_message};
+use super::convert::{ConvertError, invalid, message_id_from_pb, message_to_pb, required, required_message};
 use super::pb;
 use crate::journal::IdempotentSend;
 use crate::push::{
@@ -9,7 +9,7 @@ use crate::push::{
     MessageStatus, Push, PushDelta, PushOutcome, PushReport, TagChange,
 };
 use herald_core::directory::{Alias, DeviceEntry, Tag, TagExpr};
-use herald_core::{AppId, ClientId, MessageId, NodeId, UnixMillis};
+use herald_core::{AppId, ClientId, NodeId, UnixMillis};
 use std::sync::Arc;
 
 fn client(id: String, field: &'static str) -> Result<ClientId, ConvertError> {
@@ -193,11 +193,6 @@ pub(super) fn report_from_pb(p: pb::Pushed) -> Result<PushReport, ConvertError> 
         stored: p.stored,
         replay_of: p.replay_of.map(|id| message_id_from_pb(&id, "pushed.replay_of")).transpose()?,
     })
-}
-
-pub(crate) fn message_id_from_pb(bytes: &[u8], field: &'static str) -> Result<MessageId, ConvertError> {
-    let id: [u8; 16] = bytes.try_into().map_err(|_| invalid(field, "must be 16 bytes"))?;
-    Ok(MessageId(u128::from_be_bytes(id)))
 }
 
 /// The protobuf form of a send kept for its idempotency key.

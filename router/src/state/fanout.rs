@@ -171,11 +171,8 @@ impl RouterState {
             .unwrap_or_default();
         for id in older {
             self.remove_fanout(&newer.app, id);
-            let now = newer.created_at;
-            if let Some(s) = self.records.status(&newer.app, id, now) {
-                let left = s.stored.saturating_sub(s.delivered_from_offline + s.cancelled + s.replaced);
-                self.retracted(&newer.app, id, 0, left);
-            }
+            let waiting = self.records.stored_waiting(&newer.app, id);
+            self.retracted(&newer.app, id, 0, waiting);
         }
     }
 

@@ -73,9 +73,7 @@ impl RouterState {
         }
         let cancelled = match self.remove_fanout(app, message) {
             // Everyone it was stored for and who has not had it yet.
-            Some(_) => before
-                .stored
-                .saturating_sub(before.delivered_from_offline + before.cancelled + before.replaced),
+            Some(_) => self.records.stored_waiting(app, message),
             None => removed,
         };
         self.retracted(app, message, cancelled, 0);
