@@ -39,13 +39,16 @@ pub enum ErrorCode {
     /// The request conflicts with the current state (e.g. an idempotency key
     /// reused with another body).
     Conflict,
+    /// The same request (e.g. a send under one idempotency key) is still
+    /// being processed.
+    InProgress,
     /// A bug or an unexpected failure inside Herald.
     Internal,
 }
 
 impl ErrorCode {
     /// Every code, for tables and tests.
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::Malformed,
         ErrorCode::ProtocolViolation,
         ErrorCode::TopicNameInvalid,
@@ -61,6 +64,7 @@ impl ErrorCode {
         ErrorCode::StaleEpoch,
         ErrorCode::NotFound,
         ErrorCode::Conflict,
+        ErrorCode::InProgress,
         ErrorCode::Internal,
     ];
 
@@ -82,6 +86,7 @@ impl ErrorCode {
             ErrorCode::StaleEpoch => "stale_epoch",
             ErrorCode::NotFound => "not_found",
             ErrorCode::Conflict => "conflict",
+            ErrorCode::InProgress => "in_progress",
             ErrorCode::Internal => "internal",
         }
     }
@@ -107,7 +112,7 @@ impl ErrorCode {
             ErrorCode::Unavailable => ReasonCode::ServerUnavailable,
             ErrorCode::ShuttingDown => ReasonCode::ServerShuttingDown,
             ErrorCode::StaleEpoch => ReasonCode::SessionTakenOver,
-            ErrorCode::NotFound | ErrorCode::Conflict => ReasonCode::UnspecifiedError,
+            ErrorCode::NotFound | ErrorCode::Conflict | ErrorCode::InProgress => ReasonCode::UnspecifiedError,
             ErrorCode::Internal => ReasonCode::ImplementationSpecificError,
         }
     }
@@ -176,6 +181,7 @@ impl ErrorCode {
             ErrorCode::StaleEpoch => ABORTED,
             ErrorCode::NotFound => NOT_FOUND,
             ErrorCode::Conflict => FAILED_PRECONDITION,
+            ErrorCode::InProgress => ABORTED,
             ErrorCode::Internal => INTERNAL,
         }
     }
@@ -190,7 +196,7 @@ impl ErrorCode {
             ErrorCode::BadCredentials => 401,
             ErrorCode::NotAuthorized => 403,
             ErrorCode::NotFound => 404,
-            ErrorCode::Conflict | ErrorCode::StaleEpoch => 409,
+            ErrorCode::Conflict | ErrorCode::StaleEpoch | ErrorCode::InProgress => 409,
             ErrorCode::TooLarge => 413,
             ErrorCode::QuotaExceeded | ErrorCode::RateLimited => 429,
             ErrorCode::Internal => 500,
@@ -226,7 +232,7 @@ mod tests {
             assert_eq!(ErrorCode::from_reason_code(reason).is_some(), reason.is_error(), "{reason:?}");
         }
         for code in ErrorCode::ALL {
-            if !matches!(code, ErrorCode::NotFound | ErrorCode::Conflict) {
+            if !matches!(code, ErrorCode::NotFound | ErrorCode::Conflict | ErrorCode::InProgress) {
                 assert_eq!(ErrorCode::from_reason_code(code.reason_code()), Some(code), "{code:?}");
             }
         }

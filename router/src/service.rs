@@ -47,6 +47,8 @@ const PIPELINE: usize = 64;
 struct Stage {
     effects: Vec<Effect>,
     commit: Option<Committing>,
+    /// The batch's number (see [`RouterState::seal_batch`]).
+    batch: u64,
 }
 
 /// A gateway link being served.
@@ -285,7 +287,9 @@ async fn dispatch_in_order(inner: std::sync::Weak<Inner>, mut stages: mpsc::Rece
         let Some(inner) = inner.upgrade() else { return };
         match outcome {
             Ok(()) if inner.failed.borrow().is_none() => {
-                inner.dispatch(&mut inner.state(), &mut stage.effects)
+                let mut state = inner.state();
+                inner.dispatch(&mut state, &mut stage.effects);
+                state.settle_batch(stage.batch);
             }
             Ok(()) => {}
             Err(reason) => inner.fail(reason),
@@ -316,14 +320,17 @@ impl Inner {
             let now = self.clock.now();
             let mut state = self.state();
             work(&mut state, now, effects);
+            let batch = state.seal_batch();
             let facts = state.take_journal();
             let nothing_pending = self.queued.load(std::sync::atomic::Ordering::Acquire) == 0;
             if self.stages.is_none() || (facts.is_empty() && nothing_pending) {
                 self.dispatch(&mut state, effects);
+                state.settle_batch(batch);
                 return;
             }
-            facts
+            (facts, batch)
         };
+        let (facts, batch) = facts;
         let (Some(journal), Some(stages)) = (&self.journal, &self.stages) else { return };
         let commit = if facts.is_empty() {
             None
@@ -337,7 +344,7 @@ impl Inner {
             }
         };
         self.queued.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        let stage = Stage { effects: std::mem::take(effects), commit };
+        let stage = Stage { effects: std::mem::take(effects), commit, batch };
         if stages.send(stage).await.is_err() {
             self.queued.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
         }

@@ -67,15 +67,9 @@ async fn send_checked(
 ) -> Result<Response, Problem> {
     let (request, message, idempotency) = check(api, app, headers, body).await?;
     // A second send with a key whose first is still waiting here: refused
-    // rather than sent twice (across gateways, the router answers it).
+    // rather than sent twice (across gateways, the router refuses it).
     let _guard = match &idempotency {
-        Some(i) => Some(api.claim_key(&message.app, &i.key).ok_or_else(|| {
-            Problem::new(
-                StatusCode::CONFLICT,
-                "REQUEST_IN_PROGRESS",
-                "a send with this Idempotency-Key is in progress",
-            )
-        })?),
+        Some(i) => Some(api.claim_key(&message.app, &i.key).ok_or_else(in_progress)?),
         None => None,
     };
     let message_id = message.id;
@@ -97,6 +91,7 @@ async fn send_checked(
                 "this Idempotency-Key was used with another request body in the last 24 hours",
             ));
         }
+        Downlink::Pushed { result: Err(ErrorCode::InProgress), .. } => return Err(in_progress()),
         Downlink::Pushed { result: Err(code), .. } => return Err(refused(code, "message")),
         _ => return Err(Problem::mismatch()),
     };
@@ -119,6 +114,16 @@ async fn send_checked(
         response.headers_mut().insert("idempotent-replayed", header::HeaderValue::from_static("true"));
     }
     Ok(response)
+}
+
+/// A send whose `Idempotency-Key` another send holds until it is answered
+/// (on this gateway, or, as the router says, on another).
+fn in_progress() -> Problem {
+    Problem::new(
+        StatusCode::CONFLICT,
+        "REQUEST_IN_PROGRESS",
+        "a send with this Idempotency-Key is in progress",
+    )
 }
 
 fn per_device_body(report: &PushReport) -> Result<Value, Problem> {

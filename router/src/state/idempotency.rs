@@ -22,6 +22,12 @@ pub(super) struct Keys {
     /// `(expires_at, app, key)`, oldest first.
     order: BTreeSet<(UnixMillis, AppId, String)>,
     per_app: HashMap<AppId, usize>,
+    /// Keys whose first send waits for its batch's commit, with the batch:
+    /// another send with the key meanwhile is refused as in progress. Only
+    /// the router answering sends has any (it is not replicated).
+    pending: HashMap<(AppId, String), u64>,
+    /// The number of the batch being applied.
+    batch: u64,
 }
 
 impl Keys {
@@ -108,7 +114,11 @@ impl RouterState {
             return Ok(self.push_recorded(push, now, out));
         };
         let app = push.message.app.clone();
-        if let Some(kept) = self.idempotency.sends.get(&(app.clone(), idempotency.key.clone()))
+        let id = (app.clone(), idempotency.key.clone());
+        if self.idempotency.pending.contains_key(&id) {
+            return Err(ErrorCode::InProgress);
+        }
+        if let Some(kept) = self.idempotency.sends.get(&id)
             && kept.expires_at > now
         {
             if kept.idempotency.body_hash != idempotency.body_hash {
@@ -127,7 +137,24 @@ impl RouterState {
         };
         self.journal.push(Fact::Idempotent(Box::new(send.clone())));
         self.idempotency.keep(send);
+        self.idempotency.pending.insert(id, self.idempotency.batch);
         Ok(answer)
+    }
+
+    /// Ends the batch being applied; returns its number, for
+    /// [`RouterState::settle_batch`] once it is committed.
+    pub fn seal_batch(&mut self) -> u64 {
+        let batch = self.idempotency.batch;
+        self.idempotency.batch += 1;
+        batch
+    }
+
+    /// Batches up to `batch` are committed and answered: their idempotency
+    /// keys replay from now on instead of being refused as in progress.
+    pub fn settle_batch(&mut self, batch: u64) {
+        if !self.idempotency.pending.is_empty() {
+            self.idempotency.pending.retain(|_, pending| *pending > batch);
+        }
     }
 
     /// Forgets the keys whose day is over (a fact, so replicas agree).

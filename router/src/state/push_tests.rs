@@ -262,6 +262,39 @@ fn a_send_repeated_with_its_idempotency_key_is_answered_again_and_not_sent() {
     assert_eq!(fresh.expect("sent").replay_of, None);
 }
 
+#[test]
+fn a_send_repeated_while_the_first_is_being_committed_is_refused_as_in_progress() {
+    let mut h = Harness::new();
+    h.connect(GW2, "d1", 0);
+    let pushed = |h: &mut Harness, gateway, item| {
+        let mut out = Vec::new();
+        h.state.apply(gateway, item, T0, &mut out);
+        out.into_iter().find_map(|(_, e)| match e {
+            Downlink::Pushed { result, .. } => Some(result),
+            _ => None,
+        })
+    };
+    let first = pushed(&mut h, GW1, keyed(&["d1"], "once", "k1", 1)).expect("answered");
+    assert_eq!(first.map(|r| r.replay_of), Ok(None));
+    let batch = h.state.seal_batch();
+    let first_id = h.state.take_journal().iter().find_map(|f| match f {
+        Fact::Idempotent(send) => Some(send.message_id),
+        _ => None,
+    });
+    // The first send's batch is not committed yet: a duplicate from another
+    // gateway, in this batch or the next, is refused rather than replayed
+    // with an answer that is not durable.
+    let during = pushed(&mut h, GW2, keyed(&["d1"], "once", "k1", 1));
+    assert_eq!(during, Some(Err(ErrorCode::InProgress)));
+    let next = h.state.seal_batch();
+    h.state.settle_batch(batch);
+    let after = pushed(&mut h, GW2, keyed(&["d1"], "once", "k1", 1)).expect("answered");
+    // Committed: now the duplicate gets the first answer again.
+    assert_eq!(after.map(|r| r.replay_of), Ok(first_id));
+    assert!(first_id.is_some());
+    h.state.settle_batch(next);
+}
+
 fn status(
     h: &mut Harness,
     message: herald_core::MessageId,

@@ -188,6 +188,9 @@ impl Harness {
     fn apply(&mut self, gateway: NodeId, item: Uplink, now: UnixMillis) -> Vec<Effect> {
         let mut out = Vec::new();
         self.state.apply(gateway, item, now, &mut out);
+        // Each item is a batch, committed at once.
+        let batch = self.state.seal_batch();
+        self.state.settle_batch(batch);
         out
     }
 
