@@ -79,6 +79,22 @@ pub(crate) struct AppConfig {
     /// The secret the app's backend signs device tokens with (HS256 JWTs;
     /// at least 32 bytes): devices connect with one as their password.
     pub(crate) device_token_secret: Option<String>,
+    /// Public keys that verify RS256/ES256 device tokens (the backend keeps
+    /// the private halves).
+    pub(crate) device_token_keys: Vec<TokenKey>,
+}
+
+/// A public key of device tokens (`[[push.apps.NAME.device_token_keys]]`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TokenKey {
+    /// Picked by tokens whose header names it; without one, the key is
+    /// tried for every token of its algorithm.
+    pub(crate) kid: Option<String>,
+    /// The PEM `PUBLIC KEY` (RSA: RS256; P-256: ES256) ...
+    pub(crate) pem: Option<String>,
+    /// ... or the file holding it.
+    pub(crate) pem_file: Option<std::path::PathBuf>,
 }
 
 /// An API key limited to some scopes (`[[push.apps.NAME.scoped_keys]]`).
@@ -99,14 +115,26 @@ impl PushConfig {
     pub(crate) fn device_tokens(&self) -> anyhow::Result<herald_gateway::device_token::DeviceTokens> {
         let mut tokens = herald_gateway::device_token::DeviceTokens::default();
         for (name, app) in &self.apps {
+            let id = herald_core::AppId::new(name.as_str())
+                .map_err(|e| anyhow::anyhow!("push.apps.{name}: {e}"))?;
+            for (i, key) in app.device_token_keys.iter().enumerate() {
+                let at = format!("push.apps.{name}.device_token_keys[{i}]");
+                let pem = match (&key.pem, &key.pem_file) {
+                    (Some(pem), None) => pem.clone(),
+                    (None, Some(file)) => std::fs::read_to_string(file)
+                        .map_err(|e| anyhow::anyhow!("{at}.pem_file: {}: {e}", file.display()))?,
+                    _ => anyhow::bail!("{at}: set exactly one of pem and pem_file"),
+                };
+                let public = herald_gateway::device_token::PublicKey::from_pem(&pem)
+                    .map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
+                tokens.add_public(id.clone(), key.kid.clone(), public);
+            }
             let Some(secret) = &app.device_token_secret else { continue };
             anyhow::ensure!(
                 secret.len() >= herald_gateway::device_token::MIN_SECRET_BYTES,
                 "push.apps.{name}.device_token_secret: at least {} bytes",
                 herald_gateway::device_token::MIN_SECRET_BYTES
             );
-            let id = herald_core::AppId::new(name.as_str())
-                .map_err(|e| anyhow::anyhow!("push.apps.{name}: {e}"))?;
             tokens.add(id, secret.as_bytes());
         }
         Ok(tokens)
@@ -573,6 +601,16 @@ mod tests {
         let config: StandaloneConfig = toml::Value::Table(table).try_into().expect("shape");
         let error = config.validate().expect_err("a short key is refused").to_string();
         assert!(error.contains("push.apps.shop.api_keys[0]"), "{error}");
+        for (keys, named) in [
+            ("pem = \"not a key\"", "device_token_keys[0]: not a PEM public key"),
+            ("pem_file = \"/no/such/file.pub\"", "device_token_keys[0].pem_file"),
+            ("kid = \"k\"", "device_token_keys[0]: set exactly one of pem and pem_file"),
+        ] {
+            let toml = format!("[push.apps.shop]\n[[push.apps.shop.device_token_keys]]\n{keys}\n");
+            let config: StandaloneConfig = toml::from_str(&toml).expect("shape");
+            let error = config.validate().expect_err("a bad key is refused").to_string();
+            assert!(error.contains(&format!("push.apps.shop.{named}")), "{error}");
+        }
     }
 
     #[test]

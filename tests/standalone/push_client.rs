@@ -270,9 +270,17 @@ impl Drop for Device {
 
 /// Mints a device token for `device` of `app`, valid `seconds` from now.
 pub(crate) fn device_token(app: &str, device: &str, secret: &str, seconds: i64) -> String {
+    signed_device_token(app, device, secret, seconds, &[])
+}
+
+/// Mints a device token signed with `key`: the secret (no `alg`), or the
+/// file of a private key with `&["RS256"]`, `&["ES256"]`, or either with a
+/// kid (`&["RS256", "kid"]`).
+pub(crate) fn signed_device_token(app: &str, device: &str, key: &str, seconds: i64, alg: &[&str]) -> String {
     let output = Command::new("/usr/bin/python3")
         .arg(format!("{PY}/jwt_token.py"))
-        .args([app, device, secret, &seconds.to_string()])
+        .args([app, device, key, &seconds.to_string()])
+        .args(alg)
         .output()
         .expect("run jwt_token.py");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));

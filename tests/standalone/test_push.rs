@@ -586,6 +586,89 @@ fn devices_connect_with_tokens_their_app_signs_and_leave_when_they_expire() {
     assert_eq!(short.disconnected(), Some(0x87));
 }
 
+/// Makes a key pair with openssl (`rsa` or `ec` for P-256) in `dir`:
+/// the private key's file and the public key's.
+fn key_pair(dir: &std::path::Path, name: &str, kind: &str) -> (String, String) {
+    let private = dir.join(format!("{name}.pem"));
+    let public = dir.join(format!("{name}.pub"));
+    let options: &[&str] = match kind {
+        "rsa" => &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
+        _ => &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+    };
+    let made = std::process::Command::new("openssl")
+        .arg("genpkey")
+        .args(options)
+        .arg("-out")
+        .arg(&private)
+        .status()
+        .expect("openssl genpkey");
+    assert!(made.success());
+    let made = std::process::Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(&private)
+        .arg("-out")
+        .arg(&public)
+        .status()
+        .expect("openssl pkey");
+    assert!(made.success());
+    (private.display().to_string(), public.display().to_string())
+}
+
+#[test]
+fn devices_connect_with_rs256_and_es256_tokens_checked_against_the_apps_public_keys() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (rsa, rsa_public) = key_pair(dir.path(), "rsa", "rsa");
+    let (ec, ec_public) = key_pair(dir.path(), "ec", "ec");
+    let (stranger, _) = key_pair(dir.path(), "stranger", "ec");
+    let ec_pem = std::fs::read_to_string(&ec_public).expect("pem");
+    let config = format!(
+        "[auth]\nallow_anonymous = false\n[push.apps.shop]\napi_keys = [\"{SHOP_KEY}\"]\n\
+         [[push.apps.shop.device_token_keys]]\nkid = \"r1\"\npem_file = \"{rsa_public}\"\n\
+         [[push.apps.shop.device_token_keys]]\npem = '''\n{ec_pem}'''\n"
+    );
+    let (broker, http) = start(&dir, &config);
+    let token = |device: &str, key: &str, alg: &[&str]| {
+        crate::push_client::signed_device_token("shop", device, key, 60, alg)
+    };
+    let mut devices = Vec::new();
+    for (device, password) in
+        [("rs", token("rs", &rsa, &["RS256", "r1"])), ("es", token("es", &ec, &["ES256"]))]
+    {
+        let topic = format!("$push/{device}");
+        let started = Device::start_with_password(
+            broker.addr(),
+            device,
+            device,
+            &password,
+            &["--subscribe", &topic, "--expect", "1"],
+        );
+        assert_eq!(started.connack(), Some(0), "{device}");
+        devices.push(started);
+    }
+    let sent =
+        send(http, SHOP_KEY, &json!({"audience": {"device_ids": ["rs", "es"]}, "content": {"data": {}}}));
+    assert_eq!(sent.body["devices"]["online"], 2, "{sent:?}");
+    for device in devices {
+        assert_eq!(device.finish().len(), 1, "each token device got its push");
+    }
+    // Signed by a key the app does not have, under a kid it does not know,
+    // or with the algorithm switched: refused.
+    for password in [
+        token("rs", &stranger, &["ES256"]),
+        token("rs", &rsa, &["RS256", "r2"]),
+        token("rs", &ec, &["RS256", "r1"]),
+        crate::push_client::device_token(
+            "shop",
+            "rs",
+            &std::fs::read_to_string(&rsa_public).expect("pem"),
+            60,
+        ),
+    ] {
+        let refused = Device::start_with_password(broker.addr(), "rs", "rs", &password, &[]);
+        assert_eq!(refused.connack(), Some(0x86), "{password}");
+    }
+}
+
 #[test]
 fn a_web_page_gets_every_push_once_through_sse_across_cut_streams() {
     let dir = tempfile::tempdir().expect("tempdir");
