@@ -51,8 +51,22 @@ pub(crate) struct PushConfig {
     /// Seconds after which an SSE stream ends (the browser reconnects and
     /// resumes, possibly through another gateway); 0: streams last.
     pub(crate) sse_stream_secs: u64,
+    /// The token that authorises the admin API (making and revoking API
+    /// keys) for every app; none: only app keys with the `admin` scope can.
+    pub(crate) operator_token: Option<Secret>,
     /// Apps by id, with their API keys.
     pub(crate) apps: std::collections::BTreeMap<String, AppConfig>,
+}
+
+/// A secret from configuration: never printed.
+#[derive(Clone, Deserialize, PartialEq)]
+#[serde(transparent)]
+pub(crate) struct Secret(pub(crate) String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"<secret>\"")
+    }
 }
 
 impl Default for PushConfig {
@@ -61,6 +75,7 @@ impl Default for PushConfig {
             http: None,
             rate_per_second: herald_gateway::push_api::rate::DEFAULT_RATE,
             sse_stream_secs: 0,
+            operator_token: None,
             apps: std::collections::BTreeMap::new(),
         }
     }
@@ -103,7 +118,7 @@ pub(crate) struct TokenKey {
 pub(crate) struct ScopedKey {
     /// The key.
     pub(crate) key: String,
-    /// What it may do: `send`, `read`, `devices` (or `all`).
+    /// What it may do: `send`, `read`, `devices`, `admin` (or `all`).
     pub(crate) scopes: Vec<String>,
 }
 
@@ -180,7 +195,7 @@ impl PushConfig {
                 let mut scopes = None;
                 for scope in &scoped.scopes {
                     let parsed = herald_gateway::push_api::Scopes::parse(scope).ok_or_else(|| {
-                        anyhow::anyhow!("push.apps.{name}.scoped_keys[{i}].scopes: {scope:?} is not send, read, devices or all")
+                        anyhow::anyhow!("push.apps.{name}.scoped_keys[{i}].scopes: {scope:?} is not send, read, devices, admin or all")
                     })?;
                     scopes =
                         Some(scopes.map_or(parsed, |s: herald_gateway::push_api::Scopes| s.with(parsed)));
@@ -192,6 +207,17 @@ impl PushConfig {
             }
         }
         let tokens = self.device_tokens()?;
+        let operator_token = match &self.operator_token {
+            Some(Secret(token)) => {
+                let min = herald_gateway::push_api::OperatorToken::MIN_CHARS;
+                anyhow::ensure!(
+                    token.chars().count() >= min && !token.chars().any(char::is_whitespace),
+                    "push.operator_token: at least {min} characters, no spaces"
+                );
+                Some(herald_gateway::push_api::OperatorToken::new(token))
+            }
+            None => None,
+        };
         let sse_lifetime =
             (self.sse_stream_secs > 0).then(|| std::time::Duration::from_secs(self.sse_stream_secs));
         Ok(self.http.map(|listen| herald_gateway::push_api::PushApiConfig {
@@ -199,6 +225,7 @@ impl PushConfig {
             rates,
             tokens,
             sse_lifetime,
+            operator_token,
             ..herald_gateway::push_api::PushApiConfig::new(listen, keys)
         }))
     }
@@ -601,6 +628,14 @@ mod tests {
         let config: StandaloneConfig = toml::Value::Table(table).try_into().expect("shape");
         let error = config.validate().expect_err("a short key is refused").to_string();
         assert!(error.contains("push.apps.shop.api_keys[0]"), "{error}");
+        let toml = "[push]\noperator_token = \"short\"\n";
+        let config: StandaloneConfig = toml::from_str(toml).expect("shape");
+        let error = config.validate().expect_err("a short token is refused").to_string();
+        assert!(error.contains("push.operator_token"), "{error}");
+        let toml = "[push]\noperator_token = \"operator-token-0123456789abcdef-0123\"\n";
+        let config: StandaloneConfig = toml::from_str(toml).expect("shape");
+        config.validate().expect("a long token is taken");
+        assert!(!format!("{config:?}").contains("operator-token-"), "the token is never printed");
         for (keys, named) in [
             ("pem = \"not a key\"", "device_token_keys[0]: not a PEM public key"),
             ("pem_file = \"/no/such/file.pub\"", "device_token_keys[0].pem_file"),

@@ -48,6 +48,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut downlink: mpsc::Receiver<Downli
                 Downlink::DeliverShared { filter, message } => deliver_shared(&shared, filter, message).await,
                 Downlink::DeliverPush { message, devices } => deliver_push(&shared, &message, devices),
                 Downlink::Revoked { session, epoch } => shared.connections.revoke(&session, epoch),
+                Downlink::ApiKeys { app, keys } => shared.api_keys.replace(app, keys),
                 Downlink::Handover { session, epoch, pending } => {
                     let count = pending.len() as u64;
                     if !shared.connections.hand_over(&session, epoch, pending) {

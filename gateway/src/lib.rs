@@ -115,6 +115,8 @@ pub(crate) struct Shared {
     counters: GatewayCounters,
     /// Push-API sends waiting for the router.
     api: push_api::ApiRequests,
+    /// The API keys made at run time, as the router sends them.
+    api_keys: push_api::RuntimeKeys,
     /// Delivery counts of push-API messages, for the router.
     reports: reports::Reports,
     /// Sockets being served, from accept to close (before CONNECT, during a
@@ -179,6 +181,7 @@ impl Gateway {
             message_sequence: AtomicU64::new(1),
             counters: GatewayCounters::default(),
             api: push_api::ApiRequests::default(),
+            api_keys: push_api::RuntimeKeys::default(),
             reports: reports::Reports::default(),
             sockets: Default::default(),
         };

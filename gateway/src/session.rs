@@ -853,6 +853,7 @@ impl Session {
             | Downlink::Unsubscribed { request, .. }
             | Downlink::Claimed { request, .. } => *request,
             Downlink::Revoked { .. }
+            | Downlink::ApiKeys { .. }
             | Downlink::Deliver(_)
             | Downlink::DeliverShared { .. }
             | Downlink::Handover { .. }

@@ -100,6 +100,16 @@ pub enum Fact {
         /// The last sequence number trimmed.
         through: u64,
     },
+    /// An API key made at run time (its digest), replacing any earlier one
+    /// with its id.
+    ApiKeyPut(Box<crate::seam::ApiKeyRecord>),
+    /// An API key revoked.
+    ApiKeyRevoked {
+        /// The key's app.
+        app: AppId,
+        /// The key's id.
+        id: String,
+    },
 }
 
 /// A send made with an idempotency key: a repeat within its time gets
@@ -242,4 +252,6 @@ pub struct DurableImage {
     pub messages: Vec<MessageRecord>,
     /// The last report batch counted per gateway process.
     pub report_marks: Vec<ReportMark>,
+    /// API keys made at run time.
+    pub api_keys: Vec<crate::seam::ApiKeyRecord>,
 }

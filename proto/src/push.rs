@@ -184,6 +184,45 @@ pub enum DirectoryOp {
     },
     /// Counts the app's devices.
     Stats,
+    /// Manages the app's API keys made at run time.
+    Keys(KeyOp),
+}
+
+/// A request on an app's API keys made at run time (the admin API).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyOp {
+    /// Keeps a new key (its digest; the key itself never leaves the
+    /// gateway that made it).
+    Create(ApiKeyRecord),
+    /// Revokes a key by its id.
+    Revoke {
+        /// The key's id.
+        id: String,
+    },
+    /// Lists the app's keys.
+    List,
+}
+
+/// API keys made at run time per app at most; past it a new one is refused
+/// (policy: refuse newest).
+pub const MAX_API_KEYS_PER_APP: usize = 100;
+
+/// An API key made at run time, as the router keeps it: a SHA-256 digest
+/// of the key, never the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    /// The key's app.
+    pub app: AppId,
+    /// Its id (public: names it in lists and to revoke it).
+    pub id: String,
+    /// What the app calls it.
+    pub name: String,
+    /// What it may do (a bit set: the gateway's `Scopes`).
+    pub scopes: u8,
+    /// SHA-256 of the key.
+    pub digest: [u8; 32],
+    /// When it was made.
+    pub created_at: UnixMillis,
 }
 
 /// One device as the directory and the registry know it.
@@ -228,6 +267,8 @@ pub enum DirectoryAnswer {
     Status(MessageStatus),
     /// The app's device counts (`Stats`).
     Stats(AppStats),
+    /// The app's API keys (`Keys`: the one made, or all of them).
+    Keys(Vec<ApiKeyRecord>),
 }
 
 /// What gateways saw happen to one push-API message since their last

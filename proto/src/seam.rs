@@ -29,8 +29,9 @@ use crate::Message;
 use herald_core::{AppId, Epoch, ErrorCode, NodeId, QoS, SessionKey, TopicFilter};
 
 pub use crate::push::{
-    AppStats, Audience, COLLAPSE_PROPERTY, DeviceView, DirectoryAnswer, DirectoryOp, FanoutAudience,
-    FanoutEntry, Idempotency, MessageStatus, Push, PushDelta, PushOutcome, PushReport, TagChange,
+    ApiKeyRecord, AppStats, Audience, COLLAPSE_PROPERTY, DeviceView, DirectoryAnswer, DirectoryOp,
+    FanoutAudience, FanoutEntry, Idempotency, KeyOp, MAX_API_KEYS_PER_APP, MessageStatus, Push, PushDelta,
+    PushOutcome, PushReport, TagChange,
 };
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -390,6 +391,15 @@ pub enum Downlink {
         /// The release's request.
         request: RequestId,
     },
+    /// The API keys made at run time that the gateway must accept: every
+    /// app's (`app: None`, sent when the gateway links), or one app's after
+    /// a change, replacing what the gateway had.
+    ApiKeys {
+        /// The app whose keys these are; `None`: all keys of all apps.
+        app: Option<AppId>,
+        /// The keys.
+        keys: Vec<crate::push::ApiKeyRecord>,
+    },
     /// Messages a taken-over connection held unacknowledged, handed to the
     /// session's new connection (which holds `epoch`) to resend.
     Handover {
@@ -416,6 +426,7 @@ impl Downlink {
             | Downlink::Reported { request }
             | Downlink::Released { request } => Some(*request),
             Downlink::Revoked { .. }
+            | Downlink::ApiKeys { .. }
             | Downlink::Deliver(_)
             | Downlink::DeliverShared { .. }
             | Downlink::DeliverPush { .. }

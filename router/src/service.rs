@@ -217,7 +217,12 @@ impl Router {
         Some(tokio::spawn(async move {
             let mut batch = Vec::with_capacity(BATCH);
             let mut effects = Vec::new();
-            inner.run_batch(&mut effects, |state, _, _| state.gateway_linked(gateway)).await;
+            inner
+                .run_batch(&mut effects, |state, _, out| {
+                    state.gateway_linked(gateway);
+                    state.send_api_keys(gateway, out);
+                })
+                .await;
             while uplink.recv_many(&mut batch, BATCH).await > 0 {
                 // A link that was replaced or let go applies nothing more:
                 // its replies could not reach the gateway, which asks

@@ -8,15 +8,16 @@ use serde_json::json;
 
 const KEY: &str = "shop-key-0123456789abcdef";
 const TOKEN_SECRET: &str = "device-token-secret-0123456789abcdef";
+const OPERATOR: &str = "operator-token-0123456789abcdef-0123";
 
 /// A router and two gateways serving the push API for app `shop`, whose
 /// devices log in as `shop-device`.
-fn push_cluster() -> (Cluster, usize, usize) {
+fn push_cluster() -> (Cluster, usize, usize, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("gateway.toml");
     let text = format!(
         "[auth]\nallow_anonymous = false\n[auth.users.shop-device]\npassword = \"pw\"\napp = \"shop\"\n\
-         [push]\nhttp = \"127.0.0.1:0\"\n[push.apps.shop]\napi_keys = [\"{KEY}\"]\n\
+         [push]\nhttp = \"127.0.0.1:0\"\noperator_token = \"{OPERATOR}\"\n[push.apps.shop]\napi_keys = [\"{KEY}\"]\n\
          device_token_secret = \"{TOKEN_SECRET}\"\n"
     );
     std::fs::write(&config, text).expect("write the config");
@@ -25,12 +26,12 @@ fn push_cluster() -> (Cluster, usize, usize) {
     // The gateways read the file at start only.
     let (a, b) =
         (cluster.add_gateway_with(&["--config", config]), cluster.add_gateway_with(&["--config", config]));
-    (cluster, a, b)
+    (cluster, a, b, dir)
 }
 
 #[test]
 fn a_send_through_one_gateway_reaches_devices_wherever_they_are() {
-    let (cluster, a, b) = push_cluster();
+    let (cluster, a, b, _dir) = push_cluster();
     let http_a = push_address(|| cluster.gateway_output(a));
 
     // dev2 subscribes persistently through A and leaves; dev1 is online on B.
@@ -70,7 +71,7 @@ fn a_send_through_one_gateway_reaches_devices_wherever_they_are() {
 
 #[test]
 fn a_broadcast_reaches_devices_on_every_gateway() {
-    let (cluster, a, b) = push_cluster();
+    let (cluster, a, b, _dir) = push_cluster();
     let http_b = push_address(|| cluster.gateway_output(b));
     let on_a = Device::start(
         cluster.gateway(a),
@@ -96,7 +97,7 @@ fn a_broadcast_reaches_devices_on_every_gateway() {
 
 #[test]
 fn every_audience_reaches_mqtt_and_web_devices_online_and_offline_across_gateways() {
-    let (cluster, a, b) = push_cluster();
+    let (cluster, a, b, _dir) = push_cluster();
     let http_b = push_address(|| cluster.gateway_output(b));
     let api = |method: &str, path: &str, body: serde_json::Value| {
         call(http_b, method, &format!("/v1/apps/shop{path}"), Some(KEY), Body::Json(&body))
@@ -141,4 +142,50 @@ fn every_audience_reaches_mqtt_and_web_devices_online_and_offline_across_gateway
         &["--clean", "0", "--expiry", "300", "--expect", "4"],
     );
     assert_eq!(got(back.finish()), ids, "offline device, back through B: all four");
+}
+
+#[test]
+fn a_key_made_through_one_gateway_works_on_every_gateway_and_its_revocation_reaches_them_all() {
+    let (mut cluster, a, b, dir) = push_cluster();
+    let (http_a, http_b) =
+        (push_address(|| cluster.gateway_output(a)), push_address(|| cluster.gateway_output(b)));
+    let made = call(
+        http_a,
+        "POST",
+        "/v1/apps/shop/keys",
+        Some(OPERATOR),
+        Body::Json(&json!({"name": "backend", "scopes": ["send"]})),
+    );
+    assert_eq!(made.status, 201, "{made:?}");
+    let key = made.body["key"].as_str().expect("key").to_owned();
+    let id = made.body["id"].as_str().expect("id").to_owned();
+    let body = json!({"audience": {"device_ids": ["d1"]}, "content": {"data": {}}});
+    let send = |http| call(http, "POST", "/v1/apps/shop/messages", Some(&key), Body::Json(&body));
+    // Committed before the 201: the other gateway has it already.
+    assert_eq!(send(http_b).status, 202);
+    // A gateway that links later gets every key when it links.
+    let config = dir.path().join("gateway.toml");
+    let c = cluster.add_gateway_with(&["--config", config.to_str().expect("utf-8")]);
+    let http_c = push_address(|| cluster.gateway_output(c));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut status = send(http_c).status;
+    while status == 503 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        status = send(http_c).status;
+    }
+    assert_eq!(status, 202, "the key works on a gateway that linked after it was made");
+
+    let revoked = call(http_b, "DELETE", &format!("/v1/apps/shop/keys/{id}"), Some(OPERATOR), Body::Text(""));
+    assert_eq!(revoked.status, 204);
+    assert_eq!(send(http_b).status, 401, "refused where it was revoked, at once");
+    // The others got the change with the commit; allow for the downlink.
+    for http in [http_a, http_c] {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut status = send(http).status;
+        while status != 401 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            status = send(http).status;
+        }
+        assert_eq!(status, 401, "{http}");
+    }
 }

@@ -2,7 +2,7 @@
 //! their per-device topics, online and offline; bad requests get problems
 //! and send nothing.
 
-use crate::push_client::{Body, Device, call, push_address};
+use crate::push_client::{Body, Device, Reply, call, push_address};
 use crate::support::Broker;
 use serde_json::json;
 use std::net::SocketAddr;
@@ -739,4 +739,119 @@ fn a_scoped_key_calls_only_the_endpoints_its_scopes_allow() {
     );
     assert_eq!(code(call(http, "GET", "/v1/apps/shop/stats", Some(sender), Body::Text(""))), forbidden);
     assert_eq!(call(http, "GET", "/v1/apps/shop/stats", Some(reader), Body::Text("")).status, 200);
+}
+
+const OPERATOR: &str = "operator-token-0123456789abcdef-0123";
+
+fn keys_call(
+    http: SocketAddr,
+    method: &str,
+    path: &str,
+    key: &str,
+    body: Option<serde_json::Value>,
+) -> Reply {
+    match body {
+        Some(body) => call(http, method, path, Some(key), Body::Json(&body)),
+        None => call(http, method, path, Some(key), Body::Text("")),
+    }
+}
+
+#[test]
+fn the_admin_api_makes_scoped_keys_that_work_at_once_and_stop_when_revoked_across_restarts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = format!(
+        "[push]\noperator_token = \"{OPERATOR}\"\n[push.apps.shop]\nscoped_keys = [{{ key = \"{SHOP_KEY}\", scopes = [\"send\"] }}]\n"
+    );
+    let (broker, http) = start(&dir, &config);
+    let message = json!({"audience": {"device_ids": ["d1"]}, "content": {"data": {}}});
+
+    // The operator token makes a key of any app; it is shown once.
+    let made = keys_call(
+        http,
+        "POST",
+        "/v1/apps/shop/keys",
+        OPERATOR,
+        Some(json!({"name": "ci", "scopes": ["send", "read"]})),
+    );
+    assert_eq!(made.status, 201, "{made:?}");
+    let key = made.body["key"].as_str().expect("the key").to_owned();
+    let id = made.body["id"].as_str().expect("its id").to_owned();
+    assert!(key.starts_with("hk_") && key.len() > 40, "{key}");
+    assert_eq!(made.body["scopes"], json!(["send", "read"]));
+    assert_eq!(made.location, format!("/v1/apps/shop/keys/{id}"));
+    assert_eq!(send(http, &key, &message).status, 202, "the new key sends at once");
+    let read = call(http, "GET", "/v1/apps/shop/devices/d1", Some(&key), Body::Text(""));
+    assert_eq!(read.status, 404, "read scope: the device is unknown, not forbidden");
+    let tag = call(http, "PUT", "/v1/apps/shop/devices/d1", Some(&key), Body::Json(&json!({"tags": []})));
+    assert_eq!((tag.status, &tag.body["code"]), (403, &json!("SCOPE_MISSING")));
+
+    // A list shows the key, never the secret; another app has none.
+    let list = keys_call(http, "GET", "/v1/apps/shop/keys", OPERATOR, None);
+    assert_eq!(list.status, 200);
+    assert_eq!(list.body["keys"].as_array().map(Vec::len), Some(1));
+    assert_eq!(list.body["keys"][0]["id"], json!(id));
+    assert!(!list.body.to_string().contains(&key), "{list:?}");
+    let other = keys_call(http, "GET", "/v1/apps/other/keys", OPERATOR, None);
+    assert_eq!(other.body, json!({"keys": []}));
+    // The new key belongs to shop only.
+    let elsewhere = call(http, "POST", "/v1/apps/other/messages", Some(&key), Body::Json(&message));
+    assert_eq!(elsewhere.status, 403);
+
+    // Who may manage keys: the operator token and admin keys, no one else;
+    // the operator token does nothing but manage keys.
+    for (caller, status, code) in [
+        (SHOP_KEY, 403, "SCOPE_MISSING"),
+        (key.as_str(), 403, "SCOPE_MISSING"),
+        ("operator-token-but-not-the-right-one", 401, "UNAUTHENTICATED"),
+    ] {
+        let refused = keys_call(http, "GET", "/v1/apps/shop/keys", caller, None);
+        assert_eq!((refused.status, &refused.body["code"]), (status, &json!(code)), "{caller}");
+    }
+    let operator_send = send(http, OPERATOR, &message);
+    assert_eq!(
+        (operator_send.status, &operator_send.body["code"]),
+        (403, &json!("OPERATOR_TOKEN_ONLY_MANAGES_KEYS"))
+    );
+    let admin = keys_call(
+        http,
+        "POST",
+        "/v1/apps/shop/keys",
+        OPERATOR,
+        Some(json!({"name": "admin", "scopes": ["admin"]})),
+    );
+    let admin = admin.body["key"].as_str().expect("an admin key").to_owned();
+    let by_admin = keys_call(http, "GET", "/v1/apps/shop/keys", &admin, None);
+    assert_eq!(by_admin.body["keys"].as_array().map(Vec::len), Some(2));
+
+    // Bad requests name the field; nothing is made.
+    for (body, pointer, code) in [
+        (json!({"name": "x"}), "/scopes", "SCOPES_REQUIRED"),
+        (json!({"name": "x", "scopes": []}), "/scopes", "SCOPES_REQUIRED"),
+        (json!({"name": "x", "scopes": ["root"]}), "/scopes/0", "SCOPE_UNKNOWN"),
+        (json!({"name": "", "scopes": ["send"]}), "/name", "NAME_INVALID"),
+        (json!({"name": "x", "scopes": ["send"], "ttl": 3}), "/ttl", "INVALID_ARGUMENT"),
+    ] {
+        let refused = keys_call(http, "POST", "/v1/apps/shop/keys", OPERATOR, Some(body.clone()));
+        assert_eq!(refused.body["code"], json!(code), "{body}: {refused:?}");
+        assert_eq!(refused.body["errors"][0]["pointer"], json!(pointer), "{body}: {refused:?}");
+    }
+    let list = keys_call(http, "GET", "/v1/apps/shop/keys", OPERATOR, None);
+    assert_eq!(list.body["keys"].as_array().map(Vec::len), Some(2), "nothing made by a bad request");
+
+    // Keys are replicated state: they outlive a crash.
+    let broker = broker.restart("KILL");
+    let http = push_address(|| broker.log());
+    assert_eq!(send(http, &key, &message).status, 202, "the key works after a restart");
+
+    // Revoked: refused at once, and after a restart.
+    let revoked = keys_call(http, "DELETE", &format!("/v1/apps/shop/keys/{id}"), &admin, None);
+    assert_eq!(revoked.status, 204, "{revoked:?}");
+    let after = send(http, &key, &message);
+    assert_eq!((after.status, &after.body["code"]), (401, &json!("UNAUTHENTICATED")));
+    let again = keys_call(http, "DELETE", &format!("/v1/apps/shop/keys/{id}"), OPERATOR, None);
+    assert_eq!(again.status, 404);
+    let broker = broker.restart("KILL");
+    let http = push_address(|| broker.log());
+    assert_eq!(send(http, &key, &message).status, 401, "still revoked after a restart");
+    assert_eq!(keys_call(http, "GET", "/v1/apps/shop/keys", &admin, None).status, 200);
 }

@@ -24,9 +24,18 @@ impl Api {
         op: DirectoryOp,
         what: &str,
     ) -> Result<DirectoryAnswer, Problem> {
+        self.ask_directory(app, op).await?.map_err(|code| refused(code, what))
+    }
+
+    /// Asks the router to apply `op` to `app`'s directory: its answer, or
+    /// the code it refused with.
+    pub(super) async fn ask_directory(
+        &self,
+        app: AppId,
+        op: DirectoryOp,
+    ) -> Result<Result<DirectoryAnswer, herald_core::ErrorCode>, Problem> {
         match self.ask(|request| Uplink::Directory { request, app, op }).await? {
-            Downlink::DirectoryDone { result: Ok(answer), .. } => Ok(answer),
-            Downlink::DirectoryDone { result: Err(code), .. } => Err(refused(code, what)),
+            Downlink::DirectoryDone { result, .. } => Ok(result),
             _ => Err(Problem::mismatch()),
         }
     }
@@ -39,14 +48,16 @@ impl Api {
         }
     }
 
-    /// Authorizes the call and parses its JSON body.
-    async fn json(
+    /// Authorizes the call (for an endpoint needing `needed`) and parses
+    /// its JSON body.
+    pub(super) async fn json(
         &self,
         app: &str,
         headers: &HeaderMap,
         body: axum::body::Body,
+        needed: super::Scopes,
     ) -> Result<(AppId, Value), Problem> {
-        let app = self.authorize(headers, app)?;
+        let app = self.authorize_for(headers, app, needed)?;
         let body = self.body(body).await?;
         let value = serde_json::from_slice(&body).map_err(|e| {
             Problem::new(StatusCode::BAD_REQUEST, "INVALID_JSON", format!("the body is not JSON: {e}"))
@@ -135,7 +146,7 @@ async fn write(
     body: axum::body::Body,
     partial: bool,
 ) -> Result<Response, Problem> {
-    let (app, value) = api.json(app, headers, body).await?;
+    let (app, value) = api.json(app, headers, body, super::Scopes::NONE).await?;
     let device = device_id(device)?;
     let map = object(&value, "")?;
     only(map, "", &["alias", "tags"])?;
@@ -208,7 +219,7 @@ pub(super) async fn tag(
     body: axum::body::Body,
 ) -> Response {
     respond(async {
-        let (app, value) = api.json(&app, &headers, body).await?;
+        let (app, value) = api.json(&app, &headers, body, super::Scopes::NONE).await?;
         let tag = Tag::new(tag.as_str()).map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "TAG_INVALID", e.to_string()))?;
         let map = object(&value, "")?;
         only(map, "", &["add", "remove"])?;
@@ -247,7 +258,7 @@ pub(super) async fn count(
 ) -> Response {
     respond(
         async {
-            let (app, value) = api.json(&app, &headers, body).await?;
+            let (app, value) = api.json(&app, &headers, body, super::Scopes::NONE).await?;
             let map = object(&value, "")?;
             only(map, "", &["tags"])?;
             let expr = map.get("tags").ok_or_else(|| Problem::shape("/tags", "/tags is required"))?;

@@ -8,6 +8,7 @@
 //!        202 {message_id, …}    ◀────────────── Downlink::Pushed ◀─┘
 //! ```
 
+mod admin;
 mod devices;
 mod events;
 mod messages;
@@ -16,6 +17,8 @@ mod problem;
 pub mod rate;
 mod send;
 
+pub(crate) use admin::RuntimeKeys;
+pub use admin::{KEY_PREFIX, OperatorToken};
 pub use problem::Problem;
 pub use send::SendLimits;
 
@@ -59,6 +62,9 @@ pub struct PushApiConfig {
     /// An SSE stream ends after this long (the browser reconnects and
     /// resumes; spreads streams over gateways); `None`: it lasts.
     pub sse_lifetime: Option<Duration>,
+    /// The token that authorises the admin API for every app; `None`: only
+    /// app keys with the `admin` scope manage keys.
+    pub operator_token: Option<OperatorToken>,
 }
 
 impl PushApiConfig {
@@ -75,11 +81,12 @@ impl PushApiConfig {
             rates: HashMap::new(),
             tokens: crate::device_token::DeviceTokens::default(),
             sse_lifetime: None,
+            operator_token: None,
         }
     }
 }
 
-/// API keys: each belongs to one app and may send to it. Only a digest of
+/// API keys from configuration: each belongs to one app. Only a digest of
 /// each key is held.
 #[derive(Debug, Default)]
 pub struct ApiKeys {
@@ -87,28 +94,51 @@ pub struct ApiKeys {
 }
 
 /// What an API key may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Scopes(u8);
 
 impl Scopes {
+    /// Nothing.
+    pub const NONE: Scopes = Scopes(0);
     /// Send, validate and cancel messages.
     pub const SEND: Scopes = Scopes(1);
     /// Read message status, devices, aliases, counts and stats.
     pub const READ: Scopes = Scopes(2);
     /// Change devices: put, patch, delete, tag.
     pub const DEVICES: Scopes = Scopes(4);
+    /// Make, list and revoke the app's API keys.
+    pub const ADMIN: Scopes = Scopes(8);
     /// Everything.
-    pub const ALL: Scopes = Scopes(7);
+    pub const ALL: Scopes = Scopes(15);
 
-    /// Parses a scope's name (`send`, `read`, `devices`, `all`).
+    const NAMES: [(&'static str, Scopes); 4] = [
+        ("send", Scopes::SEND),
+        ("read", Scopes::READ),
+        ("devices", Scopes::DEVICES),
+        ("admin", Scopes::ADMIN),
+    ];
+
+    /// Parses a scope's name (`send`, `read`, `devices`, `admin`, `all`).
     pub fn parse(name: &str) -> Option<Scopes> {
-        Some(match name {
-            "send" => Scopes::SEND,
-            "read" => Scopes::READ,
-            "devices" => Scopes::DEVICES,
-            "all" => Scopes::ALL,
-            _ => return None,
-        })
+        if name == "all" {
+            return Some(Scopes::ALL);
+        }
+        Scopes::NAMES.iter().find(|(n, _)| *n == name).map(|(_, scope)| *scope)
+    }
+
+    /// The names of these scopes.
+    pub fn names(self) -> Vec<&'static str> {
+        Scopes::NAMES.iter().filter(|(_, scope)| self.allow(*scope)).map(|(name, _)| *name).collect()
+    }
+
+    /// The scopes of bits `bits` (unknown bits are dropped).
+    pub fn from_bits(bits: u8) -> Scopes {
+        Scopes(bits & Scopes::ALL.0)
+    }
+
+    /// These scopes as bits.
+    pub fn bits(self) -> u8 {
+        self.0
     }
 
     /// These and `other`.
@@ -133,9 +163,9 @@ impl ApiKeys {
         self.by_digest.insert(Sha256::digest(key.as_bytes()).into(), (app, scopes));
     }
 
-    /// Returns the app `key` belongs to and what it may do.
-    fn app_of(&self, key: &str) -> Option<&(AppId, Scopes)> {
-        self.by_digest.get(&<[u8; 32]>::from(Sha256::digest(key.as_bytes())))
+    /// Returns the app of the key whose digest is `digest`, and what it may do.
+    fn app_of(&self, digest: &[u8; 32]) -> Option<&(AppId, Scopes)> {
+        self.by_digest.get(digest)
     }
 }
 
@@ -251,6 +281,9 @@ fn handler(method: &str, id: &str) -> Option<axum::routing::MethodRouter<Arc<Api
         "countAudience" => on(filter, devices::count),
         "getStats" => on(filter, devices::stats),
         "streamEvents" => on(filter, events::stream),
+        "createKey" => on(filter, admin::create),
+        "listKeys" => on(filter, admin::list_keys),
+        "revokeKey" => on(filter, admin::revoke),
         _ => return None,
     })
 }
@@ -313,11 +346,12 @@ impl Drop for KeyGuard<'_> {
 impl Api {
     /// Checks the bearer key against the app of the path.
     fn authorize(&self, headers: &HeaderMap, app: &str) -> Result<AppId, Problem> {
-        self.authorize_for(headers, app, Scopes(0))
+        self.authorize_for(headers, app, Scopes::NONE)
     }
 
     /// Checks the bearer key against the app of the path and the scope the
-    /// endpoint needs.
+    /// endpoint needs: a key of the app from configuration or made at run
+    /// time; for the admin endpoints, also the operator token.
     fn authorize_for(&self, headers: &HeaderMap, app: &str, needed: Scopes) -> Result<AppId, Problem> {
         let key = headers
             .get(header::AUTHORIZATION)
@@ -330,9 +364,33 @@ impl Api {
                     "send an API key as Authorization: Bearer <key>",
                 )
             })?;
-        let Some((owner, scopes)) = self.config.keys.app_of(key.trim()) else {
-            return Err(Problem::new(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", "unknown API key"));
+        let digest: [u8; 32] = Sha256::digest(key.trim().as_bytes()).into();
+        if self.config.operator_token.as_ref().is_some_and(|token| token.is(&digest)) {
+            if needed != Scopes::ADMIN {
+                return Err(Problem::new(
+                    StatusCode::FORBIDDEN,
+                    "OPERATOR_TOKEN_ONLY_MANAGES_KEYS",
+                    "the operator token manages API keys; call this endpoint with one of the app's keys",
+                ));
+            }
+            return AppId::new(app)
+                .map_err(|e| Problem::new(StatusCode::NOT_FOUND, "APP_INVALID", e.to_string()));
+        }
+        let found = match self.config.keys.app_of(&digest) {
+            Some(found) => found.clone(),
+            None => match self.shared.api_keys.find(&digest) {
+                admin::Lookup::Found(app, scopes) => (app, scopes),
+                admin::Lookup::Unknown => {
+                    return Err(Problem::new(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", "unknown API key"));
+                }
+                admin::Lookup::NotYet => {
+                    return Err(Problem::unavailable(
+                        "this gateway has not received the API keys made at run time yet; retry",
+                    ));
+                }
+            },
         };
+        let (owner, scopes) = &found;
         if owner.as_str() != app {
             return Err(Problem::new(
                 StatusCode::FORBIDDEN,

@@ -31,8 +31,10 @@ const fn op(
     request: Option<&'static str>,
     ok: (u16, Option<&'static str>),
 ) -> Operation {
-    // Reading needs `read`, sending `send`, changing devices `devices`.
+    // Reading needs `read`, sending `send`, changing devices `devices`,
+    // managing keys `admin`.
     let scope = match (method.as_bytes(), id.as_bytes()) {
+        (_, b"createKey" | b"listKeys" | b"revokeKey") => Scopes::ADMIN,
         (_, b"sendMessage" | b"validateMessage" | b"cancelMessage") => Scopes::SEND,
         (b"get", _) | (_, b"countAudience") => Scopes::READ,
         _ => Scopes::DEVICES,
@@ -146,6 +148,23 @@ pub(crate) const OPERATIONS: &[Operation] = &[
         Some("CountRequest"),
         (200, Some("Count")),
     ),
+    op(
+        "post",
+        "/v1/apps/{app}/keys",
+        "createKey",
+        "Make an API key (shown once, in this answer)",
+        Some("KeyCreate"),
+        (201, Some("KeyCreated")),
+    ),
+    op(
+        "get",
+        "/v1/apps/{app}/keys",
+        "listKeys",
+        "List the API keys made at run time",
+        None,
+        (200, Some("Keys")),
+    ),
+    op("delete", "/v1/apps/{app}/keys/{key}", "revokeKey", "Revoke an API key", None, (204, None)),
 ];
 
 /// The operation `method` on `path` is, if any (`{…}` matches one level).
@@ -188,16 +207,17 @@ fn operation(op: &Operation) -> Value {
     for status in ["400", "401", "403", "404", "409", "413", "422", "429", "503"] {
         responses.insert(status.to_owned(), problem.clone());
     }
-    let scope = match op.scope {
-        Scopes::SEND => "send",
-        Scopes::READ => "read",
-        _ => "devices",
+    let scope = op.scope.names().join(" ");
+    let security = if op.scope == Scopes::ADMIN {
+        json!([{ "apiKey": [] }, { "operatorToken": [] }])
+    } else {
+        json!([{ "apiKey": [] }])
     };
     let mut value = json!({
         "operationId": op.id,
         "x-herald-scope": scope,
         "summary": op.summary,
-        "security": [{ "apiKey": [] }],
+        "security": security,
         "parameters": parameters(op.path),
         "responses": responses,
     });
@@ -224,13 +244,51 @@ pub(crate) fn document() -> Value {
         },
         "paths": paths,
         "components": {
-            "securitySchemes": { "apiKey": { "type": "http", "scheme": "bearer" } },
+            "securitySchemes": {
+                "apiKey": { "type": "http", "scheme": "bearer", "description": "An API key of the app" },
+                "operatorToken": { "type": "http", "scheme": "bearer", "description": "The operator token from configuration (key management only)" },
+            },
             "schemas": schemas(),
         },
     })
 }
 
 fn schemas() -> Value {
+    let mut schemas = push_schemas();
+    if let (Some(all), Value::Object(keys)) = (schemas.as_object_mut(), key_schemas()) {
+        all.extend(keys);
+    }
+    schemas
+}
+
+/// The admin API's schemas.
+fn key_schemas() -> Value {
+    json!({
+        "KeyCreate": {
+            "type": "object", "required": ["name", "scopes"], "additionalProperties": false,
+            "properties": {
+                "name": { "type": "string", "minLength": 1, "maxLength": 64 },
+                "scopes": { "type": "array", "minItems": 1, "maxItems": 5,
+                    "items": { "type": "string", "enum": ["send", "read", "devices", "admin", "all"] } },
+            },
+        },
+        "Key": {
+            "type": "object", "required": ["id", "name", "scopes", "created_at"],
+            "properties": {
+                "id": { "type": "string" }, "name": { "type": "string" },
+                "scopes": { "type": "array", "items": { "type": "string" } },
+                "created_at": { "type": "string", "format": "date-time" },
+            },
+        },
+        "KeyCreated": {
+            "allOf": [reference("Key"), { "type": "object", "required": ["key"],
+                "properties": { "key": { "type": "string", "description": "The key; shown only here" } } }],
+        },
+        "Keys": { "type": "object", "properties": { "keys": { "type": "array", "items": reference("Key") } } },
+    })
+}
+
+fn push_schemas() -> Value {
     let strings =
         |max: u32| json!({ "type": "array", "items": { "type": "string" }, "minItems": 1, "maxItems": max });
     json!({
@@ -389,6 +447,8 @@ mod tests {
         assert_eq!(id("post", "/v1/apps/shop/messages/abc/cancel"), Some(("cancelMessage", Scopes::SEND)));
         assert_eq!(id("put", "/v1/apps/shop/devices/d1"), Some(("putDevice", Scopes::DEVICES)));
         assert_eq!(id("post", "/v1/apps/shop/audiences/count"), Some(("countAudience", Scopes::READ)));
+        assert_eq!(id("delete", "/v1/apps/shop/keys/key_1"), Some(("revokeKey", Scopes::ADMIN)));
+        assert_eq!(id("get", "/v1/apps/shop/keys"), Some(("listKeys", Scopes::ADMIN)));
         assert_eq!(id("get", "/v1/apps/shop/nothing"), None);
         assert_eq!(id("delete", "/v1/apps/shop/messages"), None);
     }

@@ -436,6 +436,10 @@ pub fn uplink_from_pb(item: pb::Uplink) -> Result<Uplink, ConvertError> {
 pub fn downlink_to_pb(item: &Downlink) -> pb::Downlink {
     use pb::downlink::Item;
     let item = match item {
+        Downlink::ApiKeys { app, keys } => Item::ApiKeys(pb::ApiKeysChanged {
+            app: app.as_ref().map(|a| a.to_string()),
+            keys: keys.iter().map(super::push::api_key_to_pb).collect(),
+        }),
         Downlink::Claimed { request, result } => Item::Claimed(match result {
             Ok(grant) => pb::Claimed {
                 request: *request,
@@ -533,6 +537,13 @@ pub fn downlink_from_pb(item: pb::Downlink) -> Result<Downlink, ConvertError> {
                 }),
                 (None, None) => return Err(invalid("claimed", "neither grant nor error")),
             },
+        },
+        Item::ApiKeys(k) => Downlink::ApiKeys {
+            app: k
+                .app
+                .map(|a| AppId::new(a).map_err(|_| invalid("api_keys.app", "invalid app id")))
+                .transpose()?,
+            keys: super::push::api_keys_from_pb(k.keys)?,
         },
         Item::Revoked(r) => Downlink::Revoked {
             session: session_from_pb(r.session, "revoked.session")?,

@@ -49,6 +49,7 @@ pub fn encode_image(image: &DurableImage) -> Vec<u8> {
             .iter()
             .map(|m| pb::ReportMark { gateway: m.gateway.0, origin: m.origin, batch: m.batch })
             .collect(),
+        api_keys: image.api_keys.iter().map(super::push::api_key_to_pb).collect(),
     }
     .encode_to_vec()
 }
@@ -93,6 +94,7 @@ pub fn decode_image(bytes: &[u8]) -> Result<DurableImage, ConvertError> {
             .into_iter()
             .map(|m| ReportMark { gateway: NodeId(m.gateway), origin: m.origin, batch: m.batch })
             .collect(),
+        api_keys: super::push::api_keys_from_pb(image.api_keys)?,
     })
 }
 
@@ -143,6 +145,10 @@ fn fact_to_pb(fact: &Fact) -> pb::Fact {
         }
         Fact::FanoutTrimmed { app, through } => {
             Kind::FanoutTrimmed(pb::FanoutTrimmed { app: app.to_string(), through: *through })
+        }
+        Fact::ApiKeyPut(key) => Kind::ApiKeyPut(super::push::api_key_to_pb(key)),
+        Fact::ApiKeyRevoked { app, id } => {
+            Kind::ApiKeyRevoked(pb::ApiKeyRevoked { app: app.to_string(), id: id.clone() })
         }
     };
     pb::Fact { kind: Some(kind) }
@@ -206,6 +212,11 @@ fn fact_from_pb(fact: pb::Fact) -> Result<Fact, ConvertError> {
         Kind::FanoutTrimmed(t) => Fact::FanoutTrimmed {
             app: AppId::new(t.app).map_err(|_| invalid("fanout_trimmed.app", "invalid app id"))?,
             through: t.through,
+        },
+        Kind::ApiKeyPut(key) => Fact::ApiKeyPut(Box::new(super::push::api_key_from_pb(key)?)),
+        Kind::ApiKeyRevoked(r) => Fact::ApiKeyRevoked {
+            app: AppId::new(r.app).map_err(|_| invalid("api_key_revoked.app", "invalid app id"))?,
+            id: r.id,
         },
     })
 }
@@ -402,6 +413,17 @@ mod tests {
         }
     }
 
+    fn api_key() -> crate::seam::ApiKeyRecord {
+        crate::seam::ApiKeyRecord {
+            app: AppId::default_app(),
+            id: "key_1".to_owned(),
+            name: "ci".to_owned(),
+            scopes: 3,
+            digest: [9; 32],
+            created_at: UnixMillis(4_000),
+        }
+    }
+
     fn device() -> DirectoryDevice {
         use herald_core::directory::{Alias, DeviceEntry, Tag};
         let tags = ["city:bj", "vip"].into_iter().map(|t| Tag::new(t).expect("tag")).collect();
@@ -451,6 +473,8 @@ mod tests {
                 replaced: 1,
             },
             Fact::FanoutRemoved { app: AppId::default_app(), seq: 4 },
+            Fact::ApiKeyPut(Box::new(api_key())),
+            Fact::ApiKeyRevoked { app: AppId::default_app(), id: "key_1".to_owned() },
         ];
         assert_eq!(decode(&encode(&facts)).expect("decodes"), facts);
         let image = DurableImage {
@@ -467,6 +491,7 @@ mod tests {
             idempotent: vec![idempotent()],
             messages: vec![record()],
             report_marks: vec![ReportMark { gateway: NodeId(2), origin: 77, batch: 5 }],
+            api_keys: vec![api_key()],
         };
         assert_eq!(decode_image(&encode_image(&image)).expect("decodes"), image);
         let with_epoch = vec![Fact::SessionPut(Box::new(DurableSession {

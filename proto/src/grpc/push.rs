@@ -5,8 +5,8 @@ use super::convert::{ConvertError, invalid, message_id_from_pb, message_to_pb, r
 use super::pb;
 use crate::journal::IdempotentSend;
 use crate::push::{
-    Audience, DeviceView, DirectoryAnswer, DirectoryOp, FanoutAudience, FanoutEntry, Idempotency,
-    MessageStatus, Push, PushDelta, PushOutcome, PushReport, TagChange,
+    ApiKeyRecord, Audience, DeviceView, DirectoryAnswer, DirectoryOp, FanoutAudience, FanoutEntry,
+    Idempotency, KeyOp, MessageStatus, Push, PushDelta, PushOutcome, PushReport, TagChange,
 };
 use herald_core::directory::{Alias, DeviceEntry, Tag, TagExpr};
 use herald_core::{AppId, ClientId, NodeId, UnixMillis};
@@ -255,6 +255,9 @@ pub(super) fn directory_to_pb(
         DirectoryOp::Status { message } => Op::Status(message.0.to_be_bytes().to_vec().into()),
         DirectoryOp::Cancel { message } => Op::Cancel(message.0.to_be_bytes().to_vec().into()),
         DirectoryOp::Stats => Op::Stats(true),
+        DirectoryOp::Keys(KeyOp::Create(key)) => Op::KeyCreate(api_key_to_pb(key)),
+        DirectoryOp::Keys(KeyOp::Revoke { id }) => Op::KeyRevoke(id.clone()),
+        DirectoryOp::Keys(KeyOp::List) => Op::KeyList(true),
     };
     pb::DirectoryRequest { request, app: app.to_string(), op: Some(op) }
 }
@@ -297,6 +300,9 @@ pub(super) fn directory_from_pb(
         Op::Status(id) => DirectoryOp::Status { message: message_id_from_pb(&id, "directory.status")? },
         Op::Cancel(id) => DirectoryOp::Cancel { message: message_id_from_pb(&id, "directory.cancel")? },
         Op::Stats(_) => DirectoryOp::Stats,
+        Op::KeyCreate(key) => DirectoryOp::Keys(KeyOp::Create(api_key_from_pb(key)?)),
+        Op::KeyRevoke(id) => DirectoryOp::Keys(KeyOp::Revoke { id }),
+        Op::KeyList(_) => DirectoryOp::Keys(KeyOp::List),
     };
     Ok((d.request, app, op))
 }
@@ -335,7 +341,39 @@ pub(super) fn answer_to_pb(answer: &DirectoryAnswer) -> pb::directory_done::Answ
             offline_persistent: stats.offline_persistent,
             directory_devices: stats.directory_devices,
         }),
+        DirectoryAnswer::Keys(keys) => {
+            Answer::Keys(pb::ApiKeys { keys: keys.iter().map(api_key_to_pb).collect() })
+        }
     }
+}
+
+/// The protobuf form of an API key's record.
+pub(crate) fn api_key_to_pb(key: &ApiKeyRecord) -> pb::ApiKey {
+    pb::ApiKey {
+        app: key.app.to_string(),
+        id: key.id.clone(),
+        name: key.name.clone(),
+        scopes: u32::from(key.scopes),
+        digest: key.digest.to_vec().into(),
+        created_at_ms: key.created_at.0,
+    }
+}
+
+/// An API key's record from its protobuf form.
+pub(crate) fn api_key_from_pb(key: pb::ApiKey) -> Result<ApiKeyRecord, ConvertError> {
+    Ok(ApiKeyRecord {
+        app: AppId::new(key.app).map_err(|_| invalid("api_key.app", "invalid app id"))?,
+        id: key.id,
+        name: key.name,
+        scopes: u8::try_from(key.scopes).map_err(|_| invalid("api_key.scopes", "unknown scope bits"))?,
+        digest: key.digest.as_ref().try_into().map_err(|_| invalid("api_key.digest", "not 32 bytes"))?,
+        created_at: UnixMillis(key.created_at_ms),
+    })
+}
+
+/// API keys' records from their protobuf form.
+pub(crate) fn api_keys_from_pb(keys: Vec<pb::ApiKey>) -> Result<Vec<ApiKeyRecord>, ConvertError> {
+    keys.into_iter().map(api_key_from_pb).collect()
 }
 
 pub(super) fn answer_from_pb(
@@ -356,6 +394,7 @@ pub(super) fn answer_from_pb(
             offline_persistent: stats.offline_persistent,
             directory_devices: stats.directory_devices,
         }),
+        Answer::Keys(keys) => DirectoryAnswer::Keys(api_keys_from_pb(keys.keys)?),
     })
 }
 

@@ -14,8 +14,10 @@ impl RouterState {
         app: AppId,
         op: DirectoryOp,
         now: herald_core::UnixMillis,
+        out: &mut Vec<super::Effect>,
     ) -> Result<DirectoryAnswer, ErrorCode> {
         match op {
+            DirectoryOp::Keys(op) => self.key_op(app, op, out),
             DirectoryOp::Cancel { message } => self.cancel(&app, message, now).map(DirectoryAnswer::Status),
             DirectoryOp::Stats => Ok(DirectoryAnswer::Stats(self.app_stats(&app))),
             DirectoryOp::Status { message } => self

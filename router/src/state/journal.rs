@@ -24,6 +24,7 @@ pub struct DurableState {
     fanout: HashMap<AppId, (u64, std::collections::VecDeque<FanoutEntry>)>,
     idempotency: super::idempotency::Keys,
     records: super::status::Records,
+    api_keys: super::api_keys::ApiKeyTable,
 }
 
 impl DurableState {
@@ -50,6 +51,9 @@ impl DurableState {
             state.idempotency.keep(send);
         }
         state.records.restore(image.messages, image.report_marks);
+        for key in image.api_keys {
+            state.api_keys.put(key);
+        }
         state
     }
 
@@ -129,6 +133,10 @@ impl DurableState {
                     }
                 }
             }
+            Fact::ApiKeyPut(key) => self.api_keys.put(*key),
+            Fact::ApiKeyRevoked { app, id } => {
+                self.api_keys.revoke(&app, &id);
+            }
         }
     }
 
@@ -162,6 +170,7 @@ impl DurableState {
                 })
                 .collect(),
             idempotent: self.idempotency.all().cloned().collect(),
+            api_keys: self.api_keys.all().cloned().collect(),
             ..DurableImage::default()
         };
         self.records.image(&mut image.messages, &mut image.report_marks);
@@ -169,13 +178,15 @@ impl DurableState {
     }
 
     /// Whether it holds anything a client put there (retained messages,
-    /// persistent sessions, shared groups' queues, device directories).
+    /// persistent sessions, shared groups' queues, device directories, API
+    /// keys made at run time).
     pub fn holds_data(&self) -> bool {
         !(self.retained.is_empty()
             && self.sessions.is_empty()
             && self.groups.is_empty()
             && self.devices.is_empty()
-            && self.fanout.values().all(|(_, entries)| entries.is_empty()))
+            && self.fanout.values().all(|(_, entries)| entries.is_empty())
+            && self.api_keys.all().next().is_none())
     }
 
     /// Returns the number of retained messages.
@@ -234,6 +245,7 @@ impl RouterState {
         self.image_fanout(&mut image.fanout);
         image.idempotent.extend(self.idempotency.all().cloned());
         self.records.image(&mut image.messages, &mut image.report_marks);
+        self.image_api_keys(&mut image.api_keys);
         for (app, groups) in &self.shared {
             for filter in groups.filters() {
                 let messages = self.group_queue(app, filter);
@@ -265,6 +277,7 @@ impl RouterState {
         }
         self.restore_gateways(image.gateways, now);
         self.restore_devices(image.devices);
+        self.restore_api_keys(image.api_keys);
         // Nothing to journal: all of it is durable already.
         self.journal.clear();
         self.dirty_sessions.clear();

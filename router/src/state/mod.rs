@@ -3,6 +3,7 @@
 //! Inputs: uplink items from a gateway and the current time. Outputs: the
 //! downlink items to send, each addressed to a gateway. No I/O, no clock.
 
+mod api_keys;
 mod directory;
 mod fanout;
 mod idempotency;
@@ -22,6 +23,7 @@ use herald_proto::seam::{Downlink, Uplink};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
+pub use api_keys::MAX_API_KEYS_PER_APP;
 pub use fanout::MAX_FANOUT_ENTRIES;
 pub use idempotency::{IDEMPOTENCY_TTL_MS, MAX_IDEMPOTENCY_KEYS};
 pub use journal::DurableState;
@@ -181,6 +183,8 @@ pub struct RouterState {
     lease_timers: BTreeSet<(UnixMillis, NodeId)>,
     /// Gateways linked and not gone (mirrors the durable set).
     known_gateways: HashSet<NodeId>,
+    /// API keys made at run time.
+    api_keys: api_keys::ApiKeyTable,
     /// Gateways a router that took over waits for before it routes
     /// publishes: their routes are not known yet.
     settling: HashSet<NodeId>,
@@ -292,7 +296,7 @@ impl RouterState {
                 self.report(gateway, request, (origin, batch), deltas, out);
             }
             Uplink::Directory { request, app, op } => {
-                let result = self.directory(app, op, now);
+                let result = self.directory(app, op, now, out);
                 out.push((gateway, Downlink::DirectoryDone { request, result }));
             }
             Uplink::Push(push) => {

@@ -1577,3 +1577,6 @@ mod push;
 
 #[path = "fanout_tests.rs"]
 mod fanout;
+
+#[path = "api_keys_tests.rs"]
+mod api_keys;

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::seam::{
-    Audience, DeviceView, DirectoryAnswer, DirectoryOp, Push, PushOutcome, PushReport, TagChange,
+    Audience, DeviceView, DirectoryAnswer, DirectoryOp, KeyOp, Push, PushOutcome, PushReport, TagChange,
 };
 use bytes::Bytes;
 use herald_core::NodeId;
@@ -269,7 +269,25 @@ fn uplink_samples() -> Vec<Uplink> {
                 ]),
             },
         },
+        Uplink::Directory { request: 29, app: shop(), op: DirectoryOp::Keys(KeyOp::Create(api_key())) },
+        Uplink::Directory {
+            request: 30,
+            app: shop(),
+            op: DirectoryOp::Keys(KeyOp::Revoke { id: "key_1".into() }),
+        },
+        Uplink::Directory { request: 31, app: shop(), op: DirectoryOp::Keys(KeyOp::List) },
     ]
+}
+
+fn api_key() -> crate::seam::ApiKeyRecord {
+    crate::seam::ApiKeyRecord {
+        app: shop(),
+        id: "key_1".to_owned(),
+        name: "ci".to_owned(),
+        scopes: 9,
+        digest: [7; 32],
+        created_at: herald_core::UnixMillis(5_000),
+    }
 }
 
 #[test]
@@ -375,6 +393,9 @@ fn downlink_samples() -> Vec<Downlink> {
         Downlink::DirectoryDone { request: 18, result: Ok(DirectoryAnswer::Changed(vec![true, false])) },
         Downlink::DirectoryDone { request: 19, result: Ok(DirectoryAnswer::Count(7)) },
         Downlink::DirectoryDone { request: 20, result: Err(ErrorCode::NotFound) },
+        Downlink::DirectoryDone { request: 29, result: Ok(DirectoryAnswer::Keys(vec![api_key()])) },
+        Downlink::ApiKeys { app: None, keys: vec![api_key()] },
+        Downlink::ApiKeys { app: Some(shop()), keys: Vec::new() },
     ]
 }
 
