@@ -54,8 +54,62 @@ pub(crate) struct PushConfig {
     /// The token that authorises the admin API (making and revoking API
     /// keys) for every app; none: only app keys with the `admin` scope can.
     pub(crate) operator_token: Option<Secret>,
+    /// Every app's request limits (`[push.limits]`), unless the app sets
+    /// its own.
+    pub(crate) limits: AppLimitsConfig,
     /// Apps by id, with their API keys.
     pub(crate) apps: std::collections::BTreeMap<String, AppConfig>,
+}
+
+/// Request limits of the push API (`[push.limits]`, `[push.apps.NAME.limits]`);
+/// each unset one is the default (or, for an app, `[push.limits]`'s).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct AppLimitsConfig {
+    pub(crate) max_audience: Option<usize>,
+    pub(crate) max_payload_bytes: Option<usize>,
+    pub(crate) max_ttl_secs: Option<u32>,
+    pub(crate) max_body_bytes: Option<usize>,
+    pub(crate) max_idempotency_key_chars: Option<usize>,
+    pub(crate) max_tags_per_device: Option<usize>,
+    pub(crate) max_devices_per_alias: Option<usize>,
+    pub(crate) max_expression_depth: Option<usize>,
+    pub(crate) max_expression_tags: Option<usize>,
+}
+
+impl AppLimitsConfig {
+    /// `base` with these limits set; an error names the first out of range
+    /// (under `at`).
+    fn apply(
+        &self,
+        base: &herald_gateway::push_api::AppLimits,
+        at: &str,
+    ) -> anyhow::Result<herald_gateway::push_api::AppLimits> {
+        let mut limits = base.clone();
+        let d = &mut limits.directory;
+        let pairs = [
+            (self.max_audience, &mut limits.max_devices),
+            (self.max_payload_bytes, &mut limits.max_payload),
+            (self.max_body_bytes, &mut limits.max_body_bytes),
+            (self.max_idempotency_key_chars, &mut limits.max_idempotency_key),
+            (self.max_tags_per_device, &mut d.tags_per_device),
+            (self.max_devices_per_alias, &mut d.devices_per_alias),
+            (self.max_expression_depth, &mut d.expr_depth),
+            (self.max_expression_tags, &mut d.expr_leaves),
+        ];
+        for (value, field) in pairs {
+            if let Some(value) = value {
+                *field = value;
+            }
+        }
+        if let Some(ttl) = self.max_ttl_secs {
+            limits.max_ttl_seconds = ttl;
+        }
+        if let Some(name) = limits.out_of_range() {
+            anyhow::bail!("{at}.{name}: from 1 up to its ceiling (docs/push-api.md, Limits)");
+        }
+        Ok(limits)
+    }
 }
 
 /// A secret from configuration: never printed.
@@ -76,6 +130,7 @@ impl Default for PushConfig {
             rate_per_second: herald_gateway::push_api::rate::DEFAULT_RATE,
             sse_stream_secs: 0,
             operator_token: None,
+            limits: AppLimitsConfig::default(),
             apps: std::collections::BTreeMap::new(),
         }
     }
@@ -91,6 +146,8 @@ pub(crate) struct AppConfig {
     pub(crate) scoped_keys: Vec<ScopedKey>,
     /// The app's own request rate per gateway (requests per second).
     pub(crate) rate_per_second: Option<u32>,
+    /// The app's own request limits.
+    pub(crate) limits: AppLimitsConfig,
     /// The secret the app's backend signs device tokens with (HS256 JWTs;
     /// at least 32 bytes): devices connect with one as their password.
     pub(crate) device_token_secret: Option<String>,
@@ -171,9 +228,15 @@ impl PushConfig {
         anyhow::ensure!(self.rate_per_second > 0, "push.rate_per_second: must be at least 1");
         let mut keys = herald_gateway::push_api::ApiKeys::default();
         let mut rates = std::collections::HashMap::new();
+        let limits = self.limits.apply(&herald_gateway::push_api::AppLimits::default(), "push.limits")?;
+        let mut app_limits = std::collections::HashMap::new();
         for (name, app) in &self.apps {
             let id = herald_core::AppId::new(name.as_str())
                 .map_err(|e| anyhow::anyhow!("push.apps.{name}: {e}"))?;
+            if app.limits != AppLimitsConfig::default() {
+                app_limits
+                    .insert(id.clone(), app.limits.apply(&limits, &format!("push.apps.{name}.limits"))?);
+            }
             if let Some(rate) = app.rate_per_second {
                 anyhow::ensure!(rate > 0, "push.apps.{name}.rate_per_second: must be at least 1");
                 rates.insert(id.clone(), rate);
@@ -226,6 +289,8 @@ impl PushConfig {
             tokens,
             sse_lifetime,
             operator_token,
+            limits,
+            app_limits,
             ..herald_gateway::push_api::PushApiConfig::new(listen, keys)
         }))
     }
@@ -636,6 +701,31 @@ mod tests {
         let config: StandaloneConfig = toml::from_str(toml).expect("shape");
         config.validate().expect("a long token is taken");
         assert!(!format!("{config:?}").contains("operator-token-"), "the token is never printed");
+        let toml = "[push]\nhttp = \"127.0.0.1:0\"\n[push.limits]\nmax_audience = 50\n\
+                    [push.apps.shop.limits]\nmax_tags_per_device = 5\n[push.apps.other]\n";
+        let config: StandaloneConfig = toml::from_str(toml).expect("shape");
+        let api = config.push.api().expect("valid").expect("served");
+        let shop = &api.app_limits[&herald_core::AppId::new("shop").expect("app")];
+        assert_eq!(
+            (shop.max_devices, shop.directory.tags_per_device),
+            (50, 5),
+            "the app's over [push.limits]"
+        );
+        assert_eq!((api.limits.max_devices, api.limits.directory.tags_per_device), (50, 1000));
+        for (toml, named) in [
+            ("[push.limits]\nmax_audience = 0\n", "push.limits.max_audience"),
+            (
+                "[push.apps.shop.limits]\nmax_expression_depth = 17\n",
+                "push.apps.shop.limits.max_expression_depth",
+            ),
+            ("[push.apps.shop.limits]\nmax_tags = 3\n", "max_tags"),
+        ] {
+            let error = match toml::from_str::<StandaloneConfig>(toml) {
+                Ok(config) => config.validate().expect_err("out of range").to_string(),
+                Err(error) => error.to_string(),
+            };
+            assert!(error.contains(named), "{error}");
+        }
         for (keys, named) in [
             ("pem = \"not a key\"", "device_token_keys[0]: not a PEM public key"),
             ("pem_file = \"/no/such/file.pub\"", "device_token_keys[0].pem_file"),

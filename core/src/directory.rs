@@ -19,6 +19,55 @@ pub const MAX_EXPR_DEPTH: usize = 8;
 /// Most tags named in one tag expression.
 pub const MAX_EXPR_LEAVES: usize = 64;
 
+/// An app's directory limits: the documented defaults, which an app may
+/// change within [`DirectoryLimits::CEILING`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirectoryLimits {
+    /// Most tags one device may have.
+    pub tags_per_device: usize,
+    /// Most devices one alias may name.
+    pub devices_per_alias: usize,
+    /// Deepest tag expression (a lone tag is depth 1).
+    pub expr_depth: usize,
+    /// Most tags named in one tag expression.
+    pub expr_leaves: usize,
+}
+
+impl Default for DirectoryLimits {
+    fn default() -> Self {
+        DirectoryLimits {
+            tags_per_device: MAX_TAGS_PER_DEVICE,
+            devices_per_alias: MAX_DEVICES_PER_ALIAS,
+            expr_depth: MAX_EXPR_DEPTH,
+            expr_leaves: MAX_EXPR_LEAVES,
+        }
+    }
+}
+
+impl DirectoryLimits {
+    /// The highest each limit may be set to: past these a directory or an
+    /// expression costs more than one request should.
+    pub const CEILING: DirectoryLimits = DirectoryLimits {
+        tags_per_device: 10_000,
+        devices_per_alias: 1_000,
+        expr_depth: 16,
+        expr_leaves: 256,
+    };
+
+    /// Whether every limit is at least 1 and at most its ceiling.
+    pub fn within_ceiling(&self) -> bool {
+        let c = DirectoryLimits::CEILING;
+        [
+            (self.tags_per_device, c.tags_per_device),
+            (self.devices_per_alias, c.devices_per_alias),
+            (self.expr_depth, c.expr_depth),
+            (self.expr_leaves, c.expr_leaves),
+        ]
+        .iter()
+        .all(|(value, ceiling)| (1..=*ceiling).contains(value))
+    }
+}
+
 /// What is wrong with a tag, an alias or a tag expression.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum DirectoryError {
@@ -28,12 +77,12 @@ pub enum DirectoryError {
     /// An alias is empty, too long or holds control characters.
     #[error("an alias is 1 to {MAX_ALIAS_BYTES} bytes without control characters")]
     InvalidAlias,
-    /// An expression nests deeper than [`MAX_EXPR_DEPTH`].
-    #[error("a tag expression nests at most {MAX_EXPR_DEPTH} deep")]
-    TooDeep,
-    /// An expression names more than [`MAX_EXPR_LEAVES`] tags.
-    #[error("a tag expression names at most {MAX_EXPR_LEAVES} tags")]
-    TooManyLeaves,
+    /// An expression nests deeper than its limit (given).
+    #[error("a tag expression nests at most {0} deep")]
+    TooDeep(usize),
+    /// An expression names more tags than its limit (given).
+    #[error("a tag expression names at most {0} tags")]
+    TooManyLeaves(usize),
     /// An `and` or `or` with no operand.
     #[error("and/or need at least one operand")]
     EmptyOperator,
@@ -107,13 +156,19 @@ pub enum TagExpr {
 }
 
 impl TagExpr {
-    /// Checks the documented bounds: depth, tags named, no empty operator.
+    /// Checks the documented default bounds: depth, tags named, no empty
+    /// operator.
     pub fn check(&self) -> Result<(), DirectoryError> {
-        if self.depth() > MAX_EXPR_DEPTH {
-            return Err(DirectoryError::TooDeep);
+        self.check_within(&DirectoryLimits::default())
+    }
+
+    /// Checks the bounds of `limits`: depth, tags named, no empty operator.
+    pub fn check_within(&self, limits: &DirectoryLimits) -> Result<(), DirectoryError> {
+        if self.depth() > limits.expr_depth {
+            return Err(DirectoryError::TooDeep(limits.expr_depth));
         }
-        if self.leaves() > MAX_EXPR_LEAVES {
-            return Err(DirectoryError::TooManyLeaves);
+        if self.leaves() > limits.expr_leaves {
+            return Err(DirectoryError::TooManyLeaves(limits.expr_leaves));
         }
         self.check_operands()
     }

@@ -271,6 +271,9 @@ pub enum Uplink {
         app: AppId,
         /// What to do.
         op: DirectoryOp,
+        /// The app's directory limits (the gateway knows the app's
+        /// configuration; the router keeps the limits it is given).
+        limits: herald_core::directory::DirectoryLimits,
     },
     /// Deliveries that reached a connection after it sent its `Release`
     /// but before the `Released` reply: routed while the session was

@@ -855,3 +855,70 @@ fn the_admin_api_makes_scoped_keys_that_work_at_once_and_stop_when_revoked_acros
     assert_eq!(send(http, &key, &message).status, 401, "still revoked after a restart");
     assert_eq!(keys_call(http, "GET", "/v1/apps/shop/keys", &admin, None).status, 200);
 }
+
+#[test]
+fn each_app_keeps_its_own_limits_at_the_gateway_and_at_the_router() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = format!(
+        "[push.apps.shop]\napi_keys = [\"{SHOP_KEY}\"]\n\
+         [push.apps.shop.limits]\nmax_audience = 2\nmax_tags_per_device = 2\nmax_expression_depth = 2\n\
+         max_idempotency_key_chars = 8\nmax_body_bytes = 512\n\
+         [push.apps.other]\napi_keys = [\"{OTHER_KEY}\"]\n"
+    );
+    let (_broker, http) = start(&dir, &config);
+    let three = json!({"audience": {"device_ids": ["a", "b", "c"]}, "content": {"data": {}}});
+    let deep = json!({"tags": {"not": {"not": "vip"}}});
+    for (app, key, limited) in [("shop", SHOP_KEY, true), ("other", OTHER_KEY, false)] {
+        let path = |rest: &str| format!("/v1/apps/{app}{rest}");
+        let sent = call(http, "POST", &path("/messages"), Some(key), Body::Json(&three));
+        let put =
+            call(http, "PUT", &path("/devices/d1"), Some(key), Body::Json(&json!({"tags": ["x", "y", "z"]})));
+        let count = call(http, "POST", &path("/audiences/count"), Some(key), Body::Json(&deep));
+        let keyed = crate::push_client::call_with(
+            http,
+            "POST",
+            &path("/messages"),
+            key,
+            &[("Idempotency-Key", "nine-char")],
+            &json!({"audience": {"device_ids": ["a"]}, "content": {"data": {}}}),
+        );
+        let big = call(http, "POST", &path("/messages"), Some(key), Body::Bytes(600));
+        let seen = [
+            (sent.status, sent.body["code"].clone()),
+            (put.status, put.body["code"].clone()),
+            (count.status, count.body["code"].clone()),
+            (keyed.status, keyed.body["code"].clone()),
+            (big.status, big.body["code"].clone()),
+        ];
+        if limited {
+            assert_eq!(
+                seen,
+                [
+                    (422, json!("AUDIENCE_TOO_LARGE")),
+                    (422, json!("TAG_LIMIT_EXCEEDED")),
+                    (422, json!("TAG_EXPRESSION_INVALID")),
+                    (400, json!("IDEMPOTENCY_KEY_INVALID")),
+                    (413, json!("BODY_TOO_LARGE")),
+                ],
+                "{app}"
+            );
+        } else {
+            // The defaults: all of it is within them (the body is not
+            // JSON, so only its size passes).
+            assert_eq!(seen.clone().map(|(status, _)| status), [202, 200, 200, 202, 400], "{app}: {seen:?}");
+        }
+    }
+    // Tags added one by one: the router holds the device to the app's limit.
+    let patch = |tag: &str| {
+        let body = json!({"tags": {"add": [tag]}});
+        call(http, "PATCH", "/v1/apps/shop/devices/d2", Some(SHOP_KEY), Body::Json(&body))
+    };
+    let put =
+        call(http, "PUT", "/v1/apps/shop/devices/d2", Some(SHOP_KEY), Body::Json(&json!({"tags": ["x"]})));
+    assert_eq!(put.status, 200);
+    assert_eq!(patch("y").status, 200);
+    let third = patch("z");
+    assert_eq!((third.status, &third.body["code"]), (422, &json!("TAG_LIMIT_EXCEEDED")), "{third:?}");
+    let device = call(http, "GET", "/v1/apps/shop/devices/d2", Some(SHOP_KEY), Body::Text(""));
+    assert_eq!(device.body["tags"], json!(["x", "y"]), "nothing changed");
+}

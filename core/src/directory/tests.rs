@@ -106,9 +106,24 @@ fn tags_aliases_and_expressions_are_bounded() {
     for _ in 0..MAX_EXPR_DEPTH {
         deep = TagExpr::Not(Box::new(deep));
     }
-    assert_eq!(deep.check(), Err(DirectoryError::TooDeep));
+    assert_eq!(deep.check(), Err(DirectoryError::TooDeep(MAX_EXPR_DEPTH)));
     let wide = TagExpr::Or((0..=MAX_EXPR_LEAVES).map(|_| leaf()).collect());
-    assert_eq!(wide.check(), Err(DirectoryError::TooManyLeaves));
+    assert_eq!(wide.check(), Err(DirectoryError::TooManyLeaves(MAX_EXPR_LEAVES)));
+    // An app with higher limits takes them, up to the ceilings.
+    let roomy = DirectoryLimits {
+        expr_depth: MAX_EXPR_DEPTH + 1,
+        expr_leaves: MAX_EXPR_LEAVES + 1,
+        ..Default::default()
+    };
+    assert!(roomy.within_ceiling());
+    assert_eq!((deep.check_within(&roomy), wide.check_within(&roomy)), (Ok(()), Ok(())));
+    let tight = DirectoryLimits { expr_depth: 2, ..Default::default() };
+    assert_eq!(
+        TagExpr::Not(Box::new(TagExpr::Not(Box::new(leaf())))).check_within(&tight),
+        Err(DirectoryError::TooDeep(2))
+    );
+    assert!(!DirectoryLimits { expr_leaves: 0, ..Default::default() }.within_ceiling());
+    assert!(!DirectoryLimits { tags_per_device: 10_001, ..Default::default() }.within_ceiling());
     assert_eq!(TagExpr::And(vec![]).check(), Err(DirectoryError::EmptyOperator));
     assert_eq!(TagExpr::Or(vec![leaf(), TagExpr::Not(Box::new(leaf()))]).check(), Ok(()));
 }

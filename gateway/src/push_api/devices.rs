@@ -7,7 +7,7 @@ use super::{Api, Problem, json_response, refused, respond};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use herald_core::directory::{Alias, DeviceEntry, MAX_TAGS_PER_DEVICE, Tag, TagExpr};
+use herald_core::directory::{Alias, DeviceEntry, DirectoryLimits, Tag, TagExpr};
 use herald_core::{AppId, ClientId};
 use herald_proto::seam::{DeviceView, DirectoryAnswer, DirectoryOp, Downlink, TagChange, Uplink};
 use serde_json::{Value, json};
@@ -34,7 +34,8 @@ impl Api {
         app: AppId,
         op: DirectoryOp,
     ) -> Result<Result<DirectoryAnswer, herald_core::ErrorCode>, Problem> {
-        match self.ask(|request| Uplink::Directory { request, app, op }).await? {
+        let limits = self.limits(&app).directory;
+        match self.ask(|request| Uplink::Directory { request, app, op, limits }).await? {
             Downlink::DirectoryDone { result, .. } => Ok(result),
             _ => Err(Problem::mismatch()),
         }
@@ -58,7 +59,7 @@ impl Api {
         needed: super::Scopes,
     ) -> Result<(AppId, Value), Problem> {
         let app = self.authorize_for(headers, app, needed)?;
-        let body = self.body(body).await?;
+        let body = self.body(&app, body).await?;
         let value = serde_json::from_slice(&body).map_err(|e| {
             Problem::new(StatusCode::BAD_REQUEST, "INVALID_JSON", format!("the body is not JSON: {e}"))
         })?;
@@ -88,8 +89,8 @@ fn device_answer(answer: DirectoryAnswer) -> Result<Response, Problem> {
     }
 }
 
-fn tags_at(value: &Value, pointer: &str) -> Result<Vec<Tag>, Problem> {
-    let bounds = Bounds { max: MAX_TAGS_PER_DEVICE, too_many: "TAG_LIMIT_EXCEEDED", empty: None };
+fn tags_at(value: &Value, pointer: &str, limits: &DirectoryLimits) -> Result<Vec<Tag>, Problem> {
+    let bounds = Bounds { max: limits.tags_per_device, too_many: "TAG_LIMIT_EXCEEDED", empty: None };
     list(value, pointer, bounds, |t| Tag::new(t).map_err(|e| ("TAG_INVALID", e.to_string())))
 }
 
@@ -147,6 +148,7 @@ async fn write(
     partial: bool,
 ) -> Result<Response, Problem> {
     let (app, value) = api.json(app, headers, body, super::Scopes::NONE).await?;
+    let limits = api.limits(&app).directory;
     let device = device_id(device)?;
     let map = object(&value, "")?;
     only(map, "", &["alias", "tags"])?;
@@ -157,15 +159,15 @@ async fn write(
             let changes = object(changes, "/tags")?;
             only(changes, "/tags", &["add", "remove"])?;
             if let Some(add) = changes.get("add") {
-                tags.push(TagChange::Add(tags_at(add, "/tags/add")?));
+                tags.push(TagChange::Add(tags_at(add, "/tags/add", &limits)?));
             }
             if let Some(remove) = changes.get("remove") {
-                tags.push(TagChange::Remove(tags_at(remove, "/tags/remove")?));
+                tags.push(TagChange::Remove(tags_at(remove, "/tags/remove", &limits)?));
             }
         }
         DirectoryOp::Patch { device, alias, tags }
     } else {
-        let tags = map.get("tags").map(|t| tags_at(t, "/tags")).transpose()?.unwrap_or_default();
+        let tags = map.get("tags").map(|t| tags_at(t, "/tags", &limits)).transpose()?.unwrap_or_default();
         DirectoryOp::Put {
             device,
             entry: DeviceEntry { alias: alias.flatten(), tags: tags.into_iter().collect() },
@@ -262,7 +264,7 @@ pub(super) async fn count(
             let map = object(&value, "")?;
             only(map, "", &["tags"])?;
             let expr = map.get("tags").ok_or_else(|| Problem::shape("/tags", "/tags is required"))?;
-            let expr = tag_expr(expr, "/tags")?;
+            let expr = tag_expr(expr, "/tags", &api.limits(&app).directory)?;
             Ok(json_response(StatusCode::OK, &json!({ "estimate": api.count(app, expr).await? })))
         }
         .await,
@@ -271,16 +273,16 @@ pub(super) async fn count(
 
 /// Parses a tag expression: a tag, or an object with exactly one of
 /// `and` (array), `or` (array), `not` (expression); then checks its bounds.
-pub(super) fn tag_expr(value: &Value, pointer: &str) -> Result<TagExpr, Problem> {
-    let expr = parse_expr(value, pointer, 1)?;
-    expr.check().map_err(|e| Problem::field(pointer, "TAG_EXPRESSION_INVALID", e.to_string()))?;
+pub(super) fn tag_expr(value: &Value, pointer: &str, limits: &DirectoryLimits) -> Result<TagExpr, Problem> {
+    let expr = parse_expr(value, pointer, 1, limits.expr_depth)?;
+    expr.check_within(limits)
+        .map_err(|e| Problem::field(pointer, "TAG_EXPRESSION_INVALID", e.to_string()))?;
     Ok(expr)
 }
 
-fn parse_expr(value: &Value, pointer: &str, depth: usize) -> Result<TagExpr, Problem> {
-    if depth > herald_core::directory::MAX_EXPR_DEPTH {
-        let detail =
-            format!("a tag expression nests at most {} deep", herald_core::directory::MAX_EXPR_DEPTH);
+fn parse_expr(value: &Value, pointer: &str, depth: usize, max_depth: usize) -> Result<TagExpr, Problem> {
+    if depth > max_depth {
+        let detail = format!("a tag expression nests at most {max_depth} deep");
         return Err(Problem::field(pointer, "TAG_EXPRESSION_INVALID", detail));
     }
     if let Some(text) = value.as_str() {
@@ -300,13 +302,13 @@ fn parse_expr(value: &Value, pointer: &str, depth: usize) -> Result<TagExpr, Pro
     };
     let at = format!("{pointer}/{key}");
     if key == "not" {
-        return Ok(TagExpr::Not(Box::new(parse_expr(operand, &at, depth + 1)?)));
+        return Ok(TagExpr::Not(Box::new(parse_expr(operand, &at, depth + 1, max_depth)?)));
     }
     let operands = operand.as_array().ok_or_else(|| Problem::shape(&at, format!("{key} takes an array")))?;
     let parsed = operands
         .iter()
         .enumerate()
-        .map(|(i, x)| parse_expr(x, &format!("{at}/{i}"), depth + 1))
+        .map(|(i, x)| parse_expr(x, &format!("{at}/{i}"), depth + 1, max_depth))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(if key == "and" { TagExpr::And(parsed) } else { TagExpr::Or(parsed) })
 }

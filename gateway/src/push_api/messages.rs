@@ -13,9 +13,6 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
-/// The longest idempotency key.
-const MAX_IDEMPOTENCY_KEY: usize = 64;
-
 /// Checks a send; returns the request, the message it makes and its
 /// idempotency key (with the body's hash), if it has one.
 async fn check(
@@ -25,27 +22,29 @@ async fn check(
     body: axum::body::Body,
 ) -> Result<(SendRequest, Message, Option<Idempotency>), Problem> {
     let app = api.authorize(headers, app)?;
-    let key = idempotency_key(headers)?;
-    let body = api.body(body).await?;
-    let request = send::parse(&body, &api.config.limits)?;
+    let limits = api.limits(&app);
+    let key = idempotency_key(headers, limits.max_idempotency_key)?;
+    let body = api.body(&app, body).await?;
+    let request = send::parse(&body, limits)?;
     let now = api.shared.clock.now();
     let id = message_id(api.shared.node, now.0, &api.shared.message_sequence);
-    let message = request.message(app, id, now, &api.config.limits)?;
+    let message = request.message(app, id, now, limits)?;
     let idempotency = key.map(|key| Idempotency { key, body_hash: Sha256::digest(&body).into() });
     Ok((request, message, idempotency))
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
+fn idempotency_key(headers: &HeaderMap, max: usize) -> Result<Option<String>, Problem> {
     let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
-    let key = value.to_str().ok().filter(|k| {
-        !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY && k.bytes().all(|b| b.is_ascii_graphic())
-    });
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= max && k.bytes().all(|b| b.is_ascii_graphic()));
     match key {
         Some(key) => Ok(Some(key.to_owned())),
         None => Err(Problem::new(
             StatusCode::BAD_REQUEST,
             "IDEMPOTENCY_KEY_INVALID",
-            format!("Idempotency-Key is 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters"),
+            format!("Idempotency-Key is 1 to {max} printable ASCII characters"),
         )),
     }
 }

@@ -20,7 +20,7 @@ mod send;
 pub(crate) use admin::RuntimeKeys;
 pub use admin::{KEY_PREFIX, OperatorToken};
 pub use problem::Problem;
-pub use send::SendLimits;
+pub use send::AppLimits;
 
 use crate::Shared;
 use crate::registry::REQUEST_SEQ_BITS;
@@ -44,10 +44,10 @@ pub struct PushApiConfig {
     pub listen: SocketAddr,
     /// The API keys.
     pub keys: Arc<ApiKeys>,
-    /// Limits of a send.
-    pub limits: SendLimits,
-    /// Request bodies longer than this are refused (413).
-    pub max_body_bytes: usize,
+    /// Every app's limits, unless it has its own in `app_limits`.
+    pub limits: AppLimits,
+    /// The limits of apps that have their own.
+    pub app_limits: HashMap<AppId, AppLimits>,
     /// Sends waiting for the router at most; more get 503 (admission).
     pub max_in_flight: usize,
     /// How long a send waits for the router's answer.
@@ -73,8 +73,8 @@ impl PushApiConfig {
         PushApiConfig {
             listen,
             keys: Arc::new(keys),
-            limits: SendLimits::default(),
-            max_body_bytes: 64 * 1024,
+            limits: AppLimits::default(),
+            app_limits: HashMap::new(),
             max_in_flight: 1024,
             timeout: Duration::from_secs(10),
             default_rate: rate::DEFAULT_RATE,
@@ -415,9 +415,14 @@ impl Api {
         fresh.then_some(KeyGuard { api: self, key: id })
     }
 
-    /// Reads the request body up to its limit.
-    async fn body(&self, body: axum::body::Body) -> Result<bytes::Bytes, Problem> {
-        let limit = self.config.max_body_bytes;
+    /// `app`'s limits.
+    fn limits(&self, app: &AppId) -> &AppLimits {
+        self.config.app_limits.get(app).unwrap_or(&self.config.limits)
+    }
+
+    /// Reads the request body up to `app`'s limit.
+    async fn body(&self, app: &AppId, body: axum::body::Body) -> Result<bytes::Bytes, Problem> {
+        let limit = self.limits(app).max_body_bytes;
         axum::body::to_bytes(body, limit).await.map_err(|_| {
             let detail = format!("the request body is larger than {limit} bytes");
             Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "BODY_TOO_LARGE", detail)
@@ -462,12 +467,12 @@ fn refused(code: ErrorCode, what: &str) -> Problem {
         ErrorCode::TooLarge => Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "TAG_LIMIT_EXCEEDED",
-            format!("a device has at most {} tags", herald_core::directory::MAX_TAGS_PER_DEVICE),
+            "a device would have more tags than the app's limit (max_tags_per_device)",
         ),
         ErrorCode::QuotaExceeded => Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "ALIAS_LIMIT_EXCEEDED",
-            format!("an alias names at most {} devices", herald_core::directory::MAX_DEVICES_PER_ALIAS),
+            "the alias would name more devices than the app's limit (max_devices_per_alias)",
         ),
         code => {
             let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);

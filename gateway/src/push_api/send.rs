@@ -5,26 +5,72 @@
 use super::problem::Problem;
 use axum::http::StatusCode;
 use bytes::Bytes;
-use herald_core::directory::Alias;
+use herald_core::directory::{Alias, DirectoryLimits};
 use herald_core::{AppId, ClientId, MessageId, QoS, Topic, UnixMillis};
 use herald_proto::seam::{Audience, COLLAPSE_PROPERTY};
 use herald_proto::{Message, MessageProperties};
 use serde_json::{Map, Value, json};
 
-/// Limits of one send (documented in `docs/push-api.md`).
-#[derive(Debug, Clone)]
-pub struct SendLimits {
+/// An app's limits on requests (documented in `docs/push-api.md`): the
+/// defaults, or the app's own within [`AppLimits::CEILING`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppLimits {
     /// Device ids (or aliases) per audience.
     pub max_devices: usize,
     /// Bytes of the envelope a device receives.
     pub max_payload: usize,
     /// The longest ttl, in seconds.
     pub max_ttl_seconds: u32,
+    /// Request bodies longer than this are refused (413).
+    pub max_body_bytes: usize,
+    /// The longest `Idempotency-Key`, in characters.
+    pub max_idempotency_key: usize,
+    /// Tags per device, devices per alias, tag expressions' size.
+    pub directory: DirectoryLimits,
 }
 
-impl Default for SendLimits {
+impl Default for AppLimits {
     fn default() -> Self {
-        SendLimits { max_devices: 1000, max_payload: 4096, max_ttl_seconds: 30 * 24 * 3600 }
+        AppLimits {
+            max_devices: 1000,
+            max_payload: 4096,
+            max_ttl_seconds: 30 * 24 * 3600,
+            max_body_bytes: 64 * 1024,
+            max_idempotency_key: 64,
+            directory: DirectoryLimits::default(),
+        }
+    }
+}
+
+impl AppLimits {
+    /// The highest each limit may be set to.
+    pub const CEILING: AppLimits = AppLimits {
+        max_devices: 10_000,
+        max_payload: 64 * 1024,
+        max_ttl_seconds: 365 * 24 * 3600,
+        max_body_bytes: 1024 * 1024,
+        max_idempotency_key: 255,
+        directory: DirectoryLimits::CEILING,
+    };
+
+    /// The first limit that is 0 or past its ceiling, by name.
+    pub fn out_of_range(&self) -> Option<&'static str> {
+        let c = AppLimits::CEILING;
+        let d = (&self.directory, &c.directory);
+        [
+            ("max_audience", self.max_devices, c.max_devices),
+            ("max_payload_bytes", self.max_payload, c.max_payload),
+            ("max_ttl_secs", self.max_ttl_seconds as usize, c.max_ttl_seconds as usize),
+            ("max_body_bytes", self.max_body_bytes, c.max_body_bytes),
+            ("max_idempotency_key_chars", self.max_idempotency_key, c.max_idempotency_key),
+            ("max_tags_per_device", d.0.tags_per_device, d.1.tags_per_device),
+            ("max_devices_per_alias", d.0.devices_per_alias, d.1.devices_per_alias),
+            ("max_expression_depth", d.0.expr_depth, d.1.expr_depth),
+            ("max_expression_tags", d.0.expr_leaves, d.1.expr_leaves),
+        ]
+        .into_iter()
+        .find(|(_, value, ceiling)| !(1..=*ceiling).contains(value))
+        .map(|(name, _, _)| name)
     }
 }
 
@@ -51,7 +97,7 @@ pub(super) struct SendRequest {
 }
 
 /// Parses and checks a request body.
-pub(super) fn parse(body: &[u8], limits: &SendLimits) -> Result<SendRequest, Problem> {
+pub(super) fn parse(body: &[u8], limits: &AppLimits) -> Result<SendRequest, Problem> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         Problem::new(StatusCode::BAD_REQUEST, "INVALID_JSON", format!("the body is not JSON: {e}"))
     })?;
@@ -133,7 +179,7 @@ impl SendRequest {
         app: AppId,
         id: MessageId,
         now: UnixMillis,
-        limits: &SendLimits,
+        limits: &AppLimits,
     ) -> Result<Message, Problem> {
         let mut envelope =
             json!({ "id": id.to_string(), "sent_at": now.rfc3339(), "priority": self.priority });
@@ -201,7 +247,7 @@ pub(super) fn only(map: &Map<String, Value>, pointer: &str, known: &[&str]) -> R
     }
 }
 
-fn audience(value: &Value, limits: &SendLimits) -> Result<Audience, Problem> {
+fn audience(value: &Value, limits: &AppLimits) -> Result<Audience, Problem> {
     let audience = object(value, "/audience")?;
     only(audience, "/audience", &["device_ids", "aliases", "tags", "all"])?;
     if audience.len() != 1 {
@@ -214,7 +260,7 @@ fn audience(value: &Value, limits: &SendLimits) -> Result<Audience, Problem> {
         };
     }
     if let Some(expr) = audience.get("tags") {
-        return super::devices::tag_expr(expr, "/audience/tags").map(Audience::Tags);
+        return super::devices::tag_expr(expr, "/audience/tags", &limits.directory).map(Audience::Tags);
     }
     if let Some(ids) = audience.get("device_ids") {
         let ids = list(ids, "/audience/device_ids", Bounds::audience(limits.max_devices), |id| {
@@ -305,7 +351,7 @@ mod tests {
     use super::*;
 
     fn check(body: &str) -> Result<SendRequest, Problem> {
-        parse(body.as_bytes(), &SendLimits::default())
+        parse(body.as_bytes(), &AppLimits::default())
     }
 
     fn refused(body: &str) -> (u16, &'static str, Option<String>) {
@@ -324,7 +370,7 @@ mod tests {
             (86_400, QoS::AtLeastOnce, "normal")
         );
         let message = request
-            .message(AppId::new("shop").expect("app"), MessageId(7), UnixMillis(1000), &SendLimits::default())
+            .message(AppId::new("shop").expect("app"), MessageId(7), UnixMillis(1000), &AppLimits::default())
             .expect("fits");
         let envelope: Value = serde_json::from_slice(&message.payload).expect("JSON");
         assert_eq!(envelope["id"], MessageId(7).to_string());
@@ -388,7 +434,7 @@ mod tests {
             check(&format!(r#"{{"audience":{{"device_ids":["a"]}},"content":{{"data":{{"k":"{big}"}}}}}}"#))
                 .expect("valid shape");
         let result =
-            request.message(AppId::default_app(), MessageId(1), UnixMillis(0), &SendLimits::default());
+            request.message(AppId::default_app(), MessageId(1), UnixMillis(0), &AppLimits::default());
         assert_eq!(result.expect_err("too large").code, "PAYLOAD_TOO_LARGE");
     }
 }

@@ -316,8 +316,8 @@ pub fn uplink_to_pb(item: &Uplink) -> pb::Uplink {
         Uplink::Report { request, origin, batch, deltas } => {
             Item::Report(super::push::report_items_to_pb(*request, *origin, *batch, deltas))
         }
-        Uplink::Directory { request, app, op } => {
-            Item::Directory(super::push::directory_to_pb(*request, app, op))
+        Uplink::Directory { request, app, op, limits } => {
+            Item::Directory(super::push::directory_to_pb(*request, app, op, limits))
         }
     };
     pb::Uplink { item: Some(item) }
@@ -424,8 +424,8 @@ pub fn uplink_from_pb(item: pb::Uplink) -> Result<Uplink, ConvertError> {
             deltas: super::push::deltas_from_pb(r.deltas)?,
         },
         Item::Directory(d) => {
-            let (request, app, op) = super::push::directory_from_pb(d)?;
-            Uplink::Directory { request, app, op }
+            let (request, app, op, limits) = super::push::directory_from_pb(d)?;
+            Uplink::Directory { request, app, op, limits }
         }
     })
 }

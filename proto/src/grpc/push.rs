@@ -8,7 +8,7 @@ use crate::push::{
     ApiKeyRecord, Audience, DeviceView, DirectoryAnswer, DirectoryOp, FanoutAudience, FanoutEntry,
     Idempotency, KeyOp, MessageStatus, Push, PushDelta, PushOutcome, PushReport, TagChange,
 };
-use herald_core::directory::{Alias, DeviceEntry, Tag, TagExpr};
+use herald_core::directory::{Alias, DeviceEntry, DirectoryLimits, Tag, TagExpr};
 use herald_core::{AppId, ClientId, NodeId, UnixMillis};
 use std::sync::Arc;
 
@@ -72,7 +72,8 @@ pub(crate) fn expr_from_pb(expr: pb::TagExpr) -> Result<TagExpr, ConvertError> {
         Node::Not(x) => TagExpr::Not(Box::new(expr_from_pb(*x)?)),
     };
     // Bounded before anything walks it further.
-    expr.check().map_err(|_| invalid("tag_expr", "outside the documented bounds"))?;
+    expr.check_within(&DirectoryLimits::CEILING)
+        .map_err(|_| invalid("tag_expr", "past the ceilings of any app"))?;
     Ok(expr)
 }
 
@@ -227,6 +228,7 @@ pub(super) fn directory_to_pb(
     request: u64,
     app: &herald_core::AppId,
     op: &DirectoryOp,
+    limits: &DirectoryLimits,
 ) -> pb::DirectoryRequest {
     use pb::directory_request::Op;
     let op = match op {
@@ -259,13 +261,42 @@ pub(super) fn directory_to_pb(
         DirectoryOp::Keys(KeyOp::Revoke { id }) => Op::KeyRevoke(id.clone()),
         DirectoryOp::Keys(KeyOp::List) => Op::KeyList(true),
     };
-    pb::DirectoryRequest { request, app: app.to_string(), op: Some(op) }
+    // Defaults are left out: an older router reads them as its own.
+    let set = |value: usize, default: usize| (value != default).then_some(value as u32);
+    let defaults = DirectoryLimits::default();
+    pb::DirectoryRequest {
+        request,
+        app: app.to_string(),
+        op: Some(op),
+        max_tags_per_device: set(limits.tags_per_device, defaults.tags_per_device),
+        max_devices_per_alias: set(limits.devices_per_alias, defaults.devices_per_alias),
+        max_expr_depth: set(limits.expr_depth, defaults.expr_depth),
+        max_expr_leaves: set(limits.expr_leaves, defaults.expr_leaves),
+    }
+}
+
+/// An app's directory limits from a request: absent ones are the defaults;
+/// none may pass its ceiling.
+fn limits_from_pb(d: &pb::DirectoryRequest) -> Result<DirectoryLimits, ConvertError> {
+    let defaults = DirectoryLimits::default();
+    let get = |value: Option<u32>, default: usize| value.map_or(default, |v| v as usize);
+    let limits = DirectoryLimits {
+        tags_per_device: get(d.max_tags_per_device, defaults.tags_per_device),
+        devices_per_alias: get(d.max_devices_per_alias, defaults.devices_per_alias),
+        expr_depth: get(d.max_expr_depth, defaults.expr_depth),
+        expr_leaves: get(d.max_expr_leaves, defaults.expr_leaves),
+    };
+    if !limits.within_ceiling() {
+        return Err(invalid("directory.limits", "a limit is 0 or past its ceiling"));
+    }
+    Ok(limits)
 }
 
 pub(super) fn directory_from_pb(
     d: pb::DirectoryRequest,
-) -> Result<(u64, herald_core::AppId, DirectoryOp), ConvertError> {
+) -> Result<(u64, herald_core::AppId, DirectoryOp, DirectoryLimits), ConvertError> {
     use pb::directory_request::Op;
+    let limits = limits_from_pb(&d)?;
     let app = herald_core::AppId::new(d.app).map_err(|_| invalid("directory.app", "invalid app id"))?;
     let op = match required(d.op, "directory.op")? {
         Op::Put(p) => DirectoryOp::Put {
@@ -304,7 +335,7 @@ pub(super) fn directory_from_pb(
         Op::KeyRevoke(id) => DirectoryOp::Keys(KeyOp::Revoke { id }),
         Op::KeyList(_) => DirectoryOp::Keys(KeyOp::List),
     };
-    Ok((d.request, app, op))
+    Ok((d.request, app, op, limits))
 }
 
 fn view_to_pb(view: &DeviceView) -> pb::DeviceView {

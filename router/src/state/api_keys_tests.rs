@@ -17,7 +17,11 @@ fn record(id: &str, digest: u8) -> ApiKeyRecord {
 }
 
 fn keys(h: &mut Harness, app: AppId, op: KeyOp) -> (Result<DirectoryAnswer, ErrorCode>, Vec<Effect>) {
-    let mut effects = h.apply(GW1, Uplink::Directory { request: 5, app, op: DirectoryOp::Keys(op) }, T0);
+    let mut effects = h.apply(
+        GW1,
+        Uplink::Directory { limits: Default::default(), request: 5, app, op: DirectoryOp::Keys(op) },
+        T0,
+    );
     let at = effects.iter().position(|(_, e)| matches!(e, Downlink::DirectoryDone { .. })).expect("answered");
     match effects.remove(at) {
         (GW1, Downlink::DirectoryDone { result, .. }) => (result, effects),

@@ -2,7 +2,7 @@
 //! the push API, replicated as facts, read to turn an audience into devices.
 
 use super::RouterState;
-use herald_core::directory::{DeviceEntry, Directory, MAX_DEVICES_PER_ALIAS, MAX_TAGS_PER_DEVICE};
+use herald_core::directory::{DeviceEntry, Directory, DirectoryLimits};
 use herald_core::{AppId, ClientId, ErrorCode, SessionKey};
 use herald_proto::journal::{DirectoryDevice, Fact};
 use herald_proto::seam::{DeviceView, DirectoryAnswer, DirectoryOp, TagChange};
@@ -13,6 +13,7 @@ impl RouterState {
         &mut self,
         app: AppId,
         op: DirectoryOp,
+        limits: &DirectoryLimits,
         now: herald_core::UnixMillis,
         out: &mut Vec<super::Effect>,
     ) -> Result<DirectoryAnswer, ErrorCode> {
@@ -26,7 +27,7 @@ impl RouterState {
                 .map(DirectoryAnswer::Status)
                 .ok_or(ErrorCode::NotFound),
             DirectoryOp::Put { device, entry } => {
-                self.set_device(&app, device.clone(), entry)?;
+                self.set_device(&app, device.clone(), entry, limits)?;
                 Ok(DirectoryAnswer::Device(self.view(&app, &device).ok_or(ErrorCode::Internal)?))
             }
             DirectoryOp::Patch { device, alias, tags } => {
@@ -42,7 +43,7 @@ impl RouterState {
                         }),
                     }
                 }
-                self.set_device(&app, device.clone(), entry)?;
+                self.set_device(&app, device.clone(), entry, limits)?;
                 Ok(DirectoryAnswer::Device(self.view(&app, &device).ok_or(ErrorCode::Internal)?))
             }
             DirectoryOp::Get { device } => {
@@ -74,7 +75,7 @@ impl RouterState {
                         if adding { entry.tags.insert(tag.clone()) } else { entry.tags.remove(&tag) };
                     if change {
                         // Past a limit, this device is left as it was.
-                        changed.push(self.set_device(&app, device, entry).is_ok());
+                        changed.push(self.set_device(&app, device, entry, limits).is_ok());
                     } else {
                         changed.push(false);
                     }
@@ -93,14 +94,20 @@ impl RouterState {
     }
 
     /// Sets a device's entry within the limits, and journals it.
-    fn set_device(&mut self, app: &AppId, device: ClientId, entry: DeviceEntry) -> Result<(), ErrorCode> {
-        if entry.tags.len() > MAX_TAGS_PER_DEVICE {
+    fn set_device(
+        &mut self,
+        app: &AppId,
+        device: ClientId,
+        entry: DeviceEntry,
+        limits: &DirectoryLimits,
+    ) -> Result<(), ErrorCode> {
+        if entry.tags.len() > limits.tags_per_device {
             return Err(ErrorCode::TooLarge);
         }
         let directory = self.directories.entry(app.clone()).or_default();
         if let Some(alias) = &entry.alias {
             let already = directory.get(&device).is_some_and(|e| e.alias.as_ref() == Some(alias));
-            if !already && directory.alias_len(alias) >= MAX_DEVICES_PER_ALIAS {
+            if !already && directory.alias_len(alias) >= limits.devices_per_alias {
                 return Err(ErrorCode::QuotaExceeded);
             }
         }

@@ -39,7 +39,7 @@ fn tag_devices(h: &mut Harness, tag: &str, devices: &[&str]) {
         add: devices.iter().map(|d| client_id(d)).collect(),
         remove: vec![],
     };
-    h.apply(GW1, Uplink::Directory { request: 5, app: app(), op }, T0);
+    h.apply(GW1, Uplink::Directory { limits: Default::default(), request: 5, app: app(), op }, T0);
 }
 
 #[test]
@@ -89,7 +89,7 @@ fn a_tag_audience_is_frozen_when_sent() {
     // c is tagged after the send: it does not get it; b lost the tag: it does.
     tag_devices(&mut h, "vip", &["c"]);
     let op = DirectoryOp::Put { device: client_id("b"), entry: DeviceEntry::default() };
-    h.apply(GW1, Uplink::Directory { request: 6, app: app(), op }, T0);
+    h.apply(GW1, Uplink::Directory { limits: Default::default(), request: 6, app: app(), op }, T0);
     assert_eq!(resume(&mut h, GW1, "a", after_s(1)).len(), 1);
     assert_eq!(resume(&mut h, GW1, "b", after_s(1)).len(), 1);
     assert_eq!(resume(&mut h, GW1, "c", after_s(1)), []);

@@ -295,8 +295,8 @@ impl RouterState {
             Uplink::Report { request, origin, batch, deltas } => {
                 self.report(gateway, request, (origin, batch), deltas, out);
             }
-            Uplink::Directory { request, app, op } => {
-                let result = self.directory(app, op, now, out);
+            Uplink::Directory { request, app, op, limits } => {
+                let result = self.directory(app, op, &limits, now, out);
                 out.push((gateway, Downlink::DirectoryDone { request, result }));
             }
             Uplink::Push(push) => {

@@ -112,7 +112,7 @@ fn tags(list: &[&str]) -> std::collections::BTreeSet<Tag> {
 }
 
 fn directory(h: &mut Harness, op: DirectoryOp) -> Result<DirectoryAnswer, ErrorCode> {
-    let item = Uplink::Directory { request: 5, app: app(), op };
+    let item = Uplink::Directory { limits: Default::default(), request: 5, app: app(), op };
     match h.apply(GW1, item, T0).as_slice() {
         [(GW1, Downlink::DirectoryDone { request: 5, result })] => result.clone(),
         other => panic!("expected one DirectoryDone, got {other:?}"),
@@ -300,7 +300,12 @@ fn status(
     message: herald_core::MessageId,
     now: UnixMillis,
 ) -> herald_proto::seam::MessageStatus {
-    let item = Uplink::Directory { request: 5, app: app(), op: DirectoryOp::Status { message } };
+    let item = Uplink::Directory {
+        limits: Default::default(),
+        request: 5,
+        app: app(),
+        op: DirectoryOp::Status { message },
+    };
     match h.apply(GW1, item, now).as_slice() {
         [(_, Downlink::DirectoryDone { result: Ok(DirectoryAnswer::Status(s)), .. })] => s.clone(),
         other => panic!("no status: {other:?}"),
@@ -371,6 +376,7 @@ fn a_message_status_counts_each_report_once_and_accounts_for_every_device_when_f
     let s = status(&mut after, lost_id, after_s(71));
     assert_eq!((s.stored, s.expired, s.pending, s.is_final), (1, 1, 0, true));
     let missing = Uplink::Directory {
+        limits: Default::default(),
         request: 5,
         app: app(),
         op: DirectoryOp::Status { message: herald_core::MessageId(u128::MAX) },
@@ -437,7 +443,12 @@ fn a_cancel_takes_back_stored_copies_and_says_so() {
     send_to(&mut h, Audience::All, broadcast);
 
     let cancel = |h: &mut Harness, message| {
-        let item = Uplink::Directory { request: 5, app: app(), op: DirectoryOp::Cancel { message } };
+        let item = Uplink::Directory {
+            limits: Default::default(),
+            request: 5,
+            app: app(),
+            op: DirectoryOp::Cancel { message },
+        };
         match h.apply(GW1, item, after_s(1)).as_slice() {
             [(_, Downlink::DirectoryDone { result: Ok(DirectoryAnswer::Status(s)), .. })] => s.clone(),
             other => panic!("no answer: {other:?}"),
@@ -451,6 +462,7 @@ fn a_cancel_takes_back_stored_copies_and_says_so() {
     let (grant, _) = h.claim(GW1, claim("d1", false, 3600), after_s(2));
     assert_eq!(names(&grant.queued), Vec::<String>::new(), "nothing cancelled is delivered");
     let missing = Uplink::Directory {
+        limits: Default::default(),
         request: 5,
         app: app(),
         op: DirectoryOp::Cancel { message: herald_core::MessageId(u128::MAX) },

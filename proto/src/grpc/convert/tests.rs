@@ -221,15 +221,27 @@ fn uplink_samples() -> Vec<Uplink> {
                 acknowledged: 3,
             }],
         },
-        Uplink::Directory { request: 26, app: shop(), op: DirectoryOp::Status { message: MessageId(5) } },
-        Uplink::Directory { request: 27, app: shop(), op: DirectoryOp::Cancel { message: MessageId(5) } },
-        Uplink::Directory { request: 28, app: shop(), op: DirectoryOp::Stats },
         Uplink::Directory {
+            limits: Default::default(),
+            request: 26,
+            app: shop(),
+            op: DirectoryOp::Status { message: MessageId(5) },
+        },
+        Uplink::Directory {
+            limits: Default::default(),
+            request: 27,
+            app: shop(),
+            op: DirectoryOp::Cancel { message: MessageId(5) },
+        },
+        Uplink::Directory { limits: Default::default(), request: 28, app: shop(), op: DirectoryOp::Stats },
+        Uplink::Directory {
+            limits: Default::default(),
             request: 15,
             app: shop(),
             op: DirectoryOp::Put { device: client("d1"), entry: entry() },
         },
         Uplink::Directory {
+            limits: Default::default(),
             request: 16,
             app: shop(),
             op: DirectoryOp::Patch {
@@ -239,6 +251,7 @@ fn uplink_samples() -> Vec<Uplink> {
             },
         },
         Uplink::Directory {
+            limits: Default::default(),
             request: 17,
             app: shop(),
             op: DirectoryOp::Patch {
@@ -247,19 +260,32 @@ fn uplink_samples() -> Vec<Uplink> {
                 tags: vec![],
             },
         },
-        Uplink::Directory { request: 18, app: shop(), op: DirectoryOp::Get { device: client("d1") } },
-        Uplink::Directory { request: 19, app: shop(), op: DirectoryOp::Delete { device: client("d1") } },
         Uplink::Directory {
+            limits: Default::default(),
+            request: 18,
+            app: shop(),
+            op: DirectoryOp::Get { device: client("d1") },
+        },
+        Uplink::Directory {
+            limits: Default::default(),
+            request: 19,
+            app: shop(),
+            op: DirectoryOp::Delete { device: client("d1") },
+        },
+        Uplink::Directory {
+            limits: Default::default(),
             request: 20,
             app: shop(),
             op: DirectoryOp::Alias { alias: Alias::new("user:1").expect("alias") },
         },
         Uplink::Directory {
+            limits: Default::default(),
             request: 21,
             app: shop(),
             op: DirectoryOp::Tag { tag: tag("vip"), add: vec![client("d1")], remove: vec![client("d2")] },
         },
         Uplink::Directory {
+            limits: Default::default(),
             request: 22,
             app: shop(),
             op: DirectoryOp::Count {
@@ -269,13 +295,35 @@ fn uplink_samples() -> Vec<Uplink> {
                 ]),
             },
         },
-        Uplink::Directory { request: 29, app: shop(), op: DirectoryOp::Keys(KeyOp::Create(api_key())) },
         Uplink::Directory {
+            limits: Default::default(),
+            request: 29,
+            app: shop(),
+            op: DirectoryOp::Keys(KeyOp::Create(api_key())),
+        },
+        Uplink::Directory {
+            limits: Default::default(),
             request: 30,
             app: shop(),
             op: DirectoryOp::Keys(KeyOp::Revoke { id: "key_1".into() }),
         },
-        Uplink::Directory { request: 31, app: shop(), op: DirectoryOp::Keys(KeyOp::List) },
+        Uplink::Directory {
+            limits: Default::default(),
+            request: 31,
+            app: shop(),
+            op: DirectoryOp::Keys(KeyOp::List),
+        },
+        Uplink::Directory {
+            limits: herald_core::directory::DirectoryLimits {
+                tags_per_device: 5,
+                devices_per_alias: 6,
+                expr_depth: 2,
+                expr_leaves: 3,
+            },
+            request: 32,
+            app: shop(),
+            op: DirectoryOp::Put { device: client("d1"), entry: entry() },
+        },
     ]
 }
 
@@ -534,4 +582,21 @@ fn the_seam_wire_format_matches_its_golden_files() {
         .map(|item| downlink_from_pb(item).expect("stored downlink item converts"))
         .collect();
     assert_eq!(decoded, downlink_samples());
+}
+
+#[test]
+fn directory_limits_past_their_ceiling_or_zero_are_refused() {
+    let request = |max_tags_per_device| pb::Uplink {
+        item: Some(pb::uplink::Item::Directory(pb::DirectoryRequest {
+            request: 1,
+            app: "shop".into(),
+            op: Some(pb::directory_request::Op::Stats(true)),
+            max_tags_per_device,
+            ..Default::default()
+        })),
+    };
+    assert!(uplink_from_pb(request(Some(10_000))).is_ok());
+    for bad in [0, 10_001] {
+        assert_eq!(uplink_from_pb(request(Some(bad))).map_err(|e| e.field), Err("directory.limits"), "{bad}");
+    }
 }
