@@ -144,14 +144,40 @@ impl RouterState {
         report
     }
 
-    /// Removes `message`'s entry from `app`'s log (journaled); returns
-    /// its sequence number.
+    /// Removes `message`'s entry from `app`'s log (journaled); returns how
+    /// many stored copies it held that no session had read yet: exactly the
+    /// copies its removal takes back.
     pub(super) fn remove_fanout(&mut self, app: &AppId, message: herald_core::MessageId) -> Option<u64> {
         let log = self.fanout.get_mut(app)?;
         let at = log.entries.iter().position(|e| e.message.id == message)?;
-        let seq = log.entries.remove(at)?.seq;
-        self.journal.push(Fact::FanoutRemoved { app: app.clone(), seq });
-        Some(seq)
+        let entry = log.entries.remove(at)?;
+        self.journal.push(Fact::FanoutRemoved { app: app.clone(), seq: entry.seq });
+        Some(self.unread(app, &entry))
+    }
+
+    /// How many sessions would still read `entry` of `app`'s log: offline,
+    /// their cursor not past it, in its audience, subscribed to their topic
+    /// at QoS 1 or 2 (what [`catch_up`] would give it to). Sessions that
+    /// read it already hold their copy in their queue, or had it.
+    fn unread(&self, app: &AppId, entry: &FanoutEntry) -> u64 {
+        let reads = |key: &SessionKey, record: &super::SessionRecord| {
+            let topic = Topic::push(&key.client);
+            record.owner.is_none()
+                && record.fanout_cursor().is_some_and(|cursor| cursor <= entry.seq)
+                && entry.audience.includes(&key.client)
+                && record.subscriptions().iter().any(|s| s.filter.matches(&topic) && s.qos != QoS::AtMostOnce)
+        };
+        let count = match &entry.audience {
+            FanoutAudience::Devices(devices) => devices
+                .iter()
+                .map(|device| SessionKey::new(app.clone(), device.clone()))
+                .filter(|key| self.sessions.get(key).is_some_and(|record| reads(key, record)))
+                .count(),
+            FanoutAudience::All => {
+                self.sessions.iter().filter(|(key, record)| key.app == *app && reads(key, record)).count()
+            }
+        };
+        count as u64
     }
 
     /// Removes the entries `newer` replaces (same collapse key), counting
@@ -170,9 +196,10 @@ impl RouterState {
             })
             .unwrap_or_default();
         for id in older {
-            self.remove_fanout(&newer.app, id);
-            let waiting = self.records.stored_waiting(&newer.app, id);
-            self.retracted(&newer.app, id, 0, waiting);
+            // Copies already read into queues are replaced there, when the
+            // newer entry is read after them.
+            let unread = self.remove_fanout(&newer.app, id).unwrap_or(0);
+            self.retracted(&newer.app, id, 0, unread);
         }
     }
 

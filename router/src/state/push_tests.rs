@@ -431,6 +431,48 @@ fn a_newer_message_with_a_collapse_key_replaces_the_older_undelivered_one() {
 }
 
 #[test]
+fn a_broadcast_cancelled_after_some_sessions_read_it_counts_only_the_copies_it_took_back() {
+    let mut h = Harness::new();
+    for device in ["d1", "d2", "d3"] {
+        h.offline_subscriber(device, 3600, &[subscription(&format!("$push/{device}"), QoS::AtLeastOnce)]);
+    }
+    let broadcast = keyed_message("broadcast", None);
+    let id = broadcast.id;
+    send_to(&mut h, Audience::All, broadcast);
+    // d1 comes back and is handed its copy; its gateway has not reported
+    // the delivery yet. d2 comes back and leaves again with the copy still
+    // unsent in its queue. d3 has not read the log.
+    let (grant, _) = h.claim(GW2, claim("d1", false, 3600), after_s(1));
+    assert_eq!(names(&grant.queued), ["broadcast"]);
+    let (grant, _) = h.claim(GW2, claim("d2", false, 3600), after_s(1));
+    let pending = grant.queued.clone();
+    let released = Release { pending, ..release("d2", grant.epoch, 3600, false) };
+    h.release(GW2, released, after_s(1));
+
+    let item = Uplink::Directory {
+        limits: Default::default(),
+        request: 5,
+        app: app(),
+        op: DirectoryOp::Cancel { message: id },
+    };
+    let cancelled = match h.apply(GW1, item, after_s(2)).as_slice() {
+        [(_, Downlink::DirectoryDone { result: Ok(DirectoryAnswer::Status(s)), .. })] => s.cancelled,
+        other => panic!("no answer: {other:?}"),
+    };
+    assert_eq!(cancelled, 2, "d2's queued copy and d3's unread one; d1's is on its way");
+    report(&mut h, GW2, 1, (0, 1, 1), id);
+    let end = status(&mut h, id, after_s(3600));
+    assert!(end.is_final);
+    assert_eq!(
+        (end.stored, end.delivered_from_offline, end.cancelled, end.expired),
+        (3, 1, 2, 0),
+        "the buckets add up to what was stored"
+    );
+    let (grant, _) = h.claim(GW1, claim("d3", false, 3600), after_s(4));
+    assert_eq!(names(&grant.queued), Vec::<String>::new());
+}
+
+#[test]
 fn a_cancel_takes_back_stored_copies_and_says_so() {
     let mut h = Harness::new();
     h.offline_subscriber("d1", 3600, &[subscription("$push/d1", QoS::AtLeastOnce)]);

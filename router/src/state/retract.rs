@@ -71,12 +71,9 @@ impl RouterState {
                 .remove_queued(&key, |q| q.message.id == message && q.progress == Progress::Unsent)
                 .len() as u64;
         }
-        let cancelled = match self.remove_fanout(app, message) {
-            // Everyone it was stored for and who has not had it yet.
-            Some(_) => self.records.stored_waiting(app, message),
-            None => removed,
-        };
-        self.retracted(app, message, cancelled, 0);
+        // Copies in queues, and those of its log entry no session has read.
+        let unread = self.remove_fanout(app, message).unwrap_or(0);
+        self.retracted(app, message, removed + unread, 0);
         self.records.status(app, message, now).ok_or(ErrorCode::Internal)
     }
 }

@@ -68,6 +68,12 @@ impl SessionRecord {
         self.persistent.as_deref().map_or(&[], |p| &p.subscriptions)
     }
 
+    /// The first entry of its app's fan-out log it has not read
+    /// (persistent sessions only).
+    pub(super) fn fanout_cursor(&self) -> Option<u64> {
+        self.persistent.as_deref().map(|p| p.fanout_cursor)
+    }
+
     /// Returns the messages queued while offline, oldest first.
     pub fn queue(&self) -> impl Iterator<Item = &QueuedMessage> {
         self.persistent.as_deref().into_iter().flat_map(|p| p.queue.iter())

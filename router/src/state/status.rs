@@ -88,17 +88,6 @@ impl Records {
         true
     }
 
-    /// How many of a message's stored copies are neither delivered nor
-    /// taken back yet: what a cancel or a newer collapse key takes back.
-    pub(super) fn stored_waiting(&self, app: &AppId, message: MessageId) -> u64 {
-        self.records.get(&(app.clone(), message)).map_or(0, |r| {
-            let s = &r.status;
-            s.stored.saturating_sub(
-                s.delivered_from_offline.saturating_add(s.cancelled).saturating_add(s.replaced),
-            )
-        })
-    }
-
     /// Counts copies of a message taken back.
     pub(super) fn retract(&mut self, app: &AppId, message: MessageId, cancelled: u64, replaced: u64) {
         if let Some(record) = self.records.get_mut(&(app.clone(), message)) {
