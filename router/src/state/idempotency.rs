@@ -7,7 +7,7 @@ use super::{Effect, RouterState};
 use herald_core::{AppId, ErrorCode, UnixMillis};
 use herald_proto::journal::{Fact, IdempotentSend};
 use herald_proto::seam::{Push, PushReport};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 /// How long a key is kept.
 pub const IDEMPOTENCY_TTL_MS: u64 = 24 * 3600 * 1000;
@@ -18,10 +18,7 @@ pub const MAX_IDEMPOTENCY_KEYS: usize = 100_000;
 /// The keys of every app.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Keys {
-    sends: HashMap<(AppId, String), IdempotentSend>,
-    /// `(expires_at, app, key)`, oldest first.
-    order: BTreeSet<(UnixMillis, AppId, String)>,
-    per_app: HashMap<AppId, usize>,
+    sends: super::expiring::Expiring<String, IdempotentSend, MAX_IDEMPOTENCY_KEYS>,
     /// Keys whose first send waits for its batch's commit, with the batch:
     /// another send with the key meanwhile is refused as in progress. Only
     /// the router answering sends has any (it is not replicated).
@@ -34,46 +31,13 @@ impl Keys {
     /// Keeps `send`, forgetting the app's oldest key past the cap. The
     /// same rule runs on every replica (`DurableState`).
     pub(super) fn keep(&mut self, send: IdempotentSend) {
-        let app = send.app.clone();
-        let id = (app.clone(), send.idempotency.key.clone());
-        if let Some(old) = self.sends.remove(&id) {
-            self.order.remove(&(old.expires_at, id.0.clone(), id.1.clone()));
-            self.count(&app, -1);
-        }
-        self.order.insert((send.expires_at, id.0.clone(), id.1.clone()));
-        self.sends.insert(id, send);
-        self.count(&app, 1);
-        if self.per_app.get(&app).copied().unwrap_or(0) > MAX_IDEMPOTENCY_KEYS {
-            let oldest = self.order.iter().find(|(_, a, _)| *a == app).cloned();
-            if let Some((at, app, key)) = oldest {
-                self.order.remove(&(at, app.clone(), key.clone()));
-                self.sends.remove(&(app.clone(), key));
-                self.count(&app, -1);
-            }
-        }
-    }
-
-    fn count(&mut self, app: &AppId, delta: isize) {
-        let n = self.per_app.entry(app.clone()).or_default();
-        *n = n.saturating_add_signed(delta);
-        if *n == 0 {
-            self.per_app.remove(app);
-        }
+        let (app, key, until) = (send.app.clone(), send.idempotency.key.clone(), send.expires_at);
+        self.sends.insert(app, key, until, send);
     }
 
     /// Forgets every key that expires before `before`.
     pub(super) fn expire(&mut self, before: UnixMillis) -> bool {
-        let mut any = false;
-        while let Some((at, app, key)) = self.order.first().cloned() {
-            if at >= before {
-                break;
-            }
-            self.order.pop_first();
-            self.sends.remove(&(app.clone(), key));
-            self.count(&app, -1);
-            any = true;
-        }
-        any
+        self.sends.expire(before)
     }
 
     /// Returns every kept send.
@@ -118,7 +82,7 @@ impl RouterState {
         if self.idempotency.pending.contains_key(&id) {
             return Err(ErrorCode::InProgress);
         }
-        if let Some(kept) = self.idempotency.sends.get(&id)
+        if let Some(kept) = self.idempotency.sends.get(&id.0, &id.1)
             && kept.expires_at > now
         {
             if kept.idempotency.body_hash != idempotency.body_hash {

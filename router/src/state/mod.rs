@@ -5,6 +5,7 @@
 
 mod api_keys;
 mod directory;
+mod expiring;
 mod fanout;
 mod idempotency;
 mod journal;

@@ -10,7 +10,7 @@ use herald_core::{AppId, MessageId, NodeId, UnixMillis};
 use herald_proto::Message;
 use herald_proto::journal::{Fact, MessageRecord, ReportMark};
 use herald_proto::seam::{Downlink, MessageStatus, PushDelta, PushReport};
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
 /// How long a record is kept after its message's ttl ends.
 pub const RECORD_KEEP_MS: u64 = 24 * 3600 * 1000;
@@ -24,10 +24,7 @@ const MARKS_PER_GATEWAY: usize = 16;
 /// Every app's message records.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Records {
-    records: HashMap<(AppId, MessageId), MessageRecord>,
-    /// `(forget_at, app, message)`, oldest first.
-    order: BTreeSet<(UnixMillis, AppId, MessageId)>,
-    per_app: HashMap<AppId, usize>,
+    records: super::expiring::Expiring<MessageId, MessageRecord, MAX_RECORDS_PER_APP>,
     /// Per gateway, its recent processes and the last batch counted.
     marks: HashMap<NodeId, VecDeque<(u64, u64)>>,
 }
@@ -36,31 +33,8 @@ impl Records {
     /// Keeps `record`, forgetting the app's oldest past the cap. Every
     /// replica runs the same rule.
     pub(super) fn keep(&mut self, record: MessageRecord) {
-        let app = record.app.clone();
-        let key = (app.clone(), record.status.message);
-        if let Some(old) = self.records.insert(key.clone(), record.clone()) {
-            self.order.remove(&(old.forget_at, key.0.clone(), key.1));
-        } else {
-            *self.per_app.entry(app.clone()).or_default() += 1;
-        }
-        self.order.insert((record.forget_at, key.0, key.1));
-        if self.per_app.get(&app).copied().unwrap_or(0) > MAX_RECORDS_PER_APP
-            && let Some(oldest) = self.order.iter().find(|(_, a, _)| *a == app).cloned()
-        {
-            self.remove(&oldest);
-        }
-    }
-
-    fn remove(&mut self, entry: &(UnixMillis, AppId, MessageId)) {
-        self.order.remove(entry);
-        if self.records.remove(&(entry.1.clone(), entry.2)).is_some()
-            && let Some(n) = self.per_app.get_mut(&entry.1)
-        {
-            *n -= 1;
-            if *n == 0 {
-                self.per_app.remove(&entry.1);
-            }
-        }
+        let (app, message, until) = (record.app.clone(), record.status.message, record.forget_at);
+        self.records.insert(app, message, until, record);
     }
 
     /// Counts a report unless its batch was counted: returns whether it was.
@@ -77,7 +51,7 @@ impl Records {
             }
         }
         for delta in deltas {
-            if let Some(record) = self.records.get_mut(&(delta.app.clone(), delta.message)) {
+            if let Some(record) = self.records.get_mut(&delta.app, &delta.message) {
                 let s = &mut record.status;
                 s.delivered_online = s.delivered_online.saturating_add(delta.delivered_online);
                 s.delivered_from_offline =
@@ -90,7 +64,7 @@ impl Records {
 
     /// Counts copies of a message taken back.
     pub(super) fn retract(&mut self, app: &AppId, message: MessageId, cancelled: u64, replaced: u64) {
-        if let Some(record) = self.records.get_mut(&(app.clone(), message)) {
+        if let Some(record) = self.records.get_mut(app, &message) {
             record.status.cancelled = record.status.cancelled.saturating_add(cancelled);
             record.status.replaced = record.status.replaced.saturating_add(replaced);
         }
@@ -98,20 +72,12 @@ impl Records {
 
     /// Forgets the records whose time is over before `before`.
     pub(super) fn forget(&mut self, before: UnixMillis) -> bool {
-        let mut any = false;
-        while let Some(first) = self.order.first().cloned() {
-            if first.0 >= before {
-                break;
-            }
-            self.remove(&first);
-            any = true;
-        }
-        any
+        self.records.expire(before)
     }
 
     /// Returns a message's status at `now`.
     pub(super) fn status(&self, app: &AppId, message: MessageId, now: UnixMillis) -> Option<MessageStatus> {
-        let record = self.records.get(&(app.clone(), message))?;
+        let record = self.records.get(app, &message)?;
         let mut s = record.status.clone();
         let end = s.expires_at.unwrap_or(UnixMillis(s.created_at.0.saturating_add(ONLINE_ONLY_FINAL_MS)));
         let delivered = s.delivered_online.saturating_add(s.delivered_from_offline);
