@@ -246,6 +246,7 @@ pub(crate) async fn run_gateway(
         drain_timeout: Duration::from_secs(settings.drain_timeout_secs),
         drain_rate: settings.drain_rate,
         push_api: settings.push.api()?,
+        tls: settings.tls.listeners()?,
         ..GatewayConfig::default()
     };
     let authenticator = settings.push.authenticator(&settings.auth, Arc::new(SystemClock))?;
@@ -261,7 +262,9 @@ pub(crate) async fn run_gateway(
     };
     let (ops, shutdown) = crate::ops::start(settings.ops, sources, shutdown).await?;
     let http = gateway.push_api_addr()?.map(tracing::field::display);
-    info!(%mqtt, websocket, http, router = %router.info.router, cluster = %router.info.cluster_id, %node, "listening");
+    let (mqtts, wss) = gateway.tls_addrs()?;
+    let (mqtts, wss) = (mqtts.map(tracing::field::display), wss.map(tracing::field::display));
+    info!(%mqtt, websocket, http, mqtts, wss, router = %router.info.router, cluster = %router.info.cluster_id, %node, "listening");
     gateway.run(shutdown).await;
     ops.stop().await;
     // The releases and requeues of the last connections are on their way:

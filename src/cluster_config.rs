@@ -2,7 +2,7 @@
 //! as standalone's (a TOML file, then `HERALD_*` variables, then flags),
 //! validated at start-up with the key named.
 
-use crate::config::{AuthConfig, Limits, PushConfig, RaftConfig, load_layers};
+use crate::config::{AuthConfig, Limits, PushConfig, RaftConfig, TlsSection, load_layers};
 use serde::{Deserialize, Deserializer};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -72,6 +72,8 @@ pub(crate) struct GatewayConfig {
     pub(crate) auth: AuthConfig,
     /// The push API.
     pub(crate) push: PushConfig,
+    /// TLS listeners.
+    pub(crate) tls: TlsSection,
 }
 
 impl Default for RouterConfig {
@@ -107,6 +109,7 @@ impl Default for GatewayConfig {
             limits: Limits::default(),
             auth: AuthConfig::default(),
             push: PushConfig::default(),
+            tls: TlsSection::default(),
         }
     }
 }
@@ -128,7 +131,7 @@ const GATEWAY_KEYS: &[&str] = &[
     "drain_timeout_secs",
     "drain_rate",
 ];
-const GATEWAY_SECTIONS: &[&str] = &["limits_", "auth_", "push_"];
+const GATEWAY_SECTIONS: &[&str] = &["limits_", "auth_", "push_", "tls_"];
 
 fn wanted(keys: &'static [&'static str], sections: &'static [&'static str]) -> impl Fn(&str) -> bool {
     move |key| keys.contains(&key) || sections.iter().any(|section| key.starts_with(section))
@@ -155,6 +158,7 @@ impl GatewayConfig {
         config.limits.validate()?;
         config.auth.authenticator()?;
         config.push.api()?;
+        config.tls.listeners()?;
         Ok(config)
     }
 

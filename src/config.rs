@@ -37,6 +37,51 @@ pub(crate) struct StandaloneConfig {
     pub(crate) raft: RaftConfig,
     /// The push API.
     pub(crate) push: PushConfig,
+    /// TLS listeners.
+    pub(crate) tls: TlsSection,
+}
+
+/// TLS (`[tls]`, `HERALD_TLS_*`): the listeners that speak it and the
+/// certificate they present.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct TlsSection {
+    /// PEM certificate chain, the server's first.
+    pub(crate) cert_file: Option<PathBuf>,
+    /// PEM private key of the certificate.
+    pub(crate) key_file: Option<PathBuf>,
+    /// PEM CA certificates: when set, devices must present a certificate
+    /// signed by one (mutual TLS), whose common name is their client id.
+    pub(crate) client_ca_file: Option<PathBuf>,
+    /// MQTT over TLS listen address (usually port 8883); none by default.
+    pub(crate) mqtt: Option<SocketAddr>,
+    /// MQTT over secure WebSocket listen address; none by default.
+    pub(crate) websocket: Option<SocketAddr>,
+    /// Serve the push API and SSE over HTTPS on `[push] http`.
+    pub(crate) push_api: bool,
+}
+
+impl TlsSection {
+    /// The gateway's TLS listeners, if any is configured; reads and checks
+    /// the certificate and key.
+    pub(crate) fn listeners(&self) -> anyhow::Result<Option<herald_gateway::TlsListeners>> {
+        if self.mqtt.is_none() && self.websocket.is_none() && !self.push_api {
+            return Ok(None);
+        }
+        let (Some(cert), Some(key)) = (&self.cert_file, &self.key_file) else {
+            anyhow::bail!(
+                "tls.cert_file and tls.key_file: required by a TLS listener (tls.mqtt, tls.websocket, tls.push_api)"
+            );
+        };
+        let config = herald_gateway::tls::TlsConfig::from_files(cert, key, self.client_ca_file.as_deref())
+            .map_err(|e| anyhow::anyhow!("tls: {e}"))?;
+        Ok(Some(herald_gateway::TlsListeners {
+            config,
+            mqtt: self.mqtt,
+            websocket: self.websocket,
+            push_api: self.push_api,
+        }))
+    }
 }
 
 /// The push API (`[push]`, `HERALD_PUSH_*`).
@@ -467,6 +512,7 @@ impl Default for StandaloneConfig {
             auth: AuthConfig::default(),
             raft: RaftConfig::default(),
             push: PushConfig::default(),
+            tls: TlsSection::default(),
         }
     }
 }
@@ -559,6 +605,7 @@ impl StandaloneConfig {
         self.raft.validate()?;
         self.auth.authenticator()?;
         self.push.api()?;
+        self.tls.listeners()?;
         Ok(())
     }
 }
@@ -636,7 +683,7 @@ pub(crate) fn load_layers<T: serde::de::DeserializeOwned>(
 }
 
 fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> anyhow::Result<()> {
-    const SECTIONS: [&str; 4] = ["limits", "auth", "raft", "push"];
+    const SECTIONS: [&str; 5] = ["limits", "auth", "raft", "push", "tls"];
     for (name, value) in env {
         let Some(rest) = name.strip_prefix("HERALD_") else { continue };
         // Not configuration: logging, the file's path, fault injection for tests.
@@ -736,6 +783,19 @@ mod tests {
             let error = config.validate().expect_err("a bad key is refused").to_string();
             assert!(error.contains(&format!("push.apps.shop.{named}")), "{error}");
         }
+    }
+
+    #[test]
+    fn a_tls_listener_needs_a_readable_certificate_and_key() {
+        let config: StandaloneConfig = toml::from_str("[tls]\nmqtt = \"127.0.0.1:0\"\n").expect("shape");
+        let error = config.validate().expect_err("no certificate").to_string();
+        assert!(error.contains("tls.cert_file"), "{error}");
+        let toml = "[tls]\npush_api = true\ncert_file = \"/no/such.pem\"\nkey_file = \"/no/such.key\"\n";
+        let config: StandaloneConfig = toml::from_str(toml).expect("shape");
+        let error = config.validate().expect_err("no such file").to_string();
+        assert!(error.contains("/no/such.pem"), "{error}");
+        let config: StandaloneConfig = toml::from_str("[tls]\ncert_file = \"/x\"\n").expect("shape");
+        config.validate().expect("no listener: nothing to check");
     }
 
     #[test]

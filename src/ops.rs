@@ -65,6 +65,16 @@ impl Sources {
             );
             out.counter("herald_deliveries_total", "Messages handed to local subscribers.", &c.deliveries);
             out.counter(
+                "herald_tls_handshakes_failed_total",
+                "TLS handshakes that failed or timed out.",
+                &c.tls_handshakes_failed,
+            );
+            out.counter(
+                "herald_certificate_mismatches_total",
+                "CONNECTs refused: the client id was not the client certificate's name.",
+                &c.certificate_mismatches,
+            );
+            out.counter(
                 "herald_gateway_dropped_total",
                 "Deliveries dropped because a connection's queue was full.",
                 &c.dropped_connection_backlog,

@@ -51,6 +51,7 @@ pub(crate) async fn run(config: StandaloneConfig, shutdown: impl Future<Output =
         drain_timeout: Duration::from_secs(config.drain_timeout_secs),
         drain_rate: config.drain_rate,
         push_api: config.push.api()?,
+        tls: config.tls.listeners()?,
         ..GatewayConfig::default()
     };
     let authenticator = config.push.authenticator(&config.auth, clock.clone())?;
@@ -66,7 +67,9 @@ pub(crate) async fn run(config: StandaloneConfig, shutdown: impl Future<Output =
     };
     let (ops, shutdown) = crate::ops::start(config.ops, sources, shutdown).await?;
     let http = gateway.push_api_addr()?.map(tracing::field::display);
-    info!(%mqtt, websocket, http, data = %data.path().display(), generation, "listening");
+    let (mqtts, wss) = gateway.tls_addrs()?;
+    let (mqtts, wss) = (mqtts.map(tracing::field::display), wss.map(tracing::field::display));
+    info!(%mqtt, websocket, http, mqtts, wss, data = %data.path().display(), generation, "listening");
     let mut failure = None;
     let watched = router.clone();
     gateway

@@ -228,6 +228,16 @@ async fn start<T: Transport>(
         None => Identity::Password(&*shared.authenticator),
     };
     let accepted = match handshake::accept(&connect, &shared.config.limits, identity, assign, will_id, now) {
+        // A client certificate names the one client id it may use.
+        Ok(accepted)
+            if transport.certificate_name().is_some_and(|name| name != accepted.key.client.as_str()) =>
+        {
+            GatewayCounters::add(&shared.counters.certificate_mismatches, 1);
+            let detail = "the client id is not the one the client certificate names";
+            let refusal = handshake::refusal(connect.protocol, ReasonCode::NotAuthorized, detail);
+            let _ = write_packets(&mut transport, &codec, &[refusal]).await;
+            return None;
+        }
         Ok(accepted) => accepted,
         Err(connack) => {
             let _ = write_packets(&mut transport, &codec, &[connack]).await;

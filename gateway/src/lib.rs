@@ -24,6 +24,7 @@
 pub mod auth;
 mod connection;
 mod delivery;
+mod der;
 pub mod device_token;
 pub mod handshake;
 pub mod ops_http;
@@ -34,6 +35,7 @@ pub mod router_client;
 pub mod scram;
 pub mod session;
 mod sse;
+pub mod tls;
 mod transport;
 mod websocket;
 
@@ -48,7 +50,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
@@ -80,6 +82,22 @@ pub struct GatewayConfig {
     pub drain_rate: u32,
     /// The push API (HTTP); `None`: not served.
     pub push_api: Option<push_api::PushApiConfig>,
+    /// TLS listeners; `None`: none.
+    pub tls: Option<TlsListeners>,
+}
+
+/// The listeners that speak TLS, and the certificate they present.
+#[derive(Debug, Clone)]
+pub struct TlsListeners {
+    /// Certificate, key, and the CA of client certificates (mutual TLS).
+    pub config: tls::TlsConfig,
+    /// MQTT over TLS (the usual port is 8883); `None`: none.
+    pub mqtt: Option<SocketAddr>,
+    /// MQTT over secure WebSocket (`wss://…/mqtt`); `None`: none.
+    pub websocket: Option<SocketAddr>,
+    /// Whether the push API and SSE are served over HTTPS (on the push
+    /// API's address) instead of plain HTTP.
+    pub push_api: bool,
 }
 
 impl Default for GatewayConfig {
@@ -95,6 +113,7 @@ impl Default for GatewayConfig {
             drain_timeout: Duration::from_secs(5),
             drain_rate: 0,
             push_api: None,
+            tls: None,
         }
     }
 }
@@ -149,6 +168,8 @@ pub struct Gateway {
     listener: TcpListener,
     websocket: Option<TcpListener>,
     http: Option<TcpListener>,
+    mqtt_tls: Option<TcpListener>,
+    websocket_tls: Option<TcpListener>,
     shared: Arc<Shared>,
     downlink: mpsc::Receiver<herald_proto::seam::Downlink>,
 }
@@ -168,6 +189,9 @@ impl Gateway {
             None => None,
         };
         let http = config.push_api.as_ref().map(push_api::bind).transpose()?;
+        let tls = config.tls.as_ref();
+        let mqtt_tls = tls.and_then(|t| t.mqtt).map(listen).transpose()?;
+        let websocket_tls = tls.and_then(|t| t.websocket).map(listen).transpose()?;
         let shared = Shared {
             node: link.gateway,
             config,
@@ -185,7 +209,8 @@ impl Gateway {
             reports: reports::Reports::default(),
             sockets: Default::default(),
         };
-        Ok(Gateway { listener, websocket, http, shared: Arc::new(shared), downlink: link.downlink })
+        let shared = Arc::new(shared);
+        Ok(Gateway { listener, websocket, http, mqtt_tls, websocket_tls, shared, downlink: link.downlink })
     }
 
     /// Returns the address the MQTT listener is bound to.
@@ -196,6 +221,13 @@ impl Gateway {
     /// Returns the address the WebSocket listener is bound to, if there is one.
     pub fn websocket_addr(&self) -> std::io::Result<Option<SocketAddr>> {
         self.websocket.as_ref().map(TcpListener::local_addr).transpose()
+    }
+
+    /// Returns the addresses of the MQTT/TLS and secure WebSocket
+    /// listeners, where there are.
+    pub fn tls_addrs(&self) -> std::io::Result<(Option<SocketAddr>, Option<SocketAddr>)> {
+        let addr = |l: &Option<TcpListener>| l.as_ref().map(TcpListener::local_addr).transpose();
+        Ok((addr(&self.mqtt_tls)?, addr(&self.websocket_tls)?))
     }
 
     /// Returns the address the push API listens on, if it is served.
@@ -218,11 +250,25 @@ impl Gateway {
     /// server is shutting down (v5: DISCONNECT 0x8B) and waits for them to
     /// release their sessions, up to the drain timeout.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let Gateway { listener, websocket, http, shared, downlink } = self;
+        let Gateway { listener, websocket, http, mqtt_tls, websocket_tls, shared, downlink } = self;
         let delivery = tokio::spawn(delivery::run(shared.clone(), downlink));
         let sweeper = tokio::spawn(sweep_keep_alive(shared.clone()));
         let reporter = tokio::spawn(reports::run(shared.clone(), rand::random()));
-        let websocket = websocket.map(|listener| tokio::spawn(websocket::listen(listener, shared.clone())));
+        let websocket =
+            websocket.map(|listener| tokio::spawn(websocket::listen(listener, shared.clone(), None)));
+        let mut tls_listeners = Vec::new();
+        if let Some(t) = &shared.config.tls {
+            if let Some(l) = mqtt_tls {
+                tls_listeners.push(tokio::spawn(tls::listen_mqtt(l, t.config.clone(), shared.clone())));
+            }
+            if let Some(l) = websocket_tls {
+                tls_listeners.push(tokio::spawn(websocket::listen(
+                    l,
+                    shared.clone(),
+                    Some(t.config.clone()),
+                )));
+            }
+        }
         let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
         let http = http.zip(shared.config.push_api.clone()).map(|(listener, config)| {
             let stopped = async move {
@@ -234,32 +280,17 @@ impl Gateway {
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _peer)) => {
-                        if !shared.admits_connection() {
-                            drop(stream);
-                            continue;
-                        }
-                        let _ = stream.set_nodelay(true);
-                        tokio::spawn(connection::serve(stream, shared.clone()));
-                    }
-                    Err(error) => {
-                        // Out of file descriptors and the like: back off
-                        // instead of spinning.
-                        warn!(%error, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                },
+                stream = accept_admitted(&listener, &shared, "MQTT") => {
+                    tokio::spawn(connection::serve(stream, shared.clone()));
+                }
             }
         }
         drop(listener);
         // Sends already taken are answered; no new ones are taken.
         let _ = stop_http.send(());
-        if let Some(websocket) = websocket {
-            // Aborting the accept loop drops its listener; upgraded
-            // connections are their own tasks and drain below.
-            websocket.abort();
-        }
+        // Aborting an accept loop drops its listener; connections are
+        // their own tasks and drain below.
+        websocket.iter().chain(&tls_listeners).for_each(tokio::task::JoinHandle::abort);
         let deadline = tokio::time::Instant::now() + shared.config.drain_timeout;
         drain(&shared, deadline).await;
         while shared.connections.len() > 0 && tokio::time::Instant::now() < deadline {
@@ -298,6 +329,27 @@ async fn drain(shared: &Shared, deadline: tokio::time::Instant) {
         rest = later;
         if !rest.is_empty() {
             tokio::time::sleep(tick).await;
+        }
+    }
+}
+
+/// Accepts the next socket on `listener` that the connection limit admits
+/// (others are closed and counted), with no delay; backs off on accept
+/// errors (out of file descriptors and the like) instead of spinning.
+/// Cancel-safe.
+pub(crate) async fn accept_admitted(listener: &TcpListener, shared: &Shared, what: &str) -> TcpStream {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _peer)) => {
+                if shared.admits_connection() {
+                    let _ = stream.set_nodelay(true);
+                    return stream;
+                }
+            }
+            Err(error) => {
+                warn!(%error, listener = what, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
     }
 }

@@ -273,6 +273,11 @@ pub struct GatewayCounters {
     pub dropped_connection_backlog: AtomicU64,
     /// Messages delivered to local subscribers.
     pub deliveries: AtomicU64,
+    /// TLS handshakes that failed or timed out.
+    pub tls_handshakes_failed: AtomicU64,
+    /// CONNECTs refused because the client id was not the one the client
+    /// certificate names.
+    pub certificate_mismatches: AtomicU64,
 }
 
 impl GatewayCounters {

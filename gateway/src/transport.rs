@@ -55,6 +55,12 @@ pub(crate) trait Transport: Send + 'static {
 
     /// Ends the stream in order (TCP: FIN; WebSocket: a close frame).
     async fn close(&mut self);
+
+    /// The subject common name of the certificate the client presented
+    /// (mutual TLS): the only client id it may connect as.
+    fn certificate_name(&self) -> Option<&str> {
+        None
+    }
 }
 
 impl Transport for TcpStream {

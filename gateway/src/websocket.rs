@@ -12,6 +12,7 @@
 
 use crate::Shared;
 use crate::connection;
+use crate::tls::TlsConfig;
 use crate::transport::{Received, Transport};
 use axum::Router;
 use axum::extract::State;
@@ -28,8 +29,8 @@ use std::io;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
-use tracing::{debug, warn};
+use tokio::net::TcpListener;
+use tracing::debug;
 
 /// The request path MQTT clients connect to.
 const PATH: &str = "/mqtt";
@@ -45,31 +46,29 @@ const SUBPROTOCOL: &str = "mqtt";
 /// 1 KiB reads most MQTT packets in one call.
 const READ_BUFFER: usize = 1024;
 
-/// Accepts sockets and serves their HTTP upgrade, until the task is aborted.
-pub(crate) async fn listen(listener: TcpListener, shared: Arc<Shared>) {
+/// Accepts sockets and serves their HTTP upgrade (after a TLS handshake,
+/// with `tls`: `wss://`), until the task is aborted.
+pub(crate) async fn listen(listener: TcpListener, shared: Arc<Shared>, tls: Option<TlsConfig>) {
     let router = Router::new().route(PATH, any(upgrade)).with_state(shared.clone());
     loop {
-        match listener.accept().await {
-            Ok((stream, _peer)) => {
-                if !shared.admits_connection() {
-                    drop(stream);
-                    continue;
+        let stream = crate::accept_admitted(&listener, &shared, "WebSocket").await;
+        let (router, timeout, shared, tls) =
+            (router.clone(), shared.config.connect_timeout, shared.clone(), tls.clone());
+        tokio::spawn(async move {
+            match tls {
+                None => serve_http(stream, router, timeout).await,
+                Some(tls) => {
+                    // One connect timeout covers the handshake and the
+                    // upgrade request.
+                    let started = tokio::time::Instant::now();
+                    let failed = &shared.counters.tls_handshakes_failed;
+                    if let Some(stream) = tls.accept(stream, timeout, failed).await {
+                        serve_http(stream, router, timeout.saturating_sub(started.elapsed())).await;
+                    }
                 }
-                let _ = stream.set_nodelay(true);
-                let (router, timeout, shared) =
-                    (router.clone(), shared.config.connect_timeout, shared.clone());
-                tokio::spawn(async move {
-                    serve_http(stream, router, timeout).await;
-                    shared.release_socket();
-                });
             }
-            Err(error) => {
-                // Out of file descriptors and the like: back off instead of
-                // spinning.
-                warn!(%error, "websocket accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
+            shared.release_socket();
+        });
     }
 }
 
@@ -80,7 +79,10 @@ pub(crate) async fn listen(listener: TcpListener, shared: Arc<Shared>) {
 /// Serves the HTTP exchange. The socket holds its place under the
 /// connection limit until this ends; the upgraded connection takes a place
 /// of its own.
-async fn serve_http(stream: TcpStream, router: Router, timeout: Duration) {
+async fn serve_http<S>(stream: S, router: Router, timeout: Duration)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let service = TowerToHyperService::new(router);
     let http = http1::Builder::new().serve_connection(TokioIo::new(stream), service).with_upgrades();
     match tokio::time::timeout(timeout, http).await {

@@ -22,6 +22,7 @@ mod test_qos;
 mod test_retained;
 mod test_sessions;
 mod test_shared;
+mod test_tls;
 mod test_websocket;
 mod test_wildcards;
 mod test_will;

@@ -144,7 +144,7 @@ fn parse_listening_line(line: &str) -> Option<SocketAddr> {
 }
 
 /// Returns the address in field `key` of a `listening` line, if the line has that field.
-fn listening_field(line: &str, key: &str) -> Option<SocketAddr> {
+pub(crate) fn listening_field(line: &str, key: &str) -> Option<SocketAddr> {
     if !line.contains("listening") {
         return None;
     }

@@ -2,6 +2,7 @@
 //! (`-----BEGIN PUBLIC KEY-----`, the SubjectPublicKeyInfo form that
 //! `openssl pkey -pubout` prints). Pure: a few lines of DER, then `ring`.
 
+use crate::der::element;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use ring::signature::{ECDSA_P256_SHA256_FIXED, RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey};
@@ -107,28 +108,6 @@ impl PublicKey {
         };
         UnparsedPublicKey::new(algorithm, &self.bytes).verify(message, signature).is_ok()
     }
-}
-
-/// Splits a DER element with tag `tag` off the front of `der`: its content
-/// and what follows it.
-fn element(der: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
-    let (&first, der) = der.split_first()?;
-    if first != tag {
-        return None;
-    }
-    let (&length, mut der) = der.split_first()?;
-    let length = if length < 0x80 {
-        usize::from(length)
-    } else {
-        let octets = usize::from(length & 0x7f);
-        if octets == 0 || octets > 4 || der.len() < octets {
-            return None;
-        }
-        let (size, rest) = der.split_at(octets);
-        der = rest;
-        size.iter().fold(0usize, |n, b| (n << 8) | usize::from(*b))
-    };
-    (der.len() >= length).then(|| der.split_at(length))
 }
 
 #[cfg(test)]

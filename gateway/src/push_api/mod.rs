@@ -238,6 +238,7 @@ pub(crate) async fn serve(
         }
     }
     let document = openapi::document().to_string();
+    let tls = shared_tls(&api);
     let app = routes
         .route_layer(axum::middleware::from_fn_with_state(api.clone(), guard))
         // Web devices authenticate with a device token, not an API key.
@@ -251,10 +252,25 @@ pub(crate) async fn serve(
         )
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint") })
         .layer(axum::extract::DefaultBodyLimit::disable())
-        .with_state(api);
-    if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+        .with_state(api.clone());
+    let served = match tls {
+        None => axum::serve(listener, app).with_graceful_shutdown(shutdown).await,
+        Some(tls) => {
+            let timeout = api.shared.config.connect_timeout;
+            match crate::tls::TlsListener::new(listener, tls, timeout, api.shared.clone()) {
+                Ok(listener) => axum::serve(listener, app).with_graceful_shutdown(shutdown).await,
+                Err(error) => Err(error),
+            }
+        }
+    };
+    if let Err(error) = served {
         tracing::warn!(%error, "push API listener failed");
     }
+}
+
+/// The TLS configuration of the push API, when it is served over HTTPS.
+fn shared_tls(api: &Api) -> Option<crate::tls::TlsConfig> {
+    api.shared.config.tls.as_ref().filter(|t| t.push_api).map(|t| t.config.clone())
 }
 
 /// The handler of operation `id` (see [`openapi::OPERATIONS`]).
