@@ -240,7 +240,10 @@ pub(crate) async fn run_gateway(
     let config = GatewayConfig {
         mqtt: settings.mqtt,
         websocket: settings.websocket,
-        limits: Arc::new(settings.limits.session_limits()),
+        limits: Arc::new(herald_gateway::SessionLimits {
+            acl: Arc::new(settings.acl.acl()?),
+            ..settings.limits.session_limits()
+        }),
         connect_timeout: Duration::from_secs(settings.connect_timeout_secs),
         max_connections: settings.max_connections,
         drain_timeout: Duration::from_secs(settings.drain_timeout_secs),

@@ -2,7 +2,7 @@
 //! as standalone's (a TOML file, then `HERALD_*` variables, then flags),
 //! validated at start-up with the key named.
 
-use crate::config::{AuthConfig, Limits, PushConfig, RaftConfig, TlsSection, load_layers};
+use crate::config::{AclConfig, AuthConfig, Limits, PushConfig, RaftConfig, TlsSection, load_layers};
 use serde::{Deserialize, Deserializer};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -74,6 +74,8 @@ pub(crate) struct GatewayConfig {
     pub(crate) push: PushConfig,
     /// TLS listeners.
     pub(crate) tls: TlsSection,
+    /// Who may publish and subscribe to what.
+    pub(crate) acl: AclConfig,
 }
 
 impl Default for RouterConfig {
@@ -110,6 +112,7 @@ impl Default for GatewayConfig {
             auth: AuthConfig::default(),
             push: PushConfig::default(),
             tls: TlsSection::default(),
+            acl: AclConfig::default(),
         }
     }
 }
@@ -131,7 +134,7 @@ const GATEWAY_KEYS: &[&str] = &[
     "drain_timeout_secs",
     "drain_rate",
 ];
-const GATEWAY_SECTIONS: &[&str] = &["limits_", "auth_", "push_", "tls_"];
+const GATEWAY_SECTIONS: &[&str] = &["limits_", "auth_", "push_", "tls_", "acl_"];
 
 fn wanted(keys: &'static [&'static str], sections: &'static [&'static str]) -> impl Fn(&str) -> bool {
     move |key| keys.contains(&key) || sections.iter().any(|section| key.starts_with(section))
@@ -159,6 +162,7 @@ impl GatewayConfig {
         config.auth.authenticator()?;
         config.push.api()?;
         config.tls.listeners()?;
+        config.acl.acl()?;
         Ok(config)
     }
 

@@ -39,6 +39,84 @@ pub(crate) struct StandaloneConfig {
     pub(crate) push: PushConfig,
     /// TLS listeners.
     pub(crate) tls: TlsSection,
+    /// Who may publish and subscribe to what.
+    pub(crate) acl: AclConfig,
+}
+
+/// Access rules (`[acl]`, docs/security.md): the first rule that applies
+/// decides; `default` when none does.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct AclConfig {
+    /// `allow` or `deny`.
+    pub(crate) default: String,
+    /// The rules, in order.
+    pub(crate) rules: Vec<AclRuleConfig>,
+}
+
+impl Default for AclConfig {
+    fn default() -> Self {
+        AclConfig { default: "allow".to_owned(), rules: Vec::new() }
+    }
+}
+
+/// One access rule (`[[acl.rules]]`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AclRuleConfig {
+    /// The app it applies to; every app when unset.
+    pub(crate) app: Option<String>,
+    /// `allow` or `deny`.
+    pub(crate) permission: String,
+    /// `publish`, `subscribe` or `all`.
+    pub(crate) action: String,
+    /// Topic filters; `%c` is the client id, `%u` the user name.
+    pub(crate) topics: Vec<String>,
+    /// Only for these user names.
+    #[serde(default)]
+    pub(crate) users: Vec<String>,
+    /// Only for these client ids.
+    #[serde(default)]
+    pub(crate) clients: Vec<String>,
+}
+
+impl AclConfig {
+    /// The access rules, checked; errors name the rule.
+    pub(crate) fn acl(&self) -> anyhow::Result<herald_gateway::acl::Acl> {
+        use herald_gateway::acl::{Acl, Permission, Rule};
+        let permission = |text: &str, at: &str| match text {
+            "allow" => Ok(Permission::Allow),
+            "deny" => Ok(Permission::Deny),
+            other => Err(anyhow::anyhow!("{at}: {other:?} is not allow or deny")),
+        };
+        let default = permission(&self.default, "acl.default")?;
+        let mut rules = Vec::with_capacity(self.rules.len());
+        for (i, rule) in self.rules.iter().enumerate() {
+            let at = format!("acl.rules[{i}]");
+            let (publish, subscribe) = match rule.action.as_str() {
+                "publish" => (true, false),
+                "subscribe" => (false, true),
+                "all" => (true, true),
+                other => anyhow::bail!("{at}.action: {other:?} is not publish, subscribe or all"),
+            };
+            let app = match &rule.app {
+                Some(app) => Some(
+                    herald_core::AppId::new(app.as_str()).map_err(|e| anyhow::anyhow!("{at}.app: {e}"))?,
+                ),
+                None => None,
+            };
+            rules.push(Rule {
+                app,
+                permission: permission(&rule.permission, &format!("{at}.permission"))?,
+                publish,
+                subscribe,
+                topics: rule.topics.clone(),
+                users: rule.users.clone(),
+                clients: rule.clients.clone(),
+            });
+        }
+        Acl::new(rules, default).map_err(|e| anyhow::anyhow!("acl.{e}"))
+    }
 }
 
 /// TLS (`[tls]`, `HERALD_TLS_*`): the listeners that speak it and the
@@ -513,6 +591,7 @@ impl Default for StandaloneConfig {
             raft: RaftConfig::default(),
             push: PushConfig::default(),
             tls: TlsSection::default(),
+            acl: AclConfig::default(),
         }
     }
 }
@@ -568,6 +647,7 @@ impl Limits {
             max_subscriptions: self.max_subscriptions,
             shared_subscriptions: self.shared_subscriptions,
             shared_strategy: self.strategy(),
+            acl: Default::default(),
         }
     }
 
@@ -606,6 +686,7 @@ impl StandaloneConfig {
         self.auth.authenticator()?;
         self.push.api()?;
         self.tls.listeners()?;
+        self.acl.acl()?;
         Ok(())
     }
 }
@@ -683,7 +764,7 @@ pub(crate) fn load_layers<T: serde::de::DeserializeOwned>(
 }
 
 fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> anyhow::Result<()> {
-    const SECTIONS: [&str; 5] = ["limits", "auth", "raft", "push", "tls"];
+    const SECTIONS: [&str; 6] = ["limits", "auth", "raft", "push", "tls", "acl"];
     for (name, value) in env {
         let Some(rest) = name.strip_prefix("HERALD_") else { continue };
         // Not configuration: logging, the file's path, fault injection for tests.
@@ -783,6 +864,28 @@ mod tests {
             let error = config.validate().expect_err("a bad key is refused").to_string();
             assert!(error.contains(&format!("push.apps.shop.{named}")), "{error}");
         }
+    }
+
+    #[test]
+    fn access_rules_are_checked_at_start_naming_the_rule() {
+        for (toml, named) in [
+            ("[acl]\ndefault = \"maybe\"\n", "acl.default"),
+            (
+                "[[acl.rules]]\npermission = \"allow\"\naction = \"read\"\ntopics = [\"a\"]\n",
+                "acl.rules[0].action",
+            ),
+            (
+                "[[acl.rules]]\npermission = \"permit\"\naction = \"all\"\ntopics = [\"a\"]\n",
+                "acl.rules[0].permission",
+            ),
+            ("[[acl.rules]]\npermission = \"deny\"\naction = \"all\"\ntopics = [\"a/#/b\"]\n", "acl.rule 0"),
+        ] {
+            let config: StandaloneConfig = toml::from_str(toml).expect("shape");
+            let error = config.validate().expect_err("refused").to_string();
+            assert!(error.contains(named), "{error}");
+        }
+        let env = [("HERALD_ACL_DEFAULT".to_owned(), "deny".to_owned())];
+        assert_eq!(StandaloneConfig::load(None, &env).expect("valid").acl.default, "deny");
     }
 
     #[test]

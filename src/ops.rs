@@ -69,6 +69,15 @@ impl Sources {
                 "TLS handshakes that failed or timed out.",
                 &c.tls_handshakes_failed,
             );
+            out.labelled_counter(
+                "herald_acl_denied_total",
+                "Publishes (wills included) and subscriptions the access rules refused.",
+                "action",
+                &[
+                    ("publish", herald_gateway::read(&c.acl_denied_publish)),
+                    ("subscribe", herald_gateway::read(&c.acl_denied_subscribe)),
+                ],
+            );
             out.counter(
                 "herald_certificate_mismatches_total",
                 "CONNECTs refused: the client id was not the client certificate's name.",

@@ -45,7 +45,10 @@ pub(crate) async fn run(config: StandaloneConfig, shutdown: impl Future<Output =
     let gateway_config = GatewayConfig {
         mqtt: config.mqtt,
         websocket: config.websocket,
-        limits: Arc::new(config.limits.session_limits()),
+        limits: Arc::new(herald_gateway::SessionLimits {
+            acl: Arc::new(config.acl.acl()?),
+            ..config.limits.session_limits()
+        }),
         connect_timeout: Duration::from_secs(config.connect_timeout_secs),
         max_connections: config.max_connections,
         drain_timeout: Duration::from_secs(config.drain_timeout_secs),

@@ -149,6 +149,28 @@ pub fn matches(filter: &str, topic: &str) -> bool {
     }
 }
 
+/// Returns true when `outer` (not a `$share/` filter) matches every topic
+/// `inner` matches: a subscription to `inner` receives nothing `outer`
+/// would not. `+` covers any one level (a `+` included), `#` covers the
+/// rest (and the parent level); a literal covers only itself.
+pub fn covers(outer: &str, inner: &str) -> bool {
+    if inner.starts_with('$') && (outer.starts_with('+') || outer.starts_with('#')) {
+        return false;
+    }
+    let mut outer_levels = outer.split('/');
+    let mut inner_levels = inner.split('/');
+    loop {
+        match (outer_levels.next(), inner_levels.next()) {
+            (Some("#"), _) => return true,
+            (Some(_), Some("#")) => return false,
+            (Some("+"), Some(_)) => {}
+            (Some(o), Some(i)) if o == i => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
 /// A valid topic name: what a PUBLISH is addressed to.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Topic(ByteString);
@@ -273,6 +295,62 @@ impl fmt::Display for TopicFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_filter_covers_another_only_when_it_matches_every_topic_the_other_does() {
+        let yes = [
+            ("#", "a/+/c"),
+            ("a/#", "a"),
+            ("a/#", "a/#"),
+            ("a/+", "a/+"),
+            ("a/+/c", "a/b/c"),
+            ("+/+", "x/+"),
+        ];
+        let no =
+            [("a/+", "a/#"), ("a/b", "a/+"), ("a/+", "a"), ("#", "$SYS/x"), ("a/+/c", "a/b/d"), ("a", "a/b")];
+        for (outer, inner) in yes {
+            assert!(covers(outer, inner), "{outer} covers {inner}");
+        }
+        for (outer, inner) in no {
+            assert!(!covers(outer, inner), "{outer} does not cover {inner}");
+        }
+        // Checked against `matches` over every short topic of a small alphabet.
+        let levels = ["a", "b", "+", "#"];
+        let filters: Vec<String> = (1..=3)
+            .flat_map(|n| {
+                (0..levels.len().pow(n as u32)).map(move |mut i| {
+                    (0..n)
+                        .map(|_| {
+                            let l = levels[i % 4];
+                            i /= 4;
+                            l
+                        })
+                        .collect::<Vec<_>>()
+                        .join("/")
+                })
+            })
+            .filter(|f| validate_topic_filter(f).is_ok())
+            .collect();
+        let topics: Vec<String> = (1..=4)
+            .flat_map(|n| {
+                (0..1usize << n).map(move |i| {
+                    (0..n).map(|b| if i >> b & 1 == 1 { "a" } else { "b" }).collect::<Vec<_>>().join("/")
+                })
+            })
+            .collect();
+        for outer in &filters {
+            for inner in &filters {
+                if covers(outer, inner) {
+                    for topic in &topics {
+                        assert!(
+                            !matches(inner, topic) || matches(outer, topic),
+                            "{outer} ⊇ {inner} but not for {topic}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn topic_names_follow_section_4_7() {

@@ -197,6 +197,17 @@ async fn read_packet<T: Transport>(
     }
 }
 
+/// Whether the access rules let the client publish its will.
+fn will_allowed(shared: &Shared, accepted: &handshake::Accepted, will: &herald_proto::seam::Will) -> bool {
+    let acl = &shared.config.limits.acl;
+    let who = crate::acl::Client {
+        app: &accepted.key.app,
+        client: accepted.key.client.as_str(),
+        user: accepted.username.as_deref(),
+    };
+    acl.is_open() || acl.allows(who, crate::acl::Access::Publish, will.message.topic.as_str())
+}
+
 /// A malformed CONNECT gets a CONNACK with a reason when the version is
 /// known well enough to answer [MQTT-3.1.4-?]; otherwise the socket closes.
 fn connect_refusal(error: &DecodeError) -> Option<Packet> {
@@ -234,6 +245,16 @@ async fn start<T: Transport>(
         {
             GatewayCounters::add(&shared.counters.certificate_mismatches, 1);
             let detail = "the client id is not the one the client certificate names";
+            let refusal = handshake::refusal(connect.protocol, ReasonCode::NotAuthorized, detail);
+            let _ = write_packets(&mut transport, &codec, &[refusal]).await;
+            return None;
+        }
+        // A will is a publish the client asks for now: the rules apply.
+        Ok(accepted)
+            if accepted.will.as_ref().is_some_and(|will| !will_allowed(&shared, &accepted, will)) =>
+        {
+            GatewayCounters::add(&shared.counters.acl_denied_publish, 1);
+            let detail = "the access rules do not let this client publish to its will topic";
             let refusal = handshake::refusal(connect.protocol, ReasonCode::NotAuthorized, detail);
             let _ = write_packets(&mut transport, &codec, &[refusal]).await;
             return None;
@@ -561,6 +582,13 @@ impl<T: Transport> Connection<T> {
                         .await;
                 }
                 Action::Push(event) => self.shared.reports.add(&session.key().app, event),
+                Action::Denied(access) => GatewayCounters::add(
+                    match access {
+                        crate::acl::Access::Publish => &self.shared.counters.acl_denied_publish,
+                        crate::acl::Access::Subscribe => &self.shared.counters.acl_denied_subscribe,
+                    },
+                    1,
+                ),
                 Action::Close(c) => {
                     close = Some(c);
                     break;

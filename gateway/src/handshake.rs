@@ -43,6 +43,8 @@ pub struct Accepted {
     pub auth_method: Option<ByteString>,
     /// When the credentials stop being valid (a device token's expiry).
     pub valid_until: Option<UnixMillis>,
+    /// The user name the client authenticated with.
+    pub username: Option<Box<str>>,
 }
 
 /// How the client proves who it is.
@@ -157,6 +159,7 @@ pub fn accept(
         }
     };
     let valid_until = principal.valid_until;
+    let username = principal.username.as_deref().map(Box::from);
     let key = Arc::new(SessionKey::new(principal.app, client));
 
     let requested_expiry = if v5 {
@@ -222,6 +225,7 @@ pub fn accept(
     }
     Ok(Accepted {
         valid_until,
+        username,
         key,
         version,
         clean_start: connect.clean_start,

@@ -21,6 +21,7 @@
 //! `connection.rs` (its shell), `transport.rs` and `websocket.rs` (what it
 //! reads and writes), `delivery.rs`, `registry.rs`.
 
+pub mod acl;
 pub mod auth;
 mod connection;
 mod delivery;

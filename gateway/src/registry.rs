@@ -278,6 +278,10 @@ pub struct GatewayCounters {
     /// CONNECTs refused because the client id was not the one the client
     /// certificate names.
     pub certificate_mismatches: AtomicU64,
+    /// Publishes (and wills) the access rules refused.
+    pub acl_denied_publish: AtomicU64,
+    /// Subscriptions the access rules refused.
+    pub acl_denied_subscribe: AtomicU64,
 }
 
 impl GatewayCounters {

@@ -72,6 +72,8 @@ pub struct SessionLimits {
     /// gets CONNACK 0x9D (server moved) with it, and at shutdown v5 clients
     /// get DISCONNECT 0x9D instead of 0x9C.
     pub server_moved: bool,
+    /// Who may publish and subscribe to what (docs/security.md).
+    pub acl: Arc<crate::acl::Acl>,
 }
 
 impl Default for SessionLimits {
@@ -95,6 +97,7 @@ impl Default for SessionLimits {
             shared_strategy: herald_core::SharedStrategy::RoundRobin,
             server_reference: None,
             server_moved: false,
+            acl: Arc::new(crate::acl::Acl::default()),
         }
     }
 }
@@ -114,6 +117,8 @@ pub enum Action {
     Close(Close),
     /// Something the push API's delivery status counts happened.
     Push(PushEvent),
+    /// The access rules refused a publish or a subscription (counted).
+    Denied(crate::acl::Access),
 }
 
 /// What happened to a push-API message on this connection.
@@ -302,6 +307,9 @@ pub struct Session {
     /// Push-API messages the session got from its offline queue, not yet
     /// written: their delivery counts as "from offline".
     stored_push: std::collections::HashSet<herald_core::MessageId>,
+    /// The user name the client authenticated with (for `%u` in the access
+    /// rules).
+    username: Option<Box<str>>,
 }
 
 impl Session {
@@ -332,7 +340,19 @@ impl Session {
             auth: accepted.auth_method.clone().map(|method| Box::new(reauth::ReAuth::new(method))),
             counters: SessionCounters::default(),
             stored_push: std::collections::HashSet::new(),
+            username: accepted.username.clone(),
         }
+    }
+
+    /// Whether the access rules let this client publish to `topic` or
+    /// subscribe to `filter`.
+    fn allowed(&self, access: crate::acl::Access, topic: &str) -> bool {
+        let who = crate::acl::Client {
+            app: &self.key.app,
+            client: self.key.client.as_str(),
+            user: self.username.as_deref(),
+        };
+        self.limits.acl.is_open() || self.limits.acl.allows(who, access, topic)
     }
 
     /// Returns the session key.
@@ -544,6 +564,11 @@ impl Session {
             Err(_) => Err((ReasonCode::TopicNameInvalid, "invalid topic name")),
         };
         let topic = match refusal {
+            Ok(topic) if !self.allowed(crate::acl::Access::Publish, topic.as_str()) => {
+                out.push(Action::Denied(crate::acl::Access::Publish));
+                let detail = "the access rules do not let this client publish to this topic";
+                return self.refuse_publish(packet_id, publish.qos, ReasonCode::NotAuthorized, detail, out);
+            }
             Ok(topic) => topic,
             Err((code, detail)) => return self.refuse_publish(packet_id, publish.qos, code, detail, out),
         };
@@ -742,6 +767,15 @@ impl Session {
                 }
                 // The per-device topic is its own device's alone.
                 Ok(filter) if filter.push_client().is_some_and(|c| c != self.key.client.as_str()) => {
+                    codes.push(ReasonCode::NotAuthorized);
+                    continue;
+                }
+                // The access rules (a device's own topic is always its own).
+                Ok(filter)
+                    if filter.push_client().is_none()
+                        && !self.allowed(crate::acl::Access::Subscribe, filter.match_filter()) =>
+                {
+                    out.push(Action::Denied(crate::acl::Access::Subscribe));
                     codes.push(ReasonCode::NotAuthorized);
                     continue;
                 }

@@ -16,6 +16,7 @@
 
 mod paho;
 mod raw;
+mod test_acl;
 mod test_auth;
 mod test_limits;
 mod test_properties;
@@ -267,3 +268,13 @@ configured!(
         ("max_session_expiry_secs", "100"),
     ]
 );
+
+#[test]
+fn access_rules_standalone() {
+    test_acl::access_rules(&Topology::standalone_env(&test_acl::rules()));
+}
+
+#[test]
+fn access_rules_cluster() {
+    test_acl::access_rules(&Topology::cluster_env(&test_acl::rules()));
+}

@@ -132,6 +132,27 @@ fn connect_with_flags(flags: u8, client_id: &str, keep_alive: u16, connect_prope
     packet(CONNECT, &body)
 }
 
+/// Returns a v5 CONNECT with clean start for `client_id`, with a will to `will_topic` (QoS 0,
+/// no properties) and the credentials `user`, where given (§3.1.2.3, §3.1.3).
+pub(crate) fn connect_with(client_id: &str, will_topic: Option<&str>, user: Option<(&str, &str)>) -> Vec<u8> {
+    let mut flags = 0x02;
+    let mut payload = utf8(client_id);
+    if let Some(topic) = will_topic {
+        flags |= 0x04;
+        payload.extend(properties(&[])); // will properties
+        payload.extend(utf8(topic));
+        payload.extend(utf8("will")); // will payload (binary data, length-prefixed)
+    }
+    if let Some((name, password)) = user {
+        flags |= 0xC0;
+        payload.extend(utf8(name));
+        payload.extend(utf8(password));
+    }
+    let body =
+        [utf8("MQTT"), vec![0x05, flags], 60u16.to_be_bytes().to_vec(), properties(&[]), payload].concat();
+    packet(CONNECT, &body)
+}
+
 /// Returns a PUBLISH to `topic` with `flags` (QoS, RETAIN), `packet_id` (QoS 1/2 only), the
 /// property bytes `publish_properties` and `payload` (§3.3).
 pub(crate) fn publish(

@@ -53,8 +53,13 @@ impl Topology {
     /// Starts a standalone broker with `limits` as `[limits]` settings (`("max_packet_size",
     /// "1024")` becomes `HERALD_LIMITS_MAX_PACKET_SIZE=1024`).
     pub(crate) fn standalone_with(limits: &[(&str, &str)]) -> Topology {
+        Topology::standalone_env(&limit_variables(limits))
+    }
+
+    /// Starts a standalone broker with the `HERALD_*` variables `env`.
+    pub(crate) fn standalone_env(env: &[(String, String)]) -> Topology {
         let data = data_directory();
-        let mut command = herald(limits);
+        let mut command = herald(env);
         command.args(["standalone", "--mqtt", "127.0.0.1:0", "--websocket", "127.0.0.1:0", "--data"]);
         command.arg(data.path());
         let broker = Supervised::start("standalone", command).expect("start herald standalone");
@@ -76,15 +81,20 @@ impl Topology {
 
     /// Starts a router and two gateways, each with `limits` as `[limits]` settings.
     pub(crate) fn cluster_with(limits: &[(&str, &str)]) -> Topology {
+        Topology::cluster_env(&limit_variables(limits))
+    }
+
+    /// Starts a router and two gateways with the `HERALD_*` variables `env`.
+    pub(crate) fn cluster_env(env: &[(String, String)]) -> Topology {
         let data = data_directory();
-        let mut command = herald(limits);
+        let mut command = herald(env);
         command.args(["router", "--grpc", "127.0.0.1:0", "--data"]).arg(data.path());
         let router = Supervised::start("router", command).expect("start herald router");
         let grpc = listening(&router, "grpc");
         let mut processes = vec![router];
         let (mut endpoints, mut websockets) = (Vec::new(), Vec::new());
         for node in 1..=2_u8 {
-            let mut command = herald(limits);
+            let mut command = herald(env);
             let listen = format!("127.0.0.{}:0", node + 1);
             let router_url = format!("http://{grpc}");
             command.args(["gateway", "--router", &router_url, "--mqtt", &listen, "--websocket", &listen]);
@@ -153,14 +163,20 @@ fn data_directory() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("herald-mqtt5-").tempdir().expect("create a data directory")
 }
 
-/// A `herald` command with `limits` and the test users configured (anonymous clients stay
-/// allowed).
-fn herald(limits: &[(&str, &str)]) -> Command {
+/// `[limits]` settings as `HERALD_LIMITS_*` variables.
+fn limit_variables(limits: &[(&str, &str)]) -> Vec<(String, String)> {
+    limits
+        .iter()
+        .map(|(key, value)| (format!("HERALD_LIMITS_{}", key.to_ascii_uppercase()), value.to_string()))
+        .collect()
+}
+
+/// A `herald` command with the variables `env` and the test users configured (anonymous
+/// clients stay allowed).
+fn herald(env: &[(String, String)]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
     command.env("NO_COLOR", "1").env("RUST_LOG", "info").env("HERALD_AUTH_USERS", users());
-    for (key, value) in limits {
-        command.env(format!("HERALD_LIMITS_{}", key.to_ascii_uppercase()), value);
-    }
+    command.envs(env.iter().map(|(k, v)| (k, v)));
     command
 }
 
