@@ -566,6 +566,11 @@ pub(crate) struct Limits {
     pub(crate) server_moved: bool,
     /// Subscriptions one session may hold.
     pub(crate) max_subscriptions: usize,
+    /// Publishes per second one client may send (burst: one second's
+    /// worth); past it DISCONNECT 0x96. 0: no limit.
+    pub(crate) max_publish_rate: u32,
+    /// Payload bytes per second one client may publish, likewise.
+    pub(crate) max_publish_bytes_rate: u32,
     /// Whether clients may join shared subscription groups.
     pub(crate) shared_subscriptions: bool,
     /// How a shared group picks a gateway and a member.
@@ -618,6 +623,8 @@ impl Default for Limits {
             server_reference: None,
             server_moved: false,
             max_subscriptions: 1000,
+            max_publish_rate: 0,
+            max_publish_bytes_rate: 0,
             shared_subscriptions: true,
             shared_strategy: "round_robin".to_owned(),
             gateway_lease_secs: 15,
@@ -645,6 +652,8 @@ impl Limits {
             server_reference: self.server_reference.clone(),
             server_moved: self.server_moved,
             max_subscriptions: self.max_subscriptions,
+            max_publish_rate: self.max_publish_rate,
+            max_publish_bytes_rate: self.max_publish_bytes_rate,
             shared_subscriptions: self.shared_subscriptions,
             shared_strategy: self.strategy(),
             acl: Default::default(),

@@ -79,6 +79,11 @@ impl Sources {
                 ],
             );
             out.counter(
+                "herald_publish_rate_exceeded_total",
+                "Connections ended with 0x96 for publishing past their rate.",
+                &c.publish_rate_exceeded,
+            );
+            out.counter(
                 "herald_certificate_mismatches_total",
                 "CONNECTs refused: the client id was not the client certificate's name.",
                 &c.certificate_mismatches,

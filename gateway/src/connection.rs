@@ -582,6 +582,7 @@ impl<T: Transport> Connection<T> {
                         .await;
                 }
                 Action::Push(event) => self.shared.reports.add(&session.key().app, event),
+                Action::Throttled => GatewayCounters::add(&self.shared.counters.publish_rate_exceeded, 1),
                 Action::Denied(access) => GatewayCounters::add(
                     match access {
                         crate::acl::Access::Publish => &self.shared.counters.acl_denied_publish,

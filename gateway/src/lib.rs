@@ -27,6 +27,8 @@ mod connection;
 mod delivery;
 mod der;
 pub mod device_token;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod handshake;
 pub mod ops_http;
 pub mod push_api;

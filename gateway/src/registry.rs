@@ -282,6 +282,8 @@ pub struct GatewayCounters {
     pub acl_denied_publish: AtomicU64,
     /// Subscriptions the access rules refused.
     pub acl_denied_subscribe: AtomicU64,
+    /// Connections ended with 0x96 for publishing past their rate.
+    pub publish_rate_exceeded: AtomicU64,
 }
 
 impl GatewayCounters {

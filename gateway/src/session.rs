@@ -74,6 +74,12 @@ pub struct SessionLimits {
     pub server_moved: bool,
     /// Who may publish and subscribe to what (docs/security.md).
     pub acl: Arc<crate::acl::Acl>,
+    /// Publishes per second one client may send, with a burst of one
+    /// second's worth; past it DISCONNECT 0x96 (0: no limit).
+    pub max_publish_rate: u32,
+    /// Payload bytes per second one client may publish, likewise (0: no
+    /// limit).
+    pub max_publish_bytes_rate: u32,
 }
 
 impl Default for SessionLimits {
@@ -98,7 +104,42 @@ impl Default for SessionLimits {
             server_reference: None,
             server_moved: false,
             acl: Arc::new(crate::acl::Acl::default()),
+            max_publish_rate: 0,
+            max_publish_bytes_rate: 0,
         }
+    }
+}
+
+/// A client's publish budget: messages and bytes, each refilled at its
+/// rate and holding at most one second's worth.
+#[derive(Debug, Default)]
+struct PublishBudget {
+    messages: f64,
+    bytes: f64,
+    /// When it was last refilled; `None` before the first publish (full).
+    at: Option<UnixMillis>,
+}
+
+impl PublishBudget {
+    /// Takes one message of `size` bytes at `now`; whether the limits
+    /// allow it.
+    fn take(&mut self, limits: &SessionLimits, size: usize, now: UnixMillis) -> bool {
+        let (rate, byte_rate) =
+            (f64::from(limits.max_publish_rate), f64::from(limits.max_publish_bytes_rate));
+        if rate == 0.0 && byte_rate == 0.0 {
+            return true;
+        }
+        let elapsed = self.at.map_or(f64::INFINITY, |at| now.0.saturating_sub(at.0) as f64 / 1000.0);
+        self.at = Some(now);
+        self.messages = (self.messages + elapsed * rate).min(rate);
+        self.bytes = (self.bytes + elapsed * byte_rate).min(byte_rate);
+        let size = size as f64;
+        let fits = (rate == 0.0 || self.messages >= 1.0) && (byte_rate == 0.0 || self.bytes >= size);
+        if fits {
+            self.messages -= 1.0;
+            self.bytes -= size;
+        }
+        fits
     }
 }
 
@@ -119,6 +160,9 @@ pub enum Action {
     Push(PushEvent),
     /// The access rules refused a publish or a subscription (counted).
     Denied(crate::acl::Access),
+    /// The client published faster than its limit (counted; a `Close`
+    /// follows).
+    Throttled,
 }
 
 /// What happened to a push-API message on this connection.
@@ -310,6 +354,8 @@ pub struct Session {
     /// The user name the client authenticated with (for `%u` in the access
     /// rules).
     username: Option<Box<str>>,
+    /// What the client may still publish now (with a publish rate limit).
+    budget: Option<Box<PublishBudget>>,
 }
 
 impl Session {
@@ -341,6 +387,7 @@ impl Session {
             counters: SessionCounters::default(),
             stored_push: std::collections::HashSet::new(),
             username: accepted.username.clone(),
+            budget: None,
         }
     }
 
@@ -520,6 +567,15 @@ impl Session {
             return out.push(Action::Close(Close::error(
                 ReasonCode::RetainNotSupported,
                 "[MQTT-3.2.2-14] retain is not available on this server",
+            )));
+        }
+        if (self.limits.max_publish_rate > 0 || self.limits.max_publish_bytes_rate > 0)
+            && !self.budget.get_or_insert_with(Box::default).take(&self.limits, publish.payload.len(), now)
+        {
+            out.push(Action::Throttled);
+            return out.push(Action::Close(Close::error(
+                ReasonCode::MessageRateTooHigh,
+                "publishing faster than this server allows a client",
             )));
         }
         let packet_id = publish.packet_id;

@@ -1285,3 +1285,35 @@ fn push_messages_are_counted_delivered_once_and_acknowledged_once() {
     // Other topics are not push messages.
     assert_eq!(push_events(&h.deliver(queued(b"x", QoS::AtLeastOnce))), []);
 }
+
+#[test]
+fn a_client_publishing_past_its_rate_is_disconnected_with_0x96_and_counted() {
+    let mut h = Harness::new(connect_v5(), SessionLimits { max_publish_rate: 2, ..limits() });
+    let throttled = |actions: &[Action]| {
+        actions.iter().any(|a| matches!(a, Action::Throttled))
+            && actions
+                .iter()
+                .any(|a| matches!(a, Action::Close(c) if c.reason == ReasonCode::MessageRateTooHigh))
+    };
+    // A burst of one second's worth, then the next is one too many.
+    assert!(!throttled(&h.publish(publish("a", QoS::AtMostOnce, 0))));
+    assert!(!throttled(&h.publish(publish("a", QoS::AtMostOnce, 0))));
+    assert!(throttled(&h.publish(publish("a", QoS::AtMostOnce, 0))));
+    // Half a second later one publish has been earned back.
+    let mut h = Harness::new(connect_v5(), SessionLimits { max_publish_rate: 2, ..limits() });
+    for _ in 0..2 {
+        assert!(!throttled(&h.publish(publish("a", QoS::AtMostOnce, 0))));
+    }
+    h.now = UnixMillis(NOW.0 + 500);
+    assert!(!throttled(&h.publish(publish("a", QoS::AtMostOnce, 0))));
+    assert!(throttled(&h.publish(publish("a", QoS::AtMostOnce, 0))));
+    // Bytes count too: "payload" is 7 bytes, 10 a second allow one.
+    let mut h = Harness::new(connect_v5(), SessionLimits { max_publish_bytes_rate: 10, ..limits() });
+    assert!(!throttled(&h.publish(publish("a", QoS::AtMostOnce, 0))));
+    assert!(throttled(&h.publish(publish("a", QoS::AtMostOnce, 0))));
+    // No limit: never.
+    let mut h = Harness::v5();
+    for _ in 0..1000 {
+        assert!(!throttled(&h.publish(publish("a", QoS::AtMostOnce, 0))));
+    }
+}

@@ -278,3 +278,10 @@ fn access_rules_standalone() {
 fn access_rules_cluster() {
     test_acl::access_rules(&Topology::cluster_env(&test_acl::rules()));
 }
+
+configured!(
+    publish_rate_standalone,
+    publish_rate_cluster,
+    test_limits::configured_publish_rate,
+    &[("max_publish_rate", "5")]
+);

@@ -270,3 +270,23 @@ pub(crate) fn item_13_configured_server_capabilities(topology: &Topology) {
         assert_eq!(testator.expect(CONNACK).reason_code(), reason, "will flags {flags:#04x}");
     }
 }
+
+/// A client publishing past `limits.max_publish_rate` (here 5 a second, a burst of 5) gets
+/// DISCONNECT 0x96 (message rate too high); one within it is left alone.
+pub(crate) fn configured_publish_rate(topology: &Topology) {
+    let (mut calm, _) = Raw::connected(topology.first(), &raw::connect("calm", 60, &[]));
+    for id in 1..=5 {
+        calm.send(&raw::publish(QOS1, "rate/calm", id, &[], b"x"));
+        assert!(calm.expect(PUBACK).reason_code() < 0x80);
+    }
+    let (mut eager, _) = Raw::connected(topology.second(), &raw::connect("eager", 60, &[]));
+    for _ in 0..6 {
+        eager.send(&raw::publish(0, "rate/eager", 0, &[], b"x"));
+    }
+    let disconnect = eager.expect_disconnect();
+    assert_eq!(disconnect.reason_code(), 0x96, "{disconnect:?}");
+    // The calm one, a second later, has its budget back.
+    std::thread::sleep(Duration::from_millis(1100));
+    calm.send(&raw::publish(QOS1, "rate/calm", 6, &[], b"x"));
+    assert!(calm.expect(PUBACK).reason_code() < 0x80);
+}

@@ -304,6 +304,16 @@ impl Broker {
         Broker { child, address, websocket, log, exit: None, arguments, environment, data: Some(data) }
     }
 
+    /// The broker's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// How many file descriptors the broker holds open now.
+    pub(crate) fn open_files(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map_or(0, |dir| dir.count())
+    }
+
     /// Returns the MQTT address the broker announced.
     pub(crate) fn addr(&self) -> SocketAddr {
         self.address

@@ -247,3 +247,69 @@ fn sockets_that_have_not_sent_connect_count_against_the_connection_limit() {
     thread::sleep(Duration::from_millis(200));
     assert_still_serving(&broker);
 }
+
+#[test]
+fn five_thousand_silent_sockets_are_closed_at_the_connect_timeout_and_the_next_is_refused() {
+    const SOCKETS: usize = 5000;
+    let broker = Broker::start_with(
+        &[],
+        &[
+            ("HERALD_MAX_CONNECTIONS", "5000"),
+            ("HERALD_CONNECT_TIMEOUT_SECS", "3"),
+            ("HERALD_OPS", "127.0.0.1:0"),
+        ],
+    );
+    let baseline = broker.open_files();
+    let opened = Instant::now();
+    let silent: Vec<std::net::TcpStream> =
+        (0..SOCKETS).map(|_| std::net::TcpStream::connect(broker.addr()).expect("connect")).collect();
+    // Every socket is taken (or queued to be) before the limit is probed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while broker.open_files() < baseline + SOCKETS && std::time::Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    let probed = Instant::now();
+    let mut refused = RawConnection::open(&broker);
+    assert!(refused.expect_closed().is_empty(), "past the limit a socket is closed, with nothing sent");
+    assert!(probed.elapsed() < Duration::from_secs(2), "closed at once, not at the connect timeout");
+
+    // All of them are closed at the connect timeout, with nothing sent.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut open: Vec<std::net::TcpStream> = silent;
+    for socket in &open {
+        socket.set_nonblocking(true).expect("nonblocking");
+    }
+    let mut first_closed = None;
+    while !open.is_empty() && std::time::Instant::now() < deadline {
+        let before = open.len();
+        open.retain(|mut socket| {
+            let mut byte = [0u8; 1];
+            match std::io::Read::read(&mut socket, &mut byte) {
+                Ok(0) => false,
+                Ok(_) => panic!("the broker sent bytes to a socket that never spoke"),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
+                Err(_) => false,
+            }
+        });
+        if open.len() < before && first_closed.is_none() {
+            first_closed = Some(opened.elapsed());
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(open.is_empty(), "{} sockets still open long after the connect timeout", open.len());
+    let first_closed = first_closed.expect("sockets were closed");
+    assert!(
+        first_closed >= Duration::from_millis(2500),
+        "the first closed after {first_closed:?}, before the timeout"
+    );
+    // Nothing leaks: the broker's descriptors go back to where they were.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while broker.open_files() > baseline + 2 && std::time::Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(broker.open_files() <= baseline + 2, "{} descriptors, {baseline} before", broker.open_files());
+    let (_, lines) = crate::ops_client::fetch(&crate::ops_client::ops_address(&broker.log()), "/metrics");
+    let refused = crate::ops_client::samples(&lines).get("herald_connections_refused_total{}").copied();
+    assert!(refused.is_some_and(|n| n >= 1.0), "{refused:?}");
+    assert_still_serving(&broker);
+}

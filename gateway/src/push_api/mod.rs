@@ -471,6 +471,28 @@ impl Api {
     }
 }
 
+/// Reads a tag expression as the push API does (for the fuzz target).
+#[doc(hidden)]
+pub fn fuzz_tag_expr(
+    value: &serde_json::Value,
+    limits: &herald_core::directory::DirectoryLimits,
+) -> Result<herald_core::directory::TagExpr, Problem> {
+    devices::tag_expr(value, "/tags", limits)
+}
+
+/// Reads a send body as `POST …/messages` does and, when it parses, makes
+/// its message; panics if that message breaks the payload limit (for the
+/// fuzz target).
+#[doc(hidden)]
+pub fn fuzz_send(body: &[u8], limits: &AppLimits) {
+    let Ok(request) = send::parse(body, limits) else { return };
+    let app = AppId::new("fuzz").expect("a valid app");
+    let now = herald_core::UnixMillis(1_000_000);
+    if let Ok(message) = request.message(app, herald_core::MessageId(1), now, limits) {
+        assert!(message.payload.len() <= limits.max_payload, "an envelope over the payload limit");
+    }
+}
+
 /// The problem for a refusal the router answered with `code`.
 fn refused(code: ErrorCode, what: &str) -> Problem {
     match code {
