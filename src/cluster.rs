@@ -250,6 +250,8 @@ pub(crate) async fn run_gateway(
         drain_rate: settings.drain_rate,
         push_api: settings.push.api()?,
         tls: settings.tls.listeners()?,
+        max_connect_rate: settings.max_connect_rate,
+        memory_high_water: (settings.memory_high_water_mb > 0).then_some(settings.memory_high_water_mb << 20),
         ..GatewayConfig::default()
     };
     let authenticator = settings.push.authenticator(&settings.auth, Arc::new(SystemClock))?;

@@ -62,6 +62,11 @@ pub(crate) struct GatewayConfig {
     pub(crate) connect_timeout_secs: u64,
     /// Connections held at most.
     pub(crate) max_connections: usize,
+    /// CONNECTs accepted per second at most (0: no limit).
+    pub(crate) max_connect_rate: u32,
+    /// Resident memory, in MiB, past which new connections are shed (0:
+    /// no mark).
+    pub(crate) memory_high_water_mb: u64,
     /// Seconds shutdown waits for connections to leave.
     pub(crate) drain_timeout_secs: u64,
     /// Connections told to leave per second at shutdown (0: all at once).
@@ -106,6 +111,8 @@ impl Default for GatewayConfig {
             router_patience_secs: 30,
             connect_timeout_secs: 10,
             max_connections: 100_000,
+            max_connect_rate: 0,
+            memory_high_water_mb: 0,
             drain_timeout_secs: 5,
             drain_rate: 0,
             limits: Limits::default(),
@@ -131,6 +138,8 @@ const GATEWAY_KEYS: &[&str] = &[
     "router_patience_secs",
     "connect_timeout_secs",
     "max_connections",
+    "max_connect_rate",
+    "memory_high_water_mb",
     "drain_timeout_secs",
     "drain_rate",
 ];

@@ -37,6 +37,9 @@ impl Sources {
         if self.draining.load(Ordering::Relaxed) {
             return Err("draining");
         }
+        if self.gateway.as_ref().is_some_and(herald_gateway::GatewayStats::over_memory) {
+            return Err("past the memory high-water mark");
+        }
         if self.gateway.is_none()
             && let Some(raft) = &self.raft
             && raft.gauges().leader.is_none()
@@ -77,6 +80,21 @@ impl Sources {
                     ("publish", herald_gateway::read(&c.acl_denied_publish)),
                     ("subscribe", herald_gateway::read(&c.acl_denied_subscribe)),
                 ],
+            );
+            out.counter(
+                "herald_connect_rate_exceeded_total",
+                "CONNECTs refused with 0x9F: past max_connect_rate.",
+                &c.connect_rate_exceeded,
+            );
+            out.counter(
+                "herald_connects_shed_total",
+                "CONNECTs refused with 0x89: past the memory high-water mark.",
+                &c.connects_shed,
+            );
+            out.gauge(
+                "herald_memory_over_high_water",
+                "1 while resident memory is past memory_high_water_mb.",
+                u64::from(gateway.over_memory()),
             );
             out.counter(
                 "herald_publish_rate_exceeded_total",

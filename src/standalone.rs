@@ -55,6 +55,8 @@ pub(crate) async fn run(config: StandaloneConfig, shutdown: impl Future<Output =
         drain_rate: config.drain_rate,
         push_api: config.push.api()?,
         tls: config.tls.listeners()?,
+        max_connect_rate: config.max_connect_rate,
+        memory_high_water: (config.memory_high_water_mb > 0).then_some(config.memory_high_water_mb << 20),
         ..GatewayConfig::default()
     };
     let authenticator = config.push.authenticator(&config.auth, clock.clone())?;

@@ -231,6 +231,16 @@ async fn start<T: Transport>(
     shared: Arc<Shared>,
 ) -> Option<(Connection<T>, Box<Session>, Vec<Action>)> {
     let Opened { mut transport, codec, buffer, connect, proven } = opened;
+    // Overload is answered before any work is spent on the CONNECT.
+    if let Err(code) = shared.admits_connect() {
+        let detail = match code {
+            ReasonCode::ServerBusy => "the server is past its memory mark; connect again later",
+            _ => "too many connections per second; connect again later",
+        };
+        let _ = write_packets(&mut transport, &codec, &[handshake::refusal(connect.protocol, code, detail)])
+            .await;
+        return None;
+    }
     let now = shared.clock.now();
     let will_id = message_id(shared.node, now.0, &shared.message_sequence);
     let assign = || format!("herald-{:016x}", shared.message_sequence.fetch_add(1, Ordering::Relaxed));

@@ -87,6 +87,12 @@ pub struct GatewayConfig {
     pub push_api: Option<push_api::PushApiConfig>,
     /// TLS listeners; `None`: none.
     pub tls: Option<TlsListeners>,
+    /// CONNECTs accepted per second at most (a burst of one second's
+    /// worth); past it CONNACK 0x9F (0: no limit).
+    pub max_connect_rate: u32,
+    /// Resident memory past which new connections are shed with CONNACK
+    /// 0x89 and the gateway reports itself not ready; `None`: no mark.
+    pub memory_high_water: Option<u64>,
 }
 
 /// The listeners that speak TLS, and the certificate they present.
@@ -117,6 +123,8 @@ impl Default for GatewayConfig {
             drain_rate: 0,
             push_api: None,
             tls: None,
+            max_connect_rate: 0,
+            memory_high_water: None,
         }
     }
 }
@@ -144,6 +152,10 @@ pub(crate) struct Shared {
     /// Sockets being served, from accept to close (before CONNECT, during a
     /// WebSocket upgrade, and connected): what `max_connections` bounds.
     sockets: std::sync::atomic::AtomicUsize,
+    /// CONNECTs the connect rate still allows, and when it was refilled.
+    connect_budget: std::sync::Mutex<(f64, Option<std::time::Instant>)>,
+    /// Whether resident memory is past the high-water mark (sampled).
+    over_memory: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -163,6 +175,46 @@ impl Shared {
     /// Gives a socket's place back.
     fn release_socket(&self) {
         self.sockets.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Whether a CONNECT may be served now, or why not: the memory mark
+    /// (0x89) or the connect rate (0x9F). A refusal is counted.
+    fn admits_connect(&self) -> Result<(), herald_core::ReasonCode> {
+        if self.over_memory.load(Ordering::Relaxed) {
+            GatewayCounters::add(&self.counters.connects_shed, 1);
+            return Err(herald_core::ReasonCode::ServerBusy);
+        }
+        let rate = f64::from(self.config.max_connect_rate);
+        if rate == 0.0 {
+            return Ok(());
+        }
+        let mut budget = self.connect_budget.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        let elapsed = budget.1.map_or(f64::INFINITY, |at| now.duration_since(at).as_secs_f64());
+        *budget = ((budget.0 + elapsed * rate).min(rate), Some(now));
+        if budget.0 < 1.0 {
+            GatewayCounters::add(&self.counters.connect_rate_exceeded, 1);
+            return Err(herald_core::ReasonCode::ConnectionRateExceeded);
+        }
+        budget.0 -= 1.0;
+        Ok(())
+    }
+}
+
+/// Samples the process's resident memory twice a second against the
+/// high-water mark (Linux: `/proc/self/statm`; elsewhere never over).
+async fn watch_memory(shared: Arc<Shared>, mark: u64) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let resident = std::fs::read_to_string("/proc/self/statm")
+            .ok()
+            .and_then(|statm| statm.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .map_or(0, |pages| pages * 4096);
+        let over = resident > mark;
+        if shared.over_memory.swap(over, Ordering::Relaxed) != over {
+            warn!(resident, mark, over, "memory high-water mark");
+        }
     }
 }
 
@@ -211,6 +263,8 @@ impl Gateway {
             api_keys: push_api::RuntimeKeys::default(),
             reports: reports::Reports::default(),
             sockets: Default::default(),
+            connect_budget: std::sync::Mutex::new((0.0, None)),
+            over_memory: Default::default(),
         };
         let shared = Arc::new(shared);
         Ok(Gateway { listener, websocket, http, mqtt_tls, websocket_tls, shared, downlink: link.downlink })
@@ -257,6 +311,8 @@ impl Gateway {
         let delivery = tokio::spawn(delivery::run(shared.clone(), downlink));
         let sweeper = tokio::spawn(sweep_keep_alive(shared.clone()));
         let reporter = tokio::spawn(reports::run(shared.clone(), rand::random()));
+        let memory =
+            shared.config.memory_high_water.map(|mark| tokio::spawn(watch_memory(shared.clone(), mark)));
         let websocket =
             websocket.map(|listener| tokio::spawn(websocket::listen(listener, shared.clone(), None)));
         let mut tls_listeners = Vec::new();
@@ -305,6 +361,7 @@ impl Gateway {
         }
         sweeper.abort();
         reporter.abort();
+        memory.iter().for_each(tokio::task::JoinHandle::abort);
         delivery.abort();
     }
 }
@@ -386,6 +443,11 @@ impl GatewayStats {
     /// Returns the counters.
     pub fn counters(&self) -> &GatewayCounters {
         &self.shared.counters
+    }
+
+    /// Whether resident memory is past the high-water mark.
+    pub fn over_memory(&self) -> bool {
+        self.shared.over_memory.load(Ordering::Relaxed)
     }
 }
 

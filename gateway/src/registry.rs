@@ -284,6 +284,10 @@ pub struct GatewayCounters {
     pub acl_denied_subscribe: AtomicU64,
     /// Connections ended with 0x96 for publishing past their rate.
     pub publish_rate_exceeded: AtomicU64,
+    /// CONNECTs refused with 0x9F: past the connect rate.
+    pub connect_rate_exceeded: AtomicU64,
+    /// CONNECTs refused with 0x89: past the memory high-water mark.
+    pub connects_shed: AtomicU64,
 }
 
 impl GatewayCounters {

@@ -313,3 +313,37 @@ fn five_thousand_silent_sockets_are_closed_at_the_connect_timeout_and_the_next_i
     assert!(refused.is_some_and(|n| n >= 1.0), "{refused:?}");
     assert_still_serving(&broker);
 }
+
+#[test]
+fn past_its_memory_mark_a_broker_sheds_new_connections_with_0x89_and_is_not_ready() {
+    // Any running broker holds more than 1 MiB: the mark is passed at once.
+    let broker =
+        Broker::start_with(&[], &[("HERALD_MEMORY_HIGH_WATER_MB", "1"), ("HERALD_OPS", "127.0.0.1:0")]);
+    let ops = crate::ops_client::ops_address(&broker.log());
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    while crate::ops_client::fetch(&ops, "/readyz").0 != 503 {
+        assert!(Instant::now() < deadline, "still ready past the memory mark");
+        thread::sleep(Duration::from_millis(100));
+    }
+    let mut shed = RawConnection::open(&broker);
+    shed.send(CONNECT_V5);
+    let connack = shed.expect_packet();
+    assert_eq!((connack.first_byte, connack.body.get(1)), (0x20, Some(&0x89)), "{connack:?}");
+    let (_, lines) = crate::ops_client::fetch(&ops, "/metrics");
+    let metrics = crate::ops_client::samples(&lines);
+    assert_eq!(metrics.get("herald_memory_over_high_water{}"), Some(&1.0));
+    assert!(metrics.get("herald_connects_shed_total{}").is_some_and(|n| *n >= 1.0), "{metrics:?}");
+}
+
+#[test]
+fn past_its_connect_rate_a_broker_answers_0x9f_until_the_second_is_over() {
+    let broker = Broker::start_with(&[], &[("HERALD_MAX_CONNECT_RATE", "3")]);
+    let held: Vec<RawConnection> = (0..3).map(|_| connected(&broker, CONNECT_V5)).collect();
+    let mut fourth = RawConnection::open(&broker);
+    fourth.send(CONNECT_V5);
+    let connack = fourth.expect_packet();
+    assert_eq!((connack.first_byte, connack.body.get(1)), (0x20, Some(&0x9F)), "{connack:?}");
+    thread::sleep(Duration::from_millis(1100));
+    drop(held);
+    connected(&broker, CONNECT_V5);
+}
