@@ -55,6 +55,11 @@ const REATTACH_CHUNK: usize = 1000;
 /// hundred milliseconds.
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
+/// How long opening a link may take, from TCP connect to the router's
+/// welcome: a router that accepts sockets but does not answer (stopped,
+/// overloaded, half dead) is passed over for the next one.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Why a link to the router could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
@@ -122,7 +127,11 @@ pub async fn connect_any(settings: &LinkSettings, patience: Duration) -> Result<
     let mut last = LinkError::Unreachable("no router address given".into());
     loop {
         for address in &settings.addresses {
-            match connect(address, settings).await {
+            let opened = tokio::time::timeout(OPEN_TIMEOUT, connect(address, settings)).await;
+            let opened = opened.unwrap_or_else(|_| {
+                Err(LinkError::Unreachable(format!("{address}: no welcome within {OPEN_TIMEOUT:?}")))
+            });
+            match opened {
                 Ok(link) => return Ok(link),
                 Err(error) if error.is_transient() => last = error,
                 Err(error) => return Err(error),

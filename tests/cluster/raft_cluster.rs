@@ -192,6 +192,26 @@ impl RaftCluster {
         (exited, router.output())
     }
 
+    /// Sends `signal` to router `node` (1-based), which keeps running (STOP, CONT).
+    pub(crate) fn signal_router(&self, node: usize, signal: &str) {
+        self.routers[node - 1].as_ref().expect("running").signal(signal);
+    }
+
+    /// The roles and terms of the routers that answer, by node id.
+    pub(crate) fn roles(&self) -> Vec<(usize, String, u64)> {
+        self.status()
+            .lines()
+            .filter_map(|line| {
+                let columns: Vec<&str> = line.split_whitespace().collect();
+                Some((
+                    columns.first()?.parse().ok()?,
+                    columns.get(1)?.to_string(),
+                    columns.get(2)?.parse().ok()?,
+                ))
+            })
+            .collect()
+    }
+
     /// Kills router `node` (1-based) with SIGKILL.
     pub(crate) fn kill_router(&mut self, node: usize) {
         let mut router = self.routers[node - 1].take().expect("running");
