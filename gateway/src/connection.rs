@@ -469,6 +469,7 @@ impl<T: Transport> Connection<T> {
                     Inbound::Deliver(queued) => session.deliver(queued, now, &mut actions),
                     Inbound::Reply(reply) => session.on_reply(reply, now, &mut actions),
                     Inbound::Handover(pending) => session.resume(Vec::new(), pending, now, &mut actions),
+                    Inbound::Retract(message) => session.retract(message, &mut actions),
                 }
             }
         }
@@ -695,7 +696,7 @@ impl<T: Transport> Connection<T> {
                         Inbound::Reply(Downlink::Released { request: answered }) if answered == request => {
                             return;
                         }
-                        Inbound::Reply(_) => {}
+                        Inbound::Reply(_) | Inbound::Retract(_) => {}
                     }
                 }
             }

@@ -49,6 +49,15 @@ pub(crate) async fn run(shared: Arc<Shared>, mut downlink: mpsc::Receiver<Downli
                 Downlink::DeliverPush { message, devices } => deliver_push(&shared, &message, devices),
                 Downlink::Revoked { session, epoch } => shared.connections.revoke(&session, epoch),
                 Downlink::ApiKeys { app, keys } => shared.api_keys.replace(app, keys),
+                Downlink::Retract { app, message } => {
+                    // The devices of the app that receive pushes here.
+                    let members = shared.index.read().unwrap_or_else(|p| p.into_inner()).push_members(&app);
+                    for (conn, _) in members {
+                        if let Some(handle) = shared.connections.get(conn) {
+                            handle.push(Inbound::Retract(message), usize::MAX);
+                        }
+                    }
+                }
                 Downlink::Handover { session, epoch, pending } => {
                     let count = pending.len() as u64;
                     if !shared.connections.hand_over(&session, epoch, pending) {

@@ -35,6 +35,8 @@ pub(crate) enum Inbound {
     Reply(Downlink),
     /// Unacknowledged messages of the connection this one took over.
     Handover(Vec<QueuedMessage>),
+    /// A cancelled push-API message: drop its copies not written yet.
+    Retract(herald_core::MessageId),
 }
 
 /// The part of a connection other tasks can reach: a bounded inbox, a

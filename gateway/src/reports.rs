@@ -32,7 +32,9 @@ impl Reports {
     pub(crate) fn add(&self, app: &AppId, event: PushEvent) {
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         let message = match event {
-            PushEvent::Delivered { message, .. } | PushEvent::Acknowledged { message } => message,
+            PushEvent::Delivered { message, .. }
+            | PushEvent::Acknowledged { message }
+            | PushEvent::Cancelled { message } => message,
         };
         let key = (app.clone(), message);
         if !counts.contains_key(&key) && counts.len() >= MAX_MESSAGES {
@@ -44,11 +46,13 @@ impl Reports {
             delivered_online: 0,
             delivered_from_offline: 0,
             acknowledged: 0,
+            cancelled: 0,
         });
         match event {
             PushEvent::Delivered { from_offline: true, .. } => delta.delivered_from_offline += 1,
             PushEvent::Delivered { from_offline: false, .. } => delta.delivered_online += 1,
             PushEvent::Acknowledged { .. } => delta.acknowledged += 1,
+            PushEvent::Cancelled { .. } => delta.cancelled += 1,
         }
     }
 

@@ -182,6 +182,11 @@ pub enum PushEvent {
         /// The message.
         message: herald_core::MessageId,
     },
+    /// Taken back by a cancel before it was written to the device.
+    Cancelled {
+        /// The message.
+        message: herald_core::MessageId,
+    },
 }
 
 /// Counts the device's acknowledgement of a push-API message.
@@ -935,6 +940,17 @@ impl Session {
         }));
     }
 
+    /// A push-API message was cancelled: its copies waiting behind the
+    /// window (not written to the device yet) are dropped and counted.
+    /// Copies written already are delivered and stay in flight.
+    pub fn retract(&mut self, message: herald_core::MessageId, out: &mut Vec<Action>) {
+        let before = self.waiting.len();
+        self.waiting.retain(|(queued, _)| queued.message.id != message || !is_push(queued));
+        for _ in self.waiting.len()..before {
+            out.push(Action::Push(PushEvent::Cancelled { message }));
+        }
+    }
+
     /// Handles the router's reply to one of this session's requests.
     pub fn on_reply(&mut self, reply: Downlink, now: UnixMillis, out: &mut Vec<Action>) {
         let request = match &reply {
@@ -944,6 +960,7 @@ impl Session {
             | Downlink::Claimed { request, .. } => *request,
             Downlink::Revoked { .. }
             | Downlink::ApiKeys { .. }
+            | Downlink::Retract { .. }
             | Downlink::Deliver(_)
             | Downlink::DeliverShared { .. }
             | Downlink::Handover { .. }

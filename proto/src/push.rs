@@ -286,6 +286,9 @@ pub struct PushDelta {
     pub delivered_from_offline: u64,
     /// Acknowledged by devices (QoS 1 and 2 only).
     pub acknowledged: u64,
+    /// Copies a cancel took back from gateways before they were written
+    /// (waiting behind a full window).
+    pub cancelled: u64,
 }
 
 /// A message's delivery funnel. Every targeted device is in exactly one

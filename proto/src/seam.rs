@@ -403,6 +403,15 @@ pub enum Downlink {
         /// The keys.
         keys: Vec<crate::push::ApiKeyRecord>,
     },
+    /// A push-API message was cancelled: copies of it waiting on the
+    /// gateway, not yet written to a device, are dropped and reported as
+    /// cancelled.
+    Retract {
+        /// The message's app.
+        app: AppId,
+        /// The message.
+        message: herald_core::MessageId,
+    },
     /// Messages a taken-over connection held unacknowledged, handed to the
     /// session's new connection (which holds `epoch`) to resend.
     Handover {
@@ -430,6 +439,7 @@ impl Downlink {
             | Downlink::Released { request } => Some(*request),
             Downlink::Revoked { .. }
             | Downlink::ApiKeys { .. }
+            | Downlink::Retract { .. }
             | Downlink::Deliver(_)
             | Downlink::DeliverShared { .. }
             | Downlink::DeliverPush { .. }

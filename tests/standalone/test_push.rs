@@ -922,3 +922,81 @@ fn each_app_keeps_its_own_limits_at_the_gateway_and_at_the_router() {
     let device = call(http, "GET", "/v1/apps/shop/devices/d2", Some(SHOP_KEY), Body::Text(""));
     assert_eq!(device.body["tags"], json!(["x", "y"]), "nothing changed");
 }
+
+/// A v5 CONNECT for `client` as the user `shop-device` (password `pw`), with a receive
+/// maximum of 1: the device takes one QoS 1 message at a time.
+fn connect_one_at_a_time(client: &str) -> Vec<u8> {
+    let mut body = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05, 0xC2, 0x00, 0x3C];
+    body.extend([0x03, 0x21, 0x00, 0x01]); // properties: Receive Maximum 1
+    for text in [client, "shop-device", "pw"] {
+        body.extend((text.len() as u16).to_be_bytes());
+        body.extend(text.as_bytes());
+    }
+    let mut packet = vec![0x10, body.len() as u8];
+    packet.extend(body);
+    packet
+}
+
+#[test]
+fn a_cancel_takes_back_copies_waiting_on_the_gateway_and_the_funnel_says_so() {
+    use crate::support::{Incoming, RawConnection};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (broker, http) = broker(&dir);
+    let mut device = RawConnection::open(&broker);
+    device.send(&connect_one_at_a_time("dev-w"));
+    assert_eq!(device.expect_packet().body[1], 0x00, "CONNACK");
+    let topic = b"$push/dev-w";
+    let mut subscribe =
+        vec![0x82, (2 + 1 + 2 + topic.len() + 1) as u8, 0x00, 0x01, 0x00, 0x00, topic.len() as u8];
+    subscribe.extend(topic);
+    subscribe.push(0x01);
+    device.send(&subscribe);
+    assert_eq!(device.expect_packet().first_byte, 0x90, "SUBACK");
+
+    let ids: Vec<String> = (0..3)
+        .map(|n| {
+            let body = json!({"audience": {"device_ids": ["dev-w"]}, "content": {"data": {"n": n}}, "options": {"qos": 1}});
+            let sent = send(http, SHOP_KEY, &body);
+            assert_eq!(sent.status, 202, "{sent:?}");
+            sent.body["message_id"].as_str().expect("id").to_owned()
+        })
+        .collect();
+    // The first is written; the other two wait on the gateway behind the window.
+    let first = device.expect_packet();
+    assert_eq!(first.first_byte & 0xF0, 0x30, "{first:?}");
+    let cancelled = call(
+        http,
+        "POST",
+        &format!("/v1/apps/shop/messages/{}/cancel", ids[2]),
+        Some(SHOP_KEY),
+        Body::Text(""),
+    );
+    assert_eq!(cancelled.status, 200, "{cancelled:?}");
+    // The gateway reports the copy it took back.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let status =
+            call(http, "GET", &format!("/v1/apps/shop/messages/{}", ids[2]), Some(SHOP_KEY), Body::Text(""));
+        if status.body["funnel"]["cancelled"] == 1 {
+            assert_eq!(status.body["funnel"]["pending"], 0, "{status:?}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never counted: {status:?}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Acknowledging the first lets the second through, and nothing after it.
+    let packet_id = {
+        let topic_len = usize::from(u16::from_be_bytes([first.body[0], first.body[1]]));
+        [first.body[2 + topic_len], first.body[3 + topic_len]]
+    };
+    device.send(&[0x40, 0x02, packet_id[0], packet_id[1]]);
+    let second = device.expect_packet();
+    assert_eq!(second.first_byte & 0xF0, 0x30, "{second:?}");
+    assert!(String::from_utf8_lossy(&second.body).contains(&ids[1]), "the second message comes next");
+    let topic_len = usize::from(u16::from_be_bytes([second.body[0], second.body[1]]));
+    device.send(&[0x40, 0x02, second.body[2 + topic_len], second.body[3 + topic_len]]);
+    assert!(
+        matches!(device.receive(std::time::Duration::from_millis(800)), Incoming::Silent),
+        "the cancelled one never comes"
+    );
+}

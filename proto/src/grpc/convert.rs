@@ -436,6 +436,10 @@ pub fn uplink_from_pb(item: pb::Uplink) -> Result<Uplink, ConvertError> {
 pub fn downlink_to_pb(item: &Downlink) -> pb::Downlink {
     use pb::downlink::Item;
     let item = match item {
+        Downlink::Retract { app, message } => Item::Retract(pb::Retract {
+            app: app.to_string(),
+            message: message.0.to_be_bytes().to_vec().into(),
+        }),
         Downlink::ApiKeys { app, keys } => Item::ApiKeys(pb::ApiKeysChanged {
             app: app.as_ref().map(|a| a.to_string()),
             keys: keys.iter().map(super::push::api_key_to_pb).collect(),
@@ -537,6 +541,10 @@ pub fn downlink_from_pb(item: pb::Downlink) -> Result<Downlink, ConvertError> {
                 }),
                 (None, None) => return Err(invalid("claimed", "neither grant nor error")),
             },
+        },
+        Item::Retract(r) => Downlink::Retract {
+            app: AppId::new(r.app).map_err(|_| invalid("retract.app", "invalid app id"))?,
+            message: message_id_from_pb(&r.message, "retract.message")?,
         },
         Item::ApiKeys(k) => Downlink::ApiKeys {
             app: k

@@ -378,6 +378,7 @@ mod tests {
             delivered_online: 3,
             delivered_from_offline: 2,
             acknowledged: 4,
+            cancelled: 0,
         }
     }
 
@@ -475,6 +476,12 @@ mod tests {
             Fact::FanoutRemoved { app: AppId::default_app(), seq: 4 },
             Fact::ApiKeyPut(Box::new(api_key())),
             Fact::ApiKeyRevoked { app: AppId::default_app(), id: "key_1".to_owned() },
+            Fact::MessageReport {
+                gateway: NodeId(2),
+                origin: 77,
+                batch: 6,
+                deltas: vec![crate::seam::PushDelta { cancelled: 3, ..delta() }],
+            },
         ];
         assert_eq!(decode(&encode(&facts)).expect("decodes"), facts);
         let image = DurableImage {

@@ -489,6 +489,7 @@ pub(crate) fn report_items_to_pb(request: u64, origin: u64, batch: u64, deltas: 
                 delivered_online: d.delivered_online,
                 delivered_from_offline: d.delivered_from_offline,
                 acknowledged: d.acknowledged,
+                cancelled: d.cancelled,
             })
             .collect(),
     }
@@ -505,6 +506,7 @@ pub(crate) fn deltas_from_pb(deltas: Vec<pb::PushDelta>) -> Result<Vec<PushDelta
                 delivered_online: d.delivered_online,
                 delivered_from_offline: d.delivered_from_offline,
                 acknowledged: d.acknowledged,
+                cancelled: d.cancelled,
             })
         })
         .collect()

@@ -19,7 +19,9 @@ impl RouterState {
     ) -> Result<DirectoryAnswer, ErrorCode> {
         match op {
             DirectoryOp::Keys(op) => self.key_op(app, op, out),
-            DirectoryOp::Cancel { message } => self.cancel(&app, message, now).map(DirectoryAnswer::Status),
+            DirectoryOp::Cancel { message } => {
+                self.cancel(&app, message, now, out).map(DirectoryAnswer::Status)
+            }
             DirectoryOp::Stats => Ok(DirectoryAnswer::Stats(self.app_stats(&app))),
             DirectoryOp::Status { message } => self
                 .records

@@ -1,13 +1,14 @@
 //! Taking back copies of push-API messages that have not been delivered:
 //! a cancel, or a newer message with the same collapse key (which replaces
 //! the older one wherever the older still waits: a session's queue, the
-//! app's fan-out log). Copies already handed to a gateway are not recalled.
+//! app's fan-out log). A cancel also tells every gateway, which drops the
+//! copies not yet written to devices and reports them as cancelled.
 
 use super::RouterState;
 use herald_core::{AppId, ErrorCode, MessageId, SessionKey, UnixMillis};
 use herald_proto::Message;
 use herald_proto::journal::Fact;
-use herald_proto::seam::{MessageStatus, Progress, QueuedMessage};
+use herald_proto::seam::{Downlink, MessageStatus, Progress, QueuedMessage};
 
 use herald_proto::seam::COLLAPSE_PROPERTY;
 
@@ -54,6 +55,7 @@ impl RouterState {
         app: &AppId,
         message: MessageId,
         now: UnixMillis,
+        out: &mut Vec<super::Effect>,
     ) -> Result<MessageStatus, ErrorCode> {
         let before = self.records.status(app, message, now).ok_or(ErrorCode::NotFound)?;
         if before.is_final {
@@ -74,6 +76,11 @@ impl RouterState {
         // Copies in queues, and those of its log entry no session has read.
         let unread = self.remove_fanout(app, message).unwrap_or(0);
         self.retracted(app, message, removed + unread, 0);
+        // Copies on gateways not yet written to devices: dropped there and
+        // reported as cancelled.
+        for gateway in &self.known_gateways {
+            out.push((*gateway, Downlink::Retract { app: app.clone(), message }));
+        }
         self.records.status(app, message, now).ok_or(ErrorCode::Internal)
     }
 }

@@ -219,6 +219,7 @@ fn uplink_samples() -> Vec<Uplink> {
                 delivered_online: 1,
                 delivered_from_offline: 2,
                 acknowledged: 3,
+                cancelled: 0,
             }],
         },
         Uplink::Directory {
@@ -323,6 +324,19 @@ fn uplink_samples() -> Vec<Uplink> {
             request: 32,
             app: shop(),
             op: DirectoryOp::Put { device: client("d1"), entry: entry() },
+        },
+        Uplink::Report {
+            request: 33,
+            origin: 9,
+            batch: 4,
+            deltas: vec![crate::seam::PushDelta {
+                app: shop(),
+                message: MessageId(6),
+                delivered_online: 0,
+                delivered_from_offline: 0,
+                acknowledged: 0,
+                cancelled: 2,
+            }],
         },
     ]
 }
@@ -444,6 +458,7 @@ fn downlink_samples() -> Vec<Downlink> {
         Downlink::DirectoryDone { request: 29, result: Ok(DirectoryAnswer::Keys(vec![api_key()])) },
         Downlink::ApiKeys { app: None, keys: vec![api_key()] },
         Downlink::ApiKeys { app: Some(shop()), keys: Vec::new() },
+        Downlink::Retract { app: shop(), message: MessageId(6) },
     ]
 }
 
