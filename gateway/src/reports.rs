@@ -34,7 +34,8 @@ impl Reports {
         let message = match event {
             PushEvent::Delivered { message, .. }
             | PushEvent::Acknowledged { message }
-            | PushEvent::Cancelled { message } => message,
+            | PushEvent::Cancelled { message }
+            | PushEvent::Replaced { message } => message,
         };
         let key = (app.clone(), message);
         if !counts.contains_key(&key) && counts.len() >= MAX_MESSAGES {
@@ -47,12 +48,14 @@ impl Reports {
             delivered_from_offline: 0,
             acknowledged: 0,
             cancelled: 0,
+            replaced: 0,
         });
         match event {
             PushEvent::Delivered { from_offline: true, .. } => delta.delivered_from_offline += 1,
             PushEvent::Delivered { from_offline: false, .. } => delta.delivered_online += 1,
             PushEvent::Acknowledged { .. } => delta.acknowledged += 1,
             PushEvent::Cancelled { .. } => delta.cancelled += 1,
+            PushEvent::Replaced { .. } => delta.replaced += 1,
         }
     }
 

@@ -187,6 +187,12 @@ pub enum PushEvent {
         /// The message.
         message: herald_core::MessageId,
     },
+    /// Replaced, before it was written to the device, by a newer message
+    /// with its collapse key.
+    Replaced {
+        /// The message.
+        message: herald_core::MessageId,
+    },
 }
 
 /// Counts the device's acknowledgement of a push-API message.
@@ -198,6 +204,14 @@ fn acknowledged(queued: &QueuedMessage, out: &mut Vec<Action>) {
 
 fn is_push(queued: &QueuedMessage) -> bool {
     queued.message.topic.as_str().starts_with(herald_core::topic::PUSH_PREFIX)
+}
+
+/// The collapse key a push-API message carries (user property
+/// `collapse-key`), if any.
+fn collapse_key(message: &Message) -> Option<&str> {
+    let properties = message.properties.as_deref()?;
+    let key = herald_proto::seam::COLLAPSE_PROPERTY;
+    properties.user_properties.iter().find(|(k, _)| &**k == key).map(|(_, v)| &**v)
 }
 
 /// How a connection ends.
@@ -1085,6 +1099,26 @@ impl Session {
             if bound == Bound::Bounded && self.waiting.len() >= self.limits.max_queued_messages {
                 self.counters.dropped_queue_full += 1;
                 return;
+            }
+            // A push with a collapse key replaces older waiting copies
+            // with its key (or is replaced by a newer one waiting).
+            if is_push(&queued)
+                && let Some(key) = collapse_key(&queued.message)
+            {
+                let same = |q: &QueuedMessage| is_push(q) && collapse_key(&q.message) == Some(key);
+                let created = queued.message.created_at;
+                if self.waiting.iter().any(|(q, _)| same(q) && q.message.created_at > created) {
+                    return out.push(Action::Push(PushEvent::Replaced { message: queued.message.id }));
+                }
+                let mut replaced = Vec::new();
+                self.waiting.retain(|(q, _)| {
+                    let older = same(q);
+                    if older {
+                        replaced.push(q.message.id);
+                    }
+                    !older
+                });
+                out.extend(replaced.into_iter().map(|message| Action::Push(PushEvent::Replaced { message })));
             }
             return self.waiting.push_back((queued, from_store));
         }

@@ -289,6 +289,9 @@ pub struct PushDelta {
     /// Copies a cancel took back from gateways before they were written
     /// (waiting behind a full window).
     pub cancelled: u64,
+    /// Copies replaced on gateways by a newer message with their collapse
+    /// key before they were written.
+    pub replaced: u64,
 }
 
 /// A message's delivery funnel. Every targeted device is in exactly one

@@ -1000,3 +1000,53 @@ fn a_cancel_takes_back_copies_waiting_on_the_gateway_and_the_funnel_says_so() {
         "the cancelled one never comes"
     );
 }
+
+#[test]
+fn a_newer_message_with_a_collapse_key_replaces_the_older_one_waiting_on_the_gateway() {
+    use crate::support::{Incoming, RawConnection};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (broker, http) = broker(&dir);
+    let mut device = RawConnection::open(&broker);
+    device.send(&connect_one_at_a_time("dev-c"));
+    assert_eq!(device.expect_packet().body[1], 0x00, "CONNACK");
+    let topic = b"$push/dev-c";
+    let mut subscribe =
+        vec![0x82, (2 + 1 + 2 + topic.len() + 1) as u8, 0x00, 0x01, 0x00, 0x00, topic.len() as u8];
+    subscribe.extend(topic);
+    subscribe.push(0x01);
+    device.send(&subscribe);
+    assert_eq!(device.expect_packet().first_byte, 0x90, "SUBACK");
+    let push = |collapse: Option<&str>| {
+        let mut options = json!({"qos": 1});
+        if let Some(key) = collapse {
+            options["collapse_key"] = json!(key);
+        }
+        let body =
+            json!({"audience": {"device_ids": ["dev-c"]}, "content": {"data": {}}, "options": options});
+        let sent = send(http, SHOP_KEY, &body);
+        assert_eq!(sent.status, 202, "{sent:?}");
+        sent.body["message_id"].as_str().expect("id").to_owned()
+    };
+    let _first = push(None);
+    let held = device.expect_packet();
+    let older = push(Some("score"));
+    let newer = push(Some("score"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let status =
+            call(http, "GET", &format!("/v1/apps/shop/messages/{older}"), Some(SHOP_KEY), Body::Text(""));
+        if status.body["funnel"]["replaced"] == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never counted as replaced: {status:?}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let topic_len = usize::from(u16::from_be_bytes([held.body[0], held.body[1]]));
+    device.send(&[0x40, 0x02, held.body[2 + topic_len], held.body[3 + topic_len]]);
+    let next = device.expect_packet();
+    let text = String::from_utf8_lossy(&next.body).into_owned();
+    assert!(text.contains(&newer) && !text.contains(&older), "the newer one comes, the older never: {text}");
+    let topic_len = usize::from(u16::from_be_bytes([next.body[0], next.body[1]]));
+    device.send(&[0x40, 0x02, next.body[2 + topic_len], next.body[3 + topic_len]]);
+    assert!(matches!(device.receive(std::time::Duration::from_millis(800)), Incoming::Silent));
+}

@@ -379,6 +379,7 @@ mod tests {
             delivered_from_offline: 2,
             acknowledged: 4,
             cancelled: 0,
+            replaced: 0,
         }
     }
 
@@ -481,6 +482,12 @@ mod tests {
                 origin: 77,
                 batch: 6,
                 deltas: vec![crate::seam::PushDelta { cancelled: 3, ..delta() }],
+            },
+            Fact::MessageReport {
+                gateway: NodeId(2),
+                origin: 77,
+                batch: 7,
+                deltas: vec![crate::seam::PushDelta { replaced: 2, ..delta() }],
             },
         ];
         assert_eq!(decode(&encode(&facts)).expect("decodes"), facts);

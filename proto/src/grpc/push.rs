@@ -490,6 +490,7 @@ pub(crate) fn report_items_to_pb(request: u64, origin: u64, batch: u64, deltas: 
                 delivered_from_offline: d.delivered_from_offline,
                 acknowledged: d.acknowledged,
                 cancelled: d.cancelled,
+                replaced: d.replaced,
             })
             .collect(),
     }
@@ -507,6 +508,7 @@ pub(crate) fn deltas_from_pb(deltas: Vec<pb::PushDelta>) -> Result<Vec<PushDelta
                 delivered_from_offline: d.delivered_from_offline,
                 acknowledged: d.acknowledged,
                 cancelled: d.cancelled,
+                replaced: d.replaced,
             })
         })
         .collect()

@@ -326,6 +326,7 @@ fn report(
         delivered_from_offline: delta.1,
         acknowledged: delta.2,
         cancelled: 0,
+        replaced: 0,
     }];
     let item = Uplink::Report { request: 8, origin: 1, batch, deltas };
     assert_eq!(h.apply(gateway, item, T0), [(gateway, Downlink::Reported { request: 8 })]);

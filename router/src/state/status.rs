@@ -58,6 +58,7 @@ impl Records {
                     s.delivered_from_offline.saturating_add(delta.delivered_from_offline);
                 s.acknowledged = s.acknowledged.saturating_add(delta.acknowledged);
                 s.cancelled = s.cancelled.saturating_add(delta.cancelled);
+                s.replaced = s.replaced.saturating_add(delta.replaced);
             }
         }
         true

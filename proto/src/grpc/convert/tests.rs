@@ -220,6 +220,7 @@ fn uplink_samples() -> Vec<Uplink> {
                 delivered_from_offline: 2,
                 acknowledged: 3,
                 cancelled: 0,
+                replaced: 0,
             }],
         },
         Uplink::Directory {
@@ -336,6 +337,21 @@ fn uplink_samples() -> Vec<Uplink> {
                 delivered_from_offline: 0,
                 acknowledged: 0,
                 cancelled: 2,
+                replaced: 0,
+            }],
+        },
+        Uplink::Report {
+            request: 34,
+            origin: 9,
+            batch: 5,
+            deltas: vec![crate::seam::PushDelta {
+                app: shop(),
+                message: MessageId(7),
+                delivered_online: 0,
+                delivered_from_offline: 0,
+                acknowledged: 0,
+                cancelled: 0,
+                replaced: 1,
             }],
         },
     ]
