@@ -251,6 +251,7 @@ pub(crate) async fn run_gateway(
         push_api: settings.push.api()?,
         tls: settings.tls.listeners()?,
         max_connect_rate: settings.max_connect_rate,
+        max_inbox_bytes: settings.max_inbox_bytes,
         memory_high_water: (settings.memory_high_water_mb > 0).then_some(settings.memory_high_water_mb << 20),
         ..GatewayConfig::default()
     };

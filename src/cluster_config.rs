@@ -64,6 +64,8 @@ pub(crate) struct GatewayConfig {
     pub(crate) max_connections: usize,
     /// CONNECTs accepted per second at most (0: no limit).
     pub(crate) max_connect_rate: u32,
+    /// Payload bytes waiting for one connection at most.
+    pub(crate) max_inbox_bytes: usize,
     /// Resident memory, in MiB, past which new connections are shed (0:
     /// no mark).
     pub(crate) memory_high_water_mb: u64,
@@ -112,6 +114,7 @@ impl Default for GatewayConfig {
             connect_timeout_secs: 10,
             max_connections: 100_000,
             max_connect_rate: 0,
+            max_inbox_bytes: 16 << 20,
             memory_high_water_mb: 0,
             drain_timeout_secs: 5,
             drain_rate: 0,
@@ -139,6 +142,7 @@ const GATEWAY_KEYS: &[&str] = &[
     "connect_timeout_secs",
     "max_connections",
     "max_connect_rate",
+    "max_inbox_bytes",
     "memory_high_water_mb",
     "drain_timeout_secs",
     "drain_rate",

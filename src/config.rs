@@ -27,6 +27,9 @@ pub(crate) struct StandaloneConfig {
     pub(crate) max_connections: usize,
     /// CONNECTs accepted per second at most (0: no limit).
     pub(crate) max_connect_rate: u32,
+    /// Payload bytes waiting for one connection at most; past it its
+    /// deliveries are dropped and counted.
+    pub(crate) max_inbox_bytes: usize,
     /// Resident memory, in MiB, past which new connections are shed (0:
     /// no mark).
     pub(crate) memory_high_water_mb: u64,
@@ -595,6 +598,7 @@ impl Default for StandaloneConfig {
             connect_timeout_secs: 10,
             max_connections: 100_000,
             max_connect_rate: 0,
+            max_inbox_bytes: 16 << 20,
             memory_high_water_mb: 0,
             drain_timeout_secs: 5,
             drain_rate: 0,

@@ -38,7 +38,11 @@ pub(crate) async fn run(shared: Arc<Shared>, mut downlink: mpsc::Receiver<Downli
                             progress: herald_proto::seam::Progress::Unsent,
                             shared: None,
                         };
-                        if handle.push(Inbound::Deliver(queued), shared.config.max_inbox) {
+                        if handle.push_within(
+                            Inbound::Deliver(queued),
+                            shared.config.max_inbox,
+                            shared.config.max_inbox_bytes,
+                        ) {
                             GatewayCounters::add(&shared.counters.deliveries, 1);
                         } else {
                             GatewayCounters::add(&shared.counters.dropped_connection_backlog, 1);
@@ -111,7 +115,11 @@ fn deliver_push(shared: &Shared, message: &Arc<Message>, devices: Option<Vec<her
             progress: Progress::Unsent,
             shared: None,
         };
-        if handle.push(Inbound::Deliver(queued), shared.config.max_inbox) {
+        if handle.push_within(
+            Inbound::Deliver(queued),
+            shared.config.max_inbox,
+            shared.config.max_inbox_bytes,
+        ) {
             GatewayCounters::add(&shared.counters.deliveries, 1);
         } else {
             GatewayCounters::add(&shared.counters.dropped_connection_backlog, 1);
@@ -149,7 +157,11 @@ async fn deliver_shared(shared: &Shared, filter: TopicFilter, message: Arc<Messa
             progress: Progress::Unsent,
             shared: Some(filter.clone()),
         };
-        if handle.push(Inbound::Deliver(queued), shared.config.max_inbox) {
+        if handle.push_within(
+            Inbound::Deliver(queued),
+            shared.config.max_inbox,
+            shared.config.max_inbox_bytes,
+        ) {
             GatewayCounters::add(&shared.counters.deliveries, 1);
             return;
         }

@@ -78,6 +78,9 @@ pub struct GatewayConfig {
     /// Deliveries waiting in one connection's inbox at most; past it they
     /// are dropped and counted (`dropped_connection_backlog`).
     pub max_inbox: usize,
+    /// Payload bytes waiting in one connection's inbox at most; past it
+    /// deliveries are dropped and counted likewise.
+    pub max_inbox_bytes: usize,
     /// How long shutdown waits for connections to close.
     pub drain_timeout: Duration,
     /// Connections told to leave per second at shutdown (0: all at once),
@@ -119,6 +122,7 @@ impl Default for GatewayConfig {
             claim_timeout: Duration::from_secs(10),
             max_connections: 100_000,
             max_inbox: 1000,
+            max_inbox_bytes: 16 * 1024 * 1024,
             drain_timeout: Duration::from_secs(5),
             drain_rate: 0,
             push_api: None,

@@ -10,7 +10,7 @@ use herald_proto::seam::{Downlink, QueuedMessage, Reattach, Will};
 use std::collections::hash_map::{Entry, RandomState};
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::task::{Context, Poll, Waker};
 
@@ -48,6 +48,8 @@ pub(crate) struct ConnHandle {
     pub(crate) key: Arc<SessionKey>,
     epoch: Mutex<Epoch>,
     inbox: Mutex<Option<VecDeque<Inbound>>>,
+    /// Payload bytes of the deliveries in the inbox (changed under its lock).
+    inbox_bytes: AtomicUsize,
     /// Set by whoever hands the connection something (inbox item or flag);
     /// cleared by the connection before it looks.
     news: AtomicBool,
@@ -80,6 +82,7 @@ impl ConnHandle {
             key,
             epoch: Mutex::new(Epoch::default()),
             inbox: Mutex::new(None),
+            inbox_bytes: AtomicUsize::new(0),
             news: AtomicBool::new(false),
             waker: Mutex::new(None),
             last_seen_ms: AtomicU64::new(now_ms),
@@ -211,6 +214,13 @@ impl ConnHandle {
     /// refused (the caller counts the drop); replies always fit, since they
     /// are bounded by the connection's own requests.
     pub(crate) fn push(&self, item: Inbound, capacity: usize) -> bool {
+        self.push_within(item, capacity, usize::MAX)
+    }
+
+    /// Like [`ConnHandle::push`], and a delivery is also refused when the
+    /// inbox holds `byte_capacity` payload bytes: a connection that stops
+    /// reading holds at most that much, however large its messages.
+    pub(crate) fn push_within(&self, item: Inbound, capacity: usize, byte_capacity: usize) -> bool {
         {
             let mut inbox = lock(&self.inbox);
             // Checked under the inbox lock: nothing lands after the last
@@ -219,8 +229,13 @@ impl ConnHandle {
                 return false;
             }
             let queue = inbox.get_or_insert_with(VecDeque::new);
-            if matches!(item, Inbound::Deliver(_)) && queue.len() >= capacity {
-                return false;
+            if let Inbound::Deliver(queued) = &item {
+                let size = queued.message.payload.len();
+                let bytes = self.inbox_bytes.load(Ordering::Relaxed);
+                if queue.len() >= capacity || (bytes > 0 && bytes + size > byte_capacity) {
+                    return false;
+                }
+                self.inbox_bytes.store(bytes + size, Ordering::Relaxed);
             }
             queue.push_back(item);
         }
@@ -233,6 +248,7 @@ impl ConnHandle {
     pub(crate) fn close_inbox(&self) -> Option<VecDeque<Inbound>> {
         let mut inbox = lock(&self.inbox);
         self.flags.fetch_or(INBOX_CLOSED, Ordering::SeqCst);
+        self.inbox_bytes.store(0, Ordering::Relaxed);
         inbox.take()
     }
 
@@ -244,6 +260,14 @@ impl ConnHandle {
         }
         {
             let mut inbox = lock(&self.inbox);
+            let back: usize = items
+                .iter()
+                .map(|item| match item {
+                    Inbound::Deliver(queued) => queued.message.payload.len(),
+                    _ => 0,
+                })
+                .sum();
+            self.inbox_bytes.fetch_add(back, Ordering::Relaxed);
             if let Some(newer) = inbox.take() {
                 items.extend(newer);
             }
@@ -254,7 +278,9 @@ impl ConnHandle {
 
     /// Takes everything waiting, releasing the queue's memory.
     pub(crate) fn take_inbox(&self) -> Option<VecDeque<Inbound>> {
-        lock(&self.inbox).take()
+        let mut inbox = lock(&self.inbox);
+        self.inbox_bytes.store(0, Ordering::Relaxed);
+        inbox.take()
     }
 }
 

@@ -347,3 +347,55 @@ fn past_its_connect_rate_a_broker_answers_0x9f_until_the_second_is_over() {
     drop(held);
     connected(&broker, CONNECT_V5);
 }
+
+/// Resident memory of process `pid`, in bytes.
+fn resident(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS");
+    line.split_whitespace().nth(1).and_then(|kb| kb.parse::<u64>().ok()).expect("kB") * 1024
+}
+
+#[test]
+fn a_subscriber_that_stops_reading_under_a_flood_holds_up_no_one_and_costs_bounded_memory() {
+    use crate::support::{Version, publisher, subscriber};
+    const MESSAGES: usize = 2000;
+    let broker =
+        Broker::start_with(&[], &[("HERALD_OPS", "127.0.0.1:0"), ("HERALD_MAX_INBOX_BYTES", "4194304")]);
+    // The stalled subscriber: subscribes, then never reads again.
+    let mut stalled = RawConnection::open(&broker);
+    stalled.send(CONNECT_V311);
+    assert_eq!(stalled.expect_packet().first_byte, 0x20, "CONNACK");
+    stalled.send(&[0x82, 12, 0x00, 0x01, 0x00, 0x07, b'f', b'l', b'o', b'o', b'd', b'/', b'#', 0x00]);
+    assert_eq!(stalled.expect_packet().first_byte, 0x90, "SUBACK");
+    let mut steady = subscriber(&broker, Version::V5).topic("flood/#").qos(0).start();
+    let before = resident(broker.pid());
+
+    // 2,000 messages of 20 KiB: 40 MB, more than the stalled socket's buffers and its
+    // bounded inbox (4 MiB here; 1,000 deliveries would be 20 MB) hold. They go in batches the steady subscriber takes in turn:
+    // it keeps up, the stalled one does not.
+    let payload = "x".repeat(20 * 1024);
+    let mut got = Vec::with_capacity(MESSAGES);
+    for batch in 0..MESSAGES / 100 {
+        let lines: Vec<String> =
+            (batch * 100..(batch + 1) * 100).map(|n| format!("{n:05}{payload}")).collect();
+        publisher(&broker, Version::V5, "flood/a").qos(1).lines(&lines).run();
+        got.extend(steady.expect_messages(100));
+    }
+    let order: Vec<&str> = got.iter().map(|m| &m.payload[..5]).collect();
+    let sent: Vec<String> = (0..MESSAGES).map(|n| format!("{n:05}")).collect();
+    assert!(
+        order == sent,
+        "the steady subscriber gets every message, in order ({} of {MESSAGES})",
+        order.len()
+    );
+
+    // The stalled one's deliveries past its bounded inbox are dropped and counted; memory
+    // grows by at most that inbox, not by the flood.
+    let (_, lines) = crate::ops_client::fetch(&crate::ops_client::ops_address(&broker.log()), "/metrics");
+    let dropped = crate::ops_client::samples(&lines).get("herald_gateway_dropped_total{}").copied();
+    assert!(dropped.is_some_and(|n| n >= 1.0), "{dropped:?}");
+    let grown = resident(broker.pid()).saturating_sub(before);
+    assert!(grown < 24 << 20, "resident memory grew by {} MiB under a 40 MB flood", grown >> 20);
+    drop(stalled);
+    assert_still_serving(&broker);
+}
