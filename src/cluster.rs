@@ -73,6 +73,7 @@ pub(crate) async fn run_router(
         cluster_id.clone(),
         SEAM_CAPACITY,
     );
+    let seam = service.counters();
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(service.serve(listener, async {
         let _ = server_stopped.await;
@@ -85,8 +86,12 @@ pub(crate) async fn run_router(
     raft.join(&address, membership).await?;
     let serving_now = serving.subscribe();
     let router_source: crate::ops::RouterSource = Arc::new(move || serving_now.borrow().clone());
-    let sources =
-        crate::ops::Sources { router: Some(router_source), raft: Some(raft.clone()), ..Default::default() };
+    let sources = crate::ops::Sources {
+        router: Some(router_source),
+        raft: Some(raft.clone()),
+        seam: Some(seam),
+        ..Default::default()
+    };
     let (ops, shutdown) = crate::ops::start(config.ops, sources, shutdown).await?;
     info!(%grpc, cluster = %cluster_id, %node, "listening");
     let outcome = lead(&raft, &serving, &limits, single, shutdown).await;

@@ -27,6 +27,8 @@ pub(crate) struct Sources {
     pub(crate) link: Option<Arc<LinkStatus>>,
     pub(crate) router: Option<RouterSource>,
     pub(crate) raft: Option<Arc<RaftNode>>,
+    /// A router's gateway-link service: what it refused.
+    pub(crate) seam: Option<Arc<herald_router::grpc::SeamCounters>>,
     /// Set when shutdown begins: readiness fails from then on.
     pub(crate) draining: Arc<AtomicBool>,
 }
@@ -110,6 +112,26 @@ impl Sources {
                 "herald_gateway_dropped_total",
                 "Deliveries dropped because a connection's queue was full.",
                 &c.dropped_connection_backlog,
+            );
+        }
+        if let Some(seam) = &self.seam {
+            let read = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+            out.counter_value(
+                "herald_gateway_links_opened_total",
+                "Gateway links accepted.",
+                read(&seam.links_opened),
+            );
+            out.labelled_counter(
+                "herald_gateway_links_refused_total",
+                "Gateway links and batches refused, by reason.",
+                "reason",
+                &[
+                    ("contract_version", read(&seam.refused_version)),
+                    ("cluster", read(&seam.refused_cluster)),
+                    ("malformed", read(&seam.refused_malformed)),
+                    ("duplicate", read(&seam.refused_duplicate)),
+                    ("not_leader", read(&seam.refused_not_leader)),
+                ],
             );
         }
         if let Some(link) = &self.link {
