@@ -83,6 +83,7 @@ impl Sources {
                     ("subscribe", herald_gateway::read(&c.acl_denied_subscribe)),
                 ],
             );
+            render_push_api(gateway.api_metrics(), &mut out);
             out.counter(
                 "herald_connect_rate_exceeded_total",
                 "CONNECTs refused with 0x9F: past max_connect_rate.",
@@ -172,6 +173,39 @@ impl Sources {
         }
         out.text
     }
+}
+
+/// The push API's requests by operation and status, their latency, and
+/// rate-limit refusals.
+fn render_push_api(metrics: &herald_gateway::push_api::metrics::ApiMetrics, out: &mut Exposition) {
+    out.header("herald_push_requests_total", "Push-API requests by operation and HTTP status.", "counter");
+    for ((operation, status), count) in metrics.requests() {
+        let _ = writeln!(
+            out.text,
+            "herald_push_requests_total{{operation=\"{operation}\",status=\"{status}\"}} {count}"
+        );
+    }
+    let name = "herald_push_request_duration_seconds";
+    out.header(name, "Push-API request latency, from the key check to the answer.", "histogram");
+    for (operation, latency) in metrics.latency() {
+        let mut cumulative = 0;
+        let bounds = herald_gateway::push_api::metrics::BUCKETS
+            .iter()
+            .map(|b| b.to_string())
+            .chain(["+Inf".to_owned()]);
+        for (bound, count) in bounds.zip(latency.buckets) {
+            cumulative += count;
+            let _ =
+                writeln!(out.text, "{name}_bucket{{operation=\"{operation}\",le=\"{bound}\"}} {cumulative}");
+        }
+        let _ = writeln!(out.text, "{name}_sum{{operation=\"{operation}\"}} {}", latency.sum);
+        let _ = writeln!(out.text, "{name}_count{{operation=\"{operation}\"}} {}", latency.count);
+    }
+    out.counter(
+        "herald_push_rate_limited_total",
+        "Push-API requests refused with 429: the app was past its rate.",
+        &metrics.rate_limited,
+    );
 }
 
 fn render_router(router: &Router, out: &mut Exposition) {

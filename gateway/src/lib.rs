@@ -151,6 +151,8 @@ pub(crate) struct Shared {
     api: push_api::ApiRequests,
     /// The API keys made at run time, as the router sends them.
     api_keys: push_api::RuntimeKeys,
+    /// Push-API requests, latency and refusals, for `/metrics`.
+    api_metrics: push_api::metrics::ApiMetrics,
     /// Delivery counts of push-API messages, for the router.
     reports: reports::Reports,
     /// Sockets being served, from accept to close (before CONNECT, during a
@@ -265,6 +267,7 @@ impl Gateway {
             counters: GatewayCounters::default(),
             api: push_api::ApiRequests::default(),
             api_keys: push_api::RuntimeKeys::default(),
+            api_metrics: Default::default(),
             reports: reports::Reports::default(),
             sockets: Default::default(),
             connect_budget: std::sync::Mutex::new((0.0, None)),
@@ -447,6 +450,11 @@ impl GatewayStats {
     /// Returns the counters.
     pub fn counters(&self) -> &GatewayCounters {
         &self.shared.counters
+    }
+
+    /// The push API's request metrics.
+    pub fn api_metrics(&self) -> &push_api::metrics::ApiMetrics {
+        &self.shared.api_metrics
     }
 
     /// Whether resident memory is past the high-water mark.

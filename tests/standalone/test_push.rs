@@ -1050,3 +1050,35 @@ fn a_newer_message_with_a_collapse_key_replaces_the_older_one_waiting_on_the_gat
     device.send(&[0x40, 0x02, next.body[2 + topic_len], next.body[3 + topic_len]]);
     assert!(matches!(device.receive(std::time::Duration::from_millis(800)), Incoming::Silent));
 }
+
+#[test]
+fn push_api_requests_are_counted_by_operation_and_status_with_their_latency() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("herald.toml");
+    std::fs::write(&path, format!("[push.apps.shop]\napi_keys = [\"{SHOP_KEY}\"]\nrate_per_second = 3\n"))
+        .expect("config");
+    let broker = Broker::start_with(
+        &["--config", path.to_str().expect("utf-8")],
+        &[("HERALD_PUSH_HTTP", "127.0.0.1:0"), ("HERALD_OPS", "127.0.0.1:0")],
+    );
+    let http = push_address(|| broker.log());
+    let statuses: Vec<u16> = (0..4)
+        .map(|_| call(http, "GET", "/v1/apps/shop/devices/d1", Some(SHOP_KEY), Body::Text("")).status)
+        .collect();
+    assert_eq!(statuses, [404, 404, 404, 429]);
+    let (_, lines) = crate::ops_client::fetch(&crate::ops_client::ops_address(&broker.log()), "/metrics");
+    let metrics = crate::ops_client::samples(&lines);
+    let get = |name: &str| metrics.get(name).copied();
+    assert_eq!(
+        get("herald_push_requests_total{operation=\"getDevice\",status=\"404\"}"),
+        Some(3.0),
+        "{metrics:?}"
+    );
+    assert_eq!(get("herald_push_requests_total{operation=\"getDevice\",status=\"429\"}"), Some(1.0));
+    assert_eq!(get("herald_push_request_duration_seconds_count{operation=\"getDevice\"}"), Some(4.0));
+    assert_eq!(
+        get("herald_push_request_duration_seconds_bucket{le=\"+Inf\",operation=\"getDevice\"}"),
+        Some(4.0)
+    );
+    assert_eq!(get("herald_push_rate_limited_total{}"), Some(1.0));
+}

@@ -12,6 +12,7 @@ mod admin;
 mod devices;
 mod events;
 mod messages;
+pub mod metrics;
 mod openapi;
 mod problem;
 pub mod rate;
@@ -322,11 +323,27 @@ async fn guard(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let app =
-        request.uri().path().strip_prefix("/v1/apps/").and_then(|rest| rest.split('/').next()).unwrap_or("");
+    let started = std::time::Instant::now();
+    let path = request.uri().path();
+    let app = path.strip_prefix("/v1/apps/").and_then(|rest| rest.split('/').next()).unwrap_or("").to_owned();
     // What the endpoint needs (every scope for one the table does not know).
     let method = request.method().as_str().to_ascii_lowercase();
-    let needed = openapi::find(&method, request.uri().path()).map_or(Scopes::ALL, |op| op.scope);
+    let operation = openapi::find(&method, path);
+    let needed = operation.map_or(Scopes::ALL, |op| op.scope);
+    let operation = operation.map_or("unknown", |op| op.id);
+    let response = guarded(&api, request, next, &app, needed).await;
+    api.shared.api_metrics.record(operation, response.status().as_u16(), started.elapsed());
+    response
+}
+
+/// The guard's checks and the endpoint, for [`guard`] to time.
+async fn guarded(
+    api: &Arc<Api>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+    app: &str,
+    needed: Scopes,
+) -> Response {
     let app = match api.authorize_for(request.headers(), app, needed) {
         Ok(app) => app,
         Err(problem) => return problem.into_response(),
