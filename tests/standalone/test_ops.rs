@@ -34,3 +34,60 @@ fn a_running_node_is_live_and_ready() {
     assert_eq!(fetch(&ops, "/readyz"), (200, vec!["body ready".to_owned()]));
     assert_eq!(fetch(&ops, "/nothing").0, 404);
 }
+
+/// Runs `promtool` with `arguments` (and `input` on its standard input); returns whether it
+/// passed, and what it said.
+fn promtool(arguments: &[&str], input: Option<&str>) -> (bool, String) {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("promtool")
+        .args(arguments)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/prometheus"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run promtool (Debian's prometheus package)");
+    let mut stdin = child.stdin.take().expect("stdin");
+    if let Some(input) = input {
+        stdin.write_all(input.as_bytes()).expect("write to promtool");
+    }
+    drop(stdin);
+    let output = child.wait_with_output().expect("promtool output");
+    let said =
+        String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), said)
+}
+
+#[test]
+fn the_metrics_pass_promtool_and_so_do_the_alert_rules_and_their_unit_tests() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("herald.toml");
+    std::fs::write(&path, "[push.apps.shop]\napi_keys = [\"shop-key-0123456789abcdef\"]\n").expect("config");
+    let broker = Broker::start_with(
+        &["--config", path.to_str().expect("utf-8")],
+        &[("HERALD_PUSH_HTTP", "127.0.0.1:0"), ("HERALD_OPS", "127.0.0.1:0")],
+    );
+    // A push-API request, so that its counters and histogram are there.
+    let http = crate::push_client::push_address(|| broker.log());
+    let reply = crate::push_client::call(
+        http,
+        "GET",
+        "/v1/apps/shop/devices/d1",
+        Some("shop-key-0123456789abcdef"),
+        crate::push_client::Body::Text(""),
+    );
+    assert_eq!(reply.status, 404);
+    let address = ops_address(&broker.log());
+    let output = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10", &format!("http://{address}/metrics")])
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(text.contains("herald_push_request_duration_seconds_bucket"), "{text}");
+    let (clean, said) = promtool(&["check", "metrics"], Some(&text));
+    assert!(clean, "promtool check metrics:\n{said}");
+    let (valid, said) = promtool(&["check", "rules", "herald-alerts.yml"], None);
+    assert!(valid, "{said}");
+    let (passed, said) = promtool(&["test", "rules", "herald-alerts.test.yml"], None);
+    assert!(passed, "{said}");
+}
