@@ -257,6 +257,7 @@ pub(crate) async fn run_gateway(
         tls: settings.tls.listeners()?,
         max_connect_rate: settings.max_connect_rate,
         max_inbox_bytes: settings.max_inbox_bytes,
+        max_pending_connects: settings.max_pending_connects,
         memory_high_water: (settings.memory_high_water_mb > 0).then_some(settings.memory_high_water_mb << 20),
         ..GatewayConfig::default()
     };

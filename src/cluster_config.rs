@@ -66,6 +66,8 @@ pub(crate) struct GatewayConfig {
     pub(crate) max_connect_rate: u32,
     /// Payload bytes waiting for one connection at most.
     pub(crate) max_inbox_bytes: usize,
+    /// Sockets accepted but not connected yet at most.
+    pub(crate) max_pending_connects: usize,
     /// Resident memory, in MiB, past which new connections are shed (0:
     /// no mark).
     pub(crate) memory_high_water_mb: u64,
@@ -115,6 +117,7 @@ impl Default for GatewayConfig {
             max_connections: 100_000,
             max_connect_rate: 0,
             max_inbox_bytes: 16 << 20,
+            max_pending_connects: 10_000,
             memory_high_water_mb: 0,
             drain_timeout_secs: 5,
             drain_rate: 0,
@@ -143,6 +146,7 @@ const GATEWAY_KEYS: &[&str] = &[
     "max_connections",
     "max_connect_rate",
     "max_inbox_bytes",
+    "max_pending_connects",
     "memory_high_water_mb",
     "drain_timeout_secs",
     "drain_rate",

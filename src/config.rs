@@ -30,6 +30,8 @@ pub(crate) struct StandaloneConfig {
     /// Payload bytes waiting for one connection at most; past it its
     /// deliveries are dropped and counted.
     pub(crate) max_inbox_bytes: usize,
+    /// Sockets accepted but not connected yet at most.
+    pub(crate) max_pending_connects: usize,
     /// Resident memory, in MiB, past which new connections are shed (0:
     /// no mark).
     pub(crate) memory_high_water_mb: u64,
@@ -599,6 +601,7 @@ impl Default for StandaloneConfig {
             max_connections: 100_000,
             max_connect_rate: 0,
             max_inbox_bytes: 16 << 20,
+            max_pending_connects: 10_000,
             memory_high_water_mb: 0,
             drain_timeout_secs: 5,
             drain_rate: 0,

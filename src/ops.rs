@@ -85,6 +85,11 @@ impl Sources {
             );
             render_push_api(gateway.api_metrics(), &mut out);
             out.counter(
+                "herald_pending_connects_refused_total",
+                "Sockets closed on accept: max_pending_connects sockets had not connected yet.",
+                &c.pending_connects_refused,
+            );
+            out.counter(
                 "herald_connect_rate_exceeded_total",
                 "CONNECTs refused with 0x9F: past max_connect_rate.",
                 &c.connect_rate_exceeded,

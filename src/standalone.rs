@@ -57,6 +57,7 @@ pub(crate) async fn run(config: StandaloneConfig, shutdown: impl Future<Output =
         tls: config.tls.listeners()?,
         max_connect_rate: config.max_connect_rate,
         max_inbox_bytes: config.max_inbox_bytes,
+        max_pending_connects: config.max_pending_connects,
         memory_high_water: (config.memory_high_water_mb > 0).then_some(config.memory_high_water_mb << 20),
         ..GatewayConfig::default()
     };

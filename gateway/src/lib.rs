@@ -93,6 +93,10 @@ pub struct GatewayConfig {
     /// CONNECTs accepted per second at most (a burst of one second's
     /// worth); past it CONNACK 0x9F (0: no limit).
     pub max_connect_rate: u32,
+    /// Sockets accepted but not connected yet (before CONNECT, in a TLS or
+    /// WebSocket handshake, waiting for the claim) at most; further
+    /// sockets are closed on accept and counted.
+    pub max_pending_connects: usize,
     /// Resident memory past which new connections are shed with CONNACK
     /// 0x89 and the gateway reports itself not ready; `None`: no mark.
     pub memory_high_water: Option<u64>,
@@ -128,6 +132,7 @@ impl Default for GatewayConfig {
             push_api: None,
             tls: None,
             max_connect_rate: 0,
+            max_pending_connects: 10_000,
             memory_high_water: None,
         }
     }
@@ -170,9 +175,18 @@ impl Shared {
     /// [`Shared::release_socket`]. A refusal is counted; the caller closes
     /// the socket.
     fn admits_connection(&self) -> bool {
-        if self.sockets.fetch_add(1, Ordering::Relaxed) >= self.config.max_connections {
+        let sockets = self.sockets.fetch_add(1, Ordering::Relaxed);
+        if sockets >= self.config.max_connections {
             self.release_socket();
             GatewayCounters::add(&self.counters.connections_refused, 1);
+            return false;
+        }
+        // Sockets not connected yet (no CONNECT, a handshake, a claim in
+        // progress): a flood of them is shed before it crowds out clients
+        // that are connected.
+        if sockets.saturating_sub(self.connections.len()) >= self.config.max_pending_connects {
+            self.release_socket();
+            GatewayCounters::add(&self.counters.pending_connects_refused, 1);
             return false;
         }
         true

@@ -314,6 +314,8 @@ pub struct GatewayCounters {
     pub publish_rate_exceeded: AtomicU64,
     /// CONNECTs refused with 0x9F: past the connect rate.
     pub connect_rate_exceeded: AtomicU64,
+    /// Sockets closed on accept: too many not connected yet.
+    pub pending_connects_refused: AtomicU64,
     /// CONNECTs refused with 0x89: past the memory high-water mark.
     pub connects_shed: AtomicU64,
 }

@@ -399,3 +399,31 @@ fn a_subscriber_that_stops_reading_under_a_flood_holds_up_no_one_and_costs_bound
     drop(stalled);
     assert_still_serving(&broker);
 }
+
+#[test]
+fn sockets_that_have_not_connected_yet_are_bounded_apart_from_connected_clients() {
+    let broker = Broker::start_with(
+        &[],
+        &[
+            ("HERALD_MAX_PENDING_CONNECTS", "3"),
+            ("HERALD_CONNECT_TIMEOUT_SECS", "60"),
+            ("HERALD_OPS", "127.0.0.1:0"),
+        ],
+    );
+    // A connected client does not count as pending.
+    let held = connected(&broker, CONNECT_V5);
+    let silent: Vec<RawConnection> = (0..3).map(|_| RawConnection::open(&broker)).collect();
+    thread::sleep(Duration::from_millis(200));
+    let probed = Instant::now();
+    let mut fourth = RawConnection::open(&broker);
+    assert!(fourth.expect_closed().is_empty(), "a fourth pending socket is closed, nothing sent");
+    assert!(probed.elapsed() < Duration::from_secs(2), "at once");
+    let (_, lines) = crate::ops_client::fetch(&crate::ops_client::ops_address(&broker.log()), "/metrics");
+    let refused = crate::ops_client::samples(&lines).get("herald_pending_connects_refused_total{}").copied();
+    assert!(refused.is_some_and(|n| n >= 1.0), "{refused:?}");
+    // Once they are gone, clients connect again.
+    drop(silent);
+    thread::sleep(Duration::from_millis(200));
+    drop(held);
+    assert_still_serving(&broker);
+}
