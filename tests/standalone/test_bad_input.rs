@@ -255,7 +255,7 @@ fn five_thousand_silent_sockets_are_closed_at_the_connect_timeout_and_the_next_i
         &[],
         &[
             ("HERALD_MAX_CONNECTIONS", "5000"),
-            ("HERALD_CONNECT_TIMEOUT_SECS", "3"),
+            ("HERALD_CONNECT_TIMEOUT_SECS", "20"),
             ("HERALD_OPS", "127.0.0.1:0"),
         ],
     );
@@ -264,17 +264,18 @@ fn five_thousand_silent_sockets_are_closed_at_the_connect_timeout_and_the_next_i
     let silent: Vec<std::net::TcpStream> =
         (0..SOCKETS).map(|_| std::net::TcpStream::connect(broker.addr()).expect("connect")).collect();
     // Every socket is taken (or queued to be) before the limit is probed.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    // Under load the kernel's accept queue may overflow and connects retry: allow for it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
     while broker.open_files() < baseline + SOCKETS && std::time::Instant::now() < deadline {
         thread::sleep(Duration::from_millis(20));
     }
     let probed = Instant::now();
     let mut refused = RawConnection::open(&broker);
     assert!(refused.expect_closed().is_empty(), "past the limit a socket is closed, with nothing sent");
-    assert!(probed.elapsed() < Duration::from_secs(2), "closed at once, not at the connect timeout");
+    assert!(probed.elapsed() < Duration::from_secs(5), "closed at once, not at the connect timeout");
 
     // All of them are closed at the connect timeout, with nothing sent.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
     let mut open: Vec<std::net::TcpStream> = silent;
     for socket in &open {
         socket.set_nonblocking(true).expect("nonblocking");
@@ -299,7 +300,7 @@ fn five_thousand_silent_sockets_are_closed_at_the_connect_timeout_and_the_next_i
     assert!(open.is_empty(), "{} sockets still open long after the connect timeout", open.len());
     let first_closed = first_closed.expect("sockets were closed");
     assert!(
-        first_closed >= Duration::from_millis(2500),
+        first_closed >= Duration::from_secs(19),
         "the first closed after {first_closed:?}, before the timeout"
     );
     // Nothing leaks: the broker's descriptors go back to where they were.
@@ -337,11 +338,13 @@ fn past_its_memory_mark_a_broker_sheds_new_connections_with_0x89_and_is_not_read
 
 #[test]
 fn past_its_connect_rate_a_broker_answers_0x9f_until_the_second_is_over() {
-    let broker = Broker::start_with(&[], &[("HERALD_MAX_CONNECT_RATE", "3")]);
-    let held: Vec<RawConnection> = (0..3).map(|_| connected(&broker, CONNECT_V5)).collect();
-    let mut fourth = RawConnection::open(&broker);
-    fourth.send(CONNECT_V5);
-    let connack = fourth.expect_packet();
+    // One a second, a burst of one: the CONNECT right after the first is one too many
+    // (a gap of a whole second between them would take a very slow machine).
+    let broker = Broker::start_with(&[], &[("HERALD_MAX_CONNECT_RATE", "1")]);
+    let held = connected(&broker, CONNECT_V5);
+    let mut second = RawConnection::open(&broker);
+    second.send(CONNECT_V5);
+    let connack = second.expect_packet();
     assert_eq!((connack.first_byte, connack.body.get(1)), (0x20, Some(&0x9F)), "{connack:?}");
     thread::sleep(Duration::from_millis(1100));
     drop(held);
@@ -417,7 +420,7 @@ fn sockets_that_have_not_connected_yet_are_bounded_apart_from_connected_clients(
     let probed = Instant::now();
     let mut fourth = RawConnection::open(&broker);
     assert!(fourth.expect_closed().is_empty(), "a fourth pending socket is closed, nothing sent");
-    assert!(probed.elapsed() < Duration::from_secs(2), "at once");
+    assert!(probed.elapsed() < Duration::from_secs(5), "at once, not at the connect timeout");
     let (_, lines) = crate::ops_client::fetch(&crate::ops_client::ops_address(&broker.log()), "/metrics");
     let refused = crate::ops_client::samples(&lines).get("herald_pending_connects_refused_total{}").copied();
     assert!(refused.is_some_and(|n| n >= 1.0), "{refused:?}");
