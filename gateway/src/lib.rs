@@ -163,8 +163,8 @@ pub(crate) struct Shared {
     /// Sockets being served, from accept to close (before CONNECT, during a
     /// WebSocket upgrade, and connected): what `max_connections` bounds.
     sockets: std::sync::atomic::AtomicUsize,
-    /// CONNECTs the connect rate still allows, and when it was refilled.
-    connect_budget: std::sync::Mutex<(f64, Option<std::time::Instant>)>,
+    /// CONNECTs the connect rate still allows.
+    connect_budget: std::sync::Mutex<push_api::rate::Bucket>,
     /// Whether resident memory is past the high-water mark (sampled).
     over_memory: std::sync::atomic::AtomicBool,
 }
@@ -209,14 +209,11 @@ impl Shared {
             return Ok(());
         }
         let mut budget = self.connect_budget.lock().unwrap_or_else(|p| p.into_inner());
-        let now = std::time::Instant::now();
-        let elapsed = budget.1.map_or(f64::INFINITY, |at| now.duration_since(at).as_secs_f64());
-        *budget = ((budget.0 + elapsed * rate).min(rate), Some(now));
-        if budget.0 < 1.0 {
+        if budget.refill(rate, self.clock.now().0) < 1.0 {
             GatewayCounters::add(&self.counters.connect_rate_exceeded, 1);
             return Err(herald_core::ReasonCode::ConnectionRateExceeded);
         }
-        budget.0 -= 1.0;
+        budget.spend(1.0);
         Ok(())
     }
 }
@@ -284,7 +281,7 @@ impl Gateway {
             api_metrics: Default::default(),
             reports: reports::Reports::default(),
             sockets: Default::default(),
-            connect_budget: std::sync::Mutex::new((0.0, None)),
+            connect_budget: Default::default(),
             over_memory: Default::default(),
         };
         let shared = Arc::new(shared);

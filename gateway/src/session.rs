@@ -114,10 +114,8 @@ impl Default for SessionLimits {
 /// rate and holding at most one second's worth.
 #[derive(Debug, Default)]
 struct PublishBudget {
-    messages: f64,
-    bytes: f64,
-    /// When it was last refilled; `None` before the first publish (full).
-    at: Option<UnixMillis>,
+    messages: crate::push_api::rate::Bucket,
+    bytes: crate::push_api::rate::Bucket,
 }
 
 impl PublishBudget {
@@ -129,15 +127,12 @@ impl PublishBudget {
         if rate == 0.0 && byte_rate == 0.0 {
             return true;
         }
-        let elapsed = self.at.map_or(f64::INFINITY, |at| now.0.saturating_sub(at.0) as f64 / 1000.0);
-        self.at = Some(now);
-        self.messages = (self.messages + elapsed * rate).min(rate);
-        self.bytes = (self.bytes + elapsed * byte_rate).min(byte_rate);
+        let (messages, bytes) = (self.messages.refill(rate, now.0), self.bytes.refill(byte_rate, now.0));
         let size = size as f64;
-        let fits = (rate == 0.0 || self.messages >= 1.0) && (byte_rate == 0.0 || self.bytes >= size);
+        let fits = (rate == 0.0 || messages >= 1.0) && (byte_rate == 0.0 || bytes >= size);
         if fits {
-            self.messages -= 1.0;
-            self.bytes -= size;
+            self.messages.spend(1.0);
+            self.bytes.spend(size);
         }
         fits
     }
@@ -204,14 +199,6 @@ fn acknowledged(queued: &QueuedMessage, out: &mut Vec<Action>) {
 
 fn is_push(queued: &QueuedMessage) -> bool {
     queued.message.topic.as_str().starts_with(herald_core::topic::PUSH_PREFIX)
-}
-
-/// The collapse key a push-API message carries (user property
-/// `collapse-key`), if any.
-fn collapse_key(message: &Message) -> Option<&str> {
-    let properties = message.properties.as_deref()?;
-    let key = herald_proto::seam::COLLAPSE_PROPERTY;
-    properties.user_properties.iter().find(|(k, _)| &**k == key).map(|(_, v)| &**v)
 }
 
 /// How a connection ends.
@@ -1103,9 +1090,11 @@ impl Session {
             // A push with a collapse key replaces older waiting copies
             // with its key (or is replaced by a newer one waiting).
             if is_push(&queued)
-                && let Some(key) = collapse_key(&queued.message)
+                && let Some(key) = herald_proto::seam::collapse_key(&queued.message)
             {
-                let same = |q: &QueuedMessage| is_push(q) && collapse_key(&q.message) == Some(key);
+                let same = |q: &QueuedMessage| {
+                    is_push(q) && herald_proto::seam::collapse_key(&q.message) == Some(key)
+                };
                 let created = queued.message.created_at;
                 if self.waiting.iter().any(|(q, _)| same(q) && q.message.created_at > created) {
                     return out.push(Action::Push(PushEvent::Replaced { message: queued.message.id }));

@@ -11,6 +11,12 @@ use std::sync::Arc;
 /// in: a newer message with the same key replaces an older undelivered one.
 pub const COLLAPSE_PROPERTY: &str = "collapse-key";
 
+/// Returns a push-API message's collapse key, if it has one.
+pub fn collapse_key(message: &Message) -> Option<&str> {
+    let properties = message.properties.as_deref()?;
+    properties.user_properties.iter().find(|(k, _)| &**k == COLLAPSE_PROPERTY).map(|(_, v)| &**v)
+}
+
 /// Whom a send reaches.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Audience {

@@ -31,7 +31,7 @@ use herald_core::{AppId, Epoch, ErrorCode, NodeId, QoS, SessionKey, TopicFilter}
 pub use crate::push::{
     ApiKeyRecord, AppStats, Audience, COLLAPSE_PROPERTY, DeviceView, DirectoryAnswer, DirectoryOp,
     FanoutAudience, FanoutEntry, Idempotency, KeyOp, MAX_API_KEYS_PER_APP, MessageStatus, Push, PushDelta,
-    PushOutcome, PushReport, TagChange,
+    PushOutcome, PushReport, TagChange, collapse_key,
 };
 use std::sync::Arc;
 use tokio::sync::mpsc;

@@ -937,21 +937,34 @@ fn connect_one_at_a_time(client: &str) -> Vec<u8> {
     packet
 }
 
-#[test]
-fn a_cancel_takes_back_copies_waiting_on_the_gateway_and_the_funnel_says_so() {
-    use crate::support::{Incoming, RawConnection};
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (broker, http) = broker(&dir);
-    let mut device = RawConnection::open(&broker);
-    device.send(&connect_one_at_a_time("dev-w"));
+/// A raw v5 device `client` of app shop, with a receive maximum of 1 and a
+/// QoS 1 subscription to its own topic.
+fn one_at_a_time_device(broker: &Broker, client: &str) -> crate::support::RawConnection {
+    let mut device = crate::support::RawConnection::open(broker);
+    device.send(&connect_one_at_a_time(client));
     assert_eq!(device.expect_packet().body[1], 0x00, "CONNACK");
-    let topic = b"$push/dev-w";
+    let topic = format!("$push/{client}");
     let mut subscribe =
         vec![0x82, (2 + 1 + 2 + topic.len() + 1) as u8, 0x00, 0x01, 0x00, 0x00, topic.len() as u8];
-    subscribe.extend(topic);
+    subscribe.extend(topic.as_bytes());
     subscribe.push(0x01);
     device.send(&subscribe);
     assert_eq!(device.expect_packet().first_byte, 0x90, "SUBACK");
+    device
+}
+
+/// Acknowledges the QoS 1 PUBLISH `publish` (PUBACK with its packet id).
+fn acknowledge(device: &mut crate::support::RawConnection, publish: &crate::support::Packet) {
+    let topic_len = usize::from(u16::from_be_bytes([publish.body[0], publish.body[1]]));
+    device.send(&[0x40, 0x02, publish.body[2 + topic_len], publish.body[3 + topic_len]]);
+}
+
+#[test]
+fn a_cancel_takes_back_copies_waiting_on_the_gateway_and_the_funnel_says_so() {
+    use crate::support::Incoming;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (broker, http) = broker(&dir);
+    let mut device = one_at_a_time_device(&broker, "dev-w");
 
     let ids: Vec<String> = (0..3)
         .map(|n| {
@@ -985,16 +998,11 @@ fn a_cancel_takes_back_copies_waiting_on_the_gateway_and_the_funnel_says_so() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     // Acknowledging the first lets the second through, and nothing after it.
-    let packet_id = {
-        let topic_len = usize::from(u16::from_be_bytes([first.body[0], first.body[1]]));
-        [first.body[2 + topic_len], first.body[3 + topic_len]]
-    };
-    device.send(&[0x40, 0x02, packet_id[0], packet_id[1]]);
+    acknowledge(&mut device, &first);
     let second = device.expect_packet();
     assert_eq!(second.first_byte & 0xF0, 0x30, "{second:?}");
     assert!(String::from_utf8_lossy(&second.body).contains(&ids[1]), "the second message comes next");
-    let topic_len = usize::from(u16::from_be_bytes([second.body[0], second.body[1]]));
-    device.send(&[0x40, 0x02, second.body[2 + topic_len], second.body[3 + topic_len]]);
+    acknowledge(&mut device, &second);
     assert!(
         matches!(device.receive(std::time::Duration::from_millis(800)), Incoming::Silent),
         "the cancelled one never comes"
@@ -1003,19 +1011,10 @@ fn a_cancel_takes_back_copies_waiting_on_the_gateway_and_the_funnel_says_so() {
 
 #[test]
 fn a_newer_message_with_a_collapse_key_replaces_the_older_one_waiting_on_the_gateway() {
-    use crate::support::{Incoming, RawConnection};
+    use crate::support::Incoming;
     let dir = tempfile::tempdir().expect("tempdir");
     let (broker, http) = broker(&dir);
-    let mut device = RawConnection::open(&broker);
-    device.send(&connect_one_at_a_time("dev-c"));
-    assert_eq!(device.expect_packet().body[1], 0x00, "CONNACK");
-    let topic = b"$push/dev-c";
-    let mut subscribe =
-        vec![0x82, (2 + 1 + 2 + topic.len() + 1) as u8, 0x00, 0x01, 0x00, 0x00, topic.len() as u8];
-    subscribe.extend(topic);
-    subscribe.push(0x01);
-    device.send(&subscribe);
-    assert_eq!(device.expect_packet().first_byte, 0x90, "SUBACK");
+    let mut device = one_at_a_time_device(&broker, "dev-c");
     let push = |collapse: Option<&str>| {
         let mut options = json!({"qos": 1});
         if let Some(key) = collapse {
@@ -1041,13 +1040,11 @@ fn a_newer_message_with_a_collapse_key_replaces_the_older_one_waiting_on_the_gat
         assert!(std::time::Instant::now() < deadline, "never counted as replaced: {status:?}");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    let topic_len = usize::from(u16::from_be_bytes([held.body[0], held.body[1]]));
-    device.send(&[0x40, 0x02, held.body[2 + topic_len], held.body[3 + topic_len]]);
+    acknowledge(&mut device, &held);
     let next = device.expect_packet();
     let text = String::from_utf8_lossy(&next.body).into_owned();
     assert!(text.contains(&newer) && !text.contains(&older), "the newer one comes, the older never: {text}");
-    let topic_len = usize::from(u16::from_be_bytes([next.body[0], next.body[1]]));
-    device.send(&[0x40, 0x02, next.body[2 + topic_len], next.body[3 + topic_len]]);
+    acknowledge(&mut device, &next);
     assert!(matches!(device.receive(std::time::Duration::from_millis(800)), Incoming::Silent));
 }
 

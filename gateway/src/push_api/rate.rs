@@ -24,10 +24,29 @@ pub struct Verdict {
     pub reset_seconds: u32,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
+/// A token bucket holding one second of its rate, refilled continuously;
+/// full the first time it is used. Every rate limit of the gateway (API
+/// requests per app, publishes per client, CONNECTs per gateway) is one.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Bucket {
     tokens: f64,
-    at_ms: u64,
+    at_ms: Option<u64>,
+}
+
+impl Bucket {
+    /// Refills the bucket of `rate` tokens a second for the time since it
+    /// was last used; returns the tokens in it now.
+    pub fn refill(&mut self, rate: f64, now_ms: u64) -> f64 {
+        let elapsed = self.at_ms.map_or(f64::INFINITY, |at| now_ms.saturating_sub(at) as f64 / 1000.0);
+        self.tokens = (self.tokens + elapsed * rate).min(rate);
+        self.at_ms = Some(now_ms);
+        self.tokens
+    }
+
+    /// Takes `amount` tokens out (after [`Bucket::refill`] said they are there).
+    pub fn spend(&mut self, amount: f64) {
+        self.tokens -= amount;
+    }
 }
 
 /// The buckets of every app.
@@ -48,13 +67,10 @@ impl Limiter {
     pub fn take(&mut self, app: &AppId, now_ms: u64) -> Verdict {
         let limit = self.rates.get(app).copied().unwrap_or(self.default_rate).max(1);
         let rate = f64::from(limit);
-        let bucket = self.buckets.entry(app.clone()).or_insert(Bucket { tokens: rate, at_ms: now_ms });
-        let elapsed = now_ms.saturating_sub(bucket.at_ms) as f64 / 1000.0;
-        bucket.tokens = (bucket.tokens + elapsed * rate).min(rate);
-        bucket.at_ms = now_ms;
-        let allowed = bucket.tokens >= 1.0;
+        let bucket = self.buckets.entry(app.clone()).or_default();
+        let allowed = bucket.refill(rate, now_ms) >= 1.0;
         if allowed {
-            bucket.tokens -= 1.0;
+            bucket.spend(1.0);
         }
         let missing = if allowed { rate - bucket.tokens } else { 1.0 - bucket.tokens };
         Verdict {

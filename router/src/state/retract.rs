@@ -10,13 +10,7 @@ use herald_proto::Message;
 use herald_proto::journal::Fact;
 use herald_proto::seam::{Downlink, MessageStatus, Progress, QueuedMessage};
 
-use herald_proto::seam::COLLAPSE_PROPERTY;
-
-/// Returns a message's collapse key, if it has one.
-pub(super) fn collapse_key(message: &Message) -> Option<&str> {
-    let properties = message.properties.as_deref()?;
-    properties.user_properties.iter().find(|(k, _)| &**k == COLLAPSE_PROPERTY).map(|(_, v)| &**v)
-}
+pub(super) use herald_proto::seam::collapse_key;
 
 /// Whether `queued` is an undelivered push-API copy that `newer` replaces.
 pub(super) fn replaced_by(queued: &QueuedMessage, newer: &Message) -> bool {
