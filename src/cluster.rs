@@ -29,12 +29,27 @@ pub(crate) fn parse_peers(peers: &[String]) -> anyhow::Result<Option<BTreeMap<u6
         let (id, address) =
             peer.split_once('=').ok_or_else(|| anyhow::anyhow!("--peers: {peer:?} is not ID=HOST:PORT"))?;
         let id: u64 = id.parse().map_err(|_| anyhow::anyhow!("--peers: {id:?} is not a node id"))?;
-        address
-            .parse::<SocketAddr>()
-            .map_err(|_| anyhow::anyhow!("--peers: {address:?} is not HOST:PORT"))?;
+        anyhow::ensure!(host_port(address), "--peers: {address:?} is not HOST:PORT");
         anyhow::ensure!(voters.insert(id, address.to_owned()).is_none(), "--peers: node {id} appears twice");
     }
     Ok(Some(voters))
+}
+
+/// Whether `address` is `HOST:PORT`: an IP address or a DNS name (a
+/// StatefulSet pod's stable name, resolved on each connection) and a port.
+fn host_port(address: &str) -> bool {
+    if address.parse::<SocketAddr>().is_ok() {
+        return true;
+    }
+    let Some((host, port)) = address.rsplit_once(':') else { return false };
+    let name = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    port.parse::<u16>().is_ok_and(|p| p > 0) && host.len() <= 253 && host.split('.').all(name)
 }
 
 /// Runs a router until `shutdown` resolves. It takes part in Raft all the
@@ -60,7 +75,8 @@ pub(crate) async fn run_router(
     let listener = tokio::net::TcpListener::bind(config.grpc).await?;
     let grpc = listener.local_addr()?;
     let raft = Arc::new(
-        RaftNode::open(&data.path().join("raft"), node.0, &cluster_id, config.raft.settings()).await?,
+        RaftNode::open(&data.path().join("raft"), node.0, &cluster_id, raft_settings(&config.raft, grpc))
+            .await?,
     );
     let (serving, current) = watch::channel::<Option<Router>>(None);
     let watched = current.clone();
@@ -109,6 +125,14 @@ pub(crate) async fn run_router(
     Ok(())
 }
 
+/// The Raft settings of a router listening on `grpc`: its calls to peers
+/// leave from the address it listens on, when that is a specific one.
+fn raft_settings(raft: &crate::config::RaftConfig, grpc: SocketAddr) -> herald_router::raft::RaftSettings {
+    let mut settings = raft.settings();
+    settings.source_ip = Some(grpc.ip()).filter(|ip| !ip.is_unspecified());
+    settings
+}
+
 /// Serves gateways whenever this node leads, until `shutdown` resolves.
 async fn lead(
     raft: &Arc<RaftNode>,
@@ -125,7 +149,12 @@ async fn lead(
         }
         // The generation commits after everything before this term is
         // applied: the image below is complete.
-        let generation = match raft.next_generation().await {
+        // Without a quorum it waits here, and still stops on `shutdown`.
+        let generation = tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            generation = raft.next_generation() => generation,
+        };
+        let generation = match generation {
             Ok(generation) => generation,
             Err(error) => {
                 warn!(%error, "won an election but could not commit: waiting to lead again");
@@ -145,7 +174,7 @@ async fn lead(
         let failure = tokio::select! {
             () = &mut shutdown => None,
             reason = router.failed() => Some(reason),
-            () = raft.until_stepped_down() => Some("stepped down".to_owned()),
+            reason = raft.until_stepped_down() => Some(reason.to_owned()),
             () = raft.restored() => {
                 restored = true;
                 Some("a backup was restored: serving from it".to_owned())
@@ -334,4 +363,22 @@ pub(crate) async fn restore_backup(
         .map_err(|e| anyhow::anyhow!(e))?;
     println!("restored into cluster {cluster_id}: generation {generation}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_are_ip_addresses_or_dns_names_with_ports() {
+        let peers = [
+            "1=127.0.0.11:7400".to_owned(),
+            "2=herald-router-1.herald-router-headless.prod.svc.cluster.local:7400".to_owned(),
+        ];
+        let voters = parse_peers(&peers).expect("valid").expect("voters");
+        assert_eq!(voters[&2], "herald-router-1.herald-router-headless.prod.svc.cluster.local:7400");
+        for bad in ["3=router", "3=router:0", "3=router:http", "3=bad_name:7400", "3=-a:7400", "x=a:1"] {
+            assert!(parse_peers(&[bad.to_owned()]).is_err(), "{bad} must be refused");
+        }
+    }
 }

@@ -20,7 +20,8 @@ pub(crate) struct RouterConfig {
     pub(crate) grpc: SocketAddr,
     /// Data directory.
     pub(crate) data: PathBuf,
-    /// This router's node id.
+    /// This router's node id: a number, or `ordinal` (a StatefulSet pod's).
+    #[serde(deserialize_with = "crate::node_id::deserialize")]
     pub(crate) node_id: u64,
     /// The voters, `ID=HOST:PORT` each (a list, or one comma-separated
     /// string); empty: a cluster of one.
@@ -50,7 +51,9 @@ pub(crate) struct GatewayConfig {
     pub(crate) mqtt: SocketAddr,
     /// MQTT-over-WebSocket listen address.
     pub(crate) websocket: Option<SocketAddr>,
-    /// This gateway's node id, unique among the cluster's gateways.
+    /// This gateway's node id, unique among the cluster's gateways: a
+    /// number, or `hostname` (derived from the pod's name).
+    #[serde(deserialize_with = "crate::node_id::deserialize_optional")]
     pub(crate) node_id: Option<u64>,
     /// The cluster id the routers must have.
     pub(crate) cluster_id: Option<String>,
@@ -256,6 +259,11 @@ mod tests {
             .expect_err("bad timing")
             .to_string();
         assert!(error.contains("raft.election_min_ms"), "{error}");
+        let error =
+            RouterConfig::load(None, &env(&[("HERALD_NODE_ID", "first")])).expect_err("word").to_string();
+        assert!(error.contains("node_id") && error.contains("\"ordinal\""), "{error}");
+        let router = RouterConfig::load(None, &env(&[("HERALD_NODE_ID", "7")])).expect("a number");
+        assert_eq!(router.node_id, 7);
         let missing = GatewayConfig::default().validate().expect_err("no router").to_string();
         assert!(missing.contains("router"), "{missing}");
     }

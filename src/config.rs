@@ -473,6 +473,7 @@ impl RaftConfig {
             snapshot_entries: self.snapshot_entries,
             keep_entries: self.keep_entries,
             segment_bytes: self.segment_bytes,
+            source_ip: None,
         }
     }
 }

@@ -4,6 +4,7 @@
 mod cluster;
 mod cluster_config;
 mod config;
+mod node_id;
 mod ops;
 mod standalone;
 
@@ -149,9 +150,10 @@ struct RouterArgs {
     /// Data directory [default: ./herald-router-data; env HERALD_DATA].
     #[arg(long)]
     data: Option<PathBuf>,
-    /// This router's node id [default: 1; env HERALD_NODE_ID].
+    /// This router's node id, or `ordinal`: a StatefulSet pod's ordinal
+    /// plus one, from the host name [default: 1; env HERALD_NODE_ID].
     #[arg(long)]
-    node_id: Option<u64>,
+    node_id: Option<String>,
     /// The voters of a replicated router cluster, `ID=HOST:PORT` each,
     /// comma-separated, this node included; the lowest id forms the cluster
     /// on first start. Without it, the router is a cluster of one [env HERALD_PEERS].
@@ -185,9 +187,10 @@ struct GatewayArgs {
     /// MQTT-over-WebSocket listen address, path `/mqtt` [default: none; env HERALD_WEBSOCKET].
     #[arg(long)]
     websocket: Option<SocketAddr>,
-    /// This gateway's node id, unique among the cluster's gateways [env HERALD_NODE_ID].
+    /// This gateway's node id, unique among the cluster's gateways, or
+    /// `hostname`: derived from the host (pod) name [env HERALD_NODE_ID].
     #[arg(long)]
-    node_id: Option<u64>,
+    node_id: Option<String>,
     /// The cluster id the router must have (printed by the router at start) [env HERALD_CLUSTER_ID].
     #[arg(long)]
     cluster_id: Option<String>,
@@ -235,7 +238,9 @@ fn router_config(args: RouterArgs) -> anyhow::Result<cluster_config::RouterConfi
     let mut config = cluster_config::RouterConfig::load(args.config.as_deref(), &env)?;
     config.grpc = args.grpc.unwrap_or(config.grpc);
     config.data = args.data.unwrap_or(config.data);
-    config.node_id = args.node_id.unwrap_or(config.node_id);
+    if let Some(id) = args.node_id {
+        config.node_id = node_id::parse(&id, node_id::hostname)?;
+    }
     if !args.peers.is_empty() {
         config.peers = args.peers;
     }
@@ -255,7 +260,9 @@ fn gateway_config(args: GatewayArgs) -> anyhow::Result<cluster_config::GatewayCo
     }
     config.mqtt = args.mqtt.unwrap_or(config.mqtt);
     config.websocket = args.websocket.or(config.websocket);
-    config.node_id = args.node_id.or(config.node_id);
+    if let Some(id) = args.node_id {
+        config.node_id = Some(node_id::parse(&id, node_id::hostname)?);
+    }
     config.cluster_id = args.cluster_id.or(config.cluster_id);
     config.router_patience_secs = args.router_patience.unwrap_or(config.router_patience_secs);
     config.ops = args.ops.or(config.ops);

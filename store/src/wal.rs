@@ -15,6 +15,13 @@
 //! never acknowledged cannot reappear after new appends. Truncation zeroes
 //! the bytes it gives up for the same reason.
 //!
+//! Only the last segment can hold a torn record after a crash: a segment
+//! is synced before the next one is started. A bad record in any other
+//! segment is damage (a disk error, a file overwritten or cut short): the
+//! log refuses to open rather than lose records it acknowledged.
+//! [`Wal::gaps`] lists the indexes missing between segments, for the
+//! owner to check against what it knows was committed.
+//!
 //! Blocking I/O: callers on an async runtime run it on a blocking thread.
 
 use crate::{StoreError, io_error, sync_dir};
@@ -104,7 +111,9 @@ impl Wal {
         let mut wal = Wal { dir, options, segments: Vec::new() };
         let mut recovery = Recovery::default();
         let mut torn = false;
-        for first in firsts {
+        let last_file = firsts.last().copied();
+        let last_file = last_file.as_ref();
+        for first in firsts.iter().copied() {
             let path = wal.segment_path(first);
             if let Some(next) = wal.next()
                 && first < next
@@ -113,19 +122,20 @@ impl Wal {
                     wal.corrupt(format!("segment {first} overlaps the records before it (up to {next})"))
                 );
             }
-            if torn {
-                // After a torn record: nothing here was ever acknowledged
-                // as part of this log.
-                recovery.discarded_bytes += fs::metadata(&path).map_err(io_error(&path))?.len();
-                fs::remove_file(&path).map_err(io_error(&path))?;
-                torn = true;
-                continue;
-            }
             let file = OpenOptions::new().read(true).write(true).open(&path).map_err(io_error(&path))?;
             let capacity = file.metadata().map_err(io_error(&path))?.len();
             let mut segment = Segment { first, path, file, records: Vec::new(), end: 0, capacity };
             let clean = scan(&mut segment)?;
             recovery.records += segment.records.len() as u64;
+            if !clean && Some(&first) != last_file {
+                let at = segment.end;
+                return Err(wal.corrupt(format!(
+                    "segment {} is damaged at byte {at} (record {}), and later segments follow it: \
+                     records this log acknowledged are lost",
+                    segment.path.display(),
+                    segment.first + segment.records.len() as u64,
+                )));
+            }
             if !clean {
                 recovery.discarded_bytes +=
                     zero(&segment.file, &segment.path, segment.end, segment.capacity)?;
@@ -270,6 +280,22 @@ impl Wal {
             sync_dir(&self.dir)?;
         }
         Ok(())
+    }
+
+    /// Returns the runs of indexes missing between the records held (a
+    /// gap left by an append past the end, or by a damaged segment).
+    pub fn gaps(&self) -> Vec<Range<u64>> {
+        let mut gaps = Vec::new();
+        let mut next: Option<u64> = None;
+        for segment in self.segments.iter().filter(|s| !s.records.is_empty()) {
+            if let Some(next) = next
+                && segment.first > next
+            {
+                gaps.push(next..segment.first);
+            }
+            next = segment.last().map(|last| last + 1);
+        }
+        gaps
     }
 
     /// Returns the number of segment files.

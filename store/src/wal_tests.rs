@@ -120,18 +120,34 @@ fn wal_is_usable(mut wal: Wal) {
 }
 
 #[test]
-fn segments_after_a_torn_one_are_removed() {
+fn a_bad_record_in_a_segment_that_others_follow_is_damage_not_a_torn_tail() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut wal, _) = open(dir.path());
     append(&mut wal, 1..12, 40);
+    assert!(wal.segment_count() > 1);
     let (path, offset) = position(&wal, 2);
-    let segments = wal.segment_count();
     drop(wal);
     overwrite(&path, offset + 4, &[0xFF; 4]); // the checksum of record 2
+    let error = Wal::open(dir.path(), SMALL).expect_err("damage refuses to open").to_string();
+    assert!(error.contains("damaged") && error.contains("record 2"), "{error}");
+    // Nothing was changed: the same error again, and the later records are still there.
+    assert!(Wal::open(dir.path(), SMALL).is_err());
+    overwrite(&path, offset + 4, &checksum(2, &payload(2, 40)).to_le_bytes());
     let (wal, recovery) = open(dir.path());
-    assert_eq!((wal.first(), wal.last(), recovery.records), (Some(1), Some(1), 1));
-    assert!(wal.segment_count() < segments);
-    wal_is_usable(wal);
+    assert_eq!((wal.first(), wal.last(), recovery.records), (Some(1), Some(11), 11));
+}
+
+#[test]
+fn gaps_between_segments_are_listed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut wal, _) = open(dir.path());
+    append(&mut wal, 1..4, 40);
+    assert_eq!(wal.gaps(), []);
+    append(&mut wal, 10..12, 40);
+    assert_eq!(wal.gaps(), vec![(4..10)]);
+    drop(wal);
+    let (wal, _) = open(dir.path());
+    assert_eq!(wal.gaps(), vec![(4..10)], "a reopen sees the same gap");
 }
 
 #[test]

@@ -2,8 +2,10 @@
 //! routers joined by Raft on 127.0.0.1x, gateways that know all of them.
 
 use crate::cluster::herald;
+use crate::support::{Message, Subscriber};
 use herald_testkit::process::Supervised;
-use std::net::{SocketAddr, TcpListener};
+use herald_testkit::proxy::{Fault, FaultProxy};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::time::Duration;
 
 const STARTUP: Duration = Duration::from_secs(20);
@@ -16,6 +18,10 @@ pub(crate) struct RaftCluster {
     addresses: Vec<SocketAddr>,
     gateways: Vec<Option<(Supervised, SocketAddr)>>,
     data: tempfile::TempDir,
+    /// With [`RaftCluster::start_partitionable`]: a fault proxy in front of
+    /// each router's Raft traffic (routers reach each other through them;
+    /// gateways and `herald ctl` reach the routers directly).
+    proxies: Vec<FaultProxy>,
 }
 
 /// A free port on `host` (bound and released: the router binds it next).
@@ -31,25 +37,69 @@ impl RaftCluster {
 
     /// Starts `routers` voters with extra `HERALD_*` settings.
     pub(crate) fn start_with(routers: usize, environment: &[(&str, &str)]) -> RaftCluster {
+        RaftCluster::assemble(routers, environment, false)
+    }
+
+    /// Like [`RaftCluster::start`], with a fault proxy on 127.0.0.2x in
+    /// front of each router for the others' Raft traffic, so that
+    /// [`RaftCluster::isolate`] can cut one router off from the rest.
+    pub(crate) fn start_partitionable(routers: usize) -> RaftCluster {
+        RaftCluster::assemble(routers, &[], true)
+    }
+
+    fn assemble(routers: usize, environment: &[(&str, &str)], proxied: bool) -> RaftCluster {
         let data = tempfile::tempdir().expect("tempdir");
         let addresses: Vec<SocketAddr> =
             (0..routers).map(|i| free_address(&format!("127.0.0.{}", 11 + i))).collect();
+        let proxy = |(i, target): (usize, &SocketAddr)| {
+            let listen = format!("127.0.0.{}:0", 21 + i).parse().expect("address");
+            FaultProxy::start(listen, *target).expect("start a fault proxy")
+        };
+        let proxies = if proxied { addresses.iter().enumerate().map(proxy).collect() } else { Vec::new() };
         let environment = environment.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         let mut cluster =
-            RaftCluster { environment, routers: Vec::new(), addresses, gateways: Vec::new(), data };
-        for node in 1..=routers {
-            let router = cluster.spawn_router(node);
-            cluster.routers.push(Some(router));
-        }
-        for router in cluster.routers.iter().flatten() {
-            router.wait_for_line("listening", STARTUP);
-        }
+            RaftCluster { environment, routers: Vec::new(), addresses, gateways: Vec::new(), data, proxies };
+        cluster.spawn_all(routers);
         cluster
     }
 
+    /// Cuts router `node` off from the other routers, both ways: nothing
+    /// reaches it through its proxy, and the others' proxies hold what it
+    /// sends (its calls leave from its own address). Gateways still reach
+    /// every router.
+    pub(crate) fn isolate(&self, node: usize) {
+        let cut: IpAddr = self.addresses[node - 1].ip();
+        for (i, proxy) in self.proxies.iter().enumerate() {
+            if i + 1 == node {
+                proxy.set(Fault::Blackhole);
+            } else {
+                proxy.isolate(&[cut]);
+            }
+        }
+    }
+
+    /// Heals every partition [`RaftCluster::isolate`] made.
+    pub(crate) fn heal(&self) {
+        for proxy in &self.proxies {
+            proxy.set(Fault::Pass);
+            proxy.isolate(&[]);
+        }
+    }
+
+    fn spawn_all(&mut self, routers: usize) {
+        for node in 1..=routers {
+            let router = self.spawn_router(node);
+            self.routers.push(Some(router));
+        }
+        for router in self.routers.iter().flatten() {
+            router.wait_for_line("listening", STARTUP);
+        }
+    }
+
     fn spawn_router(&self, node: usize) -> Supervised {
+        let raft_address = |i: usize| self.proxies.get(i).map_or(self.addresses[i], FaultProxy::addr);
         let peers: Vec<String> =
-            self.addresses.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect();
+            (0..self.addresses.len()).map(|i| format!("{}={}", i + 1, raft_address(i))).collect();
         let mut command = herald();
         command.args([
             "router",
@@ -59,7 +109,7 @@ impl RaftCluster {
             &self.addresses[node - 1].to_string(),
         ]);
         command.args(["--peers", &peers.join(","), "--cluster-id", CLUSTER_ID, "--data"]);
-        command.arg(self.data.path().join(format!("router-{node}")));
+        command.arg(self.data_dir(node));
         command.envs(self.environment.iter().map(|(k, v)| (k, v)));
         Supervised::start(&format!("router-{node}"), command).expect("start router")
     }
@@ -71,17 +121,35 @@ impl RaftCluster {
 
     /// Starts a gateway that knows every router; returns its MQTT address.
     pub(crate) fn start_gateway(&mut self) -> SocketAddr {
+        let every: Vec<usize> = (1..=self.addresses.len()).collect();
+        self.start_gateway_with(&every, &[])
+    }
+
+    /// Starts a gateway that knows routers `nodes` only, with `extra`
+    /// arguments; returns its MQTT address.
+    pub(crate) fn start_gateway_with(&mut self, nodes: &[usize], extra: &[&str]) -> SocketAddr {
         let index = self.gateways.len();
-        let urls: Vec<String> = self.addresses.iter().map(|a| format!("http://{a}")).collect();
+        let urls: Vec<String> = nodes.iter().map(|n| format!("http://{}", self.addresses[n - 1])).collect();
         let listen = format!("127.0.0.{}:0", 2 + index);
         let mut command = herald();
         command.args(["gateway", "--router", &urls.join(","), "--mqtt", &listen]);
         command.args(["--node-id", &(index + 1).to_string(), "--cluster-id", CLUSTER_ID]);
+        command.args(extra);
         let process = Supervised::start(&format!("gateway-{}", index + 1), command).expect("start gateway");
         let line = process.wait_for_line("listening", STARTUP);
         let mqtt = crate::cluster::field(&line, "mqtt").parse().expect("mqtt address");
         self.gateways.push(Some((process, mqtt)));
         mqtt
+    }
+
+    /// Returns what gateway `index` (0-based) printed so far.
+    pub(crate) fn gateway_output(&self, index: usize) -> String {
+        self.gateways[index].as_ref().expect("running").0.output().join("\n")
+    }
+
+    /// Returns what router `node` (1-based) printed so far.
+    pub(crate) fn router_output(&self, node: usize) -> String {
+        self.routers[node - 1].as_ref().expect("running").output().join("\n")
     }
 
     /// Returns gateway `index`'s MQTT address.
@@ -139,6 +207,14 @@ impl RaftCluster {
         node
     }
 
+    /// Adds router `node` (1-based), running on its address, as a voter
+    /// with `herald ctl cluster add`.
+    pub(crate) fn add_voter(&self, node: usize) {
+        let address = self.addresses[node - 1];
+        let out = self.ctl(&["add", "--node", &format!("{node}={address}")]);
+        assert!(out.contains(&format!("{node}={address}")), "router {node} is a voter: {out}");
+    }
+
     /// Removes router `node` from the voters with `herald ctl cluster remove`.
     pub(crate) fn remove_router(&mut self, node: usize) -> String {
         self.ctl(&["remove", "--node", &node.to_string()])
@@ -164,6 +240,21 @@ impl RaftCluster {
             format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
         assert!(output.status.success(), "herald ctl cluster {arguments:?}: {text}");
         text
+    }
+
+    /// Router `node`'s (1-based) data directory.
+    pub(crate) fn data_dir(&self, node: usize) -> std::path::PathBuf {
+        self.data.path().join(format!("router-{node}"))
+    }
+
+    /// Starts router `node` (1-based), which must exit with an error rather
+    /// than start serving; returns what it printed.
+    pub(crate) fn start_router_expecting_refusal(&self, node: usize) -> String {
+        let mut router = self.spawn_router(node);
+        let status = router.wait_timeout(STARTUP).expect("the router exits");
+        let output = router.output().join("\n");
+        assert!(!status.success() && !output.contains("listening"), "router {node} started: {output}");
+        output
     }
 
     /// Starts router `node` (1-based) again on its data, after a kill.
@@ -212,10 +303,73 @@ impl RaftCluster {
             .collect()
     }
 
+    /// Waits until a router other than `old` leads; returns it.
+    pub(crate) fn wait_for_leader_other_than(&self, old: usize) -> usize {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let roles = self.roles();
+            if let Some((node, _, _)) = roles.iter().find(|(node, role, _)| *node != old && role == "Leader")
+            {
+                return *node;
+            }
+            assert!(std::time::Instant::now() < deadline, "no new leader: {roles:?}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Waits until `new` is the only leader and `old` follows it.
+    pub(crate) fn wait_until_sole_leader(&self, new: usize, old: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let roles = self.roles();
+            let leaders: Vec<usize> =
+                roles.iter().filter(|(_, role, _)| role == "Leader").map(|(n, _, _)| *n).collect();
+            let old_follows = roles.iter().any(|(node, role, _)| *node == old && role == "Follower");
+            if leaders == [new] && old_follows {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "not one leader: {roles:?}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Waits until router `node` follows `leader` and has applied as much.
+    pub(crate) fn wait_caught_up(&self, node: usize, leader: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let leader_applied = self.status_of(leader).map(|c| c[5].clone());
+            if let (Some(applied), Some(status)) = (leader_applied, self.status_of(node))
+                && status[1] == "Follower"
+                && status[5] == applied
+            {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "router {node} did not catch up:\n{}",
+                self.status()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Kills router `node` (1-based) with SIGKILL.
     pub(crate) fn kill_router(&mut self, node: usize) {
         let mut router = self.routers[node - 1].take().expect("running");
         router.signal("KILL");
         router.wait_timeout(Duration::from_secs(5));
     }
+}
+
+/// Reads `count` messages from `subscriber`, where a publish whose PUBACK a
+/// fault cut off may be there twice (at least once): returns them with
+/// repeats removed.
+pub(crate) fn at_least_once(subscriber: &mut Subscriber, count: usize) -> Vec<Message> {
+    let mut got = subscriber.expect_messages(count);
+    got.dedup();
+    while got.len() < count {
+        got.extend(subscriber.expect_messages(1));
+        got.dedup();
+    }
+    got
 }

@@ -81,3 +81,49 @@ fn a_bad_key_in_a_gateway_file_stops_start_up_naming_it() {
     assert!(!status.success());
     assert!(output.contains("routers"), "{output}");
 }
+
+#[test]
+fn routers_named_like_statefulset_pods_take_ids_from_their_ordinals_and_find_peers_by_dns_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ports: Vec<u16> = (0..3)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port()
+        })
+        .collect();
+    // As a StatefulSet's pods see each other: by name (here `localhost`), ids from the pods'
+    // ordinals.
+    let peers: Vec<String> =
+        ports.iter().enumerate().map(|(i, p)| format!("{}=localhost:{p}", i + 1)).collect();
+    let routers: Vec<Supervised> = ports
+        .iter()
+        .enumerate()
+        .map(|(ordinal, port)| {
+            let mut command = herald();
+            command.args(["router", "--grpc", &format!("127.0.0.1:{port}"), "--cluster-id", "pods"]);
+            command.arg("--data").arg(dir.path().join(format!("router-{ordinal}")));
+            command.env("HERALD_NODE_ID", "ordinal").env("HOSTNAME", format!("herald-router-{ordinal}"));
+            command.env("HERALD_PEERS", peers.join(","));
+            Supervised::start(&format!("router-{ordinal}"), command).expect("start router")
+        })
+        .collect();
+    for (ordinal, router) in routers.iter().enumerate() {
+        let line = router.wait_for_line("listening", Duration::from_secs(20));
+        assert_eq!(field(&line, "node"), (ordinal + 1).to_string(), "{line}");
+    }
+    let urls: Vec<String> = ports.iter().map(|p| format!("http://localhost:{p}")).collect();
+    let mut command = herald();
+    command.args(["gateway", "--router", &urls.join(","), "--mqtt", "127.0.0.2:0", "--cluster-id", "pods"]);
+    command.env("HERALD_NODE_ID", "hostname").env("HOSTNAME", "herald-gateway-5d8c7-x2x9q");
+    let gateway = Supervised::start("gateway", command).expect("start gateway");
+    let line = gateway.wait_for_line("listening", Duration::from_secs(20));
+    let node: u64 = field(&line, "node").parse().expect("a numeric node id");
+    assert!(node > 3, "an id derived from the pod's name: {line}");
+    let mqtt: SocketAddr = field(&line, "mqtt").parse().expect("mqtt address");
+    let mut reader = subscriber(&mqtt, Version::V5).topic("pods/#").qos(1).start();
+    publisher(&mqtt, Version::V5, "pods/up").qos(1).message("three").run();
+    assert_eq!(reader.expect_messages(1), [Message::new("pods/up", "three", 1, false)]);
+    let (_, status) =
+        run_herald(&["ctl", "cluster", "status", "--routers", &urls.join(",").replace("http://", "")]);
+    assert_eq!(status.lines().filter(|l| l.contains(" Leader ")).count(), 1, "{status}");
+    assert!(status.contains("1=localhost:") && status.contains("3=localhost:"), "{status}");
+}

@@ -2,7 +2,7 @@
 //! when it is killed a new leader serves them with everything that was
 //! acknowledged.
 
-use crate::raft_cluster::RaftCluster;
+use crate::raft_cluster::{RaftCluster, at_least_once};
 use crate::support::{Message, Version, publisher, subscriber};
 use std::time::Duration;
 
@@ -178,15 +178,7 @@ fn a_leader_stopped_past_the_election_timeout_steps_down_when_it_resumes_and_not
     cluster.signal_router(old, "STOP");
     // The others elect a leader of a later term; the gateway finds it (its link to the
     // frozen one times out) and what is published meanwhile is acknowledged by it.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let new = loop {
-        let roles = cluster.roles();
-        if let Some((node, _, _)) = roles.iter().find(|(node, role, _)| *node != old && role == "Leader") {
-            break *node;
-        }
-        assert!(std::time::Instant::now() < deadline, "no new leader: {roles:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let new = cluster.wait_for_leader_other_than(old);
     // Meanwhile clients may be refused (CONNACK 0x88 while the gateway's link to the frozen
     // leader times out) and retry, as clients do; nothing is acknowledged that is then lost.
     for n in 5..10 {
@@ -202,18 +194,7 @@ fn a_leader_stopped_past_the_election_timeout_steps_down_when_it_resumes_and_not
     }
     cluster.signal_router(old, "CONT");
     // The old leader sees the later term and steps down: one leader, the new one.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let roles = cluster.roles();
-        let leaders: Vec<usize> =
-            roles.iter().filter(|(_, role, _)| role == "Leader").map(|(n, _, _)| *n).collect();
-        let old_follows = roles.iter().any(|(node, role, _)| *node == old && role == "Follower");
-        if leaders == [new] && old_follows {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "not one leader after SIGCONT: {roles:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    cluster.wait_until_sole_leader(new, old);
     let mut back =
         subscriber(&gateway, Version::V5).client_id("kept").persistent().topic("stop/#").qos(1).start();
     let expected: Vec<Message> =
@@ -221,11 +202,6 @@ fn a_leader_stopped_past_the_election_timeout_steps_down_when_it_resumes_and_not
     // A publish refused at CONNECT was never sent; one whose PUBACK a timeout cut off may have
     // been stored and is then there twice (at least once): every acknowledged message is
     // there, in order.
-    let mut got = back.expect_messages(10);
-    got.dedup();
-    while got.len() < 10 {
-        got.extend(back.expect_messages(1));
-        got.dedup();
-    }
+    let got = at_least_once(&mut back, 10);
     assert_eq!(got, expected, "every acknowledged message, in order");
 }

@@ -42,6 +42,8 @@ struct Files {
     /// The last purged log id: entries up to it are gone even where the
     /// WAL still holds their segment.
     purged: Option<LogId<NodeId>>,
+    /// Whether opening discarded a torn tail (a crash during an append).
+    torn: bool,
 }
 
 /// The Raft log of one router node.
@@ -61,12 +63,60 @@ impl LogStore {
                 "raft log: discarded a torn tail"
             );
         }
-        let mut files = Files { dir: dir.to_path_buf(), wal, purged: None };
+        let torn = recovery.discarded_bytes > 0;
+        let mut files = Files { dir: dir.to_path_buf(), wal, purged: None, torn };
         files.purged = files.read_meta("purged").map_err(|e| herald_store::StoreError::Corrupt {
             path: dir.join("purged"),
             reason: e.to_string(),
         })?;
         Ok(LogStore { files: Arc::new(Mutex::new(files)) })
+    }
+
+    /// Refuses a log that lost entries it held: entries up to the last
+    /// known commit must be in the log, in the snapshot (whose last index
+    /// is `snapshot`) or purged behind it, and purged entries must be in
+    /// the snapshot. A router that started anyway could vote for a
+    /// candidate lacking entries it had acknowledged, or lead without them.
+    ///
+    /// A torn tail is no damage: entries a crash cut short were never
+    /// acknowledged by this node (the commit mark may run ahead of them on
+    /// a follower; the leader sends them again).
+    pub fn check_intact(&self, snapshot: Option<u64>) -> Result<(), herald_store::StoreError> {
+        let files = self.files.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let damaged = |reason: String| herald_store::StoreError::Corrupt { path: files.dir.clone(), reason };
+        let purged = files.purged.map(|id| id.index);
+        if let Some(purged) = purged
+            && snapshot.is_none_or(|s| s < purged)
+        {
+            return Err(damaged(format!(
+                "the log is purged up to {purged} but the snapshot is missing or damaged \
+                 (it reaches {snapshot:?}): those entries exist nowhere on this router"
+            )));
+        }
+        let floor = purged.max(snapshot).unwrap_or(0);
+        if let Some(gap) = files.wal.gaps().into_iter().find(|gap| gap.end > floor + 1) {
+            return Err(damaged(format!(
+                "entries {} to {} are missing from the log (a segment was lost or cut short)",
+                gap.start.max(floor + 1),
+                gap.end - 1
+            )));
+        }
+        let committed = files
+            .read_meta::<Option<LogId<NodeId>>>("committed")
+            .map_err(|e| damaged(format!("the commit mark is unreadable: {e}")))?
+            .flatten();
+        let held = files.wal.last().unwrap_or(0).max(floor);
+        if let Some(committed) = committed
+            && committed.index > held
+            && !files.torn
+        {
+            return Err(damaged(format!(
+                "entries up to {} were committed but the log ends at {held}: a data file was \
+                 truncated or damaged",
+                committed.index
+            )));
+        }
+        Ok(())
     }
 
     /// Runs `work` on the files on a blocking thread.

@@ -130,6 +130,10 @@ pub struct RaftSettings {
     pub keep_entries: u64,
     /// Bytes per log segment file.
     pub segment_bytes: u64,
+    /// The address connections to peers leave from (the one this node
+    /// listens on, when it is a specific one): peers, firewalls and fault
+    /// proxies see which router is calling.
+    pub source_ip: Option<std::net::IpAddr>,
 }
 
 impl Default for RaftSettings {
@@ -142,6 +146,7 @@ impl Default for RaftSettings {
             snapshot_entries: 5000,
             keep_entries: 1000,
             segment_bytes: 64 * 1024 * 1024,
+            source_ip: None,
         }
     }
 }
@@ -214,8 +219,9 @@ impl RaftNode {
     ) -> Result<RaftNode, RaftNodeError> {
         let storage = |e: &dyn std::fmt::Display| RaftNodeError::Storage(e.to_string());
         std::fs::create_dir_all(dir).map_err(|e| storage(&e))?;
-        let log = LogStore::open(dir, wal_options(settings.segment_bytes)).map_err(|e| storage(&e))?;
+        let log = LogStore::open(dir, wal_options(settings.segment_bytes)).map_err(refuse_damaged)?;
         let machine = StateMachine::open(dir).map_err(|e| storage(&e))?;
+        log.check_intact(machine.snapshot_index()).map_err(refuse_damaged)?;
         let state = machine.state();
         let config = openraft::Config {
             cluster_name: "herald".into(),
@@ -227,7 +233,7 @@ impl RaftNode {
             ..openraft::Config::default()
         };
         let config = Arc::new(config.validate().map_err(|e| RaftNodeError::Raft(e.to_string()))?);
-        let network = network::GrpcPeers::new(cluster_id.to_owned());
+        let network = network::GrpcPeers::new(cluster_id.to_owned(), settings.source_ip);
         let raft = Raft::new(id, config, network, log, machine)
             .await
             .map_err(|e| RaftNodeError::Raft(e.to_string()))?;
@@ -245,6 +251,30 @@ impl RaftNode {
             Membership::Join => BTreeMap::new(),
         };
         let initialised = self.raft.is_initialized().await.map_err(|e| RaftNodeError::Raft(e.to_string()))?;
+        if !initialised
+            && matches!(membership, Membership::Voters(_))
+            && let Some(voters) = self.peers_cluster(&members).await
+        {
+            // No data, and the peers already form the cluster: this router
+            // lost its data (a new volume) or was removed and comes back.
+            let listed =
+                voters.iter().any(|v| v.split_once('=').is_some_and(|(id, _)| id == self.id.to_string()));
+            if listed {
+                return Err(RaftNodeError::Storage(format!(
+                    "this router has no data, but its peers' cluster lists it as voter {}: it lost \
+                     the votes and entries it acknowledged. Remove it (herald ctl cluster remove \
+                     --node {}), then start it again and add it back (herald ctl cluster add)",
+                    self.id, self.id
+                )));
+            }
+            tracing::warn!(
+                voters = %voters.join(","),
+                "this router has no data and its peers already form a cluster without it: waiting to be \
+                 added (herald ctl cluster add --node {}={address})",
+                self.id
+            );
+            return Ok(());
+        }
         if !initialised && members.keys().next() == Some(&self.id) {
             let members: BTreeMap<u64, BasicNode> =
                 members.into_iter().map(|(id, addr)| (id, BasicNode { addr })).collect();
@@ -262,6 +292,25 @@ impl RaftNode {
             Membership::Join => return Ok(()),
         };
         led.map_err(|_| RaftNodeError::NoLeader(LEAD_TIMEOUT))
+    }
+
+    /// The voters of the cluster this node's peers already form, if one of
+    /// them answers that it belongs to one (peers that do not answer in
+    /// time count as not formed yet: at first start they come up together).
+    async fn peers_cluster(&self, members: &BTreeMap<u64, String>) -> Option<Vec<String>> {
+        for (id, address) in members {
+            if *id == self.id {
+                continue;
+            }
+            let asked = tokio::time::timeout(Duration::from_secs(3), status(address)).await;
+            if let Ok(Ok(reply)) = asked
+                && reply.cluster_id == self.cluster_id
+                && !reply.voters.is_empty()
+            {
+                return Some(reply.voters);
+            }
+        }
+        None
     }
 
     /// Resolves when a backup has been restored into this node's cluster
@@ -308,16 +357,32 @@ impl RaftNode {
         self.raft.wait(Some(timeout)).current_leader(id, "this node leads").await.is_ok()
     }
 
-    /// Resolves once this node no longer leads.
-    pub async fn until_stepped_down(&self) {
+    /// Resolves once this node no longer leads, or leads without a quorum:
+    /// when no majority of the voters has acknowledged it for twice the
+    /// lease, another leader may have been elected on the other side of a
+    /// partition, so it stops serving gateways (its writes could not commit
+    /// anyway) and they find the leader that can. Returns why.
+    pub async fn until_stepped_down(&self) -> &'static str {
         let mut metrics = self.raft.metrics();
+        let cut_off = (self.lease * 2).as_millis() as u64;
         loop {
-            let leads = {
+            {
                 let m = metrics.borrow_and_update();
-                m.current_leader == Some(self.id) && m.state.is_leader()
-            };
-            if !leads || metrics.changed().await.is_err() {
-                return;
+                if m.current_leader != Some(self.id) || !m.state.is_leader() {
+                    return "stepped down";
+                }
+                let alone = m.membership_config.membership().voter_ids().count() <= 1;
+                if !alone && m.millis_since_quorum_ack.is_none_or(|ms| ms > cut_off) {
+                    tracing::warn!(
+                        since_ms = m.millis_since_quorum_ack,
+                        "no quorum of voters acknowledges this leader: stopping serving gateways"
+                    );
+                    return "lost the quorum";
+                }
+            }
+            tokio::select! {
+                changed = metrics.changed() => if changed.is_err() { return "stopped" },
+                () = tokio::time::sleep(self.lease / 2) => {}
             }
         }
     }
@@ -492,6 +557,19 @@ pub enum MembershipChange {
     Add(u64, String),
     /// Remove router `id` from the voters.
     Remove(u64),
+}
+
+/// The error of a router whose data is damaged (or could not be read):
+/// why, and what an operator does about it.
+fn refuse_damaged(error: herald_store::StoreError) -> RaftNodeError {
+    match error {
+        herald_store::StoreError::Corrupt { .. } => RaftNodeError::Storage(format!(
+            "{error}. This router refuses to start rather than serve or vote without data it \
+             acknowledged: restore its data from a backup, or wipe its data directory and add it \
+             back to the cluster (docs/operations.md, \"Replacing a router\")"
+        )),
+        other => RaftNodeError::Storage(other.to_string()),
+    }
 }
 
 /// Applies `change` through whichever of `routers` leads cluster

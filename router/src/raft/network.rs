@@ -32,11 +32,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone)]
 pub(super) struct GrpcPeers {
     cluster_id: String,
+    source_ip: Option<std::net::IpAddr>,
 }
 
 impl GrpcPeers {
-    pub(super) fn new(cluster_id: String) -> GrpcPeers {
-        GrpcPeers { cluster_id }
+    pub(super) fn new(cluster_id: String, source_ip: Option<std::net::IpAddr>) -> GrpcPeers {
+        GrpcPeers { cluster_id, source_ip }
     }
 }
 
@@ -55,7 +56,8 @@ impl RaftNetworkFactory<TypeConfig> for GrpcPeers {
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> GrpcPeer {
         let client = Endpoint::from_shared(format!("http://{}", node.addr))
             .map(|endpoint| {
-                let channel = endpoint.connect_timeout(CONNECT_TIMEOUT).tcp_nodelay(true).connect_lazy();
+                let endpoint = endpoint.connect_timeout(CONNECT_TIMEOUT).tcp_nodelay(true);
+                let channel = endpoint.local_address(self.source_ip).connect_lazy();
                 RaftPeerClient::new(channel)
                     .max_decoding_message_size(herald_proto::grpc::MAX_MESSAGE_BYTES)
                     .max_encoding_message_size(herald_proto::grpc::MAX_MESSAGE_BYTES)

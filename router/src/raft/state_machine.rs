@@ -113,6 +113,11 @@ impl StateMachine {
         Ok(machine)
     }
 
+    /// The last index the snapshot it opened with covers.
+    pub fn snapshot_index(&self) -> Option<u64> {
+        self.last_applied.map(|id| id.index)
+    }
+
     /// Returns the replicated data, shared.
     pub fn state(&self) -> Arc<Mutex<Replicated>> {
         self.state.clone()
