@@ -47,4 +47,5 @@ echo "== format";       cargo fmt --all -- --check
 echo "== dependencies"; scripts/check-deps.sh
 echo "== lint";         cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== doc tests";    cargo test --workspace --doc --locked --quiet
+echo "== deployment";   scripts/check-deploy.sh
 echo "== tests";        cargo nextest run --workspace --locked --no-fail-fast
