@@ -38,6 +38,8 @@ pub(crate) struct RouterConfig {
     pub(crate) limits: Limits,
     /// Raft timing and log compaction.
     pub(crate) raft: RaftConfig,
+    /// Span export.
+    pub(crate) telemetry: crate::telemetry::TelemetryConfig,
 }
 
 /// Configuration of `herald gateway`.
@@ -88,6 +90,8 @@ pub(crate) struct GatewayConfig {
     pub(crate) tls: TlsSection,
     /// Who may publish and subscribe to what.
     pub(crate) acl: AclConfig,
+    /// Span export.
+    pub(crate) telemetry: crate::telemetry::TelemetryConfig,
 }
 
 impl Default for RouterConfig {
@@ -102,6 +106,7 @@ impl Default for RouterConfig {
             ops: None,
             limits: Limits::default(),
             raft: RaftConfig::default(),
+            telemetry: crate::telemetry::TelemetryConfig::default(),
         }
     }
 }
@@ -129,6 +134,7 @@ impl Default for GatewayConfig {
             push: PushConfig::default(),
             tls: TlsSection::default(),
             acl: AclConfig::default(),
+            telemetry: crate::telemetry::TelemetryConfig::default(),
         }
     }
 }
@@ -136,7 +142,7 @@ impl Default for GatewayConfig {
 /// Top-level keys and sections of a router's configuration: the
 /// `HERALD_*` variables it reads (others belong to other modes).
 const ROUTER_KEYS: &[&str] = &["grpc", "data", "node_id", "peers", "cluster_id", "join", "ops"];
-const ROUTER_SECTIONS: &[&str] = &["limits_", "raft_"];
+const ROUTER_SECTIONS: &[&str] = &["limits_", "raft_", "telemetry_"];
 const GATEWAY_KEYS: &[&str] = &[
     "router",
     "mqtt",
@@ -154,7 +160,7 @@ const GATEWAY_KEYS: &[&str] = &[
     "drain_timeout_secs",
     "drain_rate",
 ];
-const GATEWAY_SECTIONS: &[&str] = &["limits_", "auth_", "push_", "tls_", "acl_"];
+const GATEWAY_SECTIONS: &[&str] = &["limits_", "auth_", "push_", "tls_", "acl_", "telemetry_"];
 
 fn wanted(keys: &'static [&'static str], sections: &'static [&'static str]) -> impl Fn(&str) -> bool {
     move |key| keys.contains(&key) || sections.iter().any(|section| key.starts_with(section))
@@ -167,6 +173,7 @@ impl RouterConfig {
         let config: RouterConfig = load_layers(path, env, wanted(ROUTER_KEYS, ROUTER_SECTIONS))?;
         config.limits.validate()?;
         config.raft.validate()?;
+        config.telemetry.validate()?;
         anyhow::ensure!(!config.join || config.peers.is_empty(), "join: a joining router takes no peers");
         Ok(config)
     }
@@ -183,6 +190,7 @@ impl GatewayConfig {
         config.push.api()?;
         config.tls.listeners()?;
         config.acl.acl()?;
+        config.telemetry.validate()?;
         Ok(config)
     }
 

@@ -51,6 +51,8 @@ pub(crate) struct StandaloneConfig {
     pub(crate) tls: TlsSection,
     /// Who may publish and subscribe to what.
     pub(crate) acl: AclConfig,
+    /// Span export.
+    pub(crate) telemetry: crate::telemetry::TelemetryConfig,
 }
 
 /// Access rules (`[acl]`, docs/security.md): the first rule that applies
@@ -612,6 +614,7 @@ impl Default for StandaloneConfig {
             push: PushConfig::default(),
             tls: TlsSection::default(),
             acl: AclConfig::default(),
+            telemetry: crate::telemetry::TelemetryConfig::default(),
         }
     }
 }
@@ -711,6 +714,7 @@ impl StandaloneConfig {
         self.push.api()?;
         self.tls.listeners()?;
         self.acl.acl()?;
+        self.telemetry.validate()?;
         Ok(())
     }
 }
@@ -788,7 +792,7 @@ pub(crate) fn load_layers<T: serde::de::DeserializeOwned>(
 }
 
 fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> anyhow::Result<()> {
-    const SECTIONS: [&str; 6] = ["limits", "auth", "raft", "push", "tls", "acl"];
+    const SECTIONS: [&str; 7] = ["limits", "auth", "raft", "push", "tls", "acl", "telemetry"];
     for (name, value) in env {
         let Some(rest) = name.strip_prefix("HERALD_") else { continue };
         // Not configuration: logging, the file's path, fault injection for tests.

@@ -7,13 +7,24 @@ mod config;
 mod node_id;
 mod ops;
 mod standalone;
+mod telemetry;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use config::StandaloneConfig;
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+/// The system allocator, counting the bytes allocated and not yet freed:
+/// `herald_heap_bytes` (resident memory also counts what the allocator
+/// keeps for reuse, so it cannot tell a leak from a high-water mark).
+#[global_allocator]
+static ALLOCATOR: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
+
+/// Bytes allocated and not yet freed, now.
+pub(crate) fn heap_bytes() -> u64 {
+    ALLOCATOR.allocated() as u64
+}
 
 /// Herald: a horizontally clustered push-notification platform.
 #[derive(Debug, Parser)]
@@ -290,45 +301,52 @@ fn print_scram_secret(iterations: u32) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
-    let result =
-        match cli.command {
-            Command::Standalone(args) => run_standalone(args),
-            Command::Config { mode } => {
-                print!(
-                    "{}",
-                    match mode {
-                        Mode::Standalone => config::STANDALONE_TEMPLATE,
-                        Mode::Router => cluster_config::ROUTER_TEMPLATE,
-                        Mode::Gateway => cluster_config::GATEWAY_TEMPLATE,
-                    }
-                );
-                Ok(())
+    // Serving modes set up logging once their configuration (which may ask
+    // for span export) is read; the others now.
+    let serving = matches!(cli.command, Command::Standalone(_) | Command::Router(_) | Command::Gateway(_));
+    if !serving && let Err(error) = telemetry::init(None, "herald") {
+        eprintln!("herald: {error:#}");
+        return ExitCode::FAILURE;
+    }
+    let result = match cli.command {
+        Command::Standalone(args) => run_standalone(args),
+        Command::Config { mode } => {
+            print!(
+                "{}",
+                match mode {
+                    Mode::Standalone => config::STANDALONE_TEMPLATE,
+                    Mode::Router => cluster_config::ROUTER_TEMPLATE,
+                    Mode::Gateway => cluster_config::GATEWAY_TEMPLATE,
+                }
+            );
+            Ok(())
+        }
+        Command::Loadtest(args) => herald_loadtest::main(args),
+        Command::ScramSecret { iterations } => print_scram_secret(iterations),
+        Command::Router(args) => router_config(args).and_then(|config| {
+            serve(config.telemetry.clone(), "herald-router", cluster::run_router(config, shutdown_signal()))
+        }),
+        Command::Gateway(args) => gateway_config(args).and_then(|config| {
+            serve(config.telemetry.clone(), "herald-gateway", cluster::run_gateway(config, shutdown_signal()))
+        }),
+        Command::Ctl { command: CtlCommand::Snapshot { command } } => match command {
+            SnapshotCommand::Save { routers, cluster_id, file } => {
+                block_on(cluster::save_backup(&routers, &cluster_id, &file))
             }
-            Command::Loadtest(args) => herald_loadtest::main(args),
-            Command::ScramSecret { iterations } => print_scram_secret(iterations),
-            Command::Router(args) => router_config(args)
-                .and_then(|config| block_on(cluster::run_router(config, shutdown_signal()))),
-            Command::Gateway(args) => gateway_config(args)
-                .and_then(|config| block_on(cluster::run_gateway(config, shutdown_signal()))),
-            Command::Ctl { command: CtlCommand::Snapshot { command } } => match command {
-                SnapshotCommand::Save { routers, cluster_id, file } => {
-                    block_on(cluster::save_backup(&routers, &cluster_id, &file))
-                }
-                SnapshotCommand::Restore { routers, cluster_id, file } => {
-                    block_on(cluster::restore_backup(&routers, &cluster_id, &file))
-                }
-            },
-            Command::Ctl { command: CtlCommand::Cluster { command } } => match command {
-                ClusterCommand::Status { routers } => block_on(cluster::print_status(&routers)),
-                ClusterCommand::Add { routers, cluster_id, node } => {
-                    block_on(cluster::add_router(&routers, &cluster_id, &node))
-                }
-                ClusterCommand::Remove { routers, cluster_id, node } => {
-                    block_on(cluster::remove_router(&routers, &cluster_id, node))
-                }
-            },
-        };
+            SnapshotCommand::Restore { routers, cluster_id, file } => {
+                block_on(cluster::restore_backup(&routers, &cluster_id, &file))
+            }
+        },
+        Command::Ctl { command: CtlCommand::Cluster { command } } => match command {
+            ClusterCommand::Status { routers } => block_on(cluster::print_status(&routers)),
+            ClusterCommand::Add { routers, cluster_id, node } => {
+                block_on(cluster::add_router(&routers, &cluster_id, &node))
+            }
+            ClusterCommand::Remove { routers, cluster_id, node } => {
+                block_on(cluster::remove_router(&routers, &cluster_id, node))
+            }
+        },
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -354,7 +372,22 @@ fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
         config.data = data;
     }
     config.validate()?;
-    block_on(standalone::run(config, shutdown_signal()))
+    serve(config.telemetry.clone(), "herald-standalone", standalone::run(config, shutdown_signal()))
+}
+
+/// Runs a serving mode on a new runtime, with logging and, when
+/// configured, span export set up on it; flushes the spans at the end.
+fn serve(
+    config: telemetry::TelemetryConfig,
+    service: &'static str,
+    run: impl Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    block_on(async move {
+        let telemetry = telemetry::init(Some(&config), service)?;
+        let outcome = run.await;
+        let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+        outcome
+    })
 }
 
 fn block_on(future: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
@@ -370,14 +403,4 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
     }
     tracing::info!("shutdown requested");
-}
-
-fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("HERALD_LOG")
-        .or_else(|_| EnvFilter::try_from_default_env())
-        // openraft narrates every election and snapshot at info.
-        .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
-    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
 }

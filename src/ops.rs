@@ -54,6 +54,11 @@ impl Sources {
     /// Renders every metric in the Prometheus text format.
     pub(crate) fn render(&self) -> String {
         let mut out = Exposition::default();
+        out.gauge(
+            "herald_heap_bytes",
+            "Bytes allocated and not yet freed (resident memory also counts what the allocator keeps).",
+            crate::heap_bytes(),
+        );
         if let Some(gateway) = &self.gateway {
             let c = gateway.counters();
             out.gauge("herald_connections", "MQTT connections open now.", gateway.connections() as u64);

@@ -5,7 +5,8 @@
 //! matching rule ([`topic`]) and a subscription index ([`TopicTree`]), the
 //! MQTT reason codes ([`ReasonCode`]) and the error-code table that maps
 //! every failure to an MQTT reason code, a gRPC code and an HTTP status
-//! ([`ErrorCode`]), and injected clocks ([`Clock`]).
+//! ([`ErrorCode`]), injected clocks ([`Clock`]), and the trace context a
+//! message carries between processes ([`TraceParent`]).
 //!
 //! Must never depend on: any other workspace crate, tokio or any I/O. This is
 //! what makes the pure cores built on it (codec, session state machine,
@@ -23,6 +24,7 @@ mod reason;
 mod shared;
 pub mod topic;
 mod topic_tree;
+mod trace;
 
 pub use bytestring::ByteString;
 pub use clock::{Clock, ManualClock, SystemClock, UnixMillis};
@@ -33,3 +35,4 @@ pub use reason::ReasonCode;
 pub use shared::{Dispatcher, SharedStrategy};
 pub use topic::{Topic, TopicError, TopicFilter};
 pub use topic_tree::TopicTree;
+pub use trace::TraceParent;

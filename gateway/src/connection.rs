@@ -915,6 +915,7 @@ mod tests {
             expires_at: None,
             origin: None,
             properties: None,
+            trace: None,
         };
         port.downlink.send(D::Claimed { request: claim.request, result: Ok(grant) }).await.expect("send");
         port.downlink.send(D::Deliver(Arc::new(message))).await.expect("send");

@@ -24,6 +24,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut downlink: mpsc::Receiver<Downli
         for item in batch.drain(..) {
             match item {
                 Downlink::Deliver(message) => {
+                    let mut traced = Traced::start(&message);
                     targets.clear();
                     shared.index.read().unwrap_or_else(|p| p.into_inner()).matches(&message, &mut targets);
                     for (conn, sub, qos, subscription_ids) in targets.drain(..) {
@@ -44,8 +45,10 @@ pub(crate) async fn run(shared: Arc<Shared>, mut downlink: mpsc::Receiver<Downli
                             shared.config.max_inbox_bytes,
                         ) {
                             GatewayCounters::add(&shared.counters.deliveries, 1);
+                            traced.count(true);
                         } else {
                             GatewayCounters::add(&shared.counters.dropped_connection_backlog, 1);
+                            traced.count(false);
                         }
                     }
                 }
@@ -91,6 +94,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut downlink: mpsc::Receiver<Downli
 /// own topic `$push/{client id}` (the payload is shared): the listed
 /// devices, or every device of the app subscribed to its topic here.
 fn deliver_push(shared: &Shared, message: &Arc<Message>, devices: Option<Vec<herald_core::ClientId>>) {
+    let mut traced = Traced::start(message);
     let targets: Vec<(ConnId, LocalSubscription)> = {
         let index = shared.index.read().unwrap_or_else(|p| p.into_inner());
         match devices {
@@ -121,8 +125,52 @@ fn deliver_push(shared: &Shared, message: &Arc<Message>, devices: Option<Vec<her
             shared.config.max_inbox_bytes,
         ) {
             GatewayCounters::add(&shared.counters.deliveries, 1);
+            traced.count(true);
         } else {
             GatewayCounters::add(&shared.counters.dropped_connection_backlog, 1);
+            traced.count(false);
+        }
+    }
+}
+
+/// The span of a traced message's hand-over to the connections here (for
+/// a push, the last of its trace), with how many took it and how many were
+/// dropped; nothing for an untraced message.
+struct Traced {
+    span: Option<tracing::Span>,
+    handed: u64,
+    dropped: u64,
+}
+
+impl Traced {
+    fn start(message: &Message) -> Traced {
+        let span = message.trace.map(|parent| {
+            let span = tracing::info_span!(
+                "push.deliver",
+                app = %message.app,
+                message_id = %message.id,
+                devices = tracing::field::Empty,
+                dropped = tracing::field::Empty
+            );
+            herald_proto::trace::set_parent(&span, &parent);
+            span
+        });
+        Traced { span, handed: 0, dropped: 0 }
+    }
+
+    fn count(&mut self, handed: bool) {
+        if handed {
+            self.handed += 1;
+        } else {
+            self.dropped += 1;
+        }
+    }
+}
+
+impl Drop for Traced {
+    fn drop(&mut self) {
+        if let Some(span) = &self.span {
+            span.record("devices", self.handed).record("dropped", self.dropped);
         }
     }
 }

@@ -118,6 +118,7 @@ fn delivery(turn: u64, now: UnixMillis) -> herald_proto::seam::QueuedMessage {
         expires_at: None,
         origin: None,
         properties: None,
+        trace: None,
     };
     herald_proto::seam::QueuedMessage {
         message: Arc::new(message),

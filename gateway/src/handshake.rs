@@ -278,6 +278,7 @@ fn build_will(
         expires_at: None,
         origin: Some(key.client.clone()),
         properties: (!properties.is_empty()).then(|| Box::new(properties)),
+        trace: None,
     };
     Ok(Box::new(Will {
         message: Arc::new(message),

@@ -737,6 +737,7 @@ impl Session {
             expires_at: p.message_expiry_interval().map(|s| now.plus_seconds(s)),
             origin: Some(self.key.client.clone()),
             properties: (!properties.is_empty()).then(|| Box::new(properties)),
+            trace: None,
         }
     }
 

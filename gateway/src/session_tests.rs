@@ -81,6 +81,7 @@ fn message(topic: &str, payload: &'static [u8]) -> Message {
         expires_at: None,
         origin: None,
         properties: None,
+        trace: None,
     }
 }
 

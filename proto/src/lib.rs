@@ -20,5 +20,6 @@ pub mod journal;
 mod message;
 mod push;
 pub mod seam;
+pub mod trace;
 
 pub use message::{Message, MessageProperties};

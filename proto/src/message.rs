@@ -2,7 +2,7 @@
 //! receives, with its identity and v5 properties.
 
 use bytes::Bytes;
-use herald_core::{AppId, ByteString, ClientId, MessageId, QoS, Topic, UnixMillis};
+use herald_core::{AppId, ByteString, ClientId, MessageId, QoS, Topic, TraceParent, UnixMillis};
 
 /// One published message. Shared as `Arc<Message>` by every delivery of a
 /// fan-out, so the payload is never copied.
@@ -30,6 +30,8 @@ pub struct Message {
     /// v5 properties forwarded to subscribers; `None` when there are none, so
     /// plain messages carry one pointer of overhead.
     pub properties: Option<Box<MessageProperties>>,
+    /// The trace it belongs to and the span that caused it, when traced.
+    pub trace: Option<TraceParent>,
 }
 
 impl Message {

@@ -12,7 +12,7 @@
 use crate::state::{Effect, RouterConfig, RouterCounters, RouterState};
 use herald_core::{Clock, NodeId, UnixMillis};
 use herald_proto::journal::{DurableImage, Fact};
-use herald_proto::seam::{Downlink, RouterPort};
+use herald_proto::seam::{Downlink, RouterPort, Uplink};
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -47,6 +47,9 @@ const PIPELINE: usize = 64;
 struct Stage {
     effects: Vec<Effect>,
     commit: Option<Committing>,
+    /// The `raft.commit` spans of the traced pushes in it: they end when
+    /// the commit is done.
+    traced: Vec<tracing::Span>,
     /// The batch's number (see [`RouterState::seal_batch`]).
     batch: u64,
 }
@@ -231,10 +234,17 @@ impl Router {
                     break;
                 }
                 inner
-                    .run_batch(&mut effects, |state, now, out| {
-                        for item in batch.drain(..) {
-                            state.apply(gateway, item, now, out);
+                    .run_batch_traced(&mut effects, |state, now, out| {
+                        let mut commits = Vec::new();
+                        for mut item in batch.drain(..) {
+                            let traced = trace_push(&mut item);
+                            {
+                                let _entered = traced.as_ref().map(|(route, _)| route.enter());
+                                state.apply(gateway, item, now, out);
+                            }
+                            commits.extend(traced.map(|(_, commit)| commit));
                         }
+                        commits
                     })
                     .await;
                 inner.timer_changed.notify_one();
@@ -281,6 +291,22 @@ impl Router {
     }
 }
 
+/// The spans of a traced push (its message carries a trace context): its
+/// routing, entered while the state applies it, and its Raft commit, which
+/// ends once committed. Its deliveries then carry the routing span as their
+/// parent.
+fn trace_push(item: &mut Uplink) -> Option<(tracing::Span, tracing::Span)> {
+    let Uplink::Push(push) = item else { return None };
+    let parent = push.message.trace?;
+    let route = tracing::info_span!("push.route", app = %push.message.app, message_id = %push.message.id);
+    herald_proto::trace::set_parent(&route, &parent);
+    let commit = tracing::info_span!(parent: &route, "raft.commit");
+    if let Some(context) = herald_proto::trace::context_of(&route) {
+        Arc::make_mut(&mut push.message).trace = Some(context);
+    }
+    Some((route, commit))
+}
+
 /// Dispatches each stage's effects once its commit is done, in the order
 /// the stages were sent; after a failed commit, nothing more.
 async fn dispatch_in_order(inner: std::sync::Weak<Inner>, mut stages: mpsc::Receiver<Stage>) {
@@ -299,6 +325,8 @@ async fn dispatch_in_order(inner: std::sync::Weak<Inner>, mut stages: mpsc::Rece
             Ok(()) => {}
             Err(reason) => inner.fail(reason),
         }
+        // The traced pushes' `raft.commit` spans end with their commit.
+        drop(std::mem::take(&mut stage.traced));
         inner.queued.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
@@ -320,11 +348,25 @@ impl Inner {
         effects: &mut Vec<Effect>,
         work: impl FnOnce(&mut RouterState, UnixMillis, &mut Vec<Effect>),
     ) {
+        self.run_batch_traced(effects, |state, now, out| {
+            work(state, now, out);
+            Vec::new()
+        })
+        .await;
+    }
+
+    /// [`Inner::run_batch`] for work that returns the spans to end once
+    /// its commit is done.
+    async fn run_batch_traced(
+        &self,
+        effects: &mut Vec<Effect>,
+        work: impl FnOnce(&mut RouterState, UnixMillis, &mut Vec<Effect>) -> Vec<tracing::Span>,
+    ) {
         let _turn = self.turn.lock().await;
         let facts = {
             let now = self.clock.now();
             let mut state = self.state();
-            work(&mut state, now, effects);
+            let traced = work(&mut state, now, effects);
             let batch = state.seal_batch();
             let facts = state.take_journal();
             let nothing_pending = self.queued.load(std::sync::atomic::Ordering::Acquire) == 0;
@@ -333,9 +375,9 @@ impl Inner {
                 state.settle_batch(batch);
                 return;
             }
-            (facts, batch)
+            (facts, batch, traced)
         };
-        let (facts, batch) = facts;
+        let (facts, batch, traced) = facts;
         let (Some(journal), Some(stages)) = (&self.journal, &self.stages) else { return };
         let commit = if facts.is_empty() {
             None
@@ -349,7 +391,7 @@ impl Inner {
             }
         };
         self.queued.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        let stage = Stage { effects: std::mem::take(effects), commit, batch };
+        let stage = Stage { effects: std::mem::take(effects), commit, batch, traced };
         if stages.send(stage).await.is_err() {
             self.queued.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
         }

@@ -45,9 +45,15 @@ pub(crate) fn herald() -> Command {
 impl Cluster {
     /// Starts a router and `gateways` gateways (on 127.0.0.2, .3, …).
     pub(crate) fn start(gateways: usize) -> Cluster {
+        Cluster::start_with(gateways, &[])
+    }
+
+    /// Starts a router with extra `HERALD_*` settings, and `gateways` gateways.
+    pub(crate) fn start_with(gateways: usize, environment: &[(&str, &str)]) -> Cluster {
         let data = tempfile::tempdir().expect("tempdir");
         let mut command = herald();
         command.args(["router", "--grpc", "127.0.0.1:0", "--data"]).arg(data.path().join("router"));
+        command.envs(environment.iter().copied());
         let router = Supervised::start("router", command).expect("start router");
         let line = router.wait_for_line("listening", STARTUP);
         let router_addr = field(&line, "grpc").parse().expect("grpc address");
@@ -163,6 +169,18 @@ impl Cluster {
         self.router = Supervised::start("router", command).expect("restart router");
         let line = self.router.wait_for_line("listening", STARTUP);
         assert_eq!(field(&line, "cluster"), self.cluster_id, "the data directory keeps the cluster id");
+    }
+
+    /// Stops the router with SIGTERM; returns whether it exited in time.
+    pub(crate) fn terminate_router(&mut self, timeout: Duration) -> bool {
+        self.router.signal("TERM");
+        self.router.wait_timeout(timeout).is_some()
+    }
+
+    /// Stops gateway `index` with SIGTERM; returns whether it exited in time.
+    pub(crate) fn terminate_gateway(&mut self, index: usize, timeout: Duration) -> bool {
+        self.signal_gateway(index, "TERM");
+        self.wait_gateway(index, timeout).is_some()
     }
 
     /// Returns the router's output so far.

@@ -27,3 +27,4 @@ mod test_partition;
 mod test_push;
 mod test_replication;
 mod test_sessions;
+mod test_tracing;

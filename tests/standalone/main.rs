@@ -15,6 +15,7 @@ mod support;
 mod test_bad_input;
 mod test_config;
 mod test_durability;
+mod test_leaks;
 mod test_lifecycle;
 mod test_ops;
 mod test_push;

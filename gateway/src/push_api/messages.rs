@@ -6,12 +6,13 @@ use crate::registry::message_id;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
-use herald_core::ErrorCode;
+use herald_core::{ErrorCode, TraceParent};
 use herald_proto::Message;
 use herald_proto::seam::{Audience, Downlink, Idempotency, Push, PushOutcome, PushReport, Uplink};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
+use tracing::Instrument;
 
 /// Checks a send; returns the request, the message it makes and its
 /// idempotency key (with the body's hash), if it has one.
@@ -55,7 +56,16 @@ pub(super) async fn send(
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
-    respond(send_checked(&api, &app, &headers, body).await)
+    // One span per send, the root of the push's trace (or a child of the
+    // caller's, given as a W3C `traceparent` header).
+    let span = tracing::info_span!("push.send", app = %app, status = tracing::field::Empty);
+    let caller = headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(TraceParent::parse);
+    if let Some(caller) = caller {
+        herald_proto::trace::set_parent(&span, &caller);
+    }
+    let response = respond(send_checked(&api, &app, &headers, body).instrument(span.clone()).await);
+    span.record("status", response.status().as_u16());
+    response
 }
 
 async fn send_checked(
@@ -64,7 +74,8 @@ async fn send_checked(
     headers: &HeaderMap,
     body: axum::body::Body,
 ) -> Result<Response, Problem> {
-    let (request, message, idempotency) = check(api, app, headers, body).await?;
+    let (request, mut message, idempotency) = check(api, app, headers, body).await?;
+    message.trace = herald_proto::trace::context_of(&tracing::Span::current());
     // A second send with a key whose first is still waiting here: refused
     // rather than sent twice (across gateways, the router refuses it).
     let _guard = match &idempotency {

@@ -219,6 +219,7 @@ impl SendRequest {
                     .collect(),
                 ..MessageProperties::default()
             })),
+            trace: None,
         })
     }
 }

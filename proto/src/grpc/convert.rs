@@ -7,7 +7,8 @@ use crate::seam::{
 };
 use crate::{Message, MessageProperties};
 use herald_core::{
-    AppId, ByteString, ClientId, Epoch, ErrorCode, MessageId, QoS, SessionKey, Topic, TopicFilter, UnixMillis,
+    AppId, ByteString, ClientId, Epoch, ErrorCode, MessageId, QoS, SessionKey, Topic, TopicFilter,
+    TraceParent, UnixMillis,
 };
 use std::sync::Arc;
 
@@ -93,6 +94,7 @@ pub fn message_to_pb(message: &Message) -> pb::Message {
                     .collect()
             })
             .unwrap_or_default(),
+        traceparent: message.trace.map(|t| t.to_string()),
     }
 }
 
@@ -133,6 +135,8 @@ pub fn message_from_pb(message: pb::Message) -> Result<Message, ConvertError> {
             .map(|c| ClientId::new(c).map_err(|_| invalid("message.origin", "invalid client id")))
             .transpose()?,
         properties: (!properties.is_empty()).then(|| Box::new(properties)),
+        // A context that does not parse is dropped: tracing never refuses work.
+        trace: message.traceparent.as_deref().and_then(TraceParent::parse),
     })
 }
 

@@ -319,6 +319,7 @@ mod tests {
             expires_at: Some(UnixMillis(9)),
             origin: None,
             properties: None,
+            trace: None,
         })
     }
 

@@ -136,6 +136,7 @@ pub(super) fn retained_message(topic: &str, payload: &'static [u8]) -> std::sync
         expires_at: None,
         origin: None,
         properties: None,
+        trace: None,
     })
 }
 

@@ -80,6 +80,7 @@ fn message(topic: &str, name: &'static str) -> Message {
         expires_at: None,
         origin: None,
         properties: None,
+        trace: None,
     }
 }
 

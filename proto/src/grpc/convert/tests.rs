@@ -63,6 +63,7 @@ fn message(topic: &str, with_properties: bool) -> Arc<Message> {
         expires_at: with_properties.then_some(UnixMillis(1_700_000_060_000)),
         origin: Some(ClientId::new("sender").expect("client")),
         properties,
+        trace: None,
     })
 }
 
@@ -354,7 +355,20 @@ fn uplink_samples() -> Vec<Uplink> {
                 replaced: 1,
             }],
         },
+        Uplink::Push(Push {
+            request: 30,
+            message: traced(),
+            audience: Audience::Devices(vec![ClientId::new("d1").expect("client")]),
+            store_offline: true,
+            idempotency: None,
+        }),
     ]
+}
+
+/// A message that carries a trace context.
+fn traced() -> Arc<Message> {
+    let parent = herald_core::TraceParent::parse("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+    Arc::new(Message { trace: parent, ..Message::clone(&message("$push", false)) })
 }
 
 fn api_key() -> crate::seam::ApiKeyRecord {
@@ -475,6 +489,7 @@ fn downlink_samples() -> Vec<Downlink> {
         Downlink::ApiKeys { app: None, keys: vec![api_key()] },
         Downlink::ApiKeys { app: Some(shop()), keys: Vec::new() },
         Downlink::Retract { app: shop(), message: MessageId(6) },
+        Downlink::Deliver(traced()),
     ]
 }
 
