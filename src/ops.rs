@@ -67,11 +67,24 @@ impl Sources {
                 "MQTT connections accepted.",
                 &c.connections_opened,
             );
-            out.counter("herald_connections_closed_total", "MQTT connections ended.", &c.connections_closed);
+            let closed = c.connections_closed.counts();
+            let closed: Vec<(&str, u64)> = closed.iter().map(|(reason, n)| (reason.as_str(), *n)).collect();
+            out.labelled_counter(
+                "herald_connections_closed_total",
+                "MQTT connections ended, by reason: normal (the client's DISCONNECT), lost (the socket \
+                 closed or failed), or the reason code the server ended it with.",
+                "reason",
+                &closed,
+            );
             out.counter(
                 "herald_connections_refused_total",
                 "Sockets closed on accept at the connection limit.",
                 &c.connections_refused,
+            );
+            out.counter(
+                "herald_messages_received_total",
+                "Publishes taken from clients and sent on to be routed.",
+                &c.messages_received,
             );
             out.counter("herald_deliveries_total", "Messages handed to local subscribers.", &c.deliveries);
             out.counter(
@@ -180,6 +193,12 @@ impl Sources {
                 g.last_log_index.saturating_sub(g.applied_index),
             );
             out.gauge("herald_raft_snapshot_index", "The last snapshot's index.", g.snapshot_index);
+            out.labelled_counter(
+                "herald_raft_snapshots_total",
+                "Snapshots this node built from its state, or installed in its place, since it started.",
+                "event",
+                &[("built", g.snapshots_built), ("installed", g.snapshots_installed)],
+            );
         }
         out.text
     }
@@ -220,14 +239,38 @@ fn render_push_api(metrics: &herald_gateway::push_api::metrics::ApiMetrics, out:
 
 fn render_router(router: &Router, out: &mut Exposition) {
     let c = router.counters();
-    let (sessions, online) = router
-        .with_state(|s| (s.session_count(), s.online_per_gateway().iter().map(|(_, n)| n).sum::<usize>()));
+    let g = router.with_state(herald_router::state::RouterState::gauges);
     out.gauge(
         "herald_sessions",
         "Sessions the router knows (online and persistent offline).",
-        sessions as u64,
+        g.sessions as u64,
     );
-    out.gauge("herald_sessions_online", "Sessions with a live connection.", online as u64);
+    out.gauge("herald_sessions_online", "Sessions with a live connection.", g.online as u64);
+    out.gauge("herald_sessions_persistent", "Sessions that outlive their connection.", g.persistent as u64);
+    out.gauge(
+        "herald_subscriptions",
+        "Subscriptions recorded for persistent sessions.",
+        g.subscriptions as u64,
+    );
+    out.gauge("herald_routes", "Routes: (gateway, app, filter) the gateways listed.", g.routes as u64);
+    out.gauge(
+        "herald_inbox_messages",
+        "Messages queued for offline persistent sessions.",
+        g.inbox_messages as u64,
+    );
+    out.gauge(
+        "herald_inbox_bytes",
+        "Payload bytes queued for offline persistent sessions.",
+        g.inbox_bytes as u64,
+    );
+    out.header(
+        "herald_gateway_backlog",
+        "Items waiting in a linked gateway's downlink stream, by gateway.",
+        "gauge",
+    );
+    for (gateway, backlog) in router.gateway_backlogs() {
+        let _ = writeln!(out.text, "herald_gateway_backlog{{gateway=\"{gateway}\"}} {backlog}");
+    }
     out.gauge(
         "herald_gateways_linked",
         "Gateways linked to this router.",

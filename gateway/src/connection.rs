@@ -299,7 +299,7 @@ async fn start<T: Transport>(
             } else {
                 shared.connections.remove(&handle);
             }
-            GatewayCounters::add(&shared.counters.connections_closed, 1);
+            shared.counters.connections_closed.count(&unavailable());
             return None;
         }
     };
@@ -571,6 +571,9 @@ impl<T: Transport> Connection<T> {
             match action {
                 Action::Send(packet) => packets.push(packet),
                 Action::Uplink(item) => {
+                    if matches!(item, Uplink::Publish(_)) {
+                        GatewayCounters::add(&self.shared.counters.messages_received, 1);
+                    }
                     if self.shared.uplink.send(item).await.is_err() {
                         close = Some(unavailable());
                         break;
@@ -674,7 +677,7 @@ impl<T: Transport> Connection<T> {
             }
             let _ = self.shared.uplink.send(Uplink::Redispatch { filter, messages }).await;
         }
-        GatewayCounters::add(&self.shared.counters.connections_closed, 1);
+        self.shared.counters.connections_closed.count(&close);
         debug!(session = %key, reason = ?close.reason, "connection closed");
     }
 }

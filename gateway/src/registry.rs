@@ -293,8 +293,10 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct GatewayCounters {
     /// Connections accepted.
     pub connections_opened: AtomicU64,
-    /// Connections ended.
-    pub connections_closed: AtomicU64,
+    /// Connections ended, by why.
+    pub connections_closed: CloseReasons,
+    /// Publishes taken from clients and sent on to be routed.
+    pub messages_received: AtomicU64,
     /// Connections refused at the connection limit.
     pub connections_refused: AtomicU64,
     /// Deliveries dropped because a connection's inbox was full.
@@ -323,6 +325,59 @@ pub struct GatewayCounters {
 impl GatewayCounters {
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Connections ended, by the reason code they ended with, and those lost
+/// without a word from either side (the socket closed or failed).
+#[derive(Debug)]
+pub struct CloseReasons {
+    by_code: Box<[AtomicU64]>,
+    lost: AtomicU64,
+}
+
+impl Default for CloseReasons {
+    fn default() -> Self {
+        CloseReasons { by_code: (0..=u8::MAX).map(|_| AtomicU64::new(0)).collect(), lost: AtomicU64::new(0) }
+    }
+}
+
+impl CloseReasons {
+    /// Counts a connection that ended with `close`.
+    pub(crate) fn count(&self, close: &crate::session::Close) {
+        let counter = if close.reason == herald_core::ReasonCode::UnspecifiedError && !close.notify {
+            &self.lost
+        } else {
+            &self.by_code[usize::from(close.reason.as_u8())]
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Every reason seen so far with its count, as metric labels:
+    /// `normal` (a client's DISCONNECT), `lost`, or the reason code's name.
+    pub fn counts(&self) -> Vec<(String, u64)> {
+        let mut counts: Vec<(String, u64)> = self
+            .by_code
+            .iter()
+            .enumerate()
+            .filter_map(|(code, count)| {
+                let count = count.load(Ordering::Relaxed);
+                let reason = herald_core::ReasonCode::from_u8(code as u8)?;
+                let label = match reason {
+                    herald_core::ReasonCode::Success => "normal".to_owned(),
+                    other => other.describe().replace([' ', '-'], "_"),
+                };
+                (count > 0).then_some((label, count))
+            })
+            .collect();
+        counts.push(("lost".to_owned(), self.lost.load(Ordering::Relaxed)));
+        counts
+    }
+
+    /// Connections ended, whatever the reason.
+    pub fn total(&self) -> u64 {
+        self.by_code.iter().map(|c| c.load(Ordering::Relaxed)).sum::<u64>()
+            + self.lost.load(Ordering::Relaxed)
     }
 }
 

@@ -152,6 +152,21 @@ impl Router {
         counts.into_iter().collect()
     }
 
+    /// Items waiting in each linked gateway's downlink (its stream backlog;
+    /// full at the downlink's capacity, when deliveries start to drop).
+    pub fn gateway_backlogs(&self) -> Vec<(u64, usize)> {
+        let mut backlogs: Vec<(u64, usize)> = self
+            .inner
+            .gateways()
+            .iter()
+            .map(|(gateway, attached)| {
+                (gateway.0, attached.downlink.max_capacity() - attached.downlink.capacity())
+            })
+            .collect();
+        backlogs.sort_unstable();
+        backlogs
+    }
+
     /// Waits, up to `timeout`, until every batch applied so far has been
     /// committed and its replies handed to the gateways' downlinks: a
     /// router that stops serving lets go of its gateways after this, so

@@ -70,7 +70,7 @@ fn a_router_with_a_damaged_or_truncated_log_refuses_to_start_and_starts_once_it_
 }
 
 #[test]
-fn the_first_router_with_its_data_lost_rejoins_through_remove_and_add_and_never_forms_a_cluster_of_its_own() {
+fn the_first_router_with_its_data_lost_never_forms_a_cluster_of_its_own_and_rejoins_through_remove_and_add() {
     let mut cluster = RaftCluster::start(3);
     let gateway = cluster.start_gateway();
     publisher(&gateway, Version::V5, "kept/before").qos(1).retain().message("one").run();
@@ -78,11 +78,20 @@ fn the_first_router_with_its_data_lost_rejoins_through_remove_and_add_and_never_
     let (stopped, _) = cluster.terminate_router(1, Duration::from_secs(10));
     assert!(stopped, "router 1 stops cleanly");
     std::fs::remove_dir_all(cluster.data_dir(1)).expect("lose router 1's data");
-    let said = cluster.start_router_expecting_refusal(1);
-    assert!(said.contains("has no data, but its peers' cluster lists it as voter 1"), "{said}");
-
+    cluster.restart_router(1);
+    assert!(
+        cluster.router_output(1).contains("this router has no data and its peers' cluster lists it"),
+        "{}",
+        cluster.router_output(1)
+    );
     let leader = cluster.leader();
-    assert_ne!(leader, 1);
+    cluster.wait_caught_up(1, leader);
+
+    // The safe way back for a router that lost its data: out, then in again.
+    let (stopped, _) = cluster.terminate_router(1, Duration::from_secs(10));
+    assert!(stopped, "router 1 stops cleanly");
+    std::fs::remove_dir_all(cluster.data_dir(1)).expect("lose router 1's data again");
+    let leader = cluster.leader();
     let out = cluster.remove_router(1);
     assert!(!out.contains("1=127.0.0.11"), "router 1 is no voter any more: {out}");
     publisher(&gateway, Version::V5, "kept/while-out").qos(1).retain().message("two").run();

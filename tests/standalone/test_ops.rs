@@ -8,6 +8,14 @@ use crate::support::{Broker, Message, Version, publisher, subscriber};
 fn metrics_count_what_clients_did_and_parse_as_prometheus_text() {
     let broker = Broker::start_with(&["--ops", "127.0.0.1:0"], &[]);
     let ops = ops_address(&broker.log());
+    // A persistent session that leaves: what is published meanwhile waits in its inbox.
+    subscriber(&broker, Version::V5)
+        .client_id("keeper")
+        .persistent()
+        .topic("ops/#")
+        .qos(1)
+        .exit_after_subscribe()
+        .start();
     let mut watcher = subscriber(&broker, Version::V5).topic("ops/#").qos(1).start();
     publisher(&broker, Version::V311, "ops/1").qos(1).message("one").run();
     assert_eq!(watcher.expect_messages(1), [Message::new("ops/1", "one", 1, false)]);
@@ -24,6 +32,17 @@ fn metrics_count_what_clients_did_and_parse_as_prometheus_text() {
     assert_eq!(value("herald_raft_is_leader{}"), 1.0);
     assert_eq!(value("herald_messages_dropped_total{reason=\"queue_full\"}"), 0.0);
     assert!(value("herald_raft_applied_index{}") >= 1.0);
+    assert!(value("herald_messages_received_total{}") >= 1.0);
+    // The publisher and the persistent session's client left with a DISCONNECT.
+    assert!(value("herald_connections_closed_total{reason=\"normal\"}") >= 2.0);
+    assert_eq!(value("herald_sessions_persistent{}"), 1.0);
+    assert_eq!(value("herald_subscriptions{}"), 1.0, "the persistent session's one filter");
+    assert!(value("herald_routes{}") >= 1.0, "the watcher's filter is routed to the gateway");
+    assert_eq!(value("herald_inbox_messages{}"), 1.0, "ops/1 waits for the persistent session");
+    assert_eq!(value("herald_inbox_bytes{}"), 3.0);
+    assert!(metrics.keys().any(|k| k.starts_with("herald_gateway_backlog{gateway=")), "{lines:#?}");
+    assert_eq!(value("herald_raft_snapshots_total{event=\"installed\"}"), 0.0);
+    assert!(value("herald_heap_bytes{}") > 0.0);
 }
 
 #[test]

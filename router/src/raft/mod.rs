@@ -178,6 +178,10 @@ pub struct RaftGauges {
     pub applied_index: u64,
     /// The last snapshot's index.
     pub snapshot_index: u64,
+    /// Snapshots built since start.
+    pub snapshots_built: u64,
+    /// Snapshots installed since start.
+    pub snapshots_installed: u64,
 }
 
 /// One router node's Raft.
@@ -189,6 +193,8 @@ pub struct RaftNode {
     /// How long a follower refuses votes after hearing from its leader
     /// (openraft 0.9: the maximum election timeout).
     lease: Duration,
+    /// Snapshots built and installed since start.
+    snapshots: Arc<state_machine::SnapshotCounts>,
     /// Told when a backup was restored: the serving router must be rebuilt.
     restored: Arc<tokio::sync::Notify>,
 }
@@ -223,6 +229,7 @@ impl RaftNode {
         let machine = StateMachine::open(dir).map_err(|e| storage(&e))?;
         log.check_intact(machine.snapshot_index()).map_err(refuse_damaged)?;
         let state = machine.state();
+        let snapshots = machine.snapshot_counts();
         let config = openraft::Config {
             cluster_name: "herald".into(),
             heartbeat_interval: settings.heartbeat_ms,
@@ -239,7 +246,7 @@ impl RaftNode {
             .map_err(|e| RaftNodeError::Raft(e.to_string()))?;
         let lease = Duration::from_millis(settings.election_max_ms);
         let restored = Arc::new(tokio::sync::Notify::new());
-        Ok(RaftNode { id, raft, state, cluster_id: cluster_id.to_owned(), lease, restored })
+        Ok(RaftNode { id, raft, state, cluster_id: cluster_id.to_owned(), lease, restored, snapshots })
     }
 
     /// Initialises the cluster when this node is the one to (first start,
@@ -256,26 +263,25 @@ impl RaftNode {
             && let Some(voters) = self.peers_cluster(&members).await
         {
             // No data, and the peers already form the cluster: this router
-            // lost its data (a new volume) or was removed and comes back.
+            // started after the one that formed it, or lost its data. Either
+            // way it must not form a cluster of its own.
             let listed =
                 voters.iter().any(|v| v.split_once('=').is_some_and(|(id, _)| id == self.id.to_string()));
-            if listed {
-                return Err(RaftNodeError::Storage(format!(
-                    "this router has no data, but its peers' cluster lists it as voter {}: it lost \
-                     the votes and entries it acknowledged. Remove it (herald ctl cluster remove \
-                     --node {}), then start it again and add it back (herald ctl cluster add)",
-                    self.id, self.id
-                )));
+            if !listed {
+                tracing::warn!(
+                    voters = %voters.join(","),
+                    "this router has no data and its peers already form a cluster without it: waiting to be \
+                     added (herald ctl cluster add --node {}={address})",
+                    self.id
+                );
+                return Ok(());
             }
-            tracing::warn!(
+            tracing::info!(
                 voters = %voters.join(","),
-                "this router has no data and its peers already form a cluster without it: waiting to be \
-                 added (herald ctl cluster add --node {}={address})",
-                self.id
+                "this router has no data and its peers' cluster lists it: following its leader (if it lost \
+                 its data, remove it and add it back: docs/operations.md, \"Replacing a router\")"
             );
-            return Ok(());
-        }
-        if !initialised && members.keys().next() == Some(&self.id) {
+        } else if !initialised && members.keys().next() == Some(&self.id) {
             let members: BTreeMap<u64, BasicNode> =
                 members.into_iter().map(|(id, addr)| (id, BasicNode { addr })).collect();
             self.raft.initialize(members).await.map_err(|e| RaftNodeError::Raft(e.to_string()))?;
@@ -343,6 +349,8 @@ impl RaftNode {
             last_log_index: metrics.last_log_index.unwrap_or(0),
             applied_index: metrics.last_applied.map_or(0, |id| id.index),
             snapshot_index: metrics.snapshot.map_or(0, |id| id.index),
+            snapshots_built: self.snapshots.built.load(std::sync::atomic::Ordering::Relaxed),
+            snapshots_installed: self.snapshots.installed.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 

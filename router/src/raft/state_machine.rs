@@ -92,7 +92,17 @@ pub struct StateMachine {
     last_applied: Option<LogId<NodeId>>,
     membership: StoredMembership<NodeId, BasicNode>,
     state: Arc<Mutex<Replicated>>,
-    snapshots_built: u64,
+    snapshots: Arc<SnapshotCounts>,
+}
+
+/// Snapshots this node built and installed (from a leader or a backup)
+/// since it started, for metrics.
+#[derive(Debug, Default)]
+pub struct SnapshotCounts {
+    /// Snapshots built from the state.
+    pub built: std::sync::atomic::AtomicU64,
+    /// Snapshots installed in place of the state.
+    pub installed: std::sync::atomic::AtomicU64,
 }
 
 impl StateMachine {
@@ -105,7 +115,7 @@ impl StateMachine {
             last_applied: None,
             membership: StoredMembership::default(),
             state: Arc::default(),
-            snapshots_built: 0,
+            snapshots: Arc::default(),
         };
         if let Some(stored) = machine.read_snapshot()? {
             machine.restore(&stored.meta, &stored.data)?;
@@ -116,6 +126,11 @@ impl StateMachine {
     /// The last index the snapshot it opened with covers.
     pub fn snapshot_index(&self) -> Option<u64> {
         self.last_applied.map(|id| id.index)
+    }
+
+    /// Its snapshot counts, shared.
+    pub fn snapshot_counts(&self) -> Arc<SnapshotCounts> {
+        self.snapshots.clone()
     }
 
     /// Returns the replicated data, shared.
@@ -202,12 +217,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        self.snapshots_built += 1;
+        let built = self.snapshots.built.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         let last = self.last_applied.map_or(0, |id| id.index);
         let meta = SnapshotMeta {
             last_log_id: self.last_applied,
             last_membership: self.membership.clone(),
-            snapshot_id: format!("{last}-{}", self.snapshots_built),
+            snapshot_id: format!("{last}-{built}"),
         };
         SnapshotBuilder { path: self.path.clone(), meta, data: self.data().encode() }
     }
@@ -230,6 +245,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .await
             .map_err(|e| StorageIOError::write_snapshot(Some(signature.clone()), &e))?
             .map_err(|e| StorageIOError::write_snapshot(Some(signature), &e))?;
+        self.snapshots.installed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 

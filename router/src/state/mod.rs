@@ -29,6 +29,25 @@ pub use fanout::MAX_FANOUT_ENTRIES;
 pub use idempotency::{IDEMPOTENCY_TTL_MS, MAX_IDEMPOTENCY_KEYS};
 pub use journal::DurableState;
 pub use sessions::SessionRecord;
+
+/// What a router holds now, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StateGauges {
+    /// Sessions known (online, and persistent offline).
+    pub sessions: usize,
+    /// Sessions with a live connection.
+    pub online: usize,
+    /// Sessions that outlive their connection.
+    pub persistent: usize,
+    /// Subscriptions recorded for persistent sessions.
+    pub subscriptions: usize,
+    /// Routes: (gateway, app, filter) triples the gateways listed.
+    pub routes: usize,
+    /// Messages queued for offline persistent sessions.
+    pub inbox_messages: usize,
+    /// Their payload bytes.
+    pub inbox_bytes: usize,
+}
 pub use status::{MAX_RECORDS_PER_APP, ONLINE_ONLY_FINAL_MS, RECORD_KEEP_MS};
 
 /// Limits of the router state.
@@ -240,6 +259,21 @@ impl RouterState {
     /// Returns the number of sessions known (online and persistent offline).
     pub fn session_count(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// What the router holds, for metrics (one pass over the sessions).
+    pub fn gauges(&self) -> StateGauges {
+        let mut gauges = StateGauges { sessions: self.sessions.len(), ..StateGauges::default() };
+        for record in self.sessions.values() {
+            gauges.online += usize::from(record.owner.is_some());
+            gauges.persistent += usize::from(record.is_persistent());
+            gauges.subscriptions += record.subscriptions().len();
+            let (messages, bytes) = record.queued();
+            gauges.inbox_messages += messages;
+            gauges.inbox_bytes += bytes;
+        }
+        gauges.routes = self.gateway_routes.values().map(HashSet::len).sum();
+        gauges
     }
 
     /// Returns the number of retained messages of `app`.

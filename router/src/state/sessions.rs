@@ -74,6 +74,11 @@ impl SessionRecord {
         self.persistent.as_deref().map(|p| p.fanout_cursor)
     }
 
+    /// Messages queued while offline, and their payload bytes.
+    pub fn queued(&self) -> (usize, usize) {
+        self.persistent.as_deref().map_or((0, 0), |p| (p.queue.len(), p.queue_bytes))
+    }
+
     /// Returns the messages queued while offline, oldest first.
     pub fn queue(&self) -> impl Iterator<Item = &QueuedMessage> {
         self.persistent.as_deref().into_iter().flat_map(|p| p.queue.iter())
