@@ -145,7 +145,15 @@ async fn lead(
     loop {
         tokio::select! {
             () = &mut shutdown => return Ok(()),
-            led = raft.wait_until_leader(Duration::from_secs(3600)) => if !led { continue },
+            led = raft.wait_until_leader(Duration::from_secs(3600)) => if !led {
+                // Raft stops for good on a storage error: exit, so that the
+                // process is restarted (once there is space again) and the
+                // others go on without it.
+                if let Some(reason) = raft.stopped() {
+                    anyhow::bail!("raft stopped: {reason}");
+                }
+                continue;
+            },
         }
         // The generation commits after everything before this term is
         // applied: the image below is complete.
@@ -276,6 +284,7 @@ pub(crate) async fn run_gateway(
         websocket: settings.websocket,
         limits: Arc::new(herald_gateway::SessionLimits {
             acl: Arc::new(settings.acl.acl()?),
+            trace_user_property: settings.telemetry.mqtt_user_property,
             ..settings.limits.session_limits()
         }),
         connect_timeout: Duration::from_secs(settings.connect_timeout_secs),

@@ -675,6 +675,7 @@ impl Limits {
             shared_subscriptions: self.shared_subscriptions,
             shared_strategy: self.strategy(),
             acl: Default::default(),
+            trace_user_property: false,
         }
     }
 

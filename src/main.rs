@@ -384,6 +384,11 @@ fn serve(
 ) -> anyhow::Result<()> {
     block_on(async move {
         let telemetry = telemetry::init(Some(&config), service)?;
+        // A write past the file-size limit (RLIMIT_FSIZE) then fails with
+        // an error the storage reports, instead of SIGXFSZ killing the
+        // process without a word.
+        let _file_size_signal =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(25)).ok();
         let outcome = run.await;
         let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
         outcome

@@ -47,6 +47,7 @@ pub(crate) async fn run(config: StandaloneConfig, shutdown: impl Future<Output =
         websocket: config.websocket,
         limits: Arc::new(herald_gateway::SessionLimits {
             acl: Arc::new(config.acl.acl()?),
+            trace_user_property: config.telemetry.mqtt_user_property,
             ..config.limits.session_limits()
         }),
         connect_timeout: Duration::from_secs(config.connect_timeout_secs),

@@ -22,22 +22,31 @@ pub(crate) struct TelemetryConfig {
     /// Share of new traces recorded, 0 to 1 (a trace begun upstream follows
     /// its caller's decision).
     pub(crate) sample_ratio: f64,
+    /// Give MQTT 5 subscribers a traced message's context as the user
+    /// property `traceparent` (gateways).
+    pub(crate) mqtt_user_property: bool,
 }
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        TelemetryConfig { otlp_endpoint: None, sample_ratio: 1.0 }
+        TelemetryConfig { otlp_endpoint: None, sample_ratio: 1.0, mqtt_user_property: false }
     }
 }
 
 impl TelemetryConfig {
+    /// The endpoint to export to, if any (an empty one is none: how an
+    /// unset variable in a compose file or chart arrives).
+    fn endpoint(&self) -> Option<&str> {
+        self.otlp_endpoint.as_deref().filter(|e| !e.is_empty())
+    }
+
     /// Checks the values, naming the key.
     pub(crate) fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(
             (0.0..=1.0).contains(&self.sample_ratio),
             "telemetry.sample_ratio: must be between 0 and 1"
         );
-        if let Some(endpoint) = &self.otlp_endpoint {
+        if let Some(endpoint) = self.endpoint() {
             anyhow::ensure!(
                 endpoint.starts_with("http://") || endpoint.starts_with("https://"),
                 "telemetry.otlp_endpoint: {endpoint:?} is not an http:// or https:// URL"
@@ -75,7 +84,7 @@ pub(crate) fn init(config: Option<&TelemetryConfig>, service: &'static str) -> a
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let logs =
         tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi).with_filter(filter);
-    let provider = match config.and_then(|c| c.otlp_endpoint.as_deref().map(|e| (c, e))) {
+    let provider = match config.and_then(|c| c.endpoint().map(|e| (c, e))) {
         Some((config, endpoint)) => Some(provider(config, endpoint, service)?),
         None => None,
     };
@@ -86,7 +95,7 @@ pub(crate) fn init(config: Option<&TelemetryConfig>, service: &'static str) -> a
         tracing_opentelemetry::layer().with_tracer(provider.tracer(service)).with_filter(targets)
     });
     tracing_subscriber::registry().with(logs).with(spans).try_init()?;
-    if let Some(endpoint) = config.and_then(|c| c.otlp_endpoint.as_deref()) {
+    if let Some(endpoint) = config.and_then(TelemetryConfig::endpoint) {
         tracing::info!(endpoint, service, "telemetry: exporting spans over OTLP");
     }
     Ok(Telemetry { provider })
@@ -110,4 +119,42 @@ fn provider(
         .with_sampler(sampler)
         .with_resource(resource)
         .build())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_are_checked_and_an_empty_endpoint_is_none() {
+        let config = |endpoint: &str, sample_ratio: f64| TelemetryConfig {
+            otlp_endpoint: Some(endpoint.to_owned()),
+            sample_ratio,
+            mqtt_user_property: false,
+        };
+        assert!(config("http://collector:4317", 0.5).validate().is_ok());
+        assert_eq!(config("", 1.0).endpoint(), None, "an unset variable exports nothing");
+        assert!(config("", 1.0).validate().is_ok());
+        let error = config("collector:4317", 1.0).validate().expect_err("no scheme").to_string();
+        assert!(error.contains("telemetry.otlp_endpoint"), "{error}");
+        let error = config("http://collector:4317", 1.5).validate().expect_err("ratio").to_string();
+        assert!(error.contains("telemetry.sample_ratio"), "{error}");
+    }
+
+    #[test]
+    fn a_router_and_a_gateway_read_it_from_their_variables() {
+        let vars: Vec<(String, String)> = [
+            ("HERALD_TELEMETRY_OTLP_ENDPOINT", "http://collector:4317"),
+            ("HERALD_TELEMETRY_SAMPLE_RATIO", "0.25"),
+            ("HERALD_TELEMETRY_MQTT_USER_PROPERTY", "true"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        let router = crate::cluster_config::RouterConfig::load(None, &vars).expect("router");
+        assert_eq!(router.telemetry.endpoint(), Some("http://collector:4317"));
+        assert_eq!(router.telemetry.sample_ratio, 0.25);
+        let gateway = crate::cluster_config::GatewayConfig::load(None, &vars).expect("gateway");
+        assert!(gateway.telemetry.mqtt_user_property);
+    }
 }

@@ -74,6 +74,9 @@ pub struct SessionLimits {
     pub server_moved: bool,
     /// Who may publish and subscribe to what (docs/security.md).
     pub acl: Arc<crate::acl::Acl>,
+    /// Give v5 subscribers a traced message's trace context as the user
+    /// property `traceparent`.
+    pub trace_user_property: bool,
     /// Publishes per second one client may send, with a burst of one
     /// second's worth; past it DISCONNECT 0x96 (0: no limit).
     pub max_publish_rate: u32,
@@ -104,6 +107,7 @@ impl Default for SessionLimits {
             server_reference: None,
             server_moved: false,
             acl: Arc::new(crate::acl::Acl::default()),
+            trace_user_property: false,
             max_publish_rate: 0,
             max_publish_bytes_rate: 0,
         }
@@ -1261,6 +1265,11 @@ impl Session {
             for (key, value) in &p.user_properties {
                 properties.push(Property::UserProperty(key.clone(), value.clone()));
             }
+        }
+        if self.limits.trace_user_property
+            && let Some(trace) = message.trace
+        {
+            properties.push(Property::UserProperty("traceparent".into(), trace.to_string().into()));
         }
         if let Some(expires_at) = message.expires_at {
             // The remaining lifetime, decremented by the time held [MQTT-3.3.2-6].

@@ -50,8 +50,27 @@ impl Cluster {
 
     /// Starts a router with extra `HERALD_*` settings, and `gateways` gateways.
     pub(crate) fn start_with(gateways: usize, environment: &[(&str, &str)]) -> Cluster {
+        Cluster::start_wrapped(gateways, environment, &[])
+    }
+
+    /// Like [`Cluster::start_with`], the router run by `wrapper` (a command
+    /// and its arguments before the router's, e.g. `prlimit --fsize=N`).
+    pub(crate) fn start_wrapped(gateways: usize, environment: &[(&str, &str)], wrapper: &[&str]) -> Cluster {
         let data = tempfile::tempdir().expect("tempdir");
-        let mut command = herald();
+        let herald = herald();
+        let mut command = match wrapper.split_first() {
+            Some((program, arguments)) => {
+                let mut command = Command::new(program);
+                command.args(arguments).arg(herald.get_program());
+                for (key, value) in herald.get_envs() {
+                    if let Some(value) = value {
+                        command.env(key, value);
+                    }
+                }
+                command
+            }
+            None => herald,
+        };
         command.args(["router", "--grpc", "127.0.0.1:0", "--data"]).arg(data.path().join("router"));
         command.envs(environment.iter().copied());
         let router = Supervised::start("router", command).expect("start router");
@@ -181,6 +200,11 @@ impl Cluster {
     pub(crate) fn terminate_gateway(&mut self, index: usize, timeout: Duration) -> bool {
         self.signal_gateway(index, "TERM");
         self.wait_gateway(index, timeout).is_some()
+    }
+
+    /// Waits up to `timeout` for the router to exit; returns its status.
+    pub(crate) fn wait_router(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        self.router.wait_timeout(timeout)
     }
 
     /// Returns the router's output so far.

@@ -18,6 +18,7 @@ mod test_backup;
 mod test_config;
 mod test_damage;
 mod test_delivery;
+mod test_disk_full;
 mod test_drain;
 mod test_failures;
 mod test_fencing;

@@ -95,7 +95,7 @@ fn a_push_is_one_trace_from_the_http_request_through_the_commit_to_the_delivery(
     let text = format!(
         "[auth.users.shop-device]\npassword = \"pw\"\napp = \"shop\"\n\
          [push]\nhttp = \"127.0.0.1:0\"\n[push.apps.shop]\napi_keys = [\"{KEY}\"]\n\
-         [telemetry]\notlp_endpoint = \"{endpoint}\"\n"
+         [telemetry]\notlp_endpoint = \"{endpoint}\"\nmqtt_user_property = true\n"
     );
     std::fs::write(&config, text).expect("write the config");
     let mut cluster = Cluster::start_with(0, &[("HERALD_TELEMETRY_OTLP_ENDPOINT", &endpoint)]);
@@ -110,7 +110,12 @@ fn a_push_is_one_trace_from_the_http_request_through_the_commit_to_the_delivery(
     let body = json!({"audience": {"device_ids": ["d1"]}, "content": {"data": {"n": 1}}});
     let reply = call_with(http, "POST", "/v1/apps/shop/messages", KEY, &[("traceparent", CALLER)], &body);
     assert_eq!(reply.status, 202, "{reply:?}");
-    assert_eq!(device.finish().len(), 1, "the device got the push");
+    let got = device.finish();
+    assert_eq!(got.len(), 1, "the device got the push");
+    // The device gets the trace too (`mqtt_user_property`): the delivery's parent, in the
+    // caller's trace.
+    let delivered = got[0].trace.clone();
+    assert_eq!(delivered.len(), 55, "a traceparent user property: {delivered}");
     // Both processes flush their spans when they stop.
     assert!(cluster.terminate_gateway(gateway, Duration::from_secs(15)), "the gateway stops");
     assert!(cluster.terminate_router(Duration::from_secs(15)), "the router stops");
@@ -130,6 +135,11 @@ fn a_push_is_one_trace_from_the_http_request_through_the_commit_to_the_delivery(
     assert_eq!(route.parent, send.span_id, "routing is a child of the HTTP request");
     assert_eq!(commit.parent, route.span_id, "the commit is a child of the routing");
     assert_eq!(deliver.parent, route.span_id, "the delivery is a child of the routing");
+    assert_eq!(
+        (hex(&delivered[3..35]), hex(&delivered[36..52])),
+        (trace.clone(), route.span_id.clone()),
+        "the device sees the caller's trace and the routing span"
+    );
     assert!(
         send.service.contains("herald-gateway") && deliver.service.contains("herald-gateway"),
         "{send:?} {deliver:?}"

@@ -130,6 +130,8 @@ pub(crate) struct Delivery {
     pub(crate) topic: String,
     pub(crate) qos: u8,
     pub(crate) message_id: String,
+    /// The `traceparent` user property, or `-`.
+    pub(crate) trace: String,
     pub(crate) envelope: serde_json::Value,
 }
 
@@ -254,6 +256,7 @@ impl Device {
                     topic: field("topic"),
                     qos: field("qos").parse().expect("qos"),
                     message_id: field("message_id"),
+                    trace: field("trace"),
                     envelope: serde_json::from_str(payload).expect("a JSON envelope"),
                 }
             })

@@ -676,6 +676,15 @@ impl PublishBuilder {
         self
     }
 
+    /// Publishes `payload`, read from standard input (`-s`): for payloads too long for an
+    /// argument.
+    #[allow(dead_code, reason = "used by the cluster tests, which share this file")]
+    pub(crate) fn message_from_stdin(mut self, payload: &str) -> Self {
+        self.arguments.push("-s".to_owned());
+        self.stdin = Some(payload.to_owned());
+        self
+    }
+
     /// Publishes each line as its own message, in order, over one connection (`-l`).
     pub(crate) fn lines(mut self, payloads: &[String]) -> Self {
         self.arguments.push("-l".to_owned());

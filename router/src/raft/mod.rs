@@ -354,6 +354,12 @@ impl RaftNode {
         }
     }
 
+    /// Why Raft stopped on this node, if it did: a storage error (a full
+    /// disk, a file past its size limit) stops it for good.
+    pub fn stopped(&self) -> Option<String> {
+        self.raft.metrics().borrow().running_state.as_ref().err().map(ToString::to_string)
+    }
+
     /// Returns the current leader, if one is known.
     pub fn leader(&self) -> Option<u64> {
         self.raft.metrics().borrow().current_leader

@@ -39,8 +39,9 @@ def on_message(client, userdata, message):
     properties = getattr(message, "properties", None)
     pairs = getattr(properties, "UserProperty", None) or []
     ids = [value for key, value in pairs if key == "message-id"]
+    traces = [value for key, value in pairs if key == "traceparent"]
     received.append((message.topic, message.qos, int(message.dup), ids[0] if ids else "-",
-                     message.payload.decode("utf-8")))
+                     traces[0] if traces else "-", message.payload.decode("utf-8")))
 
 
 peer.client.on_message = on_message
@@ -51,8 +52,8 @@ if arguments.subscribe:
 emit("ready")
 pump([peer], lambda: len(received) >= arguments.expect, "%d messages" % arguments.expect)
 settle([peer], arguments.settle)
-for topic, qos, dup, message_id, payload in received:
-    emit("received", topic=topic, qos=qos, dup=dup, message_id=message_id, payload=payload)
+for topic, qos, dup, message_id, trace, payload in received:
+    emit("received", topic=topic, qos=qos, dup=dup, message_id=message_id, trace=trace, payload=payload)
 if peer.disconnected is not None:
     emit("disconnected", reason=peer.disconnected)
 peer.disconnect()
