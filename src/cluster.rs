@@ -102,10 +102,13 @@ pub(crate) async fn run_router(
     raft.join(&address, membership).await?;
     let serving_now = serving.subscribe();
     let router_source: crate::ops::RouterSource = Arc::new(move || serving_now.borrow().clone());
+    let caught_up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = tokio::spawn(crate::ops::watch_catch_up(raft.clone(), caught_up.clone()));
     let sources = crate::ops::Sources {
         router: Some(router_source),
         raft: Some(raft.clone()),
         seam: Some(seam),
+        caught_up: Some(caught_up),
         ..Default::default()
     };
     let (ops, shutdown) = crate::ops::start(config.ops, sources, shutdown).await?;
@@ -114,6 +117,7 @@ pub(crate) async fn run_router(
     // Leadership first (the gateways were let go already), then the server:
     // a leader that kept heartbeating while it waited for its streams to
     // close would keep the others from electing.
+    watcher.abort();
     raft.step_down_and_shutdown().await;
     let _ = stop_server.send(());
     if tokio::time::timeout(Duration::from_secs(2), server).await.is_err() {

@@ -27,6 +27,9 @@ pub(crate) struct Sources {
     pub(crate) link: Option<Arc<LinkStatus>>,
     pub(crate) router: Option<RouterSource>,
     pub(crate) raft: Option<Arc<RaftNode>>,
+    /// A router: whether it has caught up with its leader (kept by
+    /// [`watch_catch_up`]).
+    pub(crate) caught_up: Option<Arc<AtomicBool>>,
     /// A router's gateway-link service: what it refused.
     pub(crate) seam: Option<Arc<herald_router::grpc::SeamCounters>>,
     /// Set when shutdown begins: readiness fails from then on.
@@ -47,6 +50,9 @@ impl Sources {
             && raft.gauges().leader.is_none()
         {
             return Err("no known leader");
+        }
+        if self.caught_up.as_ref().is_some_and(|caught_up| !caught_up.load(Ordering::Relaxed)) {
+            return Err("catching up with the leader");
         }
         Ok(())
     }
@@ -350,6 +356,21 @@ impl Exposition {
         for (value_label, value) in values {
             let _ = writeln!(self.text, "{name}{{{label}=\"{value_label}\"}} {value}");
         }
+    }
+}
+
+/// Entries a router may be behind its leader and still count as caught up:
+/// a healthy follower under load is a few batches behind; one that replays
+/// a snapshot or a long outage is far more.
+const CATCH_UP_SLACK: u64 = 1000;
+
+/// Keeps `caught_up` current for `raft` (every second), for readiness: a
+/// router that is still catching up is not ready, so a rolling restart
+/// waits for it before stopping the next one.
+pub(crate) async fn watch_catch_up(raft: Arc<RaftNode>, caught_up: Arc<AtomicBool>) {
+    loop {
+        caught_up.store(raft.caught_up(CATCH_UP_SLACK).await, Ordering::Relaxed);
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
 }
 

@@ -205,3 +205,43 @@ fn a_leader_stopped_past_the_election_timeout_steps_down_when_it_resumes_and_not
     let got = at_least_once(&mut back, 10);
     assert_eq!(got, expected, "every acknowledged message, in order");
 }
+
+#[test]
+fn routers_are_ready_once_they_have_a_leader_and_have_caught_up_with_it() {
+    use crate::ops_client::{fetch, ops_address};
+    let mut cluster = RaftCluster::start_with(3, &[("HERALD_OPS", "127.0.0.1:0")]);
+    let ops: Vec<String> = (1..=3).map(|node| ops_address(&cluster.router_output(node))).collect();
+    let ready = |node: usize| fetch(&ops[node - 1], "/readyz");
+    let wait_ready = |node: usize| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while ready(node).0 != 200 {
+            assert!(std::time::Instant::now() < deadline, "router {node} not ready: {:?}", ready(node));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    // Followers ask the leader how far it has applied: all three are ready.
+    for node in 1..=3 {
+        wait_ready(node);
+    }
+    // A follower cut off from the leader cannot tell whether it has caught up: not ready.
+    let leader = cluster.leader();
+    let follower = (1..=3).find(|n| *n != leader).expect("a follower");
+    cluster.signal_router(leader, "STOP");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = ready(follower);
+        if status == 503 {
+            let said = body.join(" ");
+            assert!(said.contains("catching up") || said.contains("no known leader"), "{said}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "router {follower} stayed ready without its leader");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    cluster.signal_router(leader, "CONT");
+    cluster.kill_router(leader);
+    // The other two elect a leader and are ready again.
+    for node in (1..=3).filter(|n| *n != leader) {
+        wait_ready(node);
+    }
+}

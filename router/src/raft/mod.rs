@@ -354,6 +354,26 @@ impl RaftNode {
         }
     }
 
+    /// Whether this node has caught up with its leader: it leads, or it has
+    /// applied all but at most `slack` of the entries the leader has
+    /// applied (asked over gRPC). A node that cannot tell has not.
+    pub async fn caught_up(&self, slack: u64) -> bool {
+        let metrics = self.raft.metrics().borrow().clone();
+        let Some(leader) = metrics.current_leader else { return false };
+        if leader == self.id {
+            return true;
+        }
+        let Some(address) = metrics.membership_config.membership().get_node(&leader).map(|n| n.addr.clone())
+        else {
+            return false;
+        };
+        let applied = metrics.last_applied.map_or(0, |id| id.index);
+        match tokio::time::timeout(Duration::from_secs(2), status(&address)).await {
+            Ok(Ok(reply)) => applied + slack >= reply.applied_index.unwrap_or(0),
+            _ => false,
+        }
+    }
+
     /// Why Raft stopped on this node, if it did: a storage error (a full
     /// disk, a file past its size limit) stops it for good.
     pub fn stopped(&self) -> Option<String> {
