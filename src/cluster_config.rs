@@ -40,6 +40,8 @@ pub(crate) struct RouterConfig {
     pub(crate) raft: RaftConfig,
     /// Span export.
     pub(crate) telemetry: crate::telemetry::TelemetryConfig,
+    /// Mutual TLS on the cluster's gRPC.
+    pub(crate) cluster_tls: crate::config::ClusterTlsConfig,
 }
 
 /// Configuration of `herald gateway`.
@@ -92,6 +94,8 @@ pub(crate) struct GatewayConfig {
     pub(crate) acl: AclConfig,
     /// Span export.
     pub(crate) telemetry: crate::telemetry::TelemetryConfig,
+    /// Mutual TLS on the cluster's gRPC.
+    pub(crate) cluster_tls: crate::config::ClusterTlsConfig,
 }
 
 impl Default for RouterConfig {
@@ -107,6 +111,7 @@ impl Default for RouterConfig {
             limits: Limits::default(),
             raft: RaftConfig::default(),
             telemetry: crate::telemetry::TelemetryConfig::default(),
+            cluster_tls: crate::config::ClusterTlsConfig::default(),
         }
     }
 }
@@ -135,6 +140,7 @@ impl Default for GatewayConfig {
             tls: TlsSection::default(),
             acl: AclConfig::default(),
             telemetry: crate::telemetry::TelemetryConfig::default(),
+            cluster_tls: crate::config::ClusterTlsConfig::default(),
         }
     }
 }
@@ -142,7 +148,7 @@ impl Default for GatewayConfig {
 /// Top-level keys and sections of a router's configuration: the
 /// `HERALD_*` variables it reads (others belong to other modes).
 const ROUTER_KEYS: &[&str] = &["grpc", "data", "node_id", "peers", "cluster_id", "join", "ops"];
-const ROUTER_SECTIONS: &[&str] = &["limits_", "raft_", "telemetry_"];
+const ROUTER_SECTIONS: &[&str] = &["limits_", "raft_", "telemetry_", "cluster_tls_"];
 const GATEWAY_KEYS: &[&str] = &[
     "router",
     "mqtt",
@@ -160,7 +166,8 @@ const GATEWAY_KEYS: &[&str] = &[
     "drain_timeout_secs",
     "drain_rate",
 ];
-const GATEWAY_SECTIONS: &[&str] = &["limits_", "auth_", "push_", "tls_", "acl_", "telemetry_"];
+const GATEWAY_SECTIONS: &[&str] =
+    &["limits_", "auth_", "push_", "tls_", "acl_", "telemetry_", "cluster_tls_"];
 
 fn wanted(keys: &'static [&'static str], sections: &'static [&'static str]) -> impl Fn(&str) -> bool {
     move |key| keys.contains(&key) || sections.iter().any(|section| key.starts_with(section))

@@ -151,6 +151,68 @@ pub(crate) struct TlsSection {
     pub(crate) push_api: bool,
 }
 
+/// Mutual TLS on the cluster's own gRPC (`[cluster_tls]`): between
+/// gateways and routers, routers and routers, and `herald ctl`. Every
+/// process presents a certificate signed by `ca_file` and checks the
+/// other side's against it (docs/security.md).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct ClusterTlsConfig {
+    /// PEM certificate of the CA that signs every member's certificate.
+    pub(crate) ca_file: Option<PathBuf>,
+    /// PEM certificate chain of this process (both server and client use).
+    pub(crate) cert_file: Option<PathBuf>,
+    /// PEM private key of the certificate.
+    pub(crate) key_file: Option<PathBuf>,
+    /// The name routers' certificates carry, when not the host of each
+    /// router's address (e.g. one name for every router).
+    pub(crate) server_name: Option<String>,
+}
+
+impl ClusterTlsConfig {
+    /// Reads the files and installs the identity for every gRPC endpoint
+    /// and server of this process; nothing when no file is set.
+    pub(crate) fn install(&self) -> anyhow::Result<()> {
+        let (Some(ca), Some(cert), Some(key)) = (&self.ca_file, &self.cert_file, &self.key_file) else {
+            anyhow::ensure!(
+                self.ca_file.is_none() && self.cert_file.is_none() && self.key_file.is_none(),
+                "cluster_tls: ca_file, cert_file and key_file go together"
+            );
+            return Ok(());
+        };
+        let read = |key: &str, path: &PathBuf| {
+            std::fs::read(path).map_err(|e| anyhow::anyhow!("cluster_tls.{key}: {}: {e}", path.display()))
+        };
+        let (ca, cert, key) = (read("ca_file", ca)?, read("cert_file", cert)?, read("key_file", key)?);
+        for (name, pem, marker) in [
+            ("ca_file", &ca, "CERTIFICATE"),
+            ("cert_file", &cert, "CERTIFICATE"),
+            ("key_file", &key, "PRIVATE KEY"),
+        ] {
+            anyhow::ensure!(
+                String::from_utf8_lossy(pem).contains(marker),
+                "cluster_tls.{name}: no PEM {marker} in the file"
+            );
+        }
+        herald_proto::grpc::tls::ClusterTls::from_pem(&ca, &cert, &key, self.server_name.clone())
+            .install()
+            .map_err(|e| anyhow::anyhow!("cluster_tls: {e}"))
+    }
+
+    /// The settings from `HERALD_CLUSTER_TLS_*` variables alone (for
+    /// `herald ctl`, which has no configuration file).
+    pub(crate) fn from_env() -> ClusterTlsConfig {
+        let var =
+            |name: &str| std::env::var_os(format!("HERALD_CLUSTER_TLS_{name}")).filter(|v| !v.is_empty());
+        ClusterTlsConfig {
+            ca_file: var("CA_FILE").map(PathBuf::from),
+            cert_file: var("CERT_FILE").map(PathBuf::from),
+            key_file: var("KEY_FILE").map(PathBuf::from),
+            server_name: var("SERVER_NAME").and_then(|v| v.into_string().ok()),
+        }
+    }
+}
+
 impl TlsSection {
     /// The gateway's TLS listeners, if any is configured; reads and checks
     /// the certificate and key.
@@ -793,7 +855,7 @@ pub(crate) fn load_layers<T: serde::de::DeserializeOwned>(
 }
 
 fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> anyhow::Result<()> {
-    const SECTIONS: [&str; 7] = ["limits", "auth", "raft", "push", "tls", "acl", "telemetry"];
+    const SECTIONS: [&str; 8] = ["limits", "auth", "raft", "push", "cluster_tls", "tls", "acl", "telemetry"];
     for (name, value) in env {
         let Some(rest) = name.strip_prefix("HERALD_") else { continue };
         // Not configuration: logging, the file's path, fault injection for tests.

@@ -324,11 +324,16 @@ fn main() -> ExitCode {
         Command::Loadtest(args) => herald_loadtest::main(args),
         Command::ScramSecret { iterations } => print_scram_secret(iterations),
         Command::Router(args) => router_config(args).and_then(|config| {
+            config.cluster_tls.install()?;
             serve(config.telemetry.clone(), "herald-router", cluster::run_router(config, shutdown_signal()))
         }),
         Command::Gateway(args) => gateway_config(args).and_then(|config| {
+            config.cluster_tls.install()?;
             serve(config.telemetry.clone(), "herald-gateway", cluster::run_gateway(config, shutdown_signal()))
         }),
+        // `herald ctl` speaks to the routers with the cluster's identity
+        // from HERALD_CLUSTER_TLS_* when they require one.
+        Command::Ctl { .. } if let Err(error) = config::ClusterTlsConfig::from_env().install() => Err(error),
         Command::Ctl { command: CtlCommand::Snapshot { command } } => match command {
             SnapshotCommand::Save { routers, cluster_id, file } => {
                 block_on(cluster::save_backup(&routers, &cluster_id, &file))

@@ -42,7 +42,6 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
-use tonic::transport::Endpoint;
 use tracing::{info, warn};
 
 /// Items drained per uplink batch.
@@ -144,9 +143,27 @@ pub async fn connect_any(settings: &LinkSettings, patience: Duration) -> Result<
     }
 }
 
+/// `reason` with what a transport failure most likely means: the router
+/// requires cluster TLS this gateway does not speak, or the handshake
+/// failed on a certificate.
+fn with_tls_hint(reason: &str) -> String {
+    let transport =
+        ["h2 protocol error", "transport error", "operation was canceled", "connection reset", "broken pipe"]
+            .iter()
+            .any(|sign| reason.contains(sign));
+    match (transport, herald_proto::grpc::tls::enabled()) {
+        (true, false) => format!("{reason} (does the router require cluster TLS? see [cluster_tls])"),
+        (true, true) => format!(
+            "{reason} (a cluster TLS handshake failed? check [cluster_tls]: the CA, this gateway's \
+             certificate and server_name)"
+        ),
+        _ => reason.to_owned(),
+    }
+}
+
 /// Opens a stream to the router at `address`.
 pub async fn connect(address: &str, settings: &LinkSettings) -> Result<OpenLink, LinkError> {
-    let endpoint = Endpoint::from_shared(address.to_owned())
+    let endpoint = herald_proto::grpc::tls::endpoint(address)
         .map_err(|_| LinkError::Address(address.to_owned()))?
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true)
@@ -173,7 +190,7 @@ pub async fn connect(address: &str, settings: &LinkSettings) -> Result<OpenLink,
     let response = client
         .link(ReceiverStream::new(batch_rx))
         .await
-        .map_err(|s| LinkError::Refused(s.message().to_owned()))?;
+        .map_err(|s| LinkError::Refused(with_tls_hint(s.message())))?;
     let mut inbound = response.into_inner();
     let first = inbound
         .message()

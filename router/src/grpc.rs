@@ -116,7 +116,11 @@ impl SeamService {
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), tonic::transport::Error> {
         let raft = self.raft.clone().map(RaftPeerService::into_server);
-        tonic::transport::Server::builder()
+        let mut server = tonic::transport::Server::builder();
+        if let Some(tls) = herald_proto::grpc::tls::server_config() {
+            server = server.tls_config(tls)?;
+        }
+        server
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(5)))
             .http2_keepalive_timeout(Some(std::time::Duration::from_secs(5)))

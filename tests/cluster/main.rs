@@ -15,6 +15,7 @@ mod push_client;
 mod cluster;
 mod raft_cluster;
 mod test_backup;
+mod test_cluster_tls;
 mod test_config;
 mod test_damage;
 mod test_delivery;

@@ -160,6 +160,7 @@ impl RaftCluster {
     /// Returns `herald ctl cluster status` for every router.
     pub(crate) fn status(&self) -> String {
         let output = herald()
+            .envs(self.environment.iter().map(|(k, v)| (k, v)))
             .args(["ctl", "cluster", "status", "--routers", &self.router_addresses()])
             .output()
             .expect("run herald ctl");
@@ -224,6 +225,7 @@ impl RaftCluster {
     /// output, which must report success.
     fn ctl(&self, arguments: &[&str]) -> String {
         let output = herald()
+            .envs(self.environment.iter().map(|(k, v)| (k, v)))
             .args([
                 "ctl",
                 "cluster",

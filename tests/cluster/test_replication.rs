@@ -223,10 +223,14 @@ fn routers_are_ready_once_they_have_a_leader_and_have_caught_up_with_it() {
     for node in 1..=3 {
         wait_ready(node);
     }
-    // A follower cut off from the leader cannot tell whether it has caught up: not ready.
+    // A router whose peers are gone cannot tell whether it has caught up (and soon knows no
+    // leader): not ready.
     let leader = cluster.leader();
     let follower = (1..=3).find(|n| *n != leader).expect("a follower");
-    cluster.signal_router(leader, "STOP");
+    let others: Vec<usize> = (1..=3).filter(|n| *n != follower).collect();
+    for node in &others {
+        cluster.signal_router(*node, "STOP");
+    }
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         let (status, body) = ready(follower);
@@ -235,10 +239,12 @@ fn routers_are_ready_once_they_have_a_leader_and_have_caught_up_with_it() {
             assert!(said.contains("catching up") || said.contains("no known leader"), "{said}");
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "router {follower} stayed ready without its leader");
+        assert!(std::time::Instant::now() < deadline, "router {follower} stayed ready without its peers");
         std::thread::sleep(Duration::from_millis(100));
     }
-    cluster.signal_router(leader, "CONT");
+    for node in &others {
+        cluster.signal_router(*node, "CONT");
+    }
     cluster.kill_router(leader);
     // The other two elect a leader and are ready again.
     for node in (1..=3).filter(|n| *n != leader) {

@@ -4,106 +4,12 @@
 //! the clients are mosquitto_pub/sub, paho and curl.
 
 use crate::support::{Broker, listening_field};
-use std::path::{Path, PathBuf};
+use herald_testkit::pki::Pki;
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 const PY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/standalone/py");
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let output = Command::new("openssl").args(args).current_dir(dir).output().expect("run openssl");
-    assert!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-}
-
-/// A test CA and certificates it signs, in a directory.
-struct Pki {
-    dir: PathBuf,
-}
-
-impl Pki {
-    /// A CA named `name` in `dir`.
-    fn new(dir: &Path, name: &str) -> Pki {
-        let pki = Pki { dir: dir.join(name) };
-        std::fs::create_dir_all(&pki.dir).expect("pki dir");
-        let subject = format!("/CN={name}");
-        openssl(
-            &pki.dir,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-                "-subj",
-                &subject,
-                "-days",
-                "2",
-            ],
-        );
-        pki
-    }
-
-    fn ca(&self) -> PathBuf {
-        self.dir.join("ca.pem")
-    }
-
-    /// A certificate for `name` (`server`: for 127.0.0.1; otherwise a
-    /// client certificate with `name` as its common name): cert and key.
-    fn issue(&self, name: &str) -> (PathBuf, PathBuf) {
-        let (key, csr, cert, ext) =
-            (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"), format!("{name}.ext"));
-        let (subject, extensions) = if name == "server" {
-            ("/CN=127.0.0.1".to_owned(), "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
-        } else {
-            (format!("/CN={name}"), "extendedKeyUsage=clientAuth\n")
-        };
-        std::fs::write(self.dir.join(&ext), format!("basicConstraints=CA:FALSE\n{extensions}")).expect("ext");
-        openssl(
-            &self.dir,
-            &[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                &key,
-                "-out",
-                &csr,
-                "-subj",
-                &subject,
-            ],
-        );
-        openssl(
-            &self.dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                &cert,
-                "-days",
-                "2",
-                "-extfile",
-                &ext,
-            ],
-        );
-        (self.dir.join(cert), self.dir.join(key))
-    }
-}
 
 /// A broker with TLS listeners (`extra` added to `[tls]`); its MQTT/TLS,
 /// secure WebSocket and HTTPS addresses.

@@ -10,6 +10,7 @@
 mod convert;
 pub(crate) mod journal;
 mod push;
+pub mod tls;
 
 pub use convert::{
     ConvertError, downlink_from_pb, downlink_to_pb, message_from_pb, message_to_pb, uplink_from_pb,

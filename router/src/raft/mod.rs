@@ -495,10 +495,8 @@ impl RaftNode {
 
 /// A client of the router at `address` (`host:port`), for operators' tools.
 async fn admin_client(address: &str, timeout: Duration) -> Result<AdminClient, String> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-        .map_err(|e| format!("{address}: {e}"))?
-        .connect_timeout(Duration::from_secs(3))
-        .timeout(timeout);
+    let endpoint =
+        herald_proto::grpc::tls::endpoint(address)?.connect_timeout(Duration::from_secs(3)).timeout(timeout);
     let channel = endpoint.connect().await.map_err(|e| format!("{address}: unreachable ({e})"))?;
     Ok(herald_proto::grpc::pb::raft_peer_client::RaftPeerClient::new(channel)
         .max_decoding_message_size(herald_proto::grpc::MAX_MESSAGE_BYTES)

@@ -21,7 +21,7 @@ use openraft::{AnyError, BasicNode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 type NodeId = u64;
 
@@ -54,7 +54,7 @@ impl RaftNetworkFactory<TypeConfig> for GrpcPeers {
     type Network = GrpcPeer;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> GrpcPeer {
-        let client = Endpoint::from_shared(format!("http://{}", node.addr))
+        let client = herald_proto::grpc::tls::endpoint(&node.addr)
             .map(|endpoint| {
                 let endpoint = endpoint.connect_timeout(CONNECT_TIMEOUT).tcp_nodelay(true);
                 let channel = endpoint.local_address(self.source_ip).connect_lazy();
