@@ -10,6 +10,15 @@ fn openssl(dir: &Path, args: &[&str]) {
     assert!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
 }
 
+/// Makes a P-256 key in `dir` and, with `extra` arguments, a request (or a
+/// self-signed certificate, with `-x509`) for `subject`.
+fn new_key(dir: &Path, extra: &[&str], key: &str, out: &str, subject: &str) {
+    let mut args = vec!["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["-keyout", key, "-out", out, "-subj", subject]);
+    openssl(dir, &args);
+}
+
 /// A test CA and certificates it signs, in a directory.
 pub struct Pki {
     dir: PathBuf,
@@ -20,27 +29,7 @@ impl Pki {
     pub fn new(dir: &Path, name: &str) -> Pki {
         let pki = Pki { dir: dir.join(name) };
         std::fs::create_dir_all(&pki.dir).expect("pki dir");
-        let subject = format!("/CN={name}");
-        openssl(
-            &pki.dir,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-                "-subj",
-                &subject,
-                "-days",
-                "2",
-            ],
-        );
+        new_key(&pki.dir, &["-x509", "-days", "2"], "ca.key", "ca.pem", &format!("/CN={name}"));
         pki
     }
 
@@ -70,23 +59,7 @@ impl Pki {
         let (key, csr, cert, ext) =
             (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"), format!("{name}.ext"));
         std::fs::write(self.dir.join(&ext), format!("basicConstraints=CA:FALSE\n{extensions}")).expect("ext");
-        openssl(
-            &self.dir,
-            &[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                &key,
-                "-out",
-                &csr,
-                "-subj",
-                subject,
-            ],
-        );
+        new_key(&self.dir, &[], &key, &csr, subject);
         openssl(
             &self.dir,
             &[
