@@ -189,6 +189,10 @@ refuse "a misspelled key (gateway.replica)" "Additional property replica is not 
   "$HELM" template "$RELEASE" "$CHART" --set gateway.replica=3
 refuse "tls.enabled without tls.existingSecret" "existingSecret" \
   "$HELM" template "$RELEASE" "$CHART" --set tls.enabled=true
+refuse "clusterTls.enabled without clusterTls.existingSecret" "clusterTls.existingSecret" \
+  "$HELM" template "$RELEASE" "$CHART" --set clusterTls.enabled=true
+refuse "telemetry.otlpEndpoint without a scheme" "otlpEndpoint" \
+  "$HELM" template "$RELEASE" "$CHART" --set telemetry.otlpEndpoint=collector:4317
 refuse "image.tag=latest" "image\.tag" \
   "$HELM" template "$RELEASE" "$CHART" --set image.tag=latest
 refuse "a cluster id read as a number (clusterId=2024)" "clusterId" \
