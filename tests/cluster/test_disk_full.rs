@@ -5,6 +5,7 @@
 //! resumes with everything acknowledged before.
 
 use crate::cluster::Cluster;
+use crate::ops_client::{fetch, ops_address, samples};
 use crate::support::{Message, Version, publisher, subscriber};
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ fn a_router_out_of_disk_acknowledges_nothing_it_could_not_store_and_resumes_when
     // its own past it.
     let mut cluster = Cluster::start_wrapped(
         1,
-        &[("HERALD_RAFT_SEGMENT_BYTES", "65536")],
+        &[("HERALD_RAFT_SEGMENT_BYTES", "65536"), ("HERALD_OPS", "127.0.0.1:0")],
         &["prlimit", "--fsize=262144:262144", "--"],
     );
     let gateway = cluster.gateway(0);
@@ -25,6 +26,22 @@ fn a_router_out_of_disk_acknowledges_nothing_it_could_not_store_and_resumes_when
         .qos(1)
         .exit_after_subscribe()
         .start();
+    // Offline for the router too: what is published for it now is stored before the PUBACK.
+    let ops = ops_address(&cluster.router_output().join("\n"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = samples(&fetch(&ops, "/metrics").1);
+        if metrics.get("herald_sessions_online{}") == Some(&0.0)
+            && metrics.get("herald_sessions_persistent{}") == Some(&1.0)
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the persistent session never went offline: {metrics:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     publisher(&gateway, Version::V5, "disk/1").qos(1).message("before").run();
 
     let big = "x".repeat(300_000);
