@@ -19,6 +19,11 @@ use tracing::{info, warn};
 /// Items each seam queue holds per gateway.
 const SEAM_CAPACITY: usize = 8192;
 
+/// Entries a router may be behind its leader and still count as caught up
+/// (ready): a healthy follower under load is a few batches behind; one that
+/// replays a snapshot or a long outage is far more.
+const CATCH_UP_SLACK: u64 = 1000;
+
 /// Parses `--peers` (`ID=HOST:PORT,...`).
 pub(crate) fn parse_peers(peers: &[String]) -> anyhow::Result<Option<BTreeMap<u64, String>>> {
     if peers.is_empty() {
@@ -103,7 +108,10 @@ pub(crate) async fn run_router(
     let serving_now = serving.subscribe();
     let router_source: crate::ops::RouterSource = Arc::new(move || serving_now.borrow().clone());
     let caught_up = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let watcher = tokio::spawn(crate::ops::watch_catch_up(raft.clone(), caught_up.clone()));
+    let watcher = {
+        let (raft, caught_up) = (raft.clone(), caught_up.clone());
+        tokio::spawn(async move { raft.watch_caught_up(CATCH_UP_SLACK, caught_up).await })
+    };
     let sources = crate::ops::Sources {
         router: Some(router_source),
         raft: Some(raft.clone()),
@@ -239,7 +247,7 @@ pub(crate) async fn print_status(routers: &[String]) -> anyhow::Result<()> {
     );
     let mut reached = 0;
     for address in routers {
-        match herald_router::raft::status(address).await {
+        match herald_router::raft::status(address, false).await {
             Ok(s) => {
                 reached += 1;
                 let show = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());

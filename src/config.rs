@@ -199,17 +199,18 @@ impl ClusterTlsConfig {
             .map_err(|e| anyhow::anyhow!("cluster_tls: {e}"))
     }
 
-    /// The settings from `HERALD_CLUSTER_TLS_*` variables alone (for
-    /// `herald ctl`, which has no configuration file).
-    pub(crate) fn from_env() -> ClusterTlsConfig {
-        let var =
-            |name: &str| std::env::var_os(format!("HERALD_CLUSTER_TLS_{name}")).filter(|v| !v.is_empty());
-        ClusterTlsConfig {
-            ca_file: var("CA_FILE").map(PathBuf::from),
-            cert_file: var("CERT_FILE").map(PathBuf::from),
-            key_file: var("KEY_FILE").map(PathBuf::from),
-            server_name: var("SERVER_NAME").and_then(|v| v.into_string().ok()),
+    /// The settings from `HERALD_CLUSTER_TLS_*` variables in `env` alone
+    /// (for `herald ctl`, which has no configuration file), read as every
+    /// mode reads its variables; an empty variable counts as unset.
+    pub(crate) fn from_env(env: &[(String, String)]) -> anyhow::Result<ClusterTlsConfig> {
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct Ctl {
+            cluster_tls: ClusterTlsConfig,
         }
+        let set: Vec<(String, String)> = env.iter().filter(|(_, value)| !value.is_empty()).cloned().collect();
+        let ctl: Ctl = load_layers(None, &set, |key| key.starts_with("cluster_tls_"))?;
+        Ok(ctl.cluster_tls)
     }
 }
 
@@ -1071,5 +1072,26 @@ mod tests {
             let error = StandaloneConfig::load(None, &env(users.clone())).expect_err(&users).to_string();
             assert!(error.contains(named), "{users}: {error}");
         }
+    }
+
+    #[test]
+    fn herald_ctl_reads_cluster_tls_from_its_variables_and_an_empty_one_is_unset() {
+        let vars = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        };
+        let tls = ClusterTlsConfig::from_env(&vars(&[
+            ("HERALD_CLUSTER_TLS_CA_FILE", "/ca.pem"),
+            ("HERALD_CLUSTER_TLS_SERVER_NAME", "herald-router"),
+            ("HERALD_CLUSTER_TLS_CERT_FILE", ""),
+            ("HERALD_MQTT", "127.0.0.1:1883"),
+        ]))
+        .expect("read");
+        assert_eq!(tls.ca_file, Some(PathBuf::from("/ca.pem")));
+        assert_eq!(tls.server_name.as_deref(), Some("herald-router"));
+        assert_eq!(tls.cert_file, None, "empty is unset");
+        let error = ClusterTlsConfig::from_env(&vars(&[("HERALD_CLUSTER_TLS_CA_FLIE", "/ca.pem")]))
+            .expect_err("a misspelt variable")
+            .to_string();
+        assert!(error.contains("ca_flie"), "{error}");
     }
 }

@@ -333,7 +333,12 @@ fn main() -> ExitCode {
         }),
         // `herald ctl` speaks to the routers with the cluster's identity
         // from HERALD_CLUSTER_TLS_* when they require one.
-        Command::Ctl { .. } if let Err(error) = config::ClusterTlsConfig::from_env().install() => Err(error),
+        Command::Ctl { .. }
+            if let Err(error) = config::ClusterTlsConfig::from_env(&std::env::vars().collect::<Vec<_>>())
+                .and_then(|tls| tls.install()) =>
+        {
+            Err(error)
+        }
         Command::Ctl { command: CtlCommand::Snapshot { command } } => match command {
             SnapshotCommand::Save { routers, cluster_id, file } => {
                 block_on(cluster::save_backup(&routers, &cluster_id, &file))

@@ -30,6 +30,10 @@ pub(crate) fn parse(value: &str, hostname: impl FnOnce() -> Option<String>) -> a
             anyhow::anyhow!("node_id: {number:?} is not a number, \"ordinal\" or \"hostname\"")
         })?,
     };
+    at_least_one(id)
+}
+
+fn at_least_one(id: u64) -> anyhow::Result<u64> {
     anyhow::ensure!(id > 0, "node_id: must be at least 1");
     Ok(id)
 }
@@ -71,7 +75,7 @@ pub(crate) fn deserialize_optional<'de, D: Deserializer<'de>>(
     }
     match Option::<Form>::deserialize(deserializer)? {
         None => Ok(None),
-        Some(Form::Number(id)) => parse(&id.to_string(), hostname).map(Some),
+        Some(Form::Number(id)) => at_least_one(id).map(Some),
         Some(Form::Text(text)) => parse(&text, hostname).map(Some),
     }
     .map_err(|e| serde::de::Error::custom(format!("{e:#}")))

@@ -28,7 +28,7 @@ pub(crate) struct Sources {
     pub(crate) router: Option<RouterSource>,
     pub(crate) raft: Option<Arc<RaftNode>>,
     /// A router: whether it has caught up with its leader (kept by
-    /// [`watch_catch_up`]).
+    /// `RaftNode::watch_caught_up`).
     pub(crate) caught_up: Option<Arc<AtomicBool>>,
     /// A router's gateway-link service: what it refused.
     pub(crate) seam: Option<Arc<herald_router::grpc::SeamCounters>>,
@@ -274,14 +274,12 @@ fn render_router(router: &Router, out: &mut Exposition) {
         "Items waiting in a linked gateway's downlink stream, by gateway.",
         "gauge",
     );
-    for (gateway, backlog) in router.gateway_backlogs() {
+    // The linked gateways, from their links (not a pass over the sessions).
+    let backlogs = router.gateway_backlogs();
+    for (gateway, backlog) in &backlogs {
         let _ = writeln!(out.text, "herald_gateway_backlog{{gateway=\"{gateway}\"}} {backlog}");
     }
-    out.gauge(
-        "herald_gateways_linked",
-        "Gateways linked to this router.",
-        router.gateway_sessions().len() as u64,
-    );
+    out.gauge("herald_gateways_linked", "Gateways linked to this router.", backlogs.len() as u64);
     out.counter_value("herald_messages_routed_total", "Messages routed.", c.messages_routed);
     out.counter_value("herald_wills_published_total", "Will messages published.", c.wills_published);
     out.counter_value(
@@ -356,21 +354,6 @@ impl Exposition {
         for (value_label, value) in values {
             let _ = writeln!(self.text, "{name}{{{label}=\"{value_label}\"}} {value}");
         }
-    }
-}
-
-/// Entries a router may be behind its leader and still count as caught up:
-/// a healthy follower under load is a few batches behind; one that replays
-/// a snapshot or a long outage is far more.
-const CATCH_UP_SLACK: u64 = 1000;
-
-/// Keeps `caught_up` current for `raft` (every second), for readiness: a
-/// router that is still catching up is not ready, so a rolling restart
-/// waits for it before stopping the next one.
-pub(crate) async fn watch_catch_up(raft: Arc<RaftNode>, caught_up: Arc<AtomicBool>) {
-    loop {
-        caught_up.store(raft.caught_up(CATCH_UP_SLACK).await, Ordering::Relaxed);
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
 }
 

@@ -373,12 +373,6 @@ impl CloseReasons {
         counts.push(("lost".to_owned(), self.lost.load(Ordering::Relaxed)));
         counts
     }
-
-    /// Connections ended, whatever the reason.
-    pub fn total(&self) -> u64 {
-        self.by_code.iter().map(|c| c.load(Ordering::Relaxed)).sum::<u64>()
-            + self.lost.load(Ordering::Relaxed)
-    }
 }
 
 /// The local subscription index: which of this gateway's connections

@@ -25,11 +25,8 @@ fn hello(contract_version: u32, cluster_id: &str, gateway: u64) -> pb::Uplink {
 /// Opens a link that sends `batches`; returns the status the router ends it with, if any
 /// (`None`: it welcomed the gateway and is still serving).
 async fn link(address: &str, batches: Vec<pb::UplinkBatch>) -> Option<tonic::Status> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-        .expect("an endpoint")
-        .connect()
-        .await
-        .expect("connect");
+    let channel =
+        herald_proto::grpc::tls::endpoint(address).expect("an endpoint").connect().await.expect("connect");
     let mut client = SeamClient::new(channel);
     let (sender, receiver) = tokio::sync::mpsc::channel(8);
     for batch in batches {

@@ -2,7 +2,7 @@
 //! routers joined by Raft on 127.0.0.1x, gateways that know all of them.
 
 use crate::cluster::herald;
-use crate::support::{Message, Subscriber};
+use crate::support::{Message, Subscriber, Version, publisher};
 use herald_testkit::process::Supervised;
 use herald_testkit::proxy::{Fault, FaultProxy};
 use std::net::{IpAddr, SocketAddr, TcpListener};
@@ -47,6 +47,11 @@ impl RaftCluster {
         RaftCluster::assemble(routers, &[], true)
     }
 
+    /// [`RaftCluster::start_partitionable`] with extra `HERALD_*` settings.
+    pub(crate) fn start_partitionable_with(routers: usize, environment: &[(&str, &str)]) -> RaftCluster {
+        RaftCluster::assemble(routers, environment, true)
+    }
+
     fn assemble(routers: usize, environment: &[(&str, &str)], proxied: bool) -> RaftCluster {
         let data = tempfile::tempdir().expect("tempdir");
         let addresses: Vec<SocketAddr> =
@@ -76,6 +81,13 @@ impl RaftCluster {
                 proxy.isolate(&[cut]);
             }
         }
+    }
+
+    /// Black-holes every connection to router `node` through its proxy:
+    /// calls to it hang, while its own calls to the others (its heartbeats
+    /// and appends, as leader) still pass.
+    pub(crate) fn blackhole_calls_to(&self, node: usize) {
+        self.proxies[node - 1].set(Fault::Blackhole);
     }
 
     /// Heals every partition [`RaftCluster::isolate`] made.
@@ -307,52 +319,45 @@ impl RaftCluster {
 
     /// Waits until a router other than `old` leads; returns it.
     pub(crate) fn wait_for_leader_other_than(&self, old: usize) -> usize {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let roles = self.roles();
-            if let Some((node, _, _)) = roles.iter().find(|(node, role, _)| *node != old && role == "Leader")
-            {
-                return *node;
-            }
-            assert!(std::time::Instant::now() < deadline, "no new leader: {roles:?}");
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        eventually(
+            Duration::from_secs(30),
+            || {
+                let roles = self.roles();
+                roles
+                    .iter()
+                    .find(|(node, role, _)| *node != old && role == "Leader")
+                    .map(|(node, _, _)| *node)
+            },
+            || format!("no new leader: {:?}", self.roles()),
+        )
     }
 
     /// Waits until `new` is the only leader and `old` follows it.
     pub(crate) fn wait_until_sole_leader(&self, new: usize, old: usize) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let roles = self.roles();
-            let leaders: Vec<usize> =
-                roles.iter().filter(|(_, role, _)| role == "Leader").map(|(n, _, _)| *n).collect();
-            let old_follows = roles.iter().any(|(node, role, _)| *node == old && role == "Follower");
-            if leaders == [new] && old_follows {
-                return;
-            }
-            assert!(std::time::Instant::now() < deadline, "not one leader: {roles:?}");
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        eventually(
+            Duration::from_secs(30),
+            || {
+                let roles = self.roles();
+                let leaders: Vec<usize> =
+                    roles.iter().filter(|(_, role, _)| role == "Leader").map(|(n, _, _)| *n).collect();
+                let old_follows = roles.iter().any(|(node, role, _)| *node == old && role == "Follower");
+                (leaders == [new] && old_follows).then_some(())
+            },
+            || format!("not one leader: {:?}", self.roles()),
+        );
     }
 
     /// Waits until router `node` follows `leader` and has applied as much.
     pub(crate) fn wait_caught_up(&self, node: usize, leader: usize) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let leader_applied = self.status_of(leader).map(|c| c[5].clone());
-            if let (Some(applied), Some(status)) = (leader_applied, self.status_of(node))
-                && status[1] == "Follower"
-                && status[5] == applied
-            {
-                return;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "router {node} did not catch up:\n{}",
-                self.status()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        eventually(
+            Duration::from_secs(30),
+            || {
+                let applied = self.status_of(leader)?[5].clone();
+                let status = self.status_of(node)?;
+                (status[1] == "Follower" && status[5] == applied).then_some(())
+            },
+            || format!("router {node} did not catch up:\n{}", self.status()),
+        );
     }
 
     /// Kills router `node` (1-based) with SIGKILL.
@@ -374,4 +379,47 @@ pub(crate) fn at_least_once(subscriber: &mut Subscriber, count: usize) -> Vec<Me
         got.dedup();
     }
     got
+}
+
+/// Publishes `{prefix}/{n}` with the payload `m-{n}` at QoS 1 through
+/// `gateway` for each `n` of `numbers`, in order, each retried until
+/// acknowledged (within 40 s): across a fault, a client may be refused
+/// (CONNACK 0x88) or time out, and retries, as clients do.
+pub(crate) fn publish_numbered(gateway: &SocketAddr, prefix: &str, numbers: std::ops::Range<usize>) {
+    for n in numbers {
+        let topic = format!("{prefix}/{n}");
+        eventually(
+            Duration::from_secs(40),
+            || {
+                publisher(gateway, Version::V5, &topic)
+                    .qos(1)
+                    .message(&format!("m-{n}"))
+                    .try_run()
+                    .then_some(())
+            },
+            || format!("{topic} never acknowledged"),
+        );
+    }
+}
+
+/// The messages [`publish_numbered`] sends for `numbers`, as received.
+pub(crate) fn numbered(prefix: &str, numbers: std::ops::Range<usize>) -> Vec<Message> {
+    numbers.map(|n| Message::new(&format!("{prefix}/{n}"), &format!("m-{n}"), 1, false)).collect()
+}
+
+/// Polls `done` every 200 ms until it gives a value; fails after `limit`
+/// with `what`'s account of the state then.
+pub(crate) fn eventually<T>(
+    limit: Duration,
+    mut done: impl FnMut() -> Option<T>,
+    what: impl FnOnce() -> String,
+) -> T {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = done() {
+            return value;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", what());
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

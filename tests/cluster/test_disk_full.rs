@@ -6,7 +6,8 @@
 
 use crate::cluster::Cluster;
 use crate::ops_client::{fetch, ops_address, samples};
-use crate::support::{Message, Version, publisher, subscriber};
+use crate::raft_cluster::eventually;
+use crate::support::{Message, Version, leave_persistent, publisher, subscriber};
 use std::time::Duration;
 
 #[test]
@@ -19,29 +20,20 @@ fn a_router_out_of_disk_acknowledges_nothing_it_could_not_store_and_resumes_when
         &["prlimit", "--fsize=262144:262144", "--"],
     );
     let gateway = cluster.gateway(0);
-    subscriber(&gateway, Version::V5)
-        .client_id("keeper")
-        .persistent()
-        .topic("disk/#")
-        .qos(1)
-        .exit_after_subscribe()
-        .start();
+    leave_persistent(&gateway, "keeper", "disk/#");
     // Offline for the router too: what is published for it now is stored before the PUBACK.
     let ops = ops_address(&cluster.router_output().join("\n"));
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let metrics = samples(&fetch(&ops, "/metrics").1);
-        if metrics.get("herald_sessions_online{}") == Some(&0.0)
-            && metrics.get("herald_sessions_persistent{}") == Some(&1.0)
-        {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the persistent session never went offline: {metrics:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let metrics = || samples(&fetch(&ops, "/metrics").1);
+    eventually(
+        Duration::from_secs(10),
+        || {
+            let m = metrics();
+            (m.get("herald_sessions_online{}") == Some(&0.0)
+                && m.get("herald_sessions_persistent{}") == Some(&1.0))
+            .then_some(())
+        },
+        || format!("the persistent session never went offline: {:?}", metrics()),
+    );
     publisher(&gateway, Version::V5, "disk/1").qos(1).message("before").run();
 
     let big = "x".repeat(300_000);
@@ -54,11 +46,11 @@ fn a_router_out_of_disk_acknowledges_nothing_it_could_not_store_and_resumes_when
 
     // Room again: the router starts on its data, the gateway links again, service resumes.
     cluster.restart_router();
-    let deadline = std::time::Instant::now() + Duration::from_secs(40);
-    while !publisher(&gateway, Version::V5, "disk/3").qos(1).message("after").try_run() {
-        assert!(std::time::Instant::now() < deadline, "service did not resume");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    eventually(
+        Duration::from_secs(40),
+        || publisher(&gateway, Version::V5, "disk/3").qos(1).message("after").try_run().then_some(()),
+        || "service did not resume".to_owned(),
+    );
     let mut back =
         subscriber(&gateway, Version::V5).client_id("keeper").persistent().topic("disk/#").qos(1).start();
     // The big publish was never acknowledged; the gateway may have sent it again once the

@@ -5,24 +5,12 @@
 //! healing there is one leader and one history.
 
 use crate::push_client::{Body, call, push_address};
-use crate::raft_cluster::{RaftCluster, at_least_once};
-use crate::support::{Message, Version, publisher, subscriber};
+use crate::raft_cluster::{RaftCluster, at_least_once, eventually, numbered, publish_numbered};
+use crate::support::{Version, leave_persistent, subscriber};
 use serde_json::json;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const KEY: &str = "shop-key-0123456789abcdef";
-
-/// Waits for `done` to hold, polling; fails with `what` after `limit`.
-fn eventually<T>(limit: Duration, what: &str, mut done: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = done() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "{what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 #[test]
 fn a_leader_cut_off_from_the_majority_stops_serving_and_after_healing_there_is_one_history() {
@@ -37,16 +25,8 @@ fn a_leader_cut_off_from_the_majority_stops_serving_and_after_healing_there_is_o
 
     let mut cluster = RaftCluster::start_partitionable(3);
     let gateway = cluster.start_gateway();
-    subscriber(&gateway, Version::V5)
-        .client_id("kept")
-        .persistent()
-        .topic("part/#")
-        .qos(1)
-        .exit_after_subscribe()
-        .start();
-    for n in 0..5 {
-        publisher(&gateway, Version::V5, &format!("part/{n}")).qos(1).message(&format!("m-{n}")).run();
-    }
+    leave_persistent(&gateway, "kept", "part/#");
+    publish_numbered(&gateway, "part", 0..5);
     let old = cluster.leader();
     // A second gateway that knows the old leader only: it stays on that side of the partition.
     let cut_off = cluster.start_gateway_with(&[old], &["--config", config]);
@@ -60,23 +40,17 @@ fn a_leader_cut_off_from_the_majority_stops_serving_and_after_healing_there_is_o
     cluster.isolate(old);
     // The old leader notices that no quorum acknowledges it and stops serving, with a clear
     // log line; the majority elects a leader of a later term.
-    eventually(Duration::from_secs(20), "the old leader never said it lost the quorum", || {
-        cluster.router_output(old).contains("no quorum of voters acknowledges this leader").then_some(())
-    });
+    eventually(
+        Duration::from_secs(20),
+        || cluster.router_output(old).contains("no quorum of voters acknowledges this leader").then_some(()),
+        || "the old leader never said it lost the quorum".to_owned(),
+    );
     let new = cluster.wait_for_leader_other_than(old);
 
     // The gateway that reaches the majority links to the new leader: what it acknowledges
     // from now on is committed there (a publish sent while it looked for the new leader waits,
     // or is refused at CONNECT with 0x88, and is retried, as clients do).
-    for n in 5..10 {
-        eventually(Duration::from_secs(40), "a publish was never acknowledged", || {
-            publisher(&gateway, Version::V5, &format!("part/{n}"))
-                .qos(1)
-                .message(&format!("m-{n}"))
-                .try_run()
-                .then_some(())
-        });
-    }
+    publish_numbered(&gateway, "part", 5..10);
     // The cut-off side refuses new work explicitly: the push API answers 503 with a problem,
     // and a device's CONNECT gets CONNACK 0x88 (server unavailable). Nothing is acknowledged.
     let refused = send("during");
@@ -98,15 +72,19 @@ fn a_leader_cut_off_from_the_majority_stops_serving_and_after_healing_there_is_o
     // The old leader sees the later term and follows: one leader, and every router applies
     // the same log.
     cluster.wait_until_sole_leader(new, old);
-    eventually(Duration::from_secs(30), "the routers' logs did not converge", || {
-        let applied: Vec<String> =
-            (1..=3).filter_map(|node| cluster.status_of(node).map(|columns| columns[5].clone())).collect();
-        (applied.len() == 3 && applied.iter().all(|a| *a == applied[0])).then_some(())
-    });
+    eventually(
+        Duration::from_secs(30),
+        || {
+            let applied: Vec<String> = (1..=3)
+                .filter_map(|node| cluster.status_of(node).map(|columns| columns[5].clone()))
+                .collect();
+            (applied.len() == 3 && applied.iter().all(|a| *a == applied[0])).then_some(())
+        },
+        || "the routers' logs did not converge".to_owned(),
+    );
     let mut back =
         subscriber(&gateway, Version::V5).client_id("kept").persistent().topic("part/#").qos(1).start();
-    let expected: Vec<Message> =
-        (0..10).map(|n| Message::new(&format!("part/{n}"), &format!("m-{n}"), 1, false)).collect();
+    let expected = numbered("part", 0..10);
     // At least once: a publish whose PUBACK was cut off may be there twice, in order.
     let got = at_least_once(&mut back, 10);
     assert_eq!(got, expected, "every acknowledged message, in order");

@@ -2,8 +2,8 @@
 //! when it is killed a new leader serves them with everything that was
 //! acknowledged.
 
-use crate::raft_cluster::{RaftCluster, at_least_once};
-use crate::support::{Message, Version, publisher, subscriber};
+use crate::raft_cluster::{RaftCluster, at_least_once, numbered, publish_numbered};
+use crate::support::{Message, Version, leave_persistent, publisher, subscriber};
 use std::time::Duration;
 
 #[test]
@@ -42,13 +42,7 @@ fn three_routers_serve_two_gateways_through_their_leader() {
 fn killing_the_leader_loses_nothing_that_was_acknowledged() {
     let mut cluster = RaftCluster::start(3);
     let gateway = cluster.start_gateway();
-    subscriber(&gateway, Version::V5)
-        .client_id("durable")
-        .persistent()
-        .topic("orders/#")
-        .qos(1)
-        .exit_after_subscribe()
-        .start();
+    leave_persistent(&gateway, "durable", "orders/#");
     for n in 0..20 {
         publisher(&gateway, Version::V5, &format!("orders/{n}")).qos(1).message(&format!("order-{n}")).run();
     }
@@ -164,16 +158,8 @@ fn a_leader_stopped_with_sigterm_hands_over_to_a_follower_and_clients_only_wait(
 fn a_leader_stopped_past_the_election_timeout_steps_down_when_it_resumes_and_nothing_is_lost() {
     let mut cluster = RaftCluster::start(3);
     let gateway = cluster.start_gateway();
-    subscriber(&gateway, Version::V5)
-        .client_id("kept")
-        .persistent()
-        .topic("stop/#")
-        .qos(1)
-        .exit_after_subscribe()
-        .start();
-    for n in 0..5 {
-        publisher(&gateway, Version::V5, &format!("stop/{n}")).qos(1).message(&format!("m-{n}")).run();
-    }
+    leave_persistent(&gateway, "kept", "stop/#");
+    publish_numbered(&gateway, "stop", 0..5);
     let old = cluster.leader();
     cluster.signal_router(old, "STOP");
     // The others elect a leader of a later term; the gateway finds it (its link to the
@@ -181,24 +167,13 @@ fn a_leader_stopped_past_the_election_timeout_steps_down_when_it_resumes_and_not
     let new = cluster.wait_for_leader_other_than(old);
     // Meanwhile clients may be refused (CONNACK 0x88 while the gateway's link to the frozen
     // leader times out) and retry, as clients do; nothing is acknowledged that is then lost.
-    for n in 5..10 {
-        let deadline = std::time::Instant::now() + Duration::from_secs(40);
-        while !publisher(&gateway, Version::V5, &format!("stop/{n}"))
-            .qos(1)
-            .message(&format!("m-{n}"))
-            .try_run()
-        {
-            assert!(std::time::Instant::now() < deadline, "stop/{n} never acknowledged");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
+    publish_numbered(&gateway, "stop", 5..10);
     cluster.signal_router(old, "CONT");
     // The old leader sees the later term and steps down: one leader, the new one.
     cluster.wait_until_sole_leader(new, old);
     let mut back =
         subscriber(&gateway, Version::V5).client_id("kept").persistent().topic("stop/#").qos(1).start();
-    let expected: Vec<Message> =
-        (0..10).map(|n| Message::new(&format!("stop/{n}"), &format!("m-{n}"), 1, false)).collect();
+    let expected = numbered("stop", 0..10);
     // A publish refused at CONNECT was never sent; one whose PUBACK a timeout cut off may have
     // been stored and is then there twice (at least once): every acknowledged message is
     // there, in order.
@@ -250,4 +225,39 @@ fn routers_are_ready_once_they_have_a_leader_and_have_caught_up_with_it() {
     for node in (1..=3).filter(|n| *n != leader) {
         wait_ready(node);
     }
+}
+
+#[test]
+fn a_follower_that_cannot_ask_its_leader_how_far_it_is_stays_unready_while_it_follows() {
+    use crate::ops_client::{fetch, ops_address};
+    let cluster = RaftCluster::start_partitionable_with(3, &[("HERALD_OPS", "127.0.0.1:0")]);
+    let ops: Vec<String> = (1..=3).map(|node| ops_address(&cluster.router_output(node))).collect();
+    let ready = |node: usize| fetch(&ops[node - 1], "/readyz");
+    let wait_for = |node: usize, status: u16| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let (got, body) = ready(node);
+            if got == status {
+                return body.join(" ");
+            }
+            assert!(std::time::Instant::now() < deadline, "router {node}: {got} {body:?}, not {status}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let leader = cluster.leader();
+    let follower = (1..=3).find(|n| *n != leader).expect("a follower");
+    wait_for(follower, 200);
+    // The leader's heartbeats still reach the follower, which keeps following it; only its
+    // question to the leader goes unanswered, so it cannot tell it has caught up.
+    cluster.blackhole_calls_to(leader);
+    let said = wait_for(follower, 503);
+    assert!(said.contains("catching up with the leader"), "{said}");
+    let status = cluster.status_of(follower).expect("the follower answers");
+    assert_eq!(
+        (status[1].as_str(), status[3].as_str()),
+        ("Follower", leader.to_string().as_str()),
+        "{status:?}"
+    );
+    cluster.heal();
+    wait_for(follower, 200);
 }

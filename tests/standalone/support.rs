@@ -399,6 +399,19 @@ pub(crate) struct SubscriberBuilder {
     exit_after_subscribe: bool,
 }
 
+/// Subscribes `client`, a persistent v5 session, to `filter` at QoS 1 and
+/// leaves at once: what is published for it from now on waits in its inbox.
+#[allow(dead_code, reason = "used by the cluster tests, which share this file")]
+pub(crate) fn leave_persistent(broker: &impl Endpoint, client: &str, filter: &str) {
+    subscriber(broker, Version::V5)
+        .client_id(client)
+        .persistent()
+        .topic(filter)
+        .qos(1)
+        .exit_after_subscribe()
+        .start();
+}
+
 /// Prepares a `mosquitto_sub` against `broker`, speaking `version`.
 pub(crate) fn subscriber(broker: &impl Endpoint, version: Version) -> SubscriberBuilder {
     SubscriberBuilder {

@@ -133,7 +133,7 @@ async fn a_node_refuses_raft_messages_from_another_cluster() {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let _ = tonic::transport::Server::builder().add_service(service).serve_with_incoming(incoming).await;
     });
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+    let channel = herald_proto::grpc::tls::endpoint(&address.to_string())
         .expect("endpoint")
         .connect()
         .await

@@ -308,7 +308,7 @@ impl RaftNode {
             if *id == self.id {
                 continue;
             }
-            let asked = tokio::time::timeout(Duration::from_secs(3), status(address)).await;
+            let asked = tokio::time::timeout(Duration::from_secs(3), status(address, true)).await;
             if let Ok(Ok(reply)) = asked
                 && reply.cluster_id == self.cluster_id
                 && !reply.voters.is_empty()
@@ -354,10 +354,21 @@ impl RaftNode {
         }
     }
 
-    /// Whether this node has caught up with its leader: it leads, or it has
-    /// applied all but at most `slack` of the entries the leader has
-    /// applied (asked over gRPC). A node that cannot tell has not.
-    pub async fn caught_up(&self, slack: u64) -> bool {
+    /// Keeps `caught_up` current, every second, for readiness: whether this
+    /// node leads, or has applied all but at most `slack` of the entries
+    /// its leader has applied (asked over gRPC, on a connection kept while
+    /// the leader stays the same). A node that cannot tell has not caught
+    /// up, so a rolling restart waits for it before stopping the next one.
+    pub async fn watch_caught_up(&self, slack: u64, caught_up: Arc<std::sync::atomic::AtomicBool>) {
+        let mut leader_client: Option<(String, AdminClient)> = None;
+        loop {
+            let now = self.caught_up(slack, &mut leader_client).await;
+            caught_up.store(now, std::sync::atomic::Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    async fn caught_up(&self, slack: u64, leader_client: &mut Option<(String, AdminClient)>) -> bool {
         let metrics = self.raft.metrics().borrow().clone();
         let Some(leader) = metrics.current_leader else { return false };
         if leader == self.id {
@@ -367,10 +378,17 @@ impl RaftNode {
         else {
             return false;
         };
+        if leader_client.as_ref().is_none_or(|(kept, _)| *kept != address) {
+            *leader_client = admin_client(&address, Duration::from_secs(2)).await.ok().map(|c| (address, c));
+        }
+        let Some((_, client)) = leader_client.as_mut() else { return false };
         let applied = metrics.last_applied.map_or(0, |id| id.index);
-        match tokio::time::timeout(Duration::from_secs(2), status(&address)).await {
-            Ok(Ok(reply)) => applied + slack >= reply.applied_index.unwrap_or(0),
-            _ => false,
+        match client.status(herald_proto::grpc::pb::StatusRequest { brief: true }).await {
+            Ok(reply) => applied + slack >= reply.into_inner().applied_index.unwrap_or(0),
+            Err(_) => {
+                *leader_client = None;
+                false
+            }
         }
     }
 
@@ -510,7 +528,7 @@ async fn admin_client(address: &str, timeout: Duration) -> Result<AdminClient, S
 pub async fn save_backup(routers: &[String], cluster_id: &str) -> Result<Vec<u8>, String> {
     let mut leader_first = Vec::new();
     for address in routers {
-        match status(address).await {
+        match status(address, true).await {
             Ok(s) if s.leader == Some(s.node_id) => leader_first.insert(0, address.clone()),
             Ok(_) => leader_first.push(address.clone()),
             Err(_) => {}
@@ -571,11 +589,12 @@ async fn through_leader<T>(
     Err(format!("no router {done}: {}", refusals.join("; ")))
 }
 
-/// Asks the router at `address` (`host:port`) for its view of the cluster.
-pub async fn status(address: &str) -> Result<herald_proto::grpc::pb::StatusReply, String> {
+/// Asks the router at `address` (`host:port`) for its view of the cluster
+/// (`brief`: the Raft fields only).
+pub async fn status(address: &str, brief: bool) -> Result<herald_proto::grpc::pb::StatusReply, String> {
     let mut client = admin_client(address, Duration::from_secs(3)).await?;
     let reply = client
-        .status(herald_proto::grpc::pb::StatusRequest {})
+        .status(herald_proto::grpc::pb::StatusRequest { brief })
         .await
         .map_err(|status| format!("{address}: {}", status.message()))?;
     Ok(reply.into_inner())

@@ -216,9 +216,12 @@ impl RaftPeer for RaftPeerService {
         Ok(Response::new(ElectReply {}))
     }
 
-    async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
+    async fn status(&self, request: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
+        let brief = request.into_inner().brief;
         let metrics = self.raft.metrics().borrow().clone();
-        let (retained, sessions) = {
+        let (retained, sessions) = if brief {
+            (0, 0)
+        } else {
             let state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             (state.durable.retained_count(), state.durable.session_count())
         };
@@ -233,10 +236,11 @@ impl RaftPeer for RaftPeerService {
             applied_index: metrics.last_applied.map(|id| id.index),
             voters,
             learners,
-            gateways: (self.gateways)()
-                .into_iter()
-                .map(|(id, sessions)| format!("{id}={sessions}"))
-                .collect(),
+            gateways: if brief {
+                Vec::new()
+            } else {
+                (self.gateways)().into_iter().map(|(id, sessions)| format!("{id}={sessions}")).collect()
+            },
             snapshot_index: metrics.snapshot.map(|id| id.index),
             retained_messages: retained as u64,
             persistent_sessions: sessions as u64,
