@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Tools the end-to-end tests drive: Debian's MQTT clients, paho-mqtt,
-# the Prometheus client's parser, headless Chromium, curl, openssl and promtool.
+# the Prometheus client's parser, headless Chromium, curl, redis-server,
+# openssl and promtool.
 need=()
 command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
 /usr/bin/python3 -c 'import paho.mqtt' >/dev/null 2>&1 || need+=(python3-paho-mqtt)
@@ -13,6 +14,8 @@ command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
 # Headless Chromium runs the EventSource page of the SSE tests.
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# A real redis-server backs the tests of device passwords kept in Redis.
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 # openssl makes and signs with the keys of RS256/ES256 device tokens.
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # promtool (Debian's prometheus, without its recommends) checks the metrics

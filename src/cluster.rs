@@ -309,6 +309,7 @@ pub(crate) async fn run_gateway(
         max_inbox_bytes: settings.max_inbox_bytes,
         max_pending_connects: settings.max_pending_connects,
         memory_high_water: (settings.memory_high_water_mb > 0).then_some(settings.memory_high_water_mb << 20),
+        device_users: settings.auth.device_users()?,
         ..GatewayConfig::default()
     };
     let authenticator = settings.push.authenticator(&settings.auth, Arc::new(SystemClock))?;

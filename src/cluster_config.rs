@@ -194,6 +194,7 @@ impl GatewayConfig {
         let config: GatewayConfig = load_layers(path, env, wanted(GATEWAY_KEYS, GATEWAY_SECTIONS))?;
         config.limits.validate()?;
         config.auth.authenticator()?;
+        config.auth.device_users()?;
         config.push.api()?;
         config.tls.listeners()?;
         config.acl.acl()?;

@@ -551,6 +551,53 @@ pub(crate) struct AuthConfig {
     pub(crate) allow_anonymous: bool,
     /// Known users by name.
     pub(crate) users: std::collections::BTreeMap<String, UserConfig>,
+    /// Look up device users made through the admin API (kept by the router
+    /// as salted hashes) when a name is not under `users`.
+    pub(crate) router_users: bool,
+    /// How long a device-user lookup (router or Redis) may take, in ms;
+    /// past it the CONNECT gets 0x88 (server unavailable).
+    pub(crate) lookup_timeout_ms: u64,
+    /// Device users kept in Redis (EMQX's layout); none if unset.
+    pub(crate) redis: Option<RedisAuthConfig>,
+}
+
+/// Device users kept in Redis, one hash per user:
+/// `HSET mqtt_user:<name> password_hash <hex> salt <salt> [app <app>]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RedisAuthConfig {
+    /// `redis://[[user]:password@]host[:port][/db]`.
+    pub(crate) url: String,
+    /// The key of a user's hash; `%u` is the user name.
+    #[serde(default = "RedisAuthConfig::default_key")]
+    pub(crate) key: String,
+    /// `sha256`, `sha512` or `pbkdf2` (PBKDF2-HMAC-SHA256).
+    #[serde(default = "RedisAuthConfig::default_algorithm")]
+    pub(crate) algorithm: String,
+    /// `prefix` (hash(salt ‖ password)) or `suffix` (SHA algorithms).
+    #[serde(default = "RedisAuthConfig::default_salt_position")]
+    pub(crate) salt_position: String,
+    /// PBKDF2's iteration count.
+    #[serde(default = "RedisAuthConfig::default_iterations")]
+    pub(crate) iterations: u32,
+    /// The app of users whose hash has no `app` field.
+    #[serde(default)]
+    pub(crate) app: Option<String>,
+}
+
+impl RedisAuthConfig {
+    fn default_key() -> String {
+        "mqtt_user:%u".to_owned()
+    }
+    fn default_algorithm() -> String {
+        "sha256".to_owned()
+    }
+    fn default_salt_position() -> String {
+        "prefix".to_owned()
+    }
+    fn default_iterations() -> u32 {
+        4096
+    }
 }
 
 /// One configured user.
@@ -571,7 +618,13 @@ pub(crate) struct UserConfig {
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        AuthConfig { allow_anonymous: true, users: std::collections::BTreeMap::new() }
+        AuthConfig {
+            allow_anonymous: true,
+            users: std::collections::BTreeMap::new(),
+            router_users: true,
+            lookup_timeout_ms: 3000,
+            redis: None,
+        }
     }
 }
 
@@ -597,6 +650,49 @@ impl AuthConfig {
             users.insert(name.clone(), herald_gateway::auth::ConfiguredUser::new(secret, app));
         }
         Ok(herald_gateway::auth::ConfigAuthenticator::new(self.allow_anonymous, users))
+    }
+
+    /// Where the gateway looks device users up.
+    pub(crate) fn device_users(&self) -> anyhow::Result<herald_gateway::device_users::DeviceUsersConfig> {
+        use herald_proto::users::{HashAlgorithm, SaltPosition};
+        anyhow::ensure!((1..=60_000).contains(&self.lookup_timeout_ms), "auth.lookup_timeout_ms: 1 to 60000");
+        let redis = match &self.redis {
+            None => None,
+            Some(redis) => {
+                let address = herald_gateway::redis::RedisAddress::parse(&redis.url)
+                    .map_err(|e| anyhow::anyhow!("auth.redis.url: {e}"))?;
+                anyhow::ensure!(redis.key.contains("%u"), "auth.redis.key: name the user with %u");
+                let algorithm = HashAlgorithm::from_name(&redis.algorithm)
+                    .ok_or_else(|| anyhow::anyhow!("auth.redis.algorithm: sha256, sha512 or pbkdf2"))?;
+                let salt_position = match redis.salt_position.as_str() {
+                    "prefix" => SaltPosition::Prefix,
+                    "suffix" => SaltPosition::Suffix,
+                    _ => anyhow::bail!("auth.redis.salt_position: prefix or suffix"),
+                };
+                anyhow::ensure!(
+                    (1..=herald_proto::users::MAX_PBKDF2_ITERATIONS).contains(&redis.iterations),
+                    "auth.redis.iterations: 1 to 1000000"
+                );
+                let app = match &redis.app {
+                    Some(app) => herald_core::AppId::new(app.as_str())
+                        .map_err(|e| anyhow::anyhow!("auth.redis.app: {e}"))?,
+                    None => herald_core::AppId::default_app(),
+                };
+                Some(herald_gateway::device_users::RedisUsersConfig {
+                    address,
+                    key: redis.key.clone(),
+                    algorithm,
+                    salt_position,
+                    iterations: redis.iterations,
+                    app,
+                })
+            }
+        };
+        Ok(herald_gateway::device_users::DeviceUsersConfig {
+            router: self.router_users,
+            redis,
+            timeout: std::time::Duration::from_millis(self.lookup_timeout_ms),
+        })
     }
 }
 
@@ -775,6 +871,7 @@ impl StandaloneConfig {
         anyhow::ensure!(self.max_connections > 0, "max_connections: must be at least 1");
         self.raft.validate()?;
         self.auth.authenticator()?;
+        self.auth.device_users()?;
         self.push.api()?;
         self.tls.listeners()?;
         self.acl.acl()?;

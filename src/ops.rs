@@ -108,6 +108,7 @@ impl Sources {
                 ],
             );
             render_push_api(gateway.api_metrics(), &mut out);
+            render_user_lookups(gateway.user_lookups(), &mut out);
             out.counter(
                 "herald_pending_connects_refused_total",
                 "Sockets closed on accept: max_pending_connects sockets had not connected yet.",
@@ -212,6 +213,14 @@ impl Sources {
 
 /// The push API's requests by operation and status, their latency, and
 /// rate-limit refusals.
+fn render_user_lookups(counters: &herald_gateway::device_users::LookupCounters, out: &mut Exposition) {
+    let name = "herald_device_user_lookups_total";
+    out.header(name, "Device-user lookups at CONNECT by source (router, redis) and outcome.", "counter");
+    for (source, outcome, count) in counters.all() {
+        let _ = writeln!(out.text, "{name}{{source=\"{source}\",outcome=\"{outcome}\"}} {count}");
+    }
+}
+
 fn render_push_api(metrics: &herald_gateway::push_api::metrics::ApiMetrics, out: &mut Exposition) {
     out.header("herald_push_requests_total", "Push-API requests by operation and HTTP status.", "counter");
     for ((operation, status), count) in metrics.requests() {

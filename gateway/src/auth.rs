@@ -89,6 +89,13 @@ pub trait Authenticator: Send + Sync + 'static {
     /// connection (0x86 bad user name or password, 0x87 not authorized).
     fn authenticate(&self, credentials: Credentials<'_>) -> Result<Principal, ReasonCode>;
 
+    /// Whether `username` is one of this authenticator's own users (then
+    /// device users kept elsewhere are not consulted for it).
+    fn knows(&self, username: &str) -> bool {
+        let _ = username;
+        false
+    }
+
     /// Starts an exchange of the authentication method `method`, or returns
     /// `None` when the method is not supported (CONNACK 0x8C).
     fn begin(&self, method: &str) -> Option<Box<dyn AuthExchange>> {
@@ -190,6 +197,10 @@ impl Authenticator for ConfigAuthenticator {
             }),
             None => Err(ReasonCode::BadUserNameOrPassword),
         }
+    }
+
+    fn knows(&self, username: &str) -> bool {
+        self.users.contains_key(username)
     }
 
     fn begin(&self, method: &str) -> Option<Box<dyn AuthExchange>> {

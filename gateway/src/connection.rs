@@ -18,14 +18,16 @@
 
 use crate::Shared;
 use crate::auth::{AuthStep, Principal, auth_packet};
+use crate::device_users::Lookup;
 use crate::handshake::{self, Accepted, Identity};
 use crate::registry::{ConnHandle, GatewayCounters, Inbound, REQUEST_SEQ_BITS, RouteChanges, message_id};
 use crate::session::{Action, Close, Session};
 use crate::transport::{READ_CHUNK, Received, Transport};
 use bytes::{Bytes, BytesMut};
 use herald_core::{ByteString, ReasonCode, SessionKey, UnixMillis};
-use herald_mqtt::{Codec, ConnAck, DecodeError, Packet, Properties, ProtocolVersion};
+use herald_mqtt::{Codec, ConnAck, Connect, DecodeError, Packet, Properties, ProtocolVersion};
 use herald_proto::seam::{Claim, ClaimGrant, Downlink, QueuedMessage, Release, Uplink};
+use herald_proto::users::HashAlgorithm;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -246,7 +248,19 @@ async fn start<T: Transport>(
     let assign = || format!("herald-{:016x}", shared.message_sequence.fetch_add(1, Ordering::Relaxed));
     let identity = match proven {
         Some(Proven { principal, method, data }) => Identity::Proven { principal, method, data },
-        None => Identity::Password(&*shared.authenticator),
+        None => match stored_user(&shared, &connect).await {
+            None => Identity::Password(&*shared.authenticator),
+            Some(Ok(principal)) => Identity::Verified(principal),
+            Some(Err((code, detail))) => {
+                let _ = write_packets(
+                    &mut transport,
+                    &codec,
+                    &[handshake::refusal(connect.protocol, code, detail)],
+                )
+                .await;
+                return None;
+            }
+        },
     };
     let accepted = match handshake::accept(&connect, &shared.config.limits, identity, assign, will_id, now) {
         // A client certificate names the one client id it may use.
@@ -315,6 +329,45 @@ async fn start<T: Transport>(
     session.note_stored(&grant.queued);
     session.resume(grant.subscriptions, grant.queued, now, &mut actions);
     Some((connection, session, actions))
+}
+
+/// Checks the CONNECT's user name and password against the device users
+/// kept in the router or in Redis (ADR 0026), when the configuration does
+/// not know the name and the password is not a device token. `None`: no
+/// such user; the configured authenticator decides.
+async fn stored_user(
+    shared: &Shared,
+    connect: &Connect,
+) -> Option<Result<Principal, (ReasonCode, &'static str)>> {
+    let (Some(username), Some(password)) = (connect.username.as_deref(), connect.password.as_deref()) else {
+        return None;
+    };
+    if !shared.users.any()
+        || shared.authenticator.knows(username)
+        || crate::device_token::looks_like_token(password)
+    {
+        return None;
+    }
+    let (app, hash) = match shared.users.lookup(shared, username).await {
+        Lookup::Unknown => return None,
+        Lookup::Unavailable => {
+            let detail = "the device user store cannot be reached; connect again later";
+            return Some(Err((ReasonCode::ServerUnavailable, detail)));
+        }
+        Lookup::Found(app, hash) => (app, hash),
+    };
+    let matches = if hash.algorithm == HashAlgorithm::Pbkdf2Sha256 {
+        // Thousands of HMACs: off the threads that serve connections.
+        let password = password.to_vec();
+        tokio::task::spawn_blocking(move || crate::password::verify(&hash, &password)).await.unwrap_or(false)
+    } else {
+        crate::password::verify(&hash, password)
+    };
+    Some(if matches {
+        Ok(Principal { app, username: Some(ByteString::from(username)), valid_until: None })
+    } else {
+        Err((ReasonCode::BadUserNameOrPassword, "bad user name or password"))
+    })
 }
 
 /// Sends the claim and waits for the router's grant.

@@ -51,6 +51,9 @@ pub struct Accepted {
 pub enum Identity<'a> {
     /// By the user name and password of the CONNECT.
     Password(&'a dyn Authenticator),
+    /// By a user name and password already checked against a device user
+    /// kept outside configuration (ADR 0026).
+    Verified(Principal),
     /// By an enhanced-authentication exchange that has already succeeded.
     Proven {
         /// Who the client proved to be.
@@ -150,6 +153,7 @@ pub fn accept(
             };
             (authenticator.authenticate(credentials).map_err(refuse)?, None)
         }
+        Identity::Verified(principal) => (principal, None),
         Identity::Proven { principal, method, data } => {
             connack_properties.push(Property::AuthenticationMethod(method.clone()));
             if let Some(data) = data {

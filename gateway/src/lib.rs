@@ -27,11 +27,14 @@ mod connection;
 mod delivery;
 mod der;
 pub mod device_token;
+pub mod device_users;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod handshake;
 pub mod ops_http;
+pub mod password;
 pub mod push_api;
+pub mod redis;
 mod registry;
 mod reports;
 pub mod router_client;
@@ -100,6 +103,8 @@ pub struct GatewayConfig {
     /// Resident memory past which new connections are shed with CONNACK
     /// 0x89 and the gateway reports itself not ready; `None`: no mark.
     pub memory_high_water: Option<u64>,
+    /// Where device users outside configuration are looked up.
+    pub device_users: device_users::DeviceUsersConfig,
 }
 
 /// The listeners that speak TLS, and the certificate they present.
@@ -134,6 +139,7 @@ impl Default for GatewayConfig {
             max_connect_rate: 0,
             max_pending_connects: 10_000,
             memory_high_water: None,
+            device_users: Default::default(),
         }
     }
 }
@@ -167,6 +173,8 @@ pub(crate) struct Shared {
     connect_budget: std::sync::Mutex<push_api::rate::Bucket>,
     /// Whether resident memory is past the high-water mark (sampled).
     over_memory: std::sync::atomic::AtomicBool,
+    /// Device users kept in the router or in Redis.
+    users: device_users::DeviceUsers,
 }
 
 impl Shared {
@@ -264,6 +272,7 @@ impl Gateway {
         let tls = config.tls.as_ref();
         let mqtt_tls = tls.and_then(|t| t.mqtt).map(listen).transpose()?;
         let websocket_tls = tls.and_then(|t| t.websocket).map(listen).transpose()?;
+        let users = device_users::DeviceUsers::new(config.device_users.clone());
         let shared = Shared {
             node: link.gateway,
             config,
@@ -283,6 +292,7 @@ impl Gateway {
             sockets: Default::default(),
             connect_budget: Default::default(),
             over_memory: Default::default(),
+            users,
         };
         let shared = Arc::new(shared);
         Ok(Gateway { listener, websocket, http, mqtt_tls, websocket_tls, shared, downlink: link.downlink })
@@ -466,6 +476,11 @@ impl GatewayStats {
     /// The push API's request metrics.
     pub fn api_metrics(&self) -> &push_api::metrics::ApiMetrics {
         &self.shared.api_metrics
+    }
+
+    /// Device-user lookups by source and outcome.
+    pub fn user_lookups(&self) -> &device_users::LookupCounters {
+        &self.shared.users.counters
     }
 
     /// Whether resident memory is past the high-water mark.

@@ -110,6 +110,15 @@ pub enum Fact {
         /// The key's id.
         id: String,
     },
+    /// A device user set (created, or its password replaced).
+    DeviceUserPut(Box<crate::users::DeviceUser>),
+    /// A device user removed.
+    DeviceUserRemoved {
+        /// The user's app.
+        app: AppId,
+        /// The user name.
+        username: String,
+    },
 }
 
 /// A send made with an idempotency key: a repeat within its time gets
@@ -254,4 +263,6 @@ pub struct DurableImage {
     pub report_marks: Vec<ReportMark>,
     /// API keys made at run time.
     pub api_keys: Vec<crate::seam::ApiKeyRecord>,
+    /// Device users.
+    pub device_users: Vec<crate::users::DeviceUser>,
 }

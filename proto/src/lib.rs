@@ -21,5 +21,6 @@ mod message;
 mod push;
 pub mod seam;
 pub mod trace;
+pub mod users;
 
 pub use message::{Message, MessageProperties};

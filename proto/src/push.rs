@@ -192,6 +192,8 @@ pub enum DirectoryOp {
     Stats,
     /// Manages the app's API keys made at run time.
     Keys(KeyOp),
+    /// Manages device users (ADR 0026).
+    Users(crate::users::UserOp),
 }
 
 /// A request on an app's API keys made at run time (the admin API).
@@ -275,6 +277,8 @@ pub enum DirectoryAnswer {
     Stats(AppStats),
     /// The app's API keys (`Keys`: the one made, or all of them).
     Keys(Vec<ApiKeyRecord>),
+    /// Device users (`Users`: the one set, read or found, or a page).
+    Users(Vec<crate::users::DeviceUser>),
 }
 
 /// What gateways saw happen to one push-API message since their last

@@ -14,6 +14,7 @@ mod push_client;
 mod support;
 mod test_bad_input;
 mod test_config;
+mod test_device_users;
 mod test_durability;
 mod test_leaks;
 mod test_lifecycle;

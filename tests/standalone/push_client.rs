@@ -13,6 +13,19 @@ const STEP: Duration = Duration::from_secs(20);
 
 /// The push API address announced in a `listening` line of the log `log`
 /// returns (the line may still be on its way into the transcript).
+/// A broker with `config` as its file and the push API on; and the push
+/// API's address.
+pub(crate) fn start(dir: &tempfile::TempDir, config: &str) -> (crate::support::Broker, SocketAddr) {
+    let path = dir.path().join("herald.toml");
+    std::fs::write(&path, config).expect("write the config");
+    let broker = crate::support::Broker::start_with(
+        &["--config", path.to_str().expect("utf-8")],
+        &[("HERALD_PUSH_HTTP", "127.0.0.1:0")],
+    );
+    let http = push_address(|| broker.log());
+    (broker, http)
+}
+
 pub(crate) fn push_address(log: impl Fn() -> String) -> SocketAddr {
     let deadline = Instant::now() + STEP;
     loop {

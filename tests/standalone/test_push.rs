@@ -2,7 +2,7 @@
 //! their per-device topics, online and offline; bad requests get problems
 //! and send nothing.
 
-use crate::push_client::{Body, Device, Reply, call, push_address};
+use crate::push_client::{Body, Device, Reply, call, push_address, start};
 use crate::support::Broker;
 use serde_json::json;
 use std::net::SocketAddr;
@@ -20,19 +20,6 @@ fn broker(dir: &tempfile::TempDir) -> (Broker, SocketAddr) {
          [push.apps.other]\napi_keys = [\"{OTHER_KEY}\"]\n"
     );
     start(dir, &config)
-}
-
-/// A broker with `config` as its file and the push API on; and the push
-/// API's address.
-fn start(dir: &tempfile::TempDir, config: &str) -> (Broker, SocketAddr) {
-    let path = dir.path().join("herald.toml");
-    std::fs::write(&path, config).expect("write the config");
-    let broker = Broker::start_with(
-        &["--config", path.to_str().expect("utf-8")],
-        &[("HERALD_PUSH_HTTP", "127.0.0.1:0")],
-    );
-    let http = push_address(|| broker.log());
-    (broker, http)
 }
 
 fn send(http: SocketAddr, key: &str, body: &serde_json::Value) -> crate::push_client::Reply {

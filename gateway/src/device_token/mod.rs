@@ -210,6 +210,10 @@ impl<A: Authenticator> Authenticator for TokenAuthenticator<A> {
         }
     }
 
+    fn knows(&self, username: &str) -> bool {
+        self.inner.knows(username)
+    }
+
     fn begin(&self, method: &str) -> Option<Box<dyn AuthExchange>> {
         self.inner.begin(method)
     }

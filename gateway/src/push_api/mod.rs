@@ -17,6 +17,7 @@ mod openapi;
 mod problem;
 pub mod rate;
 mod send;
+mod users;
 
 pub(crate) use admin::RuntimeKeys;
 pub use admin::{KEY_PREFIX, OperatorToken};
@@ -301,6 +302,10 @@ fn handler(method: &str, id: &str) -> Option<axum::routing::MethodRouter<Arc<Api
         "createKey" => on(filter, admin::create),
         "listKeys" => on(filter, admin::list_keys),
         "revokeKey" => on(filter, admin::revoke),
+        "putUser" => on(filter, users::put),
+        "getUser" => on(filter, users::get),
+        "deleteUser" => on(filter, users::delete),
+        "listUsers" => on(filter, users::list),
         _ => return None,
     })
 }

@@ -35,6 +35,7 @@ const fn op(
     // managing keys `admin`.
     let scope = match (method.as_bytes(), id.as_bytes()) {
         (_, b"createKey" | b"listKeys" | b"revokeKey") => Scopes::ADMIN,
+        (_, b"putUser" | b"getUser" | b"deleteUser" | b"listUsers") => Scopes::ADMIN,
         (_, b"sendMessage" | b"validateMessage" | b"cancelMessage") => Scopes::SEND,
         (b"get", _) | (_, b"countAudience") => Scopes::READ,
         _ => Scopes::DEVICES,
@@ -165,6 +166,24 @@ pub(crate) const OPERATIONS: &[Operation] = &[
         (200, Some("Keys")),
     ),
     op("delete", "/v1/apps/{app}/keys/{key}", "revokeKey", "Revoke an API key", None, (204, None)),
+    op(
+        "put",
+        "/v1/apps/{app}/users/{username}",
+        "putUser",
+        "Set a device user's password (kept as a salted hash)",
+        Some("UserPut"),
+        (200, Some("User")),
+    ),
+    op("get", "/v1/apps/{app}/users/{username}", "getUser", "Read a device user", None, (200, Some("User"))),
+    op("delete", "/v1/apps/{app}/users/{username}", "deleteUser", "Remove a device user", None, (204, None)),
+    op(
+        "get",
+        "/v1/apps/{app}/users",
+        "listUsers",
+        "List device users in name order (query: after, limit)",
+        None,
+        (200, Some("Users")),
+    ),
 ];
 
 /// The operation `method` on `path` is, if any (`{…}` matches one level).
@@ -285,6 +304,32 @@ fn key_schemas() -> Value {
                 "properties": { "key": { "type": "string", "description": "The key; shown only here" } } }],
         },
         "Keys": { "type": "object", "properties": { "keys": { "type": "array", "items": reference("Key") } } },
+        "UserPut": {
+            "type": "object", "additionalProperties": false,
+            "description": "Either password (hashed by the gateway with a fresh salt) or password_hash with its salt (made elsewhere, hex digits)",
+            "properties": {
+                "password": { "type": "string", "minLength": 8, "maxLength": 1024 },
+                "algorithm": { "type": "string", "enum": ["sha256", "sha512", "pbkdf2"], "default": "sha256" },
+                "iterations": { "type": "integer", "minimum": 1, "maximum": 1_000_000, "default": 10_000 },
+                "password_hash": { "type": "string", "pattern": "^[0-9a-fA-F]+$" },
+                "salt": { "type": "string" },
+                "salt_position": { "type": "string", "enum": ["prefix", "suffix"], "default": "prefix" },
+            },
+        },
+        "User": {
+            "type": "object", "required": ["username", "algorithm", "updated_at"],
+            "properties": {
+                "username": { "type": "string" }, "algorithm": { "type": "string" },
+                "updated_at": { "type": "string", "format": "date-time" },
+            },
+        },
+        "Users": {
+            "type": "object", "required": ["users", "next"],
+            "properties": {
+                "users": { "type": "array", "items": reference("User") },
+                "next": { "type": ["string", "null"], "description": "Pass as after for the next page" },
+            },
+        },
     })
 }
 

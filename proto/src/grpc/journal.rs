@@ -50,6 +50,7 @@ pub fn encode_image(image: &DurableImage) -> Vec<u8> {
             .map(|m| pb::ReportMark { gateway: m.gateway.0, origin: m.origin, batch: m.batch })
             .collect(),
         api_keys: image.api_keys.iter().map(super::push::api_key_to_pb).collect(),
+        device_users: image.device_users.iter().map(super::users::user_to_pb).collect(),
     }
     .encode_to_vec()
 }
@@ -95,6 +96,7 @@ pub fn decode_image(bytes: &[u8]) -> Result<DurableImage, ConvertError> {
             .map(|m| ReportMark { gateway: NodeId(m.gateway), origin: m.origin, batch: m.batch })
             .collect(),
         api_keys: super::push::api_keys_from_pb(image.api_keys)?,
+        device_users: super::users::users_from_pb(image.device_users)?,
     })
 }
 
@@ -150,6 +152,11 @@ fn fact_to_pb(fact: &Fact) -> pb::Fact {
         Fact::ApiKeyRevoked { app, id } => {
             Kind::ApiKeyRevoked(pb::ApiKeyRevoked { app: app.to_string(), id: id.clone() })
         }
+        Fact::DeviceUserPut(user) => Kind::DeviceUserPut(super::users::user_to_pb(user)),
+        Fact::DeviceUserRemoved { app, username } => Kind::DeviceUserRemoved(pb::DeviceUserRemoved {
+            app: app.to_string(),
+            username: username.clone(),
+        }),
     };
     pb::Fact { kind: Some(kind) }
 }
@@ -217,6 +224,11 @@ fn fact_from_pb(fact: pb::Fact) -> Result<Fact, ConvertError> {
         Kind::ApiKeyRevoked(r) => Fact::ApiKeyRevoked {
             app: AppId::new(r.app).map_err(|_| invalid("api_key_revoked.app", "invalid app id"))?,
             id: r.id,
+        },
+        Kind::DeviceUserPut(user) => Fact::DeviceUserPut(Box::new(super::users::user_from_pb(user)?)),
+        Kind::DeviceUserRemoved(r) => Fact::DeviceUserRemoved {
+            app: AppId::new(r.app).map_err(|_| invalid("device_user_removed.app", "invalid app id"))?,
+            username: r.username,
         },
     })
 }
@@ -427,6 +439,22 @@ mod tests {
         }
     }
 
+    fn device_user() -> crate::users::DeviceUser {
+        use crate::users::{DeviceUser, HashAlgorithm, PasswordHash, SaltPosition};
+        DeviceUser {
+            app: AppId::default_app(),
+            username: "meter-7".to_owned(),
+            password: PasswordHash {
+                algorithm: HashAlgorithm::Sha256,
+                salt_position: SaltPosition::Suffix,
+                iterations: 0,
+                salt: b"pepper".to_vec(),
+                hash: vec![5; 32],
+            },
+            updated_at: UnixMillis(6_000),
+        }
+    }
+
     fn device() -> DirectoryDevice {
         use herald_core::directory::{Alias, DeviceEntry, Tag};
         let tags = ["city:bj", "vip"].into_iter().map(|t| Tag::new(t).expect("tag")).collect();
@@ -490,6 +518,8 @@ mod tests {
                 batch: 7,
                 deltas: vec![crate::seam::PushDelta { replaced: 2, ..delta() }],
             },
+            Fact::DeviceUserPut(Box::new(device_user())),
+            Fact::DeviceUserRemoved { app: AppId::default_app(), username: "meter-7".to_owned() },
         ];
         assert_eq!(decode(&encode(&facts)).expect("decodes"), facts);
         let image = DurableImage {
@@ -507,6 +537,7 @@ mod tests {
             messages: vec![record()],
             report_marks: vec![ReportMark { gateway: NodeId(2), origin: 77, batch: 5 }],
             api_keys: vec![api_key()],
+            device_users: vec![device_user()],
         };
         assert_eq!(decode_image(&encode_image(&image)).expect("decodes"), image);
         let with_epoch = vec![Fact::SessionPut(Box::new(DurableSession {

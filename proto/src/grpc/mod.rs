@@ -11,6 +11,7 @@ mod convert;
 pub(crate) mod journal;
 mod push;
 pub mod tls;
+mod users;
 
 pub use convert::{
     ConvertError, downlink_from_pb, downlink_to_pb, message_from_pb, message_to_pb, uplink_from_pb,

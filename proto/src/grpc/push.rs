@@ -260,6 +260,7 @@ pub(super) fn directory_to_pb(
         DirectoryOp::Keys(KeyOp::Create(key)) => Op::KeyCreate(api_key_to_pb(key)),
         DirectoryOp::Keys(KeyOp::Revoke { id }) => Op::KeyRevoke(id.clone()),
         DirectoryOp::Keys(KeyOp::List) => Op::KeyList(true),
+        DirectoryOp::Users(op) => super::users::op_to_pb(op),
     };
     // Defaults are left out: an older router reads them as its own.
     let set = |value: usize, default: usize| (value != default).then_some(value as u32);
@@ -334,6 +335,9 @@ pub(super) fn directory_from_pb(
         Op::KeyCreate(key) => DirectoryOp::Keys(KeyOp::Create(api_key_from_pb(key)?)),
         Op::KeyRevoke(id) => DirectoryOp::Keys(KeyOp::Revoke { id }),
         Op::KeyList(_) => DirectoryOp::Keys(KeyOp::List),
+        op @ (Op::UserPut(_) | Op::UserRemove(_) | Op::UserGet(_) | Op::UserList(_) | Op::UserFind(_)) => {
+            DirectoryOp::Users(super::users::op_from_pb(op)?)
+        }
     };
     Ok((d.request, app, op, limits))
 }
@@ -374,6 +378,9 @@ pub(super) fn answer_to_pb(answer: &DirectoryAnswer) -> pb::directory_done::Answ
         }),
         DirectoryAnswer::Keys(keys) => {
             Answer::Keys(pb::ApiKeys { keys: keys.iter().map(api_key_to_pb).collect() })
+        }
+        DirectoryAnswer::Users(users) => {
+            Answer::Users(pb::DeviceUsers { users: users.iter().map(super::users::user_to_pb).collect() })
         }
     }
 }
@@ -426,6 +433,7 @@ pub(super) fn answer_from_pb(
             directory_devices: stats.directory_devices,
         }),
         Answer::Keys(keys) => DirectoryAnswer::Keys(api_keys_from_pb(keys.keys)?),
+        Answer::Users(users) => DirectoryAnswer::Users(super::users::users_from_pb(users.users)?),
     })
 }
 

@@ -19,6 +19,7 @@ impl RouterState {
     ) -> Result<DirectoryAnswer, ErrorCode> {
         match op {
             DirectoryOp::Keys(op) => self.key_op(app, op, out),
+            DirectoryOp::Users(op) => self.user_op(app, op),
             DirectoryOp::Cancel { message } => {
                 self.cancel(&app, message, now, out).map(DirectoryAnswer::Status)
             }

@@ -25,6 +25,7 @@ pub struct DurableState {
     idempotency: super::idempotency::Keys,
     records: super::status::Records,
     api_keys: super::api_keys::ApiKeyTable,
+    users: super::device_users::UserTable,
 }
 
 impl DurableState {
@@ -53,6 +54,9 @@ impl DurableState {
         state.records.restore(image.messages, image.report_marks);
         for key in image.api_keys {
             state.api_keys.put(key);
+        }
+        for user in image.device_users {
+            state.users.put(user);
         }
         state
     }
@@ -137,6 +141,10 @@ impl DurableState {
             Fact::ApiKeyRevoked { app, id } => {
                 self.api_keys.revoke(&app, &id);
             }
+            Fact::DeviceUserPut(user) => self.users.put(*user),
+            Fact::DeviceUserRemoved { app, username } => {
+                self.users.remove(&app, &username);
+            }
         }
     }
 
@@ -171,6 +179,7 @@ impl DurableState {
                 .collect(),
             idempotent: self.idempotency.all().cloned().collect(),
             api_keys: self.api_keys.all().cloned().collect(),
+            device_users: self.users.all().cloned().collect(),
             ..DurableImage::default()
         };
         self.records.image(&mut image.messages, &mut image.report_marks);
@@ -179,14 +188,15 @@ impl DurableState {
 
     /// Whether it holds anything a client put there (retained messages,
     /// persistent sessions, shared groups' queues, device directories, API
-    /// keys made at run time).
+    /// keys made at run time, device users).
     pub fn holds_data(&self) -> bool {
         !(self.retained.is_empty()
             && self.sessions.is_empty()
             && self.groups.is_empty()
             && self.devices.is_empty()
             && self.fanout.values().all(|(_, entries)| entries.is_empty())
-            && self.api_keys.all().next().is_none())
+            && self.api_keys.all().next().is_none()
+            && self.users.is_empty())
     }
 
     /// Returns the number of retained messages.
@@ -246,6 +256,7 @@ impl RouterState {
         image.idempotent.extend(self.idempotency.all().cloned());
         self.records.image(&mut image.messages, &mut image.report_marks);
         self.image_api_keys(&mut image.api_keys);
+        self.image_users(&mut image.device_users);
         for (app, groups) in &self.shared {
             for filter in groups.filters() {
                 let messages = self.group_queue(app, filter);
@@ -278,6 +289,7 @@ impl RouterState {
         self.restore_gateways(image.gateways, now);
         self.restore_devices(image.devices);
         self.restore_api_keys(image.api_keys);
+        self.restore_users(image.device_users);
         // Nothing to journal: all of it is durable already.
         self.journal.clear();
         self.dirty_sessions.clear();

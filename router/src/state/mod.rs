@@ -4,6 +4,7 @@
 //! downlink items to send, each addressed to a gateway. No I/O, no clock.
 
 mod api_keys;
+mod device_users;
 mod directory;
 mod expiring;
 mod fanout;
@@ -205,6 +206,7 @@ pub struct RouterState {
     known_gateways: HashSet<NodeId>,
     /// API keys made at run time.
     api_keys: api_keys::ApiKeyTable,
+    users: device_users::UserTable,
     /// Gateways a router that took over waits for before it routes
     /// publishes: their routes are not known yet.
     settling: HashSet<NodeId>,

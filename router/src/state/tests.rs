@@ -1581,3 +1581,6 @@ mod fanout;
 
 #[path = "api_keys_tests.rs"]
 mod api_keys;
+
+#[path = "device_users_tests.rs"]
+mod device_users;

@@ -31,7 +31,8 @@ for header in arguments.header:
 body = arguments.body
 if arguments.body_size is not None:
     body = "x" * arguments.body_size
-connection.request(arguments.method, url.path, body=body, headers=headers)
+target = url.path + ("?" + url.query if url.query else "")
+connection.request(arguments.method, target, body=body, headers=headers)
 response = connection.getresponse()
 text = response.read().decode("utf-8")
 print("status=%d" % response.status)

@@ -5,6 +5,7 @@ use super::*;
 use crate::seam::{
     Audience, DeviceView, DirectoryAnswer, DirectoryOp, KeyOp, Push, PushOutcome, PushReport, TagChange,
 };
+use crate::users::{DeviceUser, HashAlgorithm, PasswordHash, SaltPosition, UserOp};
 use bytes::Bytes;
 use herald_core::NodeId;
 use herald_core::directory::{Alias, DeviceEntry, Tag, TagExpr};
@@ -362,7 +363,53 @@ fn uplink_samples() -> Vec<Uplink> {
             store_offline: true,
             idempotency: None,
         }),
+        Uplink::Directory {
+            limits: Default::default(),
+            request: 35,
+            app: shop(),
+            op: DirectoryOp::Users(UserOp::Put(Box::new(device_user()))),
+        },
+        Uplink::Directory {
+            limits: Default::default(),
+            request: 36,
+            app: shop(),
+            op: DirectoryOp::Users(UserOp::Remove { username: "meter-7".into() }),
+        },
+        Uplink::Directory {
+            limits: Default::default(),
+            request: 37,
+            app: shop(),
+            op: DirectoryOp::Users(UserOp::Get { username: "meter-7".into() }),
+        },
+        Uplink::Directory {
+            limits: Default::default(),
+            request: 38,
+            app: shop(),
+            op: DirectoryOp::Users(UserOp::List { after: Some("meter-6".into()), limit: 100 }),
+        },
+        Uplink::Directory {
+            limits: Default::default(),
+            request: 39,
+            app: shop(),
+            op: DirectoryOp::Users(UserOp::Find { username: "meter-7".into() }),
+        },
     ]
+}
+
+/// A device user whose password is kept as a PBKDF2 hash.
+fn device_user() -> DeviceUser {
+    DeviceUser {
+        app: shop(),
+        username: "meter-7".into(),
+        password: PasswordHash {
+            algorithm: HashAlgorithm::Pbkdf2Sha256,
+            salt_position: SaltPosition::Prefix,
+            iterations: 4096,
+            salt: b"salt".to_vec(),
+            hash: vec![7; 32],
+        },
+        updated_at: UnixMillis(5_000),
+    }
 }
 
 /// A message that carries a trace context.
@@ -490,6 +537,7 @@ fn downlink_samples() -> Vec<Downlink> {
         Downlink::ApiKeys { app: Some(shop()), keys: Vec::new() },
         Downlink::Retract { app: shop(), message: MessageId(6) },
         Downlink::Deliver(traced()),
+        Downlink::DirectoryDone { request: 35, result: Ok(DirectoryAnswer::Users(vec![device_user()])) },
     ]
 }
 
