@@ -310,6 +310,7 @@ pub(crate) async fn run_gateway(
         max_pending_connects: settings.max_pending_connects,
         memory_high_water: (settings.memory_high_water_mb > 0).then_some(settings.memory_high_water_mb << 20),
         device_users: settings.auth.device_users()?,
+        router_reply_timeout: Duration::from_secs(settings.router_reply_timeout_secs),
         ..GatewayConfig::default()
     };
     let authenticator = settings.push.authenticator(&settings.auth, Arc::new(SystemClock))?;

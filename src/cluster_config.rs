@@ -82,6 +82,9 @@ pub(crate) struct GatewayConfig {
     pub(crate) drain_timeout_secs: u64,
     /// Connections told to leave per second at shutdown (0: all at once).
     pub(crate) drain_rate: u32,
+    /// Seconds a client's publish or subscription may wait for a router's
+    /// answer before it gets an explicit error (v5: 0x80; 3.1.1: closed).
+    pub(crate) router_reply_timeout_secs: u64,
     /// Per-session limits.
     pub(crate) limits: Limits,
     /// Who may connect.
@@ -134,6 +137,7 @@ impl Default for GatewayConfig {
             memory_high_water_mb: 0,
             drain_timeout_secs: 5,
             drain_rate: 0,
+            router_reply_timeout_secs: 10,
             limits: Limits::default(),
             auth: AuthConfig::default(),
             push: PushConfig::default(),
@@ -165,6 +169,7 @@ const GATEWAY_KEYS: &[&str] = &[
     "memory_high_water_mb",
     "drain_timeout_secs",
     "drain_rate",
+    "router_reply_timeout_secs",
 ];
 const GATEWAY_SECTIONS: &[&str] =
     &["limits_", "auth_", "push_", "tls_", "acl_", "telemetry_", "cluster_tls_"];
@@ -207,6 +212,7 @@ impl GatewayConfig {
         anyhow::ensure!(!self.router.is_empty(), "router: give at least one router URL (http://HOST:PORT)");
         anyhow::ensure!(self.node_id.is_some(), "node_id: required, unique among the cluster's gateways");
         anyhow::ensure!(self.connect_timeout_secs > 0, "connect_timeout_secs: must be at least 1");
+        anyhow::ensure!(self.router_reply_timeout_secs > 0, "router_reply_timeout_secs: must be at least 1");
         anyhow::ensure!(self.max_connections > 0, "max_connections: must be at least 1");
         Ok(())
     }

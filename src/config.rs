@@ -39,6 +39,9 @@ pub(crate) struct StandaloneConfig {
     pub(crate) drain_timeout_secs: u64,
     /// Connections told to leave per second at shutdown (0: all at once).
     pub(crate) drain_rate: u32,
+    /// Seconds a client's publish or subscription may wait for a router's
+    /// answer before it gets an explicit error (v5: 0x80; 3.1.1: closed).
+    pub(crate) router_reply_timeout_secs: u64,
     /// Per-session limits.
     pub(crate) limits: Limits,
     /// Who may connect.
@@ -767,6 +770,7 @@ impl Default for StandaloneConfig {
             memory_high_water_mb: 0,
             drain_timeout_secs: 5,
             drain_rate: 0,
+            router_reply_timeout_secs: 10,
             limits: Limits::default(),
             auth: AuthConfig::default(),
             raft: RaftConfig::default(),
@@ -868,6 +872,7 @@ impl StandaloneConfig {
     pub(crate) fn validate(&self) -> anyhow::Result<()> {
         self.limits.validate()?;
         anyhow::ensure!(self.connect_timeout_secs > 0, "connect_timeout_secs: must be at least 1");
+        anyhow::ensure!(self.router_reply_timeout_secs > 0, "router_reply_timeout_secs: must be at least 1");
         anyhow::ensure!(self.max_connections > 0, "max_connections: must be at least 1");
         self.raft.validate()?;
         self.auth.authenticator()?;

@@ -120,6 +120,11 @@ impl Sources {
                 &c.connect_rate_exceeded,
             );
             out.counter(
+                "herald_requests_given_up_total",
+                "Publishes and (un)subscriptions answered 0x80 (3.1.1: closed): no router answered in time.",
+                &c.requests_given_up,
+            );
+            out.counter(
                 "herald_connects_shed_total",
                 "CONNECTs refused with 0x89: past the memory high-water mark.",
                 &c.connects_shed,

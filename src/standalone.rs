@@ -61,6 +61,7 @@ pub(crate) async fn run(config: StandaloneConfig, shutdown: impl Future<Output =
         max_pending_connects: config.max_pending_connects,
         memory_high_water: (config.memory_high_water_mb > 0).then_some(config.memory_high_water_mb << 20),
         device_users: config.auth.device_users()?,
+        router_reply_timeout: Duration::from_secs(config.router_reply_timeout_secs),
         ..GatewayConfig::default()
     };
     let authenticator = config.push.authenticator(&config.auth, clock.clone())?;

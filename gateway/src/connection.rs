@@ -483,6 +483,7 @@ impl<T: Transport> Connection<T> {
                 actions = Vec::new();
             }
             self.handle.set_free_window(session.free_window());
+            self.handle.set_awaiting_since(session.oldest_awaiting().map(|t| t.0));
             if let Some(close) = self.check_flags() {
                 return close;
             }
@@ -523,6 +524,14 @@ impl<T: Transport> Connection<T> {
                     Inbound::Reply(reply) => session.on_reply(reply, now, &mut actions),
                     Inbound::Handover(pending) => session.resume(Vec::new(), pending, now, &mut actions),
                     Inbound::Retract(message) => session.retract(message, &mut actions),
+                }
+            }
+            if self.handle.take_overdue() {
+                let timeout = self.shared.config.router_reply_timeout.as_millis() as u64;
+                let given_up = session.expire_requests(now, timeout, &mut actions);
+                if !given_up.is_empty() {
+                    GatewayCounters::add(&self.shared.counters.requests_given_up, given_up.len() as u64);
+                    self.shared.given_up.lock().unwrap_or_else(|p| p.into_inner()).extend(given_up);
                 }
             }
         }

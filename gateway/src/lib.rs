@@ -105,6 +105,11 @@ pub struct GatewayConfig {
     pub memory_high_water: Option<u64>,
     /// Where device users outside configuration are looked up.
     pub device_users: device_users::DeviceUsersConfig,
+    /// How long a client's publish, subscribe or unsubscribe may wait for a
+    /// router's answer; past it the client gets an explicit error (v5:
+    /// 0x80; 3.1.1: the connection closes) and the request is never sent
+    /// to a router later.
+    pub router_reply_timeout: Duration,
 }
 
 /// The listeners that speak TLS, and the certificate they present.
@@ -140,6 +145,7 @@ impl Default for GatewayConfig {
             max_pending_connects: 10_000,
             memory_high_water: None,
             device_users: Default::default(),
+            router_reply_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -175,6 +181,9 @@ pub(crate) struct Shared {
     over_memory: std::sync::atomic::AtomicBool,
     /// Device users kept in the router or in Redis.
     users: device_users::DeviceUsers,
+    /// Requests of connections given up after the router reply timeout:
+    /// not sent again when a router link opens (then forgotten).
+    given_up: std::sync::Mutex<std::collections::HashSet<herald_proto::seam::RequestId>>,
 }
 
 impl Shared {
@@ -293,6 +302,7 @@ impl Gateway {
             connect_budget: Default::default(),
             over_memory: Default::default(),
             users,
+            given_up: Default::default(),
         };
         let shared = Arc::new(shared);
         Ok(Gateway { listener, websocket, http, mqtt_tls, websocket_tls, shared, downlink: link.downlink })
@@ -489,14 +499,19 @@ impl GatewayStats {
     }
 }
 
-/// Flags connections whose keep-alive ran out; one task for all of them,
-/// so no connection holds a timer of its own.
+/// Flags connections whose keep-alive ran out, or whose requests waited
+/// for a router too long; one task for all of them, so no connection holds
+/// a timer of its own.
 async fn sweep_keep_alive(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let reply_timeout = shared.config.router_reply_timeout.as_millis() as u64;
     loop {
         tick.tick().await;
         let now = shared.clock.now().0;
-        shared.connections.for_each(|handle| handle.check_keep_alive(now));
+        shared.connections.for_each(|handle| {
+            handle.check_keep_alive(now);
+            handle.check_overdue(now, reply_timeout);
+        });
     }
 }
 

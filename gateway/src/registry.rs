@@ -25,6 +25,7 @@ const KEEP_ALIVE_EXPIRED: u8 = 2;
 const SHUTTING_DOWN: u8 = 4;
 const INBOX_CLOSED: u8 = 8;
 const CREDENTIALS_EXPIRED: u8 = 16;
+const REPLY_OVERDUE: u8 = 32;
 
 /// What other tasks hand a connection.
 #[derive(Debug)]
@@ -62,6 +63,9 @@ pub(crate) struct ConnHandle {
     /// Deliveries the client would accept right now (its receive window
     /// less what is in flight or waiting): how shared groups pick members.
     free_window: AtomicU32,
+    /// When the session's oldest request still waiting for the router was
+    /// sent (0: none waits).
+    awaiting_since_ms: AtomicU64,
     flags: AtomicU8,
     /// The session's expiry and will as claimed: what a router link opened
     /// again needs to give the session back ([`ConnHandle::reattach`]).
@@ -89,6 +93,7 @@ impl ConnHandle {
             keep_alive_ms: AtomicU64::new(0),
             valid_until_ms: AtomicU64::new(0),
             free_window: AtomicU32::new(0),
+            awaiting_since_ms: AtomicU64::new(0),
             flags: AtomicU8::new(0),
             terms: std::sync::OnceLock::new(),
         }
@@ -182,6 +187,27 @@ impl ConnHandle {
             self.flags.fetch_or(CREDENTIALS_EXPIRED, Ordering::SeqCst);
             self.wake();
         }
+    }
+
+    /// Records when the session's oldest request waiting for the router was
+    /// sent (`None`: none waits).
+    pub(crate) fn set_awaiting_since(&self, since: Option<u64>) {
+        self.awaiting_since_ms.store(since.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// Flags the connection if a request of its session has waited for the
+    /// router for `timeout_ms` at `now_ms`.
+    pub(crate) fn check_overdue(&self, now_ms: u64, timeout_ms: u64) {
+        let since = self.awaiting_since_ms.load(Ordering::Relaxed);
+        if since > 0 && now_ms.saturating_sub(since) >= timeout_ms {
+            self.flags.fetch_or(REPLY_OVERDUE, Ordering::SeqCst);
+            self.wake();
+        }
+    }
+
+    /// Whether a request waited too long; clears the flag.
+    pub(crate) fn take_overdue(&self) -> bool {
+        self.flags.fetch_and(!REPLY_OVERDUE, Ordering::SeqCst) & REPLY_OVERDUE != 0
     }
 
     pub(crate) fn credentials_expired(&self) -> bool {
@@ -320,6 +346,9 @@ pub struct GatewayCounters {
     pub pending_connects_refused: AtomicU64,
     /// CONNECTs refused with 0x89: past the memory high-water mark.
     pub connects_shed: AtomicU64,
+    /// Publishes, subscribes and unsubscribes answered with an error
+    /// because no router answered them within the reply timeout.
+    pub requests_given_up: AtomicU64,
 }
 
 impl GatewayCounters {

@@ -374,8 +374,17 @@ fn opening_items(
             connection.is_some_and(|id| shared.as_ref().is_some_and(|s| s.connections.get(id).is_none()))
         }
     };
-    let replay: Vec<Uplink> =
-        Pending::lock(pending).take_in_order().into_iter().filter(|item| !gone(item)).collect();
+    // Requests whose clients were told they failed are never applied late.
+    let given_up =
+        shared.as_ref().map(|s| std::mem::take(&mut *s.given_up.lock().unwrap_or_else(|p| p.into_inner())));
+    let given_up = |item: &Uplink| {
+        given_up.as_ref().is_some_and(|set| item.request().is_some_and(|request| set.contains(&request)))
+    };
+    let replay: Vec<Uplink> = Pending::lock(pending)
+        .take_in_order()
+        .into_iter()
+        .filter(|item| !gone(item) && !given_up(item))
+        .collect();
     let first = status.links_opened.load(Ordering::Relaxed) == 1;
     let mut items = Vec::new();
     if !first {
@@ -390,7 +399,9 @@ fn opening_items(
         }
         items.extend(replay);
         while let Ok(item) = port.uplink.try_recv() {
-            items.push(item);
+            if !given_up(&item) {
+                items.push(item);
+            }
         }
     }
     items.push(Uplink::Reattach { sessions: Vec::new(), last: true });

@@ -311,6 +311,8 @@ struct Pending {
     request: RequestId,
     kind: PendingReply,
     reply: Option<Downlink>,
+    /// When it was sent: past the router reply timeout it is given up.
+    since: UnixMillis,
 }
 
 /// Counters a session reports when it ends (and the gateway aggregates).
@@ -541,8 +543,8 @@ impl Session {
             Packet::PubRec(ack) => self.on_pubrec(ack, now, out),
             Packet::PubRel(ack) => self.on_pubrel(ack, out),
             Packet::PubComp(ack) => self.on_pubcomp(ack, now, out),
-            Packet::Subscribe(subscribe) => self.on_subscribe(subscribe, out),
-            Packet::Unsubscribe(unsubscribe) => self.on_unsubscribe(unsubscribe, out),
+            Packet::Subscribe(subscribe) => self.on_subscribe(subscribe, now, out),
+            Packet::Unsubscribe(unsubscribe) => self.on_unsubscribe(unsubscribe, now, out),
             Packet::PingReq => out.push(Action::Send(Packet::PingResp)),
             Packet::Disconnect(disconnect) => self.on_disconnect(disconnect, out),
             Packet::Connect(_) => out.push(Action::Close(Close::error(
@@ -643,7 +645,7 @@ impl Session {
             Some(packet_id) => {
                 let request = self.next_request();
                 let qos = message.qos;
-                self.awaiting(request, PendingReply::Publish { packet_id, qos });
+                self.awaiting(request, PendingReply::Publish { packet_id, qos }, now);
                 out.push(Action::Uplink(Uplink::Publish(herald_proto::seam::Publish {
                     request: Some(request),
                     from: Some((SessionKey::clone(&self.key), self.epoch)),
@@ -810,7 +812,7 @@ impl Session {
         }
     }
 
-    fn on_subscribe(&mut self, subscribe: Subscribe, out: &mut Vec<Action>) {
+    fn on_subscribe(&mut self, subscribe: Subscribe, now: UnixMillis, out: &mut Vec<Action>) {
         let identifier = subscribe.properties.subscription_identifiers().next();
         if identifier.is_some() && !self.limits.subscription_identifiers {
             return out.push(Action::Close(Close::error(
@@ -890,7 +892,7 @@ impl Session {
         }
         let request = self.next_request();
         let packet_id = subscribe.packet_id;
-        self.awaiting(request, PendingReply::Subscribe { packet_id, codes, accepted });
+        self.awaiting(request, PendingReply::Subscribe { packet_id, codes, accepted }, now);
         out.push(Action::Uplink(Uplink::Subscribe {
             request,
             session: SessionKey::clone(&self.key),
@@ -899,7 +901,7 @@ impl Session {
         }));
     }
 
-    fn on_unsubscribe(&mut self, unsubscribe: Unsubscribe, out: &mut Vec<Action>) {
+    fn on_unsubscribe(&mut self, unsubscribe: Unsubscribe, now: UnixMillis, out: &mut Vec<Action>) {
         let mut codes = Vec::with_capacity(unsubscribe.filters.len());
         let mut filters = Vec::new();
         for raw in unsubscribe.filters {
@@ -919,7 +921,7 @@ impl Session {
         }
         let request = self.next_request();
         let packet_id = unsubscribe.packet_id;
-        self.awaiting(request, PendingReply::Unsubscribe { packet_id, codes });
+        self.awaiting(request, PendingReply::Unsubscribe { packet_id, codes }, now);
         out.push(Action::Uplink(Uplink::Unsubscribe {
             request,
             session: SessionKey::clone(&self.key),
@@ -986,8 +988,79 @@ impl Session {
         }
     }
 
-    fn awaiting(&mut self, request: RequestId, kind: PendingReply) {
-        self.awaiting_router.push_back(Pending { request, kind, reply: None });
+    fn awaiting(&mut self, request: RequestId, kind: PendingReply, now: UnixMillis) {
+        self.awaiting_router.push_back(Pending { request, kind, reply: None, since: now });
+    }
+
+    /// When the oldest request still waiting for the router was sent.
+    pub fn oldest_awaiting(&self) -> Option<UnixMillis> {
+        self.awaiting_router.front().map(|p| p.since)
+    }
+
+    /// Answers the requests the router has not answered within `timeout_ms`
+    /// of being sent: no router could take them (it lost its quorum, or a
+    /// partition cut this gateway off). The client gets an explicit error
+    /// (v5: PUBACK/PUBREC, SUBACK, UNSUBACK 0x80 with a reason string;
+    /// 3.1.1 has no negative PUBACK or UNSUBACK, so its connection closes),
+    /// never a silent wait. Returns the requests given up: they must not be
+    /// sent to a router later.
+    pub fn expire_requests(
+        &mut self,
+        now: UnixMillis,
+        timeout_ms: u64,
+        out: &mut Vec<Action>,
+    ) -> Vec<RequestId> {
+        let mut given_up = Vec::new();
+        while let Some(front) = self.awaiting_router.front() {
+            if front.reply.is_none() && now.0 < front.since.0.saturating_add(timeout_ms) {
+                break;
+            }
+            let Some(Pending { request, kind, reply, .. }) = self.awaiting_router.pop_front() else { break };
+            match reply {
+                Some(reply) => self.complete(kind, reply, now, out),
+                None => {
+                    given_up.push(request);
+                    self.give_up(kind, out);
+                }
+            }
+        }
+        given_up
+    }
+
+    fn give_up(&mut self, kind: PendingReply, out: &mut Vec<Action>) {
+        const DETAIL: &str = "no router took this in time (no quorum, or cut off from it); send it again";
+        let failed = ReasonCode::UnspecifiedError;
+        if !self.v5() && !matches!(kind, PendingReply::Subscribe { .. }) {
+            return out.push(Action::Close(Close::error(ReasonCode::ServerUnavailable, DETAIL)));
+        }
+        match kind {
+            PendingReply::Publish { packet_id, qos } => {
+                let ack = PubAck {
+                    packet_id,
+                    reason_code: failed,
+                    properties: self.reason_properties(failed, DETAIL),
+                };
+                out.push(Action::Send(if qos == QoS::ExactlyOnce {
+                    Packet::PubRec(ack)
+                } else {
+                    Packet::PubAck(ack)
+                }));
+            }
+            PendingReply::Subscribe { packet_id, mut codes, accepted } => {
+                for (i, filter, _) in &accepted {
+                    codes[*i] = failed;
+                    self.subscriptions.retain(|(f, _)| f != filter);
+                    out.push(Action::RemoveLocal(filter.clone()));
+                }
+                let properties = self.reason_properties(failed, DETAIL);
+                out.push(Action::Send(Packet::SubAck(SubAck { packet_id, properties, reason_codes: codes })));
+            }
+            PendingReply::Unsubscribe { packet_id, codes } => {
+                let reason_codes = codes.iter().map(|_| failed).collect();
+                let properties = self.reason_properties(failed, DETAIL);
+                out.push(Action::Send(Packet::UnsubAck(UnsubAck { packet_id, properties, reason_codes })));
+            }
+        }
     }
 
     fn complete(&mut self, pending: PendingReply, reply: Downlink, now: UnixMillis, out: &mut Vec<Action>) {

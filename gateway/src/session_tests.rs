@@ -317,6 +317,51 @@ fn qos2_publish_is_received_exactly_once() {
 }
 
 #[test]
+fn requests_no_router_answers_in_time_get_0x80_in_order_and_late_replies_are_ignored() {
+    let mut h = Harness::v5();
+    let first = publish_request(&h.publish(publish("a", QoS::AtLeastOnce, 5)));
+    h.now = UnixMillis(NOW.0 + 1_000);
+    let out = h.packet(Packet::Subscribe(subscribe(&[("s/#", QoS::AtLeastOnce)])));
+    let second = subscribe_request(&out);
+    h.now = UnixMillis(NOW.0 + 2_000);
+    let third = publish_request(&h.publish(publish("b", QoS::ExactlyOnce, 6)));
+    assert_eq!(h.session.oldest_awaiting(), Some(NOW));
+    // The third is answered; the first two are not.
+    assert!(h.published(third, Ok(true)).is_empty(), "acks leave in request order");
+    let mut out = Vec::new();
+    assert!(h.session.expire_requests(UnixMillis(NOW.0 + 9_999), 10_000, &mut out).is_empty());
+    assert!(out.is_empty(), "nothing is overdue yet: {out:?}");
+    let given_up = h.session.expire_requests(UnixMillis(NOW.0 + 11_500), 10_000, &mut out);
+    assert_eq!(given_up, [first, second], "the subscribe waited 10.5 s: overdue too");
+    match packets(&out).as_slice() {
+        [Packet::PubAck(failed), Packet::SubAck(suback), Packet::PubRec(answered)] => {
+            assert_eq!((failed.packet_id, failed.reason_code), (id(5), ReasonCode::UnspecifiedError));
+            assert!(failed.properties.reason_string().is_some_and(|r| r.contains("no router")), "{failed:?}");
+            assert_eq!(suback.reason_codes, [ReasonCode::UnspecifiedError]);
+            assert_eq!((answered.packet_id, answered.reason_code), (id(6), ReasonCode::Success));
+        }
+        other => panic!("PUBACK 0x80, SUBACK 0x80, then the answered PUBREC expected: {other:?}"),
+    }
+    assert!(
+        out.iter().any(|a| matches!(a, Action::RemoveLocal(f) if *f == filter("s/#"))),
+        "the refused subscription is not kept: {out:?}"
+    );
+    assert!(h.session.subscriptions().is_empty());
+    assert_eq!(h.session.oldest_awaiting(), None);
+    // A reply that comes after all is ignored: the client was told.
+    assert!(h.published(first, Ok(true)).is_empty());
+}
+
+#[test]
+fn a_v311_publish_no_router_answers_in_time_closes_the_connection() {
+    let mut h = Harness::v311();
+    let request = publish_request(&h.publish(publish("a", QoS::AtLeastOnce, 5)));
+    let mut out = Vec::new();
+    assert_eq!(h.session.expire_requests(UnixMillis(NOW.0 + 10_000), 10_000, &mut out), [request]);
+    assert_eq!(close_reason(&out), ReasonCode::ServerUnavailable, "3.1.1 has no negative PUBACK");
+}
+
+#[test]
 fn pubrel_for_an_unknown_id_is_0x92_in_v5_and_success_in_v311() {
     let out = Harness::v5().packet(Packet::PubRel(PubAck::new(id(3))));
     let (kind, ack) = single_ack(&out);
