@@ -61,9 +61,11 @@ fn host_port(address: &str) -> bool {
 /// while, and serves gateways while it leads: on each election it wins it
 /// starts a router from the replicated state; when it steps down, it lets
 /// its gateways go (they find the new leader).
+/// The address it listens on is written to `listened`.
 pub(crate) async fn run_router(
     config: crate::cluster_config::RouterConfig,
     shutdown: impl Future<Output = ()>,
+    listened: Arc<std::sync::Mutex<Option<SocketAddr>>>,
 ) -> anyhow::Result<()> {
     let data = DataDir::open(&config.data)?;
     let cluster_id = data.claim_cluster_id(config.cluster_id.as_deref())?;
@@ -79,6 +81,7 @@ pub(crate) async fn run_router(
     };
     let listener = tokio::net::TcpListener::bind(config.grpc).await?;
     let grpc = listener.local_addr()?;
+    *listened.lock().unwrap_or_else(|p| p.into_inner()) = Some(grpc);
     let raft = Arc::new(
         RaftNode::open(&data.path().join("raft"), node.0, &cluster_id, raft_settings(&config.raft, grpc))
             .await?,
@@ -208,6 +211,11 @@ async fn lead(
         router.disconnect_gateways();
         let _ = stop_timers.send(());
         let _ = timers.await;
+        // A storage error stopped Raft for good: say so (a full disk is
+        // waited out by the caller).
+        if let (Some(_), Some(reason)) = (&failure, raft.stopped()) {
+            anyhow::bail!("raft stopped: {reason}");
+        }
         match failure {
             None => return Ok(()),
             Some(reason) if restored => info!(reason, "rebuilding the router"),

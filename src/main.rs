@@ -6,6 +6,7 @@ mod cluster_config;
 mod config;
 mod node_id;
 mod ops;
+mod room;
 mod standalone;
 mod telemetry;
 
@@ -325,7 +326,18 @@ fn main() -> ExitCode {
         Command::ScramSecret { iterations } => print_scram_secret(iterations),
         Command::Router(args) => router_config(args).and_then(|config| {
             config.cluster_tls.install()?;
-            serve(config.telemetry.clone(), "herald-router", cluster::run_router(config, shutdown_signal()))
+            let telemetry = config.telemetry.clone();
+            let (data, probe) = (config.data.clone(), room_probe(&config.raft, &config.limits));
+            // Started again after running out of room, it listens where it did.
+            let listened = std::sync::Arc::new(std::sync::Mutex::new(None));
+            let run = room::resuming(data, probe, shutdown_signal(), move |stop| {
+                let mut config = config.clone();
+                if let Some(grpc) = *listened.lock().unwrap_or_else(|p| p.into_inner()) {
+                    config.grpc = grpc;
+                }
+                cluster::run_router(config, stop, listened.clone())
+            });
+            serve(telemetry, "herald-router", run)
         }),
         Command::Gateway(args) => gateway_config(args).and_then(|config| {
             config.cluster_tls.install()?;
@@ -382,7 +394,22 @@ fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
         config.data = data;
     }
     config.validate()?;
-    serve(config.telemetry.clone(), "herald-standalone", standalone::run(config, shutdown_signal()))
+    let telemetry = config.telemetry.clone();
+    let (data, probe) = (config.data.clone(), room_probe(&config.raft, &config.limits));
+    // Started again after running out of room, it listens where it did.
+    let listened = standalone::Listened::default();
+    let run = room::resuming(data, probe, shutdown_signal(), move |stop| {
+        let mut config = config.clone();
+        standalone::listen_as_before(&mut config, &listened);
+        standalone::run(config, stop, listened.clone())
+    });
+    serve(telemetry, "herald-standalone", run)
+}
+
+/// What a data directory must take before a process that ran out of room
+/// starts again: a log segment, or the largest record a publish can make.
+fn room_probe(raft: &config::RaftConfig, limits: &config::Limits) -> u64 {
+    raft.segment_bytes.max(u64::from(limits.max_packet_size) + 64 * 1024)
 }
 
 /// Runs a serving mode on a new runtime, with logging and, when

@@ -7,6 +7,7 @@ use herald_gateway::{Gateway, GatewayConfig};
 use herald_router::Router;
 use herald_router::raft::{Membership, RaftNode};
 use herald_store::DataDir;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::info;
@@ -15,8 +16,27 @@ use tracing::info;
 /// waits (uplink) or deliveries are dropped and counted (downlink).
 const SEAM_CAPACITY: usize = 8192;
 
-/// Runs standalone Herald until `shutdown` resolves.
-pub(crate) async fn run(config: StandaloneConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+/// Where a standalone process listened: MQTT, WebSocket, the push API.
+pub(crate) type Listened =
+    Arc<std::sync::Mutex<Option<(SocketAddr, Option<SocketAddr>, Option<SocketAddr>)>>>;
+
+/// Takes the addresses a run listened on, so that a run after it (once a
+/// full disk has room again) listens where clients know to find it.
+pub(crate) fn listen_as_before(config: &mut StandaloneConfig, listened: &Listened) {
+    if let Some((mqtt, websocket, http)) = *listened.lock().unwrap_or_else(|p| p.into_inner()) {
+        config.mqtt = mqtt;
+        config.websocket = websocket.or(config.websocket);
+        config.push.http = http.or(config.push.http);
+    }
+}
+
+/// Runs standalone Herald until `shutdown` resolves; writes the addresses
+/// it listens on to `listened`.
+pub(crate) async fn run(
+    config: StandaloneConfig,
+    shutdown: impl Future<Output = ()>,
+    listened: Listened,
+) -> anyhow::Result<()> {
     let data = DataDir::open(&config.data)?;
     // A new generation per start, committed through the single-node Raft,
     // keeps session epochs increasing across restarts (ADR 0004, ADR 0012).
@@ -76,6 +96,8 @@ pub(crate) async fn run(config: StandaloneConfig, shutdown: impl Future<Output =
         ..Default::default()
     };
     let (ops, shutdown) = crate::ops::start(config.ops, sources, shutdown).await?;
+    *listened.lock().unwrap_or_else(|p| p.into_inner()) =
+        Some((mqtt, gateway.websocket_addr()?, gateway.push_api_addr()?));
     let http = gateway.push_api_addr()?.map(tracing::field::display);
     let (mqtts, wss) = gateway.tls_addrs()?;
     let (mqtts, wss) = (mqtts.map(tracing::field::display), wss.map(tracing::field::display));
@@ -96,7 +118,12 @@ pub(crate) async fn run(config: StandaloneConfig, shutdown: impl Future<Output =
     let _ = tokio::time::timeout(Duration::from_secs(5), router_task).await;
     let _ = stop_timers.send(());
     let _ = timers.await;
+    let stopped = raft.stopped();
     raft.shutdown().await;
+    if let (Some(_), Some(reason)) = (&failure, stopped) {
+        // A storage error (a full disk is waited out by the caller).
+        anyhow::bail!("stopped: raft stopped: {reason}");
+    }
     if let Some(reason) = failure {
         anyhow::bail!("stopped: the router could not commit: {reason}");
     }

@@ -207,6 +207,11 @@ impl Cluster {
         self.router.wait_timeout(timeout)
     }
 
+    /// Returns the router's process id.
+    pub(crate) fn router_pid(&self) -> u32 {
+        self.router.pid()
+    }
+
     /// Returns the router's output so far.
     pub(crate) fn router_output(&self) -> Vec<String> {
         self.router.output()

@@ -15,6 +15,7 @@ mod support;
 mod test_bad_input;
 mod test_config;
 mod test_device_users;
+mod test_disk_full;
 mod test_durability;
 mod test_leaks;
 mod test_lifecycle;

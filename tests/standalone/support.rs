@@ -195,6 +195,8 @@ pub(crate) struct Broker {
     /// Kept for a restart on the same data.
     arguments: Vec<String>,
     environment: Vec<(String, String)>,
+    /// A command the broker runs under (e.g. `prlimit --fsize=N --`).
+    wrapper: Vec<String>,
     data: Option<tempfile::TempDir>,
 }
 
@@ -235,7 +237,22 @@ impl Broker {
             tempfile::Builder::new().prefix("herald-standalone-").tempdir().expect("create a data directory");
         let arguments: Vec<String> = arguments.iter().map(|a| (*a).to_owned()).collect();
         let environment = environment.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        Broker::start_in(data, arguments, environment)
+        Broker::start_in(data, arguments, environment, Vec::new())
+    }
+
+    /// Like [`Broker::start_with`], run by `wrapper` (a command and its
+    /// arguments before herald's, e.g. `prlimit --fsize=N --`).
+    #[allow(dead_code, reason = "used by the standalone tests only")]
+    pub(crate) fn start_wrapped(
+        wrapper: &[&str],
+        arguments: &[&str],
+        environment: &[(&str, &str)],
+    ) -> Broker {
+        let data =
+            tempfile::Builder::new().prefix("herald-standalone-").tempdir().expect("create a data directory");
+        let arguments: Vec<String> = arguments.iter().map(|a| (*a).to_owned()).collect();
+        let environment = environment.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        Broker::start_in(data, arguments, environment, wrapper.iter().map(|w| (*w).to_owned()).collect())
     }
 
     /// Stops the broker with `signal` (`TERM` for a clean shutdown, `KILL` for a crash) and
@@ -244,15 +261,30 @@ impl Broker {
         let status = self.stop(signal, STEP_TIMEOUT);
         assert!(status.is_some(), "herald did not stop on SIG{signal}; log:\n{}", self.log);
         let data = self.data.take().expect("a broker owns its data directory");
-        Broker::start_in(data, std::mem::take(&mut self.arguments), std::mem::take(&mut self.environment))
+        let wrapper = std::mem::take(&mut self.wrapper);
+        Broker::start_in(
+            data,
+            std::mem::take(&mut self.arguments),
+            std::mem::take(&mut self.environment),
+            wrapper,
+        )
     }
 
     fn start_in(
         data: tempfile::TempDir,
         arguments: Vec<String>,
         environment: Vec<(String, String)>,
+        wrapper: Vec<String>,
     ) -> Broker {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut command = Command::new(program);
+                command.args(rest).arg(env!("CARGO_BIN_EXE_herald"));
+                command
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_herald")),
+        };
+        let mut child = command
             .args(["standalone", "--mqtt", "127.0.0.1:0", "--data"])
             .arg(data.path())
             .args(&arguments)
@@ -301,7 +333,17 @@ impl Broker {
                 }
             }
         };
-        Broker { child, address, websocket, log, exit: None, arguments, environment, data: Some(data) }
+        Broker {
+            child,
+            address,
+            websocket,
+            log,
+            exit: None,
+            arguments,
+            environment,
+            wrapper,
+            data: Some(data),
+        }
     }
 
     /// The broker's process id.
@@ -331,6 +373,12 @@ impl Broker {
         send_signal(&self.child, signal);
         self.exit = wait_bounded(&mut self.child, timeout);
         self.exit
+    }
+
+    /// Whether the broker process has exited.
+    #[allow(dead_code, reason = "used by the standalone tests only")]
+    pub(crate) fn exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
     }
 
     /// Returns the broker's data directory.
