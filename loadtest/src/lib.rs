@@ -23,7 +23,9 @@
 //! - `fanout.rs`: the engine behind `fanout`, `fanin` and `p2p`, with its
 //!   tasks in `publisher.rs` and `subscriber.rs`; `delivery.rs`: what each
 //!   subscriber received, losses and duplicates.
-//! - `storm.rs`, `persist.rs`, `conn.rs`: the other scenarios.
+//! - `storm.rs`, `persist.rs`, `conn.rs`: the other scenarios;
+//!   `history.rs`: clients that ride through faults, and the check of what
+//!   they saw, for the fault tests.
 //! - `payload.rs`, `report.rs`, `proc.rs`: payload layout and clock, the
 //!   JSON report, `/proc` readings.
 
@@ -33,6 +35,8 @@ mod delivery;
 mod devices;
 mod fanout;
 mod flow;
+pub mod history;
+mod history_check;
 mod options;
 mod payload;
 mod persist;
@@ -76,6 +80,10 @@ enum Scenario {
     /// an app backend sends them (a broadcast, a tag expression); reports
     /// each delivery's latency from the HTTP send.
     Devices(devices::DevicesArgs),
+    /// N publisher/persistent-subscriber pairs that connect again through
+    /// faults, logging every acknowledgement and delivery; checks the log
+    /// for acknowledged loss, per-publisher order and lost sessions.
+    History(history::HistoryArgs),
 }
 
 /// Runs the scenario `args` names, prints its JSON line on stdout and its
@@ -103,5 +111,6 @@ pub fn run_scenario(args: Args) -> anyhow::Result<report::Report> {
         Scenario::Storm(args) => storm::run(args),
         Scenario::Persist(args) => persist::run(args),
         Scenario::Devices(args) => devices::run(args),
+        Scenario::History(args) => history::run(args),
     }
 }

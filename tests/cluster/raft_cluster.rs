@@ -423,3 +423,53 @@ pub(crate) fn eventually<T>(
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// A `herald loadtest history` run in the background: publishers and
+/// persistent subscribers that connect again through faults and log every
+/// acknowledgement and delivery, for [`History::finish`] to check.
+pub(crate) struct History {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl History {
+    /// Starts `pairs` publisher/subscriber pairs, `messages` each at `rate`
+    /// per second, spread over `targets`.
+    pub(crate) fn start(targets: &[SocketAddr], pairs: u32, messages: u32, rate: u32) -> History {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("history.log");
+        let targets: Vec<String> = targets.iter().map(SocketAddr::to_string).collect();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+            .args(["loadtest", "history", "--targets", &targets.join(",")])
+            .args(["--pairs", &pairs.to_string(), "--messages", &messages.to_string()])
+            .args(["--rate", &rate.to_string(), "--deadline", "100", "--log"])
+            .arg(&log)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start herald loadtest history");
+        History { child, log, _dir: dir }
+    }
+
+    /// Waits for the run to end and asserts what its history shows: every
+    /// message acknowledged (clients retry through faults), every
+    /// acknowledged message delivered, each publisher's messages first seen
+    /// in order, no persistent session lost.
+    pub(crate) fn finish(self) -> herald_loadtest::Value {
+        let output = self.child.wait_with_output().expect("wait for herald loadtest history");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let history = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let tail: Vec<&str> = history.lines().rev().take(40).collect();
+        let report = stdout
+            .lines()
+            .find_map(herald_loadtest::parse_report_line)
+            .unwrap_or_else(|| panic!("no report from herald loadtest history: {stdout}\n{stderr}"));
+        let results = &report["results"];
+        let context = || format!("{stderr}\nlast lines of the history:\n{}", tail.join("\n"));
+        assert_eq!(results["violations"], serde_json::json!([]), "{}", context());
+        assert_eq!(results["unacknowledged"], 0, "every message acknowledged in the end: {}", context());
+        report
+    }
+}

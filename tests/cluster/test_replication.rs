@@ -2,7 +2,7 @@
 //! when it is killed a new leader serves them with everything that was
 //! acknowledged.
 
-use crate::raft_cluster::{RaftCluster, at_least_once, numbered, publish_numbered};
+use crate::raft_cluster::{History, RaftCluster, at_least_once, numbered, publish_numbered};
 use crate::support::{Message, Version, leave_persistent, publisher, subscriber};
 use std::time::Duration;
 
@@ -260,4 +260,24 @@ fn a_follower_that_cannot_ask_its_leader_how_far_it_is_stays_unready_while_it_fo
     );
     cluster.heal();
     wait_for(follower, 200);
+}
+
+#[test]
+fn clients_riding_through_a_leader_killed_and_a_leader_stopped_see_a_history_with_nothing_lost() {
+    let mut cluster = RaftCluster::start(3);
+    let gateways = [cluster.start_gateway(), cluster.start_gateway()];
+    // 10 publishers and 10 persistent subscribers over both gateways, 150 messages each.
+    let history = History::start(&gateways, 10, 150, 40);
+    std::thread::sleep(Duration::from_secs(1));
+    let first = cluster.leader();
+    cluster.kill_router(first);
+    let second = cluster.wait_for_leader_other_than(first);
+    cluster.restart_router(first);
+    std::thread::sleep(Duration::from_secs(1));
+    cluster.signal_router(second, "STOP");
+    std::thread::sleep(Duration::from_secs(3));
+    cluster.signal_router(second, "CONT");
+    let report = history.finish();
+    assert!(report["results"]["acknowledged"].as_u64() >= Some(1500), "{report}");
+    eprintln!("{report}");
 }
