@@ -18,11 +18,12 @@
 #   P2P_PAIRS [1000]          P2P_RATE [10000]
 #   STORM_CONNECTIONS [5000]
 #   PERSIST_SUBSCRIBERS [10]  PERSIST_MESSAGES [10000]
+#   SHARED_MEMBERS [100]      SHARED_RATE [10000]
 #   BENCH_DURATION [10] s     BENCH_PAYLOAD [64] B    BENCH_THREADS [2] generator threads
 #   BENCH_SOURCES [127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5]
 #   BENCH_HERALD_BIN: a herald binary to use instead of building one
 #   MOSQUITTO: the mosquitto binary [/usr/sbin/mosquitto]
-#   BENCH_SCENARIOS [conn fanout-qos0 fanout-qos1 fanin-qos1 p2p-qos1 storm persist]
+#   BENCH_SCENARIOS [conn fanout-qos0 fanout-qos1 fanin-qos1 p2p-qos1 shared-qos1 storm persist]
 #   BENCH_CLUSTER [0]: 1 adds a column for a local Herald cluster
 #                 (deploy/local-cluster.sh: three routers, two gateways; the
 #                 generator drives gateway 1, so every message crosses the
@@ -54,6 +55,8 @@ p2p_rate=${P2P_RATE:-10000}
 storm_connections=${STORM_CONNECTIONS:-5000}
 persist_subscribers=${PERSIST_SUBSCRIBERS:-10}
 persist_messages=${PERSIST_MESSAGES:-10000}
+shared_members=${SHARED_MEMBERS:-100}
+shared_rate=${SHARED_RATE:-10000}
 duration=${BENCH_DURATION:-10}
 payload=${BENCH_PAYLOAD:-64}
 threads=${BENCH_THREADS:-2}
@@ -216,7 +219,7 @@ stop_cluster() {
 
 common=(--sources "$sources" --threads "$threads")
 flow=(--payload "$payload" --duration "$duration" --drain 5)
-read -r -a names <<<"${BENCH_SCENARIOS:-conn fanout-qos0 fanout-qos1 fanin-qos1 p2p-qos1 storm persist}"
+read -r -a names <<<"${BENCH_SCENARIOS:-conn fanout-qos0 fanout-qos1 fanin-qos1 p2p-qos1 shared-qos1 storm persist}"
 cluster=${BENCH_CLUSTER:-0}
 declare -A titles=(
     [conn]="conn $conn_connections"
@@ -224,6 +227,7 @@ declare -A titles=(
     [fanout-qos1]="fanout 1→$fanout_subscribers QoS 1, $fanout_qos1_rate msg/s"
     [fanin-qos1]="fanin $fanin_publishers→1 QoS 1, $fanin_rate msg/s"
     [p2p-qos1]="p2p $p2p_pairs pairs QoS 1, $p2p_rate msg/s"
+    [shared-qos1]="shared 1→group of $shared_members QoS 1, $shared_rate msg/s"
     [storm]="storm $storm_connections persistent"
     [persist]="persist $persist_subscribers subs × $persist_messages msgs QoS 1"
 )
@@ -235,6 +239,8 @@ arguments() {
     fanout-qos1) echo fanout --connections "$fanout_subscribers" --qos 1 --rate "$fanout_qos1_rate" "${flow[@]}" ;;
     fanin-qos1) echo fanin --connections "$fanin_publishers" --qos 1 --rate "$fanin_rate" "${flow[@]}" ;;
     p2p-qos1) echo p2p --connections "$p2p_pairs" --qos 1 --rate "$p2p_rate" "${flow[@]}" ;;
+    # Shared subscriptions are MQTT 5 (Mosquitto serves $share to 3.1.1 clients too).
+    shared-qos1) echo shared --connections "$shared_members" --qos 1 --protocol 5 --rate "$shared_rate" "${flow[@]}" ;;
     storm) echo storm --connections "$storm_connections" --persistent --hold 1 ;;
     persist) echo persist --connections "$persist_subscribers" --messages "$persist_messages" --payload "$payload" ;;
     esac
@@ -297,7 +303,7 @@ figures() {
     conn)
         jq -r '.results | "\(.connected) connected, \(.connects_per_second | floor) connects/s, handshake p50/p99 \(.handshake_us.p50)/\(.handshake_us.p99) µs, \(.server_bytes_per_connection // 0 | floor) B/connection, \(.server_while_connecting.cpu_us_per_connection // 0 | floor) server µs CPU/connect"' "$file"
         ;;
-    fanout-* | fanin-* | p2p-*)
+    fanout-* | fanin-* | p2p-* | shared-*)
         jq -r '.results | "\(.deliveries_per_second | floor) deliveries/s (\(.deliveries_received)/\(.deliveries_expected)), losses \(.losses), dups \(.duplicates)+\(.dup_redeliveries) DUP; latency p50/p99/p99.9/max \(.latency_us.p50 // "-")/\(.latency_us.p99 // "-")/\(.latency_us.p999 // "-")/\(.latency_us.max // "-") µs" + (if .ack_latency_us then "; ack p50/p99 \(.ack_latency_us.p50)/\(.ack_latency_us.p99) µs" else "" end) + "; server \(.server.cpu_us_per_delivery // 0 | . * 100 | floor / 100) µs CPU/delivery, RSS \(.server.rss_after // 0 | ./1048576 | floor) MiB; generator CPU \(.generator_cpu_seconds // 0 | . * 100 | round / 100) s"' "$file"
         ;;
     storm)
@@ -319,7 +325,7 @@ ratio() {
     local filter
     case $name in
     conn) filter='[["connects/s", .results.connects_per_second], ["B/connection", .results.server_bytes_per_connection]]' ;;
-    fanout-* | fanin-* | p2p-*) filter='[["deliveries/s", .results.deliveries_per_second], ["p99", .results.latency_us.p99], ["CPU/delivery", .results.server.cpu_us_per_delivery]]' ;;
+    fanout-* | fanin-* | p2p-* | shared-*) filter='[["deliveries/s", .results.deliveries_per_second], ["p99", .results.latency_us.p99], ["CPU/delivery", .results.server.cpu_us_per_delivery]]' ;;
     storm) filter='[["time to all back", .results.last_back_seconds]]' ;;
     persist) filter='[["publishes/s", .results.publish_per_second], ["ack p99", .results.ack_latency_us.p99]]' ;;
     esac

@@ -147,6 +147,31 @@ impl Deliveries {
         self.dup_redeliveries += 1;
     }
 
+    /// Adds what another member of the same shared-subscription group
+    /// received: a message both received is a duplicate (the group is one
+    /// audience). Both must expect the same publishers.
+    pub(crate) fn absorb(&mut self, other: &Deliveries) {
+        for (mine, theirs) in self.by_publisher.iter_mut().zip(&other.by_publisher) {
+            if mine.seen.len() < theirs.seen.len() {
+                mine.seen.resize(theirs.seen.len(), 0);
+            }
+            let mut both = 0;
+            for (word, their) in mine.seen.iter_mut().zip(&theirs.seen) {
+                both += u64::from((*word & their).count_ones());
+                *word |= their;
+            }
+            mine.end = mine.end.max(theirs.end);
+            self.duplicates += both;
+            self.unique -= both;
+        }
+        self.unique += other.unique;
+        self.duplicates += other.duplicates;
+        self.dup_redeliveries += other.dup_redeliveries;
+        self.out_of_order += other.out_of_order;
+        self.foreign += other.foreign;
+        self.last_ns = self.last_ns.max(other.last_ns);
+    }
+
     /// Returns the publishers this subscriber expects.
     pub(crate) fn publishers(&self) -> Range<u32> {
         self.publishers.clone()
@@ -280,6 +305,23 @@ mod tests {
         assert_eq!((tally.received, tally.losses, tally.duplicates, tally.foreign), (4, 502, 1, 2));
         assert_eq!(tally.json(506)["deliveries_expected"], 506);
         assert_eq!(tally.loss_examples[0], Loss { subscriber: 9, publisher: 3, sequence: 3 });
+    }
+
+    #[test]
+    fn members_of_a_group_add_up_to_one_audience() {
+        let mut first = Deliveries::new(0..1);
+        let mut second = Deliveries::new(0..1);
+        for sequence in [0, 2, 4] {
+            first.record(stamp(0, sequence), false, 1);
+        }
+        for sequence in [1, 4, 70] {
+            second.record(stamp(0, sequence), false, 2);
+        }
+        first.absorb(&second);
+        assert_eq!((first.unique, first.duplicates, first.last_ns), (5, 1, 2), "4 went to both");
+        let mut examples = Vec::new();
+        assert_eq!(first.missing(0, 0, 71, &mut examples, 3), 66, "71 sent, 5 distinct received");
+        assert_eq!(examples.iter().map(|l| l.sequence).collect::<Vec<_>>(), [3, 5, 6]);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The engine behind `fanout` (1 publisher → N subscribers on one topic),
-//! `fanin` (N publishers → 1 subscriber on a wildcard) and `p2p` (N pairs,
-//! each on its own topic).
+//! `fanin` (N publishers → 1 subscriber on a wildcard), `p2p` (N pairs,
+//! each on its own topic) and `shared` (1 publisher → a shared-subscription
+//! group of N members, each message to one of them).
 //!
 //! A run: every subscriber connects and gets its SUBACK, every publisher
 //! connects; publishers then send at the target rate for the duration, each
@@ -37,6 +38,8 @@ pub(crate) enum Shape {
     Fanin,
     /// N publisher/subscriber pairs, each pair on its own topic.
     P2p,
+    /// 1 publisher → N members of one shared-subscription group.
+    Shared,
 }
 
 impl Shape {
@@ -45,13 +48,14 @@ impl Shape {
             Shape::Fanout => "fanout",
             Shape::Fanin => "fanin",
             Shape::P2p => "p2p",
+            Shape::Shared => "shared",
         }
     }
 
     /// Returns (publishers, subscribers) for `--connections n`.
     fn counts(self, n: u32) -> (u32, u32) {
         match self {
-            Shape::Fanout => (1, n),
+            Shape::Fanout | Shape::Shared => (1, n),
             Shape::Fanin => (n, 1),
             Shape::P2p => (n, n),
         }
@@ -62,6 +66,7 @@ impl Shape {
             Shape::Fanout => format!("lt/{run}/fanout"),
             Shape::Fanin => format!("lt/{run}/fanin/{publisher}"),
             Shape::P2p => format!("lt/{run}/p2p/{publisher}"),
+            Shape::Shared => format!("lt/{run}/shared"),
         }
     }
 
@@ -70,13 +75,14 @@ impl Shape {
             Shape::Fanout => format!("lt/{run}/fanout"),
             Shape::Fanin => format!("lt/{run}/fanin/+"),
             Shape::P2p => format!("lt/{run}/p2p/{subscriber}"),
+            Shape::Shared => format!("$share/lt/lt/{run}/shared"),
         }
     }
 
     /// Returns the publishers whose messages `subscriber` expects.
     fn publishers_of(self, subscriber: u32, n: u32) -> Range<u32> {
         match self {
-            Shape::Fanout => 0..1,
+            Shape::Fanout | Shape::Shared => 0..1,
             Shape::Fanin => 0..n,
             Shape::P2p => subscriber..subscriber + 1,
         }
@@ -92,7 +98,8 @@ pub(crate) struct FlowArgs {
     #[command(flatten)]
     #[serde(flatten)]
     setup: SetupArgs,
-    /// fanout: subscribers; fanin: publishers; p2p: pairs.
+    /// fanout: subscribers; fanin: publishers; p2p: pairs; shared: group
+    /// members.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     connections: u32,
     /// QoS of every publish and subscription.
@@ -222,10 +229,20 @@ async fn run_async(shape: Shape, args: &FlowArgs) -> anyhow::Result<Report> {
     let _ = stop.send(true);
     let mut tally = Tally::default();
     let mut errors: Vec<String> = publisher_stats.iter().filter_map(|stats| stats.error.clone()).collect();
+    // A group's members are one audience: a message is lost if no member got
+    // it, and a duplicate if two did.
+    let mut group: Option<crate::delivery::Deliveries> = None;
     for (task, index) in subscribers.into_iter().zip(0u32..) {
         let stats = task.await?;
-        tally.add(index, &stats.deliveries, &sent);
+        match (shape, group.as_mut()) {
+            (Shape::Shared, Some(group)) => group.absorb(&stats.deliveries),
+            (Shape::Shared, None) => group = Some(stats.deliveries),
+            _ => tally.add(index, &stats.deliveries, &sent),
+        }
         errors.extend(stats.error);
+    }
+    if let Some(group) = &group {
+        tally.add(0, group, &sent);
     }
 
     let published = sent.iter().map(|&count| u64::from(count)).sum::<u64>();

@@ -69,6 +69,9 @@ enum Scenario {
     Fanin(fanout::FlowArgs),
     /// N publisher/subscriber pairs, each pair on its own topic.
     P2p(fanout::FlowArgs),
+    /// One publisher, N members of a shared-subscription group
+    /// (`$share/lt/…`): each message to one member.
+    Shared(fanout::FlowArgs),
     /// N clients connect, drop their sockets at once and reconnect at once;
     /// reports the time until all are back.
     Storm(storm::StormArgs),
@@ -108,6 +111,7 @@ pub fn run_scenario(args: Args) -> anyhow::Result<report::Report> {
         Scenario::Fanout(args) => fanout::run(fanout::Shape::Fanout, args),
         Scenario::Fanin(args) => fanout::run(fanout::Shape::Fanin, args),
         Scenario::P2p(args) => fanout::run(fanout::Shape::P2p, args),
+        Scenario::Shared(args) => fanout::run(fanout::Shape::Shared, args),
         Scenario::Storm(args) => storm::run(args),
         Scenario::Persist(args) => persist::run(args),
         Scenario::Devices(args) => devices::run(args),

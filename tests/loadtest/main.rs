@@ -192,6 +192,29 @@ fn p2p_at_qos1_and_qos2_delivers_every_message_once() {
 }
 
 #[test]
+fn shared_at_qos1_delivers_every_message_to_exactly_one_member() {
+    let broker = Broker::start();
+    let report = broker.loadtest(&[
+        "shared",
+        "--connections",
+        "4",
+        "--qos",
+        "1",
+        "--protocol",
+        "5",
+        "--rate",
+        "400",
+        "--duration",
+        "2",
+    ]);
+    assert_eq!((count(&report, "publishers"), count(&report, "subscribers")), (1, 4));
+    // The group is one audience: each message once, to one member.
+    assert_eq!(count(&report, "deliveries_expected"), count(&report, "published"));
+    assert_exactly_once(&report);
+    assert_latency(&report, "latency_us");
+}
+
+#[test]
 fn fanout_at_qos0_reports_without_acknowledgements() {
     let broker = Broker::start();
     let report =
