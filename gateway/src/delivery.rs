@@ -175,29 +175,36 @@ impl Drop for Traced {
     }
 }
 
-/// Gives a shared group's message to one local member: one with room in
-/// its receive window if any (the pull model: busy members are skipped),
-/// picked by the configured strategy. With no member left here (they just
-/// left), the message goes back to the router for another gateway.
+/// Gives a shared group's message to one local member: the one the
+/// configured strategy picks if it has room in its receive window, else the
+/// next member after it that has (the pull model: busy members are
+/// skipped), else the one picked. Members are looked at one by one from the
+/// pick, so a message costs one look when members have room, not one per
+/// member. With no member left here (they just left), the message goes back
+/// to the router for another gateway.
 async fn deliver_shared(shared: &Shared, filter: TopicFilter, message: Arc<Message>) {
     let strategy = shared.config.limits.shared_strategy;
     let chosen = {
         let mut index = shared.index.write().unwrap_or_else(|p| p.into_inner());
         index.shared_group(&message.app, &filter).and_then(|group| {
-            let members = || group.members.iter().map(|(conn, _)| *conn);
-            let ready: Vec<ConnId> = members()
-                .filter(|conn| shared.connections.get(*conn).is_some_and(|h| h.free_window() > 0))
-                .collect();
-            // With every member busy, any member may take it.
-            let candidates = if ready.is_empty() { members().collect() } else { ready };
+            let members: Vec<ConnId> = group.members.iter().map(|(conn, _)| *conn).collect();
             let publisher = message.origin.as_ref().map(|c| c.as_str());
-            let conn = group.dispatcher.pick(strategy, &candidates, publisher, message.topic.as_str())?;
-            group.members.iter().find(|(member, _)| *member == conn).copied()
+            let picked = group.dispatcher.pick(strategy, &members, publisher, message.topic.as_str())?;
+            let at = members.iter().position(|member| *member == picked)?;
+            let mut first = None;
+            for offset in 0..members.len() {
+                let (conn, sub) = group.members[(at + offset) % members.len()];
+                let Some(handle) = shared.connections.get(conn) else { continue };
+                if handle.free_window() > 0 {
+                    return Some((handle, sub));
+                }
+                first.get_or_insert((handle, sub));
+            }
+            // With every member busy, the one picked takes it.
+            first
         })
     };
-    if let Some((conn, sub)) = chosen
-        && let Some(handle) = shared.connections.get(conn)
-    {
+    if let Some((handle, sub)) = chosen {
         let queued = QueuedMessage {
             qos: sub.qos.min(message.qos),
             subscription_ids: sub.identifier.into_iter().collect(),
