@@ -610,10 +610,15 @@ pub(crate) struct UserConfig {
     /// The user's password, as written (either this or `scram`).
     #[serde(default)]
     pub(crate) password: Option<String>,
-    /// The user's SCRAM-SHA-256 secret, from `herald config scram-secret`:
-    /// the password itself is not kept (either this or `password`).
+    /// The user's SCRAM-SHA-256 secret, from `herald scram-secret`: the
+    /// password itself is not kept (one of `password`, `scram`,
+    /// `password_hash`).
     #[serde(default)]
     pub(crate) scram: Option<String>,
+    /// A salted hash of the user's password, from `herald password-hash`:
+    /// the password itself is not kept (SCRAM is then not offered).
+    #[serde(default)]
+    pub(crate) password_hash: Option<String>,
     /// The app (tenant) the user's sessions belong to; the default app if unset.
     #[serde(default)]
     pub(crate) app: Option<String>,
@@ -642,13 +647,17 @@ impl AuthConfig {
                 None => herald_core::AppId::default_app(),
             };
             use herald_gateway::auth::Secret;
-            let secret = match (&user.password, &user.scram) {
-                (Some(password), None) => Secret::Password(password.clone()),
-                (None, Some(scram)) => Secret::Scram(
+            let secret = match (&user.password, &user.scram, &user.password_hash) {
+                (Some(password), None, None) => Secret::Password(password.clone()),
+                (None, Some(scram), None) => Secret::Scram(
                     herald_gateway::scram::ScramSecret::parse(scram)
                         .map_err(|e| anyhow::anyhow!("auth.users.{name}.scram: {e}"))?,
                 ),
-                _ => anyhow::bail!("auth.users.{name}: set exactly one of password and scram"),
+                (None, None, Some(hash)) => Secret::Hash(
+                    herald_gateway::password::parse(hash)
+                        .map_err(|e| anyhow::anyhow!("auth.users.{name}.password_hash: {e}"))?,
+                ),
+                _ => anyhow::bail!("auth.users.{name}: set exactly one of password, scram and password_hash"),
             };
             users.insert(name.clone(), herald_gateway::auth::ConfiguredUser::new(secret, app));
         }

@@ -58,6 +58,18 @@ enum Command {
         #[arg(long, default_value_t = herald_gateway::scram::DEFAULT_ITERATIONS)]
         iterations: u32,
     },
+    /// Print a salted hash of the password on standard input, for
+    /// `password_hash = "..."` under `[auth.users.NAME]` (the password
+    /// itself is then not kept anywhere).
+    PasswordHash {
+        /// sha256 (for generated device secrets), sha512 or pbkdf2 (for
+        /// passwords people chose).
+        #[arg(long, default_value = "pbkdf2")]
+        algorithm: String,
+        /// PBKDF2 iterations (1 to 1000000).
+        #[arg(long, default_value_t = herald_gateway::password::DEFAULT_PBKDF2_ITERATIONS)]
+        iterations: u32,
+    },
     /// Operate a running cluster.
     Ctl {
         #[command(subcommand)]
@@ -291,13 +303,29 @@ fn print_scram_secret(iterations: u32) -> anyhow::Result<()> {
         (MIN_ITERATIONS..=MAX_ITERATIONS).contains(&iterations),
         "--iterations: {MIN_ITERATIONS} to {MAX_ITERATIONS}"
     );
+    let password = read_password()?;
+    println!("{}", ScramSecret::generate(password.as_bytes(), iterations).encode());
+    Ok(())
+}
+
+fn print_password_hash(algorithm: &str, iterations: u32) -> anyhow::Result<()> {
+    let algorithm = herald_proto::users::HashAlgorithm::from_name(algorithm)
+        .ok_or_else(|| anyhow::anyhow!("--algorithm: sha256, sha512 or pbkdf2"))?;
+    let password = read_password()?;
+    let hash = herald_gateway::password::hash(algorithm, password.as_bytes(), iterations)
+        .ok_or_else(|| anyhow::anyhow!("--iterations: 1 to 1000000"))?;
+    println!("{}", herald_gateway::password::encode(&hash));
+    Ok(())
+}
+
+/// The first line of standard input, without its line end.
+fn read_password() -> anyhow::Result<String> {
     let mut line = String::new();
     std::io::stdin().read_line(&mut line)?;
     let password = line.strip_suffix('\n').unwrap_or(&line);
-    let password = password.strip_suffix('\r').unwrap_or(password);
+    let password = password.strip_suffix('\r').unwrap_or(password).to_owned();
     anyhow::ensure!(!password.is_empty(), "no password on standard input");
-    println!("{}", ScramSecret::generate(password.as_bytes(), iterations).encode());
-    Ok(())
+    Ok(password)
 }
 
 fn main() -> ExitCode {
@@ -324,6 +352,7 @@ fn main() -> ExitCode {
         }
         Command::Loadtest(args) => herald_loadtest::main(args),
         Command::ScramSecret { iterations } => print_scram_secret(iterations),
+        Command::PasswordHash { algorithm, iterations } => print_password_hash(&algorithm, iterations),
         Command::Router(args) => router_config(args).and_then(|config| {
             config.cluster_tls.install()?;
             let telemetry = config.telemetry.clone();

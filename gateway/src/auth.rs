@@ -111,6 +111,9 @@ pub enum Secret {
     Password(String),
     /// A SCRAM-SHA-256 secret: the password itself is not kept.
     Scram(ScramSecret),
+    /// A salted hash of the password (`herald password-hash`): the password
+    /// itself is not kept; SCRAM is not offered to such a user.
+    Hash(herald_proto::users::PasswordHash),
 }
 
 /// A user known from configuration.
@@ -137,16 +140,19 @@ impl ConfiguredUser {
         match &self.secret {
             Secret::Password(password) => same_secret(presented, password.as_bytes()),
             Secret::Scram(secret) => secret.verify_password(presented),
+            Secret::Hash(hash) => crate::password::verify(hash, presented),
         }
     }
 
-    fn scram_secret(&self) -> ScramSecret {
+    fn scram_secret(&self) -> Option<ScramSecret> {
         match &self.secret {
-            Secret::Scram(secret) => secret.clone(),
-            Secret::Password(password) => self
-                .derived
-                .get_or_init(|| ScramSecret::generate(password.as_bytes(), scram::DEFAULT_ITERATIONS))
-                .clone(),
+            Secret::Scram(secret) => Some(secret.clone()),
+            Secret::Password(password) => Some(
+                self.derived
+                    .get_or_init(|| ScramSecret::generate(password.as_bytes(), scram::DEFAULT_ITERATIONS))
+                    .clone(),
+            ),
+            Secret::Hash(_) => None,
         }
     }
 }
@@ -230,7 +236,7 @@ impl AuthExchange for ScramExchange {
                 let users = &self.users;
                 let first = scram::server_first(
                     data,
-                    |name| users.get(name).map(ConfiguredUser::scram_secret),
+                    |name| users.get(name).and_then(ConfiguredUser::scram_secret),
                     |name| scram::fake_salt(&self.salt_key, name),
                     &scram::new_nonce(),
                 )
@@ -298,6 +304,20 @@ mod tests {
             );
         }
         assert_eq!(auth.authenticate(creds(None, None)), Err(ReasonCode::NotAuthorized));
+    }
+
+    #[test]
+    fn a_user_kept_as_a_hash_checks_its_password_but_is_not_offered_scram() {
+        let hash =
+            crate::password::hash(herald_proto::users::HashAlgorithm::Sha256, b"hashed-pw", 0).expect("hash");
+        let auth = with_users(&[("dave", Secret::Hash(hash))]);
+        assert_eq!(auth.authenticate(creds(Some("dave"), Some(b"hashed-pw"))).map(|p| p.app), Ok(shop()));
+        assert_eq!(
+            auth.authenticate(creds(Some("dave"), Some(b"nope"))),
+            Err(ReasonCode::BadUserNameOrPassword)
+        );
+        let (outcome, _) = scram(&auth, "dave", b"hashed-pw");
+        assert!(outcome.is_err(), "no SCRAM secret can be made from a hash");
     }
 
     #[test]

@@ -76,6 +76,38 @@ pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
+/// The text form of a hash made here, for `password_hash = "…"` under
+/// `[auth.users.NAME]`: `sha256$SALT$HASH`, `sha512$SALT$HASH` or
+/// `pbkdf2$ITERATIONS$SALT$HASH`, salt and hash in hex (the salt before the
+/// password).
+pub fn encode(kept: &PasswordHash) -> String {
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    match kept.algorithm {
+        HashAlgorithm::Pbkdf2Sha256 => {
+            format!("pbkdf2${}${}${}", kept.iterations, hex(&kept.salt), hex(&kept.hash))
+        }
+        algorithm => format!("{}${}${}", algorithm.name(), hex(&kept.salt), hex(&kept.hash)),
+    }
+}
+
+/// Reads what [`encode`] wrote.
+pub fn parse(text: &str) -> Result<PasswordHash, String> {
+    const FORM: &str = "expected sha256$SALT$HASH, sha512$SALT$HASH or pbkdf2$ITERATIONS$SALT$HASH (hex)";
+    let parts: Vec<&str> = text.trim().split('$').collect();
+    let (algorithm, iterations, salt, hash) = match parts.as_slice() {
+        ["pbkdf2", iterations, salt, hash] => {
+            (HashAlgorithm::Pbkdf2Sha256, iterations.parse().map_err(|_| FORM.to_owned())?, *salt, *hash)
+        }
+        [name, salt, hash] if *name != "pbkdf2" => {
+            (HashAlgorithm::from_name(name).ok_or_else(|| FORM.to_owned())?, 0, *salt, *hash)
+        }
+        _ => return Err(FORM.to_owned()),
+    };
+    let salt = decode_hex(salt).ok_or_else(|| "the salt is not hex".to_owned())?;
+    from_hex(algorithm, SaltPosition::Prefix, iterations, hash, &salt)
+        .ok_or_else(|| "the hash does not fit its algorithm (length, iterations 1 to 1000000)".to_owned())
+}
+
 /// A hash kept in EMQX's layout: hex digits of the hash, and the salt as
 /// text (empty: none).
 pub fn from_hex(
@@ -147,6 +179,21 @@ mod tests {
             from_hex(HashAlgorithm::Pbkdf2Sha256, SaltPosition::Prefix, 1, rfc, b"salt").expect("kept");
         assert!(verify(&kept, b"passwd"));
         assert!(!verify(&kept, b"passwd!"));
+    }
+
+    #[test]
+    fn the_text_form_round_trips_and_refuses_what_it_does_not_know() {
+        for (algorithm, iterations) in
+            [(HashAlgorithm::Sha256, 0), (HashAlgorithm::Sha512, 0), (HashAlgorithm::Pbkdf2Sha256, 1000)]
+        {
+            let kept = hash(algorithm, b"s3cret", iterations).expect("hashed");
+            let text = encode(&kept);
+            assert_eq!(parse(&text), Ok(kept.clone()), "{text}");
+            assert!(!text.contains("s3cret"));
+        }
+        for bad in ["", "md5$00$00", "sha256$zz$00", "sha256$00$0000", "pbkdf2$0$00$", "pbkdf2$x$00$00"] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

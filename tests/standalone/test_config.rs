@@ -73,32 +73,40 @@ fn a_data_directory_is_held_by_one_broker_at_a_time() {
 
 /// Runs `herald scram-secret` with `password` on standard input.
 fn scram_secret(password: &str) -> String {
+    let secret = hashed("scram-secret", password);
+    assert!(secret.starts_with("SCRAM-SHA-256$4096:"), "{secret}");
+    secret
+}
+
+/// Runs `herald COMMAND` with `password` on standard input; returns its line.
+fn hashed(command: &str, password: &str) -> String {
     use std::io::Write;
     let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
-        .arg("scram-secret")
+        .arg(command)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
-        .expect("run herald scram-secret");
+        .expect("run herald");
     child.stdin.take().expect("stdin").write_all(format!("{password}\n").as_bytes()).expect("write");
-    let output = child.wait_with_output().expect("herald scram-secret ends");
+    let output = child.wait_with_output().expect("herald ends");
     assert!(output.status.success(), "{output:?}");
-    let secret = String::from_utf8(output.stdout).expect("UTF-8").trim().to_owned();
-    assert!(secret.starts_with("SCRAM-SHA-256$4096:"), "{secret}");
-    secret
+    String::from_utf8(output.stdout).expect("UTF-8").trim().to_owned()
 }
 
 #[test]
 fn configured_users_authenticate_and_each_app_sees_only_its_own_topics() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("users.toml");
-    // carol's password is kept only as its SCRAM secret.
+    // carol's password is kept only as its SCRAM secret, dave's as a salted hash.
     let carol = scram_secret("c-secret");
+    let dave = hashed("password-hash", "d-secret");
+    assert!(dave.starts_with("pbkdf2$10000$") && !dave.contains("d-secret"), "{dave}");
     let users = format!(
         "[auth]\nallow_anonymous = false\n\
          [auth.users.alice]\npassword = \"a-secret\"\napp = \"shop\"\n\
          [auth.users.bob]\npassword = \"b-secret\"\napp = \"bank\"\n\
-         [auth.users.carol]\nscram = \"{carol}\"\napp = \"shop\"\n"
+         [auth.users.carol]\nscram = \"{carol}\"\napp = \"shop\"\n\
+         [auth.users.dave]\npassword_hash = \"{dave}\"\napp = \"bank\"\n"
     );
     std::fs::write(&path, users).expect("write");
     let broker = Broker::start_with(&["--config", path.to_str().expect("utf-8 path")], &[]);
@@ -110,6 +118,8 @@ fn configured_users_authenticate_and_each_app_sees_only_its_own_topics() {
         assert!(refused.to_lowercase().contains("password"), "a wrong password is refused: {refused}");
         let refused = publisher(&broker, version, "t").user("mallory", "x").message("x").run_refused();
         assert!(refused.to_lowercase().contains("password"), "an unknown user is refused: {refused}");
+        let refused = publisher(&broker, version, "t").user("dave", "c-secret").message("x").run_refused();
+        assert!(refused.to_lowercase().contains("password"), "a wrong password against a hash: {refused}");
     }
 
     let mut shop =
@@ -117,8 +127,12 @@ fn configured_users_authenticate_and_each_app_sees_only_its_own_topics() {
     let mut bank = subscriber(&broker, Version::V5).user("bob", "b-secret").topic("orders/#").qos(1).start();
     publisher(&broker, Version::V311, "orders/1").user("carol", "c-secret").qos(1).message("for-shop").run();
     publisher(&broker, Version::V5, "orders/2").user("bob", "b-secret").qos(1).message("for-bank").run();
+    publisher(&broker, Version::V5, "orders/3").user("dave", "d-secret").qos(1).message("from-dave").run();
     assert_eq!(shop.expect_messages(1), vec![Message::new("orders/1", "for-shop", 1, false)]);
-    assert_eq!(bank.expect_messages(1), vec![Message::new("orders/2", "for-bank", 1, false)]);
+    assert_eq!(
+        bank.expect_messages(2),
+        vec![Message::new("orders/2", "for-bank", 1, false), Message::new("orders/3", "from-dave", 1, false)]
+    );
     shop.expect_silence(Duration::from_millis(300));
     bank.expect_silence(Duration::from_millis(300));
 }
