@@ -58,18 +58,7 @@ struct Seen {
 
 async fn run_async(args: &DevicesArgs) -> anyhow::Result<Report> {
     let _ = run_id();
-    let common = args.common.clone();
-    let deadline = Instant::now() + args.setup.connect_timeout();
-    let clients = connect_many(args.devices, args.setup.parallel, |index| {
-        let options = common.client(index, format_args!("d{index}"));
-        async move {
-            let topic = format!("$push/{}", options.client_id);
-            let mut client = Client::connect(&options, deadline).await?;
-            client.subscribe(&[topic], QoS::AtLeastOnce, deadline).await?;
-            Ok(client)
-        }
-    })
-    .await?;
+    let clients = connect_devices(&args.common, &args.setup, args.devices, "d").await?;
     if let Some(path) = &args.ready_file {
         std::fs::write(path, b"ready\n")?;
     }
@@ -112,6 +101,27 @@ async fn run_async(args: &DevicesArgs) -> anyhow::Result<Report> {
         by_message.iter().map(latency_text).collect::<Vec<_>>().join("; "),
     );
     Ok(Report::new("devices", args, results, summary))
+}
+
+/// Connects `count` devices `{prefix}-{role}{index}`, each subscribed to
+/// `$push/{client id}` at QoS 1, by `--connect-timeout`.
+pub(crate) async fn connect_devices(
+    common: &CommonArgs,
+    setup: &SetupArgs,
+    count: u32,
+    role: &str,
+) -> anyhow::Result<Vec<Client>> {
+    let deadline = Instant::now() + setup.connect_timeout();
+    connect_many(count, setup.parallel, |index| {
+        let options = common.client(index, format_args!("{role}{index}"));
+        async move {
+            let topic = format!("$push/{}", options.client_id);
+            let mut client = Client::connect(&options, deadline).await?;
+            client.subscribe(&[topic], QoS::AtLeastOnce, deadline).await?;
+            Ok(client)
+        }
+    })
+    .await
 }
 
 /// Waits for `expect` pushes (acknowledging each) until `until`.

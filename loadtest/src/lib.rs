@@ -1,7 +1,8 @@
 //! `herald loadtest`: a black-box load generator for any MQTT broker.
 //!
 //! Owns: scenarios that drive a broker over real sockets (`conn`, `fanout`,
-//! `fanin`, `p2p`, `storm`, `persist`) and report one JSON line on stdout
+//! `fanin`, `p2p`, `shared`, `storm`, `persist`; and for Herald's push API
+//! `devices` and `push`; and `history`, for fault tests) and report one JSON line on stdout
 //! (for scripts) and a summary on stderr (for people); a small async MQTT
 //! client with the QoS 1 and QoS 2 flows; the payload that carries a
 //! publisher id, a sequence number and a send timestamp, from which
@@ -23,7 +24,8 @@
 //! - `fanout.rs`: the engine behind `fanout`, `fanin` and `p2p`, with its
 //!   tasks in `publisher.rs` and `subscriber.rs`; `delivery.rs`: what each
 //!   subscriber received, losses and duplicates.
-//! - `storm.rs`, `persist.rs`, `conn.rs`: the other scenarios;
+//! - `storm.rs`, `persist.rs`, `conn.rs`, `devices.rs`, `push.rs` (with its
+//!   small HTTP client in `http.rs`): the other scenarios;
 //!   `history.rs`: clients that ride through faults, and the check of what
 //!   they saw, for the fault tests.
 //! - `payload.rs`, `report.rs`, `proc.rs`: payload layout and clock, the
@@ -37,11 +39,13 @@ mod fanout;
 mod flow;
 pub mod history;
 mod history_check;
+mod http;
 mod options;
 mod payload;
 mod persist;
 mod proc;
 mod publisher;
+mod push;
 mod report;
 mod storm;
 mod subscriber;
@@ -83,6 +87,10 @@ enum Scenario {
     /// an app backend sends them (a broadcast, a tag expression); reports
     /// each delivery's latency from the HTTP send.
     Devices(devices::DevicesArgs),
+    /// N devices on `$push/{client id}` and one HTTP request per device
+    /// through the push API (by client id or by alias); reports pushes per
+    /// second and each delivery's latency from its request.
+    Push(push::PushArgs),
     /// N publisher/persistent-subscriber pairs that connect again through
     /// faults, logging every acknowledgement and delivery; checks the log
     /// for acknowledged loss, per-publisher order and lost sessions.
@@ -116,5 +124,6 @@ pub fn run_scenario(args: Args) -> anyhow::Result<report::Report> {
         Scenario::Persist(args) => persist::run(args),
         Scenario::Devices(args) => devices::run(args),
         Scenario::History(args) => history::run(args),
+        Scenario::Push(args) => push::run(args),
     }
 }

@@ -302,16 +302,15 @@ fn targets_outside_loopback_are_refused() {
     assert!(!success && output.contains("refusing source"), "{output}");
 }
 
-#[test]
-fn devices_wait_for_a_broadcast_and_report_its_latency() {
-    let data = tempfile::tempdir().expect("a data directory");
-    let config = data.path().join("herald.toml");
-    std::fs::write(&config, "[push.apps.default]\napi_keys = [\"bench-key-0123456789abcdef\"]\n")
-        .expect("config");
+/// A `herald standalone` with the push API on and `config` as its file;
+/// its MQTT and HTTP addresses.
+fn push_broker(data: &tempfile::TempDir, config: &str) -> (Supervised, String, String) {
+    let path = data.path().join("herald.toml");
+    std::fs::write(&path, config).expect("config");
     let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
     command
         .args(["standalone", "--mqtt", "127.0.0.1:0", "--config"])
-        .arg(&config)
+        .arg(&path)
         .arg("--data")
         .arg(data.path().join("data"))
         .env("HERALD_PUSH_HTTP", "127.0.0.1:0")
@@ -326,6 +325,14 @@ fn devices_wait_for_a_broadcast_and_report_its_latency() {
             .to_owned()
     };
     let (mqtt, http) = (field("mqtt"), field("http"));
+    (broker, mqtt, http)
+}
+
+#[test]
+fn devices_wait_for_a_broadcast_and_report_its_latency() {
+    let data = tempfile::tempdir().expect("a data directory");
+    let config = "[push.apps.default]\napi_keys = [\"bench-key-0123456789abcdef\"]\n";
+    let (_broker, mqtt, http) = push_broker(&data, config);
     let ready = data.path().join("ready");
     let mut devices = Command::new(env!("CARGO_BIN_EXE_herald"));
     devices
@@ -359,4 +366,39 @@ fn devices_wait_for_a_broadcast_and_report_its_latency() {
     let report = report.expect("a report");
     assert_eq!((count(&report, "complete"), count(&report, "received")), (3, 3), "{report}");
     assert!(report["results"]["latency_us_by_message"][0]["p99"].as_u64().is_some(), "{report}");
+}
+
+#[test]
+fn push_sends_to_each_device_by_id_and_by_alias_and_every_one_arrives() {
+    let data = tempfile::tempdir().expect("a data directory");
+    let config = "[push]\nrate_per_second = 100000\n[push.apps.default]\napi_keys = [\"bench-key-0123456789abcdef\"]\n";
+    let (_broker, mqtt, http) = push_broker(&data, config);
+    for (to, prefix) in [("device", "pd"), ("alias", "pa")] {
+        let (success, report, output) = run_loadtest(&[
+            "push",
+            "--target",
+            &mqtt,
+            "--http",
+            &http,
+            "--key",
+            "bench-key-0123456789abcdef",
+            "--devices",
+            "20",
+            "--rate",
+            "200",
+            "--to",
+            to,
+            "--prefix",
+            prefix,
+        ]);
+        assert!(success, "{output}");
+        let report = report.expect("a report");
+        assert_eq!(
+            (count(&report, "received"), count(&report, "requests_failed")),
+            (20, 0),
+            "{to}: {report}"
+        );
+        assert_latency(&report, "delivery_latency_us");
+        assert_latency(&report, "http_latency_us");
+    }
 }
