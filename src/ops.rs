@@ -130,6 +130,11 @@ impl Sources {
                 &c.connects_shed,
             );
             out.gauge(
+                "herald_requests_awaiting_router",
+                "Client publishes and (un)subscriptions waiting for the router's replies (at most 2048; connections wait past it).",
+                gateway.requests_awaiting_router() as u64,
+            );
+            out.gauge(
                 "herald_memory_over_high_water",
                 "1 while resident memory is past memory_high_water_mb.",
                 u64::from(gateway.over_memory()),

@@ -636,6 +636,9 @@ impl<T: Transport> Connection<T> {
                     if matches!(item, Uplink::Publish(_)) {
                         GatewayCounters::add(&self.shared.counters.messages_received, 1);
                     }
+                    if crate::admission::counted_request(&item) {
+                        self.shared.admission.admit().await;
+                    }
                     if self.shared.uplink.send(item).await.is_err() {
                         close = Some(unavailable());
                         break;

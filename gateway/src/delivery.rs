@@ -76,6 +76,9 @@ pub(crate) async fn run(shared: Arc<Shared>, mut downlink: mpsc::Receiver<Downli
                 reply => {
                     // Every item the router sends unasked is matched above.
                     let Some(request) = reply.request() else { continue };
+                    if crate::admission::counted_reply(&reply) {
+                        shared.admission.done(1);
+                    }
                     if request >> crate::registry::REQUEST_SEQ_BITS == crate::push_api::API_CONNECTION {
                         shared.api.answer(request, reply);
                     } else if let Some(handle) = shared.connections.by_request(request) {

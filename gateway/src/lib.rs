@@ -22,6 +22,7 @@
 //! reads and writes), `delivery.rs`, `registry.rs`.
 
 pub mod acl;
+mod admission;
 pub mod auth;
 mod connection;
 mod delivery;
@@ -184,6 +185,8 @@ pub(crate) struct Shared {
     /// Requests of connections given up after the router reply timeout:
     /// not sent again when a router link opens (then forgotten).
     given_up: std::sync::Mutex<std::collections::HashSet<herald_proto::seam::RequestId>>,
+    /// Client requests waiting for the router's replies, bounded.
+    admission: admission::Admission,
 }
 
 impl Shared {
@@ -303,6 +306,7 @@ impl Gateway {
             over_memory: Default::default(),
             users,
             given_up: Default::default(),
+            admission: Default::default(),
         };
         let shared = Arc::new(shared);
         Ok(Gateway { listener, websocket, http, mqtt_tls, websocket_tls, shared, downlink: link.downlink })
@@ -486,6 +490,11 @@ impl GatewayStats {
     /// The push API's request metrics.
     pub fn api_metrics(&self) -> &push_api::metrics::ApiMetrics {
         &self.shared.api_metrics
+    }
+
+    /// Client requests waiting for the router's replies now.
+    pub fn requests_awaiting_router(&self) -> usize {
+        self.shared.admission.awaiting()
     }
 
     /// Device-user lookups by source and outcome.

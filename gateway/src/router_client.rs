@@ -380,11 +380,9 @@ fn opening_items(
     let given_up = |item: &Uplink| {
         given_up.as_ref().is_some_and(|set| item.request().is_some_and(|request| set.contains(&request)))
     };
-    let replay: Vec<Uplink> = Pending::lock(pending)
-        .take_in_order()
-        .into_iter()
-        .filter(|item| !gone(item) && !given_up(item))
-        .collect();
+    let (replay, dropped): (Vec<Uplink>, Vec<Uplink>) =
+        Pending::lock(pending).take_in_order().into_iter().partition(|item| !gone(item) && !given_up(item));
+    let mut dropped = dropped.iter().filter(|item| crate::admission::counted_request(item)).count();
     let first = status.links_opened.load(Ordering::Relaxed) == 1;
     let mut items = Vec::new();
     if !first {
@@ -401,10 +399,16 @@ fn opening_items(
         while let Ok(item) = port.uplink.try_recv() {
             if !given_up(&item) {
                 items.push(item);
+            } else if crate::admission::counted_request(&item) {
+                dropped += 1;
             }
         }
     }
     items.push(Uplink::Reattach { sessions: Vec::new(), last: true });
+    // Dropped requests get no reply: they wait for none.
+    if let Some(shared) = &shared {
+        shared.admission.done(dropped);
+    }
     Some(items)
 }
 

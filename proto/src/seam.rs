@@ -19,11 +19,13 @@
 //!   left (gRPC).
 //! - Overflow policy of the downlink: the router hands every item to a gateway's bounded downlink while its state
 //!   is still locked, never waiting, so each gateway sees items in the order
-//!   they were applied. A delivery that finds the downlink full is dropped and
-//!   counted (`dropped_gateway_backlog`); any other item (reply, revocation,
-//!   handover) finding it full means the gateway stopped draining: it is
-//!   disconnected and counted (`gateways_overloaded`), and its sessions end as
-//!   for any gateway gone.
+//!   they were applied. A delivery that finds the downlink more than half full
+//!   is dropped and counted (`dropped_gateway_backlog`), keeping the other half
+//!   for replies: a gateway lets at most a quarter of the capacity of its
+//!   clients' requests wait for replies (its connections wait past that). Any
+//!   other item (reply, revocation, handover) finding it full means the
+//!   gateway stopped draining: it is disconnected and counted
+//!   (`gateways_overloaded`), and its sessions end as for any gateway gone.
 
 use crate::Message;
 use herald_core::{AppId, Epoch, ErrorCode, NodeId, QoS, SessionKey, TopicFilter};

@@ -429,15 +429,24 @@ impl Inner {
     /// them (a delivery routed before a release arrives before `Released`,
     /// whichever gateway's uplink caused either), and never waits.
     ///
-    /// Overflow policy: a delivery offered to a full downlink is dropped and
-    /// counted (`dropped_gateway_backlog`); any other item (a reply, a
-    /// revocation, a handover) to a full downlink means the gateway stopped
-    /// draining: it is disconnected (`gateways_overloaded`), which ends its
-    /// link and, as for any gateway gone, its sessions.
+    /// Overflow policy: a delivery offered to a downlink more than half full
+    /// is dropped and counted (`dropped_gateway_backlog`), which keeps the
+    /// other half for replies (a gateway has at most a quarter of the
+    /// downlink's capacity of its clients' requests waiting for replies);
+    /// any other item (a reply, a revocation, a handover) to a full
+    /// downlink means the gateway stopped draining: it is disconnected
+    /// (`gateways_overloaded`), which ends its link and, as for any gateway
+    /// gone, its sessions.
     fn dispatch(&self, state: &mut RouterState, effects: &mut Vec<Effect>) {
         let mut gateways = self.gateways();
         for (gateway, item) in effects.drain(..) {
             let Some(sender) = gateways.get(&gateway).map(|attached| &attached.downlink) else { continue };
+            // Deliveries take at most half the downlink: the other half is
+            // for replies, which the gateway bounds (a quarter of it).
+            if matches!(item, Downlink::Deliver(_)) && sender.capacity() < sender.max_capacity() / 2 {
+                state.count_gateway_backlog_drop();
+                continue;
+            }
             match sender.try_send(item) {
                 Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
                 Err(mpsc::error::TrySendError::Full(Downlink::Deliver(_))) => {

@@ -192,6 +192,33 @@ fn p2p_at_qos1_and_qos2_delivers_every_message_once() {
 }
 
 #[test]
+fn publishers_as_fast_as_they_go_are_slowed_down_not_disconnected() {
+    // 200 publishers with 100 QoS 1 publishes in flight each: more replies
+    // than a gateway's downlink holds, were they all let through.
+    let broker = Broker::start();
+    let report = broker.loadtest(&[
+        "p2p",
+        "--connections",
+        "200",
+        "--qos",
+        "1",
+        "--rate",
+        "0",
+        "--duration",
+        "2",
+        "--drain",
+        "10",
+    ]);
+    assert_eq!(count(&report, "connection_errors"), 0, "{report}");
+    assert_eq!(count(&report, "publish_rejected"), 0, "{report}");
+    assert_eq!(count(&report, "publish_acked"), count(&report, "published"), "{report}");
+    // Deliveries past half a gateway's downlink may be dropped (and
+    // counted) under this overload; nearly all arrive.
+    let (received, expected) = (count(&report, "deliveries_received"), count(&report, "deliveries_expected"));
+    assert!(received * 100 >= expected * 99, "{received} of {expected}: {report}");
+}
+
+#[test]
 fn shared_at_qos1_delivers_every_message_to_exactly_one_member() {
     let broker = Broker::start();
     let report = broker.loadtest(&[
