@@ -131,7 +131,7 @@ impl Sources {
             );
             out.gauge(
                 "herald_requests_awaiting_router",
-                "Client publishes and (un)subscriptions waiting for the router's replies (at most 2048; connections wait past it).",
+                "Client publishes and (un)subscriptions waiting for the router's replies (at most 1024; connections wait past it).",
                 gateway.requests_awaiting_router() as u64,
             );
             out.gauge(

@@ -11,16 +11,22 @@
 //! request, `Subscribe`, `Unsubscribe`) against their replies. Should the
 //! count ever drift up, a connection waits at most [`MAX_WAIT`], so a
 //! drift slows, never stops, the gateway.
+//!
+//! The same wait applies while this gateway's own downlink holds more than
+//! a quarter of its capacity (deliveries it has not handed to connections
+//! yet): publishers then slow down before the router, at half, has to drop
+//! deliveries for want of room.
 
 use herald_proto::seam::{Downlink, Uplink};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::Notify;
 
-/// Client requests waiting for the router's replies at most: a quarter of
-/// the downlink's capacity, so their replies fit beside the deliveries the
-/// router lets into it (it drops deliveries past half of it).
-pub(crate) const MAX_AWAITING_REPLIES: usize = 2048;
+/// Client requests waiting for the router's replies at most: an eighth of
+/// the downlink's capacity, so that their replies, and the deliveries each
+/// publish makes, fit in the half the router keeps for them (it drops
+/// deliveries past half of it).
+pub(crate) const MAX_AWAITING_REPLIES: usize = 1024;
 /// The longest a connection waits for room.
 const MAX_WAIT: Duration = Duration::from_secs(1);
 
@@ -28,6 +34,8 @@ const MAX_WAIT: Duration = Duration::from_secs(1);
 #[derive(Debug, Default)]
 pub(crate) struct Admission {
     awaiting: AtomicUsize,
+    /// Whether the downlink holds more than a quarter of its capacity.
+    backlogged: std::sync::atomic::AtomicBool,
     room: Notify,
 }
 
@@ -52,7 +60,8 @@ impl Admission {
         loop {
             let room = self.room.notified();
             let awaiting = self.awaiting.load(Ordering::Acquire);
-            if awaiting < MAX_AWAITING_REPLIES
+            let open = awaiting < MAX_AWAITING_REPLIES && !self.backlogged.load(Ordering::Acquire);
+            if open
                 && self
                     .awaiting
                     .compare_exchange(awaiting, awaiting + 1, Ordering::AcqRel, Ordering::Acquire)
@@ -60,7 +69,7 @@ impl Admission {
             {
                 return;
             }
-            if awaiting < MAX_AWAITING_REPLIES {
+            if open {
                 continue;
             }
             if tokio::time::timeout_at(deadline, room).await.is_err() {
@@ -78,6 +87,14 @@ impl Admission {
         let _ =
             self.awaiting.fetch_update(Ordering::AcqRel, Ordering::Acquire, |a| Some(a.saturating_sub(n)));
         self.room.notify_waiters();
+    }
+
+    /// Notes how many items wait in the downlink of `capacity`.
+    pub(crate) fn set_backlog(&self, waiting: usize, capacity: usize) {
+        let backlogged = waiting > capacity / 4;
+        if self.backlogged.swap(backlogged, Ordering::AcqRel) && !backlogged {
+            self.room.notify_waiters();
+        }
     }
 
     /// Requests waiting for replies now.
@@ -111,5 +128,20 @@ mod tests {
         assert_eq!(started.elapsed(), MAX_WAIT);
         admission.done(usize::MAX);
         assert_eq!(admission.awaiting(), 0, "never below zero");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_backlogged_downlink_holds_requests_until_it_drains() {
+        let admission = std::sync::Arc::new(Admission::default());
+        admission.set_backlog(3000, 8192);
+        let waiting = tokio::spawn({
+            let admission = admission.clone();
+            async move { admission.admit().await }
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!waiting.is_finished(), "more than a quarter waits in the downlink");
+        admission.set_backlog(100, 8192);
+        waiting.await.expect("admitted once the downlink drained");
+        assert_eq!(admission.awaiting(), 1);
     }
 }

@@ -21,6 +21,9 @@ pub(crate) async fn run(shared: Arc<Shared>, mut downlink: mpsc::Receiver<Downli
     let mut batch = Vec::with_capacity(BATCH);
     let mut targets = Vec::new();
     while downlink.recv_many(&mut batch, BATCH).await > 0 {
+        // What still waits behind this batch: past a quarter of the
+        // downlink, clients' new requests wait (end-to-end credit).
+        shared.admission.set_backlog(downlink.len(), downlink.max_capacity());
         for item in batch.drain(..) {
             match item {
                 Downlink::Deliver(message) => {

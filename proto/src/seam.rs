@@ -21,7 +21,7 @@
 //!   is still locked, never waiting, so each gateway sees items in the order
 //!   they were applied. A delivery that finds the downlink more than half full
 //!   is dropped and counted (`dropped_gateway_backlog`), keeping the other half
-//!   for replies: a gateway lets at most a quarter of the capacity of its
+//!   for replies: a gateway lets at most an eighth of the capacity of its
 //!   clients' requests wait for replies (its connections wait past that). Any
 //!   other item (reply, revocation, handover) finding it full means the
 //!   gateway stopped draining: it is disconnected and counted

@@ -431,7 +431,7 @@ impl Inner {
     ///
     /// Overflow policy: a delivery offered to a downlink more than half full
     /// is dropped and counted (`dropped_gateway_backlog`), which keeps the
-    /// other half for replies (a gateway has at most a quarter of the
+    /// other half for replies (a gateway has at most an eighth of the
     /// downlink's capacity of its clients' requests waiting for replies);
     /// any other item (a reply, a revocation, a handover) to a full
     /// downlink means the gateway stopped draining: it is disconnected
@@ -442,7 +442,7 @@ impl Inner {
         for (gateway, item) in effects.drain(..) {
             let Some(sender) = gateways.get(&gateway).map(|attached| &attached.downlink) else { continue };
             // Deliveries take at most half the downlink: the other half is
-            // for replies, which the gateway bounds (a quarter of it).
+            // for replies, which the gateway bounds (an eighth of it).
             if matches!(item, Downlink::Deliver(_)) && sender.capacity() < sender.max_capacity() / 2 {
                 state.count_gateway_backlog_drop();
                 continue;
