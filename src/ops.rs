@@ -221,8 +221,7 @@ impl Sources {
     }
 }
 
-/// The push API's requests by operation and status, their latency, and
-/// rate-limit refusals.
+/// Device-user lookups by source and outcome.
 fn render_user_lookups(counters: &herald_gateway::device_users::LookupCounters, out: &mut Exposition) {
     let name = "herald_device_user_lookups_total";
     out.header(name, "Device-user lookups at CONNECT by source (router, redis) and outcome.", "counter");
@@ -231,6 +230,8 @@ fn render_user_lookups(counters: &herald_gateway::device_users::LookupCounters, 
     }
 }
 
+/// The push API's requests by operation and status, their latency, and
+/// rate-limit refusals.
 fn render_push_api(metrics: &herald_gateway::push_api::metrics::ApiMetrics, out: &mut Exposition) {
     out.header("herald_push_requests_total", "Push-API requests by operation and HTTP status.", "counter");
     for ((operation, status), count) in metrics.requests() {

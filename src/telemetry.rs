@@ -84,7 +84,8 @@ pub(crate) fn init(config: Option<&TelemetryConfig>, service: &'static str) -> a
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let logs =
         tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi).with_filter(filter);
-    let provider = match config.and_then(|c| c.endpoint().map(|e| (c, e))) {
+    let endpoint = config.and_then(|c| c.endpoint().map(|e| (c, e)));
+    let provider = match endpoint {
         Some((config, endpoint)) => Some(provider(config, endpoint, service)?),
         None => None,
     };
@@ -95,7 +96,7 @@ pub(crate) fn init(config: Option<&TelemetryConfig>, service: &'static str) -> a
         tracing_opentelemetry::layer().with_tracer(provider.tracer(service)).with_filter(targets)
     });
     tracing_subscriber::registry().with(logs).with(spans).try_init()?;
-    if let Some(endpoint) = config.and_then(TelemetryConfig::endpoint) {
+    if let Some((_, endpoint)) = endpoint {
         tracing::info!(endpoint, service, "telemetry: exporting spans over OTLP");
     }
     Ok(Telemetry { provider })

@@ -61,24 +61,36 @@ impl<K: Copy + Eq> Dispatcher<K> {
         publisher: Option<&str>,
         topic: &str,
     ) -> Option<K> {
-        if candidates.is_empty() {
+        let index = self.pick_index(strategy, candidates.len(), |i| candidates[i], publisher, topic)?;
+        Some(candidates[index])
+    }
+
+    /// [`Dispatcher::pick`] among `n` candidates that `key` names by
+    /// index, for callers whose candidates are not a slice of keys; returns
+    /// the index picked.
+    pub fn pick_index(
+        &mut self,
+        strategy: SharedStrategy,
+        n: usize,
+        key: impl Fn(usize) -> K,
+        publisher: Option<&str>,
+        topic: &str,
+    ) -> Option<usize> {
+        if n == 0 {
             return None;
         }
-        let n = candidates.len();
         let index = match strategy {
             SharedStrategy::RoundRobin => self.next_in_turn(n),
             SharedStrategy::Random => (self.next_random() % n as u64) as usize,
-            SharedStrategy::Sticky => match self.sticky.and_then(|k| candidates.iter().position(|c| *c == k))
-            {
+            SharedStrategy::Sticky => match self.sticky.and_then(|k| (0..n).position(|i| key(i) == k)) {
                 Some(index) => index,
                 None => self.next_in_turn(n),
             },
             SharedStrategy::HashClient => (fnv1a(publisher.unwrap_or_default()) % n as u64) as usize,
             SharedStrategy::HashTopic => (fnv1a(topic) % n as u64) as usize,
         };
-        let chosen = candidates[index];
-        self.sticky = Some(chosen);
-        Some(chosen)
+        self.sticky = Some(key(index));
+        Some(index)
     }
 
     fn next_in_turn(&mut self, n: usize) -> usize {

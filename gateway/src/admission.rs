@@ -84,9 +84,12 @@ impl Admission {
         if n == 0 {
             return;
         }
-        let _ =
+        let before =
             self.awaiting.fetch_update(Ordering::AcqRel, Ordering::Acquire, |a| Some(a.saturating_sub(n)));
-        self.room.notify_waiters();
+        // Below the limit nobody waits for a reply: no wake-up per reply.
+        if before.unwrap_or(0) >= MAX_AWAITING_REPLIES {
+            self.room.notify_waiters();
+        }
     }
 
     /// Notes how many items wait in the downlink of `capacity`.

@@ -263,7 +263,7 @@ impl AuthExchange for ScramExchange {
 }
 
 /// Compares two secrets in time independent of where they first differ.
-fn same_secret(presented: &[u8], expected: &[u8]) -> bool {
+pub(crate) fn same_secret(presented: &[u8], expected: &[u8]) -> bool {
     let mut difference = presented.len() ^ expected.len();
     for (i, byte) in expected.iter().enumerate() {
         difference |= usize::from(presented.get(i).copied().unwrap_or(0) ^ byte);

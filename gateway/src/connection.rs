@@ -348,12 +348,14 @@ async fn stored_user(
     {
         return None;
     }
+    let refused = (ReasonCode::BadUserNameOrPassword, "bad user name or password");
     let (app, hash) = match shared.users.lookup(shared, username).await {
         Lookup::Unknown => return None,
         Lookup::Unavailable => {
             let detail = "the device user store cannot be reached; connect again later";
             return Some(Err((ReasonCode::ServerUnavailable, detail)));
         }
+        Lookup::Unusable => return Some(Err(refused)),
         Lookup::Found(app, hash) => (app, hash),
     };
     let matches = if hash.algorithm == HashAlgorithm::Pbkdf2Sha256 {
@@ -366,7 +368,7 @@ async fn stored_user(
     Some(if matches {
         Ok(Principal { app, username: Some(ByteString::from(username)), valid_until: None })
     } else {
-        Err((ReasonCode::BadUserNameOrPassword, "bad user name or password"))
+        Err(refused)
     })
 }
 

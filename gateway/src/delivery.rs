@@ -42,17 +42,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut downlink: mpsc::Receiver<Downli
                             progress: herald_proto::seam::Progress::Unsent,
                             shared: None,
                         };
-                        if handle.push_within(
-                            Inbound::Deliver(queued),
-                            shared.config.max_inbox,
-                            shared.config.max_inbox_bytes,
-                        ) {
-                            GatewayCounters::add(&shared.counters.deliveries, 1);
-                            traced.count(true);
-                        } else {
-                            GatewayCounters::add(&shared.counters.dropped_connection_backlog, 1);
-                            traced.count(false);
-                        }
+                        hand(&shared, &handle, queued, &mut traced);
                     }
                 }
                 Downlink::DeliverShared { filter, message } => deliver_shared(&shared, filter, message).await,
@@ -125,18 +115,19 @@ fn deliver_push(shared: &Shared, message: &Arc<Message>, devices: Option<Vec<her
             progress: Progress::Unsent,
             shared: None,
         };
-        if handle.push_within(
-            Inbound::Deliver(queued),
-            shared.config.max_inbox,
-            shared.config.max_inbox_bytes,
-        ) {
-            GatewayCounters::add(&shared.counters.deliveries, 1);
-            traced.count(true);
-        } else {
-            GatewayCounters::add(&shared.counters.dropped_connection_backlog, 1);
-            traced.count(false);
-        }
+        hand(shared, &handle, queued, &mut traced);
     }
+}
+
+/// Hands `queued` to a connection's inbox, or drops it past the inbox's
+/// bounds; counted either way.
+fn hand(shared: &Shared, handle: &ConnHandle, queued: QueuedMessage, traced: &mut Traced) {
+    let inbox = Inbound::Deliver(queued);
+    let handed = handle.push_within(inbox, shared.config.max_inbox, shared.config.max_inbox_bytes);
+    let counter =
+        if handed { &shared.counters.deliveries } else { &shared.counters.dropped_connection_backlog };
+    GatewayCounters::add(counter, 1);
+    traced.count(handed);
 }
 
 /// The span of a traced message's hand-over to the connections here (for
@@ -193,13 +184,13 @@ async fn deliver_shared(shared: &Shared, filter: TopicFilter, message: Arc<Messa
     let chosen = {
         let mut index = shared.index.write().unwrap_or_else(|p| p.into_inner());
         index.shared_group(&message.app, &filter).and_then(|group| {
-            let members: Vec<ConnId> = group.members.iter().map(|(conn, _)| *conn).collect();
+            let (members, topic) = (&group.members, message.topic.as_str());
             let publisher = message.origin.as_ref().map(|c| c.as_str());
-            let picked = group.dispatcher.pick(strategy, &members, publisher, message.topic.as_str())?;
-            let at = members.iter().position(|member| *member == picked)?;
+            let at =
+                group.dispatcher.pick_index(strategy, members.len(), |i| members[i].0, publisher, topic)?;
             let mut first = None;
             for offset in 0..members.len() {
-                let (conn, sub) = group.members[(at + offset) % members.len()];
+                let (conn, sub) = members[(at + offset) % members.len()];
                 let Some(handle) = shared.connections.get(conn) else { continue };
                 if handle.free_window() > 0 {
                     return Some((handle, sub));

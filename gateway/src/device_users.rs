@@ -62,6 +62,9 @@ pub(crate) enum Lookup {
     Unknown,
     /// A source that might know it cannot be asked now.
     Unavailable,
+    /// A source keeps the name, but not in a form that can be checked:
+    /// nobody gets in as this user.
+    Unusable,
 }
 
 /// Lookups per source and outcome, for `/metrics`.
@@ -86,7 +89,7 @@ impl LookupCounters {
 
     fn count(&self, source: usize, lookup: &Lookup) {
         let outcome = match lookup {
-            Lookup::Found(..) => 0,
+            Lookup::Found(..) | Lookup::Unusable => 0,
             Lookup::Unknown => 1,
             Lookup::Unavailable => 2,
         };
@@ -96,20 +99,23 @@ impl LookupCounters {
 
 /// The sources of a gateway.
 pub(crate) struct DeviceUsers {
-    config: DeviceUsersConfig,
-    redis: Option<Redis>,
+    router: bool,
+    timeout: Duration,
+    /// Redis, with how its users are kept.
+    redis: Option<(Redis, RedisUsersConfig)>,
     pub(crate) counters: LookupCounters,
 }
 
 impl DeviceUsers {
     pub(crate) fn new(config: DeviceUsersConfig) -> DeviceUsers {
-        let redis = config.redis.as_ref().map(|r| Redis::new(r.address.clone(), config.timeout));
-        DeviceUsers { config, redis, counters: LookupCounters::default() }
+        let timeout = config.timeout;
+        let redis = config.redis.map(|r| (Redis::new(r.address.clone(), timeout), r));
+        DeviceUsers { router: config.router, timeout, redis, counters: LookupCounters::default() }
     }
 
     /// Whether any source is asked.
     pub(crate) fn any(&self) -> bool {
-        self.config.router || self.redis.is_some()
+        self.router || self.redis.is_some()
     }
 
     /// Looks `username` up: in the router first, then in Redis.
@@ -117,14 +123,14 @@ impl DeviceUsers {
         if !valid_username(username) {
             return Lookup::Unknown;
         }
-        if self.config.router {
-            let found = in_router(shared, username, self.config.timeout).await;
+        if self.router {
+            let found = in_router(shared, username, self.timeout).await;
             self.counters.count(0, &found);
             if found != Lookup::Unknown {
                 return found;
             }
         }
-        if let (Some(redis), Some(config)) = (&self.redis, &self.config.redis) {
+        if let Some((redis, config)) = &self.redis {
             let found = in_redis(redis, config, username).await;
             self.counters.count(1, &found);
             return found;
@@ -135,24 +141,18 @@ impl DeviceUsers {
 
 /// Asks the router for `username`, as the push API asks it for devices.
 async fn in_router(shared: &Shared, username: &str, timeout: Duration) -> Lookup {
-    let Some((request, answered)) = shared.api.begin(MAX_ROUTER_LOOKUPS) else { return Lookup::Unavailable };
     let op = DirectoryOp::Users(UserOp::Find { username: username.to_owned() });
     // A user name names no app: the router looks in all of them.
-    let item = Uplink::Directory { request, app: AppId::default_app(), op, limits: Default::default() };
-    let asked = async {
-        shared.uplink.send(item).await.ok()?;
-        answered.await.ok()
-    };
-    let answer = tokio::time::timeout(timeout, asked).await.ok().flatten();
-    shared.api.forget(request);
-    match answer {
-        Some(Downlink::DirectoryDone { result: Ok(DirectoryAnswer::Users(users)), .. }) => {
+    let ask =
+        |request| Uplink::Directory { request, app: AppId::default_app(), op, limits: Default::default() };
+    match shared.ask_router(MAX_ROUTER_LOOKUPS, timeout, ask).await {
+        Ok(Downlink::DirectoryDone { result: Ok(DirectoryAnswer::Users(users)), .. }) => {
             match users.into_iter().next() {
                 Some(user) => Lookup::Found(user.app, user.password),
                 None => Lookup::Unknown,
             }
         }
-        Some(Downlink::DirectoryDone { result: Err(ErrorCode::NotFound), .. }) => Lookup::Unknown,
+        Ok(Downlink::DirectoryDone { result: Err(ErrorCode::NotFound), .. }) => Lookup::Unknown,
         _ => Lookup::Unavailable,
     }
 }
@@ -193,20 +193,8 @@ async fn in_redis(redis: &Redis, config: &RedisUsersConfig, username: &str) -> L
     match (app, hash) {
         (Some(app), Some(hash)) => Lookup::Found(app, hash),
         _ => {
-            // Kept, but not usable: nobody gets in as this user.
             warn!(key, "a device user in Redis has a malformed password_hash or app");
-            Lookup::Found(config.app.clone(), unusable())
+            Lookup::Unusable
         }
-    }
-}
-
-/// A hash no password matches.
-fn unusable() -> PasswordHash {
-    PasswordHash {
-        algorithm: HashAlgorithm::Sha256,
-        salt_position: SaltPosition::Prefix,
-        iterations: 0,
-        salt: Vec::new(),
-        hash: Vec::new(),
     }
 }

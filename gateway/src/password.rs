@@ -14,13 +14,12 @@ const SALT_BYTES: usize = 16;
 /// Hashes `password` with a fresh random salt.
 pub fn hash(algorithm: HashAlgorithm, password: &[u8], iterations: u32) -> Option<PasswordHash> {
     let salt = crate::scram::random_bytes::<SALT_BYTES>().to_vec();
-    let (salt_position, iterations) = match algorithm {
-        HashAlgorithm::Pbkdf2Sha256 => (SaltPosition::Prefix, iterations),
-        HashAlgorithm::Sha256 | HashAlgorithm::Sha512 => (SaltPosition::Prefix, 0),
-    };
+    let iterations = iterations_of(algorithm, iterations);
+    // Checked before deriving: a count past the bound is that much work.
     if algorithm == HashAlgorithm::Pbkdf2Sha256 && !(1..=MAX_PBKDF2_ITERATIONS).contains(&iterations) {
         return None;
     }
+    let salt_position = SaltPosition::Prefix;
     let mut hash = PasswordHash { algorithm, salt_position, iterations, salt, hash: Vec::new() };
     hash.hash = derive(&hash, password, 32)?;
     Some(hash)
@@ -37,9 +36,8 @@ pub fn verify(kept: &PasswordHash, password: &[u8]) -> bool {
             let Some(iterations) = NonZeroU32::new(kept.iterations) else { return false };
             pbkdf2::verify(pbkdf2::PBKDF2_HMAC_SHA256, iterations, &kept.salt, password, &kept.hash).is_ok()
         }
-        HashAlgorithm::Sha256 | HashAlgorithm::Sha512 => {
-            derive(kept, password, kept.hash.len()).is_some_and(|derived| same_bytes(&derived, &kept.hash))
-        }
+        HashAlgorithm::Sha256 | HashAlgorithm::Sha512 => derive(kept, password, kept.hash.len())
+            .is_some_and(|derived| crate::auth::same_secret(&derived, &kept.hash)),
     }
 }
 
@@ -69,11 +67,6 @@ fn derive(kept: &PasswordHash, password: &[u8], length: usize) -> Option<Vec<u8>
             out
         }
     })
-}
-
-/// Compares two byte strings in time independent of where they differ.
-pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
 /// The text form of a hash made here, for `password_hash = "…"` under
@@ -118,9 +111,15 @@ pub fn from_hex(
     salt: &[u8],
 ) -> Option<PasswordHash> {
     let hash = decode_hex(hash_hex.trim())?;
-    let iterations = if algorithm == HashAlgorithm::Pbkdf2Sha256 { iterations } else { 0 };
+    let iterations = iterations_of(algorithm, iterations);
     let kept = PasswordHash { algorithm, salt_position, iterations, salt: salt.to_vec(), hash };
     kept.is_well_formed().then_some(kept)
+}
+
+/// The iteration count a hash of `algorithm` keeps: `iterations` for
+/// PBKDF2, none for the SHA algorithms.
+fn iterations_of(algorithm: HashAlgorithm, iterations: u32) -> u32 {
+    if algorithm == HashAlgorithm::Pbkdf2Sha256 { iterations } else { 0 }
 }
 
 fn decode_hex(text: &str) -> Option<Vec<u8>> {

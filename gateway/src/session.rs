@@ -1027,6 +1027,21 @@ impl Session {
         given_up
     }
 
+    /// Undoes the subscriptions a SUBACK will report as failed with `code`.
+    fn undo_subscriptions(
+        &mut self,
+        accepted: &[(usize, TopicFilter, LocalSubscription)],
+        code: ReasonCode,
+        codes: &mut [ReasonCode],
+        out: &mut Vec<Action>,
+    ) {
+        for (i, filter, _) in accepted {
+            codes[*i] = code;
+            self.subscriptions.retain(|(f, _)| f != filter);
+            out.push(Action::RemoveLocal(filter.clone()));
+        }
+    }
+
     fn give_up(&mut self, kind: PendingReply, out: &mut Vec<Action>) {
         const DETAIL: &str = "no router took this in time (no quorum, or cut off from it); send it again";
         let failed = ReasonCode::UnspecifiedError;
@@ -1047,11 +1062,7 @@ impl Session {
                 }));
             }
             PendingReply::Subscribe { packet_id, mut codes, accepted } => {
-                for (i, filter, _) in &accepted {
-                    codes[*i] = failed;
-                    self.subscriptions.retain(|(f, _)| f != filter);
-                    out.push(Action::RemoveLocal(filter.clone()));
-                }
+                self.undo_subscriptions(&accepted, failed, &mut codes, out);
                 let properties = self.reason_properties(failed, DETAIL);
                 out.push(Action::Send(Packet::SubAck(SubAck { packet_id, properties, reason_codes: codes })));
             }
@@ -1075,12 +1086,7 @@ impl Session {
                 let retained = match result {
                     Ok(retained) => retained,
                     Err(code) => {
-                        // Refused: undo what the SUBACK will report as failed.
-                        for (i, filter, _) in &accepted {
-                            codes[*i] = code.reason_code();
-                            self.subscriptions.retain(|(f, _)| f != filter);
-                            out.push(Action::RemoveLocal(filter.clone()));
-                        }
+                        self.undo_subscriptions(&accepted, code.reason_code(), &mut codes, out);
                         Vec::new()
                     }
                 };

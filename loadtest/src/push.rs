@@ -69,7 +69,7 @@ type SentAt = Arc<Mutex<Vec<Option<Instant>>>>;
 
 async fn run_async(args: &PushArgs) -> anyhow::Result<Report> {
     let clients = crate::devices::connect_devices(&args.common, &args.setup, args.devices, "p").await?;
-    let ids: Vec<String> = (0..args.devices).map(|i| format!("{}-p{i}", args.common.prefix)).collect();
+    let ids: Arc<[String]> = (0..args.devices).map(|i| format!("{}-p{i}", args.common.prefix)).collect();
     if args.to == "alias" {
         name_aliases(args, &ids).await?;
     }
@@ -144,7 +144,7 @@ async fn name_aliases(args: &PushArgs, ids: &[String]) -> anyhow::Result<()> {
 /// Returns the request latencies and how many failed.
 async fn send_all(
     args: &PushArgs,
-    ids: &[String],
+    ids: &Arc<[String]>,
     sent_at: &SentAt,
 ) -> anyhow::Result<(hdrhistogram::Histogram<u64>, u64)> {
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -152,7 +152,7 @@ async fn send_all(
     let interval = Duration::from_secs(1) / args.rate;
     let mut senders = JoinSet::new();
     for _ in 0..args.concurrency {
-        let (next, ids, sent_at, args) = (next.clone(), ids.to_vec(), sent_at.clone(), args.clone());
+        let (next, ids, sent_at, args) = (next.clone(), ids.clone(), sent_at.clone(), args.clone());
         senders.spawn(async move {
             let mut http = HttpClient::connect(args.http).await?;
             let (mut latency, mut failed) = (histogram(), 0u64);

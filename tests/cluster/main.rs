@@ -12,6 +12,10 @@ mod ops_client;
 #[path = "../standalone/push_client.rs"]
 mod push_client;
 
+#[allow(dead_code)]
+#[path = "../mqtt5/raw.rs"]
+mod raw;
+
 mod cluster;
 mod raft_cluster;
 mod test_backup;

@@ -2,6 +2,7 @@
 //! routers joined by Raft on 127.0.0.1x, gateways that know all of them.
 
 use crate::cluster::herald;
+pub(crate) use crate::support::eventually;
 use crate::support::{Message, Subscriber, Version, publisher};
 use herald_testkit::process::Supervised;
 use herald_testkit::proxy::{Fault, FaultProxy};
@@ -405,23 +406,6 @@ pub(crate) fn publish_numbered(gateway: &SocketAddr, prefix: &str, numbers: std:
 /// The messages [`publish_numbered`] sends for `numbers`, as received.
 pub(crate) fn numbered(prefix: &str, numbers: std::ops::Range<usize>) -> Vec<Message> {
     numbers.map(|n| Message::new(&format!("{prefix}/{n}"), &format!("m-{n}"), 1, false)).collect()
-}
-
-/// Polls `done` every 200 ms until it gives a value; fails after `limit`
-/// with `what`'s account of the state then.
-pub(crate) fn eventually<T>(
-    limit: Duration,
-    mut done: impl FnMut() -> Option<T>,
-    what: impl FnOnce() -> String,
-) -> T {
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        if let Some(value) = done() {
-            return value;
-        }
-        assert!(std::time::Instant::now() < deadline, "{}", what());
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// A `herald loadtest history` run in the background: publishers and

@@ -1065,6 +1065,23 @@ pub(crate) fn assert_still_serving(broker: &impl Endpoint) {
     assert_eq!(probe.expect_messages(1), [Message::new("probe/alive", "still serving", 1, false)]);
 }
 
+/// Polls `done` every 200 ms until it gives a value; fails after `limit`
+/// with `what`'s account of the state then.
+pub(crate) fn eventually<T>(
+    limit: Duration,
+    mut done: impl FnMut() -> Option<T>,
+    what: impl FnOnce() -> String,
+) -> T {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = done() {
+            return value;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", what());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

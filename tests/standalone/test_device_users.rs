@@ -43,7 +43,8 @@ fn users_made_through_the_admin_api_connect_with_their_password_which_is_never_s
     let dir = tempfile::tempdir().expect("tempdir");
     let config = format!(
         "[auth]\nallow_anonymous = false\n[push]\noperator_token = \"{OPERATOR}\"\n\
-         [push.apps.shop]\napi_keys = [\"shop-key-0123456789abcdef\"]\n"
+         [push.apps.shop]\napi_keys = [\"shop-key-0123456789abcdef\"]\n\
+         scoped_keys = [{{ key = \"sender-0123456789abcdef\", scopes = [\"send\"] }}]\n"
     );
     let (broker, http) = start(&dir, &config);
     const ONE: &str = "meter-one-secret";
@@ -66,6 +67,8 @@ fn users_made_through_the_admin_api_connect_with_their_password_which_is_never_s
     assert_eq!(by_sender.status, 200, "the configured key has every scope: {by_sender:?}");
     let nobody = call(http, "GET", "/v1/apps/shop/users", Some("not-a-key-0123456789abcdef"), Body::Text(""));
     assert_eq!(nobody.status, 401);
+    let sender = call(http, "GET", "/v1/apps/shop/users", Some("sender-0123456789abcdef"), Body::Text(""));
+    assert_eq!((sender.status, &sender.body["code"]), (403, &json!("SCOPE_MISSING")), "a key without admin");
 
     for version in [Version::V311, Version::V5] {
         assert!(connects(&broker, version, "meter-1", ONE), "{version:?}");
@@ -207,6 +210,12 @@ fn users_kept_in_redis_connect_with_emqx_hashes_and_a_redis_outage_is_server_una
         let refused = publisher(&broker, version, "t").user("sensor-9", "x").message("x").run_refused();
         assert!(refused.to_lowercase().contains("password"), "no such hash: {refused}");
     }
+    // A hash that cannot be read lets nobody in as its user.
+    let fields = ["HSET", "mqtt_user:sensor-3", "password_hash", "not-hex", "salt", "x"];
+    assert_eq!(redis.cli(&fields), "2");
+    let refused =
+        publisher(&broker, Version::V5, "t").user("sensor-3", "anything").message("x").run_refused();
+    assert!(refused.to_lowercase().contains("password"), "a malformed hash: {refused}");
     // A user removed from Redis is refused at once (nothing is cached).
     assert_eq!(redis.cli(&["DEL", "mqtt_user:sensor-2"]), "1");
     assert!(!connects(&broker, Version::V5, "sensor-2", "other-secret"));

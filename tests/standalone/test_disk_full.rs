@@ -4,15 +4,15 @@
 //! waiting for room, and once the limit is lifted it starts anew from its
 //! data on the same address, with everything acknowledged before.
 
-use crate::support::{Broker, Message, Version, leave_persistent, publisher, subscriber};
-use std::time::{Duration, Instant};
+use crate::support::{Broker, Message, Version, eventually, leave_persistent, publisher, subscriber};
+use std::time::Duration;
 
 fn wait_for_log(broker: &Broker, line: &str) {
-    let started = Instant::now();
-    while !broker.log().contains(line) {
-        assert!(started.elapsed() < Duration::from_secs(20), "no {line:?} in the log:\n{}", broker.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually(
+        Duration::from_secs(20),
+        || broker.log().contains(line).then_some(()),
+        || format!("no {line:?} in the log:\n{}", broker.log()),
+    );
 }
 
 #[test]
@@ -40,11 +40,11 @@ fn out_of_disk_it_acknowledges_nothing_it_could_not_store_waits_and_resumes_by_i
         .expect("run prlimit");
     assert!(lifted.success(), "prlimit --pid could not lift the limit");
     wait_for_log(&broker, "room on disk again");
-    let started = Instant::now();
-    while !publisher(&broker, Version::V5, "disk/3").qos(1).message("after").try_run() {
-        assert!(started.elapsed() < Duration::from_secs(20), "service did not resume:\n{}", broker.log());
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    eventually(
+        Duration::from_secs(20),
+        || publisher(&broker, Version::V5, "disk/3").qos(1).message("after").try_run().then_some(()),
+        || format!("service did not resume:\n{}", broker.log()),
+    );
     let mut back =
         subscriber(&broker, Version::V5).client_id("keeper").persistent().topic("disk/#").qos(1).start();
     let got = back.expect_messages(2);

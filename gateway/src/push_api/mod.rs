@@ -470,24 +470,59 @@ impl Api {
     /// Sends the uplink item `make` builds for a fresh request id, and
     /// waits for the router's reply (admission-controlled, bounded in time).
     async fn ask(&self, make: impl FnOnce(RequestId) -> Uplink) -> Result<Downlink, Problem> {
-        let Some((id, answered)) = self.shared.api.begin(self.config.max_in_flight) else {
-            let problem =
-                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "SERVER_BUSY", "too many requests in flight");
-            return Err(Problem { retry_after: Some(1), ..problem });
-        };
-        let deadline = tokio::time::Instant::now() + self.config.timeout;
-        let sent = tokio::time::timeout_at(deadline, self.shared.uplink.send(make(id))).await;
+        match self.shared.ask_router(self.config.max_in_flight, self.config.timeout, make).await {
+            Ok(reply) => Ok(reply),
+            Err(Unanswered::Busy) => {
+                let problem = Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "SERVER_BUSY",
+                    "too many requests in flight",
+                );
+                Err(Problem { retry_after: Some(1), ..problem })
+            }
+            Err(Unanswered::NotTaken) => {
+                Err(Problem::unavailable("the router link is not taking requests; retry"))
+            }
+            Err(Unanswered::NoReply) => Err(Problem::unavailable(
+                "no router answered in time; the request may or may not have been applied",
+            )),
+        }
+    }
+}
+
+/// Why a request to the router got no reply.
+pub(crate) enum Unanswered {
+    /// `limit` requests were waiting already.
+    Busy,
+    /// The router link did not take it in time.
+    NotTaken,
+    /// No router answered in time: it may or may not have been applied.
+    NoReply,
+}
+
+impl Shared {
+    /// Sends the uplink item `make` builds for a fresh request id and waits
+    /// for the router's reply, with at most `limit` such requests waiting
+    /// (the push API's and device-user lookups together), all within
+    /// `timeout`.
+    pub(crate) async fn ask_router(
+        &self,
+        limit: usize,
+        timeout: std::time::Duration,
+        make: impl FnOnce(RequestId) -> Uplink,
+    ) -> Result<Downlink, Unanswered> {
+        let Some((id, answered)) = self.api.begin(limit) else { return Err(Unanswered::Busy) };
+        let deadline = tokio::time::Instant::now() + timeout;
+        let sent = tokio::time::timeout_at(deadline, self.uplink.send(make(id))).await;
         if !matches!(sent, Ok(Ok(()))) {
-            self.shared.api.forget(id);
-            return Err(Problem::unavailable("the router link is not taking requests; retry"));
+            self.api.forget(id);
+            return Err(Unanswered::NotTaken);
         }
         match tokio::time::timeout_at(deadline, answered).await {
             Ok(Ok(reply)) => Ok(reply),
             _ => {
-                self.shared.api.forget(id);
-                Err(Problem::unavailable(
-                    "no router answered in time; the request may or may not have been applied",
-                ))
+                self.api.forget(id);
+                Err(Unanswered::NoReply)
             }
         }
     }
