@@ -125,6 +125,11 @@ impl Sources {
                 &c.requests_given_up,
             );
             out.counter(
+                "herald_acks_dropped_total",
+                "Acknowledgements of persistent sessions' deliveries not passed to the router (too many waiting): those messages are resent with DUP on the next connection.",
+                &c.acks_dropped,
+            );
+            out.counter(
                 "herald_connects_shed_total",
                 "CONNECTs refused with 0x89: past the memory high-water mark.",
                 &c.connects_shed,
@@ -311,6 +316,16 @@ fn render_router(router: &Router, out: &mut Exposition) {
         "herald_sessions_handed_over_total",
         "Unacknowledged messages handed to a takeover.",
         c.handed_over,
+    );
+    out.counter_value(
+        "herald_inbox_acknowledged_total",
+        "Inbox messages of persistent sessions acknowledged by their clients (and removed).",
+        c.inbox_acknowledged,
+    );
+    out.counter_value(
+        "herald_inbox_overflow_online_total",
+        "Messages for online persistent sessions their full inboxes did not keep (still delivered, not kept against a gateway's loss).",
+        c.inbox_overflow_online,
     );
     out.counter_value(
         "herald_stale_epoch_refused_total",

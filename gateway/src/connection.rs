@@ -663,6 +663,11 @@ impl<T: Transport> Connection<T> {
                         .await;
                 }
                 Action::Push(event) => self.shared.reports.add(&session.key().app, event),
+                Action::Acked(message) => {
+                    if !self.shared.acks.add(session.key(), message) {
+                        GatewayCounters::add(&self.shared.counters.acks_dropped, 1);
+                    }
+                }
                 Action::Throttled => GatewayCounters::add(&self.shared.counters.publish_rate_exceeded, 1),
                 Action::Denied(access) => GatewayCounters::add(
                     match access {
@@ -702,6 +707,11 @@ impl<T: Transport> Connection<T> {
         let mut orphans = session.take_shared();
         let release = session.release(close.publish_will && !revoked);
         let (request, epoch) = (release.request, release.epoch);
+        // What its client acknowledged goes first: the router then keeps
+        // only what it did not.
+        if let Some(acks) = self.shared.acks.take_session(session.key()) {
+            let _ = self.shared.uplink.send(Uplink::Acked(vec![acks])).await;
+        }
         // A revoked transient session has nothing left to release.
         let sent = (!revoked || session.is_persistent())
             && self.shared.uplink.send(Uplink::Release(release)).await.is_ok();

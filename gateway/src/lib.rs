@@ -21,6 +21,7 @@
 //! `connection.rs` (its shell), `transport.rs` and `websocket.rs` (what it
 //! reads and writes), `delivery.rs`, `registry.rs`.
 
+mod acks;
 pub mod acl;
 mod admission;
 pub mod auth;
@@ -173,6 +174,8 @@ pub(crate) struct Shared {
     api_metrics: push_api::metrics::ApiMetrics,
     /// Delivery counts of push-API messages, for the router.
     reports: reports::Reports,
+    /// Acknowledgements of persistent sessions' deliveries, for the router.
+    acks: acks::Acks,
     /// Sockets being served, from accept to close (before CONNECT, during a
     /// WebSocket upgrade, and connected): what `max_connections` bounds.
     sockets: std::sync::atomic::AtomicUsize,
@@ -301,6 +304,7 @@ impl Gateway {
             api_keys: push_api::RuntimeKeys::default(),
             api_metrics: Default::default(),
             reports: reports::Reports::default(),
+            acks: acks::Acks::default(),
             sockets: Default::default(),
             connect_budget: Default::default(),
             over_memory: Default::default(),
@@ -353,6 +357,7 @@ impl Gateway {
         let delivery = tokio::spawn(delivery::run(shared.clone(), downlink));
         let sweeper = tokio::spawn(sweep_keep_alive(shared.clone()));
         let reporter = tokio::spawn(reports::run(shared.clone(), rand::random()));
+        let acknowledger = tokio::spawn(acks::run(shared.clone()));
         let memory =
             shared.config.memory_high_water.map(|mark| tokio::spawn(watch_memory(shared.clone(), mark)));
         let websocket =
@@ -403,6 +408,7 @@ impl Gateway {
         }
         sweeper.abort();
         reporter.abort();
+        acknowledger.abort();
         memory.iter().for_each(tokio::task::JoinHandle::abort);
         delivery.abort();
     }

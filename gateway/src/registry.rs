@@ -349,6 +349,10 @@ pub struct GatewayCounters {
     /// Publishes, subscribes and unsubscribes answered with an error
     /// because no router answered them within the reply timeout.
     pub requests_given_up: AtomicU64,
+    /// Acknowledgements of persistent sessions' deliveries not passed on to
+    /// the router because too many waited (policy: the message stays in
+    /// the session's inbox and is resent with DUP on its next connection).
+    pub acks_dropped: AtomicU64,
 }
 
 impl GatewayCounters {

@@ -162,6 +162,9 @@ pub enum Action {
     /// The client published faster than its limit (counted; a `Close`
     /// follows).
     Throttled,
+    /// The client acknowledged a delivery of its persistent session: the
+    /// message leaves the session's inbox on the router.
+    Acked(MessageId),
 }
 
 /// What happened to a push-API message on this connection.
@@ -194,10 +197,15 @@ pub enum PushEvent {
     },
 }
 
-/// Counts the device's acknowledgement of a push-API message.
-fn acknowledged(queued: &QueuedMessage, out: &mut Vec<Action>) {
+/// Counts the device's acknowledgement of a push-API message, and takes
+/// the message out of a persistent session's inbox (shared-subscription
+/// deliveries are the group's, not in the session's inbox).
+fn acknowledged(queued: &QueuedMessage, persistent: bool, out: &mut Vec<Action>) {
     if is_push(queued) {
         out.push(Action::Push(PushEvent::Acknowledged { message: queued.message.id }));
+    }
+    if persistent && queued.shared.is_none() {
+        out.push(Action::Acked(queued.message.id));
     }
 }
 
@@ -496,11 +504,19 @@ impl Session {
             self.subscriptions.push((s.filter, local));
         }
         for q in queued {
+            // A handover on a link opened again lists the session's whole
+            // inbox: what this connection holds already is not sent twice.
+            if self.holds(q.message.id) {
+                continue;
+            }
             match q.progress {
                 // Already bounded by the router's offline queue, and already
                 // acknowledged to their publishers: the waiting queue's
-                // bound (for live traffic) does not apply to them.
-                Progress::Unsent => self.deliver_with_retain(q, false, Bound::Unbounded, now, out),
+                // bound (for live traffic) does not apply to them. One its
+                // lost connection may have sent goes with DUP.
+                Progress::Unsent | Progress::MaybeSent => {
+                    self.deliver_with_retain(q, false, Bound::Unbounded, now, out);
+                }
                 Progress::Sent(packet_id) => self.resend(q, packet_id, now, out),
                 Progress::Released(packet_id) => {
                     let Some(id) = NonZeroU16::new(packet_id) else { continue };
@@ -516,6 +532,12 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Whether `message` is in flight or waiting on this connection.
+    fn holds(&self, message: MessageId) -> bool {
+        self.inflight.iter().any(|f| f.queued.message.id == message)
+            || self.waiting.iter().any(|(q, _)| q.message.id == message)
     }
 
     /// Resends a delivery an earlier connection sent with `packet_id`, with
@@ -753,7 +775,7 @@ impl Session {
             // `remove`, not `swap_remove`: the window stays in send order, which
             // is the order a resumed session resends in [MQTT-4.6.0-1].
             let done = self.inflight.remove(i);
-            acknowledged(&done.queued, out);
+            acknowledged(&done.queued, self.is_persistent(), out);
             self.pump(now, out);
         }
     }
@@ -807,7 +829,7 @@ impl Session {
             // `remove`, not `swap_remove`: the window stays in send order, which
             // is the order a resumed session resends in [MQTT-4.6.0-1].
             let done = self.inflight.remove(i);
-            acknowledged(&done.queued, out);
+            acknowledged(&done.queued, self.is_persistent(), out);
             self.pump(now, out);
         }
     }
@@ -1250,7 +1272,7 @@ impl Session {
             }
         };
         let packet = Packet::Publish(Publish {
-            dup: matches!(queued.progress, Progress::Sent(_)) && packet_id.is_some(),
+            dup: matches!(queued.progress, Progress::Sent(_) | Progress::MaybeSent) && packet_id.is_some(),
             qos: queued.qos,
             retain,
             topic,

@@ -69,9 +69,11 @@ fn filter(text: &str) -> TopicFilter {
     TopicFilter::new(text).expect("valid filter")
 }
 
+/// A message with an id of its own (a session tells deliveries apart by id).
 fn message(topic: &str, payload: &'static [u8]) -> Message {
+    static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(500);
     Message {
-        id: MessageId(500),
+        id: MessageId(u128::from(NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed))),
         app: AppId::default_app(),
         topic: Topic::new(topic).expect("valid topic"),
         payload: Bytes::from_static(payload),
@@ -940,6 +942,49 @@ fn resume_restores_subscriptions_and_resends_redeliveries_with_dup() {
     assert_eq!(payloads(&out), [&b"again"[..], b"new"]);
     assert_eq!((sent[0].dup, sent[1].dup), (true, false));
     assert_eq!(h.session.subscriptions(), &[(filter("a/#"), local)]);
+}
+
+#[test]
+fn a_delivery_perhaps_sent_before_goes_with_dup_under_a_new_packet_id() {
+    let mut h = Harness::new(connect_persistent(100, 10), limits());
+    let lost = QueuedMessage { progress: Progress::MaybeSent, ..queued(b"lost", QoS::AtLeastOnce) };
+    let mut out = Vec::new();
+    h.session.resume(Vec::new(), vec![lost], NOW, &mut out);
+    let sent = published_packets(&out);
+    assert_eq!((sent.len(), sent[0].dup, sent[0].packet_id.map(NonZeroU16::get)), (1, true, Some(1)));
+}
+
+#[test]
+fn a_handover_skips_what_the_connection_holds_already() {
+    let mut h = Harness::new(connect_persistent(100, 10), limits());
+    let held = queued(b"held", QoS::AtLeastOnce);
+    h.deliver(held.clone());
+    let mut out = Vec::new();
+    h.session.resume(Vec::new(), vec![held, queued(b"missed", QoS::AtLeastOnce)], NOW, &mut out);
+    assert_eq!(payloads(&out), [&b"missed"[..]]);
+}
+
+#[test]
+fn acknowledgements_of_a_persistent_session_take_messages_out_of_its_inbox() {
+    let acked = |actions: &[Action]| -> Vec<MessageId> {
+        actions.iter().filter_map(|a| if let Action::Acked(id) = a { Some(*id) } else { None }).collect()
+    };
+    let mut persistent = Harness::new(connect_persistent(100, 10), limits());
+    let one = queued(b"one", QoS::AtLeastOnce);
+    let two = queued(b"two", QoS::ExactlyOnce);
+    let group = QueuedMessage { shared: Some(filter("$share/g/a/#")), ..queued(b"group", QoS::AtLeastOnce) };
+    let ids = [one.message.id, two.message.id];
+    for q in [one, two, group] {
+        persistent.deliver(q);
+    }
+    assert_eq!(acked(&persistent.packet(Packet::PubAck(PubAck::new(id(1))))), [ids[0]]);
+    assert_eq!(acked(&persistent.packet(Packet::PubRec(PubAck::new(id(2))))), [], "at PUBCOMP, not PUBREC");
+    assert_eq!(acked(&persistent.packet(Packet::PubComp(PubAck::new(id(2))))), [ids[1]]);
+    assert_eq!(acked(&persistent.packet(Packet::PubAck(PubAck::new(id(3))))), [], "a group's message");
+
+    let mut transient = Harness::v5();
+    transient.deliver(queued(b"one", QoS::AtLeastOnce));
+    assert_eq!(acked(&transient.packet(Packet::PubAck(PubAck::new(id(1))))), [], "no inbox");
 }
 
 // ------------------------------------------------------ protocol violations

@@ -119,6 +119,9 @@ pub enum Fact {
         /// The user name.
         username: String,
     },
+    /// Messages a persistent session's client acknowledged: they leave
+    /// its inbox.
+    Acked(crate::seam::SessionAcks),
 }
 
 /// A send made with an idempotency key: a repeat within its time gets

@@ -28,7 +28,7 @@
 //!   (`gateways_overloaded`), and its sessions end as for any gateway gone.
 
 use crate::Message;
-use herald_core::{AppId, Epoch, ErrorCode, NodeId, QoS, SessionKey, TopicFilter};
+use herald_core::{AppId, Epoch, ErrorCode, MessageId, NodeId, QoS, SessionKey, TopicFilter};
 
 pub use crate::push::{
     ApiKeyRecord, AppStats, Audience, COLLAPSE_PROPERTY, DeviceView, DirectoryAnswer, DirectoryOp,
@@ -143,6 +143,19 @@ pub enum Progress {
     /// QoS 2 message the client has (PUBREC came back); PUBREL with this
     /// packet id was sent and not completed: resend the PUBREL only.
     Released(u16),
+    /// Perhaps sent, through a connection that ended without handing it
+    /// back (its gateway was lost, or it was taken over): resend with DUP
+    /// under a new packet id.
+    MaybeSent,
+}
+
+/// Messages one persistent session's client acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionAcks {
+    /// The session.
+    pub session: SessionKey,
+    /// The acknowledged messages.
+    pub messages: Vec<MessageId>,
 }
 
 /// The end of a session's connection.
@@ -277,6 +290,10 @@ pub enum Uplink {
         /// configuration; the router keeps the limits it is given).
         limits: herald_core::directory::DirectoryLimits,
     },
+    /// Deliveries to persistent sessions that their clients acknowledged
+    /// (PUBACK, PUBCOMP), gathered for a few tens of milliseconds: they
+    /// leave the sessions' inboxes. Idempotent; no reply.
+    Acked(Vec<SessionAcks>),
     /// Deliveries that reached a connection after it sent its `Release`
     /// but before the `Released` reply: routed while the session was
     /// online, so the router did not queue them. They join the session's
@@ -305,6 +322,7 @@ impl Uplink {
             Uplink::Routes { .. }
             | Uplink::Reattach { .. }
             | Uplink::Redispatch { .. }
+            | Uplink::Acked(_)
             | Uplink::Requeue { .. } => None,
         }
     }

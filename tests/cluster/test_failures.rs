@@ -3,7 +3,7 @@
 
 use crate::cluster::{Cluster, LEASE, expect_state_kept, leave_state_to_keep, run_herald};
 use crate::ops_client::{fetch, ops_address, samples};
-use crate::support::{Message, Version, publisher, subscriber};
+use crate::support::{Message, RawConnection, Version, connect_v5, publisher, subscriber};
 use std::time::{Duration, Instant};
 
 #[test]
@@ -44,6 +44,72 @@ fn a_persistent_subscriber_of_a_killed_gateway_gets_its_messages_on_the_other() 
         .qos(1)
         .start();
     assert_eq!(after.expect_messages(1), [Message::new("survive/1", "kept", 1, false)]);
+}
+
+/// The payload, packet id and DUP flag of a v5 QoS 1 PUBLISH read raw.
+fn raw_delivery(packet: &crate::support::Packet) -> (String, u16, bool) {
+    assert_eq!(packet.first_byte & 0xF6, 0x32, "a QoS 1 PUBLISH: {packet:?}");
+    let publication =
+        crate::raw::Packet { first_byte: packet.first_byte, body: packet.body.clone() }.publish();
+    let payload = String::from_utf8(publication.payload).expect("utf-8 payload");
+    (payload, publication.packet_id, packet.first_byte & 0x08 != 0)
+}
+
+#[test]
+fn what_a_killed_gateways_client_had_not_acknowledged_comes_again_with_dup_on_the_other() {
+    let mut cluster = Cluster::start(2);
+    let mut device = RawConnection::open(&cluster.gateway(0));
+    device.send(&connect_v5("inflight", 3600, true, None));
+    assert_eq!(device.expect_packet().first_byte, 0x20, "CONNACK");
+    device.send(&crate::raw::subscribe(1, &[], &[("inflight/#", 1)]));
+    assert_eq!(device.expect_packet().first_byte, 0x90, "SUBACK");
+
+    // Ten QoS 1 messages, each acknowledged to its publisher.
+    let mut publisher = RawConnection::open(&cluster.gateway(1));
+    publisher.send(&connect_v5("sender", 0, true, None));
+    assert_eq!(publisher.expect_packet().first_byte, 0x20, "CONNACK");
+    for n in 0..10_u16 {
+        publisher.send(&crate::raw::publish(
+            crate::raw::QOS1,
+            "inflight/x",
+            n + 1,
+            &[],
+            format!("m{n}").as_bytes(),
+        ));
+        assert_eq!(publisher.expect_packet().first_byte, 0x40, "PUBACK for m{n}");
+    }
+    // The device gets all ten and acknowledges only the first four.
+    let received: Vec<_> = (0..10).map(|_| raw_delivery(&device.expect_packet())).collect();
+    let payloads: Vec<_> = received.iter().map(|(p, _, _)| p.clone()).collect();
+    assert_eq!(payloads, (0..10).map(|n| format!("m{n}")).collect::<Vec<_>>());
+    for (_, packet_id, _) in &received[..4] {
+        device.send(&crate::raw::ack(0x40, *packet_id));
+    }
+    // Acknowledgements reach the router within tens of milliseconds.
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.kill_gateway(0);
+
+    let mut again = RawConnection::open(&cluster.gateway(1));
+    again.send(&connect_v5("inflight", 3600, false, None));
+    let connack = again.expect_packet();
+    assert_eq!((connack.first_byte, connack.body[0]), (0x20, 0x01), "CONNACK with session present");
+    let resent: Vec<_> = (0..6).map(|_| raw_delivery(&again.expect_packet())).collect();
+    let expected: Vec<_> = (4..10).map(|n| (format!("m{n}"), true)).collect();
+    assert_eq!(resent.iter().map(|(p, _, dup)| (p.clone(), *dup)).collect::<Vec<_>>(), expected);
+    for (_, packet_id, _) in &resent {
+        again.send(&crate::raw::ack(0x40, *packet_id));
+    }
+    assert!(
+        matches!(again.receive(Duration::from_secs(1)), crate::support::Incoming::Silent),
+        "nothing acknowledged comes back"
+    );
+    drop(again);
+    // Acknowledged on the new connection, they are gone from the inbox.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut last = RawConnection::open(&cluster.gateway(1));
+    last.send(&connect_v5("inflight", 3600, false, None));
+    assert_eq!(last.expect_packet().first_byte, 0x20, "CONNACK");
+    assert!(matches!(last.receive(Duration::from_secs(1)), crate::support::Incoming::Silent));
 }
 
 #[test]

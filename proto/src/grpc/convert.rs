@@ -3,7 +3,7 @@
 use super::pb;
 use crate::seam::{
     Claim, ClaimGrant, Downlink, Progress, Publish, QueuedMessage, Reattach, Release, RetainedLookup,
-    Subscription, Uplink, Will,
+    SessionAcks, Subscription, Uplink, Will,
 };
 use crate::{Message, MessageProperties};
 use herald_core::{
@@ -146,6 +146,24 @@ pub(crate) fn message_id_from_pb(bytes: &[u8], field: &'static str) -> Result<Me
     Ok(MessageId(u128::from_be_bytes(id)))
 }
 
+pub(crate) fn session_acks_to_pb(acks: &SessionAcks) -> pb::SessionAcks {
+    pb::SessionAcks {
+        session: Some(session_to_pb(&acks.session)),
+        messages: acks.messages.iter().map(|id| id.0.to_be_bytes().to_vec().into()).collect(),
+    }
+}
+
+pub(crate) fn session_acks_from_pb(acks: pb::SessionAcks) -> Result<SessionAcks, ConvertError> {
+    Ok(SessionAcks {
+        session: session_from_pb(acks.session, "acked.session")?,
+        messages: acks
+            .messages
+            .iter()
+            .map(|id| message_id_from_pb(id, "acked.messages"))
+            .collect::<Result<_, _>>()?,
+    })
+}
+
 pub(crate) fn required_message(
     message: Option<pb::Message>,
     field: &'static str,
@@ -200,6 +218,7 @@ pub(super) fn queued_to_pb(q: &QueuedMessage) -> pb::QueuedMessage {
         Progress::Unsent => (0, 0),
         Progress::Sent(id) => (1, id),
         Progress::Released(id) => (2, id),
+        Progress::MaybeSent => (3, 0),
     };
     pb::QueuedMessage {
         message: Some(message_to_pb(&q.message)),
@@ -217,6 +236,7 @@ pub(super) fn queued_from_pb(q: pb::QueuedMessage) -> Result<QueuedMessage, Conv
         (0, _) => Progress::Unsent,
         (1, id) if id > 0 => Progress::Sent(id),
         (2, id) if id > 0 => Progress::Released(id),
+        (3, _) => Progress::MaybeSent,
         _ => return Err(invalid("queued.progress", "unknown progress or missing packet id")),
     };
     Ok(QueuedMessage {
@@ -317,6 +337,9 @@ pub fn uplink_to_pb(item: &Uplink) -> pb::Uplink {
             message: Some(message_to_pb(&p.message)),
         }),
         Uplink::Push(p) => Item::Push(super::push::push_to_pb(p)),
+        Uplink::Acked(sessions) => {
+            Item::Acked(pb::Acked { sessions: sessions.iter().map(session_acks_to_pb).collect() })
+        }
         Uplink::Report { request, origin, batch, deltas } => {
             Item::Report(super::push::report_items_to_pb(*request, *origin, *batch, deltas))
         }
@@ -421,6 +444,9 @@ pub fn uplink_from_pb(item: pb::Uplink) -> Result<Uplink, ConvertError> {
             message: required_message(p.message, "publish.message")?,
         }),
         Item::Push(p) => Uplink::Push(super::push::push_from_pb(p)?),
+        Item::Acked(a) => {
+            Uplink::Acked(a.sessions.into_iter().map(session_acks_from_pb).collect::<Result<_, _>>()?)
+        }
         Item::Report(r) => Uplink::Report {
             request: r.request,
             origin: r.origin,

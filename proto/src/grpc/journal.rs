@@ -121,6 +121,7 @@ fn fact_to_pb(fact: &Fact) -> pb::Fact {
         Fact::QueueDropped { session, count } => {
             Kind::QueueDropped(pb::QueueDropped { session: Some(session_to_pb(session)), count: *count })
         }
+        Fact::Acked(acks) => Kind::Acked(super::convert::session_acks_to_pb(acks)),
         Fact::GatewayLinked(gateway) => Kind::GatewayLinked(gateway.0),
         Fact::GatewayGone(gateway) => Kind::GatewayGone(gateway.0),
         Fact::DevicePut(device) => Kind::DevicePut(device_to_pb(device)),
@@ -188,6 +189,7 @@ fn fact_from_pb(fact: pb::Fact) -> Result<Fact, ConvertError> {
             session: session_from_pb(d.session, "queue_dropped.session")?,
             count: d.count,
         },
+        Kind::Acked(acks) => Fact::Acked(super::convert::session_acks_from_pb(acks)?),
         Kind::GatewayLinked(gateway) => Fact::GatewayLinked(NodeId(gateway)),
         Kind::GatewayGone(gateway) => Fact::GatewayGone(NodeId(gateway)),
         Kind::DevicePut(device) => Fact::DevicePut(Box::new(device_from_pb(device)?)),
@@ -520,6 +522,10 @@ mod tests {
             },
             Fact::DeviceUserPut(Box::new(device_user())),
             Fact::DeviceUserRemoved { app: AppId::default_app(), username: "meter-7".to_owned() },
+            Fact::Acked(crate::seam::SessionAcks {
+                session: key(),
+                messages: vec![herald_core::MessageId(42), herald_core::MessageId(43)],
+            }),
         ];
         assert_eq!(decode(&encode(&facts)).expect("decodes"), facts);
         let image = DurableImage {

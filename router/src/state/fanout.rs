@@ -66,6 +66,14 @@ impl Log {
     }
 }
 
+impl Log {
+    /// The sequence number of the entry of message `id`, looked for among
+    /// entries from `from` on, newest first.
+    pub(super) fn seq_of(&self, id: herald_core::MessageId, from: u64) -> Option<u64> {
+        self.entries.iter().rev().take_while(|e| e.seq >= from).find(|e| e.message.id == id).map(|e| e.seq)
+    }
+}
+
 impl RouterState {
     /// The sequence number the next entry of `app`'s log gets: the cursor
     /// of a session that has had everything so far.

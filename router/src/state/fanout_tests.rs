@@ -65,6 +65,7 @@ fn a_broadcast_is_one_log_entry_read_by_sessions_offline_when_it_was_sent() {
 
     // The away session gets it on its topic when it comes back, once.
     assert_eq!(resume(&mut h, GW1, "away", after_s(1)), [("news".to_owned(), "$push/away".to_owned())]);
+    h.acknowledge(GW1, "away", &["news"], after_s(1));
     h.release(GW1, release("away", h.state.session(&key("away")).expect("s").epoch, 3600, false), after_s(2));
     assert_eq!(resume(&mut h, GW1, "away", after_s(3)), []);
     // The session that was online gets nothing from the log later; nor does
@@ -213,4 +214,62 @@ fn a_push_asked_again_is_not_routed_twice() {
         _ => None,
     });
     assert_eq!(replay.map(|r| (r.online, r.replay_of)), Some((1, Some(message.id))));
+}
+
+/// An online persistent session `here` on `GW2`, subscribed to its topic.
+fn online_device(h: &mut Harness) -> Epoch {
+    let epoch = h.connect(GW2, "here", 3600);
+    h.subscribe(GW2, "here", epoch, vec![(push_sub("here"), RetainedLookup::Skip)]).expect("subscribed");
+    epoch
+}
+
+fn delivered_id(effects: &[Effect]) -> herald_core::MessageId {
+    effects
+        .iter()
+        .find_map(|(_, e)| match e {
+            Downlink::DeliverPush { message, .. } => Some(message.id),
+            _ => None,
+        })
+        .expect("delivered online")
+}
+
+fn lose(h: &mut Harness, gateway: NodeId, now: UnixMillis) {
+    let mut effects = Vec::new();
+    h.state.gateway_unlinked(gateway, now, &mut effects);
+}
+
+#[test]
+fn broadcasts_a_lost_gateways_client_had_not_acknowledged_are_read_again_with_dup() {
+    let mut h = Harness::new();
+    online_device(&mut h);
+    let (_, effects) = send(&mut h, Audience::All, "first", T0);
+    let first = delivered_id(&effects);
+    send(&mut h, Audience::All, "second", T0);
+    let acks = vec![herald_proto::seam::SessionAcks { session: key("here"), messages: vec![first] }];
+    assert_eq!(h.apply(GW2, Uplink::Acked(acks), T0), []);
+    assert_eq!(h.state.take_journal().iter().filter(|f| matches!(f, Fact::Acked(_))).count(), 0, "no write");
+    lose(&mut h, GW2, after_s(1));
+
+    let (grant, _) = h.claim(GW1, claim("here", false, 3600), after_s(2));
+    let got: Vec<_> = grant.queued.iter().map(|q| (name_of(&q.message), q.progress)).collect();
+    assert_eq!(got, [("second".to_owned(), Progress::MaybeSent)], "from past the acknowledged one");
+}
+
+#[test]
+fn a_gateway_that_takes_its_session_back_is_not_sent_what_it_had_again() {
+    let mut h = Harness::new();
+    let epoch = online_device(&mut h);
+    send(&mut h, Audience::All, "before", T0);
+    lose(&mut h, GW2, after_s(1));
+    send(&mut h, Audience::All, "during", after_s(1));
+    let held = herald_proto::seam::Reattach { session: key("here"), epoch, expiry_seconds: 3600, will: None };
+    let effects = h.apply(GW2, Uplink::Reattach { sessions: vec![held], last: true }, after_s(2));
+    let handed: Vec<_> = effects
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Downlink::Handover { pending, .. } => Some(names(pending)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(handed, [vec!["during".to_owned()]]);
 }

@@ -83,6 +83,12 @@ impl DurableState {
                     }
                 }
             }
+            Fact::Acked(acks) => {
+                if let Some(durable) = self.sessions.get_mut(&acks.session) {
+                    let ids: std::collections::HashSet<_> = acks.messages.into_iter().collect();
+                    durable.queue.retain(|q| !ids.contains(&q.message.id));
+                }
+            }
             Fact::QueueDropped { session, count } => {
                 if let Some(durable) = self.sessions.get_mut(&session) {
                     let count = (count as usize).min(durable.queue.len());

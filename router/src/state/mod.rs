@@ -130,6 +130,12 @@ pub struct RouterCounters {
     pub sessions_expired: u64,
     /// Messages routed.
     pub messages_routed: u64,
+    /// Inbox messages their clients acknowledged (and so removed).
+    pub inbox_acknowledged: u64,
+    /// Messages for online persistent sessions that their full inboxes
+    /// did not keep (by the overflow policy): still delivered through the
+    /// gateway, but not kept against its loss.
+    pub inbox_overflow_online: u64,
     /// Releases of taken-over connections whose unacknowledged messages
     /// were handed to the session's new owner.
     pub handed_over: u64,
@@ -177,14 +183,15 @@ pub struct RouterState {
     counter: u64,
     sessions: HashMap<SessionKey, SessionRecord>,
     /// Which gateways have local subscribers, per app and filter.
-    /// Keyed by `(gateway, filter)`, for the same reason as `offline`.
+    /// Keyed by `(gateway, filter)`, for the same reason as `inboxes`.
     routes: HashMap<AppId, TopicTree<(NodeId, TopicFilter), ()>>,
     /// Each gateway's routes, to remove them when the gateway is gone.
     gateway_routes: HashMap<NodeId, HashSet<(AppId, TopicFilter)>>,
-    /// Subscriptions of persistent sessions while they are offline.
+    /// Subscriptions of persistent sessions, online or not: what a
+    /// message matches here goes into those sessions' inboxes.
     /// Keyed by `(client, filter)`: filters that differ only by a `$share/`
     /// prefix share a trie path but are separate subscriptions.
-    offline: HashMap<AppId, TopicTree<(ClientId, TopicFilter), sessions::OfflineEntry>>,
+    inboxes: HashMap<AppId, TopicTree<(ClientId, TopicFilter), sessions::InboxEntry>>,
     retained: HashMap<AppId, routing::RetainedStore>,
     /// Shared subscription groups.
     shared: HashMap<AppId, shared::SharedGroups>,
@@ -301,6 +308,7 @@ impl RouterState {
             }
             Uplink::Reattach { sessions, last } => self.reattach(gateway, sessions, last, now, out),
             Uplink::Requeue { session, epoch, messages } => self.requeue(&session, epoch, messages, out),
+            Uplink::Acked(acks) => self.acked(acks),
             Uplink::Routes { add, remove } => self.change_routes(gateway, add, remove, out),
             Uplink::Redispatch { filter, messages } => {
                 for message in messages {
@@ -409,7 +417,7 @@ impl RouterState {
         }
         let mut matched = self.deliver_to_gateways(&message, out);
         matched |= self.dispatch_to_groups(&message, out);
-        matched |= self.queue_for_offline_sessions(&message, &mut kept);
+        matched |= self.queue_for_persistent_sessions(&message, &mut kept);
         matched
     }
 }

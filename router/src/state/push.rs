@@ -46,6 +46,13 @@ impl RouterState {
             let key = SessionKey::new(copy.app.clone(), device);
             let outcome = match self.sessions.get(&key) {
                 Some(record) => match record.owner {
+                    Some(gateway) if store_offline && record.is_persistent() => {
+                        // Into its inbox too: kept until the device
+                        // acknowledges it, whatever happens to its gateway.
+                        self.keep_for_online(&key, &copy);
+                        out.push((gateway, Downlink::Deliver(copy)));
+                        PushOutcome::Online
+                    }
                     Some(gateway) => {
                         out.push((gateway, Downlink::Deliver(copy)));
                         PushOutcome::Online
@@ -85,13 +92,24 @@ impl RouterState {
         devices
     }
 
+    /// Puts `copy` in the inbox of the online session `key` if its
+    /// subscriptions take it. Older copies with its collapse key leave the
+    /// inbox uncounted: the gateway counts what it replaces.
+    fn keep_for_online(&mut self, key: &SessionKey, copy: &Arc<Message>) {
+        if herald_proto::seam::collapse_key(copy).is_some() {
+            self.remove_queued(key, |q| super::retract::replaced_by(q, copy));
+        }
+        let kept = copy.clone();
+        self.queue_for_persistent_sessions(copy, &mut || kept.clone());
+    }
+
     /// Queues `copy` for the offline session `key` if its subscriptions take
     /// it (only the device itself can subscribe to its topic).
     fn store(&mut self, key: &SessionKey, copy: Arc<Message>) -> PushOutcome {
         let id = copy.id;
         let kept = copy.clone();
         self.collapse_in_queue(key, &copy);
-        self.queue_for_offline_sessions(&copy, &mut || kept.clone());
+        self.queue_for_persistent_sessions(&copy, &mut || kept.clone());
         let queued =
             self.sessions.get(key).is_some_and(|r| r.queue().last().is_some_and(|q| q.message.id == id));
         if queued { PushOutcome::Stored } else { PushOutcome::Unreachable }

@@ -55,17 +55,21 @@ impl RouterState {
         if before.is_final {
             return Ok(before);
         }
-        let offline: Vec<SessionKey> = self
+        let persistent: Vec<(SessionKey, bool)> = self
             .sessions
             .iter()
-            .filter(|(key, record)| key.app == *app && record.owner.is_none() && record.is_persistent())
-            .map(|(key, _)| key.clone())
+            .filter(|(key, record)| key.app == *app && record.is_persistent())
+            .map(|(key, record)| (key.clone(), record.owner.is_some()))
             .collect();
         let mut removed = 0;
-        for key in offline {
-            removed += self
-                .remove_queued(&key, |q| q.message.id == message && q.progress == Progress::Unsent)
-                .len() as u64;
+        for (key, online) in persistent {
+            let taken =
+                self.remove_queued(&key, |q| q.message.id == message && q.progress == Progress::Unsent);
+            // Online sessions' inbox copies go uncounted: their gateways
+            // count what they had not written yet.
+            if !online {
+                removed += taken.len() as u64;
+            }
         }
         // Copies in queues, and those of its log entry no session has read.
         let unread = self.remove_fanout(app, message).unwrap_or(0);

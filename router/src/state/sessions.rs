@@ -2,13 +2,14 @@
 //! subscriptions and offline queues, wills and expiry.
 
 use super::{Effect, Overflow, RouterState};
-use herald_core::{Epoch, ErrorCode, NodeId, QoS, SessionKey, TopicFilter, UnixMillis};
+use herald_core::{Epoch, ErrorCode, MessageId, NodeId, QoS, SessionKey, TopicFilter, UnixMillis};
 use herald_proto::Message;
 use herald_proto::journal::{DurableSession, Fact, QueueTarget};
 use herald_proto::seam::{
-    Claim, ClaimGrant, Downlink, QueuedMessage, Reattach, Release, RetainedLookup, Subscription, Will,
+    Claim, ClaimGrant, Downlink, Progress, QueuedMessage, Reattach, Release, RetainedLookup, SessionAcks,
+    Subscription, Will,
 };
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 /// What the router knows of one session. Every online session has one, so
@@ -47,13 +48,79 @@ pub(super) struct PersistentState {
     /// since: the epoch of its last claim, the only one a gateway may take
     /// it back with (`None`: a record from before epochs were kept).
     restored_from: Option<Epoch>,
-    /// The first entry of its app's fan-out log it has not had.
+    /// The first entry of its app's fan-out log it has not had. Online,
+    /// the head of the log when its connection began.
     pub(super) fanout_cursor: u64,
+    /// Online: the last fan-out entry its client acknowledged (memory
+    /// only: after a gateway's loss, catching up starts past it).
+    fanout_acked: Option<u64>,
+    /// The head of the log when its gateway's link was lost with its
+    /// connection (memory only): a gateway that takes the session back had
+    /// everything before it.
+    lost_at: Option<u64>,
 }
 
 impl PersistentState {
     pub(super) fn count_bytes(&mut self) {
         self.queue_bytes = self.queue.iter().map(|q| q.message.payload.len()).sum();
+    }
+
+    /// The ids of the messages in the inbox.
+    fn inbox_ids(&self) -> HashSet<MessageId> {
+        self.queue.iter().map(|q| q.message.id).collect()
+    }
+
+    /// Marks what the inbox holds as perhaps sent: its connection ended
+    /// without handing anything back (its gateway was lost, or it was taken
+    /// over), so the next one resends with DUP.
+    pub(super) fn maybe_sent(&mut self) {
+        for queued in &mut self.queue {
+            if queued.progress == Progress::Unsent {
+                queued.progress = Progress::MaybeSent;
+            }
+        }
+    }
+
+    /// Takes how far each of `pending` (a released connection's
+    /// unacknowledged deliveries) got, for the copies the inbox holds;
+    /// returns the others, which the inbox never had.
+    fn take_progress(&mut self, pending: Vec<QueuedMessage>) -> Vec<QueuedMessage> {
+        if pending.is_empty() {
+            return pending;
+        }
+        let mut at: HashMap<MessageId, usize> =
+            self.queue.iter().enumerate().map(|(index, q)| (q.message.id, index)).collect();
+        let mut others = Vec::new();
+        for p in pending {
+            match at.remove(&p.message.id) {
+                Some(index) => self.queue[index].progress = p.progress,
+                None => others.push(p),
+            }
+        }
+        others
+    }
+
+    /// Removes the acknowledged messages among `ids`; returns those it held.
+    fn acknowledge(&mut self, ids: &[MessageId]) -> Vec<MessageId> {
+        let ids: HashSet<MessageId> = ids.iter().copied().collect();
+        let mut removed = Vec::new();
+        let mut removed_before = 0;
+        let requeue_at = self.requeue_at;
+        let mut index = 0;
+        self.queue.retain(|q| {
+            let ack = ids.contains(&q.message.id);
+            if ack {
+                removed.push(q.message.id);
+                removed_before += usize::from(index < requeue_at);
+            }
+            index += 1;
+            !ack
+        });
+        self.requeue_at = requeue_at - removed_before;
+        if !removed.is_empty() {
+            self.count_bytes();
+        }
+        removed
     }
 }
 
@@ -136,9 +203,9 @@ pub(super) enum WillFate {
     Keep,
 }
 
-/// One offline persistent subscription in the offline index.
+/// One persistent session's subscription in the inbox index.
 #[derive(Debug, Clone)]
-pub(super) struct OfflineEntry {
+pub(super) struct InboxEntry {
     qos: QoS,
     no_local: bool,
     identifier: Option<u32>,
@@ -166,6 +233,7 @@ impl RouterState {
         let session = claim.session;
         let mut grant =
             ClaimGrant { epoch, session_present: false, subscriptions: Vec::new(), queued: Vec::new() };
+        let mut inbox = VecDeque::new();
         if expiry_seconds > 0 || self.sessions.get(&session).is_some_and(SessionRecord::is_persistent) {
             self.mark_session(&session);
         }
@@ -175,16 +243,20 @@ impl RouterState {
                 out.push((owner, Downlink::Revoked { session: session.clone(), epoch: old.epoch }));
             }
             self.forget_timers(&session, &old);
-            self.remove_offline_subscriptions(&session, old.subscriptions());
+            self.unindex_subscriptions(&session, old.subscriptions());
             let resumable = old.is_persistent() && !claim.clean_start;
             if let Some(mut state) = old.persistent.take().filter(|_| resumable) {
                 // A session taken over while online had everything sent so
-                // far through its old connection (which hands back what it
-                // held): nothing to read from the log.
+                // far through its old connection: nothing to read from the
+                // log; what its inbox holds may have reached the client.
                 if old.owner.is_some() {
                     state.fanout_cursor = self.fanout_head(&session.app);
+                    state.maybe_sent();
                 }
-                // What tag and broadcast sends left for it while it was away.
+                // What tag and broadcast sends left for it while it was away
+                // (after a lost gateway: since its client's last
+                // acknowledgement, perhaps sent already).
+                let lost = state.lost_at.take().is_some();
                 let log = self.fanout.get(&session.app);
                 let replaced = super::fanout::catch_up(
                     log,
@@ -194,6 +266,9 @@ impl RouterState {
                     &self.config,
                     &mut self.counters,
                 );
+                if lost {
+                    state.maybe_sent();
+                }
                 for older in replaced {
                     self.retracted(&session.app, older, 0, 1);
                 }
@@ -201,7 +276,9 @@ impl RouterState {
                 let PersistentState { subscriptions, queue, .. } = *state;
                 grant.session_present = true;
                 grant.subscriptions = subscriptions;
-                grant.queued = queue.into_iter().filter(|q| !self.expired(&q.message, now)).collect();
+                // The inbox keeps them until the client acknowledges them.
+                inbox = queue.into_iter().filter(|q| !self.expired(&q.message, now)).collect();
+                grant.queued = inbox.iter().cloned().collect();
             } else if let Some(will) = old.will.take() {
                 // The old session ends now (taken over without resuming, or
                 // it had ended with its connection): its will fires now,
@@ -211,12 +288,18 @@ impl RouterState {
         }
         let fanout_cursor = self.fanout_head(&session.app);
         let persistent = (expiry_seconds > 0).then(|| {
-            Box::new(PersistentState {
+            let mut state = PersistentState {
                 subscriptions: grant.subscriptions.clone(),
+                queue: inbox,
                 fanout_cursor,
                 ..PersistentState::default()
-            })
+            };
+            state.count_bytes();
+            Box::new(state)
         });
+        if persistent.is_some() {
+            self.index_subscriptions(&session, &grant.subscriptions);
+        }
         let record = SessionRecord {
             owner: Some(gateway),
             epoch,
@@ -275,6 +358,13 @@ impl RouterState {
                 && !release.pending.is_empty()
                 && let Some(state) = record.persistent.as_deref_mut()
             {
+                // What its inbox holds went to the new connection already.
+                let mut release = release;
+                let held = state.inbox_ids();
+                release.pending.retain(|p| !held.contains(&p.message.id));
+                if release.pending.is_empty() {
+                    return;
+                }
                 match record.owner {
                     Some(owner) => {
                         let (session, epoch, pending) = (release.session, record.epoch, release.pending);
@@ -311,7 +401,9 @@ impl RouterState {
         };
         let session = release.session;
         if record.expiry_seconds == 0 {
-            self.sessions.remove(&session);
+            if let Some(gone) = self.sessions.remove(&session) {
+                self.unindex_subscriptions(&session, gone.subscriptions());
+            }
             if let Some(will) = will {
                 self.publish_will(*will, now, out);
             }
@@ -319,11 +411,19 @@ impl RouterState {
         }
         let expires_at = now.plus_seconds(record.expiry_seconds);
         let state = record.persistent.get_or_insert_with(Box::default);
-        // What the log holds so far was sent while it was online.
-        state.fanout_cursor = fanout_head;
+        // What the log holds so far was sent while it was online; if its
+        // gateway was lost, only what its client acknowledged is known to
+        // have arrived (`connection_lost`).
+        if fate != WillFate::Keep {
+            state.fanout_cursor = fanout_head;
+        }
+        state.fanout_acked = None;
         state.expires_at = Some(expires_at);
-        state.requeue_at = release.pending.len();
-        for pending in release.pending.into_iter().rev() {
+        // What the inbox holds stays where it is, with how far it got;
+        // the rest (never in the inbox) goes first.
+        let pending = state.take_progress(release.pending);
+        state.requeue_at = pending.len();
+        for pending in pending.into_iter().rev() {
             state.queue.push_front(pending);
         }
         state.count_bytes();
@@ -331,7 +431,7 @@ impl RouterState {
         self.timers.insert((expires_at, session.clone()));
         // The session's own subscriptions are offline before its will is
         // routed, so a session subscribed to its will topic queues it.
-        self.add_offline_subscriptions(&session, &subscriptions);
+        self.index_subscriptions(&session, &subscriptions);
         if let Some(will) = will {
             self.arm_will(&session, will, now, out);
         }
@@ -393,13 +493,17 @@ impl RouterState {
         let Some(record) = self.sessions.get(session) else { return };
         let record = record.clone();
         self.forget_timers(session, &record);
-        self.remove_offline_subscriptions(session, record.subscriptions());
         let Some(record) = self.sessions.get_mut(session) else { return };
         record.owner = Some(gateway);
         record.epoch = epoch;
         record.since = now;
         let mut replaced = Vec::new();
         if let Some(state) = record.persistent.as_deref_mut() {
+            // Its connection lived on: what was sent before the link was
+            // lost reached it (or waits in its inbox).
+            if let Some(at) = state.lost_at.take() {
+                state.fanout_cursor = at;
+            }
             let log = self.fanout.get(&session.app);
             replaced =
                 super::fanout::catch_up(log, &session.client, state, now, &self.config, &mut self.counters);
@@ -435,6 +539,7 @@ impl RouterState {
             persistent: None,
         });
         let was_persistent = record.persistent.is_some();
+        let known = record.subscriptions().to_vec();
         record.owner = Some(gateway);
         record.epoch = epoch;
         record.expiry_seconds = expiry_seconds;
@@ -446,11 +551,17 @@ impl RouterState {
             let state = record.persistent.get_or_insert_with(|| {
                 Box::new(PersistentState { fanout_cursor, ..PersistentState::default() })
             });
-            pending.extend(state.queue.drain(..));
-            state.count_bytes();
+            // The gateway skips what it holds already; the inbox keeps
+            // all of it until the client acknowledges it.
+            pending.extend(state.queue.iter().cloned());
             routes.extend(state.subscriptions.iter().map(|s| (session.app.clone(), s.filter.clone())));
         } else {
             record.persistent = None;
+        }
+        if expiry_seconds > 0 {
+            self.index_subscriptions(&session, &known);
+        } else {
+            self.unindex_subscriptions(&session, &known);
         }
         if was_persistent || expiry_seconds > 0 {
             self.mark_session(&session);
@@ -476,6 +587,12 @@ impl RouterState {
         let Some(record) = self.sessions.get_mut(session) else { return };
         let current = record.epoch;
         let Some(state) = record.persistent.as_deref_mut() else { return };
+        let mut messages = messages;
+        let held = state.inbox_ids();
+        messages.retain(|m| !held.contains(&m.message.id));
+        if messages.is_empty() {
+            return;
+        }
         match record.owner {
             Some(owner) if epoch < current => {
                 let handover =
@@ -524,8 +641,9 @@ impl RouterState {
             let Some(record) = self.sessions.get_mut(session) else { break };
             if let Some(state) = record.persistent.as_deref_mut() {
                 state.subscriptions.retain(|s| s.filter != subscription.filter);
-                state.subscriptions.push(subscription);
+                state.subscriptions.push(subscription.clone());
                 self.dirty_sessions.insert(session.clone());
+                self.index_subscriptions(session, std::slice::from_ref(&subscription));
             }
         }
         Ok(retained)
@@ -539,8 +657,12 @@ impl RouterState {
     ) -> Result<(), ErrorCode> {
         self.check_epoch(session, epoch)?;
         if let Some(state) = self.sessions.get_mut(session).and_then(|r| r.persistent.as_deref_mut()) {
-            state.subscriptions.retain(|s| !filters.contains(&s.filter));
+            let (gone, kept) = std::mem::take(&mut state.subscriptions)
+                .into_iter()
+                .partition::<Vec<_>, _>(|s| filters.contains(&s.filter));
+            state.subscriptions = kept;
             self.mark_session(session);
+            self.unindex_subscriptions(session, &gone);
         }
         Ok(())
     }
@@ -569,7 +691,7 @@ impl RouterState {
         if record.owner.is_none() && record.expires_at().is_some_and(|at| at <= now) {
             let record = self.sessions.remove(&session).expect("present: looked up above");
             self.forget_timers(&session, &record);
-            self.remove_offline_subscriptions(&session, record.subscriptions());
+            self.unindex_subscriptions(&session, record.subscriptions());
             self.counters.sessions_expired += 1;
             if let Some(will) = record.will {
                 // The session ended before the will delay passed.
@@ -629,33 +751,86 @@ impl RouterState {
         removed
     }
 
-    fn add_offline_subscriptions(&mut self, session: &SessionKey, subscriptions: &[Subscription]) {
-        let tree = self.offline.entry(session.app.clone()).or_default();
+    /// Takes what clients acknowledged out of their sessions' inboxes,
+    /// journaled as one fact per session (a gateway gathers them for a few
+    /// tens of milliseconds: at most one write per session per batch).
+    pub(super) fn acked(&mut self, acks: Vec<SessionAcks>) {
+        for SessionAcks { session, messages } in acks {
+            let Some(state) = self.sessions.get_mut(&session).and_then(|r| r.persistent.as_deref_mut())
+            else {
+                continue;
+            };
+            let removed = state.acknowledge(&messages);
+            if removed.len() < messages.len()
+                && let Some(log) = self.fanout.get(&session.app)
+            {
+                // The rest may be tag or broadcast entries sent online.
+                let from = state.fanout_cursor;
+                for id in messages.iter().filter(|id| !removed.contains(id)) {
+                    if let Some(seq) = log.seq_of(*id, from) {
+                        state.fanout_acked = state.fanout_acked.max(Some(seq));
+                    }
+                }
+            }
+            if !removed.is_empty() {
+                self.counters.inbox_acknowledged += removed.len() as u64;
+                self.journal.push(Fact::Acked(SessionAcks { session, messages: removed }));
+            }
+        }
+    }
+
+    /// A session's connection was lost with its gateway: what its inbox
+    /// holds may have been sent, and is resent with DUP.
+    /// Tag and broadcast entries it was sent while online are read again
+    /// from the log, from past the last one its client acknowledged (or
+    /// from when the connection began).
+    pub(super) fn connection_lost(&mut self, session: &SessionKey, acked: Option<u64>) {
+        let head = self.fanout_head(&session.app);
+        if let Some(state) = self.sessions.get_mut(session).and_then(|r| r.persistent.as_deref_mut()) {
+            state.maybe_sent();
+            if let Some(seq) = acked {
+                state.fanout_cursor = state.fanout_cursor.max(seq.saturating_add(1));
+            }
+            state.lost_at = Some(head);
+            self.mark_session(session);
+        }
+    }
+
+    /// The last fan-out entry the client of an online `session` has
+    /// acknowledged, if any.
+    pub(super) fn fanout_acked(&self, session: &SessionKey) -> Option<u64> {
+        self.sessions.get(session)?.persistent.as_deref()?.fanout_acked
+    }
+
+    fn index_subscriptions(&mut self, session: &SessionKey, subscriptions: &[Subscription]) {
+        let tree = self.inboxes.entry(session.app.clone()).or_default();
         // A shared subscription's messages wait in its group, not in the
         // queue of one member.
         for s in subscriptions.iter().filter(|s| s.filter.share_group().is_none()) {
-            let entry = OfflineEntry { qos: s.qos, no_local: s.no_local, identifier: s.identifier };
+            let entry = InboxEntry { qos: s.qos, no_local: s.no_local, identifier: s.identifier };
             tree.insert(s.filter.match_filter(), (session.client.clone(), s.filter.clone()), entry);
         }
     }
 
-    fn remove_offline_subscriptions(&mut self, session: &SessionKey, subscriptions: &[Subscription]) {
-        if let Some(tree) = self.offline.get_mut(&session.app) {
+    fn unindex_subscriptions(&mut self, session: &SessionKey, subscriptions: &[Subscription]) {
+        if let Some(tree) = self.inboxes.get_mut(&session.app) {
             for s in subscriptions {
                 tree.remove(s.filter.match_filter(), &(session.client.clone(), s.filter.clone()));
             }
         }
     }
 
-    /// Queues `message` for every offline persistent session whose
-    /// subscriptions match it. Returns whether any matched.
+    /// Puts `message` in the inbox of every persistent session whose
+    /// subscriptions match it, online or not: an online session's gateway
+    /// delivers it too, and it stays until the client acknowledges it
+    /// (`Uplink::Acked`). Returns whether any session matched.
     /// `kept` returns the compacted copy queues hold (made at most once).
-    pub(super) fn queue_for_offline_sessions(
+    pub(super) fn queue_for_persistent_sessions(
         &mut self,
         message: &Arc<Message>,
         kept: &mut dyn FnMut() -> Arc<Message>,
     ) -> bool {
-        let Some(tree) = self.offline.get(&message.app) else { return false };
+        let Some(tree) = self.inboxes.get(&message.app) else { return false };
         // One delivery per session: the highest QoS of its matching
         // subscriptions and all their identifiers (§3.3.4).
         let mut targets: Vec<(herald_core::ClientId, QoS, Vec<u32>)> = Vec::new();
@@ -675,12 +850,19 @@ impl RouterState {
         let matched = !targets.is_empty();
         let mut queued_for = Vec::new();
         for (client, qos, subscription_ids) in targets {
-            if qos == QoS::AtMostOnce {
-                self.counters.dropped_offline_qos0 += 1;
-                continue;
-            }
             let key = SessionKey::new(message.app.clone(), client);
             let Some(record) = self.sessions.get_mut(&key) else { continue };
+            if qos == QoS::AtMostOnce {
+                // Online, its gateway delivers it; offline, it is lost.
+                if record.owner.is_none() {
+                    self.counters.dropped_offline_qos0 += 1;
+                }
+                continue;
+            }
+            // Online, what the inbox cannot keep is still delivered through
+            // the gateway, only not kept against the gateway's loss: counted
+            // apart from what an offline session loses.
+            let online = record.owner.is_some();
             let Some(state) = record.persistent.as_deref_mut() else { continue };
             if state.queue.iter().rev().take(REPLAY_WINDOW).any(|q| q.message.id == message.id) {
                 // A publish asked for again on a new router link after the
@@ -695,7 +877,11 @@ impl RouterState {
             };
             if full(state) {
                 if self.config.overflow == Overflow::RefuseNewest || (max_bytes > 0 && size > max_bytes) {
-                    self.counters.dropped_queue_full += 1;
+                    if online {
+                        self.counters.inbox_overflow_online += 1;
+                    } else {
+                        self.counters.dropped_queue_full += 1;
+                    }
                     continue;
                 }
                 // Drop oldest: make room from the front of the queue.
@@ -706,7 +892,11 @@ impl RouterState {
                     state.requeue_at = state.requeue_at.saturating_sub(1);
                     dropped += 1;
                 }
-                self.counters.dropped_queue_oldest += u64::from(dropped);
+                if online {
+                    self.counters.inbox_overflow_online += u64::from(dropped);
+                } else {
+                    self.counters.dropped_queue_oldest += u64::from(dropped);
+                }
                 self.journal.push(Fact::QueueDropped { session: key.clone(), count: dropped });
             }
             let target = QueueTarget { session: key, qos, subscription_ids };
@@ -752,7 +942,7 @@ impl RouterState {
         for s in subscriptions.iter().filter(|s| s.filter.share_group().is_some()) {
             self.ensure_group(&session.app, &s.filter);
         }
-        self.add_offline_subscriptions(&session, &subscriptions);
+        self.index_subscriptions(&session, &subscriptions);
         let mut state = PersistentState {
             subscriptions,
             queue: queue.into(),
@@ -762,8 +952,14 @@ impl RouterState {
             queue_bytes: 0,
             restored_from: last_epoch,
             fanout_cursor: fanout_cursor.unwrap_or_else(|| self.fanout_head(&session.app)),
+            fanout_acked: None,
+            lost_at: None,
         };
         state.count_bytes();
+        if online {
+            // Its inbox was being sent when the router stopped.
+            state.maybe_sent();
+        }
         let record = SessionRecord {
             owner: None,
             epoch,

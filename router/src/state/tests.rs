@@ -10,6 +10,7 @@ use herald_core::{
     AppId, ClientId, Epoch, ErrorCode, MessageId, NodeId, QoS, SessionKey, Topic, TopicFilter, UnixMillis,
 };
 use herald_proto::Message;
+use herald_proto::journal::Fact;
 use herald_proto::seam::{
     Claim, ClaimGrant, Downlink, Progress, Publish, QueuedMessage, Release, RetainedLookup, Subscription,
     Uplink, Will,
@@ -328,6 +329,19 @@ impl Harness {
     fn queue_of(&self, client: &str) -> Vec<String> {
         let record = self.state.session(&key(client)).expect("session exists");
         record.queue().map(|q| name_of(&q.message)).collect()
+    }
+
+    /// Has `client`'s gateway report that its client acknowledged the
+    /// messages of its inbox named `names`.
+    fn acknowledge(&mut self, gateway: NodeId, client: &str, names: &[&str], now: UnixMillis) {
+        let record = self.state.session(&key(client)).expect("session exists");
+        let messages = record
+            .queue()
+            .filter(|q| names.contains(&name_of(&q.message).as_str()))
+            .map(|q| q.message.id)
+            .collect();
+        let acks = vec![herald_proto::seam::SessionAcks { session: key(client), messages }];
+        assert_eq!(self.apply(gateway, Uplink::Acked(acks), now), [], "acknowledgements get no reply");
     }
 }
 
@@ -871,12 +885,20 @@ fn resume_returns_the_subscriptions_and_the_queue_in_order() {
     let record = h.state.session(&key("c1")).expect("resumed");
     assert_eq!((record.owner, record.subscriptions()), (Some(GW2), &subscribed[..]));
 
+    // Online, the inbox keeps what it had and takes what comes, until the
+    // client acknowledges it.
     h.publish(plain("a/x", "online"), after_s(3));
-    assert_eq!(
-        h.queue_of("c1"),
-        Vec::<String>::new(),
-        "an online session is served by routes, not its queue"
+    assert_eq!(h.queue_of("c1"), ["m1", "m2", "m3", "online"]);
+    h.state.take_journal();
+    h.acknowledge(GW2, "c1", &["m1", "m3"], after_s(4));
+    assert_eq!(h.queue_of("c1"), ["m2", "online"]);
+    let facts = h.state.take_journal();
+    assert!(
+        matches!(&facts[..], [Fact::Acked(acks)] if acks.session == key("c1") && acks.messages.len() == 2),
+        "one fact per session and batch: {facts:?}"
     );
+    h.acknowledge(GW2, "c1", &["m1"], after_s(4));
+    assert_eq!(h.state.take_journal(), [], "acknowledging again writes nothing");
 }
 
 #[test]
@@ -1584,3 +1606,6 @@ mod api_keys;
 
 #[path = "device_users_tests.rs"]
 mod device_users;
+
+#[path = "inbox_tests.rs"]
+mod inbox;

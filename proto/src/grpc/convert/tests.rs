@@ -393,6 +393,15 @@ fn uplink_samples() -> Vec<Uplink> {
             app: shop(),
             op: DirectoryOp::Users(UserOp::Find { username: "meter-7".into() }),
         },
+        Uplink::Acked(vec![
+            SessionAcks { session: key("c1"), messages: vec![MessageId(7), MessageId(u128::MAX)] },
+            SessionAcks { session: key("c2"), messages: vec![MessageId(8)] },
+        ]),
+        Uplink::Requeue {
+            session: key("c1"),
+            epoch: Epoch::new(2, 9),
+            messages: vec![queued(Progress::MaybeSent)],
+        },
     ]
 }
 

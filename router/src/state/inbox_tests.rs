@@ -1,0 +1,162 @@
+//! Tests of the inboxes of online persistent sessions: what is routed to
+//! one stays in its inbox until its client acknowledges it, so neither a
+//! lost gateway nor a takeover loses what a publisher had acknowledged.
+
+use super::*;
+use crate::state::DurableState;
+use herald_proto::journal::Fact;
+
+/// An online persistent session `c1` on `GW1` subscribed to `a/+` at QoS 1
+/// (with its route), and the epoch it holds.
+fn online_subscriber(h: &mut Harness) -> Epoch {
+    let epoch = h.connect(GW1, "c1", 3600);
+    let asked = vec![(subscription("a/+", QoS::AtLeastOnce), RetainedLookup::Skip)];
+    h.subscribe(GW1, "c1", epoch, asked).expect("subscribed");
+    h.add_routes(GW1, &app(), &["a/+"]);
+    epoch
+}
+
+fn progress_of(queued: &[QueuedMessage]) -> Vec<(String, Progress)> {
+    queued.iter().map(|q| (name_of(&q.message), q.progress)).collect()
+}
+
+#[test]
+fn what_an_online_persistent_session_is_sent_waits_in_its_inbox_until_acknowledged() {
+    let mut h = Harness::new();
+    online_subscriber(&mut h);
+    let effects = h.publish(plain("a/x", "m1"), T0);
+    assert!(
+        effects.iter().any(|(to, e)| *to == GW1 && matches!(e, Downlink::Deliver(m) if name_of(m) == "m1")),
+        "the gateway delivers it: {effects:?}"
+    );
+    h.publish(with_qos("a/y", "fleeting", QoS::AtMostOnce), T0);
+    assert_eq!(h.queue_of("c1"), ["m1"], "QoS 0 is never kept");
+    assert_eq!(h.counters().dropped_offline_qos0, 0, "nor dropped: its gateway delivers it");
+    let facts = h.state.take_journal();
+    assert!(facts.iter().any(|f| matches!(f, Fact::Queued { .. })), "durable before the publisher's ack");
+
+    h.acknowledge(GW1, "c1", &["m1"], T0);
+    assert_eq!(h.queue_of("c1"), Vec::<String>::new());
+    assert_eq!(h.counters().inbox_acknowledged, 1);
+}
+
+#[test]
+fn a_session_whose_gateway_is_lost_gets_its_unacknowledged_messages_again_with_dup() {
+    let mut h = Harness::new();
+    online_subscriber(&mut h);
+    for name in ["m1", "m2", "m3"] {
+        h.publish(plain("a/x", name), T0);
+    }
+    h.acknowledge(GW1, "c1", &["m1"], T0);
+    let mut effects = Vec::new();
+    h.state.gateway_unlinked(GW1, after_s(1), &mut effects);
+
+    let (grant, _) = h.claim(GW2, claim("c1", false, 3600), after_s(2));
+    assert!(grant.session_present);
+    assert_eq!(
+        progress_of(&grant.queued),
+        [("m2".to_owned(), Progress::MaybeSent), ("m3".to_owned(), Progress::MaybeSent)]
+    );
+    assert_eq!(h.queue_of("c1"), ["m2", "m3"], "still kept until acknowledged on the new connection");
+}
+
+#[test]
+fn a_release_leaves_the_inbox_in_place_with_how_far_each_message_got() {
+    let mut h = Harness::new();
+    let epoch = online_subscriber(&mut h);
+    let mut durable = DurableState::default();
+    let [m1, m2, m3] = [plain("a/x", "m1"), plain("a/x", "m2"), plain("a/x", "m3")];
+    for m in [&m1, &m2, &m3] {
+        h.publish(m.clone(), T0);
+    }
+    // m3's acknowledgement reaches the router after the release; a
+    // retained copy the inbox never had is in the release too.
+    let extra = plain("a/r", "retained copy");
+    let mut sent = pending(m1.clone(), true);
+    sent.progress = Progress::Sent(5);
+    let mut gone = release("c1", epoch, 3600, false);
+    gone.pending = vec![sent, pending(m2.clone(), false), pending(m3.clone(), false), pending(extra, false)];
+    h.release(GW1, gone, after_s(1));
+    h.acknowledge(GW1, "c1", &["m3"], after_s(1));
+    for fact in h.state.take_journal() {
+        durable.apply(fact);
+    }
+
+    let (grant, _) = h.claim(GW2, claim("c1", false, 3600), after_s(2));
+    let expected = [
+        ("retained copy".to_owned(), Progress::Unsent),
+        ("m1".to_owned(), Progress::Sent(5)),
+        ("m2".to_owned(), Progress::Unsent),
+    ];
+    assert_eq!(progress_of(&grant.queued), expected);
+    // What the journal says is what the state holds.
+    let from_journal = DurableState::from_image(durable.image()).image();
+    let queue: Vec<_> = from_journal.sessions.iter().flat_map(|s| s.queue.iter().cloned()).collect();
+    assert_eq!(progress_of(&queue), expected);
+}
+
+#[test]
+fn a_takeover_resends_the_inbox_with_dup_and_the_old_connection_hands_over_only_the_rest() {
+    let mut h = Harness::new();
+    let old = online_subscriber(&mut h);
+    let m1 = plain("a/x", "m1");
+    h.publish(m1.clone(), T0);
+
+    let (grant, revoked) = h.claim(GW2, claim("c1", false, 3600), after_s(1));
+    assert_eq!(revoked, [(GW1, Downlink::Revoked { session: key("c1"), epoch: old })]);
+    assert_eq!(progress_of(&grant.queued), [("m1".to_owned(), Progress::MaybeSent)]);
+
+    // The old connection's release lists m1 (in flight) and a copy the
+    // inbox never had: only that one is handed over.
+    let mut stale = release("c1", old, 3600, false);
+    stale.pending = vec![pending(m1, true), pending(plain("a/r", "retained copy"), false)];
+    let effects = h.release(GW1, stale, after_s(1));
+    let handed: Vec<_> = effects
+        .iter()
+        .filter_map(|(to, e)| match e {
+            Downlink::Handover { pending, .. } => Some((*to, names(pending))),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(handed, [(GW2, vec!["retained copy".to_owned()])]);
+    // Only the inbox copy's acknowledgement removes it.
+    assert_eq!(h.queue_of("c1"), ["m1"]);
+}
+
+#[test]
+fn unsubscribing_stops_the_inbox_and_a_session_ending_clears_it() {
+    let mut h = Harness::new();
+    let epoch = online_subscriber(&mut h);
+    h.unsubscribe(GW1, "c1", epoch, &["a/+"]).expect("unsubscribed");
+    h.publish(plain("a/x", "m1"), T0);
+    assert_eq!(h.queue_of("c1"), Vec::<String>::new());
+
+    // A session that becomes transient at its end leaves no index entry.
+    let asked = vec![(subscription("a/+", QoS::AtLeastOnce), RetainedLookup::Skip)];
+    h.subscribe(GW1, "c1", epoch, asked).expect("subscribed");
+    h.release(GW1, release("c1", epoch, 0, false), after_s(1));
+    assert!(h.state.session(&key("c1")).is_none());
+    h.publish(plain("a/x", "m2"), after_s(2));
+    let epoch = h.connect(GW1, "c1", 3600);
+    assert_eq!(h.queue_of("c1"), Vec::<String>::new(), "epoch {epoch:?}: nothing kept for a session gone");
+}
+
+#[test]
+fn a_full_inbox_of_an_online_session_is_counted_apart_from_offline_losses() {
+    for overflow in [crate::state::Overflow::RefuseNewest, crate::state::Overflow::DropOldest] {
+        let config = RouterConfig { max_queued_messages: 2, overflow, ..RouterConfig::default() };
+        let mut h = Harness::with_config(config);
+        online_subscriber(&mut h);
+        for name in ["m1", "m2", "m3"] {
+            let effects = h.publish(plain("a/x", name), T0);
+            assert!(effects.iter().any(|(_, e)| matches!(e, Downlink::Deliver(_))), "delivered all the same");
+        }
+        let c = h.counters();
+        assert_eq!(
+            (c.inbox_overflow_online, c.dropped_queue_full, c.dropped_queue_oldest),
+            (1, 0, 0),
+            "{overflow:?}"
+        );
+        assert_eq!(h.queue_of("c1").len(), 2, "{overflow:?}");
+    }
+}
