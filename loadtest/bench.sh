@@ -24,6 +24,7 @@
 #   BENCH_HERALD_BIN: a herald binary to use instead of building one
 #   MOSQUITTO: the mosquitto binary [/usr/sbin/mosquitto]
 #   BENCH_SCENARIOS [conn fanout-qos0 fanout-qos1 fanin-qos1 p2p-qos1 shared-qos1 storm persist]
+#                 (p2p-persistent: p2p with persistent subscribers, on request)
 #   BENCH_CLUSTER [0]: 1 adds a column for a local Herald cluster
 #                 (deploy/local-cluster.sh: three routers, two gateways; the
 #                 generator drives gateway 1, so every message crosses the
@@ -227,6 +228,7 @@ declare -A titles=(
     [fanout-qos1]="fanout 1→$fanout_subscribers QoS 1, $fanout_qos1_rate msg/s"
     [fanin-qos1]="fanin $fanin_publishers→1 QoS 1, $fanin_rate msg/s"
     [p2p-qos1]="p2p $p2p_pairs pairs QoS 1, $p2p_rate msg/s"
+    [p2p-persistent]="p2p $p2p_pairs pairs QoS 1, persistent subscribers, $p2p_rate msg/s"
     [shared-qos1]="shared 1→group of $shared_members QoS 1, $shared_rate msg/s"
     [storm]="storm $storm_connections persistent"
     [persist]="persist $persist_subscribers subs × $persist_messages msgs QoS 1"
@@ -239,6 +241,10 @@ arguments() {
     fanout-qos1) echo fanout --connections "$fanout_subscribers" --qos 1 --rate "$fanout_qos1_rate" "${flow[@]}" ;;
     fanin-qos1) echo fanin --connections "$fanin_publishers" --qos 1 --rate "$fanin_rate" "${flow[@]}" ;;
     p2p-qos1) echo p2p --connections "$p2p_pairs" --qos 1 --rate "$p2p_rate" "${flow[@]}" ;;
+    # Online persistent sessions: Herald keeps each message in the session's
+    # inbox until acknowledged (committed before PUBACK); Mosquitto keeps
+    # in-flight messages in memory.
+    p2p-persistent) echo p2p --connections "$p2p_pairs" --qos 1 --rate "$p2p_rate" --session-expiry 3600 "${flow[@]}" ;;
     # Shared subscriptions are MQTT 5 (Mosquitto serves $share to 3.1.1 clients too).
     shared-qos1) echo shared --connections "$shared_members" --qos 1 --protocol 5 --rate "$shared_rate" "${flow[@]}" ;;
     storm) echo storm --connections "$storm_connections" --persistent --hold 1 ;;

@@ -503,10 +503,11 @@ impl Session {
             out.push(Action::AddLocal(s.filter.clone(), local));
             self.subscriptions.push((s.filter, local));
         }
+        // A handover on a link opened again lists the session's whole
+        // inbox: what this connection holds already is not sent twice.
+        let held = self.held_ids();
         for q in queued {
-            // A handover on a link opened again lists the session's whole
-            // inbox: what this connection holds already is not sent twice.
-            if self.holds(q.message.id) {
+            if held.contains(&q.message.id) {
                 continue;
             }
             match q.progress {
@@ -534,10 +535,10 @@ impl Session {
         }
     }
 
-    /// Whether `message` is in flight or waiting on this connection.
-    fn holds(&self, message: MessageId) -> bool {
-        self.inflight.iter().any(|f| f.queued.message.id == message)
-            || self.waiting.iter().any(|(q, _)| q.message.id == message)
+    /// The messages in flight or waiting on this connection.
+    fn held_ids(&self) -> std::collections::HashSet<MessageId> {
+        let inflight = self.inflight.iter().map(|f| f.queued.message.id);
+        inflight.chain(self.waiting.iter().map(|(q, _)| q.message.id)).collect()
     }
 
     /// Resends a delivery an earlier connection sent with `packet_id`, with

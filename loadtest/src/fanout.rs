@@ -124,6 +124,12 @@ pub(crate) struct FlowArgs {
     /// Maximum subscribers announce.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..))]
     inflight: u16,
+    /// Subscribers' session expiry in seconds (0: clean sessions): with it
+    /// they are online persistent sessions, whose messages the broker keeps
+    /// until acknowledged. 3.1.1 subscribers then connect without clean
+    /// session. Their sessions are ended after the run.
+    #[arg(long, default_value_t = 0)]
+    session_expiry: u32,
 }
 
 /// Runs `shape` with `args`.
@@ -154,7 +160,11 @@ async fn connect(shape: Shape, args: &FlowArgs, run: &str) -> anyhow::Result<Cli
         options
     };
     let subscribers = connect_many(subscriber_count, args.setup.parallel, |index| {
-        let options = options(publisher_count + index, 's');
+        let mut options = options(publisher_count + index, 's');
+        if args.session_expiry > 0 {
+            options.session_expiry = args.session_expiry;
+            options.clean_start = false;
+        }
         let filter = shape.filter(run, index);
         async move {
             let mut client = Client::connect(&options, deadline).await?;
@@ -169,6 +179,22 @@ async fn connect(shape: Shape, args: &FlowArgs, run: &str) -> anyhow::Result<Cli
     })
     .await?;
     Ok(Clients { subscribers, publishers })
+}
+
+/// Ends the persistent sessions of the subscribers: each connects again
+/// with a clean start and leaves without expiry.
+async fn end_sessions(shape: Shape, args: &FlowArgs, run: &str) {
+    let (publisher_count, subscriber_count) = shape.counts(args.connections);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let clients = connect_many(subscriber_count, args.setup.parallel, |index| {
+        let index = publisher_count + index;
+        let options = args.common.client(index, format_args!("{run}-s{index}"));
+        async move { Client::connect(&options, deadline).await }
+    })
+    .await;
+    if let Ok(clients) = clients {
+        let _ = crate::client::disconnect_all(clients, None, deadline).await;
+    }
 }
 
 async fn run_async(shape: Shape, args: &FlowArgs) -> anyhow::Result<Report> {
@@ -243,6 +269,10 @@ async fn run_async(shape: Shape, args: &FlowArgs) -> anyhow::Result<Report> {
     }
     if let Some(group) = &group {
         tally.add(0, group, &sent);
+    }
+
+    if args.session_expiry > 0 {
+        end_sessions(shape, args, &run).await;
     }
 
     let published = sent.iter().map(|&count| u64::from(count)).sum::<u64>();

@@ -24,6 +24,9 @@ pub enum Fact {
     Retained(Arc<Message>),
     /// A persistent session's durable record, replacing any earlier one.
     SessionPut(Box<DurableSession>),
+    /// A persistent session's record, replacing the earlier one's fields
+    /// but its inbox (the `queue` here is empty and ignored).
+    SessionMeta(Box<DurableSession>),
     /// A persistent session ended (or became transient).
     SessionRemoved(SessionKey),
     /// A message appended to the queues of offline persistent sessions,

@@ -2,9 +2,11 @@
 //!
 //! [`write_durably`] survives a crash once it returns (write a temporary
 //! file, fsync it, rename it over the old one, fsync the directory).
-//! [`write_lazily`] skips the fsyncs, for hints whose loss only costs work:
-//! after a crash the file holds the old or the new content, or is
-//! unreadable, and [`read`] then says `None`: never a mix.
+//! [`overwrite_lazily`] is for hints written often, whose loss only costs
+//! work: in place, without a sync, a temporary file or a rename (ext4
+//! follows a rename over a file with a writeback of its data). After a
+//! crash the file holds the old or the new content, or is unreadable, and
+//! [`read`] then says `None`: never a mix.
 
 use crate::{StoreError, io_error, sync_dir};
 use std::fs::{self, File};
@@ -13,12 +15,21 @@ use std::path::Path;
 
 /// Replaces the file at `path` with `bytes`, durably.
 pub fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    replace(path, bytes, true)
+    replace(path, bytes)
 }
 
-/// Replaces the file at `path` with `bytes`, without waiting for the disk.
-pub fn write_lazily(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    replace(path, bytes, false)
+/// Writes `bytes` over the file at `path` in place, without waiting for
+/// the disk and without a rename.
+pub fn overwrite_lazily(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    use std::os::unix::fs::FileExt;
+    let mut whole = Vec::with_capacity(bytes.len() + 4);
+    whole.extend_from_slice(bytes);
+    whole.extend_from_slice(&crc32fast::hash(bytes).to_le_bytes());
+    let file =
+        fs::OpenOptions::new().write(true).create(true).truncate(false).open(path).map_err(io_error(path))?;
+    file.write_all_at(&whole, 0).map_err(io_error(path))?;
+    file.set_len(whole.len() as u64).map_err(io_error(path))?;
+    Ok(())
 }
 
 /// Returns the file's content, or `None` if it does not exist or is not
@@ -36,17 +47,15 @@ pub fn read(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
     Ok((crc32fast::hash(&bytes).to_le_bytes()[..] == sum[..]).then_some(bytes))
 }
 
-fn replace(path: &Path, bytes: &[u8], durable: bool) -> Result<(), StoreError> {
+fn replace(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = path.with_file_name(format!("{name}.tmp"));
     let mut file = File::create(&tmp).map_err(io_error(&tmp))?;
     file.write_all(bytes).map_err(io_error(&tmp))?;
     file.write_all(&crc32fast::hash(bytes).to_le_bytes()).map_err(io_error(&tmp))?;
-    if durable {
-        file.sync_all().map_err(io_error(&tmp))?;
-    }
+    file.sync_all().map_err(io_error(&tmp))?;
     fs::rename(&tmp, path).map_err(io_error(path))?;
-    if durable && let Some(dir) = path.parent() {
+    if let Some(dir) = path.parent() {
         sync_dir(dir)?;
     }
     Ok(())
@@ -62,8 +71,12 @@ mod tests {
         let path = dir.path().join("vote");
         assert_eq!(read(&path).expect("read"), None);
         write_durably(&path, b"term 1").expect("write");
-        write_lazily(&path, b"term 22").expect("write");
+        overwrite_lazily(&path, b"term 22").expect("write");
         assert_eq!(read(&path).expect("read"), Some(b"term 22".to_vec()));
+        overwrite_lazily(&path, b"term 3").expect("overwrite shorter");
+        assert_eq!(read(&path).expect("read"), Some(b"term 3".to_vec()));
+        overwrite_lazily(&path, b"term 444").expect("overwrite longer");
+        assert_eq!(read(&path).expect("read"), Some(b"term 444".to_vec()));
         let mut damaged = fs::read(&path).expect("raw");
         damaged[0] ^= 1;
         fs::write(&path, damaged).expect("damage");

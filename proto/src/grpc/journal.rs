@@ -105,6 +105,7 @@ fn fact_to_pb(fact: &Fact) -> pb::Fact {
     let kind = match fact {
         Fact::Retained(message) => Kind::Retained(message_to_pb(message)),
         Fact::SessionPut(session) => Kind::SessionPut(session_put_to_pb(session)),
+        Fact::SessionMeta(session) => Kind::SessionMeta(session_put_to_pb(session)),
         Fact::SessionRemoved(key) => Kind::SessionRemoved(session_to_pb(key)),
         Fact::Queued { message, targets } => Kind::Queued(pb::Queued {
             message: Some(message_to_pb(message)),
@@ -167,6 +168,7 @@ fn fact_from_pb(fact: pb::Fact) -> Result<Fact, ConvertError> {
     Ok(match required(fact.kind, "fact.kind")? {
         Kind::Retained(message) => Fact::Retained(Arc::new(message_from_pb(message)?)),
         Kind::SessionPut(session) => Fact::SessionPut(Box::new(session_put_from_pb(session)?)),
+        Kind::SessionMeta(session) => Fact::SessionMeta(Box::new(session_put_from_pb(session)?)),
         Kind::SessionRemoved(key) => {
             Fact::SessionRemoved(session_from_pb(Some(key), "fact.session_removed")?)
         }
@@ -526,6 +528,7 @@ mod tests {
                 session: key(),
                 messages: vec![herald_core::MessageId(42), herald_core::MessageId(43)],
             }),
+            Fact::SessionMeta(Box::new(DurableSession { queue: Vec::new(), ..session() })),
         ];
         assert_eq!(decode(&encode(&facts)).expect("decodes"), facts);
         let image = DurableImage {

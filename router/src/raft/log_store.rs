@@ -3,7 +3,8 @@
 //! ```text
 //! <raft dir>/log/*.seg    entries, one WAL record each (see `encode_entry`)
 //! <raft dir>/vote         the vote, written durably before save_vote returns
-//! <raft dir>/committed    the commit mark, written lazily (a hint: lost, entries re-commit)
+//! <raft dir>/committed    the commit mark, overwritten in place without a sync (a hint:
+//!                         lost, entries re-commit)
 //! <raft dir>/purged       the last purged log id, written durably
 //! ```
 //!
@@ -163,10 +164,13 @@ impl Files {
     fn write_meta<T: Serialize>(&self, name: &str, value: &T, durable: bool) -> Result<(), Error> {
         let path = self.dir.join(name);
         let bytes = encode(value);
+        // The commit mark is written for every entry: in place, since a
+        // rename (which ext4 follows with a writeback) cost more than the
+        // entry's own sync under many small entries.
         let written = if durable {
             small_file::write_durably(&path, &bytes)
         } else {
-            small_file::write_lazily(&path, &bytes)
+            small_file::overwrite_lazily(&path, &bytes)
         };
         written.map_err(|e| StorageIOError::write(&e).into())
     }

@@ -17,6 +17,7 @@ pub mod backup;
 mod log_store;
 mod network;
 mod peer_service;
+mod proposer;
 #[allow(clippy::result_large_err)]
 mod state_machine;
 
@@ -197,6 +198,8 @@ pub struct RaftNode {
     snapshots: Arc<state_machine::SnapshotCounts>,
     /// Told when a backup was restored: the serving router must be rebuilt.
     restored: Arc<tokio::sync::Notify>,
+    /// Merges the journals of batches waiting for a commit (group commit).
+    proposer: proposer::Proposer,
 }
 
 impl std::fmt::Debug for RaftNode {
@@ -246,7 +249,17 @@ impl RaftNode {
             .map_err(|e| RaftNodeError::Raft(e.to_string()))?;
         let lease = Duration::from_millis(settings.election_max_ms);
         let restored = Arc::new(tokio::sync::Notify::new());
-        Ok(RaftNode { id, raft, state, cluster_id: cluster_id.to_owned(), lease, restored, snapshots })
+        let proposer = proposer::Proposer::start(raft.clone());
+        Ok(RaftNode {
+            id,
+            raft,
+            state,
+            cluster_id: cluster_id.to_owned(),
+            lease,
+            restored,
+            snapshots,
+            proposer,
+        })
     }
 
     /// Initialises the cluster when this node is the one to (first start,
@@ -660,14 +673,9 @@ impl crate::Journal for RaftNode {
         facts: &'a [Fact],
     ) -> std::pin::Pin<Box<dyn Future<Output = Result<crate::Committing, String>> + Send + 'a>> {
         Box::pin(async move {
-            let command = Command::Journal(journal::encode(facts));
-            let written = self.raft.client_write_ff(command).await.map_err(|e| e.to_string())?;
+            let committed = self.proposer.propose(journal::encode(facts)).await?;
             let committing: crate::Committing = Box::pin(async move {
-                match written.await {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(error)) => Err(error.to_string()),
-                    Err(_) => Err("raft stopped before the commit".to_owned()),
-                }
+                committed.await.unwrap_or_else(|_| Err("raft stopped before the commit".to_owned()))
             });
             Ok(committing)
         })

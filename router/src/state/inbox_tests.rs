@@ -160,3 +160,30 @@ fn a_full_inbox_of_an_online_session_is_counted_apart_from_offline_losses() {
         assert_eq!(h.queue_of("c1").len(), 2, "{overflow:?}");
     }
 }
+
+#[test]
+fn a_reconnect_journals_the_session_record_not_its_inbox() {
+    let mut h = Harness::new();
+    let mut durable = DurableState::default();
+    h.offline_subscriber("c1", 3600, &[subscription("a/+", QoS::AtLeastOnce)]);
+    for name in ["m1", "m2", "m3"] {
+        h.publish(plain("a/x", name), T0);
+    }
+    for fact in h.state.take_journal() {
+        durable.apply(fact);
+    }
+
+    let (grant, _) = h.claim(GW2, claim("c1", false, 3600), after_s(1));
+    assert_eq!(names(&grant.queued), ["m1", "m2", "m3"]);
+    let facts = h.state.take_journal();
+    assert!(
+        matches!(&facts[..], [Fact::SessionMeta(meta)] if meta.queue.is_empty() && meta.online),
+        "the record alone: {facts:?}"
+    );
+    for fact in facts {
+        durable.apply(fact);
+    }
+    let from_journal = DurableState::from_image(durable.image()).image();
+    let from_state = DurableState::from_image(h.state.durable_image()).image();
+    assert_eq!(from_journal.sessions, from_state.sessions, "the journal still holds the inbox");
+}

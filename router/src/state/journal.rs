@@ -73,6 +73,16 @@ impl DurableState {
             Fact::SessionPut(session) => {
                 self.sessions.insert(session.session.clone(), *session);
             }
+            Fact::SessionMeta(meta) => match self.sessions.get_mut(&meta.session) {
+                Some(durable) => {
+                    let queue = std::mem::take(&mut durable.queue);
+                    *durable = *meta;
+                    durable.queue = queue;
+                }
+                None => {
+                    self.sessions.insert(meta.session.clone(), *meta);
+                }
+            },
             Fact::SessionRemoved(key) => {
                 self.sessions.remove(&key);
             }
@@ -225,6 +235,14 @@ impl RouterState {
         }
     }
 
+    /// Notes that persistent session `key` changed but not its inbox: its
+    /// record without the inbox goes into the journal.
+    pub(super) fn mark_session_meta(&mut self, key: &SessionKey) {
+        if !self.dirty_meta.contains(key) {
+            self.dirty_meta.insert(key.clone());
+        }
+    }
+
     /// Notes that the queue of group `filter` changed.
     pub(super) fn mark_group(&mut self, app: &AppId, filter: &TopicFilter) {
         self.dirty_groups.insert((app.clone(), filter.clone()));
@@ -235,7 +253,17 @@ impl RouterState {
     /// sessions and groups that changed, as they are now.
     pub fn take_journal(&mut self) -> Vec<Fact> {
         let mut facts = std::mem::take(&mut self.journal);
-        for key in std::mem::take(&mut self.dirty_sessions) {
+        let whole = std::mem::take(&mut self.dirty_sessions);
+        for key in std::mem::take(&mut self.dirty_meta) {
+            if whole.contains(&key) {
+                continue;
+            }
+            match self.sessions.get(&key).and_then(|record| record.durable_meta(&key)) {
+                Some(session) => facts.push(Fact::SessionMeta(Box::new(session))),
+                None => facts.push(Fact::SessionRemoved(key)),
+            }
+        }
+        for key in whole {
             match self.sessions.get(&key).and_then(|record| record.durable(&key)) {
                 Some(session) => facts.push(Fact::SessionPut(Box::new(session))),
                 None => facts.push(Fact::SessionRemoved(key)),
@@ -299,6 +327,7 @@ impl RouterState {
         // Nothing to journal: all of it is durable already.
         self.journal.clear();
         self.dirty_sessions.clear();
+        self.dirty_meta.clear();
         self.dirty_groups.clear();
     }
 }

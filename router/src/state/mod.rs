@@ -224,6 +224,10 @@ pub struct RouterState {
     journal: Vec<Fact>,
     /// Persistent sessions changed since then: journaled whole.
     dirty_sessions: HashSet<SessionKey>,
+    /// Persistent sessions whose record changed but not their inbox: they
+    /// are journaled without it (`Fact::SessionMeta`), so a reconnect or a
+    /// subscription costs the same whatever the inbox holds.
+    dirty_meta: HashSet<SessionKey>,
     /// Shared groups whose queue changed since then: journaled whole.
     dirty_groups: HashSet<(AppId, TopicFilter)>,
 }

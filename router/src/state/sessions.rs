@@ -101,25 +101,37 @@ impl PersistentState {
     }
 
     /// Removes the acknowledged messages among `ids`; returns those it held.
+    /// Clients acknowledge mostly in the order they were sent, which is the
+    /// inbox's: the front goes first, and the rest is searched only for
+    /// what is left.
     fn acknowledge(&mut self, ids: &[MessageId]) -> Vec<MessageId> {
-        let ids: HashSet<MessageId> = ids.iter().copied().collect();
+        let mut ids: HashSet<MessageId> = ids.iter().copied().collect();
         let mut removed = Vec::new();
-        let mut removed_before = 0;
-        let requeue_at = self.requeue_at;
-        let mut index = 0;
-        self.queue.retain(|q| {
-            let ack = ids.contains(&q.message.id);
-            if ack {
-                removed.push(q.message.id);
-                removed_before += usize::from(index < requeue_at);
-            }
-            index += 1;
-            !ack
-        });
-        self.requeue_at = requeue_at - removed_before;
-        if !removed.is_empty() {
-            self.count_bytes();
+        let mut bytes = 0;
+        while let Some(front) = self.queue.front()
+            && ids.remove(&front.message.id)
+        {
+            removed.push(front.message.id);
+            bytes += front.message.payload.len();
+            self.queue.pop_front();
+            self.requeue_at = self.requeue_at.saturating_sub(1);
         }
+        if !ids.is_empty() {
+            let requeue_at = self.requeue_at;
+            let (mut index, mut removed_before) = (0, 0);
+            self.queue.retain(|q| {
+                let ack = ids.contains(&q.message.id);
+                if ack {
+                    removed.push(q.message.id);
+                    bytes += q.message.payload.len();
+                    removed_before += usize::from(index < requeue_at);
+                }
+                index += 1;
+                !ack
+            });
+            self.requeue_at = requeue_at - removed_before;
+        }
+        self.queue_bytes = self.queue_bytes.saturating_sub(bytes);
         removed
     }
 }
@@ -165,8 +177,17 @@ impl SessionRecord {
         self.persistent.as_deref().and_then(|p| p.expires_at)
     }
 
+    /// [`SessionRecord::durable`] without the inbox.
+    pub(super) fn durable_meta(&self, key: &SessionKey) -> Option<DurableSession> {
+        self.durable_with(key, false)
+    }
+
     /// Returns what of this record must survive a restart, if anything.
     pub(super) fn durable(&self, key: &SessionKey) -> Option<DurableSession> {
+        self.durable_with(key, true)
+    }
+
+    fn durable_with(&self, key: &SessionKey, with_inbox: bool) -> Option<DurableSession> {
         if !self.is_persistent() {
             return None;
         }
@@ -175,7 +196,7 @@ impl SessionRecord {
             session: key.clone(),
             expiry_seconds: self.expiry_seconds,
             subscriptions: self.subscriptions().to_vec(),
-            queue: self.queue().cloned().collect(),
+            queue: if with_inbox { self.queue().cloned().collect() } else { Vec::new() },
             will: self.will.clone(),
             will_at: state.and_then(|p| p.will_at),
             expires_at: state.and_then(|p| p.expires_at),
@@ -186,6 +207,13 @@ impl SessionRecord {
             fanout_cursor: state.filter(|_| self.owner.is_none()).map(|p| p.fanout_cursor),
         })
     }
+}
+
+/// What tells whether a catch-up changed an inbox: its length and its
+/// newest message (a catch-up only appends, and drops or replaces only to
+/// append).
+fn inbox_mark(state: &PersistentState) -> (usize, Option<MessageId>) {
+    (state.queue.len(), state.queue.back().map(|q| q.message.id))
 }
 
 /// How far back a session's queue is checked for a message queued already
@@ -234,9 +262,10 @@ impl RouterState {
         let mut grant =
             ClaimGrant { epoch, session_present: false, subscriptions: Vec::new(), queued: Vec::new() };
         let mut inbox = VecDeque::new();
-        if expiry_seconds > 0 || self.sessions.get(&session).is_some_and(SessionRecord::is_persistent) {
-            self.mark_session(&session);
-        }
+        let was_persistent = self.sessions.get(&session).is_some_and(SessionRecord::is_persistent);
+        // Whether a resumed session's inbox is as the journal has it: then
+        // only its record is journaled, not every message it holds.
+        let mut inbox_as_journaled = false;
         if let Some(mut old) = self.sessions.remove(&session) {
             if let Some(owner) = old.owner {
                 // Takeover: the old connection must end [MQTT-3.1.4-3].
@@ -258,6 +287,7 @@ impl RouterState {
                 // acknowledgement, perhaps sent already).
                 let lost = state.lost_at.take().is_some();
                 let log = self.fanout.get(&session.app);
+                let before = inbox_mark(&state);
                 let replaced = super::fanout::catch_up(
                     log,
                     &session.client,
@@ -269,6 +299,7 @@ impl RouterState {
                 if lost {
                     state.maybe_sent();
                 }
+                inbox_as_journaled = replaced.is_empty() && inbox_mark(&state) == before;
                 for older in replaced {
                     self.retracted(&session.app, older, 0, 1);
                 }
@@ -316,6 +347,11 @@ impl RouterState {
             grant.subscriptions.iter().map(|s| (session.app.clone(), s.filter.clone())).collect();
         if !routes.is_empty() {
             self.change_routes(gateway, routes, Vec::new(), out);
+        }
+        if inbox_as_journaled && expiry_seconds > 0 {
+            self.mark_session_meta(&session);
+        } else if expiry_seconds > 0 || was_persistent {
+            self.mark_session(&session);
         }
         self.sessions.insert(session, record);
         out.push((gateway, Downlink::Claimed { request: claim.request, result: Ok(grant) }));
@@ -449,7 +485,7 @@ impl RouterState {
             record.will = Some(will);
             record.persistent.get_or_insert_with(Box::default).will_at = Some(fire_at);
             self.timers.insert((fire_at, session.clone()));
-            self.dirty_sessions.insert(session.clone());
+            self.mark_session_meta(session);
         }
     }
 
@@ -462,7 +498,7 @@ impl RouterState {
                 self.timers.remove(&(expires_at, session.clone()));
                 state.expires_at = Some(at);
                 self.timers.insert((at, session.clone()));
-                self.dirty_sessions.insert(session.clone());
+                self.mark_session_meta(session);
             }
             _ => {}
         }
@@ -475,7 +511,7 @@ impl RouterState {
             return;
         }
         if let Some(will) = record.will.take() {
-            self.dirty_sessions.insert(session.clone());
+            self.mark_session_meta(session);
             self.arm_will(session, will, now, out);
         }
     }
@@ -491,13 +527,15 @@ impl RouterState {
         now: UnixMillis,
     ) {
         let Some(record) = self.sessions.get(session) else { return };
-        let record = record.clone();
-        self.forget_timers(session, &record);
+        for at in [record.will_at(), record.expires_at()].into_iter().flatten() {
+            self.timers.remove(&(at, session.clone()));
+        }
         let Some(record) = self.sessions.get_mut(session) else { return };
         record.owner = Some(gateway);
         record.epoch = epoch;
         record.since = now;
         let mut replaced = Vec::new();
+        let mut inbox_as_journaled = true;
         if let Some(state) = record.persistent.as_deref_mut() {
             // Its connection lived on: what was sent before the link was
             // lost reached it (or waits in its inbox).
@@ -505,8 +543,10 @@ impl RouterState {
                 state.fanout_cursor = at;
             }
             let log = self.fanout.get(&session.app);
+            let before = inbox_mark(state);
             replaced =
                 super::fanout::catch_up(log, &session.client, state, now, &self.config, &mut self.counters);
+            inbox_as_journaled = replaced.is_empty() && inbox_mark(state) == before;
             state.will_at = None;
             state.expires_at = None;
             state.requeue_at = 0;
@@ -515,7 +555,11 @@ impl RouterState {
         for older in replaced {
             self.retracted(&session.app, older, 0, 1);
         }
-        self.mark_session(session);
+        if inbox_as_journaled {
+            self.mark_session_meta(session);
+        } else {
+            self.mark_session(session);
+        }
     }
 
     /// Gives a session back to the gateway that still holds its connection
@@ -564,7 +608,7 @@ impl RouterState {
             self.unindex_subscriptions(&session, &known);
         }
         if was_persistent || expiry_seconds > 0 {
-            self.mark_session(&session);
+            self.mark_session_meta(&session);
         }
         if !routes.is_empty() {
             self.change_routes(gateway, routes, Vec::new(), out);
@@ -642,7 +686,7 @@ impl RouterState {
             if let Some(state) = record.persistent.as_deref_mut() {
                 state.subscriptions.retain(|s| s.filter != subscription.filter);
                 state.subscriptions.push(subscription.clone());
-                self.dirty_sessions.insert(session.clone());
+                self.mark_session_meta(session);
                 self.index_subscriptions(session, std::slice::from_ref(&subscription));
             }
         }
@@ -661,7 +705,7 @@ impl RouterState {
                 .into_iter()
                 .partition::<Vec<_>, _>(|s| filters.contains(&s.filter));
             state.subscriptions = kept;
-            self.mark_session(session);
+            self.mark_session_meta(session);
             self.unindex_subscriptions(session, &gone);
         }
         Ok(())
@@ -676,7 +720,7 @@ impl RouterState {
     ) {
         let Some(record) = self.sessions.get_mut(&session) else { return };
         if record.is_persistent() {
-            self.dirty_sessions.insert(session.clone());
+            self.mark_session_meta(&session);
         }
         let Some(record) = self.sessions.get_mut(&session) else { return };
         if record.will_at() == Some(deadline) {
@@ -792,7 +836,9 @@ impl RouterState {
                 state.fanout_cursor = state.fanout_cursor.max(seq.saturating_add(1));
             }
             state.lost_at = Some(head);
-            self.mark_session(session);
+            // The MaybeSent marks are not journaled: a router restart marks
+            // the inboxes of sessions that were online anyway.
+            self.mark_session_meta(session);
         }
     }
 
