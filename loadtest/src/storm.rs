@@ -39,11 +39,16 @@ pub(crate) struct StormArgs {
     /// Seconds to hold the connections before the storm.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(0..=600))]
     hold: u64,
+    /// Storm at this wall-clock time (Unix milliseconds) instead of after
+    /// `--hold`: several generator processes storm together (each waits
+    /// at most `--hold` plus `--connect-timeout` seconds for it).
+    #[arg(long)]
+    storm_at: Option<u64>,
 }
 
 /// Runs the `storm` scenario.
 pub(crate) fn run(args: StormArgs) -> anyhow::Result<Report> {
-    let limit = Duration::from_secs(2 * args.setup.connect_timeout + args.hold + 15);
+    let limit = Duration::from_secs(3 * args.setup.connect_timeout + args.hold + 15);
     args.common.run_bounded("storm", args.connections as usize, limit, run_async(&args))
 }
 
@@ -60,7 +65,7 @@ struct Return {
 async fn run_async(args: &StormArgs) -> anyhow::Result<Report> {
     let run = run_id();
     let version = args.common.version();
-    let keep_alive = keep_alive_for(2 * args.setup.connect_timeout + args.hold);
+    let keep_alive = keep_alive_for(3 * args.setup.connect_timeout + args.hold);
     let options = |index: u32, first: bool| {
         let mut options = args.common.client(index, format_args!("{run}-r{index}"));
         options.keep_alive = keep_alive;
@@ -83,7 +88,18 @@ async fn run_async(args: &StormArgs) -> anyhow::Result<Report> {
     })
     .await?;
     let setup_seconds = setup_started.elapsed().as_secs_f64();
-    sleep(Duration::from_secs(args.hold)).await;
+    match args.storm_at {
+        Some(at) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let wait = Duration::from_millis(at.saturating_sub(now));
+            let most = Duration::from_secs(args.hold) + args.setup.connect_timeout();
+            anyhow::ensure!(wait <= most, "--storm-at is more than --hold + --connect-timeout away");
+            sleep(wait).await;
+        }
+        None => sleep(Duration::from_secs(args.hold)).await,
+    }
     let open_before = clients.iter().filter(|client| client.is_open()).count();
 
     let server_before = proc::sample(&args.common.server_pid);
