@@ -113,3 +113,55 @@ fn the_first_router_with_its_data_lost_never_forms_a_cluster_of_its_own_and_rejo
         [Message::new("kept/before", "one", 1, true), Message::new("kept/while-out", "two", 1, true)]
     );
 }
+
+/// Raft's election safety rests on voters remembering what they
+/// acknowledged. Here the leader and one follower commit messages while the
+/// third router is paused; the follower then loses its data and the leader
+/// dies. The paused router, which lacks those messages, asks the one with
+/// no data for its vote: granted, it would lead and the messages would be
+/// gone. A router that started on an empty data directory withholds its
+/// vote from an established cluster's candidate until it has caught up.
+#[test]
+fn a_router_that_lost_its_data_lets_no_stale_router_lead_and_nothing_committed_is_lost() {
+    let mut cluster = RaftCluster::start(3);
+    let gateway = cluster.start_gateway();
+    publisher(&gateway, Version::V5, "kept/before").qos(1).retain().message("zero").run();
+    let leader = cluster.leader();
+    let others: Vec<usize> = (1..=3).filter(|n| *n != leader).collect();
+    let (stale, wiped) = (others[0], others[1]);
+
+    cluster.signal_router(stale, "STOP");
+    publisher(&gateway, Version::V5, "kept/one").qos(1).retain().message("one").run();
+    publisher(&gateway, Version::V5, "kept/two").qos(1).retain().message("two").run();
+    cluster.kill_router(wiped);
+    std::fs::remove_dir_all(cluster.data_dir(wiped)).expect("lose the follower's data");
+    cluster.kill_router(leader);
+    cluster.signal_router(stale, "CONT");
+    cluster.start_router_unwaited(wiped);
+
+    // The stale router and the one without data: no leader between them.
+    let watched = std::time::Instant::now();
+    while watched.elapsed() < Duration::from_secs(7) {
+        let roles = cluster.roles();
+        assert!(
+            !roles.iter().any(|(_, role, _)| role == "Leader"),
+            "a leader without the old one: {roles:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(cluster.router_output(wiped).contains("refusing a vote"), "{}", cluster.router_output(wiped));
+
+    // The old leader comes back and leads: everything committed is there.
+    cluster.restart_router(leader);
+    let mut reader = subscriber(&gateway, Version::V5).topic("kept/#").qos(1).start();
+    let mut got = reader.expect_messages(3);
+    got.sort_by(|a, b| a.topic.cmp(&b.topic));
+    assert_eq!(
+        got,
+        [
+            Message::new("kept/before", "zero", 1, true),
+            Message::new("kept/one", "one", 1, true),
+            Message::new("kept/two", "two", 1, true),
+        ]
+    );
+}

@@ -1,0 +1,104 @@
+//! A router that starts on an empty data directory grants no vote to a
+//! candidate of an established cluster until it has caught up.
+//!
+//! Raft's election safety rests on voters remembering what they
+//! acknowledged. A voter whose volume was lost comes back with an empty
+//! log, and an empty log finds every candidate's log up to date: with its
+//! vote, a candidate that lacks entries committed through the lost copy
+//! could win and drop them (a 3-router cluster: the leader and the lost
+//! voter commit X while the third is behind; the leader dies; the third
+//! asks the wiped voter, and X is gone). Such a node cannot tell itself
+//! apart from a brand-new member, so the rule is about what it has seen:
+//!
+//! - starting on an empty directory (no log, no vote, no snapshot), it is
+//!   *unproven*;
+//! - unproven, it votes only for candidates whose log is that of a cluster
+//!   being formed (nothing past the initial membership entry), so a new
+//!   cluster of new routers still elects its first leader;
+//! - it is proven once its log reaches the commit index a leader announced
+//!   in the first entries or snapshot it sent: everything committed then,
+//!   including what the lost copy acknowledged, is in its log.
+//!
+//! A router added as a learner is proven before it becomes a voter (it
+//! catches up first). A router restarted on its own data is proven from
+//! the start.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// The last log index of a cluster being formed: its initial membership.
+const FORMING: u64 = 1;
+/// No leader has announced a commit index to this node yet.
+const UNKNOWN: u64 = u64::MAX;
+
+/// Whether this node may vote, and what it waits for until it may.
+#[derive(Debug)]
+pub(super) struct VoteGuard {
+    unproven: AtomicBool,
+    /// The commit index the first leader to reach this node announced.
+    catch_up_to: AtomicU64,
+}
+
+impl VoteGuard {
+    /// A guard for a node that started on an empty data directory
+    /// (`fresh`), or on its own data.
+    pub(super) fn new(fresh: bool) -> VoteGuard {
+        VoteGuard { unproven: AtomicBool::new(fresh), catch_up_to: AtomicU64::new(UNKNOWN) }
+    }
+
+    /// Whether this node may consider a candidate whose log ends at
+    /// `candidate_last` (Raft's own checks follow).
+    pub(super) fn may_vote(&self, candidate_last: Option<u64>) -> bool {
+        !self.unproven.load(Ordering::Acquire) || candidate_last.is_none_or(|last| last <= FORMING)
+    }
+
+    /// A leader's entries or snapshot were taken: it announced commit index
+    /// `leader_commit`, and this node's log now ends at `last`. Returns true
+    /// when that proves the node (it votes from now on).
+    pub(super) fn heard_from_leader(&self, leader_commit: Option<u64>, last: Option<u64>) -> bool {
+        if !self.unproven.load(Ordering::Acquire) {
+            return false;
+        }
+        let announced = leader_commit.unwrap_or(0);
+        let _ = self.catch_up_to.compare_exchange(UNKNOWN, announced, Ordering::AcqRel, Ordering::Acquire);
+        let target = self.catch_up_to.load(Ordering::Acquire);
+        if last.unwrap_or(0) >= target && last.is_some() {
+            self.unproven.store(false, Ordering::Release);
+            return true;
+        }
+        false
+    }
+
+    /// Whether the node still waits to catch up before it votes.
+    pub(super) fn is_unproven(&self) -> bool {
+        self.unproven.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_on_its_own_data_votes_for_anyone_raft_allows() {
+        let guard = VoteGuard::new(false);
+        assert!(guard.may_vote(Some(1_000)));
+        assert!(!guard.heard_from_leader(Some(5), Some(1)), "already proven");
+    }
+
+    #[test]
+    fn a_node_on_an_empty_directory_votes_only_for_a_forming_cluster_until_it_caught_up() {
+        let guard = VoteGuard::new(true);
+        assert!(
+            guard.may_vote(None) && guard.may_vote(Some(0)) && guard.may_vote(Some(1)),
+            "a forming cluster"
+        );
+        assert!(!guard.may_vote(Some(42)), "an established one's candidate");
+        // The first leader to reach it announces commit index 40.
+        assert!(!guard.heard_from_leader(Some(40), Some(10)));
+        assert!(!guard.may_vote(Some(42)));
+        // A later, higher announcement does not move the bar it must reach.
+        assert!(!guard.heard_from_leader(Some(45), Some(39)));
+        assert!(guard.heard_from_leader(Some(45), Some(40)), "caught up to what was committed then");
+        assert!(guard.may_vote(Some(42)) && !guard.is_unproven());
+    }
+}
