@@ -52,7 +52,7 @@ pub(crate) async fn run(
     let router =
         Router::durable(config.limits.router_config(), generation, clock.clone(), raft.clone(), image);
     let (link, port) = herald_proto::seam::link(NodeId(1), SEAM_CAPACITY);
-    let router_task = router.attach(port, 0).expect("the only gateway of a standalone router");
+    let router_task = router.attach(port, 0, true).expect("the only gateway of a standalone router");
     // A fresh gateway holds no session of the last run: the router need not
     // wait for it to list any (ADR 0015).
     let fresh = herald_proto::seam::Uplink::Reattach { sessions: Vec::new(), last: true };

@@ -66,7 +66,8 @@ impl Acks {
         Some(SessionAcks { session: session.clone(), messages })
     }
 
-    fn take(&self) -> Vec<SessionAcks> {
+    /// Takes everything gathered.
+    pub(crate) fn take(&self) -> Vec<SessionAcks> {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         pending.count = 0;
         std::mem::take(&mut pending.by_session)

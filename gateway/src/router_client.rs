@@ -178,6 +178,7 @@ pub async fn connect(address: &str, settings: &LinkSettings) -> Result<OpenLink,
     let hello = pb::Uplink {
         item: Some(uplink::Item::Hello(pb::Hello {
             contract_version: CONTRACT_VERSION,
+            acks: true,
             cluster_id: settings.cluster_id.clone().unwrap_or_default(),
             gateway: settings.gateway.0,
             incarnation: settings.incarnation,
@@ -389,6 +390,22 @@ fn opening_items(
         let (routes, sessions) = resync.snapshot()?;
         status.sessions_reattached.fetch_add(sessions.len() as u64, Ordering::Relaxed);
         status.requests_replayed.fetch_add(replay.len() as u64, Ordering::Relaxed);
+        let mut queued = Vec::new();
+        while let Ok(item) = port.uplink.try_recv() {
+            if !given_up(&item) {
+                queued.push(item);
+            } else if crate::admission::counted_request(&item) {
+                dropped += 1;
+            }
+        }
+        // What clients acknowledged meanwhile goes first: the sessions taken
+        // back are handed their inboxes, which must not hold it any more.
+        let (acked, queued): (Vec<Uplink>, Vec<Uplink>) =
+            queued.into_iter().partition(|item| matches!(item, Uplink::Acked(_)));
+        items.extend(acked);
+        if let Some(gathered) = shared.as_ref().map(|shared| shared.acks.take()).filter(|a| !a.is_empty()) {
+            items.push(Uplink::Acked(gathered));
+        }
         items.push(Uplink::Routes { add: routes, remove: Vec::new() });
         let mut sessions = sessions.into_iter().peekable();
         while sessions.peek().is_some() {
@@ -396,13 +413,7 @@ fn opening_items(
             items.push(Uplink::Reattach { sessions: chunk, last: false });
         }
         items.extend(replay);
-        while let Ok(item) = port.uplink.try_recv() {
-            if !given_up(&item) {
-                items.push(item);
-            } else if crate::admission::counted_request(&item) {
-                dropped += 1;
-            }
-        }
+        items.extend(queued);
     }
     items.push(Uplink::Reattach { sessions: Vec::new(), last: true });
     // Dropped requests get no reply: they wait for none.

@@ -535,6 +535,17 @@ impl Session {
         }
     }
 
+    /// Gives a delivery up for good (expired, refused by the client with an
+    /// error PUBREC, too large for it): for a persistent session it leaves
+    /// the inbox as if acknowledged, or every connection would meet it
+    /// again. (Deliveries dropped behind a full waiting queue stay in the
+    /// inbox: the session's next connection gets them.)
+    fn given_up(&self, queued: &QueuedMessage, out: &mut Vec<Action>) {
+        if self.is_persistent() && queued.shared.is_none() && queued.qos != QoS::AtMostOnce {
+            out.push(Action::Acked(queued.message.id));
+        }
+    }
+
     /// The messages in flight or waiting on this connection.
     fn held_ids(&self) -> std::collections::HashSet<MessageId> {
         let inflight = self.inflight.iter().map(|f| f.queued.message.id);
@@ -788,7 +799,8 @@ impl Session {
                 // An error PUBREC ends the exchange [MQTT-4.3.3-?]; free the id.
                 // `remove`, not `swap_remove`: the window stays in send order, which
                 // is the order a resumed session resends in [MQTT-4.6.0-1].
-                self.inflight.remove(i);
+                let refused = self.inflight.remove(i);
+                self.given_up(&refused.queued, out);
                 self.pump(now, out);
             }
             Some(i) => {
@@ -1184,7 +1196,7 @@ impl Session {
     ) {
         if queued.message.is_expired(now) {
             self.counters.dropped_expired += 1;
-            return;
+            return self.given_up(&queued, out);
         }
         if queued.qos == QoS::AtMostOnce {
             return self.send_publish(queued, None, from_store, now, out);
@@ -1242,6 +1254,7 @@ impl Session {
             let Some((queued, from_store)) = self.waiting.pop_front() else { return };
             if queued.message.is_expired(now) {
                 self.counters.dropped_expired += 1;
+                self.given_up(&queued, out);
                 continue;
             }
             let packet_id = self.allocate_packet_id();
@@ -1285,6 +1298,7 @@ impl Session {
             // [MQTT-3.1.2-25]: never send more than the client's maximum
             // packet size; the message is dropped for this client.
             self.counters.dropped_too_large += 1;
+            self.given_up(&queued, out);
             if packet_id.is_some() {
                 self.pump(now, out);
             }

@@ -987,6 +987,28 @@ fn acknowledgements_of_a_persistent_session_take_messages_out_of_its_inbox() {
     assert_eq!(acked(&transient.packet(Packet::PubAck(PubAck::new(id(1))))), [], "no inbox");
 }
 
+#[test]
+fn deliveries_given_up_for_good_leave_a_persistent_sessions_inbox() {
+    let acked = |actions: &[Action]| -> Vec<MessageId> {
+        actions.iter().filter_map(|a| if let Action::Acked(id) = a { Some(*id) } else { None }).collect()
+    };
+    let mut h = Harness::new(connect_persistent(100, 10), limits());
+    let stale = QueuedMessage {
+        message: Arc::new(Message { expires_at: Some(NOW), ..message("news/a", b"old") }),
+        ..queued(b"unused", QoS::AtLeastOnce)
+    };
+    let stale_id = stale.message.id;
+    h.now = UnixMillis(NOW.0 + 1);
+    assert_eq!(acked(&h.deliver(stale)), [stale_id], "expired before it could be sent");
+
+    let refused = queued(b"refused", QoS::ExactlyOnce);
+    let refused_id = refused.message.id;
+    h.deliver(refused);
+    let mut rec = PubAck::new(id(1));
+    rec.reason_code = ReasonCode::UnspecifiedError;
+    assert_eq!(acked(&h.packet(Packet::PubRec(rec))), [refused_id], "refused with an error PUBREC");
+}
+
 // ------------------------------------------------------ protocol violations
 
 #[test]

@@ -179,7 +179,7 @@ impl Seam for SeamService {
             return Err(self.refuse(&self.counters.refused_not_leader, status));
         };
         let (gateway_end, port) = seam::link(gateway, self.capacity);
-        if router.attach(port, hello.incarnation).is_none() {
+        if router.attach(port, hello.incarnation, hello.acks).is_none() {
             let status =
                 Status::already_exists(format!("gateway id {gateway} is already linked: {ALREADY_LINKED}"));
             return Err(self.refuse(&self.counters.refused_duplicate, status));

@@ -220,8 +220,10 @@ impl Router {
     /// `incarnation` tells processes apart: a port of the same gateway
     /// process replaces its old link (the process linked again before this
     /// router saw the old stream end); another process with a gateway id
-    /// attached already is refused with `None`.
-    pub fn attach(&self, port: RouterPort, incarnation: u64) -> Option<JoinHandle<()>> {
+    /// attached already is refused with `None`. `acks`: the gateway reports
+    /// its clients' acknowledgements (a gateway of an earlier version does
+    /// not, ADR 0028).
+    pub fn attach(&self, port: RouterPort, incarnation: u64, acks: bool) -> Option<JoinHandle<()>> {
         let RouterPort { gateway, mut uplink, downlink } = port;
         let serial = self.inner.attachments.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         {
@@ -237,7 +239,7 @@ impl Router {
             let mut effects = Vec::new();
             inner
                 .run_batch(&mut effects, |state, _, out| {
-                    state.gateway_linked(gateway);
+                    state.gateway_linked(gateway, acks);
                     state.send_api_keys(gateway, out);
                 })
                 .await;

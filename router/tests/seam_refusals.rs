@@ -18,6 +18,7 @@ fn hello(contract_version: u32, cluster_id: &str, gateway: u64) -> pb::Uplink {
             cluster_id: cluster_id.to_owned(),
             gateway,
             incarnation: 1,
+            acks: true,
         })),
     }
 }

@@ -234,8 +234,8 @@ impl RaftNode {
         std::fs::create_dir_all(dir).map_err(|e| storage(&e))?;
         let log = LogStore::open(dir, wal_options(settings.segment_bytes)).map_err(refuse_damaged)?;
         let machine = StateMachine::open(dir).map_err(|e| storage(&e))?;
-        let fresh = log.is_blank() && machine.snapshot_index().is_none();
-        let vote_guard = Arc::new(vote_guard::VoteGuard::new(fresh));
+        let blank = log.is_blank() && machine.snapshot_index().is_none();
+        let vote_guard = Arc::new(vote_guard::VoteGuard::open(dir, blank).map_err(|e| storage(&e))?);
         log.check_intact(machine.snapshot_index()).map_err(refuse_damaged)?;
         let state = machine.state();
         let snapshots = machine.snapshot_counts();
@@ -305,6 +305,8 @@ impl RaftNode {
             let members: BTreeMap<u64, BasicNode> =
                 members.into_iter().map(|(id, addr)| (id, BasicNode { addr })).collect();
             self.raft.initialize(members).await.map_err(|e| RaftNodeError::Raft(e.to_string()))?;
+            // It forms the cluster: its log is the cluster's.
+            self.vote_guard.prove();
         } else if initialised && membership == Membership::Single {
             // Alone, there is nobody to wait for: lead now rather than after
             // an election timeout, so a restart is quick.

@@ -19,10 +19,14 @@
 //!   in the first entries or snapshot it sent: everything committed then,
 //!   including what the lost copy acknowledged, is in its log.
 //!
-//! A router added as a learner is proven before it becomes a voter (it
-//! catches up first). A router restarted on its own data is proven from
-//! the start.
+//! The unproven state is kept in a marker file (`<raft dir>/unproven`,
+//! written durably before the node takes part): a node that restarts
+//! before it has caught up stays unproven, though its log is no longer
+//! empty. The node that forms a new cluster is proven when it does; one
+//! added as a learner is proven before it becomes a voter (it catches up
+//! first). A router restarted on its own data is proven from the start.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// The last log index of a cluster being formed: its initial membership.
@@ -36,13 +40,28 @@ pub(super) struct VoteGuard {
     unproven: AtomicBool,
     /// The commit index the first leader to reach this node announced.
     catch_up_to: AtomicU64,
+    /// The marker file that keeps the unproven state across restarts.
+    marker: PathBuf,
 }
 
 impl VoteGuard {
-    /// A guard for a node that started on an empty data directory
-    /// (`fresh`), or on its own data.
-    pub(super) fn new(fresh: bool) -> VoteGuard {
-        VoteGuard { unproven: AtomicBool::new(fresh), catch_up_to: AtomicU64::new(UNKNOWN) }
+    /// The guard of the node whose Raft files are in `dir`: unproven if
+    /// they are `blank` (an empty data directory) or the marker says so.
+    pub(super) fn open(dir: &Path, blank: bool) -> Result<VoteGuard, herald_store::StoreError> {
+        let marker = dir.join("unproven");
+        let unproven = blank || marker.exists();
+        if blank && !marker.exists() {
+            herald_store::small_file::write_durably(&marker, b"unproven")?;
+        }
+        Ok(VoteGuard { unproven: AtomicBool::new(unproven), catch_up_to: AtomicU64::new(UNKNOWN), marker })
+    }
+
+    /// Proves the node: it formed the cluster, or caught up.
+    pub(super) fn prove(&self) {
+        if self.unproven.swap(false, Ordering::AcqRel) {
+            // Failing to remove it only keeps the node careful after a restart.
+            let _ = std::fs::remove_file(&self.marker);
+        }
     }
 
     /// Whether this node may consider a candidate whose log ends at
@@ -62,7 +81,7 @@ impl VoteGuard {
         let _ = self.catch_up_to.compare_exchange(UNKNOWN, announced, Ordering::AcqRel, Ordering::Acquire);
         let target = self.catch_up_to.load(Ordering::Acquire);
         if last.unwrap_or(0) >= target && last.is_some() {
-            self.unproven.store(false, Ordering::Release);
+            self.prove();
             return true;
         }
         false
@@ -80,14 +99,16 @@ mod tests {
 
     #[test]
     fn a_node_on_its_own_data_votes_for_anyone_raft_allows() {
-        let guard = VoteGuard::new(false);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let guard = VoteGuard::open(dir.path(), false).expect("open");
         assert!(guard.may_vote(Some(1_000)));
         assert!(!guard.heard_from_leader(Some(5), Some(1)), "already proven");
     }
 
     #[test]
     fn a_node_on_an_empty_directory_votes_only_for_a_forming_cluster_until_it_caught_up() {
-        let guard = VoteGuard::new(true);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let guard = VoteGuard::open(dir.path(), true).expect("open");
         assert!(
             guard.may_vote(None) && guard.may_vote(Some(0)) && guard.may_vote(Some(1)),
             "a forming cluster"
@@ -100,5 +121,17 @@ mod tests {
         assert!(!guard.heard_from_leader(Some(45), Some(39)));
         assert!(guard.heard_from_leader(Some(45), Some(40)), "caught up to what was committed then");
         assert!(guard.may_vote(Some(42)) && !guard.is_unproven());
+        let again = VoteGuard::open(dir.path(), false).expect("reopen");
+        assert!(!again.is_unproven(), "proven for good");
+    }
+
+    #[test]
+    fn a_restart_before_catching_up_stays_unproven() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let guard = VoteGuard::open(dir.path(), true).expect("open");
+        assert!(!guard.heard_from_leader(Some(40), Some(10)));
+        // Restarted with part of the log: no longer blank, still unproven.
+        let again = VoteGuard::open(dir.path(), false).expect("reopen");
+        assert!(again.is_unproven() && !again.may_vote(Some(42)));
     }
 }

@@ -45,8 +45,8 @@ fn sent(effects: &[Effect]) -> Vec<(NodeId, Option<AppId>, Vec<String>)> {
 #[test]
 fn a_key_made_or_revoked_is_journaled_and_sent_to_every_gateway() {
     let mut h = Harness::new();
-    h.state.gateway_linked(GW1);
-    h.state.gateway_linked(GW2);
+    h.state.gateway_linked(GW1, true);
+    h.state.gateway_linked(GW2, true);
     h.state.take_journal();
     let (made, effects) = keys(&mut h, app(), KeyOp::Create(record("k1", 1)));
     assert_eq!(made, Ok(DirectoryAnswer::Keys(vec![record("k1", 1)])));

@@ -164,6 +164,8 @@ fn a_full_inbox_of_an_online_session_is_counted_apart_from_offline_losses() {
 #[test]
 fn a_reconnect_journals_the_session_record_not_its_inbox() {
     let mut h = Harness::new();
+    h.state.gateway_linked(GW2, true);
+    h.state.take_journal();
     let mut durable = DurableState::default();
     h.offline_subscriber("c1", 3600, &[subscription("a/+", QoS::AtLeastOnce)]);
     for name in ["m1", "m2", "m3"] {
@@ -186,4 +188,25 @@ fn a_reconnect_journals_the_session_record_not_its_inbox() {
     let from_journal = DurableState::from_image(durable.image()).image();
     let from_state = DurableState::from_image(h.state.durable_image()).image();
     assert_eq!(from_journal.sessions, from_state.sessions, "the journal still holds the inbox");
+}
+
+#[test]
+fn a_gateway_of_an_earlier_version_gets_what_it_knows() {
+    let mut h = Harness::new();
+    h.state.gateway_linked(GW1, false);
+    online_subscriber(&mut h);
+    h.publish(plain("a/x", "m1"), T0);
+    assert_eq!(h.queue_of("c1"), Vec::<String>::new(), "no inbox: its acknowledgements never come");
+    let facts = h.state.take_journal();
+    assert!(!facts.iter().any(|f| matches!(f, Fact::SessionMeta(_))), "whole records only: {facts:?}");
+
+    // Inbox entries perhaps sent go to it as unsent (it knows no MaybeSent).
+    let mut h = Harness::new();
+    h.state.gateway_linked(GW2, false);
+    online_subscriber(&mut h);
+    h.publish(plain("a/x", "m1"), T0);
+    let mut effects = Vec::new();
+    h.state.gateway_unlinked(GW1, after_s(1), &mut effects);
+    let (grant, _) = h.claim(GW2, claim("c1", false, 3600), after_s(2));
+    assert_eq!(progress_of(&grant.queued), [("m1".to_owned(), Progress::Unsent)]);
 }

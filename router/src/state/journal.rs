@@ -238,6 +238,10 @@ impl RouterState {
     /// Notes that persistent session `key` changed but not its inbox: its
     /// record without the inbox goes into the journal.
     pub(super) fn mark_session_meta(&mut self, key: &SessionKey) {
+        if !self.cluster_current() {
+            // Routers of an earlier version know only whole records.
+            return self.mark_session(key);
+        }
         if !self.dirty_meta.contains(key) {
             self.dirty_meta.insert(key.clone());
         }

@@ -161,9 +161,9 @@ fn a_router_that_took_over_gives_a_restored_session_back_to_the_gateway_that_sti
 fn a_router_that_took_over_holds_publishes_until_the_gateways_it_knew_are_back() {
     let mut h = Harness::new();
     let mut durable = DurableState::default();
-    h.state.gateway_linked(GW1);
-    h.state.gateway_linked(GW2);
-    h.state.gateway_linked(GW1);
+    h.state.gateway_linked(GW1, true);
+    h.state.gateway_linked(GW2, true);
+    h.state.gateway_linked(GW1, true);
     let facts = h.state.take_journal();
     assert_eq!(facts, [Fact::GatewayLinked(GW1), Fact::GatewayLinked(GW2)], "one fact per gateway id");
     for fact in facts {
@@ -188,7 +188,7 @@ fn a_router_that_took_over_holds_publishes_until_the_gateways_it_knew_are_back()
 fn a_gateway_that_never_comes_back_holds_publishes_only_for_its_lease() {
     let mut h = Harness::new();
     let mut durable = DurableState::default();
-    h.state.gateway_linked(GW2);
+    h.state.gateway_linked(GW2, true);
     commit(&mut h.state, &mut durable);
     let mut after = restarted(&durable, after_s(100));
     let effects = after.publish(plain("a/b", "waiting"), after_s(100));
@@ -206,8 +206,8 @@ fn a_gateway_that_never_comes_back_holds_publishes_only_for_its_lease() {
 fn wills_fired_while_publishes_are_held_keep_their_place() {
     let mut h = Harness::new();
     let mut durable = DurableState::default();
-    h.state.gateway_linked(GW1);
-    h.state.gateway_linked(GW2);
+    h.state.gateway_linked(GW1, true);
+    h.state.gateway_linked(GW2, true);
     commit(&mut h.state, &mut durable);
     let mut after = restarted(&durable, after_s(100));
     assert_eq!(after.apply(GW1, Uplink::Reattach { sessions: Vec::new(), last: true }, after_s(100)), []);
@@ -267,7 +267,7 @@ fn after_a_restore_only_the_last_claim_takes_a_session_back() {
 fn a_router_that_took_over_holds_pushes_until_the_sessions_are_listed() {
     let mut h = Harness::new();
     let mut durable = DurableState::default();
-    h.state.gateway_linked(GW2);
+    h.state.gateway_linked(GW2, true);
     commit(&mut h.state, &mut durable);
     let mut after = restarted(&durable, after_s(100));
     let item = Uplink::Push(herald_proto::seam::Push {

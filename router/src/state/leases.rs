@@ -45,6 +45,8 @@ impl RouterState {
     /// Their wills wait for the lease: the gateway may link again and take
     /// every session back ([`RouterState::apply`] with `Uplink::Reattach`).
     pub fn gateway_unlinked(&mut self, gateway: NodeId, now: UnixMillis, out: &mut Vec<Effect>) {
+        self.ack_gateways.remove(&gateway);
+        self.legacy_gateways.remove(&gateway);
         let owned = self.gateway_routes.remove(&gateway).unwrap_or_default();
         self.change_routes(gateway, Vec::new(), owned.into_iter().collect(), out);
         let held: Vec<(SessionKey, Epoch, u32)> = self
@@ -87,11 +89,34 @@ impl RouterState {
     }
 
     /// A gateway linked. The first link of a gateway id is journaled: a
-    /// router that takes over knows to wait for it.
-    pub fn gateway_linked(&mut self, gateway: NodeId) {
+    /// router that takes over knows to wait for it. `acks`: whether it
+    /// reports its clients' acknowledgements (ADR 0028).
+    pub fn gateway_linked(&mut self, gateway: NodeId, acks: bool) {
         if self.known_gateways.insert(gateway) {
             self.journal.push(Fact::GatewayLinked(gateway));
         }
+        if acks {
+            self.legacy_gateways.remove(&gateway);
+            self.ack_gateways.insert(gateway);
+        } else {
+            self.ack_gateways.remove(&gateway);
+            self.legacy_gateways.insert(gateway);
+        }
+    }
+
+    /// Whether the whole cluster is of this version: a gateway links that
+    /// reports acknowledgements, and none that does not. Gateways are
+    /// upgraded after every router (docs/operations.md), so the journal
+    /// facts of this version (`SessionMeta`, `Acked`) are written only
+    /// then.
+    pub(super) fn cluster_current(&self) -> bool {
+        !self.ack_gateways.is_empty() && self.legacy_gateways.is_empty()
+    }
+
+    /// Whether `gateway` reports acknowledgements (gateways never linked,
+    /// as in tests of the state alone, are taken to).
+    pub(super) fn reports_acks(&self, gateway: NodeId) -> bool {
+        !self.legacy_gateways.contains(&gateway)
     }
 
     /// After a restore: every gateway the durable state knows gets a lease

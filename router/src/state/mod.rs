@@ -211,6 +211,11 @@ pub struct RouterState {
     lease_timers: BTreeSet<(UnixMillis, NodeId)>,
     /// Gateways linked and not gone (mirrors the durable set).
     known_gateways: HashSet<NodeId>,
+    /// Linked gateways that report their clients' acknowledgements.
+    ack_gateways: HashSet<NodeId>,
+    /// Linked gateways of an earlier version, which do not: their online
+    /// sessions get no inbox, and they are never sent `Progress::MaybeSent`.
+    legacy_gateways: HashSet<NodeId>,
     /// API keys made at run time.
     api_keys: api_keys::ApiKeyTable,
     users: device_users::UserTable,

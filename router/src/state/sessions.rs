@@ -308,7 +308,10 @@ impl RouterState {
                 grant.session_present = true;
                 grant.subscriptions = subscriptions;
                 // The inbox keeps them until the client acknowledges them.
+                let held = queue.len();
                 inbox = queue.into_iter().filter(|q| !self.expired(&q.message, now)).collect();
+                // What expired leaves the journal's copy too.
+                inbox_as_journaled &= inbox.len() == held;
                 grant.queued = inbox.iter().cloned().collect();
             } else if let Some(will) = old.will.take() {
                 // The old session ends now (taken over without resuming, or
@@ -354,6 +357,7 @@ impl RouterState {
             self.mark_session(&session);
         }
         self.sessions.insert(session, record);
+        grant.queued = self.for_gateway(gateway, grant.queued);
         out.push((gateway, Downlink::Claimed { request: claim.request, result: Ok(grant) }));
     }
 
@@ -607,13 +611,18 @@ impl RouterState {
         } else {
             self.unindex_subscriptions(&session, &known);
         }
-        if was_persistent || expiry_seconds > 0 {
+        // A record new to the journal (or that stops being persistent) goes
+        // whole: facts for it later in the batch need it there.
+        if was_persistent && expiry_seconds > 0 {
             self.mark_session_meta(&session);
+        } else if was_persistent || expiry_seconds > 0 {
+            self.mark_session(&session);
         }
         if !routes.is_empty() {
             self.change_routes(gateway, routes, Vec::new(), out);
         }
         if !pending.is_empty() {
+            let pending = self.for_gateway(gateway, pending);
             out.push((gateway, Downlink::Handover { session, epoch, pending }));
         }
     }
@@ -795,6 +804,19 @@ impl RouterState {
         removed
     }
 
+    /// `queued` as `gateway` understands it: a gateway of an earlier
+    /// version knows no `Progress::MaybeSent` (it gets them as unsent).
+    fn for_gateway(&self, gateway: NodeId, mut queued: Vec<QueuedMessage>) -> Vec<QueuedMessage> {
+        if !self.reports_acks(gateway) {
+            for q in &mut queued {
+                if q.progress == Progress::MaybeSent {
+                    q.progress = Progress::Unsent;
+                }
+            }
+        }
+        queued
+    }
+
     /// Takes what clients acknowledged out of their sessions' inboxes,
     /// journaled as one fact per session (a gateway gathers them for a few
     /// tens of milliseconds: at most one write per session per batch).
@@ -810,7 +832,8 @@ impl RouterState {
             {
                 // The rest may be tag or broadcast entries sent online.
                 let from = state.fanout_cursor;
-                for id in messages.iter().filter(|id| !removed.contains(id)) {
+                let gone: HashSet<&MessageId> = removed.iter().collect();
+                for id in messages.iter().filter(|id| !gone.contains(id)) {
                     if let Some(seq) = log.seq_of(*id, from) {
                         state.fanout_acked = state.fanout_acked.max(Some(seq));
                     }
@@ -880,17 +903,22 @@ impl RouterState {
         // One delivery per session: the highest QoS of its matching
         // subscriptions and all their identifiers (§3.3.4).
         let mut targets: Vec<(herald_core::ClientId, QoS, Vec<u32>)> = Vec::new();
+        let mut at: HashMap<herald_core::ClientId, usize> = HashMap::new();
         tree.for_each_match(message.topic.as_str(), |(client, _filter), entry| {
             if entry.no_local && message.origin.as_ref() == Some(client) {
                 return;
             }
             let qos = entry.qos.min(message.qos);
-            match targets.iter_mut().find(|(c, _, _)| c == client) {
-                Some(target) => {
+            match at.get(client) {
+                Some(&index) => {
+                    let target = &mut targets[index];
                     target.1 = target.1.max(qos);
                     target.2.extend(entry.identifier);
                 }
-                None => targets.push((client.clone(), qos, entry.identifier.into_iter().collect())),
+                None => {
+                    at.insert(client.clone(), targets.len());
+                    targets.push((client.clone(), qos, entry.identifier.into_iter().collect()));
+                }
             }
         });
         let matched = !targets.is_empty();
@@ -907,8 +935,12 @@ impl RouterState {
             }
             // Online, what the inbox cannot keep is still delivered through
             // the gateway, only not kept against the gateway's loss: counted
-            // apart from what an offline session loses.
+            // apart from what an offline session loses. A gateway of an
+            // earlier version never reports acknowledgements: no inbox.
             let online = record.owner.is_some();
+            if record.owner.is_some_and(|owner| self.legacy_gateways.contains(&owner)) {
+                continue;
+            }
             let Some(state) = record.persistent.as_deref_mut() else { continue };
             if state.queue.iter().rev().take(REPLAY_WINDOW).any(|q| q.message.id == message.id) {
                 // A publish asked for again on a new router link after the
