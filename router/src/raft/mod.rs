@@ -305,8 +305,6 @@ impl RaftNode {
             let members: BTreeMap<u64, BasicNode> =
                 members.into_iter().map(|(id, addr)| (id, BasicNode { addr })).collect();
             self.raft.initialize(members).await.map_err(|e| RaftNodeError::Raft(e.to_string()))?;
-            // It forms the cluster: its log is the cluster's.
-            self.vote_guard.prove();
         } else if initialised && membership == Membership::Single {
             // Alone, there is nobody to wait for: lead now rather than after
             // an election timeout, so a restart is quick.

@@ -22,9 +22,12 @@
 //! The unproven state is kept in a marker file (`<raft dir>/unproven`,
 //! written durably before the node takes part): a node that restarts
 //! before it has caught up stays unproven, though its log is no longer
-//! empty. The node that forms a new cluster is proven when it does; one
-//! added as a learner is proven before it becomes a voter (it catches up
-//! first). A router restarted on its own data is proven from the start.
+//! empty. Even the node that forms a new cluster is unproven until a
+//! leader other than itself has caught it up: a router that lost its data
+//! and found no peer answering in time forms a cluster it should not have,
+//! and must not then vote for a stale candidate. One added as a learner is
+//! proven before it becomes a voter (it catches up first). A router
+//! restarted on its own data is proven from the start.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -56,8 +59,8 @@ impl VoteGuard {
         Ok(VoteGuard { unproven: AtomicBool::new(unproven), catch_up_to: AtomicU64::new(UNKNOWN), marker })
     }
 
-    /// Proves the node: it formed the cluster, or caught up.
-    pub(super) fn prove(&self) {
+    /// Proves the node: it caught up.
+    fn prove(&self) {
         if self.unproven.swap(false, Ordering::AcqRel) {
             // Failing to remove it only keeps the node careful after a restart.
             let _ = std::fs::remove_file(&self.marker);
