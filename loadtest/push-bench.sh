@@ -12,29 +12,11 @@ cd "$(dirname "$0")/.."
 
 DEVICES=${1:-100000}
 GATEWAYS=${2:-6}
-BIN=${HERALD_BIN:-${CARGO_TARGET_DIR:-target}/release/herald}
 KEY=bench-key-0123456789abcdef
 PER=$((DEVICES / GATEWAYS))
 dir=$(mktemp -d /tmp/herald-push-bench.XXXXXX)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-}
-trap cleanup EXIT
-
-# Waits until FILE has a line matching PATTERN; prints it.
-wait_line() {
-  local file=$1 pattern=$2
-  for _ in $(seq 1 300); do
-    if line=$(grep -m1 "$pattern" "$file" 2>/dev/null); then echo "$line"; return 0; fi
-    sleep 0.1
-  done
-  echo "no '$pattern' in $file" >&2
-  cat "$file" >&2
-  return 1
-}
-field() { sed -E "s/.* $1=([^ ]+).*/\1/"; }
+# shellcheck source=loadtest/processes.sh
+source loadtest/processes.sh
 
 cat > "$dir/gateway.toml" <<EOF
 max_connections = $((PER + 1000))
@@ -45,21 +27,8 @@ rate_per_second = 100000
 api_keys = ["$KEY"]
 EOF
 
-NO_COLOR=1 RUST_LOG=warn,herald=info "$BIN" router --grpc 127.0.0.1:0 --data "$dir/router" >"$dir/router.log" 2>&1 &
-pids+=($!)
-line=$(wait_line "$dir/router.log" "listening")
-grpc=$(echo "$line" | field grpc)
-cluster=$(echo "$line" | field cluster)
-for i in $(seq 1 "$GATEWAYS"); do
-  NO_COLOR=1 RUST_LOG=warn,herald=info "$BIN" gateway --router "http://$grpc" --cluster-id "$cluster" \
-    --mqtt "127.0.0.$((i + 1)):1883" --node-id "$i" --config "$dir/gateway.toml" >"$dir/gateway-$i.log" 2>&1 &
-  pids+=($!)
-done
-http=""
-for i in $(seq 1 "$GATEWAYS"); do
-  line=$(wait_line "$dir/gateway-$i.log" "listening")
-  [ -n "$http" ] || http=$(echo "$line" | field http)
-done
+start_router_and_gateways "$dir" "$GATEWAYS"
+http=$(echo "${gateway_lines[0]}" | field http)
 
 echo "connecting $DEVICES devices over $GATEWAYS gateways" >&2
 started=$(date +%s)

@@ -17,44 +17,14 @@ cd "$(dirname "$0")/.."
 
 CLIENTS=${1:-100000}
 GATEWAYS=${2:-6}
-BIN=${HERALD_BIN:-${CARGO_TARGET_DIR:-target}/release/herald}
 PER=$((CLIENTS / GATEWAYS))
 dir=$(mktemp -d /tmp/herald-storm-bench.XXXXXX)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-}
-trap cleanup EXIT
-
-wait_line() {
-  local file=$1 pattern=$2
-  for _ in $(seq 1 300); do
-    if line=$(grep -m1 "$pattern" "$file" 2>/dev/null); then echo "$line"; return 0; fi
-    sleep 0.1
-  done
-  echo "no '$pattern' in $file" >&2
-  cat "$file" >&2
-  return 1
-}
-field() { sed -E "s/.* $1=([^ ]+).*/\1/"; }
+# shellcheck source=loadtest/processes.sh
+source loadtest/processes.sh
 last_log() { "$BIN" ctl cluster status --routers "http://$grpc" | awk 'NR == 2 { print $5 }'; }
 
 echo "max_connections = $((PER + 1000))" >"$dir/gateway.toml"
-NO_COLOR=1 RUST_LOG=warn,herald=info "$BIN" router --grpc 127.0.0.1:0 --data "$dir/router" >"$dir/router.log" 2>&1 &
-pids+=($!)
-router_pid=$!
-line=$(wait_line "$dir/router.log" "listening")
-grpc=$(echo "$line" | field grpc)
-cluster=$(echo "$line" | field cluster)
-gateway_pids=()
-for i in $(seq 1 "$GATEWAYS"); do
-  NO_COLOR=1 RUST_LOG=warn,herald=info "$BIN" gateway --router "http://$grpc" --cluster-id "$cluster" \
-    --mqtt "127.0.0.$((i + 1)):1883" --node-id "$i" --config "$dir/gateway.toml" >"$dir/gateway-$i.log" 2>&1 &
-  pids+=($!)
-  gateway_pids+=($!)
-done
-for i in $(seq 1 "$GATEWAYS"); do wait_line "$dir/gateway-$i.log" "listening" >/dev/null; done
+start_router_and_gateways "$dir" "$GATEWAYS"
 
 before=$(last_log)
 # Every generator connects its clients first; they all storm at the same time.

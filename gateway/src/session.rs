@@ -197,15 +197,10 @@ pub enum PushEvent {
     },
 }
 
-/// Counts the device's acknowledgement of a push-API message, and takes
-/// the message out of a persistent session's inbox (shared-subscription
-/// deliveries are the group's, not in the session's inbox).
-fn acknowledged(queued: &QueuedMessage, persistent: bool, out: &mut Vec<Action>) {
+/// Counts the device's acknowledgement of a push-API message.
+fn acknowledged(queued: &QueuedMessage, out: &mut Vec<Action>) {
     if is_push(queued) {
         out.push(Action::Push(PushEvent::Acknowledged { message: queued.message.id }));
-    }
-    if persistent && queued.shared.is_none() {
-        out.push(Action::Acked(queued.message.id));
     }
 }
 
@@ -535,12 +530,14 @@ impl Session {
         }
     }
 
-    /// Gives a delivery up for good (expired, refused by the client with an
-    /// error PUBREC, too large for it): for a persistent session it leaves
-    /// the inbox as if acknowledged, or every connection would meet it
-    /// again. (Deliveries dropped behind a full waiting queue stay in the
-    /// inbox: the session's next connection gets them.)
-    fn given_up(&self, queued: &QueuedMessage, out: &mut Vec<Action>) {
+    /// Takes a delivery out of a persistent session's inbox on the router:
+    /// the client acknowledged it (PUBACK, PUBCOMP), or it is given up for
+    /// good (expired, refused with an error PUBREC, too large for the
+    /// client), or every connection would meet it again. Deliveries dropped
+    /// behind a full waiting queue stay in the inbox: the next connection
+    /// gets them. Shared-subscription deliveries are their group's, and QoS
+    /// 0 is never in an inbox.
+    fn leave_inbox(&self, queued: &QueuedMessage, out: &mut Vec<Action>) {
         if self.is_persistent() && queued.shared.is_none() && queued.qos != QoS::AtMostOnce {
             out.push(Action::Acked(queued.message.id));
         }
@@ -787,7 +784,8 @@ impl Session {
             // `remove`, not `swap_remove`: the window stays in send order, which
             // is the order a resumed session resends in [MQTT-4.6.0-1].
             let done = self.inflight.remove(i);
-            acknowledged(&done.queued, self.is_persistent(), out);
+            acknowledged(&done.queued, out);
+            self.leave_inbox(&done.queued, out);
             self.pump(now, out);
         }
     }
@@ -800,7 +798,7 @@ impl Session {
                 // `remove`, not `swap_remove`: the window stays in send order, which
                 // is the order a resumed session resends in [MQTT-4.6.0-1].
                 let refused = self.inflight.remove(i);
-                self.given_up(&refused.queued, out);
+                self.leave_inbox(&refused.queued, out);
                 self.pump(now, out);
             }
             Some(i) => {
@@ -842,7 +840,8 @@ impl Session {
             // `remove`, not `swap_remove`: the window stays in send order, which
             // is the order a resumed session resends in [MQTT-4.6.0-1].
             let done = self.inflight.remove(i);
-            acknowledged(&done.queued, self.is_persistent(), out);
+            acknowledged(&done.queued, out);
+            self.leave_inbox(&done.queued, out);
             self.pump(now, out);
         }
     }
@@ -1196,7 +1195,7 @@ impl Session {
     ) {
         if queued.message.is_expired(now) {
             self.counters.dropped_expired += 1;
-            return self.given_up(&queued, out);
+            return self.leave_inbox(&queued, out);
         }
         if queued.qos == QoS::AtMostOnce {
             return self.send_publish(queued, None, from_store, now, out);
@@ -1254,7 +1253,7 @@ impl Session {
             let Some((queued, from_store)) = self.waiting.pop_front() else { return };
             if queued.message.is_expired(now) {
                 self.counters.dropped_expired += 1;
-                self.given_up(&queued, out);
+                self.leave_inbox(&queued, out);
                 continue;
             }
             let packet_id = self.allocate_packet_id();
@@ -1298,7 +1297,7 @@ impl Session {
             // [MQTT-3.1.2-25]: never send more than the client's maximum
             // packet size; the message is dropped for this client.
             self.counters.dropped_too_large += 1;
-            self.given_up(&queued, out);
+            self.leave_inbox(&queued, out);
             if packet_id.is_some() {
                 self.pump(now, out);
             }

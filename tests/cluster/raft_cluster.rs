@@ -272,13 +272,6 @@ impl RaftCluster {
         output
     }
 
-    /// Starts router `node` (1-based) without waiting for it to serve (one
-    /// that sees no leader within its own timeout exits).
-    pub(crate) fn start_router_unwaited(&mut self, node: usize) {
-        let router = self.spawn_router(node);
-        self.routers[node - 1] = Some(router);
-    }
-
     /// Starts router `node` (1-based) again on its data, after a kill.
     pub(crate) fn restart_router(&mut self, node: usize) {
         let router = self.spawn_router(node);

@@ -73,13 +73,6 @@ impl LogStore {
         Ok(LogStore { files: Arc::new(Mutex::new(files)) })
     }
 
-    /// Whether the log holds nothing: no entry, no vote, nothing purged (a
-    /// data directory that is new, or was lost).
-    pub fn is_blank(&self) -> bool {
-        let files = self.files.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        files.wal.last().is_none() && files.purged.is_none() && !files.dir.join("vote").exists()
-    }
-
     /// Refuses a log that lost entries it held: entries up to the last
     /// known commit must be in the log, in the snapshot (whose last index
     /// is `snapshot`) or purged behind it, and purged entries must be in

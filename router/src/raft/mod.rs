@@ -20,7 +20,6 @@ mod peer_service;
 mod proposer;
 #[allow(clippy::result_large_err)]
 mod state_machine;
-mod vote_guard;
 
 pub use log_store::LogStore;
 pub use peer_service::{GatewayCounts, RaftPeerService};
@@ -201,9 +200,6 @@ pub struct RaftNode {
     restored: Arc<tokio::sync::Notify>,
     /// Merges the journals of batches waiting for a commit (group commit).
     proposer: proposer::Proposer,
-    /// Withholds this node's vote while it catches up after starting on an
-    /// empty data directory.
-    vote_guard: Arc<vote_guard::VoteGuard>,
 }
 
 impl std::fmt::Debug for RaftNode {
@@ -234,8 +230,6 @@ impl RaftNode {
         std::fs::create_dir_all(dir).map_err(|e| storage(&e))?;
         let log = LogStore::open(dir, wal_options(settings.segment_bytes)).map_err(refuse_damaged)?;
         let machine = StateMachine::open(dir).map_err(|e| storage(&e))?;
-        let blank = log.is_blank() && machine.snapshot_index().is_none();
-        let vote_guard = Arc::new(vote_guard::VoteGuard::open(dir, blank).map_err(|e| storage(&e))?);
         log.check_intact(machine.snapshot_index()).map_err(refuse_damaged)?;
         let state = machine.state();
         let snapshots = machine.snapshot_counts();
@@ -265,7 +259,6 @@ impl RaftNode {
             restored,
             snapshots,
             proposer,
-            vote_guard,
         })
     }
 
@@ -352,7 +345,6 @@ impl RaftNode {
             self.cluster_id.clone(),
             self.state.clone(),
             self.restored.clone(),
-            self.vote_guard.clone(),
         )
     }
 

@@ -9,7 +9,6 @@ use herald_proto::grpc::pb::{
     RaftRequest, RemoveVoterRequest, RestoreReply, RestoreRequest, StatusReply, StatusRequest,
 };
 use openraft::Raft;
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest, VoteResponse};
 use openraft::{BasicNode, ChangeMembers};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -25,7 +24,6 @@ pub struct RaftPeerService {
     state: Arc<Mutex<Replicated>>,
     gateways: GatewayCounts,
     restored: Arc<tokio::sync::Notify>,
-    vote_guard: Arc<super::vote_guard::VoteGuard>,
 }
 
 /// Reports the gateways a node serves and their online sessions.
@@ -37,9 +35,8 @@ impl RaftPeerService {
         cluster_id: String,
         state: Arc<Mutex<Replicated>>,
         restored: Arc<tokio::sync::Notify>,
-        vote_guard: Arc<super::vote_guard::VoteGuard>,
     ) -> RaftPeerService {
-        RaftPeerService { raft, cluster_id, state, gateways: Arc::new(Vec::new), restored, vote_guard }
+        RaftPeerService { raft, cluster_id, state, gateways: Arc::new(Vec::new), restored }
     }
 
     /// Reports, in `herald ctl cluster status`, the gateways `counts` lists
@@ -122,35 +119,12 @@ fn reply<T: Serialize>(answer: &T) -> Result<Response<RaftReply>, Status> {
 #[tonic::async_trait]
 impl RaftPeer for RaftPeerService {
     async fn append_entries(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        let rpc: AppendEntriesRequest<TypeConfig> = self.open(request)?;
-        let leader_commit = rpc.leader_commit.map(|id| id.index);
-        let answer = self.raft.append_entries(rpc).await;
-        if self.vote_guard.is_unproven()
-            && matches!(answer, Ok(AppendEntriesResponse::Success | AppendEntriesResponse::PartialSuccess(_)))
-        {
-            let last = self.raft.metrics().borrow().last_log_index;
-            if self.vote_guard.heard_from_leader(leader_commit, last) {
-                tracing::info!(
-                    ?last,
-                    "caught up with the cluster after starting on an empty data directory: voting again"
-                );
-            }
-        }
-        reply(&answer)
+        let rpc = self.open(request)?;
+        reply(&self.raft.append_entries(rpc).await)
     }
 
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        let rpc: VoteRequest<u64> = self.open(request)?;
-        if !self.vote_guard.may_vote(rpc.last_log_id.map(|id| id.index)) {
-            // Not granted, with the candidate's own vote (a response's vote
-            // is never below the request's): it counts as a refusal.
-            tracing::info!(
-                candidate = %rpc.vote,
-                "refusing a vote: this router started on an empty data directory and has not caught up"
-            );
-            let refusal = VoteResponse { vote: rpc.vote, vote_granted: false, last_log_id: None };
-            return reply(&Ok::<_, openraft::error::RaftError<u64>>(refusal));
-        }
+        let rpc = self.open(request)?;
         reply(&self.raft.vote(rpc).await)
     }
 

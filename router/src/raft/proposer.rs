@@ -70,18 +70,8 @@ async fn run(raft: Raft<TypeConfig>, mut waiting: mpsc::Receiver<Proposal>) {
         };
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
         // Whatever queued while the slot was taken joins this entry.
-        // Encoded `Journal` messages concatenate into one whose facts are
-        // all of theirs, in order (a repeated field's elements append).
-        let mut journal = first.journal;
-        let mut done = vec![first.done];
-        while let Ok(next) = waiting.try_recv() {
-            if journal.len() + next.journal.len() > MAX_ENTRY_BYTES {
-                held = Some(next);
-                break;
-            }
-            journal.extend_from_slice(&next.journal);
-            done.push(next.done);
-        }
+        let (journal, done, next) = gather(first, &mut waiting);
+        held = next;
         let written = raft.client_write_ff(Command::Journal(journal)).await;
         tokio::spawn(async move {
             let outcome = match written {
@@ -100,10 +90,56 @@ async fn run(raft: Raft<TypeConfig>, mut waiting: mpsc::Receiver<Proposal>) {
     }
 }
 
+/// One entry's journal: `first` and the proposals waiting behind it, up to
+/// [`MAX_ENTRY_BYTES`], with who waits for each; a proposal that does not
+/// fit is returned, to go first in the next entry. Encoded `Journal`
+/// messages concatenate into one whose facts are all of theirs, in order
+/// (a repeated field's elements append).
+fn gather(
+    first: Proposal,
+    waiting: &mut mpsc::Receiver<Proposal>,
+) -> (Vec<u8>, Vec<oneshot::Sender<Outcome>>, Option<Proposal>) {
+    let mut journal = first.journal;
+    let mut done = vec![first.done];
+    while let Ok(next) = waiting.try_recv() {
+        if journal.len() + next.journal.len() > MAX_ENTRY_BYTES {
+            return (journal, done, Some(next));
+        }
+        journal.extend_from_slice(&next.journal);
+        done.push(next.done);
+    }
+    (journal, done, None)
+}
+
 #[cfg(test)]
 mod tests {
+    use super::*;
     use herald_core::NodeId;
     use herald_proto::journal::{Fact, decode, encode};
+
+    fn proposal(journal: Vec<u8>) -> (Proposal, oneshot::Receiver<Outcome>) {
+        let (done, committed) = oneshot::channel();
+        (Proposal { journal, done }, committed)
+    }
+
+    #[test]
+    fn batches_waiting_behind_an_entry_go_together_up_to_its_size() {
+        let (queue, mut waiting) = mpsc::channel(8);
+        let (first, _) = proposal(encode(&[Fact::GatewayLinked(NodeId(1))]));
+        for n in 2..=3 {
+            queue.try_send(proposal(encode(&[Fact::GatewayLinked(NodeId(n))])).0).expect("room");
+        }
+        let (journal, done, held) = gather(first, &mut waiting);
+        let linked = (1..=3).map(|n| Fact::GatewayLinked(NodeId(n))).collect::<Vec<_>>();
+        assert_eq!(decode(&journal).expect("one journal"), linked, "three batches, one entry, in order");
+        assert_eq!((done.len(), held.is_none()), (3, true));
+
+        // A batch that would take the entry past its size waits for the next.
+        let (first, _) = proposal(encode(&[Fact::GatewayLinked(NodeId(4))]));
+        queue.try_send(proposal(vec![0; MAX_ENTRY_BYTES]).0).expect("room");
+        let (_, done, held) = gather(first, &mut waiting);
+        assert_eq!((done.len(), held.map(|p| p.journal.len())), (1, Some(MAX_ENTRY_BYTES)));
+    }
 
     #[test]
     fn concatenated_journals_decode_as_one_with_every_fact_in_order() {

@@ -303,14 +303,7 @@ pub(super) fn catch_up(
                 replaced.push(entry.message.id);
                 continue;
             }
-            state.queue.retain(|q| {
-                let older = super::retract::replaced_by(q, &entry.message);
-                if older {
-                    replaced.push(q.message.id);
-                }
-                !older
-            });
-            state.count_bytes();
+            replaced.extend(state.remove_where(|q| super::retract::replaced_by(q, &entry.message)));
             let copy = Arc::new(Message { topic: topic.clone(), ..Message::clone(&entry.message) });
             let queued = QueuedMessage {
                 message: copy,

@@ -63,7 +63,6 @@ impl RouterState {
         lease.sessions.extend(held.iter().map(|(session, epoch, _)| (session.clone(), *epoch)));
         for (session, epoch, expiry_seconds) in held {
             if expiry_seconds > 0 {
-                let acked = self.fanout_acked(&session);
                 let release = Release {
                     request: 0,
                     session,
@@ -74,7 +73,7 @@ impl RouterState {
                 };
                 let session = release.session.clone();
                 self.end_connection(release, super::sessions::WillFate::Keep, now, out);
-                self.connection_lost(&session, acked);
+                self.connection_lost(&session);
                 // Its connection may still be live: it does not expire
                 // before the gateway has had its lease to come back.
                 self.expire_no_sooner_than(&session, until);

@@ -116,21 +116,29 @@ impl PersistentState {
             self.queue.pop_front();
             self.requeue_at = self.requeue_at.saturating_sub(1);
         }
+        self.queue_bytes = self.queue_bytes.saturating_sub(bytes);
         if !ids.is_empty() {
-            let requeue_at = self.requeue_at;
-            let (mut index, mut removed_before) = (0, 0);
-            self.queue.retain(|q| {
-                let ack = ids.contains(&q.message.id);
-                if ack {
-                    removed.push(q.message.id);
-                    bytes += q.message.payload.len();
-                    removed_before += usize::from(index < requeue_at);
-                }
-                index += 1;
-                !ack
-            });
-            self.requeue_at = requeue_at - removed_before;
+            removed.extend(self.remove_where(|q| ids.contains(&q.message.id)));
         }
+        removed
+    }
+
+    /// Removes the messages `remove` picks, keeping the requeue point and
+    /// the byte count; returns their ids.
+    pub(super) fn remove_where(&mut self, mut remove: impl FnMut(&QueuedMessage) -> bool) -> Vec<MessageId> {
+        let mut removed = Vec::new();
+        let (requeue_at, mut index, mut removed_before, mut bytes) = (self.requeue_at, 0, 0, 0);
+        self.queue.retain(|q| {
+            let gone = remove(q);
+            if gone {
+                removed.push(q.message.id);
+                bytes += q.message.payload.len();
+                removed_before += usize::from(index < requeue_at);
+            }
+            index += 1;
+            !gone
+        });
+        self.requeue_at = requeue_at - removed_before;
         self.queue_bytes = self.queue_bytes.saturating_sub(bytes);
         removed
     }
@@ -456,8 +464,8 @@ impl RouterState {
         // have arrived (`connection_lost`).
         if fate != WillFate::Keep {
             state.fanout_cursor = fanout_head;
+            state.fanout_acked = None;
         }
-        state.fanout_acked = None;
         state.expires_at = Some(expires_at);
         // What the inbox holds stays where it is, with how far it got;
         // the rest (never in the inbox) goes first.
@@ -778,26 +786,12 @@ impl RouterState {
     pub(super) fn remove_queued(
         &mut self,
         key: &SessionKey,
-        mut remove: impl FnMut(&QueuedMessage) -> bool,
+        remove: impl FnMut(&QueuedMessage) -> bool,
     ) -> Vec<herald_core::MessageId> {
         let Some(state) = self.sessions.get_mut(key).and_then(|r| r.persistent.as_deref_mut()) else {
             return Vec::new();
         };
-        let mut removed = Vec::new();
-        let mut kept = VecDeque::with_capacity(state.queue.len());
-        let requeue_at = state.requeue_at;
-        let mut removed_before = 0;
-        for (index, queued) in state.queue.drain(..).enumerate() {
-            if remove(&queued) {
-                removed_before += usize::from(index < requeue_at);
-                removed.push(queued.message.id);
-            } else {
-                kept.push_back(queued);
-            }
-        }
-        state.queue = kept;
-        state.requeue_at = requeue_at - removed_before;
-        state.count_bytes();
+        let removed = state.remove_where(remove);
         if !removed.is_empty() {
             self.mark_session(key);
         }
@@ -851,11 +845,11 @@ impl RouterState {
     /// Tag and broadcast entries it was sent while online are read again
     /// from the log, from past the last one its client acknowledged (or
     /// from when the connection began).
-    pub(super) fn connection_lost(&mut self, session: &SessionKey, acked: Option<u64>) {
+    pub(super) fn connection_lost(&mut self, session: &SessionKey) {
         let head = self.fanout_head(&session.app);
         if let Some(state) = self.sessions.get_mut(session).and_then(|r| r.persistent.as_deref_mut()) {
             state.maybe_sent();
-            if let Some(seq) = acked {
+            if let Some(seq) = state.fanout_acked.take() {
                 state.fanout_cursor = state.fanout_cursor.max(seq.saturating_add(1));
             }
             state.lost_at = Some(head);
@@ -863,12 +857,6 @@ impl RouterState {
             // the inboxes of sessions that were online anyway.
             self.mark_session_meta(session);
         }
-    }
-
-    /// The last fan-out entry the client of an online `session` has
-    /// acknowledged, if any.
-    pub(super) fn fanout_acked(&self, session: &SessionKey) -> Option<u64> {
-        self.sessions.get(session)?.persistent.as_deref()?.fanout_acked
     }
 
     fn index_subscriptions(&mut self, session: &SessionKey, subscriptions: &[Subscription]) {
