@@ -14,7 +14,8 @@ command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
 # Headless Chromium runs the EventSource page of the SSE tests.
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v curl >/dev/null 2>&1 || need+=(curl)
-# A real redis-server backs the tests of device passwords kept in Redis.
+# A real redis-server backs the tests of device passwords and of the session
+# registry kept in Redis.
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 # openssl makes and signs with the keys of RS256/ES256 device tokens.
 command -v openssl >/dev/null 2>&1 || need+=(openssl)

@@ -8,6 +8,7 @@ use herald_gateway::{Gateway, GatewayConfig};
 use herald_router::Router;
 use herald_router::grpc::SeamService;
 use herald_router::raft::{Membership, RaftNode};
+use herald_router::registry_redis::{RedisRegistryConfig, RegistryStats};
 use herald_store::DataDir;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -71,6 +72,7 @@ pub(crate) async fn run_router(
     let cluster_id = data.claim_cluster_id(config.cluster_id.as_deref())?;
     let node = NodeId(config.node_id);
     let limits = config.limits;
+    let registry = config.registry.redis()?.map(|redis| (redis, Arc::default()));
     let membership = match parse_peers(&config.peers)? {
         Some(voters) => {
             anyhow::ensure!(voters.contains_key(&node.0), "--peers: must list this node ({})", node);
@@ -120,11 +122,12 @@ pub(crate) async fn run_router(
         raft: Some(raft.clone()),
         seam: Some(seam),
         caught_up: Some(caught_up),
+        registry: registry.as_ref().map(|(_, stats)| Arc::clone(stats)),
         ..Default::default()
     };
     let (ops, shutdown) = crate::ops::start(config.ops, sources, shutdown).await?;
     info!(%grpc, cluster = %cluster_id, %node, "listening");
-    let outcome = lead(&raft, &serving, &limits, single, shutdown).await;
+    let outcome = lead(&raft, &serving, &limits, registry.as_ref(), single, shutdown).await;
     // Leadership first (the gateways were let go already), then the server:
     // a leader that kept heartbeating while it waited for its streams to
     // close would keep the others from electing.
@@ -153,6 +156,7 @@ async fn lead(
     raft: &Arc<RaftNode>,
     serving: &watch::Sender<Option<Router>>,
     limits: &crate::config::Limits,
+    registry: Option<&(RedisRegistryConfig, Arc<RegistryStats>)>,
     single: bool,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
@@ -187,6 +191,9 @@ async fn lead(
         let image = raft.durable_image();
         let router =
             Router::durable(limits.router_config(), generation, Arc::new(SystemClock), raft.clone(), image);
+        if let Some((redis, stats)) = registry {
+            router.keep_registry_in_redis(redis.clone(), stats.clone());
+        }
         let (stop_timers, timers_stopped) = tokio::sync::oneshot::channel::<()>();
         let timers = router.spawn_timers(async move {
             let _ = timers_stopped.await;

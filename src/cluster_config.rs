@@ -42,6 +42,8 @@ pub(crate) struct RouterConfig {
     pub(crate) telemetry: crate::telemetry::TelemetryConfig,
     /// Mutual TLS on the cluster's gRPC.
     pub(crate) cluster_tls: crate::config::ClusterTlsConfig,
+    /// Where the session registry is kept besides the router's memory.
+    pub(crate) registry: crate::config::RegistryConfig,
 }
 
 /// Configuration of `herald gateway`.
@@ -115,6 +117,7 @@ impl Default for RouterConfig {
             raft: RaftConfig::default(),
             telemetry: crate::telemetry::TelemetryConfig::default(),
             cluster_tls: crate::config::ClusterTlsConfig::default(),
+            registry: crate::config::RegistryConfig::default(),
         }
     }
 }
@@ -152,7 +155,7 @@ impl Default for GatewayConfig {
 /// Top-level keys and sections of a router's configuration: the
 /// `HERALD_*` variables it reads (others belong to other modes).
 const ROUTER_KEYS: &[&str] = &["grpc", "data", "node_id", "peers", "cluster_id", "join", "ops"];
-const ROUTER_SECTIONS: &[&str] = &["limits_", "raft_", "telemetry_", "cluster_tls_"];
+const ROUTER_SECTIONS: &[&str] = &["limits_", "raft_", "telemetry_", "cluster_tls_", "registry_"];
 const GATEWAY_KEYS: &[&str] = &[
     "router",
     "mqtt",
@@ -186,6 +189,7 @@ impl RouterConfig {
         config.limits.validate()?;
         config.raft.validate()?;
         config.telemetry.validate()?;
+        config.registry.redis()?;
         anyhow::ensure!(!config.join || config.peers.is_empty(), "join: a joining router takes no peers");
         Ok(config)
     }

@@ -56,6 +56,41 @@ pub(crate) struct StandaloneConfig {
     pub(crate) acl: AclConfig,
     /// Span export.
     pub(crate) telemetry: crate::telemetry::TelemetryConfig,
+    /// Where the session registry is kept besides the router's memory.
+    pub(crate) registry: RegistryConfig,
+}
+
+/// The session registry in Redis (`[registry]`, `HERALD_REGISTRY_*`,
+/// ADR 0029): one hash per session, kept from the router's memory.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RegistryConfig {
+    /// `redis://[[user]:password@]host[:port][/db]`; none: the registry is
+    /// only in the router's memory.
+    pub(crate) redis: Option<String>,
+    /// What every key starts with.
+    pub(crate) prefix: String,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig { redis: None, prefix: "herald:".to_owned() }
+    }
+}
+
+impl RegistryConfig {
+    /// The writer's configuration, if the registry is kept in Redis; an
+    /// error names the key.
+    pub(crate) fn redis(&self) -> anyhow::Result<Option<herald_router::registry_redis::RedisRegistryConfig>> {
+        let Some(url) = self.redis.as_deref().filter(|url| !url.is_empty()) else { return Ok(None) };
+        let address =
+            herald_redis::RedisAddress::parse(url).map_err(|e| anyhow::anyhow!("registry.redis: {e}"))?;
+        anyhow::ensure!(
+            !self.prefix.is_empty() && self.prefix.len() <= 64 && !self.prefix.contains(char::is_whitespace),
+            "registry.prefix: 1 to 64 characters, no spaces"
+        );
+        Ok(Some(herald_router::registry_redis::RedisRegistryConfig { address, prefix: self.prefix.clone() }))
+    }
 }
 
 /// Access rules (`[acl]`, docs/security.md): the first rule that applies
@@ -671,7 +706,7 @@ impl AuthConfig {
         let redis = match &self.redis {
             None => None,
             Some(redis) => {
-                let address = herald_gateway::redis::RedisAddress::parse(&redis.url)
+                let address = herald_redis::RedisAddress::parse(&redis.url)
                     .map_err(|e| anyhow::anyhow!("auth.redis.url: {e}"))?;
                 anyhow::ensure!(redis.key.contains("%u"), "auth.redis.key: name the user with %u");
                 let algorithm = HashAlgorithm::from_name(&redis.algorithm)
@@ -787,6 +822,7 @@ impl Default for StandaloneConfig {
             tls: TlsSection::default(),
             acl: AclConfig::default(),
             telemetry: crate::telemetry::TelemetryConfig::default(),
+            registry: RegistryConfig::default(),
         }
     }
 }
@@ -890,6 +926,7 @@ impl StandaloneConfig {
         self.tls.listeners()?;
         self.acl.acl()?;
         self.telemetry.validate()?;
+        self.registry.redis()?;
         Ok(())
     }
 }
@@ -967,7 +1004,8 @@ pub(crate) fn load_layers<T: serde::de::DeserializeOwned>(
 }
 
 fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> anyhow::Result<()> {
-    const SECTIONS: [&str; 8] = ["limits", "auth", "raft", "push", "cluster_tls", "tls", "acl", "telemetry"];
+    const SECTIONS: [&str; 9] =
+        ["limits", "auth", "raft", "push", "cluster_tls", "tls", "acl", "telemetry", "registry"];
     for (name, value) in env {
         let Some(rest) = name.strip_prefix("HERALD_") else { continue };
         // Not configuration: logging, the file's path, fault injection for tests.

@@ -34,6 +34,8 @@ pub(crate) struct Sources {
     pub(crate) seam: Option<Arc<herald_router::grpc::SeamCounters>>,
     /// Set when shutdown begins: readiness fails from then on.
     pub(crate) draining: Arc<AtomicBool>,
+    /// The session registry's writer to Redis, when there is one.
+    pub(crate) registry: Option<Arc<herald_router::registry_redis::RegistryStats>>,
 }
 
 impl Sources {
@@ -180,6 +182,9 @@ impl Sources {
                 ],
             );
         }
+        if let Some(registry) = &self.registry {
+            render_registry(registry, &mut out);
+        }
         if let Some(link) = &self.link {
             out.gauge(
                 "herald_router_quorum_reachable",
@@ -227,6 +232,39 @@ impl Sources {
 }
 
 /// Device-user lookups by source and outcome.
+fn render_registry(r: &herald_router::registry_redis::RegistryStats, out: &mut Exposition) {
+    out.gauge(
+        "herald_registry_redis_up",
+        "1 while the session registry's last write to Redis succeeded.",
+        u64::from(r.up.load(Ordering::Relaxed)),
+    );
+    out.counter(
+        "herald_registry_redis_writes_total",
+        "Session registry entries written to Redis or deleted.",
+        &r.written,
+    );
+    out.counter(
+        "herald_registry_redis_fenced_total",
+        "Registry entries Redis kept because a router of a later generation wrote them.",
+        &r.fenced,
+    );
+    out.counter(
+        "herald_registry_redis_resyncs_total",
+        "Times the whole registry was written to Redis again.",
+        &r.resyncs,
+    );
+    out.counter(
+        "herald_registry_redis_overflows_total",
+        "Batches of registry changes dropped by a full queue (each causes a resync).",
+        &r.overflowed,
+    );
+    out.counter(
+        "herald_registry_redis_errors_total",
+        "Round trips to Redis that failed (then retried).",
+        &r.errors,
+    );
+}
+
 fn render_user_lookups(counters: &herald_gateway::device_users::LookupCounters, out: &mut Exposition) {
     let name = "herald_device_user_lookups_total";
     out.header(name, "Device-user lookups at CONNECT by source (router, redis) and outcome.", "counter");

@@ -51,6 +51,11 @@ pub(crate) async fn run(
     let image = raft.durable_image();
     let router =
         Router::durable(config.limits.router_config(), generation, clock.clone(), raft.clone(), image);
+    let registry = config.registry.redis()?.map(|redis| {
+        let stats = Arc::new(herald_router::registry_redis::RegistryStats::default());
+        router.keep_registry_in_redis(redis, stats.clone());
+        stats
+    });
     let (link, port) = herald_proto::seam::link(NodeId(1), SEAM_CAPACITY);
     let router_task = router.attach(port, 0, true).expect("the only gateway of a standalone router");
     // A fresh gateway holds no session of the last run: the router need not
@@ -93,6 +98,7 @@ pub(crate) async fn run(
         gateway: Some(gateway.counters()),
         router: Some(Arc::new(move || Some(fixed.clone()))),
         raft: Some(raft.clone()),
+        registry,
         ..Default::default()
     };
     let (ops, shutdown) = crate::ops::start(config.ops, sources, shutdown).await?;

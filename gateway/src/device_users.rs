@@ -5,10 +5,10 @@
 //! salted hash, and never leaves the gateway.
 
 use crate::Shared;
-use crate::redis::{Redis, RedisAddress, RedisError, Reply};
 use herald_core::{AppId, ErrorCode};
 use herald_proto::seam::{DirectoryAnswer, DirectoryOp, Downlink, Uplink};
 use herald_proto::users::{HashAlgorithm, PasswordHash, SaltPosition, UserOp, valid_username};
+use herald_redis::{Redis, RedisAddress, RedisError, Reply};
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 use tracing::warn;

@@ -36,7 +36,6 @@ pub mod handshake;
 pub mod ops_http;
 pub mod password;
 pub mod push_api;
-pub mod redis;
 mod registry;
 mod reports;
 pub mod router_client;

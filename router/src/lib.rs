@@ -19,10 +19,12 @@
 //! router speaks only the seam in `herald-proto`).
 //!
 //! Start here: `state/mod.rs`, then `state/sessions.rs` and
-//! `state/routing.rs`; `service.rs` is the async shell.
+//! `state/routing.rs`; `service.rs` is the async shell, and
+//! `registry_redis.rs` keeps the registry in Redis when asked to.
 
 pub mod grpc;
 pub mod raft;
+pub mod registry_redis;
 mod service;
 pub mod state;
 

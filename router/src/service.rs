@@ -86,6 +86,8 @@ struct Inner {
     queued: std::sync::atomic::AtomicUsize,
     /// Set when a commit failed: the router stops serving.
     failed: tokio::sync::watch::Sender<Option<String>>,
+    /// Where registry changes go, when the registry is kept in Redis.
+    registry: std::sync::OnceLock<Arc<crate::registry_redis::Mirror>>,
 }
 
 impl Router {
@@ -134,6 +136,7 @@ impl Router {
             stages,
             queued: std::sync::atomic::AtomicUsize::new(0),
             failed: tokio::sync::watch::channel(None).0,
+            registry: std::sync::OnceLock::new(),
         });
         if let Some(pending) = pending {
             tokio::spawn(dispatch_in_order(Arc::downgrade(&inner), pending));
@@ -199,6 +202,23 @@ impl Router {
             if failed.changed().await.is_err() {
                 return "router dropped".into();
             }
+        }
+    }
+
+    /// Keeps the session registry in Redis from now on (ADR 0029): every
+    /// change of ownership is written there after its batch, and the whole
+    /// registry at start and whenever Redis may have missed changes.
+    /// The writer counts what it does in `stats`, and ends with the router.
+    pub fn keep_registry_in_redis(
+        &self,
+        config: crate::registry_redis::RedisRegistryConfig,
+        stats: Arc<crate::registry_redis::RegistryStats>,
+    ) {
+        self.inner.state().track_registry();
+        let snapshots = Snapshotter(Arc::downgrade(&self.inner));
+        let (mirror, writer) = crate::registry_redis::start(config, snapshots, stats);
+        if self.inner.registry.set(mirror).is_ok() {
+            tokio::spawn(writer);
         }
     }
 
@@ -348,6 +368,23 @@ async fn dispatch_in_order(inner: std::sync::Weak<Inner>, mut stages: mpsc::Rece
     }
 }
 
+/// Reads the registry for the Redis writer.
+struct Snapshotter(std::sync::Weak<Inner>);
+
+impl crate::registry_redis::Snapshots for Snapshotter {
+    fn snapshot(
+        &self,
+        queued: &mut mpsc::Receiver<Vec<crate::state::RegistryEntry>>,
+    ) -> Option<(u64, Vec<crate::state::RegistryEntry>)> {
+        let inner = self.0.upgrade()?;
+        let mut state = inner.state();
+        // Changes are offered with the state locked: what is queued now is
+        // older than the snapshot, and what comes after it is newer.
+        while queued.try_recv().is_ok() {}
+        Some((state.generation(), state.registry_snapshot()))
+    }
+}
+
 fn wait_until(now: UnixMillis, at: UnixMillis) -> Duration {
     Duration::from_millis(at.0.saturating_sub(now.0))
 }
@@ -440,6 +477,9 @@ impl Inner {
     /// (`gateways_overloaded`), which ends its link and, as for any gateway
     /// gone, its sessions.
     fn dispatch(&self, state: &mut RouterState, effects: &mut Vec<Effect>) {
+        if let Some(registry) = self.registry.get() {
+            registry.offer(state.take_registry_changes());
+        }
         let mut gateways = self.gateways();
         for (gateway, item) in effects.drain(..) {
             let Some(sender) = gateways.get(&gateway).map(|attached| &attached.downlink) else { continue };

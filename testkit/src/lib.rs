@@ -4,7 +4,8 @@
 //! `herald` binary, client tools) with bounded waits and kill-on-drop; and
 //! [`proxy`], a TCP fault proxy between two loopback endpoints that can pass,
 //! delay, black-hole or cut traffic, so partition tests need no root; and
-//! [`pki`], certificates made with `openssl` for TLS tests.
+//! [`pki`], certificates made with `openssl` for TLS tests; and [`redis`],
+//! a real `redis-server` started and stopped by the test.
 //!
 //! Must never depend on: Herald's own crates; it drives them from outside.
 
@@ -12,3 +13,4 @@ pub mod golden;
 pub mod pki;
 pub mod process;
 pub mod proxy;
+pub mod redis;

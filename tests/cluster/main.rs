@@ -31,6 +31,7 @@ mod test_inbox;
 mod test_local_cluster;
 mod test_partition;
 mod test_push;
+mod test_registry;
 mod test_replication;
 mod test_sessions;
 mod test_tracing;

@@ -1,9 +1,30 @@
 //! Fencing: a gateway that lost a session while it was stopped delivers
-//! nothing for it and publishes no will for it when it resumes.
+//! nothing for it and publishes no will for it when it resumes; the same
+//! client id racing on two gateways ends with one session. Each test runs
+//! twice: with the registry in the router's memory alone, and kept in a
+//! real `redis-server` too (ADR 0029), where it must name the same owner.
 
 use crate::cluster::Cluster;
 use crate::support::{Incoming, RawConnection, Version, connect_v5, publisher, subscriber};
+use herald_testkit::redis::RedisServer;
 use std::time::Duration;
+
+/// Starts a router (its registry in `redis`, if given) and two gateways.
+fn cluster(redis: Option<&RedisServer>) -> Cluster {
+    match redis {
+        Some(redis) => Cluster::start_with(2, &[("HERALD_REGISTRY_REDIS", &redis.url())]),
+        None => Cluster::start(2),
+    }
+}
+
+/// Waits until Redis names gateway `node` as `client`'s holder; returns
+/// the epoch it names.
+fn held_in_redis(redis: &RedisServer, client: &str, node: &str) -> String {
+    let key = format!("herald:session:default/{client}");
+    let holder = redis.wait_for(&["HGET", &key, "gateway"], Duration::from_secs(5), |o| o == node);
+    assert_eq!(holder, node, "{client}: the registry in Redis names gateway {holder:?}");
+    redis.cli(&["HGET", &key, "epoch"])
+}
 
 /// A v5 CONNECT for `client` with session expiry 60 s, optionally clean start and optionally a
 /// QoS 1 will on `wills/{client}`.
@@ -25,7 +46,17 @@ fn subscribe_v5(topic: &str) -> Vec<u8> {
 
 #[test]
 fn a_stopped_gateway_that_lost_a_session_delivers_nothing_and_publishes_no_will() {
-    let cluster = Cluster::start(2);
+    stale_gateway(None);
+}
+
+#[test]
+fn with_the_registry_in_redis_a_stopped_gateway_that_lost_a_session_delivers_nothing() {
+    let redis = RedisServer::start();
+    stale_gateway(Some(&redis));
+}
+
+fn stale_gateway(redis: Option<&RedisServer>) {
+    let cluster = cluster(redis);
     let mut wills = subscriber(&cluster.gateway(1), Version::V5).topic("wills/#").qos(1).start();
 
     let mut old = RawConnection::open(&cluster.gateway(0));
@@ -39,6 +70,7 @@ fn a_stopped_gateway_that_lost_a_session_delivers_nothing_and_publishes_no_will(
     new.send(&connect_with_will("roamer2", false, false));
     let connack = new.expect_packet();
     assert_eq!((connack.first_byte, connack.body[0]), (0x20, 0x01), "CONNACK, session present");
+    let epoch = redis.map(|redis| held_in_redis(redis, "roamer2", "2"));
     publisher(&cluster.gateway(1), Version::V5, "stale/t").qos(1).message("for the new owner").run();
     let delivered = new.expect_packet();
     assert_eq!(delivered.first_byte & 0xF0, 0x30, "the new connection gets the message");
@@ -55,6 +87,10 @@ fn a_stopped_gateway_that_lost_a_session_delivers_nothing_and_publishes_no_will(
     publisher(&cluster.gateway(0), Version::V5, "stale/t").qos(1).message("after the resume").run();
     assert_eq!(new.expect_packet().first_byte & 0xF0, 0x30, "the new owner gets it");
     wills.expect_silence(Duration::from_millis(1_000));
+    // The stale gateway changed nothing in the registry either.
+    if let (Some(redis), Some(epoch)) = (redis, epoch) {
+        assert_eq!(held_in_redis(redis, "roamer2", "2"), epoch);
+    }
 }
 
 /// A QoS 1 PUBLISH to `topic`, packet id 1, no properties (v5).
@@ -87,8 +123,20 @@ fn next_of(connection: &mut RawConnection, kind: u8, wait: Duration) -> Option<c
 /// the loser's will fires exactly once.
 #[test]
 fn the_same_client_id_racing_on_two_gateways_ends_with_one_session_every_round() {
+    race(None);
+}
+
+/// The same rounds, the registry kept in Redis: after each, Redis names
+/// the survivor's gateway.
+#[test]
+fn with_the_registry_in_redis_the_same_client_id_racing_ends_with_one_session_every_round() {
+    let redis = RedisServer::start();
+    race(Some(&redis));
+}
+
+fn race(redis: Option<&RedisServer>) {
     const ROUNDS: u32 = 200;
-    let cluster = Cluster::start(2);
+    let cluster = cluster(redis);
     let (first, second) = (cluster.gateway(0), cluster.gateway(1));
     let mut wills = subscriber(&first, Version::V5).topic("wills/#").qos(1).start();
     let mut seed = 0x2545_f491_u32;
@@ -126,6 +174,12 @@ fn the_same_client_id_racing_on_two_gateways_ends_with_one_session_every_round()
             assert!(std::time::Instant::now() < deadline, "round {round}: neither connection was taken over");
         };
         let survivor = &mut connections[1 - loser];
+        if let Some(redis) = redis {
+            // `connections` is [early, late]; gateway index + 1 is its node id.
+            let early_on_second = late_on_first;
+            let on_second = if loser == 1 { early_on_second } else { !early_on_second };
+            held_in_redis(redis, &client, if on_second { "2" } else { "1" });
+        }
         survivor.send(&subscribe_v5(&format!("race/{round}")));
         assert!(next_of(survivor, 0x90, Duration::from_secs(5)).is_some(), "round {round}: SUBACK");
         let mut sender = RawConnection::open(&first);

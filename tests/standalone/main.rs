@@ -22,6 +22,7 @@ mod test_lifecycle;
 mod test_ops;
 mod test_push;
 mod test_qos;
+mod test_registry;
 mod test_retained;
 mod test_sessions;
 mod test_shared;

@@ -4,11 +4,10 @@
 
 use crate::push_client::{Body, Reply, call, start};
 use crate::support::{Broker, Version, publisher, subscriber};
+use herald_testkit::redis::RedisServer;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 const OPERATOR: &str = "operator-token-0123456789abcdef-0123";
 
@@ -112,67 +111,6 @@ fn users_made_through_the_admin_api_connect_with_their_password_which_is_never_s
     }
 }
 
-/// A `redis-server` on a free loopback port with a password, killed on drop.
-struct RedisServer {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-const REDIS_PASSWORD: &str = "redis-pass";
-
-impl RedisServer {
-    fn start() -> RedisServer {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("a free port")
-            .local_addr()
-            .expect("addr")
-            .port();
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--requirepass", REDIS_PASSWORD])
-            .args(["--save", "", "--appendonly", "no", "--dir"])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn redis-server (Debian package redis-server)");
-        let server = RedisServer { child, port, _dir: dir };
-        let started = Instant::now();
-        while server.cli(&["PING"]) != "PONG" {
-            assert!(started.elapsed() < Duration::from_secs(10), "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        server
-    }
-
-    /// Runs a command in database 2 and returns its output.
-    fn cli(&self, args: &[&str]) -> String {
-        let output = Command::new("redis-cli")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-a",
-                REDIS_PASSWORD,
-                "--no-auth-warning",
-            ])
-            .args(["-n", "2"])
-            .args(args)
-            .output()
-            .expect("run redis-cli");
-        String::from_utf8_lossy(&output.stdout).trim().to_owned()
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -191,8 +129,8 @@ fn users_kept_in_redis_connect_with_emqx_hashes_and_a_redis_outage_is_server_una
     let config = format!(
         "[auth]\nallow_anonymous = false\nlookup_timeout_ms = 1000\n\
          [auth.users.local]\npassword = \"local-pw\"\n\
-         [auth.redis]\nurl = \"redis://:{REDIS_PASSWORD}@127.0.0.1:{}/2\"\n",
-        redis.port
+         [auth.redis]\nurl = \"{}\"\n",
+        redis.url()
     );
     let path = dir.path().join("herald.toml");
     std::fs::write(&path, config).expect("write the config");
@@ -222,8 +160,7 @@ fn users_kept_in_redis_connect_with_emqx_hashes_and_a_redis_outage_is_server_una
 
     // Redis gone: its users get "server unavailable", not "bad password";
     // users from the file still connect.
-    let _ = redis.child.kill();
-    let _ = redis.child.wait();
+    redis.stop();
     for (version, expected) in [(Version::V5, "server unavailable"), (Version::V311, "unavailable")] {
         let refused =
             publisher(&broker, version, "t").user("sensor-1", "sensor-secret").message("x").run_refused();

@@ -12,6 +12,7 @@ mod idempotency;
 mod journal;
 mod leases;
 mod push;
+mod registry;
 mod retract;
 mod routing;
 mod sessions;
@@ -29,6 +30,7 @@ pub use api_keys::MAX_API_KEYS_PER_APP;
 pub use fanout::MAX_FANOUT_ENTRIES;
 pub use idempotency::{IDEMPOTENCY_TTL_MS, MAX_IDEMPOTENCY_KEYS};
 pub use journal::DurableState;
+pub use registry::{Holder, RegistryEntry};
 pub use sessions::SessionRecord;
 
 /// What a router holds now, for metrics.
@@ -235,6 +237,9 @@ pub struct RouterState {
     dirty_meta: HashSet<SessionKey>,
     /// Shared groups whose queue changed since then: journaled whole.
     dirty_groups: HashSet<(AppId, TopicFilter)>,
+    /// Sessions whose ownership changed since the registry's external
+    /// store last took them (`None`: no external store).
+    registry_dirty: Option<HashSet<SessionKey>>,
 }
 
 impl RouterState {

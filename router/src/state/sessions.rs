@@ -364,6 +364,7 @@ impl RouterState {
         } else if expiry_seconds > 0 || was_persistent {
             self.mark_session(&session);
         }
+        self.registry_changed(&session);
         self.sessions.insert(session, record);
         grant.queued = self.for_gateway(gateway, grant.queued);
         out.push((gateway, Downlink::Claimed { request: claim.request, result: Ok(grant) }));
@@ -435,6 +436,9 @@ impl RouterState {
         record.owner = None;
         record.since = now;
         let was_persistent = record.is_persistent();
+        let changed = release.session.clone();
+        self.registry_changed(&changed);
+        let Some(record) = self.sessions.get_mut(&release.session) else { return };
         record.expiry_seconds = release.expiry_seconds.min(self.config.max_session_expiry_seconds);
         if was_persistent || record.is_persistent() {
             self.dirty_sessions.insert(release.session.clone());
@@ -542,6 +546,7 @@ impl RouterState {
         for at in [record.will_at(), record.expires_at()].into_iter().flatten() {
             self.timers.remove(&(at, session.clone()));
         }
+        self.registry_changed(session);
         let Some(record) = self.sessions.get_mut(session) else { return };
         record.owner = Some(gateway);
         record.epoch = epoch;
@@ -586,6 +591,7 @@ impl RouterState {
     ) {
         let Reattach { session, epoch, expiry_seconds, will } = reattach;
         let expiry_seconds = expiry_seconds.min(self.config.max_session_expiry_seconds);
+        self.registry_changed(&session);
         let record = self.sessions.entry(session.clone()).or_insert_with(|| SessionRecord {
             owner: Some(gateway),
             epoch,
@@ -751,6 +757,7 @@ impl RouterState {
         let Some(record) = self.sessions.get(&session) else { return };
         if record.owner.is_none() && record.expires_at().is_some_and(|at| at <= now) {
             let record = self.sessions.remove(&session).expect("present: looked up above");
+            self.registry_changed(&session);
             self.forget_timers(&session, &record);
             self.unindex_subscriptions(&session, record.subscriptions());
             self.counters.sessions_expired += 1;

@@ -1609,3 +1609,6 @@ mod device_users;
 
 #[path = "inbox_tests.rs"]
 mod inbox;
+
+#[path = "registry_tests.rs"]
+mod registry;

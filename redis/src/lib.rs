@@ -1,7 +1,9 @@
-//! A small Redis client for looking up device users: RESP2 over TCP, a
-//! few pooled connections, every call bounded in time, and every reply
-//! bounded in size (a reply past the bounds is an error, not an
-//! allocation). Only what the lookups need: commands out, replies in.
+//! A small Redis client: RESP2 over TCP, a few pooled connections, every
+//! call bounded in time, and every reply bounded in size (a reply past the
+//! bounds is an error, not an allocation). Only what Herald needs: device
+//! users looked up at the gateway (ADR 0026), the session registry kept at
+//! the router (ADR 0029): commands out, one at a time or pipelined, replies
+//! in.
 
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufStream};
@@ -15,8 +17,12 @@ const MAX_CONNECTIONS: usize = 8;
 const MAX_LINE: usize = 1024;
 /// Longest bulk string accepted, in bytes.
 const MAX_BULK: usize = 64 * 1024;
+/// Most bulk-string bytes in one reply.
+const MAX_REPLY_BYTES: usize = 1 << 20;
 /// Most elements of an array reply accepted.
-const MAX_ARRAY: usize = 64;
+const MAX_ARRAY: usize = 1024;
+/// Most commands in one pipeline.
+pub const MAX_PIPELINE: usize = 1024;
 
 /// Where Redis is, from a `redis://[[user]:password@]host[:port][/db]` URL.
 #[derive(Clone, PartialEq, Eq)]
@@ -112,6 +118,21 @@ impl Redis {
 
     /// Runs one command and returns its reply.
     pub async fn command(&self, args: &[&[u8]]) -> Result<Reply, RedisError> {
+        let command: Vec<Vec<u8>> = args.iter().map(|arg| arg.to_vec()).collect();
+        self.pipeline(&[command]).await?.pop().unwrap_or(Err(RedisError::Protocol("no reply")))
+    }
+
+    /// Runs `commands` in one round trip, in order, and returns each one's
+    /// reply (an error reply is that command's `Refused`); the outer error
+    /// is for Redis unreachable or out of protocol, after which nothing is
+    /// known of what ran.
+    pub async fn pipeline(
+        &self,
+        commands: &[Vec<Vec<u8>>],
+    ) -> Result<Vec<Result<Reply, RedisError>>, RedisError> {
+        if commands.len() > MAX_PIPELINE {
+            return Err(RedisError::Protocol("a pipeline too long"));
+        }
         let run = async {
             let _permit =
                 self.permits.acquire().await.map_err(|_| RedisError::Unavailable("closed".into()))?;
@@ -120,10 +141,25 @@ impl Redis {
                 Some(connection) => connection,
                 None => self.connect().await?,
             };
-            let reply = call(&mut connection, args).await?;
+            let mut out = Vec::new();
+            for command in commands {
+                let args: Vec<&[u8]> = command.iter().map(Vec::as_slice).collect();
+                encode(&args, &mut out);
+            }
+            let io = |e: std::io::Error| RedisError::Unavailable(e.to_string());
+            connection.write_all(&out).await.map_err(io)?;
+            connection.flush().await.map_err(io)?;
+            let mut replies = Vec::with_capacity(commands.len());
+            for _ in commands {
+                match read_reply(&mut connection, 0).await {
+                    Ok(reply) => replies.push(Ok(reply)),
+                    Err(RedisError::Refused(reason)) => replies.push(Err(RedisError::Refused(reason))),
+                    Err(broken) => return Err(broken),
+                }
+            }
             // Only a connection whose last exchange completed goes back.
             self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(connection);
-            Ok(reply)
+            Ok(replies)
         };
         tokio::time::timeout(self.timeout, run)
             .await
@@ -150,22 +186,38 @@ impl Redis {
 
 /// Sends one command and reads its reply; an error reply is `Refused`.
 async fn call(connection: &mut BufStream<TcpStream>, args: &[&[u8]]) -> Result<Reply, RedisError> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for arg in args {
-        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-        out.extend_from_slice(arg);
-        out.extend_from_slice(b"\r\n");
-    }
+    let mut out = Vec::new();
+    encode(args, &mut out);
     let io = |e: std::io::Error| RedisError::Unavailable(e.to_string());
     connection.write_all(&out).await.map_err(io)?;
     connection.flush().await.map_err(io)?;
     read_reply(connection, 0).await
 }
 
-/// Reads one reply; arrays nest at most once.
+/// Appends one command, as an array of bulk strings, to `out`.
+fn encode(args: &[&[u8]], out: &mut Vec<u8>) {
+    out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+    for arg in args {
+        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        out.extend_from_slice(arg);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Reads one reply: arrays nest at most twice deep (a `SCAN` reply), and
+/// a whole reply holds at most [`MAX_REPLY_BYTES`] of bulk strings.
 async fn read_reply<R: AsyncBufReadExt + AsyncReadExt + Unpin>(
     input: &mut R,
     depth: usize,
+) -> Result<Reply, RedisError> {
+    let mut budget = MAX_REPLY_BYTES;
+    read_bounded(input, depth, &mut budget).await
+}
+
+async fn read_bounded<R: AsyncBufReadExt + AsyncReadExt + Unpin>(
+    input: &mut R,
+    depth: usize,
+    budget: &mut usize,
 ) -> Result<Reply, RedisError> {
     let line = read_line(input).await?;
     let (kind, rest) = line.split_first().ok_or(RedisError::Protocol("an empty line"))?;
@@ -182,7 +234,8 @@ async fn read_reply<R: AsyncBufReadExt + AsyncReadExt + Unpin>(
         b':' => Ok(Reply::Integer(number()?)),
         b'$' => match number()? {
             -1 => Ok(Reply::Nil),
-            n if (0..=MAX_BULK as i64).contains(&n) => {
+            n if (0..=MAX_BULK as i64).contains(&n) && n as usize <= *budget => {
+                *budget -= n as usize;
                 let mut bulk = vec![0; n as usize + 2];
                 input.read_exact(&mut bulk).await.map_err(|e| RedisError::Unavailable(e.to_string()))?;
                 if !bulk.ends_with(b"\r\n") {
@@ -195,10 +248,10 @@ async fn read_reply<R: AsyncBufReadExt + AsyncReadExt + Unpin>(
         },
         b'*' => match number()? {
             -1 => Ok(Reply::Nil),
-            n if (0..=MAX_ARRAY as i64).contains(&n) && depth == 0 => {
+            n if (0..=MAX_ARRAY as i64).contains(&n) && depth < 2 => {
                 let mut items = Vec::with_capacity(n as usize);
                 for _ in 0..n {
-                    items.push(Box::pin(read_reply(input, depth + 1)).await?);
+                    items.push(Box::pin(read_bounded(input, depth + 1, budget)).await?);
                 }
                 Ok(Reply::Array(items))
             }
@@ -247,8 +300,8 @@ mod tests {
         assert!(matches!(parse(b"-WRONGTYPE no\r\n"), Err(RedisError::Refused(e)) if e == "WRONGTYPE no"));
         for bad in [
             &b"$99999999\r\n"[..],
-            b"*100\r\n",
-            b"*1\r\n*1\r\n:1\r\n",
+            b"*2000\r\n",
+            b"*1\r\n*1\r\n*1\r\n:1\r\n",
             b"$3\r\nabcd\r\n",
             b"?\r\n",
             b":x\r\n",
@@ -256,6 +309,18 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
+        let scan = parse(b"*2\r\n$1\r\n0\r\n*1\r\n$1\r\nk\r\n").expect("a SCAN reply");
+        assert_eq!(
+            scan,
+            Reply::Array(vec![Reply::Bulk(b"0".to_vec()), Reply::Array(vec![Reply::Bulk(b"k".to_vec())])])
+        );
+        let mut big = b"*20\r\n".to_vec();
+        for _ in 0..20 {
+            big.extend(b"$65536\r\n");
+            big.extend([b'x'; 65536]);
+            big.extend(b"\r\n");
+        }
+        assert!(matches!(parse(&big), Err(RedisError::Protocol(_))), "a reply past its byte budget");
         let long = [b"+".as_slice(), &[b'a'; 2000], b"\r\n"].concat();
         assert!(matches!(parse(&long), Err(RedisError::Protocol(_))));
     }

@@ -1,0 +1,371 @@
+//! The session registry kept in Redis (ADR 0029): one hash per session,
+//! written after each batch that changed who holds it, fenced by epoch so
+//! that a router of an older generation never overwrites what a newer one
+//! wrote.
+//!
+//! The router that serves decides ownership in its memory, where claims are
+//! serialised; Redis holds the registry for everyone else (operators'
+//! presence lookups, dashboards, the next router) and is rebuilt from the
+//! router's memory whenever the two may differ: at start, after Redis was
+//! unreachable, and after the queue of changes overflowed. Redis being
+//! down never holds a connect back.
+
+use crate::state::RegistryEntry;
+use herald_redis::{Redis, RedisAddress, RedisError, Reply};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Batches of changes waiting for the writer; past it, the changes are
+/// dropped and the whole registry is written again (policy: resync).
+const QUEUE: usize = 1024;
+/// Commands per round trip.
+const PIPELINE: usize = 512;
+/// How long one round trip may take.
+const TIMEOUT: Duration = Duration::from_secs(5);
+/// Waits between attempts while Redis is unreachable, doubling up to the
+/// second.
+const RETRY: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(5));
+/// How often an idle writer checks that Redis still has the registry (a
+/// Redis restarted without persistence, or flushed, has lost it).
+const CHECK: Duration = Duration::from_secs(2);
+/// Keys asked for per `SCAN`.
+const SCAN_COUNT: &str = "256";
+
+/// Writes an entry if its epoch is not older than the stored one.
+/// KEYS[1]: the session's hash; ARGV: generation, counter, gateway (empty
+/// when offline), since (ms), expiry (s). Returns 1 if written.
+const UPSERT: &str = r"
+local stored = redis.call('HMGET', KEYS[1], 'generation', 'counter')
+local g, c = tonumber(stored[1] or '0'), tonumber(stored[2] or '0')
+local ng, nc = tonumber(ARGV[1]), tonumber(ARGV[2])
+if ng < g or (ng == g and nc < c) then return 0 end
+redis.call('HSET', KEYS[1], 'gateway', ARGV[3], 'epoch', ARGV[1] .. '.' .. ARGV[2],
+  'generation', ARGV[1], 'counter', ARGV[2], 'since', ARGV[4], 'expiry', ARGV[5])
+return 1
+";
+
+/// Deletes an entry no newer generation wrote. KEYS[1]: the session's
+/// hash; ARGV[1]: the writer's generation. Returns 0 if fenced.
+const REMOVE: &str = r"
+local g = tonumber(redis.call('HGET', KEYS[1], 'generation') or '0')
+if g > tonumber(ARGV[1]) then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
+";
+
+/// Raises the registry's generation to ARGV[1]; returns the one stored
+/// before.
+const GENERATION: &str = r"
+local g = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > g then redis.call('SET', KEYS[1], ARGV[1]) end
+return g
+";
+
+/// Where the registry is kept.
+#[derive(Debug, Clone)]
+pub struct RedisRegistryConfig {
+    /// The Redis server.
+    pub address: RedisAddress,
+    /// What every key starts with (several clusters may share a Redis).
+    pub prefix: String,
+}
+
+/// What the writer did, for metrics.
+#[derive(Debug, Default)]
+pub struct RegistryStats {
+    /// Entries written or deleted.
+    pub written: AtomicU64,
+    /// Entries Redis refused to change because a newer generation wrote
+    /// them.
+    pub fenced: AtomicU64,
+    /// Times the whole registry was written again.
+    pub resyncs: AtomicU64,
+    /// Batches of changes dropped by a full queue (each causes a resync).
+    pub overflowed: AtomicU64,
+    /// Round trips that failed (Redis unreachable or refusing).
+    pub errors: AtomicU64,
+    /// Whether the last round trip succeeded.
+    pub up: AtomicBool,
+}
+
+/// The router's side of the writer: where changes are offered.
+pub(crate) struct Mirror {
+    changes: mpsc::Sender<Vec<RegistryEntry>>,
+    resync: AtomicBool,
+    pub(crate) stats: std::sync::Arc<RegistryStats>,
+}
+
+impl Mirror {
+    /// Offers one batch's changes, never waiting; a full queue drops them
+    /// and asks for a resync.
+    pub(crate) fn offer(&self, changes: Vec<RegistryEntry>) {
+        if changes.is_empty() {
+            return;
+        }
+        if self.changes.try_send(changes).is_err() {
+            self.stats.overflowed.fetch_add(1, Ordering::Relaxed);
+            self.resync.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// Reads the registry as the router has it now, draining the changes
+/// queued so far (the snapshot covers them); `None` once the router is
+/// gone.
+pub(crate) trait Snapshots: Send + 'static {
+    fn snapshot(&self, queued: &mut mpsc::Receiver<Vec<RegistryEntry>>) -> Option<(u64, Vec<RegistryEntry>)>;
+}
+
+/// Returns the mirror and the writer task's future.
+pub(crate) fn start(
+    config: RedisRegistryConfig,
+    snapshots: impl Snapshots,
+    stats: std::sync::Arc<RegistryStats>,
+) -> (std::sync::Arc<Mirror>, impl Future<Output = ()> + Send + 'static) {
+    let (sender, receiver) = mpsc::channel(QUEUE);
+    let mirror = std::sync::Arc::new(Mirror { changes: sender, resync: AtomicBool::new(true), stats });
+    let writer = Writer {
+        redis: Redis::new(config.address, TIMEOUT),
+        prefix: config.prefix,
+        scripts: None,
+        generation: 0,
+        stats: mirror.stats.clone(),
+    };
+    let task = writer.run(std::sync::Arc::downgrade(&mirror), receiver, snapshots);
+    (mirror, task)
+}
+
+/// The script hashes Redis knows.
+#[derive(Clone)]
+struct Scripts {
+    upsert: Vec<u8>,
+    remove: Vec<u8>,
+}
+
+struct Writer {
+    redis: Redis,
+    prefix: String,
+    scripts: Option<Scripts>,
+    generation: u64,
+    stats: std::sync::Arc<RegistryStats>,
+}
+
+impl Writer {
+    async fn run(
+        mut self,
+        mirror: std::sync::Weak<Mirror>,
+        mut changes: mpsc::Receiver<Vec<RegistryEntry>>,
+        snapshots: impl Snapshots,
+    ) {
+        let mut wait = RETRY.0;
+        loop {
+            let Some(resync) = mirror.upgrade().map(|m| m.resync.swap(false, Ordering::AcqRel)) else {
+                return;
+            };
+            let outcome = if resync {
+                let Some((generation, entries)) = snapshots.snapshot(&mut changes) else { return };
+                self.generation = generation;
+                self.resync(entries).await
+            } else {
+                let first = match tokio::time::timeout(CHECK, changes.recv()).await {
+                    Ok(Some(first)) => first,
+                    Ok(None) => return,
+                    Err(_) => {
+                        if let Some(mirror) = mirror.upgrade()
+                            && let Ok(false) | Err(_) = self.still_there().await
+                        {
+                            mirror.resync.store(true, Ordering::Release);
+                        }
+                        continue;
+                    }
+                };
+                let mut entries = first;
+                while entries.len() < PIPELINE
+                    && let Ok(more) = changes.try_recv()
+                {
+                    entries.extend(more);
+                }
+                self.write(entries).await
+            };
+            match outcome {
+                Ok(()) => {
+                    self.stats.up.store(true, Ordering::Relaxed);
+                    wait = RETRY.0;
+                }
+                Err(error) => {
+                    // What was written is unknown: write everything again.
+                    self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    if self.stats.up.swap(false, Ordering::Relaxed) {
+                        tracing::warn!(%error, "the session registry in Redis lags: retrying");
+                    }
+                    if let Some(mirror) = mirror.upgrade() {
+                        mirror.resync.store(true, Ordering::Release);
+                    }
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(RETRY.1);
+                }
+            }
+        }
+    }
+
+    /// Whether Redis still holds the registry this writer wrote: its
+    /// generation key is there, at least at this writer's generation.
+    async fn still_there(&self) -> Result<bool, RedisError> {
+        let get = vec![b"GET".to_vec(), self.generation_key()];
+        let stored = match self.redis.pipeline(&[get]).await?.remove(0)? {
+            Reply::Bulk(bytes) => std::str::from_utf8(&bytes).ok().and_then(|g| g.parse::<u64>().ok()),
+            _ => None,
+        };
+        Ok(stored.is_some_and(|stored| stored >= self.generation))
+    }
+
+    fn generation_key(&self) -> Vec<u8> {
+        format!("{}registry:generation", self.prefix).into_bytes()
+    }
+
+    fn key(&self, entry: &RegistryEntry) -> Vec<u8> {
+        format!("{}session:{}/{}", self.prefix, entry.session.app, entry.session.client).into_bytes()
+    }
+
+    /// Writes the whole registry: raises the generation, deletes what the
+    /// router does not know, then writes every entry.
+    async fn resync(&mut self, entries: Vec<RegistryEntry>) -> Result<(), RedisError> {
+        self.stats.resyncs.fetch_add(1, Ordering::Relaxed);
+        let raise = vec![
+            b"EVAL".to_vec(),
+            GENERATION.as_bytes().to_vec(),
+            b"1".to_vec(),
+            self.generation_key(),
+            self.generation.to_string().into_bytes(),
+        ];
+        if let Reply::Integer(stored) = self.redis.pipeline(&[raise]).await?.remove(0)?
+            && stored as u64 > self.generation
+        {
+            tracing::warn!(
+                stored,
+                generation = self.generation,
+                "a router of a later generation writes this registry: this one's writes are fenced"
+            );
+        }
+        let known: HashMap<Vec<u8>, ()> = entries.iter().map(|e| (self.key(e), ())).collect();
+        let pattern = format!("{}session:*", self.prefix).into_bytes();
+        let mut cursor = b"0".to_vec();
+        loop {
+            let scan = vec![
+                b"SCAN".to_vec(),
+                cursor,
+                b"MATCH".to_vec(),
+                pattern.clone(),
+                b"COUNT".to_vec(),
+                SCAN_COUNT.as_bytes().to_vec(),
+            ];
+            let reply = self.redis.pipeline(&[scan]).await?.remove(0)?;
+            let Reply::Array(mut parts) = reply else { return Err(RedisError::Protocol("a SCAN reply")) };
+            let (Some(Reply::Array(keys)), Some(Reply::Bulk(next))) = (parts.pop(), parts.pop()) else {
+                return Err(RedisError::Protocol("a SCAN reply"));
+            };
+            let stale: Vec<Vec<u8>> = keys
+                .into_iter()
+                .filter_map(|k| match k {
+                    Reply::Bulk(key) if !known.contains_key(&key) => Some(key),
+                    _ => None,
+                })
+                .collect();
+            let removals: Vec<_> = stale.into_iter().map(|key| (key, None)).collect();
+            self.apply(removals).await?;
+            if next == b"0" {
+                break;
+            }
+            cursor = next;
+        }
+        let writes = entries.into_iter().map(|e| (self.key(&e), e.held)).collect();
+        self.apply(writes).await
+    }
+
+    /// Writes the entries changed (the newest of each session).
+    async fn write(&mut self, entries: Vec<RegistryEntry>) -> Result<(), RedisError> {
+        let mut newest: HashMap<Vec<u8>, usize> = HashMap::new();
+        for (index, entry) in entries.iter().enumerate() {
+            newest.insert(self.key(entry), index);
+        }
+        let writes = entries
+            .into_iter()
+            .enumerate()
+            .filter_map(|(index, entry)| {
+                let key = self.key(&entry);
+                (newest.get(&key) == Some(&index)).then_some((key, entry.held))
+            })
+            .collect();
+        self.apply(writes).await
+    }
+
+    /// Runs the fenced write (or delete, for `None`) of each key, in
+    /// pipelines.
+    async fn apply(
+        &mut self,
+        writes: Vec<(Vec<u8>, Option<crate::state::Holder>)>,
+    ) -> Result<(), RedisError> {
+        for chunk in writes.chunks(PIPELINE) {
+            let scripts = self.scripts().await?;
+            let commands: Vec<Vec<Vec<u8>>> = chunk
+                .iter()
+                .map(|(key, held)| match held {
+                    Some(h) => vec![
+                        b"EVALSHA".to_vec(),
+                        scripts.upsert.clone(),
+                        b"1".to_vec(),
+                        key.clone(),
+                        h.epoch.generation.to_string().into_bytes(),
+                        h.epoch.counter.to_string().into_bytes(),
+                        h.gateway.map(|g| g.0.to_string()).unwrap_or_default().into_bytes(),
+                        h.since.0.to_string().into_bytes(),
+                        h.expiry_seconds.to_string().into_bytes(),
+                    ],
+                    None => vec![
+                        b"EVALSHA".to_vec(),
+                        scripts.remove.clone(),
+                        b"1".to_vec(),
+                        key.clone(),
+                        self.generation.to_string().into_bytes(),
+                    ],
+                })
+                .collect();
+            for reply in self.redis.pipeline(&commands).await? {
+                match reply {
+                    Ok(Reply::Integer(0)) => {
+                        self.stats.fenced.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(_) => {
+                        self.stats.written.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(RedisError::Refused(reason)) if reason.starts_with("NOSCRIPT") => {
+                        // Redis restarted without its scripts: load them
+                        // and write everything again.
+                        self.scripts = None;
+                        return Err(RedisError::Refused(reason));
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn scripts(&mut self) -> Result<Scripts, RedisError> {
+        if let Some(scripts) = &self.scripts {
+            return Ok(scripts.clone());
+        }
+        let load = |script: &str| vec![b"SCRIPT".to_vec(), b"LOAD".to_vec(), script.as_bytes().to_vec()];
+        let mut replies = self.redis.pipeline(&[load(UPSERT), load(REMOVE)]).await?.into_iter();
+        let mut sha = || match replies.next() {
+            Some(Ok(Reply::Bulk(sha))) => Ok(sha),
+            Some(Err(error)) => Err(error),
+            _ => Err(RedisError::Protocol("a SCRIPT LOAD reply")),
+        };
+        let scripts = Scripts { upsert: sha()?, remove: sha()? };
+        self.scripts = Some(scripts.clone());
+        Ok(scripts)
+    }
+}

@@ -1,0 +1,74 @@
+//! Tests of the registry's changes as its external store takes them: each
+//! change of who holds a session, as the session is when taken.
+
+use super::*;
+use crate::state::{Holder, RegistryEntry};
+
+fn changes(h: &mut Harness) -> HashMap<String, Option<Holder>> {
+    h.state
+        .take_registry_changes()
+        .into_iter()
+        .map(|RegistryEntry { session, held }| (session.client.to_string(), held))
+        .collect()
+}
+
+#[test]
+fn only_changes_of_ownership_are_taken_and_only_when_tracked() {
+    let mut h = Harness::new();
+    h.connect(GW1, "untracked", 0);
+    h.state.track_registry();
+    assert!(changes(&mut h).is_empty(), "nothing before tracking");
+
+    let epoch = h.connect(GW1, "a", 0);
+    let persistent = h.connect(GW2, "p", 60);
+    let taken = changes(&mut h);
+    let holder = |gateway, epoch, expiry_seconds| Some(Holder { gateway, epoch, since: T0, expiry_seconds });
+    assert_eq!(taken["a"], holder(Some(GW1), epoch, 0));
+    assert_eq!(taken["p"], holder(Some(GW2), persistent, 60));
+    assert_eq!(taken.len(), 2);
+    assert!(changes(&mut h).is_empty(), "taken once");
+
+    // A subscription or a publish changes no ownership.
+    h.subscribe(GW1, "a", epoch, vec![(subscription("t", QoS::AtLeastOnce), RetainedLookup::Skip)])
+        .expect("subscribed");
+    h.publish(plain("t", "m1"), T0);
+    assert!(changes(&mut h).is_empty());
+
+    // A takeover: the newest epoch, on the new gateway.
+    let (grant, _) = h.claim(GW2, claim("a", true, 0), after_ms(5));
+    let taken = changes(&mut h);
+    assert_eq!(taken["a"].map(|held| (held.gateway, held.epoch)), Some((Some(GW2), grant.epoch)));
+
+    // A transient session ends: nothing to keep. A persistent one goes offline.
+    h.release(GW2, release("a", grant.epoch, 0, false), after_ms(10));
+    h.release(GW2, release("p", persistent, 60, false), after_ms(10));
+    let taken = changes(&mut h);
+    assert_eq!(taken["a"], None);
+    assert_eq!(taken["p"].map(|held| (held.gateway, held.since)), Some((None, after_ms(10))));
+
+    // A stale release changes nothing.
+    h.release(GW1, release("a", epoch, 0, false), after_ms(11));
+    assert!(changes(&mut h).is_empty());
+
+    // The offline session expires.
+    h.tick(after_s(61));
+    assert_eq!(changes(&mut h)["p"], None);
+}
+
+#[test]
+fn the_snapshot_holds_every_session_and_covers_what_was_marked() {
+    let mut h = Harness::new();
+    h.state.track_registry();
+    let a = h.connect(GW1, "a", 0);
+    let b = h.connect(GW2, "b", 60);
+    let mut snapshot: Vec<(String, Option<Epoch>)> = h
+        .state
+        .registry_snapshot()
+        .into_iter()
+        .map(|e| (e.session.client.to_string(), e.held.map(|held| held.epoch)))
+        .collect();
+    snapshot.sort();
+    assert_eq!(snapshot, [("a".to_owned(), Some(a)), ("b".to_owned(), Some(b))]);
+    assert!(changes(&mut h).is_empty(), "the snapshot covers the marked changes");
+    assert_eq!(h.state.generation(), GENERATION);
+}
