@@ -10,7 +10,7 @@
 # after. Loopback only: it refuses any other address.
 #
 # Sizes (environment, defaults in brackets):
-#   CONN_CONNECTIONS [10000]  CONN_RATE [20000]
+#   CONN_CONNECTIONS [10000]  CONN_RATE [50000]
 #   FANOUT_SUBSCRIBERS [1000] FANOUT_QOS0_RATE [1000] FANOUT_QOS1_RATE [300]
 #                             (messages/s of the one publisher: 1M and 300k
 #                             deliveries/s, the "must" lines of issue 7)
@@ -45,7 +45,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 host=127.0.0.1
 
 conn_connections=${CONN_CONNECTIONS:-10000}
-conn_rate=${CONN_RATE:-20000}
+conn_rate=${CONN_RATE:-50000}
 fanout_subscribers=${FANOUT_SUBSCRIBERS:-1000}
 fanout_qos0_rate=${FANOUT_QOS0_RATE:-1000}
 fanout_qos1_rate=${FANOUT_QOS1_RATE:-300}

@@ -423,6 +423,7 @@ async fn abandon_claim(shared: Arc<Shared>, handle: Arc<ConnHandle>, expiry_seco
             publish_will: false,
             pending: grant.queued,
         };
+        shared.admission.admit().await;
         let _ = shared.uplink.send(Uplink::Release(release)).await;
     }
     shared.connections.remove(&handle);
@@ -438,6 +439,7 @@ async fn claim(shared: &Shared, handle: &ConnHandle, accepted: &Accepted) -> Cla
         expiry_seconds: accepted.expiry_seconds,
         will: accepted.will.clone(),
     };
+    shared.admission.admit().await;
     if shared.uplink.send(Uplink::Claim(claim)).await.is_err() {
         return ClaimOutcome::Refused;
     }
@@ -713,8 +715,11 @@ impl<T: Transport> Connection<T> {
             let _ = self.shared.uplink.send(Uplink::Acked(vec![acks])).await;
         }
         // A revoked transient session has nothing left to release.
-        let sent = (!revoked || session.is_persistent())
-            && self.shared.uplink.send(Uplink::Release(release)).await.is_ok();
+        let releases = !revoked || session.is_persistent();
+        if releases {
+            self.shared.admission.admit().await;
+        }
+        let sent = releases && self.shared.uplink.send(Uplink::Release(release)).await.is_ok();
         if let Some(packet) = session.disconnect_packet(&close) {
             let _ = write_packets(&mut self.transport, &self.codec, &[packet]).await;
         }
@@ -951,6 +956,97 @@ mod tests {
         let released = tokio::time::timeout(std::time::Duration::from_secs(5), port.uplink.recv()).await;
         let Ok(Some(Uplink::Release(release))) = released else { panic!("no release: {released:?}") };
         assert_eq!((release.session, release.epoch, release.publish_will), (claim.session, epoch, false));
+        gateway.stop().await;
+    }
+
+    /// A burst of CONNECTs is asked of the router at most
+    /// `MAX_AWAITING_REPLIES` at a time: the rest wait for answers, so the
+    /// router's replies never overflow the gateway's downlink (which the
+    /// router answers by letting the gateway go). The router here does not
+    /// answer until told: a fault a real one does not produce on demand.
+    #[tokio::test]
+    async fn a_burst_of_connects_waits_for_room_among_the_claims_awaiting_replies() {
+        use crate::admission::MAX_AWAITING_REPLIES;
+        use herald_proto::seam::Downlink as D;
+        let mut gateway = TestGateway::start(GatewayConfig {
+            mqtt: "127.0.0.1:0".parse().expect("addr"),
+            drain_timeout: std::time::Duration::from_millis(100),
+            ..GatewayConfig::default()
+        })
+        .await;
+        let mut clients = Vec::new();
+        for index in 0..MAX_AWAITING_REPLIES + 100 {
+            let id = format!("{index:04}");
+            clients.push(gateway.connect_v311(id.as_bytes().try_into().expect("four bytes")).await);
+        }
+        let port = &mut gateway.port;
+        let mut claims = Vec::new();
+        let quiet = std::time::Duration::from_millis(200);
+        while let Ok(Some(item)) = tokio::time::timeout(quiet, port.uplink.recv()).await {
+            let Uplink::Claim(claim) = item else { continue };
+            claims.push(claim);
+        }
+        assert_eq!(claims.len(), MAX_AWAITING_REPLIES, "claims asked before any answer");
+        // An answer makes room for one more.
+        let grant = |epoch| ClaimGrant {
+            epoch: herald_core::Epoch::new(1, epoch),
+            session_present: false,
+            subscriptions: Vec::new(),
+            queued: Vec::new(),
+        };
+        let first = claims.remove(0);
+        port.downlink.send(D::Claimed { request: first.request, result: Ok(grant(1)) }).await.expect("send");
+        let next = tokio::time::timeout(std::time::Duration::from_secs(5), port.uplink.recv()).await;
+        assert!(matches!(next, Ok(Some(Uplink::Claim(_)))), "one more claim: {next:?}");
+        let after = tokio::time::timeout(quiet, port.uplink.recv()).await;
+        assert!(!matches!(after, Ok(Some(Uplink::Claim(_)))), "only one: {after:?}");
+        drop(clients);
+        gateway.stop().await;
+    }
+
+    /// The same for connections closing at once: at most
+    /// `MAX_AWAITING_REPLIES` releases wait for the router's answers.
+    #[tokio::test]
+    async fn connections_closing_at_once_wait_for_room_among_the_releases_awaiting_replies() {
+        use crate::admission::MAX_AWAITING_REPLIES;
+        use herald_proto::seam::Downlink as D;
+        use tokio::io::AsyncReadExt;
+        let mut gateway = TestGateway::start(GatewayConfig {
+            mqtt: "127.0.0.1:0".parse().expect("addr"),
+            drain_timeout: std::time::Duration::from_millis(100),
+            ..GatewayConfig::default()
+        })
+        .await;
+        let count = MAX_AWAITING_REPLIES + 100;
+        let mut clients = Vec::new();
+        for index in 0..count {
+            let id = format!("{index:04}");
+            let mut client = gateway.connect_v311(id.as_bytes().try_into().expect("four bytes")).await;
+            let Some(Uplink::Claim(claim)) = gateway.port.uplink.recv().await else { panic!("no claim") };
+            let grant = ClaimGrant {
+                epoch: herald_core::Epoch::new(1, index as u64 + 1),
+                session_present: false,
+                subscriptions: Vec::new(),
+                queued: Vec::new(),
+            };
+            let reply = D::Claimed { request: claim.request, result: Ok(grant) };
+            gateway.port.downlink.send(reply).await.expect("send");
+            let mut connack = [0u8; 4];
+            client.read_exact(&mut connack).await.expect("CONNACK");
+            clients.push(client);
+        }
+        drop(clients);
+        let mut releases = Vec::new();
+        let quiet = std::time::Duration::from_millis(200);
+        while let Ok(Some(item)) = tokio::time::timeout(quiet, gateway.port.uplink.recv()).await {
+            let Uplink::Release(release) = item else { continue };
+            releases.push(release);
+        }
+        assert_eq!(releases.len(), MAX_AWAITING_REPLIES, "releases asked before any answer");
+        let first = releases.remove(0);
+        gateway.port.downlink.send(D::Released { request: first.request }).await.expect("send");
+        let next = tokio::time::timeout(std::time::Duration::from_secs(5), gateway.port.uplink.recv()).await;
+        assert!(matches!(next, Ok(Some(Uplink::Release(_)))), "one more release: {next:?}");
         gateway.stop().await;
     }
 

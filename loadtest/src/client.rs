@@ -129,7 +129,7 @@ impl Client {
     /// before `deadline`.
     pub(crate) async fn connect(options: &ConnectOptions, deadline: Instant) -> Result<Client, ClientError> {
         let socket = if options.target.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
-        socket.bind(SocketAddr::new(options.source, 0))?;
+        bind_source(&socket, options.source)?;
         let stream = timeout_at(deadline, socket.connect(options.target))
             .await
             .map_err(|_| ClientError::Timeout("the TCP handshake"))??;
@@ -381,6 +381,35 @@ pub(crate) async fn disconnect_all(
 /// Sets up `count` clients with `setup(index)`, at most `parallel` at once,
 /// and returns them in index order. Fails with the first client that could
 /// not be set up (the others are dropped).
+/// Source ports handed out in turn, from this range.
+const SOURCE_PORTS: std::ops::Range<u32> = 20_000..60_000;
+/// The next source port to hand out, less the process's offset.
+static NEXT_SOURCE_PORT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Binds `socket` to `source` on a port of its own choosing. Letting the
+/// kernel pick one (port 0) searches every port bound on the address,
+/// TIME_WAIT ones of earlier runs included: with tens of thousands of them
+/// the search, not the server, bounds the connect rate. Ports are taken in
+/// turn (from an offset per process, so that generators side by side
+/// rarely meet); one taken meanwhile is skipped, and after 64 of those the
+/// kernel picks.
+fn bind_source(socket: &TcpSocket, source: std::net::IpAddr) -> std::io::Result<()> {
+    use std::sync::atomic::Ordering;
+    socket.set_reuseaddr(true)?;
+    let span = SOURCE_PORTS.end - SOURCE_PORTS.start;
+    let offset = std::process::id().wrapping_mul(7_919) % span;
+    for _ in 0..64 {
+        let turn = NEXT_SOURCE_PORT.fetch_add(1, Ordering::Relaxed);
+        let port = SOURCE_PORTS.start + (turn.wrapping_add(offset) % span);
+        match socket.bind(SocketAddr::new(source, port as u16)) {
+            Ok(()) => return Ok(()),
+            Err(error) if error.kind() == std::io::ErrorKind::AddrInUse => continue,
+            Err(error) => return Err(error),
+        }
+    }
+    socket.bind(SocketAddr::new(source, 0))
+}
+
 pub(crate) async fn connect_many<F, Fut>(count: u32, parallel: u32, setup: F) -> anyhow::Result<Vec<Client>>
 where
     F: Fn(u32) -> Fut,

@@ -1,5 +1,6 @@
-//! The `conn` scenario: many idle connections, opened one at a time at a
-//! given rate and held.
+//! The `conn` scenario: many idle connections, opened at a given rate
+//! (several at once, up to a bound, so the rate measures the server and not
+//! one handshake's latency) and held.
 
 use crate::client::Client;
 use crate::options::{CommonArgs, run_id};
@@ -31,6 +32,10 @@ pub(crate) struct ConnArgs {
     /// Keep-alive sent in CONNECT, seconds.
     #[arg(long, default_value_t = 300)]
     keep_alive: u16,
+    /// Handshakes in flight at most: a connection due while this many are
+    /// under way waits for one to end (1: one at a time).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    parallel: u32,
 }
 
 /// Runs the `conn` scenario.
@@ -49,22 +54,36 @@ async fn run_async(args: &ConnArgs) -> anyhow::Result<Report> {
     let mut failures = 0u64;
     let mut first_error = None;
     let interval = Duration::from_secs_f64(1.0 / f64::from(args.rate));
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(args.parallel as usize));
+    let mut under_way = tokio::task::JoinSet::new();
+    let mut record = |(took, outcome): (Duration, Result<Client, crate::client::ClientError>)| match outcome {
+        Ok(client) => {
+            handshakes.saturating_record((took.as_micros() as u64).max(1));
+            held.push(client);
+        }
+        Err(error) => {
+            failures += 1;
+            first_error.get_or_insert_with(|| error.to_string());
+        }
+    };
     let started = Instant::now();
     for index in 0..args.connections {
         tokio::time::sleep_until(started + interval * index).await;
+        let slot = slots.clone().acquire_owned().await?;
         let mut options = args.common.client(index, format_args!("{run}-c{index}"));
         options.keep_alive = args.keep_alive;
-        let begun = Instant::now();
-        match Client::connect(&options, begun + HANDSHAKE_TIMEOUT).await {
-            Ok(client) => {
-                handshakes.saturating_record((begun.elapsed().as_micros() as u64).max(1));
-                held.push(client);
-            }
-            Err(error) => {
-                failures += 1;
-                first_error.get_or_insert_with(|| error.to_string());
-            }
+        under_way.spawn(async move {
+            let begun = Instant::now();
+            let outcome = Client::connect(&options, begun + HANDSHAKE_TIMEOUT).await;
+            drop(slot);
+            (begun.elapsed(), outcome)
+        });
+        while let Some(done) = under_way.try_join_next() {
+            record(done?);
         }
+    }
+    while let Some(done) = under_way.join_next().await {
+        record(done?);
     }
     let connect_seconds = started.elapsed().as_secs_f64();
     let server_connected = proc::sample(&args.common.server_pid);
