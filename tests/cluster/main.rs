@@ -34,4 +34,5 @@ mod test_push;
 mod test_registry;
 mod test_replication;
 mod test_sessions;
+mod test_takeover;
 mod test_tracing;

@@ -124,6 +124,90 @@ fn a_takeover_resends_the_inbox_with_dup_and_the_old_connection_hands_over_only_
 }
 
 #[test]
+fn a_takeover_waits_for_the_old_connection_and_resumes_under_the_same_packet_ids() {
+    let mut h = Harness::new();
+    let old = online_subscriber(&mut h);
+    let (m1, m2) = (plain("a/x", "m1"), plain("a/x", "m2"));
+    h.publish(m1.clone(), T0);
+    h.publish(m2.clone(), T0);
+
+    // The claim waits: the old connection is told to end, nothing granted yet.
+    let asked = h.apply(GW2, Uplink::Claim(claim("c1", false, 3600)), after_s(1));
+    assert_eq!(asked, [(GW1, Downlink::Revoked { session: key("c1"), epoch: old })]);
+    assert!(h.tick(after_s(1)).0.is_empty(), "still waiting");
+
+    // Its release says how far each got: m1 was sent as packet 7 and its
+    // PUBREC came back (PUBREL 7 in flight), m2 was sent as packet 8.
+    let mut gone = release("c1", old, 3600, false);
+    let mut released = pending(m1, true);
+    released.progress = Progress::Released(7);
+    let mut sent = pending(m2, true);
+    sent.progress = Progress::Sent(8);
+    gone.pending = vec![released, sent];
+    let effects = h.apply(GW1, Uplink::Release(gone), after_s(1));
+    assert!(effects.contains(&(GW1, Downlink::Released { request: 77 })));
+    let grant = effects
+        .iter()
+        .find_map(|(to, e)| match e {
+            Downlink::Claimed { result: Ok(grant), .. } if *to == GW2 => Some(grant.clone()),
+            _ => None,
+        })
+        .expect("granted once the old connection ended");
+    assert!(grant.session_present);
+    let expected = [("m1".to_owned(), Progress::Released(7)), ("m2".to_owned(), Progress::Sent(8))];
+    assert_eq!(progress_of(&grant.queued), expected, "the same packet ids, not MaybeSent");
+    assert!(grant.epoch > old);
+}
+
+#[test]
+fn a_takeover_whose_old_gateway_never_answers_goes_ahead_at_the_end_of_the_wait() {
+    let mut h = Harness::new();
+    let old = online_subscriber(&mut h);
+    h.publish(plain("a/x", "m1"), T0);
+    h.apply(GW2, Uplink::Claim(claim("c1", false, 3600)), after_s(1));
+    let wait = super::super::takeover::TAKEOVER_WAIT_MS;
+    let (early, next) = h.tick(after_ms(1_000 + wait - 1));
+    assert!(early.is_empty());
+    assert_eq!(next, Some(after_ms(1_000 + wait)), "the end of the wait is a deadline");
+    let (effects, _) = h.tick(after_ms(1_000 + wait));
+    let grant = effects
+        .iter()
+        .find_map(|(_, e)| match e {
+            Downlink::Claimed { result: Ok(grant), .. } => Some(grant.clone()),
+            _ => None,
+        })
+        .expect("granted at the deadline");
+    assert_eq!(progress_of(&grant.queued), [("m1".to_owned(), Progress::MaybeSent)]);
+    assert!(!effects.iter().any(|(_, e)| matches!(e, Downlink::Revoked { .. })), "told once only");
+    assert!(grant.epoch > old);
+}
+
+#[test]
+fn a_claimant_whose_link_drops_is_forgotten_and_a_second_claim_goes_after_the_first() {
+    let mut h = Harness::new();
+    online_subscriber(&mut h);
+    h.apply(GW2, Uplink::Claim(claim("c1", false, 3600)), after_s(1));
+    let mut effects = Vec::new();
+    h.state.gateway_unlinked(GW2, after_s(1), &mut effects);
+    assert!(h.tick(after_s(10)).0.iter().all(|(_, e)| !matches!(e, Downlink::Claimed { .. })));
+
+    // Two claims: the first is granted at once when the second comes, and
+    // the second waits for the first's connection in turn.
+    h.apply(GW2, Uplink::Claim(Claim { request: 40, ..claim("c1", false, 3600) }), after_s(11));
+    let effects = h.apply(GW3, Uplink::Claim(Claim { request: 41, ..claim("c1", false, 3600) }), after_s(11));
+    let granted: Vec<_> = effects
+        .iter()
+        .filter_map(|(to, e)| match e {
+            Downlink::Claimed { request, result: Ok(grant) } => Some((*to, *request, grant.epoch)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(granted.len(), 1, "{effects:?}");
+    assert_eq!((granted[0].0, granted[0].1), (GW2, 40));
+    assert!(effects.contains(&(GW2, Downlink::Revoked { session: key("c1"), epoch: granted[0].2 })));
+}
+
+#[test]
 fn unsubscribing_stops_the_inbox_and_a_session_ending_clears_it() {
     let mut h = Harness::new();
     let epoch = online_subscriber(&mut h);

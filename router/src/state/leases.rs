@@ -47,6 +47,7 @@ impl RouterState {
     pub fn gateway_unlinked(&mut self, gateway: NodeId, now: UnixMillis, out: &mut Vec<Effect>) {
         self.ack_gateways.remove(&gateway);
         self.legacy_gateways.remove(&gateway);
+        self.forget_takeovers_of(gateway);
         let owned = self.gateway_routes.remove(&gateway).unwrap_or_default();
         self.change_routes(gateway, Vec::new(), owned.into_iter().collect(), out);
         let held: Vec<(SessionKey, Epoch, u32)> = self
@@ -79,6 +80,8 @@ impl RouterState {
                 self.expire_no_sooner_than(&session, until);
             }
         }
+        // Claims waiting for those connections to end wait no more.
+        self.resume_takeovers(now, out);
     }
 
     /// A gateway is gone for good: its lease ends now.

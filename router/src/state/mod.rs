@@ -18,6 +18,7 @@ mod routing;
 mod sessions;
 mod shared;
 mod status;
+mod takeover;
 
 use herald_core::{AppId, ClientId, NodeId, SessionKey, SharedStrategy, TopicFilter, TopicTree, UnixMillis};
 use herald_proto::Message;
@@ -240,6 +241,8 @@ pub struct RouterState {
     /// Sessions whose ownership changed since the registry's external
     /// store last took them (`None`: no external store).
     registry_dirty: Option<HashSet<SessionKey>>,
+    /// Claims waiting for the live connection they take over to end.
+    takeovers: HashMap<SessionKey, takeover::PendingClaim>,
 }
 
 impl RouterState {
@@ -319,6 +322,8 @@ impl RouterState {
                 // After every delivery routed before the release, on the
                 // same ordered downlink.
                 out.push((gateway, Downlink::Released { request }));
+                // A claim waiting for this connection to end goes ahead.
+                self.resume_takeovers(now, out);
             }
             Uplink::Reattach { sessions, last } => self.reattach(gateway, sessions, last, now, out),
             Uplink::Requeue { session, epoch, messages } => self.requeue(&session, epoch, messages, out),
@@ -379,11 +384,12 @@ impl RouterState {
             self.fire_timer(deadline, session, now, out);
         }
         let next_lease = self.expire_leases(now, out);
+        let next_takeover = self.resume_takeovers(now, out);
         self.trim_fanout(now);
         self.expire_idempotency(now);
         self.forget_records(now);
         let next_timer = self.timers.first().map(|(deadline, _)| *deadline);
-        next_timer.into_iter().chain(next_lease).min()
+        next_timer.into_iter().chain(next_lease).chain(next_takeover).min()
     }
 
     /// Whether what is routed now must wait: gateways a restored router

@@ -263,7 +263,16 @@ impl RouterState {
         }
     }
 
-    pub(super) fn claim(&mut self, gateway: NodeId, claim: Claim, now: UnixMillis, out: &mut Vec<Effect>) {
+    /// Grants `claim` now, taking the session over from any connection
+    /// that still holds it (told so already if `revoked`).
+    pub(super) fn claim_now(
+        &mut self,
+        gateway: NodeId,
+        claim: Claim,
+        revoked: bool,
+        now: UnixMillis,
+        out: &mut Vec<Effect>,
+    ) {
         let epoch = self.next_epoch();
         let expiry_seconds = claim.expiry_seconds.min(self.config.max_session_expiry_seconds);
         let session = claim.session;
@@ -275,7 +284,7 @@ impl RouterState {
         // only its record is journaled, not every message it holds.
         let mut inbox_as_journaled = false;
         if let Some(mut old) = self.sessions.remove(&session) {
-            if let Some(owner) = old.owner {
+            if let Some(owner) = old.owner.filter(|_| !revoked) {
                 // Takeover: the old connection must end [MQTT-3.1.4-3].
                 out.push((owner, Downlink::Revoked { session: session.clone(), epoch: old.epoch }));
             }

@@ -211,9 +211,20 @@ impl Harness {
         self.state.retained_count(&app())
     }
 
-    /// Claims a session; returns the grant and every other effect.
+    /// Claims a session; returns the grant and every other effect. A claim
+    /// that takes over a live persistent session waits for the old
+    /// connection's release: here it never comes, so the grant is the one
+    /// made at the end of the wait.
     fn claim(&mut self, gateway: NodeId, claim: Claim, now: UnixMillis) -> (ClaimGrant, Vec<Effect>) {
         let mut effects = self.apply(gateway, Uplink::Claim(claim), now);
+        let answered =
+            |effects: &[Effect]| effects.iter().any(|(_, item)| matches!(item, Downlink::Claimed { .. }));
+        if !answered(&effects) {
+            let waited = UnixMillis(now.0 + super::takeover::TAKEOVER_WAIT_MS);
+            let (later, _) = self.tick(waited);
+            assert!(answered(&later), "a claim is answered at the end of the wait at the latest");
+            effects.extend(later);
+        }
         let at = effects
             .iter()
             .position(|(to, item)| *to == gateway && matches!(item, Downlink::Claimed { request: CLAIM, .. }))

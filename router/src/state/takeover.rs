@@ -1,0 +1,75 @@
+//! Taking over a persistent session whose connection is live elsewhere.
+//!
+//! The new connection's claim waits, at most [`TAKEOVER_WAIT_MS`], for the
+//! old connection's release: the session then resumes as after any clean
+//! end, with how far each message got (the packet id it was sent under, or
+//! its PUBREL), so the new connection resends under the same packet ids
+//! [MQTT-4.4.0-1] and a QoS 2 message the client holds is not delivered to
+//! it twice. Past the wait (the old gateway is frozen or gone) the claim
+//! goes ahead as before: what the inbox holds is resent with DUP under new
+//! packet ids.
+
+use super::{Effect, RouterState};
+use herald_core::{NodeId, UnixMillis};
+use herald_proto::seam::{Claim, Downlink};
+
+/// How long a claim waits for the connection it takes over to end.
+pub(super) const TAKEOVER_WAIT_MS: u64 = 2_000;
+
+/// A claim waiting for the session's current connection to end.
+#[derive(Debug)]
+pub(super) struct PendingClaim {
+    gateway: NodeId,
+    claim: Claim,
+    deadline: UnixMillis,
+}
+
+impl RouterState {
+    /// Claims a session: at once, or once its live connection has ended
+    /// (see the module).
+    pub(super) fn claim(&mut self, gateway: NodeId, claim: Claim, now: UnixMillis, out: &mut Vec<Effect>) {
+        // A claim already waiting for this session goes first, at once: the
+        // newer one then takes over from it.
+        if let Some(waiting) = self.takeovers.remove(&claim.session) {
+            self.claim_now(waiting.gateway, waiting.claim, true, now, out);
+        }
+        let waits = !claim.clean_start
+            && self.sessions.get(&claim.session).is_some_and(|r| r.owner.is_some() && r.is_persistent());
+        let Some(record) = self.sessions.get(&claim.session).filter(|_| waits) else {
+            return self.claim_now(gateway, claim, false, now, out);
+        };
+        let (owner, epoch) = (record.owner.expect("online: checked above"), record.epoch);
+        // Takeover: the old connection must end [MQTT-3.1.4-3].
+        out.push((owner, Downlink::Revoked { session: claim.session.clone(), epoch }));
+        let deadline = UnixMillis(now.0 + TAKEOVER_WAIT_MS);
+        self.takeovers.insert(claim.session.clone(), PendingClaim { gateway, claim, deadline });
+    }
+
+    /// Grants the waiting claims whose session's connection has ended, and
+    /// those past their deadline. Returns the next deadline.
+    pub(super) fn resume_takeovers(&mut self, now: UnixMillis, out: &mut Vec<Effect>) -> Option<UnixMillis> {
+        if self.takeovers.is_empty() {
+            return None;
+        }
+        let due: Vec<_> = self
+            .takeovers
+            .iter()
+            .filter(|(session, pending)| {
+                pending.deadline <= now || self.sessions.get(*session).is_none_or(|r| r.owner.is_none())
+            })
+            .map(|(session, _)| session.clone())
+            .collect();
+        for session in due {
+            if let Some(pending) = self.takeovers.remove(&session) {
+                self.claim_now(pending.gateway, pending.claim, true, now, out);
+            }
+        }
+        self.takeovers.values().map(|pending| pending.deadline).min()
+    }
+
+    /// Forgets the claims `gateway` is waiting for: its link dropped, and it
+    /// asks again on its next one.
+    pub(super) fn forget_takeovers_of(&mut self, gateway: NodeId) {
+        self.takeovers.retain(|_, pending| pending.gateway != gateway);
+    }
+}
