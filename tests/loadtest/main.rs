@@ -282,6 +282,29 @@ fn storm_with_persistent_sessions_resumes_them() {
     }
 }
 
+/// `--storm-at` makes processes storm together: each waits for the given
+/// wall-clock moment, and one too far away (past what the clients would
+/// wait) is refused.
+#[test]
+fn storm_at_a_wall_clock_moment_waits_for_it() {
+    let broker = Broker::start();
+    let now_ms = || {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as u64
+    };
+    let at = now_ms() + 3_000;
+    let report =
+        broker.loadtest(&["storm", "--connections", "20", "--hold", "0", "--storm-at", &at.to_string()]);
+    assert!(now_ms() >= at, "the storm ran before its moment");
+    assert_eq!(count(&report, "back"), 20, "{report}");
+
+    let far = (now_ms() + 3_600_000).to_string();
+    let pid = broker.process.pid().to_string();
+    let args =
+        ["storm", "--connections", "5", "--hold", "0", "--storm-at", &far, "--target", &broker.address];
+    let (ok, _, output) = run_loadtest(&[&args[..], &["--server-pid", &pid]].concat());
+    assert!(!ok && output.contains("--storm-at is more than"), "{output}");
+}
+
 #[test]
 fn persist_delivers_every_queued_message_in_order() {
     let broker = Broker::start();

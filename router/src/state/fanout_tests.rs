@@ -175,8 +175,17 @@ fn a_session_online_when_a_broadcast_went_out_does_not_get_it_again_on_takeover_
     h.subscribe(GW2, "here", epoch, vec![(push_sub("here"), RetainedLookup::Skip)]).expect("subscribed");
     let (report, _) = send(&mut h, Audience::All, "live", T0);
     assert_eq!(report.online, 1);
-    // Taken over by a new connection (resuming): it had it live already.
-    let (grant, _) = h.claim(GW3, claim("here", false, 3600), after_s(1));
+    // Taken over by a new connection (resuming): the old one releases the
+    // session with nothing unacknowledged, so it had it live already.
+    h.apply(GW3, Uplink::Claim(claim("here", false, 3600)), after_s(1));
+    let effects = h.apply(GW2, Uplink::Release(release("here", epoch, 3600, false)), after_s(1));
+    let grant = effects
+        .iter()
+        .find_map(|(_, e)| match e {
+            Downlink::Claimed { result: Ok(grant), .. } => Some(grant.clone()),
+            _ => None,
+        })
+        .expect("granted after the release");
     assert_eq!(names(&grant.queued), Vec::<String>::new());
 
     // Restored after a restart while online: the log is not read again.
@@ -188,6 +197,32 @@ fn a_session_online_when_a_broadcast_went_out_does_not_get_it_again_on_takeover_
     after.state.restore(durable.image(), after_s(2));
     let (grant, _) = after.claim(GW3, claim("here", false, 3600), after_s(3));
     assert_eq!(names(&grant.queued), Vec::<String>::new());
+}
+
+/// A takeover whose old gateway does not release the session in time (it
+/// is frozen): the tag and broadcast entries sent since the client's last
+/// acknowledged one come again, perhaps sent (DUP); the acknowledged one
+/// does not.
+#[test]
+fn a_takeover_from_a_frozen_gateway_reads_again_what_the_client_had_not_acknowledged() {
+    let mut h = Harness::new();
+    let epoch = h.connect(GW2, "here", 3600);
+    h.subscribe(GW2, "here", epoch, vec![(push_sub("here"), RetainedLookup::Skip)]).expect("subscribed");
+    let (_, effects) = send(&mut h, Audience::All, "acked", T0);
+    let acked = effects
+        .iter()
+        .find_map(|(_, e)| match e {
+            Downlink::DeliverPush { message, .. } => Some(message.id),
+            _ => None,
+        })
+        .expect("delivered live");
+    send(&mut h, Audience::All, "in flight", T0);
+    let acks = vec![herald_proto::seam::SessionAcks { session: key("here"), messages: vec![acked] }];
+    h.apply(GW2, Uplink::Acked(acks), T0);
+    // The harness's claim waits out the takeover: GW2 never releases.
+    let (grant, _) = h.claim(GW3, claim("here", false, 3600), after_s(1));
+    let got: Vec<_> = grant.queued.iter().map(|q| (name_of(&q.message), q.progress)).collect();
+    assert_eq!(got, [("in flight".to_owned(), Progress::MaybeSent)]);
 }
 
 #[test]

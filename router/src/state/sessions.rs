@@ -293,10 +293,21 @@ impl RouterState {
             let resumable = old.is_persistent() && !claim.clean_start;
             if let Some(mut state) = old.persistent.take().filter(|_| resumable) {
                 // A session taken over while online had everything sent so
-                // far through its old connection: nothing to read from the
-                // log; what its inbox holds may have reached the client.
+                // far through its old connection; what its inbox holds may
+                // have reached the client. If that connection was told to
+                // end and did not release the session in time (its gateway
+                // is frozen or cut off, ADR 0030), tag and broadcast entries
+                // in flight on it are read again from the log, as for a lost
+                // gateway: from past its client's last acknowledged one.
                 if old.owner.is_some() {
-                    state.fanout_cursor = self.fanout_head(&session.app);
+                    if revoked {
+                        if let Some(seq) = state.fanout_acked.take() {
+                            state.fanout_cursor = state.fanout_cursor.max(seq.saturating_add(1));
+                        }
+                        state.lost_at.get_or_insert(self.fanout_head(&session.app));
+                    } else {
+                        state.fanout_cursor = self.fanout_head(&session.app);
+                    }
                     state.maybe_sent();
                 }
                 // What tag and broadcast sends left for it while it was away
