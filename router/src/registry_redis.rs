@@ -1,7 +1,7 @@
 //! The session registry kept in Redis (ADR 0029): one hash per session,
-//! written after each batch that changed who holds it, fenced by epoch so
-//! that a router of an older generation never overwrites what a newer one
-//! wrote.
+//! written after each batch that changed who holds it, fenced by the
+//! writer's generation so that a router of an older generation never
+//! overwrites what a newer one wrote.
 //!
 //! The router that serves decides ownership in its memory, where claims are
 //! serialised; Redis holds the registry for everyone else (operators'
@@ -33,24 +33,26 @@ const CHECK: Duration = Duration::from_secs(2);
 /// Keys asked for per `SCAN`.
 const SCAN_COUNT: &str = "256";
 
-/// Writes an entry if its epoch is not older than the stored one.
-/// KEYS[1]: the session's hash; ARGV: generation, counter, gateway (empty
-/// when offline), since (ms), expiry (s). Returns 1 if written.
+/// Writes an entry unless a router of a later generation wrote it.
+/// Within a generation one writer writes in order, so its last write wins;
+/// the session's own epoch is data (a session given back on a new link
+/// keeps an epoch of an earlier generation). KEYS[1]: the session's hash;
+/// ARGV: the writer's generation, the epoch, gateway (empty when offline),
+/// since (ms), expiry (s). Returns 1 if written.
 const UPSERT: &str = r"
-local stored = redis.call('HMGET', KEYS[1], 'generation', 'counter')
-local g, c = tonumber(stored[1] or '0'), tonumber(stored[2] or '0')
-local ng, nc = tonumber(ARGV[1]), tonumber(ARGV[2])
-if ng < g or (ng == g and nc < c) then return 0 end
-redis.call('HSET', KEYS[1], 'gateway', ARGV[3], 'epoch', ARGV[1] .. '.' .. ARGV[2],
-  'generation', ARGV[1], 'counter', ARGV[2], 'since', ARGV[4], 'expiry', ARGV[5])
+local w = tonumber(redis.call('HGET', KEYS[1], 'writer') or '0')
+if tonumber(ARGV[1]) < w then return 0 end
+redis.call('HSET', KEYS[1], 'gateway', ARGV[3], 'epoch', ARGV[2], 'since', ARGV[4],
+  'expiry', ARGV[5], 'writer', ARGV[1])
 return 1
 ";
 
-/// Deletes an entry no newer generation wrote. KEYS[1]: the session's
-/// hash; ARGV[1]: the writer's generation. Returns 0 if fenced.
+/// Deletes an entry unless a router of a later generation wrote it.
+/// KEYS[1]: the session's hash; ARGV[1]: the writer's generation. Returns 0
+/// if fenced.
 const REMOVE: &str = r"
-local g = tonumber(redis.call('HGET', KEYS[1], 'generation') or '0')
-if g > tonumber(ARGV[1]) then return 0 end
+local w = tonumber(redis.call('HGET', KEYS[1], 'writer') or '0')
+if w > tonumber(ARGV[1]) then return 0 end
 redis.call('DEL', KEYS[1])
 return 1
 ";
@@ -317,8 +319,8 @@ impl Writer {
                         scripts.upsert.clone(),
                         b"1".to_vec(),
                         key.clone(),
-                        h.epoch.generation.to_string().into_bytes(),
-                        h.epoch.counter.to_string().into_bytes(),
+                        self.generation.to_string().into_bytes(),
+                        format!("{}.{}", h.epoch.generation, h.epoch.counter).into_bytes(),
                         h.gateway.map(|g| g.0.to_string()).unwrap_or_default().into_bytes(),
                         h.since.0.to_string().into_bytes(),
                         h.expiry_seconds.to_string().into_bytes(),

@@ -23,14 +23,17 @@ fn with_the_registry_in_redis_a_new_leader_writes_it_again_at_a_later_generation
     let redis = RedisServer::start();
     let mut cluster = RaftCluster::start_with(3, &[("HERALD_REGISTRY_REDIS", &redis.url())]);
     let gateway = cluster.start_gateway();
-    let mut kept = subscriber(&gateway, Version::V5).client_id("kept").topic("t").qos(1).start();
+    // A persistent session: the new leader restores it offline from the
+    // replicated state before the gateway gives it back.
+    let mut kept = subscriber(&gateway, Version::V5).client_id("kept").persistent().topic("t").qos(1).start();
     let holder = redis.wait_for(&["HGET", &key("kept"), "gateway"], WAIT, |o| o == "1");
     assert_eq!(holder, "1", "the gateway (node 1) holds the session");
     let epoch = redis.cli(&["HGET", &key("kept"), "epoch"]);
     let first = generation(&redis);
     assert!(epoch.starts_with(&format!("{first}.")), "epoch {epoch} of generation {first}");
     // An entry of this generation that no router will know after the change.
-    let ghost = ["HSET", &key("ghost"), "gateway", "1", "generation", &first.to_string(), "counter", "1"];
+    let ghost =
+        ["HSET", &key("ghost"), "gateway", "1", "epoch", &format!("{first}.1"), "writer", &first.to_string()];
     assert_eq!(redis.cli(&ghost), "3");
 
     let leader = cluster.leader();

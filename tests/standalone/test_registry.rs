@@ -34,9 +34,9 @@ fn the_registry_in_redis_follows_sessions_and_is_written_again_after_redis_lost_
     let mut redis = RedisServer::start();
     // A session of an earlier run that no router knows any more, and one
     // written by a router of a later generation (this one is stale to it).
-    let ghost = ["HSET", &key("ghost"), "gateway", "9", "generation", "1", "counter", "5"];
+    let ghost = ["HSET", &key("ghost"), "gateway", "9", "epoch", "1.5", "writer", "1"];
     assert_eq!(redis.cli(&ghost), "3");
-    let future = ["HSET", &key("future"), "gateway", "7", "generation", "999999", "counter", "1"];
+    let future = ["HSET", &key("future"), "gateway", "7", "epoch", "999999.1", "writer", "999999"];
     assert_eq!(redis.cli(&future), "3");
     let broker = Broker::start_with(&[], &[("HERALD_REGISTRY_REDIS", &redis.url())]);
 
@@ -66,7 +66,7 @@ fn the_registry_in_redis_follows_sessions_and_is_written_again_after_redis_lost_
     // The later generation's entry is fenced: neither deleted nor overwritten.
     let _fenced = connect(&broker, "future", 0);
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(redis.cli(&["HMGET", &key("future"), "gateway", "generation"]), "7\n999999");
+    assert_eq!(redis.cli(&["HMGET", &key("future"), "gateway", "writer"]), "7\n999999");
 
     // Redis restarts empty (no persistence): the registry is written again.
     redis.restart();

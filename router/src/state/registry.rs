@@ -76,7 +76,9 @@ impl RouterState {
     fn registry_entry(&self, session: SessionKey) -> RegistryEntry {
         let held = self.sessions.get(&session).map(|record| Holder {
             gateway: record.owner,
-            epoch: record.epoch,
+            // A session restored and not claimed since: the epoch of its
+            // last claim, which its connection still holds.
+            epoch: record.restored_from().unwrap_or(record.epoch),
             since: record.since,
             expiry_seconds: record.expiry_seconds,
         });
