@@ -307,7 +307,7 @@ figures() {
     fi
     case $name in
     conn)
-        jq -r '.results | "\(.connected) connected, \(.connects_per_second | floor) connects/s, handshake p50/p99 \(.handshake_us.p50)/\(.handshake_us.p99) µs, \(.server_bytes_per_connection // 0 | floor) B/connection, \(.server_while_connecting.cpu_us_per_connection // 0 | floor) server µs CPU/connect"' "$file"
+        jq -r '.results | "\(.connected) connected, \(.connects_per_second | floor) connects/s, handshake p50/p99 \(.handshake_us.p50)/\(.handshake_us.p99) µs, \(.server_bytes_per_connection // 0 | floor) B/connection, \(.server_while_connecting.cpu_us_per_connection // 0 | floor) server µs CPU/connect, \(.connects_per_server_cpu_second // 0 | floor) connects per server CPU-second"' "$file"
         ;;
     fanout-* | fanin-* | p2p-* | shared-*)
         jq -r '.results | "\(.deliveries_per_second | floor) deliveries/s (\(.deliveries_received)/\(.deliveries_expected)), losses \(.losses), dups \(.duplicates)+\(.dup_redeliveries) DUP; latency p50/p99/p99.9/max \(.latency_us.p50 // "-")/\(.latency_us.p99 // "-")/\(.latency_us.p999 // "-")/\(.latency_us.max // "-") µs" + (if .ack_latency_us then "; ack p50/p99 \(.ack_latency_us.p50)/\(.ack_latency_us.p99) µs" else "" end) + "; server \(.server.cpu_us_per_delivery // 0 | . * 100 | floor / 100) µs CPU/delivery, RSS \(.server.rss_after // 0 | ./1048576 | floor) MiB; generator CPU \(.generator_cpu_seconds // 0 | . * 100 | round / 100) s"' "$file"

@@ -97,6 +97,14 @@ async fn run_async(args: &ConnArgs) -> anyhow::Result<Report> {
         _ => None,
     };
     let connects_per_second = per_second(held.len() as u64, connect_seconds);
+    // Connects per second of the server's CPU while they were made (null
+    // when no server pid was given, or its CPU clock did not tick).
+    let per_cpu_second = match (server_before, server_connected) {
+        (Some(before), Some(after)) if after.cpu_seconds > before.cpu_seconds => {
+            json!(held.len() as f64 / (after.cpu_seconds - before.cpu_seconds))
+        }
+        _ => serde_json::Value::Null,
+    };
     let results = json!({
         "connected": held.len(),
         "open_after_hold": open,
@@ -104,6 +112,7 @@ async fn run_async(args: &ConnArgs) -> anyhow::Result<Report> {
         "first_error": first_error,
         "connect_seconds": connect_seconds,
         "connects_per_second": connects_per_second,
+        "connects_per_server_cpu_second": per_cpu_second,
         "handshake_us": latency_json(&handshakes),
         "server_while_connecting": proc::usage_json(server_before, server_connected, held.len() as u64, "connection"),
         "server": proc::usage_json(server_before, server_after, held.len() as u64, "connection"),

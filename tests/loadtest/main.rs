@@ -338,6 +338,16 @@ fn conn_holds_its_connections() {
     assert_eq!(count(&report, "connected"), 50, "{report}");
     assert_eq!(count(&report, "open_after_hold"), 50, "{report}");
     assert_latency(&report, "handshake_us");
+    // Connects per server CPU-second: the connections over the CPU the
+    // server used while they were made (null if its clock did not tick).
+    let results = &report["results"];
+    let cpu =
+        results["server_while_connecting"]["cpu_seconds"].as_f64().expect("the server's CPU, given its pid");
+    let per_cpu = &results["connects_per_server_cpu_second"];
+    match per_cpu.as_f64() {
+        Some(rate) => assert!((rate - 50.0 / cpu).abs() < 1e-6 * rate, "{report}"),
+        None => assert!(per_cpu.is_null() && cpu == 0.0, "{report}"),
+    }
 }
 
 #[test]
