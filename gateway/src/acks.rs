@@ -9,7 +9,7 @@
 
 use crate::Shared;
 use herald_core::{MessageId, SessionKey};
-use herald_proto::seam::{SessionAcks, Uplink};
+use herald_proto::seam::{Progress, SessionAcks, Uplink};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,14 +30,43 @@ pub(crate) struct Acks {
 
 #[derive(Default)]
 struct Pending {
-    by_session: HashMap<SessionKey, Vec<MessageId>>,
+    by_session: HashMap<SessionKey, Gathered>,
     count: usize,
+}
+
+/// What one session's client acknowledged, and how far its QoS 2
+/// deliveries got.
+#[derive(Default)]
+struct Gathered {
+    messages: Vec<MessageId>,
+    progress: Vec<(MessageId, Progress)>,
+}
+
+impl Gathered {
+    fn into_acks(self, session: SessionKey) -> SessionAcks {
+        SessionAcks { session, messages: self.messages, progress: self.progress }
+    }
+
+    fn len(&self) -> usize {
+        self.messages.len() + self.progress.len()
+    }
 }
 
 impl Acks {
     /// Notes that the client of `session` acknowledged `message`; returns
     /// false when too many wait (the acknowledgement is dropped).
     pub(crate) fn add(&self, session: &SessionKey, message: MessageId) -> bool {
+        self.gather(session, |gathered| gathered.messages.push(message))
+    }
+
+    /// Notes how far a QoS 2 delivery of `session` got (sent under a packet
+    /// id, or PUBREL sent); returns false when too many wait (dropped: the
+    /// message is then resent under a new packet id after a loss).
+    pub(crate) fn progress(&self, session: &SessionKey, message: MessageId, progress: Progress) -> bool {
+        self.gather(session, |gathered| gathered.progress.push((message, progress)))
+    }
+
+    fn gather(&self, session: &SessionKey, add: impl FnOnce(&mut Gathered)) -> bool {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         if pending.count >= MAX_PENDING {
             return false;
@@ -45,9 +74,11 @@ impl Acks {
         let first = pending.count == 0;
         pending.count += 1;
         match pending.by_session.get_mut(session) {
-            Some(ids) => ids.push(message),
+            Some(gathered) => add(gathered),
             None => {
-                pending.by_session.insert(session.clone(), vec![message]);
+                let mut gathered = Gathered::default();
+                add(&mut gathered);
+                pending.by_session.insert(session.clone(), gathered);
             }
         }
         drop(pending);
@@ -61,9 +92,9 @@ impl Acks {
     /// router does not keep what its client has).
     pub(crate) fn take_session(&self, session: &SessionKey) -> Option<SessionAcks> {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        let messages = pending.by_session.remove(session)?;
-        pending.count -= messages.len();
-        Some(SessionAcks { session: session.clone(), messages })
+        let gathered = pending.by_session.remove(session)?;
+        pending.count -= gathered.len();
+        Some(gathered.into_acks(session.clone()))
     }
 
     /// Takes everything gathered.
@@ -72,7 +103,7 @@ impl Acks {
         pending.count = 0;
         std::mem::take(&mut pending.by_session)
             .into_iter()
-            .map(|(session, messages)| SessionAcks { session, messages })
+            .map(|(session, gathered)| gathered.into_acks(session))
             .collect()
     }
 }
@@ -104,11 +135,16 @@ mod tests {
         assert!(acks.add(&key("a"), MessageId(1)));
         assert!(acks.add(&key("b"), MessageId(2)));
         assert!(acks.add(&key("a"), MessageId(3)));
+        assert!(acks.progress(&key("a"), MessageId(4), Progress::Sent(9)));
         let a = acks.take_session(&key("a")).expect("a's acknowledgements");
         assert_eq!(a.messages, [MessageId(1), MessageId(3)]);
+        assert_eq!(a.progress, [(MessageId(4), Progress::Sent(9))]);
         assert!(acks.take_session(&key("a")).is_none());
         let rest = acks.take();
-        assert_eq!(rest, [SessionAcks { session: key("b"), messages: vec![MessageId(2)] }]);
+        assert_eq!(
+            rest,
+            [SessionAcks { session: key("b"), messages: vec![MessageId(2)], progress: Vec::new() }]
+        );
         assert!(acks.take().is_empty());
     }
 

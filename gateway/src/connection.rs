@@ -670,6 +670,11 @@ impl<T: Transport> Connection<T> {
                         GatewayCounters::add(&self.shared.counters.acks_dropped, 1);
                     }
                 }
+                Action::Progressed(message, progress) => {
+                    if !self.shared.acks.progress(session.key(), message, progress) {
+                        GatewayCounters::add(&self.shared.counters.acks_dropped, 1);
+                    }
+                }
                 Action::Throttled => GatewayCounters::add(&self.shared.counters.publish_rate_exceeded, 1),
                 Action::Denied(access) => GatewayCounters::add(
                     match access {

@@ -165,6 +165,10 @@ pub enum Action {
     /// The client acknowledged a delivery of its persistent session: the
     /// message leaves the session's inbox on the router.
     Acked(MessageId),
+    /// A QoS 2 delivery of a persistent session was sent under a packet id,
+    /// or its PUBREC came back: the router notes it in the inbox, so that
+    /// after this gateway's loss it is resent under the same id.
+    Progressed(MessageId, Progress),
 }
 
 /// What happened to a push-API message on this connection.
@@ -543,6 +547,14 @@ impl Session {
         }
     }
 
+    /// Tells the router how far a QoS 2 delivery of the session's inbox got
+    /// (QoS 1 resends are harmless under any id: not reported).
+    fn note_progress(&self, queued: &QueuedMessage, progress: Progress, out: &mut Vec<Action>) {
+        if self.is_persistent() && queued.shared.is_none() && queued.qos == QoS::ExactlyOnce {
+            out.push(Action::Progressed(queued.message.id, progress));
+        }
+    }
+
     /// The messages in flight or waiting on this connection.
     fn held_ids(&self) -> std::collections::HashSet<MessageId> {
         let inflight = self.inflight.iter().map(|f| f.queued.message.id);
@@ -803,6 +815,7 @@ impl Session {
             }
             Some(i) => {
                 self.inflight[i].state = Awaiting::Complete;
+                self.note_progress(&self.inflight[i].queued, Progress::Released(id.get()), out);
                 out.push(Action::Send(Packet::PubRel(PubAck::new(id))));
             }
             None => {
@@ -1312,6 +1325,9 @@ impl Session {
         }
         if let Some(packet_id) = packet_id {
             let state = if queued.qos == QoS::ExactlyOnce { Awaiting::Received } else { Awaiting::Ack };
+            if queued.progress != Progress::Sent(packet_id) {
+                self.note_progress(&queued, Progress::Sent(packet_id), out);
+            }
             self.inflight.push(Inflight { packet_id, state, queued });
         }
         out.push(Action::Send(packet));

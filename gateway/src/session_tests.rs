@@ -988,6 +988,32 @@ fn acknowledgements_of_a_persistent_session_take_messages_out_of_its_inbox() {
 }
 
 #[test]
+fn how_far_a_persistent_sessions_qos2_deliveries_got_is_told_to_the_router() {
+    let progressed = |actions: &[Action]| -> Vec<(MessageId, Progress)> {
+        actions
+            .iter()
+            .filter_map(|a| if let Action::Progressed(id, p) = a { Some((*id, *p)) } else { None })
+            .collect()
+    };
+    let mut persistent = Harness::new(connect_persistent(100, 10), limits());
+    let exactly = queued(b"two", QoS::ExactlyOnce);
+    let once = exactly.message.id;
+    assert_eq!(progressed(&persistent.deliver(exactly)), [(once, Progress::Sent(1))]);
+    assert_eq!(progressed(&persistent.deliver(queued(b"one", QoS::AtLeastOnce))), [], "QoS 1: not told");
+    let rec = persistent.packet(Packet::PubRec(PubAck::new(id(1))));
+    assert_eq!(progressed(&rec), [(once, Progress::Released(1))]);
+    // Resent under the id the router has already: nothing new to tell.
+    let resent = QueuedMessage { progress: Progress::Sent(7), ..queued(b"again", QoS::ExactlyOnce) };
+    let mut out = Vec::new();
+    let mut resumed = Harness::new(connect_persistent(100, 10), limits());
+    resumed.session.resume(Vec::new(), vec![resent], NOW, &mut out);
+    assert_eq!(progressed(&out), []);
+
+    let mut transient = Harness::v5();
+    assert_eq!(progressed(&transient.deliver(queued(b"two", QoS::ExactlyOnce))), [], "no inbox");
+}
+
+#[test]
 fn deliveries_given_up_for_good_leave_a_persistent_sessions_inbox() {
     let acked = |actions: &[Action]| -> Vec<MessageId> {
         actions.iter().filter_map(|a| if let Action::Acked(id) = a { Some(*id) } else { None }).collect()

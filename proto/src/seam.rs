@@ -149,13 +149,19 @@ pub enum Progress {
     MaybeSent,
 }
 
-/// Messages one persistent session's client acknowledged.
+/// Messages one persistent session's client acknowledged, and how far the
+/// QoS 2 messages it has not acknowledged yet got.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionAcks {
     /// The session.
     pub session: SessionKey,
     /// The acknowledged messages.
     pub messages: Vec<MessageId>,
+    /// QoS 2 messages sent (`Progress::Sent`) or whose PUBREC came back
+    /// (`Progress::Released`), with their packet ids: after the gateway's
+    /// loss the next connection resends them under the same ids, so a
+    /// client that has one does not take it twice. Never journaled.
+    pub progress: Vec<(MessageId, Progress)>,
 }
 
 /// The end of a session's connection.

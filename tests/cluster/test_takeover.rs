@@ -1,7 +1,9 @@
-//! Taking over a persistent session that is live on another gateway: the
-//! router waits for the old connection's release, so the new connection
-//! resumes under the same packet ids [MQTT-4.4.0-1]: a QoS 2 message the
-//! client already has gets its PUBREL again, not a second PUBLISH.
+//! A persistent session resumed on another gateway gets its QoS 2 messages
+//! under the same packet ids [MQTT-4.4.0-1], so a message the client
+//! already has gets its PUBREL again, not a second PUBLISH: when its
+//! connection is taken over from a live gateway (the router waits for the
+//! old connection's release, ADR 0030), and when its gateway is killed
+//! (the gateway reported the packet ids to the router as it went).
 
 use crate::cluster::Cluster;
 use crate::raw::{QOS1, QOS2, ack, publish, subscribe};
@@ -34,9 +36,10 @@ fn send(publisher: &mut RawConnection, qos: u8, topic: &str, packet_id: u16, pay
     assert_eq!(publisher.expect_packet().first_byte, 0x70, "PUBCOMP");
 }
 
-#[test]
-fn a_session_taken_over_from_a_live_gateway_resumes_under_the_same_packet_ids() {
-    let cluster = Cluster::start(2);
+/// A device on gateway 0 with two QoS 2 messages in flight: one it has
+/// (PUBREC sent, PUBREL received, no PUBCOMP) and one it never answered.
+/// Returns the device's connection and the two packet ids.
+fn device_with_qos2_in_flight(cluster: &Cluster) -> (RawConnection, u16, u16) {
     let mut device = RawConnection::open(&cluster.gateway(0));
     device.send(&connect_v5("roamer", 3600, true, None));
     assert_eq!(device.expect_packet().first_byte, 0x20, "CONNACK");
@@ -66,18 +69,12 @@ fn a_session_taken_over_from_a_live_gateway_resumes_under_the_same_packet_ids() 
     let (got, _, unanswered, dup) = delivery(&device.expect_packet());
     assert_eq!((got.as_str(), dup), ("unanswered", false));
     assert!(had > 2 && unanswered > 2, "packet ids {had}, {unanswered} are not a fresh connection's first");
+    (device, had, unanswered)
+}
 
-    // The same client connects through the other gateway while the first
-    // still holds its connection.
-    let mut again = RawConnection::open(&cluster.gateway(1));
-    again.send(&connect_v5("roamer", 3600, false, None));
-    let connack = again.expect_packet();
-    assert_eq!((connack.first_byte, connack.body[0]), (0x20, 0x01), "CONNACK, session present");
-    let last_words = device.expect_closed();
-    assert!(
-        last_words.iter().any(|p| p.first_byte == 0xE0 && p.body.first() == Some(&0x8E)),
-        "the old connection is told it was taken over: {last_words:?}"
-    );
+/// Expects, on a resumed connection, PUBREL `had` and the PUBLISH of
+/// `unanswered` again (DUP, same id), completes both, and then silence.
+fn expect_resumed_under_the_same_ids(again: &mut RawConnection, had: u16, unanswered: u16) {
     // The message the device has: PUBREL again, under its packet id.
     let pubrel = again.expect_packet();
     assert_eq!((pubrel.first_byte, acked_id(&pubrel)), (0x62, had), "PUBREL again, not a second PUBLISH");
@@ -90,4 +87,38 @@ fn a_session_taken_over_from_a_live_gateway_resumes_under_the_same_packet_ids() 
     assert_eq!((pubrel.first_byte, acked_id(&pubrel)), (0x62, unanswered));
     again.send(&ack(0x70, unanswered));
     assert!(matches!(again.receive(Duration::from_secs(1)), Incoming::Silent), "nothing else");
+}
+
+#[test]
+fn a_session_taken_over_from_a_live_gateway_resumes_under_the_same_packet_ids() {
+    let cluster = Cluster::start(2);
+    let (mut device, had, unanswered) = device_with_qos2_in_flight(&cluster);
+
+    // The same client connects through the other gateway while the first
+    // still holds its connection.
+    let mut again = RawConnection::open(&cluster.gateway(1));
+    again.send(&connect_v5("roamer", 3600, false, None));
+    let connack = again.expect_packet();
+    assert_eq!((connack.first_byte, connack.body[0]), (0x20, 0x01), "CONNACK, session present");
+    let last_words = device.expect_closed();
+    assert!(
+        last_words.iter().any(|p| p.first_byte == 0xE0 && p.body.first() == Some(&0x8E)),
+        "the old connection is told it was taken over: {last_words:?}"
+    );
+    expect_resumed_under_the_same_ids(&mut again, had, unanswered);
+}
+
+#[test]
+fn a_killed_gateways_client_gets_its_qos2_messages_under_the_same_packet_ids() {
+    let mut cluster = Cluster::start(2);
+    let (_device, had, unanswered) = device_with_qos2_in_flight(&cluster);
+    // The gateway reports how far QoS 2 messages got every 20 ms or so.
+    std::thread::sleep(Duration::from_millis(300));
+    cluster.kill_gateway(0);
+
+    let mut again = RawConnection::open(&cluster.gateway(1));
+    again.send(&connect_v5("roamer", 3600, false, None));
+    let connack = again.expect_packet();
+    assert_eq!((connack.first_byte, connack.body[0]), (0x20, 0x01), "CONNACK, session present");
+    expect_resumed_under_the_same_ids(&mut again, had, unanswered);
 }

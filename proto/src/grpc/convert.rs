@@ -150,6 +150,14 @@ pub(crate) fn session_acks_to_pb(acks: &SessionAcks) -> pb::SessionAcks {
     pb::SessionAcks {
         session: Some(session_to_pb(&acks.session)),
         messages: acks.messages.iter().map(|id| id.0.to_be_bytes().to_vec().into()).collect(),
+        progress: acks
+            .progress
+            .iter()
+            .map(|(id, progress)| {
+                let (progress, packet_id) = progress_to_pb(*progress);
+                pb::InboxProgress { message: id.0.to_be_bytes().to_vec().into(), progress, packet_id }
+            })
+            .collect(),
     }
 }
 
@@ -161,6 +169,39 @@ pub(crate) fn session_acks_from_pb(acks: pb::SessionAcks) -> Result<SessionAcks,
             .iter()
             .map(|id| message_id_from_pb(id, "acked.messages"))
             .collect::<Result<_, _>>()?,
+        progress: acks
+            .progress
+            .into_iter()
+            .map(|p| {
+                let id = message_id_from_pb(&p.message, "acked.progress.message")?;
+                match progress_from_pb(p.progress, p.packet_id, "acked.progress")? {
+                    progress @ (Progress::Sent(_) | Progress::Released(_)) => Ok((id, progress)),
+                    _ => Err(invalid("acked.progress", "only sent or released")),
+                }
+            })
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+/// A progress as its number and packet id (0 when it has none).
+fn progress_to_pb(progress: Progress) -> (u32, u32) {
+    let (progress, packet_id) = match progress {
+        Progress::Unsent => (0, 0),
+        Progress::Sent(id) => (1, id),
+        Progress::Released(id) => (2, id),
+        Progress::MaybeSent => (3, 0),
+    };
+    (progress, u32::from(packet_id))
+}
+
+fn progress_from_pb(progress: u32, packet_id: u32, field: &'static str) -> Result<Progress, ConvertError> {
+    let packet_id = u16::try_from(packet_id).map_err(|_| invalid(field, "packet id out of range"))?;
+    Ok(match (progress, packet_id) {
+        (0, _) => Progress::Unsent,
+        (1, id) if id > 0 => Progress::Sent(id),
+        (2, id) if id > 0 => Progress::Released(id),
+        (3, _) => Progress::MaybeSent,
+        _ => return Err(invalid(field, "unknown progress or missing packet id")),
     })
 }
 
@@ -214,31 +255,19 @@ pub(super) fn subscription_from_pb(s: pb::Subscription) -> Result<Subscription, 
 }
 
 pub(super) fn queued_to_pb(q: &QueuedMessage) -> pb::QueuedMessage {
-    let (progress, packet_id) = match q.progress {
-        Progress::Unsent => (0, 0),
-        Progress::Sent(id) => (1, id),
-        Progress::Released(id) => (2, id),
-        Progress::MaybeSent => (3, 0),
-    };
+    let (progress, packet_id) = progress_to_pb(q.progress);
     pb::QueuedMessage {
         message: Some(message_to_pb(&q.message)),
         qos: u32::from(q.qos.as_u8()),
         subscription_ids: q.subscription_ids.clone(),
         progress,
-        packet_id: u32::from(packet_id),
+        packet_id,
         shared: q.shared.as_ref().map(|f| f.as_str().to_owned()),
     }
 }
 
 pub(super) fn queued_from_pb(q: pb::QueuedMessage) -> Result<QueuedMessage, ConvertError> {
-    let packet_id = u16::try_from(q.packet_id).map_err(|_| invalid("queued.packet_id", "out of range"))?;
-    let progress = match (q.progress, packet_id) {
-        (0, _) => Progress::Unsent,
-        (1, id) if id > 0 => Progress::Sent(id),
-        (2, id) if id > 0 => Progress::Released(id),
-        (3, _) => Progress::MaybeSent,
-        _ => return Err(invalid("queued.progress", "unknown progress or missing packet id")),
-    };
+    let progress = progress_from_pb(q.progress, q.packet_id, "queued.progress")?;
     Ok(QueuedMessage {
         message: required_message(q.message, "queued.message")?,
         qos: qos_from_pb(q.qos, "queued.qos")?,

@@ -527,6 +527,7 @@ mod tests {
             Fact::Acked(crate::seam::SessionAcks {
                 session: key(),
                 messages: vec![herald_core::MessageId(42), herald_core::MessageId(43)],
+                progress: Vec::new(),
             }),
             Fact::SessionMeta(Box::new(DurableSession { queue: Vec::new(), ..session() })),
         ];

@@ -217,7 +217,11 @@ fn a_takeover_from_a_frozen_gateway_reads_again_what_the_client_had_not_acknowle
         })
         .expect("delivered live");
     send(&mut h, Audience::All, "in flight", T0);
-    let acks = vec![herald_proto::seam::SessionAcks { session: key("here"), messages: vec![acked] }];
+    let acks = vec![herald_proto::seam::SessionAcks {
+        session: key("here"),
+        messages: vec![acked],
+        progress: Vec::new(),
+    }];
     h.apply(GW2, Uplink::Acked(acks), T0);
     // The harness's claim waits out the takeover: GW2 never releases.
     let (grant, _) = h.claim(GW3, claim("here", false, 3600), after_s(1));
@@ -280,7 +284,11 @@ fn broadcasts_a_lost_gateways_client_had_not_acknowledged_are_read_again_with_du
     let (_, effects) = send(&mut h, Audience::All, "first", T0);
     let first = delivered_id(&effects);
     send(&mut h, Audience::All, "second", T0);
-    let acks = vec![herald_proto::seam::SessionAcks { session: key("here"), messages: vec![first] }];
+    let acks = vec![herald_proto::seam::SessionAcks {
+        session: key("here"),
+        messages: vec![first],
+        progress: Vec::new(),
+    }];
     assert_eq!(h.apply(GW2, Uplink::Acked(acks), T0), []);
     assert_eq!(h.state.take_journal().iter().filter(|f| matches!(f, Fact::Acked(_))).count(), 0, "no write");
     lose(&mut h, GW2, after_s(1));

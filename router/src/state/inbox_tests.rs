@@ -5,6 +5,7 @@
 use super::*;
 use crate::state::DurableState;
 use herald_proto::journal::Fact;
+use herald_proto::seam::SessionAcks;
 
 /// An online persistent session `c1` on `GW1` subscribed to `a/+` at QoS 1
 /// (with its route), and the epoch it holds.
@@ -157,6 +158,39 @@ fn a_takeover_waits_for_the_old_connection_and_resumes_under_the_same_packet_ids
     let expected = [("m1".to_owned(), Progress::Released(7)), ("m2".to_owned(), Progress::Sent(8))];
     assert_eq!(progress_of(&grant.queued), expected, "the same packet ids, not MaybeSent");
     assert!(grant.epoch > old);
+}
+
+#[test]
+fn after_a_gateways_loss_qos2_messages_are_resent_under_the_packet_ids_it_reported() {
+    let mut h = Harness::new();
+    let epoch = h.connect(GW1, "c1", 3600);
+    let asked = vec![(subscription("a/+", QoS::ExactlyOnce), RetainedLookup::Skip)];
+    h.subscribe(GW1, "c1", epoch, asked).expect("subscribed");
+    h.add_routes(GW1, &app(), &["a/+"]);
+    let [m1, m2, m3] = [
+        with_qos("a/x", "m1", QoS::ExactlyOnce),
+        with_qos("a/x", "m2", QoS::ExactlyOnce),
+        with_qos("a/x", "m3", QoS::ExactlyOnce),
+    ];
+    for m in [&m1, &m2, &m3] {
+        h.publish(m.clone(), T0);
+    }
+    // GW1 says m1 got its PUBREC (PUBREL 3 out) and m2 went out as packet
+    // 4; another gateway's word about m3 does not count.
+    let report = |progress| vec![SessionAcks { session: key("c1"), messages: Vec::new(), progress }];
+    let from_owner = report(vec![(m1.id, Progress::Released(3)), (m2.id, Progress::Sent(4))]);
+    h.apply(GW1, Uplink::Acked(from_owner), T0);
+    h.apply(GW3, Uplink::Acked(report(vec![(m3.id, Progress::Sent(9))])), T0);
+    let mut effects = Vec::new();
+    h.state.gateway_unlinked(GW1, after_s(1), &mut effects);
+
+    let (grant, _) = h.claim(GW2, claim("c1", false, 3600), after_s(2));
+    let expected = [
+        ("m1".to_owned(), Progress::Released(3)),
+        ("m2".to_owned(), Progress::Sent(4)),
+        ("m3".to_owned(), Progress::MaybeSent),
+    ];
+    assert_eq!(progress_of(&grant.queued), expected);
 }
 
 #[test]

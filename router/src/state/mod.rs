@@ -327,7 +327,7 @@ impl RouterState {
             }
             Uplink::Reattach { sessions, last } => self.reattach(gateway, sessions, last, now, out),
             Uplink::Requeue { session, epoch, messages } => self.requeue(&session, epoch, messages, out),
-            Uplink::Acked(acks) => self.acked(acks),
+            Uplink::Acked(acks) => self.acked(gateway, acks),
             Uplink::Routes { add, remove } => self.change_routes(gateway, add, remove, out),
             Uplink::Redispatch { filter, messages } => {
                 for message in messages {

@@ -100,6 +100,17 @@ impl PersistentState {
         others
     }
 
+    /// Notes how far the messages of `progress` got on the session's live
+    /// connection (memory only: the journal's copy stays as it was).
+    fn note_progress(&mut self, progress: &[(MessageId, Progress)]) {
+        let at: HashMap<MessageId, Progress> = progress.iter().copied().collect();
+        for queued in &mut self.queue {
+            if let Some(progress) = at.get(&queued.message.id) {
+                queued.progress = *progress;
+            }
+        }
+    }
+
     /// Removes the acknowledged messages among `ids`; returns those it held.
     /// Clients acknowledge mostly in the order they were sent, which is the
     /// inbox's: the front goes first, and the rest is searched only for
@@ -841,12 +852,19 @@ impl RouterState {
     /// Takes what clients acknowledged out of their sessions' inboxes,
     /// journaled as one fact per session (a gateway gathers them for a few
     /// tens of milliseconds: at most one write per session per batch).
-    pub(super) fn acked(&mut self, acks: Vec<SessionAcks>) {
-        for SessionAcks { session, messages } in acks {
-            let Some(state) = self.sessions.get_mut(&session).and_then(|r| r.persistent.as_deref_mut())
-            else {
-                continue;
-            };
+    ///
+    /// How far QoS 2 messages got on the connection (sent under a packet
+    /// id, PUBREL sent) is noted in the inbox, in memory only, when it comes
+    /// from the gateway holding the session: after that gateway's loss the
+    /// next connection resends them under the same packet ids.
+    pub(super) fn acked(&mut self, gateway: NodeId, acks: Vec<SessionAcks>) {
+        for SessionAcks { session, messages, progress } in acks {
+            let Some(record) = self.sessions.get_mut(&session) else { continue };
+            let owned = record.owner == Some(gateway);
+            let Some(state) = record.persistent.as_deref_mut() else { continue };
+            if owned && !progress.is_empty() {
+                state.note_progress(&progress);
+            }
             let removed = state.acknowledge(&messages);
             if removed.len() < messages.len()
                 && let Some(log) = self.fanout.get(&session.app)
@@ -862,7 +880,11 @@ impl RouterState {
             }
             if !removed.is_empty() {
                 self.counters.inbox_acknowledged += removed.len() as u64;
-                self.journal.push(Fact::Acked(SessionAcks { session, messages: removed }));
+                self.journal.push(Fact::Acked(SessionAcks {
+                    session,
+                    messages: removed,
+                    progress: Vec::new(),
+                }));
             }
         }
     }

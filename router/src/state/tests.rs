@@ -351,7 +351,8 @@ impl Harness {
             .filter(|q| names.contains(&name_of(&q.message).as_str()))
             .map(|q| q.message.id)
             .collect();
-        let acks = vec![herald_proto::seam::SessionAcks { session: key(client), messages }];
+        let acks =
+            vec![herald_proto::seam::SessionAcks { session: key(client), messages, progress: Vec::new() }];
         assert_eq!(self.apply(gateway, Uplink::Acked(acks), now), [], "acknowledgements get no reply");
     }
 }

@@ -394,14 +394,23 @@ fn uplink_samples() -> Vec<Uplink> {
             op: DirectoryOp::Users(UserOp::Find { username: "meter-7".into() }),
         },
         Uplink::Acked(vec![
-            SessionAcks { session: key("c1"), messages: vec![MessageId(7), MessageId(u128::MAX)] },
-            SessionAcks { session: key("c2"), messages: vec![MessageId(8)] },
+            SessionAcks {
+                session: key("c1"),
+                messages: vec![MessageId(7), MessageId(u128::MAX)],
+                progress: Vec::new(),
+            },
+            SessionAcks { session: key("c2"), messages: vec![MessageId(8)], progress: Vec::new() },
         ]),
         Uplink::Requeue {
             session: key("c1"),
             epoch: Epoch::new(2, 9),
             messages: vec![queued(Progress::MaybeSent)],
         },
+        Uplink::Acked(vec![SessionAcks {
+            session: key("c3"),
+            messages: vec![MessageId(9)],
+            progress: vec![(MessageId(10), Progress::Sent(4)), (MessageId(11), Progress::Released(65_535))],
+        }]),
     ]
 }
 
