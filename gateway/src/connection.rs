@@ -423,8 +423,7 @@ async fn abandon_claim(shared: Arc<Shared>, handle: Arc<ConnHandle>, expiry_seco
             publish_will: false,
             pending: grant.queued,
         };
-        shared.admission.admit().await;
-        let _ = shared.uplink.send(Uplink::Release(release)).await;
+        let _ = shared.request(Uplink::Release(release)).await;
     }
     shared.connections.remove(&handle);
 }
@@ -439,8 +438,7 @@ async fn claim(shared: &Shared, handle: &ConnHandle, accepted: &Accepted) -> Cla
         expiry_seconds: accepted.expiry_seconds,
         will: accepted.will.clone(),
     };
-    shared.admission.admit().await;
-    if shared.uplink.send(Uplink::Claim(claim)).await.is_err() {
+    if shared.request(Uplink::Claim(claim)).await.is_err() {
         return ClaimOutcome::Refused;
     }
     match tokio::time::timeout(shared.config.claim_timeout, claimed(handle)).await {
@@ -640,10 +638,7 @@ impl<T: Transport> Connection<T> {
                     if matches!(item, Uplink::Publish(_)) {
                         GatewayCounters::add(&self.shared.counters.messages_received, 1);
                     }
-                    if crate::admission::counted_request(&item) {
-                        self.shared.admission.admit().await;
-                    }
-                    if self.shared.uplink.send(item).await.is_err() {
+                    if self.shared.request(item).await.is_err() {
                         close = Some(unavailable());
                         break;
                     }
@@ -720,11 +715,8 @@ impl<T: Transport> Connection<T> {
             let _ = self.shared.uplink.send(Uplink::Acked(vec![acks])).await;
         }
         // A revoked transient session has nothing left to release.
-        let releases = !revoked || session.is_persistent();
-        if releases {
-            self.shared.admission.admit().await;
-        }
-        let sent = releases && self.shared.uplink.send(Uplink::Release(release)).await.is_ok();
+        let sent = (!revoked || session.is_persistent())
+            && self.shared.request(Uplink::Release(release)).await.is_ok();
         if let Some(packet) = session.disconnect_packet(&close) {
             let _ = write_packets(&mut self.transport, &self.codec, &[packet]).await;
         }
@@ -834,6 +826,16 @@ async fn write_packets<T: Transport>(transport: &mut T, codec: &Codec, packets: 
 }
 
 impl Shared {
+    /// Sends a connection's request to the router, after waiting its turn
+    /// among the requests awaiting answers if it is one that gets an
+    /// answer (`admission.rs`). Fails when the link to the router is gone.
+    pub(crate) async fn request(&self, item: Uplink) -> Result<(), ()> {
+        if crate::admission::counted_request(&item) {
+            self.admission.admit().await;
+        }
+        self.uplink.send(item).await.map_err(|_| ())
+    }
+
     /// Applies a change to the local index and sends the resulting route
     /// changes, in index order, before anything else this task sends.
     pub(crate) async fn change_index(

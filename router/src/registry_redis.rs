@@ -12,7 +12,7 @@
 
 use crate::state::RegistryEntry;
 use herald_redis::{Redis, RedisAddress, RedisError, Reply};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -215,8 +215,7 @@ impl Writer {
     /// Whether Redis still holds the registry this writer wrote: its
     /// generation key is there, at least at this writer's generation.
     async fn still_there(&self) -> Result<bool, RedisError> {
-        let get = vec![b"GET".to_vec(), self.generation_key()];
-        let stored = match self.redis.pipeline(&[get]).await?.remove(0)? {
+        let stored = match self.redis.command(&[b"GET", &self.generation_key()]).await? {
             Reply::Bulk(bytes) => std::str::from_utf8(&bytes).ok().and_then(|g| g.parse::<u64>().ok()),
             _ => None,
         };
@@ -235,14 +234,10 @@ impl Writer {
     /// router does not know, then writes every entry.
     async fn resync(&mut self, entries: Vec<RegistryEntry>) -> Result<(), RedisError> {
         self.stats.resyncs.fetch_add(1, Ordering::Relaxed);
-        let raise = vec![
-            b"EVAL".to_vec(),
-            GENERATION.as_bytes().to_vec(),
-            b"1".to_vec(),
-            self.generation_key(),
-            self.generation.to_string().into_bytes(),
-        ];
-        if let Reply::Integer(stored) = self.redis.pipeline(&[raise]).await?.remove(0)?
+        let generation = self.generation.to_string();
+        let raise: [&[u8]; 5] =
+            [b"EVAL", GENERATION.as_bytes(), b"1", &self.generation_key(), generation.as_bytes()];
+        if let Reply::Integer(stored) = self.redis.command(&raise).await?
             && stored as u64 > self.generation
         {
             tracing::warn!(
@@ -251,19 +246,13 @@ impl Writer {
                 "a router of a later generation writes this registry: this one's writes are fenced"
             );
         }
-        let known: HashMap<Vec<u8>, ()> = entries.iter().map(|e| (self.key(e), ())).collect();
+        let writes: Vec<_> = entries.into_iter().map(|e| (self.key(&e), e.held)).collect();
+        let known: HashSet<&[u8]> = writes.iter().map(|(key, _)| key.as_slice()).collect();
         let pattern = format!("{}session:*", self.prefix).into_bytes();
         let mut cursor = b"0".to_vec();
         loop {
-            let scan = vec![
-                b"SCAN".to_vec(),
-                cursor,
-                b"MATCH".to_vec(),
-                pattern.clone(),
-                b"COUNT".to_vec(),
-                SCAN_COUNT.as_bytes().to_vec(),
-            ];
-            let reply = self.redis.pipeline(&[scan]).await?.remove(0)?;
+            let scan: [&[u8]; 6] = [b"SCAN", &cursor, b"MATCH", &pattern, b"COUNT", SCAN_COUNT.as_bytes()];
+            let reply = self.redis.command(&scan).await?;
             let Reply::Array(mut parts) = reply else { return Err(RedisError::Protocol("a SCAN reply")) };
             let (Some(Reply::Array(keys)), Some(Reply::Bulk(next))) = (parts.pop(), parts.pop()) else {
                 return Err(RedisError::Protocol("a SCAN reply"));
@@ -271,7 +260,7 @@ impl Writer {
             let stale: Vec<Vec<u8>> = keys
                 .into_iter()
                 .filter_map(|k| match k {
-                    Reply::Bulk(key) if !known.contains_key(&key) => Some(key),
+                    Reply::Bulk(key) if !known.contains(key.as_slice()) => Some(key),
                     _ => None,
                 })
                 .collect();
@@ -282,25 +271,15 @@ impl Writer {
             }
             cursor = next;
         }
-        let writes = entries.into_iter().map(|e| (self.key(&e), e.held)).collect();
+        drop(known);
         self.apply(writes).await
     }
 
-    /// Writes the entries changed (the newest of each session).
+    /// Writes the entries changed: the newest of each session (a later
+    /// entry of a session replaces an earlier one).
     async fn write(&mut self, entries: Vec<RegistryEntry>) -> Result<(), RedisError> {
-        let mut newest: HashMap<Vec<u8>, usize> = HashMap::new();
-        for (index, entry) in entries.iter().enumerate() {
-            newest.insert(self.key(entry), index);
-        }
-        let writes = entries
-            .into_iter()
-            .enumerate()
-            .filter_map(|(index, entry)| {
-                let key = self.key(&entry);
-                (newest.get(&key) == Some(&index)).then_some((key, entry.held))
-            })
-            .collect();
-        self.apply(writes).await
+        let newest: HashMap<Vec<u8>, _> = entries.into_iter().map(|e| (self.key(&e), e.held)).collect();
+        self.apply(newest.into_iter().collect()).await
     }
 
     /// Runs the fenced write (or delete, for `None`) of each key, in

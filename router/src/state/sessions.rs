@@ -88,15 +88,11 @@ impl PersistentState {
         if pending.is_empty() {
             return pending;
         }
-        let mut at: HashMap<MessageId, usize> =
-            self.queue.iter().enumerate().map(|(index, q)| (q.message.id, index)).collect();
-        let mut others = Vec::new();
-        for p in pending {
-            match at.remove(&p.message.id) {
-                Some(index) => self.queue[index].progress = p.progress,
-                None => others.push(p),
-            }
-        }
+        let held = self.inbox_ids();
+        let (copies, others): (Vec<_>, Vec<_>) =
+            pending.into_iter().partition(|p| held.contains(&p.message.id));
+        let progress: Vec<_> = copies.iter().map(|p| (p.message.id, p.progress)).collect();
+        self.note_progress(&progress);
         others
     }
 

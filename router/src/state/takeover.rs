@@ -33,12 +33,15 @@ impl RouterState {
         if let Some(waiting) = self.takeovers.remove(&claim.session) {
             self.claim_now(waiting.gateway, waiting.claim, true, now, out);
         }
-        let waits = !claim.clean_start
-            && self.sessions.get(&claim.session).is_some_and(|r| r.owner.is_some() && r.is_persistent());
-        let Some(record) = self.sessions.get(&claim.session).filter(|_| waits) else {
+        // Only a resumed persistent session with a live connection waits.
+        let live = self
+            .sessions
+            .get(&claim.session)
+            .filter(|r| !claim.clean_start && r.is_persistent())
+            .and_then(|r| r.owner.map(|owner| (owner, r.epoch)));
+        let Some((owner, epoch)) = live else {
             return self.claim_now(gateway, claim, false, now, out);
         };
-        let (owner, epoch) = (record.owner.expect("online: checked above"), record.epoch);
         // Takeover: the old connection must end [MQTT-3.1.4-3].
         out.push((owner, Downlink::Revoked { session: claim.session.clone(), epoch }));
         let deadline = UnixMillis(now.0 + TAKEOVER_WAIT_MS);
