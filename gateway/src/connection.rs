@@ -816,6 +816,12 @@ async fn write_packets<T: Transport>(transport: &mut T, codec: &Codec, packets: 
             .encode(packet, &mut out)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
     }
+    // Most batches fit the socket's send buffer: written at once, with no
+    // timer to set and clear.
+    transport.write_now(&mut out)?;
+    if out.is_empty() {
+        return Ok(());
+    }
     // A client that stops reading must not hold its task forever: past the
     // timeout the connection ends as if the socket had failed, which
     // releases the session and publishes the will.

@@ -8,7 +8,7 @@
 //!
 //! Hot path: `read_available` and `write_batch`.
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use std::io;
 use std::task::{Context, Poll};
 use tokio::io::AsyncWriteExt;
@@ -53,6 +53,15 @@ pub(crate) trait Transport: Send + 'static {
     /// WebSocket message). Not cancel-safe: a batch cut short is lost.
     async fn write_batch(&mut self, bytes: BytesMut) -> io::Result<()>;
 
+    /// Writes what the socket takes now from the front of `bytes`, without
+    /// waiting, and leaves the rest in `bytes` for [`Transport::write_batch`].
+    /// A transport that writes whole messages (WebSocket, SSE) takes
+    /// nothing here.
+    fn write_now(&mut self, bytes: &mut BytesMut) -> io::Result<()> {
+        let _ = bytes;
+        Ok(())
+    }
+
     /// Ends the stream in order (TCP: FIN; WebSocket: a close frame).
     async fn close(&mut self);
 
@@ -88,6 +97,18 @@ impl Transport for TcpStream {
 
     async fn write_batch(&mut self, bytes: BytesMut) -> io::Result<()> {
         self.write_all(&bytes).await
+    }
+
+    fn write_now(&mut self, bytes: &mut BytesMut) -> io::Result<()> {
+        while !bytes.is_empty() {
+            match self.try_write(bytes) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => bytes.advance(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     async fn close(&mut self) {
