@@ -8,7 +8,9 @@
 #   deploy/local-cluster.sh start DIR   # router-N grpc ADDR pid PID / gateway-N mqtt ADDR pid PID
 #   deploy/local-cluster.sh stop DIR
 #
-# Router ports: LOCAL_CLUSTER_PORT [7400] + node id.
+# Router ports: LOCAL_CLUSTER_PORT [7400] + node id. Each gateway also
+# serves its operations endpoints (/metrics, /healthz, /readyz) on a free
+# port of its address, named in gateway-N.log ("ops=ADDR").
 set -euo pipefail
 command=${1:-}
 dir=${2:-}
@@ -57,7 +59,7 @@ case "$command" in
     done
     for n in 1 2; do
       NO_COLOR=1 "$herald" gateway --router "$urls" --cluster-id local --mqtt "127.0.0.$((n + 1)):0" \
-        --node-id "$n" >"$dir/gateway-$n.log" 2>&1 &
+        --ops "127.0.0.$((n + 1)):0" --node-id "$n" >"$dir/gateway-$n.log" 2>&1 &
       echo $! >"$dir/gateway-$n.pid"
       line=$(wait_for "$dir/gateway-$n.log" listening)
       echo "gateway-$n mqtt $(echo "$line" | field mqtt) pid $(cat "$dir/gateway-$n.pid")"

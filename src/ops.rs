@@ -203,6 +203,7 @@ impl Sources {
                 "Sessions given back to a router on a new link.",
                 &link.sessions_reattached,
             );
+            render_round_trips(&link.publish_round_trip, &mut out);
         }
         if let Some(router) = self.router.as_ref().and_then(|source| source()) {
             render_router(&router, &mut out);
@@ -271,6 +272,28 @@ fn render_user_lookups(counters: &herald_gateway::device_users::LookupCounters, 
     for (source, outcome, count) in counters.all() {
         let _ = writeln!(out.text, "{name}{{source=\"{source}\",outcome=\"{outcome}\"}} {count}");
     }
+}
+
+/// How long publishes waited for the router's reply, as a histogram.
+fn render_round_trips(round_trips: &herald_gateway::router_client::RoundTrips, out: &mut Exposition) {
+    let name = "herald_router_publish_round_trip_seconds";
+    out.header(
+        name,
+        "From a publish taken for the router link to the router's reply: the gateway-router-gateway hop.",
+        "histogram",
+    );
+    let (buckets, sum) = round_trips.snapshot();
+    let bounds = herald_gateway::router_client::ROUND_TRIP_BUCKETS
+        .iter()
+        .map(|b| b.to_string())
+        .chain(["+Inf".to_owned()]);
+    let mut cumulative = 0;
+    for (bound, count) in bounds.zip(buckets) {
+        cumulative += count;
+        let _ = writeln!(out.text, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+    }
+    let _ = writeln!(out.text, "{name}_sum {sum}");
+    let _ = writeln!(out.text, "{name}_count {cumulative}");
 }
 
 /// The push API's requests by operation and status, their latency, and

@@ -38,7 +38,7 @@ use herald_proto::seam::{Reattach, RequestId, RouterPort, Uplink};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
@@ -252,6 +252,40 @@ pub struct LinkStatus {
     pub requests_replayed: AtomicU64,
     /// Sessions listed to a new link.
     pub sessions_reattached: AtomicU64,
+    /// How long publishes waited for the router's reply: from the link
+    /// taking the request to its reply coming back (the gateway → router
+    /// → gateway hop, the router's work and both streams' queues included).
+    pub publish_round_trip: RoundTrips,
+}
+
+/// Upper bounds, in seconds, of [`RoundTrips`]' buckets.
+pub const ROUND_TRIP_BUCKETS: [f64; 20] = [
+    0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1,
+    0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A latency histogram, lock-free: counts per bucket (the last past every
+/// bound) and the sum in microseconds.
+#[derive(Debug, Default)]
+pub struct RoundTrips {
+    buckets: [AtomicU64; ROUND_TRIP_BUCKETS.len() + 1],
+    sum_us: AtomicU64,
+}
+
+impl RoundTrips {
+    fn record(&self, elapsed: std::time::Duration) {
+        let seconds = elapsed.as_secs_f64();
+        let bucket =
+            ROUND_TRIP_BUCKETS.iter().position(|bound| seconds <= *bound).unwrap_or(ROUND_TRIP_BUCKETS.len());
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Counts per bucket (not cumulative), and the sum in seconds.
+    pub fn snapshot(&self) -> ([u64; ROUND_TRIP_BUCKETS.len() + 1], f64) {
+        let buckets = std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed));
+        (buckets, self.sum_us.load(Ordering::Relaxed) as f64 / 1e6)
+    }
 }
 
 impl LinkStatus {
@@ -277,6 +311,8 @@ pub struct RouterLink {
 struct Pending {
     next: u64,
     items: HashMap<RequestId, (u64, Uplink)>,
+    /// When each publish in `items` was taken for the link.
+    publishes: HashMap<RequestId, Instant>,
 }
 
 impl Pending {
@@ -286,6 +322,7 @@ impl Pending {
 
     /// The unanswered requests, oldest first.
     fn take_in_order(&mut self) -> Vec<Uplink> {
+        self.publishes.clear();
         let mut items: Vec<_> = self.items.drain().map(|(_, entry)| entry).collect();
         items.sort_unstable_by_key(|(seq, _)| *seq);
         items.into_iter().map(|(_, item)| item).collect()
@@ -321,7 +358,7 @@ async fn supervise(
         status.links_opened.fetch_add(1, Ordering::Relaxed);
         status.linked.store(true, Ordering::Relaxed);
         let Some(opening) = opening_items(&resync, &mut port, &pending, &status) else { return };
-        let ended = pump(&mut open, &mut port, &pending, opening).await;
+        let ended = pump(&mut open, &mut port, &pending, opening, &status).await;
         status.linked.store(false, Ordering::Relaxed);
         let reason = match ended {
             Ended::GatewayStopped => return,
@@ -431,6 +468,7 @@ async fn pump(
     port: &mut RouterPort,
     pending: &Mutex<Pending>,
     opening: Vec<Uplink>,
+    status: &LinkStatus,
 ) -> Ended {
     let outbound = open.outbound.clone();
     let up = async {
@@ -440,6 +478,7 @@ async fn pump(
                 return Ended::GatewayStopped;
             }
             let converted = {
+                let now = Instant::now();
                 let mut pending = Pending::lock(pending);
                 buffer
                     .drain(..)
@@ -448,6 +487,9 @@ async fn pump(
                         if let Some(request) = item.request() {
                             let seq = pending.next;
                             pending.next += 1;
+                            if matches!(item, Uplink::Publish(_)) {
+                                pending.publishes.insert(request, now);
+                            }
                             pending.items.insert(request, (seq, item));
                         }
                         converted
@@ -478,7 +520,11 @@ async fn pump(
                     return None;
                 }
                 if let Some(request) = request {
-                    Pending::lock(pending).items.remove(&request);
+                    let mut pending = Pending::lock(pending);
+                    pending.items.remove(&request);
+                    if let Some(sent) = pending.publishes.remove(&request) {
+                        status.publish_round_trip.record(sent.elapsed());
+                    }
                 }
             }
             batch = match inbound.message().await {

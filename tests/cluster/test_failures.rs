@@ -211,6 +211,16 @@ fn a_gateway_without_its_router_stays_ready_and_says_so_in_its_metrics() {
         }
     };
     assert_eq!(metric("herald_router_quorum_reachable{}"), 1.0);
+    // Publishes that wait for the router's reply time the hop to it and back.
+    let round_trips = "herald_router_publish_round_trip_seconds_count{}";
+    assert_eq!(metric(round_trips), 0.0);
+    publisher(&cluster.gateway(index), Version::V5, "t")
+        .qos(1)
+        .lines(&["a".to_owned(), "b".to_owned()])
+        .run();
+    eventually(round_trips, 2.0);
+    assert!(metric("herald_router_publish_round_trip_seconds_bucket{le=\"5\"}") == 2.0);
+    assert!(metric("herald_router_publish_round_trip_seconds_sum{}") > 0.0);
 
     cluster.kill_router();
     eventually("herald_router_quorum_reachable{}", 0.0);
