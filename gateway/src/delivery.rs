@@ -28,22 +28,24 @@ pub(crate) async fn run(shared: Arc<Shared>, mut downlink: mpsc::Receiver<Downli
             match item {
                 Downlink::Deliver(message) => {
                     let mut traced = Traced::start(&message);
-                    targets.clear();
-                    shared.index.read().unwrap_or_else(|p| p.into_inner()).matches(&message, &mut targets);
-                    for (conn, sub, qos, subscription_ids) in targets.drain(..) {
-                        let Some(handle) = shared.connections.get(conn) else { continue };
-                        if sub.no_local && message.origin.as_ref() == Some(&handle.key.client) {
-                            continue;
-                        }
-                        let queued = QueuedMessage {
-                            message: message.clone(),
-                            qos,
-                            subscription_ids,
-                            progress: herald_proto::seam::Progress::Unsent,
-                            shared: None,
-                        };
-                        hand(&shared, &handle, queued, &mut traced);
-                    }
+                    let limits = (shared.config.max_inbox, shared.config.max_inbox_bytes);
+                    hand_to_matches(
+                        &shared.index,
+                        &shared.connections,
+                        &message,
+                        limits,
+                        &mut targets,
+                        |handed| {
+                            let counters = &shared.counters;
+                            let counter = if handed {
+                                &counters.deliveries
+                            } else {
+                                &counters.dropped_connection_backlog
+                            };
+                            GatewayCounters::add(counter, 1);
+                            traced.count(handed);
+                        },
+                    );
                 }
                 Downlink::DeliverShared { filter, message } => deliver_shared(&shared, filter, message).await,
                 Downlink::DeliverPush { message, devices } => deliver_push(&shared, &message, devices),
@@ -83,6 +85,40 @@ pub(crate) async fn run(shared: Arc<Shared>, mut downlink: mpsc::Receiver<Downli
                 }
             }
         }
+    }
+}
+
+/// The local subscriptions a message matches: connection, subscription,
+/// granted QoS, subscription identifiers.
+pub(crate) type Targets = Vec<(ConnId, LocalSubscription, herald_core::QoS, Vec<u32>)>;
+
+/// Hands `message` to each local connection with a subscription it
+/// matches (except its own publisher's no-local ones), within each inbox's
+/// `(items, payload bytes)` limits; `handed` learns of each copy whether
+/// the inbox took it. The index is locked only while matching.
+pub(crate) fn hand_to_matches(
+    index: &std::sync::RwLock<crate::registry::LocalIndex>,
+    connections: &crate::registry::Connections,
+    message: &Arc<Message>,
+    (capacity, byte_capacity): (usize, usize),
+    targets: &mut Targets,
+    mut handed: impl FnMut(bool),
+) {
+    targets.clear();
+    index.read().unwrap_or_else(|p| p.into_inner()).matches(message, targets);
+    for (conn, sub, qos, subscription_ids) in targets.drain(..) {
+        let Some(handle) = connections.get(conn) else { continue };
+        if sub.no_local && message.origin.as_ref() == Some(&handle.key.client) {
+            continue;
+        }
+        let queued = QueuedMessage {
+            message: message.clone(),
+            qos,
+            subscription_ids,
+            progress: herald_proto::seam::Progress::Unsent,
+            shared: None,
+        };
+        handed(handle.push_within(Inbound::Deliver(queued), capacity, byte_capacity));
     }
 }
 

@@ -25,6 +25,8 @@ mod acks;
 pub mod acl;
 mod admission;
 pub mod auth;
+#[doc(hidden)]
+pub mod bench;
 mod connection;
 mod delivery;
 mod der;
