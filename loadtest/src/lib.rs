@@ -49,6 +49,7 @@ mod push;
 mod report;
 mod storm;
 mod subscriber;
+mod workers;
 
 pub use report::{Report, parse_report_line};
 /// The JSON value a [`Report`] is made of, for callers that read reports.
@@ -65,7 +66,9 @@ pub struct Args {
 enum Scenario {
     /// Open N idle connections at a given rate, hold them, and report the
     /// connect rate, handshake latency and (given its pid) the server's
-    /// memory per connection.
+    /// memory per connection. Past this process's open-file limit, the
+    /// connections are spread over several worker processes.
+    #[command(args_override_self = true)]
     Conn(conn::ConnArgs),
     /// One publisher, N subscribers on its topic.
     Fanout(fanout::FlowArgs),

@@ -63,6 +63,11 @@ impl Broker {
 fn run_loadtest(args: &[&str]) -> (bool, Option<Value>, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
     command.arg("loadtest").args(args);
+    run_to_report(command, args)
+}
+
+/// Runs `command` (a `herald loadtest` with `args`) as [`run_loadtest`] does.
+fn run_to_report(command: Command, args: &[&str]) -> (bool, Option<Value>, String) {
     let mut process = Supervised::start("herald loadtest", command).expect("spawn herald loadtest");
     let status = process
         .wait_timeout(RUN_TIMEOUT)
@@ -348,6 +353,26 @@ fn conn_holds_its_connections() {
         Some(rate) => assert!((rate - 50.0 / cpu).abs() < 1e-6 * rate, "{report}"),
         None => assert!(per_cpu.is_null() && cpu == 0.0, "{report}"),
     }
+}
+
+#[test]
+fn conn_past_the_open_file_limit_spreads_over_worker_processes() {
+    let broker = Broker::start();
+    let pid = broker.process.pid().to_string();
+    // 300 open files: 236 sockets a process, so 600 connections take three.
+    let args =
+        ["conn", "--connections", "600", "--hold", "1", "--target", &broker.address, "--server-pid", &pid];
+    let mut command = Command::new("/usr/bin/prlimit");
+    command.args(["--nofile=300", env!("CARGO_BIN_EXE_herald"), "loadtest"]).args(args);
+    let (status, report, output) = run_to_report(command, &args);
+    assert!(status, "{output}");
+    let report = report.unwrap_or_else(|| panic!("no report:\n{output}"));
+    assert_eq!(count(&report, "worker_processes"), 3, "{report}");
+    assert_eq!(count(&report, "connected"), 600, "{report}");
+    assert_eq!(count(&report, "open_after_hold"), 600, "{report}");
+    assert_eq!(report["results"]["handshake_us"]["count"], 600, "every handshake in the merged histogram");
+    // The server is measured while every worker holds its share.
+    assert!(report["results"]["server_bytes_per_connection"].as_f64().is_some(), "{report}");
 }
 
 #[test]
