@@ -223,6 +223,8 @@ impl TlsListener {
             loop {
                 match listener.accept().await {
                     Ok((stream, peer)) => {
+                        // As every socket of the gateway: no Nagle delay.
+                        let _ = stream.set_nodelay(true);
                         let (tls, done, shared) = (tls.clone(), done.clone(), shared.clone());
                         tokio::spawn(async move {
                             let failed = &shared.counters.tls_handshakes_failed;

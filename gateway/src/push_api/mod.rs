@@ -256,7 +256,7 @@ pub(crate) async fn serve(
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(api.clone());
     let served = match tls {
-        None => axum::serve(listener, app).with_graceful_shutdown(shutdown).await,
+        None => axum::serve(without_delay(listener), app).with_graceful_shutdown(shutdown).await,
         Some(tls) => {
             let timeout = api.shared.config.connect_timeout;
             match crate::tls::TlsListener::new(listener, tls, timeout, api.shared.clone()) {
@@ -268,6 +268,18 @@ pub(crate) async fn serve(
     if let Err(error) = served {
         tracing::warn!(%error, "push API listener failed");
     }
+}
+
+/// The listener with TCP_NODELAY set on every socket it accepts: without
+/// it Nagle's algorithm holds an SSE event written while the previous one
+/// is unacknowledged until the browser's delayed ACK (up to 40 ms).
+fn without_delay(
+    listener: tokio::net::TcpListener,
+) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = std::net::SocketAddr> {
+    use axum::serve::ListenerExt;
+    listener.tap_io(|stream| {
+        let _ = stream.set_nodelay(true);
+    })
 }
 
 /// The TLS configuration of the push API, when it is served over HTTPS.
@@ -589,6 +601,17 @@ fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
 
 #[cfg(test)]
 mod tests {
+    #[tokio::test]
+    async fn accepted_sockets_send_small_writes_at_once() {
+        use axum::serve::Listener;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let mut listener = super::without_delay(listener);
+        let _client = tokio::net::TcpStream::connect(address).await.expect("connect");
+        let (accepted, _) = listener.accept().await;
+        assert!(accepted.nodelay().expect("TCP_NODELAY readable"), "Nagle's algorithm is off");
+    }
+
     #[test]
     fn every_documented_operation_is_served() {
         for op in super::openapi::OPERATIONS {
