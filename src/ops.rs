@@ -283,17 +283,7 @@ fn render_round_trips(round_trips: &herald_gateway::router_client::RoundTrips, o
         "histogram",
     );
     let (buckets, sum) = round_trips.snapshot();
-    let bounds = herald_gateway::router_client::ROUND_TRIP_BUCKETS
-        .iter()
-        .map(|b| b.to_string())
-        .chain(["+Inf".to_owned()]);
-    let mut cumulative = 0;
-    for (bound, count) in bounds.zip(buckets) {
-        cumulative += count;
-        let _ = writeln!(out.text, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
-    }
-    let _ = writeln!(out.text, "{name}_sum {sum}");
-    let _ = writeln!(out.text, "{name}_count {cumulative}");
+    out.histogram_series(name, None, &herald_gateway::router_client::ROUND_TRIP_BUCKETS, &buckets, sum);
 }
 
 /// The push API's requests by operation and status, their latency, and
@@ -309,18 +299,8 @@ fn render_push_api(metrics: &herald_gateway::push_api::metrics::ApiMetrics, out:
     let name = "herald_push_request_duration_seconds";
     out.header(name, "Push-API request latency, from the key check to the answer.", "histogram");
     for (operation, latency) in metrics.latency() {
-        let mut cumulative = 0;
-        let bounds = herald_gateway::push_api::metrics::BUCKETS
-            .iter()
-            .map(|b| b.to_string())
-            .chain(["+Inf".to_owned()]);
-        for (bound, count) in bounds.zip(latency.buckets) {
-            cumulative += count;
-            let _ =
-                writeln!(out.text, "{name}_bucket{{operation=\"{operation}\",le=\"{bound}\"}} {cumulative}");
-        }
-        let _ = writeln!(out.text, "{name}_sum{{operation=\"{operation}\"}} {}", latency.sum);
-        let _ = writeln!(out.text, "{name}_count{{operation=\"{operation}\"}} {}", latency.count);
+        let bounds = &herald_gateway::push_api::metrics::BUCKETS;
+        out.histogram_series(name, Some(("operation", operation)), bounds, &latency.buckets, latency.sum);
     }
     out.counter(
         "herald_push_rate_limited_total",
@@ -443,6 +423,30 @@ impl Exposition {
     fn counter_value(&mut self, name: &str, help: &str, value: u64) {
         self.header(name, help, "counter");
         let _ = writeln!(self.text, "{name} {value}");
+    }
+
+    /// One series of a histogram (its header written already): `buckets`
+    /// counts per bucket, not cumulative, the last past every bound.
+    fn histogram_series(
+        &mut self,
+        name: &str,
+        label: Option<(&str, &str)>,
+        bounds: &[f64],
+        buckets: &[u64],
+        sum: f64,
+    ) {
+        let (before_le, alone) = match label {
+            Some((key, value)) => (format!("{key}=\"{value}\","), format!("{{{key}=\"{value}\"}}")),
+            None => (String::new(), String::new()),
+        };
+        let bounds = bounds.iter().map(f64::to_string).chain(["+Inf".to_owned()]);
+        let mut cumulative = 0;
+        for (bound, count) in bounds.zip(buckets) {
+            cumulative += count;
+            let _ = writeln!(self.text, "{name}_bucket{{{before_le}le=\"{bound}\"}} {cumulative}");
+        }
+        let _ = writeln!(self.text, "{name}_sum{alone} {sum}");
+        let _ = writeln!(self.text, "{name}_count{alone} {cumulative}");
     }
 
     fn labelled_counter(&mut self, name: &str, help: &str, label: &str, values: &[(&str, u64)]) {

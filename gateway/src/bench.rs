@@ -20,6 +20,7 @@ pub struct FanOut {
     connections: Connections,
     sessions: Vec<(Arc<ConnHandle>, Session)>,
     message: Arc<Message>,
+    targets: crate::delivery::Targets,
     codec: Codec,
     out: BytesMut,
 }
@@ -68,6 +69,7 @@ impl FanOut {
             connections,
             sessions,
             message: Arc::new(message),
+            targets: Vec::new(),
             codec: Codec::new(ProtocolVersion::V311, 1 << 20),
             out: BytesMut::new(),
         }
@@ -81,13 +83,12 @@ impl FanOut {
     pub fn deliver(&mut self) -> usize {
         let now = UnixMillis(1_000_000);
         let mut handed = 0;
-        let mut targets = Vec::new();
         hand_to_matches(
             &self.index,
             &self.connections,
             &self.message,
             (1000, usize::MAX),
-            &mut targets,
+            &mut self.targets,
             |taken| handed += usize::from(taken),
         );
         assert_eq!(handed, self.sessions.len(), "every subscriber takes the message");

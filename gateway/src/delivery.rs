@@ -35,16 +35,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut downlink: mpsc::Receiver<Downli
                         &message,
                         limits,
                         &mut targets,
-                        |handed| {
-                            let counters = &shared.counters;
-                            let counter = if handed {
-                                &counters.deliveries
-                            } else {
-                                &counters.dropped_connection_backlog
-                            };
-                            GatewayCounters::add(counter, 1);
-                            traced.count(handed);
-                        },
+                        |handed| count(&shared, &mut traced, handed),
                     );
                 }
                 Downlink::DeliverShared { filter, message } => deliver_shared(&shared, filter, message).await,
@@ -160,6 +151,11 @@ fn deliver_push(shared: &Shared, message: &Arc<Message>, devices: Option<Vec<her
 fn hand(shared: &Shared, handle: &ConnHandle, queued: QueuedMessage, traced: &mut Traced) {
     let inbox = Inbound::Deliver(queued);
     let handed = handle.push_within(inbox, shared.config.max_inbox, shared.config.max_inbox_bytes);
+    count(shared, traced, handed);
+}
+
+/// Counts a copy an inbox took (`handed`) or refused.
+fn count(shared: &Shared, traced: &mut Traced, handed: bool) {
     let counter =
         if handed { &shared.counters.deliveries } else { &shared.counters.dropped_connection_backlog };
     GatewayCounters::add(counter, 1);

@@ -310,9 +310,9 @@ pub struct RouterLink {
 #[derive(Default)]
 struct Pending {
     next: u64,
-    items: HashMap<RequestId, (u64, Uplink)>,
-    /// When each publish in `items` was taken for the link.
-    publishes: HashMap<RequestId, Instant>,
+    /// Each request with its place in the send order and when the link
+    /// took it.
+    items: HashMap<RequestId, (u64, Instant, Uplink)>,
 }
 
 impl Pending {
@@ -322,10 +322,9 @@ impl Pending {
 
     /// The unanswered requests, oldest first.
     fn take_in_order(&mut self) -> Vec<Uplink> {
-        self.publishes.clear();
         let mut items: Vec<_> = self.items.drain().map(|(_, entry)| entry).collect();
-        items.sort_unstable_by_key(|(seq, _)| *seq);
-        items.into_iter().map(|(_, item)| item).collect()
+        items.sort_unstable_by_key(|(seq, _, _)| *seq);
+        items.into_iter().map(|(_, _, item)| item).collect()
     }
 }
 
@@ -487,10 +486,7 @@ async fn pump(
                         if let Some(request) = item.request() {
                             let seq = pending.next;
                             pending.next += 1;
-                            if matches!(item, Uplink::Publish(_)) {
-                                pending.publishes.insert(request, now);
-                            }
-                            pending.items.insert(request, (seq, item));
+                            pending.items.insert(request, (seq, now, item));
                         }
                         converted
                     })
@@ -520,9 +516,8 @@ async fn pump(
                     return None;
                 }
                 if let Some(request) = request {
-                    let mut pending = Pending::lock(pending);
-                    pending.items.remove(&request);
-                    if let Some(sent) = pending.publishes.remove(&request) {
+                    let answered = Pending::lock(pending).items.remove(&request);
+                    if let Some((_, sent, Uplink::Publish(_))) = answered {
                         status.publish_round_trip.record(sent.elapsed());
                     }
                 }

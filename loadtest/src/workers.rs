@@ -64,7 +64,6 @@ pub(crate) fn run_conn(args: &ConnArgs, per_process: usize, limit: Duration) -> 
         first += share;
     }
     let started = std::time::Instant::now();
-    let mut handshakes = histogram();
     let mut tally = Tally {
         connected: 0,
         open: 0,
@@ -83,10 +82,9 @@ pub(crate) fn run_conn(args: &ConnArgs, per_process: usize, limit: Duration) -> 
         }
         tally.connect_seconds = tally.connect_seconds.max(ready["connect_seconds"].as_f64().unwrap_or(0.0));
         for us in ready["handshakes_us"].as_array().into_iter().flatten() {
-            handshakes.saturating_record(us.as_u64().unwrap_or(1));
+            tally.handshakes.saturating_record(us.as_u64().unwrap_or(1));
         }
     }
-    tally.handshakes = handshakes;
     let server_connected = crate::proc::sample(&args.common.server_pid);
     std::thread::sleep(Duration::from_secs(args.hold));
     let server_after = crate::proc::sample(&args.common.server_pid);
