@@ -221,6 +221,11 @@ impl Sources {
                 g.last_log_index.saturating_sub(g.applied_index),
             );
             out.gauge("herald_raft_snapshot_index", "The last snapshot's index.", g.snapshot_index);
+            out.gauge(
+                "herald_raft_vote_withheld",
+                "1 while this router, started with no data, votes for no one until it has caught up.",
+                u64::from(g.vote_withheld),
+            );
             out.labelled_counter(
                 "herald_raft_snapshots_total",
                 "Snapshots this node built from its state, or installed in its place, since it started.",

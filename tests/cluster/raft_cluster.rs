@@ -279,6 +279,17 @@ impl RaftCluster {
         self.routers[node - 1] = Some(router);
     }
 
+    /// Starts router `node` (1-based) again without waiting for it to serve:
+    /// it may wait for a leader. [`RaftCluster::wait_serving`] waits.
+    pub(crate) fn restart_router_unwaited(&mut self, node: usize) {
+        self.routers[node - 1] = Some(self.spawn_router(node));
+    }
+
+    /// Waits until router `node` (1-based) serves: it has found a leader.
+    pub(crate) fn wait_serving(&self, node: usize) {
+        self.routers[node - 1].as_ref().expect("running").wait_for_line("listening", STARTUP);
+    }
+
     /// Returns router `node`'s line of `herald ctl cluster status`, split
     /// into columns (node, role, term, leader, last log, applied, snapshot,
     /// retained, sessions, …), if it answered.

@@ -113,3 +113,58 @@ fn the_first_router_with_its_data_lost_never_forms_a_cluster_of_its_own_and_rejo
         [Message::new("kept/before", "one", 1, true), Message::new("kept/while-out", "two", 1, true)]
     );
 }
+
+#[test]
+fn a_router_that_lost_its_data_votes_for_no_one_until_a_leader_has_brought_it_up_to_date() {
+    let mut cluster = RaftCluster::start(3);
+    let gateway = cluster.start_gateway();
+    publisher(&gateway, Version::V5, "kept/before").qos(1).retain().message("one").run();
+    let leader = cluster.leader();
+    let others: Vec<usize> = (1..=3).filter(|node| *node != leader).collect();
+    let (stale, wiped) = (others[0], others[1]);
+
+    // The stale router misses a write that the leader and `wiped` commit:
+    // acknowledged, so it is in `wiped`'s log.
+    cluster.signal_router(stale, "STOP");
+    publisher(&gateway, Version::V5, "kept/while-stale").qos(1).retain().message("two").run();
+    // Then the leader dies and `wiped` loses its data: only the stale
+    // router and one with an empty log are left.
+    cluster.kill_router(leader);
+    cluster.kill_router(wiped);
+    std::fs::remove_dir_all(cluster.data_dir(wiped)).expect("lose the data");
+    cluster.restart_router_unwaited(wiped);
+    cluster.signal_router(stale, "CONT");
+
+    // An empty log would vote for the stale router, which would lead
+    // without the write. `wiped` votes for no one: no leader while the
+    // stale router asks, election after election (timeouts of 0.3-0.6 s).
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(4) {
+        let roles = cluster.roles();
+        assert!(!roles.iter().any(|(_, role, _)| role == "Leader"), "a leader without the write: {roles:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let output = cluster.router_output(wiped);
+    assert!(output.contains("it votes for no one until a leader has brought it up to date"), "{output}");
+    assert!(output.contains("vote withheld"), "the stale router asked for votes: {output}");
+
+    // The router that has the write comes back and leads; `wiped` follows,
+    // catches up and votes again.
+    cluster.restart_router(leader);
+    let leader = cluster.leader();
+    cluster.wait_serving(wiped);
+    cluster.wait_caught_up(wiped, leader);
+    cluster.wait_caught_up(stale, leader);
+    crate::support::eventually(
+        Duration::from_secs(10),
+        || cluster.router_output(wiped).contains("it votes again").then_some(()),
+        || format!("router {wiped} still withholds its vote:\n{}", cluster.router_output(wiped)),
+    );
+    let mut reader = subscriber(&gateway, Version::V5).topic("kept/#").qos(1).start();
+    let mut got = reader.expect_messages(2);
+    got.sort_by(|a, b| a.topic.cmp(&b.topic));
+    assert_eq!(
+        got,
+        [Message::new("kept/before", "one", 1, true), Message::new("kept/while-stale", "two", 1, true)]
+    );
+}

@@ -686,13 +686,15 @@ pub(crate) struct PublishBuilder {
     version: Version,
     arguments: Vec<String>,
     stdin: Option<String>,
+    /// How long it may take: one step, plus a millisecond per line.
+    timeout: Duration,
 }
 
 /// Prepares a `mosquitto_pub` to `topic` at QoS 0; exactly one of [`PublishBuilder::message`],
 /// [`PublishBuilder::empty`] or [`PublishBuilder::lines`] must give the payload.
 pub(crate) fn publisher(broker: &impl Endpoint, version: Version, topic: &str) -> PublishBuilder {
     let arguments = vec!["-i".to_owned(), unique_client_id("pub"), "-t".to_owned(), topic.to_owned()];
-    PublishBuilder { addr: broker.addr(), version, arguments, stdin: None }
+    PublishBuilder { addr: broker.addr(), version, arguments, stdin: None, timeout: STEP_TIMEOUT }
 }
 
 impl PublishBuilder {
@@ -750,6 +752,9 @@ impl PublishBuilder {
     pub(crate) fn lines(mut self, payloads: &[String]) -> Self {
         self.arguments.push("-l".to_owned());
         self.stdin = Some(payloads.iter().map(|payload| format!("{payload}\n")).collect());
+        // Thousands of lines take their time on two cores shared with a
+        // cluster, in a debug build.
+        self.timeout = STEP_TIMEOUT + Duration::from_millis(payloads.len() as u64);
         self
     }
 
@@ -768,11 +773,12 @@ impl PublishBuilder {
             ])
             .arg("-d")
             .args(&self.arguments);
-        let finished = run_bounded(command, self.stdin.as_deref(), STEP_TIMEOUT);
+        let finished = run_bounded(command, self.stdin.as_deref(), self.timeout);
         assert!(
             finished.succeeded(),
-            "mosquitto_pub {} did not succeed within {STEP_TIMEOUT:?}\n{finished}",
-            self.arguments.join(" ")
+            "mosquitto_pub {} did not succeed within {:?}\n{finished}",
+            self.arguments.join(" "),
+            self.timeout
         );
     }
 }

@@ -20,10 +20,12 @@ mod peer_service;
 mod proposer;
 #[allow(clippy::result_large_err)]
 mod state_machine;
+mod vote_gate;
 
 pub use log_store::LogStore;
 pub use peer_service::{GatewayCounts, RaftPeerService};
 pub use state_machine::{Replicated, StateMachine};
+pub use vote_gate::VoteGate;
 
 use herald_proto::journal::{self, DurableImage, Fact};
 use herald_store::wal::WalOptions;
@@ -183,6 +185,8 @@ pub struct RaftGauges {
     pub snapshots_built: u64,
     /// Snapshots installed since start.
     pub snapshots_installed: u64,
+    /// Whether this node withholds its vote (no data, not caught up).
+    pub vote_withheld: bool,
 }
 
 /// One router node's Raft.
@@ -200,6 +204,9 @@ pub struct RaftNode {
     restored: Arc<tokio::sync::Notify>,
     /// Merges the journals of batches waiting for a commit (group commit).
     proposer: proposer::Proposer,
+    /// Withholds this node's vote while it has no data and may have lost
+    /// it (ADR 0032).
+    votes: Arc<VoteGate>,
 }
 
 impl std::fmt::Debug for RaftNode {
@@ -248,6 +255,10 @@ impl RaftNode {
             .await
             .map_err(|e| RaftNodeError::Raft(e.to_string()))?;
         let lease = Duration::from_millis(settings.election_max_ms);
+        // No data: a first start, or a router that lost its data. It votes
+        // once `join` has told which (ADR 0032).
+        let fresh = !raft.is_initialized().await.map_err(|e| RaftNodeError::Raft(e.to_string()))?;
+        let votes = VoteGate::new(fresh);
         let restored = Arc::new(tokio::sync::Notify::new());
         let proposer = proposer::Proposer::start(raft.clone());
         Ok(RaftNode {
@@ -259,6 +270,7 @@ impl RaftNode {
             restored,
             snapshots,
             proposer,
+            votes,
         })
     }
 
@@ -271,6 +283,17 @@ impl RaftNode {
             Membership::Join => BTreeMap::new(),
         };
         let initialised = self.raft.is_initialized().await.map_err(|e| RaftNodeError::Raft(e.to_string()))?;
+        if self.votes.is_withheld() {
+            if membership == Membership::Single {
+                // Alone: nobody asks for its vote.
+                self.votes.lift();
+            } else {
+                let peers = members.iter().filter(|(id, _)| **id != self.id);
+                let peers = peers.map(|(id, address)| (*id, address.clone())).collect();
+                let (raft, gate) = (self.raft.clone(), self.votes.clone());
+                tokio::spawn(vote_gate::settle(raft, gate, self.id, self.cluster_id.clone(), peers));
+            }
+        }
         if !initialised
             && matches!(membership, Membership::Voters(_))
             && let Some(voters) = self.peers_cluster(&members).await
@@ -345,6 +368,7 @@ impl RaftNode {
             self.cluster_id.clone(),
             self.state.clone(),
             self.restored.clone(),
+            self.votes.clone(),
         )
     }
 
@@ -364,6 +388,7 @@ impl RaftNode {
             snapshot_index: metrics.snapshot.map_or(0, |id| id.index),
             snapshots_built: self.snapshots.built.load(std::sync::atomic::Ordering::Relaxed),
             snapshots_installed: self.snapshots.installed.load(std::sync::atomic::Ordering::Relaxed),
+            vote_withheld: self.votes.is_withheld(),
         }
     }
 

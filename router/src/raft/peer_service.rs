@@ -2,7 +2,7 @@
 //! service, which hands openraft's messages to this node's Raft, and its
 //! status for `herald ctl cluster status`.
 
-use super::{Replicated, TypeConfig};
+use super::{Replicated, TypeConfig, VoteGate};
 use herald_proto::grpc::pb::raft_peer_server::{RaftPeer, RaftPeerServer};
 use herald_proto::grpc::pb::{
     AddVoterRequest, BackupReply, BackupRequest, ElectReply, ElectRequest, MembershipReply, RaftReply,
@@ -24,6 +24,7 @@ pub struct RaftPeerService {
     state: Arc<Mutex<Replicated>>,
     gateways: GatewayCounts,
     restored: Arc<tokio::sync::Notify>,
+    votes: Arc<VoteGate>,
 }
 
 /// Reports the gateways a node serves and their online sessions.
@@ -35,8 +36,9 @@ impl RaftPeerService {
         cluster_id: String,
         state: Arc<Mutex<Replicated>>,
         restored: Arc<tokio::sync::Notify>,
+        votes: Arc<VoteGate>,
     ) -> RaftPeerService {
-        RaftPeerService { raft, cluster_id, state, gateways: Arc::new(Vec::new), restored }
+        RaftPeerService { raft, cluster_id, state, gateways: Arc::new(Vec::new), restored, votes }
     }
 
     /// Reports, in `herald ctl cluster status`, the gateways `counts` lists
@@ -124,7 +126,16 @@ impl RaftPeer for RaftPeerService {
     }
 
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        let rpc = self.open(request)?;
+        let rpc: openraft::raft::VoteRequest<u64> = self.open(request)?;
+        if self.votes.is_withheld() {
+            // No data, and not caught up (ADR 0032): a refusal that leaves
+            // this node's vote as it is.
+            let metrics = self.raft.metrics().borrow().clone();
+            tracing::info!(candidate = %rpc.vote, "vote withheld: this router has no data and has not caught up");
+            let refused =
+                openraft::raft::VoteResponse { vote: metrics.vote, vote_granted: false, last_log_id: None };
+            return reply(&Ok::<_, openraft::error::RaftError<u64>>(refused));
+        }
         reply(&self.raft.vote(rpc).await)
     }
 
