@@ -109,7 +109,6 @@ pub(crate) async fn run_router(
         Membership::Single | Membership::Join => grpc.to_string(),
     };
     let single = membership == Membership::Single;
-    raft.join(&address, membership).await?;
     let serving_now = serving.subscribe();
     let router_source: crate::ops::RouterSource = Arc::new(move || serving_now.borrow().clone());
     let caught_up = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -125,9 +124,21 @@ pub(crate) async fn run_router(
         registry: registry.as_ref().map(|(_, stats)| Arc::clone(stats)),
         ..Default::default()
     };
+    // Metrics and health answer while it waits for a leader, however long.
     let (ops, shutdown) = crate::ops::start(config.ops, sources, shutdown).await?;
-    info!(%grpc, cluster = %cluster_id, %node, "listening");
-    let outcome = lead(&raft, &serving, &limits, registry.as_ref(), single, shutdown).await;
+    let mut shutdown = std::pin::pin!(shutdown);
+    let joined = tokio::select! {
+        joined = raft.join(&address, membership) => Some(joined),
+        () = &mut shutdown => None,
+    };
+    let outcome = match joined {
+        Some(Ok(())) => {
+            info!(%grpc, cluster = %cluster_id, %node, "listening");
+            lead(&raft, &serving, &limits, registry.as_ref(), single, shutdown).await
+        }
+        Some(Err(e)) => Err(e.into()),
+        None => Ok(()),
+    };
     // Leadership first (the gateways were let go already), then the server:
     // a leader that kept heartbeating while it waited for its streams to
     // close would keep the others from electing.

@@ -285,6 +285,12 @@ impl RaftCluster {
         self.routers[node - 1] = Some(self.spawn_router(node));
     }
 
+    /// Waits up to `timeout` for router `node` (1-based) to exit; `None`: it
+    /// still runs.
+    pub(crate) fn wait_exit(&mut self, node: usize, timeout: Duration) -> Option<std::process::ExitStatus> {
+        self.routers[node - 1].as_mut().expect("running").wait_timeout(timeout)
+    }
+
     /// Waits until router `node` (1-based) serves: it has found a leader.
     pub(crate) fn wait_serving(&self, node: usize) {
         self.routers[node - 1].as_ref().expect("running").wait_for_line("listening", STARTUP);

@@ -281,3 +281,37 @@ fn clients_riding_through_a_leader_killed_and_a_leader_stopped_see_a_history_wit
     assert!(report["results"]["acknowledged"].as_u64() >= Some(1500), "{report}");
     eprintln!("{report}");
 }
+
+/// Every router down, one restarted with no data (lost, or a first start where its peers are
+/// slow to come up): it waits for a leader however long that takes (it used to exit after
+/// 10 s, and a supervisor's back-off then delayed it past the others' return), answers health,
+/// readiness and status meanwhile, and serves once the others are back.
+#[test]
+fn a_router_without_a_leader_waits_for_one_and_answers_meanwhile() {
+    use crate::ops_client::{fetch, ops_address};
+    let mut cluster = RaftCluster::start_with(3, &[("HERALD_OPS", "127.0.0.1:0")]);
+    let gateway = cluster.start_gateway();
+    publisher(&gateway, Version::V5, "kept/one").qos(1).retain().message("one").run();
+    for node in 1..=3 {
+        cluster.kill_router(node);
+    }
+    std::fs::remove_dir_all(cluster.data_dir(3)).expect("lose router 3's data");
+    cluster.restart_router_unwaited(3);
+    assert_eq!(cluster.wait_exit(3, Duration::from_secs(12)), None, "router 3 gave up waiting");
+    let output = cluster.router_output(3);
+    assert!(output.contains("no leader yet: waiting until a majority of the voters is up"), "{output}");
+    let ops = ops_address(&output);
+    assert_eq!(fetch(&ops, "/healthz").0, 200);
+    let (ready, said) = fetch(&ops, "/readyz");
+    assert_eq!(ready, 503, "ready without a leader: {said:?}");
+    let status = cluster.status_of(3).expect("router 3 answers status");
+    assert_ne!(status[1], "Leader", "{status:?}");
+
+    cluster.restart_router(1);
+    cluster.restart_router(2);
+    cluster.wait_serving(3);
+    let leader = cluster.leader();
+    cluster.wait_caught_up(3, leader);
+    let mut reader = subscriber(&gateway, Version::V5).topic("kept/#").qos(1).start();
+    assert_eq!(reader.expect_messages(1), [Message::new("kept/one", "one", 1, true)]);
+}

@@ -165,7 +165,8 @@ fn wal_options(segment_size: u64) -> WalOptions {
     WalOptions { segment_size, slow_sync: Duration::from_millis(slow) }
 }
 
-/// How long a starting single node waits to lead.
+/// How long a starting single node waits to lead; a voter of a larger
+/// cluster says, this often, that it still waits for a leader.
 const LEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A node's Raft progress, for metrics and readiness.
@@ -326,14 +327,35 @@ impl RaftNode {
             // an election timeout, so a restart is quick.
             self.raft.trigger().elect().await.map_err(|e| RaftNodeError::Raft(e.to_string()))?;
         }
-        let wait = self.raft.wait(Some(LEAD_TIMEOUT));
-        let led = match membership {
-            Membership::Single => wait.current_leader(self.id, "this node leads").await.map(drop),
-            Membership::Voters(_) => wait.metrics(|m| m.current_leader.is_some(), "a leader").await.map(drop),
+        match membership {
+            Membership::Single => {
+                let wait = self.raft.wait(Some(LEAD_TIMEOUT));
+                let led = wait.current_leader(self.id, "this node leads").await;
+                led.map(drop).map_err(|_| RaftNodeError::NoLeader(LEAD_TIMEOUT))
+            }
+            Membership::Voters(_) => self.wait_for_a_leader().await,
             // Added whenever an operator gets to it.
-            Membership::Join => return Ok(()),
-        };
-        led.map_err(|_| RaftNodeError::NoLeader(LEAD_TIMEOUT))
+            Membership::Join => Ok(()),
+        }
+    }
+
+    /// Waits, however long it takes, until the cluster has a leader: a
+    /// router that exited instead would be restarted with a growing back-off
+    /// and might be the last to come back once a majority is up again.
+    async fn wait_for_a_leader(&self) -> Result<(), RaftNodeError> {
+        let started = std::time::Instant::now();
+        loop {
+            let wait = self.raft.wait(Some(LEAD_TIMEOUT));
+            match wait.metrics(|m| m.current_leader.is_some(), "a leader").await {
+                Ok(_) => return Ok(()),
+                Err(openraft::metrics::WaitError::Timeout(..)) => tracing::warn!(
+                    waited_s = started.elapsed().as_secs(),
+                    term = self.raft.metrics().borrow().current_term,
+                    "no leader yet: waiting until a majority of the voters is up and reachable"
+                ),
+                Err(e) => return Err(RaftNodeError::Raft(e.to_string())),
+            }
+        }
     }
 
     /// The voters of the cluster this node's peers already form, if one of
