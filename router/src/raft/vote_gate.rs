@@ -7,8 +7,8 @@
 //! - if a peer of its cluster answers that the cluster has never elected a
 //!   leader, this is the cluster's first start: it votes;
 //! - if a peer answers that the cluster has run, it votes for no one until
-//!   a leader elected without it has brought it up to what that peer had
-//!   applied;
+//!   it holds the whole log of a leader elected without it, in a term at
+//!   least the latest its peers reported;
 //! - while no peer answers, it cannot tell, and waits.
 
 use super::{TypeConfig, status};
@@ -48,6 +48,8 @@ pub(super) struct PeerView {
     pub leader: bool,
     /// The last entry it applied, if any.
     pub applied: Option<u64>,
+    /// Its current term.
+    pub term: u64,
 }
 
 /// What a node with no data may do, given what its peers answered.
@@ -55,8 +57,12 @@ pub(super) struct PeerView {
 pub(super) enum Verdict {
     /// The cluster has never had a leader: its first start, vote.
     FirstStart,
-    /// The cluster has run: vote only once caught up to `applied`.
-    CatchUpTo(u64),
+    /// The cluster has run: vote only once it holds the log of a leader of
+    /// at least this term.
+    CatchUp {
+        /// The latest term a peer reported.
+        term: u64,
+    },
     /// No peer answered: withhold, and ask again.
     CannotTell,
 }
@@ -66,18 +72,17 @@ pub(super) enum Verdict {
 /// is lost must not take a peer that lost its data too for a cluster that
 /// never ran.
 pub(super) fn verdict(answers: &[PeerView]) -> Verdict {
-    let ran: Vec<u64> =
-        answers.iter().filter(|a| a.leader || a.applied.is_some()).map(|a| a.applied.unwrap_or(0)).collect();
-    match ran.iter().max() {
-        Some(applied) => Verdict::CatchUpTo(*applied),
-        None if answers.is_empty() => Verdict::CannotTell,
-        None => Verdict::FirstStart,
+    let ran = answers.iter().any(|a| a.leader || a.applied.is_some());
+    match (ran, answers.is_empty()) {
+        (true, _) => Verdict::CatchUp { term: answers.iter().map(|a| a.term).max().unwrap_or(0) },
+        (false, true) => Verdict::CannotTell,
+        (false, false) => Verdict::FirstStart,
     }
 }
 
 /// Asks `peers` (not this node) until they tell, then lifts `gate` when the
 /// verdict allows. `peers` empty: a router started to join a running
-/// cluster, which votes once a leader has brought it up to date.
+/// cluster, which votes once it holds a leader's log.
 pub(super) async fn settle(
     raft: Raft<TypeConfig>,
     gate: Arc<VoteGate>,
@@ -85,7 +90,7 @@ pub(super) async fn settle(
     cluster_id: String,
     peers: BTreeMap<u64, String>,
 ) {
-    let target = if peers.is_empty() {
+    let term = if peers.is_empty() {
         0
     } else {
         loop {
@@ -97,32 +102,60 @@ pub(super) async fn settle(
                     );
                     return;
                 }
-                Verdict::CatchUpTo(applied) => break applied,
+                Verdict::CatchUp { term } => break term,
                 Verdict::CannotTell => tokio::time::sleep(Duration::from_millis(500)).await,
             }
         }
     };
     tracing::warn!(
-        caught_up_to = target,
+        term,
         "this router has no data and its cluster has run: it votes for no one until a leader has brought it \
          up to date (it may have lost its data, and an empty log would vote for a stale candidate)"
     );
-    let mut metrics = raft.metrics();
-    loop {
-        let caught_up = {
-            let m = metrics.borrow_and_update();
-            m.current_leader.is_some_and(|leader| leader != id)
-                && m.last_applied.is_some_and(|applied| applied.index >= target)
-        };
-        if caught_up {
-            break;
-        }
-        if metrics.changed().await.is_err() {
-            return;
-        }
+    while !holds_a_leaders_log(&raft, id, term).await {
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     gate.lift();
-    tracing::info!(caught_up_to = target, "this router has caught up with its leader: it votes again");
+    tracing::info!("this router has caught up with its leader: it votes again");
+}
+
+/// Whether this node holds the whole log of the leader it follows, as that
+/// leader reports it now, in a term of at least `term`. A leader's log holds
+/// every entry committed before its term (Raft's leader completeness); the
+/// term bound keeps a deposed leader that does not know it yet from
+/// counting.
+async fn holds_a_leaders_log(raft: &Raft<TypeConfig>, id: u64, term: u64) -> bool {
+    let metrics = raft.metrics().borrow().clone();
+    let Some(leader) = metrics.current_leader.filter(|leader| *leader != id) else { return false };
+    let Some(address) = metrics.membership_config.membership().get_node(&leader).map(|n| n.addr.clone())
+    else {
+        return false;
+    };
+    let Ok(Ok(reply)) = tokio::time::timeout(Duration::from_secs(1), status(&address, true)).await else {
+        return false;
+    };
+    if reply.leader != Some(leader) || reply.term < term {
+        return false;
+    }
+    let target = reply.last_log_index.unwrap_or(0);
+    // Entries it had then reach this node within a few heartbeats.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    let mut watched = raft.metrics();
+    loop {
+        let (held, same_leader) = {
+            let m = watched.borrow_and_update();
+            (m.last_log_index.unwrap_or(0) >= target, m.current_leader == Some(leader))
+        };
+        if !same_leader {
+            return false;
+        }
+        if held {
+            return true;
+        }
+        if tokio::time::timeout_at(deadline, watched.changed()).await.is_err() {
+            return false;
+        }
+    }
 }
 
 /// The views of the peers that answered in time, for this cluster.
@@ -133,7 +166,11 @@ async fn ask(peers: &BTreeMap<u64, String>, cluster_id: &str) -> Vec<PeerView> {
         if let Ok(Ok(reply)) = asked
             && reply.cluster_id == cluster_id
         {
-            answers.push(PeerView { leader: reply.leader.is_some(), applied: reply.applied_index });
+            answers.push(PeerView {
+                leader: reply.leader.is_some(),
+                applied: reply.applied_index,
+                term: reply.term,
+            });
         }
     }
     answers
@@ -143,7 +180,7 @@ async fn ask(peers: &BTreeMap<u64, String>, cluster_id: &str) -> Vec<PeerView> {
 mod tests {
     use super::*;
 
-    const NEVER_RAN: PeerView = PeerView { leader: false, applied: None };
+    const NEVER_RAN: PeerView = PeerView { leader: false, applied: None, term: 1 };
 
     #[test]
     fn no_answer_cannot_tell() {
@@ -158,11 +195,15 @@ mod tests {
 
     #[test]
     fn one_peer_that_saw_the_cluster_run_outweighs_the_rest() {
-        let ran = PeerView { leader: false, applied: Some(40) };
-        let leading = PeerView { leader: true, applied: Some(90) };
-        assert_eq!(verdict(&[NEVER_RAN, ran]), Verdict::CatchUpTo(40));
-        assert_eq!(verdict(&[ran, leading, NEVER_RAN]), Verdict::CatchUpTo(90));
+        let ran = PeerView { leader: false, applied: Some(40), term: 7 };
+        let leading = PeerView { leader: true, applied: Some(90), term: 5 };
+        assert_eq!(verdict(&[NEVER_RAN, ran]), Verdict::CatchUp { term: 7 });
+        // The latest term any peer saw bounds the leader to catch up with.
+        assert_eq!(verdict(&[ran, leading, NEVER_RAN]), Verdict::CatchUp { term: 7 });
         // A peer that knows a leader but applied nothing yet: the cluster ran.
-        assert_eq!(verdict(&[PeerView { leader: true, applied: None }]), Verdict::CatchUpTo(0));
+        assert_eq!(
+            verdict(&[PeerView { leader: true, applied: None, term: 1 }]),
+            Verdict::CatchUp { term: 1 }
+        );
     }
 }
