@@ -278,7 +278,7 @@ pub(crate) async fn print_status(routers: &[String]) -> anyhow::Result<()> {
                 reached += 1;
                 let show = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
                 println!(
-                    "{:<6} {:<10} {:>6} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}  {} / {}   cluster={} address={address} gateways={}",
+                    "{:<6} {:<10} {:>6} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}  {} / {}   cluster={} address={address} gateways={}{}",
                     s.node_id,
                     s.state,
                     s.term,
@@ -292,6 +292,7 @@ pub(crate) async fn print_status(routers: &[String]) -> anyhow::Result<()> {
                     if s.learners.is_empty() { "-".to_owned() } else { s.learners.join(",") },
                     s.cluster_id,
                     if s.gateways.is_empty() { "-".to_owned() } else { s.gateways.join(",") },
+                    if s.vote_withheld { " vote=withheld" } else { "" },
                 );
             }
             Err(error) => println!("{:<6} unreachable: {error}", "?"),

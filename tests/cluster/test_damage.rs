@@ -146,6 +146,8 @@ fn a_router_that_lost_its_data_votes_for_no_one_until_a_leader_has_brought_it_up
     }
     let output = cluster.router_output(wiped);
     assert!(output.contains("it votes for no one until a leader has brought it up to date"), "{output}");
+    let line = cluster.status_of(wiped).expect("the wiped router answers status").join(" ");
+    assert!(line.contains("vote=withheld"), "{line}");
     assert!(output.contains("vote withheld"), "the stale router asked for votes: {output}");
 
     // The router that has the write comes back and leads; `wiped` follows,
@@ -160,6 +162,8 @@ fn a_router_that_lost_its_data_votes_for_no_one_until_a_leader_has_brought_it_up
         || cluster.router_output(wiped).contains("it votes again").then_some(()),
         || format!("router {wiped} still withholds its vote:\n{}", cluster.router_output(wiped)),
     );
+    let line = cluster.status_of(wiped).expect("the wiped router answers status").join(" ");
+    assert!(!line.contains("vote=withheld"), "{line}");
     let mut reader = subscriber(&gateway, Version::V5).topic("kept/#").qos(1).start();
     let mut got = reader.expect_messages(2);
     got.sort_by(|a, b| a.topic.cmp(&b.topic));

@@ -255,6 +255,7 @@ impl RaftPeer for RaftPeerService {
             snapshot_index: metrics.snapshot.map(|id| id.index),
             retained_messages: retained as u64,
             persistent_sessions: sessions as u64,
+            vote_withheld: self.votes.is_withheld(),
         }))
     }
 }
