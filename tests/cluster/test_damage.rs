@@ -21,6 +21,14 @@ fn segments(cluster: &RaftCluster, node: usize) -> Vec<PathBuf> {
     files
 }
 
+/// The `count` retained messages under `kept/`, read through `gateway`, by topic.
+fn kept(gateway: &std::net::SocketAddr, count: usize) -> Vec<Message> {
+    let mut reader = subscriber(gateway, Version::V5).topic("kept/#").qos(1).start();
+    let mut got = reader.expect_messages(count);
+    got.sort_by(|a, b| a.topic.cmp(&b.topic));
+    got
+}
+
 #[test]
 fn a_router_with_a_damaged_or_truncated_log_refuses_to_start_and_starts_once_it_is_whole() {
     // Small segments: the retained messages below span several.
@@ -105,11 +113,8 @@ fn the_first_router_with_its_data_lost_never_forms_a_cluster_of_its_own_and_rejo
         1,
         "one cluster, one leader:\n{status}"
     );
-    let mut reader = subscriber(&gateway, Version::V5).topic("kept/#").qos(1).start();
-    let mut got = reader.expect_messages(2);
-    got.sort_by(|a, b| a.topic.cmp(&b.topic));
     assert_eq!(
-        got,
+        kept(&gateway, 2),
         [Message::new("kept/before", "one", 1, true), Message::new("kept/while-out", "two", 1, true)]
     );
 }
@@ -164,11 +169,8 @@ fn a_router_that_lost_its_data_votes_for_no_one_until_a_leader_has_brought_it_up
     );
     let line = cluster.status_of(wiped).expect("the wiped router answers status").join(" ");
     assert!(!line.contains("vote=withheld"), "{line}");
-    let mut reader = subscriber(&gateway, Version::V5).topic("kept/#").qos(1).start();
-    let mut got = reader.expect_messages(2);
-    got.sort_by(|a, b| a.topic.cmp(&b.topic));
     assert_eq!(
-        got,
+        kept(&gateway, 2),
         [Message::new("kept/before", "one", 1, true), Message::new("kept/while-stale", "two", 1, true)]
     );
 }

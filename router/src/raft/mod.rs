@@ -284,20 +284,28 @@ impl RaftNode {
             Membership::Join => BTreeMap::new(),
         };
         let initialised = self.raft.is_initialized().await.map_err(|e| RaftNodeError::Raft(e.to_string()))?;
+        let peers: BTreeMap<u64, String> =
+            members.iter().filter(|(id, _)| **id != self.id).map(|(id, a)| (*id, a.clone())).collect();
+        // With no data it asks its peers once, for both questions: do they
+        // form a cluster already, and has it ever run (ADR 0032)? Peers that
+        // do not answer in time count as not formed yet: at first start
+        // they come up together.
+        let answers = if !initialised && matches!(membership, Membership::Voters(_)) {
+            peer_statuses(&peers, &self.cluster_id, Duration::from_secs(3)).await
+        } else {
+            Vec::new()
+        };
         if self.votes.is_withheld() {
             if membership == Membership::Single {
                 // Alone: nobody asks for its vote.
                 self.votes.lift();
             } else {
-                let peers = members.iter().filter(|(id, _)| **id != self.id);
-                let peers = peers.map(|(id, address)| (*id, address.clone())).collect();
+                let first = answers.iter().map(vote_gate::PeerView::from).collect();
                 let (raft, gate) = (self.raft.clone(), self.votes.clone());
-                tokio::spawn(vote_gate::settle(raft, gate, self.id, self.cluster_id.clone(), peers));
+                tokio::spawn(vote_gate::settle(raft, gate, self.id, self.cluster_id.clone(), peers, first));
             }
         }
-        if !initialised
-            && matches!(membership, Membership::Voters(_))
-            && let Some(voters) = self.peers_cluster(&members).await
+        if let Some(voters) = answers.iter().find(|reply| !reply.voters.is_empty()).map(|reply| &reply.voters)
         {
             // No data, and the peers already form the cluster: this router
             // started after the one that formed it, or lost its data. Either
@@ -358,25 +366,6 @@ impl RaftNode {
         }
     }
 
-    /// The voters of the cluster this node's peers already form, if one of
-    /// them answers that it belongs to one (peers that do not answer in
-    /// time count as not formed yet: at first start they come up together).
-    async fn peers_cluster(&self, members: &BTreeMap<u64, String>) -> Option<Vec<String>> {
-        for (id, address) in members {
-            if *id == self.id {
-                continue;
-            }
-            let asked = tokio::time::timeout(Duration::from_secs(3), status(address, true)).await;
-            if let Ok(Ok(reply)) = asked
-                && reply.cluster_id == self.cluster_id
-                && !reply.voters.is_empty()
-            {
-                return Some(reply.voters);
-            }
-        }
-        None
-    }
-
     /// Resolves when a backup has been restored into this node's cluster
     /// while it leads: whatever it built from the state before is stale.
     pub async fn restored(&self) {
@@ -430,14 +419,10 @@ impl RaftNode {
 
     async fn caught_up(&self, slack: u64, leader_client: &mut Option<(String, AdminClient)>) -> bool {
         let metrics = self.raft.metrics().borrow().clone();
-        let Some(leader) = metrics.current_leader else { return false };
-        if leader == self.id {
+        if metrics.current_leader == Some(self.id) {
             return true;
         }
-        let Some(address) = metrics.membership_config.membership().get_node(&leader).map(|n| n.addr.clone())
-        else {
-            return false;
-        };
+        let Some((_, address)) = leader_address(&metrics) else { return false };
         if leader_client.as_ref().is_none_or(|(kept, _)| *kept != address) {
             *leader_client = admin_client(&address, Duration::from_secs(2)).await.ok().map(|c| (address, c));
         }
@@ -647,6 +632,31 @@ async fn through_leader<T>(
         }
     }
     Err(format!("no router {done}: {}", refusals.join("; ")))
+}
+
+/// The leader `metrics` know of, with its address, if it is in the membership.
+fn leader_address(metrics: &openraft::RaftMetrics<u64, BasicNode>) -> Option<(u64, String)> {
+    let leader = metrics.current_leader?;
+    let node = metrics.membership_config.membership().get_node(&leader)?;
+    Some((leader, node.addr.clone()))
+}
+
+/// The brief status of each of `peers` that answered within `timeout` for
+/// cluster `cluster_id`, asked one after the other.
+async fn peer_statuses(
+    peers: &BTreeMap<u64, String>,
+    cluster_id: &str,
+    timeout: Duration,
+) -> Vec<herald_proto::grpc::pb::StatusReply> {
+    let mut answers = Vec::new();
+    for address in peers.values() {
+        if let Ok(Ok(reply)) = tokio::time::timeout(timeout, status(address, true)).await
+            && reply.cluster_id == cluster_id
+        {
+            answers.push(reply);
+        }
+    }
+    answers
 }
 
 /// Asks the router at `address` (`host:port`) for its view of the cluster

@@ -130,10 +130,9 @@ impl RaftPeer for RaftPeerService {
         if self.votes.is_withheld() {
             // No data, and not caught up (ADR 0032): a refusal that leaves
             // this node's vote as it is.
-            let metrics = self.raft.metrics().borrow().clone();
+            let vote = self.raft.metrics().borrow().vote;
             tracing::info!(candidate = %rpc.vote, "vote withheld: this router has no data and has not caught up");
-            let refused =
-                openraft::raft::VoteResponse { vote: metrics.vote, vote_granted: false, last_log_id: None };
+            let refused = openraft::raft::VoteResponse { vote, vote_granted: false, last_log_id: None };
             return reply(&Ok::<_, openraft::error::RaftError<u64>>(refused));
         }
         reply(&self.raft.vote(rpc).await)

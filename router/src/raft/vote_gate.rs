@@ -11,7 +11,8 @@
 //!   least the latest its peers reported;
 //! - while no peer answers, it cannot tell, and waits.
 
-use super::{TypeConfig, status};
+use super::{TypeConfig, leader_address, peer_statuses, status};
+use herald_proto::grpc::pb::StatusReply;
 use openraft::Raft;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -52,6 +53,12 @@ pub(super) struct PeerView {
     pub term: u64,
 }
 
+impl From<&StatusReply> for PeerView {
+    fn from(reply: &StatusReply) -> PeerView {
+        PeerView { leader: reply.leader.is_some(), applied: reply.applied_index, term: reply.term }
+    }
+}
+
 /// What a node with no data may do, given what its peers answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Verdict {
@@ -80,21 +87,24 @@ pub(super) fn verdict(answers: &[PeerView]) -> Verdict {
     }
 }
 
-/// Asks `peers` (not this node) until they tell, then lifts `gate` when the
-/// verdict allows. `peers` empty: a router started to join a running
-/// cluster, which votes once it holds a leader's log.
+/// Judges `first`, what `peers` (not this node) answered at start, then
+/// asks them again until they tell, and lifts `gate` when the verdict
+/// allows. `peers` empty: a router started to join a running cluster,
+/// which votes once it holds a leader's log.
 pub(super) async fn settle(
     raft: Raft<TypeConfig>,
     gate: Arc<VoteGate>,
     id: u64,
     cluster_id: String,
     peers: BTreeMap<u64, String>,
+    first: Vec<PeerView>,
 ) {
+    let mut answers = first;
     let term = if peers.is_empty() {
         0
     } else {
         loop {
-            match verdict(&ask(&peers, &cluster_id).await) {
+            match verdict(&answers) {
                 Verdict::FirstStart => {
                     gate.lift();
                     tracing::info!(
@@ -103,7 +113,11 @@ pub(super) async fn settle(
                     return;
                 }
                 Verdict::CatchUp { term } => break term,
-                Verdict::CannotTell => tokio::time::sleep(Duration::from_millis(500)).await,
+                Verdict::CannotTell => {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    let asked = peer_statuses(&peers, &cluster_id, Duration::from_secs(1)).await;
+                    answers = asked.iter().map(PeerView::from).collect();
+                }
             }
         }
     };
@@ -125,9 +139,8 @@ pub(super) async fn settle(
 /// term bound keeps a deposed leader that does not know it yet from
 /// counting.
 async fn holds_a_leaders_log(raft: &Raft<TypeConfig>, id: u64, term: u64) -> bool {
-    let metrics = raft.metrics().borrow().clone();
-    let Some(leader) = metrics.current_leader.filter(|leader| *leader != id) else { return false };
-    let Some(address) = metrics.membership_config.membership().get_node(&leader).map(|n| n.addr.clone())
+    let Some((leader, address)) =
+        leader_address(&raft.metrics().borrow()).filter(|(leader, _)| *leader != id)
     else {
         return false;
     };
@@ -156,24 +169,6 @@ async fn holds_a_leaders_log(raft: &Raft<TypeConfig>, id: u64, term: u64) -> boo
             return false;
         }
     }
-}
-
-/// The views of the peers that answered in time, for this cluster.
-async fn ask(peers: &BTreeMap<u64, String>, cluster_id: &str) -> Vec<PeerView> {
-    let mut answers = Vec::new();
-    for address in peers.values() {
-        let asked = tokio::time::timeout(Duration::from_secs(1), status(address, true)).await;
-        if let Ok(Ok(reply)) = asked
-            && reply.cluster_id == cluster_id
-        {
-            answers.push(PeerView {
-                leader: reply.leader.is_some(),
-                applied: reply.applied_index,
-                term: reply.term,
-            });
-        }
-    }
-    answers
 }
 
 #[cfg(test)]
