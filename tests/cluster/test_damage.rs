@@ -40,6 +40,8 @@ fn a_router_with_a_damaged_or_truncated_log_refuses_to_start_and_starts_once_it_
     }
     let leader = cluster.leader();
     let follower = (1..=3).find(|n| *n != leader).expect("a follower");
+    // A QoS 1 acknowledgement needs a majority, which may not have been this follower.
+    cluster.wait_caught_up(follower, leader);
     let (stopped, _) = cluster.terminate_router(follower, Duration::from_secs(10));
     assert!(stopped, "the follower stops cleanly");
     let files = segments(&cluster, follower);
