@@ -185,23 +185,28 @@ async fn lead(
                 continue;
             },
         }
-        // The generation commits after everything before this term is
+        // The shard event commits after everything before this term is
         // applied: the image below is complete.
         // Without a quorum it waits here, and still stops on `shutdown`.
-        let generation = tokio::select! {
+        let generations = tokio::select! {
             () = &mut shutdown => return Ok(()),
-            generation = raft.next_generation() => generation,
+            generations = raft.take_registry() => generations,
         };
-        let generation = match generation {
-            Ok(generation) => generation,
+        let generations = match generations {
+            Ok(generations) => generations,
             Err(error) => {
                 warn!(%error, "won an election but could not commit: waiting to lead again");
                 continue;
             }
         };
         let image = raft.durable_image();
-        let router =
-            Router::durable(limits.router_config(), generation, Arc::new(SystemClock), raft.clone(), image);
+        let router = Router::durable(
+            limits.router_config(),
+            generations.clone(),
+            Arc::new(SystemClock),
+            raft.clone(),
+            image,
+        );
         if let Some((redis, stats)) = registry {
             router.keep_registry_in_redis(redis.clone(), stats.clone());
         }
@@ -210,7 +215,7 @@ async fn lead(
             let _ = timers_stopped.await;
         });
         serving.send_replace(Some(router.clone()));
-        info!(generation, "leading: serving gateways");
+        info!(generation = generations.high_water(), "leading: serving gateways and every registry shard");
         let mut restored = false;
         let failure = tokio::select! {
             () = &mut shutdown => None,
@@ -278,7 +283,7 @@ pub(crate) async fn print_status(routers: &[String]) -> anyhow::Result<()> {
                 reached += 1;
                 let show = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
                 println!(
-                    "{:<6} {:<10} {:>6} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}  {} / {}   cluster={} address={address} gateways={}{}",
+                    "{:<6} {:<10} {:>6} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}  {} / {}   cluster={} address={address} gateways={} shards={}{}",
                     s.node_id,
                     s.state,
                     s.term,
@@ -292,6 +297,7 @@ pub(crate) async fn print_status(routers: &[String]) -> anyhow::Result<()> {
                     if s.learners.is_empty() { "-".to_owned() } else { s.learners.join(",") },
                     s.cluster_id,
                     if s.gateways.is_empty() { "-".to_owned() } else { s.gateways.join(",") },
+                    show(s.shards_owned.map(u64::from)),
                     if s.vote_withheld { " vote=withheld" } else { "" },
                 );
             }

@@ -38,19 +38,20 @@ pub(crate) async fn run(
     listened: Listened,
 ) -> anyhow::Result<()> {
     let data = DataDir::open(&config.data)?;
-    // A new generation per start, committed through the single-node Raft,
-    // keeps session epochs increasing across restarts (ADR 0004, ADR 0012).
+    // A shard event per start, committed through the single-node Raft,
+    // keeps session epochs increasing across restarts (ADR 0012, ADR 0033).
     let dir = data.path().join("raft");
     let raft = Arc::new(RaftNode::open(&dir, 1, "", config.raft.settings()).await?);
     raft.join("in-process", Membership::Single).await?;
-    let generation = raft.next_generation().await?;
+    let generations = raft.take_registry().await?;
+    let generation = generations.high_water();
     let clock = Arc::new(SystemClock);
     // Retained messages, persistent sessions and shared groups' queues come
     // back from the Raft log; every batch that changes them is committed
     // there before it is answered (ADR 0013).
     let image = raft.durable_image();
     let router =
-        Router::durable(config.limits.router_config(), generation, clock.clone(), raft.clone(), image);
+        Router::durable(config.limits.router_config(), generations, clock.clone(), raft.clone(), image);
     let registry = config.registry.redis()?.map(|redis| {
         let stats = Arc::new(herald_router::registry_redis::RegistryStats::default());
         router.keep_registry_in_redis(redis, stats.clone());

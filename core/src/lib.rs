@@ -1,7 +1,7 @@
 //! Herald's shared vocabulary, used by every other crate.
 //!
 //! Owns: validated identifiers ([`AppId`], [`ClientId`], [`SessionKey`],
-//! [`MessageId`], [`Epoch`], [`NodeId`]), topic names and filters with the
+//! [`MessageId`], [`Epoch`], [`NodeId`]), registry shards ([`ShardId`]), topic names and filters with the
 //! matching rule ([`topic`]) and a subscription index ([`TopicTree`]), the
 //! MQTT reason codes ([`ReasonCode`]) and the error-code table that maps
 //! every failure to an MQTT reason code, a gRPC code and an HTTP status
@@ -21,6 +21,7 @@ mod error_code;
 mod ids;
 mod qos;
 mod reason;
+mod shard;
 mod shared;
 pub mod topic;
 mod topic_tree;
@@ -32,6 +33,7 @@ pub use error_code::ErrorCode;
 pub use ids::{AppId, ClientId, Epoch, IdError, MessageId, MessageIdGenerator, NodeId, SessionKey};
 pub use qos::QoS;
 pub use reason::ReasonCode;
+pub use shard::{REGISTRY_SHARDS, ShardGenerations, ShardId};
 pub use shared::{Dispatcher, SharedStrategy};
 pub use topic::{Topic, TopicError, TopicFilter};
 pub use topic_tree::TopicTree;

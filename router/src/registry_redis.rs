@@ -1,7 +1,8 @@
 //! The session registry kept in Redis (ADR 0029): one hash per session,
 //! written after each batch that changed who holds it, fenced by the
-//! writer's generation so that a router of an older generation never
-//! overwrites what a newer one wrote.
+//! writer's generation of the session's registry shard (ADR 0033) so that
+//! a router of an older generation of that shard never overwrites what a
+//! newer one wrote.
 //!
 //! The router that serves decides ownership in its memory, where claims are
 //! serialised; Redis holds the registry for everyone else (operators'
@@ -11,6 +12,7 @@
 //! down never holds a connect back.
 
 use crate::state::RegistryEntry;
+use herald_core::{AppId, ClientId, SessionKey, ShardGenerations, ShardId};
 use herald_redis::{Redis, RedisAddress, RedisError, Reply};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -33,12 +35,13 @@ const CHECK: Duration = Duration::from_secs(2);
 /// Keys asked for per `SCAN`.
 const SCAN_COUNT: &str = "256";
 
-/// Writes an entry unless a router of a later generation wrote it.
-/// Within a generation one writer writes in order, so its last write wins;
-/// the session's own epoch is data (a session given back on a new link
-/// keeps an epoch of an earlier generation). KEYS[1]: the session's hash;
-/// ARGV: the writer's generation, the epoch, gateway (empty when offline),
-/// since (ms), expiry (s). Returns 1 if written.
+/// Writes an entry unless a router of a later generation of its shard
+/// wrote it. Within a generation one writer writes in order, so its last
+/// write wins; the session's own epoch is data (a session given back on a
+/// new link keeps an epoch of an earlier generation). KEYS[1]: the
+/// session's hash; ARGV: the writer's generation of the session's shard,
+/// the epoch, gateway (empty when offline), since (ms), expiry (s).
+/// Returns 1 if written.
 const UPSERT: &str = r"
 local w = tonumber(redis.call('HGET', KEYS[1], 'writer') or '0')
 if tonumber(ARGV[1]) < w then return 0 end
@@ -47,9 +50,9 @@ redis.call('HSET', KEYS[1], 'gateway', ARGV[3], 'epoch', ARGV[2], 'since', ARGV[
 return 1
 ";
 
-/// Deletes an entry unless a router of a later generation wrote it.
-/// KEYS[1]: the session's hash; ARGV[1]: the writer's generation. Returns 0
-/// if fenced.
+/// Deletes an entry unless a router of a later generation of its shard
+/// wrote it. KEYS[1]: the session's hash; ARGV[1]: the writer's generation
+/// of the session's shard. Returns 0 if fenced.
 const REMOVE: &str = r"
 local w = tonumber(redis.call('HGET', KEYS[1], 'writer') or '0')
 if w > tonumber(ARGV[1]) then return 0 end
@@ -57,8 +60,8 @@ redis.call('DEL', KEYS[1])
 return 1
 ";
 
-/// Raises the registry's generation to ARGV[1]; returns the one stored
-/// before.
+/// Raises the registry's generation (the highest shard generation of any
+/// writer) to ARGV[1]; returns the one stored before.
 const GENERATION: &str = r"
 local g = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tonumber(ARGV[1]) > g then redis.call('SET', KEYS[1], ARGV[1]) end
@@ -113,11 +116,14 @@ impl Mirror {
     }
 }
 
-/// Reads the registry as the router has it now, draining the changes
-/// queued so far (the snapshot covers them); `None` once the router is
-/// gone.
+/// Reads the registry as the router has it now, with each shard's
+/// generation, draining the changes queued so far (the snapshot covers
+/// them); `None` once the router is gone.
 pub(crate) trait Snapshots: Send + 'static {
-    fn snapshot(&self, queued: &mut mpsc::Receiver<Vec<RegistryEntry>>) -> Option<(u64, Vec<RegistryEntry>)>;
+    fn snapshot(
+        &self,
+        queued: &mut mpsc::Receiver<Vec<RegistryEntry>>,
+    ) -> Option<(ShardGenerations, Vec<RegistryEntry>)>;
 }
 
 /// Returns the mirror and the writer task's future.
@@ -132,7 +138,7 @@ pub(crate) fn start(
         redis: Redis::new(config.address, TIMEOUT),
         prefix: config.prefix,
         scripts: None,
-        generation: 0,
+        generations: ShardGenerations::default(),
         stats: mirror.stats.clone(),
     };
     let task = writer.run(std::sync::Arc::downgrade(&mirror), receiver, snapshots);
@@ -150,7 +156,8 @@ struct Writer {
     redis: Redis,
     prefix: String,
     scripts: Option<Scripts>,
-    generation: u64,
+    /// This writer's generation of each shard: the fence of its writes.
+    generations: ShardGenerations,
     stats: std::sync::Arc<RegistryStats>,
 }
 
@@ -167,8 +174,8 @@ impl Writer {
                 return;
             };
             let outcome = if resync {
-                let Some((generation, entries)) = snapshots.snapshot(&mut changes) else { return };
-                self.generation = generation;
+                let Some((generations, entries)) = snapshots.snapshot(&mut changes) else { return };
+                self.generations = generations;
                 self.resync(entries).await
             } else {
                 let first = match tokio::time::timeout(CHECK, changes.recv()).await {
@@ -213,41 +220,54 @@ impl Writer {
     }
 
     /// Whether Redis still holds the registry this writer wrote: its
-    /// generation key is there, at least at this writer's generation.
+    /// generation key is there, at least at this writer's highest.
     async fn still_there(&self) -> Result<bool, RedisError> {
         let stored = match self.redis.command(&[b"GET", &self.generation_key()]).await? {
             Reply::Bulk(bytes) => std::str::from_utf8(&bytes).ok().and_then(|g| g.parse::<u64>().ok()),
             _ => None,
         };
-        Ok(stored.is_some_and(|stored| stored >= self.generation))
+        Ok(stored.is_some_and(|stored| stored >= self.generations.high_water()))
     }
 
     fn generation_key(&self) -> Vec<u8> {
         format!("{}registry:generation", self.prefix).into_bytes()
     }
 
-    fn key(&self, entry: &RegistryEntry) -> Vec<u8> {
-        format!("{}session:{}/{}", self.prefix, entry.session.app, entry.session.client).into_bytes()
+    fn key(&self, session: &SessionKey) -> Vec<u8> {
+        format!("{}session:{}/{}", self.prefix, session.app, session.client).into_bytes()
+    }
+
+    /// The session a key names, if it is one of this registry's.
+    fn session_of(&self, key: &[u8]) -> Option<SessionKey> {
+        let name = std::str::from_utf8(key).ok()?.strip_prefix(&self.prefix)?.strip_prefix("session:")?;
+        let (app, client) = name.split_once('/')?;
+        Some(SessionKey::new(AppId::new(app.to_owned()).ok()?, ClientId::new(client.to_owned()).ok()?))
+    }
+
+    /// This writer's generation of `session`'s shard, as Redis takes it.
+    fn fence(&self, session: &SessionKey) -> Vec<u8> {
+        self.generations.get(ShardId::of(session)).to_string().into_bytes()
     }
 
     /// Writes the whole registry: raises the generation, deletes what the
     /// router does not know, then writes every entry.
     async fn resync(&mut self, entries: Vec<RegistryEntry>) -> Result<(), RedisError> {
         self.stats.resyncs.fetch_add(1, Ordering::Relaxed);
-        let generation = self.generation.to_string();
+        let highest = self.generations.high_water();
+        let generation = highest.to_string();
         let raise: [&[u8]; 5] =
             [b"EVAL", GENERATION.as_bytes(), b"1", &self.generation_key(), generation.as_bytes()];
         if let Reply::Integer(stored) = self.redis.command(&raise).await?
-            && stored as u64 > self.generation
+            && stored as u64 > highest
         {
             tracing::warn!(
                 stored,
-                generation = self.generation,
-                "a router of a later generation writes this registry: this one's writes are fenced"
+                generation = highest,
+                "a router of later shard generations writes this registry: those of its shards are fenced"
             );
         }
-        let writes: Vec<_> = entries.into_iter().map(|e| (self.key(&e), e.held)).collect();
-        let known: HashSet<&[u8]> = writes.iter().map(|(key, _)| key.as_slice()).collect();
+        let writes: Vec<_> = entries.into_iter().map(|e| (self.key(&e.session), e.session, e.held)).collect();
+        let known: HashSet<&[u8]> = writes.iter().map(|(key, _, _)| key.as_slice()).collect();
         let pattern = format!("{}session:*", self.prefix).into_bytes();
         let mut cursor = b"0".to_vec();
         loop {
@@ -257,14 +277,16 @@ impl Writer {
             let (Some(Reply::Array(keys)), Some(Reply::Bulk(next))) = (parts.pop(), parts.pop()) else {
                 return Err(RedisError::Protocol("a SCAN reply"));
             };
-            let stale: Vec<Vec<u8>> = keys
+            // A key that names no valid session is not this registry's.
+            let removals: Vec<_> = keys
                 .into_iter()
                 .filter_map(|k| match k {
-                    Reply::Bulk(key) if !known.contains(key.as_slice()) => Some(key),
+                    Reply::Bulk(key) if !known.contains(key.as_slice()) => {
+                        self.session_of(&key).map(|session| (key, session, None))
+                    }
                     _ => None,
                 })
                 .collect();
-            let removals: Vec<_> = stale.into_iter().map(|key| (key, None)).collect();
             self.apply(removals).await?;
             if next == b"0" {
                 break;
@@ -278,27 +300,28 @@ impl Writer {
     /// Writes the entries changed: the newest of each session (a later
     /// entry of a session replaces an earlier one).
     async fn write(&mut self, entries: Vec<RegistryEntry>) -> Result<(), RedisError> {
-        let newest: HashMap<Vec<u8>, _> = entries.into_iter().map(|e| (self.key(&e), e.held)).collect();
-        self.apply(newest.into_iter().collect()).await
+        let newest: HashMap<Vec<u8>, _> =
+            entries.into_iter().map(|e| (self.key(&e.session), (e.session, e.held))).collect();
+        self.apply(newest.into_iter().map(|(key, (session, held))| (key, session, held)).collect()).await
     }
 
-    /// Runs the fenced write (or delete, for `None`) of each key, in
-    /// pipelines.
+    /// Runs the fenced write (or delete, for `None`) of each session's key,
+    /// in pipelines.
     async fn apply(
         &mut self,
-        writes: Vec<(Vec<u8>, Option<crate::state::Holder>)>,
+        writes: Vec<(Vec<u8>, SessionKey, Option<crate::state::Holder>)>,
     ) -> Result<(), RedisError> {
         for chunk in writes.chunks(PIPELINE) {
             let scripts = self.scripts().await?;
             let commands: Vec<Vec<Vec<u8>>> = chunk
                 .iter()
-                .map(|(key, held)| match held {
+                .map(|(key, session, held)| match held {
                     Some(h) => vec![
                         b"EVALSHA".to_vec(),
                         scripts.upsert.clone(),
                         b"1".to_vec(),
                         key.clone(),
-                        self.generation.to_string().into_bytes(),
+                        self.fence(session),
                         format!("{}.{}", h.epoch.generation, h.epoch.counter).into_bytes(),
                         h.gateway.map(|g| g.0.to_string()).unwrap_or_default().into_bytes(),
                         h.since.0.to_string().into_bytes(),
@@ -309,7 +332,7 @@ impl Writer {
                         scripts.remove.clone(),
                         b"1".to_vec(),
                         key.clone(),
-                        self.generation.to_string().into_bytes(),
+                        self.fence(session),
                     ],
                 })
                 .collect();
@@ -350,3 +373,7 @@ impl Writer {
         Ok(scripts)
     }
 }
+
+#[cfg(test)]
+#[path = "registry_redis_tests.rs"]
+mod tests;

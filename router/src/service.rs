@@ -10,7 +10,7 @@
 //! applied them; a batch with nothing durable waits only for its turn.
 
 use crate::state::{Effect, RouterConfig, RouterCounters, RouterState};
-use herald_core::{Clock, NodeId, UnixMillis};
+use herald_core::{Clock, NodeId, ShardGenerations, UnixMillis};
 use herald_proto::journal::{DurableImage, Fact};
 use herald_proto::seam::{Downlink, RouterPort, Uplink};
 use std::collections::HashMap;
@@ -94,19 +94,20 @@ impl Router {
     /// Returns a router whose state starts empty. `generation` must exceed
     /// that of any earlier run, so epochs never go backwards.
     pub fn new(config: RouterConfig, generation: u64, clock: Arc<dyn Clock>) -> Router {
-        Router::build(config, generation, clock, None)
+        Router::build(config, ShardGenerations::uniform(generation), clock, None)
     }
 
     /// Returns a router that commits durable facts to `journal` and starts
-    /// from `image`, the durable state a previous run committed.
+    /// from `image`, the durable state a previous run committed, with each
+    /// registry shard at its newly committed generation.
     pub fn durable(
         config: RouterConfig,
-        generation: u64,
+        generations: ShardGenerations,
         clock: Arc<dyn Clock>,
         journal: Arc<dyn Journal>,
         image: DurableImage,
     ) -> Router {
-        let router = Router::build(config, generation, clock, Some(journal));
+        let router = Router::build(config, generations, clock, Some(journal));
         let now = router.inner.clock.now();
         router.inner.state().restore(image, now);
         router
@@ -114,7 +115,7 @@ impl Router {
 
     fn build(
         config: RouterConfig,
-        generation: u64,
+        generations: ShardGenerations,
         clock: Arc<dyn Clock>,
         journal: Option<Arc<dyn Journal>>,
     ) -> Router {
@@ -126,7 +127,7 @@ impl Router {
             None => (None, None),
         };
         let inner = Arc::new(Inner {
-            state: Mutex::new(RouterState::new(config, generation)),
+            state: Mutex::new(RouterState::with_generations(config, generations)),
             gateways: Mutex::new(HashMap::new()),
             attachments: std::sync::atomic::AtomicU64::new(1),
             clock,
@@ -375,13 +376,13 @@ impl crate::registry_redis::Snapshots for Snapshotter {
     fn snapshot(
         &self,
         queued: &mut mpsc::Receiver<Vec<crate::state::RegistryEntry>>,
-    ) -> Option<(u64, Vec<crate::state::RegistryEntry>)> {
+    ) -> Option<(ShardGenerations, Vec<crate::state::RegistryEntry>)> {
         let inner = self.0.upgrade()?;
         let mut state = inner.state();
         // Changes are offered with the state locked: what is queued now is
         // older than the snapshot, and what comes after it is newer.
         while queued.try_recv().is_ok() {}
-        Some((state.generation(), state.registry_snapshot()))
+        Some((state.generations().clone(), state.registry_snapshot()))
     }
 }
 

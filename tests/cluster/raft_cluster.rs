@@ -201,6 +201,34 @@ impl RaftCluster {
         }
     }
 
+    /// Waits until every running router's copy of the shard table says the
+    /// leader owns every registry shard (ADR 0033), as `herald ctl cluster
+    /// status` shows it; returns the status.
+    pub(crate) fn wait_for_shards_at(&self, leader: usize) -> String {
+        let deadline = std::time::Instant::now() + STARTUP;
+        loop {
+            let status = self.status();
+            let owned: Vec<(usize, String)> = status
+                .lines()
+                .filter_map(|line| {
+                    let node = line.split_whitespace().next()?.parse().ok()?;
+                    let shards = line.split_whitespace().find_map(|w| w.strip_prefix("shards="))?;
+                    Some((node, shards.to_owned()))
+                })
+                .collect();
+            let running = self.routers.iter().filter(|r| r.is_some()).count();
+            let expected = |node: usize| if node == leader { "64" } else { "0" };
+            if owned.len() == running && owned.iter().all(|(node, shards)| shards == expected(*node)) {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "router {leader} does not own every shard:\n{status}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Starts one more router, with `--join`, and adds it as a voter with
     /// `herald ctl cluster add`; returns its node id.
     pub(crate) fn add_router(&mut self) -> usize {

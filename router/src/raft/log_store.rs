@@ -298,11 +298,13 @@ const MEMBERSHIP: u8 = 2;
 const NEXT_GENERATION: u8 = 0;
 const JOURNAL: u8 = 1;
 const RESTORE: u8 = 2;
+const SHARDS: u8 = 3;
 
 /// Encodes an entry: `[2][term u64][leader node u64][index u64][kind]`,
 /// then for a command its tag and bytes (a journal's facts as they are,
-/// already protobuf; a restore's generation u64 then its image), for a
-/// membership change its JSON. Little endian.
+/// already protobuf; a restore's generation u64 then its image; a shard
+/// event's owner u64 then its shards, u16 each), for a membership change
+/// its JSON. Little endian.
 pub(super) fn encode_entry(entry: &Entry<TypeConfig>) -> Vec<u8> {
     let id = entry.get_log_id();
     let mut bytes = Vec::with_capacity(32);
@@ -321,6 +323,11 @@ pub(super) fn encode_entry(entry: &Entry<TypeConfig>) -> Vec<u8> {
             bytes.extend([NORMAL, RESTORE]);
             bytes.extend(generation.to_le_bytes());
             bytes.extend(image);
+        }
+        EntryPayload::Normal(Command::Shards { owner, shards }) => {
+            bytes.extend([NORMAL, SHARDS]);
+            bytes.extend(owner.to_le_bytes());
+            shards.iter().for_each(|shard| bytes.extend(shard.to_le_bytes()));
         }
         EntryPayload::Membership(membership) => {
             bytes.push(MEMBERSHIP);
@@ -353,6 +360,14 @@ pub(super) fn decode_entry(bytes: &[u8]) -> Result<Entry<TypeConfig>, AnyError> 
                 .ok_or_else(|| AnyError::error("restore entry shorter than its header"))?
                 .to_vec(),
         }),
+        (Some(&NORMAL), Some(&SHARDS)) => {
+            let shards = rest.get(34..).filter(|s| s.len() % 2 == 0);
+            let shards = shards.ok_or_else(|| AnyError::error("shard entry of a wrong length"))?;
+            EntryPayload::Normal(Command::Shards {
+                owner: number(26)?,
+                shards: shards.chunks_exact(2).map(|s| u16::from_le_bytes([s[0], s[1]])).collect(),
+            })
+        }
         (Some(&MEMBERSHIP), _) => {
             EntryPayload::Membership(serde_json::from_slice(&rest[25..]).map_err(|e| AnyError::new(&e))?)
         }

@@ -6,8 +6,8 @@
 //!  RaftNode::propose(Command) ──▶ openraft ──▶ LogStore (WAL, fdatasync) ──▶ StateMachine::apply ──▶ Response
 //! ```
 //!
-//! What is replicated: the registry generation (the first half of every
-//! ownership epoch), and the router's journal (ADR 0013): retained
+//! What is replicated: the registry shard table (each shard's owner and
+//! generation, the first half of every ownership epoch), and the router's journal (ADR 0013): retained
 //! messages, persistent sessions with their subscriptions and queues, and
 //! shared groups' queues.
 
@@ -18,6 +18,7 @@ mod log_store;
 mod network;
 mod peer_service;
 mod proposer;
+pub mod shards;
 #[allow(clippy::result_large_err)]
 mod state_machine;
 mod vote_gate;
@@ -27,6 +28,7 @@ pub use peer_service::{GatewayCounts, RaftPeerService};
 pub use state_machine::{Replicated, StateMachine};
 pub use vote_gate::VoteGate;
 
+use herald_core::{ShardGenerations, ShardId};
 use herald_proto::journal::{self, DurableImage, Fact};
 use herald_store::wal::WalOptions;
 use openraft::{BasicNode, Raft};
@@ -48,9 +50,18 @@ openraft::declare_raft_types!(
 /// carries whatever time or randomness it needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
-    /// Starts a new registry generation (once per router start, or per
-    /// registry shard created or moved), so that epochs never go backwards.
+    /// Starts a new registry generation for every shard at once (a leader
+    /// of a cluster with a router that does not apply shard events), so
+    /// that epochs never go backwards.
     NextGeneration,
+    /// A registry shard event (ADR 0033): `shards` are created, moved or
+    /// restarted at `owner`, each at a new generation above all before.
+    Shards {
+        /// The router that owns them now.
+        owner: u64,
+        /// The shards, each below `herald_core::REGISTRY_SHARDS`.
+        shards: Vec<u16>,
+    },
     /// Facts about durable state, encoded by `herald_proto::journal::encode`
     /// (base64 when openraft's messages travel as JSON between routers).
     Journal(#[serde(with = "base64_bytes")] Vec<u8>),
@@ -102,6 +113,8 @@ pub enum Response {
     Done,
     /// The new registry generation.
     Generation(u64),
+    /// Every shard's generation after a shard event.
+    Shards(Vec<u64>),
 }
 
 /// Why the replicated core could not start or answer.
@@ -499,6 +512,41 @@ impl RaftNode {
         }
     }
 
+    /// Takes every registry shard for this node, which leads: one shard
+    /// event naming them all (every shard is owned by the leader, ADR 0033);
+    /// or, while some router may not apply shard events, a new generation
+    /// for the whole registry. Returns each shard's generation.
+    pub async fn take_registry(&self) -> Result<ShardGenerations, RaftNodeError> {
+        if !self.shard_events_applied_everywhere().await {
+            tracing::info!("a router may not apply registry shard events: one generation for every shard");
+            return self.next_generation().await.map(ShardGenerations::uniform);
+        }
+        let shards = ShardId::all().map(|s| s.0).collect();
+        match self.propose(Command::Shards { owner: self.id, shards }).await? {
+            Response::Shards(generations) => Ok(ShardGenerations::from_table(generations)),
+            other => Err(RaftNodeError::Raft(format!("unexpected response {other:?}"))),
+        }
+    }
+
+    /// Whether every router in the membership applies shard events: the
+    /// replicated state already has a shard table, or each one says so.
+    async fn shard_events_applied_everywhere(&self) -> bool {
+        let has_table = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).shards.is_some();
+        let metrics = self.raft.metrics().borrow().clone();
+        let peers: BTreeMap<u64, String> = metrics
+            .membership_config
+            .membership()
+            .nodes()
+            .filter(|(id, _)| **id != self.id)
+            .map(|(id, node)| (*id, node.addr.clone()))
+            .collect();
+        if has_table || peers.is_empty() {
+            return true;
+        }
+        let answers = peer_statuses(&peers, &self.cluster_id, Duration::from_secs(1)).await;
+        shards::every_peer_applies_shard_events(&peers, &answers)
+    }
+
     /// Returns the durable state as committed and applied so far (at start:
     /// everything the log and the last snapshot hold).
     pub fn durable_image(&self) -> DurableImage {
@@ -720,6 +768,9 @@ pub async fn change_membership(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod shards_tests;
 
 #[cfg(test)]
 mod cluster_tests;

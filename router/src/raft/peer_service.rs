@@ -183,7 +183,7 @@ impl RaftPeer for RaftPeerService {
         let applied = self.raft.metrics().borrow().last_applied.map_or(0, |id| id.index);
         let (generation, image) = {
             let state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            (state.generation, herald_proto::journal::encode_image(&state.durable.image()))
+            (state.high_water(), herald_proto::journal::encode_image(&state.durable.image()))
         };
         let node = self.raft.metrics().borrow().id;
         let backup = super::backup::Backup::new(&self.cluster_id, node, applied, generation, image);
@@ -208,7 +208,7 @@ impl RaftPeer for RaftPeerService {
         }
         let command = super::Command::Restore { generation: backup.meta.generation, image: backup.image };
         self.raft.client_write(command).await.map_err(|e| Status::unavailable(format!("restoring: {e}")))?;
-        let generation = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).generation;
+        let generation = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).high_water();
         tracing::warn!(
             from_cluster = %backup.meta.cluster_id,
             from_node = backup.meta.node_id,
@@ -229,11 +229,12 @@ impl RaftPeer for RaftPeerService {
     async fn status(&self, request: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
         let brief = request.into_inner().brief;
         let metrics = self.raft.metrics().borrow().clone();
-        let (retained, sessions) = if brief {
-            (0, 0)
+        let (retained, sessions, shards_owned) = if brief {
+            (0, 0, None)
         } else {
             let state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            (state.durable.retained_count(), state.durable.session_count())
+            let owned = state.shards.as_ref().map(|table| table.owned_by(metrics.id) as u32);
+            (state.durable.retained_count(), state.durable.session_count(), owned)
         };
         let (voters, learners) = self.members();
         Ok(Response::new(StatusReply {
@@ -255,6 +256,8 @@ impl RaftPeer for RaftPeerService {
             retained_messages: retained as u64,
             persistent_sessions: sessions as u64,
             vote_withheld: self.votes.is_withheld(),
+            raft_commands: super::shards::RAFT_COMMANDS,
+            shards_owned,
         }))
     }
 }

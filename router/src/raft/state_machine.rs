@@ -7,8 +7,10 @@
 //! needs.
 
 use super::log_store::{decode, encode};
+use super::shards::ShardTable;
 use super::{Command, Response, TypeConfig};
 use crate::state::DurableState;
+use herald_core::ShardGenerations;
 use herald_proto::journal;
 use herald_store::small_file;
 use openraft::storage::{RaftStateMachine, Snapshot};
@@ -27,20 +29,33 @@ type Error = StorageError<NodeId>;
 /// The replicated data itself.
 #[derive(Debug, Clone, Default)]
 pub struct Replicated {
-    /// The registry generation: the first half of every ownership epoch.
-    /// It only grows, so epochs minted after a restart exceed all before.
+    /// The cluster's registry generation, from before the shard table, and
+    /// the floor of every shard's generation. It only grows, so epochs
+    /// minted after a restart exceed all before.
     pub generation: u64,
+    /// The registry shard table, once a leader has proposed a shard event.
+    pub shards: Option<ShardTable>,
     /// Retained messages, persistent sessions and shared groups' queues,
     /// as the router's journal describes them (ADR 0013).
     pub durable: DurableState,
 }
 
 impl Replicated {
-    fn apply(&mut self, command: &Command) -> Result<Response, herald_proto::grpc::ConvertError> {
+    pub(super) fn apply(&mut self, command: &Command) -> Result<Response, herald_proto::grpc::ConvertError> {
         Ok(match command {
             Command::NextGeneration => {
-                self.generation += 1;
+                // Above every shard's too: each shard is then at it.
+                self.generation = self.high_water() + 1;
                 Response::Generation(self.generation)
+            }
+            Command::Shards { owner, shards } => {
+                let floor = self.generation;
+                let table = self.shards.get_or_insert_with(|| ShardTable::new(floor));
+                table.assign(*owner, shards, floor).map_err(|_| herald_proto::grpc::ConvertError {
+                    field: "shards",
+                    reason: "a shard beyond the registry's",
+                })?;
+                Response::Shards(table.generations(floor))
             }
             Command::Journal(bytes) => {
                 for fact in journal::decode(bytes)? {
@@ -50,31 +65,61 @@ impl Replicated {
             }
             Command::Restore { generation, image } => {
                 self.durable = DurableState::from_image(journal::decode_image(image)?);
-                self.generation = self.generation.max(*generation);
+                // Every shard above the backup's epochs.
+                self.generation = self.high_water().max(*generation);
                 Response::Done
             }
         })
     }
 
-    /// Snapshot form: the generation (8 bytes, little endian), then the
-    /// durable image as protobuf.
+    /// The highest generation of the registry or any of its shards.
+    pub fn high_water(&self) -> u64 {
+        self.shards.as_ref().map_or(0, ShardTable::high_water).max(self.generation)
+    }
+
+    /// Every shard's generation as a router serving the registry uses it.
+    pub fn shard_generations(&self) -> ShardGenerations {
+        match &self.shards {
+            Some(table) => ShardGenerations::from_table(table.generations(self.generation)),
+            None => ShardGenerations::uniform(self.generation),
+        }
+    }
+
+    /// Snapshot form, version 1 (a cluster without a shard table): the
+    /// generation (8 bytes, little endian), then the durable image as
+    /// protobuf. Version 2: eight 0xff bytes (no generation of version 1),
+    /// the generation, the shard table ([`ShardTable::encode`]), the image.
     pub(super) fn encode(&self) -> Vec<u8> {
-        let mut bytes = self.generation.to_le_bytes().to_vec();
+        let mut bytes = Vec::new();
+        if let Some(table) = &self.shards {
+            bytes.extend(SNAPSHOT_V2);
+            bytes.extend(self.generation.to_le_bytes());
+            table.encode(&mut bytes);
+        } else {
+            bytes.extend(self.generation.to_le_bytes());
+        }
         bytes.extend(journal::encode_image(&self.durable.image()));
         bytes
     }
 
     pub(super) fn decode(bytes: &[u8]) -> Result<Replicated, AnyError> {
-        let (generation, image) = bytes
-            .split_first_chunk::<8>()
-            .ok_or_else(|| AnyError::error("snapshot shorter than its header"))?;
+        let short = || AnyError::error("snapshot shorter than its header");
+        let (first, rest) = bytes.split_first_chunk::<8>().ok_or_else(short)?;
+        let (generation, shards, image) = if *first == SNAPSHOT_V2 {
+            let (generation, rest) = rest.split_first_chunk::<8>().ok_or_else(short)?;
+            let (table, image) =
+                ShardTable::decode(rest).ok_or_else(|| AnyError::error("snapshot's shard table damaged"))?;
+            (u64::from_le_bytes(*generation), Some(table), image)
+        } else {
+            (u64::from_le_bytes(*first), None, rest)
+        };
         let image = journal::decode_image(image).map_err(|e| AnyError::new(&e))?;
-        Ok(Replicated {
-            generation: u64::from_le_bytes(*generation),
-            durable: DurableState::from_image(image),
-        })
+        Ok(Replicated { generation, shards, durable: DurableState::from_image(image) })
     }
 }
+
+/// The first bytes of a snapshot of version 2.
+const SNAPSHOT_V2: [u8; 8] = [0xff; 8];
 
 /// What a snapshot file holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -23,7 +23,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Tem
 }
 
 /// Takes a snapshot and waits until it is built.
-async fn snapshot(node: &RaftNode) {
+pub(super) async fn snapshot(node: &RaftNode) {
     node.snapshot().await.expect("snapshot");
     let mut metrics = node.raft.metrics();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -175,7 +175,7 @@ fn snapshots_and_backups_match_their_golden_files() {
     let mut durable = crate::state::DurableState::default();
     durable.apply(Fact::Retained(retained_message("status", b"ready")));
     durable.apply(Fact::GatewayLinked(herald_core::NodeId(3)));
-    let replicated = state_machine::Replicated { generation: 12, durable };
+    let replicated = state_machine::Replicated { generation: 12, shards: None, durable };
     let bytes = replicated.encode();
     let stored = herald_testkit::golden::check(&fixtures().join("snapshot-v1.bin"), &bytes);
     let decoded = state_machine::Replicated::decode(&stored).expect("stored snapshot decodes");

@@ -191,7 +191,8 @@ impl RouterState {
                 self.leave_lease(gateway, &session);
             } else if self.take_back(gateway, &session, epoch, now) {
                 self.adopt(gateway, reattach, now, out);
-            } else if !self.sessions.contains_key(&session) && epoch.generation < self.generation {
+            } else if !self.sessions.contains_key(&session) && epoch.generation < self.generation_of(&session)
+            {
                 // A session this router never knew (a transient one, from
                 // before the registry moved here).
                 self.adopt(gateway, reattach, now, out);
@@ -219,7 +220,8 @@ impl RouterState {
         now: UnixMillis,
     ) -> bool {
         let leased = self.leases.get(&gateway).and_then(|lease| lease.sessions.get(session)) == Some(&epoch);
-        let restored = Epoch::new(self.generation, 0);
+        let generation = self.generation_of(session);
+        let restored = Epoch::new(generation, 0);
         let Some(record) = self.sessions.get(session) else { return false };
         // A restored record names the epoch of its last claim: only the
         // connection holding exactly that epoch takes it back.
@@ -227,7 +229,7 @@ impl RouterState {
         let allowed = record.owner.is_none()
             && ((leased && record.epoch == epoch)
                 || (record.epoch == restored
-                    && epoch.generation < self.generation
+                    && epoch.generation < generation
                     && last_claim.is_none_or(|last| last == epoch)));
         if !allowed {
             return false;

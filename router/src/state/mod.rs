@@ -20,7 +20,10 @@ mod shared;
 mod status;
 mod takeover;
 
-use herald_core::{AppId, ClientId, NodeId, SessionKey, SharedStrategy, TopicFilter, TopicTree, UnixMillis};
+use herald_core::{
+    AppId, ClientId, NodeId, SessionKey, ShardGenerations, ShardId, SharedStrategy, TopicFilter, TopicTree,
+    UnixMillis,
+};
 use herald_proto::Message;
 use herald_proto::journal::Fact;
 use herald_proto::seam::{Downlink, Uplink};
@@ -180,9 +183,10 @@ pub type Effect = (NodeId, Downlink);
 #[derive(Debug, Default)]
 pub struct RouterState {
     config: RouterConfig,
-    /// The registry generation: part of every epoch. A restarted or moved
-    /// registry shard gets a new generation so epochs never go backwards.
-    generation: u64,
+    /// Each registry shard's generation: the first half of every epoch
+    /// granted for its sessions. A restarted or moved shard gets a new
+    /// generation so epochs never go backwards (ADR 0033).
+    generations: ShardGenerations,
     counter: u64,
     sessions: HashMap<SessionKey, SessionRecord>,
     /// Which gateways have local subscribers, per app and filter.
@@ -246,9 +250,19 @@ pub struct RouterState {
 }
 
 impl RouterState {
-    /// Returns an empty state with registry generation `generation`.
+    /// Returns an empty state with every registry shard at `generation`.
     pub fn new(config: RouterConfig, generation: u64) -> RouterState {
-        RouterState { config, generation, ..RouterState::default() }
+        RouterState::with_generations(config, ShardGenerations::uniform(generation))
+    }
+
+    /// Returns an empty state with each registry shard at its generation.
+    pub fn with_generations(config: RouterConfig, generations: ShardGenerations) -> RouterState {
+        RouterState { config, generations, ..RouterState::default() }
+    }
+
+    /// The generation of the registry shard `session` belongs to.
+    fn generation_of(&self, session: &SessionKey) -> u64 {
+        self.generations.get(ShardId::of(session))
     }
 
     /// Returns the counters.

@@ -4,7 +4,7 @@
 //! batch and writes them to the registry's external store.
 
 use super::RouterState;
-use herald_core::{Epoch, NodeId, SessionKey, UnixMillis};
+use herald_core::{Epoch, NodeId, SessionKey, ShardGenerations, UnixMillis};
 use std::collections::HashSet;
 
 /// One session's registry entry, as it is when taken.
@@ -37,10 +37,15 @@ impl RouterState {
         self.registry_dirty.get_or_insert_with(HashSet::new);
     }
 
-    /// The registry generation: the first half of every epoch this state
-    /// grants.
+    /// The highest generation of any registry shard.
     pub fn generation(&self) -> u64 {
-        self.generation
+        self.generations.high_water()
+    }
+
+    /// Each registry shard's generation: the fence of this router's writes
+    /// to the registry's external store.
+    pub fn generations(&self) -> &ShardGenerations {
+        &self.generations
     }
 
     /// Marks `session`'s ownership as changed (when tracked).

@@ -3,6 +3,8 @@
 
 use super::*;
 use crate::state::{Holder, RegistryEntry};
+use herald_core::{ShardGenerations, ShardId};
+use herald_proto::seam::Reattach;
 
 fn changes(h: &mut Harness) -> HashMap<String, Option<Holder>> {
     h.state
@@ -71,4 +73,47 @@ fn the_snapshot_holds_every_session_and_covers_what_was_marked() {
     assert_eq!(snapshot, [("a".to_owned(), Some(a)), ("b".to_owned(), Some(b))]);
     assert!(changes(&mut h).is_empty(), "the snapshot covers the marked changes");
     assert_eq!(h.state.generation(), GENERATION);
+}
+
+/// A client id whose session is on `shard` (or, `not`, on another shard).
+fn client_on(shard: ShardId, not: bool, taken: &[&str]) -> String {
+    (0..)
+        .map(|i| format!("c{i}"))
+        .find(|c| (ShardId::of(&key(c)) == shard) != not && !taken.contains(&c.as_str()))
+        .expect("a client id")
+}
+
+#[test]
+fn each_session_is_granted_epochs_of_its_own_shards_generation_and_fenced_by_it() {
+    // The shard of "a" moved here at generation 9; every other shard is at 4.
+    let moved = ShardId::of(&key("a"));
+    let mut generations = vec![4; usize::from(herald_core::REGISTRY_SHARDS)];
+    generations[moved.index()] = 9;
+    let generations = ShardGenerations::from_table(generations);
+    let mut h = Harness { state: RouterState::with_generations(RouterConfig::default(), generations) };
+    let kept = client_on(moved, true, &[]);
+    assert_eq!(h.connect(GW1, "a", 0).generation, 9);
+    assert_eq!(h.connect(GW1, &kept, 0).generation, 4);
+    assert_eq!(h.state.generation(), 9, "the registry's fence: its highest generation");
+
+    // A gateway links again holding two transient sessions this router never
+    // knew, both at epoch 5.1: one from before its shard moved here (5 < 9),
+    // which it adopts; one from a generation its shard never had (5 > 4),
+    // which it revokes.
+    let from_before = client_on(moved, false, &["a"]);
+    let from_nowhere = client_on(moved, true, &[&kept]);
+    let held = |client: &str| Reattach {
+        session: key(client),
+        epoch: Epoch::new(5, 1),
+        expiry_seconds: 0,
+        will: None,
+    };
+    let effects = h.apply(
+        GW2,
+        Uplink::Reattach { sessions: vec![held(&from_before), held(&from_nowhere)], last: true },
+        T0,
+    );
+    assert_eq!(h.state.session(&key(&from_before)).and_then(|r| r.owner), Some(GW2));
+    assert_eq!(effects, [(GW2, Downlink::Revoked { session: key(&from_nowhere), epoch: Epoch::new(5, 1) })]);
+    assert!(h.state.session(&key(&from_nowhere)).is_none());
 }

@@ -255,9 +255,9 @@ pub(super) struct InboxEntry {
 }
 
 impl RouterState {
-    fn next_epoch(&mut self) -> Epoch {
+    fn next_epoch(&mut self, session: &SessionKey) -> Epoch {
         self.counter += 1;
-        Epoch::new(self.generation, self.counter)
+        Epoch::new(self.generation_of(session), self.counter)
     }
 
     pub(super) fn check_epoch(&mut self, session: &SessionKey, epoch: Epoch) -> Result<(), ErrorCode> {
@@ -280,7 +280,7 @@ impl RouterState {
         now: UnixMillis,
         out: &mut Vec<Effect>,
     ) {
-        let epoch = self.next_epoch();
+        let epoch = self.next_epoch(&claim.session);
         let expiry_seconds = claim.expiry_seconds.min(self.config.max_session_expiry_seconds);
         let session = claim.session;
         let mut grant =
@@ -1046,7 +1046,7 @@ impl RouterState {
         }
         // A zero counter marks it as restored and untouched: a gateway
         // holding it with an older epoch may take it back (`take_back`).
-        let epoch = Epoch::new(self.generation, 0);
+        let epoch = Epoch::new(self.generation_of(&session), 0);
         for at in [will_at, expires_at].into_iter().flatten() {
             self.timers.insert((at, session.clone()));
         }
