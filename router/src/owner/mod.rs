@@ -1,0 +1,459 @@
+//! The registry shards one router owns (ADR 0033, slices 2 and 3): for
+//! each session of those shards, the gateway holding it and its epoch.
+//! Pure: items and time in, effects out; the shell that links gateways to
+//! it is the next slice.
+//!
+//! ```text
+//!  claim ──▶ epoch (shard generation, counter) ──▶ the previous holder is revoked
+//!  release ──▶ a transient session ends (its will is published), a persistent one goes offline
+//!  shard taken (new generation) ──▶ empty ──▶ gateways list what they hold ──▶ rebuilt
+//!  gateway's link drops ──▶ lease ──▶ listed again, or its sessions end
+//! ```
+//!
+//! The owner serialises the claims of its sessions and is the only one to
+//! grant their epochs. Persistent sessions are attached at the leader as
+//! well, with the epoch granted here; their wills stay with the leader.
+//! Transient sessions live here only, their wills too.
+
+use herald_core::{Epoch, NodeId, SessionKey, ShardGenerations, ShardId, UnixMillis};
+use herald_proto::seam::{Claim, Reattach, Release, Will};
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+#[cfg(test)]
+mod tests;
+
+/// What the owner asks of the world.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OwnerEffect {
+    /// `gateway`'s connection for `session` at `epoch` lost the session:
+    /// it ends (DISCONNECT 0x8E) and delivers nothing more for it.
+    Revoke {
+        /// The gateway holding the connection.
+        gateway: NodeId,
+        /// The session.
+        session: SessionKey,
+        /// The epoch the connection holds.
+        epoch: Epoch,
+    },
+    /// A transient session ended: its will is published (through the
+    /// leader, as any publish).
+    PublishWill {
+        /// The session whose will it is.
+        session: SessionKey,
+        /// The will.
+        will: Box<Will>,
+    },
+}
+
+/// Why the owner did not take an item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The session's shard is not owned here; the table names `owner`
+    /// (0: nobody yet).
+    NotOwner {
+        /// The owner the table names.
+        owner: u64,
+    },
+    /// A release or listing with an epoch that is not the session's latest.
+    Stale,
+}
+
+/// What a granted claim is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Granted {
+    /// The session's new epoch.
+    pub epoch: Epoch,
+    /// Whether the session is persistent (it asks for an expiry, or one
+    /// exists that a clean start must end): the gateway attaches it at the
+    /// leader with `epoch`.
+    pub persistent: bool,
+}
+
+/// Where a session is, for a delivery by client id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Located {
+    /// Online, on `gateway`, at `epoch`.
+    Online {
+        /// The gateway holding its connection.
+        gateway: NodeId,
+        /// The connection's epoch: the gateway drops a copy for another.
+        epoch: Epoch,
+    },
+    /// A persistent session offline: its inbox is at the leader.
+    Offline,
+    /// No session of that key.
+    Unknown,
+    /// The shard is being rebuilt: some gateway has not listed its
+    /// sessions yet; ask again.
+    Rebuilding,
+    /// The shard is not owned here.
+    NotOwner {
+        /// The owner the table names.
+        owner: u64,
+    },
+}
+
+/// A session known here.
+#[derive(Debug, Clone)]
+struct Entry {
+    /// The gateway holding its connection; `None`: a persistent session
+    /// offline.
+    gateway: Option<NodeId>,
+    epoch: Epoch,
+    since: UnixMillis,
+    persistent: bool,
+    /// A transient session's will (a persistent session's is the leader's).
+    will: Option<Box<Will>>,
+}
+
+/// A shard owned here.
+#[derive(Debug, Clone)]
+struct Owned {
+    generation: u64,
+    /// Gateways that have not listed their sessions of this shard since it
+    /// was taken: until they have (or their lease ended), a session of the
+    /// shard that is not known here may be online on one of them.
+    unlisted: BTreeSet<NodeId>,
+    /// Sessions claimed since the shard was taken, while some gateway had
+    /// not listed yet: a listing of one with an earlier generation's epoch
+    /// is stale, even if the session ended since.
+    claimed: HashSet<SessionKey>,
+}
+
+/// The registry shards one router owns, and their sessions.
+#[derive(Debug)]
+pub struct ShardOwner {
+    node: u64,
+    lease_ms: u64,
+    owners: Vec<u64>,
+    shards: HashMap<ShardId, Owned>,
+    sessions: HashMap<SessionKey, Entry>,
+    counter: u64,
+    /// Gateways linked now.
+    linked: HashSet<NodeId>,
+    /// Until when a gateway may list what it holds: one whose link dropped,
+    /// or one a shard taken here waits for.
+    leases: HashMap<NodeId, UnixMillis>,
+    /// Sessions a gateway listed or claimed since its link opened, until its
+    /// list ends (`last`).
+    listing: HashMap<NodeId, HashSet<SessionKey>>,
+}
+
+impl ShardOwner {
+    /// The owner on router `node`, with gateway leases of `lease_ms`.
+    /// It owns nothing until [`ShardOwner::set_table`].
+    pub fn new(node: u64, lease_ms: u64) -> ShardOwner {
+        ShardOwner {
+            node,
+            lease_ms,
+            owners: Vec::new(),
+            shards: HashMap::new(),
+            sessions: HashMap::new(),
+            counter: 0,
+            linked: HashSet::new(),
+            leases: HashMap::new(),
+            listing: HashMap::new(),
+        }
+    }
+
+    /// The shard table changed (`owners[shard]`, each shard's generation).
+    /// A shard that became this router's, or is this router's at a new
+    /// generation (it restarted, or came back), starts empty and waits for
+    /// every gateway in `known` (the cluster's gateways, replicated) to list
+    /// its sessions; one not linked now has a lease to do so. A shard that
+    /// went elsewhere is forgotten: its new owner rebuilds it.
+    pub fn set_table(
+        &mut self,
+        owners: &[u64],
+        generations: &ShardGenerations,
+        known: &BTreeSet<NodeId>,
+        now: UnixMillis,
+    ) {
+        self.owners = owners.to_vec();
+        let mut taken = false;
+        for shard in ShardId::all() {
+            let mine = owners.get(shard.index()) == Some(&self.node);
+            let generation = generations.get(shard);
+            match self.shards.get(&shard) {
+                Some(owned) if mine && owned.generation == generation => {}
+                _ if mine => {
+                    taken = true;
+                    self.sessions.retain(|session, _| ShardId::of(session) != shard);
+                    let owned = Owned { generation, unlisted: known.clone(), claimed: HashSet::new() };
+                    self.shards.insert(shard, owned);
+                }
+                Some(_) => {
+                    self.shards.remove(&shard);
+                    self.sessions.retain(|session, _| ShardId::of(session) != shard);
+                }
+                None => {}
+            }
+        }
+        if taken {
+            // Every gateway has a lease to list what it holds of them.
+            let until = UnixMillis(now.0 + self.lease_ms);
+            for gateway in known {
+                self.leases.entry(*gateway).or_insert(until);
+            }
+        }
+    }
+
+    /// How many shards are owned here.
+    pub fn owned(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// How many sessions are known here.
+    pub fn sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
+    fn shard(&self, session: &SessionKey) -> Result<(ShardId, u64), Refused> {
+        let shard = ShardId::of(session);
+        match self.shards.get(&shard) {
+            Some(owned) => Ok((shard, owned.generation)),
+            None => Err(Refused::NotOwner { owner: self.owners.get(shard.index()).copied().unwrap_or(0) }),
+        }
+    }
+
+    /// Grants `claim` from `gateway`: a new epoch of the session's shard,
+    /// taking the session from whichever connection held it.
+    /// `durable_persistent` says whether the replicated state holds a
+    /// persistent session of that key.
+    pub fn claim(
+        &mut self,
+        gateway: NodeId,
+        claim: &Claim,
+        durable_persistent: bool,
+        now: UnixMillis,
+        out: &mut Vec<OwnerEffect>,
+    ) -> Result<Granted, Refused> {
+        let (shard, generation) = self.shard(&claim.session)?;
+        if let Some(owned) = self.shards.get_mut(&shard).filter(|o| !o.unlisted.is_empty()) {
+            owned.claimed.insert(claim.session.clone());
+        }
+        if let Some(listing) = self.listing.get_mut(&gateway) {
+            listing.insert(claim.session.clone());
+        }
+        self.counter += 1;
+        let epoch = Epoch::new(generation, self.counter);
+        let mut persistent = claim.expiry_seconds > 0 || durable_persistent;
+        if let Some(old) = self.sessions.remove(&claim.session) {
+            persistent |= old.persistent;
+            if let Some(holder) = old.gateway {
+                // Takeover: the old connection must end [MQTT-3.1.4-3].
+                out.push(OwnerEffect::Revoke {
+                    gateway: holder,
+                    session: claim.session.clone(),
+                    epoch: old.epoch,
+                });
+            }
+            if let Some(will) = old.will {
+                // A transient session ends with its connection's takeover:
+                // its will is published now [MQTT-3.1.3-9].
+                out.push(OwnerEffect::PublishWill { session: claim.session.clone(), will });
+            }
+        }
+        // A claim without expiry is transient from now on (one that ends a
+        // persistent session too, which the leader ends): its will is here.
+        let will = if claim.expiry_seconds == 0 { claim.will.clone() } else { None };
+        let entry =
+            Entry { gateway: Some(gateway), epoch, since: now, persistent: claim.expiry_seconds > 0, will };
+        self.sessions.insert(claim.session.clone(), entry);
+        Ok(Granted { epoch, persistent })
+    }
+
+    /// Ends `release`'s connection, held by `gateway`: a transient session
+    /// ends (its will published if the release asks), a persistent one goes
+    /// offline. A release of an older epoch changes nothing.
+    pub fn release(
+        &mut self,
+        gateway: NodeId,
+        release: &Release,
+        now: UnixMillis,
+        out: &mut Vec<OwnerEffect>,
+    ) -> Result<(), Refused> {
+        self.shard(&release.session)?;
+        let Some(entry) = self.sessions.get_mut(&release.session) else { return Err(Refused::Stale) };
+        if entry.gateway != Some(gateway) || entry.epoch != release.epoch {
+            return Err(Refused::Stale);
+        }
+        if entry.persistent && release.expiry_seconds > 0 {
+            entry.gateway = None;
+            entry.since = now;
+            return Ok(());
+        }
+        let ended = self.sessions.remove(&release.session).and_then(|e| e.will);
+        if let Some(will) = ended.filter(|_| release.publish_will) {
+            out.push(OwnerEffect::PublishWill { session: release.session.clone(), will });
+        }
+        Ok(())
+    }
+
+    /// The leader ended persistent session `session` (it expired): it is
+    /// forgotten here unless a connection holds it.
+    pub fn forget_offline(&mut self, session: &SessionKey) {
+        if self.sessions.get(session).is_some_and(|e| e.gateway.is_none()) {
+            self.sessions.remove(session);
+        }
+    }
+
+    /// `gateway` lists sessions it holds (on a link opened again, or for a
+    /// shard taken here). Each is kept with the epoch it holds when it is
+    /// the session's latest, or, on the gateway's first listing since the
+    /// shard was taken, when nobody claimed the session here since and the
+    /// epoch is of an earlier generation of its shard (granted before the
+    /// shard came here); otherwise it is revoked. `last` ends the list:
+    /// sessions the gateway held here and did not list end as if their
+    /// connections had dropped. Returns the sessions of shards not owned
+    /// here, with their owners, for the gateway to list there.
+    pub fn relist(
+        &mut self,
+        gateway: NodeId,
+        sessions: Vec<Reattach>,
+        last: bool,
+        now: UnixMillis,
+        out: &mut Vec<OwnerEffect>,
+    ) -> Vec<(SessionKey, u64)> {
+        let mut elsewhere = Vec::new();
+        for held in sessions {
+            let (shard, generation) = match self.shard(&held.session) {
+                Ok(found) => found,
+                Err(Refused::NotOwner { owner }) => {
+                    elsewhere.push((held.session, owner));
+                    continue;
+                }
+                Err(Refused::Stale) => continue,
+            };
+            if let Some(listing) = self.listing.get_mut(&gateway) {
+                listing.insert(held.session.clone());
+            }
+            let kept = match self.sessions.get(&held.session) {
+                Some(entry) => entry.gateway == Some(gateway) && entry.epoch == held.epoch,
+                None => {
+                    let owned = &self.shards[&shard];
+                    held.epoch.generation < generation
+                        && owned.unlisted.contains(&gateway)
+                        && !owned.claimed.contains(&held.session)
+                }
+            };
+            if !kept {
+                out.push(OwnerEffect::Revoke { gateway, session: held.session, epoch: held.epoch });
+                continue;
+            }
+            let will = held.will.filter(|_| held.expiry_seconds == 0);
+            let entry = self.sessions.entry(held.session).or_insert(Entry {
+                gateway: Some(gateway),
+                epoch: held.epoch,
+                since: now,
+                persistent: held.expiry_seconds > 0,
+                will: None,
+            });
+            if entry.will.is_none() {
+                entry.will = will;
+            }
+        }
+        if last {
+            let listed = self.listing.remove(&gateway);
+            self.listed(gateway, listed, now, out);
+        }
+        elsewhere
+    }
+
+    /// `gateway` has listed what it holds, or its lease ended: no shard
+    /// waits for it. After a link opened again (`listed`: what it listed and
+    /// claimed since), or when it is gone (`None`, not linked), the sessions
+    /// it held here and did not list end.
+    fn listed(
+        &mut self,
+        gateway: NodeId,
+        listed: Option<HashSet<SessionKey>>,
+        now: UnixMillis,
+        out: &mut Vec<OwnerEffect>,
+    ) {
+        self.leases.remove(&gateway);
+        for owned in self.shards.values_mut() {
+            owned.unlisted.remove(&gateway);
+            if owned.unlisted.is_empty() {
+                owned.claimed = HashSet::new();
+            }
+        }
+        if listed.is_none() && self.linked.contains(&gateway) {
+            // Linked all along: what it holds here is as it was.
+            return;
+        }
+        let listed = listed.unwrap_or_default();
+        let gone: Vec<SessionKey> = self
+            .sessions
+            .iter()
+            .filter(|(session, entry)| entry.gateway == Some(gateway) && !listed.contains(*session))
+            .map(|(session, _)| session.clone())
+            .collect();
+        for session in gone {
+            self.dropped(&session, now, out);
+        }
+    }
+
+    /// A session's connection is gone without a release: a transient
+    /// session ends and its will is published; a persistent one goes
+    /// offline (the leader publishes its will).
+    fn dropped(&mut self, session: &SessionKey, now: UnixMillis, out: &mut Vec<OwnerEffect>) {
+        let Some(entry) = self.sessions.get_mut(session) else { return };
+        if entry.persistent {
+            entry.gateway = None;
+            entry.since = now;
+            return;
+        }
+        if let Some(will) = self.sessions.remove(session).and_then(|e| e.will) {
+            out.push(OwnerEffect::PublishWill { session: session.clone(), will });
+        }
+    }
+
+    /// `gateway`'s link opened: it lists its sessions next.
+    pub fn gateway_linked(&mut self, gateway: NodeId) {
+        self.linked.insert(gateway);
+        self.listing.insert(gateway, HashSet::new());
+    }
+
+    /// `gateway`'s link dropped at `now`: its sessions stay its own for a
+    /// lease, waiting for it to link again and list them.
+    pub fn gateway_unlinked(&mut self, gateway: NodeId, now: UnixMillis) {
+        self.linked.remove(&gateway);
+        self.listing.remove(&gateway);
+        self.leases.insert(gateway, UnixMillis(now.0 + self.lease_ms));
+    }
+
+    /// Ends the leases due at `now`: a gateway that did not end its list
+    /// in time loses the sessions it did not list, and no shard waits for
+    /// it. Returns the next lease's end.
+    pub fn tick(&mut self, now: UnixMillis, out: &mut Vec<OwnerEffect>) -> Option<UnixMillis> {
+        let due: Vec<NodeId> =
+            self.leases.iter().filter(|(_, until)| **until <= now).map(|(g, _)| *g).collect();
+        for gateway in due {
+            let listed = self.listing.remove(&gateway);
+            self.listed(gateway, listed, now, out);
+        }
+        self.leases.values().min().copied()
+    }
+
+    /// Where `session` is, for a delivery by client id.
+    pub fn locate(&self, session: &SessionKey) -> Located {
+        let shard = ShardId::of(session);
+        let Some(owned) = self.shards.get(&shard) else {
+            return Located::NotOwner { owner: self.owners.get(shard.index()).copied().unwrap_or(0) };
+        };
+        match self.sessions.get(session) {
+            Some(Entry { gateway: Some(gateway), epoch, .. }) => {
+                Located::Online { gateway: *gateway, epoch: *epoch }
+            }
+            Some(_) => Located::Offline,
+            None if owned.unlisted.is_empty() => Located::Unknown,
+            None => Located::Rebuilding,
+        }
+    }
+
+    /// When `session` came online (or went offline), if it is known here.
+    pub fn since(&self, session: &SessionKey) -> Option<UnixMillis> {
+        self.sessions.get(session).map(|e| e.since)
+    }
+}

@@ -1,0 +1,275 @@
+//! Scenario tests of a registry shard owner: claims, releases, wills,
+//! leases and the rebuild of a shard taken here, from the gateways' lists.
+
+use super::*;
+use bytes::Bytes;
+use herald_core::{AppId, ClientId, QoS, REGISTRY_SHARDS, Topic};
+use herald_proto::Message;
+use std::sync::Arc;
+
+const ME: u64 = 1;
+const GW1: NodeId = NodeId(11);
+const GW2: NodeId = NodeId(12);
+const LEASE_MS: u64 = 15_000;
+
+fn at(ms: u64) -> UnixMillis {
+    UnixMillis(1_000_000 + ms)
+}
+
+fn key(client: &str) -> SessionKey {
+    SessionKey::new(AppId::default_app(), ClientId::new(client.to_owned()).expect("client id"))
+}
+
+fn will(client: &str) -> Box<Will> {
+    Box::new(Will {
+        message: Arc::new(Message {
+            id: herald_core::MessageId(1),
+            app: AppId::default_app(),
+            topic: Topic::new(format!("wills/{client}")).expect("topic"),
+            payload: Bytes::from_static(b"gone"),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            created_at: at(0),
+            expires_at: None,
+            origin: None,
+            properties: None,
+            trace: None,
+        }),
+        delay_seconds: 0,
+        expiry_seconds: None,
+    })
+}
+
+fn claim(client: &str, clean_start: bool, expiry_seconds: u32, with_will: bool) -> Claim {
+    Claim {
+        request: 1,
+        session: key(client),
+        clean_start,
+        expiry_seconds,
+        will: with_will.then(|| will(client)),
+    }
+}
+
+fn release(client: &str, epoch: Epoch, expiry_seconds: u32, publish_will: bool) -> Release {
+    Release { request: 2, session: key(client), epoch, expiry_seconds, publish_will, pending: Vec::new() }
+}
+
+fn held(client: &str, epoch: Epoch, expiry_seconds: u32) -> Reattach {
+    Reattach { session: key(client), epoch, expiry_seconds, will: Some(will(client)) }
+}
+
+fn revoke(gateway: NodeId, client: &str, epoch: Epoch) -> OwnerEffect {
+    OwnerEffect::Revoke { gateway, session: key(client), epoch }
+}
+
+fn will_of(client: &str) -> OwnerEffect {
+    OwnerEffect::PublishWill { session: key(client), will: will(client) }
+}
+
+/// An owner of every shard at `generation`, with `known` gateways linked
+/// and done listing.
+fn owner_of_all(generation: u64, known: &[NodeId]) -> ShardOwner {
+    let mut owner = ShardOwner::new(ME, LEASE_MS);
+    let known: BTreeSet<NodeId> = known.iter().copied().collect();
+    owner.set_table(&[ME; REGISTRY_SHARDS as usize], &ShardGenerations::uniform(generation), &known, at(0));
+    for gateway in &known {
+        owner.gateway_linked(*gateway);
+        assert_eq!(owner.relist(*gateway, Vec::new(), true, at(0), &mut Vec::new()), []);
+    }
+    owner
+}
+
+/// Runs one call; returns what it returned and the effects it produced.
+fn run<T>(f: impl FnOnce(&mut Vec<OwnerEffect>) -> T) -> (T, Vec<OwnerEffect>) {
+    let mut effects = Vec::new();
+    let value = f(&mut effects);
+    (value, effects)
+}
+
+#[test]
+fn a_claim_gets_an_epoch_of_its_shards_generation_and_a_second_claim_revokes_the_first() {
+    let mut owner = owner_of_all(3, &[GW1, GW2]);
+    let (first, effects) = run(|out| owner.claim(GW1, &claim("a", true, 0, false), false, at(1), out));
+    let first = first.expect("granted");
+    assert_eq!(first, Granted { epoch: Epoch::new(3, 1), persistent: false });
+    assert_eq!(effects, []);
+    assert_eq!(owner.locate(&key("a")), Located::Online { gateway: GW1, epoch: first.epoch });
+
+    let (second, effects) = run(|out| owner.claim(GW2, &claim("a", true, 0, false), false, at(2), out));
+    let second = second.expect("granted").epoch;
+    assert!(second > first.epoch);
+    assert_eq!(effects, [revoke(GW1, "a", first.epoch)], "the old connection ends");
+
+    // The old connection's release is stale: it ends nothing.
+    let (stale, effects) = run(|out| owner.release(GW1, &release("a", first.epoch, 0, true), at(3), out));
+    assert_eq!((stale, effects), (Err(Refused::Stale), vec![]));
+    assert_eq!(owner.locate(&key("a")), Located::Online { gateway: GW2, epoch: second });
+    let (ended, _) = run(|out| owner.release(GW2, &release("a", second, 0, false), at(4), out));
+    assert_eq!(ended, Ok(()));
+    assert_eq!(owner.locate(&key("a")), Located::Unknown);
+    assert_eq!(owner.sessions(), 0);
+}
+
+#[test]
+fn a_session_of_a_shard_owned_elsewhere_is_refused_with_its_owner() {
+    let mut owners = vec![ME; REGISTRY_SHARDS as usize];
+    let elsewhere = ShardId::of(&key("x"));
+    owners[elsewhere.index()] = 2;
+    let mut owner = ShardOwner::new(ME, LEASE_MS);
+    owner.set_table(&owners, &ShardGenerations::uniform(1), &BTreeSet::new(), at(0));
+    assert_eq!(owner.owned(), usize::from(REGISTRY_SHARDS) - 1);
+    let (refused, _) = run(|out| owner.claim(GW1, &claim("x", true, 0, false), false, at(1), out));
+    assert_eq!(refused, Err(Refused::NotOwner { owner: 2 }));
+    assert_eq!(owner.locate(&key("x")), Located::NotOwner { owner: 2 });
+    let listed = owner.relist(GW1, vec![held("x", Epoch::new(1, 1), 0)], true, at(1), &mut Vec::new());
+    assert_eq!(listed, [(key("x"), 2)], "listed again at its owner");
+}
+
+#[test]
+fn a_transient_sessions_will_is_published_here_and_a_persistent_ones_is_left_to_the_leader() {
+    let mut owner = owner_of_all(1, &[GW1, GW2]);
+    // Ended abnormally: its will goes out; a normal end drops it.
+    let a = owner.claim(GW1, &claim("a", true, 0, true), false, at(1), &mut Vec::new()).expect("granted");
+    let (_, effects) = run(|out| owner.release(GW1, &release("a", a.epoch, 0, true), at(2), out));
+    assert_eq!(effects, [will_of("a")]);
+    let b = owner.claim(GW1, &claim("b", true, 0, true), false, at(1), &mut Vec::new()).expect("granted");
+    let (_, effects) = run(|out| owner.release(GW1, &release("b", b.epoch, 0, false), at(2), out));
+    assert_eq!(effects, []);
+    // Taken over: the transient session ends, with its will [MQTT-3.1.3-9].
+    let c = owner.claim(GW1, &claim("c", true, 0, true), false, at(1), &mut Vec::new()).expect("granted");
+    let (_, effects) = run(|out| owner.claim(GW2, &claim("c", true, 0, false), false, at(2), out));
+    assert_eq!(effects, [revoke(GW1, "c", c.epoch), will_of("c")]);
+
+    // Persistent: attached at the leader, which has its will; offline here.
+    let p = owner.claim(GW1, &claim("p", false, 600, true), false, at(1), &mut Vec::new()).expect("granted");
+    assert!(p.persistent);
+    let (_, effects) = run(|out| owner.release(GW1, &release("p", p.epoch, 600, true), at(2), out));
+    assert_eq!(effects, []);
+    assert_eq!(owner.locate(&key("p")), Located::Offline);
+    // A clean start without expiry ends it: still attached at the leader
+    // (which ends the old one), transient here from now on.
+    let q = owner.claim(GW2, &claim("p", true, 0, true), false, at(3), &mut Vec::new()).expect("granted");
+    assert!(q.persistent, "the leader must end the persistent session");
+    let (_, effects) = run(|out| owner.release(GW2, &release("p", q.epoch, 0, true), at(4), out));
+    assert_eq!(effects, [will_of("p")]);
+    // What only the replicated state knows is persistent is attached too.
+    let r = owner.claim(GW1, &claim("r", true, 0, false), true, at(5), &mut Vec::new()).expect("granted");
+    assert!(r.persistent);
+    // The leader expired an offline session: forgotten here.
+    let s = owner.claim(GW1, &claim("s", false, 60, false), false, at(5), &mut Vec::new()).expect("granted");
+    owner.release(GW1, &release("s", s.epoch, 60, false), at(6), &mut Vec::new()).expect("released");
+    owner.forget_offline(&key("s"));
+    assert_eq!(owner.locate(&key("s")), Located::Unknown);
+}
+
+/// Every shard taken here at generation 5, `known` gateways to list.
+fn taken(known: &[NodeId]) -> ShardOwner {
+    let mut owner = ShardOwner::new(ME, LEASE_MS);
+    let known: BTreeSet<NodeId> = known.iter().copied().collect();
+    owner.set_table(&[ME; REGISTRY_SHARDS as usize], &ShardGenerations::uniform(5), &known, at(0));
+    owner
+}
+
+#[test]
+fn a_shard_taken_here_is_rebuilt_from_what_the_gateways_list() {
+    let mut owner = taken(&[GW1, GW2]);
+    assert_eq!(owner.locate(&key("s1")), Located::Rebuilding, "GW1 and GW2 may hold it");
+    owner.gateway_linked(GW1);
+    let old = Epoch::new(3, 7);
+    let (_, effects) = run(|out| {
+        owner.relist(GW1, vec![held("s1", old, 0), held("s2", Epoch::new(5, 1), 0)], true, at(1), out)
+    });
+    // s1 was granted before the shard came here: kept with its epoch. s2
+    // claims an epoch of this generation that was never granted here.
+    assert_eq!(effects, [revoke(GW1, "s2", Epoch::new(5, 1))]);
+    assert_eq!(owner.locate(&key("s1")), Located::Online { gateway: GW1, epoch: old });
+    assert_eq!(owner.locate(&key("zz")), Located::Rebuilding, "GW2 has not listed");
+    owner.gateway_linked(GW2);
+    owner.relist(GW2, Vec::new(), true, at(2), &mut Vec::new());
+    assert_eq!(owner.locate(&key("zz")), Located::Unknown, "every gateway listed");
+    // s1's will was listed with it: published when its connection ends.
+    let (_, effects) = run(|out| owner.release(GW1, &release("s1", old, 0, true), at(3), out));
+    assert_eq!(effects, [will_of("s1")]);
+}
+
+#[test]
+fn a_gateway_frozen_through_the_move_cannot_take_back_a_session_claimed_since() {
+    // GW1 held s at 3.4 and froze; the shard came here at generation 5.
+    let mut owner = taken(&[GW1, GW2]);
+    owner.gateway_linked(GW2);
+    owner.relist(GW2, Vec::new(), true, at(1), &mut Vec::new());
+    // The client reconnected through GW2 and left again.
+    let s = owner.claim(GW2, &claim("s", true, 0, false), false, at(2), &mut Vec::new()).expect("granted");
+    owner.release(GW2, &release("s", s.epoch, 0, false), at(3), &mut Vec::new()).expect("released");
+    // GW1 thaws and lists what it held: refused, though nobody holds s now.
+    owner.gateway_linked(GW1);
+    let (_, effects) = run(|out| owner.relist(GW1, vec![held("s", Epoch::new(3, 4), 0)], true, at(4), out));
+    assert_eq!(effects, [revoke(GW1, "s", Epoch::new(3, 4))]);
+    assert_eq!(owner.locate(&key("s")), Located::Unknown);
+}
+
+#[test]
+fn a_gateway_that_lists_after_its_lease_ended_takes_nothing_back() {
+    let mut owner = taken(&[GW1]);
+    assert_eq!(owner.tick(at(1), &mut Vec::new()), Some(at(LEASE_MS)));
+    assert_eq!(owner.tick(at(LEASE_MS), &mut Vec::new()), None);
+    assert_eq!(owner.locate(&key("s")), Located::Unknown, "nobody to wait for");
+    owner.gateway_linked(GW1);
+    let (_, effects) =
+        run(|out| owner.relist(GW1, vec![held("s", Epoch::new(3, 4), 0)], true, at(LEASE_MS + 1), out));
+    assert_eq!(effects, [revoke(GW1, "s", Epoch::new(3, 4))]);
+}
+
+#[test]
+fn a_gateway_whose_link_dropped_keeps_what_it_lists_in_time_and_loses_the_rest() {
+    let mut owner = owner_of_all(2, &[GW1]);
+    let a = owner.claim(GW1, &claim("a", true, 0, true), false, at(1), &mut Vec::new()).expect("granted");
+    owner.claim(GW1, &claim("b", true, 0, true), false, at(1), &mut Vec::new()).expect("granted");
+    owner.claim(GW1, &claim("p", false, 60, false), false, at(1), &mut Vec::new()).expect("granted");
+    owner.gateway_unlinked(GW1, at(2));
+    assert_eq!(owner.locate(&key("a")), Located::Online { gateway: GW1, epoch: a.epoch }, "its lease holds");
+    // Back within the lease, holding a (b's and p's connections ended).
+    owner.gateway_linked(GW1);
+    let (_, effects) = run(|out| owner.relist(GW1, vec![held("a", a.epoch, 0)], true, at(3), out));
+    assert_eq!(effects, [will_of("b")], "b ended with its connection: its will");
+    assert_eq!(owner.locate(&key("a")), Located::Online { gateway: GW1, epoch: a.epoch });
+    assert_eq!(owner.locate(&key("p")), Located::Offline);
+
+    // Gone for good: at the lease's end its sessions end.
+    owner.gateway_unlinked(GW1, at(4));
+    assert_eq!(owner.tick(at(5), &mut Vec::new()), Some(at(4 + LEASE_MS)));
+    let (_, effects) = run(|out| owner.tick(at(4 + LEASE_MS), out));
+    assert_eq!(effects, [will_of("a")]);
+    assert_eq!(owner.locate(&key("a")), Located::Unknown);
+}
+
+#[test]
+fn a_shard_that_moves_away_is_forgotten_and_one_that_comes_back_starts_empty() {
+    let mut owner = owner_of_all(1, &[GW1]);
+    let a = owner.claim(GW1, &claim("a", true, 0, false), false, at(1), &mut Vec::new()).expect("granted");
+    let shard = ShardId::of(&key("a"));
+    // A session of a shard that stays here, on the same gateway.
+    let stays = (0..).map(|i| format!("k{i}")).find(|c| ShardId::of(&key(c)) != shard).expect("a client id");
+    let k = owner.claim(GW1, &claim(&stays, true, 0, false), false, at(1), &mut Vec::new()).expect("granted");
+    let mut owners = vec![ME; REGISTRY_SHARDS as usize];
+    owners[shard.index()] = 2;
+    let mut generations = vec![1; REGISTRY_SHARDS as usize];
+    generations[shard.index()] = 2;
+    let known: BTreeSet<NodeId> = [GW1].into();
+    owner.set_table(&owners, &ShardGenerations::from_table(generations.clone()), &known, at(2));
+    assert_eq!(owner.locate(&key("a")), Located::NotOwner { owner: 2 });
+    assert_eq!(owner.sessions(), 1, "only the session of the shard that stayed");
+
+    // Back here at generation 3: GW1 gives a back with its epoch of generation 1.
+    owners[shard.index()] = ME;
+    generations[shard.index()] = 3;
+    owner.set_table(&owners, &ShardGenerations::from_table(generations), &known, at(3));
+    assert_eq!(owner.locate(&key("a")), Located::Rebuilding);
+    let (_, effects) = run(|out| owner.relist(GW1, vec![held("a", a.epoch, 0)], true, at(4), out));
+    assert_eq!(effects, []);
+    assert_eq!(owner.locate(&key("a")), Located::Online { gateway: GW1, epoch: a.epoch });
+    // Listing the shard that came back ended nothing else the gateway holds.
+    assert_eq!(owner.locate(&key(&stays)), Located::Online { gateway: GW1, epoch: k.epoch });
+    let next = owner.claim(GW1, &claim("a", true, 0, false), false, at(5), &mut Vec::new()).expect("granted");
+    assert_eq!(next.epoch.generation, 3);
+}
