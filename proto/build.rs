@@ -2,8 +2,12 @@
 //! build needs nothing outside cargo (no system `protoc`).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos =
-        ["proto/herald/v1/seam.proto", "proto/herald/v1/journal.proto", "proto/herald/v1/raft.proto"];
+    let protos = [
+        "proto/herald/v1/seam.proto",
+        "proto/herald/v1/journal.proto",
+        "proto/herald/v1/raft.proto",
+        "proto/herald/v1/registry.proto",
+    ];
     for proto in &protos {
         println!("cargo:rerun-if-changed={proto}");
     }

@@ -99,6 +99,17 @@ pub(crate) async fn run_router(
         cluster_id.clone(),
         SEAM_CAPACITY,
     );
+    // Every router tells gateways its copy of the registry shard table.
+    let (table, table_watch) = watch::channel(herald_router::raft::shards::TableView::default());
+    let table_task = {
+        let raft = raft.clone();
+        tokio::spawn(async move { raft.watch_shard_table(table).await })
+    };
+    let service = service.with_registry(herald_router::registry_link::RegistryService::new(
+        node.0,
+        cluster_id.clone(),
+        table_watch,
+    ));
     let seam = service.counters();
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(service.serve(listener, async {
@@ -143,6 +154,7 @@ pub(crate) async fn run_router(
     // a leader that kept heartbeating while it waited for its streams to
     // close would keep the others from electing.
     watcher.abort();
+    table_task.abort();
     raft.step_down_and_shutdown().await;
     let _ = stop_server.send(());
     if tokio::time::timeout(Duration::from_secs(2), server).await.is_err() {
@@ -321,6 +333,7 @@ pub(crate) async fn run_gateway(
         gateway: node,
         cluster_id: settings.cluster_id.clone(),
         incarnation: incarnation(),
+        learned: Default::default(),
     };
     let patience = Duration::from_secs(settings.router_patience_secs);
     let open = herald_gateway::router_client::connect_any(&link_settings, patience).await?;
@@ -351,10 +364,19 @@ pub(crate) async fn run_gateway(
     let gateway = Gateway::bind(config, link, authenticator, Arc::new(SystemClock)).await?;
     let mqtt = gateway.local_addr()?;
     let websocket = gateway.websocket_addr()?.map(tracing::field::display);
+    // A registry link to every router (ADR 0033): the gateway learns the
+    // shard table and every router of the cluster.
+    let registry_links = Arc::new(herald_gateway::registry_links::RegistryLinks::start(
+        node,
+        link_settings.cluster_id.clone(),
+        &link_settings.addresses,
+        link_settings.learned.clone(),
+    ));
     let router = herald_gateway::router_client::start(open, port, gateway.resync(), link_settings);
     let sources = crate::ops::Sources {
         gateway: Some(gateway.counters()),
         link: Some(router.status.clone()),
+        registry_links: Some(registry_links),
         ..Default::default()
     };
     let (ops, shutdown) = crate::ops::start(settings.ops, sources, shutdown).await?;

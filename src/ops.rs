@@ -36,6 +36,8 @@ pub(crate) struct Sources {
     pub(crate) draining: Arc<AtomicBool>,
     /// The session registry's writer to Redis, when there is one.
     pub(crate) registry: Option<Arc<herald_router::registry_redis::RegistryStats>>,
+    /// A gateway's links to every router's registry (ADR 0033).
+    pub(crate) registry_links: Option<Arc<herald_gateway::registry_links::RegistryLinks>>,
 }
 
 impl Sources {
@@ -184,6 +186,21 @@ impl Sources {
         }
         if let Some(registry) = &self.registry {
             render_registry(registry, &mut out);
+        }
+        if let Some(links) = &self.registry_links {
+            out.gauge(
+                "herald_gateway_registry_links",
+                "Routers this gateway has a registry link to.",
+                links.open(),
+            );
+            let owners: Vec<(String, u64)> =
+                links.shards_per_owner().into_iter().map(|(owner, n)| (owner.to_string(), n)).collect();
+            out.labelled_gauge(
+                "herald_gateway_registry_shards",
+                "Registry shards per owning router, as the newest shard table the gateway has says.",
+                "owner",
+                &owners.iter().map(|(owner, n)| (owner.as_str(), *n)).collect::<Vec<_>>(),
+            );
         }
         if let Some(link) = &self.link {
             out.gauge(
@@ -452,6 +469,13 @@ impl Exposition {
         }
         let _ = writeln!(self.text, "{name}_sum{alone} {sum}");
         let _ = writeln!(self.text, "{name}_count{alone} {cumulative}");
+    }
+
+    fn labelled_gauge(&mut self, name: &str, help: &str, label: &str, values: &[(&str, u64)]) {
+        self.header(name, help, "gauge");
+        for (value_label, value) in values {
+            let _ = writeln!(self.text, "{name}{{{label}=\"{value_label}\"}} {value}");
+        }
     }
 
     fn labelled_counter(&mut self, name: &str, help: &str, label: &str, values: &[(&str, u64)]) {

@@ -39,6 +39,7 @@ pub mod ops_http;
 pub mod password;
 pub mod push_api;
 mod registry;
+pub mod registry_links;
 mod reports;
 pub mod router_client;
 pub mod scram;

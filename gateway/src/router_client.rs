@@ -104,6 +104,28 @@ pub struct LinkSettings {
     pub cluster_id: Option<String>,
     /// Random per process (see the seam's `Hello`).
     pub incarnation: u64,
+    /// Routers learned from the registry's shard table (`host:port`),
+    /// tried after `addresses` when the link is looked for again: a
+    /// gateway told of one router still finds the leader once that router
+    /// is gone.
+    pub learned: LearnedRouters,
+}
+
+/// Routers' addresses learned at run time, shared with the registry links.
+pub type LearnedRouters = Arc<Mutex<Vec<String>>>;
+
+impl LinkSettings {
+    /// `addresses`, then the learned routers they do not name already.
+    fn every_address(&self) -> Vec<String> {
+        let authority = |a: &str| {
+            a.strip_prefix("https://").or_else(|| a.strip_prefix("http://")).unwrap_or(a).to_owned()
+        };
+        let mut every = self.addresses.clone();
+        let named: std::collections::HashSet<String> = every.iter().map(|a| authority(a)).collect();
+        let learned = self.learned.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        every.extend(learned.into_iter().filter(|a| !named.contains(&authority(a))));
+        every
+    }
 }
 
 /// An open stream to a router that serves gateways.
@@ -125,7 +147,7 @@ pub async fn connect_any(settings: &LinkSettings, patience: Duration) -> Result<
     let deadline = tokio::time::Instant::now() + patience;
     let mut last = LinkError::Unreachable("no router address given".into());
     loop {
-        for address in &settings.addresses {
+        for address in &settings.every_address() {
             let opened = tokio::time::timeout(OPEN_TIMEOUT, connect(address, settings)).await;
             let opened = opened.unwrap_or_else(|_| {
                 Err(LinkError::Unreachable(format!("{address}: no welcome within {OPEN_TIMEOUT:?}")))
@@ -161,15 +183,21 @@ fn with_tls_hint(reason: &str) -> String {
     }
 }
 
-/// Opens a stream to the router at `address`.
-pub async fn connect(address: &str, settings: &LinkSettings) -> Result<OpenLink, LinkError> {
-    let endpoint = herald_proto::grpc::tls::endpoint(address)
-        .map_err(|_| LinkError::Address(address.to_owned()))?
+/// The gRPC endpoint of the router at `address`, as every link of the
+/// gateway to a router opens it: cluster TLS when installed, no Nagle,
+/// HTTP/2 keep-alives every 5 s.
+pub(crate) fn router_endpoint(address: &str) -> Result<tonic::transport::Endpoint, String> {
+    Ok(herald_proto::grpc::tls::endpoint(address)?
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(5))
         .keep_alive_timeout(Duration::from_secs(5))
-        .keep_alive_while_idle(true);
+        .keep_alive_while_idle(true))
+}
+
+/// Opens a stream to the router at `address`.
+pub async fn connect(address: &str, settings: &LinkSettings) -> Result<OpenLink, LinkError> {
+    let endpoint = router_endpoint(address).map_err(|_| LinkError::Address(address.to_owned()))?;
     let channel = endpoint.connect().await.map_err(|e| LinkError::Unreachable(e.to_string()))?;
     let mut client = SeamClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)

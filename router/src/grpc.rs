@@ -65,6 +65,7 @@ pub struct SeamService {
     capacity: usize,
     counters: Arc<SeamCounters>,
     raft: Option<RaftPeerService>,
+    registry: Option<crate::registry_link::RegistryService>,
 }
 
 impl SeamService {
@@ -80,6 +81,7 @@ impl SeamService {
             capacity,
             counters: Arc::default(),
             raft: None,
+            registry: None,
         }
     }
 
@@ -101,7 +103,14 @@ impl SeamService {
             capacity,
             counters: Arc::default(),
             raft: Some(raft),
+            registry: None,
         }
+    }
+
+    /// Serves the registry link (ADR 0033) alongside.
+    pub fn with_registry(mut self, registry: crate::registry_link::RegistryService) -> SeamService {
+        self.registry = Some(registry);
+        self
     }
 
     /// Returns the counters.
@@ -116,6 +125,7 @@ impl SeamService {
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), tonic::transport::Error> {
         let raft = self.raft.clone().map(RaftPeerService::into_server);
+        let registry = self.registry.clone().map(crate::registry_link::RegistryService::into_server);
         let mut server = tonic::transport::Server::builder();
         if let Some(tls) = herald_proto::grpc::tls::server_config() {
             server = server.tls_config(tls)?;
@@ -130,6 +140,7 @@ impl SeamService {
                     .max_encoding_message_size(MAX_MESSAGE_BYTES),
             )
             .add_optional_service(raft)
+            .add_optional_service(registry)
             .serve_with_incoming_shutdown(accepted_without_delay(listener), shutdown)
             .await
     }

@@ -25,6 +25,7 @@
 pub mod grpc;
 pub mod owner;
 pub mod raft;
+pub mod registry_link;
 pub mod registry_redis;
 mod service;
 pub mod state;

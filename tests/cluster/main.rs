@@ -34,5 +34,6 @@ mod test_push;
 mod test_registry;
 mod test_replication;
 mod test_sessions;
+mod test_shards;
 mod test_takeover;
 mod test_tracing;

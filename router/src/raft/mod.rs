@@ -396,6 +396,39 @@ impl RaftNode {
         )
     }
 
+    /// Keeps `table` current with this node's copy of the registry shard
+    /// table and the routers of the membership, until `table` has no
+    /// receiver left or Raft stops. Watches what is applied.
+    pub async fn watch_shard_table(&self, table: tokio::sync::watch::Sender<shards::TableView>) {
+        let mut metrics = self.raft.metrics();
+        loop {
+            let view = {
+                let seen = metrics.borrow_and_update();
+                let routers = seen
+                    .membership_config
+                    .membership()
+                    .nodes()
+                    .map(|(id, node)| (*id, node.addr.clone()))
+                    .collect();
+                let applied_index = seen.last_applied.map_or(0, |id| id.index);
+                let state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                shards::TableView { table: state.shards.clone(), routers, applied_index }
+            };
+            table.send_if_modified(|current| {
+                let changed = current.table != view.table || current.routers != view.routers;
+                current.applied_index = view.applied_index;
+                if changed {
+                    *current = view;
+                }
+                changed
+            });
+            tokio::select! {
+                changed = metrics.changed() => if changed.is_err() { return },
+                () = table.closed() => return,
+            }
+        }
+    }
+
     /// Returns this node's id.
     pub fn id(&self) -> u64 {
         self.id

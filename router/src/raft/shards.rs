@@ -29,6 +29,18 @@ pub(super) fn every_peer_applies_shard_events(
     peers.keys().all(|id| answers.iter().any(|a| a.node_id == *id && a.raft_commands >= RAFT_COMMANDS))
 }
 
+/// What a router tells gateways of the registry: its copy of the shard
+/// table and the routers of the membership.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableView {
+    /// The shard table; `None` while the cluster has none.
+    pub table: Option<ShardTable>,
+    /// The routers, by node id, with their `host:port`.
+    pub routers: BTreeMap<u64, String>,
+    /// The last log index applied to the copy it was read from.
+    pub applied_index: u64,
+}
+
 /// Each shard's owner and generation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardTable {
