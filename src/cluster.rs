@@ -105,10 +105,17 @@ pub(crate) async fn run_router(
         let raft = raft.clone();
         tokio::spawn(async move { raft.watch_shard_table(table).await })
     };
+    let persistent: herald_router::registry_link::PersistentLookup = {
+        let raft = raft.clone();
+        Arc::new(move |session| raft.has_persistent_session(session))
+    };
     let service = service.with_registry(herald_router::registry_link::RegistryService::new(
         node.0,
         cluster_id.clone(),
         table_watch,
+        persistent,
+        Arc::new(SystemClock),
+        Duration::from_millis(limits.router_config().gateway_lease_ms),
     ));
     let seam = service.counters();
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();

@@ -4,28 +4,49 @@
 //! ```text
 //!   gateway ──RegistryHello──▶ router
 //!   gateway ◀──ShardTable───── router   (now, and whenever its copy changes)
+//!   gateway ──claim / release / list──▶ ShardOwner (the shards this router owns)
+//!   gateway ◀──claimed / released / elsewhere── (answers)
+//!   any gateway ◀──revoked── (a connection that lost its session)
 //! ```
 //!
 //! The stream opens with the gateway's hello (contract version, cluster id,
 //! gateway id); another version or cluster is refused with
 //! `FailedPrecondition`. The table sent is this router's copy of the
 //! replicated shard table, with the routers of the membership, so a gateway
-//! learns every router and which one owns each shard. Claims and releases
-//! to shard owners travel here next (slice 2).
+//! learns every router and which one owns each shard. Claims, releases and
+//! listings are applied to this router's [`ShardOwner`]; a session of a
+//! shard owned elsewhere is answered with its owner.
+//!
+//! Queues: each gateway's downlink holds [`DOWNLINK`] items. Answers to a
+//! gateway's own items wait for room (its stream is pushed back); a
+//! revocation for another gateway whose downlink is full ends that
+//! gateway's link instead of waiting (policy: relink), and the gateway,
+//! listing its sessions on the new link, learns which it lost.
 
+use crate::owner::{Granted, Located, OwnerEffect, Refused, ShardOwner};
 use crate::raft::shards::TableView;
+use herald_core::{AppId, ClientId, Clock, Epoch, NodeId, SessionKey, ShardGenerations, UnixMillis};
 use herald_proto::grpc::CONTRACT_VERSION;
 use herald_proto::grpc::pb::registry_server::{Registry, RegistryServer};
-use herald_proto::grpc::pb::{self, registry_down, registry_up};
-use std::sync::Arc;
+use herald_proto::grpc::pb::{self, registry_claimed, registry_down, registry_up};
+use herald_proto::seam::{Claim, Reattach, Release};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-/// Tables waiting for a slow gateway; a newer one replaces what it has
-/// not read only through the watch, so two are enough.
-const DOWNLINK_BUFFER: usize = 2;
+/// Items waiting on one gateway's downlink.
+const DOWNLINK: usize = 1024;
+/// How often gateway leases are checked.
+const TICK: Duration = Duration::from_millis(250);
+
+type Downlink = mpsc::Sender<Result<pb::RegistryDown, Status>>;
+
+/// Whether the replicated state holds a persistent session of a key.
+pub type PersistentLookup = Arc<dyn Fn(&SessionKey) -> bool + Send + Sync>;
 
 /// The `Registry` gRPC service of a router.
 #[derive(Clone)]
@@ -33,26 +54,126 @@ pub struct RegistryService {
     node: u64,
     cluster_id: String,
     table: watch::Receiver<TableView>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    owner: Mutex<ShardOwner>,
+    gateways: Mutex<HashMap<NodeId, Downlink>>,
+    persistent: PersistentLookup,
+    clock: Arc<dyn Clock>,
     /// Gateways linked now.
-    linked: Arc<AtomicU64>,
+    linked: AtomicU64,
+}
+
+impl Shared {
+    fn owner(&self) -> std::sync::MutexGuard<'_, ShardOwner> {
+        self.owner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn gateways(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, Downlink>> {
+        self.gateways.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Sends each revocation to its gateway, never waiting: a full or gone
+    /// downlink is dropped (the gateway links again and lists).
+    fn deliver(&self, effects: Vec<OwnerEffect>) {
+        for effect in effects {
+            // Wills stay with the leader until the owner publishes them
+            // (slice 3): claims carry none here.
+            let OwnerEffect::Revoke { gateway, session, epoch } = effect else { continue };
+            let down = pb::RegistryDown {
+                item: Some(registry_down::Item::Revoked(pb::RegistryRevoked {
+                    session: Some(session_to_pb(&session)),
+                    epoch: Some(epoch_to_pb(epoch)),
+                })),
+            };
+            let mut gateways = self.gateways();
+            if let Some(downlink) = gateways.get(&gateway)
+                && downlink.try_send(Ok(down)).is_err()
+            {
+                tracing::warn!(%gateway, "registry downlink full: ending its link");
+                gateways.remove(&gateway);
+            }
+        }
+    }
 }
 
 impl RegistryService {
     /// The service of router `node` in cluster `cluster_id`, sending
-    /// `table` as it changes (kept by `RaftNode::watch_shard_table`).
-    pub fn new(node: u64, cluster_id: String, table: watch::Receiver<TableView>) -> RegistryService {
-        RegistryService { node, cluster_id, table, linked: Arc::default() }
+    /// `table` as it changes (kept by `RaftNode::watch_shard_table`) and
+    /// owning the shards it names this router for, with gateway leases of
+    /// `lease`. `persistent` tells whether the replicated state holds a
+    /// persistent session. Spawns the task that follows the table and ends
+    /// leases.
+    pub fn new(
+        node: u64,
+        cluster_id: String,
+        table: watch::Receiver<TableView>,
+        persistent: PersistentLookup,
+        clock: Arc<dyn Clock>,
+        lease: Duration,
+    ) -> RegistryService {
+        let shared = Arc::new(Shared {
+            owner: Mutex::new(ShardOwner::new(node, lease.as_millis() as u64)),
+            gateways: Mutex::default(),
+            persistent,
+            clock,
+            linked: AtomicU64::new(0),
+        });
+        tokio::spawn(follow(Arc::downgrade(&shared), table.clone()));
+        RegistryService { node, cluster_id, table, shared }
     }
 
     /// How many gateways are linked now.
-    pub fn linked(&self) -> Arc<AtomicU64> {
-        self.linked.clone()
+    pub fn linked(&self) -> u64 {
+        self.shared.linked.load(Ordering::Relaxed)
+    }
+
+    /// How many registry shards, and sessions of them, this router holds.
+    pub fn owned(&self) -> (usize, usize) {
+        let owner = self.shared.owner();
+        (owner.owned(), owner.sessions())
+    }
+
+    /// Where `session` is, as this router's shards say.
+    pub fn locate(&self, session: &SessionKey) -> Located {
+        self.shared.owner().locate(session)
     }
 
     /// The tonic server for it.
     pub fn into_server(self) -> RegistryServer<RegistryService> {
         RegistryServer::new(self)
     }
+}
+
+/// Applies every table to the owner and ends leases as they run out,
+/// until the service is gone.
+async fn follow(shared: std::sync::Weak<Shared>, mut table: watch::Receiver<TableView>) {
+    let mut tick = tokio::time::interval(TICK);
+    let mut changed = true;
+    loop {
+        let Some(strong) = shared.upgrade() else { return };
+        let now = strong.clock.now();
+        if changed {
+            let view = table.borrow_and_update().clone();
+            set_table(&strong, &view, now);
+        }
+        let mut effects = Vec::new();
+        strong.owner().tick(now, &mut effects);
+        strong.deliver(effects);
+        drop(strong);
+        changed = tokio::select! {
+            seen = table.changed() => if seen.is_err() { return } else { true },
+            _ = tick.tick() => false,
+        };
+    }
+}
+
+fn set_table(shared: &Shared, view: &TableView, now: UnixMillis) {
+    let Some(table) = &view.table else { return };
+    let generations = ShardGenerations::from_table(table.generations.clone());
+    shared.owner().set_table(&table.owners, &generations, &view.gateways, now);
 }
 
 /// `view` as the router `router` of `cluster_id` sends it.
@@ -71,12 +192,128 @@ pub fn table_to_pb(view: &TableView, router: u64, cluster_id: &str) -> pb::Regis
     }
 }
 
-/// Counts a linked gateway for as long as it lives.
-struct Linked(Arc<AtomicU64>);
+fn session_to_pb(session: &SessionKey) -> pb::SessionKey {
+    pb::SessionKey { app: session.app.to_string(), client: session.client.to_string() }
+}
+
+fn epoch_to_pb(epoch: Epoch) -> pb::Epoch {
+    pb::Epoch { generation: epoch.generation, counter: epoch.counter }
+}
+
+fn session_from_pb(session: Option<pb::SessionKey>) -> Result<SessionKey, Status> {
+    let session = session.ok_or_else(|| Status::invalid_argument("a session is required"))?;
+    let app = AppId::new(session.app).map_err(|_| Status::invalid_argument("an invalid app"))?;
+    let client =
+        ClientId::new(session.client).map_err(|_| Status::invalid_argument("an invalid client id"))?;
+    Ok(SessionKey::new(app, client))
+}
+
+fn epoch_from_pb(epoch: Option<pb::Epoch>) -> Result<Epoch, Status> {
+    let epoch = epoch.ok_or_else(|| Status::invalid_argument("an epoch is required"))?;
+    Ok(Epoch::new(epoch.generation, epoch.counter))
+}
+
+/// Applies one item of `gateway`'s; returns the answer to send it, if any.
+fn apply(
+    shared: &Shared,
+    gateway: NodeId,
+    item: registry_up::Item,
+) -> Result<Option<pb::RegistryDown>, Status> {
+    let now = shared.clock.now();
+    let mut effects = Vec::new();
+    let answer = match item {
+        registry_up::Item::Hello(_) => return Err(Status::invalid_argument("a second hello")),
+        registry_up::Item::Claim(claim) => {
+            let session = session_from_pb(claim.session)?;
+            let persistent = (shared.persistent)(&session);
+            let request = claim.request;
+            let claim = Claim {
+                request,
+                session,
+                clean_start: claim.clean_start,
+                expiry_seconds: claim.expiry_seconds,
+                will: None,
+            };
+            let result = match shared.owner().claim(gateway, &claim, persistent, now, &mut effects) {
+                Ok(Granted { epoch, persistent }) => registry_claimed::Result::Granted(pb::RegistryGrant {
+                    epoch: Some(epoch_to_pb(epoch)),
+                    persistent,
+                }),
+                Err(Refused::NotOwner { owner }) => registry_claimed::Result::NotOwner(owner),
+                Err(Refused::Stale) => return Err(Status::internal("a claim is never stale")),
+            };
+            registry_down::Item::Claimed(pb::RegistryClaimed { request, result: Some(result) })
+        }
+        registry_up::Item::Release(release) => {
+            let request = release.request;
+            let release = Release {
+                request,
+                session: session_from_pb(release.session)?,
+                epoch: epoch_from_pb(release.epoch)?,
+                expiry_seconds: release.expiry_seconds,
+                publish_will: release.publish_will,
+                pending: Vec::new(),
+            };
+            let (stale, not_owner) = match shared.owner().release(gateway, &release, now, &mut effects) {
+                Ok(()) => (false, None),
+                Err(Refused::Stale) => (true, None),
+                Err(Refused::NotOwner { owner }) => (false, Some(owner)),
+            };
+            registry_down::Item::Released(pb::RegistryReleased { request, stale, not_owner })
+        }
+        registry_up::Item::List(list) => {
+            let sessions = list
+                .sessions
+                .into_iter()
+                .map(|listed| {
+                    Ok(Reattach {
+                        session: session_from_pb(listed.session)?,
+                        epoch: epoch_from_pb(listed.epoch)?,
+                        expiry_seconds: listed.expiry_seconds,
+                        will: None,
+                    })
+                })
+                .collect::<Result<Vec<_>, Status>>()?;
+            let elsewhere = shared.owner().relist(gateway, sessions, list.last, now, &mut effects);
+            shared.deliver(effects);
+            if elsewhere.is_empty() {
+                return Ok(None);
+            }
+            let sessions = elsewhere
+                .iter()
+                .map(|(session, owner)| pb::SessionOwner {
+                    session: Some(session_to_pb(session)),
+                    owner: *owner,
+                })
+                .collect();
+            return Ok(Some(pb::RegistryDown {
+                item: Some(registry_down::Item::Elsewhere(pb::RegistryElsewhere { sessions })),
+            }));
+        }
+    };
+    shared.deliver(effects);
+    Ok(Some(pb::RegistryDown { item: Some(answer) }))
+}
+
+/// Counts a linked gateway, and unlinks it from the owner, when its
+/// stream ends.
+struct Linked {
+    shared: Arc<Shared>,
+    gateway: NodeId,
+    downlink: Downlink,
+}
 
 impl Drop for Linked {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.shared.linked.fetch_sub(1, Ordering::Relaxed);
+        let mut gateways = self.shared.gateways();
+        // A newer link of the same gateway stays.
+        if gateways.get(&self.gateway).is_some_and(|d| d.same_channel(&self.downlink)) {
+            gateways.remove(&self.gateway);
+            drop(gateways);
+            let now = self.shared.clock.now();
+            self.shared.owner().gateway_unlinked(self.gateway, now);
+        }
     }
 }
 
@@ -105,12 +342,15 @@ impl Registry for RegistryService {
                 hello.cluster_id, self.cluster_id
             )));
         }
-        let (downlink, receiver) = mpsc::channel(DOWNLINK_BUFFER);
+        let gateway = NodeId(hello.gateway);
+        let (downlink, receiver) = mpsc::channel(DOWNLINK);
+        self.shared.linked.fetch_add(1, Ordering::Relaxed);
+        self.shared.gateways().insert(gateway, downlink.clone());
+        self.shared.owner().gateway_linked(gateway);
+        let linked = Linked { shared: self.shared.clone(), gateway, downlink: downlink.clone() };
         let (mut table, node, cluster_id) = (self.table.clone(), self.node, self.cluster_id.clone());
-        self.linked.fetch_add(1, Ordering::Relaxed);
-        let linked = Linked(self.linked.clone());
         tokio::spawn(async move {
-            let _linked = linked;
+            let shared = linked.shared.clone();
             loop {
                 let down = table_to_pb(&table.borrow_and_update(), node, &cluster_id);
                 if downlink.send(Ok(down)).await.is_err() {
@@ -119,9 +359,17 @@ impl Registry for RegistryService {
                 loop {
                     tokio::select! {
                         changed = table.changed() => if changed.is_err() { return } else { break },
-                        // Nothing else is expected yet: the stream's end is
-                        // the gateway's going.
-                        item = inbound.message() => if !matches!(item, Ok(Some(_))) { return },
+                        item = inbound.message() => {
+                            let Ok(Some(pb::RegistryUp { item: Some(item) })) = item else { return };
+                            match apply(&shared, gateway, item) {
+                                Ok(Some(answer)) => if downlink.send(Ok(answer)).await.is_err() { return },
+                                Ok(None) => {}
+                                Err(status) => {
+                                    let _ = downlink.send(Err(status)).await;
+                                    return;
+                                }
+                            }
+                        }
                     }
                 }
             }
@@ -146,6 +394,7 @@ mod tests {
         let view = TableView {
             table: Some(table),
             routers: [(1, "127.0.0.11:7401".to_owned()), (2, "127.0.0.12:7402".to_owned())].into(),
+            gateways: Default::default(),
             applied_index: 42,
         };
         let down = table_to_pb(&view, 1, "prod");
@@ -169,3 +418,7 @@ mod tests {
         assert_eq!(t.routers, ["1=127.0.0.11:7401", "2=127.0.0.12:7402"]);
     }
 }
+
+#[cfg(test)]
+#[path = "registry_link_tests.rs"]
+mod link_tests;

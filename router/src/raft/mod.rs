@@ -412,10 +412,13 @@ impl RaftNode {
                     .collect();
                 let applied_index = seen.last_applied.map_or(0, |id| id.index);
                 let state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                shards::TableView { table: state.shards.clone(), routers, applied_index }
+                let gateways = state.durable.gateways().clone();
+                shards::TableView { table: state.shards.clone(), routers, gateways, applied_index }
             };
             table.send_if_modified(|current| {
-                let changed = current.table != view.table || current.routers != view.routers;
+                let changed = current.table != view.table
+                    || current.routers != view.routers
+                    || current.gateways != view.gateways;
                 current.applied_index = view.applied_index;
                 if changed {
                     *current = view;
@@ -427,6 +430,12 @@ impl RaftNode {
                 () = table.closed() => return,
             }
         }
+    }
+
+    /// Whether this node's copy of the replicated state holds persistent
+    /// session `key`.
+    pub fn has_persistent_session(&self, key: &herald_core::SessionKey) -> bool {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).durable.has_session(key)
     }
 
     /// Returns this node's id.

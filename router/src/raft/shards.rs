@@ -37,6 +37,9 @@ pub struct TableView {
     pub table: Option<ShardTable>,
     /// The routers, by node id, with their `host:port`.
     pub routers: BTreeMap<u64, String>,
+    /// The gateways the cluster knows (linked and not gone): a shard taken
+    /// by a router waits for each to list what it holds.
+    pub gateways: std::collections::BTreeSet<herald_core::NodeId>,
     /// The last log index applied to the copy it was read from.
     pub applied_index: u64,
 }

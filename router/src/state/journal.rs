@@ -224,6 +224,16 @@ impl DurableState {
     pub fn session_count(&self) -> usize {
         self.sessions.len()
     }
+
+    /// Whether persistent session `key` exists.
+    pub fn has_session(&self, key: &SessionKey) -> bool {
+        self.sessions.contains_key(key)
+    }
+
+    /// The gateways linked and not gone.
+    pub fn gateways(&self) -> &BTreeSet<NodeId> {
+        &self.gateways
+    }
 }
 
 impl RouterState {

@@ -1,0 +1,156 @@
+//! The registry link over real gRPC on loopback: claims, releases and
+//! listings applied to the shards this router owns, and revocations sent
+//! to the gateway that lost a session.
+
+use super::*;
+use crate::raft::shards::ShardTable;
+use herald_core::{ManualClock, REGISTRY_SHARDS, ShardId};
+use herald_proto::grpc::pb::registry_client::RegistryClient;
+use tokio_stream::wrappers::TcpListenerStream;
+
+const ME: u64 = 1;
+const LEASE: Duration = Duration::from_secs(15);
+
+fn key(client: &str) -> SessionKey {
+    SessionKey::new(AppId::default_app(), ClientId::new(client.to_owned()).expect("client id"))
+}
+
+/// A gateway's end of a link.
+struct Link {
+    up: mpsc::Sender<pb::RegistryUp>,
+    down: Streaming<pb::RegistryDown>,
+}
+
+impl Link {
+    async fn open(address: &str, gateway: u64) -> Link {
+        let endpoint =
+            tonic::transport::Endpoint::from_shared(format!("http://{address}")).expect("endpoint");
+        let mut client = RegistryClient::new(endpoint.connect().await.expect("connect"));
+        let (up, items) = mpsc::channel(16);
+        let hello =
+            pb::RegistryHello { contract_version: CONTRACT_VERSION, cluster_id: "c".to_owned(), gateway };
+        up.send(pb::RegistryUp { item: Some(registry_up::Item::Hello(hello)) }).await.expect("hello");
+        let down = client.link(ReceiverStream::new(items)).await.expect("linked").into_inner();
+        let mut link = Link { up, down };
+        assert!(matches!(link.next().await, registry_down::Item::Table(_)), "the table comes first");
+        link
+    }
+
+    async fn next(&mut self) -> registry_down::Item {
+        let item = tokio::time::timeout(Duration::from_secs(5), self.down.message()).await;
+        item.expect("in time").expect("an item").expect("not closed").item.expect("an item")
+    }
+
+    async fn send(&self, item: registry_up::Item) {
+        self.up.send(pb::RegistryUp { item: Some(item) }).await.expect("sent");
+    }
+
+    async fn claim(&mut self, request: u64, client: &str) -> registry_claimed::Result {
+        let session = Some(session_to_pb(&key(client)));
+        let claim = pb::RegistryClaim { request, session, clean_start: true, expiry_seconds: 0 };
+        self.send(registry_up::Item::Claim(claim)).await;
+        match self.next().await {
+            registry_down::Item::Claimed(claimed) if claimed.request == request => {
+                claimed.result.expect("a result")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+fn granted(result: registry_claimed::Result) -> Epoch {
+    match result {
+        registry_claimed::Result::Granted(grant) => epoch_from_pb(grant.epoch).expect("an epoch"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_releases_and_listings_reach_the_shards_this_router_owns_and_revocations_the_gateway_that_lost()
+ {
+    // Router 1 owns every shard at generation 4, but the shard of "elsewhere", owned by 2.
+    let mut owners = vec![ME; usize::from(REGISTRY_SHARDS)];
+    owners[ShardId::of(&key("elsewhere")).index()] = 2;
+    let table = ShardTable { owners, generations: vec![4; usize::from(REGISTRY_SHARDS)] };
+    let view = TableView {
+        table: Some(table),
+        routers: Default::default(),
+        gateways: [NodeId(7), NodeId(8)].into(),
+        applied_index: 1,
+    };
+    let (_table, watched) = watch::channel(view);
+    let clock = Arc::new(ManualClock::new(UnixMillis(1_000)));
+    let persistent: PersistentLookup = Arc::new(|session: &SessionKey| session.client.as_str() == "durable");
+    let service = RegistryService::new(ME, "c".to_owned(), watched, persistent, clock.clone(), LEASE);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address").to_string();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service.clone().into_server())
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+
+    let mut seven = Link::open(&address, 7).await;
+    let mut eight = Link::open(&address, 8).await;
+    // Both gateways list what they hold: seven holds "old" from before the
+    // shard came here, at generation 2.
+    let old = pb::ListedSession {
+        session: Some(session_to_pb(&key("old"))),
+        epoch: Some(epoch_to_pb(Epoch::new(2, 9))),
+        expiry_seconds: 0,
+    };
+    seven.send(registry_up::Item::List(pb::RegistryList { sessions: vec![old], last: true })).await;
+    eight.send(registry_up::Item::List(pb::RegistryList { sessions: Vec::new(), last: true })).await;
+
+    let first = granted(seven.claim(1, "a").await);
+    assert_eq!(first.generation, 4);
+    let second = granted(eight.claim(2, "a").await);
+    assert!(second > first);
+    // Seven's connection lost "a": it is told so.
+    let revoked = seven.next().await;
+    let registry_down::Item::Revoked(revoked) = revoked else { panic!("{revoked:?}") };
+    assert_eq!(
+        (session_from_pb(revoked.session).expect("key"), epoch_from_pb(revoked.epoch).expect("epoch")),
+        (key("a"), first)
+    );
+    // Its release is stale; eight's ends the session.
+    let release = |request, epoch| {
+        registry_up::Item::Release(pb::RegistryRelease {
+            request,
+            session: Some(session_to_pb(&key("a"))),
+            epoch: Some(epoch_to_pb(epoch)),
+            expiry_seconds: 0,
+            publish_will: false,
+        })
+    };
+    seven.send(release(3, first)).await;
+    assert!(matches!(seven.next().await, registry_down::Item::Released(r) if r.request == 3 && r.stale));
+    eight.send(release(4, second)).await;
+    assert!(matches!(eight.next().await, registry_down::Item::Released(r) if r.request == 4 && !r.stale));
+    assert_eq!(service.locate(&key("a")), Located::Unknown);
+
+    // The shard of "elsewhere" is router 2's; what the replicated state
+    // holds as persistent is attached at the leader.
+    assert_eq!(seven.claim(5, "elsewhere").await, registry_claimed::Result::NotOwner(2));
+    let durable = seven.claim(6, "durable").await;
+    assert!(matches!(durable, registry_claimed::Result::Granted(g) if g.persistent));
+    // "old" was kept with its epoch from generation 2.
+    assert_eq!(service.locate(&key("old")), Located::Online { gateway: NodeId(7), epoch: Epoch::new(2, 9) });
+
+    // Seven goes away: after its lease, its sessions end.
+    drop(seven);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while service.linked() > 1 {
+        assert!(tokio::time::Instant::now() < deadline, "the link's end is seen");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    clock.advance(LEASE.as_millis() as u64);
+    while service.locate(&key("old")) != Located::Unknown {
+        assert!(tokio::time::Instant::now() < deadline, "its lease ends");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // "durable" was claimed with a clean start and no expiry: transient
+    // from then on (the leader ends the persistent session), so it ends too.
+    assert_eq!(service.locate(&key("durable")), Located::Unknown);
+    server.abort();
+}
