@@ -437,6 +437,7 @@ async fn claim(shared: &Shared, handle: &ConnHandle, accepted: &Accepted) -> Cla
         clean_start: accepted.clean_start,
         expiry_seconds: accepted.expiry_seconds,
         will: accepted.will.clone(),
+        granted: None,
     };
     if shared.request(Uplink::Claim(claim)).await.is_err() {
         return ClaimOutcome::Refused;

@@ -96,6 +96,10 @@ pub struct Claim {
     pub expiry_seconds: u32,
     /// The will to publish if the connection ends abnormally.
     pub will: Option<Box<Will>>,
+    /// The epoch the owner of the session's registry shard granted (ADR
+    /// 0033); the router takes the claim with it, unless the session has
+    /// a later one. `None`: the router grants the epoch.
+    pub granted: Option<Epoch>,
 }
 
 /// What the router grants a claim.

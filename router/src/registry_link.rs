@@ -233,6 +233,7 @@ fn apply(
                 clean_start: claim.clean_start,
                 expiry_seconds: claim.expiry_seconds,
                 will: None,
+                granted: None,
             };
             let result = match shared.owner().claim(gateway, &claim, persistent, now, &mut effects) {
                 Ok(Granted { epoch, persistent }) => registry_claimed::Result::Granted(pb::RegistryGrant {

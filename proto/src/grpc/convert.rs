@@ -307,6 +307,7 @@ pub fn uplink_to_pb(item: &Uplink) -> pb::Uplink {
             clean_start: c.clean_start,
             expiry_seconds: c.expiry_seconds,
             will: c.will.as_deref().map(will_to_pb),
+            granted: c.granted.map(epoch_to_pb),
         }),
         Uplink::Release(r) => Item::Release(pb::Release {
             request: r.request,
@@ -391,6 +392,7 @@ pub fn uplink_from_pb(item: pb::Uplink) -> Result<Uplink, ConvertError> {
             clean_start: c.clean_start,
             expiry_seconds: c.expiry_seconds,
             will: c.will.map(|w| will_from_pb(w, "claim.will.message")).transpose()?,
+            granted: c.granted.map(|e| epoch_from_pb(Some(e), "claim.granted")).transpose()?,
         }),
         Item::Release(r) => Uplink::Release(Release {
             request: r.request,

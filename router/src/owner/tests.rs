@@ -47,6 +47,7 @@ fn claim(client: &str, clean_start: bool, expiry_seconds: u32, with_will: bool) 
         clean_start,
         expiry_seconds,
         will: with_will.then(|| will(client)),
+        granted: None,
     }
 }
 

@@ -117,3 +117,31 @@ fn each_session_is_granted_epochs_of_its_own_shards_generation_and_fenced_by_it(
     assert_eq!(effects, [(GW2, Downlink::Revoked { session: key(&from_nowhere), epoch: Epoch::new(5, 1) })]);
     assert!(h.state.session(&key(&from_nowhere)).is_none());
 }
+
+#[test]
+fn a_claim_is_taken_with_the_epoch_its_shards_owner_granted_unless_the_session_has_seen_past_it() {
+    let mut h = Harness::new();
+    let granted = |client: &str, epoch: Epoch| Claim { granted: Some(epoch), ..claim(client, true, 0) };
+    let (grant, _) = h.claim(GW1, granted("a", Epoch::new(GENERATION, 5)), T0);
+    assert_eq!(grant.epoch, Epoch::new(GENERATION, 5), "the owner's epoch, not one of the router's");
+
+    // An earlier grant that arrives late, and a grant of an owner that held
+    // the shard before this generation: refused, the session unchanged.
+    let refused = |h: &mut Harness, gateway, claim: Claim| {
+        let effects = h.apply(gateway, Uplink::Claim(claim), T0);
+        assert_eq!(
+            effects,
+            [(gateway, Downlink::Claimed { request: CLAIM, result: Err(ErrorCode::StaleEpoch) })]
+        );
+    };
+    refused(&mut h, GW2, granted("a", Epoch::new(GENERATION, 4)));
+    refused(&mut h, GW2, granted("b", Epoch::new(GENERATION - 1, 9)));
+    assert_eq!(h.state.session(&key("a")).map(|r| (r.owner, r.epoch)), Some((Some(GW1), grant.epoch)));
+    assert!(h.state.session(&key("b")).is_none());
+    assert_eq!(h.counters().stale_epoch_refused, 2);
+
+    // A later grant takes the session over.
+    let (later, effects) = h.claim(GW2, granted("a", Epoch::new(GENERATION, 8)), T0);
+    assert_eq!(later.epoch, Epoch::new(GENERATION, 8));
+    assert!(effects.contains(&(GW1, Downlink::Revoked { session: key("a"), epoch: grant.epoch })));
+}

@@ -280,7 +280,11 @@ impl RouterState {
         now: UnixMillis,
         out: &mut Vec<Effect>,
     ) {
-        let epoch = self.next_epoch(&claim.session);
+        // The epoch its shard's owner granted, or one of this router's.
+        let epoch = match claim.granted {
+            Some(granted) => granted,
+            None => self.next_epoch(&claim.session),
+        };
         let expiry_seconds = claim.expiry_seconds.min(self.config.max_session_expiry_seconds);
         let session = claim.session;
         let mut grant =

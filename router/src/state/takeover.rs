@@ -10,7 +10,7 @@
 //! packet ids.
 
 use super::{Effect, RouterState};
-use herald_core::{NodeId, UnixMillis};
+use herald_core::{Epoch, ErrorCode, NodeId, UnixMillis};
 use herald_proto::seam::{Claim, Downlink};
 
 /// How long a claim waits for the connection it takes over to end.
@@ -28,6 +28,19 @@ impl RouterState {
     /// Claims a session: at once, or once its live connection has ended
     /// (see the module).
     pub(super) fn claim(&mut self, gateway: NodeId, claim: Claim, now: UnixMillis, out: &mut Vec<Effect>) {
+        if let Some(granted) = claim.granted
+            && !self.takes_granted(&claim, granted)
+        {
+            // An owner's grant the session has seen past (a newer claim got
+            // here first), or of an owner that has lost the shard since: the
+            // gateway claims again at the shard's owner (ADR 0033).
+            self.counters.stale_epoch_refused += 1;
+            out.push((
+                gateway,
+                Downlink::Claimed { request: claim.request, result: Err(ErrorCode::StaleEpoch) },
+            ));
+            return;
+        }
         // A claim already waiting for this session goes first, at once: the
         // newer one then takes over from it.
         if let Some(waiting) = self.takeovers.remove(&claim.session) {
@@ -46,6 +59,17 @@ impl RouterState {
         out.push((owner, Downlink::Revoked { session: claim.session.clone(), epoch }));
         let deadline = UnixMillis(now.0 + TAKEOVER_WAIT_MS);
         self.takeovers.insert(claim.session.clone(), PendingClaim { gateway, claim, deadline });
+    }
+
+    /// Whether a claim with the epoch `granted` by the session's shard owner
+    /// may be taken: its generation is not older than the shard's here, and
+    /// it is later than the session's epoch and than a claim waiting for it.
+    fn takes_granted(&self, claim: &Claim, granted: Epoch) -> bool {
+        let latest = self.sessions.get(&claim.session).map(|r| r.epoch);
+        let waiting = self.takeovers.get(&claim.session).and_then(|w| w.claim.granted);
+        granted.generation >= self.generation_of(&claim.session)
+            && latest.is_none_or(|latest| granted > latest)
+            && waiting.is_none_or(|waiting| granted > waiting)
     }
 
     /// Grants the waiting claims whose session's connection has ended, and

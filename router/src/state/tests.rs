@@ -113,7 +113,7 @@ fn subscription(filter_text: &str, qos: QoS) -> Subscription {
 }
 
 fn claim(client: &str, clean_start: bool, expiry_seconds: u32) -> Claim {
-    Claim { request: CLAIM, session: key(client), clean_start, expiry_seconds, will: None }
+    Claim { request: CLAIM, session: key(client), clean_start, expiry_seconds, will: None, granted: None }
 }
 
 /// Returns `claim` with a will on `topic` named `name`, delayed `delay_seconds`.

@@ -113,6 +113,7 @@ fn uplink_samples() -> Vec<Uplink> {
                 delay_seconds: 5,
                 expiry_seconds: Some(60),
             })),
+            granted: None,
         }),
         Uplink::Claim(Claim {
             request: 1,
@@ -120,6 +121,7 @@ fn uplink_samples() -> Vec<Uplink> {
             clean_start: true,
             expiry_seconds: 0,
             will: None,
+            granted: None,
         }),
         Uplink::Release(Release {
             request: 11,
@@ -587,6 +589,7 @@ fn malformed_items_are_refused_naming_the_field() {
             clean_start: true,
             expiry_seconds: 0,
             will: None,
+            granted: None,
         })),
     };
     assert_eq!(uplink_from_pb(no_session).map_err(|e| e.field), Err("claim.session"));
@@ -665,6 +668,22 @@ fn batches_are_cut_by_encoded_size_in_order() {
         })
         .collect();
     assert_eq!(order, (0..10).collect::<Vec<_>>());
+}
+
+/// A claim carrying the epoch its shard's owner granted (a field added in
+/// contract 1: older routers skip it) survives its wire form.
+#[test]
+fn a_claim_with_the_owners_epoch_survives_its_wire_form() {
+    let claim = Uplink::Claim(Claim {
+        request: 3,
+        session: key("c3"),
+        clean_start: true,
+        expiry_seconds: 0,
+        will: None,
+        granted: Some(Epoch::new(9, 4)),
+    });
+    let bytes = uplink_to_pb(&claim).encode_to_vec();
+    assert_eq!(uplink_from_pb(pb::Uplink::decode(bytes.as_slice()).expect("decodes")), Ok(claim));
 }
 
 /// The seam's wire form, version `CONTRACT_VERSION`: every item as a batch,
