@@ -340,7 +340,6 @@ pub(crate) async fn run_gateway(
         gateway: node,
         cluster_id: settings.cluster_id.clone(),
         incarnation: incarnation(),
-        learned: Default::default(),
     };
     let patience = Duration::from_secs(settings.router_patience_secs);
     let open = herald_gateway::router_client::connect_any(&link_settings, patience).await?;
@@ -377,8 +376,8 @@ pub(crate) async fn run_gateway(
         node,
         link_settings.cluster_id.clone(),
         &link_settings.addresses,
-        link_settings.learned.clone(),
     ));
+    gateway.claim_at_shard_owners(registry_links.clone());
     let router = herald_gateway::router_client::start(open, port, gateway.resync(), link_settings);
     let sources = crate::ops::Sources {
         gateway: Some(gateway.counters()),

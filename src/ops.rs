@@ -195,6 +195,13 @@ impl Sources {
             );
             let owners: Vec<(String, u64)> =
                 links.shards_per_owner().into_iter().map(|(owner, n)| (owner.to_string(), n)).collect();
+            let [granted, no_table, not_granted] = links.claims();
+            out.labelled_counter(
+                "herald_gateway_owner_claims_total",
+                "Session claims at registry shard owners, by outcome (no_shard_table: the leader grants).",
+                "outcome",
+                &[("granted", granted), ("no_shard_table", no_table), ("not_granted", not_granted)],
+            );
             out.labelled_gauge(
                 "herald_gateway_registry_shards",
                 "Registry shards per owning router, as the newest shard table the gateway has says.",

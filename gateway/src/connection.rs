@@ -21,10 +21,11 @@ use crate::auth::{AuthStep, Principal, auth_packet};
 use crate::device_users::Lookup;
 use crate::handshake::{self, Accepted, Identity};
 use crate::registry::{ConnHandle, GatewayCounters, Inbound, REQUEST_SEQ_BITS, RouteChanges, message_id};
+use crate::registry_links::OwnerClaim;
 use crate::session::{Action, Close, Session};
 use crate::transport::{READ_CHUNK, Received, Transport};
 use bytes::{Bytes, BytesMut};
-use herald_core::{ByteString, ReasonCode, SessionKey, UnixMillis};
+use herald_core::{ByteString, ErrorCode, ReasonCode, SessionKey, UnixMillis};
 use herald_mqtt::{Codec, ConnAck, Connect, DecodeError, Packet, Properties, ProtocolVersion};
 use herald_proto::seam::{Claim, ClaimGrant, Downlink, QueuedMessage, Release, Uplink};
 use herald_proto::users::HashAlgorithm;
@@ -377,14 +378,14 @@ async fn stored_user(
 /// `None` for a refusal). Items after the answer (deliveries and handovers
 /// that follow the grant) are put back for the session; nothing can come
 /// before it.
-async fn claimed(handle: &ConnHandle) -> Option<ClaimGrant> {
+async fn claimed(handle: &ConnHandle) -> Result<ClaimGrant, ErrorCode> {
     loop {
         handle.news().await;
         let mut items = handle.take_inbox().unwrap_or_default();
         while let Some(item) = items.pop_front() {
             if let Inbound::Reply(Downlink::Claimed { result, .. }) = item {
                 handle.put_back(items);
-                return result.ok();
+                return result;
             }
         }
     }
@@ -404,7 +405,7 @@ enum ClaimOutcome {
 /// the session at once (without its will; its queue goes back), so the
 /// router does not keep it owned by a connection that is gone.
 async fn abandon_claim(shared: Arc<Shared>, handle: Arc<ConnHandle>, expiry_seconds: u32) {
-    let late = tokio::time::timeout(ABANDONED_CLAIM_WAIT, claimed(&handle)).await.ok().flatten();
+    let late = tokio::time::timeout(ABANDONED_CLAIM_WAIT, claimed(&handle)).await.ok().and_then(Result::ok);
     if let Some(grant) = late {
         let key = SessionKey::clone(&handle.key);
         let filters: Vec<_> = grant.subscriptions.iter().map(|s| s.filter.clone()).collect();
@@ -415,6 +416,9 @@ async fn abandon_claim(shared: Arc<Shared>, handle: Arc<ConnHandle>, expiry_seco
                 }
             })
             .await;
+        if let Some(links) = shared.registry_links.get() {
+            links.release(&key, grant.epoch, expiry_seconds, false);
+        }
         let release = Release {
             request: (handle.id << REQUEST_SEQ_BITS) | ((1 << REQUEST_SEQ_BITS) - 1),
             session: key,
@@ -431,21 +435,43 @@ async fn abandon_claim(shared: Arc<Shared>, handle: Arc<ConnHandle>, expiry_seco
 async fn claim(shared: &Shared, handle: &ConnHandle, accepted: &Accepted) -> ClaimOutcome {
     let request = handle.id << REQUEST_SEQ_BITS;
     handle.set_terms(accepted.expiry_seconds, accepted.will.clone());
-    let claim = Claim {
-        request,
-        session: SessionKey::clone(&accepted.key),
-        clean_start: accepted.clean_start,
-        expiry_seconds: accepted.expiry_seconds,
-        will: accepted.will.clone(),
-        granted: None,
-    };
-    if shared.request(Uplink::Claim(claim)).await.is_err() {
-        return ClaimOutcome::Refused;
-    }
-    match tokio::time::timeout(shared.config.claim_timeout, claimed(handle)).await {
-        Ok(Some(grant)) => ClaimOutcome::Granted(grant),
-        Ok(None) => ClaimOutcome::Refused,
-        Err(_) => ClaimOutcome::TimedOut,
+    let deadline = tokio::time::Instant::now() + shared.config.claim_timeout;
+    loop {
+        // In a router cluster the session's shard owner grants the epoch
+        // first (ADR 0033); the leader then takes the claim with it.
+        let granted = match shared.registry_links.get() {
+            Some(links) => {
+                let patience = deadline.saturating_duration_since(tokio::time::Instant::now());
+                match links
+                    .claim(&accepted.key, accepted.clean_start, accepted.expiry_seconds, patience)
+                    .await
+                {
+                    OwnerClaim::Granted { epoch, .. } => Some(epoch),
+                    OwnerClaim::NoShardTable => None,
+                    OwnerClaim::NotGranted => return ClaimOutcome::Refused,
+                }
+            }
+            None => None,
+        };
+        let claim = Claim {
+            request,
+            session: SessionKey::clone(&accepted.key),
+            clean_start: accepted.clean_start,
+            expiry_seconds: accepted.expiry_seconds,
+            will: accepted.will.clone(),
+            granted,
+        };
+        if shared.request(Uplink::Claim(claim)).await.is_err() {
+            return ClaimOutcome::Refused;
+        }
+        match tokio::time::timeout_at(deadline, claimed(handle)).await {
+            Ok(Ok(grant)) => return ClaimOutcome::Granted(grant),
+            // A newer claim reached the leader first with a later grant:
+            // this connection claims again at the owner, and takes over.
+            Ok(Err(ErrorCode::StaleEpoch)) if granted.is_some() => continue,
+            Ok(Err(_)) => return ClaimOutcome::Refused,
+            Err(_) => return ClaimOutcome::TimedOut,
+        }
     }
 }
 
@@ -710,6 +736,9 @@ impl<T: Transport> Connection<T> {
         let mut orphans = session.take_shared();
         let release = session.release(close.publish_will && !revoked);
         let (request, epoch) = (release.request, release.epoch);
+        if let Some(links) = self.shared.registry_links.get().filter(|_| !revoked) {
+            links.release(&release.session, epoch, release.expiry_seconds, release.publish_will);
+        }
         // What its client acknowledged goes first: the router then keeps
         // only what it did not.
         if let Some(acks) = self.shared.acks.take_session(session.key()) {

@@ -192,6 +192,9 @@ pub(crate) struct Shared {
     given_up: std::sync::Mutex<std::collections::HashSet<herald_proto::seam::RequestId>>,
     /// Client requests waiting for the router's replies, bounded.
     admission: admission::Admission,
+    /// The registry links of a gateway of a router cluster: claims go to
+    /// the session's shard owner first (ADR 0033). Unset: standalone.
+    registry_links: std::sync::OnceLock<Arc<registry_links::RegistryLinks>>,
 }
 
 impl Shared {
@@ -313,6 +316,7 @@ impl Gateway {
             users,
             given_up: Default::default(),
             admission: Default::default(),
+            registry_links: std::sync::OnceLock::new(),
         };
         let shared = Arc::new(shared);
         Ok(Gateway { listener, websocket, http, mqtt_tls, websocket_tls, shared, downlink: link.downlink })
@@ -338,6 +342,12 @@ impl Gateway {
     /// Returns the address the push API listens on, if it is served.
     pub fn push_api_addr(&self) -> std::io::Result<Option<SocketAddr>> {
         self.http.as_ref().map(TcpListener::local_addr).transpose()
+    }
+
+    /// Claims sessions at their registry shard's owner over `links` before
+    /// the leader takes them with the owner's epoch (ADR 0033).
+    pub fn claim_at_shard_owners(&self, links: Arc<registry_links::RegistryLinks>) {
+        let _ = self.shared.registry_links.set(links);
     }
 
     /// Returns what a router link needs to give the gateway's sessions back

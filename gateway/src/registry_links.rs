@@ -15,11 +15,11 @@
 //! so a router added later is linked too. Claims and releases go to the
 //! shard's owner over these links next (slice 2).
 
-use herald_core::{NodeId, REGISTRY_SHARDS, ShardId};
+use herald_core::{Epoch, NodeId, REGISTRY_SHARDS, SessionKey, ShardId};
 use herald_proto::grpc::CONTRACT_VERSION;
 use herald_proto::grpc::pb::registry_client::RegistryClient;
-use herald_proto::grpc::pb::{self, registry_down, registry_up};
-use std::collections::{BTreeMap, HashSet};
+use herald_proto::grpc::pb::{self, registry_claimed, registry_down, registry_up};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -28,6 +28,10 @@ use tracing::{info, warn};
 
 /// Waits between attempts to link to a router, doubling up to the second.
 const RETRY: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(2));
+/// Items waiting for one router's registry link: claims wait for room,
+/// releases past it are dropped (the owner learns of them from the
+/// gateway's next listing, or its lease).
+const UPLINK: usize = 1024;
 /// How long opening a link may take.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -56,6 +60,23 @@ impl KnownTable {
     }
 }
 
+/// How a claim at a shard's owner ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnerClaim {
+    /// The owner granted `epoch`; `persistent`: the session is attached at
+    /// the leader too.
+    Granted {
+        /// The session's new epoch.
+        epoch: Epoch,
+        /// Whether the session is persistent, or ends a persistent one.
+        persistent: bool,
+    },
+    /// The cluster has no shard table: the leader grants the epoch.
+    NoShardTable,
+    /// No owner answered in time.
+    NotGranted,
+}
+
 /// The gateway's registry links.
 pub struct RegistryLinks {
     inner: Arc<Inner>,
@@ -63,8 +84,6 @@ pub struct RegistryLinks {
 
 struct Inner {
     gateway: NodeId,
-    /// The routers of the newest table, for the seam link to look through.
-    learned: crate::router_client::LearnedRouters,
     cluster_id: Option<String>,
     table: Mutex<KnownTable>,
     /// Routers linked to, by address (`host:port`).
@@ -74,30 +93,38 @@ struct Inner {
     linked: Mutex<HashSet<u64>>,
     /// Links open now.
     open: AtomicU64,
+    /// Each linked router's uplink, by node id.
+    uplinks: Mutex<HashMap<u64, tokio::sync::mpsc::Sender<pb::RegistryUp>>>,
+    /// Claims sent and not answered: the router they went to, and who waits.
+    pending: Mutex<HashMap<u64, (u64, tokio::sync::oneshot::Sender<registry_claimed::Result>)>>,
+    next_request: AtomicU64,
+    /// Told when the table or the links change.
+    changed: tokio::sync::Notify,
     /// Tables taken (newer than the one kept).
     tables: AtomicU64,
+    /// Claims at owners, by how they ended: granted, no shard table, not
+    /// granted in time.
+    claims: [AtomicU64; 3],
 }
 
 impl RegistryLinks {
     /// Starts linking gateway `gateway` to each router of `addresses`
     /// (`http://host:port` or `host:port`), and to every router their
     /// tables name. Links end when the returned value is dropped.
-    /// The routers of the newest table are kept in `learned` too.
-    pub fn start(
-        gateway: NodeId,
-        cluster_id: Option<String>,
-        addresses: &[String],
-        learned: crate::router_client::LearnedRouters,
-    ) -> RegistryLinks {
+    pub fn start(gateway: NodeId, cluster_id: Option<String>, addresses: &[String]) -> RegistryLinks {
         let inner = Arc::new(Inner {
             gateway,
-            learned,
             cluster_id,
             table: Mutex::default(),
             started: Mutex::default(),
             linked: Mutex::default(),
             open: AtomicU64::new(0),
+            uplinks: Mutex::default(),
+            pending: Mutex::default(),
+            next_request: AtomicU64::new(1),
+            changed: tokio::sync::Notify::new(),
             tables: AtomicU64::new(0),
+            claims: Default::default(),
         });
         for address in addresses {
             Inner::link(&inner, address);
@@ -113,6 +140,114 @@ impl RegistryLinks {
     /// How many routers it is linked to now.
     pub fn open(&self) -> u64 {
         self.inner.open.load(Ordering::Relaxed)
+    }
+
+    /// Claims `session` at its shard's owner. Waits, up to `patience`, for
+    /// a first table and for the owner to be known and linked (a shard
+    /// moving after a router's loss), and follows a `not owner` answer to
+    /// the newer table.
+    pub async fn claim(
+        &self,
+        session: &SessionKey,
+        clean_start: bool,
+        expiry_seconds: u32,
+        patience: Duration,
+    ) -> OwnerClaim {
+        let outcome = self.claim_once(session, clean_start, expiry_seconds, patience).await;
+        let counter = match outcome {
+            OwnerClaim::Granted { .. } => 0,
+            OwnerClaim::NoShardTable => 1,
+            OwnerClaim::NotGranted => 2,
+        };
+        self.inner.claims[counter].fetch_add(1, Ordering::Relaxed);
+        outcome
+    }
+
+    /// Claims at owners so far: granted, answered "no shard table", not
+    /// granted in time.
+    pub fn claims(&self) -> [u64; 3] {
+        self.inner.claims.each_ref().map(|c| c.load(Ordering::Relaxed))
+    }
+
+    async fn claim_once(
+        &self,
+        session: &SessionKey,
+        clean_start: bool,
+        expiry_seconds: u32,
+        patience: Duration,
+    ) -> OwnerClaim {
+        let deadline = tokio::time::Instant::now() + patience;
+        let inner = &self.inner;
+        loop {
+            let changed = inner.changed.notified();
+            let table = self.table();
+            if !table.routers.is_empty() && table.owners.is_empty() {
+                // A cluster without a shard table (a router predates it):
+                // the leader grants epochs, as before.
+                return OwnerClaim::NoShardTable;
+            }
+            let owner = table.owner(ShardId::of(session));
+            let uplink = owner.and_then(|owner| Some((owner, inner.lock_uplinks().get(&owner)?.clone())));
+            if let Some((owner, uplink)) = uplink {
+                let request = inner.next_request.fetch_add(1, Ordering::Relaxed);
+                let (answer, answered) = tokio::sync::oneshot::channel();
+                inner.lock_pending().insert(request, (owner, answer));
+                let claim = pb::RegistryClaim {
+                    request,
+                    session: Some(pb::SessionKey {
+                        app: session.app.to_string(),
+                        client: session.client.to_string(),
+                    }),
+                    clean_start,
+                    expiry_seconds,
+                };
+                let sent = uplink.send(pb::RegistryUp { item: Some(registry_up::Item::Claim(claim)) }).await;
+                if sent.is_ok() {
+                    match tokio::time::timeout_at(deadline, answered).await {
+                        Ok(Ok(registry_claimed::Result::Granted(grant))) => {
+                            let epoch = grant.epoch.unwrap_or_default();
+                            let epoch = Epoch::new(epoch.generation, epoch.counter);
+                            return OwnerClaim::Granted { epoch, persistent: grant.persistent };
+                        }
+                        // Not the owner (any more): a newer table is coming.
+                        Ok(Ok(registry_claimed::Result::NotOwner(_))) => {}
+                        // The link ended before the answer: ask again.
+                        Ok(Err(_)) => continue,
+                        Err(_) => {
+                            inner.lock_pending().remove(&request);
+                            return OwnerClaim::NotGranted;
+                        }
+                    }
+                } else {
+                    inner.lock_pending().remove(&request);
+                }
+            }
+            tokio::select! {
+                () = changed => {}
+                () = tokio::time::sleep(RETRY.0) => {}
+                () = tokio::time::sleep_until(deadline) => return OwnerClaim::NotGranted,
+            }
+        }
+    }
+
+    /// Tells `session`'s shard owner that the connection holding it at
+    /// `epoch` ended. Not waited for: a full or missing link drops it, and
+    /// the owner learns of the session's end when the gateway lists what
+    /// it holds, or at the end of its lease.
+    pub fn release(&self, session: &SessionKey, epoch: Epoch, expiry_seconds: u32, publish_will: bool) {
+        let Some(owner) = self.table().owner(ShardId::of(session)) else { return };
+        let Some(uplink) = self.inner.lock_uplinks().get(&owner).cloned() else { return };
+        let release = pb::RegistryRelease {
+            request: self.inner.next_request.fetch_add(1, Ordering::Relaxed),
+            session: Some(pb::SessionKey {
+                app: session.app.to_string(),
+                client: session.client.to_string(),
+            }),
+            epoch: Some(pb::Epoch { generation: epoch.generation, counter: epoch.counter }),
+            expiry_seconds,
+            publish_will,
+        };
+        let _ = uplink.try_send(pb::RegistryUp { item: Some(registry_up::Item::Release(release)) });
     }
 
     /// How many shards each router owns, as the newest table says.
@@ -131,6 +266,30 @@ impl RegistryLinks {
 impl Inner {
     fn lock_linked(&self) -> std::sync::MutexGuard<'_, HashSet<u64>> {
         self.linked.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn lock_uplinks(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<u64, tokio::sync::mpsc::Sender<pb::RegistryUp>>> {
+        self.uplinks.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn lock_pending(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<u64, (u64, tokio::sync::oneshot::Sender<registry_claimed::Result>)>>
+    {
+        self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The link to router `router` ended: its uplink goes, and the claims
+    /// sent on it are asked again.
+    fn unlinked(&self, router: u64) {
+        self.lock_linked().remove(&router);
+        self.lock_uplinks().remove(&router);
+        self.lock_pending().retain(|_, (to, _)| *to != router);
+        self.open.fetch_sub(1, Ordering::Relaxed);
+        self.changed.notify_waiters();
     }
 
     /// Starts the link task for `address` unless one runs.
@@ -169,10 +328,10 @@ impl Inner {
         }
         let mut kept = inner.table.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if known.age() > kept.age() || (known.age() == kept.age() && known.routers != kept.routers) {
-            *inner.learned.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
-                known.routers.values().cloned().collect();
             *kept = known;
             inner.tables.fetch_add(1, Ordering::Relaxed);
+            drop(kept);
+            inner.changed.notify_waiters();
         }
     }
 }
@@ -187,7 +346,7 @@ async fn keep_linked(inner: Weak<Inner>, address: String) {
         drop(strong);
         match tokio::time::timeout(OPEN_TIMEOUT, open(&address, gateway, cluster_id)).await {
             // The uplink stays open while `_uplink` lives, for the items to come.
-            Ok(Ok((_uplink, mut inbound))) => {
+            Ok(Ok((uplink, mut inbound))) => {
                 wait = RETRY.0;
                 let mut router = None;
                 loop {
@@ -202,15 +361,22 @@ async fn keep_linked(inner: Weak<Inner>, address: String) {
                                 }
                                 router = Some(table.router);
                                 strong.open.fetch_add(1, Ordering::Relaxed);
+                                strong.lock_uplinks().insert(table.router, uplink.clone());
                                 info!(router = %address, id = table.router, "registry link open");
                             }
                             Inner::take(&strong, table);
+                            strong.changed.notify_waiters();
+                        }
+                        Ok(Some(pb::RegistryDown { item: Some(registry_down::Item::Claimed(claimed)) })) => {
+                            let waiting = strong.lock_pending().remove(&claimed.request);
+                            if let (Some((_, waiting)), Some(result)) = (waiting, claimed.result) {
+                                let _ = waiting.send(result);
+                            }
                         }
                         Ok(Some(_)) => {}
                         Ok(None) | Err(_) => {
                             if let Some(id) = router {
-                                strong.lock_linked().remove(&id);
-                                strong.open.fetch_sub(1, Ordering::Relaxed);
+                                strong.unlinked(id);
                                 info!(router = %address, "registry link lost: opening it again");
                             }
                             break;
@@ -236,7 +402,7 @@ async fn open(
 ) -> Result<(tokio::sync::mpsc::Sender<pb::RegistryUp>, tonic::Streaming<pb::RegistryDown>), tonic::Status> {
     let endpoint = crate::router_client::router_endpoint(address).map_err(tonic::Status::invalid_argument)?;
     let channel = endpoint.connect().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    let (outbound, items) = tokio::sync::mpsc::channel(1);
+    let (outbound, items) = tokio::sync::mpsc::channel(UPLINK);
     let hello = pb::RegistryUp {
         item: Some(registry_up::Item::Hello(pb::RegistryHello {
             contract_version: CONTRACT_VERSION,
@@ -266,8 +432,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_newest_table_is_kept_whichever_router_sends_it_and_its_routers_are_linked() {
-        let learned = crate::router_client::LearnedRouters::default();
-        let links = RegistryLinks::start(NodeId(1), None, &[], learned.clone());
+        let links = RegistryLinks::start(NodeId(1), None, &[]);
         let inner = &links.inner;
         Inner::take(inner, table(2, 7, 10, &["7=127.0.0.1:1"]));
         assert_eq!(links.shards_per_owner(), BTreeMap::from([(7, 64)]));
@@ -278,7 +443,6 @@ mod tests {
         // the new router is linked to.
         Inner::take(inner, table(2, 7, 30, &["7=127.0.0.1:1", "9=127.0.0.1:2"]));
         assert_eq!(links.table().routers.len(), 2);
-        assert_eq!(*learned.lock().expect("unpoisoned"), ["127.0.0.1:1", "127.0.0.1:2"], "for the seam link");
         let started = inner.started.lock().expect("unpoisoned").clone();
         assert_eq!(started, HashSet::from(["127.0.0.1:1".to_owned(), "127.0.0.1:2".to_owned()]));
         // A table of a cluster without a shard table names no owner.

@@ -104,28 +104,6 @@ pub struct LinkSettings {
     pub cluster_id: Option<String>,
     /// Random per process (see the seam's `Hello`).
     pub incarnation: u64,
-    /// Routers learned from the registry's shard table (`host:port`),
-    /// tried after `addresses` when the link is looked for again: a
-    /// gateway told of one router still finds the leader once that router
-    /// is gone.
-    pub learned: LearnedRouters,
-}
-
-/// Routers' addresses learned at run time, shared with the registry links.
-pub type LearnedRouters = Arc<Mutex<Vec<String>>>;
-
-impl LinkSettings {
-    /// `addresses`, then the learned routers they do not name already.
-    fn every_address(&self) -> Vec<String> {
-        let authority = |a: &str| {
-            a.strip_prefix("https://").or_else(|| a.strip_prefix("http://")).unwrap_or(a).to_owned()
-        };
-        let mut every = self.addresses.clone();
-        let named: std::collections::HashSet<String> = every.iter().map(|a| authority(a)).collect();
-        let learned = self.learned.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-        every.extend(learned.into_iter().filter(|a| !named.contains(&authority(a))));
-        every
-    }
 }
 
 /// An open stream to a router that serves gateways.
@@ -147,7 +125,7 @@ pub async fn connect_any(settings: &LinkSettings, patience: Duration) -> Result<
     let deadline = tokio::time::Instant::now() + patience;
     let mut last = LinkError::Unreachable("no router address given".into());
     loop {
-        for address in &settings.every_address() {
+        for address in &settings.addresses {
             let opened = tokio::time::timeout(OPEN_TIMEOUT, connect(address, settings)).await;
             let opened = opened.unwrap_or_else(|_| {
                 Err(LinkError::Unreachable(format!("{address}: no welcome within {OPEN_TIMEOUT:?}")))

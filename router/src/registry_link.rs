@@ -19,9 +19,11 @@
 //!
 //! Queues: each gateway's downlink holds [`DOWNLINK`] items. Answers to a
 //! gateway's own items wait for room (its stream is pushed back); a
-//! revocation for another gateway whose downlink is full ends that
-//! gateway's link instead of waiting (policy: relink), and the gateway,
-//! listing its sessions on the new link, learns which it lost.
+//! revocation for another gateway whose downlink is full is not waited
+//! for: it is dropped, with a warning, and that gateway gets no more
+//! revocations until it links again (policy: the gateway learns what it
+//! lost when it lists its sessions on a new link; until gateways act on
+//! the owner's revocations, the leader's fence connections).
 
 use crate::owner::{Granted, Located, OwnerEffect, Refused, ShardOwner};
 use crate::raft::shards::TableView;
@@ -76,7 +78,7 @@ impl Shared {
     }
 
     /// Sends each revocation to its gateway, never waiting: a full or gone
-    /// downlink is dropped (the gateway links again and lists).
+    /// downlink is forgotten until the gateway links again.
     fn deliver(&self, effects: Vec<OwnerEffect>) {
         for effect in effects {
             // Wills stay with the leader until the owner publishes them
@@ -92,7 +94,7 @@ impl Shared {
             if let Some(downlink) = gateways.get(&gateway)
                 && downlink.try_send(Ok(down)).is_err()
             {
-                tracing::warn!(%gateway, "registry downlink full: ending its link");
+                tracing::warn!(%gateway, "registry downlink full: revocations to it dropped until it links again");
                 gateways.remove(&gateway);
             }
         }
