@@ -144,4 +144,8 @@ fn a_claim_is_taken_with_the_epoch_its_shards_owner_granted_unless_the_session_h
     let (later, effects) = h.claim(GW2, granted("a", Epoch::new(GENERATION, 8)), T0);
     assert_eq!(later.epoch, Epoch::new(GENERATION, 8));
     assert!(effects.contains(&(GW1, Downlink::Revoked { session: key("a"), epoch: grant.epoch })));
+    // A gateway of an earlier version claims without a grant: the router's
+    // own epoch is above every grant it took, so epochs never go backwards.
+    let (own, _) = h.claim(GW1, claim("a", true, 0), T0);
+    assert!(own.epoch > later.epoch, "{} after {}", own.epoch, later.epoch);
 }

@@ -280,9 +280,14 @@ impl RouterState {
         now: UnixMillis,
         out: &mut Vec<Effect>,
     ) {
-        // The epoch its shard's owner granted, or one of this router's.
+        // The epoch its shard's owner granted, or one of this router's. The
+        // epochs it grants itself (a gateway of an earlier version, during
+        // a rolling upgrade) stay above every granted one it took.
         let epoch = match claim.granted {
-            Some(granted) => granted,
+            Some(granted) => {
+                self.counter = self.counter.max(granted.counter);
+                granted
+            }
             None => self.next_epoch(&claim.session),
         };
         let expiry_seconds = claim.expiry_seconds.min(self.config.max_session_expiry_seconds);
