@@ -479,14 +479,16 @@ impl Exposition {
     }
 
     fn labelled_gauge(&mut self, name: &str, help: &str, label: &str, values: &[(&str, u64)]) {
-        self.header(name, help, "gauge");
-        for (value_label, value) in values {
-            let _ = writeln!(self.text, "{name}{{{label}=\"{value_label}\"}} {value}");
-        }
+        self.labelled(name, help, "gauge", label, values);
     }
 
     fn labelled_counter(&mut self, name: &str, help: &str, label: &str, values: &[(&str, u64)]) {
-        self.header(name, help, "counter");
+        self.labelled(name, help, "counter", label, values);
+    }
+
+    /// A metric of `kind` with one series per value of `label`.
+    fn labelled(&mut self, name: &str, help: &str, kind: &str, label: &str, values: &[(&str, u64)]) {
+        self.header(name, help, kind);
         for (value_label, value) in values {
             let _ = writeln!(self.text, "{name}{{{label}=\"{value_label}\"}} {value}");
         }

@@ -16,9 +16,9 @@
 //! shard's owner over these links next (slice 2).
 
 use herald_core::{Epoch, NodeId, REGISTRY_SHARDS, SessionKey, ShardId};
-use herald_proto::grpc::CONTRACT_VERSION;
 use herald_proto::grpc::pb::registry_client::RegistryClient;
 use herald_proto::grpc::pb::{self, registry_claimed, registry_down, registry_up};
+use herald_proto::grpc::{CONTRACT_VERSION, epoch_from_pb, epoch_to_pb, session_to_pb};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -153,7 +153,13 @@ impl RegistryLinks {
         expiry_seconds: u32,
         patience: Duration,
     ) -> OwnerClaim {
-        let outcome = self.claim_once(session, clean_start, expiry_seconds, patience).await;
+        let claim = pb::RegistryClaim {
+            request: 0,
+            session: Some(session_to_pb(session)),
+            clean_start,
+            expiry_seconds,
+        };
+        let outcome = self.ask_owner(ShardId::of(session), claim, patience).await;
         let counter = match outcome {
             OwnerClaim::Granted { .. } => 0,
             OwnerClaim::NoShardTable => 1,
@@ -169,13 +175,9 @@ impl RegistryLinks {
         self.inner.claims.each_ref().map(|c| c.load(Ordering::Relaxed))
     }
 
-    async fn claim_once(
-        &self,
-        session: &SessionKey,
-        clean_start: bool,
-        expiry_seconds: u32,
-        patience: Duration,
-    ) -> OwnerClaim {
+    /// Sends `claim` (its request id set here) to the owner of `shard`
+    /// until one answers with a grant, or `patience` runs out.
+    async fn ask_owner(&self, shard: ShardId, claim: pb::RegistryClaim, patience: Duration) -> OwnerClaim {
         let deadline = tokio::time::Instant::now() + patience;
         let inner = &self.inner;
         loop {
@@ -186,27 +188,20 @@ impl RegistryLinks {
                 // the leader grants epochs, as before.
                 return OwnerClaim::NoShardTable;
             }
-            let owner = table.owner(ShardId::of(session));
+            let owner = table.owner(shard);
             let uplink = owner.and_then(|owner| Some((owner, inner.lock_uplinks().get(&owner)?.clone())));
             if let Some((owner, uplink)) = uplink {
                 let request = inner.next_request.fetch_add(1, Ordering::Relaxed);
                 let (answer, answered) = tokio::sync::oneshot::channel();
                 inner.lock_pending().insert(request, (owner, answer));
-                let claim = pb::RegistryClaim {
-                    request,
-                    session: Some(pb::SessionKey {
-                        app: session.app.to_string(),
-                        client: session.client.to_string(),
-                    }),
-                    clean_start,
-                    expiry_seconds,
-                };
+                let claim = pb::RegistryClaim { request, ..claim.clone() };
                 let sent = uplink.send(pb::RegistryUp { item: Some(registry_up::Item::Claim(claim)) }).await;
                 if sent.is_ok() {
                     match tokio::time::timeout_at(deadline, answered).await {
                         Ok(Ok(registry_claimed::Result::Granted(grant))) => {
-                            let epoch = grant.epoch.unwrap_or_default();
-                            let epoch = Epoch::new(epoch.generation, epoch.counter);
+                            let Ok(epoch) = epoch_from_pb(grant.epoch, "claimed.epoch") else {
+                                return OwnerClaim::NotGranted;
+                            };
                             return OwnerClaim::Granted { epoch, persistent: grant.persistent };
                         }
                         // Not the owner (any more): a newer table is coming.
@@ -239,11 +234,8 @@ impl RegistryLinks {
         let Some(uplink) = self.inner.lock_uplinks().get(&owner).cloned() else { return };
         let release = pb::RegistryRelease {
             request: self.inner.next_request.fetch_add(1, Ordering::Relaxed),
-            session: Some(pb::SessionKey {
-                app: session.app.to_string(),
-                client: session.client.to_string(),
-            }),
-            epoch: Some(pb::Epoch { generation: epoch.generation, counter: epoch.counter }),
+            session: Some(session_to_pb(session)),
+            epoch: Some(epoch_to_pb(epoch)),
             expiry_seconds,
             publish_will,
         };
@@ -294,8 +286,7 @@ impl Inner {
 
     /// Starts the link task for `address` unless one runs.
     fn link(inner: &Arc<Inner>, address: &str) {
-        let authority =
-            address.strip_prefix("https://").or_else(|| address.strip_prefix("http://")).unwrap_or(address);
+        let authority = herald_proto::grpc::tls::authority(address);
         let fresh = inner
             .started
             .lock()

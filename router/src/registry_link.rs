@@ -27,10 +27,10 @@
 
 use crate::owner::{Granted, Located, OwnerEffect, Refused, ShardOwner};
 use crate::raft::shards::TableView;
-use herald_core::{AppId, ClientId, Clock, Epoch, NodeId, SessionKey, ShardGenerations, UnixMillis};
-use herald_proto::grpc::CONTRACT_VERSION;
+use herald_core::{Clock, Epoch, NodeId, SessionKey, ShardGenerations, UnixMillis};
 use herald_proto::grpc::pb::registry_server::{Registry, RegistryServer};
 use herald_proto::grpc::pb::{self, registry_claimed, registry_down, registry_up};
+use herald_proto::grpc::{CONTRACT_VERSION, epoch_from_pb, epoch_to_pb, session_from_pb, session_to_pb};
 use herald_proto::seam::{Claim, Reattach, Release};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -132,12 +132,6 @@ impl RegistryService {
         self.shared.linked.load(Ordering::Relaxed)
     }
 
-    /// How many registry shards, and sessions of them, this router holds.
-    pub fn owned(&self) -> (usize, usize) {
-        let owner = self.shared.owner();
-        (owner.owned(), owner.sessions())
-    }
-
     /// Where `session` is, as this router's shards say.
     pub fn locate(&self, session: &SessionKey) -> Located {
         self.shared.owner().locate(session)
@@ -194,25 +188,14 @@ pub fn table_to_pb(view: &TableView, router: u64, cluster_id: &str) -> pb::Regis
     }
 }
 
-fn session_to_pb(session: &SessionKey) -> pb::SessionKey {
-    pb::SessionKey { app: session.app.to_string(), client: session.client.to_string() }
+/// `field` of an item, as the session key it names.
+fn session_of(session: Option<pb::SessionKey>, field: &'static str) -> Result<SessionKey, Status> {
+    session_from_pb(session, field).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
-fn epoch_to_pb(epoch: Epoch) -> pb::Epoch {
-    pb::Epoch { generation: epoch.generation, counter: epoch.counter }
-}
-
-fn session_from_pb(session: Option<pb::SessionKey>) -> Result<SessionKey, Status> {
-    let session = session.ok_or_else(|| Status::invalid_argument("a session is required"))?;
-    let app = AppId::new(session.app).map_err(|_| Status::invalid_argument("an invalid app"))?;
-    let client =
-        ClientId::new(session.client).map_err(|_| Status::invalid_argument("an invalid client id"))?;
-    Ok(SessionKey::new(app, client))
-}
-
-fn epoch_from_pb(epoch: Option<pb::Epoch>) -> Result<Epoch, Status> {
-    let epoch = epoch.ok_or_else(|| Status::invalid_argument("an epoch is required"))?;
-    Ok(Epoch::new(epoch.generation, epoch.counter))
+/// `field` of an item, as the epoch it holds.
+fn epoch_of(epoch: Option<pb::Epoch>, field: &'static str) -> Result<Epoch, Status> {
+    epoch_from_pb(epoch, field).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
 /// Applies one item of `gateway`'s; returns the answer to send it, if any.
@@ -221,12 +204,11 @@ fn apply(
     gateway: NodeId,
     item: registry_up::Item,
 ) -> Result<Option<pb::RegistryDown>, Status> {
-    let now = shared.clock.now();
     let mut effects = Vec::new();
     let answer = match item {
         registry_up::Item::Hello(_) => return Err(Status::invalid_argument("a second hello")),
         registry_up::Item::Claim(claim) => {
-            let session = session_from_pb(claim.session)?;
+            let session = session_of(claim.session, "claim.session")?;
             let persistent = (shared.persistent)(&session);
             let request = claim.request;
             let claim = Claim {
@@ -237,7 +219,7 @@ fn apply(
                 will: None,
                 granted: None,
             };
-            let result = match shared.owner().claim(gateway, &claim, persistent, now, &mut effects) {
+            let result = match shared.owner().claim(gateway, &claim, persistent, &mut effects) {
                 Ok(Granted { epoch, persistent }) => registry_claimed::Result::Granted(pb::RegistryGrant {
                     epoch: Some(epoch_to_pb(epoch)),
                     persistent,
@@ -251,13 +233,13 @@ fn apply(
             let request = release.request;
             let release = Release {
                 request,
-                session: session_from_pb(release.session)?,
-                epoch: epoch_from_pb(release.epoch)?,
+                session: session_of(release.session, "release.session")?,
+                epoch: epoch_of(release.epoch, "release.epoch")?,
                 expiry_seconds: release.expiry_seconds,
                 publish_will: release.publish_will,
                 pending: Vec::new(),
             };
-            let (stale, not_owner) = match shared.owner().release(gateway, &release, now, &mut effects) {
+            let (stale, not_owner) = match shared.owner().release(gateway, &release, &mut effects) {
                 Ok(()) => (false, None),
                 Err(Refused::Stale) => (true, None),
                 Err(Refused::NotOwner { owner }) => (false, Some(owner)),
@@ -270,14 +252,14 @@ fn apply(
                 .into_iter()
                 .map(|listed| {
                     Ok(Reattach {
-                        session: session_from_pb(listed.session)?,
-                        epoch: epoch_from_pb(listed.epoch)?,
+                        session: session_of(listed.session, "list.session")?,
+                        epoch: epoch_of(listed.epoch, "list.epoch")?,
                         expiry_seconds: listed.expiry_seconds,
                         will: None,
                     })
                 })
                 .collect::<Result<Vec<_>, Status>>()?;
-            let elsewhere = shared.owner().relist(gateway, sessions, list.last, now, &mut effects);
+            let elsewhere = shared.owner().relist(gateway, sessions, list.last, &mut effects);
             shared.deliver(effects);
             if elsewhere.is_empty() {
                 return Ok(None);

@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::raft::shards::ShardTable;
-use herald_core::{ManualClock, REGISTRY_SHARDS, ShardId};
+use herald_core::{AppId, ClientId, ManualClock, REGISTRY_SHARDS, ShardId};
 use herald_proto::grpc::pb::registry_client::RegistryClient;
 use tokio_stream::wrappers::TcpListenerStream;
 
@@ -60,7 +60,7 @@ impl Link {
 
 fn granted(result: registry_claimed::Result) -> Epoch {
     match result {
-        registry_claimed::Result::Granted(grant) => epoch_from_pb(grant.epoch).expect("an epoch"),
+        registry_claimed::Result::Granted(grant) => epoch_of(grant.epoch, "epoch").expect("an epoch"),
         other => panic!("{other:?}"),
     }
 }
@@ -110,7 +110,10 @@ async fn claims_releases_and_listings_reach_the_shards_this_router_owns_and_revo
     let revoked = seven.next().await;
     let registry_down::Item::Revoked(revoked) = revoked else { panic!("{revoked:?}") };
     assert_eq!(
-        (session_from_pb(revoked.session).expect("key"), epoch_from_pb(revoked.epoch).expect("epoch")),
+        (
+            session_of(revoked.session, "session").expect("key"),
+            epoch_of(revoked.epoch, "epoch").expect("epoch")
+        ),
         (key("a"), first)
     );
     // Its release is stale; eight's ends the session.

@@ -32,25 +32,26 @@ pub(crate) fn required<T>(value: Option<T>, field: &'static str) -> Result<T, Co
 
 // ------------------------------------------------------------------ leaves
 
-pub(super) fn session_to_pb(key: &SessionKey) -> pb::SessionKey {
+/// A session key's protobuf form.
+pub fn session_to_pb(key: &SessionKey) -> pb::SessionKey {
     pb::SessionKey { app: key.app.as_str().to_owned(), client: key.client.as_str().to_owned() }
 }
 
-pub(super) fn session_from_pb(
-    key: Option<pb::SessionKey>,
-    field: &'static str,
-) -> Result<SessionKey, ConvertError> {
+/// The session key a protobuf one names; `field` names it in errors.
+pub fn session_from_pb(key: Option<pb::SessionKey>, field: &'static str) -> Result<SessionKey, ConvertError> {
     let key = required(key, field)?;
     let app = AppId::new(key.app).map_err(|_| invalid(field, "invalid app id"))?;
     let client = ClientId::new(key.client).map_err(|_| invalid(field, "invalid client id"))?;
     Ok(SessionKey::new(app, client))
 }
 
-fn epoch_to_pb(epoch: Epoch) -> pb::Epoch {
+/// An epoch's protobuf form.
+pub fn epoch_to_pb(epoch: Epoch) -> pb::Epoch {
     pb::Epoch { generation: epoch.generation, counter: epoch.counter }
 }
 
-fn epoch_from_pb(epoch: Option<pb::Epoch>, field: &'static str) -> Result<Epoch, ConvertError> {
+/// The epoch a protobuf one holds; `field` names it in errors.
+pub fn epoch_from_pb(epoch: Option<pb::Epoch>, field: &'static str) -> Result<Epoch, ConvertError> {
     let epoch = required(epoch, field)?;
     Ok(Epoch::new(epoch.generation, epoch.counter))
 }

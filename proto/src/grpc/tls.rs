@@ -38,12 +38,17 @@ pub fn enabled() -> bool {
     INSTALLED.get().is_some()
 }
 
+/// The `host:port` of a router address given as `http://host:port`,
+/// `https://host:port` or `host:port`.
+pub fn authority(address: &str) -> &str {
+    address.strip_prefix("https://").or_else(|| address.strip_prefix("http://")).unwrap_or(address)
+}
+
 /// An endpoint for the cluster member at `address` (`host:port`, or an
 /// `http://` or `https://` URL): over TLS with the installed identity when
 /// there is one, else plain.
 pub fn endpoint(address: &str) -> Result<Endpoint, String> {
-    let authority =
-        address.strip_prefix("https://").or_else(|| address.strip_prefix("http://")).unwrap_or(address);
+    let authority = authority(address);
     let Some(tls) = INSTALLED.get() else {
         return Endpoint::from_shared(format!("http://{authority}")).map_err(|e| format!("{address}: {e}"));
     };

@@ -100,7 +100,6 @@ struct Entry {
     /// offline.
     gateway: Option<NodeId>,
     epoch: Epoch,
-    since: UnixMillis,
     persistent: bool,
     /// A transient session's will (a persistent session's is the leader's).
     will: Option<Box<Will>>,
@@ -225,7 +224,6 @@ impl ShardOwner {
         gateway: NodeId,
         claim: &Claim,
         durable_persistent: bool,
-        now: UnixMillis,
         out: &mut Vec<OwnerEffect>,
     ) -> Result<Granted, Refused> {
         let (shard, generation) = self.shard(&claim.session)?;
@@ -257,8 +255,7 @@ impl ShardOwner {
         // A claim without expiry is transient from now on (one that ends a
         // persistent session too, which the leader ends): its will is here.
         let will = if claim.expiry_seconds == 0 { claim.will.clone() } else { None };
-        let entry =
-            Entry { gateway: Some(gateway), epoch, since: now, persistent: claim.expiry_seconds > 0, will };
+        let entry = Entry { gateway: Some(gateway), epoch, persistent: claim.expiry_seconds > 0, will };
         self.sessions.insert(claim.session.clone(), entry);
         Ok(Granted { epoch, persistent })
     }
@@ -270,7 +267,6 @@ impl ShardOwner {
         &mut self,
         gateway: NodeId,
         release: &Release,
-        now: UnixMillis,
         out: &mut Vec<OwnerEffect>,
     ) -> Result<(), Refused> {
         self.shard(&release.session)?;
@@ -280,7 +276,6 @@ impl ShardOwner {
         }
         if entry.persistent && release.expiry_seconds > 0 {
             entry.gateway = None;
-            entry.since = now;
             return Ok(());
         }
         let ended = self.sessions.remove(&release.session).and_then(|e| e.will);
@@ -312,7 +307,6 @@ impl ShardOwner {
         gateway: NodeId,
         sessions: Vec<Reattach>,
         last: bool,
-        now: UnixMillis,
         out: &mut Vec<OwnerEffect>,
     ) -> Vec<(SessionKey, u64)> {
         let mut elsewhere = Vec::new();
@@ -345,7 +339,6 @@ impl ShardOwner {
             let entry = self.sessions.entry(held.session).or_insert(Entry {
                 gateway: Some(gateway),
                 epoch: held.epoch,
-                since: now,
                 persistent: held.expiry_seconds > 0,
                 will: None,
             });
@@ -355,7 +348,7 @@ impl ShardOwner {
         }
         if last {
             let listed = self.listing.remove(&gateway);
-            self.listed(gateway, listed, now, out);
+            self.listed(gateway, listed, out);
         }
         elsewhere
     }
@@ -364,13 +357,7 @@ impl ShardOwner {
     /// waits for it. After a link opened again (`listed`: what it listed and
     /// claimed since), or when it is gone (`None`, not linked), the sessions
     /// it held here and did not list end.
-    fn listed(
-        &mut self,
-        gateway: NodeId,
-        listed: Option<HashSet<SessionKey>>,
-        now: UnixMillis,
-        out: &mut Vec<OwnerEffect>,
-    ) {
+    fn listed(&mut self, gateway: NodeId, listed: Option<HashSet<SessionKey>>, out: &mut Vec<OwnerEffect>) {
         self.leases.remove(&gateway);
         for owned in self.shards.values_mut() {
             owned.unlisted.remove(&gateway);
@@ -390,18 +377,17 @@ impl ShardOwner {
             .map(|(session, _)| session.clone())
             .collect();
         for session in gone {
-            self.dropped(&session, now, out);
+            self.dropped(&session, out);
         }
     }
 
     /// A session's connection is gone without a release: a transient
     /// session ends and its will is published; a persistent one goes
     /// offline (the leader publishes its will).
-    fn dropped(&mut self, session: &SessionKey, now: UnixMillis, out: &mut Vec<OwnerEffect>) {
+    fn dropped(&mut self, session: &SessionKey, out: &mut Vec<OwnerEffect>) {
         let Some(entry) = self.sessions.get_mut(session) else { return };
         if entry.persistent {
             entry.gateway = None;
-            entry.since = now;
             return;
         }
         if let Some(will) = self.sessions.remove(session).and_then(|e| e.will) {
@@ -431,7 +417,7 @@ impl ShardOwner {
             self.leases.iter().filter(|(_, until)| **until <= now).map(|(g, _)| *g).collect();
         for gateway in due {
             let listed = self.listing.remove(&gateway);
-            self.listed(gateway, listed, now, out);
+            self.listed(gateway, listed, out);
         }
         self.leases.values().min().copied()
     }
@@ -450,10 +436,5 @@ impl ShardOwner {
             None if owned.unlisted.is_empty() => Located::Unknown,
             None => Located::Rebuilding,
         }
-    }
-
-    /// When `session` came online (or went offline), if it is known here.
-    pub fn since(&self, session: &SessionKey) -> Option<UnixMillis> {
-        self.sessions.get(session).map(|e| e.since)
     }
 }

@@ -75,7 +75,7 @@ fn owner_of_all(generation: u64, known: &[NodeId]) -> ShardOwner {
     owner.set_table(&[ME; REGISTRY_SHARDS as usize], &ShardGenerations::uniform(generation), &known, at(0));
     for gateway in &known {
         owner.gateway_linked(*gateway);
-        assert_eq!(owner.relist(*gateway, Vec::new(), true, at(0), &mut Vec::new()), []);
+        assert_eq!(owner.relist(*gateway, Vec::new(), true, &mut Vec::new()), []);
     }
     owner
 }
@@ -90,22 +90,22 @@ fn run<T>(f: impl FnOnce(&mut Vec<OwnerEffect>) -> T) -> (T, Vec<OwnerEffect>) {
 #[test]
 fn a_claim_gets_an_epoch_of_its_shards_generation_and_a_second_claim_revokes_the_first() {
     let mut owner = owner_of_all(3, &[GW1, GW2]);
-    let (first, effects) = run(|out| owner.claim(GW1, &claim("a", true, 0, false), false, at(1), out));
+    let (first, effects) = run(|out| owner.claim(GW1, &claim("a", true, 0, false), false, out));
     let first = first.expect("granted");
     assert_eq!(first, Granted { epoch: Epoch::new(3, 1), persistent: false });
     assert_eq!(effects, []);
     assert_eq!(owner.locate(&key("a")), Located::Online { gateway: GW1, epoch: first.epoch });
 
-    let (second, effects) = run(|out| owner.claim(GW2, &claim("a", true, 0, false), false, at(2), out));
+    let (second, effects) = run(|out| owner.claim(GW2, &claim("a", true, 0, false), false, out));
     let second = second.expect("granted").epoch;
     assert!(second > first.epoch);
     assert_eq!(effects, [revoke(GW1, "a", first.epoch)], "the old connection ends");
 
     // The old connection's release is stale: it ends nothing.
-    let (stale, effects) = run(|out| owner.release(GW1, &release("a", first.epoch, 0, true), at(3), out));
+    let (stale, effects) = run(|out| owner.release(GW1, &release("a", first.epoch, 0, true), out));
     assert_eq!((stale, effects), (Err(Refused::Stale), vec![]));
     assert_eq!(owner.locate(&key("a")), Located::Online { gateway: GW2, epoch: second });
-    let (ended, _) = run(|out| owner.release(GW2, &release("a", second, 0, false), at(4), out));
+    let (ended, _) = run(|out| owner.release(GW2, &release("a", second, 0, false), out));
     assert_eq!(ended, Ok(()));
     assert_eq!(owner.locate(&key("a")), Located::Unknown);
     assert_eq!(owner.sessions(), 0);
@@ -119,10 +119,10 @@ fn a_session_of_a_shard_owned_elsewhere_is_refused_with_its_owner() {
     let mut owner = ShardOwner::new(ME, LEASE_MS);
     owner.set_table(&owners, &ShardGenerations::uniform(1), &BTreeSet::new(), at(0));
     assert_eq!(owner.owned(), usize::from(REGISTRY_SHARDS) - 1);
-    let (refused, _) = run(|out| owner.claim(GW1, &claim("x", true, 0, false), false, at(1), out));
+    let (refused, _) = run(|out| owner.claim(GW1, &claim("x", true, 0, false), false, out));
     assert_eq!(refused, Err(Refused::NotOwner { owner: 2 }));
     assert_eq!(owner.locate(&key("x")), Located::NotOwner { owner: 2 });
-    let listed = owner.relist(GW1, vec![held("x", Epoch::new(1, 1), 0)], true, at(1), &mut Vec::new());
+    let listed = owner.relist(GW1, vec![held("x", Epoch::new(1, 1), 0)], true, &mut Vec::new());
     assert_eq!(listed, [(key("x"), 2)], "listed again at its owner");
 }
 
@@ -130,35 +130,35 @@ fn a_session_of_a_shard_owned_elsewhere_is_refused_with_its_owner() {
 fn a_transient_sessions_will_is_published_here_and_a_persistent_ones_is_left_to_the_leader() {
     let mut owner = owner_of_all(1, &[GW1, GW2]);
     // Ended abnormally: its will goes out; a normal end drops it.
-    let a = owner.claim(GW1, &claim("a", true, 0, true), false, at(1), &mut Vec::new()).expect("granted");
-    let (_, effects) = run(|out| owner.release(GW1, &release("a", a.epoch, 0, true), at(2), out));
+    let a = owner.claim(GW1, &claim("a", true, 0, true), false, &mut Vec::new()).expect("granted");
+    let (_, effects) = run(|out| owner.release(GW1, &release("a", a.epoch, 0, true), out));
     assert_eq!(effects, [will_of("a")]);
-    let b = owner.claim(GW1, &claim("b", true, 0, true), false, at(1), &mut Vec::new()).expect("granted");
-    let (_, effects) = run(|out| owner.release(GW1, &release("b", b.epoch, 0, false), at(2), out));
+    let b = owner.claim(GW1, &claim("b", true, 0, true), false, &mut Vec::new()).expect("granted");
+    let (_, effects) = run(|out| owner.release(GW1, &release("b", b.epoch, 0, false), out));
     assert_eq!(effects, []);
     // Taken over: the transient session ends, with its will [MQTT-3.1.3-9].
-    let c = owner.claim(GW1, &claim("c", true, 0, true), false, at(1), &mut Vec::new()).expect("granted");
-    let (_, effects) = run(|out| owner.claim(GW2, &claim("c", true, 0, false), false, at(2), out));
+    let c = owner.claim(GW1, &claim("c", true, 0, true), false, &mut Vec::new()).expect("granted");
+    let (_, effects) = run(|out| owner.claim(GW2, &claim("c", true, 0, false), false, out));
     assert_eq!(effects, [revoke(GW1, "c", c.epoch), will_of("c")]);
 
     // Persistent: attached at the leader, which has its will; offline here.
-    let p = owner.claim(GW1, &claim("p", false, 600, true), false, at(1), &mut Vec::new()).expect("granted");
+    let p = owner.claim(GW1, &claim("p", false, 600, true), false, &mut Vec::new()).expect("granted");
     assert!(p.persistent);
-    let (_, effects) = run(|out| owner.release(GW1, &release("p", p.epoch, 600, true), at(2), out));
+    let (_, effects) = run(|out| owner.release(GW1, &release("p", p.epoch, 600, true), out));
     assert_eq!(effects, []);
     assert_eq!(owner.locate(&key("p")), Located::Offline);
     // A clean start without expiry ends it: still attached at the leader
     // (which ends the old one), transient here from now on.
-    let q = owner.claim(GW2, &claim("p", true, 0, true), false, at(3), &mut Vec::new()).expect("granted");
+    let q = owner.claim(GW2, &claim("p", true, 0, true), false, &mut Vec::new()).expect("granted");
     assert!(q.persistent, "the leader must end the persistent session");
-    let (_, effects) = run(|out| owner.release(GW2, &release("p", q.epoch, 0, true), at(4), out));
+    let (_, effects) = run(|out| owner.release(GW2, &release("p", q.epoch, 0, true), out));
     assert_eq!(effects, [will_of("p")]);
     // What only the replicated state knows is persistent is attached too.
-    let r = owner.claim(GW1, &claim("r", true, 0, false), true, at(5), &mut Vec::new()).expect("granted");
+    let r = owner.claim(GW1, &claim("r", true, 0, false), true, &mut Vec::new()).expect("granted");
     assert!(r.persistent);
     // The leader expired an offline session: forgotten here.
-    let s = owner.claim(GW1, &claim("s", false, 60, false), false, at(5), &mut Vec::new()).expect("granted");
-    owner.release(GW1, &release("s", s.epoch, 60, false), at(6), &mut Vec::new()).expect("released");
+    let s = owner.claim(GW1, &claim("s", false, 60, false), false, &mut Vec::new()).expect("granted");
+    owner.release(GW1, &release("s", s.epoch, 60, false), &mut Vec::new()).expect("released");
     owner.forget_offline(&key("s"));
     assert_eq!(owner.locate(&key("s")), Located::Unknown);
 }
@@ -177,19 +177,18 @@ fn a_shard_taken_here_is_rebuilt_from_what_the_gateways_list() {
     assert_eq!(owner.locate(&key("s1")), Located::Rebuilding, "GW1 and GW2 may hold it");
     owner.gateway_linked(GW1);
     let old = Epoch::new(3, 7);
-    let (_, effects) = run(|out| {
-        owner.relist(GW1, vec![held("s1", old, 0), held("s2", Epoch::new(5, 1), 0)], true, at(1), out)
-    });
+    let (_, effects) =
+        run(|out| owner.relist(GW1, vec![held("s1", old, 0), held("s2", Epoch::new(5, 1), 0)], true, out));
     // s1 was granted before the shard came here: kept with its epoch. s2
     // claims an epoch of this generation that was never granted here.
     assert_eq!(effects, [revoke(GW1, "s2", Epoch::new(5, 1))]);
     assert_eq!(owner.locate(&key("s1")), Located::Online { gateway: GW1, epoch: old });
     assert_eq!(owner.locate(&key("zz")), Located::Rebuilding, "GW2 has not listed");
     owner.gateway_linked(GW2);
-    owner.relist(GW2, Vec::new(), true, at(2), &mut Vec::new());
+    owner.relist(GW2, Vec::new(), true, &mut Vec::new());
     assert_eq!(owner.locate(&key("zz")), Located::Unknown, "every gateway listed");
     // s1's will was listed with it: published when its connection ends.
-    let (_, effects) = run(|out| owner.release(GW1, &release("s1", old, 0, true), at(3), out));
+    let (_, effects) = run(|out| owner.release(GW1, &release("s1", old, 0, true), out));
     assert_eq!(effects, [will_of("s1")]);
 }
 
@@ -198,13 +197,13 @@ fn a_gateway_frozen_through_the_move_cannot_take_back_a_session_claimed_since() 
     // GW1 held s at 3.4 and froze; the shard came here at generation 5.
     let mut owner = taken(&[GW1, GW2]);
     owner.gateway_linked(GW2);
-    owner.relist(GW2, Vec::new(), true, at(1), &mut Vec::new());
+    owner.relist(GW2, Vec::new(), true, &mut Vec::new());
     // The client reconnected through GW2 and left again.
-    let s = owner.claim(GW2, &claim("s", true, 0, false), false, at(2), &mut Vec::new()).expect("granted");
-    owner.release(GW2, &release("s", s.epoch, 0, false), at(3), &mut Vec::new()).expect("released");
+    let s = owner.claim(GW2, &claim("s", true, 0, false), false, &mut Vec::new()).expect("granted");
+    owner.release(GW2, &release("s", s.epoch, 0, false), &mut Vec::new()).expect("released");
     // GW1 thaws and lists what it held: refused, though nobody holds s now.
     owner.gateway_linked(GW1);
-    let (_, effects) = run(|out| owner.relist(GW1, vec![held("s", Epoch::new(3, 4), 0)], true, at(4), out));
+    let (_, effects) = run(|out| owner.relist(GW1, vec![held("s", Epoch::new(3, 4), 0)], true, out));
     assert_eq!(effects, [revoke(GW1, "s", Epoch::new(3, 4))]);
     assert_eq!(owner.locate(&key("s")), Located::Unknown);
 }
@@ -216,22 +215,21 @@ fn a_gateway_that_lists_after_its_lease_ended_takes_nothing_back() {
     assert_eq!(owner.tick(at(LEASE_MS), &mut Vec::new()), None);
     assert_eq!(owner.locate(&key("s")), Located::Unknown, "nobody to wait for");
     owner.gateway_linked(GW1);
-    let (_, effects) =
-        run(|out| owner.relist(GW1, vec![held("s", Epoch::new(3, 4), 0)], true, at(LEASE_MS + 1), out));
+    let (_, effects) = run(|out| owner.relist(GW1, vec![held("s", Epoch::new(3, 4), 0)], true, out));
     assert_eq!(effects, [revoke(GW1, "s", Epoch::new(3, 4))]);
 }
 
 #[test]
 fn a_gateway_whose_link_dropped_keeps_what_it_lists_in_time_and_loses_the_rest() {
     let mut owner = owner_of_all(2, &[GW1]);
-    let a = owner.claim(GW1, &claim("a", true, 0, true), false, at(1), &mut Vec::new()).expect("granted");
-    owner.claim(GW1, &claim("b", true, 0, true), false, at(1), &mut Vec::new()).expect("granted");
-    owner.claim(GW1, &claim("p", false, 60, false), false, at(1), &mut Vec::new()).expect("granted");
+    let a = owner.claim(GW1, &claim("a", true, 0, true), false, &mut Vec::new()).expect("granted");
+    owner.claim(GW1, &claim("b", true, 0, true), false, &mut Vec::new()).expect("granted");
+    owner.claim(GW1, &claim("p", false, 60, false), false, &mut Vec::new()).expect("granted");
     owner.gateway_unlinked(GW1, at(2));
     assert_eq!(owner.locate(&key("a")), Located::Online { gateway: GW1, epoch: a.epoch }, "its lease holds");
     // Back within the lease, holding a (b's and p's connections ended).
     owner.gateway_linked(GW1);
-    let (_, effects) = run(|out| owner.relist(GW1, vec![held("a", a.epoch, 0)], true, at(3), out));
+    let (_, effects) = run(|out| owner.relist(GW1, vec![held("a", a.epoch, 0)], true, out));
     assert_eq!(effects, [will_of("b")], "b ended with its connection: its will");
     assert_eq!(owner.locate(&key("a")), Located::Online { gateway: GW1, epoch: a.epoch });
     assert_eq!(owner.locate(&key("p")), Located::Offline);
@@ -247,11 +245,11 @@ fn a_gateway_whose_link_dropped_keeps_what_it_lists_in_time_and_loses_the_rest()
 #[test]
 fn a_shard_that_moves_away_is_forgotten_and_one_that_comes_back_starts_empty() {
     let mut owner = owner_of_all(1, &[GW1]);
-    let a = owner.claim(GW1, &claim("a", true, 0, false), false, at(1), &mut Vec::new()).expect("granted");
+    let a = owner.claim(GW1, &claim("a", true, 0, false), false, &mut Vec::new()).expect("granted");
     let shard = ShardId::of(&key("a"));
     // A session of a shard that stays here, on the same gateway.
     let stays = (0..).map(|i| format!("k{i}")).find(|c| ShardId::of(&key(c)) != shard).expect("a client id");
-    let k = owner.claim(GW1, &claim(&stays, true, 0, false), false, at(1), &mut Vec::new()).expect("granted");
+    let k = owner.claim(GW1, &claim(&stays, true, 0, false), false, &mut Vec::new()).expect("granted");
     let mut owners = vec![ME; REGISTRY_SHARDS as usize];
     owners[shard.index()] = 2;
     let mut generations = vec![1; REGISTRY_SHARDS as usize];
@@ -266,11 +264,11 @@ fn a_shard_that_moves_away_is_forgotten_and_one_that_comes_back_starts_empty() {
     generations[shard.index()] = 3;
     owner.set_table(&owners, &ShardGenerations::from_table(generations), &known, at(3));
     assert_eq!(owner.locate(&key("a")), Located::Rebuilding);
-    let (_, effects) = run(|out| owner.relist(GW1, vec![held("a", a.epoch, 0)], true, at(4), out));
+    let (_, effects) = run(|out| owner.relist(GW1, vec![held("a", a.epoch, 0)], true, out));
     assert_eq!(effects, []);
     assert_eq!(owner.locate(&key("a")), Located::Online { gateway: GW1, epoch: a.epoch });
     // Listing the shard that came back ended nothing else the gateway holds.
     assert_eq!(owner.locate(&key(&stays)), Located::Online { gateway: GW1, epoch: k.epoch });
-    let next = owner.claim(GW1, &claim("a", true, 0, false), false, at(5), &mut Vec::new()).expect("granted");
+    let next = owner.claim(GW1, &claim("a", true, 0, false), false, &mut Vec::new()).expect("granted");
     assert_eq!(next.epoch.generation, 3);
 }

@@ -402,29 +402,28 @@ impl RaftNode {
     pub async fn watch_shard_table(&self, table: tokio::sync::watch::Sender<shards::TableView>) {
         let mut metrics = self.raft.metrics();
         loop {
-            let view = {
+            {
+                // Runs after every applied entry: compared in place, copied
+                // only when the table, the routers or the gateways changed.
                 let seen = metrics.borrow_and_update();
-                let routers = seen
-                    .membership_config
-                    .membership()
-                    .nodes()
-                    .map(|(id, node)| (*id, node.addr.clone()))
-                    .collect();
-                let applied_index = seen.last_applied.map_or(0, |id| id.index);
+                let members = seen.membership_config.membership();
                 let state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                let gateways = state.durable.gateways().clone();
-                shards::TableView { table: state.shards.clone(), routers, gateways, applied_index }
-            };
-            table.send_if_modified(|current| {
-                let changed = current.table != view.table
-                    || current.routers != view.routers
-                    || current.gateways != view.gateways;
-                current.applied_index = view.applied_index;
-                if changed {
-                    *current = view;
-                }
-                changed
-            });
+                table.send_if_modified(|current| {
+                    current.applied_index = seen.last_applied.map_or(0, |id| id.index);
+                    let same_routers = current.routers.len() == members.nodes().count()
+                        && members.nodes().all(|(id, node)| current.routers.get(id) == Some(&node.addr));
+                    let changed = !same_routers
+                        || current.table != state.shards
+                        || current.gateways != *state.durable.gateways();
+                    if changed {
+                        current.table = state.shards.clone();
+                        current.routers =
+                            members.nodes().map(|(id, node)| (*id, node.addr.clone())).collect();
+                        current.gateways = state.durable.gateways().clone();
+                    }
+                    changed
+                });
+            }
             tokio::select! {
                 changed = metrics.changed() => if changed.is_err() { return },
                 () = table.closed() => return,
