@@ -6,7 +6,11 @@
 # endpoint.
 #
 #   deploy/local-cluster.sh start DIR   # router-N grpc ADDR pid PID / gateway-N mqtt ADDR pid PID
-#   deploy/local-cluster.sh stop DIR
+#   deploy/local-cluster.sh stop DIR    # TERM to each, waits until all have exited
+#
+# `stop` gives the processes LOCAL_CLUSTER_STOP_SECONDS [30] to finish
+# (a leading router hands leadership over first); any still running then
+# are killed and named, and `stop` fails.
 #
 # Router ports: LOCAL_CLUSTER_PORT [7400] + node id. Each gateway also
 # serves its operations endpoints (/metrics, /healthz, /readyz) on a free
@@ -66,11 +70,28 @@ case "$command" in
     done
     ;;
   stop)
+    pids=""
     for name in gateway-1 gateway-2 router-1 router-2 router-3; do
       if [ -f "$dir/$name.pid" ]; then
-        kill -TERM "$(cat "$dir/$name.pid")" 2>/dev/null || true
+        pid=$(cat "$dir/$name.pid")
+        kill -TERM "$pid" 2>/dev/null && pids="$pids $name:$pid"
         rm -f "$dir/$name.pid"
       fi
+    done
+    deadline=$((SECONDS + ${LOCAL_CLUSTER_STOP_SECONDS:-30}))
+    while :; do
+      running=""
+      for entry in $pids; do
+        state=$(ps -o stat= -p "${entry#*:}" 2>/dev/null || true)
+        case "$state" in "" | Z*) ;; *) running="$running $entry" ;; esac
+      done
+      [ -z "$running" ] && break
+      if [ "$SECONDS" -ge "$deadline" ]; then
+        for entry in $running; do kill -KILL "${entry#*:}" 2>/dev/null || true; done
+        echo "still running after ${LOCAL_CLUSTER_STOP_SECONDS:-30} s, killed:$running" >&2
+        exit 1
+      fi
+      sleep 0.1
     done
     ;;
   *)

@@ -32,13 +32,18 @@ fn the_local_cluster_script_starts_three_routers_and_two_gateways_that_work() {
     publisher(&gateway(4), Version::V311, "local/t").qos(1).message("hi").run();
     assert_eq!(sub.expect_messages(1), [Message::new("local/t", "hi", 1, false)]);
     drop(sub);
+    // `stop` returns once every process has exited, and fails naming any
+    // it had to kill.
     script("stop", dir.path());
-    let pids: Vec<&str> = lines.iter().map(|l| l[l.len() - 1]).collect();
-    for _ in 0..50 {
-        if pids.iter().all(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists()) {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
+    for line in &lines {
+        let pid = line[line.len() - 1];
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        assert!(state.is_empty() || state.contains(") Z "), "{} still running: {state}", line[0]);
+        let log = std::fs::read_to_string(dir.path().join(format!("{}.log", line[0]))).expect("log");
+        assert!(
+            log.lines().any(|l| l.ends_with("herald::cluster: stopped")),
+            "{} did not stop cleanly:\n{log}",
+            line[0]
+        );
     }
-    panic!("processes still running after stop: {pids:?}");
 }
