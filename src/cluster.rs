@@ -109,14 +109,16 @@ pub(crate) async fn run_router(
         let raft = raft.clone();
         Arc::new(move |session| raft.has_persistent_session(session))
     };
-    let service = service.with_registry(herald_router::registry_link::RegistryService::new(
+    let shard_owner = herald_router::registry_link::RegistryService::new(
         node.0,
         cluster_id.clone(),
         table_watch,
         persistent,
         Arc::new(SystemClock),
         Duration::from_millis(limits.router_config().gateway_lease_ms),
-    ));
+        raft.inherited_shards(),
+    );
+    let service = service.with_registry(shard_owner.clone());
     let seam = service.counters();
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(service.serve(listener, async {
@@ -140,6 +142,7 @@ pub(crate) async fn run_router(
         seam: Some(seam),
         caught_up: Some(caught_up),
         registry: registry.as_ref().map(|(_, stats)| Arc::clone(stats)),
+        shard_owner: Some(shard_owner),
         ..Default::default()
     };
     // Metrics and health answer while it waits for a leader, however long.
@@ -234,7 +237,16 @@ async fn lead(
             let _ = timers_stopped.await;
         });
         serving.send_replace(Some(router.clone()));
-        info!(generation = generations.high_water(), "leading: serving gateways and every registry shard");
+        info!(
+            generation = generations.high_water(),
+            "leading: serving gateways; the registry shards spread over the routers"
+        );
+        // Moves the shards of a router lost, gives one that joins or comes
+        // back its share, restarts those of a router restarted.
+        let spreader = {
+            let raft = raft.clone();
+            tokio::spawn(async move { raft.keep_registry_spread().await })
+        };
         let mut restored = false;
         let failure = tokio::select! {
             () = &mut shutdown => None,
@@ -245,6 +257,7 @@ async fn lead(
                 Some("a backup was restored: serving from it".to_owned())
             }
         };
+        spreader.abort();
         serving.send_replace(None);
         if failure.is_none() {
             // Stopping while it leads: answer what is committed first.
@@ -302,7 +315,7 @@ pub(crate) async fn print_status(routers: &[String]) -> anyhow::Result<()> {
                 reached += 1;
                 let show = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
                 println!(
-                    "{:<6} {:<10} {:>6} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}  {} / {}   cluster={} address={address} gateways={} shards={}{}",
+                    "{:<6} {:<10} {:>6} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}  {} / {}   cluster={} address={address} gateways={} shards={}{}{}",
                     s.node_id,
                     s.state,
                     s.term,
@@ -317,6 +330,11 @@ pub(crate) async fn print_status(routers: &[String]) -> anyhow::Result<()> {
                     s.cluster_id,
                     if s.gateways.is_empty() { "-".to_owned() } else { s.gateways.join(",") },
                     show(s.shards_owned.map(u64::from)),
+                    if s.shards_inherited > 0 {
+                        format!(" inherited={}", s.shards_inherited)
+                    } else {
+                        String::new()
+                    },
                     if s.vote_withheld { " vote=withheld" } else { "" },
                 );
             }

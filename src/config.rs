@@ -550,6 +550,9 @@ pub(crate) struct RaftConfig {
     /// Bytes per log segment file (preallocated; whole segments are freed
     /// once a snapshot covers them).
     pub(crate) segment_bytes: u64,
+    /// How long a router may not answer the leader before its registry
+    /// shards move to the others, milliseconds (ADR 0033).
+    pub(crate) registry_move_after_ms: u64,
 }
 
 impl Default for RaftConfig {
@@ -562,6 +565,7 @@ impl Default for RaftConfig {
             snapshot_entries: defaults.snapshot_entries,
             keep_entries: defaults.keep_entries,
             segment_bytes: defaults.segment_bytes,
+            registry_move_after_ms: defaults.registry_move_after_ms,
         }
     }
 }
@@ -576,6 +580,7 @@ impl RaftConfig {
             snapshot_entries: self.snapshot_entries,
             keep_entries: self.keep_entries,
             segment_bytes: self.segment_bytes,
+            registry_move_after_ms: self.registry_move_after_ms,
             source_ip: None,
         }
     }
@@ -971,6 +976,10 @@ impl RaftConfig {
         );
         anyhow::ensure!(r.snapshot_entries > 0, "raft.snapshot_entries: must be at least 1");
         anyhow::ensure!(r.segment_bytes >= 64 * 1024, "raft.segment_bytes: at least 65536");
+        anyhow::ensure!(
+            r.registry_move_after_ms >= 1000,
+            "raft.registry_move_after_ms: at least 1000 (the leader checks every second)"
+        );
         Ok(())
     }
 }

@@ -38,6 +38,8 @@ pub(crate) struct Sources {
     pub(crate) registry: Option<Arc<herald_router::registry_redis::RegistryStats>>,
     /// A gateway's links to every router's registry (ADR 0033).
     pub(crate) registry_links: Option<Arc<herald_gateway::registry_links::RegistryLinks>>,
+    /// A router's registry shards and the gateways linked to them.
+    pub(crate) shard_owner: Option<herald_router::registry_link::RegistryService>,
 }
 
 impl Sources {
@@ -207,6 +209,36 @@ impl Sources {
                 "Registry shards per owning router, as the newest shard table the gateway has says.",
                 "owner",
                 &owners.iter().map(|(owner, n)| (owner.as_str(), *n)).collect::<Vec<_>>(),
+            );
+            let (listed, revocations) = links.listings();
+            out.counter_value(
+                "herald_gateway_registry_listed_total",
+                "Sessions listed to registry shard owners (a link opened, shards moved or restarted).",
+                listed,
+            );
+            out.counter_value(
+                "herald_gateway_owner_revocations_total",
+                "Revocations received from registry shard owners (a connection that lost its session).",
+                revocations,
+            );
+        }
+        if let Some(owner) = &self.shard_owner {
+            let (served, inherited, sessions) = owner.counts();
+            out.labelled_gauge(
+                "herald_router_registry_shards",
+                "Registry shards the table gives this router: served, or inherited from an earlier process and waiting for the leader to restart them.",
+                "state",
+                &[("served", served), ("inherited", inherited)],
+            );
+            out.gauge(
+                "herald_router_registry_sessions",
+                "Sessions known to this router's registry shards.",
+                sessions,
+            );
+            out.gauge(
+                "herald_router_registry_gateways",
+                "Gateways linked to this router's registry.",
+                owner.linked(),
             );
         }
         if let Some(link) = &self.link {

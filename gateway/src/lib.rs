@@ -346,7 +346,9 @@ impl Gateway {
 
     /// Claims sessions at their registry shard's owner over `links` before
     /// the leader takes them with the owner's epoch (ADR 0033).
+    /// It lists its sessions to the owners.
     pub fn claim_at_shard_owners(&self, links: Arc<registry_links::RegistryLinks>) {
+        links.hold(Arc::new(Held(Arc::downgrade(&self.shared))));
         let _ = self.shared.registry_links.set(links);
     }
 
@@ -545,4 +547,25 @@ async fn sweep_keep_alive(shared: Arc<Shared>) {
 /// Returns the current count of a counter.
 pub fn read(counter: &AtomicU64) -> u64 {
     counter.load(Ordering::Relaxed)
+}
+
+/// The gateway's sessions as the registry links list and revoke them.
+struct Held(std::sync::Weak<Shared>);
+
+impl registry_links::SessionHolder for Held {
+    fn held(&self) -> Vec<herald_proto::seam::Reattach> {
+        let mut held = Vec::new();
+        if let Some(shared) = self.0.upgrade() {
+            shared.connections.for_each(|handle| held.extend(handle.reattach()));
+        }
+        held
+    }
+
+    fn revoke(&self, _session: &herald_core::SessionKey, _epoch: herald_core::Epoch) {
+        // Counted, not acted on yet: the leader still fences connections and
+        // publishes the loser's will when it takes the session over. Ending
+        // the connection here first would end a transient session the
+        // leader still holds, and lose that will (ADR 0033, slice 3 moves
+        // transient wills to the owners).
+    }
 }

@@ -13,12 +13,21 @@
 //! the same generations, when it was read at a later log index. The
 //! gateway keeps the newest, and links to every router the tables name,
 //! so a router added later is linked too. Claims and releases go to the
-//! shard's owner over these links next (slice 2).
+//! shard's owner over these links.
+//!
+//! The owners rebuild their shards from the gateways: when a link opens,
+//! the gateway lists to that router every session it holds of the shards
+//! the table gives it; when a newer table moves or restarts shards, it
+//! lists their sessions to their new owner (an empty list too: the owner
+//! waits for every gateway). A revocation from an owner (a newer claim
+//! took the session, or the listing was stale) is handed to the gateway's
+//! [`SessionHolder`].
 
 use herald_core::{Epoch, NodeId, REGISTRY_SHARDS, SessionKey, ShardId};
 use herald_proto::grpc::pb::registry_client::RegistryClient;
 use herald_proto::grpc::pb::{self, registry_claimed, registry_down, registry_up};
 use herald_proto::grpc::{CONTRACT_VERSION, epoch_from_pb, epoch_to_pb, session_to_pb};
+use herald_proto::seam::Reattach;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -34,6 +43,17 @@ const RETRY: (Duration, Duration) = (Duration::from_millis(200), Duration::from_
 const UPLINK: usize = 1024;
 /// How long opening a link may take.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Sessions per listing item.
+const LIST_CHUNK: usize = 512;
+
+/// The gateway's sessions, as the registry links see them.
+pub trait SessionHolder: Send + Sync {
+    /// Every session held now, with its epoch and expiry.
+    fn held(&self) -> Vec<Reattach>;
+    /// A shard owner says the connection holding `session` at `epoch` (or
+    /// an earlier one) lost it.
+    fn revoke(&self, session: &SessionKey, epoch: Epoch);
+}
 
 /// The shard table as the gateway knows it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -105,6 +125,12 @@ struct Inner {
     /// Claims at owners, by how they ended: granted, no shard table, not
     /// granted in time.
     claims: [AtomicU64; 3],
+    /// The gateway's sessions: listed to owners, revoked by them.
+    holder: std::sync::OnceLock<Arc<dyn SessionHolder>>,
+    /// Sessions listed to owners.
+    listed: AtomicU64,
+    /// Revocations received from owners.
+    revocations: AtomicU64,
 }
 
 impl RegistryLinks {
@@ -125,11 +151,25 @@ impl RegistryLinks {
             changed: tokio::sync::Notify::new(),
             tables: AtomicU64::new(0),
             claims: Default::default(),
+            holder: std::sync::OnceLock::new(),
+            listed: AtomicU64::new(0),
+            revocations: AtomicU64::new(0),
         });
         for address in addresses {
             Inner::link(&inner, address);
         }
         RegistryLinks { inner }
+    }
+
+    /// Lists `holder`'s sessions to their shards' owners from now on, and
+    /// hands it the owners' revocations.
+    pub fn hold(&self, holder: Arc<dyn SessionHolder>) {
+        let _ = self.inner.holder.set(holder);
+    }
+
+    /// Sessions listed to owners, and revocations received from them.
+    pub fn listings(&self) -> (u64, u64) {
+        (self.inner.listed.load(Ordering::Relaxed), self.inner.revocations.load(Ordering::Relaxed))
     }
 
     /// The newest shard table received.
@@ -325,6 +365,38 @@ impl Inner {
             inner.changed.notify_waiters();
         }
     }
+
+    /// Lists to router `router`, if linked, the sessions held of `shards`,
+    /// then ends the list. Not waited for.
+    fn list_to(inner: &Arc<Inner>, router: u64, shards: &HashSet<usize>) {
+        let Some(holder) = inner.holder.get() else { return };
+        let Some(uplink) = inner.lock_uplinks().get(&router).cloned() else { return };
+        let sessions: Vec<pb::ListedSession> = holder
+            .held()
+            .into_iter()
+            .filter(|held| shards.contains(&ShardId::of(&held.session).index()))
+            .map(|held| pb::ListedSession {
+                session: Some(session_to_pb(&held.session)),
+                epoch: Some(epoch_to_pb(held.epoch)),
+                expiry_seconds: held.expiry_seconds,
+            })
+            .collect();
+        inner.listed.fetch_add(sessions.len() as u64, Ordering::Relaxed);
+        tokio::spawn(async move {
+            let mut chunks = sessions.chunks(LIST_CHUNK).peekable();
+            loop {
+                let sessions = chunks.next().map(<[pb::ListedSession]>::to_vec).unwrap_or_default();
+                let last = chunks.peek().is_none();
+                let list = pb::RegistryList { sessions, last };
+                if uplink.send(pb::RegistryUp { item: Some(registry_up::Item::List(list)) }).await.is_err()
+                    || last
+                {
+                    // A link that ended lists again when it opens.
+                    return;
+                }
+            }
+        });
+    }
 }
 
 /// Links to the router at `address` for as long as the gateway lives,
@@ -340,6 +412,9 @@ async fn keep_linked(inner: Weak<Inner>, address: String) {
             Ok(Ok((uplink, mut inbound))) => {
                 wait = RETRY.0;
                 let mut router = None;
+                // Per shard, the generation this router was listed its
+                // sessions at, on this link (0: not yet).
+                let mut listed = vec![0u64; usize::from(REGISTRY_SHARDS)];
                 loop {
                     let item = inbound.message().await;
                     let Some(strong) = inner.upgrade() else { return };
@@ -355,8 +430,35 @@ async fn keep_linked(inner: Weak<Inner>, address: String) {
                                 strong.lock_uplinks().insert(table.router, uplink.clone());
                                 info!(router = %address, id = table.router, "registry link open");
                             }
+                            // The shards this router's copy says it took
+                            // (on a new link: all it owns) wait for a list;
+                            // its copy is the one it checks listings by.
+                            let taken: HashSet<usize> = (0..listed.len())
+                                .filter(|&shard| {
+                                    table.owners.get(shard) == Some(&table.router)
+                                        && table.generations.get(shard).is_some_and(|g| *g != listed[shard])
+                                })
+                                .collect();
+                            for &shard in &taken {
+                                listed[shard] = table.generations[shard];
+                            }
+                            let id = table.router;
                             Inner::take(&strong, table);
+                            if !taken.is_empty() {
+                                Inner::list_to(&strong, id, &taken);
+                            }
                             strong.changed.notify_waiters();
+                        }
+                        Ok(Some(pb::RegistryDown { item: Some(registry_down::Item::Revoked(revoked)) })) => {
+                            let session =
+                                herald_proto::grpc::session_from_pb(revoked.session, "revoked.session");
+                            let epoch = epoch_from_pb(revoked.epoch, "revoked.epoch");
+                            if let (Ok(session), Ok(epoch), Some(holder)) =
+                                (session, epoch, strong.holder.get())
+                            {
+                                strong.revocations.fetch_add(1, Ordering::Relaxed);
+                                holder.revoke(&session, epoch);
+                            }
                         }
                         Ok(Some(pb::RegistryDown { item: Some(registry_down::Item::Claimed(claimed)) })) => {
                             let waiting = strong.lock_pending().remove(&claimed.request);

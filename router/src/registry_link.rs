@@ -33,7 +33,7 @@ use herald_proto::grpc::pb::{self, registry_claimed, registry_down, registry_up}
 use herald_proto::grpc::{CONTRACT_VERSION, epoch_from_pb, epoch_to_pb, session_from_pb, session_to_pb};
 use herald_proto::seam::{Claim, Reattach, Release};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -66,6 +66,9 @@ struct Shared {
     clock: Arc<dyn Clock>,
     /// Gateways linked now.
     linked: AtomicU64,
+    /// How many shards the table gives this router that it inherited from
+    /// an earlier process and does not serve (its status tells the leader).
+    inherited: Arc<AtomicU32>,
 }
 
 impl Shared {
@@ -107,7 +110,8 @@ impl RegistryService {
     /// owning the shards it names this router for, with gateway leases of
     /// `lease`. `persistent` tells whether the replicated state holds a
     /// persistent session. Spawns the task that follows the table and ends
-    /// leases.
+    /// leases. Keeps `inherited` at the number of shards the table gives
+    /// this router that it does not serve (`ShardOwner::inherited`).
     pub fn new(
         node: u64,
         cluster_id: String,
@@ -115,6 +119,7 @@ impl RegistryService {
         persistent: PersistentLookup,
         clock: Arc<dyn Clock>,
         lease: Duration,
+        inherited: Arc<AtomicU32>,
     ) -> RegistryService {
         let shared = Arc::new(Shared {
             owner: Mutex::new(ShardOwner::new(node, lease.as_millis() as u64)),
@@ -122,6 +127,7 @@ impl RegistryService {
             persistent,
             clock,
             linked: AtomicU64::new(0),
+            inherited,
         });
         tokio::spawn(follow(Arc::downgrade(&shared), table.clone()));
         RegistryService { node, cluster_id, table, shared }
@@ -130,6 +136,17 @@ impl RegistryService {
     /// How many gateways are linked now.
     pub fn linked(&self) -> u64 {
         self.shared.linked.load(Ordering::Relaxed)
+    }
+
+    /// How many shards this router serves.
+    pub fn owned(&self) -> usize {
+        self.shared.owner().owned()
+    }
+
+    /// Shards served, shards inherited and not served, sessions known.
+    pub fn counts(&self) -> (u64, u64, u64) {
+        let owner = self.shared.owner();
+        (owner.owned() as u64, owner.inherited() as u64, owner.sessions() as u64)
     }
 
     /// Where `session` is, as this router's shards say.
@@ -169,7 +186,18 @@ async fn follow(shared: std::sync::Weak<Shared>, mut table: watch::Receiver<Tabl
 fn set_table(shared: &Shared, view: &TableView, now: UnixMillis) {
     let Some(table) = &view.table else { return };
     let generations = ShardGenerations::from_table(table.generations.clone());
-    shared.owner().set_table(&table.owners, &generations, &view.gateways, now);
+    let mut owner = shared.owner();
+    owner.set_table(&table.owners, &generations, &view.gateways, now);
+    let inherited = owner.inherited() as u32;
+    let before = shared.inherited.swap(inherited, Ordering::Relaxed);
+    if inherited > 0 && before == 0 {
+        tracing::info!(
+            shards = inherited,
+            "registry shards inherited from an earlier process: served once the leader restarts them"
+        );
+    } else if inherited == 0 && before > 0 {
+        tracing::info!(shards = owner.owned(), "registry shards restarted: serving them");
+    }
 }
 
 /// `view` as the router `router` of `cluster_id` sends it.

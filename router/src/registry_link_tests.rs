@@ -58,6 +58,15 @@ impl Link {
     }
 }
 
+/// Waits (5 s at most) until `check` holds.
+async fn until(check: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !check() {
+        assert!(tokio::time::Instant::now() < deadline, "in time");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 fn granted(result: registry_claimed::Result) -> Epoch {
     match result {
         registry_claimed::Result::Granted(grant) => epoch_of(grant.epoch, "epoch").expect("an epoch"),
@@ -68,20 +77,32 @@ fn granted(result: registry_claimed::Result) -> Epoch {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claims_releases_and_listings_reach_the_shards_this_router_owns_and_revocations_the_gateway_that_lost()
  {
-    // Router 1 owns every shard at generation 4, but the shard of "elsewhere", owned by 2.
+    // Router 1 owns every shard, but the shard of "elsewhere", owned by 2:
+    // at generation 3 from before this process started, then restarted at 4.
     let mut owners = vec![ME; usize::from(REGISTRY_SHARDS)];
     owners[ShardId::of(&key("elsewhere")).index()] = 2;
-    let table = ShardTable { owners, generations: vec![4; usize::from(REGISTRY_SHARDS)] };
-    let view = TableView {
-        table: Some(table),
+    let view = |generation: u64, applied_index: u64| TableView {
+        table: Some(ShardTable {
+            owners: owners.clone(),
+            generations: vec![generation; usize::from(REGISTRY_SHARDS)],
+        }),
         routers: Default::default(),
         gateways: [NodeId(7), NodeId(8)].into(),
-        applied_index: 1,
+        applied_index,
     };
-    let (_table, watched) = watch::channel(view);
+    let (table, watched) = watch::channel(view(3, 1));
     let clock = Arc::new(ManualClock::new(UnixMillis(1_000)));
     let persistent: PersistentLookup = Arc::new(|session: &SessionKey| session.client.as_str() == "durable");
-    let service = RegistryService::new(ME, "c".to_owned(), watched, persistent, clock.clone(), LEASE);
+    let inherited = Arc::new(AtomicU32::new(0));
+    let service = RegistryService::new(
+        ME,
+        "c".to_owned(),
+        watched,
+        persistent,
+        clock.clone(),
+        LEASE,
+        inherited.clone(),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address").to_string();
     let server = tokio::spawn(
@@ -91,6 +112,12 @@ async fn claims_releases_and_listings_reach_the_shards_this_router_owns_and_revo
     );
 
     let mut seven = Link::open(&address, 7).await;
+    // The shards it inherited are not served; their owner is this router.
+    until(|| inherited.load(Ordering::Relaxed) == 63).await;
+    assert_eq!(seven.claim(9, "a").await, registry_claimed::Result::NotOwner(ME));
+    table.send_replace(view(4, 2));
+    until(|| service.owned() == 63).await;
+    assert!(matches!(seven.next().await, registry_down::Item::Table(_)), "the restarted table");
     let mut eight = Link::open(&address, 8).await;
     // Both gateways list what they hold: seven holds "old" from before the
     // shard came here, at generation 2.

@@ -201,29 +201,39 @@ impl RaftCluster {
         }
     }
 
-    /// Waits until every running router's copy of the shard table says the
-    /// leader owns every registry shard (ADR 0033), as `herald ctl cluster
-    /// status` shows it; returns the status.
-    pub(crate) fn wait_for_shards_at(&self, leader: usize) -> String {
+    /// Waits until the registry shards (ADR 0033) are spread over the routers
+    /// `over`, as each running router's copy of the shard table says in
+    /// `herald ctl cluster status`: every running router answers, those of
+    /// `over` own their share (64 over their number, give or take two),
+    /// the others none, 64 in all, and none waits for its inherited shards
+    /// to be restarted. Returns the status.
+    pub(crate) fn wait_for_shards_over(&self, over: &[usize]) -> String {
         let deadline = std::time::Instant::now() + STARTUP;
+        let share = 64usize.div_ceil(over.len());
         loop {
             let status = self.status();
-            let owned: Vec<(usize, String)> = status
+            let owned: Vec<(usize, usize)> = status
                 .lines()
                 .filter_map(|line| {
                     let node = line.split_whitespace().next()?.parse().ok()?;
                     let shards = line.split_whitespace().find_map(|w| w.strip_prefix("shards="))?;
-                    Some((node, shards.to_owned()))
+                    Some((node, shards.parse().ok()?))
                 })
                 .collect();
             let running = self.routers.iter().filter(|r| r.is_some()).count();
-            let expected = |node: usize| if node == leader { "64" } else { "0" };
-            if owned.len() == running && owned.iter().all(|(node, shards)| shards == expected(*node)) {
+            let fair = |node: usize, shards: usize| {
+                if over.contains(&node) { shards + 2 >= share && shards <= share } else { shards == 0 }
+            };
+            if owned.len() == running
+                && owned.iter().map(|(_, shards)| shards).sum::<usize>() == 64
+                && owned.iter().all(|(node, shards)| fair(*node, *shards))
+                && !status.contains("inherited=")
+            {
                 return status;
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "router {leader} does not own every shard:\n{status}"
+                "the registry shards are not spread over routers {over:?}:\n{status}"
             );
             std::thread::sleep(Duration::from_millis(100));
         }

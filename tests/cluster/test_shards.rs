@@ -3,7 +3,7 @@
 
 use crate::ops_client::{fetch, ops_address, samples};
 use crate::raft_cluster::RaftCluster;
-use crate::support::{Version, subscriber};
+use crate::support::{RawConnection, Version, publisher, subscriber};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,29 @@ fn owned_by(metrics: &HashMap<String, f64>, router: usize) -> f64 {
     metrics.get(&format!("herald_gateway_registry_shards{{owner=\"{router}\"}}")).copied().unwrap_or(0.0)
 }
 
+/// The shard counts the gateway at `ops` says each router owns.
+fn spread_over(metrics: &HashMap<String, f64>, routers: &[usize]) -> bool {
+    let share = 64f64 / routers.len() as f64;
+    let total: f64 = routers.iter().map(|r| owned_by(metrics, *r)).sum();
+    total == 64.0 && routers.iter().all(|r| (owned_by(metrics, *r) - share).abs() <= 2.0)
+}
+
+fn claims(metrics: &HashMap<String, f64>, outcome: &str) -> f64 {
+    metrics
+        .get(&format!("herald_gateway_owner_claims_total{{outcome=\"{outcome}\"}}"))
+        .copied()
+        .unwrap_or(0.0)
+}
+
+/// Connects `count` clients of new client ids through `gateway`, one after
+/// the other: each must be accepted (its claim granted by its shard's owner),
+/// whichever router owns it.
+fn connect_many(gateway: &std::net::SocketAddr, count: usize) {
+    for _ in 0..count {
+        publisher(gateway, Version::V5, "shards/t").message("hi").run();
+    }
+}
+
 #[test]
 fn a_gateway_links_to_every_routers_registry_and_learns_who_owns_each_shard() {
     let mut cluster = RaftCluster::start(3);
@@ -38,20 +61,147 @@ fn a_gateway_links_to_every_routers_registry_and_learns_who_owns_each_shard() {
     let gateway = cluster.start_gateway_with(&[leader], &["--ops", "127.0.0.2:0"]);
     let ops = ops_address(&cluster.gateway_output(0));
     let links = "herald_gateway_registry_links{}";
-    metrics_until(&ops, "linked to the three routers, the leader owning every shard", |m| {
-        m.get(links) == Some(&3.0) && owned_by(m, leader) == 64.0
+    metrics_until(&ops, "linked to the three routers, the shards spread over them", |m| {
+        m.get(links) == Some(&3.0) && spread_over(m, &[1, 2, 3])
     });
     // A connect is claimed at the session's shard owner first.
-    let granted = "herald_gateway_owner_claims_total{outcome=\"granted\"}";
     let _client = subscriber(&gateway, Version::V5).client_id("owned").topic("t").start();
-    metrics_until(&ops, "the claim granted by the shard's owner", |m| m.get(granted) == Some(&1.0));
+    metrics_until(&ops, "the claim granted by the shard's owner", |m| claims(m, "granted") == 1.0);
 
-    // The leader is killed: its link drops, and the new leader's shard event
-    // reaches the gateway through the two routers left.
+    // The leader is killed: its link drops, and its shards move to the two
+    // routers left, which tell the gateway.
     cluster.kill_router(leader);
-    let new_leader = cluster.leader();
-    let metrics = metrics_until(&ops, "the new leader owns every shard", |m| {
-        m.get(links) == Some(&2.0) && owned_by(m, new_leader) == 64.0
+    let left: Vec<usize> = (1..=3).filter(|n| *n != leader).collect();
+    let metrics = metrics_until(&ops, "the two routers left own every shard", |m| {
+        m.get(links) == Some(&2.0) && spread_over(m, &left)
     });
     assert_eq!(owned_by(&metrics, leader), 0.0, "{metrics:#?}");
 }
+
+#[test]
+fn the_shards_of_a_router_lost_move_to_the_others_and_come_back_with_it() {
+    let mut cluster = RaftCluster::start(3);
+    let leader = cluster.leader();
+    let gateway = cluster.start_gateway_with(&[1, 2, 3], &["--ops", "127.0.0.2:0"]);
+    let ops = ops_address(&cluster.gateway_output(0));
+    metrics_until(&ops, "the shards spread over the three routers", |m| spread_over(m, &[1, 2, 3]));
+
+    // A follower is lost: after raft.registry_move_after_ms its shards move
+    // to the leader and the other follower, and every session can connect.
+    let lost = (1..=3).find(|n| *n != leader).expect("a follower");
+    cluster.kill_router(lost);
+    let left: Vec<usize> = (1..=3).filter(|n| *n != lost).collect();
+    metrics_until(&ops, "the lost router's shards moved", |m| spread_over(m, &left));
+    connect_many(&gateway, 24);
+    // Back, it takes its share again (from the others, at new generations).
+    cluster.restart_router(lost);
+    cluster.wait_for_shards_over(&[1, 2, 3]);
+    metrics_until(&ops, "the shards spread over the three routers again", |m| spread_over(m, &[1, 2, 3]));
+    connect_many(&gateway, 24);
+    let metrics = metrics_until(&ops, "every claim granted", |m| claims(m, "granted") >= 48.0);
+    assert_eq!(claims(&metrics, "not_granted"), 0.0, "{metrics:#?}");
+}
+
+#[test]
+fn a_router_restarted_before_its_shards_move_serves_them_once_the_leader_restarts_them() {
+    // Its shards never move in this test: the router comes back to the same
+    // shards, which an earlier process of it may have granted epochs of.
+    let mut cluster = RaftCluster::start_with(3, &[("HERALD_RAFT_REGISTRY_MOVE_AFTER_MS", "600000")]);
+    let leader = cluster.leader();
+    let gateway = cluster.start_gateway_with(&[1, 2, 3], &["--ops", "127.0.0.2:0"]);
+    let ops = ops_address(&cluster.gateway_output(0));
+    cluster.wait_for_shards_over(&[1, 2, 3]);
+    let restarted = (1..=3).find(|n| *n != leader).expect("a follower");
+    cluster.kill_router(restarted);
+    cluster.restart_router(restarted);
+    // It serves them only once the leader has restarted them (a shard event
+    // at new generations): until then its status says it inherited them.
+    let status = cluster.wait_for_shards_over(&[1, 2, 3]);
+    assert!(!status.contains("inherited="), "{status}");
+    metrics_until(&ops, "linked to the restarted router", |m| {
+        m.get("herald_gateway_registry_links{}") == Some(&3.0)
+    });
+    connect_many(&gateway, 24);
+    let metrics = metrics_until(&ops, "every claim granted", |m| claims(m, "granted") >= 24.0);
+    assert_eq!(claims(&metrics, "not_granted"), 0.0, "{metrics:#?}");
+    let log = cluster.router_output(restarted);
+    assert!(log.contains("inherited"), "the restarted router said it waited for its shards:\n{log}");
+}
+
+/// The sessions the registry shards of `routers` know, summed.
+fn owners_know(cluster: &RaftCluster, routers: &[usize]) -> f64 {
+    routers
+        .iter()
+        .map(|router| {
+            let (status, lines) = fetch(&ops_address(&cluster.router_output(*router)), "/metrics");
+            assert_eq!(status, 200);
+            samples(&lines).get("herald_router_registry_sessions{}").copied().unwrap_or(0.0)
+        })
+        .sum()
+}
+
+fn until_owners_know(cluster: &RaftCluster, routers: &[usize], sessions: f64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while owners_know(cluster, routers) != sessions {
+        assert!(
+            Instant::now() < deadline,
+            "routers {routers:?} know {} sessions, not {sessions}: {:?}\n{}",
+            owners_know(cluster, routers),
+            routers.iter().map(|r| owners_know(cluster, &[*r])).collect::<Vec<_>>(),
+            cluster.status()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn shard_owners_rebuild_what_they_own_from_the_gateways_lists_and_revoke_a_connection_taken_over() {
+    let mut cluster = RaftCluster::start_with(3, &[("HERALD_OPS", "127.0.0.1:0")]);
+    let leader = cluster.leader();
+    let first = cluster.start_gateway_with(&[1, 2, 3], &["--ops", "127.0.0.2:0"]);
+    let ops = ops_address(&cluster.gateway_output(0));
+    cluster.wait_for_shards_over(&[1, 2, 3]);
+    let clients: Vec<_> = (0..24)
+        .map(|n| subscriber(&first, Version::V5).client_id(&format!("rebuilt-{n}")).topic("t").start())
+        .collect();
+    until_owners_know(&cluster, &[1, 2, 3], 24.0);
+
+    // A follower is lost: the routers its shards move to learn their
+    // sessions from the gateway's lists (about a third of the 24).
+    let lost = (1..=3).find(|n| *n != leader).expect("a follower");
+    cluster.kill_router(lost);
+    let left: Vec<usize> = (1..=3).filter(|n| *n != lost).collect();
+    until_owners_know(&cluster, &left, 24.0);
+    // Back, it takes its share again and is listed its sessions.
+    cluster.restart_router(lost);
+    cluster.wait_for_shards_over(&[1, 2, 3]);
+    until_owners_know(&cluster, &[1, 2, 3], 24.0);
+    // The moved sessions were listed twice: to the routers left, and back.
+    metrics_until(&ops, "sessions listed", |m| {
+        m.get("herald_gateway_registry_listed_total{}").is_some_and(|n| *n >= 2.0)
+    });
+
+    // The same client id on a second gateway: its shard's owner revokes
+    // the first connection (the gateway hears it), which ends with
+    // DISCONNECT 0x8E (the leader's revocation still ends it).
+    let mut roamer = RawConnection::open(&first);
+    roamer.send(CONNECT_ROAMER_V5);
+    let connack = roamer.expect_packet();
+    assert_eq!((connack.first_byte, connack.body[1]), (0x20, 0x00), "CONNACK {connack:?}");
+    until_owners_know(&cluster, &[1, 2, 3], 25.0);
+    let second = cluster.start_gateway_with(&[1, 2, 3], &["--ops", "127.0.0.3:0"]);
+    let _taken = subscriber(&second, Version::V5).client_id("roamer").topic("t").start();
+    let closed = roamer.expect_closed();
+    let [disconnect] = closed.as_slice() else { panic!("expected one DISCONNECT, got {closed:?}") };
+    assert_eq!((disconnect.first_byte, disconnect.body.first()), (0xE0, Some(&0x8E)), "taken over");
+    metrics_until(&ops, "the owner's revocation received", |m| {
+        m.get("herald_gateway_owner_revocations_total{}").is_some_and(|n| *n >= 1.0)
+    });
+    drop(clients);
+}
+
+/// CONNECT, MQTT 5, clean start, keep alive 60 s, client id "roamer".
+const CONNECT_ROAMER_V5: &[u8] = &[
+    0x10, 0x13, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05, 0x02, 0x00, 0x3C, 0x00, 0x00, 0x06, b'r', b'o',
+    b'a', b'm', b'e', b'r',
+];

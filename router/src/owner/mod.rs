@@ -136,6 +136,14 @@ pub struct ShardOwner {
     /// Sessions a gateway listed or claimed since its link opened, until its
     /// list ends (`last`).
     listing: HashMap<NodeId, HashSet<SessionKey>>,
+    /// Whether a table with owners was seen: the first one names what an
+    /// earlier process of this router owned.
+    seen_table: bool,
+    /// Shards the table gave this router before this process saw it, at
+    /// the generation it gave them: an earlier process may have granted
+    /// epochs of that generation, so they are not served here until an
+    /// event gives them a new one (the leader restarts them).
+    inherited: HashMap<ShardId, u64>,
 }
 
 impl ShardOwner {
@@ -152,6 +160,8 @@ impl ShardOwner {
             linked: HashSet::new(),
             leases: HashMap::new(),
             listing: HashMap::new(),
+            seen_table: false,
+            inherited: HashMap::new(),
         }
     }
 
@@ -160,7 +170,9 @@ impl ShardOwner {
     /// generation (it restarted, or came back), starts empty and waits for
     /// every gateway in `known` (the cluster's gateways, replicated) to list
     /// its sessions; one not linked now has a lease to do so. A shard that
-    /// went elsewhere is forgotten: its new owner rebuilds it.
+    /// went elsewhere is forgotten: its new owner rebuilds it. The shards the
+    /// first table with owners gives this router are inherited from an
+    /// earlier process: not served until a later table restarts them.
     pub fn set_table(
         &mut self,
         owners: &[u64],
@@ -169,10 +181,17 @@ impl ShardOwner {
         now: UnixMillis,
     ) {
         self.owners = owners.to_vec();
+        let first = !self.seen_table && owners.iter().any(|&owner| owner != 0);
+        self.seen_table |= first;
         let mut taken = false;
         for shard in ShardId::all() {
             let mine = owners.get(shard.index()) == Some(&self.node);
             let generation = generations.get(shard);
+            if mine && (first || self.inherited.get(&shard) == Some(&generation)) {
+                self.inherited.insert(shard, generation);
+                continue;
+            }
+            self.inherited.remove(&shard);
             match self.shards.get(&shard) {
                 Some(owned) if mine && owned.generation == generation => {}
                 _ if mine => {
@@ -200,6 +219,13 @@ impl ShardOwner {
     /// How many shards are owned here.
     pub fn owned(&self) -> usize {
         self.shards.len()
+    }
+
+    /// How many shards the table gives this router that it does not serve:
+    /// inherited from an earlier process, waiting for the leader to restart
+    /// them.
+    pub fn inherited(&self) -> usize {
+        self.inherited.len()
     }
 
     /// How many sessions are known here.

@@ -67,10 +67,18 @@ fn will_of(client: &str) -> OwnerEffect {
     OwnerEffect::PublishWill { session: key(client), will: will(client) }
 }
 
+/// The owner of a router whose process has seen a table (router 2 owning
+/// every shard): what the table gives it from now on, it serves.
+fn started() -> ShardOwner {
+    let mut owner = ShardOwner::new(ME, LEASE_MS);
+    owner.set_table(&[2; REGISTRY_SHARDS as usize], &ShardGenerations::uniform(1), &BTreeSet::new(), at(0));
+    owner
+}
+
 /// An owner of every shard at `generation`, with `known` gateways linked
 /// and done listing.
 fn owner_of_all(generation: u64, known: &[NodeId]) -> ShardOwner {
-    let mut owner = ShardOwner::new(ME, LEASE_MS);
+    let mut owner = started();
     let known: BTreeSet<NodeId> = known.iter().copied().collect();
     owner.set_table(&[ME; REGISTRY_SHARDS as usize], &ShardGenerations::uniform(generation), &known, at(0));
     for gateway in &known {
@@ -116,7 +124,7 @@ fn a_session_of_a_shard_owned_elsewhere_is_refused_with_its_owner() {
     let mut owners = vec![ME; REGISTRY_SHARDS as usize];
     let elsewhere = ShardId::of(&key("x"));
     owners[elsewhere.index()] = 2;
-    let mut owner = ShardOwner::new(ME, LEASE_MS);
+    let mut owner = started();
     owner.set_table(&owners, &ShardGenerations::uniform(1), &BTreeSet::new(), at(0));
     assert_eq!(owner.owned(), usize::from(REGISTRY_SHARDS) - 1);
     let (refused, _) = run(|out| owner.claim(GW1, &claim("x", true, 0, false), false, out));
@@ -165,7 +173,7 @@ fn a_transient_sessions_will_is_published_here_and_a_persistent_ones_is_left_to_
 
 /// Every shard taken here at generation 5, `known` gateways to list.
 fn taken(known: &[NodeId]) -> ShardOwner {
-    let mut owner = ShardOwner::new(ME, LEASE_MS);
+    let mut owner = started();
     let known: BTreeSet<NodeId> = known.iter().copied().collect();
     owner.set_table(&[ME; REGISTRY_SHARDS as usize], &ShardGenerations::uniform(5), &known, at(0));
     owner
@@ -271,4 +279,27 @@ fn a_shard_that_moves_away_is_forgotten_and_one_that_comes_back_starts_empty() {
     assert_eq!(owner.locate(&key(&stays)), Located::Online { gateway: GW1, epoch: k.epoch });
     let next = owner.claim(GW1, &claim("a", true, 0, false), false, &mut Vec::new()).expect("granted");
     assert_eq!(next.epoch.generation, 3);
+}
+
+#[test]
+fn shards_the_first_table_gives_this_router_are_served_only_once_restarted() {
+    // A new process: an earlier one may have granted epochs of generation 3
+    // for these shards, so it refuses to grant any until they are restarted.
+    let mut owner = ShardOwner::new(ME, LEASE_MS);
+    let mut owners = [ME; REGISTRY_SHARDS as usize];
+    owners[ShardId::of(&key("elsewhere")).index()] = 2;
+    owner.set_table(&owners, &ShardGenerations::uniform(3), &BTreeSet::new(), at(0));
+    assert_eq!((owner.owned(), owner.inherited()), (0, 63));
+    assert_eq!(
+        owner.claim(GW1, &claim("a", true, 0, false), false, &mut Vec::new()),
+        Err(Refused::NotOwner { owner: ME })
+    );
+    // The same table again (another gateway or router changed) serves nothing more.
+    owner.set_table(&owners, &ShardGenerations::uniform(3), &BTreeSet::new(), at(2));
+    assert_eq!(owner.inherited(), 63);
+    // The leader restarts them at generation 4: served from then on.
+    owner.set_table(&owners, &ShardGenerations::uniform(4), &BTreeSet::new(), at(3));
+    assert_eq!((owner.owned(), owner.inherited()), (63, 0));
+    let granted = owner.claim(GW1, &claim("a", true, 0, false), false, &mut Vec::new()).expect("granted");
+    assert_eq!(granted.epoch.generation, 4);
 }

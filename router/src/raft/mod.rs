@@ -28,12 +28,12 @@ pub use peer_service::{GatewayCounts, RaftPeerService};
 pub use state_machine::{Replicated, StateMachine};
 pub use vote_gate::VoteGate;
 
-use herald_core::{ShardGenerations, ShardId};
+use herald_core::ShardGenerations;
 use herald_proto::journal::{self, DurableImage, Fact};
 use herald_store::wal::WalOptions;
 use openraft::{BasicNode, Raft};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Cursor;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -146,6 +146,11 @@ pub struct RaftSettings {
     pub keep_entries: u64,
     /// Bytes per log segment file.
     pub segment_bytes: u64,
+    /// How long a router may not answer a leader's status calls before
+    /// the leader moves its registry shards, milliseconds (ADR 0033):
+    /// connects of that router's share of the sessions stall for about as
+    /// long when it is lost.
+    pub registry_move_after_ms: u64,
     /// The address connections to peers leave from (the one this node
     /// listens on, when it is a specific one): peers, firewalls and fault
     /// proxies see which router is calling.
@@ -162,6 +167,7 @@ impl Default for RaftSettings {
             snapshot_entries: 5000,
             keep_entries: 1000,
             segment_bytes: 64 * 1024 * 1024,
+            registry_move_after_ms: 3000,
             source_ip: None,
         }
     }
@@ -181,6 +187,12 @@ fn wal_options(segment_size: u64) -> WalOptions {
 /// How long a starting single node waits to lead; a voter of a larger
 /// cluster says, this often, that it still waits for a leader.
 const LEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a new leader waits for the other routers' status before it
+/// spreads the registry over those that answered.
+pub const TAKE_PATIENCE: Duration = Duration::from_millis(500);
+/// How often a leader checks the registry's spread (and how long it waits
+/// for each router's status then).
+const SPREAD_CHECK: Duration = Duration::from_secs(1);
 
 /// A node's Raft progress, for metrics and readiness.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -221,6 +233,11 @@ pub struct RaftNode {
     /// Withholds this node's vote while it has no data and may have lost
     /// it (ADR 0032).
     votes: Arc<VoteGate>,
+    /// How many registry shards the table gives this node that its
+    /// registry does not serve (inherited from an earlier process).
+    inherited: Arc<std::sync::atomic::AtomicU32>,
+    /// How long a router may not answer before its registry shards move.
+    move_after: Duration,
 }
 
 impl std::fmt::Debug for RaftNode {
@@ -285,6 +302,8 @@ impl RaftNode {
             snapshots,
             proposer,
             votes,
+            inherited: Arc::default(),
+            move_after: Duration::from_millis(settings.registry_move_after_ms),
         })
     }
 
@@ -393,7 +412,15 @@ impl RaftNode {
             self.state.clone(),
             self.restored.clone(),
             self.votes.clone(),
+            self.inherited.clone(),
         )
+    }
+
+    /// The count of registry shards this node inherited and does not serve:
+    /// kept by its registry service, read by its status and, when it leads,
+    /// by [`RaftNode::keep_registry_spread`].
+    pub fn inherited_shards(&self) -> Arc<std::sync::atomic::AtomicU32> {
+        self.inherited.clone()
     }
 
     /// Keeps `table` current with this node's copy of the registry shard
@@ -553,39 +580,125 @@ impl RaftNode {
         }
     }
 
-    /// Takes every registry shard for this node, which leads: one shard
-    /// event naming them all (every shard is owned by the leader, ADR 0033);
-    /// or, while some router may not apply shard events, a new generation
-    /// for the whole registry. Returns each shard's generation.
+    /// Takes the registry as a new leader (ADR 0033): one shard event per
+    /// router, spreading the 64 shards over the voters that answer now and
+    /// restarting every shard (the leader's session registry starts empty
+    /// and is rebuilt from the gateways); the shards of a voter that does
+    /// not answer within [`TAKE_PATIENCE`] move at once. While some router
+    /// may not apply shard events, a new generation for the whole registry
+    /// instead. Returns each shard's generation.
     pub async fn take_registry(&self) -> Result<ShardGenerations, RaftNodeError> {
-        if !self.shard_events_applied_everywhere().await {
+        let (voters, peers) = self.members_but_me();
+        let answers = peer_statuses(&peers, &self.cluster_id, TAKE_PATIENCE).await;
+        let (has_table, owners) = self.shard_owners();
+        if !has_table && !shards::every_peer_applies_shard_events(&peers, &answers) {
             tracing::info!("a router may not apply registry shard events: one generation for every shard");
             return self.next_generation().await.map(ShardGenerations::uniform);
         }
-        let shards = ShardId::all().map(|s| s.0).collect();
-        match self.propose(Command::Shards { owner: self.id, shards }).await? {
+        let mut live: BTreeSet<u64> =
+            answers.iter().map(|a| a.node_id).filter(|id| voters.contains(id)).collect();
+        live.insert(self.id);
+        let mut generations = None;
+        for (owner, shards) in shards::spread(&owners, &live, &BTreeSet::new(), true) {
+            generations = Some(self.shard_event(owner, shards).await?);
+        }
+        Ok(generations.unwrap_or_else(|| self.shard_generations()))
+    }
+
+    /// Keeps the registry spread over the voters while this node leads
+    /// (ADR 0033), checking every second: the shards of a voter that has
+    /// not answered for `move_after` move to the others, a voter that joins
+    /// or answers again takes its share back, and the shards of a router
+    /// that restarted (it says it inherited shards it does not serve) are
+    /// restarted. Returns when this node stops leading or cannot commit.
+    /// `move_after` is [`RaftSettings::registry_move_after_ms`].
+    pub async fn keep_registry_spread(&self) {
+        let move_after = self.move_after;
+        let start = tokio::time::Instant::now();
+        let mut seen: BTreeMap<u64, tokio::time::Instant> = BTreeMap::new();
+        let mut restarted_at: BTreeMap<u64, tokio::time::Instant> = BTreeMap::new();
+        // Those that answered when this node took the registry own shards.
+        let (_, owners) = self.shard_owners();
+        for owner in owners.iter().filter(|&&o| o != 0 && o != self.id) {
+            seen.insert(*owner, start);
+        }
+        loop {
+            tokio::time::sleep(SPREAD_CHECK).await;
+            if self.raft.metrics().borrow().current_leader != Some(self.id) {
+                return;
+            }
+            let (voters, peers) = self.members_but_me();
+            let peers: BTreeMap<u64, String> =
+                peers.into_iter().filter(|(id, _)| voters.contains(id)).collect();
+            let answers = peer_statuses(&peers, &self.cluster_id, SPREAD_CHECK).await;
+            let now = tokio::time::Instant::now();
+            let mut restarted = BTreeSet::new();
+            for answer in &answers {
+                seen.insert(answer.node_id, now);
+                if answer.shards_inherited > 0 {
+                    restarted.insert(answer.node_id);
+                }
+            }
+            if self.inherited.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+                restarted.insert(self.id);
+            }
+            // A restart waits for the last one to be applied there.
+            restarted.retain(|id| restarted_at.get(id).is_none_or(|at| now - *at >= move_after));
+            let mut live: BTreeSet<u64> = voters
+                .iter()
+                .copied()
+                .filter(|id| seen.get(id).is_some_and(|at| now - *at < move_after))
+                .collect();
+            live.insert(self.id);
+            let (_, owners) = self.shard_owners();
+            for (owner, shards) in shards::spread(&owners, &live, &restarted, false) {
+                let moved = shards.iter().filter(|s| owners.get(usize::from(**s)) != Some(&owner)).count();
+                tracing::info!(owner, shards = shards.len(), moved, "registry shard event");
+                if restarted.contains(&owner) {
+                    restarted_at.insert(owner, now);
+                }
+                if let Err(error) = self.shard_event(owner, shards).await {
+                    tracing::warn!(%error, "registry shard event not committed");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Commits one shard event; returns every shard's generation after it.
+    async fn shard_event(&self, owner: u64, shards: Vec<u16>) -> Result<ShardGenerations, RaftNodeError> {
+        match self.propose(Command::Shards { owner, shards }).await? {
             Response::Shards(generations) => Ok(ShardGenerations::from_table(generations)),
             other => Err(RaftNodeError::Raft(format!("unexpected response {other:?}"))),
         }
     }
 
-    /// Whether every router in the membership applies shard events: the
-    /// replicated state already has a shard table, or each one says so.
-    async fn shard_events_applied_everywhere(&self) -> bool {
-        let has_table = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).shards.is_some();
+    /// Whether the replicated state has a shard table, and each shard's
+    /// owner (0: none).
+    fn shard_owners(&self) -> (bool, Vec<u64>) {
+        let state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &state.shards {
+            Some(table) => (true, table.owners.clone()),
+            None => (false, vec![0; usize::from(herald_core::REGISTRY_SHARDS)]),
+        }
+    }
+
+    /// Each shard's generation in the replicated state.
+    fn shard_generations(&self) -> ShardGenerations {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).shard_generations()
+    }
+
+    /// The voters, and every other member with its address.
+    fn members_but_me(&self) -> (BTreeSet<u64>, BTreeMap<u64, String>) {
         let metrics = self.raft.metrics().borrow().clone();
-        let peers: BTreeMap<u64, String> = metrics
-            .membership_config
-            .membership()
+        let membership = metrics.membership_config.membership();
+        let voters = membership.voter_ids().collect();
+        let peers = membership
             .nodes()
             .filter(|(id, _)| **id != self.id)
             .map(|(id, node)| (*id, node.addr.clone()))
             .collect();
-        if has_table || peers.is_empty() {
-            return true;
-        }
-        let answers = peer_statuses(&peers, &self.cluster_id, Duration::from_secs(1)).await;
-        shards::every_peer_applies_shard_events(&peers, &answers)
+        (voters, peers)
     }
 
     /// Returns the durable state as committed and applied so far (at start:
@@ -737,9 +850,14 @@ async fn peer_statuses(
     cluster_id: &str,
     timeout: Duration,
 ) -> Vec<herald_proto::grpc::pb::StatusReply> {
-    let mut answers = Vec::new();
+    let mut asked = tokio::task::JoinSet::new();
     for address in peers.values() {
-        if let Ok(Ok(reply)) = tokio::time::timeout(timeout, status(address, true)).await
+        let address = address.clone();
+        asked.spawn(async move { tokio::time::timeout(timeout, status(&address, true)).await });
+    }
+    let mut answers = Vec::new();
+    while let Some(answer) = asked.join_next().await {
+        if let Ok(Ok(Ok(reply))) = answer
             && reply.cluster_id == cluster_id
         {
             answers.push(reply);

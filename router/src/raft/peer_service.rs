@@ -25,6 +25,7 @@ pub struct RaftPeerService {
     gateways: GatewayCounts,
     restored: Arc<tokio::sync::Notify>,
     votes: Arc<VoteGate>,
+    inherited: Arc<std::sync::atomic::AtomicU32>,
 }
 
 /// Reports the gateways a node serves and their online sessions.
@@ -37,8 +38,9 @@ impl RaftPeerService {
         state: Arc<Mutex<Replicated>>,
         restored: Arc<tokio::sync::Notify>,
         votes: Arc<VoteGate>,
+        inherited: Arc<std::sync::atomic::AtomicU32>,
     ) -> RaftPeerService {
-        RaftPeerService { raft, cluster_id, state, gateways: Arc::new(Vec::new), restored, votes }
+        RaftPeerService { raft, cluster_id, state, gateways: Arc::new(Vec::new), restored, votes, inherited }
     }
 
     /// Reports, in `herald ctl cluster status`, the gateways `counts` lists
@@ -258,6 +260,7 @@ impl RaftPeer for RaftPeerService {
             vote_withheld: self.votes.is_withheld(),
             raft_commands: super::shards::RAFT_COMMANDS,
             shards_owned,
+            shards_inherited: self.inherited.load(std::sync::atomic::Ordering::Relaxed),
         }))
     }
 }

@@ -118,3 +118,52 @@ impl ShardTable {
         Some((table, rest))
     }
 }
+
+/// The shard events that spread the registry over the `live` routers (the
+/// voters that answer; never empty when called): one `(owner, shards)` per
+/// router that gets shards, each one command. Moves as few shards as it
+/// can: a shard stays with a live owner holding no more than its share
+/// (64 over the live routers, rounded up); the shards of a router that is
+/// not live, or beyond a router's share, go to the live router holding
+/// fewest. With `everything`, every shard gets an event even where its
+/// owner stays (a new leader restarts the whole registry, ADR 0033); the
+/// shards kept by a router of `restarted` (a new process, which cannot
+/// grant at its old generations) get one too.
+pub fn spread(
+    owners: &[u64],
+    live: &std::collections::BTreeSet<u64>,
+    restarted: &std::collections::BTreeSet<u64>,
+    everything: bool,
+) -> Vec<(u64, Vec<u16>)> {
+    let Some(&fallback) = live.first() else { return Vec::new() };
+    let share = usize::from(REGISTRY_SHARDS).div_ceil(live.len());
+    let mut held: BTreeMap<u64, Vec<u16>> = live.iter().map(|id| (*id, Vec::new())).collect();
+    let mut moving = Vec::new();
+    for shard in 0..REGISTRY_SHARDS {
+        match owners.get(usize::from(shard)).and_then(|owner| held.get_mut(owner)) {
+            Some(kept) => kept.push(shard),
+            None => moving.push(shard),
+        }
+    }
+    for kept in held.values_mut() {
+        if kept.len() > share {
+            moving.extend(kept.drain(share..));
+        }
+    }
+    moving.sort_unstable();
+    let mut events: BTreeMap<u64, Vec<u16>> = BTreeMap::new();
+    for shard in moving {
+        let target = held.iter().min_by_key(|(id, kept)| (kept.len(), **id)).map_or(fallback, |(id, _)| *id);
+        held.entry(target).or_default().push(shard);
+        events.entry(target).or_default().push(shard);
+    }
+    for (owner, kept) in &held {
+        if everything || restarted.contains(owner) {
+            let event = events.entry(*owner).or_default();
+            event.extend(kept);
+            event.sort_unstable();
+            event.dedup();
+        }
+    }
+    events.into_iter().filter(|(_, shards)| !shards.is_empty()).collect()
+}

@@ -149,3 +149,91 @@ fn a_table_is_refused_unless_it_has_one_entry_per_shard() {
 fn fixtures() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/raft")
 }
+
+mod spreading {
+    use super::super::shards::spread;
+    use herald_core::REGISTRY_SHARDS;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    fn set(ids: &[u64]) -> BTreeSet<u64> {
+        ids.iter().copied().collect()
+    }
+
+    /// The owners after applying `events` to `owners`.
+    fn applied(owners: &[u64], events: &[(u64, Vec<u16>)]) -> Vec<u64> {
+        let mut owners = owners.to_vec();
+        for (owner, shards) in events {
+            for shard in shards {
+                owners[usize::from(*shard)] = *owner;
+            }
+        }
+        owners
+    }
+
+    fn counts(owners: &[u64]) -> BTreeMap<u64, usize> {
+        let mut counts = BTreeMap::new();
+        for owner in owners {
+            *counts.entry(*owner).or_default() += 1;
+        }
+        counts
+    }
+
+    fn moved(events: &[(u64, Vec<u16>)]) -> usize {
+        events.iter().map(|(_, shards)| shards.len()).sum()
+    }
+
+    #[test]
+    fn a_new_table_is_spread_evenly_over_the_live_routers() {
+        let owners = vec![0; usize::from(REGISTRY_SHARDS)];
+        let events = spread(&owners, &set(&[1, 2, 3]), &set(&[]), false);
+        assert_eq!(events.len(), 3, "one command per router: {events:?}");
+        assert_eq!(counts(&applied(&owners, &events)), BTreeMap::from([(1, 22), (2, 21), (3, 21)]));
+    }
+
+    #[test]
+    fn a_balanced_table_with_every_owner_live_needs_no_event() {
+        let owners = applied(&[0; 64], &spread(&[0; 64], &set(&[1, 2, 3]), &set(&[]), false));
+        assert_eq!(spread(&owners, &set(&[1, 2, 3]), &set(&[]), false), []);
+    }
+
+    #[test]
+    fn only_the_shards_of_a_router_not_live_move_and_they_are_shared_out() {
+        let owners = applied(&[0; 64], &spread(&[0; 64], &set(&[1, 2, 3]), &set(&[]), false));
+        let events = spread(&owners, &set(&[1, 3]), &set(&[]), false);
+        assert_eq!(moved(&events), 21, "router 2's shards, no others: {events:?}");
+        let after = applied(&owners, &events);
+        assert_eq!(counts(&after), BTreeMap::from([(1, 32), (3, 32)]));
+        for shard in 0..64 {
+            if owners[shard] != 2 {
+                assert_eq!(after[shard], owners[shard], "shard {shard} stays");
+            }
+        }
+    }
+
+    #[test]
+    fn a_router_that_joins_or_comes_back_takes_its_share_from_the_others() {
+        let two = applied(&[0; 64], &spread(&[0; 64], &set(&[1, 3]), &set(&[]), false));
+        let events = spread(&two, &set(&[1, 2, 3]), &set(&[]), false);
+        assert_eq!(events.iter().map(|(owner, _)| *owner).collect::<Vec<_>>(), [2], "{events:?}");
+        let after = applied(&two, &events);
+        assert_eq!(counts(&after), BTreeMap::from([(1, 22), (2, 20), (3, 22)]));
+    }
+
+    #[test]
+    fn everything_restarts_every_shard_where_it_is_and_a_restarted_router_its_own() {
+        let owners = applied(&[0; 64], &spread(&[0; 64], &set(&[1, 2, 3]), &set(&[]), false));
+        let all = spread(&owners, &set(&[1, 2, 3]), &set(&[]), true);
+        assert_eq!(moved(&all), 64);
+        assert_eq!(applied(&owners, &all), owners, "nothing moves");
+        let restarted = spread(&owners, &set(&[1, 2, 3]), &set(&[3]), false);
+        let threes: Vec<u16> = (0..64).filter(|s| owners[usize::from(*s)] == 3).collect();
+        assert_eq!(restarted, [(3, threes)]);
+    }
+
+    #[test]
+    fn a_single_router_owns_everything() {
+        let events = spread(&[7; 64], &set(&[1]), &set(&[]), false);
+        assert_eq!(events, [(1, (0..64).collect::<Vec<u16>>())]);
+        assert_eq!(spread(&[0; 64], &set(&[]), &set(&[]), true), []);
+    }
+}
