@@ -12,7 +12,8 @@
 # (a leading router hands leadership over first); any still running then
 # are killed and named, and `stop` fails.
 #
-# Router ports: LOCAL_CLUSTER_PORT [7400] + node id. Each gateway also
+# Router ports: LOCAL_CLUSTER_PORT [7400] + node id; LOCAL_CLUSTER_ROUTERS
+# [3] routers (1 to 3: one is a cluster of one router). Each gateway also
 # serves its operations endpoints (/metrics, /healthz, /readyz) on a free
 # port of its address, named in gateway-N.log ("ops=ADDR").
 set -euo pipefail
@@ -46,18 +47,20 @@ field() { sed -n "s/.*$1=\([^ ]*\).*/\1/p"; }
 case "$command" in
   start)
     port=${LOCAL_CLUSTER_PORT:-7400}
+    routers=${LOCAL_CLUSTER_ROUTERS:-3}
+    case "$routers" in 1 | 2 | 3) ;; *) echo "LOCAL_CLUSTER_ROUTERS: 1, 2 or 3" >&2; exit 2 ;; esac
     peers=""
     urls=""
-    for n in 1 2 3; do
+    for n in $(seq 1 "$routers"); do
       peers="$peers${peers:+,}$n=127.0.0.1$n:$((port + n))"
       urls="$urls${urls:+,}http://127.0.0.1$n:$((port + n))"
     done
-    for n in 1 2 3; do
+    for n in $(seq 1 "$routers"); do
       NO_COLOR=1 "$herald" router --node-id "$n" --grpc "127.0.0.1$n:$((port + n))" --peers "$peers" \
         --cluster-id local --data "$dir/router-$n" >"$dir/router-$n.log" 2>&1 &
       echo $! >"$dir/router-$n.pid"
     done
-    for n in 1 2 3; do
+    for n in $(seq 1 "$routers"); do
       line=$(wait_for "$dir/router-$n.log" listening)
       echo "router-$n grpc $(echo "$line" | field grpc) pid $(cat "$dir/router-$n.pid")"
     done

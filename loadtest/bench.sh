@@ -29,7 +29,8 @@
 #                 (deploy/local-cluster.sh: three routers, two gateways; the
 #                 generator drives gateway 1, so every message crosses the
 #                 gateway→router→gateway gRPC path; server CPU and memory are
-#                 gateway 1's and the leader router's, summed)
+#                 gateway 1's and every router's, summed)
+#   BENCH_CLUSTER_ROUTERS [3]: routers of that cluster (1 to 3)
 #
 # Broker settings: both brokers run with their defaults except that
 # Mosquitto gets `set_tcp_nodelay true` (Herald always sets TCP_NODELAY), and
@@ -195,19 +196,19 @@ start_mosquitto() {
 }
 
 # start_cluster NAME [VAR=VALUE...]: three routers and two gateways; sets
-# broker_pid (gateway 1), broker_port, cluster_dir and leader_pid.
+# broker_pid (gateway 1), broker_port, cluster_dir and router_pids.
 start_cluster() {
     local name=$1
     shift
     cluster_dir=$work/$name.cluster
-    env "$@" LOCAL_CLUSTER_BIN="$herald" "$root/deploy/local-cluster.sh" start "$cluster_dir" >"$cluster_dir.out" 2>&1 ||
+    env "$@" LOCAL_CLUSTER_BIN="$herald" LOCAL_CLUSTER_ROUTERS="$cluster_routers" \
+        "$root/deploy/local-cluster.sh" start "$cluster_dir" >"$cluster_dir.out" 2>&1 ||
         die "the local cluster did not start: $(tail -5 "$cluster_dir.out")"
     broker_port=$(awk '/^gateway-1 mqtt/ {split($3, a, ":"); print a[2]}' "$cluster_dir.out")
     broker_pid=$(awk '/^gateway-1 mqtt/ {print $5}' "$cluster_dir.out")
-    local leader
-    leader=$("$herald" ctl cluster status --routers 127.0.0.11:7401,127.0.0.12:7402,127.0.0.13:7403 |
-        awk '$2 == "Leader" {print $1}')
-    leader_pid=$(cat "$cluster_dir/router-$leader.pid")
+    # Server CPU and memory: gateway 1 and every router (each owns a share
+    # of the registry shards).
+    router_pids=$(awk '/^router-/ {print $5}' "$cluster_dir.out" | paste -sd,)
 }
 
 stop_cluster() {
@@ -222,6 +223,7 @@ common=(--sources "$sources" --threads "$threads")
 flow=(--payload "$payload" --duration "$duration" --drain 5)
 read -r -a names <<<"${BENCH_SCENARIOS:-conn fanout-qos0 fanout-qos1 fanin-qos1 p2p-qos1 shared-qos1 storm persist}"
 cluster=${BENCH_CLUSTER:-0}
+cluster_routers=${BENCH_CLUSTER_ROUTERS:-3}
 declare -A titles=(
     [conn]="conn $conn_connections"
     [fanout-qos0]="fanout 1→$fanout_subscribers QoS 0, $fanout_qos0_rate msg/s"
@@ -269,7 +271,7 @@ run_one() {
         ;;
     esac
     pids=$broker_pid
-    [[ $broker == cluster ]] && pids="$broker_pid,$leader_pid"
+    [[ $broker == cluster ]] && pids="$broker_pid,$router_pids"
     local args
     read -r -a args <<<"$(arguments "$name")"
     log "$name on $broker (port $broker_port, pid $pids): herald loadtest ${args[*]}"
@@ -361,7 +363,7 @@ ratio() {
         echo "| ${titles[$name]} | Herald | $(figures "$name" "$h") | $(ratio "$name" "$h" "$m") |"
         if ((cluster)); then
             c=$work/$name.cluster.json
-            echo "| ${titles[$name]} | Herald cluster (3 routers, 2 gateways) | $(figures "$name" "$c") | $(ratio "$name" "$c" "$m"); cluster/standalone: $(ratio "$name" "$c" "$h") |"
+            echo "| ${titles[$name]} | Herald cluster ($cluster_routers routers, 2 gateways) | $(figures "$name" "$c") | $(ratio "$name" "$c" "$m"); cluster/standalone: $(ratio "$name" "$c" "$h") |"
         fi
         echo "| ${titles[$name]} | Mosquitto | $(figures "$name" "$m") | |"
     done

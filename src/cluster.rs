@@ -112,7 +112,7 @@ pub(crate) async fn run_router(
     let shard_owner = herald_router::registry_link::RegistryService::new(
         node.0,
         cluster_id.clone(),
-        table_watch,
+        table_watch.clone(),
         persistent,
         Arc::new(SystemClock),
         Duration::from_millis(limits.router_config().gateway_lease_ms),
@@ -155,7 +155,7 @@ pub(crate) async fn run_router(
     let outcome = match joined {
         Some(Ok(())) => {
             info!(%grpc, cluster = %cluster_id, %node, "listening");
-            lead(&raft, &serving, &limits, registry.as_ref(), single, shutdown).await
+            lead(&raft, &serving, &limits, registry.as_ref(), single, &table_watch, shutdown).await
         }
         Some(Err(e)) => Err(e.into()),
         None => Ok(()),
@@ -191,6 +191,7 @@ async fn lead(
     limits: &crate::config::Limits,
     registry: Option<&(RedisRegistryConfig, Arc<RegistryStats>)>,
     single: bool,
+    table: &watch::Receiver<herald_router::raft::shards::TableView>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     tokio::pin!(shutdown);
@@ -247,6 +248,21 @@ async fn lead(
             let raft = raft.clone();
             tokio::spawn(async move { raft.keep_registry_spread().await })
         };
+        // The router refuses grants of an owner that lost its shard since.
+        let table_follower = {
+            let (router, mut table) = (router.clone(), table.clone());
+            tokio::spawn(async move {
+                loop {
+                    let generations = table.borrow_and_update().table.as_ref().map(|t| t.generations.clone());
+                    if let Some(generations) = generations {
+                        router.follow_shard_table(herald_core::ShardGenerations::from_table(generations));
+                    }
+                    if table.changed().await.is_err() {
+                        return;
+                    }
+                }
+            })
+        };
         let mut restored = false;
         let failure = tokio::select! {
             () = &mut shutdown => None,
@@ -258,6 +274,7 @@ async fn lead(
             }
         };
         spreader.abort();
+        table_follower.abort();
         serving.send_replace(None);
         if failure.is_none() {
             // Stopping while it leads: answer what is committed first.

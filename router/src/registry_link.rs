@@ -193,7 +193,7 @@ fn set_table(shared: &Shared, view: &TableView, now: UnixMillis) {
     if inherited > 0 && before == 0 {
         tracing::info!(
             shards = inherited,
-            "registry shards inherited from an earlier process: served once the leader restarts them"
+            "registry shards owned before this process saw the table: served once the leader restarts them"
         );
     } else if inherited == 0 && before > 0 {
         tracing::info!(shards = owner.owned(), "registry shards restarted: serving them");

@@ -228,6 +228,12 @@ impl Router {
         self.inner.state().counters().clone()
     }
 
+    /// Follows the replicated registry shard table (each shard's generation
+    /// now): grants of an owner that lost its shard since are refused.
+    pub fn follow_shard_table(&self, generations: herald_core::ShardGenerations) {
+        self.inner.state().follow_shard_table(generations);
+    }
+
     /// Runs `f` with the state locked (for inspection by operators' tools
     /// and tests).
     pub fn with_state<T>(&self, f: impl FnOnce(&RouterState) -> T) -> T {

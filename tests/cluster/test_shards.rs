@@ -125,7 +125,10 @@ fn a_router_restarted_before_its_shards_move_serves_them_once_the_leader_restart
     let metrics = metrics_until(&ops, "every claim granted", |m| claims(m, "granted") >= 24.0);
     assert_eq!(claims(&metrics, "not_granted"), 0.0, "{metrics:#?}");
     let log = cluster.router_output(restarted);
-    assert!(log.contains("inherited"), "the restarted router said it waited for its shards:\n{log}");
+    assert!(
+        log.contains("owned before this process saw the table"),
+        "it said it waited for its shards:\n{log}"
+    );
 }
 
 /// The sessions the registry shards of `routers` know, summed.

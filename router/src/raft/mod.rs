@@ -622,8 +622,12 @@ impl RaftNode {
         for owner in owners.iter().filter(|&&o| o != 0 && o != self.id) {
             seen.insert(*owner, start);
         }
+        // The first check comes soon: routers that just started (a new
+        // cluster) wait for their shards to be restarted.
+        let mut wait = SPREAD_CHECK / 5;
         loop {
-            tokio::time::sleep(SPREAD_CHECK).await;
+            tokio::time::sleep(wait).await;
+            wait = SPREAD_CHECK;
             if self.raft.metrics().borrow().current_leader != Some(self.id) {
                 return;
             }

@@ -187,6 +187,10 @@ pub struct RouterState {
     /// granted for its sessions. A restarted or moved shard gets a new
     /// generation so epochs never go backwards (ADR 0033).
     generations: ShardGenerations,
+    /// Each shard's generation as the replicated table says now: shards
+    /// move and restart while this router serves (ADR 0033). A grant of
+    /// an older generation comes from an owner that has lost the shard.
+    table: ShardGenerations,
     counter: u64,
     sessions: HashMap<SessionKey, SessionRecord>,
     /// Which gateways have local subscribers, per app and filter.
@@ -257,12 +261,25 @@ impl RouterState {
 
     /// Returns an empty state with each registry shard at its generation.
     pub fn with_generations(config: RouterConfig, generations: ShardGenerations) -> RouterState {
-        RouterState { config, generations, ..RouterState::default() }
+        RouterState { config, table: generations.clone(), generations, ..RouterState::default() }
     }
 
-    /// The generation of the registry shard `session` belongs to.
+    /// Follows the replicated shard table: each shard's generation now.
+    pub fn follow_shard_table(&mut self, table: ShardGenerations) {
+        self.table = table;
+    }
+
+    /// The generation of the registry shard `session` belongs to, when this
+    /// router started serving (what sessions given back are checked by).
     fn generation_of(&self, session: &SessionKey) -> u64 {
         self.generations.get(ShardId::of(session))
+    }
+
+    /// The generation of `session`'s shard as the table says now (never
+    /// below the one this router started with).
+    fn table_generation_of(&self, session: &SessionKey) -> u64 {
+        let shard = ShardId::of(session);
+        self.table.get(shard).max(self.generations.get(shard))
     }
 
     /// Returns the counters.

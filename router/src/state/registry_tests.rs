@@ -148,4 +148,14 @@ fn a_claim_is_taken_with_the_epoch_its_shards_owner_granted_unless_the_session_h
     // own epoch is above every grant it took, so epochs never go backwards.
     let (own, _) = h.claim(GW1, claim("a", true, 0), T0);
     assert!(own.epoch > later.epoch, "{} after {}", own.epoch, later.epoch);
+
+    // The shard of "c" moves (a later generation): a grant its old owner
+    // made meanwhile is refused, one of the new owner's taken.
+    let moved = ShardId::of(&key("c"));
+    let mut table = vec![GENERATION; usize::from(herald_core::REGISTRY_SHARDS)];
+    table[moved.index()] = GENERATION + 1;
+    h.state.follow_shard_table(ShardGenerations::from_table(table));
+    refused(&mut h, GW2, granted("c", Epoch::new(GENERATION, 99)));
+    let (new_owner, _) = h.claim(GW2, granted("c", Epoch::new(GENERATION + 1, 1)), T0);
+    assert_eq!(new_owner.epoch, Epoch::new(GENERATION + 1, 1));
 }

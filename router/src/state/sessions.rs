@@ -256,13 +256,13 @@ pub(super) struct InboxEntry {
 
 impl RouterState {
     /// An epoch this router grants (claims of gateways that do not claim at
-    /// the shard's owner first): of the shard's generation here, or of the
-    /// session's latest epoch's when a shard owner granted it since the
-    /// shard moved, and above every epoch it took (ADR 0033).
+    /// the shard's owner first): of the shard's generation in the table now,
+    /// or of the session's latest epoch's if higher, and above every epoch
+    /// it took (ADR 0033).
     fn next_epoch(&mut self, session: &SessionKey) -> Epoch {
         self.counter += 1;
         let latest = self.sessions.get(session).map_or(0, |record| record.epoch.generation);
-        Epoch::new(self.generation_of(session).max(latest), self.counter)
+        Epoch::new(self.table_generation_of(session).max(latest), self.counter)
     }
 
     pub(super) fn check_epoch(&mut self, session: &SessionKey, epoch: Epoch) -> Result<(), ErrorCode> {

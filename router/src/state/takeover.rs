@@ -62,12 +62,13 @@ impl RouterState {
     }
 
     /// Whether a claim with the epoch `granted` by the session's shard owner
-    /// may be taken: its generation is not older than the shard's here, and
-    /// it is later than the session's epoch and than a claim waiting for it.
+    /// may be taken: its generation is not older than the shard's in the
+    /// table now (else its owner lost the shard since), and it is later than
+    /// the session's epoch and than a claim waiting for it.
     fn takes_granted(&self, claim: &Claim, granted: Epoch) -> bool {
         let latest = self.sessions.get(&claim.session).map(|r| r.epoch);
         let waiting = self.takeovers.get(&claim.session).and_then(|w| w.claim.granted);
-        granted.generation >= self.generation_of(&claim.session)
+        granted.generation >= self.table_generation_of(&claim.session)
             && latest.is_none_or(|latest| granted > latest)
             && waiting.is_none_or(|waiting| granted > waiting)
     }
