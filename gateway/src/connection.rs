@@ -436,6 +436,7 @@ async fn claim(shared: &Shared, handle: &ConnHandle, accepted: &Accepted) -> Cla
     let request = handle.id << REQUEST_SEQ_BITS;
     handle.set_terms(accepted.expiry_seconds, accepted.will.clone());
     let deadline = tokio::time::Instant::now() + shared.config.claim_timeout;
+    let mut stale_refusals = 0;
     loop {
         // In a router cluster the session's shard owner grants the epoch
         // first (ADR 0033); the leader then takes the claim with it.
@@ -443,7 +444,13 @@ async fn claim(shared: &Shared, handle: &ConnHandle, accepted: &Accepted) -> Cla
             Some(links) => {
                 let patience = deadline.saturating_duration_since(tokio::time::Instant::now());
                 match links
-                    .claim(&accepted.key, accepted.clean_start, accepted.expiry_seconds, patience)
+                    .claim(
+                        &accepted.key,
+                        accepted.clean_start,
+                        accepted.expiry_seconds,
+                        stale_refusals,
+                        patience,
+                    )
                     .await
                 {
                     OwnerClaim::Granted { epoch, .. } => Some(epoch),
@@ -466,9 +473,14 @@ async fn claim(shared: &Shared, handle: &ConnHandle, accepted: &Accepted) -> Cla
         }
         match tokio::time::timeout_at(deadline, claimed(handle)).await {
             Ok(Ok(grant)) => return ClaimOutcome::Granted(grant),
-            // A newer claim reached the leader first with a later grant:
-            // this connection claims again at the owner, and takes over.
-            Ok(Err(ErrorCode::StaleEpoch)) if granted.is_some() => continue,
+            // A newer claim reached the leader first with a later grant, or
+            // the leader granted the session's epoch itself (a gateway of
+            // an earlier version): this connection claims again at the
+            // owner, whose counter jumps further ahead each time.
+            Ok(Err(ErrorCode::StaleEpoch)) if granted.is_some() => {
+                stale_refusals += 1;
+                continue;
+            }
             Ok(Err(_)) => return ClaimOutcome::Refused,
             Err(_) => return ClaimOutcome::TimedOut,
         }

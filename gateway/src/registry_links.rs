@@ -191,6 +191,7 @@ impl RegistryLinks {
         session: &SessionKey,
         clean_start: bool,
         expiry_seconds: u32,
+        stale_refusals: u32,
         patience: Duration,
     ) -> OwnerClaim {
         let claim = pb::RegistryClaim {
@@ -198,6 +199,7 @@ impl RegistryLinks {
             session: Some(session_to_pb(session)),
             clean_start,
             expiry_seconds,
+            stale_refusals,
         };
         let outcome = self.ask_owner(ShardId::of(session), claim, patience).await;
         let counter = match outcome {

@@ -238,7 +238,7 @@ fn apply(
         registry_up::Item::Claim(claim) => {
             let session = session_of(claim.session, "claim.session")?;
             let persistent = (shared.persistent)(&session);
-            let request = claim.request;
+            let (request, stale_refusals) = (claim.request, claim.stale_refusals);
             let claim = Claim {
                 request,
                 session,
@@ -247,7 +247,9 @@ fn apply(
                 will: None,
                 granted: None,
             };
-            let result = match shared.owner().claim(gateway, &claim, persistent, &mut effects) {
+            let mut owner = shared.owner();
+            owner.jump_counter(stale_refusals);
+            let result = match owner.claim(gateway, &claim, persistent, &mut effects) {
                 Ok(Granted { epoch, persistent }) => registry_claimed::Result::Granted(pb::RegistryGrant {
                     epoch: Some(epoch_to_pb(epoch)),
                     persistent,

@@ -46,8 +46,19 @@ impl Link {
     }
 
     async fn claim(&mut self, request: u64, client: &str) -> registry_claimed::Result {
+        self.claim_refused(request, client, 0).await
+    }
+
+    /// A claim the leader refused `stale_refusals` times as stale.
+    async fn claim_refused(
+        &mut self,
+        request: u64,
+        client: &str,
+        stale_refusals: u32,
+    ) -> registry_claimed::Result {
         let session = Some(session_to_pb(&key(client)));
-        let claim = pb::RegistryClaim { request, session, clean_start: true, expiry_seconds: 0 };
+        let claim =
+            pb::RegistryClaim { request, session, clean_start: true, expiry_seconds: 0, stale_refusals };
         self.send(registry_up::Item::Claim(claim)).await;
         match self.next().await {
             registry_down::Item::Claimed(claimed) if claimed.request == request => {
@@ -133,6 +144,9 @@ async fn claims_releases_and_listings_reach_the_shards_this_router_owns_and_revo
     assert_eq!(first.generation, 4);
     let second = granted(eight.claim(2, "a").await);
     assert!(second > first);
+    // A claim the leader refused three times as stale: the counter jumps by 4^3.
+    let jumped = granted(eight.claim_refused(20, "jumped", 3).await);
+    assert!(jumped.counter >= second.counter + 64, "{jumped} after {second}");
     // Seven's connection lost "a": it is told so.
     let revoked = seven.next().await;
     let registry_down::Item::Revoked(revoked) = revoked else { panic!("{revoked:?}") };

@@ -208,6 +208,12 @@ impl RaftCluster {
     /// the others none, 64 in all, and none waits for its inherited shards
     /// to be restarted. Returns the status.
     pub(crate) fn wait_for_shards_over(&self, over: &[usize]) -> String {
+        self.wait_for_shards_over_ignoring(over, &[])
+    }
+
+    /// Like [`RaftCluster::wait_for_shards_over`], ignoring what the routers
+    /// `ignoring` say (removed from the voters, they keep an old copy).
+    pub(crate) fn wait_for_shards_over_ignoring(&self, over: &[usize], ignoring: &[usize]) -> String {
         let deadline = std::time::Instant::now() + STARTUP;
         let share = 64usize.div_ceil(over.len());
         loop {
@@ -219,15 +225,18 @@ impl RaftCluster {
                     let shards = line.split_whitespace().find_map(|w| w.strip_prefix("shards="))?;
                     Some((node, shards.parse().ok()?))
                 })
+                .filter(|(node, _)| !ignoring.contains(node))
                 .collect();
-            let running = self.routers.iter().filter(|r| r.is_some()).count();
+            let running = self.routers.iter().filter(|r| r.is_some()).count() - ignoring.len();
             let fair = |node: usize, shards: usize| {
                 if over.contains(&node) { shards + 2 >= share && shards <= share } else { shards == 0 }
             };
             if owned.len() == running
                 && owned.iter().map(|(_, shards)| shards).sum::<usize>() == 64
                 && owned.iter().all(|(node, shards)| fair(*node, *shards))
-                && !status.contains("inherited=")
+                && !status.lines().any(|l| {
+                    l.contains("inherited=") && !ignoring.iter().any(|n| l.starts_with(&format!("{n} ")))
+                })
             {
                 return status;
             }

@@ -133,6 +133,10 @@ fn a_fourth_router_joins_and_one_leaves_under_traffic_without_loss() {
     let line = status.lines().find(|l| l.contains(" Leader ")).expect("a leader");
     assert!(line.contains(&format!("{added}=127.0.0.{}", 10 + added)), "{status}");
     assert!(!line.contains(&format!(" {leaving}=")) && !line.contains(&format!(",{leaving}=")), "{status}");
+    // The registry shards follow the voters: the one added took its share,
+    // the one removed gave its own up.
+    let voters: Vec<usize> = (1..=added).filter(|n| *n != leaving).collect();
+    cluster.wait_for_shards_over_ignoring(&voters, &[leaving]);
     let gateway = cluster.gateway(0);
     let mut back =
         subscriber(&gateway, Version::V5).client_id("counter").persistent().topic("flow/#").qos(1).start();

@@ -221,6 +221,17 @@ impl ShardOwner {
         self.shards.len()
     }
 
+    /// Moves the epoch counter ahead before a claim the leader refused
+    /// `stale_refusals` times as stale: the session's epoch there is the
+    /// leader's own (a gateway of an earlier version claimed it), above
+    /// this counter. The jump grows fourfold with each refusal, so a few
+    /// refusals pass any counter.
+    pub fn jump_counter(&mut self, stale_refusals: u32) {
+        if stale_refusals > 0 {
+            self.counter = self.counter.saturating_add(1 << (2 * stale_refusals.min(30)));
+        }
+    }
+
     /// How many shards the table gives this router that it does not serve:
     /// inherited from an earlier process, waiting for the leader to restart
     /// them.

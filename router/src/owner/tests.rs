@@ -303,3 +303,26 @@ fn shards_the_first_table_gives_this_router_are_served_only_once_restarted() {
     let granted = owner.claim(GW1, &claim("a", true, 0, false), false, &mut Vec::new()).expect("granted");
     assert_eq!(granted.epoch.generation, 4);
 }
+
+#[test]
+fn a_claim_the_leader_refused_as_stale_comes_back_with_the_counter_jumped_further_each_time() {
+    // The leader granted "a" itself at (5, 1000) for a gateway of an earlier
+    // version; this owner's counter is far behind.
+    let mut owner = owner_of_all(5, &[]);
+    let mut out = Vec::new();
+    let first = owner.claim(GW1, &claim("a", true, 0, false), false, &mut out).expect("granted");
+    assert_eq!(first.epoch, Epoch::new(5, 1));
+    let mut epochs = vec![first.epoch];
+    for refusals in 1..=5 {
+        owner.jump_counter(refusals);
+        epochs.push(owner.claim(GW1, &claim("a", true, 0, false), false, &mut out).expect("granted").epoch);
+    }
+    // Each retry one step past a jump of 4, 16, 64, 256, 1024: the fifth passes 1000.
+    let counters: Vec<u64> = epochs.iter().map(|e| e.counter).collect();
+    assert_eq!(counters, [1, 6, 23, 88, 345, 1370]);
+    assert!(epochs[5] > Epoch::new(5, 1000));
+    // Without refusals, one step.
+    owner.jump_counter(0);
+    let next = owner.claim(GW1, &claim("a", true, 0, false), false, &mut out).expect("granted").epoch;
+    assert_eq!(next.counter, epochs[5].counter + 1);
+}
