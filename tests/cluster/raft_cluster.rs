@@ -170,6 +170,11 @@ impl RaftCluster {
         self.gateways[index].as_ref().expect("running").1
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, ...) to gateway `index` (0-based).
+    pub(crate) fn signal_gateway(&self, index: usize, signal: &str) {
+        self.gateways[index].as_ref().expect("running").0.signal(signal);
+    }
+
     /// Returns `herald ctl cluster status` for every router.
     pub(crate) fn status(&self) -> String {
         let output = herald()

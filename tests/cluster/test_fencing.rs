@@ -1,20 +1,57 @@
 //! Fencing: a gateway that lost a session while it was stopped delivers
 //! nothing for it and publishes no will for it when it resumes; the same
 //! client id racing on two gateways ends with one session. Each test runs
-//! twice: with the registry in the router's memory alone, and kept in a
-//! real `redis-server` too (ADR 0029), where it must name the same owner.
+//! with the registry in one router's memory, kept in a real `redis-server`
+//! too (ADR 0029), where it must name the same owner, and with the
+//! registry shards spread over three routers (ADR 0033), also while one of
+//! them is lost and its shards move.
 
 use crate::cluster::Cluster;
+use crate::raft_cluster::RaftCluster;
 use crate::support::{Incoming, RawConnection, Version, connect_v5, publisher, subscriber};
 use herald_testkit::redis::RedisServer;
 use std::time::Duration;
 
+/// Two gateways and the routers behind them.
+enum Setup {
+    /// One router.
+    One(Cluster),
+    /// Three routers, each owning a third of the registry shards.
+    Three(RaftCluster),
+}
+
+impl Setup {
+    fn gateway(&self, index: usize) -> std::net::SocketAddr {
+        match self {
+            Setup::One(cluster) => cluster.gateway(index),
+            Setup::Three(cluster) => cluster.gateway(index),
+        }
+    }
+
+    fn signal_gateway(&self, index: usize, signal: &str) {
+        match self {
+            Setup::One(cluster) => cluster.signal_gateway(index, signal),
+            Setup::Three(cluster) => cluster.signal_gateway(index, signal),
+        }
+    }
+}
+
 /// Starts a router (its registry in `redis`, if given) and two gateways.
-fn cluster(redis: Option<&RedisServer>) -> Cluster {
-    match redis {
+fn cluster(redis: Option<&RedisServer>) -> Setup {
+    Setup::One(match redis {
         Some(redis) => Cluster::start_with(2, &[("HERALD_REGISTRY_REDIS", &redis.url())]),
         None => Cluster::start(2),
-    }
+    })
+}
+
+/// Starts three routers, with `environment`, and two gateways that know
+/// them all; waits until the registry shards are spread over the three.
+fn three_routers(environment: &[(&str, &str)]) -> Setup {
+    let mut cluster = RaftCluster::start_with(3, environment);
+    cluster.start_gateway();
+    cluster.start_gateway();
+    cluster.wait_for_shards_over(&[1, 2, 3]);
+    Setup::Three(cluster)
 }
 
 /// Waits until Redis names gateway `node` as `client`'s holder; returns
@@ -55,8 +92,16 @@ fn with_the_registry_in_redis_a_stopped_gateway_that_lost_a_session_delivers_not
     stale_gateway(Some(&redis));
 }
 
+#[test]
+fn with_the_shards_on_three_routers_a_stopped_gateway_that_lost_a_session_delivers_nothing() {
+    stale_gateway_in(three_routers(&[]), None);
+}
+
 fn stale_gateway(redis: Option<&RedisServer>) {
-    let cluster = cluster(redis);
+    stale_gateway_in(cluster(redis), redis);
+}
+
+fn stale_gateway_in(cluster: Setup, redis: Option<&RedisServer>) {
     let mut wills = subscriber(&cluster.gateway(1), Version::V5).topic("wills/#").qos(1).start();
 
     let mut old = RawConnection::open(&cluster.gateway(0));
@@ -134,13 +179,39 @@ fn with_the_registry_in_redis_the_same_client_id_racing_ends_with_one_session_ev
     race(Some(&redis));
 }
 
+/// The same rounds with the registry shards spread over three routers:
+/// each connect is claimed at one of three owners.
+#[test]
+fn with_the_shards_on_three_routers_the_same_client_id_racing_ends_with_one_session_every_round() {
+    race_in(&three_routers(&[]), None, 200);
+}
+
+/// Rounds run while a router owning a third of the shards is lost and its
+/// shards move to the two others (rebuilt from the gateways' lists): the
+/// connects of those shards wait for the move, and every round still ends
+/// with one session.
+#[test]
+fn the_same_client_id_racing_ends_with_one_session_every_round_across_a_lost_shard_owner() {
+    let mut setup = three_routers(&[("HERALD_RAFT_REGISTRY_MOVE_AFTER_MS", "1000")]);
+    let Setup::Three(cluster) = &mut setup else { unreachable!() };
+    let leader = cluster.leader();
+    let lost = (1..=3).find(|n| *n != leader).expect("a follower");
+    cluster.kill_router(lost);
+    race_in(&setup, None, 60);
+    let Setup::Three(cluster) = &setup else { unreachable!() };
+    let left: Vec<usize> = (1..=3).filter(|n| *n != lost).collect();
+    cluster.wait_for_shards_over(&left);
+}
+
 fn race(redis: Option<&RedisServer>) {
-    const ROUNDS: u32 = 200;
-    let cluster = cluster(redis);
+    race_in(&cluster(redis), redis, 200);
+}
+
+fn race_in(cluster: &Setup, redis: Option<&RedisServer>, rounds: u32) {
     let (first, second) = (cluster.gateway(0), cluster.gateway(1));
     let mut wills = subscriber(&first, Version::V5).topic("wills/#").qos(1).start();
     let mut seed = 0x2545_f491_u32;
-    for round in 0..ROUNDS {
+    for round in 0..rounds {
         let client = format!("race-{round}");
         seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
         let jitter = Duration::from_micros(u64::from(seed >> 16) % 2_000);
@@ -193,8 +264,8 @@ fn race(redis: Option<&RedisServer>) {
         survivor.send(&[0xE0, 0x00]); // normal disconnection: no will
         sender.send(&[0xE0, 0x00]);
     }
-    let fired: Vec<String> = wills.expect_messages(ROUNDS as usize).into_iter().map(|m| m.topic).collect();
+    let fired: Vec<String> = wills.expect_messages(rounds as usize).into_iter().map(|m| m.topic).collect();
     let distinct: std::collections::HashSet<&String> = fired.iter().collect();
-    assert_eq!(distinct.len(), ROUNDS as usize, "one will per round, none twice");
+    assert_eq!(distinct.len(), rounds as usize, "one will per round, none twice");
     wills.expect_silence(Duration::from_millis(300));
 }
