@@ -129,5 +129,9 @@ impl Transport for TcpStream {
     }
 }
 
-/// How long a closing connection reads what its client still sends.
-const CLOSE_DRAIN: std::time::Duration = std::time::Duration::from_millis(500);
+/// How long a closing connection reads what its client still sends. A
+/// client busy with the deliveries before the DISCONNECT (a loaded
+/// machine, a slow device) acknowledges them late: closing before it is
+/// done resets the socket, and the reset can discard the DISCONNECT it has
+/// not read yet. Most clients close at once, ending the wait.
+const CLOSE_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);

@@ -208,3 +208,12 @@ const CONNECT_ROAMER_V5: &[u8] = &[
     0x10, 0x13, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05, 0x02, 0x00, 0x3C, 0x00, 0x00, 0x06, b'r', b'o',
     b'a', b'm', b'e', b'r',
 ];
+
+#[test]
+fn a_router_alone_among_its_voters_owns_every_shard_and_withholds_no_vote() {
+    let mut cluster = RaftCluster::start(1);
+    let gateway = cluster.start_gateway();
+    let status = cluster.wait_for_shards_over(&[1]);
+    assert!(!status.contains("vote=withheld"), "nobody asks for its vote:\n{status}");
+    connect_many(&gateway, 3);
+}

@@ -328,8 +328,11 @@ impl RaftNode {
             Vec::new()
         };
         if self.votes.is_withheld() {
-            if membership == Membership::Single {
-                // Alone: nobody asks for its vote.
+            let alone = membership == Membership::Single
+                || (matches!(membership, Membership::Voters(_)) && peers.is_empty());
+            if alone {
+                // Alone (in process, or the only voter named): nobody asks
+                // for its vote.
                 self.votes.lift();
             } else {
                 let first = answers.iter().map(vote_gate::PeerView::from).collect();
