@@ -239,21 +239,35 @@ impl RegistryLinks {
                 let claim = pb::RegistryClaim { request, ..claim.clone() };
                 let sent = uplink.send(pb::RegistryUp { item: Some(registry_up::Item::Claim(claim)) }).await;
                 if sent.is_ok() {
-                    match tokio::time::timeout_at(deadline, answered).await {
-                        Ok(Ok(registry_claimed::Result::Granted(grant))) => {
+                    let mut answered = answered;
+                    let answer = loop {
+                        let moved = inner.changed.notified();
+                        tokio::select! {
+                            answer = &mut answered => break Some(answer),
+                            // The shard moved (its owner frozen or lost, say)
+                            // while this waited: ask the new owner.
+                            () = moved => if self.table().owner(shard) != Some(owner) {
+                                inner.lock_pending().remove(&request);
+                                break None;
+                            },
+                            () = tokio::time::sleep_until(deadline) => {
+                                inner.lock_pending().remove(&request);
+                                return OwnerClaim::NotGranted;
+                            }
+                        }
+                    };
+                    match answer {
+                        Some(Ok(registry_claimed::Result::Granted(grant))) => {
                             let Ok(epoch) = epoch_from_pb(grant.epoch, "claimed.epoch") else {
                                 return OwnerClaim::NotGranted;
                             };
                             return OwnerClaim::Granted { epoch, persistent: grant.persistent };
                         }
                         // Not the owner (any more): a newer table is coming.
-                        Ok(Ok(registry_claimed::Result::NotOwner(_))) => {}
-                        // The link ended before the answer: ask again.
-                        Ok(Err(_)) => continue,
-                        Err(_) => {
-                            inner.lock_pending().remove(&request);
-                            return OwnerClaim::NotGranted;
-                        }
+                        Some(Ok(registry_claimed::Result::NotOwner(_))) => {}
+                        // The link ended before the answer, or the shard
+                        // moved: ask again.
+                        Some(Err(_)) | None => continue,
                     }
                 } else {
                     inner.lock_pending().remove(&request);

@@ -119,7 +119,11 @@ impl Transport for TcpStream {
         // DISCONNECT just written before it reads it.
         let mut sink = [0u8; 512];
         let drain = async {
-            while let Ok(n) = tokio::io::AsyncReadExt::read(self, &mut sink).await {
+            // While the client keeps sending, it is still working through
+            // what came before the DISCONNECT: wait for it, up to the cap.
+            while let Ok(Ok(n)) =
+                tokio::time::timeout(CLOSE_IDLE, tokio::io::AsyncReadExt::read(self, &mut sink)).await
+            {
                 if n == 0 {
                     break;
                 }
@@ -129,9 +133,12 @@ impl Transport for TcpStream {
     }
 }
 
-/// How long a closing connection reads what its client still sends. A
+/// How long a closing connection waits for its client's next bytes. A
 /// client busy with the deliveries before the DISCONNECT (a loaded
 /// machine, a slow device) acknowledges them late: closing before it is
-/// done resets the socket, and the reset can discard the DISCONNECT it has
-/// not read yet. Most clients close at once, ending the wait.
-const CLOSE_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+/// done resets the socket, and the reset can make it lose the DISCONNECT
+/// it has not read yet. Most clients close at once, ending the wait.
+const CLOSE_IDLE: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long a closing connection reads what its client still sends, at
+/// most.
+const CLOSE_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);

@@ -217,3 +217,21 @@ fn a_router_alone_among_its_voters_owns_every_shard_and_withholds_no_vote() {
     assert!(!status.contains("vote=withheld"), "nobody asks for its vote:\n{status}");
     connect_many(&gateway, 3);
 }
+
+#[test]
+fn connects_keep_being_granted_while_a_shard_owner_is_frozen_and_its_shards_move() {
+    let mut cluster = RaftCluster::start_with(3, &[("HERALD_RAFT_REGISTRY_MOVE_AFTER_MS", "1000")]);
+    let leader = cluster.leader();
+    let gateway = cluster.start_gateway_with(&[1, 2, 3], &["--ops", "127.0.0.2:0"]);
+    let ops = ops_address(&cluster.gateway_output(0));
+    cluster.wait_for_shards_over(&[1, 2, 3]);
+    // Frozen, its process keeps its sockets open: a claim sent to it gets
+    // no answer, and its link stays up for a while.
+    let frozen = (1..=3).find(|n| *n != leader).expect("a follower");
+    cluster.signal_router(frozen, "STOP");
+    connect_many(&gateway, 24);
+    let left: Vec<usize> = (1..=3).filter(|n| *n != frozen).collect();
+    let metrics = metrics_until(&ops, "the frozen router's shards moved", |m| spread_over(m, &left));
+    assert_eq!(claims(&metrics, "not_granted"), 0.0, "{metrics:#?}");
+    cluster.signal_router(frozen, "CONT");
+}
