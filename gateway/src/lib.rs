@@ -549,23 +549,15 @@ pub fn read(counter: &AtomicU64) -> u64 {
     counter.load(Ordering::Relaxed)
 }
 
-/// The gateway's sessions as the registry links list and revoke them.
+/// The gateway's sessions as the registry links list them.
 struct Held(std::sync::Weak<Shared>);
 
 impl registry_links::SessionHolder for Held {
-    fn held(&self) -> Vec<herald_proto::seam::Reattach> {
+    fn held(&self) -> Vec<(Arc<herald_core::SessionKey>, herald_core::Epoch, u32)> {
         let mut held = Vec::new();
         if let Some(shared) = self.0.upgrade() {
-            shared.connections.for_each(|handle| held.extend(handle.reattach()));
+            shared.connections.for_each(|handle| held.extend(handle.listing()));
         }
         held
-    }
-
-    fn revoke(&self, _session: &herald_core::SessionKey, _epoch: herald_core::Epoch) {
-        // Counted, not acted on yet: the leader still fences connections and
-        // publishes the loser's will when it takes the session over. Ending
-        // the connection here first would end a transient session the
-        // leader still holds, and lose that will (ADR 0033, slice 3 moves
-        // transient wills to the owners).
     }
 }

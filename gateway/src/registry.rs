@@ -107,14 +107,28 @@ impl ConnHandle {
     /// Returns the session as a link opened again lists it: only once its
     /// claim was granted, and while it still owns the session.
     pub(crate) fn reattach(&self) -> Option<Reattach> {
-        let epoch = self.epoch();
-        let terms = self.terms.get()?;
-        (epoch != Epoch::default() && !self.is_revoked()).then(|| Reattach {
+        let (epoch, terms) = self.held()?;
+        Some(Reattach {
             session: SessionKey::clone(&self.key),
             epoch,
             expiry_seconds: terms.expiry_seconds,
             will: terms.will.clone(),
         })
+    }
+
+    /// The session's epoch and expiry as a registry shard owner is listed
+    /// them: what [`ConnHandle::reattach`] gives, without the will.
+    pub(crate) fn listing(&self) -> Option<(Arc<SessionKey>, Epoch, u32)> {
+        let (epoch, terms) = self.held()?;
+        Some((self.key.clone(), epoch, terms.expiry_seconds))
+    }
+
+    /// The epoch and terms of the session while this connection holds it:
+    /// its claim was granted and it was not revoked since.
+    fn held(&self) -> Option<(Epoch, &SessionTerms)> {
+        let epoch = self.epoch();
+        let terms = self.terms.get()?;
+        (epoch != Epoch::default() && !self.is_revoked()).then_some((epoch, terms))
     }
 
     /// Marks news for the connection and wakes its task.

@@ -20,14 +20,16 @@
 //! the table gives it; when a newer table moves or restarts shards, it
 //! lists their sessions to their new owner (an empty list too: the owner
 //! waits for every gateway). A revocation from an owner (a newer claim
-//! took the session, or the listing was stale) is handed to the gateway's
-//! [`SessionHolder`].
+//! took the session, or the listing was stale) is counted, not acted on:
+//! the leader still fences connections and publishes the will of a session
+//! taken over, and ending the connection here first would end a transient
+//! session the leader still holds without its will (ADR 0033, slice 3
+//! moves transient wills to the owners).
 
 use herald_core::{Epoch, NodeId, REGISTRY_SHARDS, SessionKey, ShardId};
 use herald_proto::grpc::pb::registry_client::RegistryClient;
 use herald_proto::grpc::pb::{self, registry_claimed, registry_down, registry_up};
 use herald_proto::grpc::{CONTRACT_VERSION, epoch_from_pb, epoch_to_pb, session_to_pb};
-use herald_proto::seam::Reattach;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -46,13 +48,10 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Sessions per listing item.
 const LIST_CHUNK: usize = 512;
 
-/// The gateway's sessions, as the registry links see them.
+/// The gateway's sessions, as the registry links list them to owners.
 pub trait SessionHolder: Send + Sync {
     /// Every session held now, with its epoch and expiry.
-    fn held(&self) -> Vec<Reattach>;
-    /// A shard owner says the connection holding `session` at `epoch` (or
-    /// an earlier one) lost it.
-    fn revoke(&self, session: &SessionKey, epoch: Epoch);
+    fn held(&self) -> Vec<(Arc<SessionKey>, Epoch, u32)>;
 }
 
 /// The shard table as the gateway knows it.
@@ -97,6 +96,19 @@ pub enum OwnerClaim {
     NotGranted,
 }
 
+/// How a claim sent to an owner ended.
+enum Answer {
+    Granted(pb::RegistryGrant),
+    /// The router does not own the shard (any more).
+    NotOwner,
+    /// The link ended, or the shard moved: ask (the new owner) again.
+    AskAgain,
+    /// The patience ran out.
+    TimedOut,
+    /// The claim could not be sent: the link is gone.
+    NotSent,
+}
+
 /// The gateway's registry links.
 pub struct RegistryLinks {
     inner: Arc<Inner>,
@@ -125,7 +137,7 @@ struct Inner {
     /// Claims at owners, by how they ended: granted, no shard table, not
     /// granted in time.
     claims: [AtomicU64; 3],
-    /// The gateway's sessions: listed to owners, revoked by them.
+    /// The gateway's sessions, listed to owners.
     holder: std::sync::OnceLock<Arc<dyn SessionHolder>>,
     /// Sessions listed to owners.
     listed: AtomicU64,
@@ -161,8 +173,7 @@ impl RegistryLinks {
         RegistryLinks { inner }
     }
 
-    /// Lists `holder`'s sessions to their shards' owners from now on, and
-    /// hands it the owners' revocations.
+    /// Lists `holder`'s sessions to their shards' owners from now on.
     pub fn hold(&self, holder: Arc<dyn SessionHolder>) {
         let _ = self.inner.holder.set(holder);
     }
@@ -238,45 +249,58 @@ impl RegistryLinks {
                 inner.lock_pending().insert(request, (owner, answer));
                 let claim = pb::RegistryClaim { request, ..claim.clone() };
                 let sent = uplink.send(pb::RegistryUp { item: Some(registry_up::Item::Claim(claim)) }).await;
-                if sent.is_ok() {
-                    let mut answered = answered;
-                    let answer = loop {
-                        let moved = inner.changed.notified();
-                        tokio::select! {
-                            answer = &mut answered => break Some(answer),
-                            // The shard moved (its owner frozen or lost, say)
-                            // while this waited: ask the new owner.
-                            () = moved => if self.table().owner(shard) != Some(owner) {
-                                inner.lock_pending().remove(&request);
-                                break None;
-                            },
-                            () = tokio::time::sleep_until(deadline) => {
-                                inner.lock_pending().remove(&request);
-                                return OwnerClaim::NotGranted;
-                            }
-                        }
-                    };
-                    match answer {
-                        Some(Ok(registry_claimed::Result::Granted(grant))) => {
-                            let Ok(epoch) = epoch_from_pb(grant.epoch, "claimed.epoch") else {
-                                return OwnerClaim::NotGranted;
-                            };
-                            return OwnerClaim::Granted { epoch, persistent: grant.persistent };
-                        }
-                        // Not the owner (any more): a newer table is coming.
-                        Some(Ok(registry_claimed::Result::NotOwner(_))) => {}
-                        // The link ended before the answer, or the shard
-                        // moved: ask again.
-                        Some(Err(_)) | None => continue,
-                    }
+                let answer = if sent.is_ok() {
+                    self.answer(shard, owner, answered, deadline).await
                 } else {
-                    inner.lock_pending().remove(&request);
+                    Answer::NotSent
+                };
+                // Answers leave the pending claims as they come; the rest here.
+                inner.lock_pending().remove(&request);
+                match answer {
+                    Answer::Granted(grant) => {
+                        let Ok(epoch) = epoch_from_pb(grant.epoch, "claimed.epoch") else {
+                            return OwnerClaim::NotGranted;
+                        };
+                        return OwnerClaim::Granted { epoch, persistent: grant.persistent };
+                    }
+                    Answer::TimedOut => return OwnerClaim::NotGranted,
+                    Answer::AskAgain => continue,
+                    // Not the owner (any more), or its link is gone: a newer
+                    // table, or the link again, is coming.
+                    Answer::NotOwner | Answer::NotSent => {}
                 }
             }
             tokio::select! {
                 () = changed => {}
                 () = tokio::time::sleep(RETRY.0) => {}
                 () = tokio::time::sleep_until(deadline) => return OwnerClaim::NotGranted,
+            }
+        }
+    }
+
+    /// Waits for `owner`'s answer to a claim for `shard`, until `deadline`,
+    /// or until a newer table gives the shard to another owner (a frozen
+    /// router keeps its link up until its keep-alive fails).
+    async fn answer(
+        &self,
+        shard: ShardId,
+        owner: u64,
+        mut answered: tokio::sync::oneshot::Receiver<registry_claimed::Result>,
+        deadline: tokio::time::Instant,
+    ) -> Answer {
+        loop {
+            let moved = self.inner.changed.notified();
+            tokio::select! {
+                answer = &mut answered => return match answer {
+                    Ok(registry_claimed::Result::Granted(grant)) => Answer::Granted(grant),
+                    Ok(registry_claimed::Result::NotOwner(_)) => Answer::NotOwner,
+                    // The link ended before the answer.
+                    Err(_) => Answer::AskAgain,
+                },
+                () = moved => if self.table().owner(shard) != Some(owner) {
+                    return Answer::AskAgain;
+                },
+                () = tokio::time::sleep_until(deadline) => return Answer::TimedOut,
             }
         }
     }
@@ -390,11 +414,11 @@ impl Inner {
         let sessions: Vec<pb::ListedSession> = holder
             .held()
             .into_iter()
-            .filter(|held| shards.contains(&ShardId::of(&held.session).index()))
-            .map(|held| pb::ListedSession {
-                session: Some(session_to_pb(&held.session)),
-                epoch: Some(epoch_to_pb(held.epoch)),
-                expiry_seconds: held.expiry_seconds,
+            .filter(|(session, _, _)| shards.contains(&ShardId::of(session).index()))
+            .map(|(session, epoch, expiry_seconds)| pb::ListedSession {
+                session: Some(session_to_pb(&session)),
+                epoch: Some(epoch_to_pb(epoch)),
+                expiry_seconds,
             })
             .collect();
         inner.listed.fetch_add(sessions.len() as u64, Ordering::Relaxed);
@@ -465,16 +489,8 @@ async fn keep_linked(inner: Weak<Inner>, address: String) {
                             }
                             strong.changed.notify_waiters();
                         }
-                        Ok(Some(pb::RegistryDown { item: Some(registry_down::Item::Revoked(revoked)) })) => {
-                            let session =
-                                herald_proto::grpc::session_from_pb(revoked.session, "revoked.session");
-                            let epoch = epoch_from_pb(revoked.epoch, "revoked.epoch");
-                            if let (Ok(session), Ok(epoch), Some(holder)) =
-                                (session, epoch, strong.holder.get())
-                            {
-                                strong.revocations.fetch_add(1, Ordering::Relaxed);
-                                holder.revoke(&session, epoch);
-                            }
+                        Ok(Some(pb::RegistryDown { item: Some(registry_down::Item::Revoked(_)) })) => {
+                            strong.revocations.fetch_add(1, Ordering::Relaxed);
                         }
                         Ok(Some(pb::RegistryDown { item: Some(registry_down::Item::Claimed(claimed)) })) => {
                             let waiting = strong.lock_pending().remove(&claimed.request);

@@ -138,11 +138,6 @@ impl RegistryService {
         self.shared.linked.load(Ordering::Relaxed)
     }
 
-    /// How many shards this router serves.
-    pub fn owned(&self) -> usize {
-        self.shared.owner().owned()
-    }
-
     /// Shards served, shards inherited and not served, sessions known.
     pub fn counts(&self) -> (u64, u64, u64) {
         let owner = self.shared.owner();

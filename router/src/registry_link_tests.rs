@@ -127,7 +127,7 @@ async fn claims_releases_and_listings_reach_the_shards_this_router_owns_and_revo
     until(|| inherited.load(Ordering::Relaxed) == 63).await;
     assert_eq!(seven.claim(9, "a").await, registry_claimed::Result::NotOwner(ME));
     table.send_replace(view(4, 2));
-    until(|| service.owned() == 63).await;
+    until(|| service.counts().0 == 63).await;
     assert!(matches!(seven.next().await, registry_down::Item::Table(_)), "the restarted table");
     let mut eight = Link::open(&address, 8).await;
     // Both gateways list what they hold: seven holds "old" from before the

@@ -53,6 +53,19 @@ fn connect_many(gateway: &std::net::SocketAddr, count: usize) {
     }
 }
 
+/// Three routers, with `environment`, and a gateway that knows them all,
+/// its operations endpoints on 127.0.0.2, once the registry shards are
+/// spread over the three: the cluster, its leader, the gateway's MQTT
+/// address and its operations address.
+fn spread_cluster(environment: &[(&str, &str)]) -> (RaftCluster, usize, std::net::SocketAddr, String) {
+    let mut cluster = RaftCluster::start_with(3, environment);
+    let leader = cluster.leader();
+    let gateway = cluster.start_gateway_with(&[1, 2, 3], &["--ops", "127.0.0.2:0"]);
+    let ops = ops_address(&cluster.gateway_output(0));
+    cluster.wait_for_shards_over(&[1, 2, 3]);
+    (cluster, leader, gateway, ops)
+}
+
 #[test]
 fn a_gateway_links_to_every_routers_registry_and_learns_who_owns_each_shard() {
     let mut cluster = RaftCluster::start(3);
@@ -106,11 +119,8 @@ fn the_shards_of_a_router_lost_move_to_the_others_and_come_back_with_it() {
 fn a_router_restarted_before_its_shards_move_serves_them_once_the_leader_restarts_them() {
     // Its shards never move in this test: the router comes back to the same
     // shards, which an earlier process of it may have granted epochs of.
-    let mut cluster = RaftCluster::start_with(3, &[("HERALD_RAFT_REGISTRY_MOVE_AFTER_MS", "600000")]);
-    let leader = cluster.leader();
-    let gateway = cluster.start_gateway_with(&[1, 2, 3], &["--ops", "127.0.0.2:0"]);
-    let ops = ops_address(&cluster.gateway_output(0));
-    cluster.wait_for_shards_over(&[1, 2, 3]);
+    let (mut cluster, leader, gateway, ops) =
+        spread_cluster(&[("HERALD_RAFT_REGISTRY_MOVE_AFTER_MS", "600000")]);
     let restarted = (1..=3).find(|n| *n != leader).expect("a follower");
     cluster.kill_router(restarted);
     cluster.restart_router(restarted);
@@ -159,11 +169,7 @@ fn until_owners_know(cluster: &RaftCluster, routers: &[usize], sessions: f64) {
 
 #[test]
 fn shard_owners_rebuild_what_they_own_from_the_gateways_lists_and_revoke_a_connection_taken_over() {
-    let mut cluster = RaftCluster::start_with(3, &[("HERALD_OPS", "127.0.0.1:0")]);
-    let leader = cluster.leader();
-    let first = cluster.start_gateway_with(&[1, 2, 3], &["--ops", "127.0.0.2:0"]);
-    let ops = ops_address(&cluster.gateway_output(0));
-    cluster.wait_for_shards_over(&[1, 2, 3]);
+    let (mut cluster, leader, first, ops) = spread_cluster(&[("HERALD_OPS", "127.0.0.1:0")]);
     let clients: Vec<_> = (0..24)
         .map(|n| subscriber(&first, Version::V5).client_id(&format!("rebuilt-{n}")).topic("t").start())
         .collect();
@@ -220,11 +226,7 @@ fn a_router_alone_among_its_voters_owns_every_shard_and_withholds_no_vote() {
 
 #[test]
 fn connects_keep_being_granted_while_a_shard_owner_is_frozen_and_its_shards_move() {
-    let mut cluster = RaftCluster::start_with(3, &[("HERALD_RAFT_REGISTRY_MOVE_AFTER_MS", "1000")]);
-    let leader = cluster.leader();
-    let gateway = cluster.start_gateway_with(&[1, 2, 3], &["--ops", "127.0.0.2:0"]);
-    let ops = ops_address(&cluster.gateway_output(0));
-    cluster.wait_for_shards_over(&[1, 2, 3]);
+    let (cluster, leader, gateway, ops) = spread_cluster(&[("HERALD_RAFT_REGISTRY_MOVE_AFTER_MS", "1000")]);
     // Frozen, its process keeps its sockets open: a claim sent to it gets
     // no answer, and its link stays up for a while.
     let frozen = (1..=3).find(|n| *n != leader).expect("a follower");
