@@ -118,6 +118,12 @@ pub(crate) async fn run_router(
         Duration::from_millis(limits.router_config().gateway_lease_ms),
         raft.inherited_shards(),
     );
+    // The wills of transient sessions its shards end go through the leader.
+    let leader: herald_router::registry_link::LeaderLookup = {
+        let raft = raft.clone();
+        Arc::new(move || raft.leader())
+    };
+    shard_owner.publish_wills_through(serving.subscribe(), leader);
     let service = service.with_registry(shard_owner.clone());
     let seam = service.counters();
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();

@@ -240,6 +240,13 @@ impl Sources {
                 "Gateways linked to this router's registry.",
                 owner.linked(),
             );
+            let [here, forwarded, dropped] = owner.wills();
+            out.labelled_counter(
+                "herald_router_registry_wills_total",
+                "Wills of transient sessions this router's registry shards ended: published here (this router leads), forwarded to the leader, or dropped (the queue was full, or no leader took them in time).",
+                "outcome",
+                &[("here", here), ("forwarded", forwarded), ("dropped", dropped)],
+            );
         }
         if let Some(link) = &self.link {
             out.gauge(

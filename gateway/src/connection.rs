@@ -439,8 +439,10 @@ async fn claim(shared: &Shared, handle: &ConnHandle, accepted: &Accepted) -> Cla
     let mut stale_refusals = 0;
     loop {
         // In a router cluster the session's shard owner grants the epoch
-        // first (ADR 0033); the leader then takes the claim with it.
-        let granted = match shared.registry_links.get() {
+        // first (ADR 0033); the leader then takes the claim with it. An
+        // owner that holds a transient session's will is told what became
+        // of the claim: only an accepted connection's will is published.
+        let (granted, settle) = match shared.registry_links.get() {
             Some(links) => {
                 let patience = deadline.saturating_duration_since(tokio::time::Instant::now());
                 match links
@@ -448,41 +450,64 @@ async fn claim(shared: &Shared, handle: &ConnHandle, accepted: &Accepted) -> Cla
                         &accepted.key,
                         accepted.clean_start,
                         accepted.expiry_seconds,
+                        accepted.will.as_deref(),
                         stale_refusals,
                         patience,
                     )
                     .await
                 {
-                    OwnerClaim::Granted { epoch, .. } => Some(epoch),
-                    OwnerClaim::NoShardTable => None,
+                    OwnerClaim::Granted { epoch, holds_will, .. } => {
+                        let settle = (holds_will && accepted.expiry_seconds == 0).then_some((links, epoch));
+                        (Some(epoch), settle)
+                    }
+                    OwnerClaim::NoShardTable => (None, None),
                     OwnerClaim::NotGranted => return ClaimOutcome::Refused,
                 }
             }
-            None => None,
+            None => (None, None),
+        };
+        let settled = |accepted_now: bool| {
+            if let Some((links, epoch)) = settle {
+                links.settled(&accepted.key, epoch, accepted_now);
+            }
         };
         let claim = Claim {
             request,
             session: SessionKey::clone(&accepted.key),
             clean_start: accepted.clean_start,
             expiry_seconds: accepted.expiry_seconds,
-            will: accepted.will.clone(),
+            // The owner holds it.
+            will: if settle.is_some() { None } else { accepted.will.clone() },
             granted,
         };
         if shared.request(Uplink::Claim(claim)).await.is_err() {
+            settled(false);
             return ClaimOutcome::Refused;
         }
         match tokio::time::timeout_at(deadline, claimed(handle)).await {
-            Ok(Ok(grant)) => return ClaimOutcome::Granted(grant),
+            Ok(Ok(grant)) => {
+                settled(true);
+                return ClaimOutcome::Granted(grant);
+            }
             // A newer claim reached the leader first with a later grant, or
             // the leader granted the session's epoch itself (a gateway of
             // an earlier version): this connection claims again at the
             // owner, whose counter jumps further ahead each time.
             Ok(Err(ErrorCode::StaleEpoch)) if granted.is_some() => {
+                settled(false);
                 stale_refusals += 1;
                 continue;
             }
-            Ok(Err(_)) => return ClaimOutcome::Refused,
-            Err(_) => return ClaimOutcome::TimedOut,
+            Ok(Err(_)) => {
+                settled(false);
+                return ClaimOutcome::Refused;
+            }
+            // No answer in time: the connection is given up (a late grant
+            // is released without a will).
+            Err(_) => {
+                settled(false);
+                return ClaimOutcome::TimedOut;
+            }
         }
     }
 }

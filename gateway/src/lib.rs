@@ -553,7 +553,7 @@ pub fn read(counter: &AtomicU64) -> u64 {
 struct Held(std::sync::Weak<Shared>);
 
 impl registry_links::SessionHolder for Held {
-    fn held(&self) -> Vec<(Arc<herald_core::SessionKey>, herald_core::Epoch, u32)> {
+    fn held(&self) -> Vec<registry_links::HeldSession> {
         let mut held = Vec::new();
         if let Some(shared) = self.0.upgrade() {
             shared.connections.for_each(|handle| held.extend(handle.listing()));

@@ -116,11 +116,13 @@ impl ConnHandle {
         })
     }
 
-    /// The session's epoch and expiry as a registry shard owner is listed
-    /// them: what [`ConnHandle::reattach`] gives, without the will.
-    pub(crate) fn listing(&self) -> Option<(Arc<SessionKey>, Epoch, u32)> {
+    /// The session as a registry shard owner is listed it: what
+    /// [`ConnHandle::reattach`] gives, a transient session's will only.
+    pub(crate) fn listing(&self) -> Option<crate::registry_links::HeldSession> {
         let (epoch, terms) = self.held()?;
-        Some((self.key.clone(), epoch, terms.expiry_seconds))
+        let expiry_seconds = terms.expiry_seconds;
+        let will = terms.will.clone().filter(|_| expiry_seconds == 0);
+        Some(crate::registry_links::HeldSession { session: self.key.clone(), epoch, expiry_seconds, will })
     }
 
     /// The epoch and terms of the session while this connection holds it:

@@ -19,17 +19,19 @@
 //! the gateway lists to that router every session it holds of the shards
 //! the table gives it; when a newer table moves or restarts shards, it
 //! lists their sessions to their new owner (an empty list too: the owner
-//! waits for every gateway). A revocation from an owner (a newer claim
-//! took the session, or the listing was stale) is counted, not acted on:
-//! the leader still fences connections and publishes the will of a session
-//! taken over, and ending the connection here first would end a transient
-//! session the leader still holds without its will (ADR 0033, slice 3
-//! moves transient wills to the owners).
+//! waits for every gateway). A transient session's will goes to its owner
+//! with the claim and the lists; the owner is told whether the leader
+//! accepted the connection (`settled`), since only an accepted
+//! connection's will is published. A revocation from an owner (a newer
+//! claim took the session, or the listing was stale) is counted, not acted
+//! on: the leader still tracks every session and fences connections (ADR
+//! 0033, slice 3).
 
 use herald_core::{Epoch, NodeId, REGISTRY_SHARDS, SessionKey, ShardId};
 use herald_proto::grpc::pb::registry_client::RegistryClient;
 use herald_proto::grpc::pb::{self, registry_claimed, registry_down, registry_up};
-use herald_proto::grpc::{CONTRACT_VERSION, epoch_from_pb, epoch_to_pb, session_to_pb};
+use herald_proto::grpc::{CONTRACT_VERSION, epoch_from_pb, epoch_to_pb, session_to_pb, will_to_pb};
+use herald_proto::seam::Will;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -48,10 +50,23 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Sessions per listing item.
 const LIST_CHUNK: usize = 512;
 
+/// One session a connection of this gateway holds.
+#[derive(Debug, Clone)]
+pub struct HeldSession {
+    /// The session.
+    pub session: Arc<SessionKey>,
+    /// The epoch its connection holds.
+    pub epoch: Epoch,
+    /// Its expiry (0: transient).
+    pub expiry_seconds: u32,
+    /// A transient session's will: its owner holds it.
+    pub will: Option<Box<Will>>,
+}
+
 /// The gateway's sessions, as the registry links list them to owners.
 pub trait SessionHolder: Send + Sync {
-    /// Every session held now, with its epoch and expiry.
-    fn held(&self) -> Vec<(Arc<SessionKey>, Epoch, u32)>;
+    /// Every session held now.
+    fn held(&self) -> Vec<HeldSession>;
 }
 
 /// The shard table as the gateway knows it.
@@ -89,6 +104,9 @@ pub enum OwnerClaim {
         epoch: Epoch,
         /// Whether the session is persistent, or ends a persistent one.
         persistent: bool,
+        /// Whether the owner holds a transient session's will (it was sent
+        /// with the claim): the leader is not sent it.
+        holds_will: bool,
     },
     /// The cluster has no shard table: the leader grants the epoch.
     NoShardTable,
@@ -197,11 +215,13 @@ impl RegistryLinks {
     /// a first table and for the owner to be known and linked (a shard
     /// moving after a router's loss), and follows a `not owner` answer to
     /// the newer table.
+    /// A transient claim carries its `will`, for the owner to hold.
     pub async fn claim(
         &self,
         session: &SessionKey,
         clean_start: bool,
         expiry_seconds: u32,
+        will: Option<&Will>,
         stale_refusals: u32,
         patience: Duration,
     ) -> OwnerClaim {
@@ -211,6 +231,7 @@ impl RegistryLinks {
             clean_start,
             expiry_seconds,
             stale_refusals,
+            will: will.filter(|_| expiry_seconds == 0).map(will_to_pb),
         };
         let outcome = self.ask_owner(ShardId::of(session), claim, patience).await;
         let counter = match outcome {
@@ -261,7 +282,11 @@ impl RegistryLinks {
                         let Ok(epoch) = epoch_from_pb(grant.epoch, "claimed.epoch") else {
                             return OwnerClaim::NotGranted;
                         };
-                        return OwnerClaim::Granted { epoch, persistent: grant.persistent };
+                        return OwnerClaim::Granted {
+                            epoch,
+                            persistent: grant.persistent,
+                            holds_will: grant.holds_will,
+                        };
                     }
                     Answer::TimedOut => return OwnerClaim::NotGranted,
                     Answer::AskAgain => continue,
@@ -320,6 +345,21 @@ impl RegistryLinks {
             publish_will,
         };
         let _ = uplink.try_send(pb::RegistryUp { item: Some(registry_up::Item::Release(release)) });
+    }
+
+    /// Tells `session`'s shard owner what became of the claim it granted
+    /// at `epoch`: its connection was `accepted` (CONNACK), or the claim was
+    /// given up. Not waited for: if it is lost, a will waiting for it is
+    /// published after a while (`PENDING_WILL_PATIENCE_MS` at the owner).
+    pub fn settled(&self, session: &SessionKey, epoch: Epoch, accepted: bool) {
+        let Some(owner) = self.table().owner(ShardId::of(session)) else { return };
+        let Some(uplink) = self.inner.lock_uplinks().get(&owner).cloned() else { return };
+        let settled = pb::RegistryAccepted {
+            session: Some(session_to_pb(session)),
+            epoch: Some(epoch_to_pb(epoch)),
+            accepted,
+        };
+        let _ = uplink.try_send(pb::RegistryUp { item: Some(registry_up::Item::Accepted(settled)) });
     }
 
     /// How many shards each router owns, as the newest table says.
@@ -414,11 +454,12 @@ impl Inner {
         let sessions: Vec<pb::ListedSession> = holder
             .held()
             .into_iter()
-            .filter(|(session, _, _)| shards.contains(&ShardId::of(session).index()))
-            .map(|(session, epoch, expiry_seconds)| pb::ListedSession {
-                session: Some(session_to_pb(&session)),
-                epoch: Some(epoch_to_pb(epoch)),
-                expiry_seconds,
+            .filter(|held| shards.contains(&ShardId::of(&held.session).index()))
+            .map(|held| pb::ListedSession {
+                session: Some(session_to_pb(&held.session)),
+                epoch: Some(epoch_to_pb(held.epoch)),
+                expiry_seconds: held.expiry_seconds,
+                will: held.will.as_deref().filter(|_| held.expiry_seconds == 0).map(will_to_pb),
             })
             .collect();
         inner.listed.fetch_add(sessions.len() as u64, Ordering::Relaxed);

@@ -17,21 +17,33 @@
 //! listings are applied to this router's [`ShardOwner`]; a session of a
 //! shard owned elsewhere is answered with its owner.
 //!
+//! The wills of transient sessions are held here (a claim carries its will)
+//! and published through the leader when their session ends: on this
+//! router's own router while it leads, else sent to the leader's
+//! `Registry.Wills`, again until it takes them (for [`WILL_PATIENCE`]).
+//!
 //! Queues: each gateway's downlink holds [`DOWNLINK`] items. Answers to a
 //! gateway's own items wait for room (its stream is pushed back); a
 //! revocation for another gateway whose downlink is full is not waited
 //! for: it is dropped, with a warning, and that gateway gets no more
 //! revocations until it links again (policy: the gateway learns what it
 //! lost when it lists its sessions on a new link; until gateways act on
-//! the owner's revocations, the leader's fence connections).
+//! the owner's revocations, the leader's fence connections). Wills to
+//! publish wait in a queue of [`WILLS`]; when it is full, or the leader
+//! does not take them for [`WILL_PATIENCE`], they are dropped, counted
+//! (`herald_router_registry_wills_total{outcome="dropped"}`) and logged.
 
 use crate::owner::{Granted, Located, OwnerEffect, Refused, ShardOwner};
 use crate::raft::shards::TableView;
+use crate::service::Router;
 use herald_core::{Clock, Epoch, NodeId, SessionKey, ShardGenerations, UnixMillis};
+use herald_proto::grpc::pb::registry_client::RegistryClient;
 use herald_proto::grpc::pb::registry_server::{Registry, RegistryServer};
 use herald_proto::grpc::pb::{self, registry_claimed, registry_down, registry_up};
-use herald_proto::grpc::{CONTRACT_VERSION, epoch_from_pb, epoch_to_pb, session_from_pb, session_to_pb};
-use herald_proto::seam::{Claim, Reattach, Release};
+use herald_proto::grpc::{
+    CONTRACT_VERSION, epoch_from_pb, epoch_to_pb, session_from_pb, session_to_pb, will_from_pb, will_to_pb,
+};
+use herald_proto::seam::{Claim, Reattach, Release, Will};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -44,11 +56,32 @@ use tonic::{Request, Response, Status, Streaming};
 const DOWNLINK: usize = 1024;
 /// How often gateway leases are checked.
 const TICK: Duration = Duration::from_millis(250);
+/// Wills waiting to be published through the leader.
+pub const WILLS: usize = 4096;
+/// How long wills are sent again to the leader (one being elected, or cut
+/// off) before they are dropped.
+pub const WILL_PATIENCE: Duration = Duration::from_secs(30);
+/// Wills sent to the leader in one call.
+const WILL_BATCH: usize = 256;
 
 type Downlink = mpsc::Sender<Result<pb::RegistryDown, Status>>;
 
 /// Whether the replicated state holds a persistent session of a key.
 pub type PersistentLookup = Arc<dyn Fn(&SessionKey) -> bool + Send + Sync>;
+
+/// The Raft leader's node id, as this router knows it.
+pub type LeaderLookup = Arc<dyn Fn() -> Option<u64> + Send + Sync>;
+
+/// What became of the wills this router's shards ended.
+#[derive(Debug, Default)]
+pub struct WillCounts {
+    /// Published on this router, the leader.
+    pub here: AtomicU64,
+    /// Taken by the leader, another router.
+    pub forwarded: AtomicU64,
+    /// Dropped: the queue was full, or no leader took them in time.
+    pub dropped: AtomicU64,
+}
 
 /// The `Registry` gRPC service of a router.
 #[derive(Clone)]
@@ -69,6 +102,13 @@ struct Shared {
     /// How many shards the table gives this router that it inherited from
     /// an earlier process and does not serve (its status tells the leader).
     inherited: Arc<AtomicU32>,
+    /// Wills to publish through the leader, and their reader until the
+    /// task that sends them starts.
+    wills: mpsc::Sender<Box<Will>>,
+    will_queue: Mutex<Option<mpsc::Receiver<Box<Will>>>>,
+    will_counts: WillCounts,
+    /// This router's router while it leads.
+    serving: std::sync::OnceLock<watch::Receiver<Option<Router>>>,
 }
 
 impl Shared {
@@ -81,12 +121,20 @@ impl Shared {
     }
 
     /// Sends each revocation to its gateway, never waiting: a full or gone
-    /// downlink is forgotten until the gateway links again.
+    /// downlink is forgotten until the gateway links again. Wills go to the
+    /// queue of wills to publish.
     fn deliver(&self, effects: Vec<OwnerEffect>) {
         for effect in effects {
-            // Wills stay with the leader until the owner publishes them
-            // (slice 3): claims carry none here.
-            let OwnerEffect::Revoke { gateway, session, epoch } = effect else { continue };
+            let (gateway, session, epoch) = match effect {
+                OwnerEffect::Revoke { gateway, session, epoch } => (gateway, session, epoch),
+                OwnerEffect::PublishWill { session, will } => {
+                    if self.wills.try_send(will).is_err() {
+                        self.will_counts.dropped.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(%session, "the queue of wills to publish is full: this will is dropped");
+                    }
+                    continue;
+                }
+            };
             let down = pb::RegistryDown {
                 item: Some(registry_down::Item::Revoked(pb::RegistryRevoked {
                     session: Some(session_to_pb(&session)),
@@ -121,6 +169,7 @@ impl RegistryService {
         lease: Duration,
         inherited: Arc<AtomicU32>,
     ) -> RegistryService {
+        let (wills, will_queue) = mpsc::channel(WILLS);
         let shared = Arc::new(Shared {
             owner: Mutex::new(ShardOwner::new(node, lease.as_millis() as u64)),
             gateways: Mutex::default(),
@@ -128,9 +177,39 @@ impl RegistryService {
             clock,
             linked: AtomicU64::new(0),
             inherited,
+            wills,
+            will_queue: Mutex::new(Some(will_queue)),
+            will_counts: WillCounts::default(),
+            serving: std::sync::OnceLock::new(),
         });
         tokio::spawn(follow(Arc::downgrade(&shared), table.clone()));
         RegistryService { node, cluster_id, table, shared }
+    }
+
+    /// Publishes the wills of the sessions this router's shards end: on
+    /// `serving`'s router while this router leads, else at the leader
+    /// `leader` names (its address from the shard table's routers). Starts
+    /// the task that does it; until then they wait in the queue. Once only.
+    pub fn publish_wills_through(&self, serving: watch::Receiver<Option<Router>>, leader: LeaderLookup) {
+        let queue = self.shared.will_queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        let Some(queue) = queue else { return };
+        let _ = self.shared.serving.set(serving.clone());
+        let sender = WillSender {
+            shared: Arc::downgrade(&self.shared),
+            serving,
+            leader,
+            table: self.table.clone(),
+            node: self.node,
+            cluster_id: self.cluster_id.clone(),
+            client: None,
+        };
+        tokio::spawn(sender.run(queue));
+    }
+
+    /// What became of the wills this router's shards ended.
+    pub fn wills(&self) -> [u64; 3] {
+        let counts = &self.shared.will_counts;
+        [&counts.here, &counts.forwarded, &counts.dropped].map(|c| c.load(Ordering::Relaxed))
     }
 
     /// How many gateways are linked now.
@@ -178,6 +257,83 @@ async fn follow(shared: std::sync::Weak<Shared>, mut table: watch::Receiver<Tabl
     }
 }
 
+/// Sends the wills of the queue to the leader.
+struct WillSender {
+    shared: std::sync::Weak<Shared>,
+    serving: watch::Receiver<Option<Router>>,
+    leader: LeaderLookup,
+    table: watch::Receiver<TableView>,
+    node: u64,
+    cluster_id: String,
+    /// The leader last sent to, and the client for it.
+    client: Option<(u64, RegistryClient<tonic::transport::Channel>)>,
+}
+
+impl WillSender {
+    async fn run(mut self, mut queue: mpsc::Receiver<Box<Will>>) {
+        let mut batch = Vec::with_capacity(WILL_BATCH);
+        while queue.recv_many(&mut batch, WILL_BATCH).await > 0 {
+            let deadline = tokio::time::Instant::now() + WILL_PATIENCE;
+            let wills = std::mem::take(&mut batch);
+            let count = wills.len() as u64;
+            let outcome = loop {
+                match self.send(&wills).await {
+                    Ok(here) => break Ok(here),
+                    Err(reason) if tokio::time::Instant::now() >= deadline => break Err(reason),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            };
+            let Some(shared) = self.shared.upgrade() else { return };
+            let counts = &shared.will_counts;
+            match outcome {
+                Ok(true) => counts.here.fetch_add(count, Ordering::Relaxed),
+                Ok(false) => counts.forwarded.fetch_add(count, Ordering::Relaxed),
+                Err(reason) => {
+                    tracing::warn!(wills = count, %reason, "no leader took these wills in time: dropped");
+                    counts.dropped.fetch_add(count, Ordering::Relaxed)
+                }
+            };
+        }
+    }
+
+    /// Publishes `wills` here while this router leads (true), else at the
+    /// leader (false).
+    async fn send(&mut self, wills: &[Box<Will>]) -> Result<bool, String> {
+        let serving = self.serving.borrow().clone();
+        if let Some(router) = serving {
+            router.publish_wills(wills.to_vec()).await;
+            return Ok(true);
+        }
+        let leader = (self.leader)().ok_or("no leader")?;
+        if leader == self.node {
+            return Err("leading, not serving yet".to_owned());
+        }
+        if self.client.as_ref().is_none_or(|(id, _)| *id != leader) {
+            let address =
+                self.table.borrow().routers.get(&leader).cloned().ok_or("the leader's address is unknown")?;
+            let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+                .map_err(|e| e.to_string())?
+                .connect_timeout(Duration::from_secs(1))
+                .timeout(Duration::from_secs(5));
+            self.client = Some((leader, RegistryClient::new(endpoint.connect_lazy())));
+        }
+        let Some((_, client)) = self.client.as_mut() else { return Err("no client".to_owned()) };
+        let request = pb::OwnerWills {
+            contract_version: CONTRACT_VERSION,
+            cluster_id: self.cluster_id.clone(),
+            router: self.node,
+            wills: wills.iter().map(|w| will_to_pb(w)).collect(),
+        };
+        match client.wills(request).await {
+            Ok(_) => Ok(false),
+            Err(status) => {
+                self.client = None;
+                Err(status.message().to_owned())
+            }
+        }
+    }
+}
+
 fn set_table(shared: &Shared, view: &TableView, now: UnixMillis) {
     let Some(table) = &view.table else { return };
     let generations = ShardGenerations::from_table(table.generations.clone());
@@ -216,6 +372,11 @@ fn session_of(session: Option<pb::SessionKey>, field: &'static str) -> Result<Se
     session_from_pb(session, field).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
+/// A malformed item.
+fn invalid(error: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(error.to_string())
+}
+
 /// `field` of an item, as the epoch it holds.
 fn epoch_of(epoch: Option<pb::Epoch>, field: &'static str) -> Result<Epoch, Status> {
     epoch_from_pb(epoch, field).map_err(|e| Status::invalid_argument(e.to_string()))
@@ -239,15 +400,21 @@ fn apply(
                 session,
                 clean_start: claim.clean_start,
                 expiry_seconds: claim.expiry_seconds,
-                will: None,
+                will: claim
+                    .will
+                    .map(|w| will_from_pb(w, "claim.will.message"))
+                    .transpose()
+                    .map_err(invalid)?,
                 granted: None,
             };
+            let now = shared.clock.now();
             let mut owner = shared.owner();
             owner.jump_counter(stale_refusals);
-            let result = match owner.claim(gateway, &claim, persistent, &mut effects) {
+            let result = match owner.claim(gateway, &claim, persistent, now, &mut effects) {
                 Ok(Granted { epoch, persistent }) => registry_claimed::Result::Granted(pb::RegistryGrant {
                     epoch: Some(epoch_to_pb(epoch)),
                     persistent,
+                    holds_will: true,
                 }),
                 Err(Refused::NotOwner { owner }) => registry_claimed::Result::NotOwner(owner),
                 Err(Refused::Stale) => return Err(Status::internal("a claim is never stale")),
@@ -271,6 +438,14 @@ fn apply(
             };
             registry_down::Item::Released(pb::RegistryReleased { request, stale, not_owner })
         }
+        registry_up::Item::Accepted(settled) => {
+            let session = session_of(settled.session, "accepted.session")?;
+            let epoch = epoch_of(settled.epoch, "accepted.epoch")?;
+            // Nothing to answer: a stale one changes nothing.
+            let _ = shared.owner().settled(gateway, &session, epoch, settled.accepted, &mut effects);
+            shared.deliver(effects);
+            return Ok(None);
+        }
         registry_up::Item::List(list) => {
             let sessions = list
                 .sessions
@@ -280,7 +455,11 @@ fn apply(
                         session: session_of(listed.session, "list.session")?,
                         epoch: epoch_of(listed.epoch, "list.epoch")?,
                         expiry_seconds: listed.expiry_seconds,
-                        will: None,
+                        will: listed
+                            .will
+                            .map(|w| will_from_pb(w, "list.will.message"))
+                            .transpose()
+                            .map_err(invalid)?,
                     })
                 })
                 .collect::<Result<Vec<_>, Status>>()?;
@@ -385,6 +564,29 @@ impl Registry for RegistryService {
             }
         });
         Ok(Response::new(ReceiverStream::new(receiver)))
+    }
+
+    async fn wills(&self, request: Request<pb::OwnerWills>) -> Result<Response<pb::WillsTaken>, Status> {
+        let request = request.into_inner();
+        if request.contract_version != CONTRACT_VERSION || request.cluster_id != self.cluster_id {
+            return Err(Status::failed_precondition(format!(
+                "wills of cluster {} at contract version {} (this router: {}, {CONTRACT_VERSION})",
+                request.cluster_id, request.contract_version, self.cluster_id
+            )));
+        }
+        let router = self.shared.serving.get().and_then(|serving| serving.borrow().clone());
+        let Some(router) = router else {
+            return Err(Status::unavailable(format!("router {} does not lead", self.node)));
+        };
+        let wills = request
+            .wills
+            .into_iter()
+            .map(|w| will_from_pb(w, "wills.message"))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(invalid)?;
+        tracing::debug!(from = request.router, wills = wills.len(), "publishing an owner's wills");
+        router.publish_wills(wills).await;
+        Ok(Response::new(pb::WillsTaken {}))
     }
 }
 

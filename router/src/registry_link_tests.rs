@@ -57,8 +57,14 @@ impl Link {
         stale_refusals: u32,
     ) -> registry_claimed::Result {
         let session = Some(session_to_pb(&key(client)));
-        let claim =
-            pb::RegistryClaim { request, session, clean_start: true, expiry_seconds: 0, stale_refusals };
+        let claim = pb::RegistryClaim {
+            request,
+            session,
+            clean_start: true,
+            expiry_seconds: 0,
+            stale_refusals,
+            will: None,
+        };
         self.send(registry_up::Item::Claim(claim)).await;
         match self.next().await {
             registry_down::Item::Claimed(claimed) if claimed.request == request => {
@@ -136,6 +142,7 @@ async fn claims_releases_and_listings_reach_the_shards_this_router_owns_and_revo
         session: Some(session_to_pb(&key("old"))),
         epoch: Some(epoch_to_pb(Epoch::new(2, 9))),
         expiry_seconds: 0,
+        will: None,
     };
     seven.send(registry_up::Item::List(pb::RegistryList { sessions: vec![old], last: true })).await;
     eight.send(registry_up::Item::List(pb::RegistryList { sessions: Vec::new(), last: true })).await;
@@ -197,4 +204,114 @@ async fn claims_releases_and_listings_reach_the_shards_this_router_owns_and_revo
     // from then on (the leader ends the persistent session), so it ends too.
     assert_eq!(service.locate(&key("durable")), Located::Unknown);
     server.abort();
+}
+
+/// A will on `wills/{client}` as the wire carries it.
+fn will_of(client: &str) -> pb::Will {
+    will_to_pb(&crate::owner::tests::will(client))
+}
+
+/// Starts `service` on a loopback port; returns its address.
+async fn serve(service: &RegistryService) -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address").to_string();
+    let server = tonic::transport::Server::builder()
+        .add_service(service.clone().into_server())
+        .serve_with_incoming(TcpListenerStream::new(listener));
+    (address, tokio::spawn(async move { server.await.expect("served") }))
+}
+
+/// Router 1 owns every shard; router 2 leads. The will a transient claim
+/// carries is published when its connection ends abnormally: sent to the
+/// leader's `Registry.Wills` over gRPC, whose router publishes it; once
+/// router 1 leads, on its own router.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wills_of_transient_sessions_are_published_through_the_leader() {
+    let clock = Arc::new(ManualClock::new(UnixMillis(1_000)));
+    let table = |routers: std::collections::BTreeMap<u64, String>| TableView {
+        table: Some(ShardTable {
+            owners: vec![ME; usize::from(REGISTRY_SHARDS)],
+            generations: vec![2; usize::from(REGISTRY_SHARDS)],
+        }),
+        routers,
+        gateways: [NodeId(7)].into(),
+        applied_index: 1,
+    };
+    let start = |node, watched| {
+        let persistent: PersistentLookup = Arc::new(|_: &SessionKey| false);
+        let inherited = Arc::new(AtomicU32::new(0));
+        RegistryService::new(node, "c".to_owned(), watched, persistent, clock.clone(), LEASE, inherited)
+    };
+    // The leader, router 2.
+    let (_, leader_table) = watch::channel(table(Default::default()));
+    let leader = start(2, leader_table);
+    let leader_router = Router::new(crate::state::RouterConfig::default(), 2, clock.clone());
+    let (_, leader_serving) = watch::channel(Some(leader_router.clone()));
+    leader.publish_wills_through(leader_serving, Arc::new(|| Some(2)));
+    let (leader_address, leader_server) = serve(&leader).await;
+    // The owner, router 1, not leading: it knows router 2's address.
+    // The first table a process sees names what it inherited; the next
+    // restarts its shards.
+    let mut first = table(Default::default());
+    first.table =
+        Some(ShardTable { owners: vec![ME; usize::from(REGISTRY_SHARDS)], generations: vec![1; 64] });
+    let (owner_table, watched) = watch::channel(first);
+    let owner = start(ME, watched);
+    until(|| owner.counts().1 == u64::from(REGISTRY_SHARDS)).await;
+    owner_table.send_replace(table([(2, leader_address)].into()));
+    until(|| owner.counts().0 == u64::from(REGISTRY_SHARDS)).await;
+    let (serving, owner_serving) = watch::channel(None);
+    let lead = Arc::new(std::sync::atomic::AtomicU64::new(2));
+    let leader_of = lead.clone();
+    owner.publish_wills_through(owner_serving, Arc::new(move || Some(leader_of.load(Ordering::Relaxed))));
+    let (owner_address, owner_server) = serve(&owner).await;
+
+    let mut gateway = Link::open(&owner_address, 7).await;
+    gateway.send(registry_up::Item::List(pb::RegistryList { sessions: Vec::new(), last: true })).await;
+    // A claim with a will, accepted, ended normally; then one ended
+    // abnormally: only the second will is published.
+    ended(&mut gateway, 1, "quiet", false).await;
+    ended(&mut gateway, 3, "lost", true).await;
+    until(|| owner.wills() == [0, 1, 0]).await;
+    assert_eq!(leader_router.counters().wills_published, 1, "published by the leader's router");
+
+    // Router 1 leads now: its own router publishes.
+    let own_router = Router::new(crate::state::RouterConfig::default(), 3, clock.clone());
+    serving.send_replace(Some(own_router.clone()));
+    lead.store(ME, Ordering::Relaxed);
+    ended(&mut gateway, 5, "lost-again", true).await;
+    until(|| owner.wills() == [1, 1, 0]).await;
+    assert_eq!(own_router.counters().wills_published, 1);
+    assert_eq!(leader_router.counters().wills_published, 1);
+    leader_server.abort();
+    owner_server.abort();
+}
+
+/// Claims `client` with a will over `gateway`, says the connection was
+/// accepted, and ends it (`publish_will`: abnormally).
+async fn ended(gateway: &mut Link, request: u64, client: &str, publish_will: bool) {
+    let session = Some(session_to_pb(&key(client)));
+    let claim = pb::RegistryClaim {
+        request,
+        session: session.clone(),
+        clean_start: true,
+        expiry_seconds: 0,
+        stale_refusals: 0,
+        will: Some(will_of(client)),
+    };
+    gateway.send(registry_up::Item::Claim(claim)).await;
+    let registry_down::Item::Claimed(claimed) = gateway.next().await else { panic!("claimed") };
+    let Some(registry_claimed::Result::Granted(grant)) = claimed.result else { panic!("granted") };
+    assert!(grant.holds_will, "this owner holds wills");
+    let accepted = pb::RegistryAccepted { session: session.clone(), epoch: grant.epoch, accepted: true };
+    gateway.send(registry_up::Item::Accepted(accepted)).await;
+    let release = pb::RegistryRelease {
+        request: request + 1,
+        session,
+        epoch: grant.epoch,
+        expiry_seconds: 0,
+        publish_will,
+    };
+    gateway.send(registry_up::Item::Release(release)).await;
+    assert!(matches!(gateway.next().await, registry_down::Item::Released(r) if !r.stale));
 }

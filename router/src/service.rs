@@ -313,6 +313,16 @@ impl Router {
         }))
     }
 
+    /// Publishes the wills a registry shard owner sends (ADR 0033), as any
+    /// will; returns once they are in line with every other batch.
+    pub async fn publish_wills(&self, wills: Vec<Box<herald_proto::seam::Will>>) {
+        let mut effects = Vec::new();
+        self.inner
+            .run_batch(&mut effects, |state, now, out| state.publish_owner_wills(wills, now, out))
+            .await;
+        self.inner.timer_changed.notify_one();
+    }
+
     /// Starts the task that fires wills and session expiries on time. It
     /// ends when `shutdown` resolves.
     pub fn spawn_timers(&self, shutdown: impl Future<Output = ()> + Send + 'static) -> JoinHandle<()> {

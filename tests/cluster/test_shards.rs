@@ -3,7 +3,7 @@
 
 use crate::ops_client::{fetch, ops_address, samples};
 use crate::raft_cluster::RaftCluster;
-use crate::support::{RawConnection, Version, publisher, subscriber};
+use crate::support::{RawConnection, Version, connect_v5, publisher, subscriber};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -236,4 +236,52 @@ fn connects_keep_being_granted_while_a_shard_owner_is_frozen_and_its_shards_move
     let metrics = metrics_until(&ops, "the frozen router's shards moved", |m| spread_over(m, &left));
     assert_eq!(claims(&metrics, "not_granted"), 0.0, "{metrics:#?}");
     cluster.signal_router(frozen, "CONT");
+}
+
+/// The wills of transient sessions are held by their shards' owners: a
+/// connection lost without DISCONNECT has its will published by the owner,
+/// through the leader when the owner is another router; one that
+/// disconnects normally has none. A connection taken over by a newer one
+/// has its will published once.
+#[test]
+fn shard_owners_publish_the_wills_of_transient_sessions_through_the_leader() {
+    let (cluster, _leader, gateway, _ops) = spread_cluster(&[("HERALD_OPS", "127.0.0.1:0")]);
+    let routers: Vec<String> = (1..=3).map(|node| ops_address(&cluster.router_output(node))).collect();
+    let mut wills = subscriber(&gateway, Version::V5).topic("wills/#").qos(1).start();
+    let connect = |client: &str| {
+        let mut connection = RawConnection::open(&gateway);
+        let topic = format!("wills/{client}");
+        connection.send(&connect_v5(client, 0, true, Some((&topic, "gone"))));
+        assert_eq!(connection.expect_packet().first_byte, 0x20, "CONNACK");
+        connection
+    };
+    let clients: Vec<String> = (0..12).map(|n| format!("lost-{n}")).collect();
+    let lost: Vec<RawConnection> = clients.iter().map(|c| connect(c)).collect();
+    let mut quiet = connect("quiet");
+    quiet.send(&[0xE0, 0x00]); // normal disconnection: no will
+    let taken = connect("taken");
+    let mut taker = connect("taken");
+    drop(lost); // closed without DISCONNECT: their wills go
+    let mut fired: Vec<String> = wills.expect_messages(13).into_iter().map(|m| m.topic).collect();
+    fired.sort();
+    let mut expected: Vec<String> =
+        clients.iter().chain(["taken".to_owned()].iter()).map(|c| format!("wills/{c}")).collect();
+    expected.sort();
+    assert_eq!(fired, expected, "each lost connection's will once, the taken over one's too");
+    wills.expect_silence(Duration::from_millis(500));
+    drop(taken);
+    taker.send(&[0xE0, 0x00]);
+
+    // Published by the owners: some through the leader from another router.
+    let outcome = |ops: &str, outcome: &str| {
+        let (status, lines) = fetch(ops, "/metrics");
+        assert_eq!(status, 200);
+        let name = format!("herald_router_registry_wills_total{{outcome=\"{outcome}\"}}");
+        samples(&lines).get(&name).copied().unwrap_or_else(|| panic!("no {name} in {lines:#?}"))
+    };
+    let here: f64 = routers.iter().map(|ops| outcome(ops, "here")).sum();
+    let forwarded: f64 = routers.iter().map(|ops| outcome(ops, "forwarded")).sum();
+    assert_eq!(here + forwarded, 13.0, "every will published by its shard's owner");
+    assert!(forwarded >= 1.0, "some owners are not the leader: {forwarded} forwarded");
+    assert_eq!(routers.iter().map(|ops| outcome(ops, "dropped")).sum::<f64>(), 0.0);
 }

@@ -213,7 +213,8 @@ pub(crate) fn required_message(
     Ok(Arc::new(message_from_pb(required(message, field)?)?))
 }
 
-pub(super) fn will_to_pb(w: &Will) -> pb::Will {
+/// A will as the wire carries it.
+pub fn will_to_pb(w: &Will) -> pb::Will {
     pb::Will {
         message: Some(message_to_pb(&w.message)),
         delay_seconds: w.delay_seconds,
@@ -221,7 +222,8 @@ pub(super) fn will_to_pb(w: &Will) -> pb::Will {
     }
 }
 
-pub(super) fn will_from_pb(w: pb::Will, field: &'static str) -> Result<Box<Will>, ConvertError> {
+/// A will from the wire; `field` names its message in errors.
+pub fn will_from_pb(w: pb::Will, field: &'static str) -> Result<Box<Will>, ConvertError> {
     Ok(Box::new(Will {
         message: required_message(w.message, field)?,
         delay_seconds: w.delay_seconds,

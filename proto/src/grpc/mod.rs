@@ -15,7 +15,7 @@ mod users;
 
 pub use convert::{
     ConvertError, downlink_from_pb, downlink_to_pb, epoch_from_pb, epoch_to_pb, message_from_pb,
-    message_to_pb, session_from_pb, session_to_pb, uplink_from_pb, uplink_to_pb,
+    message_to_pb, session_from_pb, session_to_pb, uplink_from_pb, uplink_to_pb, will_from_pb, will_to_pb,
 };
 
 /// Generated protobuf messages and service stubs.

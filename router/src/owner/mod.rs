@@ -1,11 +1,11 @@
 //! The registry shards one router owns (ADR 0033, slices 2 and 3): for
 //! each session of those shards, the gateway holding it and its epoch.
-//! Pure: items and time in, effects out; the shell that links gateways to
-//! it is the next slice.
+//! Pure: items and time in, effects out; `registry_link` is its shell.
 //!
 //! ```text
 //!  claim ──▶ epoch (shard generation, counter) ──▶ the previous holder is revoked
 //!  release ──▶ a transient session ends (its will is published), a persistent one goes offline
+//!  claim taken over before the gateway says it was accepted ──▶ its will waits for that
 //!  shard taken (new generation) ──▶ empty ──▶ gateways list what they hold ──▶ rebuilt
 //!  gateway's link drops ──▶ lease ──▶ listed again, or its sessions end
 //! ```
@@ -13,14 +13,15 @@
 //! The owner serialises the claims of its sessions and is the only one to
 //! grant their epochs. Persistent sessions are attached at the leader as
 //! well, with the epoch granted here; their wills stay with the leader.
-//! Transient sessions live here only, their wills too.
+//! Transient sessions' wills are here (the leader still tracks the
+//! sessions themselves, ADR 0033 slice 3).
 
 use herald_core::{Epoch, NodeId, SessionKey, ShardGenerations, ShardId, UnixMillis};
 use herald_proto::seam::{Claim, Reattach, Release, Will};
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 /// What the owner asks of the world.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,7 +104,28 @@ struct Entry {
     persistent: bool,
     /// A transient session's will (a persistent session's is the leader's).
     will: Option<Box<Will>>,
+    /// Whether its connection was accepted (the gateway said so, or listed
+    /// it): only then is its will published when a newer claim takes it.
+    accepted: bool,
 }
+
+/// The will of a claim taken over before its gateway said whether its
+/// connection was accepted.
+#[derive(Debug, Clone)]
+struct PendingWill {
+    gateway: NodeId,
+    will: Box<Will>,
+    since: UnixMillis,
+}
+
+/// How long a will waits for its connection's fate before it is published
+/// (the gateway may have accepted the connection and died): longer than
+/// any claim waits for the leader.
+pub const PENDING_WILL_PATIENCE_MS: u64 = 30_000;
+/// Wills waiting for their connection's fate, at most; beyond, a will is
+/// published at once, as if its connection had been accepted (a will is
+/// never dropped unseen).
+pub const PENDING_WILLS: usize = 65_536;
 
 /// A shard owned here.
 #[derive(Debug, Clone)]
@@ -144,6 +166,8 @@ pub struct ShardOwner {
     /// epochs of that generation, so they are not served here until an
     /// event gives them a new one (the leader restarts them).
     inherited: HashMap<ShardId, u64>,
+    /// Wills of claims taken over before their connection's fate was known.
+    pending_wills: HashMap<(SessionKey, Epoch), PendingWill>,
 }
 
 impl ShardOwner {
@@ -162,6 +186,7 @@ impl ShardOwner {
             listing: HashMap::new(),
             seen_table: false,
             inherited: HashMap::new(),
+            pending_wills: HashMap::new(),
         }
     }
 
@@ -261,6 +286,7 @@ impl ShardOwner {
         gateway: NodeId,
         claim: &Claim,
         durable_persistent: bool,
+        now: UnixMillis,
         out: &mut Vec<OwnerEffect>,
     ) -> Result<Granted, Refused> {
         let (shard, generation) = self.shard(&claim.session)?;
@@ -285,16 +311,86 @@ impl ShardOwner {
             }
             if let Some(will) = old.will {
                 // A transient session ends with its connection's takeover:
-                // its will is published now [MQTT-3.1.3-9].
-                out.push(OwnerEffect::PublishWill { session: claim.session.clone(), will });
+                // its will is published now [MQTT-3.1.3-9], if that
+                // connection was accepted; else once its gateway says it was.
+                match old.gateway.filter(|_| !old.accepted) {
+                    Some(holder) => self.hold_will(&claim.session, old.epoch, holder, will, now, out),
+                    None => out.push(OwnerEffect::PublishWill { session: claim.session.clone(), will }),
+                }
             }
         }
         // A claim without expiry is transient from now on (one that ends a
         // persistent session too, which the leader ends): its will is here.
         let will = if claim.expiry_seconds == 0 { claim.will.clone() } else { None };
-        let entry = Entry { gateway: Some(gateway), epoch, persistent: claim.expiry_seconds > 0, will };
+        let entry = Entry {
+            gateway: Some(gateway),
+            epoch,
+            persistent: claim.expiry_seconds > 0,
+            will,
+            accepted: false,
+        };
         self.sessions.insert(claim.session.clone(), entry);
         Ok(Granted { epoch, persistent })
+    }
+
+    /// Keeps the will of a claim taken over until its gateway says whether
+    /// its connection was accepted; when too many wait, publishes it now.
+    fn hold_will(
+        &mut self,
+        session: &SessionKey,
+        epoch: Epoch,
+        gateway: NodeId,
+        will: Box<Will>,
+        now: UnixMillis,
+        out: &mut Vec<OwnerEffect>,
+    ) {
+        if self.pending_wills.len() >= PENDING_WILLS {
+            out.push(OwnerEffect::PublishWill { session: session.clone(), will });
+            return;
+        }
+        self.pending_wills.insert((session.clone(), epoch), PendingWill { gateway, will, since: now });
+    }
+
+    /// `gateway` says what became of its claim of `session` at `epoch`:
+    /// its connection was `accepted` (CONNACK sent), or the claim was given
+    /// up (the leader refused it, or it timed out). An accepted connection
+    /// whose claim was taken over meanwhile has its will published; a given
+    /// up claim ends without one.
+    pub fn settled(
+        &mut self,
+        gateway: NodeId,
+        session: &SessionKey,
+        epoch: Epoch,
+        accepted: bool,
+        out: &mut Vec<OwnerEffect>,
+    ) -> Result<(), Refused> {
+        self.shard(session)?;
+        if let Some(pending) = self.pending_wills.remove(&(session.clone(), epoch)) {
+            if pending.gateway != gateway {
+                self.pending_wills.insert((session.clone(), epoch), pending);
+                return Err(Refused::Stale);
+            }
+            if accepted {
+                out.push(OwnerEffect::PublishWill { session: session.clone(), will: pending.will });
+            }
+            return Ok(());
+        }
+        match self.sessions.get_mut(session) {
+            Some(entry) if entry.gateway == Some(gateway) && entry.epoch == epoch => {
+                if accepted {
+                    entry.accepted = true;
+                } else {
+                    self.sessions.remove(session);
+                }
+                Ok(())
+            }
+            _ => Err(Refused::Stale),
+        }
+    }
+
+    /// How many wills wait for their connection's fate.
+    pub fn pending_wills(&self) -> usize {
+        self.pending_wills.len()
     }
 
     /// Ends `release`'s connection, held by `gateway`: a transient session
@@ -378,7 +474,10 @@ impl ShardOwner {
                 epoch: held.epoch,
                 persistent: held.expiry_seconds > 0,
                 will: None,
+                accepted: true,
             });
+            // A gateway lists only connections it accepted.
+            entry.accepted = true;
             if entry.will.is_none() {
                 entry.will = will;
             }
@@ -455,6 +554,19 @@ impl ShardOwner {
         for gateway in due {
             let listed = self.listing.remove(&gateway);
             self.listed(gateway, listed, out);
+        }
+        // A will whose connection's fate never came (its gateway may have
+        // accepted it and died) is published.
+        let overdue: Vec<(SessionKey, Epoch)> = self
+            .pending_wills
+            .iter()
+            .filter(|(_, p)| now.0 >= p.since.0 + PENDING_WILL_PATIENCE_MS)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in overdue {
+            if let Some(pending) = self.pending_wills.remove(&key) {
+                out.push(OwnerEffect::PublishWill { session: key.0, will: pending.will });
+            }
         }
         self.leases.values().min().copied()
     }

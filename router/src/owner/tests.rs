@@ -20,7 +20,8 @@ fn key(client: &str) -> SessionKey {
     SessionKey::new(AppId::default_app(), ClientId::new(client.to_owned()).expect("client id"))
 }
 
-fn will(client: &str) -> Box<Will> {
+/// A QoS 1 will on `wills/{client}`.
+pub(crate) fn will(client: &str) -> Box<Will> {
     Box::new(Will {
         message: Arc::new(Message {
             id: herald_core::MessageId(1),
@@ -98,13 +99,13 @@ fn run<T>(f: impl FnOnce(&mut Vec<OwnerEffect>) -> T) -> (T, Vec<OwnerEffect>) {
 #[test]
 fn a_claim_gets_an_epoch_of_its_shards_generation_and_a_second_claim_revokes_the_first() {
     let mut owner = owner_of_all(3, &[GW1, GW2]);
-    let (first, effects) = run(|out| owner.claim(GW1, &claim("a", true, 0, false), false, out));
+    let (first, effects) = run(|out| owner.claim(GW1, &claim("a", true, 0, false), false, at(0), out));
     let first = first.expect("granted");
     assert_eq!(first, Granted { epoch: Epoch::new(3, 1), persistent: false });
     assert_eq!(effects, []);
     assert_eq!(owner.locate(&key("a")), Located::Online { gateway: GW1, epoch: first.epoch });
 
-    let (second, effects) = run(|out| owner.claim(GW2, &claim("a", true, 0, false), false, out));
+    let (second, effects) = run(|out| owner.claim(GW2, &claim("a", true, 0, false), false, at(0), out));
     let second = second.expect("granted").epoch;
     assert!(second > first.epoch);
     assert_eq!(effects, [revoke(GW1, "a", first.epoch)], "the old connection ends");
@@ -127,7 +128,7 @@ fn a_session_of_a_shard_owned_elsewhere_is_refused_with_its_owner() {
     let mut owner = started();
     owner.set_table(&owners, &ShardGenerations::uniform(1), &BTreeSet::new(), at(0));
     assert_eq!(owner.owned(), usize::from(REGISTRY_SHARDS) - 1);
-    let (refused, _) = run(|out| owner.claim(GW1, &claim("x", true, 0, false), false, out));
+    let (refused, _) = run(|out| owner.claim(GW1, &claim("x", true, 0, false), false, at(0), out));
     assert_eq!(refused, Err(Refused::NotOwner { owner: 2 }));
     assert_eq!(owner.locate(&key("x")), Located::NotOwner { owner: 2 });
     let listed = owner.relist(GW1, vec![held("x", Epoch::new(1, 1), 0)], true, &mut Vec::new());
@@ -138,37 +139,86 @@ fn a_session_of_a_shard_owned_elsewhere_is_refused_with_its_owner() {
 fn a_transient_sessions_will_is_published_here_and_a_persistent_ones_is_left_to_the_leader() {
     let mut owner = owner_of_all(1, &[GW1, GW2]);
     // Ended abnormally: its will goes out; a normal end drops it.
-    let a = owner.claim(GW1, &claim("a", true, 0, true), false, &mut Vec::new()).expect("granted");
+    let a = owner.claim(GW1, &claim("a", true, 0, true), false, at(0), &mut Vec::new()).expect("granted");
     let (_, effects) = run(|out| owner.release(GW1, &release("a", a.epoch, 0, true), out));
     assert_eq!(effects, [will_of("a")]);
-    let b = owner.claim(GW1, &claim("b", true, 0, true), false, &mut Vec::new()).expect("granted");
+    let b = owner.claim(GW1, &claim("b", true, 0, true), false, at(0), &mut Vec::new()).expect("granted");
     let (_, effects) = run(|out| owner.release(GW1, &release("b", b.epoch, 0, false), out));
     assert_eq!(effects, []);
     // Taken over: the transient session ends, with its will [MQTT-3.1.3-9].
-    let c = owner.claim(GW1, &claim("c", true, 0, true), false, &mut Vec::new()).expect("granted");
-    let (_, effects) = run(|out| owner.claim(GW2, &claim("c", true, 0, false), false, out));
+    let c = owner.claim(GW1, &claim("c", true, 0, true), false, at(0), &mut Vec::new()).expect("granted");
+    owner.settled(GW1, &key("c"), c.epoch, true, &mut Vec::new()).expect("accepted");
+    let (_, effects) = run(|out| owner.claim(GW2, &claim("c", true, 0, false), false, at(0), out));
     assert_eq!(effects, [revoke(GW1, "c", c.epoch), will_of("c")]);
 
     // Persistent: attached at the leader, which has its will; offline here.
-    let p = owner.claim(GW1, &claim("p", false, 600, true), false, &mut Vec::new()).expect("granted");
+    let p = owner.claim(GW1, &claim("p", false, 600, true), false, at(0), &mut Vec::new()).expect("granted");
     assert!(p.persistent);
     let (_, effects) = run(|out| owner.release(GW1, &release("p", p.epoch, 600, true), out));
     assert_eq!(effects, []);
     assert_eq!(owner.locate(&key("p")), Located::Offline);
     // A clean start without expiry ends it: still attached at the leader
     // (which ends the old one), transient here from now on.
-    let q = owner.claim(GW2, &claim("p", true, 0, true), false, &mut Vec::new()).expect("granted");
+    let q = owner.claim(GW2, &claim("p", true, 0, true), false, at(0), &mut Vec::new()).expect("granted");
     assert!(q.persistent, "the leader must end the persistent session");
     let (_, effects) = run(|out| owner.release(GW2, &release("p", q.epoch, 0, true), out));
     assert_eq!(effects, [will_of("p")]);
     // What only the replicated state knows is persistent is attached too.
-    let r = owner.claim(GW1, &claim("r", true, 0, false), true, &mut Vec::new()).expect("granted");
+    let r = owner.claim(GW1, &claim("r", true, 0, false), true, at(0), &mut Vec::new()).expect("granted");
     assert!(r.persistent);
     // The leader expired an offline session: forgotten here.
-    let s = owner.claim(GW1, &claim("s", false, 60, false), false, &mut Vec::new()).expect("granted");
+    let s = owner.claim(GW1, &claim("s", false, 60, false), false, at(0), &mut Vec::new()).expect("granted");
     owner.release(GW1, &release("s", s.epoch, 60, false), &mut Vec::new()).expect("released");
     owner.forget_offline(&key("s"));
     assert_eq!(owner.locate(&key("s")), Located::Unknown);
+}
+
+/// Two connections of one client id race: the first claim is taken over by
+/// the second before its gateway knows whether the leader accepts it. Its
+/// will waits for that: published if the connection was accepted (it got
+/// CONNACK, then was taken over), not if the claim was given up (the
+/// gateway claims again, or gives the connection up).
+#[test]
+fn the_will_of_a_claim_taken_over_before_it_was_accepted_waits_for_its_fate() {
+    let mut owner = owner_of_all(1, &[GW1, GW2]);
+    let first = owner.claim(GW1, &claim("a", true, 0, true), false, at(0), &mut Vec::new()).expect("granted");
+    let (second, effects) = run(|out| owner.claim(GW2, &claim("a", true, 0, true), false, at(0), out));
+    let second = second.expect("granted");
+    assert_eq!(effects, [revoke(GW1, "a", first.epoch)], "no will yet");
+    assert_eq!(owner.pending_wills(), 1);
+    // Only its own gateway settles it.
+    let (wrong, effects) = run(|out| owner.settled(GW2, &key("a"), first.epoch, true, out));
+    assert_eq!((wrong, effects), (Err(Refused::Stale), vec![]));
+    // The leader accepted the first connection: taken over, its will goes.
+    let (_, effects) = run(|out| owner.settled(GW1, &key("a"), first.epoch, true, out));
+    assert_eq!(effects, [will_of("a")]);
+    assert_eq!(owner.pending_wills(), 0);
+
+    // The second is accepted; a third claim takes it over: its will at once.
+    owner.settled(GW2, &key("a"), second.epoch, true, &mut Vec::new()).expect("accepted");
+    let (third, effects) = run(|out| owner.claim(GW1, &claim("a", true, 0, true), false, at(0), out));
+    let third = third.expect("granted");
+    assert_eq!(effects, [revoke(GW2, "a", second.epoch), will_of("a")]);
+    // A fourth takes the third before it is accepted; the third is given
+    // up (the leader refused it): no will, ever.
+    owner.claim(GW2, &claim("a", true, 0, true), false, at(0), &mut Vec::new()).expect("granted");
+    let (_, effects) = run(|out| owner.settled(GW1, &key("a"), third.epoch, false, out));
+    assert_eq!(effects, []);
+    let (_, effects) = run(|out| owner.tick(at(PENDING_WILL_PATIENCE_MS + 1), out));
+    assert_eq!(effects, []);
+
+    // A claim given up while it is still the latest ends without a will.
+    let b = owner.claim(GW1, &claim("b", true, 0, true), false, at(0), &mut Vec::new()).expect("granted");
+    let (_, effects) = run(|out| owner.settled(GW1, &key("b"), b.epoch, false, out));
+    assert_eq!((effects, owner.locate(&key("b"))), (vec![], Located::Unknown));
+
+    // A fate that never comes (the gateway died): published after a while.
+    owner.claim(GW1, &claim("c", true, 0, true), false, at(0), &mut Vec::new()).expect("granted");
+    owner.claim(GW2, &claim("c", true, 0, false), false, at(1_000), &mut Vec::new()).expect("granted");
+    let (_, effects) = run(|out| owner.tick(at(PENDING_WILL_PATIENCE_MS), out));
+    assert_eq!(effects, [], "still waiting");
+    let (_, effects) = run(|out| owner.tick(at(PENDING_WILL_PATIENCE_MS + 1_000), out));
+    assert_eq!(effects, [will_of("c")]);
 }
 
 /// Every shard taken here at generation 5, `known` gateways to list.
@@ -207,7 +257,7 @@ fn a_gateway_frozen_through_the_move_cannot_take_back_a_session_claimed_since() 
     owner.gateway_linked(GW2);
     owner.relist(GW2, Vec::new(), true, &mut Vec::new());
     // The client reconnected through GW2 and left again.
-    let s = owner.claim(GW2, &claim("s", true, 0, false), false, &mut Vec::new()).expect("granted");
+    let s = owner.claim(GW2, &claim("s", true, 0, false), false, at(0), &mut Vec::new()).expect("granted");
     owner.release(GW2, &release("s", s.epoch, 0, false), &mut Vec::new()).expect("released");
     // GW1 thaws and lists what it held: refused, though nobody holds s now.
     owner.gateway_linked(GW1);
@@ -230,9 +280,9 @@ fn a_gateway_that_lists_after_its_lease_ended_takes_nothing_back() {
 #[test]
 fn a_gateway_whose_link_dropped_keeps_what_it_lists_in_time_and_loses_the_rest() {
     let mut owner = owner_of_all(2, &[GW1]);
-    let a = owner.claim(GW1, &claim("a", true, 0, true), false, &mut Vec::new()).expect("granted");
-    owner.claim(GW1, &claim("b", true, 0, true), false, &mut Vec::new()).expect("granted");
-    owner.claim(GW1, &claim("p", false, 60, false), false, &mut Vec::new()).expect("granted");
+    let a = owner.claim(GW1, &claim("a", true, 0, true), false, at(0), &mut Vec::new()).expect("granted");
+    owner.claim(GW1, &claim("b", true, 0, true), false, at(0), &mut Vec::new()).expect("granted");
+    owner.claim(GW1, &claim("p", false, 60, false), false, at(0), &mut Vec::new()).expect("granted");
     owner.gateway_unlinked(GW1, at(2));
     assert_eq!(owner.locate(&key("a")), Located::Online { gateway: GW1, epoch: a.epoch }, "its lease holds");
     // Back within the lease, holding a (b's and p's connections ended).
@@ -253,11 +303,11 @@ fn a_gateway_whose_link_dropped_keeps_what_it_lists_in_time_and_loses_the_rest()
 #[test]
 fn a_shard_that_moves_away_is_forgotten_and_one_that_comes_back_starts_empty() {
     let mut owner = owner_of_all(1, &[GW1]);
-    let a = owner.claim(GW1, &claim("a", true, 0, false), false, &mut Vec::new()).expect("granted");
+    let a = owner.claim(GW1, &claim("a", true, 0, false), false, at(0), &mut Vec::new()).expect("granted");
     let shard = ShardId::of(&key("a"));
     // A session of a shard that stays here, on the same gateway.
     let stays = (0..).map(|i| format!("k{i}")).find(|c| ShardId::of(&key(c)) != shard).expect("a client id");
-    let k = owner.claim(GW1, &claim(&stays, true, 0, false), false, &mut Vec::new()).expect("granted");
+    let k = owner.claim(GW1, &claim(&stays, true, 0, false), false, at(0), &mut Vec::new()).expect("granted");
     let mut owners = vec![ME; REGISTRY_SHARDS as usize];
     owners[shard.index()] = 2;
     let mut generations = vec![1; REGISTRY_SHARDS as usize];
@@ -277,7 +327,7 @@ fn a_shard_that_moves_away_is_forgotten_and_one_that_comes_back_starts_empty() {
     assert_eq!(owner.locate(&key("a")), Located::Online { gateway: GW1, epoch: a.epoch });
     // Listing the shard that came back ended nothing else the gateway holds.
     assert_eq!(owner.locate(&key(&stays)), Located::Online { gateway: GW1, epoch: k.epoch });
-    let next = owner.claim(GW1, &claim("a", true, 0, false), false, &mut Vec::new()).expect("granted");
+    let next = owner.claim(GW1, &claim("a", true, 0, false), false, at(0), &mut Vec::new()).expect("granted");
     assert_eq!(next.epoch.generation, 3);
 }
 
@@ -291,7 +341,7 @@ fn shards_the_first_table_gives_this_router_are_served_only_once_restarted() {
     owner.set_table(&owners, &ShardGenerations::uniform(3), &BTreeSet::new(), at(0));
     assert_eq!((owner.owned(), owner.inherited()), (0, 63));
     assert_eq!(
-        owner.claim(GW1, &claim("a", true, 0, false), false, &mut Vec::new()),
+        owner.claim(GW1, &claim("a", true, 0, false), false, at(0), &mut Vec::new()),
         Err(Refused::NotOwner { owner: ME })
     );
     // The same table again (another gateway or router changed) serves nothing more.
@@ -300,7 +350,8 @@ fn shards_the_first_table_gives_this_router_are_served_only_once_restarted() {
     // The leader restarts them at generation 4: served from then on.
     owner.set_table(&owners, &ShardGenerations::uniform(4), &BTreeSet::new(), at(3));
     assert_eq!((owner.owned(), owner.inherited()), (63, 0));
-    let granted = owner.claim(GW1, &claim("a", true, 0, false), false, &mut Vec::new()).expect("granted");
+    let granted =
+        owner.claim(GW1, &claim("a", true, 0, false), false, at(0), &mut Vec::new()).expect("granted");
     assert_eq!(granted.epoch.generation, 4);
 }
 
@@ -310,12 +361,14 @@ fn a_claim_the_leader_refused_as_stale_comes_back_with_the_counter_jumped_furthe
     // version; this owner's counter is far behind.
     let mut owner = owner_of_all(5, &[]);
     let mut out = Vec::new();
-    let first = owner.claim(GW1, &claim("a", true, 0, false), false, &mut out).expect("granted");
+    let first = owner.claim(GW1, &claim("a", true, 0, false), false, at(0), &mut out).expect("granted");
     assert_eq!(first.epoch, Epoch::new(5, 1));
     let mut epochs = vec![first.epoch];
     for refusals in 1..=5 {
         owner.jump_counter(refusals);
-        epochs.push(owner.claim(GW1, &claim("a", true, 0, false), false, &mut out).expect("granted").epoch);
+        epochs.push(
+            owner.claim(GW1, &claim("a", true, 0, false), false, at(0), &mut out).expect("granted").epoch,
+        );
     }
     // Each retry one step past a jump of 4, 16, 64, 256, 1024: the fifth passes 1000.
     let counters: Vec<u64> = epochs.iter().map(|e| e.counter).collect();
@@ -323,6 +376,6 @@ fn a_claim_the_leader_refused_as_stale_comes_back_with_the_counter_jumped_furthe
     assert!(epochs[5] > Epoch::new(5, 1000));
     // Without refusals, one step.
     owner.jump_counter(0);
-    let next = owner.claim(GW1, &claim("a", true, 0, false), false, &mut out).expect("granted").epoch;
+    let next = owner.claim(GW1, &claim("a", true, 0, false), false, at(0), &mut out).expect("granted").epoch;
     assert_eq!(next.counter, epochs[5].counter + 1);
 }

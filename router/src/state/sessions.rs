@@ -815,6 +815,14 @@ impl RouterState {
         }
     }
 
+    /// Publishes wills a registry shard owner sends: of transient sessions
+    /// it ended (ADR 0033), as any will.
+    pub fn publish_owner_wills(&mut self, wills: Vec<Box<Will>>, now: UnixMillis, out: &mut Vec<Effect>) {
+        for will in wills {
+            self.publish_will(*will, now, out);
+        }
+    }
+
     fn publish_will(&mut self, will: Will, now: UnixMillis, out: &mut Vec<Effect>) {
         let Will { message, expiry_seconds, .. } = will;
         self.counters.wills_published += 1;
