@@ -457,8 +457,8 @@ async fn claim(shared: &Shared, handle: &ConnHandle, accepted: &Accepted) -> Cla
                     .await
                 {
                     OwnerClaim::Granted { epoch, holds_will, .. } => {
-                        let settle = (holds_will && accepted.expiry_seconds == 0).then_some((links, epoch));
-                        (Some(epoch), settle)
+                        let held = holds_will && accepted.expiry_seconds == 0;
+                        (Some(epoch), held.then_some((links, epoch)))
                     }
                     OwnerClaim::NoShardTable => (None, None),
                     OwnerClaim::NotGranted => return ClaimOutcome::Refused,
@@ -466,8 +466,9 @@ async fn claim(shared: &Shared, handle: &ConnHandle, accepted: &Accepted) -> Cla
             }
             None => (None, None),
         };
+        // Only a claim with a will has anything to settle.
         let settled = |accepted_now: bool| {
-            if let Some((links, epoch)) = settle {
+            if let Some((links, epoch)) = settle.filter(|_| accepted.will.is_some()) {
                 links.settled(&accepted.key, epoch, accepted_now);
             }
         };
@@ -781,8 +782,13 @@ impl<T: Transport> Connection<T> {
         if let Some(acks) = self.shared.acks.take_session(session.key()) {
             let _ = self.shared.uplink.send(Uplink::Acked(vec![acks])).await;
         }
-        // A revoked transient session has nothing left to release.
-        let sent = (!revoked || session.is_persistent())
+        // A revoked transient session has nothing left to release, but in a
+        // cluster of shard owners: its owner may have revoked it before the
+        // leader heard of the newer claim, and the leader then ends its
+        // record of this connection (stale otherwise; the will is the
+        // owner's business).
+        let owned = self.shared.registry_links.get().is_some();
+        let sent = (!revoked || session.is_persistent() || owned)
             && self.shared.request(Uplink::Release(release)).await.is_ok();
         if let Some(packet) = session.disconnect_packet(&close) {
             let _ = write_packets(&mut self.transport, &self.codec, &[packet]).await;

@@ -560,4 +560,10 @@ impl registry_links::SessionHolder for Held {
         }
         held
     }
+
+    fn revoke_transient(&self, session: &herald_core::SessionKey, epoch: herald_core::Epoch) {
+        if let Some(shared) = self.0.upgrade() {
+            shared.connections.revoke_where(session, epoch, registry::ConnHandle::is_transient);
+        }
+    }
 }

@@ -125,6 +125,11 @@ impl ConnHandle {
         Some(crate::registry_links::HeldSession { session: self.key.clone(), epoch, expiry_seconds, will })
     }
 
+    /// Whether the session was claimed without an expiry.
+    pub(crate) fn is_transient(&self) -> bool {
+        self.terms.get().is_some_and(|terms| terms.expiry_seconds == 0)
+    }
+
     /// The epoch and terms of the session while this connection holds it:
     /// its claim was granted and it was not revoked since.
     fn held(&self) -> Option<(Epoch, &SessionTerms)> {
@@ -658,6 +663,16 @@ impl Connections {
     /// connection still waiting for its own claim holds no epoch yet and is
     /// not the one revoked (its claim is what revoked the older one).
     pub(crate) fn revoke(&self, session: &SessionKey, epoch: Epoch) {
+        self.revoke_where(session, epoch, |_| true);
+    }
+
+    /// [`Connections::revoke`], of the connections `which` picks.
+    pub(crate) fn revoke_where(
+        &self,
+        session: &SessionKey,
+        epoch: Epoch,
+        which: impl Fn(&ConnHandle) -> bool,
+    ) {
         let hash = self.hasher.hash_one(session);
         let ids = lock(&self.sessions).get(&hash).map(SessionConnections::to_vec).unwrap_or_default();
         for id in ids {
@@ -665,6 +680,7 @@ impl Connections {
                 && *handle.key == *session
                 && handle.epoch() != Epoch::default()
                 && handle.epoch() <= epoch
+                && which(&handle)
             {
                 handle.revoke();
             }

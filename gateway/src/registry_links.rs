@@ -23,9 +23,9 @@
 //! with the claim and the lists; the owner is told whether the leader
 //! accepted the connection (`settled`), since only an accepted
 //! connection's will is published. A revocation from an owner (a newer
-//! claim took the session, or the listing was stale) is counted, not acted
-//! on: the leader still tracks every session and fences connections (ADR
-//! 0033, slice 3).
+//! claim took the session, or the listing was stale) ends the connection
+//! of a transient session at once; a persistent session's waits for the
+//! leader's, which hands its inbox over (ADR 0030, ADR 0033 slice 3).
 
 use herald_core::{Epoch, NodeId, REGISTRY_SHARDS, SessionKey, ShardId};
 use herald_proto::grpc::pb::registry_client::RegistryClient;
@@ -67,6 +67,9 @@ pub struct HeldSession {
 pub trait SessionHolder: Send + Sync {
     /// Every session held now.
     fn held(&self) -> Vec<HeldSession>;
+    /// Ends the connections holding transient `session` at `epoch` or an
+    /// older one: its owner granted it to a newer connection.
+    fn revoke_transient(&self, session: &SessionKey, epoch: Epoch);
 }
 
 /// The shard table as the gateway knows it.
@@ -446,6 +449,20 @@ impl Inner {
         }
     }
 
+    /// An owner's revocation: the connection holding a transient session
+    /// at that epoch (or an older one) ends, DISCONNECT 0x8E. A persistent
+    /// session's connection is left to the leader's revocation, which comes
+    /// with the takeover of its inbox (ADR 0030).
+    fn revoked(inner: &Arc<Inner>, revoked: pb::RegistryRevoked) {
+        let Some(holder) = inner.holder.get() else { return };
+        let session = herald_proto::grpc::session_from_pb(revoked.session, "revoked.session");
+        let epoch = epoch_from_pb(revoked.epoch, "revoked.epoch");
+        match (session, epoch) {
+            (Ok(session), Ok(epoch)) => holder.revoke_transient(&session, epoch),
+            (Err(error), _) | (_, Err(error)) => warn!(%error, "a malformed revocation: ignored"),
+        }
+    }
+
     /// Lists to router `router`, if linked, the sessions held of `shards`,
     /// then ends the list. Not waited for.
     fn list_to(inner: &Arc<Inner>, router: u64, shards: &HashSet<usize>) {
@@ -530,8 +547,9 @@ async fn keep_linked(inner: Weak<Inner>, address: String) {
                             }
                             strong.changed.notify_waiters();
                         }
-                        Ok(Some(pb::RegistryDown { item: Some(registry_down::Item::Revoked(_)) })) => {
+                        Ok(Some(pb::RegistryDown { item: Some(registry_down::Item::Revoked(revoked)) })) => {
                             strong.revocations.fetch_add(1, Ordering::Relaxed);
+                            Inner::revoked(&strong, revoked);
                         }
                         Ok(Some(pb::RegistryDown { item: Some(registry_down::Item::Claimed(claimed)) })) => {
                             let waiting = strong.lock_pending().remove(&claimed.request);

@@ -3,7 +3,7 @@
 
 use crate::ops_client::{fetch, ops_address, samples};
 use crate::raft_cluster::RaftCluster;
-use crate::support::{RawConnection, Version, connect_v5, publisher, subscriber};
+use crate::support::{Incoming, RawConnection, Version, connect_v5, publisher, subscriber};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -284,4 +284,73 @@ fn shard_owners_publish_the_wills_of_transient_sessions_through_the_leader() {
     assert_eq!(here + forwarded, 13.0, "every will published by its shard's owner");
     assert!(forwarded >= 1.0, "some owners are not the leader: {forwarded} forwarded");
     assert_eq!(routers.iter().map(|ops| outcome(ops, "dropped")).sum::<f64>(), 0.0);
+}
+
+/// The router whose registry shards know the one session connected (the
+/// `herald_router_registry_sessions` gauges of `routers`, 1-based).
+fn owner_of_the_session(routers: &[String]) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let counts: Vec<f64> = routers
+            .iter()
+            .map(|ops| {
+                samples(&fetch(ops, "/metrics").1)
+                    .get("herald_router_registry_sessions{}")
+                    .copied()
+                    .unwrap_or(0.0)
+            })
+            .collect();
+        if counts.iter().sum::<f64>() == 1.0 {
+            return counts.iter().position(|c| *c == 1.0).expect("one owner") + 1;
+        }
+        assert!(Instant::now() < deadline, "one session known: {counts:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A transient connection taken over ends on its shard owner's word, without
+/// waiting for the leader: with the leader stopped, a client connecting again
+/// through the other gateway has its old connection closed with DISCONNECT
+/// 0x8E at once; its new connection is accepted once the leader resumes.
+#[test]
+fn a_shard_owner_ends_a_transient_connection_taken_over_while_the_leader_is_stopped() {
+    let (mut cluster, leader, first, _ops) = spread_cluster(&[("HERALD_OPS", "127.0.0.1:0")]);
+    let second = cluster.start_gateway_with(&[1, 2, 3], &[]);
+    let routers: Vec<String> = (1..=3).map(|node| ops_address(&cluster.router_output(node))).collect();
+    // A client whose shard a follower owns.
+    let (client, mut old) = (0..20)
+        .find_map(|n| {
+            let client = format!("roamer-{n}");
+            let mut connection = RawConnection::open(&first);
+            connection.send(&connect_v5(&client, 0, true, None));
+            assert_eq!(connection.expect_packet().first_byte, 0x20, "CONNACK");
+            if owner_of_the_session(&routers) != leader {
+                return Some((client, connection));
+            }
+            connection.send(&[0xE0, 0x00]);
+            let _ = connection.expect_closed();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while routers.iter().any(|ops| {
+                samples(&fetch(ops, "/metrics").1).get("herald_router_registry_sessions{}") != Some(&0.0)
+            }) {
+                assert!(Instant::now() < deadline, "the session ended");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            None
+        })
+        .expect("a client of a follower's shard");
+
+    cluster.signal_router(leader, "STOP");
+    let mut new = RawConnection::open(&second);
+    new.send(&connect_v5(&client, 0, true, None));
+    let ended = old.receive(Duration::from_secs(3));
+    cluster.signal_router(leader, "CONT");
+    match ended {
+        Incoming::Packet(packet) => {
+            assert_eq!((packet.first_byte, packet.body.first()), (0xE0, Some(&0x8E)), "taken over")
+        }
+        other => panic!("the old connection got {other:?} while the leader was stopped"),
+    }
+    let connack = new.expect_packet();
+    assert_eq!((connack.first_byte, connack.body[1]), (0x20, 0x00), "the new connection is accepted");
 }

@@ -33,7 +33,7 @@ use herald_proto::journal::{self, DurableImage, Fact};
 use herald_store::wal::WalOptions;
 use openraft::{BasicNode, Raft};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Cursor;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -323,7 +323,8 @@ impl RaftNode {
         // do not answer in time count as not formed yet: at first start
         // they come up together.
         let answers = if !initialised && matches!(membership, Membership::Voters(_)) {
-            peer_statuses(&peers, &self.cluster_id, Duration::from_secs(3)).await
+            peer_statuses(&peers, &self.cluster_id, Duration::from_secs(3), &mut StatusClients::default())
+                .await
         } else {
             Vec::new()
         };
@@ -592,7 +593,8 @@ impl RaftNode {
     /// instead. Returns each shard's generation.
     pub async fn take_registry(&self) -> Result<ShardGenerations, RaftNodeError> {
         let (voters, peers) = self.members_but_me();
-        let answers = peer_statuses(&peers, &self.cluster_id, TAKE_PATIENCE).await;
+        let answers =
+            peer_statuses(&peers, &self.cluster_id, TAKE_PATIENCE, &mut StatusClients::default()).await;
         let (has_table, owners) = self.shard_owners();
         if !has_table && !shards::every_peer_applies_shard_events(&peers, &answers) {
             tracing::info!("a router may not apply registry shard events: one generation for every shard");
@@ -628,6 +630,7 @@ impl RaftNode {
         // The first check comes soon: routers that just started (a new
         // cluster) wait for their shards to be restarted.
         let mut wait = SPREAD_CHECK / 5;
+        let mut clients = StatusClients::default();
         loop {
             tokio::time::sleep(wait).await;
             wait = SPREAD_CHECK;
@@ -637,7 +640,7 @@ impl RaftNode {
             let (voters, peers) = self.members_but_me();
             let peers: BTreeMap<u64, String> =
                 peers.into_iter().filter(|(id, _)| voters.contains(id)).collect();
-            let answers = peer_statuses(&peers, &self.cluster_id, SPREAD_CHECK).await;
+            let answers = peer_statuses(&peers, &self.cluster_id, SPREAD_CHECK, &mut clients).await;
             let now = tokio::time::Instant::now();
             let mut restarted = BTreeSet::new();
             for answer in &answers {
@@ -856,11 +859,23 @@ async fn peer_statuses(
     peers: &BTreeMap<u64, String>,
     cluster_id: &str,
     timeout: Duration,
+    clients: &mut StatusClients,
 ) -> Vec<herald_proto::grpc::pb::StatusReply> {
+    clients.0.retain(|address, _| peers.values().any(|a| a == address));
     let mut asked = tokio::task::JoinSet::new();
     for address in peers.values() {
+        let client = clients.client(address);
         let address = address.clone();
-        asked.spawn(async move { tokio::time::timeout(timeout, status(&address, true)).await });
+        asked.spawn(async move {
+            let ask = async move {
+                let reply = client?
+                    .status(herald_proto::grpc::pb::StatusRequest { brief: true })
+                    .await
+                    .map_err(|status| format!("{address}: {}", status.message()))?;
+                Ok::<_, String>(reply.into_inner())
+            };
+            tokio::time::timeout(timeout, ask).await
+        });
     }
     let mut answers = Vec::new();
     while let Some(answer) = asked.join_next().await {
@@ -871,6 +886,26 @@ async fn peer_statuses(
         }
     }
     answers
+}
+
+/// Clients of the peers' status calls, kept from one call to the next (a
+/// leader asks every voter each second): one connection per peer, opened
+/// again when it fails, not one per call.
+#[derive(Default)]
+struct StatusClients(HashMap<String, AdminClient>);
+
+impl StatusClients {
+    fn client(&mut self, address: &str) -> Result<AdminClient, String> {
+        if let Some(client) = self.0.get(address) {
+            return Ok(client.clone());
+        }
+        let endpoint = herald_proto::grpc::tls::endpoint(address)?.connect_timeout(Duration::from_secs(3));
+        let client = herald_proto::grpc::pb::raft_peer_client::RaftPeerClient::new(endpoint.connect_lazy())
+            .max_decoding_message_size(herald_proto::grpc::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(herald_proto::grpc::MAX_MESSAGE_BYTES);
+        self.0.insert(address.to_owned(), client.clone());
+        Ok(client)
+    }
 }
 
 /// Asks the router at `address` (`host:port`) for its view of the cluster

@@ -11,7 +11,7 @@
 //!   least the latest its peers reported;
 //! - while no peer answers, it cannot tell, and waits.
 
-use super::{TypeConfig, leader_address, peer_statuses, status};
+use super::{StatusClients, TypeConfig, leader_address, peer_statuses, status};
 use herald_proto::grpc::pb::StatusReply;
 use openraft::Raft;
 use std::collections::BTreeMap;
@@ -100,6 +100,7 @@ pub(super) async fn settle(
     first: Vec<PeerView>,
 ) {
     let mut answers = first;
+    let mut clients = StatusClients::default();
     let term = if peers.is_empty() {
         0
     } else {
@@ -115,7 +116,8 @@ pub(super) async fn settle(
                 Verdict::CatchUp { term } => break term,
                 Verdict::CannotTell => {
                     tokio::time::sleep(Duration::from_millis(500)).await;
-                    let asked = peer_statuses(&peers, &cluster_id, Duration::from_secs(1)).await;
+                    let asked =
+                        peer_statuses(&peers, &cluster_id, Duration::from_secs(1), &mut clients).await;
                     answers = asked.iter().map(PeerView::from).collect();
                 }
             }
