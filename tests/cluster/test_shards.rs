@@ -286,26 +286,62 @@ fn shard_owners_publish_the_wills_of_transient_sessions_through_the_leader() {
     assert_eq!(routers.iter().map(|ops| outcome(ops, "dropped")).sum::<f64>(), 0.0);
 }
 
-/// The router whose registry shards know the one session connected (the
-/// `herald_router_registry_sessions` gauges of `routers`, 1-based).
-fn owner_of_the_session(routers: &[String]) -> usize {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let counts: Vec<f64> = routers
-            .iter()
-            .map(|ops| {
-                samples(&fetch(ops, "/metrics").1)
-                    .get("herald_router_registry_sessions{}")
-                    .copied()
-                    .unwrap_or(0.0)
-            })
-            .collect();
-        if counts.iter().sum::<f64>() == 1.0 {
-            return counts.iter().position(|c| *c == 1.0).expect("one owner") + 1;
+/// The sessions each router's registry shards know (their
+/// `herald_router_registry_sessions` gauges; `routers` are their operations
+/// addresses).
+fn sessions_known(routers: &[String]) -> Vec<f64> {
+    routers
+        .iter()
+        .map(|ops| {
+            samples(&fetch(ops, "/metrics").1)
+                .get("herald_router_registry_sessions{}")
+                .copied()
+                .unwrap_or(0.0)
+        })
+        .collect()
+}
+
+/// Connects `client` through `gateway` (transient, with a will on
+/// `wills/{client}` if `will`) until it lands on a shard of a router other
+/// than `avoid`, trying `{client}-0`, `{client}-1`, ...: the client id, its
+/// connection and its shard's owner (1-based).
+fn connect_off(
+    gateway: &std::net::SocketAddr,
+    routers: &[String],
+    avoid: usize,
+    client: &str,
+    will: bool,
+) -> (String, RawConnection, usize) {
+    for n in 0..20 {
+        let client = format!("{client}-{n}");
+        let before = sessions_known(routers);
+        let mut connection = RawConnection::open(gateway);
+        let topic = format!("wills/{client}");
+        connection.send(&connect_v5(&client, 0, true, will.then_some((topic.as_str(), "gone"))));
+        assert_eq!(connection.expect_packet().first_byte, 0x20, "CONNACK");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let owner = loop {
+            let after = sessions_known(routers);
+            if after.iter().sum::<f64>() == before.iter().sum::<f64>() + 1.0
+                && let Some(owner) = (0..routers.len()).find(|i| after[*i] == before[*i] + 1.0)
+            {
+                break owner + 1;
+            }
+            assert!(Instant::now() < deadline, "the session is known: {before:?} then {after:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        if owner != avoid {
+            return (client, connection, owner);
         }
-        assert!(Instant::now() < deadline, "one session known: {counts:?}");
-        std::thread::sleep(Duration::from_millis(100));
+        connection.send(&[0xE0, 0x00]);
+        let _ = connection.expect_closed();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sessions_known(routers).iter().sum::<f64>() != before.iter().sum::<f64>() {
+            assert!(Instant::now() < deadline, "the session ended");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
+    panic!("twenty clients all on shards of router {avoid}");
 }
 
 /// A transient connection taken over ends on its shard owner's word, without
@@ -318,27 +354,7 @@ fn a_shard_owner_ends_a_transient_connection_taken_over_while_the_leader_is_stop
     let second = cluster.start_gateway_with(&[1, 2, 3], &[]);
     let routers: Vec<String> = (1..=3).map(|node| ops_address(&cluster.router_output(node))).collect();
     // A client whose shard a follower owns.
-    let (client, mut old) = (0..20)
-        .find_map(|n| {
-            let client = format!("roamer-{n}");
-            let mut connection = RawConnection::open(&first);
-            connection.send(&connect_v5(&client, 0, true, None));
-            assert_eq!(connection.expect_packet().first_byte, 0x20, "CONNACK");
-            if owner_of_the_session(&routers) != leader {
-                return Some((client, connection));
-            }
-            connection.send(&[0xE0, 0x00]);
-            let _ = connection.expect_closed();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while routers.iter().any(|ops| {
-                samples(&fetch(ops, "/metrics").1).get("herald_router_registry_sessions{}") != Some(&0.0)
-            }) {
-                assert!(Instant::now() < deadline, "the session ended");
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            None
-        })
-        .expect("a client of a follower's shard");
+    let (client, mut old, _) = connect_off(&first, &routers, leader, "roamer", false);
 
     cluster.signal_router(leader, "STOP");
     let mut new = RawConnection::open(&second);
@@ -353,4 +369,30 @@ fn a_shard_owner_ends_a_transient_connection_taken_over_while_the_leader_is_stop
     }
     let connack = new.expect_packet();
     assert_eq!((connack.first_byte, connack.body[1]), (0x20, 0x00), "the new connection is accepted");
+}
+
+/// A transient session's will moves with its shard: when the router that
+/// owns it is lost, the gateway lists the session, will included, to the
+/// shard's new owner, which publishes the will when the connection is lost.
+#[test]
+fn a_transient_sessions_will_moves_with_its_shard_when_its_owner_is_lost() {
+    let (mut cluster, leader, gateway, _ops) =
+        spread_cluster(&[("HERALD_OPS", "127.0.0.1:0"), ("HERALD_RAFT_REGISTRY_MOVE_AFTER_MS", "1000")]);
+    let routers: Vec<String> = (1..=3).map(|node| ops_address(&cluster.router_output(node))).collect();
+    let mut wills = subscriber(&gateway, Version::V5).topic("wills/#").qos(1).start();
+    let (client, connection, owner) = connect_off(&gateway, &routers, leader, "moving", true);
+    cluster.kill_router(owner);
+    let left: Vec<usize> = (1..=3).filter(|n| *n != owner).collect();
+    cluster.wait_for_shards_over(&left);
+    // Listed to the new owners: the two sessions are known again.
+    let alive: Vec<String> = left.iter().map(|n| routers[n - 1].clone()).collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sessions_known(&alive).iter().sum::<f64>() != 2.0 {
+        assert!(Instant::now() < deadline, "listed again: {:?}", sessions_known(&alive));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(connection); // lost without DISCONNECT
+    let fired: Vec<String> = wills.expect_messages(1).into_iter().map(|m| m.topic).collect();
+    assert_eq!(fired, [format!("wills/{client}")]);
+    wills.expect_silence(Duration::from_millis(500));
 }

@@ -431,7 +431,8 @@ impl ShardOwner {
     /// the session's latest, or, on the gateway's first listing since the
     /// shard was taken, when nobody claimed the session here since and the
     /// epoch is of an earlier generation of its shard (granted before the
-    /// shard came here); otherwise it is revoked. `last` ends the list:
+    /// shard came here); otherwise it is revoked (and, taken over before it
+    /// was listed, its will published). `last` ends the list:
     /// sessions the gateway held here and did not list end as if their
     /// connections had dropped. Returns the sessions of shards not owned
     /// here, with their owners, for the gateway to list there.
@@ -455,16 +456,20 @@ impl ShardOwner {
             if let Some(listing) = self.listing.get_mut(&gateway) {
                 listing.insert(held.session.clone());
             }
+            let owned = &self.shards[&shard];
+            let first = held.epoch.generation < generation && owned.unlisted.contains(&gateway);
+            let claimed_since = owned.claimed.contains(&held.session);
             let kept = match self.sessions.get(&held.session) {
                 Some(entry) => entry.gateway == Some(gateway) && entry.epoch == held.epoch,
-                None => {
-                    let owned = &self.shards[&shard];
-                    held.epoch.generation < generation
-                        && owned.unlisted.contains(&gateway)
-                        && !owned.claimed.contains(&held.session)
-                }
+                None => first && !claimed_since,
             };
             if !kept {
+                // Granted before the shard came here and taken over since,
+                // before its gateway listed it: its will was not here when
+                // the newer claim took it, so it goes now.
+                if let Some(will) = held.will.filter(|_| first && claimed_since && held.expiry_seconds == 0) {
+                    out.push(OwnerEffect::PublishWill { session: held.session.clone(), will });
+                }
                 out.push(OwnerEffect::Revoke { gateway, session: held.session, epoch: held.epoch });
                 continue;
             }
