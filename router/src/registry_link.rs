@@ -63,6 +63,9 @@ pub const WILLS: usize = 4096;
 pub const WILL_PATIENCE: Duration = Duration::from_secs(30);
 /// Wills sent to the leader in one call.
 const WILL_BATCH: usize = 256;
+/// Batches of wills the leader remembers having published, to publish a
+/// batch sent again once.
+const TAKEN_BATCHES: usize = 4096;
 
 type Downlink = mpsc::Sender<Result<pb::RegistryDown, Status>>;
 
@@ -109,6 +112,9 @@ struct Shared {
     will_counts: WillCounts,
     /// This router's router while it leads.
     serving: std::sync::OnceLock<watch::Receiver<Option<Router>>>,
+    /// The batches of wills published for other routers (router,
+    /// incarnation, batch), newest last.
+    taken: Mutex<std::collections::VecDeque<(u64, u64, u64)>>,
 }
 
 impl Shared {
@@ -181,6 +187,7 @@ impl RegistryService {
             will_queue: Mutex::new(Some(will_queue)),
             will_counts: WillCounts::default(),
             serving: std::sync::OnceLock::new(),
+            taken: Mutex::default(),
         });
         tokio::spawn(follow(Arc::downgrade(&shared), table.clone()));
         RegistryService { node, cluster_id, table, shared }
@@ -202,6 +209,8 @@ impl RegistryService {
             node: self.node,
             cluster_id: self.cluster_id.clone(),
             client: None,
+            incarnation: incarnation(),
+            batch: 0,
         };
         tokio::spawn(sender.run(queue));
     }
@@ -267,6 +276,16 @@ struct WillSender {
     cluster_id: String,
     /// The leader last sent to, and the client for it.
     client: Option<(u64, RegistryClient<tonic::transport::Channel>)>,
+    /// This process, and the number of the batch being sent.
+    incarnation: u64,
+    batch: u64,
+}
+
+/// A number this process draws at start: the time and its process id.
+fn incarnation() -> u64 {
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    (nanos as u64) ^ (u64::from(std::process::id()) << 40)
 }
 
 impl WillSender {
@@ -276,6 +295,7 @@ impl WillSender {
             let deadline = tokio::time::Instant::now() + WILL_PATIENCE;
             let wills = std::mem::take(&mut batch);
             let count = wills.len() as u64;
+            self.batch += 1;
             let outcome = loop {
                 match self.send(&wills).await {
                     Ok(here) => break Ok(here),
@@ -323,6 +343,8 @@ impl WillSender {
             cluster_id: self.cluster_id.clone(),
             router: self.node,
             wills: wills.iter().map(|w| will_to_pb(w)).collect(),
+            incarnation: self.incarnation,
+            batch: self.batch,
         };
         match client.wills(request).await {
             Ok(_) => Ok(false),
@@ -584,6 +606,18 @@ impl Registry for RegistryService {
             .map(|w| will_from_pb(w, "wills.message"))
             .collect::<Result<Vec<_>, _>>()
             .map_err(invalid)?;
+        let batch = (request.router, request.incarnation, request.batch);
+        {
+            let mut taken = self.shared.taken.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if taken.contains(&batch) {
+                // Sent again: its answer was lost. Published already.
+                return Ok(Response::new(pb::WillsTaken {}));
+            }
+            if taken.len() == TAKEN_BATCHES {
+                taken.pop_front();
+            }
+            taken.push_back(batch);
+        }
         tracing::debug!(from = request.router, wills = wills.len(), "publishing an owner's wills");
         router.publish_wills(wills).await;
         Ok(Response::new(pb::WillsTaken {}))

@@ -258,7 +258,7 @@ async fn the_wills_of_transient_sessions_are_published_through_the_leader() {
     let (owner_table, watched) = watch::channel(first);
     let owner = start(ME, watched);
     until(|| owner.counts().1 == u64::from(REGISTRY_SHARDS)).await;
-    owner_table.send_replace(table([(2, leader_address)].into()));
+    owner_table.send_replace(table([(2, leader_address.clone())].into()));
     until(|| owner.counts().0 == u64::from(REGISTRY_SHARDS)).await;
     let (serving, owner_serving) = watch::channel(None);
     let lead = Arc::new(std::sync::atomic::AtomicU64::new(2));
@@ -274,6 +274,26 @@ async fn the_wills_of_transient_sessions_are_published_through_the_leader() {
     ended(&mut gateway, 3, "lost", true).await;
     until(|| owner.wills() == [0, 1, 0]).await;
     assert_eq!(leader_router.counters().wills_published, 1, "published by the leader's router");
+    // A batch sent again (its answer lost) is published once.
+    let endpoint =
+        tonic::transport::Endpoint::from_shared(format!("http://{leader_address}")).expect("endpoint");
+    let mut client = RegistryClient::new(endpoint.connect().await.expect("connect"));
+    let batch = |batch| pb::OwnerWills {
+        contract_version: CONTRACT_VERSION,
+        cluster_id: "c".to_owned(),
+        router: 3,
+        wills: vec![will_of("again")],
+        incarnation: 77,
+        batch,
+    };
+    for sent in [batch(1), batch(1), batch(2)] {
+        client.wills(sent).await.expect("taken");
+    }
+    assert_eq!(leader_router.counters().wills_published, 3, "batch 1 once, batch 2");
+    // Another cluster's wills are refused.
+    let foreign = pb::OwnerWills { cluster_id: "other".to_owned(), ..batch(3) };
+    let refused = client.wills(foreign).await.expect_err("refused");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
 
     // Router 1 leads now: its own router publishes.
     let own_router = Router::new(crate::state::RouterConfig::default(), 3, clock.clone());
@@ -282,7 +302,7 @@ async fn the_wills_of_transient_sessions_are_published_through_the_leader() {
     ended(&mut gateway, 5, "lost-again", true).await;
     until(|| owner.wills() == [1, 1, 0]).await;
     assert_eq!(own_router.counters().wills_published, 1);
-    assert_eq!(leader_router.counters().wills_published, 1);
+    assert_eq!(leader_router.counters().wills_published, 3);
     leader_server.abort();
     owner_server.abort();
 }
