@@ -1,5 +1,7 @@
 //! Fencing: a gateway that lost a session while it was stopped delivers
-//! nothing for it and publishes no will for it when it resumes; the same
+//! nothing for it and publishes no will for it when it resumes (a
+//! persistent session resumed elsewhere, and a transient one taken over,
+//! whose will fires once, at the takeover); the same
 //! client id racing on two gateways ends with one session. Each test runs
 //! with the registry in one router's memory, kept in a real `redis-server`
 //! too (ADR 0029), where it must name the same owner, and with the
@@ -136,6 +138,51 @@ fn stale_gateway_in(cluster: Setup, redis: Option<&RedisServer>) {
     if let (Some(redis), Some(epoch)) = (redis, epoch) {
         assert_eq!(held_in_redis(redis, "roamer2", "2"), epoch);
     }
+}
+
+/// The transient case: the client connects again through the other gateway
+/// with a clean start, which takes the stopped gateway's connection over, so
+/// that connection's will fires, once, when the takeover happens; the
+/// resumed gateway then delivers nothing on it and publishes no will.
+#[test]
+fn a_stopped_gateway_that_lost_a_transient_session_delivers_nothing_and_its_will_fires_once() {
+    stale_transient(cluster(None));
+}
+
+#[test]
+fn with_the_shards_on_three_routers_a_stopped_gateway_that_lost_a_transient_session_delivers_nothing() {
+    stale_transient(three_routers(&[]));
+}
+
+fn stale_transient(cluster: Setup) {
+    let mut wills = subscriber(&cluster.gateway(1), Version::V5).topic("wills/#").qos(1).start();
+    let mut old = RawConnection::open(&cluster.gateway(0));
+    old.send(&connect_v5("roamer3", 0, true, Some(("wills/roamer3", "gone"))));
+    assert_eq!(old.expect_packet().first_byte, 0x20, "CONNACK");
+    old.send(&subscribe_v5("stale/t3"));
+    assert_eq!(old.expect_packet().first_byte, 0x90, "SUBACK");
+
+    cluster.signal_gateway(0, "STOP");
+    let mut new = RawConnection::open(&cluster.gateway(1));
+    new.send(&connect_v5("roamer3", 0, true, None));
+    let connack = new.expect_packet();
+    assert_eq!((connack.first_byte, connack.body[0]), (0x20, 0x00), "CONNACK, no session present");
+    let fired: Vec<String> = wills.expect_messages(1).into_iter().map(|m| m.topic).collect();
+    assert_eq!(fired, ["wills/roamer3"], "the taken over connection's will, at the takeover");
+    new.send(&subscribe_v5("stale/t3"));
+    assert_eq!(new.expect_packet().first_byte, 0x90, "SUBACK");
+    publisher(&cluster.gateway(1), Version::V5, "stale/t3").qos(1).message("for the new owner").run();
+    assert_eq!(new.expect_packet().first_byte & 0xF0, 0x30, "the new connection gets the message");
+
+    cluster.signal_gateway(0, "CONT");
+    let last_words = old.expect_closed();
+    assert!(
+        last_words.iter().all(|packet| packet.first_byte & 0xF0 != 0x30),
+        "the stale connection delivered {last_words:?}"
+    );
+    publisher(&cluster.gateway(0), Version::V5, "stale/t3").qos(1).message("after the resume").run();
+    assert_eq!(new.expect_packet().first_byte & 0xF0, 0x30, "the new owner gets it");
+    wills.expect_silence(Duration::from_millis(1_000));
 }
 
 /// A QoS 1 PUBLISH to `topic`, packet id 1, no properties (v5).
