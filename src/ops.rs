@@ -243,7 +243,7 @@ impl Sources {
             let [here, forwarded, dropped] = owner.wills();
             out.labelled_counter(
                 "herald_router_registry_wills_total",
-                "Wills of transient sessions this router's registry shards ended: published here (this router leads), forwarded to the leader, or dropped (the queue was full, or no leader took them in time).",
+                "Wills of transient sessions this router's registry shards ended: published here (this router leads), forwarded to the leader, or dropped (no leader took them in time).",
                 "outcome",
                 &[("here", here), ("forwarded", forwarded), ("dropped", dropped)],
             );

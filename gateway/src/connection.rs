@@ -456,9 +456,9 @@ async fn claim(shared: &Shared, handle: &ConnHandle, accepted: &Accepted) -> Cla
                     )
                     .await
                 {
-                    OwnerClaim::Granted { epoch, holds_will, .. } => {
+                    OwnerClaim::Granted { epoch, holds_will, owner, .. } => {
                         let held = holds_will && accepted.expiry_seconds == 0;
-                        (Some(epoch), held.then_some((links, epoch)))
+                        (Some(epoch), held.then_some((links, epoch, owner)))
                     }
                     OwnerClaim::NoShardTable => (None, None),
                     OwnerClaim::NotGranted => return ClaimOutcome::Refused,
@@ -467,9 +467,9 @@ async fn claim(shared: &Shared, handle: &ConnHandle, accepted: &Accepted) -> Cla
             None => (None, None),
         };
         // Only a claim with a will has anything to settle.
-        let settled = |accepted_now: bool| {
-            if let Some((links, epoch)) = settle.filter(|_| accepted.will.is_some()) {
-                links.settled(&accepted.key, epoch, accepted_now);
+        let settled = |accepted_now: bool| async move {
+            if let Some((links, epoch, owner)) = settle.filter(|_| accepted.will.is_some()) {
+                links.settled(owner, &accepted.key, epoch, accepted_now).await;
             }
         };
         let claim = Claim {
@@ -482,12 +482,12 @@ async fn claim(shared: &Shared, handle: &ConnHandle, accepted: &Accepted) -> Cla
             granted,
         };
         if shared.request(Uplink::Claim(claim)).await.is_err() {
-            settled(false);
+            settled(false).await;
             return ClaimOutcome::Refused;
         }
         match tokio::time::timeout_at(deadline, claimed(handle)).await {
             Ok(Ok(grant)) => {
-                settled(true);
+                settled(true).await;
                 return ClaimOutcome::Granted(grant);
             }
             // A newer claim reached the leader first with a later grant, or
@@ -495,18 +495,18 @@ async fn claim(shared: &Shared, handle: &ConnHandle, accepted: &Accepted) -> Cla
             // an earlier version): this connection claims again at the
             // owner, whose counter jumps further ahead each time.
             Ok(Err(ErrorCode::StaleEpoch)) if granted.is_some() => {
-                settled(false);
+                settled(false).await;
                 stale_refusals += 1;
                 continue;
             }
             Ok(Err(_)) => {
-                settled(false);
+                settled(false).await;
                 return ClaimOutcome::Refused;
             }
             // No answer in time: the connection is given up (a late grant
             // is released without a will).
             Err(_) => {
-                settled(false);
+                settled(false).await;
                 return ClaimOutcome::TimedOut;
             }
         }

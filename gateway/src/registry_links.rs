@@ -45,10 +45,14 @@ const RETRY: (Duration, Duration) = (Duration::from_millis(200), Duration::from_
 /// releases past it are dropped (the owner learns of them from the
 /// gateway's next listing, or its lease).
 const UPLINK: usize = 1024;
+/// Claims given up before their answer, remembered.
+const ABANDONED: usize = 65_536;
 /// How long opening a link may take.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
-/// Sessions per listing item.
+/// Sessions per listing item, at most, and bytes of wills (about: a single
+/// larger will goes alone).
 const LIST_CHUNK: usize = 512;
+const LIST_CHUNK_BYTES: usize = 16 << 20;
 
 /// One session a connection of this gateway holds.
 #[derive(Debug, Clone)]
@@ -110,6 +114,8 @@ pub enum OwnerClaim {
         /// Whether the owner holds a transient session's will (it was sent
         /// with the claim): the leader is not sent it.
         holds_will: bool,
+        /// The router that granted it.
+        owner: u64,
     },
     /// The cluster has no shard table: the leader grants the epoch.
     NoShardTable,
@@ -150,6 +156,11 @@ struct Inner {
     uplinks: Mutex<HashMap<u64, tokio::sync::mpsc::Sender<pb::RegistryUp>>>,
     /// Claims sent and not answered: the router they went to, and who waits.
     pending: Mutex<HashMap<u64, (u64, tokio::sync::oneshot::Sender<registry_claimed::Result>)>>,
+    /// Claims given up before their answer came, with their sessions: a
+    /// grant that comes late is settled as given up at once (at most
+    /// [`ABANDONED`]; beyond, forgotten, and the owner's patience settles
+    /// them).
+    abandoned: Mutex<HashMap<u64, pb::SessionKey>>,
     next_request: AtomicU64,
     /// Told when the table or the links change.
     changed: tokio::sync::Notify,
@@ -180,6 +191,7 @@ impl RegistryLinks {
             open: AtomicU64::new(0),
             uplinks: Mutex::default(),
             pending: Mutex::default(),
+            abandoned: Mutex::default(),
             next_request: AtomicU64::new(1),
             changed: tokio::sync::Notify::new(),
             tables: AtomicU64::new(0),
@@ -271,8 +283,8 @@ impl RegistryLinks {
                 let request = inner.next_request.fetch_add(1, Ordering::Relaxed);
                 let (answer, answered) = tokio::sync::oneshot::channel();
                 inner.lock_pending().insert(request, (owner, answer));
-                let claim = pb::RegistryClaim { request, ..claim.clone() };
-                let sent = uplink.send(pb::RegistryUp { item: Some(registry_up::Item::Claim(claim)) }).await;
+                let item = registry_up::Item::Claim(pb::RegistryClaim { request, ..claim.clone() });
+                let sent = uplink.send(pb::RegistryUp { item: Some(item) }).await;
                 let answer = if sent.is_ok() {
                     self.answer(shard, owner, answered, deadline).await
                 } else {
@@ -289,9 +301,17 @@ impl RegistryLinks {
                             epoch,
                             persistent: grant.persistent,
                             holds_will: grant.holds_will,
+                            owner,
                         };
                     }
-                    Answer::TimedOut => return OwnerClaim::NotGranted,
+                    Answer::TimedOut => {
+                        let mut abandoned = inner.lock_abandoned();
+                        if abandoned.len() >= ABANDONED {
+                            abandoned.clear();
+                        }
+                        abandoned.insert(request, claim.session.clone().unwrap_or_default());
+                        return OwnerClaim::NotGranted;
+                    }
                     Answer::AskAgain => continue,
                     // Not the owner (any more), or its link is gone: a newer
                     // table, or the link again, is coming.
@@ -350,19 +370,20 @@ impl RegistryLinks {
         let _ = uplink.try_send(pb::RegistryUp { item: Some(registry_up::Item::Release(release)) });
     }
 
-    /// Tells `session`'s shard owner what became of the claim it granted
-    /// at `epoch`: its connection was `accepted` (CONNACK), or the claim was
-    /// given up. Not waited for: if it is lost, a will waiting for it is
-    /// published after a while (`PENDING_WILL_PATIENCE_MS` at the owner).
-    pub fn settled(&self, session: &SessionKey, epoch: Epoch, accepted: bool) {
-        let Some(owner) = self.table().owner(ShardId::of(session)) else { return };
+    /// Tells `owner`, the router that granted the claim of `session` at
+    /// `epoch` (its shard may have moved since), what became of it: its
+    /// connection was `accepted` (CONNACK), or the claim was given up.
+    /// Waits for room on the link, as a claim does; if the link is gone, a
+    /// will waiting for it there is published after a while
+    /// (`PENDING_WILL_PATIENCE_MS` at the owner).
+    pub async fn settled(&self, owner: u64, session: &SessionKey, epoch: Epoch, accepted: bool) {
         let Some(uplink) = self.inner.lock_uplinks().get(&owner).cloned() else { return };
         let settled = pb::RegistryAccepted {
             session: Some(session_to_pb(session)),
             epoch: Some(epoch_to_pb(epoch)),
             accepted,
         };
-        let _ = uplink.try_send(pb::RegistryUp { item: Some(registry_up::Item::Accepted(settled)) });
+        let _ = uplink.send(pb::RegistryUp { item: Some(registry_up::Item::Accepted(settled)) }).await;
     }
 
     /// How many shards each router owns, as the newest table says.
@@ -387,6 +408,10 @@ impl Inner {
         &self,
     ) -> std::sync::MutexGuard<'_, HashMap<u64, tokio::sync::mpsc::Sender<pb::RegistryUp>>> {
         self.uplinks.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn lock_abandoned(&self) -> std::sync::MutexGuard<'_, HashMap<u64, pb::SessionKey>> {
+        self.abandoned.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     #[allow(clippy::type_complexity)]
@@ -481,9 +506,9 @@ impl Inner {
             .collect();
         inner.listed.fetch_add(sessions.len() as u64, Ordering::Relaxed);
         tokio::spawn(async move {
-            let mut chunks = sessions.chunks(LIST_CHUNK).peekable();
+            let mut chunks = list_chunks(sessions).into_iter().peekable();
             loop {
-                let sessions = chunks.next().map(<[pb::ListedSession]>::to_vec).unwrap_or_default();
+                let sessions = chunks.next().unwrap_or_default();
                 let last = chunks.peek().is_none();
                 let list = pb::RegistryList { sessions, last };
                 if uplink.send(pb::RegistryUp { item: Some(registry_up::Item::List(list)) }).await.is_err()
@@ -495,6 +520,28 @@ impl Inner {
             }
         });
     }
+}
+
+/// `sessions` cut into listing items of [`LIST_CHUNK`] sessions and about
+/// [`LIST_CHUNK_BYTES`] of wills at most (wills can be large: a list item
+/// must stay well within a gRPC message).
+fn list_chunks(sessions: Vec<pb::ListedSession>) -> Vec<Vec<pb::ListedSession>> {
+    let mut chunks: Vec<Vec<pb::ListedSession>> = Vec::new();
+    let mut bytes = 0;
+    for session in sessions {
+        let size = session.will.as_ref().and_then(|w| w.message.as_ref()).map_or(0, |m| m.payload.len());
+        match chunks.last_mut() {
+            Some(chunk) if chunk.len() < LIST_CHUNK && bytes + size <= LIST_CHUNK_BYTES => {
+                bytes += size;
+                chunk.push(session);
+            }
+            _ => {
+                bytes = size;
+                chunks.push(vec![session]);
+            }
+        }
+    }
+    chunks
 }
 
 /// Links to the router at `address` for as long as the gateway lives,
@@ -553,8 +600,24 @@ async fn keep_linked(inner: Weak<Inner>, address: String) {
                         }
                         Ok(Some(pb::RegistryDown { item: Some(registry_down::Item::Claimed(claimed)) })) => {
                             let waiting = strong.lock_pending().remove(&claimed.request);
-                            if let (Some((_, waiting)), Some(result)) = (waiting, claimed.result) {
-                                let _ = waiting.send(result);
+                            match (waiting, claimed.result) {
+                                (Some((_, waiting)), Some(result)) => {
+                                    let _ = waiting.send(result);
+                                }
+                                // A grant for a claim given up: settled so at once.
+                                (None, Some(registry_claimed::Result::Granted(grant))) => {
+                                    let session = strong.lock_abandoned().remove(&claimed.request);
+                                    if let Some(session) = session {
+                                        let settled = pb::RegistryAccepted {
+                                            session: Some(session),
+                                            epoch: grant.epoch,
+                                            accepted: false,
+                                        };
+                                        let item = registry_up::Item::Accepted(settled);
+                                        let _ = uplink.try_send(pb::RegistryUp { item: Some(item) });
+                                    }
+                                }
+                                _ => {}
                             }
                         }
                         Ok(Some(_)) => {}
@@ -595,7 +658,11 @@ async fn open(
         })),
     };
     outbound.send(hello).await.map_err(|_| tonic::Status::cancelled("closed"))?;
-    let response = RegistryClient::new(channel).link(ReceiverStream::new(items)).await?;
+    let response = RegistryClient::new(channel)
+        .max_decoding_message_size(herald_proto::grpc::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(herald_proto::grpc::MAX_MESSAGE_BYTES)
+        .link(ReceiverStream::new(items))
+        .await?;
     Ok((outbound, response.into_inner()))
 }
 
@@ -636,5 +703,24 @@ mod tests {
         Inner::take(inner, empty);
         assert_eq!(links.shards_per_owner(), BTreeMap::from([(7, 64)]), "older than what is kept");
         assert_eq!(links.table().owner(ShardId(0)), Some(7));
+    }
+
+    /// Listing items hold 512 sessions at most, and about 16 MiB of wills:
+    /// a will alone may be larger.
+    #[test]
+    fn listing_items_are_cut_by_sessions_and_by_the_bytes_of_their_wills() {
+        let listed = |will_bytes: usize| pb::ListedSession {
+            will: (will_bytes > 0).then(|| pb::Will {
+                message: Some(pb::Message { payload: vec![0; will_bytes].into(), ..Default::default() }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let sizes = |chunks: Vec<Vec<pb::ListedSession>>| chunks.iter().map(Vec::len).collect::<Vec<_>>();
+        assert_eq!(sizes(list_chunks((0..600).map(|_| listed(0)).collect())), [512, 88]);
+        let mib = 1 << 20;
+        let large = vec![listed(10 * mib), listed(10 * mib), listed(20 * mib), listed(1), listed(1)];
+        assert_eq!(sizes(list_chunks(large)), [1, 1, 1, 2]);
+        assert!(list_chunks(Vec::new()).is_empty(), "an empty list is sent as one empty item");
     }
 }

@@ -27,10 +27,11 @@
 //! revocation for another gateway whose downlink is full is not waited
 //! for: it is dropped, with a warning, and that gateway gets no more
 //! revocations until it links again (policy: the gateway learns what it
-//! lost when it lists its sessions on a new link; until gateways act on
-//! the owner's revocations, the leader's fence connections). Wills to
-//! publish wait in a queue of [`WILLS`]; when it is full, or the leader
-//! does not take them for [`WILL_PATIENCE`], they are dropped, counted
+//! lost when it lists its sessions on a new link). Wills to publish wait
+//! in a queue with no bound of its own: each is the will of a session this
+//! router held, which the sessions' own admission bounds (a gateway lost
+//! with all its sessions ends them at once). When the leader does not take
+//! them for [`WILL_PATIENCE`], they are dropped, counted
 //! (`herald_router_registry_wills_total{outcome="dropped"}`) and logged.
 
 use crate::owner::{Granted, Located, OwnerEffect, Refused, ShardOwner};
@@ -56,13 +57,13 @@ use tonic::{Request, Response, Status, Streaming};
 const DOWNLINK: usize = 1024;
 /// How often gateway leases are checked.
 const TICK: Duration = Duration::from_millis(250);
-/// Wills waiting to be published through the leader.
-pub const WILLS: usize = 4096;
 /// How long wills are sent again to the leader (one being elected, or cut
 /// off) before they are dropped.
 pub const WILL_PATIENCE: Duration = Duration::from_secs(30);
-/// Wills sent to the leader in one call.
+/// Wills sent to the leader in one call, at most, and bytes (about: a
+/// single larger will goes alone).
 const WILL_BATCH: usize = 256;
+const WILL_BATCH_BYTES: usize = 16 << 20;
 /// Batches of wills the leader remembers having published, to publish a
 /// batch sent again once.
 const TAKEN_BATCHES: usize = 4096;
@@ -82,7 +83,7 @@ pub struct WillCounts {
     pub here: AtomicU64,
     /// Taken by the leader, another router.
     pub forwarded: AtomicU64,
-    /// Dropped: the queue was full, or no leader took them in time.
+    /// Dropped: no leader took them in time.
     pub dropped: AtomicU64,
 }
 
@@ -105,10 +106,11 @@ struct Shared {
     /// How many shards the table gives this router that it inherited from
     /// an earlier process and does not serve (its status tells the leader).
     inherited: Arc<AtomicU32>,
-    /// Wills to publish through the leader, and their reader until the
-    /// task that sends them starts.
-    wills: mpsc::Sender<Box<Will>>,
-    will_queue: Mutex<Option<mpsc::Receiver<Box<Will>>>>,
+    /// Wills to publish through the leader, and a wake-up for the task
+    /// that sends them (started once).
+    wills: Mutex<std::collections::VecDeque<Box<Will>>>,
+    wills_ready: tokio::sync::Notify,
+    will_sender: std::sync::atomic::AtomicBool,
     will_counts: WillCounts,
     /// This router's router while it leads.
     serving: std::sync::OnceLock<watch::Receiver<Option<Router>>>,
@@ -133,11 +135,9 @@ impl Shared {
         for effect in effects {
             let (gateway, session, epoch) = match effect {
                 OwnerEffect::Revoke { gateway, session, epoch } => (gateway, session, epoch),
-                OwnerEffect::PublishWill { session, will } => {
-                    if self.wills.try_send(will).is_err() {
-                        self.will_counts.dropped.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(%session, "the queue of wills to publish is full: this will is dropped");
-                    }
+                OwnerEffect::PublishWill { will, .. } => {
+                    self.wills.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push_back(will);
+                    self.wills_ready.notify_one();
                     continue;
                 }
             };
@@ -175,7 +175,6 @@ impl RegistryService {
         lease: Duration,
         inherited: Arc<AtomicU32>,
     ) -> RegistryService {
-        let (wills, will_queue) = mpsc::channel(WILLS);
         let shared = Arc::new(Shared {
             owner: Mutex::new(ShardOwner::new(node, lease.as_millis() as u64)),
             gateways: Mutex::default(),
@@ -183,8 +182,9 @@ impl RegistryService {
             clock,
             linked: AtomicU64::new(0),
             inherited,
-            wills,
-            will_queue: Mutex::new(Some(will_queue)),
+            wills: Mutex::default(),
+            wills_ready: tokio::sync::Notify::new(),
+            will_sender: std::sync::atomic::AtomicBool::new(false),
             will_counts: WillCounts::default(),
             serving: std::sync::OnceLock::new(),
             taken: Mutex::default(),
@@ -198,8 +198,9 @@ impl RegistryService {
     /// `leader` names (its address from the shard table's routers). Starts
     /// the task that does it; until then they wait in the queue. Once only.
     pub fn publish_wills_through(&self, serving: watch::Receiver<Option<Router>>, leader: LeaderLookup) {
-        let queue = self.shared.will_queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
-        let Some(queue) = queue else { return };
+        if self.shared.will_sender.swap(true, Ordering::AcqRel) {
+            return;
+        }
         let _ = self.shared.serving.set(serving.clone());
         let sender = WillSender {
             shared: Arc::downgrade(&self.shared),
@@ -212,7 +213,7 @@ impl RegistryService {
             incarnation: incarnation(),
             batch: 0,
         };
-        tokio::spawn(sender.run(queue));
+        tokio::spawn(sender.run());
     }
 
     /// What became of the wills this router's shards ended.
@@ -240,6 +241,8 @@ impl RegistryService {
     /// The tonic server for it.
     pub fn into_server(self) -> RegistryServer<RegistryService> {
         RegistryServer::new(self)
+            .max_decoding_message_size(herald_proto::grpc::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(herald_proto::grpc::MAX_MESSAGE_BYTES)
     }
 }
 
@@ -289,11 +292,36 @@ fn incarnation() -> u64 {
 }
 
 impl WillSender {
-    async fn run(mut self, mut queue: mpsc::Receiver<Box<Will>>) {
-        let mut batch = Vec::with_capacity(WILL_BATCH);
-        while queue.recv_many(&mut batch, WILL_BATCH).await > 0 {
+    /// The next batch of the queue, once there is one; `None` once the
+    /// service is gone.
+    async fn next_batch(&self) -> Option<Vec<Box<Will>>> {
+        loop {
+            let shared = self.shared.upgrade()?;
+            let ready = shared.wills_ready.notified();
+            {
+                let mut queue = shared.wills.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let (mut batch, mut bytes) = (Vec::new(), 0);
+                while let Some(will) = queue.front() {
+                    let size = will.message.payload.len() + will.message.topic.as_str().len() + 64;
+                    if !batch.is_empty() && (batch.len() == WILL_BATCH || bytes + size > WILL_BATCH_BYTES) {
+                        break;
+                    }
+                    bytes += size;
+                    batch.extend(queue.pop_front());
+                }
+                if !batch.is_empty() {
+                    return Some(batch);
+                }
+            }
+            // Woken by a will, or looks again now and then (the service may
+            // be gone).
+            let _ = tokio::time::timeout(Duration::from_secs(1), ready).await;
+        }
+    }
+
+    async fn run(mut self) {
+        while let Some(wills) = self.next_batch().await {
             let deadline = tokio::time::Instant::now() + WILL_PATIENCE;
-            let wills = std::mem::take(&mut batch);
             let count = wills.len() as u64;
             self.batch += 1;
             let outcome = loop {
@@ -331,11 +359,13 @@ impl WillSender {
         if self.client.as_ref().is_none_or(|(id, _)| *id != leader) {
             let address =
                 self.table.borrow().routers.get(&leader).cloned().ok_or("the leader's address is unknown")?;
-            let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-                .map_err(|e| e.to_string())?
+            let endpoint = herald_proto::grpc::tls::endpoint(&address)?
                 .connect_timeout(Duration::from_secs(1))
                 .timeout(Duration::from_secs(5));
-            self.client = Some((leader, RegistryClient::new(endpoint.connect_lazy())));
+            let client = RegistryClient::new(endpoint.connect_lazy())
+                .max_decoding_message_size(herald_proto::grpc::MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(herald_proto::grpc::MAX_MESSAGE_BYTES);
+            self.client = Some((leader, client));
         }
         let Some((_, client)) = self.client.as_mut() else { return Err("no client".to_owned()) };
         let request = pb::OwnerWills {
@@ -619,7 +649,10 @@ impl Registry for RegistryService {
             taken.push_back(batch);
         }
         tracing::debug!(from = request.router, wills = wills.len(), "publishing an owner's wills");
-        router.publish_wills(wills).await;
+        // Published even if the caller stops waiting: the batch counts as
+        // taken from now on.
+        let published = tokio::spawn(async move { router.publish_wills(wills).await });
+        published.await.map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(pb::WillsTaken {}))
     }
 }

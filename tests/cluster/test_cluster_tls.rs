@@ -1,10 +1,11 @@
 //! Mutual TLS on the cluster's own gRPC: three routers replicate over it, a
 //! gateway with a certificate of the cluster's CA links and serves, and a
 //! gateway with none, or with one of another CA, is refused; so is
-//! `herald ctl` without the cluster's identity.
+//! `herald ctl` without the cluster's identity. Registry shard owners send
+//! the wills of transient sessions to the leader over it too.
 
 use crate::raft_cluster::RaftCluster;
-use crate::support::{Message, Version, publisher, subscriber};
+use crate::support::{Message, RawConnection, Version, connect_v5, publisher, subscriber};
 use herald_testkit::pki::Pki;
 use herald_testkit::process::Supervised;
 use std::time::Duration;
@@ -65,6 +66,21 @@ fn routers_and_gateways_speak_mutual_tls_and_refuse_whoever_lacks_the_clusters_c
     let mut reader = subscriber(&gateway, Version::V5).topic("tls/#").qos(1).start();
     publisher(&gateway, Version::V5, "tls/1").qos(1).message("sealed").run();
     assert_eq!(reader.expect_messages(1), [Message::new("tls/1", "sealed", 1, false)]);
+    // The registry shards' owners send the wills of transient sessions to
+    // the leader over TLS too: every lost connection's will arrives.
+    cluster.wait_for_shards_over(&[1, 2, 3]);
+    let mut wills = subscriber(&gateway, Version::V5).topic("wills/#").qos(1).start();
+    let lost: Vec<RawConnection> = (0..12)
+        .map(|n| {
+            let (client, topic) = (format!("tls-{n}"), format!("wills/tls-{n}"));
+            let mut connection = RawConnection::open(&gateway);
+            connection.send(&connect_v5(&client, 0, true, Some((&topic, "gone"))));
+            assert_eq!(connection.expect_packet().first_byte, 0x20, "CONNACK");
+            connection
+        })
+        .collect();
+    drop(lost);
+    assert_eq!(wills.expect_messages(12).len(), 12);
 
     // No certificate: plain gRPC does not reach a router that requires TLS.
     let said = refused_gateway(&cluster, &[]);

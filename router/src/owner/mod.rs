@@ -364,7 +364,8 @@ impl ShardOwner {
         accepted: bool,
         out: &mut Vec<OwnerEffect>,
     ) -> Result<(), Refused> {
-        self.shard(session)?;
+        // A will waiting here may be of a shard that moved since: the
+        // gateway tells the owner that granted the claim.
         if let Some(pending) = self.pending_wills.remove(&(session.clone(), epoch)) {
             if pending.gateway != gateway {
                 self.pending_wills.insert((session.clone(), epoch), pending);
@@ -375,6 +376,7 @@ impl ShardOwner {
             }
             return Ok(());
         }
+        self.shard(session)?;
         match self.sessions.get_mut(session) {
             Some(entry) if entry.gateway == Some(gateway) && entry.epoch == epoch => {
                 if accepted {
@@ -460,7 +462,25 @@ impl ShardOwner {
             let first = held.epoch.generation < generation && owned.unlisted.contains(&gateway);
             let claimed_since = owned.claimed.contains(&held.session);
             let kept = match self.sessions.get(&held.session) {
-                Some(entry) => entry.gateway == Some(gateway) && entry.epoch == held.epoch,
+                Some(entry) if entry.gateway == Some(gateway) && entry.epoch == held.epoch => true,
+                // Two gateways list it after the take (a revocation was lost
+                // with the old owner): the newer connection keeps it, the
+                // older one is revoked (its will was the old owner's to
+                // publish when the newer claim took it).
+                Some(entry)
+                    if first
+                        && !claimed_since
+                        && entry.epoch.generation < generation
+                        && held.epoch > entry.epoch =>
+                {
+                    if let Some(older) = entry.gateway {
+                        let (session, epoch) = (held.session.clone(), entry.epoch);
+                        out.push(OwnerEffect::Revoke { gateway: older, session, epoch });
+                    }
+                    self.sessions.remove(&held.session);
+                    true
+                }
+                Some(_) => false,
                 None => first && !claimed_since,
             };
             if !kept {
@@ -510,11 +530,17 @@ impl ShardOwner {
             // Linked all along: what it holds here is as it was.
             return;
         }
+        // A gateway that listed again still holds the claims it has not
+        // settled (their connections wait for the leader, so are not
+        // listed); a gateway gone holds nothing.
+        let relisted = listed.is_some();
         let listed = listed.unwrap_or_default();
         let gone: Vec<SessionKey> = self
             .sessions
             .iter()
-            .filter(|(session, entry)| entry.gateway == Some(gateway) && !listed.contains(*session))
+            .filter(|(session, entry)| {
+                entry.gateway == Some(gateway) && !listed.contains(*session) && (entry.accepted || !relisted)
+            })
             .map(|(session, _)| session.clone())
             .collect();
         for session in gone {

@@ -288,8 +288,11 @@ fn a_gateway_that_lists_after_its_lease_ended_takes_nothing_back() {
 fn a_gateway_whose_link_dropped_keeps_what_it_lists_in_time_and_loses_the_rest() {
     let mut owner = owner_of_all(2, &[GW1]);
     let a = owner.claim(GW1, &claim("a", true, 0, true), false, at(0), &mut Vec::new()).expect("granted");
-    owner.claim(GW1, &claim("b", true, 0, true), false, at(0), &mut Vec::new()).expect("granted");
-    owner.claim(GW1, &claim("p", false, 60, false), false, at(0), &mut Vec::new()).expect("granted");
+    let b = owner.claim(GW1, &claim("b", true, 0, true), false, at(0), &mut Vec::new()).expect("granted");
+    let p = owner.claim(GW1, &claim("p", false, 60, false), false, at(0), &mut Vec::new()).expect("granted");
+    for (client, granted) in [("a", a), ("b", b), ("p", p)] {
+        owner.settled(GW1, &key(client), granted.epoch, true, &mut Vec::new()).expect("accepted");
+    }
     owner.gateway_unlinked(GW1, at(2));
     assert_eq!(owner.locate(&key("a")), Located::Online { gateway: GW1, epoch: a.epoch }, "its lease holds");
     // Back within the lease, holding a (b's and p's connections ended).
@@ -385,4 +388,63 @@ fn a_claim_the_leader_refused_as_stale_comes_back_with_the_counter_jumped_furthe
     owner.jump_counter(0);
     let next = owner.claim(GW1, &claim("a", true, 0, false), false, at(0), &mut out).expect("granted").epoch;
     assert_eq!(next.counter, epochs[5].counter + 1);
+}
+
+/// A shard taken here after its old owner was lost with a revocation it
+/// had not sent: two gateways list the same session. The newer connection
+/// keeps it, whichever lists first; the older one is revoked.
+#[test]
+fn of_two_gateways_listing_one_session_the_newer_connection_keeps_it() {
+    for newer_first in [false, true] {
+        let mut owner = taken(&[GW1, GW2]);
+        owner.gateway_linked(GW1);
+        owner.gateway_linked(GW2);
+        let (older, newer) = (Epoch::new(3, 4), Epoch::new(3, 9));
+        let mut effects = Vec::new();
+        let lists = [(GW1, older), (GW2, newer)];
+        let order = if newer_first { [lists[1], lists[0]] } else { lists };
+        for (gateway, epoch) in order {
+            owner.relist(gateway, vec![held("s", epoch, 0)], true, &mut effects);
+        }
+        assert_eq!(effects, [revoke(GW1, "s", older)], "newer first: {newer_first}");
+        assert_eq!(owner.locate(&key("s")), Located::Online { gateway: GW2, epoch: newer });
+    }
+}
+
+/// A gateway whose link opened again lists what it holds; a claim still
+/// waiting for the leader is not held yet, so not listed, and is not ended
+/// by the end of the list: its will waits for the connection's real end.
+#[test]
+fn the_end_of_a_list_does_not_end_a_claim_still_waiting_for_the_leader() {
+    let mut owner = owner_of_all(1, &[GW1]);
+    let waiting =
+        owner.claim(GW1, &claim("w", true, 0, true), false, at(0), &mut Vec::new()).expect("granted");
+    owner.gateway_unlinked(GW1, at(1));
+    owner.gateway_linked(GW1);
+    let (_, effects) = run(|out| owner.relist(GW1, Vec::new(), true, out));
+    assert_eq!(effects, [], "no will while its connection may be accepted");
+    owner.settled(GW1, &key("w"), waiting.epoch, true, &mut Vec::new()).expect("accepted");
+    let (_, effects) = run(|out| owner.release(GW1, &release("w", waiting.epoch, 0, true), out));
+    assert_eq!(effects, [will_of("w")], "at its real end");
+    // An accepted session not listed again ended with its connection.
+    let gone = owner.claim(GW1, &claim("g", true, 0, true), false, at(0), &mut Vec::new()).expect("granted");
+    owner.settled(GW1, &key("g"), gone.epoch, true, &mut Vec::new()).expect("accepted");
+    owner.gateway_unlinked(GW1, at(2));
+    owner.gateway_linked(GW1);
+    let (_, effects) = run(|out| owner.relist(GW1, Vec::new(), true, out));
+    assert_eq!(effects, [will_of("g")]);
+}
+
+/// The shard of a will waiting for its claim's fate moves away: the
+/// gateway tells the owner that granted the claim, which still settles it.
+#[test]
+fn a_will_waiting_for_its_claims_fate_is_settled_after_its_shard_moved_away() {
+    let mut owner = owner_of_all(1, &[GW1, GW2]);
+    let first = owner.claim(GW1, &claim("a", true, 0, true), false, at(0), &mut Vec::new()).expect("granted");
+    owner.claim(GW2, &claim("a", true, 0, false), false, at(0), &mut Vec::new()).expect("granted");
+    owner.set_table(&[2; REGISTRY_SHARDS as usize], &ShardGenerations::uniform(2), &BTreeSet::new(), at(1));
+    assert_eq!(owner.owned(), 0);
+    let (_, effects) = run(|out| owner.settled(GW1, &key("a"), first.epoch, false, out));
+    assert_eq!(effects, [], "given up: no will");
+    assert_eq!(owner.pending_wills(), 0);
 }
