@@ -21,7 +21,7 @@ use crate::auth::{AuthStep, Principal, auth_packet};
 use crate::device_users::Lookup;
 use crate::handshake::{self, Accepted, Identity};
 use crate::registry::{ConnHandle, GatewayCounters, Inbound, REQUEST_SEQ_BITS, RouteChanges, message_id};
-use crate::registry_links::OwnerClaim;
+use crate::registry_links::{ClaimTerms, OwnerClaim};
 use crate::session::{Action, Close, Session};
 use crate::transport::{READ_CHUNK, Received, Transport};
 use bytes::{Bytes, BytesMut};
@@ -445,17 +445,14 @@ async fn claim(shared: &Shared, handle: &ConnHandle, accepted: &Accepted) -> Cla
         let (granted, settle) = match shared.registry_links.get() {
             Some(links) => {
                 let patience = deadline.saturating_duration_since(tokio::time::Instant::now());
-                match links
-                    .claim(
-                        &accepted.key,
-                        accepted.clean_start,
-                        accepted.expiry_seconds,
-                        accepted.will.as_deref(),
-                        stale_refusals,
-                        patience,
-                    )
-                    .await
-                {
+                let terms = ClaimTerms {
+                    session: &accepted.key,
+                    clean_start: accepted.clean_start,
+                    expiry_seconds: accepted.expiry_seconds,
+                    will: accepted.will.as_deref(),
+                    connection: handle.id,
+                };
+                match links.claim(&terms, stale_refusals, patience).await {
                     OwnerClaim::Granted { epoch, holds_will, owner, .. } => {
                         let held = holds_will && accepted.expiry_seconds == 0;
                         (Some(epoch), held.then_some((links, epoch, owner)))

@@ -45,6 +45,14 @@ const RETRY: (Duration, Duration) = (Duration::from_millis(200), Duration::from_
 /// releases past it are dropped (the owner learns of them from the
 /// gateway's next listing, or its lease).
 const UPLINK: usize = 1024;
+/// A claim sent and not answered: the router it went to, its session,
+/// and who waits for the answer.
+type Pending = (u64, pb::SessionKey, tokio::sync::oneshot::Sender<registry_claimed::Result>);
+
+/// Settlings kept for a router whose link is down, sent first when it
+/// opens again; beyond, the oldest are forgotten (the owner's patience
+/// settles them).
+const UNSENT: usize = 4096;
 /// Claims given up before their answer, remembered.
 const ABANDONED: usize = 65_536;
 /// How long opening a link may take.
@@ -74,6 +82,21 @@ pub trait SessionHolder: Send + Sync {
     /// Ends the connections holding transient `session` at `epoch` or an
     /// older one: its owner granted it to a newer connection.
     fn revoke_transient(&self, session: &SessionKey, epoch: Epoch);
+}
+
+/// What a connection claims its session with.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimTerms<'a> {
+    /// The session.
+    pub session: &'a SessionKey,
+    /// CONNECT's clean start.
+    pub clean_start: bool,
+    /// Its session expiry (0: transient).
+    pub expiry_seconds: u32,
+    /// Its will.
+    pub will: Option<&'a Will>,
+    /// This gateway's number for the connection.
+    pub connection: u64,
 }
 
 /// The shard table as the gateway knows it.
@@ -155,12 +178,14 @@ struct Inner {
     /// Each linked router's uplink, by node id.
     uplinks: Mutex<HashMap<u64, tokio::sync::mpsc::Sender<pb::RegistryUp>>>,
     /// Claims sent and not answered: the router they went to, and who waits.
-    pending: Mutex<HashMap<u64, (u64, tokio::sync::oneshot::Sender<registry_claimed::Result>)>>,
+    pending: Mutex<HashMap<u64, Pending>>,
     /// Claims given up before their answer came, with their sessions: a
     /// grant that comes late is settled as given up at once (at most
     /// [`ABANDONED`]; beyond, forgotten, and the owner's patience settles
     /// them).
     abandoned: Mutex<HashMap<u64, pb::SessionKey>>,
+    /// Settlings for routers whose link was down, by router.
+    unsent: Mutex<HashMap<u64, std::collections::VecDeque<pb::RegistryAccepted>>>,
     next_request: AtomicU64,
     /// Told when the table or the links change.
     changed: tokio::sync::Notify,
@@ -192,6 +217,7 @@ impl RegistryLinks {
             uplinks: Mutex::default(),
             pending: Mutex::default(),
             abandoned: Mutex::default(),
+            unsent: Mutex::default(),
             next_request: AtomicU64::new(1),
             changed: tokio::sync::Notify::new(),
             tables: AtomicU64::new(0),
@@ -231,24 +257,17 @@ impl RegistryLinks {
     /// moving after a router's loss), and follows a `not owner` answer to
     /// the newer table.
     /// A transient claim carries its `will`, for the owner to hold.
-    pub async fn claim(
-        &self,
-        session: &SessionKey,
-        clean_start: bool,
-        expiry_seconds: u32,
-        will: Option<&Will>,
-        stale_refusals: u32,
-        patience: Duration,
-    ) -> OwnerClaim {
+    pub async fn claim(&self, terms: &ClaimTerms<'_>, stale_refusals: u32, patience: Duration) -> OwnerClaim {
         let claim = pb::RegistryClaim {
             request: 0,
-            session: Some(session_to_pb(session)),
-            clean_start,
-            expiry_seconds,
+            session: Some(session_to_pb(terms.session)),
+            clean_start: terms.clean_start,
+            expiry_seconds: terms.expiry_seconds,
             stale_refusals,
-            will: will.filter(|_| expiry_seconds == 0).map(will_to_pb),
+            will: terms.will.filter(|_| terms.expiry_seconds == 0).map(will_to_pb),
+            connection: terms.connection,
         };
-        let outcome = self.ask_owner(ShardId::of(session), claim, patience).await;
+        let outcome = self.ask_owner(ShardId::of(terms.session), claim, patience).await;
         let counter = match outcome {
             OwnerClaim::Granted { .. } => 0,
             OwnerClaim::NoShardTable => 1,
@@ -282,7 +301,8 @@ impl RegistryLinks {
             if let Some((owner, uplink)) = uplink {
                 let request = inner.next_request.fetch_add(1, Ordering::Relaxed);
                 let (answer, answered) = tokio::sync::oneshot::channel();
-                inner.lock_pending().insert(request, (owner, answer));
+                let session = claim.session.clone().unwrap_or_default();
+                inner.lock_pending().insert(request, (owner, session, answer));
                 let item = registry_up::Item::Claim(pb::RegistryClaim { request, ..claim.clone() });
                 let sent = uplink.send(pb::RegistryUp { item: Some(item) }).await;
                 let answer = if sent.is_ok() {
@@ -290,8 +310,21 @@ impl RegistryLinks {
                 } else {
                     Answer::NotSent
                 };
-                // Answers leave the pending claims as they come; the rest here.
-                inner.lock_pending().remove(&request);
+                // Answers leave the pending claims as they come; the rest
+                // here. One given up is remembered, in the same turn, for a
+                // grant that comes late.
+                {
+                    let mut pending = inner.lock_pending();
+                    if let Some((_, session, _)) = pending.remove(&request)
+                        && matches!(answer, Answer::TimedOut)
+                    {
+                        let mut abandoned = inner.lock_abandoned();
+                        if abandoned.len() >= ABANDONED {
+                            abandoned.clear();
+                        }
+                        abandoned.insert(request, session);
+                    }
+                }
                 match answer {
                     Answer::Granted(grant) => {
                         let Ok(epoch) = epoch_from_pb(grant.epoch, "claimed.epoch") else {
@@ -304,14 +337,7 @@ impl RegistryLinks {
                             owner,
                         };
                     }
-                    Answer::TimedOut => {
-                        let mut abandoned = inner.lock_abandoned();
-                        if abandoned.len() >= ABANDONED {
-                            abandoned.clear();
-                        }
-                        abandoned.insert(request, claim.session.clone().unwrap_or_default());
-                        return OwnerClaim::NotGranted;
-                    }
+                    Answer::TimedOut => return OwnerClaim::NotGranted,
                     Answer::AskAgain => continue,
                     // Not the owner (any more), or its link is gone: a newer
                     // table, or the link again, is coming.
@@ -377,13 +403,20 @@ impl RegistryLinks {
     /// will waiting for it there is published after a while
     /// (`PENDING_WILL_PATIENCE_MS` at the owner).
     pub async fn settled(&self, owner: u64, session: &SessionKey, epoch: Epoch, accepted: bool) {
-        let Some(uplink) = self.inner.lock_uplinks().get(&owner).cloned() else { return };
         let settled = pb::RegistryAccepted {
             session: Some(session_to_pb(session)),
             epoch: Some(epoch_to_pb(epoch)),
             accepted,
         };
-        let _ = uplink.send(pb::RegistryUp { item: Some(registry_up::Item::Accepted(settled)) }).await;
+        let uplink = self.inner.lock_uplinks().get(&owner).cloned();
+        let Some(uplink) = uplink else { return self.inner.keep_unsent(owner, settled) };
+        if let Err(unsent) =
+            uplink.send(pb::RegistryUp { item: Some(registry_up::Item::Accepted(settled)) }).await
+            && let Some(registry_up::Item::Accepted(settled)) = unsent.0.item
+        {
+            // The link ended meanwhile: sent when it opens again.
+            self.inner.keep_unsent(owner, settled);
+        }
     }
 
     /// How many shards each router owns, as the newest table says.
@@ -414,12 +447,25 @@ impl Inner {
         self.abandoned.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    #[allow(clippy::type_complexity)]
-    fn lock_pending(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<u64, (u64, tokio::sync::oneshot::Sender<registry_claimed::Result>)>>
-    {
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Pending>> {
         self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn lock_unsent(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<u64, std::collections::VecDeque<pb::RegistryAccepted>>> {
+        self.unsent.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Keeps `settled` for `router` until its link opens again.
+    fn keep_unsent(&self, router: u64, settled: pb::RegistryAccepted) {
+        let mut unsent = self.lock_unsent();
+        let queue = unsent.entry(router).or_default();
+        if queue.len() >= UNSENT {
+            queue.pop_front();
+        }
+        queue.push_back(settled);
     }
 
     /// The link to router `router` ended: its uplink goes, and the claims
@@ -427,7 +473,7 @@ impl Inner {
     fn unlinked(&self, router: u64) {
         self.lock_linked().remove(&router);
         self.lock_uplinks().remove(&router);
-        self.lock_pending().retain(|_, (to, _)| *to != router);
+        self.lock_pending().retain(|_, (to, _, _)| *to != router);
         self.open.fetch_sub(1, Ordering::Relaxed);
         self.changed.notify_waiters();
     }
@@ -573,6 +619,13 @@ async fn keep_linked(inner: Weak<Inner>, address: String) {
                                 router = Some(table.router);
                                 strong.open.fetch_add(1, Ordering::Relaxed);
                                 strong.lock_uplinks().insert(table.router, uplink.clone());
+                                // What could not be settled while it was
+                                // down goes first, before any list.
+                                let unsent = strong.lock_unsent().remove(&table.router).unwrap_or_default();
+                                for settled in unsent {
+                                    let item = registry_up::Item::Accepted(settled);
+                                    let _ = uplink.try_send(pb::RegistryUp { item: Some(item) });
+                                }
                                 info!(router = %address, id = table.router, "registry link open");
                             }
                             // The shards this router's copy says it took
@@ -600,24 +653,27 @@ async fn keep_linked(inner: Weak<Inner>, address: String) {
                         }
                         Ok(Some(pb::RegistryDown { item: Some(registry_down::Item::Claimed(claimed)) })) => {
                             let waiting = strong.lock_pending().remove(&claimed.request);
-                            match (waiting, claimed.result) {
-                                (Some((_, waiting)), Some(result)) => {
-                                    let _ = waiting.send(result);
-                                }
-                                // A grant for a claim given up: settled so at once.
+                            let abandoned = strong.lock_abandoned().remove(&claimed.request);
+                            // A grant for a claim given up (before it came, or
+                            // as it came) is settled so at once.
+                            let given_up = match (waiting, claimed.result) {
+                                (Some((_, session, waiting)), Some(result)) => match waiting.send(result) {
+                                    Err(registry_claimed::Result::Granted(grant)) => Some((session, grant)),
+                                    _ => None,
+                                },
                                 (None, Some(registry_claimed::Result::Granted(grant))) => {
-                                    let session = strong.lock_abandoned().remove(&claimed.request);
-                                    if let Some(session) = session {
-                                        let settled = pb::RegistryAccepted {
-                                            session: Some(session),
-                                            epoch: grant.epoch,
-                                            accepted: false,
-                                        };
-                                        let item = registry_up::Item::Accepted(settled);
-                                        let _ = uplink.try_send(pb::RegistryUp { item: Some(item) });
-                                    }
+                                    abandoned.map(|session| (session, grant))
                                 }
-                                _ => {}
+                                _ => None,
+                            };
+                            if let Some((session, grant)) = given_up {
+                                let settled = pb::RegistryAccepted {
+                                    session: Some(session),
+                                    epoch: grant.epoch,
+                                    accepted: false,
+                                };
+                                let item = registry_up::Item::Accepted(settled);
+                                let _ = uplink.try_send(pb::RegistryUp { item: Some(item) });
                             }
                         }
                         Ok(Some(_)) => {}

@@ -108,7 +108,7 @@ struct Shared {
     inherited: Arc<AtomicU32>,
     /// Wills to publish through the leader, and a wake-up for the task
     /// that sends them (started once).
-    wills: Mutex<std::collections::VecDeque<Box<Will>>>,
+    wills: Mutex<std::collections::VecDeque<(tokio::time::Instant, Box<Will>)>>,
     wills_ready: tokio::sync::Notify,
     will_sender: std::sync::atomic::AtomicBool,
     will_counts: WillCounts,
@@ -136,7 +136,8 @@ impl Shared {
             let (gateway, session, epoch) = match effect {
                 OwnerEffect::Revoke { gateway, session, epoch } => (gateway, session, epoch),
                 OwnerEffect::PublishWill { will, .. } => {
-                    self.wills.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push_back(will);
+                    let queued = (tokio::time::Instant::now(), will);
+                    self.wills.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push_back(queued);
                     self.wills_ready.notify_one();
                     continue;
                 }
@@ -294,23 +295,36 @@ fn incarnation() -> u64 {
 impl WillSender {
     /// The next batch of the queue, once there is one; `None` once the
     /// service is gone.
-    async fn next_batch(&self) -> Option<Vec<Box<Will>>> {
+    async fn next_batch(&self) -> Option<(tokio::time::Instant, Vec<Box<Will>>)> {
         loop {
             let shared = self.shared.upgrade()?;
             let ready = shared.wills_ready.notified();
             {
                 let mut queue = shared.wills.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                let (mut batch, mut bytes) = (Vec::new(), 0);
-                while let Some(will) = queue.front() {
+                // Wills queued longer than the patience (no leader took the
+                // ones before them) go: the queue is in the order they came.
+                let now = tokio::time::Instant::now();
+                let mut expired = 0;
+                while queue.front().is_some_and(|(queued, _)| now >= *queued + WILL_PATIENCE) {
+                    queue.pop_front();
+                    expired += 1;
+                }
+                if expired > 0 {
+                    shared.will_counts.dropped.fetch_add(expired, Ordering::Relaxed);
+                    tracing::warn!(wills = expired, "no leader took these wills in time: dropped");
+                }
+                let (mut batch, mut bytes, mut oldest) = (Vec::new(), 0, None);
+                while let Some((queued, will)) = queue.front() {
                     let size = will.message.payload.len() + will.message.topic.as_str().len() + 64;
                     if !batch.is_empty() && (batch.len() == WILL_BATCH || bytes + size > WILL_BATCH_BYTES) {
                         break;
                     }
                     bytes += size;
-                    batch.extend(queue.pop_front());
+                    oldest.get_or_insert(*queued);
+                    batch.extend(queue.pop_front().map(|(_, will)| will));
                 }
-                if !batch.is_empty() {
-                    return Some(batch);
+                if let Some(oldest) = oldest {
+                    return Some((oldest, batch));
                 }
             }
             // Woken by a will, or looks again now and then (the service may
@@ -320,8 +334,9 @@ impl WillSender {
     }
 
     async fn run(mut self) {
-        while let Some(wills) = self.next_batch().await {
-            let deadline = tokio::time::Instant::now() + WILL_PATIENCE;
+        while let Some((oldest, wills)) = self.next_batch().await {
+            // The oldest will's patience is the batch's.
+            let deadline = oldest + WILL_PATIENCE;
             let count = wills.len() as u64;
             self.batch += 1;
             let outcome = loop {
@@ -446,7 +461,8 @@ fn apply(
         registry_up::Item::Claim(claim) => {
             let session = session_of(claim.session, "claim.session")?;
             let persistent = (shared.persistent)(&session);
-            let (request, stale_refusals) = (claim.request, claim.stale_refusals);
+            let (request, stale_refusals, connection) =
+                (claim.request, claim.stale_refusals, claim.connection);
             let claim = Claim {
                 request,
                 session,
@@ -462,7 +478,7 @@ fn apply(
             let now = shared.clock.now();
             let mut owner = shared.owner();
             owner.jump_counter(stale_refusals);
-            let result = match owner.claim(gateway, &claim, persistent, now, &mut effects) {
+            let result = match owner.claim_of(gateway, connection, &claim, persistent, now, &mut effects) {
                 Ok(Granted { epoch, persistent }) => registry_claimed::Result::Granted(pb::RegistryGrant {
                     epoch: Some(epoch_to_pb(epoch)),
                     persistent,
@@ -546,7 +562,6 @@ struct Linked {
 
 impl Drop for Linked {
     fn drop(&mut self) {
-        self.shared.linked.fetch_sub(1, Ordering::Relaxed);
         let mut gateways = self.shared.gateways();
         // A newer link of the same gateway stays.
         if gateways.get(&self.gateway).is_some_and(|d| d.same_channel(&self.downlink)) {
@@ -555,6 +570,8 @@ impl Drop for Linked {
             let now = self.shared.clock.now();
             self.shared.owner().gateway_unlinked(self.gateway, now);
         }
+        // Counted last: once the count says it, the owner knows it too.
+        self.shared.linked.fetch_sub(1, Ordering::Release);
     }
 }
 

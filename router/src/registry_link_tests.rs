@@ -64,6 +64,7 @@ impl Link {
             expiry_seconds: 0,
             stale_refusals,
             will: None,
+            connection: request,
         };
         self.send(registry_up::Item::Claim(claim)).await;
         match self.next().await {
@@ -318,6 +319,7 @@ async fn ended(gateway: &mut Link, request: u64, client: &str, publish_will: boo
         expiry_seconds: 0,
         stale_refusals: 0,
         will: Some(will_of(client)),
+        connection: request,
     };
     gateway.send(registry_up::Item::Claim(claim)).await;
     let registry_down::Item::Claimed(claimed) = gateway.next().await else { panic!("claimed") };

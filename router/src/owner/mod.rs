@@ -107,6 +107,10 @@ struct Entry {
     /// Whether its connection was accepted (the gateway said so, or listed
     /// it): only then is its will published when a newer claim takes it.
     accepted: bool,
+    /// The gateway's number for the connection that claimed it (0: not
+    /// said): a claim of the same connection again (its first answer was
+    /// lost with a link) takes nothing over.
+    connection: u64,
 }
 
 /// The will of a claim taken over before its gateway said whether its
@@ -168,6 +172,11 @@ pub struct ShardOwner {
     inherited: HashMap<ShardId, u64>,
     /// Wills of claims taken over before their connection's fate was known.
     pending_wills: HashMap<(SessionKey, Epoch), PendingWill>,
+    /// Claims with a will granted here, oldest first: one still not
+    /// settled after [`PENDING_WILL_PATIENCE_MS`] was given up (its
+    /// gateway settles on a live link, and lists an accepted connection
+    /// on a new one), and ends without its will.
+    unsettled: std::collections::VecDeque<(UnixMillis, SessionKey, Epoch)>,
 }
 
 impl ShardOwner {
@@ -187,6 +196,7 @@ impl ShardOwner {
             seen_table: false,
             inherited: HashMap::new(),
             pending_wills: HashMap::new(),
+            unsettled: std::collections::VecDeque::new(),
         }
     }
 
@@ -289,6 +299,22 @@ impl ShardOwner {
         now: UnixMillis,
         out: &mut Vec<OwnerEffect>,
     ) -> Result<Granted, Refused> {
+        self.claim_of(gateway, 0, claim, durable_persistent, now, out)
+    }
+
+    /// [`ShardOwner::claim`] by connection `claim_connection` of `gateway`
+    /// (its own number; 0: not said): the same connection claiming again
+    /// (its first answer was lost with a link, or the leader refused it and
+    /// its "given up" was lost) takes over its own claim without a will.
+    pub fn claim_of(
+        &mut self,
+        gateway: NodeId,
+        claim_connection: u64,
+        claim: &Claim,
+        durable_persistent: bool,
+        now: UnixMillis,
+        out: &mut Vec<OwnerEffect>,
+    ) -> Result<Granted, Refused> {
         let (shard, generation) = self.shard(&claim.session)?;
         if let Some(owned) = self.shards.get_mut(&shard).filter(|o| !o.unlisted.is_empty()) {
             owned.claimed.insert(claim.session.clone());
@@ -309,7 +335,9 @@ impl ShardOwner {
                     epoch: old.epoch,
                 });
             }
-            if let Some(will) = old.will {
+            let again =
+                old.gateway == Some(gateway) && old.connection != 0 && old.connection == claim_connection;
+            if let Some(will) = old.will.filter(|_| !again) {
                 // A transient session ends with its connection's takeover:
                 // its will is published now [MQTT-3.1.3-9], if that
                 // connection was accepted; else once its gateway says it was.
@@ -322,12 +350,19 @@ impl ShardOwner {
         // A claim without expiry is transient from now on (one that ends a
         // persistent session too, which the leader ends): its will is here.
         let will = if claim.expiry_seconds == 0 { claim.will.clone() } else { None };
+        // Only a claim with a will waits to be settled (nothing else
+        // depends on it): the gateway settles no other.
+        let accepted = will.is_none();
+        if !accepted {
+            self.unsettled.push_back((now, claim.session.clone(), epoch));
+        }
         let entry = Entry {
             gateway: Some(gateway),
             epoch,
             persistent: claim.expiry_seconds > 0,
             will,
-            accepted: false,
+            accepted,
+            connection: claim_connection,
         };
         self.sessions.insert(claim.session.clone(), entry);
         Ok(Granted { epoch, persistent })
@@ -381,6 +416,11 @@ impl ShardOwner {
             Some(entry) if entry.gateway == Some(gateway) && entry.epoch == epoch => {
                 if accepted {
                     entry.accepted = true;
+                    // Held from now on: a list being sent may have been
+                    // read before its connection was.
+                    if let Some(listing) = self.listing.get_mut(&gateway) {
+                        listing.insert(session.clone());
+                    }
                 } else {
                     self.sessions.remove(session);
                 }
@@ -500,6 +540,7 @@ impl ShardOwner {
                 persistent: held.expiry_seconds > 0,
                 will: None,
                 accepted: true,
+                connection: 0,
             });
             // A gateway lists only connections it accepted.
             entry.accepted = true;
@@ -597,6 +638,15 @@ impl ShardOwner {
         for key in overdue {
             if let Some(pending) = self.pending_wills.remove(&key) {
                 out.push(OwnerEffect::PublishWill { session: key.0, will: pending.will });
+            }
+        }
+        while let Some((since, _, _)) = self.unsettled.front() {
+            if now.0 < since.0 + PENDING_WILL_PATIENCE_MS {
+                break;
+            }
+            let Some((_, session, epoch)) = self.unsettled.pop_front() else { break };
+            if self.sessions.get(&session).is_some_and(|e| e.epoch == epoch && !e.accepted) {
+                self.sessions.remove(&session);
             }
         }
         self.leases.values().min().copied()

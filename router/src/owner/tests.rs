@@ -433,6 +433,23 @@ fn the_end_of_a_list_does_not_end_a_claim_still_waiting_for_the_leader() {
     owner.gateway_linked(GW1);
     let (_, effects) = run(|out| owner.relist(GW1, Vec::new(), true, out));
     assert_eq!(effects, [will_of("g")]);
+    // A claim without a will has nothing to settle: not listed again, it
+    // ended with its connection.
+    owner.claim(GW1, &claim("n", true, 0, false), false, at(3), &mut Vec::new()).expect("granted");
+    owner.gateway_unlinked(GW1, at(4));
+    owner.gateway_linked(GW1);
+    owner.relist(GW1, Vec::new(), true, &mut Vec::new());
+    assert_eq!(owner.locate(&key("n")), Located::Unknown);
+    // One never settled was given up (its settling was lost with a link):
+    // it ends, without its will, once it is older than any claim waits.
+    let lost = owner.claim(GW1, &claim("l", true, 0, true), false, at(5), &mut Vec::new()).expect("granted");
+    let (_, effects) = run(|out| owner.tick(at(5 + PENDING_WILL_PATIENCE_MS - 1), out));
+    assert_eq!(
+        (effects, owner.locate(&key("l"))),
+        (vec![], Located::Online { gateway: GW1, epoch: lost.epoch })
+    );
+    let (_, effects) = run(|out| owner.tick(at(5 + PENDING_WILL_PATIENCE_MS), out));
+    assert_eq!((effects, owner.locate(&key("l"))), (vec![], Located::Unknown));
 }
 
 /// The shard of a will waiting for its claim's fate moves away: the
@@ -447,4 +464,25 @@ fn a_will_waiting_for_its_claims_fate_is_settled_after_its_shard_moved_away() {
     let (_, effects) = run(|out| owner.settled(GW1, &key("a"), first.epoch, false, out));
     assert_eq!(effects, [], "given up: no will");
     assert_eq!(owner.pending_wills(), 0);
+}
+
+/// A connection that claims again (its first grant was lost with a link,
+/// or its "given up" was) takes over its own claim without a will; another
+/// connection of the same gateway taking it over holds the will as usual.
+#[test]
+fn a_connection_claiming_again_takes_over_its_own_claim_without_a_will() {
+    let mut owner = owner_of_all(1, &[GW1]);
+    owner.claim_of(GW1, 7, &claim("a", true, 0, true), false, at(0), &mut Vec::new()).expect("granted");
+    let (again, effects) = run(|out| owner.claim_of(GW1, 7, &claim("a", true, 0, true), false, at(0), out));
+    again.expect("granted");
+    assert_eq!(owner.pending_wills(), 0, "{effects:?}");
+    let (_, effects) = run(|out| owner.tick(at(PENDING_WILL_PATIENCE_MS + 1), out));
+    assert_eq!(effects, [], "no will of the first grant, ever");
+    // Accepted; another connection of the gateway takes it over.
+    let mut owner = owner_of_all(1, &[GW1]);
+    let first =
+        owner.claim_of(GW1, 7, &claim("b", true, 0, true), false, at(0), &mut Vec::new()).expect("granted");
+    owner.settled(GW1, &key("b"), first.epoch, true, &mut Vec::new()).expect("accepted");
+    let (_, effects) = run(|out| owner.claim_of(GW1, 8, &claim("b", true, 0, true), false, at(0), out));
+    assert_eq!(effects, [revoke(GW1, "b", first.epoch), will_of("b")]);
 }
