@@ -380,7 +380,7 @@ pub(crate) async fn run_gateway(
         addresses: settings.router.clone(),
         gateway: node,
         cluster_id: settings.cluster_id.clone(),
-        incarnation: incarnation(),
+        incarnation: herald_core::process_incarnation(),
     };
     let patience = Duration::from_secs(settings.router_patience_secs);
     let open = herald_gateway::router_client::connect_any(&link_settings, patience).await?;
@@ -440,14 +440,6 @@ pub(crate) async fn run_gateway(
     }
     info!("stopped");
     Ok(())
-}
-
-/// A number that tells this gateway process from any other with the same
-/// gateway id.
-fn incarnation() -> u64 {
-    let nanos =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-    nanos ^ (u64::from(std::process::id()) << 32)
 }
 
 /// Saves a backup of the cluster's replicated state to `file`

@@ -58,6 +58,14 @@ impl Clock for SystemClock {
     }
 }
 
+/// A number drawn once per process, from the time and the process id: it
+/// tells this process from an earlier or later one of the same node
+/// (a gateway's link incarnation, a router's batches of wills).
+pub fn process_incarnation() -> u64 {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 32)
+}
+
 /// A clock that moves only when told to: for tests of expiry logic.
 #[derive(Debug, Default)]
 pub struct ManualClock(AtomicU64);

@@ -28,7 +28,7 @@ mod topic_tree;
 mod trace;
 
 pub use bytestring::ByteString;
-pub use clock::{Clock, ManualClock, SystemClock, UnixMillis};
+pub use clock::{Clock, ManualClock, SystemClock, UnixMillis, process_incarnation};
 pub use error_code::ErrorCode;
 pub use ids::{AppId, ClientId, Epoch, IdError, MessageId, MessageIdGenerator, NodeId, SessionKey};
 pub use qos::QoS;

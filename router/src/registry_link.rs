@@ -106,13 +106,13 @@ struct Shared {
     /// How many shards the table gives this router that it inherited from
     /// an earlier process and does not serve (its status tells the leader).
     inherited: Arc<AtomicU32>,
-    /// Wills to publish through the leader, and a wake-up for the task
-    /// that sends them (started once).
+    /// Wills to publish through the leader, with when each was queued, and
+    /// a wake-up for the task that sends them.
     wills: Mutex<std::collections::VecDeque<(tokio::time::Instant, Box<Will>)>>,
     wills_ready: tokio::sync::Notify,
-    will_sender: std::sync::atomic::AtomicBool,
     will_counts: WillCounts,
-    /// This router's router while it leads.
+    /// This router's router while it leads; set once, when the task that
+    /// sends the wills starts.
     serving: std::sync::OnceLock<watch::Receiver<Option<Router>>>,
     /// The batches of wills published for other routers (router,
     /// incarnation, batch), newest last.
@@ -185,7 +185,6 @@ impl RegistryService {
             inherited,
             wills: Mutex::default(),
             wills_ready: tokio::sync::Notify::new(),
-            will_sender: std::sync::atomic::AtomicBool::new(false),
             will_counts: WillCounts::default(),
             serving: std::sync::OnceLock::new(),
             taken: Mutex::default(),
@@ -199,10 +198,10 @@ impl RegistryService {
     /// `leader` names (its address from the shard table's routers). Starts
     /// the task that does it; until then they wait in the queue. Once only.
     pub fn publish_wills_through(&self, serving: watch::Receiver<Option<Router>>, leader: LeaderLookup) {
-        if self.shared.will_sender.swap(true, Ordering::AcqRel) {
+        // Once: the first call sets `serving` and starts the task.
+        if self.shared.serving.set(serving.clone()).is_err() {
             return;
         }
-        let _ = self.shared.serving.set(serving.clone());
         let sender = WillSender {
             shared: Arc::downgrade(&self.shared),
             serving,
@@ -211,7 +210,7 @@ impl RegistryService {
             node: self.node,
             cluster_id: self.cluster_id.clone(),
             client: None,
-            incarnation: incarnation(),
+            incarnation: herald_core::process_incarnation(),
             batch: 0,
         };
         tokio::spawn(sender.run());
@@ -283,13 +282,6 @@ struct WillSender {
     /// This process, and the number of the batch being sent.
     incarnation: u64,
     batch: u64,
-}
-
-/// A number this process draws at start: the time and its process id.
-fn incarnation() -> u64 {
-    let nanos =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    (nanos as u64) ^ (u64::from(std::process::id()) << 40)
 }
 
 impl WillSender {

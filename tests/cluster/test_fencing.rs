@@ -122,17 +122,7 @@ fn stale_gateway_in(cluster: Setup, redis: Option<&RedisServer>) {
     let delivered = new.expect_packet();
     assert_eq!(delivered.first_byte & 0xF0, 0x30, "the new connection gets the message");
 
-    cluster.signal_gateway(0, "CONT");
-    // The resumed gateway closes the old connection (telling it, perhaps,
-    // that it was taken over) without delivering anything on it.
-    let last_words = old.expect_closed();
-    assert!(
-        last_words.iter().all(|packet| packet.first_byte & 0xF0 != 0x30),
-        "the stale connection delivered {last_words:?}"
-    );
-    // The resumed gateway serves again, and its publish reaches the new owner.
-    publisher(&cluster.gateway(0), Version::V5, "stale/t").qos(1).message("after the resume").run();
-    assert_eq!(new.expect_packet().first_byte & 0xF0, 0x30, "the new owner gets it");
+    resume_stale_gateway(&cluster, &mut old, &mut new, "stale/t");
     wills.expect_silence(Duration::from_millis(1_000));
     // The stale gateway changed nothing in the registry either.
     if let (Some(redis), Some(epoch)) = (redis, epoch) {
@@ -174,15 +164,22 @@ fn stale_transient(cluster: Setup) {
     publisher(&cluster.gateway(1), Version::V5, "stale/t3").qos(1).message("for the new owner").run();
     assert_eq!(new.expect_packet().first_byte & 0xF0, 0x30, "the new connection gets the message");
 
+    resume_stale_gateway(&cluster, &mut old, &mut new, "stale/t3");
+    wills.expect_silence(Duration::from_millis(1_000));
+}
+
+/// Resumes the stopped gateway 0: it closes the `old` connection (telling
+/// it, perhaps, that it was taken over) without delivering anything on it,
+/// and serves again: its publish to `topic` reaches the `new` connection.
+fn resume_stale_gateway(cluster: &Setup, old: &mut RawConnection, new: &mut RawConnection, topic: &str) {
     cluster.signal_gateway(0, "CONT");
     let last_words = old.expect_closed();
     assert!(
         last_words.iter().all(|packet| packet.first_byte & 0xF0 != 0x30),
         "the stale connection delivered {last_words:?}"
     );
-    publisher(&cluster.gateway(0), Version::V5, "stale/t3").qos(1).message("after the resume").run();
+    publisher(&cluster.gateway(0), Version::V5, topic).qos(1).message("after the resume").run();
     assert_eq!(new.expect_packet().first_byte & 0xF0, 0x30, "the new owner gets it");
-    wills.expect_silence(Duration::from_millis(1_000));
 }
 
 /// A QoS 1 PUBLISH to `topic`, packet id 1, no properties (v5).

@@ -431,7 +431,8 @@ impl ShardOwner {
     }
 
     /// How many wills wait for their connection's fate.
-    pub fn pending_wills(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn pending_wills(&self) -> usize {
         self.pending_wills.len()
     }
 

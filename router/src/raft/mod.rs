@@ -773,9 +773,15 @@ async fn admin_client(address: &str, timeout: Duration) -> Result<AdminClient, S
     let endpoint =
         herald_proto::grpc::tls::endpoint(address)?.connect_timeout(Duration::from_secs(3)).timeout(timeout);
     let channel = endpoint.connect().await.map_err(|e| format!("{address}: unreachable ({e})"))?;
-    Ok(herald_proto::grpc::pb::raft_peer_client::RaftPeerClient::new(channel)
+    Ok(peer_client(channel))
+}
+
+/// A client of a router over `channel`, taking messages as large as the
+/// cluster's.
+fn peer_client(channel: tonic::transport::Channel) -> AdminClient {
+    herald_proto::grpc::pb::raft_peer_client::RaftPeerClient::new(channel)
         .max_decoding_message_size(herald_proto::grpc::MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(herald_proto::grpc::MAX_MESSAGE_BYTES))
+        .max_encoding_message_size(herald_proto::grpc::MAX_MESSAGE_BYTES)
 }
 
 /// Takes a backup (the file form of [`backup::Backup`]) from the leader
@@ -900,9 +906,7 @@ impl StatusClients {
             return Ok(client.clone());
         }
         let endpoint = herald_proto::grpc::tls::endpoint(address)?.connect_timeout(Duration::from_secs(3));
-        let client = herald_proto::grpc::pb::raft_peer_client::RaftPeerClient::new(endpoint.connect_lazy())
-            .max_decoding_message_size(herald_proto::grpc::MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(herald_proto::grpc::MAX_MESSAGE_BYTES);
+        let client = peer_client(endpoint.connect_lazy());
         self.0.insert(address.to_owned(), client.clone());
         Ok(client)
     }
