@@ -92,13 +92,6 @@ pub(crate) async fn run_router(
     let watched = current.clone();
     let counts: herald_router::raft::GatewayCounts =
         Arc::new(move || watched.borrow().as_ref().map(Router::gateway_sessions).unwrap_or_default());
-    let service = SeamService::following(
-        current,
-        raft.peer_service().with_gateway_counts(counts),
-        node,
-        cluster_id.clone(),
-        SEAM_CAPACITY,
-    );
     // Every router tells gateways its copy of the registry shard table.
     let (table, table_watch) = watch::channel(herald_router::raft::shards::TableView::default());
     let table_task = {
@@ -117,6 +110,17 @@ pub(crate) async fn run_router(
         Arc::new(SystemClock),
         Duration::from_millis(limits.router_config().gateway_lease_ms),
         raft.inherited_shards(),
+    );
+    let registry_counts: herald_router::raft::GatewayCounts = {
+        let owner = shard_owner.clone();
+        Arc::new(move || owner.online_per_gateway())
+    };
+    let service = SeamService::following(
+        current,
+        raft.peer_service().with_gateway_counts(counts).with_registry_counts(registry_counts),
+        node,
+        cluster_id.clone(),
+        SEAM_CAPACITY,
     );
     // The wills of transient sessions its shards end go through the leader.
     let leader: herald_router::registry_link::LeaderLookup = {
@@ -332,13 +336,24 @@ pub(crate) async fn print_status(routers: &[String]) -> anyhow::Result<()> {
         "node", "role", "term", "leader", "last log", "applied", "snapshot", "retained", "sessions"
     );
     let mut reached = 0;
+    let mut counted = 0;
+    let mut online: std::collections::BTreeMap<u64, u64> = std::collections::BTreeMap::new();
     for address in routers {
         match herald_router::raft::status(address, false).await {
             Ok(s) => {
                 reached += 1;
+                if s.registry_counted {
+                    counted += 1;
+                    for (gateway, sessions) in s.registry_gateways.iter().filter_map(|g| g.split_once('=')) {
+                        if let (Ok(gateway), Ok(sessions)) = (gateway.parse::<u64>(), sessions.parse::<u64>())
+                        {
+                            *online.entry(gateway).or_default() += sessions;
+                        }
+                    }
+                }
                 let show = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
                 println!(
-                    "{:<6} {:<10} {:>6} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}  {} / {}   cluster={} address={address} gateways={} shards={}{}{}",
+                    "{:<6} {:<10} {:>6} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}  {} / {}   cluster={} address={address} gateways={} shards={} registry={}{}{}",
                     s.node_id,
                     s.state,
                     s.term,
@@ -353,6 +368,11 @@ pub(crate) async fn print_status(routers: &[String]) -> anyhow::Result<()> {
                     s.cluster_id,
                     if s.gateways.is_empty() { "-".to_owned() } else { s.gateways.join(",") },
                     show(s.shards_owned.map(u64::from)),
+                    if s.registry_gateways.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        s.registry_gateways.join(",")
+                    },
                     if s.shards_inherited > 0 {
                         format!(" inherited={}", s.shards_inherited)
                     } else {
@@ -365,6 +385,17 @@ pub(crate) async fn print_status(routers: &[String]) -> anyhow::Result<()> {
         }
     }
     anyhow::ensure!(reached > 0, "no router answered");
+    // Each router counts the sessions of the registry shards it owns: the
+    // sum is each gateway's online sessions.
+    if counted > 0 {
+        let sums: Vec<String> =
+            online.iter().map(|(gateway, sessions)| format!("{gateway}={sessions}")).collect();
+        println!(
+            "online sessions per gateway (summed over {counted} of {} routers' registry shards): {}",
+            routers.len(),
+            if sums.is_empty() { "-".to_owned() } else { sums.join(",") }
+        );
+    }
     Ok(())
 }
 

@@ -233,6 +233,11 @@ impl RegistryService {
         (owner.owned() as u64, owner.inherited() as u64, owner.sessions() as u64)
     }
 
+    /// Online sessions of this router's shards per gateway.
+    pub fn online_per_gateway(&self) -> Vec<(u64, usize)> {
+        self.shared.owner().online_per_gateway()
+    }
+
     /// Where `session` is, as this router's shards say.
     pub fn locate(&self, session: &SessionKey) -> Located {
         self.shared.owner().locate(session)

@@ -31,6 +31,13 @@ fn three_routers_serve_two_gateways_through_their_leader() {
     assert!(leader.contains("gateways=1=1,2=2"), "{status}");
     // The registry shards are spread over the three routers, as each one's copy of the table says.
     cluster.wait_for_shards_over(&[1, 2, 3]);
+    // The owners of the shards count the same sessions, each its shards': summed, per gateway.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let summed = "online sessions per gateway (summed over 3 of 3 routers' registry shards): 1=1,2=2";
+    while !cluster.status().contains(summed) {
+        assert!(std::time::Instant::now() < deadline, "{summed}, not:\n{}", cluster.status());
+        std::thread::sleep(Duration::from_millis(200));
+    }
     for n in 0..4 {
         publisher(&b, Version::V5, "rep/jobs").qos(1).message(&format!("job-{n}")).run();
     }

@@ -653,6 +653,20 @@ impl ShardOwner {
         self.leases.values().min().copied()
     }
 
+    /// The gateways linked here or holding sessions of its shards, with
+    /// how many online sessions of its shards each holds (`herald ctl
+    /// cluster status` sums them over the routers).
+    pub fn online_per_gateway(&self) -> Vec<(u64, usize)> {
+        let mut counts: std::collections::BTreeMap<u64, usize> =
+            self.linked.iter().map(|gateway| (gateway.0, 0)).collect();
+        for entry in self.sessions.values() {
+            if let Some(gateway) = entry.gateway {
+                *counts.entry(gateway.0).or_default() += 1;
+            }
+        }
+        counts.into_iter().collect()
+    }
+
     /// Where `session` is, for a delivery by client id.
     pub fn locate(&self, session: &SessionKey) -> Located {
         let shard = ShardId::of(session);

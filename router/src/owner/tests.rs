@@ -486,3 +486,26 @@ fn a_connection_claiming_again_takes_over_its_own_claim_without_a_will() {
     let (_, effects) = run(|out| owner.claim_of(GW1, 8, &claim("b", true, 0, true), false, at(0), out));
     assert_eq!(effects, [revoke(GW1, "b", first.epoch), will_of("b")]);
 }
+
+#[test]
+fn online_sessions_are_counted_per_gateway_with_linked_gateways_holding_none() {
+    const GW3: NodeId = NodeId(13);
+    let mut owner = owner_of_all(1, &[GW1, GW2, GW3]);
+    for (gateway, client, expiry) in [(GW1, "a", 0), (GW1, "b", 0), (GW2, "c", 0), (GW2, "d", 60)] {
+        let (granted, _) =
+            run(|out| owner.claim(gateway, &claim(client, true, expiry, false), false, at(0), out));
+        granted.expect("granted");
+    }
+    assert_eq!(owner.online_per_gateway(), [(11, 2), (12, 2), (13, 0)]);
+    // A persistent session offline is held by no gateway; a transient one
+    // released is gone.
+    let Located::Online { epoch: d, .. } = owner.locate(&key("d")) else { panic!("d online") };
+    assert_eq!(run(|out| owner.release(GW2, &release("d", d, 60, false), out)).0, Ok(()));
+    let Located::Online { epoch: a, .. } = owner.locate(&key("a")) else { panic!("a online") };
+    assert_eq!(run(|out| owner.release(GW1, &release("a", a, 0, false), out)).0, Ok(()));
+    assert_eq!(owner.locate(&key("d")), Located::Offline);
+    assert_eq!(owner.online_per_gateway(), [(11, 1), (12, 1), (13, 0)]);
+    // A gateway unlinked and holding nothing is not listed.
+    owner.gateway_unlinked(GW3, at(1));
+    assert_eq!(owner.online_per_gateway(), [(11, 1), (12, 1)]);
+}

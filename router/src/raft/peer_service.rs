@@ -23,6 +23,7 @@ pub struct RaftPeerService {
     cluster_id: String,
     state: Arc<Mutex<Replicated>>,
     gateways: GatewayCounts,
+    registry: Option<GatewayCounts>,
     restored: Arc<tokio::sync::Notify>,
     votes: Arc<VoteGate>,
     inherited: Arc<std::sync::atomic::AtomicU32>,
@@ -40,13 +41,29 @@ impl RaftPeerService {
         votes: Arc<VoteGate>,
         inherited: Arc<std::sync::atomic::AtomicU32>,
     ) -> RaftPeerService {
-        RaftPeerService { raft, cluster_id, state, gateways: Arc::new(Vec::new), restored, votes, inherited }
+        RaftPeerService {
+            raft,
+            cluster_id,
+            state,
+            gateways: Arc::new(Vec::new),
+            registry: None,
+            restored,
+            votes,
+            inherited,
+        }
     }
 
     /// Reports, in `herald ctl cluster status`, the gateways `counts` lists
     /// with their online sessions.
     pub fn with_gateway_counts(mut self, counts: GatewayCounts) -> RaftPeerService {
         self.gateways = counts;
+        self
+    }
+
+    /// Reports, in `herald ctl cluster status`, the online sessions of this
+    /// node's registry shards per gateway, as `counts` lists them.
+    pub fn with_registry_counts(mut self, counts: GatewayCounts) -> RaftPeerService {
+        self.registry = Some(counts);
         self
     }
 
@@ -261,6 +278,13 @@ impl RaftPeer for RaftPeerService {
             raft_commands: super::shards::RAFT_COMMANDS,
             shards_owned,
             shards_inherited: self.inherited.load(std::sync::atomic::Ordering::Relaxed),
+            registry_gateways: match &self.registry {
+                Some(counts) if !brief => {
+                    counts().into_iter().map(|(id, sessions)| format!("{id}={sessions}")).collect()
+                }
+                _ => Vec::new(),
+            },
+            registry_counted: self.registry.is_some() && !brief,
         }))
     }
 }
