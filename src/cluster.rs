@@ -152,12 +152,13 @@ pub(crate) async fn run_router(
         seam: Some(seam),
         caught_up: Some(caught_up),
         registry: registry.as_ref().map(|(_, stats)| Arc::clone(stats)),
-        shard_owner: Some(shard_owner),
+        shard_owner: Some(shard_owner.clone()),
         ..Default::default()
     };
     // Metrics and health answer while it waits for a leader, however long.
     let (ops, shutdown) = crate::ops::start(config.ops, sources, shutdown).await?;
     let mut shutdown = std::pin::pin!(shutdown);
+    let owner = shard_owner;
     let joined = tokio::select! {
         joined = raft.join(&address, membership) => Some(joined),
         () = &mut shutdown => None,
@@ -165,7 +166,11 @@ pub(crate) async fn run_router(
     let outcome = match joined {
         Some(Ok(())) => {
             info!(%grpc, cluster = %cluster_id, %node, "listening");
-            lead(&raft, &serving, &limits, registry.as_ref(), single, &table_watch, shutdown).await
+            let shards = Shards {
+                table: table_watch.clone(),
+                locator: herald_router::locate::Locator::new(node.0, cluster_id.clone(), owner, table_watch),
+            };
+            lead(&raft, &serving, &limits, registry.as_ref(), single, &shards, shutdown).await
         }
         Some(Err(e)) => Err(e.into()),
         None => Ok(()),
@@ -194,6 +199,14 @@ fn raft_settings(raft: &crate::config::RaftConfig, grpc: SocketAddr) -> herald_r
     settings
 }
 
+/// What the router serving the gateways reads of the registry shards.
+struct Shards {
+    /// This router's copy of the shard table.
+    table: watch::Receiver<herald_router::raft::shards::TableView>,
+    /// Finds devices at their shards' owners.
+    locator: herald_router::locate::Locator,
+}
+
 /// Serves gateways whenever this node leads, until `shutdown` resolves.
 async fn lead(
     raft: &Arc<RaftNode>,
@@ -201,7 +214,7 @@ async fn lead(
     limits: &crate::config::Limits,
     registry: Option<&(RedisRegistryConfig, Arc<RegistryStats>)>,
     single: bool,
-    table: &watch::Receiver<herald_router::raft::shards::TableView>,
+    shards: &Shards,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     tokio::pin!(shutdown);
@@ -243,6 +256,7 @@ async fn lead(
         if let Some((redis, stats)) = registry {
             router.keep_registry_in_redis(redis.clone(), stats.clone());
         }
+        router.locate_through(shards.locator.clone());
         let (stop_timers, timers_stopped) = tokio::sync::oneshot::channel::<()>();
         let timers = router.spawn_timers(async move {
             let _ = timers_stopped.await;
@@ -260,7 +274,7 @@ async fn lead(
         };
         // The router refuses grants of an owner that lost its shard since.
         let table_follower = {
-            let (router, mut table) = (router.clone(), table.clone());
+            let (router, mut table) = (router.clone(), shards.table.clone());
             tokio::spawn(async move {
                 loop {
                     let generations = table.borrow_and_update().table.as_ref().map(|t| t.generations.clone());

@@ -23,6 +23,7 @@
 //! `registry_redis.rs` keeps the registry in Redis when asked to.
 
 pub mod grpc;
+pub mod locate;
 pub mod owner;
 pub mod raft;
 pub mod registry_link;

@@ -669,6 +669,35 @@ impl Registry for RegistryService {
         published.await.map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(pb::WillsTaken {}))
     }
+
+    async fn locate(
+        &self,
+        request: Request<pb::LocateSessions>,
+    ) -> Result<Response<pb::SessionsLocated>, Status> {
+        let request = request.into_inner();
+        if request.contract_version != CONTRACT_VERSION || request.cluster_id != self.cluster_id {
+            return Err(Status::failed_precondition(format!(
+                "a locate of cluster {} at contract version {} (this router: {}, {CONTRACT_VERSION})",
+                request.cluster_id, request.contract_version, self.cluster_id
+            )));
+        }
+        if request.sessions.len() > crate::locate::LOCATE_CHUNK {
+            return Err(Status::invalid_argument(format!(
+                "{} sessions: at most {} per call",
+                request.sessions.len(),
+                crate::locate::LOCATE_CHUNK
+            )));
+        }
+        let sessions = request
+            .sessions
+            .into_iter()
+            .map(|s| session_of(Some(s), "sessions"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let owner = self.shared.owner();
+        let located =
+            sessions.iter().map(|session| crate::locate::located_to_pb(owner.locate(session))).collect();
+        Ok(Response::new(pb::SessionsLocated { located }))
+    }
 }
 
 #[cfg(test)]
@@ -714,4 +743,4 @@ mod tests {
 
 #[cfg(test)]
 #[path = "registry_link_tests.rs"]
-mod link_tests;
+pub(crate) mod link_tests;

@@ -213,7 +213,7 @@ fn will_of(client: &str) -> pb::Will {
 }
 
 /// Starts `service` on a loopback port; returns its address.
-async fn serve(service: &RegistryService) -> (String, tokio::task::JoinHandle<()>) {
+pub(crate) async fn serve(service: &RegistryService) -> (String, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address").to_string();
     let server = tonic::transport::Server::builder()

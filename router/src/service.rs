@@ -22,6 +22,10 @@ use tokio::task::JoinHandle;
 
 /// Items applied per lock of the state.
 const BATCH: usize = 256;
+/// Pushes whose devices are located at their shards' owners at once, at
+/// most; a gateway's next push waits for one to finish (its stream is
+/// pushed back).
+const LOCATING: usize = 256;
 /// The timer task looks at the clock at least this often, so a clock that
 /// is moved by hand (tests) or steps is noticed.
 const TIMER_POLL: Duration = Duration::from_millis(250);
@@ -88,6 +92,10 @@ struct Inner {
     failed: tokio::sync::watch::Sender<Option<String>>,
     /// Where registry changes go, when the registry is kept in Redis.
     registry: std::sync::OnceLock<Arc<crate::registry_redis::Mirror>>,
+    /// Where devices are looked for in a router cluster (ADR 0033).
+    locator: std::sync::OnceLock<crate::locate::Locator>,
+    /// Pushes whose devices are being located: [`LOCATING`] at most.
+    locating: Arc<tokio::sync::Semaphore>,
 }
 
 impl Router {
@@ -138,6 +146,8 @@ impl Router {
             queued: std::sync::atomic::AtomicUsize::new(0),
             failed: tokio::sync::watch::channel(None).0,
             registry: std::sync::OnceLock::new(),
+            locator: std::sync::OnceLock::new(),
+            locating: Arc::new(tokio::sync::Semaphore::new(LOCATING)),
         });
         if let Some(pending) = pending {
             tokio::spawn(dispatch_in_order(Arc::downgrade(&inner), pending));
@@ -223,6 +233,13 @@ impl Router {
         }
     }
 
+    /// Finds the devices of pushes by client id or alias at their registry
+    /// shards' owners from now on (a router cluster, ADR 0033), instead of
+    /// in this router's records of transient sessions.
+    pub fn locate_through(&self, locator: crate::locate::Locator) {
+        let _ = self.inner.locator.set(locator);
+    }
+
     /// Returns a snapshot of the counters.
     pub fn counters(&self) -> RouterCounters {
         self.inner.state().counters().clone()
@@ -276,6 +293,9 @@ impl Router {
                 // again on its current link.
                 if inner.gateways().get(&gateway).is_none_or(|attached| attached.serial != serial) {
                     break;
+                }
+                if let Some(locator) = inner.locator.get() {
+                    locate_pushes(&inner, locator, gateway, &mut batch).await;
                 }
                 inner
                     .run_batch_traced(&mut effects, |state, now, out| {
@@ -342,6 +362,51 @@ impl Router {
                 }
             }
         })
+    }
+}
+
+/// Takes the pushes of `batch` that name devices (or aliases) and applies
+/// each once its devices are located at their shards' owners, in a task of
+/// its own: a shard being rebuilt holds back that push, not the gateway's
+/// other items.
+async fn locate_pushes(
+    inner: &Arc<Inner>,
+    locator: &crate::locate::Locator,
+    gateway: NodeId,
+    batch: &mut Vec<Uplink>,
+) {
+    if !batch.iter().any(|item| matches!(item, Uplink::Push(_))) {
+        return;
+    }
+    for item in std::mem::take(batch) {
+        let Uplink::Push(push) = item else {
+            batch.push(item);
+            continue;
+        };
+        let sessions = inner.state().sessions_to_locate(&push);
+        let Some(sessions) = sessions.filter(|sessions| !sessions.is_empty()) else {
+            batch.push(Uplink::Push(push));
+            continue;
+        };
+        // Never closed.
+        let Ok(permit) = inner.locating.clone().acquire_owned().await else { continue };
+        let (inner, locator) = (inner.clone(), locator.clone());
+        tokio::spawn(async move {
+            let located = locator.locate(sessions).await;
+            let mut item = Uplink::Push(push);
+            let traced = trace_push(&mut item);
+            let Uplink::Push(push) = item else { return };
+            let mut effects = Vec::new();
+            inner
+                .run_batch_traced(&mut effects, |state, now, out| {
+                    let _entered = traced.as_ref().map(|(route, _)| route.enter());
+                    state.apply_push(gateway, push, Some(Box::new(located)), now, out);
+                    traced.iter().map(|(_, commit)| commit.clone()).collect()
+                })
+                .await;
+            inner.timer_changed.notify_one();
+            drop(permit);
+        });
     }
 }
 

@@ -189,3 +189,59 @@ fn a_key_made_through_one_gateway_works_on_every_gateway_and_its_revocation_reac
         assert_eq!(status, 401, "{http}");
     }
 }
+
+/// Three routers, each owning a third of the registry shards: a send by
+/// device id or by alias finds each transient device at its shard's owner
+/// (the router serving the gateways asks the others), whichever gateway
+/// holds it.
+#[test]
+fn on_three_routers_a_send_finds_each_device_at_its_shards_owner() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("gateway.toml");
+    let text = format!(
+        "[auth]\nallow_anonymous = false\n[auth.users.shop-device]\npassword = \"pw\"\napp = \"shop\"\n\
+         [push]\nhttp = \"127.0.0.1:0\"\n[push.apps.shop]\napi_keys = [\"{KEY}\"]\n"
+    );
+    std::fs::write(&config, text).expect("write the config");
+    let config = config.to_str().expect("utf-8");
+    let mut cluster = crate::raft_cluster::RaftCluster::start(3);
+    let gateways = [cluster.start_gateway_with(&[1, 2, 3], &["--config", config]), {
+        cluster.start_gateway_with(&[1, 2, 3], &["--config", config])
+    }];
+    cluster.wait_for_shards_over(&[1, 2, 3]);
+    let http = push_address(|| cluster.gateway_output(0));
+    let names: Vec<String> = (0..12).map(|n| format!("dev-{n}")).collect();
+    for name in &names[6..] {
+        let body = json!({"alias": "fans"});
+        let put = call(http, "PUT", &format!("/v1/apps/shop/devices/{name}"), Some(KEY), Body::Json(&body));
+        assert_eq!(put.status, 200, "{put:?}");
+    }
+    let devices: Vec<Device> = names
+        .iter()
+        .enumerate()
+        .map(|(n, name)| {
+            let topic = format!("$push/{name}");
+            Device::start(gateways[n % 2], name, "shop-device", &["--subscribe", &topic, "--expect", "1"])
+        })
+        .collect();
+    // The devices' sessions are spread over the routers' shards.
+    let status = cluster.status();
+    let holding = status
+        .lines()
+        .filter_map(|line| line.split_whitespace().find_map(|w| w.strip_prefix("registry=")))
+        .filter(|counts| counts.split(',').any(|c| c.split_once('=').is_some_and(|(_, n)| n != "0")))
+        .count();
+    assert!(holding >= 2, "sessions on two routers' shards at least:\n{status}");
+
+    let by_id = json!({"audience": {"device_ids": names[..6]}, "content": {"data": {"n": 1}}});
+    let by_alias = json!({"audience": {"aliases": ["fans"]}, "content": {"data": {"n": 1}}});
+    for body in [by_id, by_alias] {
+        let reply = call(http, "POST", "/v1/apps/shop/messages", Some(KEY), Body::Json(&body));
+        assert_eq!(reply.status, 202, "{reply:?}");
+        assert_eq!(reply.body["devices"], json!({"online": 6, "stored": 0, "unreachable": 0}), "{reply:?}");
+    }
+    for (device, name) in devices.into_iter().zip(&names) {
+        let got = device.finish();
+        assert_eq!(got.iter().map(|d| d.topic.clone()).collect::<Vec<_>>(), [format!("$push/{name}")]);
+    }
+}

@@ -94,6 +94,9 @@ pub enum Located {
     },
 }
 
+/// Where each of some sessions is, as their shards' owners said.
+pub type Locations = HashMap<SessionKey, Located>;
+
 /// A session known here.
 #[derive(Debug, Clone)]
 struct Entry {

@@ -4,6 +4,7 @@
 //! retry after a change of leader is still recognised.
 
 use super::{Effect, RouterState};
+use crate::owner::Locations;
 use herald_core::{AppId, ErrorCode, UnixMillis};
 use herald_proto::journal::{Fact, IdempotentSend};
 use herald_proto::seam::{Push, PushReport};
@@ -48,9 +49,15 @@ impl Keys {
 
 impl RouterState {
     /// Routes `push` and makes its message's record.
-    fn push_recorded(&mut self, push: Push, now: UnixMillis, out: &mut Vec<Effect>) -> PushReport {
+    fn push_recorded(
+        &mut self,
+        push: Push,
+        located: Option<&Locations>,
+        now: UnixMillis,
+        out: &mut Vec<Effect>,
+    ) -> PushReport {
         let message = push.message.clone();
-        let report = self.push(push, now, out);
+        let report = self.push(push, located, now, out);
         self.record_message(&message, &report);
         report
     }
@@ -60,6 +67,7 @@ impl RouterState {
     pub(super) fn push_once(
         &mut self,
         push: Push,
+        located: Option<&Locations>,
         now: UnixMillis,
         out: &mut Vec<Effect>,
     ) -> Result<PushReport, ErrorCode> {
@@ -75,7 +83,7 @@ impl RouterState {
             return Ok(report);
         }
         let Some(idempotency) = push.idempotency.clone() else {
-            return Ok(self.push_recorded(push, now, out));
+            return Ok(self.push_recorded(push, located, now, out));
         };
         let app = push.message.app.clone();
         let id = (app.clone(), idempotency.key.clone());
@@ -91,7 +99,7 @@ impl RouterState {
             return Ok(PushReport { replay_of: Some(kept.message_id), ..kept.answer.clone() });
         }
         let message_id = push.message.id;
-        let answer = self.push_recorded(push, now, out);
+        let answer = self.push_recorded(push, located, now, out);
         let send = IdempotentSend {
             app,
             idempotency,

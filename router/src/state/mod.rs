@@ -173,7 +173,8 @@ const MAX_HELD: usize = 100_000;
 #[derive(Debug)]
 enum Held {
     Publish(herald_proto::seam::Publish),
-    Push(herald_proto::seam::Push),
+    /// With where its devices are, when their shards' owners were asked.
+    Push(herald_proto::seam::Push, Option<Box<crate::owner::Locations>>),
 }
 
 /// A downlink item addressed to a gateway.
@@ -394,15 +395,27 @@ impl RouterState {
                 let result = self.directory(app, op, &limits, now, out);
                 out.push((gateway, Downlink::DirectoryDone { request, result }));
             }
-            Uplink::Push(push) => {
-                // Sessions are found in the registry: held, like publishes,
-                // until every gateway has listed its sessions again.
-                if self.holds() {
-                    return self.hold(gateway, Held::Push(push));
-                }
-                self.apply_held(gateway, Held::Push(push), now, out);
-            }
+            Uplink::Push(push) => self.apply_push(gateway, push, None, now, out),
         }
+    }
+
+    /// Applies a push from `gateway`, with where its devices are when
+    /// their shards' owners were asked (`located`, ADR 0033; else the
+    /// devices are found in this router's records).
+    pub fn apply_push(
+        &mut self,
+        gateway: NodeId,
+        push: herald_proto::seam::Push,
+        located: Option<Box<crate::owner::Locations>>,
+        now: UnixMillis,
+        out: &mut Vec<Effect>,
+    ) {
+        // Sessions are found in the registry: held, like publishes, until
+        // every gateway has listed its sessions again.
+        if self.holds() {
+            return self.hold(gateway, Held::Push(push, located));
+        }
+        self.apply_held(gateway, Held::Push(push, located), now, out);
     }
 
     /// Fires every will and expiry due at `now`. Returns the next deadline.
@@ -445,9 +458,9 @@ impl RouterState {
                     out.push((gateway, Downlink::Published { request, result: Ok(matched) }));
                 }
             }
-            Held::Push(push) => {
+            Held::Push(push, located) => {
                 let request = push.request;
-                let result = self.push_once(push, now, out);
+                let result = self.push_once(push, located.as_deref(), now, out);
                 out.push((gateway, Downlink::Pushed { request, result }));
             }
         }

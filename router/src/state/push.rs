@@ -6,8 +6,14 @@
 //! local index finds the connection subscribed to the topic; offline with a
 //! persistent session subscribed to it, the copy joins the session's queue
 //! (durable before the reply, like any queued message).
+//!
+//! In a router cluster the registry shards' owners know where transient
+//! sessions are (ADR 0033): the push comes with their answers
+//! (`located`). A persistent session is found in this router's records,
+//! which hold its inbox, whatever the owner said.
 
 use super::{Effect, RouterState};
+use crate::owner::{Located, Locations};
 use herald_core::directory::Alias;
 use herald_core::{AppId, ClientId, SessionKey, Topic, UnixMillis};
 use herald_proto::Message;
@@ -17,7 +23,13 @@ use std::sync::Arc;
 
 impl RouterState {
     /// Routes `push` at `now`: what happened per device, in audience order.
-    pub(super) fn push(&mut self, push: Push, now: UnixMillis, out: &mut Vec<Effect>) -> PushReport {
+    pub(super) fn push(
+        &mut self,
+        push: Push,
+        located: Option<&Locations>,
+        now: UnixMillis,
+        out: &mut Vec<Effect>,
+    ) -> PushReport {
         let Push { message, audience, store_offline, .. } = push;
         let mut report = PushReport::default();
         let devices = match audience {
@@ -44,8 +56,18 @@ impl RouterState {
         for device in devices {
             let copy = Arc::new(Message { topic: Topic::push(&device), ..Message::clone(&template) });
             let key = SessionKey::new(copy.app.clone(), device);
-            let outcome = match self.sessions.get(&key) {
-                Some(record) => match record.owner {
+            let record = self.sessions.get(&key);
+            let owner_says = located.and_then(|located| located.get(&key)).filter(|_| {
+                // A persistent session's record is the one that holds it.
+                !record.is_some_and(|r| r.is_persistent())
+            });
+            let outcome = match (owner_says, record) {
+                (Some(Located::Online { gateway, .. }), _) => {
+                    out.push((*gateway, Downlink::Deliver(copy)));
+                    PushOutcome::Online
+                }
+                (Some(_), _) => PushOutcome::Unreachable,
+                (None, Some(record)) => match record.owner {
                     Some(gateway) if store_offline && record.is_persistent() => {
                         // Into its inbox too: kept until the device
                         // acknowledges it, whatever happens to its gateway.
@@ -60,7 +82,7 @@ impl RouterState {
                     None if store_offline && record.is_persistent() => self.store(&key, copy),
                     None => PushOutcome::Unreachable,
                 },
-                None => PushOutcome::Unreachable,
+                (None, None) => PushOutcome::Unreachable,
             };
             match outcome {
                 PushOutcome::Online => report.online += 1,
@@ -70,6 +92,28 @@ impl RouterState {
             report.devices.push((key.client, outcome));
         }
         report
+    }
+
+    /// The sessions `push` names one by one (its devices, or its aliases'),
+    /// other than persistent ones (found in this router's records): what
+    /// to locate at their shards' owners before applying it. `None` for a
+    /// push to tags or to everyone.
+    pub fn sessions_to_locate(&self, push: &Push) -> Option<Vec<SessionKey>> {
+        let app = &push.message.app;
+        let devices: Vec<ClientId> = match &push.audience {
+            Audience::Devices(devices) => devices.clone(),
+            Audience::Aliases(aliases) => {
+                let directory = self.directory_of(app);
+                aliases
+                    .iter()
+                    .flat_map(|alias| directory.into_iter().flat_map(|d| d.alias(alias)))
+                    .cloned()
+                    .collect()
+            }
+            Audience::Tags(_) | Audience::All => return None,
+        };
+        let keys = devices.into_iter().map(|device| SessionKey::new(app.clone(), device));
+        Some(keys.filter(|key| !self.sessions.get(key).is_some_and(|r| r.is_persistent())).collect())
     }
 
     /// Returns the devices `aliases` name, each once, in alias order (then

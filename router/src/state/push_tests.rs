@@ -516,3 +516,64 @@ fn a_cancel_takes_back_stored_copies_and_says_so() {
         [(_, Downlink::DirectoryDone { result: Err(ErrorCode::NotFound), .. })]
     ));
 }
+
+/// Applies a push with where its shards' owners located its devices.
+fn pushed_located(
+    h: &mut Harness,
+    devices: &[&str],
+    located: &[(&str, Located)],
+) -> (Vec<PushOutcome>, Vec<Effect>) {
+    let Uplink::Push(push) = push(devices, "located", true) else { unreachable!() };
+    let located: crate::owner::Locations = located.iter().map(|(d, l)| (key(d), *l)).collect();
+    let mut out = Vec::new();
+    h.state.apply_push(GW1, push, Some(Box::new(located)), T0, &mut out);
+    let batch = h.state.seal_batch();
+    h.state.settle_batch(batch);
+    let at = out.iter().position(|(_, item)| matches!(item, Downlink::Pushed { .. })).expect("answered");
+    let Downlink::Pushed { result: Ok(report), .. } = out.remove(at).1 else { panic!("refused") };
+    (report.devices.into_iter().map(|(_, o)| o).collect(), out)
+}
+
+use crate::owner::Located;
+
+#[test]
+fn a_cluster_push_goes_where_the_owners_located_transient_devices_and_persistent_ones_by_record() {
+    let mut h = Harness::new();
+    // d1: transient, this router's record says GW2, its owner says GW3 (it
+    // moved: the owner knows). d2: the record says GW2, its owner knows no
+    // such session. d3: no record here, online at GW2 as its owner says.
+    // d4: persistent, offline and subscribed to its topic: its record holds
+    // its inbox, whatever its owner says.
+    h.connect(GW2, "d1", 0);
+    h.connect(GW2, "d2", 0);
+    h.offline_subscriber("d4", 3600, &[subscription("$push/d4", QoS::AtLeastOnce)]);
+    let epoch = Epoch::new(1, 7);
+    let located = [
+        ("d1", Located::Online { gateway: GW3, epoch }),
+        ("d2", Located::Unknown),
+        ("d3", Located::Online { gateway: GW2, epoch }),
+        ("d4", Located::Online { gateway: GW3, epoch }),
+    ];
+    let (outcomes, effects) = pushed_located(&mut h, &["d1", "d2", "d3", "d4", "d5"], &located);
+    use PushOutcome::{Online, Stored, Unreachable};
+    // d5: located by nobody (an owner of an earlier version): the record
+    // answers, and there is none.
+    assert_eq!(outcomes, [Online, Unreachable, Online, Stored, Unreachable]);
+    assert_eq!(topics(&effects), [(GW3, "$push/d1".to_owned()), (GW2, "$push/d3".to_owned())]);
+    assert_eq!(h.queue_of("d4"), ["located"]);
+}
+
+#[test]
+fn the_sessions_to_locate_are_the_named_devices_not_persistent_here() {
+    let mut h = Harness::new();
+    h.offline_subscriber("d4", 3600, &[subscription("$push/d4", QoS::AtLeastOnce)]);
+    put(&mut h, "d1", Some("ann"), &[]);
+    put(&mut h, "d4", Some("ann"), &[]);
+    let Uplink::Push(by_id) = push(&["d1", "d2", "d4"], "x", true) else { unreachable!() };
+    assert_eq!(h.state.sessions_to_locate(&by_id), Some(vec![key("d1"), key("d2")]));
+    let by_alias =
+        Push { audience: Audience::Aliases(vec![Alias::new("ann").expect("alias")]), ..by_id.clone() };
+    assert_eq!(h.state.sessions_to_locate(&by_alias), Some(vec![key("d1")]));
+    let to_all = Push { audience: Audience::All, ..by_id };
+    assert_eq!(h.state.sessions_to_locate(&to_all), None);
+}

@@ -1,0 +1,248 @@
+//! Delivery by client id in a router cluster (ADR 0033): the router that
+//! serves the gateways finds each device's connection at its registry
+//! shard's owner, which knows which gateway holds it and at what epoch.
+//!
+//! ```text
+//!   push (devices or aliases) ──▶ serving router ──Locate──▶ each shard owner
+//!                                    │ ◀── online on gateway G at epoch E ──┘
+//!                                    └──Deliver──▶ G
+//! ```
+//!
+//! One call per owner and push (its sessions in chunks of
+//! [`LOCATE_CHUNK`]); this router's own shards are read in place. A shard
+//! being rebuilt, an owner that does not answer, or one that says another
+//! router owns the shard now, is asked again every [`RETRY`] for at most
+//! [`LOCATE_PATIENCE`]; a device still not located then is reported
+//! unreachable, never silently dropped. Admission: the router serving
+//! the gateways runs at most `LOCATING` pushes' lookups at once; a gateway
+//! whose push finds them all taken waits (its stream is pushed back).
+
+use crate::owner::{Located, Locations};
+use crate::raft::shards::TableView;
+use crate::registry_link::RegistryService;
+use herald_core::{NodeId, SessionKey, ShardId};
+use herald_proto::grpc::pb::registry_client::RegistryClient;
+use herald_proto::grpc::pb::{self, session_location::Where};
+use herald_proto::grpc::{CONTRACT_VERSION, epoch_from_pb, epoch_to_pb, session_to_pb};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Sessions asked of one owner in one call, at most.
+pub const LOCATE_CHUNK: usize = 4096;
+/// How long a push looks for its devices before reporting the ones not
+/// found unreachable: past an owner's move (3 s by default) or a shard's
+/// rebuild.
+pub const LOCATE_PATIENCE: Duration = Duration::from_secs(5);
+/// Between two rounds of asking.
+const RETRY: Duration = Duration::from_millis(100);
+/// One call to an owner, at most.
+const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Finds sessions at their shards' owners.
+#[derive(Clone)]
+pub struct Locator {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    node: u64,
+    cluster_id: String,
+    local: RegistryService,
+    table: watch::Receiver<TableView>,
+    clients: Mutex<HashMap<u64, (String, RegistryClient<tonic::transport::Channel>)>>,
+}
+
+impl Locator {
+    /// A locator of router `node`, whose own shards `local` serves, reading
+    /// owners and their addresses from `table`.
+    pub fn new(
+        node: u64,
+        cluster_id: String,
+        local: RegistryService,
+        table: watch::Receiver<TableView>,
+    ) -> Locator {
+        Locator { inner: Arc::new(Inner { node, cluster_id, local, table, clients: Mutex::default() }) }
+    }
+
+    /// Locates `sessions`: every one is answered (`Located::Rebuilding`:
+    /// not located within [`LOCATE_PATIENCE`]) but those of an owner that
+    /// predates locating.
+    pub async fn locate(&self, sessions: Vec<SessionKey>) -> Locations {
+        let deadline = tokio::time::Instant::now() + LOCATE_PATIENCE;
+        let mut found = Locations::with_capacity(sessions.len());
+        // The owner to ask next, when one answered that another owns it.
+        let mut hints: HashMap<SessionKey, u64> = HashMap::new();
+        let mut pending = sessions;
+        pending.sort_unstable_by(|a, b| (&a.app, &a.client).cmp(&(&b.app, &b.client)));
+        pending.dedup();
+        loop {
+            let mut by_owner: HashMap<u64, Vec<SessionKey>> = HashMap::new();
+            {
+                let table = self.inner.table.borrow();
+                let owners = table.table.as_ref().map(|t| t.owners.as_slice()).unwrap_or_default();
+                for session in pending.drain(..) {
+                    let owner = hints
+                        .get(&session)
+                        .copied()
+                        .or_else(|| owners.get(ShardId::of(&session).index()).copied())
+                        .unwrap_or(0);
+                    by_owner.entry(owner).or_default().push(session);
+                }
+            }
+            let mut asked = tokio::task::JoinSet::new();
+            for (owner, sessions) in by_owner {
+                for chunk in sessions.chunks(LOCATE_CHUNK) {
+                    let (locator, chunk) = (self.clone(), chunk.to_vec());
+                    asked.spawn(async move {
+                        let answers = locator.ask(owner, &chunk).await;
+                        (chunk, answers)
+                    });
+                }
+            }
+            while let Some(done) = asked.join_next().await {
+                let Ok((chunk, answers)) = done else { continue };
+                match answers {
+                    // Left out: the serving router's records answer.
+                    Ok(None) => {}
+                    Ok(Some(answers)) => {
+                        for (session, located) in chunk.into_iter().zip(answers) {
+                            match located {
+                                Located::NotOwner { owner } => {
+                                    // Asked next at the owner it names (the
+                                    // routers' copies of the table differ
+                                    // for a moment while a shard moves).
+                                    if owner == 0 {
+                                        hints.remove(&session);
+                                    } else {
+                                        hints.insert(session.clone(), owner);
+                                    }
+                                    pending.push(session);
+                                }
+                                Located::Rebuilding => pending.push(session),
+                                answer => {
+                                    found.insert(session, answer);
+                                }
+                            }
+                        }
+                    }
+                    Err(error) => {
+                        tracing::debug!(%error, sessions = chunk.len(), "an owner did not locate: asking again");
+                        pending.extend(chunk);
+                    }
+                }
+            }
+            if pending.is_empty() {
+                return found;
+            }
+            if tokio::time::Instant::now() + RETRY >= deadline {
+                tracing::warn!(
+                    sessions = pending.len(),
+                    "sessions not located in time: reported unreachable"
+                );
+                found.extend(pending.into_iter().map(|session| (session, Located::Rebuilding)));
+                return found;
+            }
+            tokio::time::sleep(RETRY).await;
+        }
+    }
+
+    /// Asks router `owner` (0: none yet) where `sessions` are; `None`: it
+    /// cannot say (it predates locating).
+    async fn ask(&self, owner: u64, sessions: &[SessionKey]) -> Result<Option<Vec<Located>>, String> {
+        if owner == 0 {
+            return Err("the shard has no owner yet".to_owned());
+        }
+        if owner == self.inner.node {
+            return Ok(Some(sessions.iter().map(|session| self.inner.local.locate(session)).collect()));
+        }
+        let mut client = self.client(owner)?;
+        let request = pb::LocateSessions {
+            contract_version: CONTRACT_VERSION,
+            cluster_id: self.inner.cluster_id.clone(),
+            sessions: sessions.iter().map(session_to_pb).collect(),
+        };
+        let reply = match client.locate(request).await {
+            Ok(reply) => reply.into_inner(),
+            // A router of an earlier version (a rolling upgrade): the
+            // serving router's own records answer for its shards.
+            Err(status) if status.code() == tonic::Code::Unimplemented => return Ok(None),
+            Err(status) => {
+                self.inner.clients.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&owner);
+                return Err(format!("router {owner}: {}", status.message()));
+            }
+        };
+        if reply.located.len() != sessions.len() {
+            return Err(format!(
+                "router {owner} answered {} of {} sessions",
+                reply.located.len(),
+                sessions.len()
+            ));
+        }
+        reply.located.into_iter().map(located_from_pb).collect::<Result<_, _>>().map(Some)
+    }
+
+    /// The client for router `owner`, at the address the table gives it.
+    fn client(&self, owner: u64) -> Result<RegistryClient<tonic::transport::Channel>, String> {
+        let address = self
+            .inner
+            .table
+            .borrow()
+            .routers
+            .get(&owner)
+            .cloned()
+            .ok_or_else(|| format!("router {owner}'s address is unknown"))?;
+        let mut clients = self.inner.clients.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((known, client)) = clients.get(&owner)
+            && *known == address
+        {
+            return Ok(client.clone());
+        }
+        let endpoint = herald_proto::grpc::tls::endpoint(&address)?
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(CALL_TIMEOUT);
+        let client = RegistryClient::new(endpoint.connect_lazy())
+            .max_decoding_message_size(herald_proto::grpc::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(herald_proto::grpc::MAX_MESSAGE_BYTES);
+        clients.insert(owner, (address, client.clone()));
+        Ok(client)
+    }
+}
+
+/// A location on the wire.
+pub(crate) fn located_to_pb(located: Located) -> pb::SessionLocation {
+    let mut pb = pb::SessionLocation::default();
+    match located {
+        Located::Online { gateway, epoch } => {
+            pb.set_where(Where::Online);
+            pb.gateway = gateway.0;
+            pb.epoch = Some(epoch_to_pb(epoch));
+        }
+        Located::Offline => pb.set_where(Where::Offline),
+        Located::Unknown => pb.set_where(Where::Unknown),
+        Located::Rebuilding => pb.set_where(Where::Rebuilding),
+        Located::NotOwner { owner } => {
+            pb.set_where(Where::NotOwner);
+            pb.owner = owner;
+        }
+    }
+    pb
+}
+
+fn located_from_pb(pb: pb::SessionLocation) -> Result<Located, String> {
+    Ok(match Where::try_from(pb.r#where).map_err(|_| format!("location {}", pb.r#where))? {
+        Where::Online => Located::Online {
+            gateway: NodeId(pb.gateway),
+            epoch: epoch_from_pb(pb.epoch, "located.epoch").map_err(|e| e.to_string())?,
+        },
+        Where::Offline => Located::Offline,
+        Where::Unknown => Located::Unknown,
+        Where::Rebuilding => Located::Rebuilding,
+        Where::NotOwner => Located::NotOwner { owner: pb.owner },
+    })
+}
+
+#[cfg(test)]
+#[path = "locate_tests.rs"]
+mod tests;
