@@ -72,7 +72,8 @@ pub(crate) async fn run_router(
     let cluster_id = data.claim_cluster_id(config.cluster_id.as_deref())?;
     let node = NodeId(config.node_id);
     let limits = config.limits;
-    let registry = config.registry.redis()?.map(|redis| (redis, Arc::default()));
+    let registry: Option<(RedisRegistryConfig, Arc<RegistryStats>)> =
+        config.registry.redis()?.map(|redis| (redis, Arc::default()));
     let membership = match parse_peers(&config.peers)? {
         Some(voters) => {
             anyhow::ensure!(voters.contains_key(&node.0), "--peers: must list this node ({})", node);
@@ -128,6 +129,14 @@ pub(crate) async fn run_router(
         Arc::new(move || raft.leader())
     };
     shard_owner.publish_wills_through(serving.subscribe(), leader);
+    // Each router keeps its shards' sessions in Redis, when asked to.
+    if let Some((redis, stats)) = &registry {
+        let offline: herald_router::registry_link::OfflineLookup = {
+            let raft = raft.clone();
+            Arc::new(move |wanted| raft.offline_sessions_where(wanted))
+        };
+        shard_owner.keep_registry_in_redis(redis.clone(), stats.clone(), offline);
+    }
     let service = service.with_registry(shard_owner.clone());
     let seam = service.counters();
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -170,7 +179,7 @@ pub(crate) async fn run_router(
                 table: table_watch.clone(),
                 locator: herald_router::locate::Locator::new(node.0, cluster_id.clone(), owner, table_watch),
             };
-            lead(&raft, &serving, &limits, registry.as_ref(), single, &shards, shutdown).await
+            lead(&raft, &serving, &limits, single, &shards, shutdown).await
         }
         Some(Err(e)) => Err(e.into()),
         None => Ok(()),
@@ -212,7 +221,6 @@ async fn lead(
     raft: &Arc<RaftNode>,
     serving: &watch::Sender<Option<Router>>,
     limits: &crate::config::Limits,
-    registry: Option<&(RedisRegistryConfig, Arc<RegistryStats>)>,
     single: bool,
     shards: &Shards,
     shutdown: impl Future<Output = ()>,
@@ -253,9 +261,6 @@ async fn lead(
             raft.clone(),
             image,
         );
-        if let Some((redis, stats)) = registry {
-            router.keep_registry_in_redis(redis.clone(), stats.clone());
-        }
         router.locate_through(shards.locator.clone());
         let (stop_timers, timers_stopped) = tokio::sync::oneshot::channel::<()>();
         let timers = router.spawn_timers(async move {

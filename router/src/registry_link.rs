@@ -37,7 +37,7 @@
 use crate::owner::{Granted, Located, OwnerEffect, Refused, ShardOwner};
 use crate::raft::shards::TableView;
 use crate::service::Router;
-use herald_core::{Clock, Epoch, NodeId, SessionKey, ShardGenerations, UnixMillis};
+use herald_core::{Clock, Epoch, NodeId, SessionKey, ShardGenerations, ShardId, UnixMillis};
 use herald_proto::grpc::pb::registry_client::RegistryClient;
 use herald_proto::grpc::pb::registry_server::{Registry, RegistryServer};
 use herald_proto::grpc::pb::{self, registry_claimed, registry_down, registry_up};
@@ -45,7 +45,7 @@ use herald_proto::grpc::{
     CONTRACT_VERSION, epoch_from_pb, epoch_to_pb, session_from_pb, session_to_pb, will_from_pb, will_to_pb,
 };
 use herald_proto::seam::{Claim, Reattach, Release, Will};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -72,6 +72,16 @@ type Downlink = mpsc::Sender<Result<pb::RegistryDown, Status>>;
 
 /// Whether the replicated state holds a persistent session of a key.
 pub type PersistentLookup = Arc<dyn Fn(&SessionKey) -> bool + Send + Sync>;
+
+/// The persistent sessions of the replicated state a filter picks, as
+/// offline registry entries (`RaftNode::offline_sessions_where`).
+pub type OfflineLookup =
+    Arc<dyn Fn(&dyn Fn(&SessionKey) -> bool) -> Vec<crate::state::RegistryEntry> + Send + Sync>;
+
+/// How often persistent sessions offline here are checked against the
+/// replicated state (those it no longer holds expired, or a clean start
+/// ended them).
+const SWEEP: Duration = Duration::from_secs(5);
 
 /// The Raft leader's node id, as this router knows it.
 pub type LeaderLookup = Arc<dyn Fn() -> Option<u64> + Send + Sync>;
@@ -117,6 +127,14 @@ struct Shared {
     /// The batches of wills published for other routers (router,
     /// incarnation, batch), newest last.
     taken: Mutex<std::collections::VecDeque<(u64, u64, u64)>>,
+    /// Where the changes of this router's shards go, when the registry is
+    /// kept in Redis (set once).
+    mirror: std::sync::OnceLock<Arc<crate::registry_redis::Mirror>>,
+    /// Persistent sessions of this router's shards that only the replicated
+    /// state knows (offline since before the shard came here), as last
+    /// written whole to Redis: each leaves Redis when the replicated state
+    /// no longer holds it, unless this router learned of it since.
+    offline_written: Mutex<HashSet<SessionKey>>,
 }
 
 impl Shared {
@@ -130,8 +148,12 @@ impl Shared {
 
     /// Sends each revocation to its gateway, never waiting: a full or gone
     /// downlink is forgotten until the gateway links again. Wills go to the
-    /// queue of wills to publish.
+    /// queue of wills to publish, and the sessions changed to Redis (offered
+    /// with the owner locked, so in the order they changed).
     fn deliver(&self, effects: Vec<OwnerEffect>) {
+        if let Some(mirror) = self.mirror.get() {
+            mirror.offer(self.owner().take_registry_changes());
+        }
         for effect in effects {
             let (gateway, session, epoch) = match effect {
                 OwnerEffect::Revoke { gateway, session, epoch } => (gateway, session, epoch),
@@ -188,6 +210,8 @@ impl RegistryService {
             will_counts: WillCounts::default(),
             serving: std::sync::OnceLock::new(),
             taken: Mutex::default(),
+            mirror: std::sync::OnceLock::new(),
+            offline_written: Mutex::default(),
         });
         tokio::spawn(follow(Arc::downgrade(&shared), table.clone()));
         RegistryService { node, cluster_id, table, shared }
@@ -214,6 +238,26 @@ impl RegistryService {
             batch: 0,
         };
         tokio::spawn(sender.run());
+    }
+
+    /// Keeps the sessions of this router's shards in Redis from now on (ADR
+    /// 0029, ADR 0033): each change after it is applied, and all of them
+    /// at start, after any gap, and when shards are taken or restarted here
+    /// (once their gateways listed them), with the persistent sessions
+    /// `offline` finds in the replicated state that no gateway holds. The
+    /// writer counts what it does in `stats`. Once only.
+    pub fn keep_registry_in_redis(
+        &self,
+        config: crate::registry_redis::RedisRegistryConfig,
+        stats: Arc<crate::registry_redis::RegistryStats>,
+        offline: OfflineLookup,
+    ) {
+        self.shared.owner().track_registry();
+        let snapshots = OwnerSnapshots { shared: Arc::downgrade(&self.shared), offline };
+        let (mirror, writer) = crate::registry_redis::start(config, snapshots, stats);
+        if self.shared.mirror.set(mirror).is_ok() {
+            tokio::spawn(writer);
+        }
     }
 
     /// What became of the wills this router's shards ended.
@@ -256,6 +300,7 @@ impl RegistryService {
 async fn follow(shared: std::sync::Weak<Shared>, mut table: watch::Receiver<TableView>) {
     let mut tick = tokio::time::interval(TICK);
     let mut changed = true;
+    let mut swept = tokio::time::Instant::now();
     loop {
         let Some(strong) = shared.upgrade() else { return };
         let now = strong.clock.now();
@@ -266,12 +311,77 @@ async fn follow(shared: std::sync::Weak<Shared>, mut table: watch::Receiver<Tabl
         let mut effects = Vec::new();
         strong.owner().tick(now, &mut effects);
         strong.deliver(effects);
+        if swept.elapsed() >= SWEEP {
+            swept = tokio::time::Instant::now();
+            sweep(&strong);
+        }
         drop(strong);
         changed = tokio::select! {
             seen = table.changed() => if seen.is_err() { return } else { true },
             _ = tick.tick() => false,
         };
     }
+}
+
+/// Reads this router's shards for the Redis writer.
+struct OwnerSnapshots {
+    shared: std::sync::Weak<Shared>,
+    offline: OfflineLookup,
+}
+
+impl crate::registry_redis::Snapshots for OwnerSnapshots {
+    fn snapshot(
+        &self,
+        queued: &mut mpsc::Receiver<Vec<crate::state::RegistryEntry>>,
+    ) -> crate::registry_redis::Snapshot {
+        use crate::registry_redis::Snapshot;
+        let Some(shared) = self.shared.upgrade() else { return Snapshot::Gone };
+        let mut owner = shared.owner();
+        let generations = owner.owned_generations();
+        if owner.rebuilding() {
+            return Snapshot::NotYet(generations);
+        }
+        // Offered with the owner locked: what is queued now is older than
+        // the snapshot, and what comes after it is newer.
+        while queued.try_recv().is_ok() {}
+        let mut entries = owner.registry_snapshot();
+        let known: HashSet<SessionKey> = entries.iter().map(|e| e.session.clone()).collect();
+        let mine =
+            |session: &SessionKey| generations.get(ShardId::of(session)) > 0 && !known.contains(session);
+        let offline = (self.offline)(&mine);
+        *shared.offline_written.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            offline.iter().map(|e| e.session.clone()).collect();
+        entries.extend(offline);
+        Snapshot::Ready(generations, entries)
+    }
+}
+
+/// Forgets the persistent sessions offline here that the replicated state
+/// no longer holds, and takes those only it knew out of Redis.
+fn sweep(shared: &Shared) {
+    let before = UnixMillis(shared.clock.now().0.saturating_sub(SWEEP.as_millis() as u64));
+    let offline = shared.owner().offline_sessions(before);
+    let gone: Vec<SessionKey> = offline.into_iter().filter(|s| !(shared.persistent)(s)).collect();
+    {
+        let mut owner = shared.owner();
+        for session in &gone {
+            owner.forget_offline(session);
+        }
+    }
+    shared.deliver(Vec::new());
+    let Some(mirror) = shared.mirror.get() else { return };
+    // Offered with the owner locked: a claim of one of them comes after.
+    let owner = shared.owner();
+    let mut written = shared.offline_written.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    // One learned of here since is the owner's to write.
+    written.retain(|session| !owner.knows(session));
+    let ended: Vec<SessionKey> = written.iter().filter(|s| !(shared.persistent)(s)).cloned().collect();
+    for session in &ended {
+        written.remove(session);
+    }
+    mirror.offer(
+        ended.into_iter().map(|session| crate::state::RegistryEntry { session, held: None }).collect(),
+    );
 }
 
 /// Sends the wills of the queue to the leader.
@@ -402,7 +512,16 @@ fn set_table(shared: &Shared, view: &TableView, now: UnixMillis) {
     let Some(table) = &view.table else { return };
     let generations = ShardGenerations::from_table(table.generations.clone());
     let mut owner = shared.owner();
+    let before = owner.owned_generations();
     owner.set_table(&table.owners, &generations, &view.gateways, now);
+    // Shards taken or restarted here are written whole to Redis once their
+    // sessions are listed again.
+    let after = owner.owned_generations();
+    if let Some(mirror) = shared.mirror.get()
+        && ShardId::all().any(|shard| after.get(shard) > 0 && after.get(shard) != before.get(shard))
+    {
+        mirror.resync();
+    }
     let inherited = owner.inherited() as u32;
     let before = shared.inherited.swap(inherited, Ordering::Relaxed);
     if inherited > 0 && before == 0 {
@@ -496,11 +615,12 @@ fn apply(
                 publish_will: release.publish_will,
                 pending: Vec::new(),
             };
-            let (stale, not_owner) = match shared.owner().release(gateway, &release, &mut effects) {
-                Ok(()) => (false, None),
-                Err(Refused::Stale) => (true, None),
-                Err(Refused::NotOwner { owner }) => (false, Some(owner)),
-            };
+            let (stale, not_owner) =
+                match shared.owner().release(gateway, &release, shared.clock.now(), &mut effects) {
+                    Ok(()) => (false, None),
+                    Err(Refused::Stale) => (true, None),
+                    Err(Refused::NotOwner { owner }) => (false, Some(owner)),
+                };
             registry_down::Item::Released(pb::RegistryReleased { request, stale, not_owner })
         }
         registry_up::Item::Accepted(settled) => {
@@ -528,7 +648,8 @@ fn apply(
                     })
                 })
                 .collect::<Result<Vec<_>, Status>>()?;
-            let elsewhere = shared.owner().relist(gateway, sessions, list.last, &mut effects);
+            let elsewhere =
+                shared.owner().relist(gateway, sessions, list.last, shared.clock.now(), &mut effects);
             shared.deliver(effects);
             if elsewhere.is_empty() {
                 return Ok(None);

@@ -4,12 +4,14 @@
 //! a router of an older generation of that shard never overwrites what a
 //! newer one wrote.
 //!
-//! The router that serves decides ownership in its memory, where claims are
-//! serialised; Redis holds the registry for everyone else (operators'
-//! presence lookups, dashboards, the next router) and is rebuilt from the
-//! router's memory whenever the two may differ: at start, after Redis was
-//! unreachable, and after the queue of changes overflowed. Redis being
-//! down never holds a connect back.
+//! The router that decides ownership (the one that serves, standalone; each
+//! registry shard's owner, in a router cluster) decides it in its memory,
+//! where claims are serialised; Redis holds the registry for everyone else
+//! (operators' presence lookups, dashboards, the next router) and is
+//! rebuilt from that memory whenever the two may differ: at start, after
+//! Redis was unreachable, after the queue of changes overflowed, and (an
+//! owner) when shards were taken or restarted there, once their sessions
+//! were listed again. Redis being down never holds a connect back.
 
 use crate::state::RegistryEntry;
 use herald_core::{AppId, ClientId, SessionKey, ShardGenerations, ShardId};
@@ -103,6 +105,12 @@ pub(crate) struct Mirror {
 }
 
 impl Mirror {
+    /// Asks for the whole registry to be written again (shards were taken
+    /// or restarted here).
+    pub(crate) fn resync(&self) {
+        self.resync.store(true, Ordering::Release);
+    }
+
     /// Offers one batch's changes, never waiting; a full queue drops them
     /// and asks for a resync.
     pub(crate) fn offer(&self, changes: Vec<RegistryEntry>) {
@@ -116,14 +124,22 @@ impl Mirror {
     }
 }
 
-/// Reads the registry as the router has it now, with each shard's
-/// generation, draining the changes queued so far (the snapshot covers
-/// them); `None` once the router is gone.
+/// The registry as its writer has it now.
+pub(crate) enum Snapshot {
+    /// Each shard's generation (0: a shard this writer does not write) and
+    /// every session of the shards it writes.
+    Ready(ShardGenerations, Vec<RegistryEntry>),
+    /// Not whole yet (a shard is being rebuilt): asked again shortly; the
+    /// changes meanwhile are written at these generations.
+    NotYet(ShardGenerations),
+    /// The writer's router is gone.
+    Gone,
+}
+
+/// Reads the registry as the router has it now, draining the changes
+/// queued so far (the snapshot covers them).
 pub(crate) trait Snapshots: Send + 'static {
-    fn snapshot(
-        &self,
-        queued: &mut mpsc::Receiver<Vec<RegistryEntry>>,
-    ) -> Option<(ShardGenerations, Vec<RegistryEntry>)>;
+    fn snapshot(&self, queued: &mut mpsc::Receiver<Vec<RegistryEntry>>) -> Snapshot;
 }
 
 /// Returns the mirror and the writer task's future.
@@ -173,16 +189,35 @@ impl Writer {
             let Some(resync) = mirror.upgrade().map(|m| m.resync.swap(false, Ordering::AcqRel)) else {
                 return;
             };
-            let outcome = if resync {
-                let Some((generations, entries)) = snapshots.snapshot(&mut changes) else { return };
-                self.generations = generations;
-                self.resync(entries).await
-            } else {
-                let first = match tokio::time::timeout(CHECK, changes.recv()).await {
+            // A snapshot not whole yet: changes are written meanwhile (at
+            // the generations it gave), and it is asked for again shortly.
+            let mut waiting = false;
+            if resync {
+                match snapshots.snapshot(&mut changes) {
+                    Snapshot::Ready(generations, entries) => {
+                        self.generations = generations;
+                        let outcome = self.resync(entries).await;
+                        wait = self.after(outcome, &mirror, wait).await;
+                        continue;
+                    }
+                    Snapshot::NotYet(generations) => {
+                        self.generations = generations;
+                        waiting = true;
+                        if let Some(mirror) = mirror.upgrade() {
+                            mirror.resync.store(true, Ordering::Release);
+                        }
+                    }
+                    Snapshot::Gone => return,
+                }
+            }
+            let outcome = {
+                let patience = if waiting { RETRY.0 } else { CHECK };
+                let first = match tokio::time::timeout(patience, changes.recv()).await {
                     Ok(Some(first)) => first,
                     Ok(None) => return,
                     Err(_) => {
-                        if let Some(mirror) = mirror.upgrade()
+                        if !waiting
+                            && let Some(mirror) = mirror.upgrade()
                             && let Ok(false) | Err(_) = self.still_there().await
                         {
                             mirror.resync.store(true, Ordering::Release);
@@ -198,23 +233,34 @@ impl Writer {
                 }
                 self.write(entries).await
             };
-            match outcome {
-                Ok(()) => {
-                    self.stats.up.store(true, Ordering::Relaxed);
-                    wait = RETRY.0;
+            wait = self.after(outcome, &mirror, wait).await;
+        }
+    }
+
+    /// Counts a round's `outcome`; after a failure, asks for everything to
+    /// be written again and waits `wait`. Returns the next failure's wait.
+    async fn after(
+        &self,
+        outcome: Result<(), RedisError>,
+        mirror: &std::sync::Weak<Mirror>,
+        wait: Duration,
+    ) -> Duration {
+        match outcome {
+            Ok(()) => {
+                self.stats.up.store(true, Ordering::Relaxed);
+                RETRY.0
+            }
+            Err(error) => {
+                // What was written is unknown: write everything again.
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                if self.stats.up.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(%error, "the session registry in Redis lags: retrying");
                 }
-                Err(error) => {
-                    // What was written is unknown: write everything again.
-                    self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                    if self.stats.up.swap(false, Ordering::Relaxed) {
-                        tracing::warn!(%error, "the session registry in Redis lags: retrying");
-                    }
-                    if let Some(mirror) = mirror.upgrade() {
-                        mirror.resync.store(true, Ordering::Release);
-                    }
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(RETRY.1);
+                if let Some(mirror) = mirror.upgrade() {
+                    mirror.resync.store(true, Ordering::Release);
                 }
+                tokio::time::sleep(wait).await;
+                (wait * 2).min(RETRY.1)
             }
         }
     }
@@ -277,7 +323,8 @@ impl Writer {
             let (Some(Reply::Array(keys)), Some(Reply::Bulk(next))) = (parts.pop(), parts.pop()) else {
                 return Err(RedisError::Protocol("a SCAN reply"));
             };
-            // A key that names no valid session is not this registry's.
+            // A key that names no valid session is not this registry's, nor
+            // one of a shard this writer does not write.
             let removals: Vec<_> = keys
                 .into_iter()
                 .filter_map(|k| match k {
@@ -286,6 +333,7 @@ impl Writer {
                     }
                     _ => None,
                 })
+                .filter(|(_, session, _)| self.generations.get(ShardId::of(session)) > 0)
                 .collect();
             self.apply(removals).await?;
             if next == b"0" {

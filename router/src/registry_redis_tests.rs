@@ -11,12 +11,9 @@ use herald_testkit::redis::RedisServer;
 struct Fixed(ShardGenerations, Vec<RegistryEntry>);
 
 impl Snapshots for Fixed {
-    fn snapshot(
-        &self,
-        queued: &mut mpsc::Receiver<Vec<RegistryEntry>>,
-    ) -> Option<(ShardGenerations, Vec<RegistryEntry>)> {
+    fn snapshot(&self, queued: &mut mpsc::Receiver<Vec<RegistryEntry>>) -> Snapshot {
         while queued.try_recv().is_ok() {}
-        Some((self.0.clone(), self.1.clone()))
+        Snapshot::Ready(self.0.clone(), self.1.clone())
     }
 }
 
@@ -81,6 +78,42 @@ async fn each_entry_is_fenced_by_the_writers_generation_of_its_shard() {
     assert_eq!(redis.cli(&["HMGET", &key(&ghost_kept), "gateway", "writer"]), "5\n6");
     assert_eq!(stats.fenced.load(Ordering::Relaxed), 2, "the write and the delete refused");
     assert_eq!(redis.cli(&["GET", "herald:registry:generation"]), "9", "the writer's highest generation");
+    drop(mirror);
+    writer.abort();
+}
+
+/// A writer that owns some shards (a router of a cluster) leaves the
+/// others' entries alone when it writes its own whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_of_some_shards_leaves_the_others_entries_alone() {
+    let redis = RedisServer::start();
+    let mine = ShardId::of(&session("a"));
+    let mut generations = vec![0; usize::from(REGISTRY_SHARDS)];
+    generations[mine.index()] = 3;
+    let (ours_gone, theirs) = (client(mine, true, &["a"]), client(mine, false, &[]));
+    for c in [ours_gone.as_str(), theirs.as_str()] {
+        assert_eq!(redis.cli(&["HSET", &key(c), "gateway", "5", "epoch", "1.1", "writer", "1"]), "3");
+    }
+    let held =
+        Holder { gateway: Some(NodeId(1)), epoch: Epoch::new(3, 1), since: UnixMillis(1), expiry_seconds: 0 };
+    let entries = vec![RegistryEntry { session: session("a"), held: Some(held) }];
+    let config = RedisRegistryConfig {
+        address: RedisAddress::parse(&redis.url()).expect("url"),
+        prefix: "herald:".to_owned(),
+    };
+    let stats = std::sync::Arc::new(RegistryStats::default());
+    let (mirror, task) =
+        start(config, Fixed(ShardGenerations::from_table(generations), entries), stats.clone());
+    let writer = tokio::spawn(task);
+    let wait = Duration::from_secs(10);
+    assert_eq!(redis.wait_for(&["HGET", &key("a"), "writer"], wait, |o| o == "3"), "3");
+    assert_eq!(
+        redis.wait_for(&["EXISTS", &key(&ours_gone)], wait, |o| o == "0"),
+        "0",
+        "unknown on its shard"
+    );
+    assert_eq!(redis.cli(&["HMGET", &key(&theirs), "gateway", "writer"]), "5\n1", "another router's shard");
+    assert_eq!(stats.fenced.load(Ordering::Relaxed), 0, "nothing of another shard even tried");
     drop(mirror);
     writer.abort();
 }

@@ -457,13 +457,13 @@ impl crate::registry_redis::Snapshots for Snapshotter {
     fn snapshot(
         &self,
         queued: &mut mpsc::Receiver<Vec<crate::state::RegistryEntry>>,
-    ) -> Option<(ShardGenerations, Vec<crate::state::RegistryEntry>)> {
-        let inner = self.0.upgrade()?;
+    ) -> crate::registry_redis::Snapshot {
+        let Some(inner) = self.0.upgrade() else { return crate::registry_redis::Snapshot::Gone };
         let mut state = inner.state();
         // Changes are offered with the state locked: what is queued now is
         // older than the snapshot, and what comes after it is newer.
         while queued.try_recv().is_ok() {}
-        Some((state.generations().clone(), state.registry_snapshot()))
+        crate::registry_redis::Snapshot::Ready(state.generations().clone(), state.registry_snapshot())
     }
 }
 

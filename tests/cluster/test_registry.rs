@@ -1,7 +1,9 @@
 //! The session registry kept in a real `redis-server` across a change of
-//! leader (ADR 0029): the new leader writes it whole at its own, later
-//! generation, with the sessions its gateways gave back, and what no router
-//! knows any more leaves it.
+//! leader (ADR 0029): each router writes the sessions of the registry shards
+//! it owns (ADR 0033); the new leader restarts every shard, whose owners
+//! write them whole at later generations, with the sessions the gateways
+//! gave back and the persistent ones offline, and what no router knows any
+//! more leaves it.
 
 use crate::raft_cluster::RaftCluster;
 use crate::support::{Version, subscriber};
@@ -61,4 +63,38 @@ fn with_the_registry_in_redis_a_new_leader_writes_it_again_at_a_later_generation
     let fresh = redis.wait_for(&["HGET", &key("fresh"), "epoch"], WAIT, |o| !o.is_empty());
     assert!(generation_of(&fresh) >= second, "epoch {fresh} of generation {second} or later");
     assert_eq!(kept.connects(), 1, "the client stayed connected through the change of leader");
+}
+
+/// A persistent session offline is known only to the replicated state once
+/// its shard restarted: its owner writes it from there, so it stays in
+/// Redis across the change of leader, and leaves when it expires.
+#[test]
+fn an_offline_session_stays_in_redis_across_a_change_of_leader_and_leaves_when_it_expires() {
+    let redis = RedisServer::start();
+    let mut cluster = RaftCluster::start_with(3, &[("HERALD_REGISTRY_REDIS", &redis.url())]);
+    let gateway = cluster.start_gateway();
+    cluster.wait_for_shards_over(&[1, 2, 3]);
+    subscriber(&gateway, Version::V5)
+        .client_id("away")
+        .session_expiry(20)
+        .topic("t")
+        .qos(1)
+        .exit_after_subscribe()
+        .start();
+    // Expiry, then holder: none.
+    let offline = redis.wait_for(&["HMGET", &key("away"), "expiry", "gateway"], WAIT, |o| o == "20");
+    assert_eq!(offline, "20", "offline, expiring 20 s after it left");
+    let first = generation(&redis);
+
+    let leader = cluster.leader();
+    cluster.kill_router(leader);
+    assert_ne!(cluster.leader(), leader);
+    // Every shard restarted or moved: its owner wrote it whole, "away" with
+    // it, at the shard's new generation.
+    let later = |o: &str| o.parse::<u64>().is_ok_and(|g| g > first);
+    let writer = redis.wait_for(&["HGET", &key("away"), "writer"], WAIT, later);
+    assert!(later(&writer), "written again at a generation above {first}: {writer}");
+    assert_eq!(redis.cli(&["HMGET", &key("away"), "expiry", "gateway"]), "20");
+    let gone = redis.wait_for(&["EXISTS", &key("away")], Duration::from_secs(40), |o| o == "0");
+    assert_eq!(gone, "0", "an expired session leaves the registry");
 }

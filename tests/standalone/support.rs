@@ -497,11 +497,18 @@ impl SubscriberBuilder {
     /// Asks for a session that outlives the connection: clean session 0 (`-c`), and for v5 also a
     /// Session Expiry Interval of 300 s.
     pub(crate) fn persistent(mut self) -> Self {
-        self.arguments.push("-c".to_owned());
         if self.version == Version::V5 {
-            self = self.argument("-x", 300);
+            return self.session_expiry(300);
         }
+        self.arguments.push("-c".to_owned());
         self
+    }
+
+    /// Asks for a v5 session that outlives the connection by `seconds`
+    /// (`-c -x seconds`).
+    pub(crate) fn session_expiry(mut self, seconds: u32) -> Self {
+        self.arguments.push("-c".to_owned());
+        self.argument("-x", seconds)
     }
 
     /// Presents a user name and password (`-u`, `-P`).

@@ -20,6 +20,7 @@ use herald_core::{Epoch, NodeId, SessionKey, ShardGenerations, ShardId, UnixMill
 use herald_proto::seam::{Claim, Reattach, Release, Will};
 use std::collections::{BTreeSet, HashMap, HashSet};
 
+mod registry;
 #[cfg(test)]
 pub(crate) mod tests;
 
@@ -114,6 +115,10 @@ struct Entry {
     /// said): a claim of the same connection again (its first answer was
     /// lost with a link) takes nothing over.
     connection: u64,
+    /// Since when it is online (or offline), and its expiry interval, in
+    /// seconds: what the registry in Redis shows.
+    since: UnixMillis,
+    expiry_seconds: u32,
 }
 
 /// The will of a claim taken over before its gateway said whether its
@@ -180,6 +185,9 @@ pub struct ShardOwner {
     /// gateway settles on a live link, and lists an accepted connection
     /// on a new one), and ends without its will.
     unsettled: std::collections::VecDeque<(UnixMillis, SessionKey, Epoch)>,
+    /// Sessions changed since the registry in Redis was last written, while
+    /// one is kept (`registry.rs`).
+    changed: Option<HashSet<SessionKey>>,
 }
 
 impl ShardOwner {
@@ -200,6 +208,7 @@ impl ShardOwner {
             inherited: HashMap::new(),
             pending_wills: HashMap::new(),
             unsettled: std::collections::VecDeque::new(),
+            changed: None,
         }
     }
 
@@ -366,7 +375,10 @@ impl ShardOwner {
             will,
             accepted,
             connection: claim_connection,
+            since: now,
+            expiry_seconds: claim.expiry_seconds,
         };
+        self.touched(&claim.session);
         self.sessions.insert(claim.session.clone(), entry);
         Ok(Granted { epoch, persistent })
     }
@@ -425,6 +437,7 @@ impl ShardOwner {
                         listing.insert(session.clone());
                     }
                 } else {
+                    self.touched(session);
                     self.sessions.remove(session);
                 }
                 Ok(())
@@ -446,6 +459,7 @@ impl ShardOwner {
         &mut self,
         gateway: NodeId,
         release: &Release,
+        now: UnixMillis,
         out: &mut Vec<OwnerEffect>,
     ) -> Result<(), Refused> {
         self.shard(&release.session)?;
@@ -454,9 +468,11 @@ impl ShardOwner {
             return Err(Refused::Stale);
         }
         if entry.persistent && release.expiry_seconds > 0 {
-            entry.gateway = None;
+            (entry.gateway, entry.since, entry.expiry_seconds) = (None, now, release.expiry_seconds);
+            self.touched(&release.session);
             return Ok(());
         }
+        self.touched(&release.session);
         let ended = self.sessions.remove(&release.session).and_then(|e| e.will);
         if let Some(will) = ended.filter(|_| release.publish_will) {
             out.push(OwnerEffect::PublishWill { session: release.session.clone(), will });
@@ -468,6 +484,7 @@ impl ShardOwner {
     /// forgotten here unless a connection holds it.
     pub fn forget_offline(&mut self, session: &SessionKey) {
         if self.sessions.get(session).is_some_and(|e| e.gateway.is_none()) {
+            self.touched(session);
             self.sessions.remove(session);
         }
     }
@@ -487,6 +504,7 @@ impl ShardOwner {
         gateway: NodeId,
         sessions: Vec<Reattach>,
         last: bool,
+        now: UnixMillis,
         out: &mut Vec<OwnerEffect>,
     ) -> Vec<(SessionKey, u64)> {
         let mut elsewhere = Vec::new();
@@ -538,6 +556,7 @@ impl ShardOwner {
                 continue;
             }
             let will = held.will.filter(|_| held.expiry_seconds == 0);
+            self.touched(&held.session);
             let entry = self.sessions.entry(held.session).or_insert(Entry {
                 gateway: Some(gateway),
                 epoch: held.epoch,
@@ -545,6 +564,8 @@ impl ShardOwner {
                 will: None,
                 accepted: true,
                 connection: 0,
+                since: now,
+                expiry_seconds: held.expiry_seconds,
             });
             // A gateway lists only connections it accepted.
             entry.accepted = true;
@@ -554,7 +575,7 @@ impl ShardOwner {
         }
         if last {
             let listed = self.listing.remove(&gateway);
-            self.listed(gateway, listed, out);
+            self.listed(gateway, listed, now, out);
         }
         elsewhere
     }
@@ -563,7 +584,13 @@ impl ShardOwner {
     /// waits for it. After a link opened again (`listed`: what it listed and
     /// claimed since), or when it is gone (`None`, not linked), the sessions
     /// it held here and did not list end.
-    fn listed(&mut self, gateway: NodeId, listed: Option<HashSet<SessionKey>>, out: &mut Vec<OwnerEffect>) {
+    fn listed(
+        &mut self,
+        gateway: NodeId,
+        listed: Option<HashSet<SessionKey>>,
+        now: UnixMillis,
+        out: &mut Vec<OwnerEffect>,
+    ) {
         self.leases.remove(&gateway);
         for owned in self.shards.values_mut() {
             owned.unlisted.remove(&gateway);
@@ -589,19 +616,21 @@ impl ShardOwner {
             .map(|(session, _)| session.clone())
             .collect();
         for session in gone {
-            self.dropped(&session, out);
+            self.dropped(&session, now, out);
         }
     }
 
     /// A session's connection is gone without a release: a transient
     /// session ends and its will is published; a persistent one goes
     /// offline (the leader publishes its will).
-    fn dropped(&mut self, session: &SessionKey, out: &mut Vec<OwnerEffect>) {
+    fn dropped(&mut self, session: &SessionKey, now: UnixMillis, out: &mut Vec<OwnerEffect>) {
         let Some(entry) = self.sessions.get_mut(session) else { return };
         if entry.persistent {
-            entry.gateway = None;
+            (entry.gateway, entry.since) = (None, now);
+            self.touched(session);
             return;
         }
+        self.touched(session);
         if let Some(will) = self.sessions.remove(session).and_then(|e| e.will) {
             out.push(OwnerEffect::PublishWill { session: session.clone(), will });
         }
@@ -629,7 +658,7 @@ impl ShardOwner {
             self.leases.iter().filter(|(_, until)| **until <= now).map(|(g, _)| *g).collect();
         for gateway in due {
             let listed = self.listing.remove(&gateway);
-            self.listed(gateway, listed, out);
+            self.listed(gateway, listed, now, out);
         }
         // A will whose connection's fate never came (its gateway may have
         // accepted it and died) is published.
@@ -650,6 +679,7 @@ impl ShardOwner {
             }
             let Some((_, session, epoch)) = self.unsettled.pop_front() else { break };
             if self.sessions.get(&session).is_some_and(|e| e.epoch == epoch && !e.accepted) {
+                self.touched(&session);
                 self.sessions.remove(&session);
             }
         }

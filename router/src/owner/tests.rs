@@ -84,7 +84,7 @@ fn owner_of_all(generation: u64, known: &[NodeId]) -> ShardOwner {
     owner.set_table(&[ME; REGISTRY_SHARDS as usize], &ShardGenerations::uniform(generation), &known, at(0));
     for gateway in &known {
         owner.gateway_linked(*gateway);
-        assert_eq!(owner.relist(*gateway, Vec::new(), true, &mut Vec::new()), []);
+        assert_eq!(owner.relist(*gateway, Vec::new(), true, at(0), &mut Vec::new()), []);
     }
     owner
 }
@@ -111,10 +111,10 @@ fn a_claim_gets_an_epoch_of_its_shards_generation_and_a_second_claim_revokes_the
     assert_eq!(effects, [revoke(GW1, "a", first.epoch)], "the old connection ends");
 
     // The old connection's release is stale: it ends nothing.
-    let (stale, effects) = run(|out| owner.release(GW1, &release("a", first.epoch, 0, true), out));
+    let (stale, effects) = run(|out| owner.release(GW1, &release("a", first.epoch, 0, true), at(0), out));
     assert_eq!((stale, effects), (Err(Refused::Stale), vec![]));
     assert_eq!(owner.locate(&key("a")), Located::Online { gateway: GW2, epoch: second });
-    let (ended, _) = run(|out| owner.release(GW2, &release("a", second, 0, false), out));
+    let (ended, _) = run(|out| owner.release(GW2, &release("a", second, 0, false), at(0), out));
     assert_eq!(ended, Ok(()));
     assert_eq!(owner.locate(&key("a")), Located::Unknown);
     assert_eq!(owner.sessions(), 0);
@@ -131,7 +131,7 @@ fn a_session_of_a_shard_owned_elsewhere_is_refused_with_its_owner() {
     let (refused, _) = run(|out| owner.claim(GW1, &claim("x", true, 0, false), false, at(0), out));
     assert_eq!(refused, Err(Refused::NotOwner { owner: 2 }));
     assert_eq!(owner.locate(&key("x")), Located::NotOwner { owner: 2 });
-    let listed = owner.relist(GW1, vec![held("x", Epoch::new(1, 1), 0)], true, &mut Vec::new());
+    let listed = owner.relist(GW1, vec![held("x", Epoch::new(1, 1), 0)], true, at(0), &mut Vec::new());
     assert_eq!(listed, [(key("x"), 2)], "listed again at its owner");
 }
 
@@ -140,10 +140,10 @@ fn a_transient_sessions_will_is_published_here_and_a_persistent_ones_is_left_to_
     let mut owner = owner_of_all(1, &[GW1, GW2]);
     // Ended abnormally: its will goes out; a normal end drops it.
     let a = owner.claim(GW1, &claim("a", true, 0, true), false, at(0), &mut Vec::new()).expect("granted");
-    let (_, effects) = run(|out| owner.release(GW1, &release("a", a.epoch, 0, true), out));
+    let (_, effects) = run(|out| owner.release(GW1, &release("a", a.epoch, 0, true), at(0), out));
     assert_eq!(effects, [will_of("a")]);
     let b = owner.claim(GW1, &claim("b", true, 0, true), false, at(0), &mut Vec::new()).expect("granted");
-    let (_, effects) = run(|out| owner.release(GW1, &release("b", b.epoch, 0, false), out));
+    let (_, effects) = run(|out| owner.release(GW1, &release("b", b.epoch, 0, false), at(0), out));
     assert_eq!(effects, []);
     // Taken over: the transient session ends, with its will [MQTT-3.1.3-9].
     let c = owner.claim(GW1, &claim("c", true, 0, true), false, at(0), &mut Vec::new()).expect("granted");
@@ -154,21 +154,21 @@ fn a_transient_sessions_will_is_published_here_and_a_persistent_ones_is_left_to_
     // Persistent: attached at the leader, which has its will; offline here.
     let p = owner.claim(GW1, &claim("p", false, 600, true), false, at(0), &mut Vec::new()).expect("granted");
     assert!(p.persistent);
-    let (_, effects) = run(|out| owner.release(GW1, &release("p", p.epoch, 600, true), out));
+    let (_, effects) = run(|out| owner.release(GW1, &release("p", p.epoch, 600, true), at(0), out));
     assert_eq!(effects, []);
     assert_eq!(owner.locate(&key("p")), Located::Offline);
     // A clean start without expiry ends it: still attached at the leader
     // (which ends the old one), transient here from now on.
     let q = owner.claim(GW2, &claim("p", true, 0, true), false, at(0), &mut Vec::new()).expect("granted");
     assert!(q.persistent, "the leader must end the persistent session");
-    let (_, effects) = run(|out| owner.release(GW2, &release("p", q.epoch, 0, true), out));
+    let (_, effects) = run(|out| owner.release(GW2, &release("p", q.epoch, 0, true), at(0), out));
     assert_eq!(effects, [will_of("p")]);
     // What only the replicated state knows is persistent is attached too.
     let r = owner.claim(GW1, &claim("r", true, 0, false), true, at(0), &mut Vec::new()).expect("granted");
     assert!(r.persistent);
     // The leader expired an offline session: forgotten here.
     let s = owner.claim(GW1, &claim("s", false, 60, false), false, at(0), &mut Vec::new()).expect("granted");
-    owner.release(GW1, &release("s", s.epoch, 60, false), &mut Vec::new()).expect("released");
+    owner.release(GW1, &release("s", s.epoch, 60, false), at(0), &mut Vec::new()).expect("released");
     owner.forget_offline(&key("s"));
     assert_eq!(owner.locate(&key("s")), Located::Unknown);
 }
@@ -235,18 +235,19 @@ fn a_shard_taken_here_is_rebuilt_from_what_the_gateways_list() {
     assert_eq!(owner.locate(&key("s1")), Located::Rebuilding, "GW1 and GW2 may hold it");
     owner.gateway_linked(GW1);
     let old = Epoch::new(3, 7);
-    let (_, effects) =
-        run(|out| owner.relist(GW1, vec![held("s1", old, 0), held("s2", Epoch::new(5, 1), 0)], true, out));
+    let (_, effects) = run(|out| {
+        owner.relist(GW1, vec![held("s1", old, 0), held("s2", Epoch::new(5, 1), 0)], true, at(0), out)
+    });
     // s1 was granted before the shard came here: kept with its epoch. s2
     // claims an epoch of this generation that was never granted here.
     assert_eq!(effects, [revoke(GW1, "s2", Epoch::new(5, 1))]);
     assert_eq!(owner.locate(&key("s1")), Located::Online { gateway: GW1, epoch: old });
     assert_eq!(owner.locate(&key("zz")), Located::Rebuilding, "GW2 has not listed");
     owner.gateway_linked(GW2);
-    owner.relist(GW2, Vec::new(), true, &mut Vec::new());
+    owner.relist(GW2, Vec::new(), true, at(0), &mut Vec::new());
     assert_eq!(owner.locate(&key("zz")), Located::Unknown, "every gateway listed");
     // s1's will was listed with it: published when its connection ends.
-    let (_, effects) = run(|out| owner.release(GW1, &release("s1", old, 0, true), out));
+    let (_, effects) = run(|out| owner.release(GW1, &release("s1", old, 0, true), at(0), out));
     assert_eq!(effects, [will_of("s1")]);
 }
 
@@ -255,21 +256,21 @@ fn a_gateway_frozen_through_the_move_cannot_take_back_a_session_claimed_since() 
     // GW1 held s at 3.4 and froze; the shard came here at generation 5.
     let mut owner = taken(&[GW1, GW2]);
     owner.gateway_linked(GW2);
-    owner.relist(GW2, Vec::new(), true, &mut Vec::new());
+    owner.relist(GW2, Vec::new(), true, at(0), &mut Vec::new());
     // The client reconnected through GW2 and left again.
     let s = owner.claim(GW2, &claim("s", true, 0, false), false, at(0), &mut Vec::new()).expect("granted");
-    owner.release(GW2, &release("s", s.epoch, 0, false), &mut Vec::new()).expect("released");
+    owner.release(GW2, &release("s", s.epoch, 0, false), at(0), &mut Vec::new()).expect("released");
     // GW1 thaws and lists what it held: refused, though nobody holds s now.
     // Its connection was taken over by the reconnect, which came before its
     // will was here: the will goes now.
     owner.gateway_linked(GW1);
-    let (_, effects) = run(|out| owner.relist(GW1, vec![held("s", Epoch::new(3, 4), 0)], true, out));
+    let (_, effects) = run(|out| owner.relist(GW1, vec![held("s", Epoch::new(3, 4), 0)], true, at(0), out));
     assert_eq!(effects, [will_of("s"), revoke(GW1, "s", Epoch::new(3, 4))]);
     assert_eq!(owner.locate(&key("s")), Located::Unknown);
     // Listed again (its link opened again before the revocation reached
     // it): refused, the will not published twice.
     owner.gateway_linked(GW1);
-    let (_, effects) = run(|out| owner.relist(GW1, vec![held("s", Epoch::new(3, 4), 0)], true, out));
+    let (_, effects) = run(|out| owner.relist(GW1, vec![held("s", Epoch::new(3, 4), 0)], true, at(0), out));
     assert_eq!(effects, [revoke(GW1, "s", Epoch::new(3, 4))]);
 }
 
@@ -280,7 +281,7 @@ fn a_gateway_that_lists_after_its_lease_ended_takes_nothing_back() {
     assert_eq!(owner.tick(at(LEASE_MS), &mut Vec::new()), None);
     assert_eq!(owner.locate(&key("s")), Located::Unknown, "nobody to wait for");
     owner.gateway_linked(GW1);
-    let (_, effects) = run(|out| owner.relist(GW1, vec![held("s", Epoch::new(3, 4), 0)], true, out));
+    let (_, effects) = run(|out| owner.relist(GW1, vec![held("s", Epoch::new(3, 4), 0)], true, at(0), out));
     assert_eq!(effects, [revoke(GW1, "s", Epoch::new(3, 4))]);
 }
 
@@ -297,7 +298,7 @@ fn a_gateway_whose_link_dropped_keeps_what_it_lists_in_time_and_loses_the_rest()
     assert_eq!(owner.locate(&key("a")), Located::Online { gateway: GW1, epoch: a.epoch }, "its lease holds");
     // Back within the lease, holding a (b's and p's connections ended).
     owner.gateway_linked(GW1);
-    let (_, effects) = run(|out| owner.relist(GW1, vec![held("a", a.epoch, 0)], true, out));
+    let (_, effects) = run(|out| owner.relist(GW1, vec![held("a", a.epoch, 0)], true, at(0), out));
     assert_eq!(effects, [will_of("b")], "b ended with its connection: its will");
     assert_eq!(owner.locate(&key("a")), Located::Online { gateway: GW1, epoch: a.epoch });
     assert_eq!(owner.locate(&key("p")), Located::Offline);
@@ -332,7 +333,7 @@ fn a_shard_that_moves_away_is_forgotten_and_one_that_comes_back_starts_empty() {
     generations[shard.index()] = 3;
     owner.set_table(&owners, &ShardGenerations::from_table(generations), &known, at(3));
     assert_eq!(owner.locate(&key("a")), Located::Rebuilding);
-    let (_, effects) = run(|out| owner.relist(GW1, vec![held("a", a.epoch, 0)], true, out));
+    let (_, effects) = run(|out| owner.relist(GW1, vec![held("a", a.epoch, 0)], true, at(0), out));
     assert_eq!(effects, []);
     assert_eq!(owner.locate(&key("a")), Located::Online { gateway: GW1, epoch: a.epoch });
     // Listing the shard that came back ended nothing else the gateway holds.
@@ -404,7 +405,7 @@ fn of_two_gateways_listing_one_session_the_newer_connection_keeps_it() {
         let lists = [(GW1, older), (GW2, newer)];
         let order = if newer_first { [lists[1], lists[0]] } else { lists };
         for (gateway, epoch) in order {
-            owner.relist(gateway, vec![held("s", epoch, 0)], true, &mut effects);
+            owner.relist(gateway, vec![held("s", epoch, 0)], true, at(0), &mut effects);
         }
         assert_eq!(effects, [revoke(GW1, "s", older)], "newer first: {newer_first}");
         assert_eq!(owner.locate(&key("s")), Located::Online { gateway: GW2, epoch: newer });
@@ -421,24 +422,24 @@ fn the_end_of_a_list_does_not_end_a_claim_still_waiting_for_the_leader() {
         owner.claim(GW1, &claim("w", true, 0, true), false, at(0), &mut Vec::new()).expect("granted");
     owner.gateway_unlinked(GW1, at(1));
     owner.gateway_linked(GW1);
-    let (_, effects) = run(|out| owner.relist(GW1, Vec::new(), true, out));
+    let (_, effects) = run(|out| owner.relist(GW1, Vec::new(), true, at(0), out));
     assert_eq!(effects, [], "no will while its connection may be accepted");
     owner.settled(GW1, &key("w"), waiting.epoch, true, &mut Vec::new()).expect("accepted");
-    let (_, effects) = run(|out| owner.release(GW1, &release("w", waiting.epoch, 0, true), out));
+    let (_, effects) = run(|out| owner.release(GW1, &release("w", waiting.epoch, 0, true), at(0), out));
     assert_eq!(effects, [will_of("w")], "at its real end");
     // An accepted session not listed again ended with its connection.
     let gone = owner.claim(GW1, &claim("g", true, 0, true), false, at(0), &mut Vec::new()).expect("granted");
     owner.settled(GW1, &key("g"), gone.epoch, true, &mut Vec::new()).expect("accepted");
     owner.gateway_unlinked(GW1, at(2));
     owner.gateway_linked(GW1);
-    let (_, effects) = run(|out| owner.relist(GW1, Vec::new(), true, out));
+    let (_, effects) = run(|out| owner.relist(GW1, Vec::new(), true, at(0), out));
     assert_eq!(effects, [will_of("g")]);
     // A claim without a will has nothing to settle: not listed again, it
     // ended with its connection.
     owner.claim(GW1, &claim("n", true, 0, false), false, at(3), &mut Vec::new()).expect("granted");
     owner.gateway_unlinked(GW1, at(4));
     owner.gateway_linked(GW1);
-    owner.relist(GW1, Vec::new(), true, &mut Vec::new());
+    owner.relist(GW1, Vec::new(), true, at(0), &mut Vec::new());
     assert_eq!(owner.locate(&key("n")), Located::Unknown);
     // One never settled was given up (its settling was lost with a link):
     // it ends, without its will, once it is older than any claim waits.
@@ -500,12 +501,69 @@ fn online_sessions_are_counted_per_gateway_with_linked_gateways_holding_none() {
     // A persistent session offline is held by no gateway; a transient one
     // released is gone.
     let Located::Online { epoch: d, .. } = owner.locate(&key("d")) else { panic!("d online") };
-    assert_eq!(run(|out| owner.release(GW2, &release("d", d, 60, false), out)).0, Ok(()));
+    assert_eq!(run(|out| owner.release(GW2, &release("d", d, 60, false), at(0), out)).0, Ok(()));
     let Located::Online { epoch: a, .. } = owner.locate(&key("a")) else { panic!("a online") };
-    assert_eq!(run(|out| owner.release(GW1, &release("a", a, 0, false), out)).0, Ok(()));
+    assert_eq!(run(|out| owner.release(GW1, &release("a", a, 0, false), at(0), out)).0, Ok(()));
     assert_eq!(owner.locate(&key("d")), Located::Offline);
     assert_eq!(owner.online_per_gateway(), [(11, 1), (12, 1), (13, 0)]);
     // A gateway unlinked and holding nothing is not listed.
     owner.gateway_unlinked(GW3, at(1));
     assert_eq!(owner.online_per_gateway(), [(11, 1), (12, 1)]);
+}
+
+#[test]
+fn the_registry_changes_are_each_sessions_latest_state_in_the_shards_owned_here() {
+    use crate::state::{Holder, RegistryEntry};
+    let mut owner = owner_of_all(1, &[GW1]);
+    owner.track_registry();
+    let (a, _) = run(|out| owner.claim(GW1, &claim("a", true, 0, false), false, at(5), out));
+    let (d, _) = run(|out| owner.claim(GW1, &claim("d", true, 60, false), false, at(5), out));
+    let (a, d) = (a.expect("granted").epoch, d.expect("granted").epoch);
+    let sorted = |mut entries: Vec<RegistryEntry>| {
+        entries.sort_by(|x, y| x.session.client.cmp(&y.session.client));
+        entries
+    };
+    let entry = |client: &str, gateway, epoch, since, expiry_seconds| RegistryEntry {
+        session: key(client),
+        held: Some(Holder { gateway, epoch, since, expiry_seconds }),
+    };
+    assert_eq!(
+        sorted(owner.take_registry_changes()),
+        [entry("a", Some(GW1), a, at(5), 0), entry("d", Some(GW1), d, at(5), 60)]
+    );
+    assert_eq!(owner.take_registry_changes(), [], "taken once");
+    // The transient session ends, the persistent one goes offline.
+    assert_eq!(run(|out| owner.release(GW1, &release("a", a, 0, false), at(9), out)).0, Ok(()));
+    assert_eq!(run(|out| owner.release(GW1, &release("d", d, 60, false), at(9), out)).0, Ok(()));
+    assert_eq!(
+        sorted(owner.take_registry_changes()),
+        [RegistryEntry { session: key("a"), held: None }, entry("d", None, d, at(9), 60)]
+    );
+    assert_eq!(owner.registry_snapshot(), [entry("d", None, d, at(9), 60)]);
+    // Offline since at(9): swept only once that is past.
+    assert_eq!(owner.offline_sessions(at(9)), []);
+    assert_eq!(owner.offline_sessions(at(10)), [key("d")]);
+    assert!(owner.knows(&key("d")) && !owner.knows(&key("a")));
+    owner.forget_offline(&key("d"));
+    assert_eq!(owner.take_registry_changes(), [RegistryEntry { session: key("d"), held: None }]);
+}
+
+#[test]
+fn a_shard_taken_here_is_rebuilding_until_its_gateways_list_and_only_owned_shards_have_generations() {
+    let mut owners = vec![2; REGISTRY_SHARDS as usize];
+    let mine = ShardId::of(&key("x"));
+    owners[mine.index()] = ME;
+    let mut owner = started();
+    owner.set_table(&owners, &ShardGenerations::uniform(7), &[GW1].into(), at(0));
+    assert!(owner.rebuilding(), "waiting for GW1's list");
+    let generations = owner.owned_generations();
+    assert_eq!(generations.get(mine), 7);
+    assert_eq!(
+        ShardId::all().filter(|s| generations.get(*s) > 0).count(),
+        1,
+        "the others are not written here"
+    );
+    owner.gateway_linked(GW1);
+    owner.relist(GW1, Vec::new(), true, at(1), &mut Vec::new());
+    assert!(!owner.rebuilding());
 }

@@ -468,6 +468,19 @@ impl RaftNode {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).durable.has_session(key)
     }
 
+    /// The persistent sessions `wanted` picks, as offline registry entries
+    /// (this node's copy of the replicated state).
+    pub fn offline_sessions_where(
+        &self,
+        wanted: &dyn Fn(&herald_core::SessionKey) -> bool,
+    ) -> Vec<crate::state::RegistryEntry> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .durable
+            .offline_sessions_where(wanted)
+    }
+
     /// Returns this node's id.
     pub fn id(&self) -> u64 {
         self.id

@@ -230,6 +230,28 @@ impl DurableState {
         self.sessions.contains_key(key)
     }
 
+    /// The persistent sessions `wanted` picks, each as offline (the
+    /// registry shows one online once a gateway holds it), since it went
+    /// offline, as far as its record tells.
+    pub fn offline_sessions_where(&self, wanted: &dyn Fn(&SessionKey) -> bool) -> Vec<super::RegistryEntry> {
+        self.sessions
+            .values()
+            .filter(|durable| wanted(&durable.session))
+            .map(|durable| {
+                let expiry_ms = u64::from(durable.expiry_seconds) * 1000;
+                let since =
+                    durable.expires_at.map_or(UnixMillis(0), |at| UnixMillis(at.0.saturating_sub(expiry_ms)));
+                let held = super::Holder {
+                    gateway: None,
+                    epoch: durable.epoch.unwrap_or_default(),
+                    since,
+                    expiry_seconds: durable.expiry_seconds,
+                };
+                super::RegistryEntry { session: durable.session.clone(), held: Some(held) }
+            })
+            .collect()
+    }
+
     /// The gateways linked and not gone.
     pub fn gateways(&self) -> &BTreeSet<NodeId> {
         &self.gateways
