@@ -155,6 +155,13 @@ pub(crate) async fn run_router(
         let (raft, caught_up) = (raft.clone(), caught_up.clone());
         tokio::spawn(async move { raft.watch_caught_up(CATCH_UP_SLACK, caught_up).await })
     };
+    // The router that serves finds the push API's devices at their owners.
+    let locator = herald_router::locate::Locator::new(
+        node.0,
+        cluster_id.clone(),
+        shard_owner.clone(),
+        table_watch.clone(),
+    );
     let sources = crate::ops::Sources {
         router: Some(router_source),
         raft: Some(raft.clone()),
@@ -162,12 +169,12 @@ pub(crate) async fn run_router(
         caught_up: Some(caught_up),
         registry: registry.as_ref().map(|(_, stats)| Arc::clone(stats)),
         shard_owner: Some(shard_owner.clone()),
+        locator: Some(locator.clone()),
         ..Default::default()
     };
     // Metrics and health answer while it waits for a leader, however long.
     let (ops, shutdown) = crate::ops::start(config.ops, sources, shutdown).await?;
     let mut shutdown = std::pin::pin!(shutdown);
-    let owner = shard_owner;
     let joined = tokio::select! {
         joined = raft.join(&address, membership) => Some(joined),
         () = &mut shutdown => None,
@@ -175,10 +182,7 @@ pub(crate) async fn run_router(
     let outcome = match joined {
         Some(Ok(())) => {
             info!(%grpc, cluster = %cluster_id, %node, "listening");
-            let shards = Shards {
-                table: table_watch.clone(),
-                locator: herald_router::locate::Locator::new(node.0, cluster_id.clone(), owner, table_watch),
-            };
+            let shards = Shards { table: table_watch.clone(), locator };
             lead(&raft, &serving, &limits, single, &shards, shutdown).await
         }
         Some(Err(e)) => Err(e.into()),

@@ -40,6 +40,8 @@ pub(crate) struct Sources {
     pub(crate) registry_links: Option<Arc<herald_gateway::registry_links::RegistryLinks>>,
     /// A router's registry shards and the gateways linked to them.
     pub(crate) shard_owner: Option<herald_router::registry_link::RegistryService>,
+    /// Where a router finds the push API's devices (ADR 0033).
+    pub(crate) locator: Option<herald_router::locate::Locator>,
 }
 
 impl Sources {
@@ -246,6 +248,15 @@ impl Sources {
                 "Wills of transient sessions this router's registry shards ended: published here (this router leads), forwarded to the leader, or dropped (no leader took them in time).",
                 "outcome",
                 &[("here", here), ("forwarded", forwarded), ("dropped", dropped)],
+            );
+        }
+        if let Some(locator) = &self.locator {
+            let [here, elsewhere, not_located] = locator.counts();
+            out.labelled_counter(
+                "herald_router_push_devices_located_total",
+                "Devices of push-API sends this router located while it leads: at its own registry shards, at another router's, or not located in time (reported unreachable).",
+                "where",
+                &[("here", here), ("elsewhere", elsewhere), ("not_located", not_located)],
             );
         }
         if let Some(link) = &self.link {

@@ -47,6 +47,9 @@ pub struct Locator {
 }
 
 struct Inner {
+    /// Sessions located here, located at another router, and not located
+    /// in time.
+    counts: [std::sync::atomic::AtomicU64; 3],
     node: u64,
     cluster_id: String,
     local: RegistryService,
@@ -63,7 +66,20 @@ impl Locator {
         local: RegistryService,
         table: watch::Receiver<TableView>,
     ) -> Locator {
-        Locator { inner: Arc::new(Inner { node, cluster_id, local, table, clients: Mutex::default() }) }
+        let counts = Default::default();
+        Locator {
+            inner: Arc::new(Inner { counts, node, cluster_id, local, table, clients: Mutex::default() }),
+        }
+    }
+
+    /// Sessions located at this router's own shards, at another router's,
+    /// and not located in time (reported unreachable).
+    pub fn counts(&self) -> [u64; 3] {
+        self.inner.counts.each_ref().map(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    fn count(&self, which: usize, n: usize) {
+        self.inner.counts[which].fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Locates `sessions`: every one is answered (`Located::Rebuilding`:
@@ -97,12 +113,13 @@ impl Locator {
                     let (locator, chunk) = (self.clone(), chunk.to_vec());
                     asked.spawn(async move {
                         let answers = locator.ask(owner, &chunk).await;
-                        (chunk, answers)
+                        (owner, chunk, answers)
                     });
                 }
             }
             while let Some(done) = asked.join_next().await {
-                let Ok((chunk, answers)) = done else { continue };
+                let Ok((owner, chunk, answers)) = done else { continue };
+                let which = usize::from(owner != self.inner.node);
                 match answers {
                     // Left out: the serving router's records answer.
                     Ok(None) => {}
@@ -122,6 +139,7 @@ impl Locator {
                                 }
                                 Located::Rebuilding => pending.push(session),
                                 answer => {
+                                    self.count(which, 1);
                                     found.insert(session, answer);
                                 }
                             }
@@ -141,6 +159,7 @@ impl Locator {
                     sessions = pending.len(),
                     "sessions not located in time: reported unreachable"
                 );
+                self.count(2, pending.len());
                 found.extend(pending.into_iter().map(|session| (session, Located::Rebuilding)));
                 return found;
             }

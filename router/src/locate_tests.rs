@@ -145,6 +145,7 @@ async fn a_push_locates_its_devices_at_their_shards_owners() {
     ]
     .into();
     assert_eq!(located, expected);
+    assert_eq!(locator.counts(), [2, 2, 0], "near and moved here; far and nobody at router 1");
 
     // Router 1 unreachable: its session is not located in time.
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -155,6 +156,7 @@ async fn a_push_locates_its_devices_at_their_shards_owners() {
     let located = locator.locate(vec![key(far), key(near)]).await;
     assert_eq!(located[&key(far)], Located::Rebuilding);
     assert_eq!(located[&key(near)], Located::Online { gateway: NodeId(8), epoch: near_epochs[0] });
+    assert_eq!(locator.counts(), [1, 0, 1], "near here; far not located");
     one_server.abort();
     two_server.abort();
 }

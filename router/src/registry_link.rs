@@ -345,6 +345,9 @@ impl crate::registry_redis::Snapshots for OwnerSnapshots {
         // the snapshot, and what comes after it is newer.
         while queued.try_recv().is_ok() {}
         let mut entries = owner.registry_snapshot();
+        drop(owner);
+        // The replicated state is read without the owner locked: a session
+        // this router learns of meanwhile comes after, in the queue.
         let known: HashSet<SessionKey> = entries.iter().map(|e| e.session.clone()).collect();
         let mine =
             |session: &SessionKey| generations.get(ShardId::of(session)) > 0 && !known.contains(session);
@@ -358,30 +361,42 @@ impl crate::registry_redis::Snapshots for OwnerSnapshots {
 
 /// Forgets the persistent sessions offline here that the replicated state
 /// no longer holds, and takes those only it knew out of Redis.
+/// The replicated state is read with no lock of the owner held.
 fn sweep(shared: &Shared) {
     let before = UnixMillis(shared.clock.now().0.saturating_sub(SWEEP.as_millis() as u64));
     let offline = shared.owner().offline_sessions(before);
     let gone: Vec<SessionKey> = offline.into_iter().filter(|s| !(shared.persistent)(s)).collect();
-    {
+    if !gone.is_empty() {
         let mut owner = shared.owner();
         for session in &gone {
-            owner.forget_offline(session);
+            // Unless it came back meanwhile.
+            owner.forget_offline(session, before);
         }
     }
     shared.deliver(Vec::new());
     let Some(mirror) = shared.mirror.get() else { return };
+    let written: Vec<SessionKey> = shared
+        .offline_written
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .cloned()
+        .collect();
+    let ended: Vec<SessionKey> = written.into_iter().filter(|s| !(shared.persistent)(s)).collect();
+    if ended.is_empty() {
+        return;
+    }
     // Offered with the owner locked: a claim of one of them comes after.
     let owner = shared.owner();
     let mut written = shared.offline_written.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    // One learned of here since is the owner's to write.
-    written.retain(|session| !owner.knows(session));
-    let ended: Vec<SessionKey> = written.iter().filter(|s| !(shared.persistent)(s)).cloned().collect();
-    for session in &ended {
-        written.remove(session);
+    let mut deleted = Vec::new();
+    for session in ended {
+        // One learned of here since is the owner's to write.
+        if written.remove(&session) && !owner.knows(&session) {
+            deleted.push(crate::state::RegistryEntry { session, held: None });
+        }
     }
-    mirror.offer(
-        ended.into_iter().map(|session| crate::state::RegistryEntry { session, held: None }).collect(),
-    );
+    mirror.offer(deleted);
 }
 
 /// Sends the wills of the queue to the leader.

@@ -23,8 +23,7 @@ use tokio::task::JoinHandle;
 /// Items applied per lock of the state.
 const BATCH: usize = 256;
 /// Pushes whose devices are located at their shards' owners at once, at
-/// most; a gateway's next push waits for one to finish (its stream is
-/// pushed back).
+/// most; beyond, a push is refused as busy (HTTP 503, sent again later).
 const LOCATING: usize = 256;
 /// The timer task looks at the clock at least this often, so a clock that
 /// is moved by hand (tests) or steps is noticed.
@@ -294,11 +293,18 @@ impl Router {
                 if inner.gateways().get(&gateway).is_none_or(|attached| attached.serial != serial) {
                     break;
                 }
-                if let Some(locator) = inner.locator.get() {
-                    locate_pushes(&inner, locator, gateway, &mut batch).await;
-                }
+                let refused = match inner.locator.get() {
+                    Some(locator) => locate_pushes(&inner, locator, (gateway, serial), &mut batch),
+                    None => Vec::new(),
+                };
                 inner
                     .run_batch_traced(&mut effects, |state, now, out| {
+                        // Pushes beyond the lookups under way: the gateway
+                        // answers 503, to be sent again.
+                        for request in refused {
+                            let result = Err(herald_core::ErrorCode::ServerBusy);
+                            out.push((gateway, Downlink::Pushed { request, result }));
+                        }
                         let mut commits = Vec::new();
                         for mut item in batch.drain(..) {
                             let traced = trace_push(&mut item);
@@ -368,15 +374,20 @@ impl Router {
 /// Takes the pushes of `batch` that name devices (or aliases) and applies
 /// each once its devices are located at their shards' owners, in a task of
 /// its own: a shard being rebuilt holds back that push, not the gateway's
-/// other items.
-async fn locate_pushes(
+/// other items. With [`LOCATING`] lookups under way, a push is refused
+/// (its request id returned): the gateway's stream never waits for one.
+/// The push is applied only if the gateway's link (`serial`) is still the
+/// one it came on: a gateway that linked again sends its unanswered pushes
+/// again.
+fn locate_pushes(
     inner: &Arc<Inner>,
     locator: &crate::locate::Locator,
-    gateway: NodeId,
+    (gateway, serial): (NodeId, u64),
     batch: &mut Vec<Uplink>,
-) {
+) -> Vec<u64> {
+    let mut refused = Vec::new();
     if !batch.iter().any(|item| matches!(item, Uplink::Push(_))) {
-        return;
+        return refused;
     }
     for item in std::mem::take(batch) {
         let Uplink::Push(push) = item else {
@@ -388,11 +399,16 @@ async fn locate_pushes(
             batch.push(Uplink::Push(push));
             continue;
         };
-        // Never closed.
-        let Ok(permit) = inner.locating.clone().acquire_owned().await else { continue };
+        let Ok(permit) = inner.locating.clone().try_acquire_owned() else {
+            refused.push(push.request);
+            continue;
+        };
         let (inner, locator) = (inner.clone(), locator.clone());
         tokio::spawn(async move {
             let located = locator.locate(sessions).await;
+            if inner.gateways().get(&gateway).is_none_or(|attached| attached.serial != serial) {
+                return;
+            }
             let mut item = Uplink::Push(push);
             let traced = trace_push(&mut item);
             let Uplink::Push(push) = item else { return };
@@ -408,6 +424,7 @@ async fn locate_pushes(
             drop(permit);
         });
     }
+    refused
 }
 
 /// The spans of a traced push (its message carries a trace context): its

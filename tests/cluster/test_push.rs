@@ -204,7 +204,7 @@ fn on_three_routers_a_send_finds_each_device_at_its_shards_owner() {
     );
     std::fs::write(&config, text).expect("write the config");
     let config = config.to_str().expect("utf-8");
-    let mut cluster = crate::raft_cluster::RaftCluster::start(3);
+    let mut cluster = crate::raft_cluster::RaftCluster::start_with(3, &[("HERALD_OPS", "127.0.0.1:0")]);
     let gateways = [cluster.start_gateway_with(&[1, 2, 3], &["--config", config]), {
         cluster.start_gateway_with(&[1, 2, 3], &["--config", config])
     }];
@@ -244,4 +244,16 @@ fn on_three_routers_a_send_finds_each_device_at_its_shards_owner() {
         let got = device.finish();
         assert_eq!(got.iter().map(|d| d.topic.clone()).collect::<Vec<_>>(), [format!("$push/{name}")]);
     }
+    // The leader located them: some at its own shards, some at the others'.
+    let ops = crate::ops_client::ops_address(&cluster.router_output(cluster.leader()));
+    let (status, lines) = crate::ops_client::fetch(&ops, "/metrics");
+    assert_eq!(status, 200);
+    let metrics = crate::ops_client::samples(&lines);
+    let located = |at: &str| {
+        let name = format!("herald_router_push_devices_located_total{{where=\"{at}\"}}");
+        metrics.get(&name).copied().unwrap_or_else(|| panic!("no {name}"))
+    };
+    assert_eq!(located("here") + located("elsewhere"), 12.0, "every device located at its owner");
+    assert!(located("elsewhere") >= 1.0, "some at another router");
+    assert_eq!(located("not_located"), 0.0);
 }

@@ -480,10 +480,11 @@ impl ShardOwner {
         Ok(())
     }
 
-    /// The leader ended persistent session `session` (it expired): it is
-    /// forgotten here unless a connection holds it.
-    pub fn forget_offline(&mut self, session: &SessionKey) {
-        if self.sessions.get(session).is_some_and(|e| e.gateway.is_none()) {
+    /// The leader ended persistent session `session` (it expired, or a
+    /// clean start ended it): it is forgotten here unless a connection
+    /// holds it or it went offline again since `before`.
+    pub fn forget_offline(&mut self, session: &SessionKey, before: UnixMillis) {
+        if self.sessions.get(session).is_some_and(|e| e.gateway.is_none() && e.since < before) {
             self.touched(session);
             self.sessions.remove(session);
         }

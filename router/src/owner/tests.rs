@@ -169,7 +169,7 @@ fn a_transient_sessions_will_is_published_here_and_a_persistent_ones_is_left_to_
     // The leader expired an offline session: forgotten here.
     let s = owner.claim(GW1, &claim("s", false, 60, false), false, at(0), &mut Vec::new()).expect("granted");
     owner.release(GW1, &release("s", s.epoch, 60, false), at(0), &mut Vec::new()).expect("released");
-    owner.forget_offline(&key("s"));
+    owner.forget_offline(&key("s"), at(60_000));
     assert_eq!(owner.locate(&key("s")), Located::Unknown);
 }
 
@@ -544,7 +544,9 @@ fn the_registry_changes_are_each_sessions_latest_state_in_the_shards_owned_here(
     assert_eq!(owner.offline_sessions(at(9)), []);
     assert_eq!(owner.offline_sessions(at(10)), [key("d")]);
     assert!(owner.knows(&key("d")) && !owner.knows(&key("a")));
-    owner.forget_offline(&key("d"));
+    owner.forget_offline(&key("d"), at(9));
+    assert!(owner.knows(&key("d")), "offline since at(9): not before it");
+    owner.forget_offline(&key("d"), at(10));
     assert_eq!(owner.take_registry_changes(), [RegistryEntry { session: key("d"), held: None }]);
 }
 
