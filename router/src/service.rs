@@ -22,8 +22,10 @@ use tokio::task::JoinHandle;
 
 /// Items applied per lock of the state.
 const BATCH: usize = 256;
-/// Pushes whose devices are located at their shards' owners at once, at
-/// most; beyond, a push is refused as busy (HTTP 503, sent again later).
+/// Batches of pushes whose devices are located at their shards' owners at
+/// once, at most (each of a gateway's uplink batch, [`BATCH`] items at
+/// most); beyond, a batch's pushes are refused as busy (HTTP 503, sent
+/// again later).
 const LOCATING: usize = 256;
 /// The timer task looks at the clock at least this often, so a clock that
 /// is moved by hand (tests) or steps is noticed.
@@ -372,10 +374,11 @@ impl Router {
 }
 
 /// Takes the pushes of `batch` that name devices (or aliases) and applies
-/// each once its devices are located at their shards' owners, in a task of
-/// its own: a shard being rebuilt holds back that push, not the gateway's
-/// other items. With [`LOCATING`] lookups under way, a push is refused
-/// (its request id returned): the gateway's stream never waits for one.
+/// them once their devices are located at their shards' owners, together,
+/// in a task of their own: a shard being rebuilt holds back those pushes,
+/// not the gateway's other items. With [`LOCATING`] lookups under way, the
+/// pushes are refused (their request ids returned): the gateway's stream
+/// never waits for one.
 /// The push is applied only if the gateway's link (`serial`) is still the
 /// one it came on: a gateway that linked again sends its unanswered pushes
 /// again.
@@ -389,41 +392,54 @@ fn locate_pushes(
     if !batch.iter().any(|item| matches!(item, Uplink::Push(_))) {
         return refused;
     }
+    // The batch's pushes are located together: one call per owner.
+    let (mut pushes, mut sessions) = (Vec::new(), Vec::new());
     for item in std::mem::take(batch) {
         let Uplink::Push(push) = item else {
             batch.push(item);
             continue;
         };
-        let sessions = inner.state().sessions_to_locate(&push);
-        let Some(sessions) = sessions.filter(|sessions| !sessions.is_empty()) else {
+        let named = inner.state().sessions_to_locate(&push);
+        let Some(named) = named.filter(|named| !named.is_empty()) else {
             batch.push(Uplink::Push(push));
             continue;
         };
-        let Ok(permit) = inner.locating.clone().try_acquire_owned() else {
-            refused.push(push.request);
-            continue;
-        };
-        let (inner, locator) = (inner.clone(), locator.clone());
-        tokio::spawn(async move {
-            let located = locator.locate(sessions).await;
-            if inner.gateways().get(&gateway).is_none_or(|attached| attached.serial != serial) {
-                return;
-            }
-            let mut item = Uplink::Push(push);
-            let traced = trace_push(&mut item);
-            let Uplink::Push(push) = item else { return };
-            let mut effects = Vec::new();
-            inner
-                .run_batch_traced(&mut effects, |state, now, out| {
-                    let _entered = traced.as_ref().map(|(route, _)| route.enter());
-                    state.apply_push(gateway, push, Some(Box::new(located)), now, out);
-                    traced.iter().map(|(_, commit)| commit.clone()).collect()
-                })
-                .await;
-            inner.timer_changed.notify_one();
-            drop(permit);
-        });
+        sessions.extend(named);
+        pushes.push(push);
     }
+    if pushes.is_empty() {
+        return refused;
+    }
+    let Ok(permit) = inner.locating.clone().try_acquire_owned() else {
+        refused.extend(pushes.iter().map(|push| push.request));
+        return refused;
+    };
+    let (inner, locator) = (inner.clone(), locator.clone());
+    tokio::spawn(async move {
+        let located = Arc::new(locator.locate(sessions).await);
+        if inner.gateways().get(&gateway).is_none_or(|attached| attached.serial != serial) {
+            return;
+        }
+        let mut effects = Vec::new();
+        inner
+            .run_batch_traced(&mut effects, |state, now, out| {
+                let mut commits = Vec::new();
+                for push in pushes {
+                    let mut item = Uplink::Push(push);
+                    let traced = trace_push(&mut item);
+                    let Uplink::Push(push) = item else { continue };
+                    {
+                        let _entered = traced.as_ref().map(|(route, _)| route.enter());
+                        state.apply_push(gateway, push, Some(located.clone()), now, out);
+                    }
+                    commits.extend(traced.map(|(_, commit)| commit));
+                }
+                commits
+            })
+            .await;
+        inner.timer_changed.notify_one();
+        drop(permit);
+    });
     refused
 }
 

@@ -174,7 +174,7 @@ const MAX_HELD: usize = 100_000;
 enum Held {
     Publish(herald_proto::seam::Publish),
     /// With where its devices are, when their shards' owners were asked.
-    Push(herald_proto::seam::Push, Option<Box<crate::owner::Locations>>),
+    Push(herald_proto::seam::Push, Option<Arc<crate::owner::Locations>>),
 }
 
 /// A downlink item addressed to a gateway.
@@ -406,7 +406,7 @@ impl RouterState {
         &mut self,
         gateway: NodeId,
         push: herald_proto::seam::Push,
-        located: Option<Box<crate::owner::Locations>>,
+        located: Option<Arc<crate::owner::Locations>>,
         now: UnixMillis,
         out: &mut Vec<Effect>,
     ) {

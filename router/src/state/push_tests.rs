@@ -526,7 +526,7 @@ fn pushed_located(
     let Uplink::Push(push) = push(devices, "located", true) else { unreachable!() };
     let located: crate::owner::Locations = located.iter().map(|(d, l)| (key(d), *l)).collect();
     let mut out = Vec::new();
-    h.state.apply_push(GW1, push, Some(Box::new(located)), T0, &mut out);
+    h.state.apply_push(GW1, push, Some(Arc::new(located)), T0, &mut out);
     let batch = h.state.seal_batch();
     h.state.settle_batch(batch);
     let at = out.iter().position(|(_, item)| matches!(item, Downlink::Pushed { .. })).expect("answered");
