@@ -171,6 +171,9 @@ fn a_router_that_lost_its_data_votes_for_no_one_until_a_leader_has_brought_it_up
     );
     let line = cluster.status_of(wiped).expect("the wiped router answers status").join(" ");
     assert!(!line.contains("vote=withheld"), "{line}");
+    // The registry shards serve again (the restarted routers' ones are
+    // restarted by the leader) before a client connects to read.
+    cluster.wait_for_shards_over(&[1, 2, 3]);
     assert_eq!(
         kept(&gateway, 2),
         [Message::new("kept/before", "one", 1, true), Message::new("kept/while-stale", "two", 1, true)]
