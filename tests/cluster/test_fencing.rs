@@ -255,13 +255,18 @@ fn race_in(cluster: &Setup, redis: Option<&RedisServer>, rounds: u32) {
     let (first, second) = (cluster.gateway(0), cluster.gateway(1));
     let mut wills = subscriber(&first, Version::V5).topic("wills/#").qos(1).start();
     let mut seed = 0x2545_f491_u32;
+    // Each round's will that must fire: the one of the connection taken over.
+    let mut expected = Vec::new();
     for round in 0..rounds {
         let client = format!("race-{round}");
         seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
         let jitter = Duration::from_micros(u64::from(seed >> 16) % 2_000);
-        let (late_on_first, connect) = (seed & 1 == 0, connect_with_will(&client, true, true));
+        // The two connections' wills say which one fired.
+        let topic = format!("wills/{client}");
+        let connect_as = |payload| connect_v5(&client, 60, true, Some((topic.as_str(), payload)));
+        let late_on_first = seed & 1 == 0;
         let racer = {
-            let (connect, address) = (connect.clone(), if late_on_first { second } else { first });
+            let (connect, address) = (connect_as("early"), if late_on_first { second } else { first });
             std::thread::spawn(move || {
                 let mut connection = RawConnection::open(&address);
                 connection.send(&connect);
@@ -270,7 +275,7 @@ fn race_in(cluster: &Setup, redis: Option<&RedisServer>, rounds: u32) {
         };
         std::thread::sleep(jitter);
         let mut late = RawConnection::open(&if late_on_first { first } else { second });
-        late.send(&connect);
+        late.send(&connect_as("late"));
         let early = racer.join().expect("racer");
         let mut connections = [early, late];
         for connection in &mut connections {
@@ -288,6 +293,7 @@ fn race_in(cluster: &Setup, redis: Option<&RedisServer>, rounds: u32) {
             }
             assert!(std::time::Instant::now() < deadline, "round {round}: neither connection was taken over");
         };
+        expected.push((topic.clone(), if loser == 0 { "early" } else { "late" }.to_owned()));
         let survivor = &mut connections[1 - loser];
         if let Some(redis) = redis {
             // `connections` is [early, late]; gateway index + 1 is its node id.
@@ -310,11 +316,14 @@ fn race_in(cluster: &Setup, redis: Option<&RedisServer>, rounds: u32) {
         // round, so no socket goes while the gateway may not have read it.
         for connection in [survivor, &mut sender] {
             connection.send(&[0xE0, 0x00]);
-            connection.expect_closed();
+            let after = connection.expect_closed();
+            assert!(after.is_empty(), "round {round}: nothing after DISCONNECT, got {after:?}");
         }
     }
-    let fired: Vec<String> = wills.expect_messages(rounds as usize).into_iter().map(|m| m.topic).collect();
-    let distinct: std::collections::HashSet<&String> = fired.iter().collect();
-    assert_eq!(distinct.len(), rounds as usize, "one will per round, none twice");
+    let mut fired: Vec<(String, String)> =
+        wills.expect_messages(rounds as usize).into_iter().map(|m| (m.topic, m.payload)).collect();
+    fired.sort();
+    expected.sort();
+    assert_eq!(fired, expected, "one will per round, the taken over connection's, none twice");
     wills.expect_silence(Duration::from_millis(300));
 }
