@@ -218,12 +218,7 @@ impl Locator {
         {
             return Ok(client.clone());
         }
-        let endpoint = herald_proto::grpc::tls::endpoint(&address)?
-            .connect_timeout(Duration::from_secs(1))
-            .timeout(CALL_TIMEOUT);
-        let client = RegistryClient::new(endpoint.connect_lazy())
-            .max_decoding_message_size(herald_proto::grpc::MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(herald_proto::grpc::MAX_MESSAGE_BYTES);
+        let client = crate::registry_link::registry_client(&address, CALL_TIMEOUT)?;
         clients.insert(owner, (address, client.clone()));
         Ok(client)
     }

@@ -3,11 +3,10 @@
 use super::*;
 use crate::raft::shards::ShardTable;
 use crate::registry_link::PersistentLookup;
-use crate::registry_link::link_tests::serve;
+use crate::registry_link::link_tests::{Link, granted, serve};
 use herald_core::{AppId, ClientId, Epoch, ManualClock, REGISTRY_SHARDS, UnixMillis};
-use herald_proto::grpc::pb::{registry_claimed, registry_down, registry_up};
+use herald_proto::grpc::pb::registry_up;
 use std::sync::atomic::AtomicU32;
-use tokio_stream::wrappers::ReceiverStream;
 
 fn key(client: &str) -> SessionKey {
     SessionKey::new(AppId::default_app(), ClientId::new(client.to_owned()).expect("client id"))
@@ -56,59 +55,21 @@ async fn owner(node: u64, view: TableView) -> (RegistryService, watch::Sender<Ta
     (service, sender)
 }
 
-/// A gateway's registry link to one router, listed (nothing: no shard
-/// waits for it).
-struct Gateway {
-    up: tokio::sync::mpsc::Sender<pb::RegistryUp>,
-    down: tonic::Streaming<pb::RegistryDown>,
+/// Gateway `gateway`'s registry link to the router at `address`, listed
+/// (nothing: no shard waits for it).
+async fn linked(address: &str, gateway: u64) -> Link {
+    let link = Link::open(address, gateway).await;
+    link.send(registry_up::Item::List(pb::RegistryList { sessions: Vec::new(), last: true })).await;
+    link
 }
 
-impl Gateway {
-    async fn link(address: &str, gateway: u64) -> Gateway {
-        let endpoint =
-            tonic::transport::Endpoint::from_shared(format!("http://{address}")).expect("endpoint");
-        let mut client = RegistryClient::new(endpoint.connect().await.expect("connect"));
-        let (up, items) = tokio::sync::mpsc::channel(16);
-        let hello =
-            pb::RegistryHello { contract_version: CONTRACT_VERSION, cluster_id: "c".to_owned(), gateway };
-        up.send(pb::RegistryUp { item: Some(registry_up::Item::Hello(hello)) }).await.expect("hello");
-        let down = client.link(ReceiverStream::new(items)).await.expect("linked").into_inner();
-        let list = pb::RegistryList { sessions: Vec::new(), last: true };
-        up.send(pb::RegistryUp { item: Some(registry_up::Item::List(list)) }).await.expect("list");
-        Gateway { up, down }
+/// Claims `clients` over `link`; returns their epochs.
+async fn claim(link: &mut Link, clients: &[&str]) -> Vec<Epoch> {
+    let mut epochs = Vec::new();
+    for (request, client) in clients.iter().enumerate() {
+        epochs.push(granted(link.claim(request as u64 + 1, client).await));
     }
-
-    /// Claims `clients`; returns their epochs.
-    async fn claim(&mut self, clients: &[&str]) -> Vec<Epoch> {
-        let mut epochs = Vec::new();
-        for (request, name) in clients.iter().enumerate() {
-            let claim = pb::RegistryClaim {
-                request: request as u64,
-                session: Some(session_to_pb(&key(name))),
-                clean_start: true,
-                expiry_seconds: 0,
-                stale_refusals: 0,
-                will: None,
-                connection: request as u64 + 1,
-            };
-            self.up
-                .send(pb::RegistryUp { item: Some(registry_up::Item::Claim(claim)) })
-                .await
-                .expect("claim");
-            loop {
-                let item = tokio::time::timeout(Duration::from_secs(5), self.down.message()).await;
-                let item = item.expect("in time").expect("an item").expect("open").item.expect("an item");
-                if let registry_down::Item::Claimed(claimed) = item {
-                    let Some(registry_claimed::Result::Granted(grant)) = claimed.result else {
-                        panic!("granted")
-                    };
-                    epochs.push(epoch_from_pb(grant.epoch, "epoch").expect("an epoch"));
-                    break;
-                }
-            }
-        }
-        epochs
-    }
+    epochs
 }
 
 /// Router 2 serves the gateways and locates; router 1 owns most shards.
@@ -128,11 +89,11 @@ async fn a_push_locates_its_devices_at_their_shards_owners() {
     let mut links = Vec::new();
     for address in [&one_address, &two_address] {
         for gateway in [7, 8] {
-            links.push(Gateway::link(address, gateway).await);
+            links.push(linked(address, gateway).await);
         }
     }
-    let far_epochs = links[0].claim(&[far]).await;
-    let near_epochs = links[3].claim(&[near, moved]).await;
+    let far_epochs = claim(&mut links[0], &[far]).await;
+    let near_epochs = claim(&mut links[3], &[near, moved]).await;
     // The locator's copy of the table is behind: "moved" was router 1's.
     let (_, stale) = watch::channel(table(&[near], 1, &[(1, &one_address), (2, &two_address)]));
     let locator = Locator::new(2, "c".to_owned(), two.clone(), stale);

@@ -496,13 +496,7 @@ impl WillSender {
         if self.client.as_ref().is_none_or(|(id, _)| *id != leader) {
             let address =
                 self.table.borrow().routers.get(&leader).cloned().ok_or("the leader's address is unknown")?;
-            let endpoint = herald_proto::grpc::tls::endpoint(&address)?
-                .connect_timeout(Duration::from_secs(1))
-                .timeout(Duration::from_secs(5));
-            let client = RegistryClient::new(endpoint.connect_lazy())
-                .max_decoding_message_size(herald_proto::grpc::MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(herald_proto::grpc::MAX_MESSAGE_BYTES);
-            self.client = Some((leader, client));
+            self.client = Some((leader, registry_client(&address, Duration::from_secs(5))?));
         }
         let Some((_, client)) = self.client.as_mut() else { return Err("no client".to_owned()) };
         let request = pb::OwnerWills {
@@ -547,6 +541,20 @@ fn set_table(shared: &Shared, view: &TableView, now: UnixMillis) {
     } else if inherited == 0 && before > 0 {
         tracing::info!(shards = owner.owned(), "registry shards restarted: serving them");
     }
+}
+
+/// A client of the `Registry` service of the router at `address` (over the
+/// cluster's TLS when it has one), connecting on first use; each call may
+/// take `timeout`.
+pub(crate) fn registry_client(
+    address: &str,
+    timeout: Duration,
+) -> Result<RegistryClient<tonic::transport::Channel>, String> {
+    let endpoint =
+        herald_proto::grpc::tls::endpoint(address)?.connect_timeout(Duration::from_secs(1)).timeout(timeout);
+    Ok(RegistryClient::new(endpoint.connect_lazy())
+        .max_decoding_message_size(herald_proto::grpc::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(herald_proto::grpc::MAX_MESSAGE_BYTES))
 }
 
 /// `view` as the router `router` of `cluster_id` sends it.

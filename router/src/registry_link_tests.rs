@@ -16,13 +16,13 @@ fn key(client: &str) -> SessionKey {
 }
 
 /// A gateway's end of a link.
-struct Link {
+pub(crate) struct Link {
     up: mpsc::Sender<pb::RegistryUp>,
     down: Streaming<pb::RegistryDown>,
 }
 
 impl Link {
-    async fn open(address: &str, gateway: u64) -> Link {
+    pub(crate) async fn open(address: &str, gateway: u64) -> Link {
         let endpoint =
             tonic::transport::Endpoint::from_shared(format!("http://{address}")).expect("endpoint");
         let mut client = RegistryClient::new(endpoint.connect().await.expect("connect"));
@@ -41,11 +41,11 @@ impl Link {
         item.expect("in time").expect("an item").expect("not closed").item.expect("an item")
     }
 
-    async fn send(&self, item: registry_up::Item) {
+    pub(crate) async fn send(&self, item: registry_up::Item) {
         self.up.send(pb::RegistryUp { item: Some(item) }).await.expect("sent");
     }
 
-    async fn claim(&mut self, request: u64, client: &str) -> registry_claimed::Result {
+    pub(crate) async fn claim(&mut self, request: u64, client: &str) -> registry_claimed::Result {
         self.claim_refused(request, client, 0).await
     }
 
@@ -85,7 +85,7 @@ async fn until(check: impl Fn() -> bool) {
     }
 }
 
-fn granted(result: registry_claimed::Result) -> Epoch {
+pub(crate) fn granted(result: registry_claimed::Result) -> Epoch {
     match result {
         registry_claimed::Result::Granted(grant) => epoch_of(grant.epoch, "epoch").expect("an epoch"),
         other => panic!("{other:?}"),

@@ -394,12 +394,13 @@ fn locate_pushes(
     }
     // The batch's pushes are located together: one call per owner.
     let (mut pushes, mut sessions) = (Vec::new(), Vec::new());
+    let state = inner.state();
     for item in std::mem::take(batch) {
         let Uplink::Push(push) = item else {
             batch.push(item);
             continue;
         };
-        let named = inner.state().sessions_to_locate(&push);
+        let named = state.sessions_to_locate(&push);
         let Some(named) = named.filter(|named| !named.is_empty()) else {
             batch.push(Uplink::Push(push));
             continue;
@@ -407,6 +408,7 @@ fn locate_pushes(
         sessions.extend(named);
         pushes.push(push);
     }
+    drop(state);
     if pushes.is_empty() {
         return refused;
     }
