@@ -258,6 +258,13 @@ impl Sources {
                 "where",
                 &[("here", here), ("elsewhere", elsewhere), ("not_located", not_located)],
             );
+            let [counted, by_records] = locator.everyone_counts();
+            out.labelled_counter(
+                "herald_router_push_everyone_counted_total",
+                "Push-API sends to everyone this router sent while it leads: by the online sessions every registry shard's owner counted, or by its own records (not counted in time).",
+                "by",
+                &[("owners", counted), ("records", by_records)],
+            );
         }
         if let Some(link) = &self.link {
             out.gauge(

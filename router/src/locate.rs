@@ -17,14 +17,14 @@
 //! the gateways runs at most `LOCATING` pushes' lookups at once; a gateway
 //! whose push finds them all taken waits (its stream is pushed back).
 
-use crate::owner::{Located, Locations};
+use crate::owner::{AppOnline, Located};
 use crate::raft::shards::TableView;
 use crate::registry_link::RegistryService;
-use herald_core::{NodeId, SessionKey, ShardId};
+use herald_core::{AppId, NodeId, SessionKey, ShardId};
 use herald_proto::grpc::pb::registry_client::RegistryClient;
 use herald_proto::grpc::pb::{self, session_location::Where};
 use herald_proto::grpc::{CONTRACT_VERSION, epoch_from_pb, epoch_to_pb, session_to_pb};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -50,6 +50,8 @@ struct Inner {
     /// Sessions located here, located at another router, and not located
     /// in time.
     counts: [std::sync::atomic::AtomicU64; 3],
+    /// Pushes to everyone counted at every owner, and not.
+    everyone: [std::sync::atomic::AtomicU64; 2],
     node: u64,
     cluster_id: String,
     local: RegistryService,
@@ -66,16 +68,22 @@ impl Locator {
         local: RegistryService,
         table: watch::Receiver<TableView>,
     ) -> Locator {
-        let counts = Default::default();
-        Locator {
-            inner: Arc::new(Inner { counts, node, cluster_id, local, table, clients: Mutex::default() }),
-        }
+        let (counts, everyone) = Default::default();
+        let clients = Mutex::default();
+        Locator { inner: Arc::new(Inner { counts, everyone, node, cluster_id, local, table, clients }) }
     }
 
     /// Sessions located at this router's own shards, at another router's,
     /// and not located in time (reported unreachable).
     pub fn counts(&self) -> [u64; 3] {
         self.inner.counts.each_ref().map(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Pushes to everyone counted at every shard's owner, and those the
+    /// serving router's records answered (not counted in time, or an owner
+    /// predates counting).
+    pub fn everyone_counts(&self) -> [u64; 2] {
+        self.inner.everyone.each_ref().map(|c| c.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     fn count(&self, which: usize, n: usize) {
@@ -85,9 +93,9 @@ impl Locator {
     /// Locates `sessions`: every one is answered (`Located::Rebuilding`:
     /// not located within [`LOCATE_PATIENCE`]) but those of an owner that
     /// predates locating.
-    pub async fn locate(&self, sessions: Vec<SessionKey>) -> Locations {
+    pub async fn locate(&self, sessions: Vec<SessionKey>) -> HashMap<SessionKey, Located> {
         let deadline = tokio::time::Instant::now() + LOCATE_PATIENCE;
-        let mut found = Locations::with_capacity(sessions.len());
+        let mut found = HashMap::with_capacity(sessions.len());
         // The owner to ask next, when one answered that another owns it.
         let mut hints: HashMap<SessionKey, u64> = HashMap::new();
         let mut pending = sessions;
@@ -167,6 +175,89 @@ impl Locator {
         }
     }
 
+    /// How many online sessions of `app` each gateway holds, over every
+    /// shard, as their owners count them (for a push to everyone); `None`
+    /// when some shard was not counted within [`LOCATE_PATIENCE`] or its
+    /// owner predates counting: the serving router's records answer then.
+    pub async fn count_online(&self, app: &AppId) -> Option<HashMap<NodeId, u64>> {
+        let counted = self.count_everywhere(app).await;
+        let which = usize::from(counted.is_none());
+        self.inner.everyone[which].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        counted
+    }
+
+    async fn count_everywhere(&self, app: &AppId) -> Option<HashMap<NodeId, u64>> {
+        let deadline = tokio::time::Instant::now() + LOCATE_PATIENCE;
+        let mut missing: BTreeSet<ShardId> = ShardId::all().collect();
+        let mut per_gateway: HashMap<NodeId, u64> = HashMap::new();
+        loop {
+            let owners: BTreeSet<u64> = {
+                let table = self.inner.table.borrow();
+                let owners = table.table.as_ref().map(|t| t.owners.as_slice()).unwrap_or_default();
+                missing.iter().filter_map(|shard| owners.get(shard.index()).copied()).collect()
+            };
+            let mut asked = tokio::task::JoinSet::new();
+            for owner in owners.into_iter().filter(|owner| *owner != 0) {
+                let (locator, app) = (self.clone(), app.clone());
+                asked.spawn(async move { locator.count_at(owner, &app).await });
+            }
+            while let Some(done) = asked.join_next().await {
+                match done {
+                    Ok(Ok(Some(counted))) => {
+                        // Counts are per gateway, not per shard: an answer
+                        // overlapping one taken already (a shard moved
+                        // between the two) is asked again.
+                        if counted.shards.iter().all(|shard| missing.contains(shard)) {
+                            for shard in &counted.shards {
+                                missing.remove(shard);
+                            }
+                            for (gateway, sessions) in counted.per_gateway {
+                                *per_gateway.entry(gateway).or_default() += sessions;
+                            }
+                        }
+                    }
+                    Ok(Ok(None)) => return None,
+                    Ok(Err(error)) => tracing::debug!(%error, "an owner did not count: asking again"),
+                    Err(_) => {}
+                }
+            }
+            if missing.is_empty() {
+                return Some(per_gateway);
+            }
+            if tokio::time::Instant::now() + RETRY >= deadline {
+                tracing::warn!(
+                    shards = missing.len(),
+                    %app,
+                    "shards not counted in time: a push to everyone goes by this router's records"
+                );
+                return None;
+            }
+            tokio::time::sleep(RETRY).await;
+        }
+    }
+
+    /// Asks router `owner` to count `app`'s online sessions; `None`: it
+    /// cannot (it predates counting).
+    async fn count_at(&self, owner: u64, app: &AppId) -> Result<Option<AppOnline>, String> {
+        if owner == self.inner.node {
+            return Ok(Some(self.inner.local.online_of_app(app)));
+        }
+        let mut client = self.client(owner)?;
+        let request = pb::CountOnlineQuery {
+            contract_version: CONTRACT_VERSION,
+            cluster_id: self.inner.cluster_id.clone(),
+            app: app.to_string(),
+        };
+        match client.count_online(request).await {
+            Ok(reply) => online_from_pb(reply.into_inner()).map(Some),
+            Err(status) if status.code() == tonic::Code::Unimplemented => Ok(None),
+            Err(status) => {
+                self.inner.clients.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&owner);
+                Err(format!("router {owner}: {}", status.message()))
+            }
+        }
+    }
+
     /// Asks router `owner` (0: none yet) where `sessions` are; `None`: it
     /// cannot say (it predates locating).
     async fn ask(&self, owner: u64, sessions: &[SessionKey]) -> Result<Option<Vec<Located>>, String> {
@@ -222,6 +313,34 @@ impl Locator {
         clients.insert(owner, (address, client.clone()));
         Ok(client)
     }
+}
+
+/// Online counts on the wire.
+pub(crate) fn online_to_pb(online: AppOnline) -> pb::OnlineCounted {
+    pb::OnlineCounted {
+        gateways: online
+            .per_gateway
+            .into_iter()
+            .map(|(gateway, sessions)| pb::GatewaySessions { gateway: gateway.0, sessions })
+            .collect(),
+        shards: online.shards.into_iter().map(|shard| u32::from(shard.0)).collect(),
+    }
+}
+
+fn online_from_pb(pb: pb::OnlineCounted) -> Result<AppOnline, String> {
+    let shards = pb
+        .shards
+        .into_iter()
+        .map(|shard| {
+            u16::try_from(shard)
+                .ok()
+                .filter(|id| *id < herald_core::REGISTRY_SHARDS)
+                .map(ShardId)
+                .ok_or_else(|| format!("shard {shard} out of range"))
+        })
+        .collect::<Result<_, _>>()?;
+    let per_gateway = pb.gateways.into_iter().map(|g| (NodeId(g.gateway), g.sessions)).collect();
+    Ok(AppOnline { per_gateway, shards })
 }
 
 /// A location on the wire.

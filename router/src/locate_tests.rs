@@ -98,7 +98,7 @@ async fn a_push_locates_its_devices_at_their_shards_owners() {
     let (_, stale) = watch::channel(table(&[near], 1, &[(1, &one_address), (2, &two_address)]));
     let locator = Locator::new(2, "c".to_owned(), two.clone(), stale);
     let located = locator.locate(vec![key(far), key(near), key(moved), key("nobody"), key(far)]).await;
-    let expected: Locations = [
+    let expected: HashMap<SessionKey, Located> = [
         (key(far), Located::Online { gateway: NodeId(7), epoch: far_epochs[0] }),
         (key(near), Located::Online { gateway: NodeId(8), epoch: near_epochs[0] }),
         (key(moved), Located::Online { gateway: NodeId(8), epoch: near_epochs[1] }),
@@ -118,6 +118,44 @@ async fn a_push_locates_its_devices_at_their_shards_owners() {
     assert_eq!(located[&key(far)], Located::Rebuilding);
     assert_eq!(located[&key(near)], Located::Online { gateway: NodeId(8), epoch: near_epochs[0] });
     assert_eq!(locator.counts(), [1, 0, 1], "near here; far not located");
+    one_server.abort();
+    two_server.abort();
+}
+
+/// Router 2 serves the gateways and counts an app's online sessions for a
+/// push to everyone: per gateway, over both routers' shards, once router
+/// 1's shards, rebuilt until gateway 8 has listed there, are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_to_everyone_counts_the_apps_online_sessions_at_every_owner() {
+    let (one, _one_table) = owner(1, table(&["near"], 2, &[])).await;
+    let (one_address, one_server) = serve(&one).await;
+    let (two, _two_table) = owner(2, table(&["near"], 2, &[])).await;
+    let (two_address, two_server) = serve(&two).await;
+    let mut at_one = linked(&one_address, 7).await;
+    let unlisted = Link::open(&one_address, 8).await;
+    let mut at_two = linked(&two_address, 8).await;
+    let _listed_elsewhere = linked(&two_address, 7).await;
+    let far: Vec<String> = (0..200)
+        .map(|n| format!("far-{n}"))
+        .filter(|c| ShardId::of(&key(c)) != ShardId::of(&key("near")))
+        .take(3)
+        .collect();
+    claim(&mut at_one, &far.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    claim(&mut at_two, &["near"]).await;
+
+    let (_, view) = watch::channel(table(&["near"], 2, &[(1, &one_address), (2, &two_address)]));
+    let locator = Locator::new(2, "c".to_owned(), two.clone(), view);
+    let counting = tokio::spawn({
+        let locator = locator.clone();
+        async move { locator.count_online(&AppId::default_app()).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!counting.is_finished(), "router 1's shards are counted once gateway 8 listed there");
+    unlisted.send(registry_up::Item::List(pb::RegistryList { sessions: Vec::new(), last: true })).await;
+    let counted = counting.await.expect("counted").expect("every shard counted");
+    assert_eq!(counted, [(NodeId(7), 3), (NodeId(8), 1)].into());
+    let other = AppId::new("other").expect("app");
+    assert_eq!(locator.count_online(&other).await, Some(HashMap::new()), "no session of that app");
     one_server.abort();
     two_server.abort();
 }

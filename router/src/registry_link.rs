@@ -182,6 +182,18 @@ impl Shared {
 }
 
 impl RegistryService {
+    /// Refuses a call of another cluster or contract version (`what` names
+    /// it in the refusal).
+    fn same_contract(&self, what: &str, version: u32, cluster_id: &str) -> Result<(), Status> {
+        if version == CONTRACT_VERSION && cluster_id == self.cluster_id {
+            return Ok(());
+        }
+        Err(Status::failed_precondition(format!(
+            "{what} of cluster {cluster_id} at contract version {version} (this router: {}, {CONTRACT_VERSION})",
+            self.cluster_id
+        )))
+    }
+
     /// The service of router `node` in cluster `cluster_id`, sending
     /// `table` as it changes (kept by `RaftNode::watch_shard_table`) and
     /// owning the shards it names this router for, with gateway leases of
@@ -285,6 +297,12 @@ impl RegistryService {
     /// Where `session` is, as this router's shards say.
     pub fn locate(&self, session: &SessionKey) -> Located {
         self.shared.owner().locate(session)
+    }
+
+    /// How many online sessions of `app` each gateway holds in the shards
+    /// served here.
+    pub fn online_of_app(&self, app: &herald_core::AppId) -> crate::owner::AppOnline {
+        self.shared.owner().online_of_app(app)
     }
 
     /// The tonic server for it.
@@ -778,12 +796,7 @@ impl Registry for RegistryService {
 
     async fn wills(&self, request: Request<pb::OwnerWills>) -> Result<Response<pb::WillsTaken>, Status> {
         let request = request.into_inner();
-        if request.contract_version != CONTRACT_VERSION || request.cluster_id != self.cluster_id {
-            return Err(Status::failed_precondition(format!(
-                "wills of cluster {} at contract version {} (this router: {}, {CONTRACT_VERSION})",
-                request.cluster_id, request.contract_version, self.cluster_id
-            )));
-        }
+        self.same_contract("wills", request.contract_version, &request.cluster_id)?;
         let router = self.shared.serving.get().and_then(|serving| serving.borrow().clone());
         let Some(router) = router else {
             return Err(Status::unavailable(format!("router {} does not lead", self.node)));
@@ -819,12 +832,7 @@ impl Registry for RegistryService {
         request: Request<pb::LocateSessions>,
     ) -> Result<Response<pb::SessionsLocated>, Status> {
         let request = request.into_inner();
-        if request.contract_version != CONTRACT_VERSION || request.cluster_id != self.cluster_id {
-            return Err(Status::failed_precondition(format!(
-                "a locate of cluster {} at contract version {} (this router: {}, {CONTRACT_VERSION})",
-                request.cluster_id, request.contract_version, self.cluster_id
-            )));
-        }
+        self.same_contract("a locate", request.contract_version, &request.cluster_id)?;
         if request.sessions.len() > crate::locate::LOCATE_CHUNK {
             return Err(Status::invalid_argument(format!(
                 "{} sessions: at most {} per call",
@@ -841,6 +849,16 @@ impl Registry for RegistryService {
         let located =
             sessions.iter().map(|session| crate::locate::located_to_pb(owner.locate(session))).collect();
         Ok(Response::new(pb::SessionsLocated { located }))
+    }
+
+    async fn count_online(
+        &self,
+        request: Request<pb::CountOnlineQuery>,
+    ) -> Result<Response<pb::OnlineCounted>, Status> {
+        let request = request.into_inner();
+        self.same_contract("a count", request.contract_version, &request.cluster_id)?;
+        let app = herald_core::AppId::new(request.app).map_err(invalid)?;
+        Ok(Response::new(crate::locate::online_to_pb(self.online_of_app(&app))))
     }
 }
 

@@ -9,11 +9,12 @@
 //! lose. Batches take turns, so effects still leave in the order the state
 //! applied them; a batch with nothing durable waits only for its turn.
 
-use crate::state::{Effect, RouterConfig, RouterCounters, RouterState};
+use crate::owner::Locations;
+use crate::state::{Effect, RouterConfig, RouterCounters, RouterState, ToLocate};
 use herald_core::{Clock, NodeId, ShardGenerations, UnixMillis};
 use herald_proto::journal::{DurableImage, Fact};
 use herald_proto::seam::{Downlink, RouterPort, Uplink};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -393,19 +394,23 @@ fn locate_pushes(
         return refused;
     }
     // The batch's pushes are located together: one call per owner.
-    let (mut pushes, mut sessions) = (Vec::new(), Vec::new());
+    let (mut pushes, mut sessions, mut apps) = (Vec::new(), Vec::new(), HashSet::new());
     let state = inner.state();
     for item in std::mem::take(batch) {
         let Uplink::Push(push) = item else {
             batch.push(item);
             continue;
         };
-        let named = state.sessions_to_locate(&push);
-        let Some(named) = named.filter(|named| !named.is_empty()) else {
-            batch.push(Uplink::Push(push));
-            continue;
-        };
-        sessions.extend(named);
+        match state.sessions_to_locate(&push) {
+            ToLocate::Sessions(named) if named.is_empty() => {
+                batch.push(Uplink::Push(push));
+                continue;
+            }
+            ToLocate::Sessions(named) => sessions.extend(named),
+            ToLocate::Everyone(app) => {
+                apps.insert(app);
+            }
+        }
         pushes.push(push);
     }
     drop(state);
@@ -418,7 +423,19 @@ fn locate_pushes(
     };
     let (inner, locator) = (inner.clone(), locator.clone());
     tokio::spawn(async move {
-        let located = Arc::new(locator.locate(sessions).await);
+        // Apps' counts and devices' locations are asked at once.
+        let mut counting = tokio::task::JoinSet::new();
+        for app in apps {
+            let locator = locator.clone();
+            counting.spawn(async move { (locator.count_online(&app).await, app) });
+        }
+        let mut located = Locations { sessions: locator.locate(sessions).await, ..Locations::default() };
+        while let Some(counted) = counting.join_next().await {
+            if let Ok((Some(counts), app)) = counted {
+                located.everyone.insert(app, counts);
+            }
+        }
+        let located = Arc::new(located);
         if inner.gateways().get(&gateway).is_none_or(|attached| attached.serial != serial) {
             return;
         }

@@ -191,9 +191,10 @@ fn a_key_made_through_one_gateway_works_on_every_gateway_and_its_revocation_reac
 }
 
 /// Three routers, each owning a third of the registry shards: a send by
-/// device id or by alias finds each transient device at its shard's owner
-/// (the router serving the gateways asks the others), whichever gateway
-/// holds it.
+/// device id, alias or tag finds each transient device at its shard's
+/// owner (the router serving the gateways asks the others), whichever
+/// gateway holds it; a send to everyone goes to the gateways the owners
+/// count online sessions on.
 #[test]
 fn on_three_routers_a_send_finds_each_device_at_its_shards_owner() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -211,8 +212,14 @@ fn on_three_routers_a_send_finds_each_device_at_its_shards_owner() {
     cluster.wait_for_shards_over(&[1, 2, 3]);
     let http = push_address(|| cluster.gateway_output(0));
     let names: Vec<String> = (0..12).map(|n| format!("dev-{n}")).collect();
-    for name in &names[6..] {
-        let body = json!({"alias": "fans"});
+    // dev-0 to dev-3 are tagged "vip", dev-6 to dev-11 are "fans"; each
+    // gets its sends by id or alias, by tag, and to everyone.
+    for (n, name) in names.iter().enumerate() {
+        let body = match n {
+            0..4 => json!({"tags": ["vip"]}),
+            4..6 => continue,
+            _ => json!({"alias": "fans"}),
+        };
         let put = call(http, "PUT", &format!("/v1/apps/shop/devices/{name}"), Some(KEY), Body::Json(&body));
         assert_eq!(put.status, 200, "{put:?}");
     }
@@ -221,7 +228,9 @@ fn on_three_routers_a_send_finds_each_device_at_its_shards_owner() {
         .enumerate()
         .map(|(n, name)| {
             let topic = format!("$push/{name}");
-            Device::start(gateways[n % 2], name, "shop-device", &["--subscribe", &topic, "--expect", "1"])
+            let expect = if n < 4 { "3" } else { "2" };
+            let args = ["--subscribe", &topic, "--expect", expect];
+            Device::start(gateways[n % 2], name, "shop-device", &args)
         })
         .collect();
     // The devices' sessions are spread over the routers' shards.
@@ -240,9 +249,20 @@ fn on_three_routers_a_send_finds_each_device_at_its_shards_owner() {
         assert_eq!(reply.status, 202, "{reply:?}");
         assert_eq!(reply.body["devices"], json!({"online": 6, "stored": 0, "unreachable": 0}), "{reply:?}");
     }
-    for (device, name) in devices.into_iter().zip(&names) {
+    let by_tag = json!({"audience": {"tags": {"or": ["vip"]}}, "content": {"data": {"n": 2}}});
+    let to_all = json!({"audience": {"all": true}, "content": {"data": {"n": 3}}});
+    for (body, online) in [(by_tag, 4), (to_all, 12)] {
+        let reply = call(http, "POST", "/v1/apps/shop/messages", Some(KEY), Body::Json(&body));
+        assert_eq!(reply.status, 202, "{reply:?}");
+        assert_eq!(reply.body["devices"], json!({"online": online, "stored": 0}), "{reply:?}");
+    }
+    for (n, (device, name)) in devices.into_iter().zip(&names).enumerate() {
         let got = device.finish();
-        assert_eq!(got.iter().map(|d| d.topic.clone()).collect::<Vec<_>>(), [format!("$push/{name}")]);
+        let sends = if n < 4 { 3 } else { 2 };
+        assert_eq!(
+            got.iter().map(|d| d.topic.clone()).collect::<Vec<_>>(),
+            vec![format!("$push/{name}"); sends]
+        );
     }
     // The leader located them: some at its own shards, some at the others'.
     let ops = crate::ops_client::ops_address(&cluster.router_output(cluster.leader()));
@@ -253,7 +273,13 @@ fn on_three_routers_a_send_finds_each_device_at_its_shards_owner() {
         let name = format!("herald_router_push_devices_located_total{{where=\"{at}\"}}");
         metrics.get(&name).copied().unwrap_or_else(|| panic!("no {name}"))
     };
-    assert_eq!(located("here") + located("elsewhere"), 12.0, "every device located at its owner");
+    assert_eq!(located("here") + located("elsewhere"), 16.0, "every device located at its owner");
     assert!(located("elsewhere") >= 1.0, "some at another router");
     assert_eq!(located("not_located"), 0.0);
+    // The send to everyone went by the owners' counts.
+    let by = |source: &str| {
+        let name = format!("herald_router_push_everyone_counted_total{{by=\"{source}\"}}");
+        metrics.get(&name).copied().unwrap_or_else(|| panic!("no {name}"))
+    };
+    assert_eq!((by("owners"), by("records")), (1.0, 0.0));
 }

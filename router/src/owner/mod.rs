@@ -20,7 +20,9 @@ use herald_core::{Epoch, NodeId, SessionKey, ShardGenerations, ShardId, UnixMill
 use herald_proto::seam::{Claim, Reattach, Release, Will};
 use std::collections::{BTreeSet, HashMap, HashSet};
 
+mod online;
 mod registry;
+pub use online::AppOnline;
 #[cfg(test)]
 pub(crate) mod tests;
 
@@ -95,8 +97,15 @@ pub enum Located {
     },
 }
 
-/// Where each of some sessions is, as their shards' owners said.
-pub type Locations = HashMap<SessionKey, Located>;
+/// What the owners said of a push's devices before it is applied.
+#[derive(Debug, Clone, Default)]
+pub struct Locations {
+    /// Where each device named one by one, or by a tag, is.
+    pub sessions: HashMap<SessionKey, Located>,
+    /// For pushes to everyone: how many online sessions of their app each
+    /// gateway holds, for each app whose every shard's owner answered.
+    pub everyone: HashMap<herald_core::AppId, HashMap<NodeId, u64>>,
+}
 
 /// A session known here.
 #[derive(Debug, Clone)]

@@ -16,6 +16,7 @@
 
 use super::sessions::PersistentState;
 use super::{Effect, Overflow, RouterConfig, RouterCounters, RouterState};
+use crate::owner::{Located, Locations};
 use herald_core::{AppId, ClientId, NodeId, QoS, SessionKey, Topic, UnixMillis};
 use herald_proto::Message;
 use herald_proto::journal::{Fact, FanoutLog};
@@ -88,6 +89,7 @@ impl RouterState {
         message: Arc<Message>,
         audience: Audience,
         store_offline: bool,
+        located: Option<&Locations>,
         out: &mut Vec<Effect>,
     ) -> PushReport {
         let app = message.app.clone();
@@ -95,41 +97,63 @@ impl RouterState {
             Audience::Tags(expr) => Some(self.directory_of(&app).map(|d| d.select(expr)).unwrap_or_default()),
             _ => None,
         };
+        // Online sessions to everyone, as the shards' owners counted them.
+        let everyone = located.filter(|_| selected.is_none()).and_then(|located| located.everyone.get(&app));
         let mut report = PushReport::default();
         // Online devices, per gateway; offline ones that will read the log.
         let mut online: HashMap<NodeId, Vec<ClientId>> = HashMap::new();
         let push_topic = |client: &ClientId| Topic::push(client);
-        let mut count = |key: &SessionKey, record: &super::SessionRecord| match record.owner {
-            Some(gateway) => {
-                report.online += 1;
-                online.entry(gateway).or_default().push(key.client.clone());
-            }
-            None => {
-                // QoS 0 is never stored offline.
-                let topic = push_topic(&key.client);
-                let takes = |s: &herald_proto::seam::Subscription| {
-                    s.filter.matches(&topic) && s.qos != QoS::AtMostOnce
-                };
-                if store_offline && message.qos != QoS::AtMostOnce && record.subscriptions().iter().any(takes)
-                {
-                    report.stored += 1;
+        let mut count = |key: &SessionKey, holder: Option<NodeId>, record: Option<&super::SessionRecord>| {
+            match (holder, record) {
+                (Some(gateway), _) => {
+                    report.online += 1;
+                    online.entry(gateway).or_default().push(key.client.clone());
                 }
+                (None, Some(record)) => {
+                    // QoS 0 is never stored offline.
+                    let topic = push_topic(&key.client);
+                    let takes = |s: &herald_proto::seam::Subscription| {
+                        s.filter.matches(&topic) && s.qos != QoS::AtMostOnce
+                    };
+                    if store_offline
+                        && message.qos != QoS::AtMostOnce
+                        && record.subscriptions().iter().any(takes)
+                    {
+                        report.stored += 1;
+                    }
+                }
+                (None, None) => {}
             }
         };
         match &selected {
             Some(devices) => {
                 for device in devices {
                     let key = SessionKey::new(app.clone(), device.clone());
-                    if let Some(record) = self.sessions.get(&key) {
-                        count(&key, record);
+                    let record = self.sessions.get(&key);
+                    // A persistent session's record holds it; the owner
+                    // knows where a transient one is.
+                    let owner_says = located
+                        .and_then(|located| located.sessions.get(&key))
+                        .filter(|_| !record.is_some_and(|r| r.is_persistent()));
+                    match owner_says {
+                        Some(Located::Online { gateway, .. }) => count(&key, Some(*gateway), None),
+                        Some(_) => {}
+                        None => count(&key, record.and_then(|r| r.owner), record),
                     }
                 }
             }
             None => {
                 for (key, record) in self.sessions.iter().filter(|(key, _)| key.app == app) {
-                    count(key, record);
+                    // Online ones are counted by their owners.
+                    if everyone.is_none() || record.owner.is_none() {
+                        count(key, record.owner, Some(record));
+                    }
                 }
             }
+        }
+        for (gateway, sessions) in everyone.into_iter().flatten().filter(|(_, sessions)| **sessions > 0) {
+            report.online += sessions;
+            online.entry(*gateway).or_default();
         }
         for (gateway, devices) in online {
             let devices = selected.is_some().then_some(devices);

@@ -21,6 +21,15 @@ use herald_proto::seam::{Audience, Downlink, Push, PushOutcome, PushReport};
 use std::collections::HashSet;
 use std::sync::Arc;
 
+/// What a push asks of the registry shards' owners before it is applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToLocate {
+    /// Where these sessions are (none: nothing to ask).
+    Sessions(Vec<SessionKey>),
+    /// How many online sessions of the app each gateway holds.
+    Everyone(AppId),
+}
+
 impl RouterState {
     /// Routes `push` at `now`: what happened per device, in audience order.
     pub(super) fn push(
@@ -41,7 +50,7 @@ impl RouterState {
             }
             fanned @ (Audience::Tags(_) | Audience::All) => {
                 self.counters.messages_routed += 1;
-                return self.fan_out(message, fanned, store_offline, out);
+                return self.fan_out(message, fanned, store_offline, located, out);
             }
         };
         if message.is_expired(now) {
@@ -57,7 +66,7 @@ impl RouterState {
             let copy = Arc::new(Message { topic: Topic::push(&device), ..Message::clone(&template) });
             let key = SessionKey::new(copy.app.clone(), device);
             let record = self.sessions.get(&key);
-            let owner_says = located.and_then(|located| located.get(&key)).filter(|_| {
+            let owner_says = located.and_then(|located| located.sessions.get(&key)).filter(|_| {
                 // A persistent session's record is the one that holds it.
                 !record.is_some_and(|r| r.is_persistent())
             });
@@ -94,11 +103,11 @@ impl RouterState {
         report
     }
 
-    /// The sessions `push` names one by one (its devices, or its aliases'),
-    /// other than persistent ones (found in this router's records): what
-    /// to locate at their shards' owners before applying it. `None` for a
-    /// push to tags or to everyone.
-    pub fn sessions_to_locate(&self, push: &Push) -> Option<Vec<SessionKey>> {
+    /// What to ask the registry shards' owners before applying `push`:
+    /// the sessions it names (its devices, its aliases' or its tags'),
+    /// other than persistent ones (found in this router's records), or,
+    /// for a push to everyone, its app's online sessions per gateway.
+    pub fn sessions_to_locate(&self, push: &Push) -> ToLocate {
         let app = &push.message.app;
         let devices: Vec<ClientId> = match &push.audience {
             Audience::Devices(devices) => devices.clone(),
@@ -110,10 +119,15 @@ impl RouterState {
                     .cloned()
                     .collect()
             }
-            Audience::Tags(_) | Audience::All => return None,
+            Audience::Tags(expr) => {
+                self.directory_of(app).map(|d| d.select(expr)).unwrap_or_default().into_iter().collect()
+            }
+            Audience::All => return ToLocate::Everyone(app.clone()),
         };
         let keys = devices.into_iter().map(|device| SessionKey::new(app.clone(), device));
-        Some(keys.filter(|key| !self.sessions.get(key).is_some_and(|r| r.is_persistent())).collect())
+        ToLocate::Sessions(
+            keys.filter(|key| !self.sessions.get(key).is_some_and(|r| r.is_persistent())).collect(),
+        )
     }
 
     /// Returns the devices `aliases` name, each once, in alias order (then

@@ -517,6 +517,18 @@ fn a_cancel_takes_back_stored_copies_and_says_so() {
     ));
 }
 
+/// Applies `push` with what its shards' owners said; returns its report
+/// and the other effects.
+fn applied(h: &mut Harness, push: Push, located: crate::owner::Locations) -> (PushReport, Vec<Effect>) {
+    let mut out = Vec::new();
+    h.state.apply_push(GW1, push, Some(Arc::new(located)), T0, &mut out);
+    let batch = h.state.seal_batch();
+    h.state.settle_batch(batch);
+    let at = out.iter().position(|(_, item)| matches!(item, Downlink::Pushed { .. })).expect("answered");
+    let Downlink::Pushed { result: Ok(report), .. } = out.remove(at).1 else { panic!("refused") };
+    (report, out)
+}
+
 /// Applies a push with where its shards' owners located its devices.
 fn pushed_located(
     h: &mut Harness,
@@ -524,17 +536,34 @@ fn pushed_located(
     located: &[(&str, Located)],
 ) -> (Vec<PushOutcome>, Vec<Effect>) {
     let Uplink::Push(push) = push(devices, "located", true) else { unreachable!() };
-    let located: crate::owner::Locations = located.iter().map(|(d, l)| (key(d), *l)).collect();
-    let mut out = Vec::new();
-    h.state.apply_push(GW1, push, Some(Arc::new(located)), T0, &mut out);
-    let batch = h.state.seal_batch();
-    h.state.settle_batch(batch);
-    let at = out.iter().position(|(_, item)| matches!(item, Downlink::Pushed { .. })).expect("answered");
-    let Downlink::Pushed { result: Ok(report), .. } = out.remove(at).1 else { panic!("refused") };
+    let sessions = located.iter().map(|(d, l)| (key(d), *l)).collect();
+    let (report, out) = applied(h, push, crate::owner::Locations { sessions, ..Default::default() });
     (report.devices.into_iter().map(|(_, o)| o).collect(), out)
 }
 
+/// The tag and broadcast copies among `effects`: gateway and the devices
+/// named (`None`: every device of the app there).
+fn fanned(effects: &[Effect]) -> Vec<(NodeId, Option<Vec<String>>)> {
+    let mut fanned: Vec<_> = effects
+        .iter()
+        .filter_map(|(gateway, item)| match item {
+            Downlink::DeliverPush { devices, .. } => {
+                let devices = devices.as_ref().map(|devices| {
+                    let mut names: Vec<String> = devices.iter().map(|d| d.as_str().to_owned()).collect();
+                    names.sort();
+                    names
+                });
+                Some((*gateway, devices))
+            }
+            _ => None,
+        })
+        .collect();
+    fanned.sort();
+    fanned
+}
+
 use crate::owner::Located;
+use crate::state::ToLocate;
 
 #[test]
 fn a_cluster_push_goes_where_the_owners_located_transient_devices_and_persistent_ones_by_record() {
@@ -569,11 +598,75 @@ fn the_sessions_to_locate_are_the_named_devices_not_persistent_here() {
     h.offline_subscriber("d4", 3600, &[subscription("$push/d4", QoS::AtLeastOnce)]);
     put(&mut h, "d1", Some("ann"), &[]);
     put(&mut h, "d4", Some("ann"), &[]);
+    put(&mut h, "d2", None, &["vip"]);
+    put(&mut h, "d3", None, &["vip"]);
+    put(&mut h, "d4", None, &["vip"]);
     let Uplink::Push(by_id) = push(&["d1", "d2", "d4"], "x", true) else { unreachable!() };
-    assert_eq!(h.state.sessions_to_locate(&by_id), Some(vec![key("d1"), key("d2")]));
+    assert_eq!(h.state.sessions_to_locate(&by_id), ToLocate::Sessions(vec![key("d1"), key("d2")]));
     let by_alias =
         Push { audience: Audience::Aliases(vec![Alias::new("ann").expect("alias")]), ..by_id.clone() };
-    assert_eq!(h.state.sessions_to_locate(&by_alias), Some(vec![key("d1")]));
+    assert_eq!(h.state.sessions_to_locate(&by_alias), ToLocate::Sessions(vec![key("d1")]));
+    let by_tag =
+        Push { audience: Audience::Tags(TagExpr::Tag(Tag::new("vip").expect("tag"))), ..by_id.clone() };
+    let ToLocate::Sessions(mut tagged) = h.state.sessions_to_locate(&by_tag) else { panic!("sessions") };
+    tagged.sort_by(|a, b| a.client.cmp(&b.client));
+    assert_eq!(tagged, [key("d2"), key("d3")]);
     let to_all = Push { audience: Audience::All, ..by_id };
-    assert_eq!(h.state.sessions_to_locate(&to_all), None);
+    assert_eq!(h.state.sessions_to_locate(&to_all), ToLocate::Everyone(app()));
+}
+
+#[test]
+fn a_cluster_tag_send_goes_where_the_owners_located_transient_devices_and_persistent_ones_by_record() {
+    let mut h = Harness::new();
+    // t1: transient, the record says GW2, its owner GW3. t2: the record
+    // says GW2, its owner knows no such session. t3: no record, online at
+    // GW2 as its owner says. t4: persistent, offline, subscribed: its
+    // record stores it, whatever its owner says. t5: online, not tagged.
+    h.connect(GW2, "t1", 0);
+    h.connect(GW2, "t2", 0);
+    h.connect(GW1, "t5", 0);
+    h.offline_subscriber("t4", 3600, &[subscription("$push/t4", QoS::AtLeastOnce)]);
+    for device in ["t1", "t2", "t3", "t4"] {
+        put(&mut h, device, None, &["vip"]);
+    }
+    put(&mut h, "t5", None, &["other"]);
+    let Uplink::Push(send) = push(&[], "sale", true) else { unreachable!() };
+    let to_vip = Push { audience: Audience::Tags(TagExpr::Tag(Tag::new("vip").expect("tag"))), ..send };
+    let epoch = Epoch::new(1, 7);
+    let sessions = [
+        (key("t1"), Located::Online { gateway: GW3, epoch }),
+        (key("t2"), Located::Unknown),
+        (key("t3"), Located::Online { gateway: GW2, epoch }),
+        (key("t4"), Located::Online { gateway: GW3, epoch }),
+    ]
+    .into();
+    let (report, effects) =
+        applied(&mut h, to_vip, crate::owner::Locations { sessions, ..Default::default() });
+    assert_eq!((report.online, report.stored), (2, 1));
+    let named = |d: &str| Some(vec![d.to_owned()]);
+    assert_eq!(fanned(&effects), [(GW2, named("t3")), (GW3, named("t1"))]);
+}
+
+#[test]
+fn a_cluster_send_to_everyone_goes_to_the_gateways_the_owners_counted() {
+    let mut h = Harness::new();
+    h.connect(GW1, "here", 0);
+    h.offline_subscriber("away", 3600, &[subscription("$push/away", QoS::AtLeastOnce)]);
+    let Uplink::Push(send) = push(&[], "news", true) else { unreachable!() };
+    let to_all = Push { audience: Audience::All, ..send };
+    // The owners count 3 online sessions of the app on GW2, none on GW3;
+    // the offline persistent session is stored by its record.
+    let counted = crate::owner::Locations {
+        everyone: [(app(), [(GW2, 3), (GW3, 0)].into())].into(),
+        ..Default::default()
+    };
+    let (report, effects) = applied(&mut h, to_all, counted);
+    assert_eq!((report.online, report.stored), (3, 1));
+    assert_eq!(fanned(&effects), [(GW2, None)]);
+    // Not counted by every owner: this router's records answer.
+    let Uplink::Push(send) = push(&[], "more news", true) else { unreachable!() };
+    let to_all = Push { audience: Audience::All, ..send };
+    let (report, effects) = applied(&mut h, to_all, crate::owner::Locations::default());
+    assert_eq!((report.online, report.stored), (1, 1));
+    assert_eq!(fanned(&effects), [(GW1, None)]);
 }
