@@ -347,10 +347,11 @@ fn online_from_pb(pb: pb::OnlineCounted) -> Result<AppOnline, String> {
 pub(crate) fn located_to_pb(located: Located) -> pb::SessionLocation {
     let mut pb = pb::SessionLocation::default();
     match located {
-        Located::Online { gateway, epoch } => {
+        Located::Online { gateway, epoch, since } => {
             pb.set_where(Where::Online);
             pb.gateway = gateway.0;
             pb.epoch = Some(epoch_to_pb(epoch));
+            pb.since_ms = since.0;
         }
         Located::Offline => pb.set_where(Where::Offline),
         Located::Unknown => pb.set_where(Where::Unknown),
@@ -368,6 +369,7 @@ fn located_from_pb(pb: pb::SessionLocation) -> Result<Located, String> {
         Where::Online => Located::Online {
             gateway: NodeId(pb.gateway),
             epoch: epoch_from_pb(pb.epoch, "located.epoch").map_err(|e| e.to_string())?,
+            since: herald_core::UnixMillis(pb.since_ms),
         },
         Where::Offline => Located::Offline,
         Where::Unknown => Located::Unknown,

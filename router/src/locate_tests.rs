@@ -99,9 +99,9 @@ async fn a_push_locates_its_devices_at_their_shards_owners() {
     let locator = Locator::new(2, "c".to_owned(), two.clone(), stale);
     let located = locator.locate(vec![key(far), key(near), key(moved), key("nobody"), key(far)]).await;
     let expected: HashMap<SessionKey, Located> = [
-        (key(far), Located::Online { gateway: NodeId(7), epoch: far_epochs[0] }),
-        (key(near), Located::Online { gateway: NodeId(8), epoch: near_epochs[0] }),
-        (key(moved), Located::Online { gateway: NodeId(8), epoch: near_epochs[1] }),
+        (key(far), Located::Online { gateway: NodeId(7), epoch: far_epochs[0], since: UnixMillis(1_000) }),
+        (key(near), Located::Online { gateway: NodeId(8), epoch: near_epochs[0], since: UnixMillis(1_000) }),
+        (key(moved), Located::Online { gateway: NodeId(8), epoch: near_epochs[1], since: UnixMillis(1_000) }),
         (key("nobody"), Located::Unknown),
     ]
     .into();
@@ -116,7 +116,10 @@ async fn a_push_locates_its_devices_at_their_shards_owners() {
     let locator = Locator::new(2, "c".to_owned(), two.clone(), unreachable);
     let located = locator.locate(vec![key(far), key(near)]).await;
     assert_eq!(located[&key(far)], Located::Rebuilding);
-    assert_eq!(located[&key(near)], Located::Online { gateway: NodeId(8), epoch: near_epochs[0] });
+    assert_eq!(
+        located[&key(near)],
+        Located::Online { gateway: NodeId(8), epoch: near_epochs[0], since: UnixMillis(1_000) }
+    );
     assert_eq!(locator.counts(), [1, 0, 1], "near here; far not located");
     one_server.abort();
     two_server.abort();

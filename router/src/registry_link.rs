@@ -13,7 +13,9 @@
 //! gateway id); another version or cluster is refused with
 //! `FailedPrecondition`. The table sent is this router's copy of the
 //! replicated shard table, with the routers of the membership, so a gateway
-//! learns every router and which one owns each shard. Claims, releases and
+//! learns every router and which one owns each shard; each is sent once the
+//! owner has applied it (a gateway lists its sessions of the shards taken
+//! as soon as it reads it). Claims, releases and
 //! listings are applied to this router's [`ShardOwner`]; a session of a
 //! shard owned elsewhere is answered with its owner.
 //!
@@ -108,6 +110,11 @@ pub struct RegistryService {
 
 struct Shared {
     owner: Mutex<ShardOwner>,
+    /// The table the owner has applied: what the gateways are sent. A
+    /// gateway lists its sessions of the shards a table gives this router,
+    /// which the owner must own by then, or it would take the list for
+    /// another router's and wait for a list that never comes.
+    applied: watch::Sender<TableView>,
     gateways: Mutex<HashMap<NodeId, Downlink>>,
     persistent: PersistentLookup,
     clock: Arc<dyn Clock>,
@@ -212,6 +219,7 @@ impl RegistryService {
     ) -> RegistryService {
         let shared = Arc::new(Shared {
             owner: Mutex::new(ShardOwner::new(node, lease.as_millis() as u64)),
+            applied: watch::Sender::new(table.borrow().clone()),
             gateways: Mutex::default(),
             persistent,
             clock,
@@ -225,6 +233,7 @@ impl RegistryService {
             mirror: std::sync::OnceLock::new(),
             offline_written: Mutex::default(),
         });
+        set_table(&shared, &table.borrow(), shared.clock.now());
         tokio::spawn(follow(Arc::downgrade(&shared), table.clone()));
         RegistryService { node, cluster_id, table, shared }
     }
@@ -325,6 +334,7 @@ async fn follow(shared: std::sync::Weak<Shared>, mut table: watch::Receiver<Tabl
         if changed {
             let view = table.borrow_and_update().clone();
             set_table(&strong, &view, now);
+            strong.applied.send_replace(view);
         }
         let mut effects = Vec::new();
         strong.owner().tick(now, &mut effects);
@@ -765,7 +775,9 @@ impl Registry for RegistryService {
         self.shared.gateways().insert(gateway, downlink.clone());
         self.shared.owner().gateway_linked(gateway);
         let linked = Linked { shared: self.shared.clone(), gateway, downlink: downlink.clone() };
-        let (mut table, node, cluster_id) = (self.table.clone(), self.node, self.cluster_id.clone());
+        // Tables as the owner has applied them.
+        let mut table = self.shared.applied.subscribe();
+        let (node, cluster_id) = (self.node, self.cluster_id.clone());
         tokio::spawn(async move {
             let shared = linked.shared.clone();
             loop {

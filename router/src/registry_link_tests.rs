@@ -187,7 +187,10 @@ async fn claims_releases_and_listings_reach_the_shards_this_router_owns_and_revo
     let durable = seven.claim(6, "durable").await;
     assert!(matches!(durable, registry_claimed::Result::Granted(g) if g.persistent));
     // "old" was kept with its epoch from generation 2.
-    assert_eq!(service.locate(&key("old")), Located::Online { gateway: NodeId(7), epoch: Epoch::new(2, 9) });
+    assert_eq!(
+        service.locate(&key("old")),
+        Located::Online { gateway: NodeId(7), epoch: Epoch::new(2, 9), since: UnixMillis(1_000) }
+    );
 
     // Seven goes away: after its lease, its sessions end.
     drop(seven);
@@ -336,4 +339,67 @@ async fn ended(gateway: &mut Link, request: u64, client: &str, publish_will: boo
     };
     gateway.send(registry_up::Item::Release(release)).await;
     assert!(matches!(gateway.next().await, registry_down::Item::Released(r) if !r.stale));
+}
+
+/// A gateway lists its sessions of the shards a table gives this router as
+/// soon as it reads the table: it is sent one only once the owner has
+/// applied it (else the owner would take the list for another router's
+/// shards, and wait for one that never comes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[expect(clippy::await_holding_lock, reason = "the owner is held busy on purpose while the table changes")]
+async fn a_gateway_is_sent_a_table_only_once_the_owner_has_applied_it() {
+    let moving = ShardId::of(&key("moving")).index();
+    let view = |owner_of_moving: u64, generation: u64, applied_index: u64| {
+        let mut owners = vec![ME; usize::from(REGISTRY_SHARDS)];
+        owners[moving] = owner_of_moving;
+        let mut generations = vec![generation; usize::from(REGISTRY_SHARDS)];
+        generations[moving] += u64::from(owner_of_moving == ME);
+        TableView {
+            table: Some(ShardTable { owners, generations }),
+            routers: Default::default(),
+            gateways: [NodeId(7)].into(),
+            applied_index,
+        }
+    };
+    let (table, watched) = watch::channel(view(2, 3, 1));
+    let clock = Arc::new(ManualClock::new(UnixMillis(1_000)));
+    let persistent: PersistentLookup = Arc::new(|_: &SessionKey| false);
+    let service = RegistryService::new(
+        ME,
+        "c".to_owned(),
+        watched,
+        persistent,
+        clock,
+        LEASE,
+        Arc::new(AtomicU32::new(0)),
+    );
+    // The first table's shards are inherited; the next one restarts them.
+    table.send_replace(view(2, 4, 2));
+    until(|| service.counts().0 == 63).await;
+    let (address, server) = serve(&service).await;
+    let mut seven = Link::open(&address, 7).await;
+    seven.send(registry_up::Item::List(pb::RegistryList { sessions: Vec::new(), last: true })).await;
+    // Answered after the list: nothing of the link waits for the owner now.
+    granted(seven.claim(1, "probe").await);
+
+    // The shard of "moving" comes here; the owner is busy meanwhile.
+    let busy = service.shared.owner();
+    table.send_replace(view(ME, 4, 3));
+    let early = tokio::time::timeout(Duration::from_millis(300), seven.down.message()).await;
+    assert!(early.is_err(), "a table the owner has not applied was sent: {early:?}");
+    drop(busy);
+    assert!(matches!(seven.next().await, registry_down::Item::Table(_)), "the table, once applied");
+    let listed = pb::ListedSession {
+        session: Some(session_to_pb(&key("moving"))),
+        epoch: Some(epoch_to_pb(Epoch::new(4, 9))),
+        expiry_seconds: 0,
+        will: None,
+    };
+    seven.send(registry_up::Item::List(pb::RegistryList { sessions: vec![listed], last: true })).await;
+    until(|| service.locate(&key("moving")) != Located::Rebuilding).await;
+    assert_eq!(
+        service.locate(&key("moving")),
+        Located::Online { gateway: NodeId(7), epoch: Epoch::new(4, 9), since: UnixMillis(1_000) }
+    );
+    server.abort();
 }

@@ -297,17 +297,14 @@ impl Router {
                     break;
                 }
                 let refused = match inner.locator.get() {
-                    Some(locator) => locate_pushes(&inner, locator, (gateway, serial), &mut batch),
+                    Some(locator) => locate_items(&inner, locator, (gateway, serial), &mut batch),
                     None => Vec::new(),
                 };
                 inner
                     .run_batch_traced(&mut effects, |state, now, out| {
-                        // Pushes beyond the lookups under way: the gateway
+                        // Items beyond the lookups under way: the gateway
                         // answers 503, to be sent again.
-                        for request in refused {
-                            let result = Err(herald_core::ErrorCode::ServerBusy);
-                            out.push((gateway, Downlink::Pushed { request, result }));
-                        }
+                        out.extend(refused.into_iter().map(|refusal| (gateway, refusal)));
                         let mut commits = Vec::new();
                         for mut item in batch.drain(..) {
                             let traced = trace_push(&mut item);
@@ -374,52 +371,49 @@ impl Router {
     }
 }
 
-/// Takes the pushes of `batch` that name devices (or aliases) and applies
-/// them once their devices are located at their shards' owners, together,
-/// in a task of their own: a shard being rebuilt holds back those pushes,
-/// not the gateway's other items. With [`LOCATING`] lookups under way, the
-/// pushes are refused (their request ids returned): the gateway's stream
-/// never waits for one.
-/// The push is applied only if the gateway's link (`serial`) is still the
-/// one it came on: a gateway that linked again sends its unanswered pushes
-/// again.
-fn locate_pushes(
+/// Takes the items of `batch` that ask where sessions are (push-API sends,
+/// directory answers showing whether devices are online) and applies them
+/// once their shards' owners said, together, in a task of their own: a
+/// shard being rebuilt holds back those items, not the gateway's others.
+/// With [`LOCATING`] lookups under way, they are refused (their refusals
+/// returned): the gateway's stream never waits for one. They are applied
+/// only if the gateway's link (`serial`) is still the one they came on: a
+/// gateway that linked again sends its unanswered requests again.
+fn locate_items(
     inner: &Arc<Inner>,
     locator: &crate::locate::Locator,
     (gateway, serial): (NodeId, u64),
     batch: &mut Vec<Uplink>,
-) -> Vec<u64> {
-    let mut refused = Vec::new();
-    if !batch.iter().any(|item| matches!(item, Uplink::Push(_))) {
-        return refused;
+) -> Vec<Downlink> {
+    if !batch.iter().any(|item| matches!(item, Uplink::Push(_) | Uplink::Directory { .. })) {
+        return Vec::new();
     }
-    // The batch's pushes are located together: one call per owner.
-    let (mut pushes, mut sessions, mut apps) = (Vec::new(), Vec::new(), HashSet::new());
+    // The batch's items are located together: one call per owner.
+    let (mut located_items, mut sessions, mut apps) = (Vec::new(), Vec::new(), HashSet::new());
     let state = inner.state();
     for item in std::mem::take(batch) {
-        let Uplink::Push(push) = item else {
-            batch.push(item);
-            continue;
-        };
-        match state.sessions_to_locate(&push) {
-            ToLocate::Sessions(named) if named.is_empty() => {
-                batch.push(Uplink::Push(push));
+        match state.to_locate(&item) {
+            None => {
+                batch.push(item);
                 continue;
             }
-            ToLocate::Sessions(named) => sessions.extend(named),
-            ToLocate::Everyone(app) => {
+            Some(ToLocate::Sessions(named)) if named.is_empty() => {
+                batch.push(item);
+                continue;
+            }
+            Some(ToLocate::Sessions(named)) => sessions.extend(named),
+            Some(ToLocate::Everyone(app)) => {
                 apps.insert(app);
             }
         }
-        pushes.push(push);
+        located_items.push(item);
     }
     drop(state);
-    if pushes.is_empty() {
-        return refused;
+    if located_items.is_empty() {
+        return Vec::new();
     }
     let Ok(permit) = inner.locating.clone().try_acquire_owned() else {
-        refused.extend(pushes.iter().map(|push| push.request));
-        return refused;
+        return located_items.iter().filter_map(busy).collect();
     };
     let (inner, locator) = (inner.clone(), locator.clone());
     tokio::spawn(async move {
@@ -443,13 +437,11 @@ fn locate_pushes(
         inner
             .run_batch_traced(&mut effects, |state, now, out| {
                 let mut commits = Vec::new();
-                for push in pushes {
-                    let mut item = Uplink::Push(push);
+                for mut item in located_items {
                     let traced = trace_push(&mut item);
-                    let Uplink::Push(push) = item else { continue };
                     {
                         let _entered = traced.as_ref().map(|(route, _)| route.enter());
-                        state.apply_push(gateway, push, Some(located.clone()), now, out);
+                        state.apply_located(gateway, item, Some(located.clone()), now, out);
                     }
                     commits.extend(traced.map(|(_, commit)| commit));
                 }
@@ -459,7 +451,20 @@ fn locate_pushes(
         inner.timer_changed.notify_one();
         drop(permit);
     });
-    refused
+    Vec::new()
+}
+
+/// The refusal of an item not located for want of room: busy, to be sent
+/// again.
+fn busy(item: &Uplink) -> Option<Downlink> {
+    let busy = herald_core::ErrorCode::ServerBusy;
+    match item {
+        Uplink::Push(push) => Some(Downlink::Pushed { request: push.request, result: Err(busy) }),
+        Uplink::Directory { request, .. } => {
+            Some(Downlink::DirectoryDone { request: *request, result: Err(busy) })
+        }
+        _ => None,
+    }
 }
 
 /// The spans of a traced push (its message carries a trace context): its

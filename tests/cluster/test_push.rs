@@ -194,7 +194,8 @@ fn a_key_made_through_one_gateway_works_on_every_gateway_and_its_revocation_reac
 /// device id, alias or tag finds each transient device at its shard's
 /// owner (the router serving the gateways asks the others), whichever
 /// gateway holds it; a send to everyone goes to the gateways the owners
-/// count online sessions on.
+/// count online sessions on. The directory shows devices online, and the
+/// app's statistics count them, as the owners say.
 #[test]
 fn on_three_routers_a_send_finds_each_device_at_its_shards_owner() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -241,6 +242,15 @@ fn on_three_routers_a_send_finds_each_device_at_its_shards_owner() {
         .filter(|counts| counts.split(',').any(|c| c.split_once('=').is_some_and(|(_, n)| n != "0")))
         .count();
     assert!(holding >= 2, "sessions on two routers' shards at least:\n{status}");
+    // The directory shows each device online on its gateway (node id
+    // index + 1), and the app's online devices, as the owners say.
+    for (n, name) in names.iter().enumerate().skip(6).take(2) {
+        let view = call(http, "GET", &format!("/v1/apps/shop/devices/{name}"), Some(KEY), Body::Text(""));
+        assert_eq!((view.status, &view.body["online"]), (200, &json!(true)), "{view:?}");
+        assert_eq!(view.body["gateway"], json!(n % 2 + 1), "{view:?}");
+    }
+    let stats = call(http, "GET", "/v1/apps/shop/stats", Some(KEY), Body::Text(""));
+    assert_eq!((&stats.body["devices_online"], &stats.body["directory_devices"]), (&json!(12), &json!(10)));
 
     let by_id = json!({"audience": {"device_ids": names[..6]}, "content": {"data": {"n": 1}}});
     let by_alias = json!({"audience": {"aliases": ["fans"]}, "content": {"data": {"n": 1}}});
@@ -273,13 +283,15 @@ fn on_three_routers_a_send_finds_each_device_at_its_shards_owner() {
         let name = format!("herald_router_push_devices_located_total{{where=\"{at}\"}}");
         metrics.get(&name).copied().unwrap_or_else(|| panic!("no {name}"))
     };
-    assert_eq!(located("here") + located("elsewhere"), 16.0, "every device located at its owner");
+    // 10 directory puts and 2 gets (each answers with the device's view),
+    // 6 sends by id, 6 by alias, 4 by tag.
+    assert_eq!(located("here") + located("elsewhere"), 28.0, "every device located at its owner");
     assert!(located("elsewhere") >= 1.0, "some at another router");
     assert_eq!(located("not_located"), 0.0);
-    // The send to everyone went by the owners' counts.
+    // The send to everyone and the stats went by the owners' counts.
     let by = |source: &str| {
         let name = format!("herald_router_push_everyone_counted_total{{by=\"{source}\"}}");
         metrics.get(&name).copied().unwrap_or_else(|| panic!("no {name}"))
     };
-    assert_eq!((by("owners"), by("records")), (1.0, 0.0));
+    assert_eq!((by("owners"), by("records")), (2.0, 0.0));
 }

@@ -82,6 +82,8 @@ pub enum Located {
         gateway: NodeId,
         /// The connection's epoch: the gateway drops a copy for another.
         epoch: Epoch,
+        /// Since when it is online.
+        since: UnixMillis,
     },
     /// A persistent session offline: its inbox is at the leader.
     Offline,
@@ -717,8 +719,8 @@ impl ShardOwner {
             return Located::NotOwner { owner: self.owners.get(shard.index()).copied().unwrap_or(0) };
         };
         match self.sessions.get(session) {
-            Some(Entry { gateway: Some(gateway), epoch, .. }) => {
-                Located::Online { gateway: *gateway, epoch: *epoch }
+            Some(Entry { gateway: Some(gateway), epoch, since, .. }) => {
+                Located::Online { gateway: *gateway, epoch: *epoch, since: *since }
             }
             Some(_) => Located::Offline,
             None if owned.unlisted.is_empty() => Located::Unknown,

@@ -103,7 +103,7 @@ fn a_claim_gets_an_epoch_of_its_shards_generation_and_a_second_claim_revokes_the
     let first = first.expect("granted");
     assert_eq!(first, Granted { epoch: Epoch::new(3, 1), persistent: false });
     assert_eq!(effects, []);
-    assert_eq!(owner.locate(&key("a")), Located::Online { gateway: GW1, epoch: first.epoch });
+    assert_eq!(owner.locate(&key("a")), Located::Online { gateway: GW1, epoch: first.epoch, since: at(0) });
 
     let (second, effects) = run(|out| owner.claim(GW2, &claim("a", true, 0, false), false, at(0), out));
     let second = second.expect("granted").epoch;
@@ -113,7 +113,7 @@ fn a_claim_gets_an_epoch_of_its_shards_generation_and_a_second_claim_revokes_the
     // The old connection's release is stale: it ends nothing.
     let (stale, effects) = run(|out| owner.release(GW1, &release("a", first.epoch, 0, true), at(0), out));
     assert_eq!((stale, effects), (Err(Refused::Stale), vec![]));
-    assert_eq!(owner.locate(&key("a")), Located::Online { gateway: GW2, epoch: second });
+    assert_eq!(owner.locate(&key("a")), Located::Online { gateway: GW2, epoch: second, since: at(0) });
     let (ended, _) = run(|out| owner.release(GW2, &release("a", second, 0, false), at(0), out));
     assert_eq!(ended, Ok(()));
     assert_eq!(owner.locate(&key("a")), Located::Unknown);
@@ -241,7 +241,7 @@ fn a_shard_taken_here_is_rebuilt_from_what_the_gateways_list() {
     // s1 was granted before the shard came here: kept with its epoch. s2
     // claims an epoch of this generation that was never granted here.
     assert_eq!(effects, [revoke(GW1, "s2", Epoch::new(5, 1))]);
-    assert_eq!(owner.locate(&key("s1")), Located::Online { gateway: GW1, epoch: old });
+    assert_eq!(owner.locate(&key("s1")), Located::Online { gateway: GW1, epoch: old, since: at(0) });
     assert_eq!(owner.locate(&key("zz")), Located::Rebuilding, "GW2 has not listed");
     owner.gateway_linked(GW2);
     owner.relist(GW2, Vec::new(), true, at(0), &mut Vec::new());
@@ -295,12 +295,16 @@ fn a_gateway_whose_link_dropped_keeps_what_it_lists_in_time_and_loses_the_rest()
         owner.settled(GW1, &key(client), granted.epoch, true, &mut Vec::new()).expect("accepted");
     }
     owner.gateway_unlinked(GW1, at(2));
-    assert_eq!(owner.locate(&key("a")), Located::Online { gateway: GW1, epoch: a.epoch }, "its lease holds");
+    assert_eq!(
+        owner.locate(&key("a")),
+        Located::Online { gateway: GW1, epoch: a.epoch, since: at(0) },
+        "its lease holds"
+    );
     // Back within the lease, holding a (b's and p's connections ended).
     owner.gateway_linked(GW1);
     let (_, effects) = run(|out| owner.relist(GW1, vec![held("a", a.epoch, 0)], true, at(0), out));
     assert_eq!(effects, [will_of("b")], "b ended with its connection: its will");
-    assert_eq!(owner.locate(&key("a")), Located::Online { gateway: GW1, epoch: a.epoch });
+    assert_eq!(owner.locate(&key("a")), Located::Online { gateway: GW1, epoch: a.epoch, since: at(0) });
     assert_eq!(owner.locate(&key("p")), Located::Offline);
 
     // Gone for good: at the lease's end its sessions end.
@@ -335,9 +339,9 @@ fn a_shard_that_moves_away_is_forgotten_and_one_that_comes_back_starts_empty() {
     assert_eq!(owner.locate(&key("a")), Located::Rebuilding);
     let (_, effects) = run(|out| owner.relist(GW1, vec![held("a", a.epoch, 0)], true, at(0), out));
     assert_eq!(effects, []);
-    assert_eq!(owner.locate(&key("a")), Located::Online { gateway: GW1, epoch: a.epoch });
+    assert_eq!(owner.locate(&key("a")), Located::Online { gateway: GW1, epoch: a.epoch, since: at(0) });
     // Listing the shard that came back ended nothing else the gateway holds.
-    assert_eq!(owner.locate(&key(&stays)), Located::Online { gateway: GW1, epoch: k.epoch });
+    assert_eq!(owner.locate(&key(&stays)), Located::Online { gateway: GW1, epoch: k.epoch, since: at(0) });
     let next = owner.claim(GW1, &claim("a", true, 0, false), false, at(0), &mut Vec::new()).expect("granted");
     assert_eq!(next.epoch.generation, 3);
 }
@@ -408,7 +412,7 @@ fn of_two_gateways_listing_one_session_the_newer_connection_keeps_it() {
             owner.relist(gateway, vec![held("s", epoch, 0)], true, at(0), &mut effects);
         }
         assert_eq!(effects, [revoke(GW1, "s", older)], "newer first: {newer_first}");
-        assert_eq!(owner.locate(&key("s")), Located::Online { gateway: GW2, epoch: newer });
+        assert_eq!(owner.locate(&key("s")), Located::Online { gateway: GW2, epoch: newer, since: at(0) });
     }
 }
 
@@ -447,7 +451,7 @@ fn the_end_of_a_list_does_not_end_a_claim_still_waiting_for_the_leader() {
     let (_, effects) = run(|out| owner.tick(at(5 + PENDING_WILL_PATIENCE_MS - 1), out));
     assert_eq!(
         (effects, owner.locate(&key("l"))),
-        (vec![], Located::Online { gateway: GW1, epoch: lost.epoch })
+        (vec![], Located::Online { gateway: GW1, epoch: lost.epoch, since: at(5) })
     );
     let (_, effects) = run(|out| owner.tick(at(5 + PENDING_WILL_PATIENCE_MS), out));
     assert_eq!((effects, owner.locate(&key("l"))), (vec![], Located::Unknown));

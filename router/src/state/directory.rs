@@ -2,6 +2,7 @@
 //! the push API, replicated as facts, read to turn an audience into devices.
 
 use super::RouterState;
+use crate::owner::Locations;
 use herald_core::directory::{DeviceEntry, Directory, DirectoryLimits};
 use herald_core::{AppId, ClientId, ErrorCode, SessionKey};
 use herald_proto::journal::{DirectoryDevice, Fact};
@@ -14,6 +15,7 @@ impl RouterState {
         app: AppId,
         op: DirectoryOp,
         limits: &DirectoryLimits,
+        located: Option<&Locations>,
         now: herald_core::UnixMillis,
         out: &mut Vec<super::Effect>,
     ) -> Result<DirectoryAnswer, ErrorCode> {
@@ -23,7 +25,7 @@ impl RouterState {
             DirectoryOp::Cancel { message } => {
                 self.cancel(&app, message, now, out).map(DirectoryAnswer::Status)
             }
-            DirectoryOp::Stats => Ok(DirectoryAnswer::Stats(self.app_stats(&app))),
+            DirectoryOp::Stats => Ok(DirectoryAnswer::Stats(self.app_stats(&app, located))),
             DirectoryOp::Status { message } => self
                 .records
                 .status(&app, message, now)
@@ -31,7 +33,7 @@ impl RouterState {
                 .ok_or(ErrorCode::NotFound),
             DirectoryOp::Put { device, entry } => {
                 self.set_device(&app, device.clone(), entry, limits)?;
-                Ok(DirectoryAnswer::Device(self.view(&app, &device).ok_or(ErrorCode::Internal)?))
+                Ok(DirectoryAnswer::Device(self.view(&app, &device, located).ok_or(ErrorCode::Internal)?))
             }
             DirectoryOp::Patch { device, alias, tags } => {
                 let mut entry = self.device(&app, &device).cloned().ok_or(ErrorCode::NotFound)?;
@@ -47,10 +49,10 @@ impl RouterState {
                     }
                 }
                 self.set_device(&app, device.clone(), entry, limits)?;
-                Ok(DirectoryAnswer::Device(self.view(&app, &device).ok_or(ErrorCode::Internal)?))
+                Ok(DirectoryAnswer::Device(self.view(&app, &device, located).ok_or(ErrorCode::Internal)?))
             }
             DirectoryOp::Get { device } => {
-                self.view(&app, &device).map(DirectoryAnswer::Device).ok_or(ErrorCode::NotFound)
+                self.view(&app, &device, located).map(DirectoryAnswer::Device).ok_or(ErrorCode::NotFound)
             }
             DirectoryOp::Delete { device } => {
                 let removed = self.directories.get_mut(&app).and_then(|d| d.remove(&device));
@@ -66,7 +68,9 @@ impl RouterState {
                     .get(&app)
                     .map(|d| d.alias(&alias).cloned().collect())
                     .unwrap_or_default();
-                Ok(DirectoryAnswer::Devices(devices.iter().filter_map(|d| self.view(&app, d)).collect()))
+                Ok(DirectoryAnswer::Devices(
+                    devices.iter().filter_map(|d| self.view(&app, d, located)).collect(),
+                ))
             }
             DirectoryOp::Tag { tag, add, remove } => {
                 let mut changed = Vec::with_capacity(add.len() + remove.len());
@@ -120,30 +124,32 @@ impl RouterState {
         Ok(())
     }
 
-    /// Returns a device as the directory and the registry know it.
-    fn view(&self, app: &AppId, device: &ClientId) -> Option<DeviceView> {
+    /// Returns a device as the directory and the registry know it (where
+    /// it is online as its shard's owner located it, if asked).
+    fn view(&self, app: &AppId, device: &ClientId, located: Option<&Locations>) -> Option<DeviceView> {
         let entry = self.device(app, device)?.clone();
         let key = SessionKey::new(app.clone(), device.clone());
-        let record = self.sessions.get(&key);
-        Some(DeviceView {
-            device: device.clone(),
-            entry,
-            online: record.and_then(|r| r.owner),
-            since: record.map(|r| r.since),
-        })
+        let (online, since) = self.online_as_located(&key, located).unwrap_or((None, None));
+        Some(DeviceView { device: device.clone(), entry, online, since })
     }
 
     /// Counts `app`'s devices: online, offline with a persistent session,
     /// in the directory. (One pass over the sessions: for a stats call,
     /// not for every send.)
-    fn app_stats(&self, app: &AppId) -> herald_proto::seam::AppStats {
+    fn app_stats(&self, app: &AppId, located: Option<&Locations>) -> herald_proto::seam::AppStats {
         let mut stats = herald_proto::seam::AppStats {
             directory_devices: self.directories.get(app).map_or(0, |d| d.len() as u64),
             ..Default::default()
         };
+        // Online sessions as every shard's owner counted them, if they did.
+        let counted = located.and_then(|located| located.everyone.get(app));
+        if let Some(counted) = counted {
+            stats.online = counted.values().sum();
+        }
         for record in self.sessions.iter().filter(|(key, _)| key.app == *app).map(|(_, record)| record) {
             match record.owner {
-                Some(_) => stats.online += 1,
+                Some(_) if counted.is_none() => stats.online += 1,
+                Some(_) => {}
                 None if record.is_persistent() => stats.offline_persistent += 1,
                 None => {}
             }

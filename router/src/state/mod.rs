@@ -11,6 +11,7 @@ mod fanout;
 mod idempotency;
 mod journal;
 mod leases;
+mod located;
 mod push;
 mod registry;
 mod retract;
@@ -34,7 +35,7 @@ pub use api_keys::MAX_API_KEYS_PER_APP;
 pub use fanout::MAX_FANOUT_ENTRIES;
 pub use idempotency::{IDEMPOTENCY_TTL_MS, MAX_IDEMPOTENCY_KEYS};
 pub use journal::DurableState;
-pub use push::ToLocate;
+pub use located::ToLocate;
 pub use registry::{Holder, RegistryEntry};
 pub use sessions::SessionRecord;
 
@@ -393,7 +394,7 @@ impl RouterState {
                 self.report(gateway, request, (origin, batch), deltas, out);
             }
             Uplink::Directory { request, app, op, limits } => {
-                let result = self.directory(app, op, &limits, now, out);
+                let result = self.directory(app, op, &limits, None, now, out);
                 out.push((gateway, Downlink::DirectoryDone { request, result }));
             }
             Uplink::Push(push) => self.apply_push(gateway, push, None, now, out),

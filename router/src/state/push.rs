@@ -21,15 +21,6 @@ use herald_proto::seam::{Audience, Downlink, Push, PushOutcome, PushReport};
 use std::collections::HashSet;
 use std::sync::Arc;
 
-/// What a push asks of the registry shards' owners before it is applied.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ToLocate {
-    /// Where these sessions are (none: nothing to ask).
-    Sessions(Vec<SessionKey>),
-    /// How many online sessions of the app each gateway holds.
-    Everyone(AppId),
-}
-
 impl RouterState {
     /// Routes `push` at `now`: what happened per device, in audience order.
     pub(super) fn push(
@@ -101,33 +92,6 @@ impl RouterState {
             report.devices.push((key.client, outcome));
         }
         report
-    }
-
-    /// What to ask the registry shards' owners before applying `push`:
-    /// the sessions it names (its devices, its aliases' or its tags'),
-    /// other than persistent ones (found in this router's records), or,
-    /// for a push to everyone, its app's online sessions per gateway.
-    pub fn sessions_to_locate(&self, push: &Push) -> ToLocate {
-        let app = &push.message.app;
-        let devices: Vec<ClientId> = match &push.audience {
-            Audience::Devices(devices) => devices.clone(),
-            Audience::Aliases(aliases) => {
-                let directory = self.directory_of(app);
-                aliases
-                    .iter()
-                    .flat_map(|alias| directory.into_iter().flat_map(|d| d.alias(alias)))
-                    .cloned()
-                    .collect()
-            }
-            Audience::Tags(expr) => {
-                self.directory_of(app).map(|d| d.select(expr)).unwrap_or_default().into_iter().collect()
-            }
-            Audience::All => return ToLocate::Everyone(app.clone()),
-        };
-        let keys = devices.into_iter().map(|device| SessionKey::new(app.clone(), device));
-        ToLocate::Sessions(
-            keys.filter(|key| !self.sessions.get(key).is_some_and(|r| r.is_persistent())).collect(),
-        )
     }
 
     /// Returns the devices `aliases` name, each once, in alias order (then

@@ -578,10 +578,10 @@ fn a_cluster_push_goes_where_the_owners_located_transient_devices_and_persistent
     h.offline_subscriber("d4", 3600, &[subscription("$push/d4", QoS::AtLeastOnce)]);
     let epoch = Epoch::new(1, 7);
     let located = [
-        ("d1", Located::Online { gateway: GW3, epoch }),
+        ("d1", Located::Online { gateway: GW3, epoch, since: T0 }),
         ("d2", Located::Unknown),
-        ("d3", Located::Online { gateway: GW2, epoch }),
-        ("d4", Located::Online { gateway: GW3, epoch }),
+        ("d3", Located::Online { gateway: GW2, epoch, since: T0 }),
+        ("d4", Located::Online { gateway: GW3, epoch, since: T0 }),
     ];
     let (outcomes, effects) = pushed_located(&mut h, &["d1", "d2", "d3", "d4", "d5"], &located);
     use PushOutcome::{Online, Stored, Unreachable};
@@ -634,10 +634,10 @@ fn a_cluster_tag_send_goes_where_the_owners_located_transient_devices_and_persis
     let to_vip = Push { audience: Audience::Tags(TagExpr::Tag(Tag::new("vip").expect("tag"))), ..send };
     let epoch = Epoch::new(1, 7);
     let sessions = [
-        (key("t1"), Located::Online { gateway: GW3, epoch }),
+        (key("t1"), Located::Online { gateway: GW3, epoch, since: T0 }),
         (key("t2"), Located::Unknown),
-        (key("t3"), Located::Online { gateway: GW2, epoch }),
-        (key("t4"), Located::Online { gateway: GW3, epoch }),
+        (key("t3"), Located::Online { gateway: GW2, epoch, since: T0 }),
+        (key("t4"), Located::Online { gateway: GW3, epoch, since: T0 }),
     ]
     .into();
     let (report, effects) =
@@ -669,4 +669,72 @@ fn a_cluster_send_to_everyone_goes_to_the_gateways_the_owners_counted() {
     let (report, effects) = applied(&mut h, to_all, crate::owner::Locations::default());
     assert_eq!((report.online, report.stored), (1, 1));
     assert_eq!(fanned(&effects), [(GW1, None)]);
+}
+
+/// Applies directory `op` with what the shards' owners said.
+fn directory_located(
+    h: &mut Harness,
+    op: DirectoryOp,
+    located: crate::owner::Locations,
+) -> Result<DirectoryAnswer, ErrorCode> {
+    let item = Uplink::Directory { limits: Default::default(), request: 5, app: app(), op };
+    let mut out = Vec::new();
+    h.state.apply_located(GW1, item, Some(Arc::new(located)), T0, &mut out);
+    match out.as_slice() {
+        [(GW1, Downlink::DirectoryDone { request: 5, result })] => result.clone(),
+        other => panic!("expected one DirectoryDone, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_cluster_directory_shows_devices_online_where_their_owners_located_them() {
+    let mut h = Harness::new();
+    // v1: transient, the record says GW2, its owner GW3 (since later). v2:
+    // no session its owner knows. v3: persistent, offline: by its record.
+    h.connect(GW2, "v1", 0);
+    h.offline_subscriber("v3", 3600, &[subscription("$push/v3", QoS::AtLeastOnce)]);
+    for device in ["v1", "v2", "v3"] {
+        put(&mut h, device, Some("fan"), &[]);
+    }
+    let later = UnixMillis(T0.0 + 5_000);
+    let epoch = Epoch::new(1, 7);
+    let get = DirectoryOp::Get { device: client_id("v1") };
+    let item = Uplink::Directory { limits: Default::default(), request: 5, app: app(), op: get.clone() };
+    assert_eq!(h.state.to_locate(&item), Some(ToLocate::Sessions(vec![key("v1")])));
+    let located = || crate::owner::Locations {
+        sessions: [
+            (key("v1"), Located::Online { gateway: GW3, epoch, since: later }),
+            (key("v2"), Located::Unknown),
+            (key("v3"), Located::Online { gateway: GW3, epoch, since: later }),
+        ]
+        .into(),
+        ..Default::default()
+    };
+    let Ok(DirectoryAnswer::Device(view)) = directory_located(&mut h, get, located()) else {
+        panic!("a view")
+    };
+    assert_eq!((view.online, view.since), (Some(GW3), Some(later)));
+
+    let by_alias = DirectoryOp::Alias { alias: Alias::new("fan").expect("alias") };
+    let Ok(DirectoryAnswer::Devices(views)) = directory_located(&mut h, by_alias, located()) else {
+        panic!("views")
+    };
+    let mut shown: Vec<_> = views.iter().map(|v| (v.device.as_str().to_owned(), v.online)).collect();
+    shown.sort();
+    assert_eq!(shown, [("v1".to_owned(), Some(GW3)), ("v2".to_owned(), None), ("v3".to_owned(), None)]);
+
+    let stats =
+        Uplink::Directory { limits: Default::default(), request: 5, app: app(), op: DirectoryOp::Stats };
+    assert_eq!(h.state.to_locate(&stats), Some(ToLocate::Everyone(app())));
+    let counted = crate::owner::Locations {
+        everyone: [(app(), [(GW2, 4), (GW3, 1)].into())].into(),
+        ..Default::default()
+    };
+    let Ok(DirectoryAnswer::Stats(stats)) = directory_located(&mut h, DirectoryOp::Stats, counted) else {
+        panic!("stats")
+    };
+    assert_eq!((stats.online, stats.offline_persistent, stats.directory_devices), (5, 1, 3));
+    // Not counted by the owners: the records say one online.
+    let Ok(DirectoryAnswer::Stats(stats)) = directory(&mut h, DirectoryOp::Stats) else { panic!("stats") };
+    assert_eq!(stats.online, 1);
 }
