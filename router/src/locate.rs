@@ -250,12 +250,20 @@ impl Locator {
         };
         match client.count_online(request).await {
             Ok(reply) => online_from_pb(reply.into_inner()).map(Some),
-            Err(status) if status.code() == tonic::Code::Unimplemented => Ok(None),
-            Err(status) => {
-                self.inner.clients.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&owner);
-                Err(format!("router {owner}: {}", status.message()))
-            }
+            Err(status) => self.failed(owner, &status),
         }
+    }
+
+    /// A call to router `owner` failed: `None` from a router of an earlier
+    /// version (a rolling upgrade; the serving router's own records answer
+    /// for its shards), else an error, its client dropped (connected again
+    /// on next use).
+    fn failed<T>(&self, owner: u64, status: &tonic::Status) -> Result<Option<T>, String> {
+        if status.code() == tonic::Code::Unimplemented {
+            return Ok(None);
+        }
+        self.inner.clients.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&owner);
+        Err(format!("router {owner}: {}", status.message()))
     }
 
     /// Asks router `owner` (0: none yet) where `sessions` are; `None`: it
@@ -275,13 +283,7 @@ impl Locator {
         };
         let reply = match client.locate(request).await {
             Ok(reply) => reply.into_inner(),
-            // A router of an earlier version (a rolling upgrade): the
-            // serving router's own records answer for its shards.
-            Err(status) if status.code() == tonic::Code::Unimplemented => return Ok(None),
-            Err(status) => {
-                self.inner.clients.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&owner);
-                return Err(format!("router {owner}: {}", status.message()));
-            }
+            Err(status) => return self.failed(owner, &status),
         };
         if reply.located.len() != sessions.len() {
             return Err(format!(

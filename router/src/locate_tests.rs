@@ -2,11 +2,9 @@
 
 use super::*;
 use crate::raft::shards::ShardTable;
-use crate::registry_link::PersistentLookup;
-use crate::registry_link::link_tests::{Link, granted, serve};
-use herald_core::{AppId, ClientId, Epoch, ManualClock, REGISTRY_SHARDS, UnixMillis};
+use crate::registry_link::link_tests::{Link, granted, owner, serve};
+use herald_core::{AppId, ClientId, Epoch, REGISTRY_SHARDS, UnixMillis};
 use herald_proto::grpc::pb::registry_up;
-use std::sync::atomic::AtomicU32;
 
 fn key(client: &str) -> SessionKey {
     SessionKey::new(AppId::default_app(), ClientId::new(client.to_owned()).expect("client id"))
@@ -24,35 +22,6 @@ fn table(to_two: &[&str], generation: u64, routers: &[(u64, &str)]) -> TableView
         gateways: [NodeId(7), NodeId(8)].into(),
         applied_index: generation,
     }
-}
-
-/// Router `node`'s registry service, serving the shards `view` gives it
-/// (a process's first table names what it inherited: a second one, of a
-/// later generation, is what it serves).
-async fn owner(node: u64, view: TableView) -> (RegistryService, watch::Sender<TableView>) {
-    let mut first = view.clone();
-    first.table.as_mut().expect("a table").generations.iter_mut().for_each(|g| *g -= 1);
-    let (sender, watched) = watch::channel(first);
-    let persistent: PersistentLookup = Arc::new(|_: &SessionKey| false);
-    let clock = Arc::new(ManualClock::new(UnixMillis(1_000)));
-    let lease = Duration::from_secs(15);
-    let service = RegistryService::new(
-        node,
-        "c".to_owned(),
-        watched,
-        persistent,
-        clock,
-        lease,
-        Arc::new(AtomicU32::new(0)),
-    );
-    while service.counts().1 == 0 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    sender.send_replace(view);
-    while service.counts().0 == 0 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    (service, sender)
 }
 
 /// Gateway `gateway`'s registry link to the router at `address`, listed

@@ -217,9 +217,12 @@ impl RegistryService {
         lease: Duration,
         inherited: Arc<AtomicU32>,
     ) -> RegistryService {
+        let mut table = table;
+        // Applied here, once: `follow` applies the tables that come after.
+        let view = table.borrow_and_update().clone();
         let shared = Arc::new(Shared {
             owner: Mutex::new(ShardOwner::new(node, lease.as_millis() as u64)),
-            applied: watch::Sender::new(table.borrow().clone()),
+            applied: watch::Sender::new(view.clone()),
             gateways: Mutex::default(),
             persistent,
             clock,
@@ -233,7 +236,7 @@ impl RegistryService {
             mirror: std::sync::OnceLock::new(),
             offline_written: Mutex::default(),
         });
-        set_table(&shared, &table.borrow(), shared.clock.now());
+        set_table(&shared, &view, shared.clock.now());
         tokio::spawn(follow(Arc::downgrade(&shared), table.clone()));
         RegistryService { node, cluster_id, table, shared }
     }
@@ -326,7 +329,7 @@ impl RegistryService {
 /// until the service is gone.
 async fn follow(shared: std::sync::Weak<Shared>, mut table: watch::Receiver<TableView>) {
     let mut tick = tokio::time::interval(TICK);
-    let mut changed = true;
+    let mut changed = false;
     let mut swept = tokio::time::Instant::now();
     loop {
         let Some(strong) = shared.upgrade() else { return };
@@ -549,14 +552,10 @@ fn set_table(shared: &Shared, view: &TableView, now: UnixMillis) {
     let Some(table) = &view.table else { return };
     let generations = ShardGenerations::from_table(table.generations.clone());
     let mut owner = shared.owner();
-    let before = owner.owned_generations();
-    owner.set_table(&table.owners, &generations, &view.gateways, now);
+    let taken = owner.set_table(&table.owners, &generations, &view.gateways, now);
     // Shards taken or restarted here are written whole to Redis once their
     // sessions are listed again.
-    let after = owner.owned_generations();
-    if let Some(mirror) = shared.mirror.get()
-        && ShardId::all().any(|shard| after.get(shard) > 0 && after.get(shard) != before.get(shard))
-    {
+    if let Some(mirror) = shared.mirror.get().filter(|_| taken) {
         mirror.resync();
     }
     let inherited = owner.inherited() as u32;

@@ -216,6 +216,35 @@ fn will_of(client: &str) -> pb::Will {
 }
 
 /// Starts `service` on a loopback port; returns its address.
+/// Router `node`'s registry service, serving the shards `view` gives it
+/// (a process's first table names what it inherited: a second one, of a
+/// later generation, is what it serves).
+pub(crate) async fn owner(node: u64, view: TableView) -> (RegistryService, watch::Sender<TableView>) {
+    let mut first = view.clone();
+    first.table.as_mut().expect("a table").generations.iter_mut().for_each(|g| *g -= 1);
+    let (sender, watched) = watch::channel(first);
+    let persistent: PersistentLookup = Arc::new(|_: &SessionKey| false);
+    let clock = Arc::new(ManualClock::new(UnixMillis(1_000)));
+    let lease = Duration::from_secs(15);
+    let service = RegistryService::new(
+        node,
+        "c".to_owned(),
+        watched,
+        persistent,
+        clock,
+        lease,
+        Arc::new(AtomicU32::new(0)),
+    );
+    while service.counts().1 == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    sender.send_replace(view);
+    while service.counts().0 == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (service, sender)
+}
+
 pub(crate) async fn serve(service: &RegistryService) -> (String, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address").to_string();
@@ -361,21 +390,7 @@ async fn a_gateway_is_sent_a_table_only_once_the_owner_has_applied_it() {
             applied_index,
         }
     };
-    let (table, watched) = watch::channel(view(2, 3, 1));
-    let clock = Arc::new(ManualClock::new(UnixMillis(1_000)));
-    let persistent: PersistentLookup = Arc::new(|_: &SessionKey| false);
-    let service = RegistryService::new(
-        ME,
-        "c".to_owned(),
-        watched,
-        persistent,
-        clock,
-        LEASE,
-        Arc::new(AtomicU32::new(0)),
-    );
-    // The first table's shards are inherited; the next one restarts them.
-    table.send_replace(view(2, 4, 2));
-    until(|| service.counts().0 == 63).await;
+    let (service, table) = owner(ME, view(2, 4, 2)).await;
     let (address, server) = serve(&service).await;
     let mut seven = Link::open(&address, 7).await;
     seven.send(registry_up::Item::List(pb::RegistryList { sessions: Vec::new(), last: true })).await;

@@ -106,7 +106,8 @@ pub(crate) struct Mirror {
 
 impl Mirror {
     /// Asks for the whole registry to be written again (shards were taken
-    /// or restarted here).
+    /// or restarted here, changes were lost to a full queue or a failed
+    /// write).
     pub(crate) fn resync(&self) {
         self.resync.store(true, Ordering::Release);
     }
@@ -119,7 +120,7 @@ impl Mirror {
         }
         if self.changes.try_send(changes).is_err() {
             self.stats.overflowed.fetch_add(1, Ordering::Relaxed);
-            self.resync.store(true, Ordering::Release);
+            self.resync();
         }
     }
 }
@@ -204,7 +205,7 @@ impl Writer {
                         self.generations = generations;
                         waiting = true;
                         if let Some(mirror) = mirror.upgrade() {
-                            mirror.resync.store(true, Ordering::Release);
+                            mirror.resync();
                         }
                     }
                     Snapshot::Gone => return,
@@ -220,7 +221,7 @@ impl Writer {
                             && let Some(mirror) = mirror.upgrade()
                             && let Ok(false) | Err(_) = self.still_there().await
                         {
-                            mirror.resync.store(true, Ordering::Release);
+                            mirror.resync();
                         }
                         continue;
                     }
@@ -257,7 +258,7 @@ impl Writer {
                     tracing::warn!(%error, "the session registry in Redis lags: retrying");
                 }
                 if let Some(mirror) = mirror.upgrade() {
-                    mirror.resync.store(true, Ordering::Release);
+                    mirror.resync();
                 }
                 tokio::time::sleep(wait).await;
                 (wait * 2).min(RETRY.1)

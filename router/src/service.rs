@@ -385,7 +385,7 @@ fn locate_items(
     (gateway, serial): (NodeId, u64),
     batch: &mut Vec<Uplink>,
 ) -> Vec<Downlink> {
-    if !batch.iter().any(|item| matches!(item, Uplink::Push(_) | Uplink::Directory { .. })) {
+    if !batch.iter().any(crate::state::may_locate) {
         return Vec::new();
     }
     // The batch's items are located together: one call per owner.
@@ -394,10 +394,6 @@ fn locate_items(
     for item in std::mem::take(batch) {
         match state.to_locate(&item) {
             None => {
-                batch.push(item);
-                continue;
-            }
-            Some(ToLocate::Sessions(named)) if named.is_empty() => {
                 batch.push(item);
                 continue;
             }

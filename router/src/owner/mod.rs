@@ -231,13 +231,14 @@ impl ShardOwner {
     /// went elsewhere is forgotten: its new owner rebuilds it. The shards the
     /// first table with owners gives this router are inherited from an
     /// earlier process: not served until a later table restarts them.
+    /// Returns whether a shard was taken or restarted here.
     pub fn set_table(
         &mut self,
         owners: &[u64],
         generations: &ShardGenerations,
         known: &BTreeSet<NodeId>,
         now: UnixMillis,
-    ) {
+    ) -> bool {
         self.owners = owners.to_vec();
         let first = !self.seen_table && owners.iter().any(|&owner| owner != 0);
         self.seen_table |= first;
@@ -272,6 +273,7 @@ impl ShardOwner {
                 self.leases.entry(*gateway).or_insert(until);
             }
         }
+        taken
     }
 
     /// How many shards are owned here.

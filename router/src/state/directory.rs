@@ -129,7 +129,7 @@ impl RouterState {
     fn view(&self, app: &AppId, device: &ClientId, located: Option<&Locations>) -> Option<DeviceView> {
         let entry = self.device(app, device)?.clone();
         let key = SessionKey::new(app.clone(), device.clone());
-        let (online, since) = self.online_as_located(&key, located).unwrap_or((None, None));
+        let (online, since) = self.online_as_located(&key, located);
         Some(DeviceView { device: device.clone(), entry, online, since })
     }
 

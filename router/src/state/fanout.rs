@@ -130,12 +130,7 @@ impl RouterState {
                 for device in devices {
                     let key = SessionKey::new(app.clone(), device.clone());
                     let record = self.sessions.get(&key);
-                    // A persistent session's record holds it; the owner
-                    // knows where a transient one is.
-                    let owner_says = located
-                        .and_then(|located| located.sessions.get(&key))
-                        .filter(|_| !record.is_some_and(|r| r.is_persistent()));
-                    match owner_says {
+                    match self.owner_says(&key, located) {
                         Some(Located::Online { gateway, .. }) => count(&key, Some(*gateway), None),
                         Some(_) => {}
                         None => count(&key, record.and_then(|r| r.owner), record),

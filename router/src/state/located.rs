@@ -19,43 +19,56 @@ pub enum ToLocate {
     Everyone(AppId),
 }
 
+/// Whether `item` is of a kind that may ask the owners (see
+/// [`RouterState::to_locate`]): what a batch without any needs no lock
+/// of the state to learn.
+pub fn may_locate(item: &Uplink) -> bool {
+    match item {
+        Uplink::Push(_) => true,
+        Uplink::Directory { op, .. } => matches!(
+            op,
+            DirectoryOp::Get { .. }
+                | DirectoryOp::Put { .. }
+                | DirectoryOp::Patch { .. }
+                | DirectoryOp::Alias { .. }
+                | DirectoryOp::Stats
+        ),
+        _ => false,
+    }
+}
+
 impl RouterState {
     /// What to ask the registry shards' owners before applying `item`;
     /// `None`: nothing (it is applied at once).
     pub fn to_locate(&self, item: &Uplink) -> Option<ToLocate> {
+        let asked = |to_locate: ToLocate| match to_locate {
+            ToLocate::Sessions(sessions) if sessions.is_empty() => None,
+            to_locate => Some(to_locate),
+        };
         let (app, devices): (&AppId, Vec<ClientId>) = match item {
-            Uplink::Push(push) => return Some(self.sessions_to_locate(push)),
+            Uplink::Push(push) => return asked(self.sessions_to_locate(push)),
             Uplink::Directory { app, op, .. } => match op {
                 DirectoryOp::Get { device }
                 | DirectoryOp::Put { device, .. }
                 | DirectoryOp::Patch { device, .. } => (app, vec![device.clone()]),
-                DirectoryOp::Alias { alias } => {
-                    (app, self.directory_of(app).into_iter().flat_map(|d| d.alias(alias)).cloned().collect())
-                }
+                DirectoryOp::Alias { alias } => (app, self.alias_members(app, std::slice::from_ref(alias))),
                 DirectoryOp::Stats => return Some(ToLocate::Everyone(app.clone())),
                 _ => return None,
             },
             _ => return None,
         };
-        Some(self.not_persistent(app, devices))
+        asked(self.not_persistent(app, devices))
     }
 
     /// What to ask the registry shards' owners before applying `push`:
     /// the sessions it names (its devices, its aliases' or its tags'),
     /// other than persistent ones, or, for a push to everyone, its app's
     /// online sessions per gateway.
-    pub fn sessions_to_locate(&self, push: &Push) -> ToLocate {
+    pub(super) fn sessions_to_locate(&self, push: &Push) -> ToLocate {
         let app = &push.message.app;
         let devices: Vec<ClientId> = match &push.audience {
             Audience::Devices(devices) => devices.clone(),
-            Audience::Aliases(aliases) => {
-                let directory = self.directory_of(app);
-                aliases
-                    .iter()
-                    .flat_map(|alias| directory.into_iter().flat_map(|d| d.alias(alias)))
-                    .cloned()
-                    .collect()
-            }
+            Audience::Aliases(aliases) => self.alias_members(app, aliases),
             Audience::Tags(expr) => {
                 self.directory_of(app).map(|d| d.select(expr)).unwrap_or_default().into_iter().collect()
             }
@@ -64,12 +77,29 @@ impl RouterState {
         self.not_persistent(app, devices)
     }
 
+    /// The devices `aliases` of `app` name (a device named twice, twice).
+    fn alias_members(&self, app: &AppId, aliases: &[herald_core::directory::Alias]) -> Vec<ClientId> {
+        let directory = self.directory_of(app);
+        aliases.iter().flat_map(|alias| directory.into_iter().flat_map(|d| d.alias(alias))).cloned().collect()
+    }
+
     /// `app`'s `devices` but those with a persistent session here.
     fn not_persistent(&self, app: &AppId, devices: Vec<ClientId>) -> ToLocate {
         let keys = devices.into_iter().map(|device| SessionKey::new(app.clone(), device));
         ToLocate::Sessions(
             keys.filter(|key| !self.sessions.get(key).is_some_and(|r| r.is_persistent())).collect(),
         )
+    }
+
+    /// What `located` says of `key`, unless a persistent session here holds
+    /// it (its record, which holds the inbox, answers for it).
+    pub(super) fn owner_says<'a>(
+        &self,
+        key: &SessionKey,
+        located: Option<&'a Locations>,
+    ) -> Option<&'a Located> {
+        let persistent = self.sessions.get(key).is_some_and(|r| r.is_persistent());
+        located.and_then(|located| located.sessions.get(key)).filter(|_| !persistent)
     }
 
     /// Applies `item` from `gateway` with what the shards' owners said
@@ -98,19 +128,16 @@ impl RouterState {
         &self,
         key: &SessionKey,
         located: Option<&Locations>,
-    ) -> Option<(Option<NodeId>, Option<UnixMillis>)> {
+    ) -> (Option<NodeId>, Option<UnixMillis>) {
         let record = self.sessions.get(key);
-        let owner_says = located
-            .and_then(|located| located.sessions.get(key))
-            .filter(|_| !record.is_some_and(|r| r.is_persistent()));
-        match owner_says {
+        match self.owner_says(key, located) {
             Some(Located::Online { gateway, since, .. }) => {
                 // An owner of an earlier version does not say since when.
                 let since = Some(*since).filter(|since| since.0 > 0).or_else(|| record.map(|r| r.since));
-                Some((Some(*gateway), since))
+                (Some(*gateway), since)
             }
-            Some(_) => None,
-            None => record.map(|r| (r.owner, Some(r.since))),
+            Some(_) => (None, None),
+            None => record.map_or((None, None), |r| (r.owner, Some(r.since))),
         }
     }
 }

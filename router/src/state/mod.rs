@@ -35,7 +35,7 @@ pub use api_keys::MAX_API_KEYS_PER_APP;
 pub use fanout::MAX_FANOUT_ENTRIES;
 pub use idempotency::{IDEMPOTENCY_TTL_MS, MAX_IDEMPOTENCY_KEYS};
 pub use journal::DurableState;
-pub use located::ToLocate;
+pub use located::{ToLocate, may_locate};
 pub use registry::{Holder, RegistryEntry};
 pub use sessions::SessionRecord;
 

@@ -56,11 +56,8 @@ impl RouterState {
         for device in devices {
             let copy = Arc::new(Message { topic: Topic::push(&device), ..Message::clone(&template) });
             let key = SessionKey::new(copy.app.clone(), device);
+            let owner_says = self.owner_says(&key, located);
             let record = self.sessions.get(&key);
-            let owner_says = located.and_then(|located| located.sessions.get(&key)).filter(|_| {
-                // A persistent session's record is the one that holds it.
-                !record.is_some_and(|r| r.is_persistent())
-            });
             let outcome = match (owner_says, record) {
                 (Some(Located::Online { gateway, .. }), _) => {
                     out.push((*gateway, Downlink::Deliver(copy)));
