@@ -186,10 +186,14 @@ impl Locator {
         counted
     }
 
+    /// Each owner's latest answer is kept: one that now counts a shard it
+    /// was rebuilding replaces its earlier, narrower one. An answer naming a
+    /// shard another owner's answer named (the shard moved between the
+    /// two) drops that other answer, whose shards are asked again.
     async fn count_everywhere(&self, app: &AppId) -> Option<HashMap<NodeId, u64>> {
         let deadline = tokio::time::Instant::now() + LOCATE_PATIENCE;
+        let mut answers: HashMap<u64, AppOnline> = HashMap::new();
         let mut missing: BTreeSet<ShardId> = ShardId::all().collect();
-        let mut per_gateway: HashMap<NodeId, u64> = HashMap::new();
         loop {
             let owners: BTreeSet<u64> = {
                 let table = self.inner.table.borrow();
@@ -199,29 +203,33 @@ impl Locator {
             let mut asked = tokio::task::JoinSet::new();
             for owner in owners.into_iter().filter(|owner| *owner != 0) {
                 let (locator, app) = (self.clone(), app.clone());
-                asked.spawn(async move { locator.count_at(owner, &app).await });
+                asked.spawn(async move { (owner, locator.count_at(owner, &app).await) });
             }
             while let Some(done) = asked.join_next().await {
                 match done {
-                    Ok(Ok(Some(counted))) => {
-                        // Counts are per gateway, not per shard: an answer
-                        // overlapping one taken already (a shard moved
-                        // between the two) is asked again.
-                        if counted.shards.iter().all(|shard| missing.contains(shard)) {
-                            for shard in &counted.shards {
-                                missing.remove(shard);
-                            }
-                            for (gateway, sessions) in counted.per_gateway {
-                                *per_gateway.entry(gateway).or_default() += sessions;
-                            }
-                        }
+                    Ok((owner, Ok(Some(counted)))) => {
+                        answers.retain(|other, earlier| {
+                            *other == owner
+                                || !earlier.shards.iter().any(|shard| counted.shards.contains(shard))
+                        });
+                        answers.insert(owner, counted);
                     }
-                    Ok(Ok(None)) => return None,
-                    Ok(Err(error)) => tracing::debug!(%error, "an owner did not count: asking again"),
+                    Ok((_, Ok(None))) => return None,
+                    Ok((_, Err(error))) => tracing::debug!(%error, "an owner did not count: asking again"),
                     Err(_) => {}
                 }
             }
+            missing = ShardId::all().collect();
+            for answer in answers.values() {
+                for shard in &answer.shards {
+                    missing.remove(shard);
+                }
+            }
             if missing.is_empty() {
+                let mut per_gateway: HashMap<NodeId, u64> = HashMap::new();
+                for (gateway, sessions) in answers.into_values().flat_map(|answer| answer.per_gateway) {
+                    *per_gateway.entry(gateway).or_default() += sessions;
+                }
                 return Some(per_gateway);
             }
             if tokio::time::Instant::now() + RETRY >= deadline {

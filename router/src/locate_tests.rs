@@ -32,6 +32,12 @@ async fn linked(address: &str, gateway: u64) -> Link {
     link
 }
 
+/// Three clients whose shards are not "near"'s.
+fn far_from_near() -> Vec<&'static str> {
+    let names = ["far-0", "far-1", "far-2", "far-3", "far-4", "far-5", "far-6", "far-7"];
+    names.into_iter().filter(|c| ShardId::of(&key(c)) != ShardId::of(&key("near"))).take(3).collect()
+}
+
 /// Claims `clients` over `link`; returns their epochs.
 async fn claim(link: &mut Link, clients: &[&str]) -> Vec<Epoch> {
     let mut epochs = Vec::new();
@@ -107,12 +113,7 @@ async fn a_push_to_everyone_counts_the_apps_online_sessions_at_every_owner() {
     let unlisted = Link::open(&one_address, 8).await;
     let mut at_two = linked(&two_address, 8).await;
     let _listed_elsewhere = linked(&two_address, 7).await;
-    let far: Vec<String> = (0..200)
-        .map(|n| format!("far-{n}"))
-        .filter(|c| ShardId::of(&key(c)) != ShardId::of(&key("near")))
-        .take(3)
-        .collect();
-    claim(&mut at_one, &far.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    claim(&mut at_one, &far_from_near()).await;
     claim(&mut at_two, &["near"]).await;
 
     let (_, view) = watch::channel(table(&["near"], 2, &[(1, &one_address), (2, &two_address)]));
@@ -128,6 +129,55 @@ async fn a_push_to_everyone_counts_the_apps_online_sessions_at_every_owner() {
     assert_eq!(counted, [(NodeId(7), 3), (NodeId(8), 1)].into());
     let other = AppId::new("other").expect("app");
     assert_eq!(locator.count_online(&other).await, Some(HashMap::new()), "no session of that app");
+    one_server.abort();
+    two_server.abort();
+}
+
+/// The shard of "near" moves from router 2 to router 1 (generation 3),
+/// which rebuilds it until both gateways have listed there: router 1's
+/// first count leaves it out, and a later one, with it, replaces the
+/// first; the push to everyone is counted by the owners, not given up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_count_takes_an_owners_wider_answer_once_its_rebuilt_shard_is_counted() {
+    let (one, one_table) = owner(1, table(&["near"], 2, &[])).await;
+    let (one_address, one_server) = serve(&one).await;
+    let (two, two_table) = owner(2, table(&["near"], 2, &[])).await;
+    let (two_address, two_server) = serve(&two).await;
+    let mut seven_at_one = linked(&one_address, 7).await;
+    let eight_at_one = linked(&one_address, 8).await;
+    let mut eight_at_two = linked(&two_address, 8).await;
+    let _seven_at_two = linked(&two_address, 7).await;
+    claim(&mut seven_at_one, &far_from_near()).await;
+    let near_epoch = claim(&mut eight_at_two, &["near"]).await[0];
+
+    let routers = [(1, one_address.as_str()), (2, two_address.as_str())];
+    let mut moved = table(&[], 2, &routers);
+    moved.table.as_mut().expect("a table").generations[ShardId::of(&key("near")).index()] = 3;
+    moved.applied_index = 3;
+    one_table.send_replace(moved.clone());
+    two_table.send_replace(moved.clone());
+    while one.counts().0 != u64::from(REGISTRY_SHARDS) || two.counts().0 != 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (_, view) = watch::channel(moved);
+    let locator = Locator::new(2, "c".to_owned(), two.clone(), view);
+    let counting = tokio::spawn({
+        let locator = locator.clone();
+        async move { locator.count_online(&AppId::default_app()).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!counting.is_finished(), "the moved shard is counted once both gateways listed it");
+    let listed = pb::ListedSession {
+        session: Some(session_to_pb(&key("near"))),
+        epoch: Some(epoch_to_pb(near_epoch)),
+        expiry_seconds: 0,
+        will: None,
+    };
+    eight_at_one.send(registry_up::Item::List(pb::RegistryList { sessions: vec![listed], last: true })).await;
+    seven_at_one.send(registry_up::Item::List(pb::RegistryList { sessions: Vec::new(), last: true })).await;
+    let counted = counting.await.expect("counted").expect("every shard counted at its owner");
+    assert_eq!(counted, [(NodeId(7), 3), (NodeId(8), 1)].into());
+    assert_eq!(locator.everyone_counts(), [1, 0], "counted by the owners");
     one_server.abort();
     two_server.abort();
 }
