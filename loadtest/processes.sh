@@ -26,21 +26,41 @@ wait_line() {
 # Prints the value of `NAME=value` in the line on standard input.
 field() { sed -E "s/.* $1=([^ ]+).*/\1/"; }
 
-# start_router_and_gateways DIR GATEWAYS: one router and GATEWAYS gateways
-# (MQTT on 127.0.0.2:1883 and up, configured by DIR/gateway.toml), logs in
-# DIR; waits until all listen. Sets grpc, cluster, router_pid and
-# gateway_lines (each gateway's "listening" line).
+# start_router_and_gateways DIR GATEWAYS [ROUTERS]: one router (or a
+# cluster of ROUTERS, on 127.0.0.11 and up, port 7401 and up) and GATEWAYS
+# gateways (MQTT on 127.0.0.2:1883 and up, configured by DIR/gateway.toml,
+# each linked to every router), logs in DIR; waits until all listen. Sets
+# grpc (the first router's), cluster, router_pid (the first router's),
+# router_pids and gateway_lines (each gateway's "listening" line).
 start_router_and_gateways() {
-  local dir=$1 gateways=$2 line
-  NO_COLOR=1 RUST_LOG=warn,herald=info "$BIN" router --grpc 127.0.0.1:0 --data "$dir/router" \
-    >"$dir/router.log" 2>&1 &
-  router_pid=$!
-  pids+=("$router_pid")
-  line=$(wait_line "$dir/router.log" "listening")
-  grpc=$(echo "$line" | field grpc)
-  cluster=$(echo "$line" | field cluster)
+  local dir=$1 gateways=$2 routers=${3:-1} line peers="" addresses="" n
+  router_pids=()
+  if [ "$routers" = 1 ]; then
+    NO_COLOR=1 RUST_LOG=warn,herald=info "$BIN" router --grpc 127.0.0.1:0 --data "$dir/router" \
+      >"$dir/router.log" 2>&1 &
+    router_pids+=($!)
+    line=$(wait_line "$dir/router.log" "listening")
+    grpc=$(echo "$line" | field grpc)
+    cluster=$(echo "$line" | field cluster)
+    addresses="http://$grpc"
+  else
+    cluster=bench
+    for n in $(seq 1 "$routers"); do
+      peers+="${peers:+,}$n=127.0.0.$((10 + n)):$((7400 + n))"
+      addresses+="${addresses:+,}http://127.0.0.$((10 + n)):$((7400 + n))"
+    done
+    for n in $(seq 1 "$routers"); do
+      NO_COLOR=1 RUST_LOG=warn,herald=info "$BIN" router --node-id "$n" --grpc "127.0.0.$((10 + n)):$((7400 + n))" \
+        --peers "$peers" --cluster-id "$cluster" --data "$dir/router-$n" >"$dir/router-$n.log" 2>&1 &
+      router_pids+=($!)
+    done
+    for n in $(seq 1 "$routers"); do wait_line "$dir/router-$n.log" "listening" >/dev/null; done
+    grpc=127.0.0.11:7401
+  fi
+  router_pid=${router_pids[0]}
+  pids+=("${router_pids[@]}")
   for i in $(seq 1 "$gateways"); do
-    NO_COLOR=1 RUST_LOG=warn,herald=info "$BIN" gateway --router "http://$grpc" --cluster-id "$cluster" \
+    NO_COLOR=1 RUST_LOG=warn,herald=info "$BIN" gateway --router "$addresses" --cluster-id "$cluster" \
       --mqtt "127.0.0.$((i + 1)):1883" --node-id "$i" --config "$dir/gateway.toml" >"$dir/gateway-$i.log" 2>&1 &
     pids+=($!)
   done

@@ -5,13 +5,14 @@
 # here), with one router. Reports, per send, the latency from the HTTP
 # request to each device's delivery (p50, p99, max) over every device.
 #
-# Usage: loadtest/push-bench.sh [DEVICES] [GATEWAYS]
+# Usage: loadtest/push-bench.sh [DEVICES] [GATEWAYS] [ROUTERS]
 # Needs a release build (cargo build --release) or HERALD_BIN.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEVICES=${1:-100000}
 GATEWAYS=${2:-6}
+ROUTERS=${3:-1}
 KEY=bench-key-0123456789abcdef
 PER=$((DEVICES / GATEWAYS))
 dir=$(mktemp -d /tmp/herald-push-bench.XXXXXX)
@@ -27,9 +28,10 @@ rate_per_second = 100000
 api_keys = ["$KEY"]
 EOF
 
-start_router_and_gateways "$dir" "$GATEWAYS"
+start_router_and_gateways "$dir" "$GATEWAYS" "$ROUTERS"
 http=$(echo "${gateway_lines[0]}" | field http)
 
+generators=()
 echo "connecting $DEVICES devices over $GATEWAYS gateways" >&2
 started=$(date +%s)
 for i in $(seq 1 "$GATEWAYS"); do
@@ -37,6 +39,7 @@ for i in $(seq 1 "$GATEWAYS"); do
     --devices "$PER" --expect 2 --wait 120 --parallel 512 --connect-timeout 300 --threads 1 \
     --ready-file "$dir/ready-$i" --latencies-file "$dir/latencies-$i" >"$dir/devices-$i.json" 2>"$dir/devices-$i.log" &
   pids+=($!)
+  generators+=($!)
 done
 for i in $(seq 1 "$GATEWAYS"); do
   for _ in $(seq 1 3000); do [ -f "$dir/ready-$i" ] && break; sleep 0.1; done
@@ -67,7 +70,7 @@ code=$(post /v1/apps/default/messages "$dir/all.json"); [ "$code" = 202 ] || { e
 sleep 5
 code=$(post /v1/apps/default/messages "$dir/tag.json"); [ "$code" = 202 ] || { echo "tag push: $code" >&2; exit 1; }
 
-for i in $(seq 1 "$GATEWAYS"); do wait "${pids[$((GATEWAYS + i))]}" || true; done
+for pid in "${generators[@]}"; do wait "$pid" || true; done
 cat "$dir"/devices-*.log >&2
 python3 - "$dir" "$DEVICES" <<'EOF'
 import glob, sys

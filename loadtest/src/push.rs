@@ -2,7 +2,9 @@
 //! subscribed to its own topic `$push/{client id}`, and an app backend
 //! sending to them through Herald's HTTP push API, one request per device:
 //! by client id (Herald's push-to-one-device path, through the session
-//! registry) or by alias (each device first given the alias `u{index}`).
+//! registry), by alias (each device first given the alias `u{index}`) or by
+//! tag (each device first given the tag `t{index}`: a tag expression
+//! selecting one device from the directory).
 //! Reports pushes per second, the HTTP request latency, and each
 //! delivery's latency from the moment its request was sent.
 
@@ -40,9 +42,9 @@ pub(crate) struct PushArgs {
     /// Devices to connect and push to, one request each.
     #[arg(long, default_value_t = 1000)]
     devices: u32,
-    /// How each request names its device: `device` (by client id) or
-    /// `alias`.
-    #[arg(long, default_value = "device", value_parser = ["device", "alias"])]
+    /// How each request names its device: `device` (by client id), `alias`
+    /// or `tag`.
+    #[arg(long, default_value = "device", value_parser = ["device", "alias", "tag"])]
     to: String,
     /// Requests per second at most.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
@@ -70,8 +72,8 @@ type SentAt = Arc<Mutex<Vec<Option<Instant>>>>;
 async fn run_async(args: &PushArgs) -> anyhow::Result<Report> {
     let clients = crate::devices::connect_devices(&args.common, &args.setup, args.devices, "p").await?;
     let ids: Arc<[String]> = (0..args.devices).map(|i| format!("{}-p{i}", args.common.prefix)).collect();
-    if args.to == "alias" {
-        name_aliases(args, &ids).await?;
+    if args.to != "device" {
+        name_devices(args, &ids).await?;
     }
     let sent_at: SentAt = Arc::new(Mutex::new(vec![None; args.devices as usize]));
     let until = Instant::now() + Duration::from_secs(u64::from(args.devices / args.rate) + args.drain + 10);
@@ -128,12 +130,16 @@ async fn run_async(args: &PushArgs) -> anyhow::Result<Report> {
     Ok(Report::new("push", args, results, summary))
 }
 
-/// Gives device `i` the alias `u{i}`.
-async fn name_aliases(args: &PushArgs, ids: &[String]) -> anyhow::Result<()> {
+/// Gives device `i` the alias `u{i}` (`--to alias`) or the tag `t{i}`.
+async fn name_devices(args: &PushArgs, ids: &[String]) -> anyhow::Result<()> {
     let mut http = HttpClient::connect(args.http).await?;
     for (index, id) in ids.iter().enumerate() {
         let path = format!("/v1/apps/{}/devices/{id}", args.app);
-        let body = json!({ "alias": format!("u{index}"), "tags": [] }).to_string();
+        let body = match args.to.as_str() {
+            "alias" => json!({ "alias": format!("u{index}"), "tags": [] }),
+            _ => json!({ "tags": [format!("t{index}")] }),
+        }
+        .to_string();
         let status = http.request("PUT", &path, &args.key, &body).await?;
         anyhow::ensure!(status == 200, "PUT {path}: HTTP {status}");
     }
@@ -162,6 +168,7 @@ async fn send_all(
                 tokio::time::sleep_until(start + interval * index as u32).await;
                 let audience = match args.to.as_str() {
                     "alias" => json!({ "aliases": [format!("u{index}")] }),
+                    "tag" => json!({ "tags": format!("t{index}") }),
                     _ => json!({ "device_ids": [id] }),
                 };
                 let body = json!({ "audience": audience, "content": { "data": { "n": index } } }).to_string();

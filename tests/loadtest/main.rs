@@ -454,11 +454,11 @@ fn devices_wait_for_a_broadcast_and_report_its_latency() {
 }
 
 #[test]
-fn push_sends_to_each_device_by_id_and_by_alias_and_every_one_arrives() {
+fn push_sends_to_each_device_by_id_by_alias_and_by_tag_and_every_one_arrives() {
     let data = tempfile::tempdir().expect("a data directory");
     let config = "[push]\nrate_per_second = 100000\n[push.apps.default]\napi_keys = [\"bench-key-0123456789abcdef\"]\n";
     let (_broker, mqtt, http) = push_broker(&data, config);
-    for (to, prefix) in [("device", "pd"), ("alias", "pa")] {
+    for (to, prefix) in [("device", "pd"), ("alias", "pa"), ("tag", "pt")] {
         let (success, report, output) = run_loadtest(&[
             "push",
             "--target",
