@@ -101,7 +101,7 @@ pub(crate) async fn run_router(
     };
     let persistent: herald_router::registry_link::PersistentLookup = {
         let raft = raft.clone();
-        Arc::new(move |session| raft.has_persistent_session(session))
+        Arc::new(move |sessions| raft.has_persistent_sessions(sessions))
     };
     let shard_owner = herald_router::registry_link::RegistryService::new(
         node.0,

@@ -72,8 +72,9 @@ const TAKEN_BATCHES: usize = 4096;
 
 type Downlink = mpsc::Sender<Result<pb::RegistryDown, Status>>;
 
-/// Whether the replicated state holds a persistent session of a key.
-pub type PersistentLookup = Arc<dyn Fn(&SessionKey) -> bool + Send + Sync>;
+/// Which of some keys the replicated state holds a persistent session of,
+/// in their order (one read of the state for all of them).
+pub type PersistentLookup = Arc<dyn Fn(&[SessionKey]) -> Vec<bool> + Send + Sync>;
 
 /// The persistent sessions of the replicated state a filter picks, as
 /// offline registry entries (`RaftNode::offline_sessions_where`).
@@ -145,6 +146,16 @@ struct Shared {
 }
 
 impl Shared {
+    /// Those of `sessions` the replicated state holds no persistent
+    /// session of.
+    fn not_persistent(&self, sessions: Vec<SessionKey>) -> Vec<SessionKey> {
+        if sessions.is_empty() {
+            return sessions;
+        }
+        let persistent = (self.persistent)(&sessions);
+        sessions.into_iter().zip(persistent).filter(|(_, persistent)| !persistent).map(|(s, _)| s).collect()
+    }
+
     fn owner(&self) -> std::sync::MutexGuard<'_, ShardOwner> {
         self.owner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -396,7 +407,7 @@ impl crate::registry_redis::Snapshots for OwnerSnapshots {
 fn sweep(shared: &Shared) {
     let before = UnixMillis(shared.clock.now().0.saturating_sub(SWEEP.as_millis() as u64));
     let offline = shared.owner().offline_sessions(before);
-    let gone: Vec<SessionKey> = offline.into_iter().filter(|s| !(shared.persistent)(s)).collect();
+    let gone = shared.not_persistent(offline);
     if !gone.is_empty() {
         let mut owner = shared.owner();
         for session in &gone {
@@ -413,7 +424,7 @@ fn sweep(shared: &Shared) {
         .iter()
         .cloned()
         .collect();
-    let ended: Vec<SessionKey> = written.into_iter().filter(|s| !(shared.persistent)(s)).collect();
+    let ended = shared.not_persistent(written);
     if ended.is_empty() {
         return;
     }
@@ -626,7 +637,7 @@ fn apply(
         registry_up::Item::Hello(_) => return Err(Status::invalid_argument("a second hello")),
         registry_up::Item::Claim(claim) => {
             let session = session_of(claim.session, "claim.session")?;
-            let persistent = (shared.persistent)(&session);
+            let persistent = (shared.persistent)(std::slice::from_ref(&session)).first() == Some(&true);
             let (request, stale_refusals, connection) =
                 (claim.request, claim.stale_refusals, claim.connection);
             let claim = Claim {

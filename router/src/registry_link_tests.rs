@@ -110,7 +110,8 @@ async fn claims_releases_and_listings_reach_the_shards_this_router_owns_and_revo
     };
     let (table, watched) = watch::channel(view(3, 1));
     let clock = Arc::new(ManualClock::new(UnixMillis(1_000)));
-    let persistent: PersistentLookup = Arc::new(|session: &SessionKey| session.client.as_str() == "durable");
+    let persistent: PersistentLookup =
+        Arc::new(|sessions: &[SessionKey]| sessions.iter().map(|s| s.client.as_str() == "durable").collect());
     let inherited = Arc::new(AtomicU32::new(0));
     let service = RegistryService::new(
         ME,
@@ -223,7 +224,7 @@ pub(crate) async fn owner(node: u64, view: TableView) -> (RegistryService, watch
     let mut first = view.clone();
     first.table.as_mut().expect("a table").generations.iter_mut().for_each(|g| *g -= 1);
     let (sender, watched) = watch::channel(first);
-    let persistent: PersistentLookup = Arc::new(|_: &SessionKey| false);
+    let persistent: PersistentLookup = Arc::new(|sessions: &[SessionKey]| vec![false; sessions.len()]);
     let clock = Arc::new(ManualClock::new(UnixMillis(1_000)));
     let lease = Duration::from_secs(15);
     let service = RegistryService::new(
@@ -271,7 +272,7 @@ async fn the_wills_of_transient_sessions_are_published_through_the_leader() {
         applied_index: 1,
     };
     let start = |node, watched| {
-        let persistent: PersistentLookup = Arc::new(|_: &SessionKey| false);
+        let persistent: PersistentLookup = Arc::new(|sessions: &[SessionKey]| vec![false; sessions.len()]);
         let inherited = Arc::new(AtomicU32::new(0));
         RegistryService::new(node, "c".to_owned(), watched, persistent, clock.clone(), LEASE, inherited)
     };

@@ -462,10 +462,11 @@ impl RaftNode {
         }
     }
 
-    /// Whether this node's copy of the replicated state holds persistent
-    /// session `key`.
-    pub fn has_persistent_session(&self, key: &herald_core::SessionKey) -> bool {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).durable.has_session(key)
+    /// Which of `keys` this node's copy of the replicated state holds a
+    /// persistent session of, in their order (one lock for all).
+    pub fn has_persistent_sessions(&self, keys: &[herald_core::SessionKey]) -> Vec<bool> {
+        let state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        keys.iter().map(|key| state.durable.has_session(key)).collect()
     }
 
     /// The persistent sessions `wanted` picks, as offline registry entries
