@@ -305,16 +305,7 @@ impl Router {
                         // Items beyond the lookups under way: the gateway
                         // answers 503, to be sent again.
                         out.extend(refused.into_iter().map(|refusal| (gateway, refusal)));
-                        let mut commits = Vec::new();
-                        for mut item in batch.drain(..) {
-                            let traced = trace_push(&mut item);
-                            {
-                                let _entered = traced.as_ref().map(|(route, _)| route.enter());
-                                state.apply(gateway, item, now, out);
-                            }
-                            commits.extend(traced.map(|(_, commit)| commit));
-                        }
-                        commits
+                        apply_traced(state, gateway, batch.drain(..), None, now, out)
                     })
                     .await;
                 inner.timer_changed.notify_one();
@@ -432,22 +423,36 @@ fn locate_items(
         let mut effects = Vec::new();
         inner
             .run_batch_traced(&mut effects, |state, now, out| {
-                let mut commits = Vec::new();
-                for mut item in located_items {
-                    let traced = trace_push(&mut item);
-                    {
-                        let _entered = traced.as_ref().map(|(route, _)| route.enter());
-                        state.apply_located(gateway, item, Some(located.clone()), now, out);
-                    }
-                    commits.extend(traced.map(|(_, commit)| commit));
-                }
-                commits
+                apply_traced(state, gateway, located_items, Some(located), now, out)
             })
             .await;
         inner.timer_changed.notify_one();
         drop(permit);
     });
     Vec::new()
+}
+
+/// Applies `items` from `gateway` (with what the shards' owners said of
+/// them: `located`), each traced push inside its routing span; returns the
+/// spans of their Raft commits.
+fn apply_traced(
+    state: &mut RouterState,
+    gateway: NodeId,
+    items: impl IntoIterator<Item = Uplink>,
+    located: Option<Arc<Locations>>,
+    now: UnixMillis,
+    out: &mut Vec<Effect>,
+) -> Vec<tracing::Span> {
+    let mut commits = Vec::new();
+    for mut item in items {
+        let traced = trace_push(&mut item);
+        {
+            let _entered = traced.as_ref().map(|(route, _)| route.enter());
+            state.apply_located(gateway, item, located.clone(), now, out);
+        }
+        commits.extend(traced.map(|(_, commit)| commit));
+    }
+    commits
 }
 
 /// The refusal of an item not located for want of room: busy, to be sent
@@ -638,3 +643,7 @@ impl Inner {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "service_tests.rs"]
+mod tests;
