@@ -198,7 +198,7 @@ pub struct ShardOwner {
     unsettled: std::collections::VecDeque<(UnixMillis, SessionKey, Epoch)>,
     /// Sessions changed since the registry in Redis was last written, while
     /// one is kept (`registry.rs`).
-    changed: Option<HashSet<SessionKey>>,
+    changed: crate::state::Changes,
 }
 
 impl ShardOwner {
@@ -219,7 +219,7 @@ impl ShardOwner {
             inherited: HashMap::new(),
             pending_wills: HashMap::new(),
             unsettled: std::collections::VecDeque::new(),
-            changed: None,
+            changed: Default::default(),
         }
     }
 

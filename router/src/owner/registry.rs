@@ -3,7 +3,7 @@
 //! its generation of each, so a router that lost a shard never overwrites
 //! what its new owner wrote.
 
-use super::{HashSet, ShardOwner};
+use super::ShardOwner;
 use crate::state::{Holder, RegistryEntry};
 use herald_core::{SessionKey, ShardGenerations, ShardId, UnixMillis};
 
@@ -11,21 +11,18 @@ impl ShardOwner {
     /// Starts marking the sessions that change, for
     /// [`ShardOwner::take_registry_changes`].
     pub fn track_registry(&mut self) {
-        self.changed.get_or_insert_with(HashSet::new);
+        self.changed.track();
     }
 
     /// Marks `session` as changed (when tracked).
     pub(super) fn touched(&mut self, session: &SessionKey) {
-        if let Some(changed) = &mut self.changed {
-            changed.insert(session.clone());
-        }
+        self.changed.mark(session);
     }
 
     /// The sessions of shards owned here that changed since the last call,
     /// each as it is now (`held: None`: it ended).
     pub fn take_registry_changes(&mut self) -> Vec<RegistryEntry> {
-        let Some(changed) = self.changed.as_mut().filter(|c| !c.is_empty()) else { return Vec::new() };
-        let changed = std::mem::take(changed);
+        let changed = self.changed.take();
         changed
             .into_iter()
             .filter(|session| self.shards.contains_key(&ShardId::of(session)))
@@ -52,9 +49,7 @@ impl ShardOwner {
     /// Every session of the shards owned here, as it is now; the changes
     /// marked so far are covered by it.
     pub fn registry_snapshot(&mut self) -> Vec<RegistryEntry> {
-        if let Some(changed) = &mut self.changed {
-            changed.clear();
-        }
+        self.changed.take();
         let sessions: Vec<SessionKey> = self.sessions.keys().cloned().collect();
         sessions.into_iter().map(|session| self.registry_entry(session)).collect()
     }

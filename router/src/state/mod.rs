@@ -36,7 +36,7 @@ pub use fanout::MAX_FANOUT_ENTRIES;
 pub use idempotency::{IDEMPOTENCY_TTL_MS, MAX_IDEMPOTENCY_KEYS};
 pub use journal::DurableState;
 pub use located::{ToLocate, may_locate};
-pub use registry::{Holder, RegistryEntry};
+pub use registry::{Changes, Holder, RegistryEntry};
 pub use sessions::SessionRecord;
 
 /// What a router holds now, for metrics.
@@ -251,7 +251,7 @@ pub struct RouterState {
     dirty_groups: HashSet<(AppId, TopicFilter)>,
     /// Sessions whose ownership changed since the registry's external
     /// store last took them (`None`: no external store).
-    registry_dirty: Option<HashSet<SessionKey>>,
+    registry_dirty: registry::Changes,
     /// Claims waiting for the live connection they take over to end.
     takeovers: HashMap<SessionKey, takeover::PendingClaim>,
 }

@@ -16,6 +16,30 @@ pub struct RegistryEntry {
     pub held: Option<Holder>,
 }
 
+/// The sessions marked changed since the registry's external store last
+/// took them; nothing is marked until tracking starts (there is a store).
+#[derive(Debug, Default)]
+pub struct Changes(Option<HashSet<SessionKey>>);
+
+impl Changes {
+    /// Starts marking.
+    pub fn track(&mut self) {
+        self.0.get_or_insert_with(HashSet::new);
+    }
+
+    /// Marks `session` (when tracking).
+    pub fn mark(&mut self, session: &SessionKey) {
+        if let Some(changed) = &mut self.0 {
+            changed.insert(session.clone());
+        }
+    }
+
+    /// The sessions marked since the last call, unmarked.
+    pub fn take(&mut self) -> HashSet<SessionKey> {
+        self.0.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+}
+
 /// Who holds a session known to the router.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Holder {
@@ -34,7 +58,7 @@ impl RouterState {
     /// Starts marking the sessions whose ownership changes, for
     /// [`RouterState::take_registry_changes`].
     pub fn track_registry(&mut self) {
-        self.registry_dirty.get_or_insert_with(HashSet::new);
+        self.registry_dirty.track();
     }
 
     /// The highest generation of any registry shard.
@@ -50,25 +74,20 @@ impl RouterState {
 
     /// Marks `session`'s ownership as changed (when tracked).
     pub(super) fn registry_changed(&mut self, session: &SessionKey) {
-        if let Some(dirty) = &mut self.registry_dirty {
-            dirty.insert(session.clone());
-        }
+        self.registry_dirty.mark(session);
     }
 
     /// The sessions whose ownership changed since the last call, each as it
     /// is now.
     pub fn take_registry_changes(&mut self) -> Vec<RegistryEntry> {
-        let Some(dirty) = self.registry_dirty.as_mut().filter(|d| !d.is_empty()) else { return Vec::new() };
-        let dirty = std::mem::take(dirty);
+        let dirty = self.registry_dirty.take();
         dirty.into_iter().map(|session| self.registry_entry(session)).collect()
     }
 
     /// Every session the router knows, as it is now; what was marked
     /// changed is covered by it.
     pub fn registry_snapshot(&mut self) -> Vec<RegistryEntry> {
-        if let Some(dirty) = &mut self.registry_dirty {
-            dirty.clear();
-        }
+        self.registry_dirty.take();
         self.sessions
             .keys()
             .cloned()
