@@ -34,6 +34,7 @@ field() { sed -E "s/.* $1=([^ ]+).*/\1/"; }
 # router_pids and gateway_lines (each gateway's "listening" line).
 start_router_and_gateways() {
   local dir=$1 gateways=$2 routers=${3:-1} line peers="" addresses="" n
+  [[ $routers =~ ^[1-9][0-9]*$ ]] || { echo "ROUTERS must be a number of routers, 1 or more: $routers" >&2; return 1; }
   router_pids=()
   if [ "$routers" = 1 ]; then
     NO_COLOR=1 RUST_LOG=warn,herald=info "$BIN" router --grpc 127.0.0.1:0 --data "$dir/router" \

@@ -2,7 +2,8 @@
 # The push API at scale: a broadcast and a tag push to DEVICES connected
 # devices, spread over GATEWAYS gateway processes and as many
 # `herald loadtest devices` processes (a process may hold 20,000 sockets
-# here), with one router. Reports, per send, the latency from the HTTP
+# here), with one router or a cluster of ROUTERS (the devices then located
+# and counted at their registry shards' owners). Reports, per send, the latency from the HTTP
 # request to each device's delivery (p50, p99, max) over every device.
 #
 # Usage: loadtest/push-bench.sh [DEVICES] [GATEWAYS] [ROUTERS]

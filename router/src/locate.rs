@@ -14,8 +14,9 @@
 //! router owns the shard now, is asked again every [`RETRY`] for at most
 //! [`LOCATE_PATIENCE`]; a device still not located then is reported
 //! unreachable, never silently dropped. Admission: the router serving
-//! the gateways runs at most `LOCATING` pushes' lookups at once; a gateway
-//! whose push finds them all taken waits (its stream is pushed back).
+//! the gateways runs at most `LOCATING` batches' lookups at once; the
+//! pushes of a batch that finds them all taken are refused as busy (the
+//! gateway answers 503, to be sent again).
 
 use crate::owner::{AppOnline, Located};
 use crate::raft::shards::TableView;

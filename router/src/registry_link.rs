@@ -153,6 +153,7 @@ impl Shared {
             return sessions;
         }
         let persistent = (self.persistent)(&sessions);
+        debug_assert_eq!(persistent.len(), sessions.len(), "one answer per session");
         sessions.into_iter().zip(persistent).filter(|(_, persistent)| !persistent).map(|(s, _)| s).collect()
     }
 

@@ -124,14 +124,18 @@ async fn a_located_push_whose_gateway_linked_again_meanwhile_is_dropped() {
     let (router, locator) = router(table(2, Some(&address))).await;
     let mut first = link(&router);
     first.uplink.send(push(9, "d1")).await.expect("sent");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    while router.inner.locating.available_permits() == LOCATING {
+        assert!(tokio::time::Instant::now() < until, "the push was never taken to be located");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let mut second = link(&router);
     let until = tokio::time::Instant::now() + crate::locate::LOCATE_PATIENCE + Duration::from_secs(2);
     while locator.counts()[2] == 0 {
         assert!(tokio::time::Instant::now() < until, "the lookup never ended");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let late = pushed(&mut second, 9, Duration::from_millis(500)).await;
+    let late = pushed(&mut second, 9, Duration::from_secs(2)).await;
     assert!(late.is_none(), "applied after its link was replaced: {late:?}");
     assert!(pushed(&mut first, 9, Duration::from_millis(50)).await.is_none(), "nor answered on the old link");
 }

@@ -463,10 +463,15 @@ impl RaftNode {
     }
 
     /// Which of `keys` this node's copy of the replicated state holds a
-    /// persistent session of, in their order (one lock for all).
+    /// persistent session of, in their order (one lock per 4,096 keys, so
+    /// a long list does not hold up the state machine).
     pub fn has_persistent_sessions(&self, keys: &[herald_core::SessionKey]) -> Vec<bool> {
-        let state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        keys.iter().map(|key| state.durable.has_session(key)).collect()
+        let mut persistent = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(4096) {
+            let state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            persistent.extend(chunk.iter().map(|key| state.durable.has_session(key)));
+        }
+        persistent
     }
 
     /// The persistent sessions `wanted` picks, as offline registry entries
