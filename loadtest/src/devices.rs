@@ -71,8 +71,13 @@ async fn run_async(args: &DevicesArgs) -> anyhow::Result<Report> {
     let mut by_message: Vec<hdrhistogram::Histogram<u64>> = (0..args.expect).map(|_| histogram()).collect();
     let (mut complete, mut received) = (0u64, 0u64);
     let mut lines = String::new();
+    // Devices stay connected until every one has what it expects: their
+    // leaving is not the server's work per push, and would compete with
+    // the deliveries still going.
+    let mut done = Vec::with_capacity(args.devices as usize);
     while let Some(joined) = tasks.join_next().await {
-        let seen = joined?;
+        let (client, seen) = joined?;
+        done.push(client);
         received += seen.latencies.len() as u64;
         complete += u64::from(seen.latencies.len() as u32 >= args.expect);
         for (ordinal, latency) in seen.latencies.into_iter().enumerate() {
@@ -84,6 +89,7 @@ async fn run_async(args: &DevicesArgs) -> anyhow::Result<Report> {
             }
         }
     }
+    done.into_iter().for_each(Client::abort);
     if let Some(path) = &args.latencies_file {
         std::fs::write(path, lines)?;
     }
@@ -124,8 +130,9 @@ pub(crate) async fn connect_devices(
     .await
 }
 
-/// Waits for `expect` pushes (acknowledging each) until `until`.
-async fn listen(mut client: Client, expect: u32, until: Instant) -> Seen {
+/// Waits for `expect` pushes (acknowledging each) until `until`; returns
+/// the client, still connected, and what it saw.
+async fn listen(mut client: Client, expect: u32, until: Instant) -> (Client, Seen) {
     let mut seen = Seen { latencies: Vec::with_capacity(expect as usize) };
     while (seen.latencies.len() as u32) < expect {
         let Ok(packet) = client.receive(deadline_within(until, Duration::from_secs(3600)), "a push").await
@@ -149,8 +156,7 @@ async fn listen(mut client: Client, expect: u32, until: Instant) -> Seen {
             seen.latencies.push(sent_ms.map_or(0, |ms| now_micros().saturating_sub(ms * 1000)));
         }
     }
-    client.abort();
-    seen
+    (client, seen)
 }
 
 fn now_micros() -> u64 {
