@@ -170,9 +170,23 @@ impl Shared {
     /// queue of wills to publish, and the sessions changed to Redis (offered
     /// with the owner locked, so in the order they changed).
     fn deliver(&self, effects: Vec<OwnerEffect>) {
-        if let Some(mirror) = self.mirror.get() {
-            mirror.offer(self.owner().take_registry_changes());
+        if self.mirror.get().is_some() {
+            return self.deliver_locked(self.owner(), effects);
         }
+        self.send(effects);
+    }
+
+    /// [`Shared::deliver`] with the owner locked already (`owner`, let go
+    /// once the changes are offered).
+    fn deliver_locked(&self, mut owner: std::sync::MutexGuard<'_, ShardOwner>, effects: Vec<OwnerEffect>) {
+        if let Some(mirror) = self.mirror.get() {
+            mirror.offer(owner.take_registry_changes());
+        }
+        drop(owner);
+        self.send(effects);
+    }
+
+    fn send(&self, effects: Vec<OwnerEffect>) {
         for effect in effects {
             let (gateway, session, epoch) = match effect {
                 OwnerEffect::Revoke { gateway, session, epoch } => (gateway, session, epoch),
@@ -351,9 +365,11 @@ async fn follow(shared: std::sync::Weak<Shared>, mut table: watch::Receiver<Tabl
             set_table(&strong, &view, now);
             strong.applied.send_replace(view);
         }
-        let mut effects = Vec::new();
-        strong.owner().tick(now, &mut effects);
-        strong.deliver(effects);
+        {
+            let (mut effects, mut owner) = (Vec::new(), strong.owner());
+            owner.tick(now, &mut effects);
+            strong.deliver_locked(owner, effects);
+        }
         if swept.elapsed() >= SWEEP {
             swept = tokio::time::Instant::now();
             sweep(&strong);
@@ -634,7 +650,7 @@ fn apply(
     item: registry_up::Item,
 ) -> Result<Option<pb::RegistryDown>, Status> {
     let mut effects = Vec::new();
-    let answer = match item {
+    let (answer, owner) = match item {
         registry_up::Item::Hello(_) => return Err(Status::invalid_argument("a second hello")),
         registry_up::Item::Claim(claim) => {
             let session = session_of(claim.session, "claim.session")?;
@@ -662,10 +678,10 @@ fn apply(
                     persistent,
                     holds_will: true,
                 }),
-                Err(Refused::NotOwner { owner }) => registry_claimed::Result::NotOwner(owner),
+                Err(Refused::NotOwner { owner: other }) => registry_claimed::Result::NotOwner(other),
                 Err(Refused::Stale) => return Err(Status::internal("a claim is never stale")),
             };
-            registry_down::Item::Claimed(pb::RegistryClaimed { request, result: Some(result) })
+            (registry_down::Item::Claimed(pb::RegistryClaimed { request, result: Some(result) }), owner)
         }
         registry_up::Item::Release(release) => {
             let request = release.request;
@@ -677,20 +693,22 @@ fn apply(
                 publish_will: release.publish_will,
                 pending: Vec::new(),
             };
-            let (stale, not_owner) =
-                match shared.owner().release(gateway, &release, shared.clock.now(), &mut effects) {
-                    Ok(()) => (false, None),
-                    Err(Refused::Stale) => (true, None),
-                    Err(Refused::NotOwner { owner }) => (false, Some(owner)),
-                };
-            registry_down::Item::Released(pb::RegistryReleased { request, stale, not_owner })
+            let mut owner = shared.owner();
+            let (stale, not_owner) = match owner.release(gateway, &release, shared.clock.now(), &mut effects)
+            {
+                Ok(()) => (false, None),
+                Err(Refused::Stale) => (true, None),
+                Err(Refused::NotOwner { owner: other }) => (false, Some(other)),
+            };
+            (registry_down::Item::Released(pb::RegistryReleased { request, stale, not_owner }), owner)
         }
         registry_up::Item::Accepted(settled) => {
             let session = session_of(settled.session, "accepted.session")?;
             let epoch = epoch_of(settled.epoch, "accepted.epoch")?;
             // Nothing to answer: a stale one changes nothing.
-            let _ = shared.owner().settled(gateway, &session, epoch, settled.accepted, &mut effects);
-            shared.deliver(effects);
+            let mut owner = shared.owner();
+            let _ = owner.settled(gateway, &session, epoch, settled.accepted, &mut effects);
+            shared.deliver_locked(owner, effects);
             return Ok(None);
         }
         registry_up::Item::List(list) => {
@@ -710,9 +728,9 @@ fn apply(
                     })
                 })
                 .collect::<Result<Vec<_>, Status>>()?;
-            let elsewhere =
-                shared.owner().relist(gateway, sessions, list.last, shared.clock.now(), &mut effects);
-            shared.deliver(effects);
+            let mut owner = shared.owner();
+            let elsewhere = owner.relist(gateway, sessions, list.last, shared.clock.now(), &mut effects);
+            shared.deliver_locked(owner, effects);
             if elsewhere.is_empty() {
                 return Ok(None);
             }
@@ -728,7 +746,7 @@ fn apply(
             }));
         }
     };
-    shared.deliver(effects);
+    shared.deliver_locked(owner, effects);
     Ok(Some(pb::RegistryDown { item: Some(answer) }))
 }
 
