@@ -242,6 +242,13 @@ impl Sources {
                 "Gateways linked to this router's registry.",
                 owner.linked(),
             );
+            let [locates, counts] = owner.answered();
+            out.labelled_counter(
+                "herald_router_registry_calls_answered_total",
+                "Calls of the router serving the gateways that this router's registry shards answered: where sessions are (locate), how many online sessions of an app each gateway holds (count).",
+                "call",
+                &[("locate", locates), ("count", counts)],
+            );
             let [here, forwarded, dropped] = owner.wills();
             out.labelled_counter(
                 "herald_router_registry_wills_total",

@@ -82,6 +82,11 @@ async fn a_push_locates_its_devices_at_their_shards_owners() {
     .into();
     assert_eq!(located, expected);
     assert_eq!(locator.counts(), [2, 2, 0], "near and moved here; far and nobody at router 1");
+    assert_eq!(
+        one.answered(),
+        [1, 0],
+        "one call to router 1 for the three sessions the stale table gives it"
+    );
 
     // Router 1 unreachable: its session is not located in time.
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -165,6 +170,12 @@ async fn a_count_takes_an_owners_wider_answer_once_its_rebuilt_shard_is_counted(
         let locator = locator.clone();
         async move { locator.count_online(&AppId::default_app()).await }
     });
+    // Router 1 answered (without the moved shard) before it is listed.
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    while one.answered()[1] == 0 {
+        assert!(tokio::time::Instant::now() < until, "router 1 was never asked to count");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!counting.is_finished(), "the moved shard is counted once both gateways listed it");
     let listed = pb::ListedSession {

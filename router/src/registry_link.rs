@@ -129,6 +129,8 @@ struct Shared {
     wills: Mutex<std::collections::VecDeque<(tokio::time::Instant, Box<Will>)>>,
     wills_ready: tokio::sync::Notify,
     will_counts: WillCounts,
+    /// Calls of other routers answered: locates, counts.
+    answered: [AtomicU64; 2],
     /// This router's router while it leads; set once, when the task that
     /// sends the wills starts.
     serving: std::sync::OnceLock<watch::Receiver<Option<Router>>>,
@@ -257,6 +259,7 @@ impl RegistryService {
             wills: Mutex::default(),
             wills_ready: tokio::sync::Notify::new(),
             will_counts: WillCounts::default(),
+            answered: Default::default(),
             serving: std::sync::OnceLock::new(),
             taken: Mutex::default(),
             mirror: std::sync::OnceLock::new(),
@@ -308,6 +311,13 @@ impl RegistryService {
         if self.shared.mirror.set(mirror).is_ok() {
             tokio::spawn(writer);
         }
+    }
+
+    /// Calls of other routers (the one serving the gateways) this router's
+    /// shards answered: where sessions are (`Locate`), and how many online
+    /// sessions of an app each gateway holds (`CountOnline`).
+    pub fn answered(&self) -> [u64; 2] {
+        self.shared.answered.each_ref().map(|c| c.load(Ordering::Relaxed))
     }
 
     /// What became of the wills this router's shards ended.
@@ -874,6 +884,7 @@ impl Registry for RegistryService {
     ) -> Result<Response<pb::SessionsLocated>, Status> {
         let request = request.into_inner();
         self.same_contract("a locate", request.contract_version, &request.cluster_id)?;
+        self.shared.answered[0].fetch_add(1, Ordering::Relaxed);
         if request.sessions.len() > crate::locate::LOCATE_CHUNK {
             return Err(Status::invalid_argument(format!(
                 "{} sessions: at most {} per call",
@@ -898,6 +909,7 @@ impl Registry for RegistryService {
     ) -> Result<Response<pb::OnlineCounted>, Status> {
         let request = request.into_inner();
         self.same_contract("a count", request.contract_version, &request.cluster_id)?;
+        self.shared.answered[1].fetch_add(1, Ordering::Relaxed);
         let app = herald_core::AppId::new(request.app).map_err(invalid)?;
         Ok(Response::new(crate::locate::online_to_pb(self.online_of_app(&app))))
     }

@@ -294,4 +294,22 @@ fn on_three_routers_a_send_finds_each_device_at_its_shards_owner() {
         metrics.get(&name).copied().unwrap_or_else(|| panic!("no {name}"))
     };
     assert_eq!((by("owners"), by("records")), (2.0, 0.0));
+    // The two other routers answered those calls: each asked to count twice
+    // (again if a shard was still being rebuilt), and to locate.
+    let leader = cluster.leader();
+    let (mut locates, mut counts) = (0.0, 0.0);
+    for node in (1..=3).filter(|node| *node != leader) {
+        let ops = crate::ops_client::ops_address(&cluster.router_output(node));
+        let (status, lines) = crate::ops_client::fetch(&ops, "/metrics");
+        assert_eq!(status, 200);
+        let metrics = crate::ops_client::samples(&lines);
+        let answered = |call: &str| {
+            let name = format!("herald_router_registry_calls_answered_total{{call=\"{call}\"}}");
+            metrics.get(&name).copied().unwrap_or_else(|| panic!("no {name}"))
+        };
+        locates += answered("locate");
+        counts += answered("count");
+    }
+    assert!(locates >= 1.0, "{locates} locates answered by the other routers");
+    assert!(counts >= 4.0, "{counts} counts answered by the other routers");
 }
