@@ -170,25 +170,13 @@ impl Shared {
     /// Sends each revocation to its gateway, never waiting: a full or gone
     /// downlink is forgotten until the gateway links again. Wills go to the
     /// queue of wills to publish, and the sessions changed to Redis (offered
-    /// with the owner locked, so in the order they changed).
-    fn deliver(&self, effects: Vec<OwnerEffect>) {
-        if self.mirror.get().is_some() {
-            return self.deliver_locked(self.owner(), effects);
-        }
-        self.send(effects);
-    }
-
-    /// [`Shared::deliver`] with the owner locked already (`owner`, let go
-    /// once the changes are offered).
-    fn deliver_locked(&self, mut owner: std::sync::MutexGuard<'_, ShardOwner>, effects: Vec<OwnerEffect>) {
+    /// with the owner locked, so in the order they changed): `owner` is the
+    /// guard the effects were made under, let go once they are offered.
+    fn deliver(&self, mut owner: std::sync::MutexGuard<'_, ShardOwner>, effects: Vec<OwnerEffect>) {
         if let Some(mirror) = self.mirror.get() {
             mirror.offer(owner.take_registry_changes());
         }
         drop(owner);
-        self.send(effects);
-    }
-
-    fn send(&self, effects: Vec<OwnerEffect>) {
         for effect in effects {
             let (gateway, session, epoch) = match effect {
                 OwnerEffect::Revoke { gateway, session, epoch } => (gateway, session, epoch),
@@ -378,7 +366,7 @@ async fn follow(shared: std::sync::Weak<Shared>, mut table: watch::Receiver<Tabl
         {
             let (mut effects, mut owner) = (Vec::new(), strong.owner());
             owner.tick(now, &mut effects);
-            strong.deliver_locked(owner, effects);
+            strong.deliver(owner, effects);
         }
         if swept.elapsed() >= SWEEP {
             swept = tokio::time::Instant::now();
@@ -441,8 +429,8 @@ fn sweep(shared: &Shared) {
             // Unless it came back meanwhile.
             owner.forget_offline(session, before);
         }
+        shared.deliver(owner, Vec::new());
     }
-    shared.deliver(Vec::new());
     let Some(mirror) = shared.mirror.get() else { return };
     let written: Vec<SessionKey> = shared
         .offline_written
@@ -664,7 +652,7 @@ fn apply(
         registry_up::Item::Hello(_) => return Err(Status::invalid_argument("a second hello")),
         registry_up::Item::Claim(claim) => {
             let session = session_of(claim.session, "claim.session")?;
-            let persistent = (shared.persistent)(std::slice::from_ref(&session)).first() == Some(&true);
+            let persistent = shared.not_persistent(vec![session.clone()]).is_empty();
             let (request, stale_refusals, connection) =
                 (claim.request, claim.stale_refusals, claim.connection);
             let claim = Claim {
@@ -718,7 +706,7 @@ fn apply(
             // Nothing to answer: a stale one changes nothing.
             let mut owner = shared.owner();
             let _ = owner.settled(gateway, &session, epoch, settled.accepted, &mut effects);
-            shared.deliver_locked(owner, effects);
+            shared.deliver(owner, effects);
             return Ok(None);
         }
         registry_up::Item::List(list) => {
@@ -740,7 +728,7 @@ fn apply(
                 .collect::<Result<Vec<_>, Status>>()?;
             let mut owner = shared.owner();
             let elsewhere = owner.relist(gateway, sessions, list.last, shared.clock.now(), &mut effects);
-            shared.deliver_locked(owner, effects);
+            shared.deliver(owner, effects);
             if elsewhere.is_empty() {
                 return Ok(None);
             }
@@ -756,7 +744,7 @@ fn apply(
             }));
         }
     };
-    shared.deliver_locked(owner, effects);
+    shared.deliver(owner, effects);
     Ok(Some(pb::RegistryDown { item: Some(answer) }))
 }
 

@@ -4,6 +4,7 @@
 
 use crate::cluster::Cluster;
 use crate::push_client::{Body, Device, call, push_address};
+use crate::raft_cluster::RaftCluster;
 use serde_json::json;
 
 const KEY: &str = "shop-key-0123456789abcdef";
@@ -206,7 +207,7 @@ fn on_three_routers_a_send_finds_each_device_at_its_shards_owner() {
     );
     std::fs::write(&config, text).expect("write the config");
     let config = config.to_str().expect("utf-8");
-    let mut cluster = crate::raft_cluster::RaftCluster::start_with(3, &[("HERALD_OPS", "127.0.0.1:0")]);
+    let mut cluster = RaftCluster::start_with(3, &[("HERALD_OPS", "127.0.0.1:0")]);
     let gateways = [cluster.start_gateway_with(&[1, 2, 3], &["--config", config]), {
         cluster.start_gateway_with(&[1, 2, 3], &["--config", config])
     }];
@@ -275,41 +276,38 @@ fn on_three_routers_a_send_finds_each_device_at_its_shards_owner() {
         );
     }
     // The leader located them: some at its own shards, some at the others'.
-    let ops = crate::ops_client::ops_address(&cluster.router_output(cluster.leader()));
-    let (status, lines) = crate::ops_client::fetch(&ops, "/metrics");
-    assert_eq!(status, 200);
-    let metrics = crate::ops_client::samples(&lines);
-    let located = |at: &str| {
-        let name = format!("herald_router_push_devices_located_total{{where=\"{at}\"}}");
-        metrics.get(&name).copied().unwrap_or_else(|| panic!("no {name}"))
-    };
+    let leader = cluster.leader();
+    let metric = router_metrics(&cluster, leader);
+    let located = |at: &str| metric("herald_router_push_devices_located_total", "where", at);
     // 10 directory puts and 2 gets (each answers with the device's view),
     // 6 sends by id, 6 by alias, 4 by tag.
     assert_eq!(located("here") + located("elsewhere"), 28.0, "every device located at its owner");
     assert!(located("elsewhere") >= 1.0, "some at another router");
     assert_eq!(located("not_located"), 0.0);
     // The send to everyone and the stats went by the owners' counts.
-    let by = |source: &str| {
-        let name = format!("herald_router_push_everyone_counted_total{{by=\"{source}\"}}");
-        metrics.get(&name).copied().unwrap_or_else(|| panic!("no {name}"))
-    };
+    let by = |source: &str| metric("herald_router_push_everyone_counted_total", "by", source);
     assert_eq!((by("owners"), by("records")), (2.0, 0.0));
     // The two other routers answered those calls: each asked to count twice
     // (again if a shard was still being rebuilt), and to locate.
-    let leader = cluster.leader();
-    let (mut locates, mut counts) = (0.0, 0.0);
-    for node in (1..=3).filter(|node| *node != leader) {
-        let ops = crate::ops_client::ops_address(&cluster.router_output(node));
-        let (status, lines) = crate::ops_client::fetch(&ops, "/metrics");
-        assert_eq!(status, 200);
-        let metrics = crate::ops_client::samples(&lines);
-        let answered = |call: &str| {
-            let name = format!("herald_router_registry_calls_answered_total{{call=\"{call}\"}}");
-            metrics.get(&name).copied().unwrap_or_else(|| panic!("no {name}"))
-        };
-        locates += answered("locate");
-        counts += answered("count");
-    }
+    let others: Vec<_> =
+        (1..=3).filter(|node| *node != leader).map(|node| router_metrics(&cluster, node)).collect();
+    let answered = |call: &str| -> f64 {
+        others.iter().map(|m| m("herald_router_registry_calls_answered_total", "call", call)).sum()
+    };
+    let (locates, counts) = (answered("locate"), answered("count"));
     assert!(locates >= 1.0, "{locates} locates answered by the other routers");
     assert!(counts >= 4.0, "{counts} counts answered by the other routers");
+}
+
+/// Router `node`'s `/metrics`, read once, as a reader of a sample
+/// `name{label="value"}`.
+fn router_metrics(cluster: &RaftCluster, node: usize) -> impl Fn(&str, &str, &str) -> f64 {
+    let ops = crate::ops_client::ops_address(&cluster.router_output(node));
+    let (status, lines) = crate::ops_client::fetch(&ops, "/metrics");
+    assert_eq!(status, 200);
+    let samples = crate::ops_client::samples(&lines);
+    move |name, label, value| {
+        let name = format!("{name}{{{label}=\"{value}\"}}");
+        samples.get(&name).copied().unwrap_or_else(|| panic!("no {name}"))
+    }
 }
